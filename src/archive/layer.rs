@@ -1,0 +1,346 @@
+//! Layer tars: checking entry names and flattening a stack of layers into
+//! one root filesystem tar with OCI whiteouts applied.
+//!
+//! Names from layers are hostile: a leading `/` is dropped as tar does, and
+//! a name that still leaves the root after cleaning (`../`) is refused, as
+//! are whiteouts that name `.`, `..` or nothing. Nothing here touches the
+//! host filesystem: layers are read from the store and written to a stream.
+
+use crate::digest::Digest;
+use crate::store::{Compression, Store, StoreError};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+pub const OPAQUE: &str = ".wh..wh..opq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("layer {layer}: entry {name:?}: {msg}")]
+    Entry {
+        layer: String,
+        name: String,
+        msg: String,
+    },
+    #[error("layer {layer}: {source}")]
+    Read { layer: String, source: io::Error },
+    #[error("writing {target}: {source}")]
+    Write { target: String, source: io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, LayerError>;
+
+/// Cleans a layer entry name. `Ok(None)` is the root itself.
+pub fn clean_entry_path(raw: &str) -> std::result::Result<Option<String>, &'static str> {
+    if raw.contains('\0') {
+        return Err("the name contains a NUL byte");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err("the name leaves the root filesystem (../); refusing the layer");
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(parts.join("/")))
+}
+
+/// What a cleaned name means in a layer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Normal,
+    /// Deletes this path from lower layers.
+    Whiteout(String),
+    /// Hides everything lower layers have under this directory ("" = root).
+    Opaque(String),
+}
+
+/// Classifies a cleaned name, refusing malformed whiteouts.
+pub fn classify(path: &str) -> std::result::Result<EntryKind, &'static str> {
+    let (dir, base) = match path.rsplit_once('/') {
+        Some((d, b)) => (d, b),
+        None => ("", path),
+    };
+    if base == OPAQUE {
+        return Ok(EntryKind::Opaque(dir.to_string()));
+    }
+    if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(
+                "a whiteout that names no file (.wh. , .wh.. or .wh...); refusing the layer",
+            );
+        }
+        if name.starts_with(".wh.") {
+            return Err("an unknown whiteout meta-file (.wh..wh.*); refusing the layer");
+        }
+        let target = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        return Ok(EntryKind::Whiteout(target));
+    }
+    Ok(EntryKind::Normal)
+}
+
+fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + 'a>> {
+    let f = store.open_blob(d)?;
+    let mut r = BufReader::with_capacity(256 * 1024, f);
+    let head = r.fill_buf().map_err(|e| LayerError::Read {
+        layer: d.to_string(),
+        source: e,
+    })?;
+    let c = Compression::sniff(head);
+    c.decoder(r).map_err(|e| LayerError::Read {
+        layer: d.to_string(),
+        source: e,
+    })
+}
+
+fn ancestors(p: &str) -> impl Iterator<Item = &str> {
+    p.match_indices('/').map(move |(i, _)| &p[..i])
+}
+
+/// Writes the merged root filesystem of `layers` (bottom first) as one tar.
+///
+/// Two passes: top-down to decide which layer's entry wins for each path
+/// (whiteouts and opaque directories of a layer hide only lower layers),
+/// then bottom-up to write the winners, so parents and hard-link targets
+/// come before what needs them.
+pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str) -> Result<W> {
+    // path -> (layer index, is directory)
+    let mut winner: HashMap<String, (usize, bool)> = HashMap::new();
+    let mut deleted: HashSet<String> = HashSet::new();
+    let mut opaque: HashSet<String> = HashSet::new();
+    for (i, d) in layers.iter().enumerate().rev() {
+        let mut new_deleted = HashSet::new();
+        let mut new_opaque = HashSet::new();
+        let mut ar = tar::Archive::new(open_layer(store, d)?);
+        let entries = ar.entries().map_err(|e| LayerError::Read {
+            layer: d.to_string(),
+            source: e,
+        })?;
+        for e in entries {
+            let e = e.map_err(|e| LayerError::Read {
+                layer: d.to_string(),
+                source: e,
+            })?;
+            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let entry_err = |msg: &str| LayerError::Entry {
+                layer: d.to_string(),
+                name: raw.clone(),
+                msg: msg.to_string(),
+            };
+            let Some(path) = clean_entry_path(&raw).map_err(entry_err)? else {
+                continue;
+            };
+            match classify(&path).map_err(entry_err)? {
+                EntryKind::Whiteout(t) => {
+                    new_deleted.insert(t);
+                    continue;
+                }
+                EntryKind::Opaque(dir) => {
+                    new_opaque.insert(dir);
+                    continue;
+                }
+                EntryKind::Normal => {}
+            }
+            let hidden = deleted.contains(&path)
+                || opaque.contains("")
+                || ancestors(&path).any(|a| {
+                    deleted.contains(a)
+                        || opaque.contains(a)
+                        || winner.get(a).is_some_and(|(_, is_dir)| !is_dir)
+                });
+            if hidden || winner.contains_key(&path) {
+                continue;
+            }
+            winner.insert(path, (i, e.header().entry_type().is_dir()));
+        }
+        deleted.extend(new_deleted);
+        opaque.extend(new_opaque);
+    }
+    let mut b = tar::Builder::new(out);
+    let werr = |e: io::Error| LayerError::Write {
+        target: target.to_string(),
+        source: e,
+    };
+    for (i, d) in layers.iter().enumerate() {
+        let mut ar = tar::Archive::new(open_layer(store, d)?);
+        let entries = ar.entries().map_err(|e| LayerError::Read {
+            layer: d.to_string(),
+            source: e,
+        })?;
+        for e in entries {
+            let mut e = e.map_err(|e| LayerError::Read {
+                layer: d.to_string(),
+                source: e,
+            })?;
+            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let Ok(Some(path)) = clean_entry_path(&raw) else {
+                continue;
+            };
+            if winner.get(&path).map(|(l, _)| *l) != Some(i) {
+                continue;
+            }
+            // Keep PAX records that carry metadata (xattrs such as
+            // security.capability, long link names, high-precision times).
+            let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+            if let Ok(Some(exts)) = e.pax_extensions() {
+                for ext in exts.flatten() {
+                    if let Ok(k) = ext.key() {
+                        if k.starts_with("SCHILY.xattr.") || k == "linkpath" || k.ends_with("time")
+                        {
+                            pax.push((k.to_string(), ext.value_bytes().to_vec()));
+                        }
+                    }
+                }
+            }
+            if !pax.is_empty() {
+                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    .map_err(werr)?;
+            }
+            let mut h = e.header().clone();
+            let kind = h.entry_type();
+            let name = if kind.is_dir() {
+                format!("{path}/")
+            } else {
+                path.clone()
+            };
+            if kind.is_hard_link() || kind.is_symlink() {
+                let link = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let link = if kind.is_hard_link() {
+                    match clean_entry_path(&link) {
+                        Ok(Some(l)) => l,
+                        _ => return Err(LayerError::Entry {
+                            layer: d.to_string(),
+                            name: raw,
+                            msg: "a hard link that leaves the root filesystem; refusing the layer"
+                                .into(),
+                        }),
+                    }
+                } else {
+                    // Symlink targets are kept as written; they are only
+                    // resolved inside the root by whoever follows them.
+                    link
+                };
+                h.set_size(0);
+                b.append_link(&mut h, &name, &link).map_err(werr)?;
+            } else {
+                b.append_data(&mut h, &name, &mut e).map_err(werr)?;
+            }
+        }
+    }
+    b.into_inner().map_err(werr)
+}
+
+/// Reads a tar stream to the end, checking every entry name; returns the
+/// number of entries. Used to refuse a bad rootfs tarball before storing it.
+pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
+    let mut ar = tar::Archive::new(r);
+    let mut n = 0;
+    let entries = ar.entries().map_err(|e| LayerError::Read {
+        layer: label.to_string(),
+        source: e,
+    })?;
+    for e in entries {
+        let mut e = e.map_err(|e| LayerError::Read {
+            layer: label.to_string(),
+            source: e,
+        })?;
+        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let entry_err = |msg: &str| LayerError::Entry {
+            layer: label.to_string(),
+            name: raw.clone(),
+            msg: msg.to_string(),
+        };
+        if let Some(p) = clean_entry_path(&raw).map_err(entry_err)? {
+            classify(&p).map_err(entry_err)?;
+        }
+        if e.header().entry_type().is_hard_link() {
+            let link = e
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            if !matches!(clean_entry_path(&link), Ok(Some(_))) {
+                return Err(entry_err(
+                    "a hard link that leaves the root filesystem; refusing the layer",
+                ));
+            }
+        }
+        io::copy(&mut e, &mut io::sink()).map_err(|e| LayerError::Read {
+            layer: label.to_string(),
+            source: e,
+        })?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn clean_entry_path_table() {
+        assert_eq!(
+            clean_entry_path("./etc/passwd"),
+            Ok(Some("etc/passwd".into()))
+        );
+        assert_eq!(
+            clean_entry_path("/etc/passwd"),
+            Ok(Some("etc/passwd".into()))
+        );
+        assert_eq!(clean_entry_path("a/../b"), Ok(Some("b".into())));
+        assert_eq!(clean_entry_path("./"), Ok(None));
+        assert!(clean_entry_path("../etc/passwd").is_err());
+        assert!(clean_entry_path("a/../../b").is_err());
+        assert!(clean_entry_path("/../x").is_err());
+    }
+
+    #[test]
+    fn classify_table() {
+        assert_eq!(
+            classify("etc/.wh.passwd"),
+            Ok(EntryKind::Whiteout("etc/passwd".into()))
+        );
+        assert_eq!(classify(".wh.x"), Ok(EntryKind::Whiteout("x".into())));
+        assert_eq!(
+            classify("etc/.wh..wh..opq"),
+            Ok(EntryKind::Opaque("etc".into()))
+        );
+        assert_eq!(classify(".wh..wh..opq"), Ok(EntryKind::Opaque("".into())));
+        assert_eq!(classify("etc/passwd"), Ok(EntryKind::Normal));
+        assert!(classify("etc/.wh.").is_err());
+        assert!(classify(".wh..").is_err());
+        assert!(classify(".wh...").is_err());
+        assert!(classify(".wh..wh.foo").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn cleaned_paths_never_escape(parts in proptest::collection::vec(prop_oneof![
+            Just("..".to_string()), Just(".".to_string()), Just("".to_string()), "[a-z]{1,3}"
+        ], 0..12)) {
+            let raw = parts.join("/");
+            if let Ok(Some(p)) = clean_entry_path(&raw) {
+                prop_assert!(!p.split('/').any(|c| c == ".." || c == "." || c.is_empty()));
+                prop_assert!(!p.starts_with('/'));
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+use super::{parse_template, print_table, render_template, AlreadyReported, Ctx};
+use crate::ops::{inspect as ops_inspect, resolve_image};
+use crate::timefmt::{format_rfc3339, human_ago, human_size, now};
+use anyhow::Result;
+use clap::Args;
+use std::io::Write;
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Format the output with a Go template ('{{.Id}}', '{{json .Config}}')
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Images to inspect (names, IDs or ID prefixes)
+    #[arg(required = true, value_name = "IMAGE")]
+    names: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
+    let store = ctx.open_store()?;
+    let template = match a.format.as_deref() {
+        Some("json") | None => None,
+        Some(f) => Some(parse_template(
+            &f.replace("\\t", "\t").replace("\\n", "\n"),
+        )?),
+    };
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for n in &a.names {
+        match resolve_image(&store, n).and_then(|img| ops_inspect::inspect(&store, &img)) {
+            Ok(d) => docs.push(d),
+            Err(e) => {
+                eprintln!("error: {}", super::chain(&e));
+                failed = true;
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    match template {
+        None => {
+            if !docs.is_empty() || !failed {
+                serde_json::to_writer_pretty(&mut out, &docs)?;
+                writeln!(out)?;
+            }
+        }
+        Some(t) => {
+            for d in &docs {
+                writeln!(out, "{}", render_template(&t, d)?)?;
+            }
+        }
+    }
+    if failed {
+        return Err(AlreadyReported("inspect").into());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Display sizes and dates in human readable format
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    human: bool,
+    /// Output format: table, json, or a Go template
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(value_name = "IMAGE")]
+    name: String,
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
+    let store = ctx.open_store()?;
+    let img = resolve_image(&store, &a.name)?;
+    let entries = ops_inspect::history(&store, &img)?;
+    let mut out = std::io::stdout().lock();
+    let now_s = now();
+    let id_of = |e: &ops_inspect::HistoryEntry| match &e.id {
+        Some(id) if a.no_trunc => format!("sha256:{id}"),
+        Some(id) => id[..12].to_string(),
+        None => "<missing>".to_string(),
+    };
+    if a.quiet {
+        for e in &entries {
+            writeln!(out, "{}", id_of(e))?;
+        }
+        return Ok(());
+    }
+    let values: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "ID": id_of(e),
+                "Created": e.created.unwrap_or(0),
+                "CreatedAt": e.created.map(format_rfc3339).unwrap_or_default(),
+                "CreatedSince": human_ago(e.created, now_s),
+                "CreatedBy": e.created_by,
+                "Size": e.size,
+                "Comment": e.comment,
+            })
+        })
+        .collect();
+    match a.format.as_deref() {
+        Some("json") => {
+            serde_json::to_writer_pretty(&mut out, &values)?;
+            writeln!(out)?;
+        }
+        Some(f) if f != "table" => {
+            let t = parse_template(&f.replace("\\t", "\t").replace("\\n", "\n"))?;
+            for v in &values {
+                writeln!(out, "{}", render_template(&t, v)?)?;
+            }
+        }
+        _ => {
+            let mut rows = vec![vec!["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()];
+            for e in &entries {
+                let by = if a.no_trunc {
+                    e.created_by.clone()
+                } else {
+                    truncate(&e.created_by, 45)
+                };
+                rows.push(vec![
+                    id_of(e),
+                    if a.human {
+                        human_ago(e.created, now_s)
+                    } else {
+                        e.created.map(format_rfc3339).unwrap_or_default()
+                    },
+                    by,
+                    if a.human {
+                        human_size(e.size)
+                    } else {
+                        e.size.to_string()
+                    },
+                    e.comment.clone(),
+                ]);
+            }
+            print_table(&mut out, &rows)?;
+        }
+    }
+    Ok(())
+}

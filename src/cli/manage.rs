@@ -1,0 +1,119 @@
+use super::{AlreadyReported, Ctx};
+use crate::ops::{self, remove};
+use crate::timefmt::human_size;
+use anyhow::{bail, Result};
+use clap::Args;
+use std::io::{BufRead, Write};
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// The image to name
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// New names (NAME[:TAG])
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
+}
+
+pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
+    let mut store = ctx.open_store()?;
+    ops::tag(&mut store, &a.source, &a.targets)?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Remove images even when they have several tags
+    #[arg(short, long)]
+    force: bool,
+    /// Remove all images
+    #[arg(short, long)]
+    all: bool,
+    #[arg(value_name = "IMAGE")]
+    names: Vec<String>,
+}
+
+pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
+    if a.names.is_empty() && !a.all {
+        bail!("img rmi needs at least one image (or -a to remove all)");
+    }
+    let mut store = ctx.open_store()?;
+    let names: Vec<String> = if a.all {
+        store
+            .index()
+            .images()?
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect()
+    } else {
+        a.names.clone()
+    };
+    let force = a.force || a.all;
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for n in &names {
+        match remove::rmi_one(&mut store, n, force) {
+            Ok(r) => {
+                for t in &r.untagged {
+                    writeln!(out, "Untagged: {t}")?;
+                }
+                for d in &r.deleted {
+                    writeln!(out, "Deleted: {d}")?;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}", super::chain(&e));
+                failed = true;
+            }
+        }
+    }
+    remove::collect_garbage_if_idle(&mut store)?;
+    if failed {
+        return Err(AlreadyReported("rmi").into());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Also remove untagged intermediate images
+    #[arg(short, long)]
+    all: bool,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
+    let _ = a.all;
+    if !a.force {
+        eprint!("WARNING! This will remove all dangling images and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
+        let mut line = String::new();
+        // As docker: the answer is read from standard input, and end of
+        // input means no.
+        std::io::stdin().lock().read_line(&mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            eprintln!("not pruning");
+            return Ok(());
+        }
+    }
+    let mut store = ctx.open_store()?;
+    let report = remove::prune(&mut store, || {
+        eprintln!("waiting for other img processes to finish...")
+    })?;
+    let mut out = std::io::stdout().lock();
+    if !report.removed.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for r in &report.removed {
+            for t in &r.untagged {
+                writeln!(out, "untagged: {t}")?;
+            }
+            for d in &r.deleted {
+                writeln!(out, "deleted: {d}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(report.bytes))?;
+    Ok(())
+}

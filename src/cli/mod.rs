@@ -1,0 +1,246 @@
+//! The command line: clap definitions and rendering only. Each command
+//! parses its flags, calls one function in `ops`, and prints the result.
+//! Data goes to stdout; progress and diagnostics to stderr.
+
+mod archive;
+mod images;
+mod inspect;
+mod manage;
+mod system;
+
+use crate::store::Store;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "img",
+    version,
+    about = "A daemonless, rootless container image tool",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Store root directory [default: /var/lib/img for root, else ~/.local/share/img]
+    #[arg(long, global = true, env = "IMG_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List images
+    #[command(visible_alias = "ls")]
+    Images(images::ImagesArgs),
+    /// Show detailed information on images
+    Inspect(inspect::InspectArgs),
+    /// Show the history of an image
+    History(inspect::HistoryArgs),
+    /// Give an image more names
+    Tag(manage::TagArgs),
+    /// Remove images
+    #[command(visible_alias = "rm")]
+    Rmi(manage::RmiArgs),
+    /// Remove dangling images and unreferenced blobs
+    Prune(manage::PruneArgs),
+    /// Write images to an archive
+    Save(archive::SaveArgs),
+    /// Load images from an archive
+    Load(archive::LoadArgs),
+    /// Make an image from a root filesystem tarball
+    Import(archive::ImportArgs),
+    /// Write an image's root filesystem as a tarball
+    Export(archive::ExportArgs),
+    /// Show store information
+    Info(system::InfoArgs),
+    /// Show version information
+    Version(system::VersionArgs),
+    /// Check the store, and repair it
+    Fsck(system::FsckArgs),
+    /// System commands (df)
+    System {
+        #[command(subcommand)]
+        command: system::SystemCommand,
+    },
+    /// Image commands (docker image ... spelling)
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    #[command(visible_alias = "list")]
+    Ls(images::ImagesArgs),
+    Inspect(inspect::InspectArgs),
+    History(inspect::HistoryArgs),
+    Tag(manage::TagArgs),
+    Rm(manage::RmiArgs),
+    Prune(manage::PruneArgs),
+    Save(archive::SaveArgs),
+    Load(archive::LoadArgs),
+    Import(archive::ImportArgs),
+}
+
+/// Shared context for command handlers.
+pub struct Ctx {
+    root: PathBuf,
+}
+
+impl Ctx {
+    pub fn open_store(&self) -> Result<Store> {
+        let s = Store::open(&self.root).map_err(anyhow::Error::from)?;
+        Ok(s)
+    }
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+}
+
+/// An error already reported to the user; only the exit status is left.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} failed")]
+pub struct AlreadyReported(pub &'static str);
+
+/// Runs img with `args`; returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 125 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                // The reader went away (`img images | head`): not an error.
+                return ExitCode::SUCCESS;
+            }
+            if e.downcast_ref::<AlreadyReported>().is_none() {
+                eprintln!("error: {}", chain(&e));
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if parts.last().is_none_or(|p| !p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<crate::ops::NotFound>().is_some() {
+        return 1;
+    }
+    1
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = cli.root.unwrap_or_else(Store::default_root);
+    let ctx = Ctx { root };
+    match cli.command {
+        Command::Images(a)
+        | Command::Image {
+            command: ImageCommand::Ls(a),
+        } => images::run(&ctx, a),
+        Command::Inspect(a)
+        | Command::Image {
+            command: ImageCommand::Inspect(a),
+        } => inspect::run(&ctx, a),
+        Command::History(a)
+        | Command::Image {
+            command: ImageCommand::History(a),
+        } => inspect::history(&ctx, a),
+        Command::Tag(a)
+        | Command::Image {
+            command: ImageCommand::Tag(a),
+        } => manage::tag(&ctx, a),
+        Command::Rmi(a)
+        | Command::Image {
+            command: ImageCommand::Rm(a),
+        } => manage::rmi(&ctx, a),
+        Command::Prune(a)
+        | Command::Image {
+            command: ImageCommand::Prune(a),
+        } => manage::prune(&ctx, a),
+        Command::Save(a)
+        | Command::Image {
+            command: ImageCommand::Save(a),
+        } => archive::save(&ctx, a),
+        Command::Load(a)
+        | Command::Image {
+            command: ImageCommand::Load(a),
+        } => archive::load(&ctx, a),
+        Command::Import(a)
+        | Command::Image {
+            command: ImageCommand::Import(a),
+        } => archive::import(&ctx, a),
+        Command::Export(a) => archive::export(&ctx, a),
+        Command::Info(a) => system::info(&ctx, a),
+        Command::Version(a) => system::version(a),
+        Command::Fsck(a) => system::fsck(&ctx, a),
+        Command::System { command } => system::system(&ctx, command),
+    }
+}
+
+/// Renders a Go template over `data`, or JSON for `--format json`.
+pub(crate) fn render_template(
+    tmpl: &crate::template::Template,
+    data: &serde_json::Value,
+) -> Result<String> {
+    tmpl.execute(data).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Parses a `--format` template, turning `\t` and `\n` escapes into characters as docker does.
+pub(crate) fn parse_template(src: &str) -> Result<crate::template::Template> {
+    crate::template::Template::parse(src).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Prints a table with columns padded like docker's tabwriter (3 spaces).
+pub(crate) fn print_table(
+    out: &mut impl std::io::Write,
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut widths = vec![0; cols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(c);
+                line.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}

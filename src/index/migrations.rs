@@ -1,0 +1,74 @@
+//! The schema, as an append-only list of migrations.
+//!
+//! Migration `n` (1-based) brings `PRAGMA user_version` from `n - 1` to `n`.
+//! Never edit or remove a migration that has been released; append a new one.
+
+/// Each entry is one batch of SQL run inside the migrating transaction.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    -- One row per complete, verified file under blobs/sha256/.
+    CREATE TABLE blobs (
+        digest   TEXT PRIMARY KEY CHECK (digest GLOB 'sha256:*' AND length(digest) = 71),
+        size     INTEGER NOT NULL CHECK (size >= 0),
+        added_at INTEGER NOT NULL
+    ) STRICT;
+
+    -- Blobs an ingest is about to move into blobs/; see ARCHITECTURE.md "Ingest".
+    CREATE TABLE pending_blobs (
+        digest   TEXT PRIMARY KEY CHECK (digest GLOB 'sha256:*' AND length(digest) = 71),
+        added_at INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE images (
+        id                  TEXT PRIMARY KEY CHECK (id GLOB 'sha256:*' AND length(id) = 71),
+        manifest_digest     TEXT NOT NULL,
+        manifest_media_type TEXT NOT NULL,
+        created             INTEGER,
+        size                INTEGER NOT NULL,
+        architecture        TEXT NOT NULL DEFAULT '',
+        os                  TEXT NOT NULL DEFAULT '',
+        variant             TEXT NOT NULL DEFAULT '',
+        author              TEXT NOT NULL DEFAULT '',
+        labels              TEXT NOT NULL DEFAULT '{}',
+        added_at            INTEGER NOT NULL,
+        kind                TEXT NOT NULL DEFAULT 'oci'
+    ) STRICT;
+
+    -- The blobs an image needs: its manifest, config and layers.
+    CREATE TABLE image_blobs (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        role     TEXT NOT NULL CHECK (role IN ('manifest', 'config', 'layer')),
+        position INTEGER NOT NULL,
+        digest   TEXT NOT NULL REFERENCES blobs(digest),
+        PRIMARY KEY (image_id, role, position)
+    ) STRICT;
+    CREATE INDEX image_blobs_digest ON image_blobs(digest);
+
+    CREATE TABLE tags (
+        name       TEXT PRIMARY KEY,
+        repository TEXT NOT NULL,
+        tag        TEXT NOT NULL,
+        image_id   TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        tagged_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tags_image ON tags(image_id);
+
+    -- Layers of iSulad embedded images, kept in place outside the store.
+    CREATE TABLE external_layers (
+        image_id          TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position          INTEGER NOT NULL,
+        media_type        TEXT NOT NULL,
+        path_in_host      TEXT NOT NULL,
+        path_in_container TEXT NOT NULL,
+        digest            TEXT NOT NULL,
+        size              INTEGER NOT NULL,
+        PRIMARY KEY (image_id, position)
+    ) STRICT;
+    "#,
+];

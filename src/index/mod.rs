@@ -1,0 +1,962 @@
+//! The SQLite image index: the only module that speaks SQL.
+//!
+//! Every process opens its own connection (WAL, `synchronous=FULL`, foreign
+//! keys on). Write transactions start with `BEGIN IMMEDIATE` so that they wait
+//! for the write lock instead of failing with "database is locked" on upgrade;
+//! a busy timeout plus a retry loop hides contention from users.
+
+mod migrations;
+
+use crate::digest::Digest;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The on-disk store format this build understands. Bumped only for changes
+/// outside the SQL schema (the blob layout); the schema has `user_version`.
+pub const STORE_FORMAT: u32 = 1;
+
+/// `PRAGMA application_id`, so that the file is recognisably an img index.
+const APPLICATION_ID: i32 = 0x696d_6731; // "img1"
+
+/// How long one attempt waits for another writer before SQLite reports busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of a write transaction before giving up with a clear message.
+const BUSY_ATTEMPTS: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("opening image index {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("image index {path} has schema version {found}, newer than this img understands ({known}); upgrade img")]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("image index {path} has store format {found}, which this img does not understand (it knows {known}); upgrade img")]
+    UnknownFormat {
+        path: PathBuf,
+        found: String,
+        known: u32,
+    },
+    #[error("{path} is not an img index (application id {found:#x})")]
+    NotAnIndex { path: PathBuf, found: i32 },
+    #[error(
+        "image index is busy: other img processes held the write lock for over {secs} s; try again"
+    )]
+    Busy { secs: u64 },
+    #[error("image index: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("image index holds an invalid digest {0:?}; run img fsck")]
+    BadDigest(String),
+}
+
+pub type Result<T> = std::result::Result<T, IndexError>;
+
+/// An image as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    pub id: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    /// Seconds since the epoch, from the config's `created`.
+    pub created: Option<i64>,
+    /// Bytes of manifest, config and layers (external layers included).
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+    pub variant: String,
+    pub author: String,
+    /// The config's labels as a JSON object.
+    pub labels: String,
+    pub added_at: i64,
+    /// "oci" for images whose blobs are in the store, "embedded" for iSulad embedded images.
+    pub kind: String,
+    /// Fully qualified `repository:tag` names, sorted.
+    pub tags: Vec<String>,
+}
+
+/// What `insert_image` records.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub id: Digest,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub created: Option<i64>,
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+    pub variant: String,
+    pub author: String,
+    pub labels: String,
+    pub kind: String,
+    pub config_digest: Digest,
+    pub layer_digests: Vec<Digest>,
+    pub external_layers: Vec<ExternalLayer>,
+}
+
+/// A layer kept outside the store (iSulad embedded images).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalLayer {
+    pub media_type: String,
+    pub path_in_host: String,
+    pub path_in_container: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// A name to point at an image.
+#[derive(Debug, Clone)]
+pub struct TagName {
+    pub name: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+/// What `delete_image` removed.
+#[derive(Debug, Clone, Default)]
+pub struct Deleted {
+    pub untagged: Vec<String>,
+    pub deleted: bool,
+}
+
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn digest_col(s: String) -> Result<Digest> {
+    Digest::parse(&s).map_err(|_| IndexError::BadDigest(s))
+}
+
+impl Index {
+    /// Opens (creating and migrating if needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<Index> {
+        let open_err = |source| IndexError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // journal_mode is persistent; asking again is cheap and covers a
+        // first open racing with another process.
+        let mode: String =
+            with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // A filesystem without shared memory (some network or FUSE
+            // filesystems) cannot do WAL; the rollback journal still works.
+            let _ = mode;
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .map_err(open_err)?;
+        let mut index = Index {
+            conn,
+            path: path.to_path_buf(),
+        };
+        index.migrate()?;
+        Ok(index)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = migrations::MIGRATIONS.len() as u32;
+        let version: u32 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == known {
+            return self.check_format();
+        }
+        if version > known {
+            return Err(IndexError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        let path = self.path.clone();
+        self.write(|tx| {
+            // Re-read inside the write lock: another process may have migrated meanwhile.
+            let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version > known {
+                return Err(IndexError::TooNew {
+                    path: path.clone(),
+                    found: version,
+                    known,
+                });
+            }
+            if version == 0 {
+                let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+                let tables: i64 =
+                    tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                if app != 0 && app != APPLICATION_ID || app == 0 && tables > 0 {
+                    return Err(IndexError::NotAnIndex {
+                        path: path.clone(),
+                        found: app,
+                    });
+                }
+                tx.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID}"))?;
+            }
+            for (i, sql) in migrations::MIGRATIONS
+                .iter()
+                .enumerate()
+                .skip(version as usize)
+            {
+                tx.execute_batch(sql)?;
+                tx.execute_batch(&format!("PRAGMA user_version={}", i + 1))?;
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('format', ?1)",
+                params![STORE_FORMAT.to_string()],
+            )?;
+            Ok(())
+        })?;
+        self.check_format()
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match found {
+            Some(f) if f == STORE_FORMAT.to_string() => Ok(()),
+            Some(f) => Err(IndexError::UnknownFormat {
+                path: self.path.clone(),
+                found: f,
+                known: STORE_FORMAT,
+            }),
+            None => Err(IndexError::UnknownFormat {
+                path: self.path.clone(),
+                found: "(none)".into(),
+                known: STORE_FORMAT,
+            }),
+        }
+    }
+
+    /// Schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Runs `f` in an immediate (write) transaction, retrying while the
+    /// database is busy.
+    pub fn write<T>(&mut self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = (|| {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match res {
+                Err(IndexError::Sql(e)) if is_busy(&e) => {
+                    if attempt >= BUSY_ATTEMPTS {
+                        return Err(IndexError::Busy {
+                            secs: BUSY_TIMEOUT.as_secs() * attempt as u64,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10 * attempt as u64));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    // ---- blobs -------------------------------------------------------------
+
+    /// Records digests an ingest is about to move into `blobs/`.
+    pub fn add_pending(&mut self, digests: &[Digest]) -> Result<()> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO pending_blobs(digest, added_at) VALUES (?1, ?2)",
+            )?;
+            for d in digests {
+                st.execute(params![d.as_str(), now()])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn pending(&self) -> Result<Vec<Digest>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT digest FROM pending_blobs")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest_col(r?)).collect()
+    }
+
+    /// Turns pending digests whose file exists into blob rows, and forgets
+    /// the rest. `sizes` gives the size of each file that exists.
+    pub fn resolve_pending(&mut self, present: &[(Digest, u64)], absent: &[Digest]) -> Result<()> {
+        self.write(|tx| {
+            for (d, size) in present {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
+                    params![d.as_str(), *size as i64, now()],
+                )?;
+                tx.execute(
+                    "DELETE FROM pending_blobs WHERE digest = ?1",
+                    params![d.as_str()],
+                )?;
+            }
+            for d in absent {
+                tx.execute(
+                    "DELETE FROM pending_blobs WHERE digest = ?1",
+                    params![d.as_str()],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+        Ok(st.exists(params![d.as_str()])?)
+    }
+
+    /// Every blob row with its size.
+    pub fn blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT digest, size FROM blobs ORDER BY digest")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (d, s) = r?;
+            Ok((digest_col(d)?, s as u64))
+        })
+        .collect()
+    }
+
+    /// Blob rows no image refers to.
+    pub fn unreferenced_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT b.digest, b.size FROM blobs b
+             WHERE NOT EXISTS (SELECT 1 FROM image_blobs ib WHERE ib.digest = b.digest)
+             ORDER BY b.digest",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (d, s) = r?;
+            Ok((digest_col(d)?, s as u64))
+        })
+        .collect()
+    }
+
+    /// Deletes blob rows that are still unreferenced; returns those deleted.
+    /// The caller unlinks their files afterwards (row first, file second).
+    pub fn delete_unreferenced_blob_rows(&mut self, candidates: &[Digest]) -> Result<Vec<Digest>> {
+        self.write(|tx| {
+            let mut out = Vec::new();
+            let mut st = tx.prepare_cached(
+                "DELETE FROM blobs WHERE digest = ?1
+                 AND NOT EXISTS (SELECT 1 FROM image_blobs WHERE digest = ?1)",
+            )?;
+            for d in candidates {
+                if st.execute(params![d.as_str()])? > 0 {
+                    out.push(d.clone());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Adds rows for blob files that exist on disk but are not indexed.
+    pub fn add_blob_rows(&mut self, blobs: &[(Digest, u64)]) -> Result<()> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (d, s) in blobs {
+                st.execute(params![d.as_str(), *s as i64, now()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// References whose blob row is missing (a broken index).
+    pub fn dangling_references(&self) -> Result<Vec<(Digest, String, Digest)>> {
+        let mut st = self.conn.prepare(
+            "SELECT ib.image_id, ib.role, ib.digest FROM image_blobs ib
+             WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ib.digest)",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (i, role, d) = r?;
+            Ok((digest_col(i)?, role, digest_col(d)?))
+        })
+        .collect()
+    }
+
+    /// `PRAGMA integrity_check` and `foreign_key_check` problems, if any.
+    pub fn integrity_problems(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut st = self.conn.prepare("PRAGMA integrity_check")?;
+        for r in st.query_map([], |r| r.get::<_, String>(0))? {
+            let r = r?;
+            if r != "ok" {
+                out.push(format!("integrity: {r}"));
+            }
+        }
+        let mut st = self.conn.prepare("PRAGMA foreign_key_check")?;
+        for r in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (table, rowid) = r?;
+            out.push(format!("foreign key violation in {table} row {rowid}"));
+        }
+        Ok(out)
+    }
+
+    // ---- images ------------------------------------------------------------
+
+    /// Inserts an image, its blob references and tags in one transaction.
+    /// Tags already pointing elsewhere move to this image; returns, for each
+    /// moved tag, the image it left.
+    pub fn insert_image(
+        &mut self,
+        img: &NewImage,
+        blobs: &[(Digest, u64)],
+        tags: &[TagName],
+    ) -> Result<Vec<(String, Digest)>> {
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
+            )?;
+            for (d, s) in blobs {
+                st.execute(params![d.as_str(), *s as i64, now()])?;
+            }
+            drop(st);
+            let mut st = tx.prepare_cached("DELETE FROM pending_blobs WHERE digest = ?1")?;
+            for (d, _) in blobs {
+                st.execute(params![d.as_str()])?;
+            }
+            drop(st);
+            let exists: bool = tx
+                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+                .exists(params![img.id.as_str()])?;
+            if !exists {
+                tx.execute(
+                    "INSERT INTO images(id, manifest_digest, manifest_media_type, created, size,
+                        architecture, os, variant, author, labels, added_at, kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        img.id.as_str(),
+                        img.manifest_digest.as_str(),
+                        img.manifest_media_type,
+                        img.created,
+                        img.size as i64,
+                        img.architecture,
+                        img.os,
+                        img.variant,
+                        img.author,
+                        img.labels,
+                        now(),
+                        img.kind,
+                    ],
+                )?;
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO image_blobs(image_id, role, position, digest) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                if img.kind != "embedded" {
+                    st.execute(params![img.id.as_str(), "manifest", 0, img.manifest_digest.as_str()])?;
+                }
+                st.execute(params![img.id.as_str(), "config", 0, img.config_digest.as_str()])?;
+                for (i, d) in img.layer_digests.iter().enumerate() {
+                    st.execute(params![img.id.as_str(), "layer", i as i64, d.as_str()])?;
+                }
+                drop(st);
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO external_layers(image_id, position, media_type, path_in_host,
+                        path_in_container, digest, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for (i, l) in img.external_layers.iter().enumerate() {
+                    st.execute(params![
+                        img.id.as_str(),
+                        i as i64,
+                        l.media_type,
+                        l.path_in_host,
+                        l.path_in_container,
+                        l.digest,
+                        l.size as i64
+                    ])?;
+                }
+            }
+            let mut moved = Vec::new();
+            for t in tags {
+                if let Some(prev) = tag_in_tx(tx, t, &img.id)? {
+                    moved.push((t.name.clone(), prev));
+                }
+            }
+            Ok(moved)
+        })
+    }
+
+    /// Points `name` at `image_id`; returns the image it pointed at before, if another.
+    pub fn tag(&mut self, name: &TagName, image_id: &Digest) -> Result<Option<Digest>> {
+        self.write(|tx| {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
+                .exists(params![image_id.as_str()])?;
+            if !exists {
+                return Err(IndexError::Sql(rusqlite::Error::QueryReturnedNoRows));
+            }
+            tag_in_tx(tx, name, image_id)
+        })
+    }
+
+    /// Removes one tag; returns whether it existed.
+    pub fn untag(&mut self, name: &str) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM tags WHERE name = ?1", params![name])? > 0))
+    }
+
+    /// Deletes an image row (and with it its tags and blob references).
+    pub fn delete_image(&mut self, id: &Digest) -> Result<Deleted> {
+        self.write(|tx| {
+            let mut untagged = Vec::new();
+            {
+                let mut st =
+                    tx.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
+                for r in st.query_map(params![id.as_str()], |r| r.get::<_, String>(0))? {
+                    untagged.push(r?);
+                }
+            }
+            let deleted = tx.execute("DELETE FROM images WHERE id = ?1", params![id.as_str()])? > 0;
+            Ok(Deleted { untagged, deleted })
+        })
+    }
+
+    /// The image a tag points at.
+    pub fn image_for_tag(&self, name: &str) -> Result<Option<Digest>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT image_id FROM tags WHERE name = ?1")?;
+        let id: Option<String> = st.query_row(params![name], |r| r.get(0)).optional()?;
+        id.map(digest_col).transpose()
+    }
+
+    /// Image IDs starting with `prefix` (hex, without "sha256:").
+    pub fn ids_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 3",
+        )?;
+        let lo = format!("sha256:{prefix}");
+        let hi = format!("sha256:{prefix}\u{10ffff}");
+        let rows = st.query_map(params![lo, hi], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest_col(r?)).collect()
+    }
+
+    pub fn image(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+        let mut all = self.query_images(Some(id))?;
+        Ok(all.pop())
+    }
+
+    /// Every image with its tags, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        self.query_images(None)
+    }
+
+    fn query_images(&self, only: Option<&Digest>) -> Result<Vec<ImageRecord>> {
+        let sql = format!(
+            "SELECT i.id, i.manifest_digest, i.manifest_media_type, i.created, i.size, i.architecture,
+                    i.os, i.variant, i.author, i.labels, i.added_at, i.kind,
+                    (SELECT group_concat(name, char(10)) FROM
+                        (SELECT name FROM tags t WHERE t.image_id = i.id ORDER BY name))
+             FROM images i {} ORDER BY i.created DESC, i.added_at DESC, i.id",
+            if only.is_some() { "WHERE i.id = ?1" } else { "" }
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let map = |r: &rusqlite::Row| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+                r.get::<_, i64>(10)?,
+                r.get::<_, String>(11)?,
+                r.get::<_, Option<String>>(12)?,
+            ))
+        };
+        let rows: Vec<_> = match only {
+            Some(id) => st
+                .query_map(params![id.as_str()], map)?
+                .collect::<rusqlite::Result<_>>()?,
+            None => st.query_map([], map)?.collect::<rusqlite::Result<_>>()?,
+        };
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    md,
+                    mt,
+                    created,
+                    size,
+                    arch,
+                    os,
+                    variant,
+                    author,
+                    labels,
+                    added,
+                    kind,
+                    tags,
+                )| {
+                    Ok(ImageRecord {
+                        id: digest_col(id)?,
+                        manifest_digest: digest_col(md)?,
+                        manifest_media_type: mt,
+                        created,
+                        size: size as u64,
+                        architecture: arch,
+                        os,
+                        variant,
+                        author,
+                        labels,
+                        added_at: added,
+                        kind,
+                        tags: tags
+                            .map(|t| t.split('\n').map(str::to_string).collect())
+                            .unwrap_or_default(),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The blobs of an image by role, in order: (role, position, digest).
+    pub fn image_blobs(&self, id: &Digest) -> Result<Vec<(String, Digest)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT role, digest FROM image_blobs WHERE image_id = ?1
+             ORDER BY CASE role WHEN 'manifest' THEN 0 WHEN 'config' THEN 1 ELSE 2 END, position",
+        )?;
+        let rows = st.query_map(params![id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| {
+            let (role, d) = r?;
+            Ok((role, digest_col(d)?))
+        })
+        .collect()
+    }
+
+    pub fn external_layers(&self, id: &Digest) -> Result<Vec<ExternalLayer>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT media_type, path_in_host, path_in_container, digest, size
+             FROM external_layers WHERE image_id = ?1 ORDER BY position",
+        )?;
+        let rows = st.query_map(params![id.as_str()], |r| {
+            Ok(ExternalLayer {
+                media_type: r.get(0)?,
+                path_in_host: r.get(1)?,
+                path_in_container: r.get(2)?,
+                digest: r.get(3)?,
+                size: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many images use each blob of `id` (for "shared size").
+    pub fn blob_use_counts(&self) -> Result<Vec<(Digest, u64, u64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT b.digest, b.size, (SELECT count(DISTINCT image_id) FROM image_blobs ib WHERE ib.digest = b.digest)
+             FROM blobs b",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (d, s, n) = r?;
+            Ok((digest_col(d)?, s as u64, n as u64))
+        })
+        .collect()
+    }
+
+    /// Counts for `img info`: (images, tags, blobs, blob bytes).
+    pub fn counts(&self) -> Result<(u64, u64, u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM images), (SELECT count(*) FROM tags),
+                    (SELECT count(*) FROM blobs), (SELECT coalesce(sum(size), 0) FROM blobs)",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            },
+        )?)
+    }
+
+    /// Checkpoints the WAL into the main file (after bulk deletes).
+    pub fn checkpoint(&self) {
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+}
+
+fn tag_in_tx(tx: &Transaction, name: &TagName, image_id: &Digest) -> Result<Option<Digest>> {
+    let prev: Option<String> = tx
+        .prepare_cached("SELECT image_id FROM tags WHERE name = ?1")?
+        .query_row(params![name.name], |r| r.get(0))
+        .optional()?;
+    tx.execute(
+        "INSERT INTO tags(name, repository, tag, image_id, tagged_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, tagged_at = excluded.tagged_at",
+        params![name.name, name.repository, name.tag, image_id.as_str(), now()],
+    )?;
+    match prev {
+        Some(p) if p != image_id.as_str() => Ok(Some(digest_col(p)?)),
+        _ => Ok(None),
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::DatabaseBusy || f.code == rusqlite::ErrorCode::DatabaseLocked
+    )
+}
+
+fn with_busy_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f() {
+            Err(e) if is_busy(&e) && attempt < BUSY_ATTEMPTS => {
+                std::thread::sleep(Duration::from_millis(10 * attempt as u64))
+            }
+            Err(e) if is_busy(&e) => {
+                return Err(IndexError::Busy {
+                    secs: BUSY_TIMEOUT.as_secs(),
+                })
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("img-index-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn d(n: u8) -> Digest {
+        Digest::of_bytes(&[n])
+    }
+
+    fn new_image(config: u8, layers: &[u8]) -> NewImage {
+        NewImage {
+            id: d(config),
+            manifest_digest: d(config + 100),
+            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            created: Some(1_700_000_000),
+            size: 10,
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: String::new(),
+            author: String::new(),
+            labels: "{}".into(),
+            kind: "oci".into(),
+            config_digest: d(config),
+            layer_digests: layers.iter().map(|l| d(*l)).collect(),
+            external_layers: vec![],
+        }
+    }
+
+    fn blobs_of(img: &NewImage) -> Vec<(Digest, u64)> {
+        let mut v = vec![
+            (img.manifest_digest.clone(), 1),
+            (img.config_digest.clone(), 1),
+        ];
+        v.extend(img.layer_digests.iter().map(|l| (l.clone(), 1)));
+        v
+    }
+
+    fn tag(name: &str) -> TagName {
+        let (repo, t) = name.rsplit_once(':').unwrap();
+        TagName {
+            name: name.into(),
+            repository: repo.into(),
+            tag: t.into(),
+        }
+    }
+
+    #[test]
+    fn migrations_are_applied_once_and_recorded() {
+        let dir = temp_dir("migrate");
+        let p = dir.join("img.db");
+        let ix = Index::open(&p).unwrap();
+        assert_eq!(
+            ix.schema_version().unwrap(),
+            migrations::MIGRATIONS.len() as u32
+        );
+        drop(ix);
+        let ix = Index::open(&p).unwrap();
+        assert_eq!(
+            ix.schema_version().unwrap(),
+            migrations::MIGRATIONS.len() as u32
+        );
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = temp_dir("newer");
+        let p = dir.join("img.db");
+        drop(Index::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("PRAGMA user_version=999").unwrap();
+        drop(c);
+        let err = Index::open(&p).err().unwrap();
+        assert!(
+            matches!(err, IndexError::TooNew { found: 999, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_store_format_is_refused() {
+        let dir = temp_dir("format");
+        let p = dir.join("img.db");
+        drop(Index::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.execute("UPDATE meta SET value = '7' WHERE key = 'format'", [])
+            .unwrap();
+        drop(c);
+        let err = Index::open(&p).err().unwrap();
+        assert!(err.to_string().contains("store format 7"), "{err}");
+    }
+
+    #[test]
+    fn foreign_database_is_refused() {
+        let dir = temp_dir("foreign");
+        let p = dir.join("img.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch("CREATE TABLE x(a)").unwrap();
+        drop(c);
+        assert!(matches!(
+            Index::open(&p).err().unwrap(),
+            IndexError::NotAnIndex { .. }
+        ));
+    }
+
+    #[test]
+    fn image_blobs_and_tags_round_trip_and_cascade() {
+        let dir = temp_dir("roundtrip");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        let a = new_image(1, &[10, 11]);
+        let b = new_image(2, &[10, 12]);
+        ix.insert_image(&a, &blobs_of(&a), &[tag("docker.io/library/a:1")])
+            .unwrap();
+        ix.insert_image(&b, &blobs_of(&b), &[tag("docker.io/library/b:1")])
+            .unwrap();
+        assert_eq!(ix.images().unwrap().len(), 2);
+        assert!(ix.unreferenced_blobs().unwrap().is_empty());
+        // Moving a tag reports where it came from.
+        let moved = ix.tag(&tag("docker.io/library/a:1"), &b.id).unwrap();
+        assert_eq!(moved, Some(a.id.clone()));
+        let del = ix.delete_image(&a.id).unwrap();
+        assert!(del.deleted);
+        let unref: Vec<_> = ix
+            .unreferenced_blobs()
+            .unwrap()
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        // Layer 10 is shared with b and must stay referenced.
+        assert!(!unref.contains(&d(10)));
+        assert!(unref.contains(&d(11)));
+        let gone = ix.delete_unreferenced_blob_rows(&[d(10), d(11)]).unwrap();
+        assert_eq!(gone, vec![d(11)]);
+        assert!(ix.integrity_problems().unwrap().is_empty());
+    }
+
+    #[test]
+    fn id_prefix_lookup() {
+        let dir = temp_dir("prefix");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        let a = new_image(1, &[]);
+        ix.insert_image(&a, &blobs_of(&a), &[]).unwrap();
+        let hex = a.id.hex();
+        assert_eq!(ix.ids_with_prefix(&hex[..6]).unwrap(), vec![a.id.clone()]);
+        assert!(
+            ix.ids_with_prefix("ffffffffff").unwrap().is_empty() || hex.starts_with("ffffffffff")
+        );
+    }
+
+    #[test]
+    fn killed_writer_leaves_no_trace_and_no_stale_lock() {
+        // A child process opens a write transaction, inserts, and is killed
+        // before committing; the parent must see no row and write at once.
+        let dir = temp_dir("killed");
+        let p = dir.join("img.db");
+        drop(Index::open(&p).unwrap());
+        let script = format!(
+            "import sqlite3,os,signal\nc=sqlite3.connect('{}',isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nc.execute(\"INSERT INTO meta(key,value) VALUES('x','y')\")\nos.kill(os.getpid(), signal.SIGKILL)\n",
+            p.display()
+        );
+        let status = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .status();
+        let Ok(status) = status else { return };
+        assert!(!status.success());
+        let mut ix = Index::open(&p).unwrap();
+        let n: i64 = ix
+            .conn
+            .query_row("SELECT count(*) FROM meta WHERE key='x'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        ix.add_pending(&[d(1)]).unwrap();
+        assert_eq!(ix.pending().unwrap(), vec![d(1)]);
+        assert!(ix.integrity_problems().unwrap().is_empty());
+    }
+}

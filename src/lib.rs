@@ -1,0 +1,25 @@
+//! img: a daemonless, rootless container image tool.
+//!
+//! See ARCHITECTURE.md for the map of this crate and its invariants.
+#![forbid(unsafe_code)]
+
+pub mod archive;
+pub mod cli;
+pub mod digest;
+pub mod image;
+pub mod index;
+pub mod ops;
+pub mod reference;
+pub mod store;
+pub mod template;
+pub mod timefmt;
+
+/// Aborts the process at a named point when `IMG_CRASHPOINT` names it, so
+/// that tests can kill a command at the exact moment they want to check.
+pub fn crashpoint(name: &str) {
+    if let Some(want) = std::env::var_os("IMG_CRASHPOINT") {
+        if want == name {
+            std::process::abort();
+        }
+    }
+}

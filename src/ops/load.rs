@@ -1,0 +1,120 @@
+//! `img load`: every image of an archive, verified, then made visible in
+//! one index transaction per image.
+
+use super::tag_name;
+use crate::archive::embedded;
+use crate::archive::resolve::{self, Prepared};
+use crate::archive::source::{Input, Staged};
+use crate::digest::Digest;
+use crate::index::NewImage;
+use crate::store::{StagedBlob, Store};
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+/// One image an archive held.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub id: Digest,
+    /// Fully qualified `repo:tag` names now pointing at it.
+    pub names: Vec<String>,
+}
+
+/// Loads every image in `input`.
+pub fn load(store: &mut Store, input: &Input) -> Result<Vec<Loaded>> {
+    let mut staged = Staged::read(store, input)?;
+    let prepared = resolve::resolve(store, &mut staged)?;
+    let mut out = Vec::new();
+    for p in &prepared {
+        out.push(commit_prepared(store, &mut staged, p)?);
+    }
+    Ok(out)
+}
+
+fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Result<Loaded> {
+    let tags: Vec<_> = p.names.iter().map(tag_name).collect();
+    let exists = store.index().image(&p.id)?.is_some();
+    let blobs = if exists {
+        // Already stored: only the names are new.
+        Vec::new()
+    } else {
+        let mut keys = vec![p.manifest_key.clone(), p.config_key.clone()];
+        keys.extend(p.layer_keys.iter().cloned());
+        let mut parts: Vec<&mut StagedBlob> = staged.get_many(&keys);
+        store.commit_blobs(&mut parts)?
+    };
+    let new = NewImage {
+        id: p.id.clone(),
+        manifest_digest: p.manifest_digest.clone(),
+        manifest_media_type: p.manifest_media_type.clone(),
+        created: p.config.created,
+        size: p.size,
+        architecture: p.config.architecture(),
+        os: p.config.os(),
+        variant: p.config.variant(),
+        author: p.config.author(),
+        labels: p.config.labels_json(),
+        kind: "oci".into(),
+        config_digest: p.id.clone(),
+        layer_digests: p.layer_digests.clone(),
+        external_layers: vec![],
+    };
+    crate::crashpoint("before_index_commit");
+    store
+        .index_mut()
+        .insert_image(&new, &blobs, &tags)
+        .context("recording the image in the index")?;
+    Ok(Loaded {
+        id: p.id.clone(),
+        names: tags.into_iter().map(|t| t.name).collect(),
+    })
+}
+
+/// `img load --type embedded -i X.manifest [--copy]`.
+pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<Loaded> {
+    let e = embedded::read(manifest)?;
+    let tag = tag_name(&e.name);
+    let mut w = store.blob_writer()?;
+    w.write_all(&e.config).context("writing the image config")?;
+    let mut config_blob = w.finish()?;
+    let config_digest = config_blob.digest().clone();
+    let mut layer_blobs = Vec::new();
+    let mut external = e.layers.clone();
+    if copy {
+        for f in &e.layer_files {
+            let mut w = store.blob_writer()?;
+            let mut src =
+                std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            w.copy_from(&mut src)?;
+            layer_blobs.push(w.finish()?);
+        }
+        external.truncate(1);
+    }
+    let layer_digests: Vec<Digest> = layer_blobs.iter().map(|b| b.digest().clone()).collect();
+    let mut parts: Vec<&mut StagedBlob> = vec![&mut config_blob];
+    parts.extend(layer_blobs.iter_mut());
+    let blobs = store.commit_blobs(&mut parts)?;
+    let new = NewImage {
+        id: config_digest.clone(),
+        manifest_digest: e.manifest_digest.clone(),
+        manifest_media_type: embedded::MEDIA_TYPE.into(),
+        created: e.created,
+        size: e.size,
+        architecture: resolve::host_platform().1.into(),
+        os: "linux".into(),
+        variant: String::new(),
+        author: String::new(),
+        labels: "{}".into(),
+        kind: "embedded".into(),
+        config_digest: config_digest.clone(),
+        layer_digests,
+        external_layers: external,
+    };
+    store
+        .index_mut()
+        .insert_image(&new, &blobs, std::slice::from_ref(&tag))?;
+    Ok(Loaded {
+        id: config_digest,
+        names: vec![tag.name],
+    })
+}

@@ -1,0 +1,227 @@
+//! Operations: what each command does, as functions that take plain options
+//! and return values. No clap types and no printing here (the `cli` module
+//! renders results); progress goes through the `Progress` callback.
+
+pub mod fsck;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
+pub mod remove;
+pub mod save;
+
+use crate::digest::Digest;
+use crate::index::{ImageRecord, TagName};
+use crate::reference::{self, Reference};
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+
+/// An error that means "no such image" (exit status and wording as docker).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: image not known")]
+pub struct NotFound(pub String);
+
+/// Finds an image by full ID, unique ID prefix (4+ hex), or name.
+pub fn resolve_image(store: &Store, name: &str) -> Result<ImageRecord> {
+    Ok(resolve_name(store, name)?.0)
+}
+
+/// Like `resolve_image`, also returning the tag the name matched, if it
+/// matched one (not an ID or digest).
+pub fn resolve_name(store: &Store, name: &str) -> Result<(ImageRecord, Option<String>)> {
+    let img = resolve_any(store, name)?;
+    let tag = matching_tag(store, name, &img)?;
+    Ok((img, tag))
+}
+
+fn matching_tag(store: &Store, name: &str, img: &ImageRecord) -> Result<Option<String>> {
+    let id_str = name.strip_prefix("sha256:").unwrap_or(name);
+    if crate::digest::is_lower_hex(id_str, 64) {
+        return Ok(None);
+    }
+    let Ok(r) = Reference::parse(name) else {
+        return Ok(None);
+    };
+    if r.digest().is_some() {
+        return Ok(None);
+    }
+    let tagged = r.with_tag(r.tag().unwrap_or("latest"))?;
+    if let Some(n) = tagged.tagged_name() {
+        if img.tags.contains(&n) {
+            return Ok(Some(n));
+        }
+    }
+    if is_short_name(name) {
+        let tag = r.tag().unwrap_or("latest");
+        let _ = store;
+        for t in &img.tags {
+            let (repo, t_tag) = split_name(t);
+            if t_tag == tag && repository_matches_short(repo, &r) {
+                return Ok(Some(t.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn resolve_any(store: &Store, name: &str) -> Result<ImageRecord> {
+    let ix = store.index();
+    let id_str = name.strip_prefix("sha256:").unwrap_or(name);
+    if crate::digest::is_lower_hex(id_str, 64) {
+        let d = Digest::from_hex(id_str)?;
+        return ix
+            .image(&d)?
+            .ok_or_else(|| NotFound(name.to_string()).into());
+    }
+    if let Ok(r) = Reference::parse(name) {
+        if let Some(digest) = r.digest() {
+            // name@digest: the image whose manifest has that digest and that
+            // carries a tag in the repository.
+            let repo = r.repository();
+            for img in ix.images()? {
+                if img.manifest_digest.as_str() == digest
+                    && (img.tags.is_empty()
+                        || img.tags.iter().any(|t| t.starts_with(&format!("{repo}:"))))
+                {
+                    return Ok(img);
+                }
+            }
+        } else {
+            let tagged = r.with_tag(r.tag().unwrap_or("latest"))?;
+            if let Some(n) = tagged.tagged_name() {
+                if let Some(id) = ix.image_for_tag(&n)? {
+                    if let Some(img) = ix.image(&id)? {
+                        return Ok(img);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(img) = resolve_short_name(store, name)? {
+        return Ok(img);
+    }
+    if reference::looks_like_id(name) {
+        let ids = ix.ids_with_prefix(id_str)?;
+        match ids.len() {
+            0 => {}
+            1 => return ix.image(&ids[0])?.ok_or_else(|| NotFound(name.to_string()).into()),
+            _ => bail!("{name}: ambiguous image ID prefix, it matches several images; give more characters"),
+        }
+    }
+    if let Err(e) = Reference::parse(name) {
+        if !reference::looks_like_id(name) {
+            return Err(e)
+                .with_context(|| format!("{name}: not an image ID or a valid image name"));
+        }
+    }
+    Err(NotFound(name.to_string()).into())
+}
+
+/// True if `name` names no registry (`app:1`, `library/app`), so that
+/// it may match an image from any registry, as podman's short names do.
+pub fn is_short_name(name: &str) -> bool {
+    match name.split_once('/') {
+        None => true,
+        Some((first, _)) => {
+            !(first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.chars().any(|c| c.is_ascii_uppercase()))
+        }
+    }
+}
+
+/// The repository path a short name stands for, without docker's `library/`.
+fn short_path(r: &Reference) -> &str {
+    r.path().strip_prefix("library/").unwrap_or(r.path())
+}
+
+/// True if a stored repository matches a short name's path on any registry.
+pub fn repository_matches_short(repository: &str, r: &Reference) -> bool {
+    let path = short_path(r);
+    match repository.split_once('/') {
+        Some((_, rest)) => rest == path || rest.strip_prefix("library/") == Some(path),
+        None => false,
+    }
+}
+
+/// Looks a short name up across registries (`bb:1` finds `localhost/bb:1`).
+fn resolve_short_name(store: &Store, name: &str) -> Result<Option<ImageRecord>> {
+    if !is_short_name(name) {
+        return Ok(None);
+    }
+    let Ok(r) = Reference::parse(name) else {
+        return Ok(None);
+    };
+    if r.digest().is_some() {
+        return Ok(None);
+    }
+    let tag = r.tag().unwrap_or("latest");
+    let mut found: Vec<ImageRecord> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for img in store.index().images()? {
+        for t in &img.tags {
+            let (repo, t_tag) = split_name(t);
+            if t_tag == tag && repository_matches_short(repo, &r) {
+                names.push(t.clone());
+                if !found.iter().any(|f| f.id == img.id) {
+                    found.push(img.clone());
+                }
+            }
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => bail!(
+            "{name} is ambiguous: it matches {}; give the full name",
+            names.join(", ")
+        ),
+    }
+}
+
+/// Parses a name given to tag/import/commit: normalised, `latest` by default.
+pub fn parse_target_name(name: &str) -> Result<TagName> {
+    let r = Reference::parse_with_default_tag(name)
+        .with_context(|| format!("invalid image name {name:?}"))?;
+    if r.digest().is_some() {
+        bail!("{name}: a tag target cannot contain a digest; use NAME:TAG");
+    }
+    Ok(tag_name(&r))
+}
+
+pub fn tag_name(r: &Reference) -> TagName {
+    let tag = r.tag().unwrap_or("latest").to_string();
+    let repository = r.repository();
+    TagName {
+        name: format!("{repository}:{tag}"),
+        repository,
+        tag,
+    }
+}
+
+/// `img tag SRC DST...`: returns the names now pointing at the image.
+pub fn tag(store: &mut Store, src: &str, targets: &[String]) -> Result<Vec<String>> {
+    let img = resolve_image(store, src)?;
+    let names: Vec<TagName> = targets
+        .iter()
+        .map(|t| parse_target_name(t))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    for n in &names {
+        store
+            .index_mut()
+            .tag(n, &img.id)
+            .with_context(|| format!("tagging {} as {}", src, n.name))?;
+        out.push(n.name.clone());
+    }
+    Ok(out)
+}
+
+/// Splits a fully qualified `repo:tag` name into (repository, tag).
+pub fn split_name(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, t),
+        _ => (name, ""),
+    }
+}

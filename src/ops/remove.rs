@@ -1,0 +1,94 @@
+//! `img rmi` and `img prune`: untagging, deleting image rows, and then,
+//! under the exclusive lock, deleting the blobs nothing references.
+
+use super::{resolve_name, split_name};
+use crate::digest::Digest;
+use crate::store::Store;
+use anyhow::{bail, Result};
+
+/// What removing one argument did.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    pub untagged: Vec<String>,
+    pub deleted: Vec<Digest>,
+}
+
+/// Removes one image or name with docker's rules.
+pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
+    let (img, by_tag) = resolve_name(store, name)?;
+    let mut out = Removed::default();
+    // A name that is one of the image's tags removes just that tag.
+    if let Some(tag) = by_tag {
+        if img.tags.len() > 1 {
+            store.index_mut().untag(&tag)?;
+            out.untagged.push(tag);
+            return Ok(out);
+        }
+    } else if img.tags.len() > 1 && !force {
+        let repos: Vec<&str> = img.tags.iter().map(|t| split_name(t).0).collect();
+        let mut uniq = repos.clone();
+        uniq.dedup();
+        let why = if uniq.len() > 1 {
+            "referenced in multiple repositories"
+        } else {
+            "tagged several times"
+        };
+        bail!(
+            "conflict: unable to delete {} (must be forced) - image is {why}; remove its tags one by one or use img rmi -f",
+            &img.id.hex()[..12]
+        );
+    }
+    let del = store.index_mut().delete_image(&img.id)?;
+    out.untagged.extend(del.untagged);
+    if del.deleted {
+        out.deleted.push(img.id.clone());
+    }
+    Ok(out)
+}
+
+/// Deletes the blobs that removals left unreferenced, if no other img
+/// process is ingesting right now (otherwise the next prune does it).
+pub fn collect_garbage_if_idle(store: &mut Store) -> Result<(u64, u64)> {
+    if store.try_lock_exclusive()? {
+        Ok(store.delete_unreferenced(None)?)
+    } else {
+        Ok((0, 0))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub removed: Vec<Removed>,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// Removes dangling images, then every blob and stray file nothing references.
+pub fn prune(store: &mut Store, on_wait: impl FnOnce()) -> Result<PruneReport> {
+    store.lock_exclusive(on_wait)?;
+    let mut report = PruneReport::default();
+    for img in store.index().images()? {
+        if img.tags.is_empty() {
+            let del = store.index_mut().delete_image(&img.id)?;
+            if del.deleted {
+                report.removed.push(Removed {
+                    untagged: del.untagged,
+                    deleted: vec![img.id.clone()],
+                });
+            }
+        }
+    }
+    let (n, bytes) = store.delete_unreferenced(None)?;
+    report.blobs += n;
+    report.bytes += bytes;
+    // Files in blobs/ the index does not know: left by a crash between an
+    // index delete and the unlink. Nothing can refer to them.
+    for (name, size) in store.unindexed_blob_files()? {
+        let p = store.root().join("blobs/sha256").join(&name);
+        if std::fs::remove_file(&p).is_ok() {
+            report.blobs += 1;
+            report.bytes += size;
+        }
+    }
+    Ok(report)
+}

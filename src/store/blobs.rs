@@ -1,0 +1,498 @@
+//! Writing blobs: a temp file in `ingest/`, hashed while written, fsynced,
+//! then linked into `blobs/sha256/` under its digest.
+//!
+//! For layers the writer can also hash the *uncompressed* stream (the
+//! DiffID that image configs list) on a second thread, so that a layer is
+//! verified against its config without a second pass over the file.
+
+use super::{io_err, make_read_only, Result, StoreError};
+use crate::digest::{Digest, Hasher};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+/// Compression of a layer stream, recognised by its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    /// Recognises the compression from the first bytes of a stream.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Compression::Xz
+        } else if head.starts_with(b"BZh") {
+            Compression::Bzip2
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+
+    /// Wraps `r` in the matching decompressor.
+    pub fn decoder<'a, R: Read + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(r),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(r)?;
+                // Refuse frames asking for windows over 128 MiB (memory bomb).
+                d.window_log_max(27)?;
+                Box::new(d)
+            }
+            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+            Compression::Bzip2 => {
+                return Err(io::Error::other(
+                    "bzip2 compression is not supported; decompress the file first",
+                ))
+            }
+        })
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name(dir: &Path) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    dir.join(format!("tmp-{}-{n}-{nanos:08x}", std::process::id()))
+}
+
+/// Size of the chunks handed to the DiffID thread.
+const TAP_CHUNK: usize = 256 * 1024;
+
+/// Hashes the decompressed form of what is written, on its own thread.
+struct DiffIdTap {
+    tx: Option<SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    handle: Option<JoinHandle<io::Result<(Digest, u64)>>>,
+}
+
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(v) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl DiffIdTap {
+    fn start(compression: Compression) -> DiffIdTap {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let handle = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
+            let reader = ChannelReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            let mut dec = compression.decoder(reader)?;
+            let mut h = Hasher::new();
+            let mut buf = vec![0u8; 128 * 1024];
+            loop {
+                let n = dec.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            // Drain what is left so the writer never blocks on a full channel
+            // (trailing bytes after the compressed stream).
+            let mut rest = dec;
+            let _ = io::copy(&mut rest, &mut io::sink());
+            let len = h.len();
+            Ok((h.finish(), len))
+        });
+        DiffIdTap {
+            tx: Some(tx),
+            buf: Vec::with_capacity(TAP_CHUNK),
+            handle: Some(handle),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= TAP_CHUNK {
+            self.flush_chunk();
+        }
+    }
+
+    fn flush_chunk(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TAP_CHUNK));
+        if let Some(tx) = &self.tx {
+            // A send error means the decoder thread stopped (bad data); the
+            // error surfaces from join.
+            if tx.send(chunk).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(Digest, u64)> {
+        self.flush_chunk();
+        self.tx = None;
+        match self.handle.take().map(|h| h.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("decompressor thread failed")),
+        }
+    }
+}
+
+impl Drop for DiffIdTap {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A blob being written into `ingest/`.
+pub struct BlobWriter {
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Hasher,
+    head: Vec<u8>,
+    want_diff_id: bool,
+    tap: Option<DiffIdTap>,
+    compression: Option<Compression>,
+}
+
+/// Bytes looked at to recognise the compression.
+const SNIFF_LEN: usize = 6;
+
+impl BlobWriter {
+    pub(super) fn create(dir: &Path) -> Result<BlobWriter> {
+        let path = temp_name(dir);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err("creating temporary blob", &path))?;
+        Ok(BlobWriter {
+            file: Some(file),
+            path,
+            hasher: Hasher::new(),
+            head: Vec::new(),
+            want_diff_id: false,
+            tap: None,
+            compression: None,
+        })
+    }
+
+    /// Also computes the digest of the decompressed content (the DiffID of a layer).
+    pub fn with_diff_id(mut self) -> Self {
+        self.want_diff_id = true;
+        self
+    }
+
+    fn start_tap_if_ready(&mut self, force: bool) {
+        if self.compression.is_some() || (!force && self.head.len() < SNIFF_LEN) {
+            return;
+        }
+        let c = Compression::sniff(&self.head);
+        self.compression = Some(c);
+        if self.want_diff_id && matches!(c, Compression::Gzip | Compression::Zstd | Compression::Xz)
+        {
+            let mut tap = DiffIdTap::start(c);
+            tap.feed(&self.head);
+            self.tap = Some(tap);
+        }
+    }
+
+    /// Writes everything from `r`; returns the bytes copied.
+    pub fn copy_from(&mut self, r: &mut dyn Read) -> Result<u64> {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        action: "reading input for",
+                        path: self.path.clone(),
+                        source: e,
+                    })
+                }
+            };
+            self.write_all(&buf[..n])
+                .map_err(io_err("writing", &self.path))?;
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// fsyncs and closes the temp file; returns it with its digests.
+    pub fn finish(mut self) -> Result<StagedBlob> {
+        self.start_tap_if_ready(true);
+        let file = self.file.take().expect("finish is called once");
+        file.sync_all().map_err(io_err("syncing", &self.path))?;
+        drop(file);
+        let hasher = std::mem::take(&mut self.hasher);
+        let size = hasher.len();
+        let digest = hasher.finish();
+        let compression = self.compression.unwrap_or(Compression::None);
+        let (diff_id, uncompressed_size) = match self.tap.take() {
+            Some(tap) => match tap.finish() {
+                Ok((d, n)) => (Some(Ok(d)), n),
+                Err(e) => (Some(Err(e.to_string())), 0),
+            },
+            None if compression == Compression::None => (Some(Ok(digest.clone())), size),
+            None => (None, 0),
+        };
+        let path = std::mem::take(&mut self.path);
+        Ok(StagedBlob {
+            path,
+            digest,
+            size,
+            compression,
+            diff_id,
+            uncompressed_size,
+            committed: false,
+        })
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer finished"))?;
+        file.write_all(data)?;
+        self.hasher.update(data);
+        if self.compression.is_none() {
+            let need = SNIFF_LEN - self.head.len();
+            self.head.extend_from_slice(&data[..need.min(data.len())]);
+            let rest = &data[need.min(data.len())..];
+            self.start_tap_if_ready(false);
+            if let (Some(tap), false) = (self.tap.as_mut(), rest.is_empty()) {
+                tap.feed(rest);
+            }
+        } else if let Some(tap) = self.tap.as_mut() {
+            tap.feed(data);
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete blob in `ingest/`, not yet in the store. Dropping it removes
+/// the temp file unless it was committed.
+#[derive(Debug)]
+pub struct StagedBlob {
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+    diff_id: Option<std::result::Result<Digest, String>>,
+    uncompressed_size: u64,
+    committed: bool,
+}
+
+impl StagedBlob {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+    /// The digest of the decompressed content, if it was computed; an error
+    /// message if the content did not decompress.
+    pub fn diff_id(&self) -> Option<std::result::Result<&Digest, &str>> {
+        self.diff_id
+            .as_ref()
+            .map(|r| r.as_ref().map_err(|e| e.as_str()))
+    }
+    pub fn uncompressed_size(&self) -> u64 {
+        self.uncompressed_size
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the digest and size against a descriptor.
+    pub fn verify(&self, what: &str, digest: &Digest, size: Option<u64>) -> Result<()> {
+        if let Some(size) = size {
+            if size != self.size {
+                return Err(StoreError::SizeMismatch {
+                    what: what.to_string(),
+                    expected: size,
+                    actual: self.size,
+                });
+            }
+        }
+        if digest != &self.digest {
+            return Err(StoreError::DigestMismatch {
+                what: what.to_string(),
+                expected: digest.clone(),
+                actual: self.digest.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the staged content whole (small blobs only).
+    pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
+        let f = File::open(&self.path).map_err(io_err("opening", &self.path))?;
+        let mut buf = Vec::new();
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err("reading", &self.path))?;
+        if buf.len() as u64 > limit {
+            return Err(StoreError::Io {
+                action: "reading",
+                path: self.path.clone(),
+                source: io::Error::other(format!("larger than the {limit}-byte limit")),
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Links the temp file into place; an existing target (same digest)
+    /// means the blob is already stored. The temp file is removed either way.
+    pub(super) fn commit_to(&mut self, target: &Path) -> Result<()> {
+        if self.committed {
+            return Ok(());
+        }
+        make_read_only(&self.path).map_err(io_err("setting mode of", &self.path))?;
+        match fs::hard_link(&self.path, target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Io {
+                    action: "moving blob into",
+                    path: target.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("img-blobs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn writer_computes_digest_and_diff_id_of_gzip() {
+        let d = dir("gz");
+        let raw = b"layer content ".repeat(100_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut w = BlobWriter::create(&d).unwrap().with_diff_id();
+        // Write in odd-sized pieces to exercise the sniffing buffer.
+        for chunk in gz.chunks(3) {
+            w.write_all(chunk).unwrap();
+        }
+        let s = w.finish().unwrap();
+        assert_eq!(s.digest(), &Digest::of_bytes(&gz));
+        assert_eq!(s.compression(), Compression::Gzip);
+        assert_eq!(s.diff_id().unwrap().unwrap(), &Digest::of_bytes(&raw));
+        assert_eq!(s.uncompressed_size(), raw.len() as u64);
+        let p = s.path().to_path_buf();
+        drop(s);
+        assert!(
+            !p.exists(),
+            "dropping an uncommitted blob removes its temp file"
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_reports_a_diff_id_error() {
+        let d = dir("badgz");
+        let mut w = BlobWriter::create(&d).unwrap().with_diff_id();
+        w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
+            .unwrap();
+        let s = w.finish().unwrap();
+        assert!(s.diff_id().unwrap().is_err());
+    }
+
+    #[test]
+    fn uncompressed_diff_id_is_the_digest() {
+        let d = dir("plain");
+        let mut w = BlobWriter::create(&d).unwrap().with_diff_id();
+        w.write_all(b"ab").unwrap();
+        let s = w.finish().unwrap();
+        assert_eq!(s.diff_id().unwrap().unwrap(), s.digest());
+    }
+}

@@ -1,0 +1,420 @@
+//! The store: a content-addressed blob directory beside the SQLite index,
+//! coordinated by a lock file.
+//!
+//! Layout under the root (see ARCHITECTURE.md "On-disk format"):
+//! - `img.db`: the index (only `index` reads and writes it);
+//! - `blobs/sha256/<hex>`: complete, verified, read-only blobs;
+//! - `ingest/`: temporary files of ingests in progress;
+//! - `gc.lock`: held shared by every process that may add blobs or
+//!   references, exclusive by whoever deletes blob files.
+
+mod blobs;
+mod lock;
+
+pub use blobs::{BlobWriter, Compression, StagedBlob};
+pub use lock::LockFile;
+
+use crate::digest::Digest;
+use crate::index::{Index, IndexError};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("blob {digest} is missing from the store at {path}; run img fsck")]
+    MissingBlob { digest: Digest, path: PathBuf },
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What opening the store cleaned up after interrupted commands.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    /// Temporary files of dead ingests that were removed.
+    pub temp_files: u64,
+    /// Blobs moved into place by an interrupted ingest, now indexed.
+    pub recovered_blobs: u64,
+}
+
+pub struct Store {
+    root: PathBuf,
+    index: Index,
+    lock: LockFile,
+    exclusive: bool,
+    recovery: Recovery,
+}
+
+impl Store {
+    /// The default root: `/var/lib/img` for root, else
+    /// `${XDG_DATA_HOME:-~/.local/share}/img`.
+    pub fn default_root() -> PathBuf {
+        // SAFETY-free check: effective uid through /proc avoids libc calls.
+        if is_root() {
+            return PathBuf::from("/var/lib/img");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("img");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        home.join(".local/share/img")
+    }
+
+    /// Opens the store at `root`, creating it on first use, and cleans up
+    /// after interrupted commands when no other img process is ingesting.
+    /// The returned store holds the lock file shared.
+    pub fn open(root: &Path) -> Result<Store> {
+        create_dir_private(root)?;
+        for sub in ["blobs", "blobs/sha256", "ingest"] {
+            let p = root.join(sub);
+            if !p.is_dir() {
+                create_dir_private(&p)?;
+            }
+        }
+        let lock = LockFile::open(&root.join("gc.lock"))
+            .map_err(io_err("opening lock file", &root.join("gc.lock")))?;
+        let index = Index::open(&root.join("img.db"))?;
+        let mut store = Store {
+            root: root.to_path_buf(),
+            index,
+            lock,
+            exclusive: false,
+            recovery: Recovery::default(),
+        };
+        store.recover_if_idle()?;
+        if !store.exclusive {
+            store
+                .lock
+                .lock_shared()
+                .map_err(io_err("locking", &store.root.join("gc.lock")))?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn index_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        let p = self.blob_path(d);
+        File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::MissingBlob {
+                    digest: d.clone(),
+                    path: p.clone(),
+                }
+            } else {
+                StoreError::Io {
+                    action: "opening blob",
+                    path: p.clone(),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Reads a small stored blob (a manifest or config) whole.
+    pub fn read_blob(&self, d: &Digest, limit: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let p = self.blob_path(d);
+        let f = self.open_blob(d)?;
+        let mut buf = Vec::new();
+        f.take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err("reading blob", &p))?;
+        if buf.len() as u64 > limit {
+            return Err(StoreError::Io {
+                action: "reading blob",
+                path: p,
+                source: io::Error::other(format!("larger than {limit} bytes")),
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Starts writing a new blob into `ingest/`.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        BlobWriter::create(&self.ingest_dir())
+    }
+
+    /// Moves staged blobs into `blobs/sha256/` (each becomes visible only
+    /// complete and verified) and returns their digests and sizes for the
+    /// index transaction that references them. Staged blobs whose digest is
+    /// already stored are dropped.
+    pub fn commit_blobs(&mut self, staged: &mut [&mut StagedBlob]) -> Result<Vec<(Digest, u64)>> {
+        let digests: Vec<Digest> = staged.iter().map(|s| s.digest().clone()).collect();
+        // Recorded first: if this process dies after a rename below, the
+        // next process to open the store indexes the blob (see recover_if_idle).
+        self.index.add_pending(&digests)?;
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::with_capacity(staged.len());
+        for s in staged.iter_mut() {
+            let target = self.blob_path(s.digest());
+            s.commit_to(&target)?;
+            out.push((s.digest().clone(), s.size()));
+        }
+        sync_dir(&dir)?;
+        crate::crashpoint("after_blob_rename_before_index");
+        Ok(out)
+    }
+
+    /// Takes the lock exclusively, waiting for ingests in progress to end.
+    /// `on_wait` is called once if the wait is noticeable.
+    pub fn lock_exclusive(&mut self, on_wait: impl FnOnce()) -> Result<()> {
+        if self.exclusive {
+            return Ok(());
+        }
+        let path = self.root.join("gc.lock");
+        self.lock.unlock().map_err(io_err("unlocking", &path))?;
+        if !self
+            .lock
+            .try_lock_exclusive()
+            .map_err(io_err("locking", &path))?
+        {
+            on_wait();
+            self.lock
+                .lock_exclusive()
+                .map_err(io_err("locking", &path))?;
+        }
+        self.exclusive = true;
+        self.recover_locked()?;
+        Ok(())
+    }
+
+    /// Takes the lock exclusively if no other process holds it.
+    pub fn try_lock_exclusive(&mut self) -> Result<bool> {
+        if self.exclusive {
+            return Ok(true);
+        }
+        let path = self.root.join("gc.lock");
+        self.lock.unlock().map_err(io_err("unlocking", &path))?;
+        if self
+            .lock
+            .try_lock_exclusive()
+            .map_err(io_err("locking", &path))?
+        {
+            self.exclusive = true;
+            self.recover_locked()?;
+            Ok(true)
+        } else {
+            self.lock.lock_shared().map_err(io_err("locking", &path))?;
+            Ok(false)
+        }
+    }
+
+    fn recover_if_idle(&mut self) -> Result<()> {
+        let ingest_busy = fs::read_dir(self.ingest_dir())
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if !ingest_busy && self.index.pending()?.is_empty() {
+            return Ok(());
+        }
+        let path = self.root.join("gc.lock");
+        if self
+            .lock
+            .try_lock_exclusive()
+            .map_err(io_err("locking", &path))?
+        {
+            self.exclusive = true;
+            self.recover_locked()?;
+            // Go back to shared: this command is not a collector.
+            self.lock.unlock().map_err(io_err("unlocking", &path))?;
+            self.exclusive = false;
+        }
+        Ok(())
+    }
+
+    /// With the lock held exclusively no ingest is in progress: every temp
+    /// file is a leftover, and every pending blob either made it into
+    /// `blobs/` (complete and verified, since only verified files are
+    /// renamed there) or did not.
+    fn recover_locked(&mut self) -> Result<()> {
+        let dir = self.ingest_dir();
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                if r.is_ok() {
+                    self.recovery.temp_files += 1;
+                }
+            }
+        }
+        let pending = self.index.pending()?;
+        if !pending.is_empty() {
+            let mut present = Vec::new();
+            let mut absent = Vec::new();
+            for d in pending {
+                match fs::metadata(self.blob_path(&d)) {
+                    Ok(m) => present.push((d, m.len())),
+                    Err(_) => absent.push(d),
+                }
+            }
+            self.recovery.recovered_blobs += present.len() as u64;
+            self.index.resolve_pending(&present, &absent)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes unreferenced blobs among `candidates` (all unreferenced blobs
+    /// when `None`). Needs the exclusive lock. Returns (count, bytes).
+    pub fn delete_unreferenced(&mut self, candidates: Option<&[Digest]>) -> Result<(u64, u64)> {
+        assert!(self.exclusive, "blob deletion needs the exclusive lock");
+        let unref = self.index.unreferenced_blobs()?;
+        let chosen: Vec<(Digest, u64)> = match candidates {
+            None => unref,
+            Some(c) => unref.into_iter().filter(|(d, _)| c.contains(d)).collect(),
+        };
+        let digests: Vec<Digest> = chosen.iter().map(|(d, _)| d.clone()).collect();
+        // Rows first, files second: a crash in between leaves a file without
+        // a row, which fsck reports and prune removes, never a row without a file.
+        let deleted = self.index.delete_unreferenced_blob_rows(&digests)?;
+        crate::crashpoint("after_index_delete_before_unlink");
+        let mut n = 0;
+        let mut bytes = 0;
+        for (d, size) in &chosen {
+            if !deleted.contains(d) {
+                continue;
+            }
+            match fs::remove_file(self.blob_path(d)) {
+                Ok(()) => {
+                    n += 1;
+                    bytes += size;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        action: "removing blob",
+                        path: self.blob_path(d),
+                        source: e,
+                    })
+                }
+            }
+        }
+        if n > 0 {
+            sync_dir(&self.root.join("blobs/sha256"))?;
+            self.index.checkpoint();
+        }
+        Ok((n, bytes))
+    }
+
+    /// Files in `blobs/sha256/` with no index row: (digest or raw name, size).
+    pub fn unindexed_blob_files(&self) -> Result<Vec<(String, u64)>> {
+        let dir = self.root.join("blobs/sha256");
+        let known: std::collections::HashSet<Digest> =
+            self.index.blobs()?.into_iter().map(|(d, _)| d).collect();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
+            let e = e.map_err(io_err("reading", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            match Digest::from_hex(&name) {
+                Ok(d) if known.contains(&d) => {}
+                _ => out.push((name, size)),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Creates a directory readable only by its owner (setuid files in layers
+/// must not be reachable by other users; CVE-2021-41103 class), and fsyncs
+/// its parent so the new entry survives a crash.
+fn create_dir_private(p: &Path) -> Result<()> {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(p) {
+        Ok(()) => {
+            if let Some(parent) = p.parent() {
+                let _ = sync_dir(parent);
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Io {
+            action: "creating store directory",
+            path: p.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// fsyncs a directory so that renames and unlinks in it are durable.
+pub fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing directory", p))
+}
+
+fn is_root() -> bool {
+    // The effective uid is the fourth... field of "Uid:" in /proc/self/status.
+    let Ok(s) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .map(|euid| euid == "0")
+        .unwrap_or(false)
+}
+
+/// Makes a file read-only for everyone (blobs are immutable).
+pub(crate) fn make_read_only(p: &Path) -> io::Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(0o444))
+}
