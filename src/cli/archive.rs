@@ -93,7 +93,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
             load::load(&mut store, &input)?
         }
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     for l in &loaded {
         if a.quiet {
             writeln!(out, "{}", l.id)?;
@@ -105,6 +105,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
             }
         }
     }
+    out.flush()?;
     Ok(())
 }
 

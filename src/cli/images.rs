@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
             filters: a.filter.clone(),
         },
     )?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     let now_s = now();
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
@@ -74,6 +74,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                 writeln!(out, "{}", short_id(r.image.id.hex(), a.no_trunc))?;
             }
         }
+        out.flush()?;
         return Ok(());
     }
     match a.format.as_deref() {
@@ -168,5 +169,6 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
             print_table(&mut out, &table)?;
         }
     }
+    out.flush()?;
     Ok(())
 }

@@ -34,7 +34,7 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
             }
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     match template {
         None => {
             if !docs.is_empty() || !failed {
@@ -51,6 +51,7 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
     if failed {
         return Err(AlreadyReported("inspect").into());
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -86,7 +87,7 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let img = resolve_image(&store, &a.name)?;
     let entries = ops_inspect::history(&store, &img)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     let now_s = now();
     let id_of = |e: &ops_inspect::HistoryEntry| match &e.id {
         Some(id) if a.no_trunc => format!("sha256:{id}"),
@@ -97,6 +98,7 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
         for e in &entries {
             writeln!(out, "{}", id_of(e))?;
         }
+        out.flush()?;
         return Ok(());
     }
     let values: Vec<serde_json::Value> = entries
@@ -154,5 +156,6 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
             print_table(&mut out, &rows)?;
         }
     }
+    out.flush()?;
     Ok(())
 }

@@ -50,7 +50,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     };
     let force = a.force || a.all;
     let mut failed = false;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     for n in &names {
         match remove::rmi_one(&mut store, n, force) {
             Ok(r) => {
@@ -71,6 +71,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     if failed {
         return Err(AlreadyReported("rmi").into());
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -101,7 +102,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let report = remove::prune(&mut store, || {
         eprintln!("waiting for other img processes to finish...")
     })?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;
         for r in &report.removed {
@@ -115,5 +116,6 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         writeln!(out)?;
     }
     writeln!(out, "Total reclaimed space: {}", human_size(report.bytes))?;
+    out.flush()?;
     Ok(())
 }

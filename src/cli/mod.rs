@@ -244,3 +244,9 @@ pub(crate) fn print_table(
     }
     Ok(())
 }
+
+/// Buffered standard output; callers flush it before returning so that a
+/// write error (a full disk behind a redirect) is reported.
+pub(crate) fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
+}

@@ -57,7 +57,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
         },
         "ConfigFiles": [],
     });
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     match a.format.as_deref() {
         Some("json") => {
             serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -86,6 +86,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
             writeln!(out, "config files: none")?;
         }
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -97,7 +98,7 @@ pub struct VersionArgs {
 }
 
 pub fn version(a: VersionArgs) -> Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     let doc = json!({
         "Version": env!("CARGO_PKG_VERSION"),
         "StoreFormat": crate::index::STORE_FORMAT,
@@ -116,6 +117,7 @@ pub fn version(a: VersionArgs) -> Result<()> {
             crate::archive::resolve::host_platform().1
         )?;
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -134,7 +136,7 @@ pub fn fsck(ctx: &Ctx, a: FsckArgs) -> Result<()> {
     let r = ops_fsck::fsck(&mut store, a.repair, || {
         eprintln!("waiting for other img processes to finish...")
     })?;
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     if a.format.as_deref() == Some("json") {
         serde_json::to_writer_pretty(
             &mut out,
@@ -173,6 +175,7 @@ pub fn fsck(ctx: &Ctx, a: FsckArgs) -> Result<()> {
         }
         return Err(AlreadyReported("fsck").into());
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -224,13 +227,14 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
             reclaim += s;
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::stdout();
     if a.format.as_deref() == Some("json") {
         serde_json::to_writer_pretty(
             &mut out,
             &json!([{ "Type": "Images", "Total": images.len(), "Active": images.len() - dangling.len(), "Size": total, "Reclaimable": reclaim }]),
         )?;
         writeln!(out)?;
+        out.flush()?;
         return Ok(());
     }
     let pct = if total > 0 { reclaim * 100 / total } else { 0 };
@@ -289,5 +293,6 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
         }
         super::print_table(&mut out, &rows)?;
     }
+    out.flush()?;
     Ok(())
 }

@@ -71,4 +71,8 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, position)
     ) STRICT;
     "#,
+    // 2: `img images` lists newest first without a sort.
+    r#"
+    CREATE INDEX images_by_created ON images(created DESC, added_at DESC, id);
+    "#,
 ];

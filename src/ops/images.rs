@@ -14,7 +14,7 @@ pub struct ListOptions {
 /// One row of the listing: an image under one of its names (or none).
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub image: ImageRecord,
+    pub image: std::rc::Rc<ImageRecord>,
     pub repository: Option<String>,
     pub tag: Option<String>,
 }
@@ -95,12 +95,17 @@ fn name_matches(pattern: &str, repository: &str, tag: &str) -> bool {
 
 pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
     let filters = parse_filters(store, &opts.filters)?;
-    let images = store.index().images()?;
+    let images = store.index().images_brief()?;
     let mut rows = Vec::new();
+    let need_labels = filters.iter().any(|f| matches!(f, Filter::Label(..)));
     for img in images {
+        let img = std::rc::Rc::new(img);
         let (t, _) = created_key(&img);
-        let labels: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&img.labels).unwrap_or_default();
+        let labels: serde_json::Map<String, serde_json::Value> = if need_labels {
+            serde_json::from_str(&img.labels).unwrap_or_default()
+        } else {
+            Default::default()
+        };
         let mut keep = true;
         for f in &filters {
             keep &= match f {
