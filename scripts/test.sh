@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs all the tests on a fresh Debian 12 machine (as root): installs what
+# they need, then the Rust unit and integration tests, the release build,
+# the test images and the interop suite against podman, skopeo and umoci.
+#
+# Usage: scripts/test.sh [--long]
+#   --long   also the long tests (exported as IMG_TEST_LONG=1)
+# Exits non-zero if any step failed; every step runs even after a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+for arg in "$@"; do
+  case $arg in
+    --long) export IMG_TEST_LONG=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+START=$SECONDS
+LOGS=$(mktemp -d /tmp/img-test.XXXXXX)
+trap 'rm -rf "$LOGS"' EXIT
+results=() failures=0
+
+step() { # step NAME COMMAND...: run, time and record one step
+  local name=$1 t0=$SECONDS; shift
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$LOGS/$name.log"
+  local rc=${PIPESTATUS[0]}
+  local line="$name: $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0))s"
+  results+=("$line")
+  [[ $rc == 0 ]] || failures=$((failures + 1))
+  echo "=== $line"
+  return "$rc"
+}
+
+install_packages() {
+  local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools xz-utils zstd
+              python3 hyperfine docker-registry) missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+  done
+  if [[ ${#missing[@]} == 0 ]]; then
+    echo "all packages are installed"
+    return 0
+  fi
+  [[ $(id -u) == 0 ]] || { echo "need root to install: ${missing[*]}"; return 1; }
+  echo "installing: ${missing[*]}"
+  # Keep packages (docker-registry) from starting services.
+  local policy=""
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq &&
+    apt-get install -y -qq "${missing[@]}" </dev/null >"$LOGS/apt.log" 2>&1
+  local rc=$?
+  [[ $rc == 0 ]] || tail -n 30 "$LOGS/apt.log"
+  [[ -z $policy ]] || rm -f "$policy"
+  return $rc
+}
+
+# cargo comes from rustup in ~/.cargo/bin on these machines.
+if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
+  export PATH=$HOME/.cargo/bin:$PATH
+fi
+
+step packages install_packages
+if command -v cargo >/dev/null; then
+  step cargo-test cargo test --release
+  step cargo-build cargo build --release
+else
+  echo "cargo is not on PATH and not in ~/.cargo/bin (install it with rustup)"
+  results+=("cargo: FAILED (not found)"); failures=$((failures + 1))
+fi
+step testdata scripts/make-testdata.sh
+step interop env IMG="$PWD/target/release/img" tests/interop.sh
+
+# Leave the machine as it was: no podman or registry left running.
+pgrep -a -x 'podman|conmon|registry|docker-registry' && echo "warning: processes above still running"
+
+# Totals over the cargo test runs and the interop suite.
+passed=0 failed=0
+if [[ -f $LOGS/cargo-test.log ]]; then
+  while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
+    sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
+fi
+if [[ -f $LOGS/interop.log ]]; then
+  read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/interop.log" | tail -1) &&
+    { passed=$((passed + p)); failed=$((failed + f)); }
+fi
+
+echo
+echo "=== summary ($((SECONDS - START))s)"
+printf '  %s\n' "${results[@]}"
+echo "total: $passed passed, $failed failed"
+[[ $failures == 0 && $failed == 0 ]]
