@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Quick start on a fresh Debian machine: build img, install it, make a small
+# image from busybox-static and try the main commands on it.
+# The demo uses a throwaway store (IMG_ROOT) and leaves your own store alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -t 1 ]]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+show() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; }
+quote() { # the arguments as a shell would need them typed
+  local a out=()
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./:=@%+-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  echo "${out[*]}"
+}
+run() { show "$(quote "$@")"; "$@"; }
+say() { printf '\n# %s\n' "$*"; }
+
+# 1. Tools: cargo (from rustup), a C compiler (for the bundled SQLite and
+#    compressors) and busybox-static (for the sample image).
+if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
+  export PATH=$HOME/.cargo/bin:$PATH
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo is not installed. Install Rust with rustup (https://rustup.rs):"
+  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh"
+  echo "then open a new shell (or: . ~/.cargo/env) and run this script again."
+  exit 1
+fi
+need=()
+command -v cc >/dev/null || need+=(build-essential)
+[[ -x /bin/busybox ]] || need+=(busybox-static)
+if [[ ${#need[@]} -gt 0 ]]; then
+  if [[ $(id -u) == 0 ]]; then
+    run apt-get update -qq
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "Please install: sudo apt-get install ${need[*]}"; exit 1
+  fi
+fi
+
+# 2. Build and install.
+run cargo build --release
+if [[ $(id -u) == 0 ]]; then BIN_DIR=/usr/local/bin; else BIN_DIR=$HOME/.local/bin; fi
+run install -D -m 0755 target/release/img "$BIN_DIR/img"
+case ":$PATH:" in *":$BIN_DIR:"*) ;; *) say "Add $BIN_DIR to your PATH to call img by name."
+  export PATH=$BIN_DIR:$PATH ;; esac
+run img version
+
+# 3. A sample image from busybox-static, in a throwaway store.
+DEMO=$(mktemp -d /tmp/img-quickstart.XXXXXX)
+trap 'rm -rf "$DEMO"' EXIT
+export IMG_ROOT=$DEMO/store
+say "Store for this demo: IMG_ROOT=$IMG_ROOT (default: /var/lib/img, or ~/.local/share/img)"
+mkdir -p "$DEMO/rootfs/bin" "$DEMO/rootfs/etc" "$DEMO/rootfs/tmp"
+cp /bin/busybox "$DEMO/rootfs/bin/"
+for applet in sh ls cat echo; do ln -s busybox "$DEMO/rootfs/bin/$applet"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$DEMO/rootfs/etc/passwd"
+run tar -C "$DEMO/rootfs" -cf "$DEMO/rootfs.tar" .
+run img import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' -m "busybox sample" "$DEMO/rootfs.tar" sample:1
+
+# 4. The main job.
+run img images
+run img inspect sample:1
+run img history sample:1
+run img save -o "$DEMO/sample.tar" sample:1
+say "Load the archive into a second store:"
+run img --root "$DEMO/store2" load -i "$DEMO/sample.tar"
+run img --root "$DEMO/store2" images
+say "The image's root filesystem:"
+show "img export sample:1 | tar t | head"
+img export sample:1 | tar t | head || true
+
+say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
