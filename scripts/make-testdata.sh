@@ -7,7 +7,10 @@
 #   base-oci.tar         the same image as `podman save` oci-archive
 #   layered.oci/         2-layer OCI layout built with umoci (tag "1"); layer 2
 #                        deletes a file and a directory (whiteouts), replaces a
-#                        directory (opaque), changes one file and adds others
+#                        directory (opaque), changes files (one to a directory,
+#                        a directory to a symlink), deletes or replaces the
+#                        targets of hard links, links to a file of layer 1 and
+#                        adds files
 #   layered-docker.tar   layered.oci as a docker-archive (skopeo)
 #   layered-oci.tar      layered.oci as an oci-archive (skopeo)
 #
@@ -93,6 +96,8 @@ base += [
     ("hard", "data/hard-b", 0o644, "data/hard-a"),
     ("file", "data/pair-1", 0o644, seeded(700)),
     ("hard", "data/pair-2", 0o644, "data/pair-1"),
+    ("file", "data/pair-3", 0o644, seeded(800)),
+    ("hard", "data/pair-4", 0o644, "data/pair-3"),
     ("sym", "data/link-big", 0o777, "big.bin"),
     ("sym", "data/link-passwd", 0o777, "/etc/passwd"),
     ("dir", "empty", 0o755),
@@ -148,6 +153,7 @@ layer2 = [
     ("sym", "var/lib", 0o777, "../opt"),                      # a directory becomes a symlink
     ("dir", "data", 0o755),
     ("file", "data/.wh.pair-1", 0o644, b""),                  # delete a hard link's target
+    ("file", "data/pair-3", 0o644, b"replaced\n"),            # replace a hard link's target
     ("hard", "data/hard-c", 0o644, "data/hard-a"),            # link to a file of layer 1
     ("file", "data/added.bin", 0o644, seeded(200000)),        # add files
     ("dir", "srv", 0o755),
@@ -185,5 +191,19 @@ podman save -q -o "$OUT/base-docker.tar" localhost/base:1
 podman save -q --format oci-archive -o "$OUT/base-oci.tar" localhost/base:1
 rm -rf "$PG"
 
+# podman and skopeo stamp the entries of an oci-archive with the time of the
+# run; set them to EPOCH so that the files too are the same on every run.
+python3 - "$EPOCH" "$OUT/base-oci.tar" "$OUT/layered-oci.tar" <<'PY'
+import os, sys, tarfile
+epoch = int(sys.argv[1])
+for path in sys.argv[2:]:
+    with tarfile.open(path) as src, tarfile.open(path + ".tmp", "w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src:
+            m.mtime = epoch
+            m.pax_headers = {k: v for k, v in m.pax_headers.items() if k not in ("atime", "ctime", "mtime")}
+            dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+    os.replace(path + ".tmp", path)
+PY
+
 echo "$stamp" > "$OUT/.stamp"
-(cd "$OUT" && sha256sum base-rootfs.tar base-docker.tar base-oci.tar layered-docker.tar layered-oci.tar layered.oci/index.json)
+(cd "$OUT" && find . -type f ! -name .stamp | sort | xargs sha256sum)
