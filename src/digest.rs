@@ -91,9 +91,7 @@ fn truncate_for_error(s: &str) -> String {
 
 /// True if `s` is exactly `len` lower-case hex characters.
 pub fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Lower-case hex encoding.
@@ -141,10 +139,7 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Hasher::new(),
-        }
+        HashingReader { inner, hasher: Hasher::new() }
     }
     /// Bytes read so far.
     pub fn len(&self) -> u64 {
@@ -178,10 +173,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Hasher::new(),
-        }
+        HashingWriter { inner, hasher: Hasher::new() }
     }
     pub fn len(&self) -> u64 {
         self.hasher.len()

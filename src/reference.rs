@@ -138,9 +138,7 @@ impl Reference {
             return Err(ReferenceError::Empty);
         }
         if is_lower_hex(input, 64) {
-            return Err(ReferenceError::HexadecimalName {
-                input: shorten(input),
-            });
+            return Err(ReferenceError::HexadecimalName { input: shorten(input) });
         }
 
         // Neither the name nor the tag can contain '@', so the first '@'
@@ -167,25 +165,16 @@ impl Reference {
             });
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase {
-                input: shorten(input),
-            });
+            return Err(ReferenceError::Uppercase { input: shorten(input) });
         }
         for component in path.split('/') {
             if let Err(reason) = check_path_component(component) {
-                return Err(ReferenceError::InvalidPath {
-                    input: shorten(input),
-                    reason,
-                });
+                return Err(ReferenceError::InvalidPath { input: shorten(input), reason });
             }
         }
         if let Some(domain) = domain {
             if let Err(reason) = check_domain(domain) {
-                return Err(ReferenceError::InvalidDomain {
-                    input: shorten(input),
-                    domain: shorten(domain),
-                    reason,
-                });
+                return Err(ReferenceError::InvalidDomain { input: shorten(input), domain: shorten(domain), reason });
             }
         }
 
@@ -200,28 +189,17 @@ impl Reference {
         };
         let len = domain.len() + 1 + path.len();
         if len > NAME_TOTAL_LENGTH_MAX {
-            return Err(ReferenceError::NameTooLong {
-                input: shorten(input),
-                len,
-            });
+            return Err(ReferenceError::NameTooLong { input: shorten(input), len });
         }
 
         if let Some(tag) = tag {
             if let Err(reason) = check_tag(tag) {
-                return Err(ReferenceError::InvalidTag {
-                    input: shorten(input),
-                    tag: shorten(tag),
-                    reason,
-                });
+                return Err(ReferenceError::InvalidTag { input: shorten(input), tag: shorten(tag), reason });
             }
         }
         if let Some(digest) = digest {
             if let Err(reason) = check_digest(digest) {
-                return Err(ReferenceError::InvalidDigest {
-                    input: shorten(input),
-                    digest: shorten(digest),
-                    reason,
-                });
+                return Err(ReferenceError::InvalidDigest { input: shorten(input), digest: shorten(digest), reason });
             }
         }
 
@@ -271,31 +249,19 @@ impl Reference {
     /// The repository and tag, e.g. `docker.io/library/busybox:1.36`, or
     /// `None` when the reference has no tag.
     pub fn tagged_name(&self) -> Option<String> {
-        self.tag
-            .as_ref()
-            .map(|tag| format!("{}:{tag}", self.repository()))
+        self.tag.as_ref().map(|tag| format!("{}:{tag}", self.repository()))
     }
 
     /// Returns a copy with the given tag and no digest; the tag is validated
     /// as `validate_tag` does.
     pub fn with_tag(&self, tag: &str) -> Result<Reference, ReferenceError> {
         validate_tag(tag)?;
-        Ok(Reference {
-            domain: self.domain.clone(),
-            path: self.path.clone(),
-            tag: Some(tag.to_string()),
-            digest: None,
-        })
+        Ok(Reference { domain: self.domain.clone(), path: self.path.clone(), tag: Some(tag.to_string()), digest: None })
     }
 
     /// Returns a copy without tag and digest.
     pub fn without_tag_or_digest(&self) -> Reference {
-        Reference {
-            domain: self.domain.clone(),
-            path: self.path.clone(),
-            tag: None,
-            digest: None,
-        }
+        Reference { domain: self.domain.clone(), path: self.path.clone(), tag: None, digest: None }
     }
 
     /// Docker's "familiar" short form, which drops `docker.io/` and
@@ -310,12 +276,8 @@ impl Reference {
             let bare = self.tag.is_none() && self.digest.is_none();
             // A nested path, and a bare hex name that parse would refuse,
             // keep their "library/".
-            let keeps_library =
-                |rest: &&str| rest.contains('/') || (bare && is_lower_hex(rest, 64));
-            let official = self
-                .path
-                .strip_prefix(OFFICIAL_REPO_PREFIX)
-                .filter(|rest| !keeps_library(rest));
+            let keeps_library = |rest: &&str| rest.contains('/') || (bare && is_lower_hex(rest, 64));
+            let official = self.path.strip_prefix(OFFICIAL_REPO_PREFIX).filter(|rest| !keeps_library(rest));
             match official {
                 Some(rest) => rest.to_string(),
                 None => {
@@ -376,10 +338,7 @@ pub fn looks_like_id(s: &str) -> bool {
 ///
 /// A tag is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}` without `..` in it.
 pub fn validate_tag(tag: &str) -> Result<(), ReferenceError> {
-    check_tag(tag).map_err(|reason| ReferenceError::Tag {
-        tag: shorten(tag),
-        reason,
-    })
+    check_tag(tag).map_err(|reason| ReferenceError::Tag { tag: shorten(tag), reason })
 }
 
 /// Matches `text` against a glob `pattern` the way Go's `path.Match` does,
@@ -428,10 +387,7 @@ enum GlobToken {
     /// A character that must appear as is.
     Literal(char),
     /// `[...]`: one character in (or, negated, not in) the inclusive ranges.
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Class { negated: bool, ranges: Vec<(char, char)> },
 }
 
 /// Compiles a glob pattern, or returns `None` when it is malformed by the
@@ -519,9 +475,7 @@ fn split_domain(name: &str) -> (Option<&str>, &str) {
 /// contains `.` or `:`, is `localhost`, or has an upper-case letter (which
 /// a path may not have).
 fn looks_like_domain(first: &str) -> bool {
-    first.contains(['.', ':'])
-        || first == "localhost"
-        || first.bytes().any(|b| b.is_ascii_uppercase())
+    first.contains(['.', ':']) || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// Checks `host[:port]`, where host is a DNS name or a bracketed IPv6
@@ -570,20 +524,11 @@ fn check_domain_component(component: &str) -> Result<(), String> {
     let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
         return Err("empty host name component".to_string());
     };
-    if !bytes
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(format!(
-            "host name component {:?} may only contain letters, digits and \"-\"",
-            shorten(component)
-        ));
+    if !bytes.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(format!("host name component {:?} may only contain letters, digits and \"-\"", shorten(component)));
     }
     if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
-        return Err(format!(
-            "host name component {:?} must start and end with a letter or digit",
-            shorten(component)
-        ));
+        return Err(format!("host name component {:?} must start and end with a letter or digit", shorten(component)));
     }
     Ok(())
 }
@@ -598,16 +543,9 @@ fn check_path_component(component: &str) -> Result<(), String> {
     };
     if let Some(&b) = bytes.iter().find(|&&b| !is_alnum(b) && !is_separator(b)) {
         return Err(if b.is_ascii() {
-            format!(
-                "path component {:?} contains invalid character {:?}",
-                shorten(component),
-                b as char
-            )
+            format!("path component {:?} contains invalid character {:?}", shorten(component), b as char)
         } else {
-            format!(
-                "path component {:?} contains a non-ASCII character",
-                shorten(component)
-            )
+            format!("path component {:?} contains a non-ASCII character", shorten(component))
         });
     }
     if !is_alnum(first) || !is_alnum(last) {
@@ -619,11 +557,7 @@ fn check_path_component(component: &str) -> Result<(), String> {
     // The separators between alphanumeric runs must each be ".", "_", "__"
     // or one or more "-".
     for run in component.split(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-        let ok = run.is_empty()
-            || run == "."
-            || run == "_"
-            || run == "__"
-            || run.bytes().all(|b| b == b'-');
+        let ok = run.is_empty() || run == "." || run == "_" || run == "__" || run.bytes().all(|b| b == b'-');
         if !ok {
             return Err(format!(
                 "path component {:?} has the invalid separator {run:?} (use \".\", \"_\", \"__\" or dashes)",
@@ -639,22 +573,14 @@ fn check_tag(tag: &str) -> Result<(), String> {
     let Some(&first) = tag.as_bytes().first() else {
         return Err("empty tag".to_string());
     };
-    if let Some(c) = tag
-        .chars()
-        .find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
-    {
-        return Err(format!(
-            "a tag may only contain letters, digits, \"_\", \".\" and \"-\", not {c:?}"
-        ));
+    if let Some(c) = tag.chars().find(|&c| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')) {
+        return Err(format!("a tag may only contain letters, digits, \"_\", \".\" and \"-\", not {c:?}"));
     }
     if first == b'.' || first == b'-' {
         return Err("a tag must start with a letter, a digit or \"_\"".to_string());
     }
     if tag.len() > TAG_LENGTH_MAX {
-        return Err(format!(
-            "a tag must not be more than {TAG_LENGTH_MAX} characters (it has {})",
-            tag.len()
-        ));
+        return Err(format!("a tag must not be more than {TAG_LENGTH_MAX} characters (it has {})", tag.len()));
     }
     if tag.contains("..") {
         return Err("a tag must not contain \"..\"".to_string());
@@ -669,9 +595,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
         return Err("empty digest after \"@\"".to_string());
     }
     let Some((algorithm, hex)) = digest.split_once(':') else {
-        return Err(
-            "missing \"algorithm:\" prefix (expected \"sha256:\" or \"sha512:\")".to_string(),
-        );
+        return Err("missing \"algorithm:\" prefix (expected \"sha256:\" or \"sha512:\")".to_string());
     };
     let want = match algorithm {
         "sha256" => 64,
@@ -693,10 +617,7 @@ fn check_digest(digest: &str) -> Result<(), String> {
         return Err("hex characters must be lower-case".to_string());
     }
     if hex.len() != want {
-        return Err(format!(
-            "a {algorithm} digest has {want} hex characters, not {}",
-            hex.len()
-        ));
+        return Err(format!("a {algorithm} digest has {want} hex characters, not {}", hex.len()));
     }
     Ok(())
 }
@@ -761,33 +682,15 @@ mod tests {
                 Err(_) => "error".to_string(),
             };
             if got != expected {
-                failures.push(format!(
-                    "line {}: {input:?}: want {expected}, got {got}",
-                    n + 1
-                ));
+                failures.push(format!("line {}: {input:?}: want {expected}, got {got}", n + 1));
             }
             // Every accepted reference round-trips through Display and familiar.
             if let Ok(r) = Reference::parse(input) {
-                assert_eq!(
-                    Reference::parse(&r.to_string()).as_ref(),
-                    Ok(&r),
-                    "line {}",
-                    n + 1
-                );
-                assert_eq!(
-                    Reference::parse(&r.familiar()).as_ref(),
-                    Ok(&r),
-                    "line {}",
-                    n + 1
-                );
+                assert_eq!(Reference::parse(&r.to_string()).as_ref(), Ok(&r), "line {}", n + 1);
+                assert_eq!(Reference::parse(&r.familiar()).as_ref(), Ok(&r), "line {}", n + 1);
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} of {cases} cases failed:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
         assert!(cases >= 80, "only {cases} cases in the table");
     }
 
@@ -799,18 +702,9 @@ mod tests {
         assert_eq!(r.tag(), Some("1.0"));
         assert_eq!(r.digest(), Some(format!("sha256:{HEX64}").as_str()));
         assert_eq!(r.repository(), "localhost:5000/ns/app");
-        assert_eq!(
-            r.tagged_name().as_deref(),
-            Some("localhost:5000/ns/app:1.0")
-        );
-        assert_eq!(
-            r.to_string(),
-            format!("localhost:5000/ns/app:1.0@sha256:{HEX64}")
-        );
-        assert_eq!(
-            r.familiar(),
-            format!("localhost:5000/ns/app:1.0@sha256:{HEX64}")
-        );
+        assert_eq!(r.tagged_name().as_deref(), Some("localhost:5000/ns/app:1.0"));
+        assert_eq!(r.to_string(), format!("localhost:5000/ns/app:1.0@sha256:{HEX64}"));
+        assert_eq!(r.familiar(), format!("localhost:5000/ns/app:1.0@sha256:{HEX64}"));
 
         let b = parse_ok("busybox");
         assert_eq!(b.domain(), "docker.io");
@@ -852,37 +746,19 @@ mod tests {
     fn familiar_forms() {
         assert_eq!(parse_ok("busybox:latest").familiar(), "busybox:latest");
         assert_eq!(parse_ok("docker.io/user/app:1").familiar(), "user/app:1");
-        assert_eq!(
-            parse_ok("index.docker.io/library/redis").familiar(),
-            "redis"
-        );
-        assert_eq!(
-            parse_ok("127.0.0.1:5000/app:1").familiar(),
-            "127.0.0.1:5000/app:1"
-        );
+        assert_eq!(parse_ok("index.docker.io/library/redis").familiar(), "redis");
+        assert_eq!(parse_ok("127.0.0.1:5000/app:1").familiar(), "127.0.0.1:5000/app:1");
         assert_eq!(parse_ok("library/a/b").familiar(), "library/a/b");
         // These keep enough to parse back into the same reference.
         assert_eq!(parse_ok("docker.io/a.b/c").familiar(), "docker.io/a.b/c");
-        assert_eq!(
-            parse_ok("docker.io/localhost/c").familiar(),
-            "docker.io/localhost/c"
-        );
-        assert_eq!(
-            parse_ok(&format!("library/{HEX64}")).familiar(),
-            format!("library/{HEX64}")
-        );
-        assert_eq!(
-            parse_ok(&format!("library/{HEX64}:1")).familiar(),
-            format!("{HEX64}:1")
-        );
+        assert_eq!(parse_ok("docker.io/localhost/c").familiar(), "docker.io/localhost/c");
+        assert_eq!(parse_ok(&format!("library/{HEX64}")).familiar(), format!("library/{HEX64}"));
+        assert_eq!(parse_ok(&format!("library/{HEX64}:1")).familiar(), format!("{HEX64}:1"));
     }
 
     #[test]
     fn error_messages() {
-        assert_eq!(
-            parse_err("Foo").to_string(),
-            "invalid reference \"Foo\": repository name must be lowercase"
-        );
+        assert_eq!(parse_err("Foo").to_string(), "invalid reference \"Foo\": repository name must be lowercase");
         assert_eq!(parse_err("").to_string(), "invalid reference: empty string");
         assert_eq!(
             parse_err(HEX64).to_string(),
@@ -896,10 +772,7 @@ mod tests {
         let e = parse_err("busybox@sha256:abc");
         assert!(e.to_string().contains("64 hex characters, not 3"), "{e}");
         let e = parse_err(&format!("busybox@md5:{HEX64}"));
-        assert!(
-            e.to_string().contains("unsupported algorithm \"md5\""),
-            "{e}"
-        );
+        assert!(e.to_string().contains("unsupported algorithm \"md5\""), "{e}");
         let e = parse_err("busybox@");
         assert!(e.to_string().contains("empty digest"), "{e}");
         let e = parse_err("busybox:");
@@ -909,20 +782,13 @@ mod tests {
         let e = parse_err("exa_mple.com/app");
         assert!(matches!(e, ReferenceError::InvalidDomain { .. }), "{e:?}");
         let e = parse_err(&format!("example.com/{}", "a".repeat(300)));
-        assert!(
-            matches!(e, ReferenceError::NameTooLong { len: 312, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, ReferenceError::NameTooLong { len: 312, .. }), "{e:?}");
         assert!(e.to_string().ends_with("(it has 312)"), "{e}");
         // Huge inputs are shortened in errors.
         let huge = "A".repeat(100_000);
         assert!(parse_err(&huge).to_string().len() < 400);
         // Messages are lower-case and have no trailing period.
-        for e in [
-            parse_err("a//b"),
-            parse_err("foo:-x"),
-            validate_tag("").unwrap_err(),
-        ] {
+        for e in [parse_err("a//b"), parse_err("foo:-x"), validate_tag("").unwrap_err()] {
             let msg = e.to_string();
             assert!(msg.starts_with("invalid "), "{msg}");
             assert!(!msg.ends_with('.'), "{msg}");
@@ -1024,10 +890,7 @@ mod tests {
         (
             "[a-z0-9]{1,6}",
             prop::collection::vec(
-                (
-                    prop::sample::select(vec![".", "_", "__", "-", "--", "---"]),
-                    "[a-z0-9]{1,5}",
-                ),
+                (prop::sample::select(vec![".", "_", "__", "-", "--", "---"]), "[a-z0-9]{1,5}"),
                 0..3,
             ),
         )
@@ -1043,10 +906,8 @@ mod tests {
 
     /// A valid domain, or none.
     fn domain() -> impl Strategy<Value = Option<String>> {
-        let dns = prop::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?", 2..4)
-            .prop_map(|c| c.join("."));
-        let port = prop::option::of(0u32..70000)
-            .prop_map(|p| p.map(|p| format!(":{p}")).unwrap_or_default());
+        let dns = prop::collection::vec("[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?", 2..4).prop_map(|c| c.join("."));
+        let port = prop::option::of(0u32..70000).prop_map(|p| p.map(|p| format!(":{p}")).unwrap_or_default());
         prop_oneof![
             Just(None),
             Just(Some("docker.io".to_string())),
@@ -1057,8 +918,7 @@ mod tests {
             ("[A-Z][a-zA-Z0-9]{0,6}").prop_map(Some),
             // Docker only takes a first component for a domain when it has a
             // "." or ":", which every real IPv6 address has.
-            ("[0-9a-fA-F]{0,4}:[0-9a-fA-F:]{0,10}", port)
-                .prop_map(|(a, p)| Some(format!("[{a}]{p}"))),
+            ("[0-9a-fA-F]{0,4}:[0-9a-fA-F:]{0,10}", port).prop_map(|(a, p)| Some(format!("[{a}]{p}"))),
         ]
     }
 
@@ -1084,12 +944,7 @@ mod tests {
 
     /// The parts of a valid reference, in any of the accepted spellings.
     fn reference_parts() -> impl Strategy<Value = Parts> {
-        (
-            domain(),
-            prop::collection::vec(path_component(), 1..5),
-            prop::option::of(tag()),
-            prop::option::of(digest()),
-        )
+        (domain(), prop::collection::vec(path_component(), 1..5), prop::option::of(tag()), prop::option::of(digest()))
             .prop_map(|(domain, mut path, tag, digest)| {
                 // Without a domain, a first component with a dot would be
                 // taken for one.
@@ -1120,9 +975,7 @@ mod tests {
 
     /// A valid reference as a string.
     fn reference_input() -> impl Strategy<Value = String> {
-        reference_parts()
-            .prop_map(|p| join_parts(&p))
-            .prop_filter("not a bare 64-hex name", |s| !is_lower_hex(s, 64))
+        reference_parts().prop_map(|p| join_parts(&p)).prop_filter("not a bare 64-hex name", |s| !is_lower_hex(s, 64))
     }
 
     /// Checks what must hold for every accepted reference.
@@ -1136,11 +989,8 @@ mod tests {
             prop_assert_eq!(validate_tag(t), Ok(()));
         }
         if let Some(d) = &r.digest {
-            let ok = d
-                .strip_prefix("sha256:")
-                .is_some_and(|h| is_lower_hex(h, 64))
-                || d.strip_prefix("sha512:")
-                    .is_some_and(|h| is_lower_hex(h, 128));
+            let ok = d.strip_prefix("sha256:").is_some_and(|h| is_lower_hex(h, 64))
+                || d.strip_prefix("sha512:").is_some_and(|h| is_lower_hex(h, 128));
             prop_assert!(ok, "digest {d:?}");
         }
         let shown = r.to_string();

@@ -4,11 +4,7 @@
 /// `...+08:00`) to seconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-    {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -82,19 +78,11 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 pub fn format_rfc3339(t: i64) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(86400));
     let s = t.rem_euclid(86400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// docker's "2 weeks ago" (go-units HumanDuration).
@@ -169,10 +157,7 @@ mod tests {
     fn rfc3339_table() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339("2024-01-02T03:04:05Z"), Some(1704164645));
-        assert_eq!(
-            parse_rfc3339("2024-01-02T03:04:05.999999999Z"),
-            Some(1704164645)
-        );
+        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.999999999Z"), Some(1704164645));
         assert_eq!(parse_rfc3339("2024-01-02T11:04:05+08:00"), Some(1704164645));
         assert_eq!(parse_rfc3339("2024-01-02 03:04:05Z"), Some(1704164645));
         for bad in [

@@ -19,11 +19,7 @@ pub enum LayerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("layer {layer}: entry {name:?}: {msg}")]
-    Entry {
-        layer: String,
-        name: String,
-        msg: String,
-    },
+    Entry { layer: String, name: String, msg: String },
     #[error("layer {layer}: {source}")]
     Read { layer: String, source: io::Error },
     #[error("writing {target}: {source}")]
@@ -76,18 +72,12 @@ pub fn classify(path: &str) -> std::result::Result<EntryKind, &'static str> {
     }
     if let Some(name) = base.strip_prefix(WHITEOUT_PREFIX) {
         if name.is_empty() || name == "." || name == ".." {
-            return Err(
-                "a whiteout that names no file (.wh. , .wh.. or .wh...); refusing the layer",
-            );
+            return Err("a whiteout that names no file (.wh. , .wh.. or .wh...); refusing the layer");
         }
         if name.starts_with(".wh.") {
             return Err("an unknown whiteout meta-file (.wh..wh.*); refusing the layer");
         }
-        let target = if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
-        };
+        let target = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
         return Ok(EntryKind::Whiteout(target));
     }
     Ok(EntryKind::Normal)
@@ -96,15 +86,9 @@ pub fn classify(path: &str) -> std::result::Result<EntryKind, &'static str> {
 fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + 'a>> {
     let f = store.open_blob(d)?;
     let mut r = BufReader::with_capacity(256 * 1024, f);
-    let head = r.fill_buf().map_err(|e| LayerError::Read {
-        layer: d.to_string(),
-        source: e,
-    })?;
+    let head = r.fill_buf().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
     let c = Compression::sniff(head);
-    c.decoder(r).map_err(|e| LayerError::Read {
-        layer: d.to_string(),
-        source: e,
-    })
+    c.decoder(r).map_err(|e| LayerError::Read { layer: d.to_string(), source: e })
 }
 
 fn ancestors(p: &str) -> impl Iterator<Item = &str> {
@@ -126,21 +110,12 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
         let mut new_deleted = HashSet::new();
         let mut new_opaque = HashSet::new();
         let mut ar = tar::Archive::new(open_layer(store, d)?);
-        let entries = ar.entries().map_err(|e| LayerError::Read {
-            layer: d.to_string(),
-            source: e,
-        })?;
+        let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
         for e in entries {
-            let e = e.map_err(|e| LayerError::Read {
-                layer: d.to_string(),
-                source: e,
-            })?;
+            let e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let entry_err = |msg: &str| LayerError::Entry {
-                layer: d.to_string(),
-                name: raw.clone(),
-                msg: msg.to_string(),
-            };
+            let entry_err =
+                |msg: &str| LayerError::Entry { layer: d.to_string(), name: raw.clone(), msg: msg.to_string() };
             let Some(path) = clean_entry_path(&raw).map_err(entry_err)? else {
                 continue;
             };
@@ -158,9 +133,7 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             let hidden = deleted.contains(&path)
                 || opaque.contains("")
                 || ancestors(&path).any(|a| {
-                    deleted.contains(a)
-                        || opaque.contains(a)
-                        || winner.get(a).is_some_and(|(_, is_dir)| !is_dir)
+                    deleted.contains(a) || opaque.contains(a) || winner.get(a).is_some_and(|(_, is_dir)| !is_dir)
                 });
             if hidden || winner.contains_key(&path) {
                 continue;
@@ -171,21 +144,12 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
         opaque.extend(new_opaque);
     }
     let mut b = tar::Builder::new(out);
-    let werr = |e: io::Error| LayerError::Write {
-        target: target.to_string(),
-        source: e,
-    };
+    let werr = |e: io::Error| LayerError::Write { target: target.to_string(), source: e };
     for (i, d) in layers.iter().enumerate() {
         let mut ar = tar::Archive::new(open_layer(store, d)?);
-        let entries = ar.entries().map_err(|e| LayerError::Read {
-            layer: d.to_string(),
-            source: e,
-        })?;
+        let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
         for e in entries {
-            let mut e = e.map_err(|e| LayerError::Read {
-                layer: d.to_string(),
-                source: e,
-            })?;
+            let mut e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let Ok(Some(path)) = clean_entry_path(&raw) else {
                 continue;
@@ -199,38 +163,30 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             if let Ok(Some(exts)) = e.pax_extensions() {
                 for ext in exts.flatten() {
                     if let Ok(k) = ext.key() {
-                        if k.starts_with("SCHILY.xattr.") || k == "linkpath" || k.ends_with("time")
-                        {
+                        if k.starts_with("SCHILY.xattr.") || k == "linkpath" || k.ends_with("time") {
                             pax.push((k.to_string(), ext.value_bytes().to_vec()));
                         }
                     }
                 }
             }
             if !pax.is_empty() {
-                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                    .map_err(werr)?;
+                b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(werr)?;
             }
             let mut h = e.header().clone();
             let kind = h.entry_type();
-            let name = if kind.is_dir() {
-                format!("{path}/")
-            } else {
-                path.clone()
-            };
+            let name = if kind.is_dir() { format!("{path}/") } else { path.clone() };
             if kind.is_hard_link() || kind.is_symlink() {
-                let link = e
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
+                let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 let link = if kind.is_hard_link() {
                     match clean_entry_path(&link) {
                         Ok(Some(l)) => l,
-                        _ => return Err(LayerError::Entry {
-                            layer: d.to_string(),
-                            name: raw,
-                            msg: "a hard link that leaves the root filesystem; refusing the layer"
-                                .into(),
-                        }),
+                        _ => {
+                            return Err(LayerError::Entry {
+                                layer: d.to_string(),
+                                name: raw,
+                                msg: "a hard link that leaves the root filesystem; refusing the layer".into(),
+                            })
+                        }
                     }
                 } else {
                     // Symlink targets are kept as written; they are only
@@ -252,39 +208,22 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
 pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
     let mut ar = tar::Archive::new(r);
     let mut n = 0;
-    let entries = ar.entries().map_err(|e| LayerError::Read {
-        layer: label.to_string(),
-        source: e,
-    })?;
+    let entries = ar.entries().map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
     for e in entries {
-        let mut e = e.map_err(|e| LayerError::Read {
-            layer: label.to_string(),
-            source: e,
-        })?;
+        let mut e = e.map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
         let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-        let entry_err = |msg: &str| LayerError::Entry {
-            layer: label.to_string(),
-            name: raw.clone(),
-            msg: msg.to_string(),
-        };
+        let entry_err =
+            |msg: &str| LayerError::Entry { layer: label.to_string(), name: raw.clone(), msg: msg.to_string() };
         if let Some(p) = clean_entry_path(&raw).map_err(entry_err)? {
             classify(&p).map_err(entry_err)?;
         }
         if e.header().entry_type().is_hard_link() {
-            let link = e
-                .link_name_bytes()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             if !matches!(clean_entry_path(&link), Ok(Some(_))) {
-                return Err(entry_err(
-                    "a hard link that leaves the root filesystem; refusing the layer",
-                ));
+                return Err(entry_err("a hard link that leaves the root filesystem; refusing the layer"));
             }
         }
-        io::copy(&mut e, &mut io::sink()).map_err(|e| LayerError::Read {
-            layer: label.to_string(),
-            source: e,
-        })?;
+        io::copy(&mut e, &mut io::sink()).map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
         n += 1;
     }
     Ok(n)
@@ -297,14 +236,8 @@ mod tests {
 
     #[test]
     fn clean_entry_path_table() {
-        assert_eq!(
-            clean_entry_path("./etc/passwd"),
-            Ok(Some("etc/passwd".into()))
-        );
-        assert_eq!(
-            clean_entry_path("/etc/passwd"),
-            Ok(Some("etc/passwd".into()))
-        );
+        assert_eq!(clean_entry_path("./etc/passwd"), Ok(Some("etc/passwd".into())));
+        assert_eq!(clean_entry_path("/etc/passwd"), Ok(Some("etc/passwd".into())));
         assert_eq!(clean_entry_path("a/../b"), Ok(Some("b".into())));
         assert_eq!(clean_entry_path("./"), Ok(None));
         assert!(clean_entry_path("../etc/passwd").is_err());
@@ -314,15 +247,9 @@ mod tests {
 
     #[test]
     fn classify_table() {
-        assert_eq!(
-            classify("etc/.wh.passwd"),
-            Ok(EntryKind::Whiteout("etc/passwd".into()))
-        );
+        assert_eq!(classify("etc/.wh.passwd"), Ok(EntryKind::Whiteout("etc/passwd".into())));
         assert_eq!(classify(".wh.x"), Ok(EntryKind::Whiteout("x".into())));
-        assert_eq!(
-            classify("etc/.wh..wh..opq"),
-            Ok(EntryKind::Opaque("etc".into()))
-        );
+        assert_eq!(classify("etc/.wh..wh..opq"), Ok(EntryKind::Opaque("etc".into())));
         assert_eq!(classify(".wh..wh..opq"), Ok(EntryKind::Opaque("".into())));
         assert_eq!(classify("etc/passwd"), Ok(EntryKind::Normal));
         assert!(classify("etc/.wh.").is_err());

@@ -12,10 +12,7 @@ use crate::store::{Compression, Store};
 type Result<T> = std::result::Result<T, SourceError>;
 
 fn bad(file: &str, msg: impl Into<String>) -> SourceError {
-    SourceError::Bad {
-        file: file.to_string(),
-        msg: msg.into(),
-    }
+    SourceError::Bad { file: file.to_string(), msg: msg.into() }
 }
 
 /// An image found in an archive, verified, with its blobs still staged.
@@ -50,21 +47,15 @@ pub fn resolve(store: &Store, staged: &mut Staged) -> Result<Vec<Prepared>> {
     } else if let Some(ix) = staged.meta("index.json").map(|m| m.to_vec()) {
         resolve_oci(store, staged, &ix)
     } else {
-        Err(bad(
-            &staged.label,
-            "not an image archive: no manifest.json or index.json",
-        ))
+        Err(bad(&staged.label, "not an image archive: no manifest.json or index.json"))
     }
 }
 
 fn read_config(store: &Store, staged: &mut Staged, key: &str) -> Result<(Config, Digest, u64)> {
     let label = staged.label.clone();
     let blob = staged.get(store, key)?;
-    let bytes = blob
-        .read_all(image::MAX_CONFIG_SIZE)
-        .map_err(|e| bad(&label, format!("config {key}: {e}")))?;
-    let config = image::parse_config(&format!("config {key}"), &bytes)
-        .map_err(|e| bad(&label, e.to_string()))?;
+    let bytes = blob.read_all(image::MAX_CONFIG_SIZE).map_err(|e| bad(&label, format!("config {key}: {e}")))?;
+    let config = image::parse_config(&format!("config {key}"), &bytes).map_err(|e| bad(&label, e.to_string()))?;
     Ok((config, blob.digest().clone(), blob.size()))
 }
 
@@ -89,8 +80,7 @@ fn check_layers(
     for (i, ((key, expected), diff_id)) in layers.iter().zip(&config.diff_ids).enumerate() {
         let blob = staged.get(store, key)?;
         if let Some((digest, size)) = expected {
-            blob.verify(&format!("layer {i} ({key})"), digest, Some(*size))
-                .map_err(|e| bad(&label, e.to_string()))?;
+            blob.verify(&format!("layer {i} ({key})"), digest, Some(*size)).map_err(|e| bad(&label, e.to_string()))?;
         }
         match blob.diff_id() {
             Some(Ok(d)) if d == diff_id => {}
@@ -113,20 +103,11 @@ fn check_layers(
     Ok(out)
 }
 
-fn resolve_docker(
-    store: &Store,
-    staged: &mut Staged,
-    manifest_json: &[u8],
-) -> Result<Vec<Prepared>> {
+fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> Result<Vec<Prepared>> {
     let label = staged.label.clone();
-    image::check_duplicate_keys("manifest.json", manifest_json)
-        .map_err(|e| bad(&label, e.to_string()))?;
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(manifest_json).map_err(|e| {
-        bad(
-            &label,
-            format!("manifest.json is not a docker-archive manifest: {e}"),
-        )
-    })?;
+    image::check_duplicate_keys("manifest.json", manifest_json).map_err(|e| bad(&label, e.to_string()))?;
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(manifest_json)
+        .map_err(|e| bad(&label, format!("manifest.json is not a docker-archive manifest: {e}")))?;
     if entries.is_empty() {
         return Err(bad(&label, "manifest.json lists no images"));
     }
@@ -134,41 +115,25 @@ fn resolve_docker(
     for (n, e) in entries.iter().enumerate() {
         let mut names = Vec::new();
         for t in e.repo_tags.iter().flatten() {
-            let r = Reference::parse_with_default_tag(t).map_err(|err| {
-                bad(
-                    &label,
-                    format!("manifest.json image {n}: bad RepoTag {t:?}: {err}"),
-                )
-            })?;
+            let r = Reference::parse_with_default_tag(t)
+                .map_err(|err| bad(&label, format!("manifest.json image {n}: bad RepoTag {t:?}: {err}")))?;
             names.push(r);
         }
         let config_key = staged.key_of(&e.config).ok_or_else(|| {
-            bad(
-                &label,
-                format!(
-                    "manifest.json image {n}: config {:?} is not in the archive",
-                    e.config
-                ),
-            )
+            bad(&label, format!("manifest.json image {n}: config {:?} is not in the archive", e.config))
         })?;
         let (config, config_digest, config_size) = read_config(store, staged, &config_key)?;
         let mut layer_keys = Vec::new();
         for l in &e.layers {
-            let key = staged.key_of(l).ok_or_else(|| {
-                bad(
-                    &label,
-                    format!("manifest.json image {n}: layer {l:?} is not in the archive"),
-                )
-            })?;
+            let key = staged
+                .key_of(l)
+                .ok_or_else(|| bad(&label, format!("manifest.json image {n}: layer {l:?} is not in the archive")))?;
             layer_keys.push(key);
         }
-        let specs: Vec<(String, Option<(Digest, u64)>)> =
-            layer_keys.iter().map(|k| (k.clone(), None)).collect();
+        let specs: Vec<(String, Option<(Digest, u64)>)> = layer_keys.iter().map(|k| (k.clone(), None)).collect();
         let layers = check_layers(store, staged, &config, &specs)?;
         // Docker's media types when they fit, OCI's for zstd layers.
-        let docker = layers
-            .iter()
-            .all(|(_, _, c)| matches!(c, Compression::None | Compression::Gzip));
+        let docker = layers.iter().all(|(_, _, c)| matches!(c, Compression::None | Compression::Gzip));
         let mut layer_descs = Vec::new();
         for (i, (d, s, c)) in layers.iter().enumerate() {
             let mt = image::layer_media_type(docker, *c).ok_or_else(|| {
@@ -188,12 +153,10 @@ fn resolve_docker(
         } else {
             (image::OCI_MANIFEST, image::OCI_CONFIG)
         };
-        let manifest =
-            image::build_manifest(mt, (cfg_mt, &config_digest, config_size), &layer_descs);
+        let manifest = image::build_manifest(mt, (cfg_mt, &config_digest, config_size), &layer_descs);
         let manifest_key = format!("\0manifest-{n}");
         staged.add_bytes(store, &manifest_key, &manifest)?;
-        let size =
-            manifest.len() as u64 + config_size + layers.iter().map(|(_, s, _)| s).sum::<u64>();
+        let size = manifest.len() as u64 + config_size + layers.iter().map(|(_, s, _)| s).sum::<u64>();
         out.push(Prepared {
             id: config_digest,
             manifest_key,
@@ -232,21 +195,14 @@ pub fn host_platform() -> (&'static str, &'static str) {
 fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<Vec<Prepared>> {
     let label = staged.label.clone();
     if let Some(layout) = staged.meta("oci-layout") {
-        let v: serde_json::Value = serde_json::from_slice(layout)
-            .map_err(|e| bad(&label, format!("oci-layout is not JSON: {e}")))?;
-        let version = v
-            .get("imageLayoutVersion")
-            .and_then(|s| s.as_str())
-            .unwrap_or("");
+        let v: serde_json::Value =
+            serde_json::from_slice(layout).map_err(|e| bad(&label, format!("oci-layout is not JSON: {e}")))?;
+        let version = v.get("imageLayoutVersion").and_then(|s| s.as_str()).unwrap_or("");
         if version != "1.0.0" {
-            return Err(bad(
-                &label,
-                format!("oci-layout has imageLayoutVersion {version:?}; img reads 1.0.0"),
-            ));
+            return Err(bad(&label, format!("oci-layout has imageLayoutVersion {version:?}; img reads 1.0.0")));
         }
     }
-    let doc = image::parse_document("index.json", index_json, None)
-        .map_err(|e| bad(&label, e.to_string()))?;
+    let doc = image::parse_document("index.json", index_json, None).map_err(|e| bad(&label, e.to_string()))?;
     let Document::Index(index) = doc else {
         return Err(bad(&label, "index.json is a manifest, not an index"));
     };
@@ -262,28 +218,15 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
         let (manifest, manifest_desc) = loop {
             depth += 1;
             if depth > 8 {
-                return Err(bad(
-                    &label,
-                    format!("index.json entry {n}: indexes nested more than 8 deep"),
-                ));
+                return Err(bad(&label, format!("index.json entry {n}: indexes nested more than 8 deep")));
             }
             let key = blob_key(&current.digest);
             let blob = staged.get(store, &key)?;
-            blob.verify(
-                &format!("index.json entry {n} ({key})"),
-                &current.digest,
-                Some(current.size),
-            )
-            .map_err(|e| bad(&label, e.to_string()))?;
-            let bytes = blob
-                .read_all(image::MAX_MANIFEST_SIZE)
+            blob.verify(&format!("index.json entry {n} ({key})"), &current.digest, Some(current.size))
                 .map_err(|e| bad(&label, e.to_string()))?;
-            let doc = image::parse_document(
-                &format!("manifest {}", current.digest),
-                &bytes,
-                Some(&current.media_type),
-            )
-            .map_err(|e| bad(&label, e.to_string()))?;
+            let bytes = blob.read_all(image::MAX_MANIFEST_SIZE).map_err(|e| bad(&label, e.to_string()))?;
+            let doc = image::parse_document(&format!("manifest {}", current.digest), &bytes, Some(&current.media_type))
+                .map_err(|e| bad(&label, e.to_string()))?;
             match doc {
                 Document::Manifest(m) => break (m, current),
                 Document::Index(ix) => {
@@ -291,19 +234,10 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
                     let pick = ix
                         .manifests
                         .iter()
-                        .find(|d| {
-                            d.platform
-                                .as_ref()
-                                .is_some_and(|p| p.os == os && p.architecture == arch)
-                        })
+                        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
                         .or_else(|| ix.manifests.first())
                         .cloned()
-                        .ok_or_else(|| {
-                            bad(
-                                &label,
-                                format!("index {} lists no manifests", current.digest),
-                            )
-                        })?;
+                        .ok_or_else(|| bad(&label, format!("index {} lists no manifests", current.digest)))?;
                     current = pick;
                 }
             }
@@ -311,19 +245,12 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
         let config_key = blob_key(&manifest.config.digest);
         {
             let blob = staged.get(store, &config_key)?;
-            blob.verify(
-                &format!("config {config_key}"),
-                &manifest.config.digest,
-                Some(manifest.config.size),
-            )
-            .map_err(|e| bad(&label, e.to_string()))?;
+            blob.verify(&format!("config {config_key}"), &manifest.config.digest, Some(manifest.config.size))
+                .map_err(|e| bad(&label, e.to_string()))?;
         }
         let (config, config_digest, config_size) = read_config(store, staged, &config_key)?;
-        let specs: Vec<(String, Option<(Digest, u64)>)> = manifest
-            .layers
-            .iter()
-            .map(|l| (blob_key(&l.digest), Some((l.digest.clone(), l.size))))
-            .collect();
+        let specs: Vec<(String, Option<(Digest, u64)>)> =
+            manifest.layers.iter().map(|l| (blob_key(&l.digest), Some((l.digest.clone(), l.size)))).collect();
         for (i, l) in manifest.layers.iter().enumerate() {
             if !image::is_tar_layer(&l.media_type) {
                 return Err(bad(

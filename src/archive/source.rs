@@ -17,12 +17,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Metadata files read into memory, with their size limits.
-const META_FILES: &[(&str, u64)] = &[
-    ("manifest.json", 1 << 20),
-    ("repositories", 1 << 20),
-    ("index.json", 4 << 20),
-    ("oci-layout", 4 << 10),
-];
+const META_FILES: &[(&str, u64)] =
+    &[("manifest.json", 1 << 20), ("repositories", 1 << 20), ("index.json", 4 << 20), ("oci-layout", 4 << 10)];
 
 /// Regular files an archive may hold (a layer, config or blob each).
 const MAX_FILES: usize = 100_000;
@@ -38,10 +34,7 @@ pub enum SourceError {
 pub type Result<T> = std::result::Result<T, SourceError>;
 
 fn bad(file: &str, msg: impl Into<String>) -> SourceError {
-    SourceError::Bad {
-        file: file.to_string(),
-        msg: msg.into(),
-    }
+    SourceError::Bad { file: file.to_string(), msg: msg.into() }
 }
 
 /// Cleans an archive member name: drops `./` and a leading `/` as tar
@@ -92,9 +85,7 @@ impl Staged {
                 let f = File::open(p).map_err(|e| bad(&label, format!("cannot open: {e}")))?;
                 Staged::from_stream(store, label, Box::new(f))
             }
-            Input::Stdin => {
-                Staged::from_stream(store, "standard input".into(), Box::new(io::stdin().lock()))
-            }
+            Input::Stdin => Staged::from_stream(store, "standard input".into(), Box::new(io::stdin().lock())),
         }
     }
 
@@ -106,13 +97,9 @@ impl Staged {
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_file() => {
                     if m.len() > *limit {
-                        return Err(bad(
-                            &label,
-                            format!("{name} is {} bytes, over the {limit}-byte limit", m.len()),
-                        ));
+                        return Err(bad(&label, format!("{name} is {} bytes, over the {limit}-byte limit", m.len())));
                     }
-                    let data =
-                        fs::read(&p).map_err(|e| bad(&label, format!("reading {name}: {e}")))?;
+                    let data = fs::read(&p).map_err(|e| bad(&label, format!("reading {name}: {e}")))?;
                     meta.insert(name.to_string(), data);
                 }
                 Ok(_) => return Err(bad(&label, format!("{name} is not a regular file"))),
@@ -125,38 +112,21 @@ impl Staged {
                 "not an image directory: no index.json (OCI layout) or manifest.json (docker-archive)",
             ));
         }
-        Ok(Staged {
-            label,
-            meta,
-            files: HashMap::new(),
-            links: HashMap::new(),
-            dir: Some(dir.to_path_buf()),
-        })
+        Ok(Staged { label, meta, files: HashMap::new(), links: HashMap::new(), dir: Some(dir.to_path_buf()) })
     }
 
     fn from_stream(store: &Store, label: String, input: Box<dyn Read + '_>) -> Result<Staged> {
         let mut buffered = BufReader::with_capacity(256 * 1024, input);
-        let head = buffered
-            .fill_buf()
-            .map_err(|e| bad(&label, format!("cannot read: {e}")))?
-            .to_vec();
+        let head = buffered.fill_buf().map_err(|e| bad(&label, format!("cannot read: {e}")))?.to_vec();
         if head.is_empty() {
-            return Err(bad(
-                &label,
-                "the file is empty; expected a docker-archive or OCI archive (tar)",
-            ));
+            return Err(bad(&label, "the file is empty; expected a docker-archive or OCI archive (tar)"));
         }
         let compression = Compression::sniff(&head);
-        let decoded: Box<dyn Read + '_> = compression.decoder(buffered).map_err(|e| {
-            bad(
-                &label,
-                format!("cannot decompress ({}): {e}", compression.name()),
-            )
-        })?;
+        let decoded: Box<dyn Read + '_> = compression
+            .decoder(buffered)
+            .map_err(|e| bad(&label, format!("cannot decompress ({}): {e}", compression.name())))?;
         let mut tar_in = BufReader::with_capacity(256 * 1024, decoded);
-        let first = tar_in
-            .fill_buf()
-            .map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
+        let first = tar_in.fill_buf().map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
         if !looks_like_tar(first) {
             return Err(bad(
                 &label,
@@ -171,9 +141,7 @@ impl Staged {
             dir: None,
         };
         let mut archive = tar::Archive::new(tar_in);
-        let entries = archive
-            .entries()
-            .map_err(|e| bad(&label, format!("reading tar: {e}")))?;
+        let entries = archive.entries().map_err(|e| bad(&label, format!("reading tar: {e}")))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
             let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -186,22 +154,15 @@ impl Staged {
             if kind.is_dir() {
                 continue;
             }
-            if staged.files.contains_key(&name)
-                || staged.meta.contains_key(&name)
-                || staged.links.contains_key(&name)
-            {
+            if staged.files.contains_key(&name) || staged.meta.contains_key(&name) || staged.links.contains_key(&name) {
                 return Err(bad(
                     &label,
-                    format!(
-                        "the archive has two entries named {name:?}; refusing an ambiguous archive"
-                    ),
+                    format!("the archive has two entries named {name:?}; refusing an ambiguous archive"),
                 ));
             }
             if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
+                let target =
+                    entry.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                 // A symlink target is relative to the link's directory; a
                 // hard link names a member from the archive root.
                 let resolved = if kind.is_symlink() && !target.starts_with('/') {
@@ -223,57 +184,36 @@ impl Staged {
             if let Some((_, limit)) = META_FILES.iter().find(|(n, _)| *n == name) {
                 let size = entry.size();
                 if size > *limit {
-                    return Err(bad(
-                        &label,
-                        format!("{name} is {size} bytes, over the {limit}-byte limit"),
-                    ));
+                    return Err(bad(&label, format!("{name} is {size} bytes, over the {limit}-byte limit")));
                 }
                 let mut data = Vec::with_capacity(size as usize);
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
+                entry.read_to_end(&mut data).map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
                 staged.meta.insert(name, data);
                 continue;
             }
             if staged.files.len() >= MAX_FILES {
-                return Err(bad(
-                    &label,
-                    format!("more than {MAX_FILES} files; this is not an image archive"),
-                ));
+                return Err(bad(&label, format!("more than {MAX_FILES} files; this is not an image archive")));
             }
             let mut w = store
                 .blob_writer()
-                .map_err(|source| SourceError::Store {
-                    file: label.clone(),
-                    source,
-                })?
+                .map_err(|source| SourceError::Store { file: label.clone(), source })?
                 .with_diff_id();
             let n = w.copy_from(&mut entry).map_err(|e| match e {
                 StoreError::Io { source, .. } if is_read_side(&source) => {
                     bad(&label, read_err_msg(compression, &source))
                 }
-                other => SourceError::Store {
-                    file: label.clone(),
-                    source: other,
-                },
+                other => SourceError::Store { file: label.clone(), source: other },
             })?;
             if n != entry.size() {
-                return Err(bad(
-                    &label,
-                    format!("entry {name:?} is truncated; the archive is incomplete"),
-                ));
+                return Err(bad(&label, format!("entry {name:?} is truncated; the archive is incomplete")));
             }
-            let blob = w.finish().map_err(|source| SourceError::Store {
-                file: label.clone(),
-                source,
-            })?;
+            let blob = w.finish().map_err(|source| SourceError::Store { file: label.clone(), source })?;
             staged.files.insert(name, blob);
         }
         // Anything after the tar's end marker would be ignored by tar; read
         // to the end so a compressed stream's checksum is verified.
         let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| bad(&label, read_err_msg(compression, &e)))?;
         if staged.meta.is_empty() {
             return Err(bad(
                 &label,
@@ -291,10 +231,7 @@ impl Staged {
     pub fn get(&mut self, store: &Store, reference: &str) -> Result<&mut StagedBlob> {
         let label = self.label.clone();
         let Some(mut name) = clean_name(reference) else {
-            return Err(bad(
-                &label,
-                format!("refers to {reference:?}, a path outside the archive; refusing it"),
-            ));
+            return Err(bad(&label, format!("refers to {reference:?}, a path outside the archive; refusing it")));
         };
         if !self.files.contains_key(&name) {
             if let Some(t) = self.links.get(&name) {
@@ -305,52 +242,28 @@ impl Staged {
             return Ok(self.files.get_mut(&name).expect("checked above"));
         }
         let Some(dir) = self.dir.clone() else {
-            return Err(bad(
-                &label,
-                format!("refers to {reference:?}, which the archive does not contain"),
-            ));
+            return Err(bad(&label, format!("refers to {reference:?}, which the archive does not contain")));
         };
         let path = dir.join(&name);
-        let meta = fs::symlink_metadata(&path).map_err(|_| {
-            bad(
-                &label,
-                format!("refers to {reference:?}, which the directory does not contain"),
-            )
-        })?;
+        let meta = fs::symlink_metadata(&path)
+            .map_err(|_| bad(&label, format!("refers to {reference:?}, which the directory does not contain")))?;
         if !meta.file_type().is_file() {
             return Err(bad(
                 &label,
-                format!(
-                    "{reference:?} is not a regular file (symlinks, fifos and devices are refused)"
-                ),
+                format!("{reference:?} is not a regular file (symlinks, fifos and devices are refused)"),
             ));
         }
         // Every parent component must be a real directory inside `dir`.
         let canon_dir = fs::canonicalize(&dir).map_err(|e| bad(&label, e.to_string()))?;
         let canon = fs::canonicalize(&path).map_err(|e| bad(&label, e.to_string()))?;
         if !canon.starts_with(&canon_dir) {
-            return Err(bad(
-                &label,
-                format!("{reference:?} leads outside the directory; refusing it"),
-            ));
+            return Err(bad(&label, format!("{reference:?} leads outside the directory; refusing it")));
         }
-        let mut f =
-            File::open(&canon).map_err(|e| bad(&label, format!("opening {reference}: {e}")))?;
-        let mut w = store
-            .blob_writer()
-            .map_err(|source| SourceError::Store {
-                file: label.clone(),
-                source,
-            })?
-            .with_diff_id();
-        w.copy_from(&mut f).map_err(|source| SourceError::Store {
-            file: label.clone(),
-            source,
-        })?;
-        let blob = w.finish().map_err(|source| SourceError::Store {
-            file: label.clone(),
-            source,
-        })?;
+        let mut f = File::open(&canon).map_err(|e| bad(&label, format!("opening {reference}: {e}")))?;
+        let mut w =
+            store.blob_writer().map_err(|source| SourceError::Store { file: label.clone(), source })?.with_diff_id();
+        w.copy_from(&mut f).map_err(|source| SourceError::Store { file: label.clone(), source })?;
+        let blob = w.finish().map_err(|source| SourceError::Store { file: label.clone(), source })?;
         self.files.insert(name.clone(), blob);
         Ok(self.files.get_mut(&name).expect("just inserted"))
     }
@@ -360,11 +273,7 @@ impl Staged {
         let mut wanted: Vec<String> = names.to_vec();
         wanted.sort();
         wanted.dedup();
-        self.files
-            .iter_mut()
-            .filter(|(k, _)| wanted.contains(k))
-            .map(|(_, v)| v)
-            .collect()
+        self.files.iter_mut().filter(|(k, _)| wanted.contains(k)).map(|(_, v)| v).collect()
     }
 
     /// Resolves a reference to the key `get_many` understands.
@@ -379,16 +288,9 @@ impl Staged {
     /// Adds an in-memory blob (a synthesised manifest) under a private name.
     pub fn add_bytes(&mut self, store: &Store, key: &str, data: &[u8]) -> Result<()> {
         use std::io::Write;
-        let mut w = store.blob_writer().map_err(|source| SourceError::Store {
-            file: self.label.clone(),
-            source,
-        })?;
-        w.write_all(data)
-            .map_err(|e| bad(&self.label, e.to_string()))?;
-        let blob = w.finish().map_err(|source| SourceError::Store {
-            file: self.label.clone(),
-            source,
-        })?;
+        let mut w = store.blob_writer().map_err(|source| SourceError::Store { file: self.label.clone(), source })?;
+        w.write_all(data).map_err(|e| bad(&self.label, e.to_string()))?;
+        let blob = w.finish().map_err(|source| SourceError::Store { file: self.label.clone(), source })?;
         self.files.insert(key.to_string(), blob);
         Ok(())
     }
@@ -417,26 +319,12 @@ pub fn looks_like_tar(block: &[u8]) -> bool {
     }
     let h = &block[..512];
     let field = &h[148..156];
-    let s: String = field
-        .iter()
-        .take_while(|&&b| b != 0 && b != b' ')
-        .map(|&b| b as char)
-        .collect();
+    let s: String = field.iter().take_while(|&&b| b != 0 && b != b' ').map(|&b| b as char).collect();
     let s = s.trim();
     let Ok(stored) = u32::from_str_radix(s, 8) else {
         return false;
     };
-    let sum: u32 = h
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u32
-            }
-        })
-        .sum();
+    let sum: u32 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u32 }).sum();
     sum == stored
 }
 
@@ -448,10 +336,7 @@ mod tests {
     fn clean_name_table() {
         assert_eq!(clean_name("a/b.tar").as_deref(), Some("a/b.tar"));
         assert_eq!(clean_name("./a//b.tar").as_deref(), Some("a/b.tar"));
-        assert_eq!(
-            clean_name("/blobs/sha256/x").as_deref(),
-            Some("blobs/sha256/x")
-        );
+        assert_eq!(clean_name("/blobs/sha256/x").as_deref(), Some("blobs/sha256/x"));
         assert_eq!(clean_name("../x"), None);
         assert_eq!(clean_name("a/../../x"), None);
         assert_eq!(clean_name("d/../x.tar").as_deref(), Some("x.tar"));

@@ -50,23 +50,14 @@ struct Resolved {
 fn resolve(store: &Store, item: &SaveItem, oci: bool) -> Result<Resolved> {
     let bytes = store.read_blob(&item.manifest_digest, image::MAX_MANIFEST_SIZE)?;
     let what = format!("manifest {}", item.manifest_digest);
-    let Document::Manifest(m) =
-        image::parse_document(&what, &bytes, None).map_err(|e| WriteError::Image {
-            id: item.id.to_string(),
-            msg: e.to_string(),
-        })?
+    let Document::Manifest(m) = image::parse_document(&what, &bytes, None)
+        .map_err(|e| WriteError::Image { id: item.id.to_string(), msg: e.to_string() })?
     else {
-        return Err(WriteError::Image {
-            id: item.id.to_string(),
-            msg: "stored manifest is an index".into(),
-        });
+        return Err(WriteError::Image { id: item.id.to_string(), msg: "stored manifest is an index".into() });
     };
     let docker = m.media_type == image::DOCKER_MANIFEST;
-    let layers: Vec<(String, Digest, u64)> = m
-        .layers
-        .iter()
-        .map(|l| (l.media_type.clone(), l.digest.clone(), l.size))
-        .collect();
+    let layers: Vec<(String, Digest, u64)> =
+        m.layers.iter().map(|l| (l.media_type.clone(), l.digest.clone(), l.size)).collect();
     if oci && docker {
         // OCI layouts carry OCI media types (umoci refuses Docker ones); the
         // config bytes, and so the image ID, stay the same.
@@ -81,19 +72,13 @@ fn resolve(store: &Store, item: &SaveItem, oci: bool) -> Result<Resolved> {
                 (oci_mt, d, *s)
             })
             .collect();
-        let manifest = image::build_manifest(
-            image::OCI_MANIFEST,
-            (image::OCI_CONFIG, &m.config.digest, m.config.size),
-            &mapped,
-        );
+        let manifest =
+            image::build_manifest(image::OCI_MANIFEST, (image::OCI_CONFIG, &m.config.digest, m.config.size), &mapped);
         let manifest_digest = Digest::of_bytes(&manifest);
         return Ok(Resolved {
             config: m.config.digest,
             config_size: m.config.size,
-            layers: mapped
-                .into_iter()
-                .map(|(mt, d, s)| (mt.to_string(), d.clone(), s))
-                .collect(),
+            layers: mapped.into_iter().map(|(mt, d, s)| (mt.to_string(), d.clone(), s)).collect(),
             manifest,
             manifest_digest,
             manifest_media_type: image::OCI_MANIFEST.into(),
@@ -121,29 +106,15 @@ fn header(size: u64, mode: u32) -> tar::Header {
 }
 
 fn io_err(target: &str) -> impl FnOnce(io::Error) -> WriteError + '_ {
-    move |source| WriteError::Io {
-        target: target.to_string(),
-        source,
-    }
+    move |source| WriteError::Io { target: target.to_string(), source }
 }
 
-fn append_bytes<W: Write>(
-    b: &mut tar::Builder<W>,
-    target: &str,
-    name: &str,
-    data: &[u8],
-) -> Result<()> {
+fn append_bytes<W: Write>(b: &mut tar::Builder<W>, target: &str, name: &str, data: &[u8]) -> Result<()> {
     let mut h = header(data.len() as u64, 0o644);
     b.append_data(&mut h, name, data).map_err(io_err(target))
 }
 
-fn append_blob<W: Write>(
-    b: &mut tar::Builder<W>,
-    store: &Store,
-    target: &str,
-    name: &str,
-    d: &Digest,
-) -> Result<()> {
+fn append_blob<W: Write>(b: &mut tar::Builder<W>, store: &Store, target: &str, name: &str, d: &Digest) -> Result<()> {
     let f = store.open_blob(d)?;
     let len = f.metadata().map_err(io_err(target))?.len();
     let mut h = header(len, 0o644);
@@ -153,17 +124,11 @@ fn append_blob<W: Write>(
 fn append_dir<W: Write>(b: &mut tar::Builder<W>, target: &str, name: &str) -> Result<()> {
     let mut h = header(0, 0o755);
     h.set_entry_type(tar::EntryType::Directory);
-    b.append_data(&mut h, name, io::empty())
-        .map_err(io_err(target))
+    b.append_data(&mut h, name, io::empty()).map_err(io_err(target))
 }
 
 /// Writes a docker-archive (`manifest.json`, `<config>.json`, `<layer>.tar`).
-pub fn write_docker_archive<W: Write>(
-    store: &Store,
-    items: &[SaveItem],
-    out: W,
-    target: &str,
-) -> Result<W> {
+pub fn write_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W, target: &str) -> Result<W> {
     let mut b = tar::Builder::new(out);
     let mut written: HashSet<String> = HashSet::new();
     let mut manifest = Vec::new();
@@ -228,12 +193,7 @@ fn index_json(entries: Vec<serde_json::Value>) -> Vec<u8> {
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes an OCI archive (a tar of an OCI layout).
-pub fn write_oci_archive<W: Write>(
-    store: &Store,
-    items: &[SaveItem],
-    out: W,
-    target: &str,
-) -> Result<W> {
+pub fn write_oci_archive<W: Write>(store: &Store, items: &[SaveItem], out: W, target: &str) -> Result<W> {
     let mut b = tar::Builder::new(out);
     append_bytes(&mut b, target, "oci-layout", OCI_LAYOUT)?;
     append_dir(&mut b, target, "blobs")?;
@@ -244,41 +204,19 @@ pub fn write_oci_archive<W: Write>(
         let r = resolve(store, item, true)?;
         for (_, d, _) in &r.layers {
             if written.insert(d.clone()) {
-                append_blob(
-                    &mut b,
-                    store,
-                    target,
-                    &format!("blobs/sha256/{}", d.hex()),
-                    d,
-                )?;
+                append_blob(&mut b, store, target, &format!("blobs/sha256/{}", d.hex()), d)?;
             }
         }
         if written.insert(r.config.clone()) {
-            append_blob(
-                &mut b,
-                store,
-                target,
-                &format!("blobs/sha256/{}", r.config.hex()),
-                &r.config,
-            )?;
+            append_blob(&mut b, store, target, &format!("blobs/sha256/{}", r.config.hex()), &r.config)?;
         }
         if written.insert(r.manifest_digest.clone()) {
-            append_bytes(
-                &mut b,
-                target,
-                &format!("blobs/sha256/{}", r.manifest_digest.hex()),
-                &r.manifest,
-            )?;
+            append_bytes(&mut b, target, &format!("blobs/sha256/{}", r.manifest_digest.hex()), &r.manifest)?;
         }
         let _ = r.config_size;
         resolved.push((r, item));
     }
-    append_bytes(
-        &mut b,
-        target,
-        "index.json",
-        &index_json(index_entries(&resolved)),
-    )?;
+    append_bytes(&mut b, target, "index.json", &index_json(index_entries(&resolved)))?;
     b.into_inner().map_err(io_err(target))
 }
 
@@ -299,9 +237,7 @@ pub fn write_oci_dir(store: &Store, items: &[SaveItem], dir: &Path) -> Result<()
         } else {
             return Err(WriteError::Io {
                 target: target.clone(),
-                source: io::Error::other(
-                    "index.json exists but is not an OCI index; choose an empty directory",
-                ),
+                source: io::Error::other("index.json exists but is not an OCI index; choose an empty directory"),
             });
         }
     }
@@ -341,10 +277,7 @@ pub fn write_oci_dir(store: &Store, items: &[SaveItem], dir: &Path) -> Result<()
     let new_entries = index_entries(&resolved);
     let new_names: HashSet<String> = new_entries
         .iter()
-        .filter_map(|e| {
-            e.pointer("/annotations/org.opencontainers.image.ref.name")
-                .and_then(|v| v.as_str())
-        })
+        .filter_map(|e| e.pointer("/annotations/org.opencontainers.image.ref.name").and_then(|v| v.as_str()))
         .map(str::to_string)
         .collect();
     existing.retain(|e| {

@@ -75,9 +75,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let loaded = match a.kind {
         LoadType::Embedded => {
-            let Some(p) = &a.input else {
-                bail!("--type embedded needs -i FILE.manifest")
-            };
+            let Some(p) = &a.input else { bail!("--type embedded needs -i FILE.manifest") };
             vec![load::load_embedded(&mut store, p, a.copy)?]
         }
         LoadType::Auto => {
@@ -127,19 +125,10 @@ pub struct ImportArgs {
 
 pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
-    let file = if a.file == "-" {
-        None
-    } else {
-        Some(PathBuf::from(&a.file))
-    };
+    let file = if a.file == "-" { None } else { Some(PathBuf::from(&a.file)) };
     let id = import::import(
         &mut store,
-        &import::ImportOptions {
-            file,
-            reference: a.reference,
-            changes: a.change,
-            message: a.message,
-        },
+        &import::ImportOptions { file, reference: a.reference, changes: a.change, message: a.message },
     )?;
     writeln!(std::io::stdout().lock(), "{id}")?;
     Ok(())

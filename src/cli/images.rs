@@ -58,13 +58,7 @@ fn row_value(r: &Row, no_trunc: bool, now_s: i64) -> serde_json::Value {
 pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
     let _ = a.all;
     let store = ctx.open_store()?;
-    let rows = images::list(
-        &store,
-        &ListOptions {
-            pattern: a.pattern.clone(),
-            filters: a.filter.clone(),
-        },
-    )?;
+    let rows = images::list(&store, &ListOptions { pattern: a.pattern.clone(), filters: a.filter.clone() })?;
     let mut out = super::stdout();
     let now_s = now();
     if a.quiet {
@@ -125,12 +119,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                     "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Created": "CREATED", "Size": "SIZE",
                     "VirtualSize": "SIZE", "Labels": "LABELS",
                 });
-                lines.push(
-                    render_template(&t, &titles)?
-                        .split('\t')
-                        .map(str::to_string)
-                        .collect(),
-                );
+                lines.push(render_template(&t, &titles)?.split('\t').map(str::to_string).collect());
             }
             for r in &rows {
                 let s = render_template(&t, &row_value(r, a.no_trunc, now_s))?;

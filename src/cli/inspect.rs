@@ -19,9 +19,7 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let template = match a.format.as_deref() {
         Some("json") | None => None,
-        Some(f) => Some(parse_template(
-            &f.replace("\\t", "\t").replace("\\n", "\n"),
-        )?),
+        Some(f) => Some(parse_template(&f.replace("\\t", "\t").replace("\\n", "\n"))?),
     };
     let mut docs = Vec::new();
     let mut failed = false;
@@ -127,16 +125,10 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
             }
         }
         _ => {
-            let mut rows = vec![vec!["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect()];
+            let mut rows =
+                vec![vec!["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].iter().map(|s| s.to_string()).collect()];
             for e in &entries {
-                let by = if a.no_trunc {
-                    e.created_by.clone()
-                } else {
-                    truncate(&e.created_by, 45)
-                };
+                let by = if a.no_trunc { e.created_by.clone() } else { truncate(&e.created_by, 45) };
                 rows.push(vec![
                     id_of(e),
                     if a.human {
@@ -145,11 +137,7 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
                         e.created.map(format_rfc3339).unwrap_or_default()
                     },
                     by,
-                    if a.human {
-                        human_size(e.size)
-                    } else {
-                        e.size.to_string()
-                    },
+                    if a.human { human_size(e.size) } else { e.size.to_string() },
                     e.comment.clone(),
                 ]);
             }

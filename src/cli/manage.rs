@@ -38,16 +38,8 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
         bail!("img rmi needs at least one image (or -a to remove all)");
     }
     let mut store = ctx.open_store()?;
-    let names: Vec<String> = if a.all {
-        store
-            .index()
-            .images()?
-            .iter()
-            .map(|i| i.id.to_string())
-            .collect()
-    } else {
-        a.names.clone()
-    };
+    let names: Vec<String> =
+        if a.all { store.index().images()?.iter().map(|i| i.id.to_string()).collect() } else { a.names.clone() };
     let force = a.force || a.all;
     let mut failed = false;
     let mut out = super::stdout();
@@ -99,9 +91,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         }
     }
     let mut store = ctx.open_store()?;
-    let report = remove::prune(&mut store, || {
-        eprintln!("waiting for other img processes to finish...")
-    })?;
+    let report = remove::prune(&mut store, || eprintln!("waiting for other img processes to finish..."))?;
     let mut out = super::stdout();
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;

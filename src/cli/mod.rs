@@ -15,12 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "img",
-    version,
-    about = "A daemonless, rootless container image tool",
-    disable_help_subcommand = true
-)]
+#[command(name = "img", version, about = "A daemonless, rootless container image tool", disable_help_subcommand = true)]
 pub struct Cli {
     /// Store root directory [default: /var/lib/img for root, else ~/.local/share/img]
     #[arg(long, global = true, env = "IMG_ROOT", value_name = "DIR")]
@@ -150,8 +145,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             || c.downcast_ref::<serde_json::Error>()
                 .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
     })
@@ -161,42 +155,15 @@ fn run(cli: Cli) -> Result<()> {
     let root = cli.root.unwrap_or_else(Store::default_root);
     let ctx = Ctx { root };
     match cli.command {
-        Command::Images(a)
-        | Command::Image {
-            command: ImageCommand::Ls(a),
-        } => images::run(&ctx, a),
-        Command::Inspect(a)
-        | Command::Image {
-            command: ImageCommand::Inspect(a),
-        } => inspect::run(&ctx, a),
-        Command::History(a)
-        | Command::Image {
-            command: ImageCommand::History(a),
-        } => inspect::history(&ctx, a),
-        Command::Tag(a)
-        | Command::Image {
-            command: ImageCommand::Tag(a),
-        } => manage::tag(&ctx, a),
-        Command::Rmi(a)
-        | Command::Image {
-            command: ImageCommand::Rm(a),
-        } => manage::rmi(&ctx, a),
-        Command::Prune(a)
-        | Command::Image {
-            command: ImageCommand::Prune(a),
-        } => manage::prune(&ctx, a),
-        Command::Save(a)
-        | Command::Image {
-            command: ImageCommand::Save(a),
-        } => archive::save(&ctx, a),
-        Command::Load(a)
-        | Command::Image {
-            command: ImageCommand::Load(a),
-        } => archive::load(&ctx, a),
-        Command::Import(a)
-        | Command::Image {
-            command: ImageCommand::Import(a),
-        } => archive::import(&ctx, a),
+        Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => images::run(&ctx, a),
+        Command::Inspect(a) | Command::Image { command: ImageCommand::Inspect(a) } => inspect::run(&ctx, a),
+        Command::History(a) | Command::Image { command: ImageCommand::History(a) } => inspect::history(&ctx, a),
+        Command::Tag(a) | Command::Image { command: ImageCommand::Tag(a) } => manage::tag(&ctx, a),
+        Command::Rmi(a) | Command::Image { command: ImageCommand::Rm(a) } => manage::rmi(&ctx, a),
+        Command::Prune(a) | Command::Image { command: ImageCommand::Prune(a) } => manage::prune(&ctx, a),
+        Command::Save(a) | Command::Image { command: ImageCommand::Save(a) } => archive::save(&ctx, a),
+        Command::Load(a) | Command::Image { command: ImageCommand::Load(a) } => archive::load(&ctx, a),
+        Command::Import(a) | Command::Image { command: ImageCommand::Import(a) } => archive::import(&ctx, a),
         Command::Export(a) => archive::export(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
@@ -206,10 +173,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Renders a Go template over `data`, or JSON for `--format json`.
-pub(crate) fn render_template(
-    tmpl: &crate::template::Template,
-    data: &serde_json::Value,
-) -> Result<String> {
+pub(crate) fn render_template(tmpl: &crate::template::Template, data: &serde_json::Value) -> Result<String> {
     tmpl.execute(data).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -219,10 +183,7 @@ pub(crate) fn parse_template(src: &str) -> Result<crate::template::Template> {
 }
 
 /// Prints a table with columns padded like docker's tabwriter (3 spaces).
-pub(crate) fn print_table(
-    out: &mut impl std::io::Write,
-    rows: &[Vec<String>],
-) -> std::io::Result<()> {
+pub(crate) fn print_table(out: &mut impl std::io::Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let mut widths = vec![0; cols];
     for r in rows {

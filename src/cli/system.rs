@@ -18,11 +18,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             if let Ok(m) = e.metadata() {
-                total += if m.is_dir() {
-                    dir_size(&e.path())
-                } else {
-                    m.len()
-                };
+                total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
             }
         }
     }
@@ -77,12 +73,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
             writeln!(out, "  tags: {tags}")?;
             writeln!(out, "  blobs: {blobs} ({})", human_size(blob_bytes))?;
             writeln!(out, "  index: {}", human_size(db_bytes))?;
-            writeln!(
-                out,
-                "host: {}/{}",
-                std::env::consts::OS,
-                crate::archive::resolve::host_platform().1
-            )?;
+            writeln!(out, "host: {}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1)?;
             writeln!(out, "config files: none")?;
         }
     }
@@ -110,12 +101,7 @@ pub fn version(a: VersionArgs) -> Result<()> {
     } else {
         writeln!(out, "Version:      {}", env!("CARGO_PKG_VERSION"))?;
         writeln!(out, "Store format: {}", crate::index::STORE_FORMAT)?;
-        writeln!(
-            out,
-            "OS/Arch:      {}/{}",
-            std::env::consts::OS,
-            crate::archive::resolve::host_platform().1
-        )?;
+        writeln!(out, "OS/Arch:      {}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1)?;
     }
     out.flush()?;
     Ok(())
@@ -133,9 +119,7 @@ pub struct FsckArgs {
 
 pub fn fsck(ctx: &Ctx, a: FsckArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
-    let r = ops_fsck::fsck(&mut store, a.repair, || {
-        eprintln!("waiting for other img processes to finish...")
-    })?;
+    let r = ops_fsck::fsck(&mut store, a.repair, || eprintln!("waiting for other img processes to finish..."))?;
     let mut out = super::stdout();
     if a.format.as_deref() == Some("json") {
         serde_json::to_writer_pretty(
@@ -162,16 +146,14 @@ pub fn fsck(ctx: &Ctx, a: FsckArgs) -> Result<()> {
             r.images_checked,
             r.blobs_checked,
             human_size(r.bytes_checked),
-            if r.is_clean() {
-                "clean"
-            } else {
-                "PROBLEMS FOUND"
-            }
+            if r.is_clean() { "clean" } else { "PROBLEMS FOUND" }
         )?;
     }
     if !r.is_clean() {
         if !a.repair {
-            eprintln!("error: the store has problems; img fsck --repair removes what nothing references and damaged images");
+            eprintln!(
+                "error: the store has problems; img fsck --repair removes what nothing references and damaged images"
+            );
         }
         return Err(AlreadyReported("fsck").into());
     }
@@ -206,23 +188,15 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
     let images = store.index().images()?;
     let uses = store.index().blob_use_counts()?;
     let total: u64 = uses.iter().map(|(_, s, _)| s).sum();
-    let unused: u64 = uses
-        .iter()
-        .filter(|(_, _, n)| *n == 0)
-        .map(|(_, s, _)| s)
-        .sum();
+    let unused: u64 = uses.iter().filter(|(_, _, n)| *n == 0).map(|(_, s, _)| s).sum();
     let dangling: Vec<_> = images.iter().filter(|i| i.tags.is_empty()).collect();
     // Bytes that only dangling images use are reclaimable by prune too.
     let mut reclaim = unused;
     for (d, s, n) in &uses {
         if *n == 1
-            && dangling.iter().any(|i| {
-                store
-                    .index()
-                    .image_blobs(&i.id)
-                    .map(|b| b.iter().any(|(_, x)| x == d))
-                    .unwrap_or(false)
-            })
+            && dangling
+                .iter()
+                .any(|i| store.index().image_blobs(&i.id).map(|b| b.iter().any(|(_, x)| x == d)).unwrap_or(false))
         {
             reclaim += s;
         }
@@ -239,13 +213,7 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
     }
     let pct = if total > 0 { reclaim * 100 / total } else { 0 };
     let rows = vec![
-        vec![
-            "TYPE".into(),
-            "TOTAL".into(),
-            "ACTIVE".into(),
-            "SIZE".into(),
-            "RECLAIMABLE".into(),
-        ],
+        vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
         vec![
             "Images".into(),
             images.len().to_string(),
@@ -277,11 +245,7 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
                     }
                 }
             }
-            let (repo, tag) = img
-                .tags
-                .first()
-                .map(|t| crate::ops::split_name(t))
-                .unwrap_or(("<none>", "<none>"));
+            let (repo, tag) = img.tags.first().map(|t| crate::ops::split_name(t)).unwrap_or(("<none>", "<none>"));
             rows.push(vec![
                 repo.into(),
                 tag.into(),

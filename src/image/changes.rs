@@ -18,8 +18,7 @@ fn bad(src: &str, msg: &str) -> ChangeError {
 fn command(src: &str, rest: &str) -> Result<Value, ChangeError> {
     let t = rest.trim();
     if t.starts_with('[') {
-        let v: Vec<String> =
-            serde_json::from_str(t).map_err(|_| bad(src, "expected a JSON array of strings"))?;
+        let v: Vec<String> = serde_json::from_str(t).map_err(|_| bad(src, "expected a JSON array of strings"))?;
         return Ok(json!(v));
     }
     if t.is_empty() {
@@ -85,9 +84,7 @@ fn pairs(src: &str, rest: &str) -> Result<Vec<(String, String)>, ChangeError> {
         if quote.is_some() {
             return Err(bad(src, "unterminated quote"));
         }
-        let (k, v) = word
-            .split_once('=')
-            .ok_or_else(|| bad(src, "expected KEY=VALUE"))?;
+        let (k, v) = word.split_once('=').ok_or_else(|| bad(src, "expected KEY=VALUE"))?;
         if k.is_empty() {
             return Err(bad(src, "empty key"));
         }
@@ -203,31 +200,13 @@ mod tests {
     #[test]
     fn instructions_table() {
         check(&["CMD [\"/bin/sh\"]"], json!({"Cmd": ["/bin/sh"]}));
-        check(
-            &["CMD echo hi"],
-            json!({"Cmd": ["/bin/sh", "-c", "echo hi"]}),
-        );
-        check(
-            &["ENTRYPOINT [\"/app\", \"-v\"]"],
-            json!({"Entrypoint": ["/app", "-v"]}),
-        );
-        check(
-            &["ENV A=1 B=\"two words\"", "ENV A=3"],
-            json!({"Env": ["B=two words", "A=3"]}),
-        );
-        check(
-            &["ENV PATH /usr/bin:/bin"],
-            json!({"Env": ["PATH=/usr/bin:/bin"]}),
-        );
+        check(&["CMD echo hi"], json!({"Cmd": ["/bin/sh", "-c", "echo hi"]}));
+        check(&["ENTRYPOINT [\"/app\", \"-v\"]"], json!({"Entrypoint": ["/app", "-v"]}));
+        check(&["ENV A=1 B=\"two words\"", "ENV A=3"], json!({"Env": ["B=two words", "A=3"]}));
+        check(&["ENV PATH /usr/bin:/bin"], json!({"Env": ["PATH=/usr/bin:/bin"]}));
         check(&["LABEL a=b c=d"], json!({"Labels": {"a": "b", "c": "d"}}));
-        check(
-            &["EXPOSE 80 53/udp"],
-            json!({"ExposedPorts": {"80/tcp": {}, "53/udp": {}}}),
-        );
-        check(
-            &["VOLUME /data /logs"],
-            json!({"Volumes": {"/data": {}, "/logs": {}}}),
-        );
+        check(&["EXPOSE 80 53/udp"], json!({"ExposedPorts": {"80/tcp": {}, "53/udp": {}}}));
+        check(&["VOLUME /data /logs"], json!({"Volumes": {"/data": {}, "/logs": {}}}));
         check(
             &["USER 1000:1000", "WORKDIR /app", "STOPSIGNAL SIGTERM"],
             json!({"User": "1000:1000", "WorkingDir": "/app", "StopSignal": "SIGTERM"}),
@@ -236,15 +215,7 @@ mod tests {
 
     #[test]
     fn bad_instructions_are_refused() {
-        for bad in [
-            "RUN echo",
-            "CMD",
-            "CMD [1,2]",
-            "EXPOSE http",
-            "ENV",
-            "LABEL \"a=b",
-            "USER",
-        ] {
+        for bad in ["RUN echo", "CMD", "CMD [1,2]", "EXPOSE http", "ENV", "LABEL \"a=b", "USER"] {
             let mut cfg = Map::new();
             assert!(apply(&mut cfg, bad).is_err(), "{bad}");
         }

@@ -44,17 +44,9 @@ pub enum ImageError {
     #[error("{what} has the key {key:?} twice; refusing an ambiguous document")]
     DuplicateKey { what: String, key: String },
     #[error("{what} is ambiguous: it has both {a:?} and {b:?} fields (CVE-2021-41190)")]
-    Ambiguous {
-        what: String,
-        a: &'static str,
-        b: &'static str,
-    },
+    Ambiguous { what: String, a: &'static str, b: &'static str },
     #[error("{what} declares media type {declared:?} but its content is a {actual}")]
-    MediaTypeMismatch {
-        what: String,
-        declared: String,
-        actual: String,
-    },
+    MediaTypeMismatch { what: String, declared: String, actual: String },
     #[error("{what}: {source}")]
     Digest { what: String, source: DigestError },
     #[error("{what} is a Docker schema 1 manifest, which is not supported; push the image again with a current docker or podman")]
@@ -62,11 +54,7 @@ pub enum ImageError {
     #[error("{what}: unsupported schemaVersion {version}")]
     SchemaVersion { what: String, version: u64 },
     #[error("{what} has {n} layers, over the limit of {limit}")]
-    TooManyLayers {
-        what: String,
-        n: usize,
-        limit: usize,
-    },
+    TooManyLayers { what: String, n: usize, limit: usize },
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
 }
@@ -92,10 +80,7 @@ pub struct Platform {
 
 impl Descriptor {
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.annotations.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -123,11 +108,7 @@ pub enum Document {
 
 fn check_size(what: &str, bytes: &[u8], limit: u64) -> Result<()> {
     if bytes.len() as u64 > limit {
-        return Err(ImageError::TooLarge {
-            what: what.to_string(),
-            size: bytes.len() as u64,
-            limit,
-        });
+        return Err(ImageError::TooLarge { what: what.to_string(), size: bytes.len() as u64, limit });
     }
     Ok(())
 }
@@ -184,25 +165,17 @@ pub fn check_duplicate_keys(what: &str, bytes: &[u8]) -> Result<()> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde::de::DeserializeSeed::deserialize(&mut v, &mut de)
         .and_then(|_| de.end())
-        .map_err(|e| ImageError::Json {
-            what: what.to_string(),
-            msg: e.to_string(),
-        })?;
+        .map_err(|e| ImageError::Json { what: what.to_string(), msg: e.to_string() })?;
     if let Some(key) = v.0 {
-        return Err(ImageError::DuplicateKey {
-            what: what.to_string(),
-            key,
-        });
+        return Err(ImageError::DuplicateKey { what: what.to_string(), key });
     }
     let _ = IgnoredAny;
     Ok(())
 }
 
 fn to_descriptor(what: &str, d: &oci_spec::image::Descriptor) -> Result<Descriptor> {
-    let digest = Digest::parse(&d.digest().to_string()).map_err(|source| ImageError::Digest {
-        what: what.to_string(),
-        source,
-    })?;
+    let digest = Digest::parse(&d.digest().to_string())
+        .map_err(|source| ImageError::Digest { what: what.to_string(), source })?;
     let annotations = d
         .annotations()
         .as_ref()
@@ -217,13 +190,7 @@ fn to_descriptor(what: &str, d: &oci_spec::image::Descriptor) -> Result<Descript
         architecture: p.architecture().to_string(),
         variant: p.variant().clone().unwrap_or_default(),
     });
-    Ok(Descriptor {
-        media_type: d.media_type().to_string(),
-        digest,
-        size: d.size(),
-        annotations,
-        platform,
-    })
+    Ok(Descriptor { media_type: d.media_type().to_string(), digest, size: d.size(), annotations, platform })
 }
 
 /// Parses a manifest or index. `declared` is the media type the referrer
@@ -231,38 +198,20 @@ fn to_descriptor(what: &str, d: &oci_spec::image::Descriptor) -> Result<Descript
 pub fn parse_document(what: &str, bytes: &[u8], declared: Option<&str>) -> Result<Document> {
     check_size(what, bytes, MAX_MANIFEST_SIZE)?;
     check_duplicate_keys(what, bytes)?;
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ImageError::Json {
-        what: what.to_string(),
-        msg: e.to_string(),
-    })?;
-    let obj = v.as_object().ok_or_else(|| ImageError::Invalid {
-        what: what.to_string(),
-        msg: "not a JSON object".into(),
-    })?;
-    let schema = obj
-        .get("schemaVersion")
-        .and_then(|s| s.as_u64())
-        .unwrap_or(0);
-    let inner_mt = obj
-        .get("mediaType")
-        .and_then(|m| m.as_str())
-        .map(str::to_string);
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ImageError::Json { what: what.to_string(), msg: e.to_string() })?;
+    let obj =
+        v.as_object().ok_or_else(|| ImageError::Invalid { what: what.to_string(), msg: "not a JSON object".into() })?;
+    let schema = obj.get("schemaVersion").and_then(|s| s.as_u64()).unwrap_or(0);
+    let inner_mt = obj.get("mediaType").and_then(|m| m.as_str()).map(str::to_string);
     if schema == 1
-        || matches!(
-            inner_mt.as_deref(),
-            Some(DOCKER_SCHEMA1) | Some(DOCKER_SCHEMA1_SIGNED)
-        )
+        || matches!(inner_mt.as_deref(), Some(DOCKER_SCHEMA1) | Some(DOCKER_SCHEMA1_SIGNED))
         || matches!(declared, Some(DOCKER_SCHEMA1) | Some(DOCKER_SCHEMA1_SIGNED))
     {
-        return Err(ImageError::Schema1 {
-            what: what.to_string(),
-        });
+        return Err(ImageError::Schema1 { what: what.to_string() });
     }
     if schema != 2 {
-        return Err(ImageError::SchemaVersion {
-            what: what.to_string(),
-            version: schema,
-        });
+        return Err(ImageError::SchemaVersion { what: what.to_string(), version: schema });
     }
     let has = |k: &str| obj.contains_key(k);
     let is_index = has("manifests");
@@ -274,9 +223,7 @@ pub fn parse_document(what: &str, bytes: &[u8], declared: Option<&str>) -> Resul
         });
     }
     if has("fsLayers") || has("history") && !has("config") {
-        return Err(ImageError::Schema1 {
-            what: what.to_string(),
-        });
+        return Err(ImageError::Schema1 { what: what.to_string() });
     }
     let actual_kind = if is_index { "index" } else { "manifest" };
     for claimed in [inner_mt.as_deref(), declared].into_iter().flatten() {
@@ -305,34 +252,21 @@ pub fn parse_document(what: &str, bytes: &[u8], declared: Option<&str>) -> Resul
         }
     }
     if is_index {
-        let idx = ImageIndex::from_reader(bytes).map_err(|e| ImageError::Invalid {
-            what: what.to_string(),
-            msg: e.to_string(),
-        })?;
+        let idx = ImageIndex::from_reader(bytes)
+            .map_err(|e| ImageError::Invalid { what: what.to_string(), msg: e.to_string() })?;
         let manifests = idx
             .manifests()
             .iter()
             .enumerate()
             .map(|(i, d)| to_descriptor(&format!("{what} manifest {i}"), d))
             .collect::<Result<Vec<_>>>()?;
-        let media_type = inner_mt
-            .or(declared.map(str::to_string))
-            .unwrap_or_else(|| OCI_INDEX.to_string());
-        Ok(Document::Index(Index {
-            media_type,
-            manifests,
-        }))
+        let media_type = inner_mt.or(declared.map(str::to_string)).unwrap_or_else(|| OCI_INDEX.to_string());
+        Ok(Document::Index(Index { media_type, manifests }))
     } else {
-        let m = ImageManifest::from_reader(bytes).map_err(|e| ImageError::Invalid {
-            what: what.to_string(),
-            msg: e.to_string(),
-        })?;
+        let m = ImageManifest::from_reader(bytes)
+            .map_err(|e| ImageError::Invalid { what: what.to_string(), msg: e.to_string() })?;
         if m.layers().len() > MAX_LAYERS {
-            return Err(ImageError::TooManyLayers {
-                what: what.to_string(),
-                n: m.layers().len(),
-                limit: MAX_LAYERS,
-            });
+            return Err(ImageError::TooManyLayers { what: what.to_string(), n: m.layers().len(), limit: MAX_LAYERS });
         }
         let config = to_descriptor(&format!("{what} config"), m.config())?;
         let layers = m
@@ -341,14 +275,8 @@ pub fn parse_document(what: &str, bytes: &[u8], declared: Option<&str>) -> Resul
             .enumerate()
             .map(|(i, d)| to_descriptor(&format!("{what} layer {i}"), d))
             .collect::<Result<Vec<_>>>()?;
-        let media_type = inner_mt
-            .or(declared.map(str::to_string))
-            .unwrap_or_else(|| OCI_MANIFEST.to_string());
-        Ok(Document::Manifest(Manifest {
-            media_type,
-            config,
-            layers,
-        }))
+        let media_type = inner_mt.or(declared.map(str::to_string)).unwrap_or_else(|| OCI_MANIFEST.to_string());
+        Ok(Document::Manifest(Manifest { media_type, config, layers }))
     }
 }
 
@@ -363,11 +291,7 @@ pub struct Config {
 
 impl Config {
     pub fn labels_json(&self) -> String {
-        let labels = self
-            .raw
-            .get("config")
-            .and_then(|c| c.get("Labels"))
-            .cloned();
+        let labels = self.raw.get("config").and_then(|c| c.get("Labels")).cloned();
         match labels {
             Some(v @ serde_json::Value::Object(_)) => v.to_string(),
             _ => "{}".into(),
@@ -391,28 +315,17 @@ impl Config {
 pub fn parse_config(what: &str, bytes: &[u8]) -> Result<Config> {
     check_size(what, bytes, MAX_CONFIG_SIZE)?;
     check_duplicate_keys(what, bytes)?;
-    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ImageError::Json {
-        what: what.to_string(),
-        msg: e.to_string(),
-    })?;
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ImageError::Json { what: what.to_string(), msg: e.to_string() })?;
     if !raw.is_object() {
-        return Err(ImageError::Invalid {
-            what: what.to_string(),
-            msg: "not a JSON object".into(),
-        });
+        return Err(ImageError::Invalid { what: what.to_string(), msg: "not a JSON object".into() });
     }
-    let typed: ImageConfiguration =
-        serde_json::from_value(raw.clone()).map_err(|e| ImageError::Invalid {
-            what: what.to_string(),
-            msg: format!("not an image config: {e}"),
-        })?;
+    let typed: ImageConfiguration = serde_json::from_value(raw.clone())
+        .map_err(|e| ImageError::Invalid { what: what.to_string(), msg: format!("not an image config: {e}") })?;
     if typed.rootfs().typ() != "layers" {
         return Err(ImageError::Invalid {
             what: what.to_string(),
-            msg: format!(
-                "rootfs.type is {:?}, expected \"layers\"",
-                typed.rootfs().typ()
-            ),
+            msg: format!("rootfs.type is {:?}, expected \"layers\"", typed.rootfs().typ()),
         });
     }
     if typed.rootfs().diff_ids().len() > MAX_LAYERS {
@@ -428,22 +341,11 @@ pub fn parse_config(what: &str, bytes: &[u8]) -> Result<Config> {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            Digest::parse(d).map_err(|source| ImageError::Digest {
-                what: format!("{what} diff_id {i}"),
-                source,
-            })
+            Digest::parse(d).map_err(|source| ImageError::Digest { what: format!("{what} diff_id {i}"), source })
         })
         .collect::<Result<Vec<_>>>()?;
-    let created = typed
-        .created()
-        .as_deref()
-        .and_then(crate::timefmt::parse_rfc3339);
-    Ok(Config {
-        typed,
-        raw,
-        diff_ids,
-        created,
-    })
+    let created = typed.created().as_deref().and_then(crate::timefmt::parse_rfc3339);
+    Ok(Config { typed, raw, diff_ids, created })
 }
 
 /// The layer media type for a compression, in the OCI or Docker family.
@@ -476,12 +378,9 @@ pub fn is_tar_layer(mt: &str) -> bool {
 }
 
 /// Builds a manifest's JSON bytes (deterministic: fixed key order, no spaces).
-pub fn build_manifest(
-    media_type: &str,
-    config: (&str, &Digest, u64),
-    layers: &[(&str, &Digest, u64)],
-) -> Vec<u8> {
-    let desc = |mt: &str, d: &Digest, size: u64| serde_json::json!({"mediaType": mt, "digest": d.as_str(), "size": size});
+pub fn build_manifest(media_type: &str, config: (&str, &Digest, u64), layers: &[(&str, &Digest, u64)]) -> Vec<u8> {
+    let desc =
+        |mt: &str, d: &Digest, size: u64| serde_json::json!({"mediaType": mt, "digest": d.as_str(), "size": size});
     let v = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media_type,
@@ -506,9 +405,7 @@ mod tests {
 
     #[test]
     fn a_plain_manifest_parses() {
-        let Document::Manifest(m) =
-            parse_document("m", manifest("").as_bytes(), Some(OCI_MANIFEST)).unwrap()
-        else {
+        let Document::Manifest(m) = parse_document("m", manifest("").as_bytes(), Some(OCI_MANIFEST)).unwrap() else {
             panic!("expected a manifest")
         };
         assert_eq!(m.layers.len(), 1);
@@ -553,10 +450,7 @@ mod tests {
     #[test]
     fn oversized_manifest_is_refused_before_parsing() {
         let big = vec![b' '; (MAX_MANIFEST_SIZE + 1) as usize];
-        assert!(matches!(
-            parse_document("m", &big, None).unwrap_err(),
-            ImageError::TooLarge { .. }
-        ));
+        assert!(matches!(parse_document("m", &big, None).unwrap_err(), ImageError::TooLarge { .. }));
     }
 
     #[test]

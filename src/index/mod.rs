@@ -8,9 +8,7 @@
 mod migrations;
 
 use crate::digest::Digest;
-use rusqlite::{
-    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
-};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,27 +27,14 @@ const BUSY_ATTEMPTS: u32 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("opening image index {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: rusqlite::Error },
     #[error("image index {path} has schema version {found}, newer than this img understands ({known}); upgrade img")]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    TooNew { path: PathBuf, found: u32, known: u32 },
     #[error("image index {path} has store format {found}, which this img does not understand (it knows {known}); upgrade img")]
-    UnknownFormat {
-        path: PathBuf,
-        found: String,
-        known: u32,
-    },
+    UnknownFormat { path: PathBuf, found: String, known: u32 },
     #[error("{path} is not an img index (application id {found:#x})")]
     NotAnIndex { path: PathBuf, found: i32 },
-    #[error(
-        "image index is busy: other img processes held the write lock for over {secs} s; try again"
-    )]
+    #[error("image index is busy: other img processes held the write lock for over {secs} s; try again")]
     Busy { secs: u64 },
     #[error("image index: {0}")]
     Sql(#[from] rusqlite::Error),
@@ -132,10 +117,7 @@ pub struct Index {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn digest_col(s: String) -> Result<Digest> {
@@ -145,32 +127,21 @@ fn digest_col(s: String) -> Result<Digest> {
 impl Index {
     /// Opens (creating and migrating if needed) the index at `path`.
     pub fn open(path: &Path) -> Result<Index> {
-        let open_err = |source| IndexError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open_err = |source| IndexError::Open { path: path.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // journal_mode is persistent; asking again is cheap and covers a
         // first open racing with another process.
-        let mode: String =
-            with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
+        let mode: String = with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             // A filesystem without shared memory (some network or FUSE
             // filesystems) cannot do WAL; the rollback journal still works.
             let _ = mode;
         }
-        conn.execute_batch(
-            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456;",
-        )
-        .map_err(open_err)?;
-        let mut index = Index {
-            conn,
-            path: path.to_path_buf(),
-        };
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456;")
+            .map_err(open_err)?;
+        let mut index = Index { conn, path: path.to_path_buf() };
         index.migrate()?;
         Ok(index)
     }
@@ -181,47 +152,29 @@ impl Index {
 
     fn migrate(&mut self) -> Result<()> {
         let known = migrations::MIGRATIONS.len() as u32;
-        let version: u32 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: u32 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version == known {
             return self.check_format();
         }
         if version > known {
-            return Err(IndexError::TooNew {
-                path: self.path.clone(),
-                found: version,
-                known,
-            });
+            return Err(IndexError::TooNew { path: self.path.clone(), found: version, known });
         }
         let path = self.path.clone();
         self.write(|tx| {
             // Re-read inside the write lock: another process may have migrated meanwhile.
             let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             if version > known {
-                return Err(IndexError::TooNew {
-                    path: path.clone(),
-                    found: version,
-                    known,
-                });
+                return Err(IndexError::TooNew { path: path.clone(), found: version, known });
             }
             if version == 0 {
                 let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-                let tables: i64 =
-                    tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
                 if app != 0 && app != APPLICATION_ID || app == 0 && tables > 0 {
-                    return Err(IndexError::NotAnIndex {
-                        path: path.clone(),
-                        found: app,
-                    });
+                    return Err(IndexError::NotAnIndex { path: path.clone(), found: app });
                 }
                 tx.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID}"))?;
             }
-            for (i, sql) in migrations::MIGRATIONS
-                .iter()
-                .enumerate()
-                .skip(version as usize)
-            {
+            for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.execute_batch(sql)?;
                 tx.execute_batch(&format!("PRAGMA user_version={}", i + 1))?;
             }
@@ -235,32 +188,20 @@ impl Index {
     }
 
     fn check_format(&self) -> Result<()> {
-        let found: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let found: Option<String> =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).optional()?;
         match found {
             Some(f) if f == STORE_FORMAT.to_string() => Ok(()),
-            Some(f) => Err(IndexError::UnknownFormat {
-                path: self.path.clone(),
-                found: f,
-                known: STORE_FORMAT,
-            }),
-            None => Err(IndexError::UnknownFormat {
-                path: self.path.clone(),
-                found: "(none)".into(),
-                known: STORE_FORMAT,
-            }),
+            Some(f) => Err(IndexError::UnknownFormat { path: self.path.clone(), found: f, known: STORE_FORMAT }),
+            None => {
+                Err(IndexError::UnknownFormat { path: self.path.clone(), found: "(none)".into(), known: STORE_FORMAT })
+            }
         }
     }
 
     /// Schema version (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<u32> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Runs `f` in an immediate (write) transaction, retrying while the
@@ -270,9 +211,7 @@ impl Index {
         loop {
             attempt += 1;
             let res = (|| {
-                let tx = self
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let value = f(&tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -280,9 +219,7 @@ impl Index {
             match res {
                 Err(IndexError::Sql(e)) if is_busy(&e) => {
                     if attempt >= BUSY_ATTEMPTS {
-                        return Err(IndexError::Busy {
-                            secs: BUSY_TIMEOUT.as_secs() * attempt as u64,
-                        });
+                        return Err(IndexError::Busy { secs: BUSY_TIMEOUT.as_secs() * attempt as u64 });
                     }
                     std::thread::sleep(Duration::from_millis(10 * attempt as u64));
                 }
@@ -296,9 +233,7 @@ impl Index {
     /// Records digests an ingest is about to move into `blobs/`.
     pub fn add_pending(&mut self, digests: &[Digest]) -> Result<()> {
         self.write(|tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO pending_blobs(digest, added_at) VALUES (?1, ?2)",
-            )?;
+            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO pending_blobs(digest, added_at) VALUES (?1, ?2)")?;
             for d in digests {
                 st.execute(params![d.as_str(), now()])?;
             }
@@ -307,9 +242,7 @@ impl Index {
     }
 
     pub fn pending(&self) -> Result<Vec<Digest>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT digest FROM pending_blobs")?;
+        let mut st = self.conn.prepare_cached("SELECT digest FROM pending_blobs")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| digest_col(r?)).collect()
     }
@@ -323,33 +256,23 @@ impl Index {
                     "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
                     params![d.as_str(), *size as i64, now()],
                 )?;
-                tx.execute(
-                    "DELETE FROM pending_blobs WHERE digest = ?1",
-                    params![d.as_str()],
-                )?;
+                tx.execute("DELETE FROM pending_blobs WHERE digest = ?1", params![d.as_str()])?;
             }
             for d in absent {
-                tx.execute(
-                    "DELETE FROM pending_blobs WHERE digest = ?1",
-                    params![d.as_str()],
-                )?;
+                tx.execute("DELETE FROM pending_blobs WHERE digest = ?1", params![d.as_str()])?;
             }
             Ok(())
         })
     }
 
     pub fn has_blob(&self, d: &Digest) -> Result<bool> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
+        let mut st = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
         Ok(st.exists(params![d.as_str()])?)
     }
 
     /// Every blob row with its size.
     pub fn blobs(&self) -> Result<Vec<(Digest, u64)>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT digest, size FROM blobs ORDER BY digest")?;
+        let mut st = self.conn.prepare_cached("SELECT digest, size FROM blobs ORDER BY digest")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         rows.map(|r| {
             let (d, s) = r?;
@@ -394,9 +317,8 @@ impl Index {
     /// Adds rows for blob files that exist on disk but are not indexed.
     pub fn add_blob_rows(&mut self, blobs: &[(Digest, u64)]) -> Result<()> {
         self.write(|tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
-            )?;
+            let mut st =
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
             for (d, s) in blobs {
                 st.execute(params![d.as_str(), *s as i64, now()])?;
             }
@@ -410,13 +332,8 @@ impl Index {
             "SELECT ib.image_id, ib.role, ib.digest FROM image_blobs ib
              WHERE NOT EXISTS (SELECT 1 FROM blobs b WHERE b.digest = ib.digest)",
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows =
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
         rows.map(|r| {
             let (i, role, d) = r?;
             Ok((digest_col(i)?, role, digest_col(d)?))
@@ -454,9 +371,8 @@ impl Index {
         tags: &[TagName],
     ) -> Result<Vec<(String, Digest)>> {
         self.write(|tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
-            )?;
+            let mut st =
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
             for (d, s) in blobs {
                 st.execute(params![d.as_str(), *s as i64, now()])?;
             }
@@ -466,9 +382,8 @@ impl Index {
                 st.execute(params![d.as_str()])?;
             }
             drop(st);
-            let exists: bool = tx
-                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
-                .exists(params![img.id.as_str()])?;
+            let exists: bool =
+                tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![img.id.as_str()])?;
             if !exists {
                 tx.execute(
                     "INSERT INTO images(id, manifest_digest, manifest_media_type, created, size,
@@ -529,9 +444,7 @@ impl Index {
     /// Points `name` at `image_id`; returns the image it pointed at before, if another.
     pub fn tag(&mut self, name: &TagName, image_id: &Digest) -> Result<Option<Digest>> {
         self.write(|tx| {
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM images WHERE id = ?1")?
-                .exists(params![image_id.as_str()])?;
+            let exists = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![image_id.as_str()])?;
             if !exists {
                 return Err(IndexError::Sql(rusqlite::Error::QueryReturnedNoRows));
             }
@@ -549,8 +462,7 @@ impl Index {
         self.write(|tx| {
             let mut untagged = Vec::new();
             {
-                let mut st =
-                    tx.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
+                let mut st = tx.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
                 for r in st.query_map(params![id.as_str()], |r| r.get::<_, String>(0))? {
                     untagged.push(r?);
                 }
@@ -562,18 +474,15 @@ impl Index {
 
     /// The image a tag points at.
     pub fn image_for_tag(&self, name: &str) -> Result<Option<Digest>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT image_id FROM tags WHERE name = ?1")?;
+        let mut st = self.conn.prepare_cached("SELECT image_id FROM tags WHERE name = ?1")?;
         let id: Option<String> = st.query_row(params![name], |r| r.get(0)).optional()?;
         id.map(digest_col).transpose()
     }
 
     /// Image IDs starting with `prefix` (hex, without "sha256:").
     pub fn ids_with_prefix(&self, prefix: &str) -> Result<Vec<Digest>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 3",
-        )?;
+        let mut st =
+            self.conn.prepare_cached("SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 3")?;
         let lo = format!("sha256:{prefix}");
         let hi = format!("sha256:{prefix}\u{10ffff}");
         let rows = st.query_map(params![lo, hi], |r| r.get::<_, String>(0))?;
@@ -604,15 +513,10 @@ impl Index {
             "SELECT id, manifest_digest, {}, created, size, {}, labels, added_at
              FROM images {} ORDER BY created DESC, added_at DESC, id",
             if full { "manifest_media_type" } else { "''" },
-            if full {
-                "architecture, os, variant, author, kind"
-            } else {
-                "'', '', '', '', ''"
-            },
+            if full { "architecture, os, variant, author, kind" } else { "'', '', '', '', ''" },
             if only.is_some() { "WHERE id = ?1" } else { "" }
         );
-        let mut tags: std::collections::HashMap<String, Vec<String>> =
-            std::collections::HashMap::new();
+        let mut tags: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
         {
             let tag_sql = if only.is_some() {
                 "SELECT image_id, name FROM tags WHERE image_id = ?1 ORDER BY name"
@@ -622,9 +526,7 @@ impl Index {
             let mut st = self.conn.prepare_cached(tag_sql)?;
             let map = |r: &rusqlite::Row| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?));
             let rows: Vec<(String, String)> = match only {
-                Some(id) => st
-                    .query_map(params![id.as_str()], map)?
-                    .collect::<rusqlite::Result<_>>()?,
+                Some(id) => st.query_map(params![id.as_str()], map)?.collect::<rusqlite::Result<_>>()?,
                 None => st.query_map([], map)?.collect::<rusqlite::Result<_>>()?,
             };
             for (id, name) in rows {
@@ -681,9 +583,7 @@ impl Index {
             "SELECT role, digest FROM image_blobs WHERE image_id = ?1
              ORDER BY CASE role WHEN 'manifest' THEN 0 WHEN 'config' THEN 1 ELSE 2 END, position",
         )?;
-        let rows = st.query_map(params![id.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
+        let rows = st.query_map(params![id.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|r| {
             let (role, d) = r?;
             Ok((role, digest_col(d)?))
@@ -714,13 +614,7 @@ impl Index {
             "SELECT b.digest, b.size, (SELECT count(DISTINCT image_id) FROM image_blobs ib WHERE ib.digest = b.digest)
              FROM blobs b",
         )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))?;
         rows.map(|r| {
             let (d, s, n) = r?;
             Ok((digest_col(d)?, s as u64, n as u64))
@@ -783,11 +677,7 @@ fn with_busy_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
             Err(e) if is_busy(&e) && attempt < BUSY_ATTEMPTS => {
                 std::thread::sleep(Duration::from_millis(10 * attempt as u64))
             }
-            Err(e) if is_busy(&e) => {
-                return Err(IndexError::Busy {
-                    secs: BUSY_TIMEOUT.as_secs(),
-                })
-            }
+            Err(e) if is_busy(&e) => return Err(IndexError::Busy { secs: BUSY_TIMEOUT.as_secs() }),
             other => return Ok(other?),
         }
     }
@@ -828,21 +718,14 @@ mod tests {
     }
 
     fn blobs_of(img: &NewImage) -> Vec<(Digest, u64)> {
-        let mut v = vec![
-            (img.manifest_digest.clone(), 1),
-            (img.config_digest.clone(), 1),
-        ];
+        let mut v = vec![(img.manifest_digest.clone(), 1), (img.config_digest.clone(), 1)];
         v.extend(img.layer_digests.iter().map(|l| (l.clone(), 1)));
         v
     }
 
     fn tag(name: &str) -> TagName {
         let (repo, t) = name.rsplit_once(':').unwrap();
-        TagName {
-            name: name.into(),
-            repository: repo.into(),
-            tag: t.into(),
-        }
+        TagName { name: name.into(), repository: repo.into(), tag: t.into() }
     }
 
     #[test]
@@ -850,16 +733,10 @@ mod tests {
         let dir = temp_dir("migrate");
         let p = dir.join("img.db");
         let ix = Index::open(&p).unwrap();
-        assert_eq!(
-            ix.schema_version().unwrap(),
-            migrations::MIGRATIONS.len() as u32
-        );
+        assert_eq!(ix.schema_version().unwrap(), migrations::MIGRATIONS.len() as u32);
         drop(ix);
         let ix = Index::open(&p).unwrap();
-        assert_eq!(
-            ix.schema_version().unwrap(),
-            migrations::MIGRATIONS.len() as u32
-        );
+        assert_eq!(ix.schema_version().unwrap(), migrations::MIGRATIONS.len() as u32);
     }
 
     #[test]
@@ -871,10 +748,7 @@ mod tests {
         c.execute_batch("PRAGMA user_version=999").unwrap();
         drop(c);
         let err = Index::open(&p).err().unwrap();
-        assert!(
-            matches!(err, IndexError::TooNew { found: 999, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IndexError::TooNew { found: 999, .. }), "{err}");
     }
 
     #[test]
@@ -883,8 +757,7 @@ mod tests {
         let p = dir.join("img.db");
         drop(Index::open(&p).unwrap());
         let c = Connection::open(&p).unwrap();
-        c.execute("UPDATE meta SET value = '7' WHERE key = 'format'", [])
-            .unwrap();
+        c.execute("UPDATE meta SET value = '7' WHERE key = 'format'", []).unwrap();
         drop(c);
         let err = Index::open(&p).err().unwrap();
         assert!(err.to_string().contains("store format 7"), "{err}");
@@ -897,10 +770,7 @@ mod tests {
         let c = Connection::open(&p).unwrap();
         c.execute_batch("CREATE TABLE x(a)").unwrap();
         drop(c);
-        assert!(matches!(
-            Index::open(&p).err().unwrap(),
-            IndexError::NotAnIndex { .. }
-        ));
+        assert!(matches!(Index::open(&p).err().unwrap(), IndexError::NotAnIndex { .. }));
     }
 
     #[test]
@@ -909,10 +779,8 @@ mod tests {
         let mut ix = Index::open(&dir.join("img.db")).unwrap();
         let a = new_image(1, &[10, 11]);
         let b = new_image(2, &[10, 12]);
-        ix.insert_image(&a, &blobs_of(&a), &[tag("docker.io/library/a:1")])
-            .unwrap();
-        ix.insert_image(&b, &blobs_of(&b), &[tag("docker.io/library/b:1")])
-            .unwrap();
+        ix.insert_image(&a, &blobs_of(&a), &[tag("docker.io/library/a:1")]).unwrap();
+        ix.insert_image(&b, &blobs_of(&b), &[tag("docker.io/library/b:1")]).unwrap();
         assert_eq!(ix.images().unwrap().len(), 2);
         assert!(ix.unreferenced_blobs().unwrap().is_empty());
         // Moving a tag reports where it came from.
@@ -920,12 +788,7 @@ mod tests {
         assert_eq!(moved, Some(a.id.clone()));
         let del = ix.delete_image(&a.id).unwrap();
         assert!(del.deleted);
-        let unref: Vec<_> = ix
-            .unreferenced_blobs()
-            .unwrap()
-            .into_iter()
-            .map(|x| x.0)
-            .collect();
+        let unref: Vec<_> = ix.unreferenced_blobs().unwrap().into_iter().map(|x| x.0).collect();
         // Layer 10 is shared with b and must stay referenced.
         assert!(!unref.contains(&d(10)));
         assert!(unref.contains(&d(11)));
@@ -942,9 +805,7 @@ mod tests {
         ix.insert_image(&a, &blobs_of(&a), &[]).unwrap();
         let hex = a.id.hex();
         assert_eq!(ix.ids_with_prefix(&hex[..6]).unwrap(), vec![a.id.clone()]);
-        assert!(
-            ix.ids_with_prefix("ffffffffff").unwrap().is_empty() || hex.starts_with("ffffffffff")
-        );
+        assert!(ix.ids_with_prefix("ffffffffff").unwrap().is_empty() || hex.starts_with("ffffffffff"));
     }
 
     #[test]
@@ -958,17 +819,11 @@ mod tests {
             "import sqlite3,os,signal\nc=sqlite3.connect('{}',isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\nc.execute(\"INSERT INTO meta(key,value) VALUES('x','y')\")\nos.kill(os.getpid(), signal.SIGKILL)\n",
             p.display()
         );
-        let status = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(&script)
-            .status();
+        let status = std::process::Command::new("python3").arg("-c").arg(&script).status();
         let Ok(status) = status else { return };
         assert!(!status.success());
         let mut ix = Index::open(&p).unwrap();
-        let n: i64 = ix
-            .conn
-            .query_row("SELECT count(*) FROM meta WHERE key='x'", [], |r| r.get(0))
-            .unwrap();
+        let n: i64 = ix.conn.query_row("SELECT count(*) FROM meta WHERE key='x'", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0);
         ix.add_pending(&[d(1)]).unwrap();
         assert_eq!(ix.pending().unwrap(), vec![d(1)]);

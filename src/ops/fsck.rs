@@ -63,26 +63,21 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             Ok((got, n)) => {
                 r.bytes_checked += n;
                 if got != d {
-                    r.problems
-                        .push(format!("blob {d} is corrupt: its content hashes to {got}"));
+                    r.problems.push(format!("blob {d} is corrupt: its content hashes to {got}"));
                     corrupt.push(d);
                 } else if n != size {
-                    r.problems
-                        .push(format!("blob {d} is {n} bytes, the index says {size}"));
+                    r.problems.push(format!("blob {d} is {n} bytes, the index says {size}"));
                     corrupt.push(d);
                 }
             }
             Err(e) => {
-                r.problems
-                    .push(format!("blob {d} is missing or unreadable: {e}"));
+                r.problems.push(format!("blob {d} is missing or unreadable: {e}"));
                 corrupt.push(d);
             }
         }
     }
     for (image, role, d) in store.index().dangling_references()? {
-        r.problems.push(format!(
-            "image {image} refers to {role} {d}, which the index does not hold"
-        ));
+        r.problems.push(format!("image {image} refers to {role} {d}, which the index does not hold"));
     }
     let mut damaged: Vec<Digest> = Vec::new();
     for img in store.index().images()? {
@@ -90,51 +85,31 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
         let blobs = store.index().image_blobs(&img.id)?;
         if blobs.iter().any(|(_, d)| corrupt.contains(d)) {
             damaged.push(img.id.clone());
-            r.problems.push(format!(
-                "image {} ({}) needs a damaged blob",
-                img.id,
-                img.tags.join(", ")
-            ));
+            r.problems.push(format!("image {} ({}) needs a damaged blob", img.id, img.tags.join(", ")));
             continue;
         }
         if img.kind == "embedded" {
             for l in store.index().external_layers(&img.id)?.iter().skip(1) {
                 if std::fs::metadata(&l.path_in_host).is_err() {
-                    r.problems.push(format!(
-                        "embedded image {}: layer file {} is missing",
-                        img.id, l.path_in_host
-                    ));
+                    r.problems.push(format!("embedded image {}: layer file {} is missing", img.id, l.path_in_host));
                 }
             }
             continue;
         }
         let check = || -> std::result::Result<(), String> {
-            let m = store
-                .read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE)
-                .map_err(|e| e.to_string())?;
-            let Document::Manifest(m) =
-                image::parse_document("manifest", &m, None).map_err(|e| e.to_string())?
-            else {
+            let m = store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE).map_err(|e| e.to_string())?;
+            let Document::Manifest(m) = image::parse_document("manifest", &m, None).map_err(|e| e.to_string())? else {
                 return Err("its manifest is an index".into());
             };
             if m.config.digest != img.id {
-                return Err(format!(
-                    "its manifest names config {}, not the image ID",
-                    m.config.digest
-                ));
+                return Err(format!("its manifest names config {}, not the image ID", m.config.digest));
             }
-            let layers: Vec<&Digest> = blobs
-                .iter()
-                .filter(|(r, _)| r == "layer")
-                .map(|(_, d)| d)
-                .collect();
+            let layers: Vec<&Digest> = blobs.iter().filter(|(r, _)| r == "layer").map(|(_, d)| d).collect();
             let listed: Vec<&Digest> = m.layers.iter().map(|l| &l.digest).collect();
             if layers != listed {
                 return Err("its index rows do not match its manifest's layers".into());
             }
-            let c = store
-                .read_blob(&img.id, image::MAX_CONFIG_SIZE)
-                .map_err(|e| e.to_string())?;
+            let c = store.read_blob(&img.id, image::MAX_CONFIG_SIZE).map_err(|e| e.to_string())?;
             let c = image::parse_config("config", &c).map_err(|e| e.to_string())?;
             if c.diff_ids.len() != listed.len() {
                 return Err("its config and manifest disagree on the number of layers".into());
@@ -142,16 +117,13 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             Ok(())
         };
         if let Err(e) = check() {
-            r.problems
-                .push(format!("image {} ({}): {e}", img.id, img.tags.join(", ")));
+            r.problems.push(format!("image {} ({}): {e}", img.id, img.tags.join(", ")));
             damaged.push(img.id.clone());
         }
     }
     let orphans = store.unindexed_blob_files()?;
     for (name, size) in &orphans {
-        r.problems.push(format!(
-            "orphan file blobs/sha256/{name} ({size} bytes) is not in the index"
-        ));
+        r.problems.push(format!("orphan file blobs/sha256/{name} ({size} bytes) is not in the index"));
     }
     let unref = store.index().unreferenced_blobs()?;
     if !unref.is_empty() {
@@ -163,16 +135,12 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
     }
     let pending = store.index().pending()?;
     if !pending.is_empty() {
-        r.notes.push(format!(
-            "{} blobs are being ingested by another img process",
-            pending.len()
-        ));
+        r.notes.push(format!("{} blobs are being ingested by another img process", pending.len()));
     }
     if repair {
         for id in &damaged {
             store.index_mut().delete_image(id)?;
-            r.repaired
-                .push(format!("removed damaged image {id}; load or pull it again"));
+            r.repaired.push(format!("removed damaged image {id}; load or pull it again"));
         }
         // Corrupt blobs lose their rows (none refers to them any more) and files.
         store.index_mut().delete_unreferenced_blob_rows(&corrupt)?;
@@ -182,14 +150,12 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
         }
         for (name, _) in &orphans {
             if std::fs::remove_file(store.root().join("blobs/sha256").join(name)).is_ok() {
-                r.repaired
-                    .push(format!("removed orphan file blobs/sha256/{name}"));
+                r.repaired.push(format!("removed orphan file blobs/sha256/{name}"));
             }
         }
         let (n, bytes) = store.delete_unreferenced(None)?;
         if n > 0 {
-            r.repaired
-                .push(format!("removed {n} unreferenced blobs ({bytes} bytes)"));
+            r.repaired.push(format!("removed {n} unreferenced blobs ({bytes} bytes)"));
         }
         r.problems.clear();
         // Check again what repair could not fix.

@@ -34,9 +34,7 @@ fn created_key(img: &ImageRecord) -> (i64, i64) {
 fn parse_filters(store: &Store, filters: &[String]) -> Result<Vec<Filter>> {
     let mut out = Vec::new();
     for f in filters {
-        let (k, v) = f
-            .split_once('=')
-            .with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
+        let (k, v) = f.split_once('=').with_context(|| format!("invalid filter {f:?}: expected KEY=VALUE"))?;
         out.push(match k {
             "dangling" => match v {
                 "true" | "1" => Filter::Dangling(true),
@@ -79,18 +77,11 @@ fn name_matches(pattern: &str, repository: &str, tag: &str) -> bool {
         return r.tag().is_none_or(|t| t == tag);
     }
     let full = format!("{repository}:{tag}");
-    let familiar_repo = Reference::parse(repository)
-        .map(|r| r.without_tag_or_digest().familiar())
-        .unwrap_or_default();
+    let familiar_repo = Reference::parse(repository).map(|r| r.without_tag_or_digest().familiar()).unwrap_or_default();
     let familiar_full = format!("{familiar_repo}:{tag}");
-    [
-        repository,
-        full.as_str(),
-        familiar_repo.as_str(),
-        familiar_full.as_str(),
-    ]
-    .iter()
-    .any(|cand| reference::glob_match(pattern, cand))
+    [repository, full.as_str(), familiar_repo.as_str(), familiar_full.as_str()]
+        .iter()
+        .any(|cand| reference::glob_match(pattern, cand))
 }
 
 pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
@@ -101,11 +92,8 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
     for img in images {
         let img = std::rc::Rc::new(img);
         let (t, _) = created_key(&img);
-        let labels: serde_json::Map<String, serde_json::Value> = if need_labels {
-            serde_json::from_str(&img.labels).unwrap_or_default()
-        } else {
-            Default::default()
-        };
+        let labels: serde_json::Map<String, serde_json::Value> =
+            if need_labels { serde_json::from_str(&img.labels).unwrap_or_default() } else { Default::default() };
         let mut keep = true;
         for f in &filters {
             keep &= match f {
@@ -123,23 +111,11 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
         if !keep {
             continue;
         }
-        let ref_filters: Vec<&str> = filters
-            .iter()
-            .filter_map(|f| {
-                if let Filter::Reference(p) = f {
-                    Some(p.as_str())
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let ref_filters: Vec<&str> =
+            filters.iter().filter_map(|f| if let Filter::Reference(p) = f { Some(p.as_str()) } else { None }).collect();
         if img.tags.is_empty() {
             if opts.pattern.is_none() && ref_filters.is_empty() {
-                rows.push(Row {
-                    image: img.clone(),
-                    repository: None,
-                    tag: None,
-                });
+                rows.push(Row { image: img.clone(), repository: None, tag: None });
             }
             continue;
         }
@@ -153,11 +129,7 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
             if !ref_filters.iter().all(|p| name_matches(p, repo, tag)) {
                 continue;
             }
-            rows.push(Row {
-                image: img.clone(),
-                repository: Some(repo.to_string()),
-                tag: Some(tag.to_string()),
-            });
+            rows.push(Row { image: img.clone(), repository: Some(repo.to_string()), tag: Some(tag.to_string()) });
         }
     }
     Ok(rows)
@@ -169,33 +141,13 @@ mod tests {
 
     #[test]
     fn patterns_match_like_docker() {
-        assert!(name_matches(
-            "busybox",
-            "docker.io/library/busybox",
-            "latest"
-        ));
-        assert!(name_matches(
-            "busybox:latest",
-            "docker.io/library/busybox",
-            "latest"
-        ));
-        assert!(!name_matches(
-            "busybox:1",
-            "docker.io/library/busybox",
-            "latest"
-        ));
+        assert!(name_matches("busybox", "docker.io/library/busybox", "latest"));
+        assert!(name_matches("busybox:latest", "docker.io/library/busybox", "latest"));
+        assert!(!name_matches("busybox:1", "docker.io/library/busybox", "latest"));
         assert!(name_matches("bus*", "docker.io/library/busybox", "latest"));
-        assert!(name_matches(
-            "docker.io/library/bus*",
-            "docker.io/library/busybox",
-            "latest"
-        ));
+        assert!(name_matches("docker.io/library/bus*", "docker.io/library/busybox", "latest"));
         assert!(!name_matches("app*", "docker.io/library/busybox", "latest"));
-        assert!(name_matches(
-            "localhost:5000/app*",
-            "localhost:5000/app1",
-            "v1"
-        ));
+        assert!(name_matches("localhost:5000/app*", "localhost:5000/app1", "v1"));
         assert!(name_matches("bb", "localhost/bb", "1"));
         assert!(name_matches("bb:1", "localhost/bb", "1"));
         assert!(!name_matches("b", "localhost/bb", "1"));

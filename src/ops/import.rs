@@ -22,16 +22,8 @@ pub struct ImportOptions {
 }
 
 pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
-    let label = opts
-        .file
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "standard input".into());
-    let target = opts
-        .reference
-        .as_deref()
-        .map(parse_target_name)
-        .transpose()?;
+    let label = opts.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "standard input".into());
+    let target = opts.reference.as_deref().map(parse_target_name).transpose()?;
     let mut cfg = serde_json::Map::new();
     for c in &opts.changes {
         changes::apply(&mut cfg, c)?;
@@ -41,18 +33,12 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
             if p.is_dir() {
                 bail!("importing {label}: it is a directory; give a tarball of the root filesystem (tar -C DIR -c .)");
             }
-            Box::new(
-                std::fs::File::open(p)
-                    .with_context(|| format!("importing {label}: cannot open"))?,
-            )
+            Box::new(std::fs::File::open(p).with_context(|| format!("importing {label}: cannot open"))?)
         }
         None => Box::new(io::stdin().lock()),
     };
     let mut input = BufReader::with_capacity(256 * 1024, input);
-    let head = input
-        .fill_buf()
-        .with_context(|| format!("importing {label}: cannot read"))?
-        .to_vec();
+    let head = input.fill_buf().with_context(|| format!("importing {label}: cannot read"))?.to_vec();
     if head.is_empty() {
         bail!("importing {label}: the file is empty; expected a tar archive of a root filesystem");
     }
@@ -63,30 +49,20 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
     match compression {
         Compression::None | Compression::Gzip | Compression::Zstd => {
             w = w.with_diff_id();
-            w.copy_from(&mut input)
-                .with_context(|| format!("importing {label}"))?;
+            w.copy_from(&mut input).with_context(|| format!("importing {label}"))?;
             layer = w.finish()?;
             diff_id = match layer.diff_id() {
                 Some(Ok(d)) => d.clone(),
-                Some(Err(e)) => bail!(
-                    "importing {label}: the {} data is corrupt: {e}",
-                    compression.name()
-                ),
+                Some(Err(e)) => bail!("importing {label}: the {} data is corrupt: {e}", compression.name()),
                 None => bail!("importing {label}: cannot compute the layer digest"),
             };
         }
         Compression::Xz | Compression::Bzip2 => {
-            let dec = compression
-                .decoder(input)
-                .with_context(|| format!("importing {label}"))?;
+            let dec = compression.decoder(input).with_context(|| format!("importing {label}"))?;
             let mut hashing = HashingReader::new(dec);
             let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
-            io::copy(&mut hashing, &mut gz).with_context(|| {
-                format!(
-                    "importing {label}: the {} data is corrupt",
-                    compression.name()
-                )
-            })?;
+            io::copy(&mut hashing, &mut gz)
+                .with_context(|| format!("importing {label}: the {} data is corrupt", compression.name()))?;
             let w = gz.finish().with_context(|| format!("importing {label}"))?;
             layer = w.finish()?;
             diff_id = hashing.finish().0;
@@ -106,8 +82,7 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
 
     let now = crate::timefmt::format_rfc3339(crate::timefmt::now());
     let (os, arch) = crate::archive::resolve::host_platform();
-    let mut history =
-        serde_json::json!({"created": now, "created_by": format!("img import {label}")});
+    let mut history = serde_json::json!({"created": now, "created_by": format!("img import {label}")});
     if let Some(m) = &opts.message {
         history["comment"] = serde_json::json!(m);
     }
@@ -121,8 +96,7 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
     });
     let config_bytes = serde_json::to_vec(&config)?;
     let parsed = image::parse_config("imported config", &config_bytes)?;
-    let layer_mt =
-        image::layer_media_type(false, layer.compression()).unwrap_or(image::OCI_LAYER_GZIP);
+    let layer_mt = image::layer_media_type(false, layer.compression()).unwrap_or(image::OCI_LAYER_GZIP);
     let config_digest = Digest::of_bytes(&config_bytes);
     let manifest = image::build_manifest(
         image::OCI_MANIFEST,

@@ -6,40 +6,22 @@ use crate::store::Store;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-fn config_of(
-    store: &Store,
-    img: &ImageRecord,
-) -> Result<(Value, Vec<(String, crate::digest::Digest, u64)>)> {
+fn config_of(store: &Store, img: &ImageRecord) -> Result<(Value, Vec<(String, crate::digest::Digest, u64)>)> {
     let config = store
         .read_blob(&img.id, image::MAX_CONFIG_SIZE)
         .with_context(|| format!("reading the config of {}", img.id))?;
-    let config: Value = serde_json::from_slice(&config)
-        .with_context(|| format!("parsing the config of {}", img.id))?;
+    let config: Value = serde_json::from_slice(&config).with_context(|| format!("parsing the config of {}", img.id))?;
     let mut layers = Vec::new();
     if img.kind != "embedded" {
         let m = store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE)?;
-        if let Document::Manifest(m) =
-            image::parse_document(&format!("manifest {}", img.manifest_digest), &m, None)?
-        {
-            layers = m
-                .layers
-                .into_iter()
-                .map(|l| (l.media_type, l.digest, l.size))
-                .collect();
+        if let Document::Manifest(m) = image::parse_document(&format!("manifest {}", img.manifest_digest), &m, None)? {
+            layers = m.layers.into_iter().map(|l| (l.media_type, l.digest, l.size)).collect();
         }
     } else {
         for (role, d) in store.index().image_blobs(&img.id)? {
             if role == "layer" {
-                let size = store
-                    .open_blob(&d)?
-                    .metadata()
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                layers.push((
-                    crate::archive::embedded::LAYER_SQUASHFS.to_string(),
-                    d,
-                    size,
-                ));
+                let size = store.open_blob(&d)?.metadata().map(|m| m.len()).unwrap_or(0);
+                layers.push((crate::archive::embedded::LAYER_SQUASHFS.to_string(), d, size));
             }
         }
     }
@@ -52,17 +34,10 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
     let repo_digests: Vec<String> = {
         let mut repos: Vec<&str> = img.tags.iter().map(|t| super::split_name(t).0).collect();
         repos.dedup();
-        repos
-            .iter()
-            .map(|r| format!("{r}@{}", img.manifest_digest))
-            .collect()
+        repos.iter().map(|r| format!("{r}@{}", img.manifest_digest)).collect()
     };
     let cfg = config.get("config").cloned().unwrap_or(json!({}));
-    let labels = cfg
-        .get("Labels")
-        .cloned()
-        .filter(|l| l.is_object())
-        .unwrap_or(Value::Null);
+    let labels = cfg.get("Labels").cloned().filter(|l| l.is_object()).unwrap_or(Value::Null);
     let mut doc = json!({
         "Id": img.id.hex(),
         "Digest": img.manifest_digest.as_str(),
@@ -117,18 +92,11 @@ pub struct HistoryEntry {
 /// History entries, newest first, with each non-empty entry's layer size.
 pub fn history(store: &Store, img: &ImageRecord) -> Result<Vec<HistoryEntry>> {
     let (config, layers) = config_of(store, img)?;
-    let hist = config
-        .get("history")
-        .and_then(|h| h.as_array())
-        .cloned()
-        .unwrap_or_default();
+    let hist = config.get("history").and_then(|h| h.as_array()).cloned().unwrap_or_default();
     let mut out = Vec::new();
     let mut layer_idx = 0;
     for h in &hist {
-        let empty = h
-            .get("empty_layer")
-            .and_then(|e| e.as_bool())
-            .unwrap_or(false);
+        let empty = h.get("empty_layer").and_then(|e| e.as_bool()).unwrap_or(false);
         let size = if empty {
             0
         } else {
@@ -138,21 +106,10 @@ pub fn history(store: &Store, img: &ImageRecord) -> Result<Vec<HistoryEntry>> {
         };
         out.push(HistoryEntry {
             id: None,
-            created: h
-                .get("created")
-                .and_then(|c| c.as_str())
-                .and_then(crate::timefmt::parse_rfc3339),
-            created_by: h
-                .get("created_by")
-                .and_then(|c| c.as_str())
-                .unwrap_or("")
-                .to_string(),
+            created: h.get("created").and_then(|c| c.as_str()).and_then(crate::timefmt::parse_rfc3339),
+            created_by: h.get("created_by").and_then(|c| c.as_str()).unwrap_or("").to_string(),
             size,
-            comment: h
-                .get("comment")
-                .and_then(|c| c.as_str())
-                .unwrap_or("")
-                .to_string(),
+            comment: h.get("comment").and_then(|c| c.as_str()).unwrap_or("").to_string(),
             empty_layer: empty,
         });
     }

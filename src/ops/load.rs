@@ -60,14 +60,8 @@ fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Resu
         external_layers: vec![],
     };
     crate::crashpoint("before_index_commit");
-    store
-        .index_mut()
-        .insert_image(&new, &blobs, &tags)
-        .context("recording the image in the index")?;
-    Ok(Loaded {
-        id: p.id.clone(),
-        names: tags.into_iter().map(|t| t.name).collect(),
-    })
+    store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
+    Ok(Loaded { id: p.id.clone(), names: tags.into_iter().map(|t| t.name).collect() })
 }
 
 /// `img load --type embedded -i X.manifest [--copy]`.
@@ -83,8 +77,7 @@ pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<L
     if copy {
         for f in &e.layer_files {
             let mut w = store.blob_writer()?;
-            let mut src =
-                std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            let mut src = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
             w.copy_from(&mut src)?;
             layer_blobs.push(w.finish()?);
         }
@@ -110,11 +103,6 @@ pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<L
         layer_digests,
         external_layers: external,
     };
-    store
-        .index_mut()
-        .insert_image(&new, &blobs, std::slice::from_ref(&tag))?;
-    Ok(Loaded {
-        id: config_digest,
-        names: vec![tag.name],
-    })
+    store.index_mut().insert_image(&new, &blobs, std::slice::from_ref(&tag))?;
+    Ok(Loaded { id: config_digest, names: vec![tag.name] })
 }

@@ -69,9 +69,7 @@ fn resolve_any(store: &Store, name: &str) -> Result<ImageRecord> {
     let id_str = name.strip_prefix("sha256:").unwrap_or(name);
     if crate::digest::is_lower_hex(id_str, 64) {
         let d = Digest::from_hex(id_str)?;
-        return ix
-            .image(&d)?
-            .ok_or_else(|| NotFound(name.to_string()).into());
+        return ix.image(&d)?.ok_or_else(|| NotFound(name.to_string()).into());
     }
     if let Ok(r) = Reference::parse(name) {
         if let Some(digest) = r.digest() {
@@ -80,8 +78,7 @@ fn resolve_any(store: &Store, name: &str) -> Result<ImageRecord> {
             let repo = r.repository();
             for img in ix.images()? {
                 if img.manifest_digest.as_str() == digest
-                    && (img.tags.is_empty()
-                        || img.tags.iter().any(|t| t.starts_with(&format!("{repo}:"))))
+                    && (img.tags.is_empty() || img.tags.iter().any(|t| t.starts_with(&format!("{repo}:"))))
                 {
                     return Ok(img);
                 }
@@ -110,8 +107,7 @@ fn resolve_any(store: &Store, name: &str) -> Result<ImageRecord> {
     }
     if let Err(e) = Reference::parse(name) {
         if !reference::looks_like_id(name) {
-            return Err(e)
-                .with_context(|| format!("{name}: not an image ID or a valid image name"));
+            return Err(e).with_context(|| format!("{name}: not an image ID or a valid image name"));
         }
     }
     Err(NotFound(name.to_string()).into())
@@ -173,17 +169,13 @@ fn resolve_short_name(store: &Store, name: &str) -> Result<Option<ImageRecord>> 
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        _ => bail!(
-            "{name} is ambiguous: it matches {}; give the full name",
-            names.join(", ")
-        ),
+        _ => bail!("{name} is ambiguous: it matches {}; give the full name", names.join(", ")),
     }
 }
 
 /// Parses a name given to tag/import/commit: normalised, `latest` by default.
 pub fn parse_target_name(name: &str) -> Result<TagName> {
-    let r = Reference::parse_with_default_tag(name)
-        .with_context(|| format!("invalid image name {name:?}"))?;
+    let r = Reference::parse_with_default_tag(name).with_context(|| format!("invalid image name {name:?}"))?;
     if r.digest().is_some() {
         bail!("{name}: a tag target cannot contain a digest; use NAME:TAG");
     }
@@ -193,26 +185,16 @@ pub fn parse_target_name(name: &str) -> Result<TagName> {
 pub fn tag_name(r: &Reference) -> TagName {
     let tag = r.tag().unwrap_or("latest").to_string();
     let repository = r.repository();
-    TagName {
-        name: format!("{repository}:{tag}"),
-        repository,
-        tag,
-    }
+    TagName { name: format!("{repository}:{tag}"), repository, tag }
 }
 
 /// `img tag SRC DST...`: returns the names now pointing at the image.
 pub fn tag(store: &mut Store, src: &str, targets: &[String]) -> Result<Vec<String>> {
     let img = resolve_image(store, src)?;
-    let names: Vec<TagName> = targets
-        .iter()
-        .map(|t| parse_target_name(t))
-        .collect::<Result<_>>()?;
+    let names: Vec<TagName> = targets.iter().map(|t| parse_target_name(t)).collect::<Result<_>>()?;
     let mut out = Vec::new();
     for n in &names {
-        store
-            .index_mut()
-            .tag(n, &img.id)
-            .with_context(|| format!("tagging {} as {}", src, n.name))?;
+        store.index_mut().tag(n, &img.id).with_context(|| format!("tagging {} as {}", src, n.name))?;
         out.push(n.name.clone());
     }
     Ok(out)

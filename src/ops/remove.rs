@@ -28,11 +28,7 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
         let repos: Vec<&str> = img.tags.iter().map(|t| split_name(t).0).collect();
         let mut uniq = repos.clone();
         uniq.dedup();
-        let why = if uniq.len() > 1 {
-            "referenced in multiple repositories"
-        } else {
-            "tagged several times"
-        };
+        let why = if uniq.len() > 1 { "referenced in multiple repositories" } else { "tagged several times" };
         bail!(
             "conflict: unable to delete {} (must be forced) - image is {why}; remove its tags one by one or use img rmi -f",
             &img.id.hex()[..12]
@@ -71,10 +67,7 @@ pub fn prune(store: &mut Store, on_wait: impl FnOnce()) -> Result<PruneReport> {
         if img.tags.is_empty() {
             let del = store.index_mut().delete_image(&img.id)?;
             if del.deleted {
-                report.removed.push(Removed {
-                    untagged: del.untagged,
-                    deleted: vec![img.id.clone()],
-                });
+                report.removed.push(Removed { untagged: del.untagged, deleted: vec![img.id.clone()] });
             }
         }
     }

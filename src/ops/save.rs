@@ -33,26 +33,19 @@ fn with_output<'s>(
     match out {
         Output::Stdout => {
             let stdout = std::io::stdout().lock();
-            let w = f(
-                Box::new(BufWriter::with_capacity(256 * 1024, stdout)),
-                "standard output",
-            )?;
+            let w = f(Box::new(BufWriter::with_capacity(256 * 1024, stdout)), "standard output")?;
             finish_writer(w, "standard output")
         }
         Output::File(p) => {
             let tmp = temp_beside(p);
             let label = p.display().to_string();
             let res = (|| -> Result<()> {
-                let file =
-                    File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
                 let w = f(Box::new(BufWriter::with_capacity(256 * 1024, file)), &label)?;
                 finish_writer(w, &label)?;
                 // Data reaches the disk before the name does.
-                File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| format!("syncing {label}"))?;
-                std::fs::rename(&tmp, p)
-                    .with_context(|| format!("renaming {} to {label}", tmp.display()))?;
+                File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {label}"))?;
+                std::fs::rename(&tmp, p).with_context(|| format!("renaming {} to {label}", tmp.display()))?;
                 Ok(())
             })();
             if res.is_err() {
@@ -102,30 +95,18 @@ pub fn save(store: &Store, names: &[String], format: Format, out: &Output) -> Re
     let items = items(store, names)?;
     match format {
         Format::OciDir => {
-            let Output::File(dir) = out else {
-                bail!("--format oci-dir needs -o DIR")
-            };
+            let Output::File(dir) = out else { bail!("--format oci-dir needs -o DIR") };
             write::write_oci_dir(store, &items, dir)?;
             Ok(())
         }
-        Format::DockerArchive => with_output(out, |w, label| {
-            Ok(write::write_docker_archive(store, &items, w, label)?)
-        }),
-        Format::OciArchive => with_output(out, |w, label| {
-            Ok(write::write_oci_archive(store, &items, w, label)?)
-        }),
+        Format::DockerArchive => with_output(out, |w, label| Ok(write::write_docker_archive(store, &items, w, label)?)),
+        Format::OciArchive => with_output(out, |w, label| Ok(write::write_oci_archive(store, &items, w, label)?)),
     }
 }
 
 /// The layer digests of an image, bottom first.
 pub fn layers_of(store: &Store, img: &ImageRecord) -> Result<Vec<crate::digest::Digest>> {
-    Ok(store
-        .index()
-        .image_blobs(&img.id)?
-        .into_iter()
-        .filter(|(r, _)| r == "layer")
-        .map(|(_, d)| d)
-        .collect())
+    Ok(store.index().image_blobs(&img.id)?.into_iter().filter(|(r, _)| r == "layer").map(|(_, d)| d).collect())
 }
 
 pub fn export(store: &Store, name: &str, out: &Output) -> Result<()> {
@@ -134,7 +115,5 @@ pub fn export(store: &Store, name: &str, out: &Output) -> Result<()> {
         bail!("{name} is an iSulad embedded image; its root filesystem is a device or the host's /, which img does not export");
     }
     let layers = layers_of(store, &img)?;
-    with_output(out, |w, label| {
-        Ok(layer::flatten(store, &layers, w, label)?)
-    })
+    with_output(out, |w, label| Ok(layer::flatten(store, &layers, w, label)?))
 }

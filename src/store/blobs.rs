@@ -64,9 +64,7 @@ impl Compression {
             }
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
             Compression::Bzip2 => {
-                return Err(io::Error::other(
-                    "bzip2 compression is not supported; decompress the file first",
-                ))
+                return Err(io::Error::other("bzip2 compression is not supported; decompress the file first"))
             }
         })
     }
@@ -76,10 +74,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn temp_name(dir: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     dir.join(format!("tmp-{}-{n}-{nanos:08x}", std::process::id()))
 }
 
@@ -121,11 +117,7 @@ impl DiffIdTap {
     fn start(compression: Compression) -> DiffIdTap {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let handle = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
-            let reader = ChannelReader {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            };
+            let reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
             let mut dec = compression.decoder(reader)?;
             let mut h = Hasher::new();
             let mut buf = vec![0u8; 128 * 1024];
@@ -143,11 +135,7 @@ impl DiffIdTap {
             let len = h.len();
             Ok((h.finish(), len))
         });
-        DiffIdTap {
-            tx: Some(tx),
-            buf: Vec::with_capacity(TAP_CHUNK),
-            handle: Some(handle),
-        }
+        DiffIdTap { tx: Some(tx), buf: Vec::with_capacity(TAP_CHUNK), handle: Some(handle) }
     }
 
     fn feed(&mut self, data: &[u8]) {
@@ -237,8 +225,7 @@ impl BlobWriter {
         }
         let c = Compression::sniff(&self.head);
         self.compression = Some(c);
-        if self.want_diff_id && matches!(c, Compression::Gzip | Compression::Zstd | Compression::Xz)
-        {
+        if self.want_diff_id && matches!(c, Compression::Gzip | Compression::Zstd | Compression::Xz) {
             let mut tap = DiffIdTap::start(c);
             tap.feed(&self.head);
             self.tap = Some(tap);
@@ -254,16 +241,9 @@ impl BlobWriter {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(StoreError::Io {
-                        action: "reading input for",
-                        path: self.path.clone(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(io_err("reading input for", &self.path)(e)),
             };
-            self.write_all(&buf[..n])
-                .map_err(io_err("writing", &self.path))?;
+            self.write_all(&buf[..n]).map_err(io_err("writing", &self.path))?;
             total += n as u64;
         }
         Ok(total)
@@ -288,24 +268,13 @@ impl BlobWriter {
             None => (None, 0),
         };
         let path = std::mem::take(&mut self.path);
-        Ok(StagedBlob {
-            path,
-            digest,
-            size,
-            compression,
-            diff_id,
-            uncompressed_size,
-            committed: false,
-        })
+        Ok(StagedBlob { path, digest, size, compression, diff_id, uncompressed_size, committed: false })
     }
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blob writer finished"))?;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("blob writer finished"))?;
         file.write_all(data)?;
         self.hasher.update(data);
         if self.compression.is_none() {
@@ -360,9 +329,7 @@ impl StagedBlob {
     /// The digest of the decompressed content, if it was computed; an error
     /// message if the content did not decompress.
     pub fn diff_id(&self) -> Option<std::result::Result<&Digest, &str>> {
-        self.diff_id
-            .as_ref()
-            .map(|r| r.as_ref().map_err(|e| e.as_str()))
+        self.diff_id.as_ref().map(|r| r.as_ref().map_err(|e| e.as_str()))
     }
     pub fn uncompressed_size(&self) -> u64 {
         self.uncompressed_size
@@ -375,11 +342,7 @@ impl StagedBlob {
     pub fn verify(&self, what: &str, digest: &Digest, size: Option<u64>) -> Result<()> {
         if let Some(size) = size {
             if size != self.size {
-                return Err(StoreError::SizeMismatch {
-                    what: what.to_string(),
-                    expected: size,
-                    actual: self.size,
-                });
+                return Err(StoreError::SizeMismatch { what: what.to_string(), expected: size, actual: self.size });
             }
         }
         if digest != &self.digest {
@@ -396,9 +359,7 @@ impl StagedBlob {
     pub fn read_all(&self, limit: u64) -> Result<Vec<u8>> {
         let f = File::open(&self.path).map_err(io_err("opening", &self.path))?;
         let mut buf = Vec::new();
-        f.take(limit + 1)
-            .read_to_end(&mut buf)
-            .map_err(io_err("reading", &self.path))?;
+        f.take(limit + 1).read_to_end(&mut buf).map_err(io_err("reading", &self.path))?;
         if buf.len() as u64 > limit {
             return Err(StoreError::Io {
                 action: "reading",
@@ -419,13 +380,7 @@ impl StagedBlob {
         match fs::hard_link(&self.path, target) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(StoreError::Io {
-                    action: "moving blob into",
-                    path: target.to_path_buf(),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(StoreError::Io { action: "moving blob into", path: target.to_path_buf(), source: e }),
         }
         let _ = fs::remove_file(&self.path);
         self.committed = true;
@@ -471,18 +426,14 @@ mod tests {
         assert_eq!(s.uncompressed_size(), raw.len() as u64);
         let p = s.path().to_path_buf();
         drop(s);
-        assert!(
-            !p.exists(),
-            "dropping an uncommitted blob removes its temp file"
-        );
+        assert!(!p.exists(), "dropping an uncommitted blob removes its temp file");
     }
 
     #[test]
     fn corrupt_gzip_reports_a_diff_id_error() {
         let d = dir("badgz");
         let mut w = BlobWriter::create(&d).unwrap().with_diff_id();
-        w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
-            .unwrap();
+        w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
         let s = w.finish().unwrap();
         assert!(s.diff_id().unwrap().is_err());
     }

@@ -13,13 +13,7 @@ pub struct LockFile {
 
 impl LockFile {
     pub fn open(path: &Path) -> io::Result<LockFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
         Ok(LockFile { file })
     }
 
@@ -55,10 +49,7 @@ mod tests {
         let a = LockFile::open(&p).unwrap();
         let b = LockFile::open(&p).unwrap();
         a.lock_shared().unwrap();
-        assert!(
-            !b.try_lock_exclusive().unwrap(),
-            "a shared holder blocks an exclusive lock"
-        );
+        assert!(!b.try_lock_exclusive().unwrap(), "a shared holder blocks an exclusive lock");
         a.unlock().unwrap();
         assert!(b.try_lock_exclusive().unwrap());
         b.unlock().unwrap();

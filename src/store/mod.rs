@@ -24,39 +24,28 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("no space left on device while {action} {path}; nothing was stored; free some space (img prune removes unused blobs) or use a store on a larger disk (--root)")]
+    NoSpace { action: &'static str, path: PathBuf },
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error("blob {digest} is missing from the store at {path}; run img fsck")]
     MissingBlob { digest: Digest, path: PathBuf },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        expected: Digest,
-        actual: Digest,
-    },
+    DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, expected: u64, actual: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-pub(crate) fn io_err<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
+pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| {
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            StoreError::NoSpace { action, path: path.to_path_buf() }
+        } else {
+            StoreError::Io { action, path: path.to_path_buf(), source }
+        }
     }
 }
 
@@ -88,9 +77,7 @@ impl Store {
         if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
             return PathBuf::from(x).join("img");
         }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
         home.join(".local/share/img")
     }
 
@@ -105,22 +92,13 @@ impl Store {
                 create_dir_private(&p)?;
             }
         }
-        let lock = LockFile::open(&root.join("gc.lock"))
-            .map_err(io_err("opening lock file", &root.join("gc.lock")))?;
+        let lock = LockFile::open(&root.join("gc.lock")).map_err(io_err("opening lock file", &root.join("gc.lock")))?;
         let index = Index::open(&root.join("img.db"))?;
-        let mut store = Store {
-            root: root.to_path_buf(),
-            index,
-            lock,
-            exclusive: false,
-            recovery: Recovery::default(),
-        };
+        let mut store =
+            Store { root: root.to_path_buf(), index, lock, exclusive: false, recovery: Recovery::default() };
         store.recover_if_idle()?;
         if !store.exclusive {
-            store
-                .lock
-                .lock_shared()
-                .map_err(io_err("locking", &store.root.join("gc.lock")))?;
+            store.lock.lock_shared().map_err(io_err("locking", &store.root.join("gc.lock")))?;
         }
         Ok(store)
     }
@@ -154,16 +132,9 @@ impl Store {
         let p = self.blob_path(d);
         File::open(&p).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                StoreError::MissingBlob {
-                    digest: d.clone(),
-                    path: p.clone(),
-                }
+                StoreError::MissingBlob { digest: d.clone(), path: p.clone() }
             } else {
-                StoreError::Io {
-                    action: "opening blob",
-                    path: p.clone(),
-                    source: e,
-                }
+                StoreError::Io { action: "opening blob", path: p.clone(), source: e }
             }
         })
     }
@@ -174,9 +145,7 @@ impl Store {
         let p = self.blob_path(d);
         let f = self.open_blob(d)?;
         let mut buf = Vec::new();
-        f.take(limit + 1)
-            .read_to_end(&mut buf)
-            .map_err(io_err("reading blob", &p))?;
+        f.take(limit + 1).read_to_end(&mut buf).map_err(io_err("reading blob", &p))?;
         if buf.len() as u64 > limit {
             return Err(StoreError::Io {
                 action: "reading blob",
@@ -221,15 +190,9 @@ impl Store {
         }
         let path = self.root.join("gc.lock");
         self.lock.unlock().map_err(io_err("unlocking", &path))?;
-        if !self
-            .lock
-            .try_lock_exclusive()
-            .map_err(io_err("locking", &path))?
-        {
+        if !self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             on_wait();
-            self.lock
-                .lock_exclusive()
-                .map_err(io_err("locking", &path))?;
+            self.lock.lock_exclusive().map_err(io_err("locking", &path))?;
         }
         self.exclusive = true;
         self.recover_locked()?;
@@ -243,11 +206,7 @@ impl Store {
         }
         let path = self.root.join("gc.lock");
         self.lock.unlock().map_err(io_err("unlocking", &path))?;
-        if self
-            .lock
-            .try_lock_exclusive()
-            .map_err(io_err("locking", &path))?
-        {
+        if self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             self.exclusive = true;
             self.recover_locked()?;
             Ok(true)
@@ -258,18 +217,12 @@ impl Store {
     }
 
     fn recover_if_idle(&mut self) -> Result<()> {
-        let ingest_busy = fs::read_dir(self.ingest_dir())
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
+        let ingest_busy = fs::read_dir(self.ingest_dir()).map(|mut d| d.next().is_some()).unwrap_or(false);
         if !ingest_busy && self.index.pending()?.is_empty() {
             return Ok(());
         }
         let path = self.root.join("gc.lock");
-        if self
-            .lock
-            .try_lock_exclusive()
-            .map_err(io_err("locking", &path))?
-        {
+        if self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             self.exclusive = true;
             self.recover_locked()?;
             // Go back to shared: this command is not a collector.
@@ -340,13 +293,7 @@ impl Store {
                     bytes += size;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(StoreError::Io {
-                        action: "removing blob",
-                        path: self.blob_path(d),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(StoreError::Io { action: "removing blob", path: self.blob_path(d), source: e }),
             }
         }
         if n > 0 {
@@ -359,8 +306,7 @@ impl Store {
     /// Files in `blobs/sha256/` with no index row: (digest or raw name, size).
     pub fn unindexed_blob_files(&self) -> Result<Vec<(String, u64)>> {
         let dir = self.root.join("blobs/sha256");
-        let known: std::collections::HashSet<Digest> =
-            self.index.blobs()?.into_iter().map(|(d, _)| d).collect();
+        let known: std::collections::HashSet<Digest> = self.index.blobs()?.into_iter().map(|(d, _)| d).collect();
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
             let e = e.map_err(io_err("reading", &dir))?;
@@ -387,19 +333,13 @@ fn create_dir_private(p: &Path) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) => Err(StoreError::Io {
-            action: "creating store directory",
-            path: p.to_path_buf(),
-            source: e,
-        }),
+        Err(e) => Err(StoreError::Io { action: "creating store directory", path: p.to_path_buf(), source: e }),
     }
 }
 
 /// fsyncs a directory so that renames and unlinks in it are durable.
 pub fn sync_dir(p: &Path) -> Result<()> {
-    File::open(p)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing directory", p))
+    File::open(p).and_then(|f| f.sync_all()).map_err(io_err("syncing directory", p))
 }
 
 fn is_root() -> bool {
