@@ -465,4 +465,59 @@ mod tests {
         let bad = cfg.replace(L1, "sha256:zz");
         assert!(parse_config("c", bad.as_bytes()).is_err());
     }
+
+    mod attacked {
+        use super::super::*;
+        use super::{manifest, OCI_INDEX};
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            // Any bytes: never a panic, and anything accepted is consistent.
+            #[test]
+            fn parse_document_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(Document::Manifest(m)) = parse_document("m", &data, None) {
+                    prop_assert!(m.layers.len() <= MAX_LAYERS);
+                }
+            }
+
+            // A valid manifest mutated at one byte: never a panic; if still
+            // accepted, every digest in it is still well formed.
+            #[test]
+            fn mutated_manifests_are_refused_or_still_valid(pos in 0usize..400, byte in any::<u8>()) {
+                let mut doc = manifest("").into_bytes();
+                let i = pos % doc.len();
+                doc[i] = byte;
+                match parse_document("m", &doc, None) {
+                    Ok(Document::Manifest(m)) => {
+                        prop_assert_eq!(m.config.digest.hex().len(), 64);
+                        for l in &m.layers {
+                            prop_assert!(crate::digest::is_lower_hex(l.digest.hex(), 64));
+                        }
+                    }
+                    Ok(Document::Index(_)) => prop_assert!(false, "a manifest mutated into an index"),
+                    Err(_) => {}
+                }
+            }
+
+            #[test]
+            fn parse_config_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse_config("c", &data);
+            }
+
+            #[test]
+            fn declared_type_must_agree(declared in prop_oneof![Just(OCI_INDEX), Just(DOCKER_LIST), Just(OCI_MANIFEST), Just(DOCKER_MANIFEST)]) {
+                let r = parse_document("m", manifest("").as_bytes(), Some(declared));
+                prop_assert_eq!(r.is_ok(), declared == OCI_MANIFEST);
+            }
+        }
+
+        #[test]
+        fn deeply_nested_json_is_refused_without_overflow() {
+            let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+            assert!(parse_document("m", deep.as_bytes(), None).is_err());
+            assert!(check_duplicate_keys("m", deep.as_bytes()).is_err());
+        }
+    }
 }
