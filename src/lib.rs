@@ -10,6 +10,7 @@ pub mod image;
 pub mod index;
 pub mod ops;
 pub mod reference;
+pub mod registry;
 pub mod store;
 pub mod template;
 pub mod timefmt;

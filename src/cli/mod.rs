@@ -6,6 +6,7 @@ mod archive;
 mod images;
 mod inspect;
 mod manage;
+mod registry;
 mod system;
 
 use crate::store::Store;
@@ -48,6 +49,14 @@ enum Command {
     Import(archive::ImportArgs),
     /// Write an image's root filesystem as a tarball
     Export(archive::ExportArgs),
+    /// Pull an image from a registry
+    Pull(registry::PullArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out of a registry
+    Logout(registry::LogoutArgs),
+    /// List the tags of a repository on a registry
+    Tags(registry::TagsArgs),
     /// Show store information
     Info(system::InfoArgs),
     /// Show version information
@@ -165,6 +174,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Load(a) | Command::Image { command: ImageCommand::Load(a) } => archive::load(&ctx, a),
         Command::Import(a) | Command::Image { command: ImageCommand::Import(a) } => archive::import(&ctx, a),
         Command::Export(a) => archive::export(&ctx, a),
+        Command::Pull(a) => registry::pull(&ctx, a),
+        Command::Login(a) => registry::login(a),
+        Command::Logout(a) => registry::logout(a),
+        Command::Tags(a) => registry::tags(a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),

@@ -7,6 +7,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod pull;
 pub mod remove;
 pub mod save;
 

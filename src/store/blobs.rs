@@ -338,6 +338,27 @@ impl StagedBlob {
         &self.path
     }
 
+    /// Adopts a complete file in `ingest/` whose digest and size were
+    /// verified by the caller (a finished download).
+    pub fn adopt_verified(path: PathBuf, digest: Digest, size: u64) -> StagedBlob {
+        StagedBlob {
+            path,
+            digest,
+            size,
+            compression: Compression::None,
+            diff_id: None,
+            uncompressed_size: 0,
+            committed: false,
+        }
+    }
+
+    /// Marks a blob that is already in `blobs/` (the path is the stored
+    /// file): committing it does nothing and dropping it deletes nothing.
+    pub fn already_stored(mut self) -> StagedBlob {
+        self.committed = true;
+        self
+    }
+
     /// Checks the digest and size against a descriptor.
     pub fn verify(&self, what: &str, digest: &Digest, size: Option<u64>) -> Result<()> {
         if let Some(size) = size {
@@ -376,7 +397,15 @@ impl StagedBlob {
         if self.committed {
             return Ok(());
         }
-        make_read_only(&self.path).map_err(io_err("setting mode of", &self.path))?;
+        if let Err(e) = make_read_only(&self.path) {
+            // Another process may have committed the same partial download
+            // and removed it; the blob is then in place already.
+            if e.kind() == io::ErrorKind::NotFound && target.exists() {
+                self.committed = true;
+                return Ok(());
+            }
+            return Err(io_err("setting mode of", &self.path)(e));
+        }
         match fs::hard_link(&self.path, target) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -58,6 +58,21 @@ pub struct Recovery {
     pub recovered_blobs: u64,
 }
 
+/// Where things are in a store; cheap to share between threads.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    root: PathBuf,
+}
+
+impl StorePaths {
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+}
+
 pub struct Store {
     root: PathBuf,
     index: Index,
@@ -117,6 +132,10 @@ impl Store {
 
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    pub fn paths(&self) -> StorePaths {
+        StorePaths { root: self.root.clone() }
     }
 
     pub fn ingest_dir(&self) -> PathBuf {
@@ -241,6 +260,19 @@ impl Store {
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let p = e.path();
+                // Partial downloads are kept so that the next pull resumes
+                // them (a week at most).
+                if e.file_name().to_string_lossy().starts_with("partial-") {
+                    let fresh = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age < std::time::Duration::from_secs(7 * 86400));
+                    if fresh {
+                        continue;
+                    }
+                }
                 let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     fs::remove_dir_all(&p)
                 } else {

@@ -1,0 +1,216 @@
+use super::Ctx;
+use crate::ops::pull::{self, PullOptions};
+use crate::registry::authfile::{self, Credentials};
+use crate::registry::{Client, ClientOptions};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Args, Clone)]
+pub struct RegistryFlags {
+    /// Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS for this registry)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    /// Credentials for the registry (USER:PASS)
+    #[arg(long, value_name = "USER:PASS")]
+    creds: Option<String>,
+    /// Auth file to read (and for login, write)
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    authfile: Option<PathBuf>,
+    /// Directory of certificates (*.crt, *.cert, *.key) for the registry
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+}
+
+impl RegistryFlags {
+    fn options(&self) -> Result<ClientOptions> {
+        let creds = match &self.creds {
+            Some(c) => {
+                let (u, p) = c.split_once(':').context("--creds takes USER:PASS")?;
+                Some(Credentials { username: u.to_string(), password: p.to_string() })
+            }
+            None => None,
+        };
+        Ok(ClientOptions {
+            insecure: !self.tls_verify,
+            creds,
+            authfile: self.authfile.clone(),
+            cert_dir: self.cert_dir.clone(),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Choose the image for OS/ARCH[/VARIANT] from a multi-platform index
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    quiet: bool,
+    /// Layers downloaded at once
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    jobs: usize,
+    /// The image (NAME[:TAG] or NAME@DIGEST)
+    #[arg(value_name = "IMAGE")]
+    reference: String,
+}
+
+pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
+    let mut store = ctx.open_store()?;
+    let opts = PullOptions {
+        reference: a.reference.strip_prefix("docker://").unwrap_or(&a.reference).to_string(),
+        platform: a.platform.clone(),
+        client: a.registry.options()?,
+        jobs: a.jobs,
+    };
+    let quiet = a.quiet;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let id = pull::pull(&mut store, &opts, &progress)?;
+    let mut out = super::stdout();
+    writeln!(out, "{}", id.hex())?;
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// User name
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (visible to other users in the process list; prefer --password-stdin)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    password_stdin: bool,
+    /// Print the user name stored for the registry
+    #[arg(long)]
+    get_login: bool,
+    #[arg(value_name = "REGISTRY")]
+    registry_host: String,
+}
+
+fn host_of(s: &str) -> String {
+    let s = s.trim_start_matches("https://").trim_start_matches("http://");
+    let s = s.split('/').next().unwrap_or(s);
+    if s == "index.docker.io" || s == "registry-1.docker.io" {
+        "docker.io".into()
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn login(a: LoginArgs) -> Result<()> {
+    let host = host_of(&a.registry_host);
+    let path = a.registry.authfile.clone().unwrap_or_else(authfile::default_path);
+    if a.get_login {
+        match authfile::lookup(Some(&path), &host)? {
+            Some(c) => println!("{}", c.username),
+            None => bail!("not logged in to {host}"),
+        }
+        return Ok(());
+    }
+    let username = match a.username {
+        Some(u) => u,
+        None => {
+            if a.password_stdin || !std::io::stdin().is_terminal() {
+                bail!("give the user name with -u USER");
+            }
+            eprint!("Username: ");
+            let mut l = String::new();
+            std::io::stdin().lock().read_line(&mut l)?;
+            l.trim().to_string()
+        }
+    };
+    let password = match (a.password, a.password_stdin) {
+        (Some(_), true) => bail!("use either --password or --password-stdin"),
+        (Some(p), false) => p,
+        (None, _) => {
+            if !a.password_stdin && std::io::stdin().is_terminal() {
+                eprint!("Password: ");
+            }
+            let mut l = String::new();
+            std::io::stdin().lock().read_line(&mut l)?;
+            l.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!("user name and password must not be empty");
+    }
+    let creds = Credentials { username, password };
+    let mut opts = a.registry.options()?;
+    opts.creds = Some(creds.clone());
+    // Verify against the registry before saving: /v2/ with the credentials.
+    let client = Client::connect(&host, &opts).with_context(|| format!("logging in to {host}"))?;
+    let url = client.url("/v2/");
+    let resp = client.request("GET", &url, &[], "", None).with_context(|| format!("logging in to {host}"))?;
+    if resp.status != 200 {
+        return Err(client.status_error(&format!("logging in to {host}"), resp))
+            .context("the credentials were not saved");
+    }
+    authfile::store(&path, &host, &creds)?;
+    eprintln!("Login Succeeded!");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// Remove the credentials of every registry
+    #[arg(short, long)]
+    all: bool,
+    /// Auth file to change
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    authfile: Option<PathBuf>,
+    #[arg(value_name = "REGISTRY")]
+    registry_host: Option<String>,
+}
+
+pub fn logout(a: LogoutArgs) -> Result<()> {
+    let path = a.authfile.clone().unwrap_or_else(authfile::default_path);
+    match (a.all, &a.registry_host) {
+        (true, _) => {
+            authfile::remove(&path, None)?;
+            eprintln!("Removed login credentials for all registries");
+        }
+        (false, Some(r)) => {
+            let host = host_of(r);
+            if !authfile::remove(&path, Some(&host))? {
+                bail!("not logged in to {host}");
+            }
+            eprintln!("Removed login credentials for {host}");
+        }
+        (false, None) => bail!("give a registry, or -a for all"),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TagsArgs {
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// The repository (REGISTRY/NAME)
+    #[arg(value_name = "REPOSITORY")]
+    repository: String,
+}
+
+pub fn tags(a: TagsArgs) -> Result<()> {
+    let r = crate::reference::Reference::parse(a.repository.strip_prefix("docker://").unwrap_or(&a.repository))?;
+    let client = Client::connect(r.domain(), &a.registry.options()?)?;
+    let repo = crate::registry::Repo::new(&client, r.path());
+    let mut out = super::stdout();
+    for t in repo.tags()? {
+        writeln!(out, "{t}")?;
+    }
+    out.flush()?;
+    Ok(())
+}

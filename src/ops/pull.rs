@@ -1,0 +1,362 @@
+//! `img pull`: manifest (verified, platform chosen), config, then the
+//! layers the store lacks, downloaded in parallel straight into `ingest/`,
+//! hashed as they stream, resumed with HTTP Range after a reset or a kill,
+//! and deduplicated across processes by a lock on each partial file.
+
+use super::tag_name;
+use crate::digest::{Digest, Hasher};
+use crate::image::{self, Document};
+use crate::index::NewImage;
+use crate::reference::Reference;
+use crate::registry::{Client, ClientOptions, RegistryError, Repo};
+use crate::store::{StagedBlob, Store, StorePaths};
+use anyhow::{bail, Context, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct PullOptions {
+    pub reference: String,
+    /// `os/arch[/variant]`; the host's by default.
+    pub platform: Option<String>,
+    pub client: ClientOptions,
+    /// Layers downloaded at once.
+    pub jobs: usize,
+}
+
+/// Progress lines for stderr.
+pub trait Progress: Sync {
+    fn line(&self, msg: &str);
+}
+
+impl<F: Fn(&str) + Sync> Progress for F {
+    fn line(&self, msg: &str) {
+        self(msg)
+    }
+}
+
+/// Attempts per blob before giving up on a flaky connection.
+const MAX_ATTEMPTS: u32 = 6;
+
+fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
+    let (os, arch) = crate::archive::resolve::host_platform();
+    let Some(p) = p else { return Ok((os.into(), arch.into(), String::new())) };
+    let parts: Vec<&str> = p.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] => Ok((os.to_string(), arch.to_string(), String::new())),
+        [os, arch, variant] => Ok((os.to_string(), arch.to_string(), variant.to_string())),
+        _ => bail!("invalid --platform {p:?}: expected OS/ARCH[/VARIANT], like linux/arm64/v8"),
+    }
+}
+
+/// Pulls an image; returns its ID.
+pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
+    let r = Reference::parse_with_default_tag(&opts.reference)
+        .with_context(|| format!("invalid image reference {:?}", opts.reference))?;
+    let name = r.to_string();
+    let (os, arch, variant) = parse_platform(opts.platform.as_deref())?;
+    let client = Client::connect(r.domain(), &opts.client).with_context(|| format!("pulling {name}"))?;
+    let repo = Repo::new(&client, r.path());
+    let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
+    let mut fetched = repo.manifest(&reference).with_context(|| format!("pulling {name}"))?;
+    let known = |ct: &Option<String>| {
+        ct.as_deref()
+            .filter(|c| {
+                [
+                    image::OCI_MANIFEST,
+                    image::OCI_INDEX,
+                    image::DOCKER_MANIFEST,
+                    image::DOCKER_LIST,
+                    image::DOCKER_SCHEMA1,
+                    image::DOCKER_SCHEMA1_SIGNED,
+                ]
+                .contains(c)
+            })
+            .map(str::to_string)
+    };
+    let mut doc =
+        image::parse_document(&format!("manifest of {name}"), &fetched.bytes, known(&fetched.content_type).as_deref())
+            .with_context(|| format!("pulling {name}"))?;
+    let mut depth = 0;
+    let manifest = loop {
+        match doc {
+            Document::Manifest(m) => break m,
+            Document::Index(ix) => {
+                depth += 1;
+                if depth > 4 {
+                    bail!("pulling {name}: indexes nested too deep");
+                }
+                let pick = ix
+                    .manifests
+                    .iter()
+                    .find(|d| {
+                        d.platform.as_ref().is_some_and(|p| {
+                            p.os == os && p.architecture == arch && (variant.is_empty() || p.variant == variant)
+                        })
+                    })
+                    .cloned()
+                    .with_context(|| {
+                        let have: Vec<String> = ix
+                            .manifests
+                            .iter()
+                            .filter_map(|d| d.platform.as_ref())
+                            .map(|p| if p.variant.is_empty() { format!("{}/{}", p.os, p.architecture) } else { format!("{}/{}/{}", p.os, p.architecture, p.variant) })
+                            .collect();
+                        format!("pulling {name}: no image for {os}/{arch} in its index (it has {}); choose one with --platform", have.join(", "))
+                    })?;
+                fetched = repo.manifest(pick.digest.as_str()).with_context(|| format!("pulling {name}"))?;
+                if fetched.bytes.len() as u64 != pick.size {
+                    bail!(
+                        "pulling {name}: manifest {} is {} bytes, the index says {}",
+                        pick.digest,
+                        fetched.bytes.len(),
+                        pick.size
+                    );
+                }
+                doc =
+                    image::parse_document(&format!("manifest {}", pick.digest), &fetched.bytes, Some(&pick.media_type))
+                        .with_context(|| format!("pulling {name}"))?;
+            }
+        }
+    };
+    for (i, l) in manifest.layers.iter().enumerate() {
+        if !image::is_tar_layer(&l.media_type) {
+            bail!("pulling {name}: layer {i} has media type {:?}, which img does not store", l.media_type);
+        }
+    }
+    let tag = r.tag().map(|_| tag_name(&r));
+    let id = manifest.config.digest.clone();
+    if store.index().image(&id)?.is_some() {
+        if let Some(t) = &tag {
+            store.index_mut().tag(t, &id)?;
+        }
+        progress.line(&format!("{name}: image is up to date"));
+        return Ok(id);
+    }
+    // Config: small, read whole, verified, parsed.
+    let mut config_blob =
+        download(&store.paths(), &repo, &manifest.config.digest, manifest.config.size, progress, true)
+            .with_context(|| format!("pulling {name}"))?;
+    let config_bytes = config_blob.read_all(image::MAX_CONFIG_SIZE)?;
+    let config =
+        image::parse_config(&format!("config of {name}"), &config_bytes).with_context(|| format!("pulling {name}"))?;
+    if config.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "pulling {name}: the manifest lists {} layers but the config lists {}; the image is inconsistent",
+            manifest.layers.len(),
+            config.diff_ids.len()
+        );
+    }
+    // Layers the store lacks, a few at a time.
+    let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
+    for (i, l) in manifest.layers.iter().enumerate() {
+        if !store.index().has_blob(&l.digest)? && !missing.iter().any(|(_, d, _)| d == &l.digest) {
+            missing.push((i, l.digest.clone(), l.size));
+        }
+    }
+    let jobs = opts.jobs.clamp(1, 16);
+    let paths = store.paths();
+    let queue = std::sync::Mutex::new(missing.iter());
+    let results: Vec<Result<StagedBlob>> = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..jobs.min(missing.len().max(1)) {
+            let tx = tx.clone();
+            let queue = &queue;
+            let repo = &repo;
+            let paths = &paths;
+            s.spawn(move || loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next().cloned());
+                let Some((_, d, size)) = next else { break };
+                let r = download(&paths, repo, &d, size, progress, false);
+                let failed = r.is_err();
+                let _ = tx.send(r);
+                if failed {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        rx.iter().collect()
+    });
+    let mut staged = Vec::new();
+    for r in results {
+        staged.push(r.with_context(|| format!("pulling {name}"))?);
+    }
+    if staged.len() != missing.len() {
+        bail!("pulling {name}: not every layer was downloaded");
+    }
+    // The manifest as served (its digest is what the registry and skopeo report).
+    let mut w = store.blob_writer()?;
+    w.write_all(&fetched.bytes)?;
+    let mut manifest_blob = w.finish()?;
+    let mut parts: Vec<&mut StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
+    parts.extend(staged.iter_mut());
+    let mut blobs = store.commit_blobs(&mut parts)?;
+    // Layers already in the store are referenced as they are.
+    for l in &manifest.layers {
+        if !blobs.iter().any(|(d, _)| d == &l.digest) {
+            blobs.push((l.digest.clone(), l.size));
+        }
+    }
+    let size = fetched.bytes.len() as u64 + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+    let new = NewImage {
+        id: id.clone(),
+        manifest_digest: fetched.digest.clone(),
+        manifest_media_type: manifest.media_type.clone(),
+        created: config.created,
+        size,
+        architecture: config.architecture(),
+        os: config.os(),
+        variant: config.variant(),
+        author: config.author(),
+        labels: config.labels_json(),
+        kind: "oci".into(),
+        config_digest: id.clone(),
+        layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        external_layers: vec![],
+    };
+    let tags: Vec<_> = tag.into_iter().collect();
+    store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
+    Ok(id)
+}
+
+fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
+    store.ingest_dir().join(format!("partial-{}", d.hex()))
+}
+
+fn is_transient(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Http { msg, .. } => {
+            !msg.contains("answered 4") || msg.contains("answered 408") || msg.contains("answered 429")
+        }
+        _ => false,
+    }
+}
+
+/// Downloads one blob into `ingest/partial-<hex>`, resuming what is there,
+/// and returns it staged and verified.
+fn download(
+    store: &StorePaths,
+    repo: &Repo,
+    d: &Digest,
+    size: u64,
+    progress: &dyn Progress,
+    quiet: bool,
+) -> Result<StagedBlob> {
+    let path = partial_path(store, d);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            progress.line(&format!("waiting for another img process downloading {}", d.short()));
+            file.lock().with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    // Another process may have finished it while we waited.
+    if store.blob_path(d).exists() {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Ok(StagedBlob::adopt_verified(store.blob_path(d), d.clone(), size).already_stored());
+    }
+    let mut hasher = rehash(&mut file, &path)?;
+    if hasher.len() > size {
+        file.set_len(0)?;
+        hasher = Hasher::new();
+    }
+    if !quiet {
+        progress.line(&format!("Copying blob {}", d.short()));
+    }
+    let mut attempt = 0;
+    let mut buf = vec![0u8; 256 * 1024];
+    while hasher.len() < size {
+        attempt += 1;
+        let offset = hasher.len();
+        let res = (|| -> std::result::Result<(), RegistryError> {
+            let mut resp = repo.blob_from(d, offset)?;
+            loop {
+                let n = match resp.body.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(RegistryError::Http {
+                            registry: repo.client.registry.clone(),
+                            msg: format!("reading blob {d}: {e}"),
+                        })
+                    }
+                };
+                if hasher.len() + n as u64 > size {
+                    return Err(RegistryError::Refused {
+                        what: format!("blob {d}"),
+                        msg: format!("the registry sent more than the {size} bytes the manifest says"),
+                    });
+                }
+                file.write_all(&buf[..n]).map_err(|e| RegistryError::Http {
+                    registry: repo.client.registry.clone(),
+                    msg: format!("writing {}: {e}", path.display()),
+                })?;
+                hasher.update(&buf[..n]);
+            }
+        })();
+        match res {
+            Ok(()) if hasher.len() == size => break,
+            Ok(()) if attempt < MAX_ATTEMPTS => {
+                progress.line(&format!(
+                    "blob {}: connection ended at {} of {size} bytes; resuming",
+                    d.short(),
+                    hasher.len()
+                ));
+            }
+            Err(e) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
+                progress.line(&format!("blob {}: {e}; retrying from byte {}", d.short(), hasher.len()));
+                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
+            }
+            Ok(()) => bail!(
+                "blob {d}: the registry kept closing the connection ({} of {size} bytes); run img pull again to resume",
+                hasher.len()
+            ),
+            Err(e) => {
+                if matches!(e, RegistryError::Refused { .. }) {
+                    drop(file);
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    let got = hasher.finish();
+    if &got != d {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        bail!("blob {d}: digest mismatch: expected {d}, got {got}; the download was discarded");
+    }
+    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    drop(file);
+    if !quiet {
+        progress.line(&format!("Copying blob {} done", d.short()));
+    }
+    Ok(StagedBlob::adopt_verified(path, d.clone(), size))
+}
+
+/// Hashes what a partial file holds, so the download continues from there.
+fn rehash(file: &mut File, path: &Path) -> Result<Hasher> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h)
+}

@@ -1,0 +1,460 @@
+//! A distribution-spec client: the only code that opens sockets.
+//!
+//! Auth follows the registry's `WWW-Authenticate` challenge: Basic with the
+//! stored credentials, or the Bearer token flow (tokens cached per scope for
+//! the process). Redirects are followed here, not by the HTTP library, so
+//! that an `Authorization` header never reaches another host, and https is
+//! never downgraded to http. Credentials go to a token realm on another host
+//! only over https.
+
+use super::authfile::{self, Credentials};
+use super::challenge::{self, Challenge};
+use super::tls::{self, TlsSettings};
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Largest token or error body read into memory.
+const MAX_SMALL_BODY: u64 = 1 << 20;
+const MAX_REDIRECTS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: {msg}")]
+    Http { registry: String, msg: String },
+    #[error("{what}: {status} unauthorized; run img login {registry}")]
+    Unauthorized { what: String, status: u16, registry: String },
+    #[error("{what}: not found (404){detail}")]
+    NotFound { what: String, detail: String },
+    #[error("{what}: {msg}")]
+    Refused { what: String, msg: String },
+    #[error(transparent)]
+    AuthFile(#[from] authfile::AuthFileError),
+    #[error("{registry}: {msg}")]
+    Tls { registry: String, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, RegistryError>;
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Allow plain HTTP and unverified TLS (`--tls-verify=false`, or an
+    /// insecure registry in the configuration).
+    pub insecure: bool,
+    /// Credentials from the command line; otherwise the auth files.
+    pub creds: Option<Credentials>,
+    pub authfile: Option<std::path::PathBuf>,
+    /// Extra certificate directory (`--cert-dir`).
+    pub cert_dir: Option<std::path::PathBuf>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Box<dyn Read + Send>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    /// Reads at most `limit` bytes; more is an error.
+    pub fn read_limited(mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        (&mut self.body)
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| RegistryError::Refused { what: what.to_string(), msg: format!("reading the answer: {e}") })?;
+        if buf.len() as u64 > limit {
+            return Err(RegistryError::Refused {
+                what: what.to_string(),
+                msg: format!("the answer is larger than {limit} bytes; refusing it"),
+            });
+        }
+        Ok(buf)
+    }
+}
+
+/// A client for one registry host (`127.0.0.1:5000`, `docker.io`).
+pub struct Client {
+    /// The registry as users name it.
+    pub registry: String,
+    /// `https://host` or `http://host`.
+    base: String,
+    agent: ureq::Agent,
+    creds: Option<Credentials>,
+    /// Bearer tokens by scope.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Set when the registry asked for Basic auth.
+    basic: Mutex<bool>,
+}
+
+fn endpoint_host(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+/// The authority (`host[:port]`) of an absolute URL.
+pub fn authority(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+fn build_agent(settings: &TlsSettings) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(concat!("img/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        // A server that stops sending for this long is given up on; a slow
+        // but moving download is not (no overall timeout).
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .tls_config(settings.to_ureq())
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+impl Client {
+    /// Connects to `registry`, choosing https (or, when insecure, http if
+    /// https does not answer) by pinging `/v2/`.
+    pub fn connect(registry: &str, opts: &ClientOptions) -> Result<Client> {
+        let host = endpoint_host(registry);
+        let settings = tls::settings_for(registry, opts.insecure, opts.cert_dir.as_deref())
+            .map_err(|msg| RegistryError::Tls { registry: registry.to_string(), msg })?;
+        let agent = build_agent(&settings);
+        let creds = match &opts.creds {
+            Some(c) => Some(c.clone()),
+            None => authfile::lookup(opts.authfile.as_deref(), registry)?,
+        };
+        let mut client = Client {
+            registry: registry.to_string(),
+            base: format!("https://{host}"),
+            agent,
+            creds,
+            tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(false),
+        };
+        match client.ping() {
+            Ok(()) => Ok(client),
+            Err(e) if opts.insecure => {
+                client.base = format!("http://{host}");
+                client.ping().map_err(|e2| RegistryError::Http {
+                    registry: registry.to_string(),
+                    msg: format!("not reachable over https ({e}) or http ({e2})"),
+                })?;
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn ping(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.agent.get(&url).call().map_err(|e| self.transport_err(&url, e))?;
+        let status = resp.status().as_u16();
+        if status == 200 || status == 401 {
+            return Ok(());
+        }
+        Err(RegistryError::Http {
+            registry: self.registry.clone(),
+            msg: format!("{url} answered {status}; is this a container registry?"),
+        })
+    }
+
+    fn transport_err(&self, url: &str, e: ureq::Error) -> RegistryError {
+        let msg = match &e {
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => format!(
+                "TLS error talking to {}: {e}; if the registry uses a private CA put it in /etc/containers/certs.d/{}/ca.crt, or use --tls-verify=false for a registry you trust",
+                self.registry, self.registry
+            ),
+            ureq::Error::Io(io) if url.starts_with("https://") && io.to_string().contains("corrupt message") => format!(
+                "{url}: the registry does not speak TLS; if it serves plain HTTP, use --tls-verify=false (or mark it insecure in registries.conf)"
+            ),
+            ureq::Error::Timeout(t) => format!("{url}: timed out ({t:?}); the registry did not answer"),
+            ureq::Error::ConnectionFailed | ureq::Error::Io(_) => format!("{url}: {e}"),
+            _ => format!("{url}: {e}"),
+        };
+        RegistryError::Http { registry: self.registry.clone(), msg }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with auth for `scope`, following redirects and one
+    /// auth challenge. `body` is sent for PUT/POST/PATCH.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let mut url = url.to_string();
+        let mut challenged = false;
+        let mut redirects = 0;
+        loop {
+            let same_host = authority(&url) == authority(&self.base);
+            let mut req = ureq::http::Request::builder().method(method).uri(&url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if same_host {
+                if let Some(auth) = self.auth_header(scope) {
+                    req = req.header("Authorization", auth);
+                }
+            }
+            let req = req.body(body.map(|b| b.to_vec()).unwrap_or_default()).map_err(|e| RegistryError::Http {
+                registry: self.registry.clone(),
+                msg: format!("bad request {url}: {e}"),
+            })?;
+            let resp = self.agent.run(req).map_err(|e| self.transport_err(&url, e))?;
+            let status = resp.status().as_u16();
+            let hdrs: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            let find = |n: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+            if (300..400).contains(&status) && status != 304 {
+                let Some(loc) = find("location") else {
+                    return Err(RegistryError::Http {
+                        registry: self.registry.clone(),
+                        msg: format!("{url} redirected ({status}) without a Location"),
+                    });
+                };
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Err(RegistryError::Http {
+                        registry: self.registry.clone(),
+                        msg: format!("{url}: more than {MAX_REDIRECTS} redirects; giving up"),
+                    });
+                }
+                let next = resolve_location(&url, &loc);
+                if url.starts_with("https://") && next.starts_with("http://") {
+                    return Err(RegistryError::Refused {
+                        what: url.clone(),
+                        msg: format!("redirected from https to plain http ({next}); refusing the downgrade"),
+                    });
+                }
+                url = next;
+                continue;
+            }
+            if status == 401 && same_host && !challenged {
+                challenged = true;
+                let header = find("www-authenticate").unwrap_or_default();
+                if self.answer_challenge(&challenge::parse(&header), scope)? {
+                    continue;
+                }
+            }
+            return Ok(Response { status, headers: hdrs, body: Box::new(resp.into_body().into_reader()) });
+        }
+    }
+
+    fn auth_header(&self, scope: &str) -> Option<String> {
+        if let Some(t) = self.tokens.lock().ok()?.get(scope) {
+            return Some(format!("Bearer {t}"));
+        }
+        if *self.basic.lock().ok()? {
+            if let Some(c) = &self.creds {
+                return Some(format!(
+                    "Basic {}",
+                    authfile::base64_encode(format!("{}:{}", c.username, c.password).as_bytes())
+                ));
+            }
+        }
+        None
+    }
+
+    /// Returns whether a retry may succeed.
+    fn answer_challenge(&self, challenges: &[Challenge], scope: &str) -> Result<bool> {
+        if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let token = self.fetch_token(b, scope)?;
+            if let Ok(mut t) = self.tokens.lock() {
+                t.insert(scope.to_string(), token);
+            }
+            return Ok(true);
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") && self.creds.is_some() {
+            if let Ok(mut b) = self.basic.lock() {
+                if *b {
+                    return Ok(false);
+                }
+                *b = true;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn fetch_token(&self, ch: &Challenge, scope: &str) -> Result<String> {
+        let realm = ch.param("realm").unwrap_or("").to_string();
+        let what = format!("token realm {realm:?} of {}", self.registry);
+        if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+            return Err(RegistryError::Refused { what, msg: "the realm is not an http(s) URL".into() });
+        }
+        if realm.contains('@') && authority(&realm).is_some_and(|a| a.contains('@')) {
+            return Err(RegistryError::Refused { what, msg: "the realm URL carries user info; refusing it".into() });
+        }
+        let realm_host = authority(&realm).unwrap_or("");
+        let registry_host = authority(&self.base).unwrap_or("");
+        let same_host = realm_host == registry_host;
+        if realm.starts_with("http://") && !same_host {
+            return Err(RegistryError::Refused {
+                what,
+                msg: "the realm is plain http on another host; credentials and tokens are not sent there".into(),
+            });
+        }
+        let mut url = realm.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if let Some(service) = ch.param("service") {
+            url.push_str(&format!("{sep}service={}", urlencode(service)));
+            sep = '&';
+        }
+        if !scope.is_empty() {
+            url.push_str(&format!("{sep}scope={}", urlencode(scope)));
+        }
+        let mut req = self.agent.get(&url);
+        if let Some(c) = &self.creds {
+            req = req.header(
+                "Authorization",
+                format!("Basic {}", authfile::base64_encode(format!("{}:{}", c.username, c.password).as_bytes())),
+            );
+        }
+        let resp = req.call().map_err(|e| self.transport_err(&url, e))?;
+        let status = resp.status().as_u16();
+        let mut reader = resp.into_body().into_reader();
+        let mut body = Vec::new();
+        (&mut reader).take(MAX_SMALL_BODY + 1).read_to_end(&mut body).map_err(|e| RegistryError::Http {
+            registry: self.registry.clone(),
+            msg: format!("reading the token: {e}"),
+        })?;
+        if status == 401 || status == 403 {
+            return Err(RegistryError::Unauthorized {
+                what: format!("getting a token for {scope}"),
+                status,
+                registry: self.registry.clone(),
+            });
+        }
+        if status != 200 || body.len() as u64 > MAX_SMALL_BODY {
+            return Err(RegistryError::Http {
+                registry: self.registry.clone(),
+                msg: format!("the token service answered {status}"),
+            });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Http {
+            registry: self.registry.clone(),
+            msg: format!("the token service sent no JSON: {e}"),
+        })?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::Http {
+                registry: self.registry.clone(),
+                msg: "the token service sent no token".into(),
+            })
+    }
+
+    /// An error for an unexpected status, with the registry's error text.
+    pub fn status_error(&self, what: &str, resp: Response) -> RegistryError {
+        let status = resp.status;
+        let body = resp.read_limited(MAX_SMALL_BODY, what).unwrap_or_default();
+        let detail = registry_error_text(&body);
+        match status {
+            401 | 403 => {
+                RegistryError::Unauthorized { what: what.to_string(), status, registry: self.registry.clone() }
+            }
+            404 => RegistryError::NotFound {
+                what: what.to_string(),
+                detail: if detail.is_empty() { String::new() } else { format!(": {detail}") },
+            },
+            _ => RegistryError::Http {
+                registry: self.registry.clone(),
+                msg: format!(
+                    "{what}: the registry answered {status}{}",
+                    if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                ),
+            },
+        }
+    }
+}
+
+/// The text of a distribution-spec error body (`{"errors":[{"code","message"}]}`).
+fn registry_error_text(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return String::new() };
+    let Some(errs) = v.get("errors").and_then(|e| e.as_array()) else { return String::new() };
+    errs.iter()
+        .filter_map(|e| {
+            let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
+            let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
+            (!code.is_empty() || !msg.is_empty()).then(|| format!("{code} {msg}").trim().to_lowercase())
+        })
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Resolves a `Location` header against the request URL.
+pub fn resolve_location(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_string();
+    }
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    if let Some(rest) = loc.strip_prefix("//") {
+        return format!("{}{rest}", &base[..scheme_end]);
+    }
+    if loc.starts_with('/') {
+        return format!("{}{loc}", &base[..host_end]);
+    }
+    let dir_end = base.rfind('/').filter(|&i| i >= host_end).unwrap_or(base.len());
+    format!("{}/{loc}", &base[..dir_end])
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_like_browsers() {
+        let base = "https://r.example:5000/v2/a/blobs/sha256:x";
+        assert_eq!(resolve_location(base, "https://cdn/x"), "https://cdn/x");
+        assert_eq!(resolve_location(base, "/v2/a/blobs/uploads/1"), "https://r.example:5000/v2/a/blobs/uploads/1");
+        assert_eq!(resolve_location(base, "//cdn/y"), "https://cdn/y");
+        assert_eq!(resolve_location(base, "z"), "https://r.example:5000/v2/a/blobs/z");
+    }
+
+    #[test]
+    fn authority_table() {
+        assert_eq!(authority("https://a:5000/v2/"), Some("a:5000"));
+        assert_eq!(authority("http://a?x"), Some("a"));
+        assert_eq!(authority("ftp://a"), None);
+    }
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(registry_error_text(body), "manifest_unknown manifest unknown");
+    }
+}

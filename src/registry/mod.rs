@@ -1,0 +1,198 @@
+//! Talking to registries (OCI distribution spec v1.1). Only this module
+//! opens sockets. `client` does transport, auth and redirects; `Repo` maps
+//! the API: manifests, blobs (with Range resume), uploads, tags.
+
+pub mod authfile;
+pub mod challenge;
+pub mod client;
+pub mod tls;
+
+pub use client::{Client, ClientOptions, RegistryError, Response, Result};
+
+use crate::digest::Digest;
+use crate::image;
+
+/// Every manifest type img reads, for `Accept`.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1";
+
+/// One repository on a registry.
+pub struct Repo<'c> {
+    pub client: &'c Client,
+    /// The repository path (`library/busybox`).
+    pub name: String,
+}
+
+/// A fetched manifest: its bytes as served and what the registry said about them.
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+    pub digest: Digest,
+}
+
+impl<'c> Repo<'c> {
+    pub fn new(client: &'c Client, name: &str) -> Repo<'c> {
+        Repo { client, name: name.to_string() }
+    }
+
+    pub fn pull_scope(&self) -> String {
+        format!("repository:{}:pull", self.name)
+    }
+
+    pub fn push_scope(&self) -> String {
+        format!("repository:{}:pull,push", self.name)
+    }
+
+    fn what(&self, thing: &str) -> String {
+        format!("{}/{}{thing}", self.client.registry, self.name)
+    }
+
+    /// Fetches a manifest by tag or digest. The bytes are limited to 4 MiB
+    /// and, when `reference` is a digest, checked against it.
+    pub fn manifest(&self, reference: &str) -> Result<FetchedManifest> {
+        let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
+        let what = self.what(&format!("{sep}{reference}"));
+        let url = self.client.url(&format!("/v2/{}/manifests/{reference}", self.name));
+        let resp =
+            self.client.request("GET", &url, &[("Accept", MANIFEST_ACCEPT.to_string())], &self.pull_scope(), None)?;
+        if resp.status != 200 {
+            return Err(self.client.status_error(&format!("reading manifest {what}"), resp));
+        }
+        let content_type = resp.header("content-type").map(|c| c.split(';').next().unwrap_or(c).trim().to_string());
+        let bytes = resp.read_limited(image::MAX_MANIFEST_SIZE, &format!("manifest {what}"))?;
+        let digest = Digest::of_bytes(&bytes);
+        if let Ok(want) = Digest::parse(reference) {
+            if want != digest {
+                return Err(RegistryError::Refused {
+                    what: format!("manifest {what}"),
+                    msg: format!("digest mismatch: expected {want}, got {digest}; refusing it"),
+                });
+            }
+        }
+        Ok(FetchedManifest { bytes, content_type, digest })
+    }
+
+    /// Starts a blob download at `offset`. Returns the response positioned at
+    /// `offset`: a 206 whose Content-Range starts there, or a 200 whose first
+    /// `offset` bytes were skipped.
+    pub fn blob_from(&self, digest: &Digest, offset: u64) -> Result<Response> {
+        let what = self.what(&format!("@{digest}"));
+        let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
+        let mut headers = Vec::new();
+        if offset > 0 {
+            headers.push(("Range", format!("bytes={offset}-")));
+        }
+        let mut resp = self.client.request("GET", &url, &headers, &self.pull_scope(), None)?;
+        match resp.status {
+            200 => {
+                if offset > 0 {
+                    // The server ignored Range: skip what we have.
+                    let skipped =
+                        std::io::copy(&mut (&mut resp.body).take(offset), &mut std::io::sink()).map_err(|e| {
+                            RegistryError::Http {
+                                registry: self.client.registry.clone(),
+                                msg: format!("reading blob {what}: {e}"),
+                            }
+                        })?;
+                    if skipped != offset {
+                        return Err(RegistryError::Http {
+                            registry: self.client.registry.clone(),
+                            msg: format!("reading blob {what}: the body ended early"),
+                        });
+                    }
+                }
+                Ok(resp)
+            }
+            206 => {
+                let cr = resp.header("content-range").unwrap_or("").to_string();
+                let start = cr
+                    .strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                if start != Some(offset) {
+                    return Err(RegistryError::Refused {
+                        what: format!("blob {what}"),
+                        msg: format!("asked for bytes from {offset}, got Content-Range {cr:?}"),
+                    });
+                }
+                Ok(resp)
+            }
+            _ => Err(self.client.status_error(&format!("reading blob {what}"), resp)),
+        }
+    }
+
+    /// True if the registry has the blob (HEAD).
+    pub fn has_blob(&self, digest: &Digest, scope: &str) -> Result<bool> {
+        let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
+        let resp = self.client.request("HEAD", &url, &[], scope, None)?;
+        match resp.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.client.status_error(&format!("checking blob {}", self.what(&format!("@{digest}"))), resp)),
+        }
+    }
+
+    /// Tags of the repository, following `Link` pagination.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut url = self.client.url(&format!("/v2/{}/tags/list?n=1000", self.name));
+        for _ in 0..1000 {
+            let resp = self.client.request("GET", &url, &[], &self.pull_scope(), None)?;
+            if resp.status != 200 {
+                return Err(self.client.status_error(&format!("listing tags of {}", self.what("")), resp));
+            }
+            let link = resp.header("link").map(str::to_string);
+            let body = resp.read_limited(16 << 20, "tag list")?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Refused {
+                what: format!("tag list of {}", self.what("")),
+                msg: format!("not JSON: {e}"),
+            })?;
+            if let Some(tags) = v.get("tags").and_then(|t| t.as_array()) {
+                out.extend(tags.iter().filter_map(|t| t.as_str()).map(str::to_string));
+            }
+            match link.and_then(|l| next_link(&l)) {
+                Some(next) => {
+                    let next = client::resolve_location(&url, &next);
+                    if client::authority(&next) != client::authority(&url) {
+                        return Err(RegistryError::Refused {
+                            what: format!("tag list of {}", self.what("")),
+                            msg: "the next page is on another host; refusing it".into(),
+                        });
+                    }
+                    url = next;
+                }
+                None => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(header: &str) -> Option<String> {
+    for part in header.split(',') {
+        let part = part.trim();
+        if part.contains("rel=\"next\"") || part.contains("rel=next") {
+            let start = part.find('<')? + 1;
+            let end = part[start..].find('>')? + start;
+            return Some(part[start..end].to_string());
+        }
+    }
+    None
+}
+
+use std::io::Read;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link(r#"<x>; rel="prev""#), None);
+        assert_eq!(next_link(""), None);
+    }
+}
