@@ -140,7 +140,11 @@ pub fn read(manifest_path: &Path) -> Result<EmbeddedImage, EmbeddedError> {
             "invalid content in manifest: invalid created time {created_text:?} (RFC 3339 with a time zone)"
         )));
     }
-    let location = manifest_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let location = manifest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let location = fs::canonicalize(&location).map_err(|e| err(format!("{}: {e}", location.display())))?;
     let mut layers = Vec::new();
     let mut layer_files = Vec::new();

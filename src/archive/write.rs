@@ -6,6 +6,57 @@
 use crate::digest::Digest;
 use crate::image::{self, Document};
 use crate::store::{Store, StoreError};
+use std::collections::HashMap;
+
+/// Where the writers read blobs from: the store, or the store plus blobs
+/// made for the occasion (an embedded image converted to tar layers).
+pub trait Blobs {
+    fn open_blob(&self, d: &Digest) -> std::result::Result<fs::File, StoreError>;
+    fn read_blob(&self, d: &Digest, limit: u64) -> std::result::Result<Vec<u8>, StoreError>;
+}
+
+impl Blobs for Store {
+    fn open_blob(&self, d: &Digest) -> std::result::Result<fs::File, StoreError> {
+        Store::open_blob(self, d)
+    }
+    fn read_blob(&self, d: &Digest, limit: u64) -> std::result::Result<Vec<u8>, StoreError> {
+        Store::read_blob(self, d, limit)
+    }
+}
+
+/// The store, with extra blobs in files outside it.
+pub struct Overlay<'a> {
+    pub store: &'a Store,
+    pub extra: HashMap<Digest, std::path::PathBuf>,
+}
+
+impl Blobs for Overlay<'_> {
+    fn open_blob(&self, d: &Digest) -> std::result::Result<fs::File, StoreError> {
+        match self.extra.get(d) {
+            Some(p) => {
+                fs::File::open(p).map_err(|source| StoreError::Io { action: "opening", path: p.clone(), source })
+            }
+            None => self.store.open_blob(d),
+        }
+    }
+    fn read_blob(&self, d: &Digest, limit: u64) -> std::result::Result<Vec<u8>, StoreError> {
+        match self.extra.get(d) {
+            Some(p) => {
+                let data =
+                    fs::read(p).map_err(|source| StoreError::Io { action: "reading", path: p.clone(), source })?;
+                if data.len() as u64 > limit {
+                    return Err(StoreError::Io {
+                        action: "reading",
+                        path: p.clone(),
+                        source: io::Error::other("too large"),
+                    });
+                }
+                Ok(data)
+            }
+            None => self.store.read_blob(d, limit),
+        }
+    }
+}
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
@@ -47,7 +98,7 @@ struct Resolved {
     manifest_media_type: String,
 }
 
-fn resolve(store: &Store, item: &SaveItem, oci: bool) -> Result<Resolved> {
+fn resolve(store: &dyn Blobs, item: &SaveItem, oci: bool) -> Result<Resolved> {
     let bytes = store.read_blob(&item.manifest_digest, image::MAX_MANIFEST_SIZE)?;
     let what = format!("manifest {}", item.manifest_digest);
     let Document::Manifest(m) = image::parse_document(&what, &bytes, None)
@@ -114,7 +165,13 @@ fn append_bytes<W: Write>(b: &mut tar::Builder<W>, target: &str, name: &str, dat
     b.append_data(&mut h, name, data).map_err(io_err(target))
 }
 
-fn append_blob<W: Write>(b: &mut tar::Builder<W>, store: &Store, target: &str, name: &str, d: &Digest) -> Result<()> {
+fn append_blob<W: Write>(
+    b: &mut tar::Builder<W>,
+    store: &dyn Blobs,
+    target: &str,
+    name: &str,
+    d: &Digest,
+) -> Result<()> {
     let f = store.open_blob(d)?;
     let len = f.metadata().map_err(io_err(target))?.len();
     let mut h = header(len, 0o644);
@@ -128,7 +185,7 @@ fn append_dir<W: Write>(b: &mut tar::Builder<W>, target: &str, name: &str) -> Re
 }
 
 /// Writes a docker-archive (`manifest.json`, `<config>.json`, `<layer>.tar`).
-pub fn write_docker_archive<W: Write>(store: &Store, items: &[SaveItem], out: W, target: &str) -> Result<W> {
+pub fn write_docker_archive<W: Write>(store: &dyn Blobs, items: &[SaveItem], out: W, target: &str) -> Result<W> {
     let mut b = tar::Builder::new(out);
     let mut written: HashSet<String> = HashSet::new();
     let mut manifest = Vec::new();
@@ -193,7 +250,7 @@ fn index_json(entries: Vec<serde_json::Value>) -> Vec<u8> {
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes an OCI archive (a tar of an OCI layout).
-pub fn write_oci_archive<W: Write>(store: &Store, items: &[SaveItem], out: W, target: &str) -> Result<W> {
+pub fn write_oci_archive<W: Write>(store: &dyn Blobs, items: &[SaveItem], out: W, target: &str) -> Result<W> {
     let mut b = tar::Builder::new(out);
     append_bytes(&mut b, target, "oci-layout", OCI_LAYOUT)?;
     append_dir(&mut b, target, "blobs")?;
@@ -222,7 +279,7 @@ pub fn write_oci_archive<W: Write>(store: &Store, items: &[SaveItem], out: W, ta
 
 /// Writes (or adds to) an OCI layout directory. Blobs go in first, each
 /// through a temp file; `index.json` is replaced last, atomically.
-pub fn write_oci_dir(store: &Store, items: &[SaveItem], dir: &Path) -> Result<()> {
+pub fn write_oci_dir(store: &dyn Blobs, items: &[SaveItem], dir: &Path) -> Result<()> {
     let target = dir.display().to_string();
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err(&target))?;

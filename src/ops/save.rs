@@ -4,9 +4,11 @@
 
 use super::resolve_image;
 use crate::archive::{layer, write};
+use crate::digest::Digest;
 use crate::index::ImageRecord;
-use crate::store::Store;
+use crate::store::{StagedBlob, Store};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -61,19 +63,28 @@ fn finish_writer(mut w: Box<dyn Write + '_>, label: &str) -> Result<()> {
 }
 
 /// Resolves the names given to `save`: each image once, with every tag
-/// named (a bare ID saves all the image's tags, as docker does).
-pub fn items(store: &Store, names: &[String]) -> Result<Vec<write::SaveItem>> {
+/// named (a bare ID saves all the image's tags, as docker does). Embedded
+/// images are converted (see `convert_embedded`); their staged blobs are
+/// added to `extra` and kept alive in `staged`.
+pub fn items(
+    store: &Store,
+    names: &[String],
+    extra: &mut HashMap<Digest, PathBuf>,
+    staged: &mut Vec<StagedBlob>,
+) -> Result<Vec<write::SaveItem>> {
     let mut out: Vec<write::SaveItem> = Vec::new();
     for n in names {
         let (img, tag) = super::resolve_name(store, n)?;
-        if img.kind == "embedded" && store.index().external_layers(&img.id)?.len() > 1 {
-            bail!("{n} is an iSulad embedded image whose layers are squashfs files outside the store; it cannot be written as a docker or OCI archive");
-        }
         let named: Vec<String> = match tag {
             Some(t) => vec![t],
             None => img.tags.clone(),
         };
-        match out.iter_mut().find(|i| i.id == img.id) {
+        let (id, manifest_digest) = if img.kind == "embedded" {
+            convert_embedded(store, &img, extra, staged).with_context(|| format!("saving embedded image {n}"))?
+        } else {
+            (img.id.clone(), img.manifest_digest.clone())
+        };
+        match out.iter_mut().find(|i| i.id == id) {
             Some(existing) => {
                 for t in named {
                     if !existing.names.contains(&t) {
@@ -81,27 +92,114 @@ pub fn items(store: &Store, names: &[String]) -> Result<Vec<write::SaveItem>> {
                     }
                 }
             }
-            None => out.push(write::SaveItem {
-                id: img.id.clone(),
-                manifest_digest: img.manifest_digest.clone(),
-                names: named,
-            }),
+            None => out.push(write::SaveItem { id, manifest_digest, names: named }),
         }
     }
     Ok(out)
 }
 
+/// An iSulad embedded image as a regular image: each squashfs layer 1..n
+/// becomes a tar layer placed at its `pathInContainer` (by `sqfs2tar`, from
+/// squashfs-tools-ng); layer 0, the host's root or a block device, is not
+/// part of what can be saved. Returns the new image's ID and manifest digest.
+fn convert_embedded(
+    store: &Store,
+    img: &ImageRecord,
+    extra: &mut HashMap<Digest, PathBuf>,
+    staged: &mut Vec<StagedBlob>,
+) -> Result<(Digest, Digest)> {
+    use std::process::{Command, Stdio};
+    let external = store.index().external_layers(&img.id)?;
+    let copied: Vec<Digest> = layers_of(store, img)?;
+    // (file, pathInContainer) for layers 1..n, from the store when --copy was used.
+    let mut sources: Vec<(PathBuf, String, String)> = Vec::new();
+    if copied.is_empty() {
+        for l in external.iter().skip(1) {
+            sources.push((PathBuf::from(&l.path_in_host), l.path_in_container.clone(), l.media_type.clone()));
+        }
+    } else {
+        bail!("its layers were copied into the store without their paths; load it again without --copy to save it");
+    }
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    for (file, in_container, mt) in &sources {
+        if mt != crate::archive::embedded::LAYER_SQUASHFS {
+            bail!("layer {} is a directory layer, which cannot be saved", file.display());
+        }
+        let root = in_container.trim_start_matches('/');
+        let root = if root.is_empty() { "." } else { root };
+        let mut child = Command::new("sqfs2tar")
+            .args(["--root-becomes", root])
+            .arg(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running sqfs2tar to convert a squashfs layer; install squashfs-tools-ng")?;
+        let mut w = store.blob_writer()?;
+        let mut stdout = child.stdout.take().context("sqfs2tar output")?;
+        w.copy_from(&mut stdout)?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "sqfs2tar could not read {}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("failed")
+            );
+        }
+        let blob = w.finish()?;
+        diff_ids.push(blob.digest().clone());
+        layers.push((blob.digest().clone(), blob.size()));
+        extra.insert(blob.digest().clone(), blob.path().to_path_buf());
+        staged.push(blob);
+    }
+    let raw = store.read_blob(&img.id, crate::image::MAX_CONFIG_SIZE)?;
+    let mut config: serde_json::Value = serde_json::from_slice(&raw)?;
+    config["rootfs"] =
+        serde_json::json!({"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.as_str()).collect::<Vec<_>>()});
+    let created = config.get("created").cloned().unwrap_or(serde_json::Value::Null);
+    config["history"] = sources
+        .iter()
+        .map(|(f, p, _)| serde_json::json!({"created": created, "created_by": format!("squashfs layer {} at {p}", f.display())}))
+        .collect();
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = Digest::of_bytes(&config_bytes);
+    let layer_descs: Vec<(&str, &Digest, u64)> =
+        layers.iter().map(|(d, s)| (crate::image::DOCKER_LAYER, d, *s)).collect();
+    let manifest = crate::image::build_manifest(
+        crate::image::DOCKER_MANIFEST,
+        (crate::image::DOCKER_CONFIG, &config_digest, config_bytes.len() as u64),
+        &layer_descs,
+    );
+    let manifest_digest = Digest::of_bytes(&manifest);
+    for data in [config_bytes, manifest] {
+        let mut w = store.blob_writer()?;
+        w.write_all(&data)?;
+        let blob = w.finish()?;
+        extra.insert(blob.digest().clone(), blob.path().to_path_buf());
+        staged.push(blob);
+    }
+    Ok((config_digest, manifest_digest))
+}
+
 pub fn save(store: &Store, names: &[String], format: Format, out: &Output) -> Result<()> {
-    let items = items(store, names)?;
-    match format {
+    let mut extra = HashMap::new();
+    let mut staged = Vec::new();
+    let items = items(store, names, &mut extra, &mut staged)?;
+    let blobs = write::Overlay { store, extra };
+    let res = match format {
         Format::OciDir => {
             let Output::File(dir) = out else { bail!("--format oci-dir needs -o DIR") };
-            write::write_oci_dir(store, &items, dir)?;
+            write::write_oci_dir(&blobs, &items, dir)?;
             Ok(())
         }
-        Format::DockerArchive => with_output(out, |w, label| Ok(write::write_docker_archive(store, &items, w, label)?)),
-        Format::OciArchive => with_output(out, |w, label| Ok(write::write_oci_archive(store, &items, w, label)?)),
-    }
+        Format::DockerArchive => {
+            with_output(out, |w, label| Ok(write::write_docker_archive(&blobs, &items, w, label)?))
+        }
+        Format::OciArchive => with_output(out, |w, label| Ok(write::write_oci_archive(&blobs, &items, w, label)?)),
+    };
+    // The converted blobs were only for this archive; dropping them removes them.
+    drop(staged);
+    res
 }
 
 /// The layer digests of an image, bottom first.
