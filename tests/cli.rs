@@ -320,3 +320,299 @@ fn save_missing_image_fails_without_output() {
     let o = s.fail(&["save", "missing:1"]);
     assert!(o.stdout.is_empty(), "{}", o.describe());
 }
+
+// ---- 3. bad input ------------------------------------------------------------------
+
+/// A store that already holds an image, so a refusal can be seen to lose nothing.
+fn store_with_base() -> Store {
+    let s = Store::new();
+    let base = ImageSpec::new(&["base:1"]).layer(Layer::simple("base", Comp::Gzip)).build();
+    s.load("base.tar", &Archive::docker(&[&base]).tar());
+    s
+}
+
+/// Loads `input`, expecting a refusal: one `error:` line naming the input and
+/// saying each of `wants`, the store exactly as before, nothing left in
+/// ingest/, and fsck clean. Returns the error line.
+fn assert_load_refused(s: &Store, input: &Path, wants: &[&str]) -> String {
+    let before = s.snapshot();
+    let o = s.run(&["load", "-i", arg(input)]);
+    let line = o.one_error_line();
+    assert!(line.contains(arg(input)), "the error does not name the input {}\n{}", input.display(), o.describe());
+    for w in wants {
+        assert!(line.contains(w), "the error does not say {w:?}\n{}", o.describe());
+    }
+    assert!(o.stdout.is_empty(), "{}", o.describe());
+    assert_eq!(s.snapshot(), before, "a refused load changed the store");
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+    line
+}
+
+/// Writes `data` as a file and expects `img load` to refuse it.
+fn refuse_bytes(name: &str, data: &[u8], wants: &[&str]) -> String {
+    let s = store_with_base();
+    let p = s.write(name, data);
+    assert_load_refused(&s, &p, wants)
+}
+
+fn docker_fixture() -> (Image, Archive) {
+    let img = two_layer_image(&["app:1"]);
+    let a = Archive::docker(&[&img]);
+    (img, a)
+}
+
+fn oci_fixture() -> (Image, Archive) {
+    let img = two_layer_image(&["app:1"]);
+    let a = Archive::oci(&[&img]);
+    (img, a)
+}
+
+/// Loads `data` cut at each offset into a store holding an image; returns a
+/// description of each cut not refused with one `error:` line naming the
+/// file and saying "truncated". Asserts the store is unchanged either way.
+fn truncation_failures(data: &[u8], ext: &str, cuts: &[usize]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for &cut in cuts {
+        let s = store_with_base();
+        let p = s.write(&format!("cut-{cut}.{ext}"), &data[..cut]);
+        let before = s.snapshot();
+        let o = s.run(&["load", "-i", arg(&p)]);
+        let ok = matches!(o.code(), Some(c) if c != 0)
+            && o.stderr.trim_end().lines().count() == 1
+            && o.stderr.starts_with("error:")
+            && o.stderr.contains(arg(&p))
+            && o.stderr.contains("truncated");
+        if !ok {
+            failures.push(format!("cut at {cut} of {}:\n{}", data.len(), o.describe()));
+        }
+        assert_eq!(s.snapshot(), before, "cut at {cut}: the store changed");
+        s.assert_ingest_empty();
+        s.assert_fsck_clean();
+    }
+    failures
+}
+
+// Guards: an archive cut short (in or after a header, in layer data; plain or gzip) is refused as truncated, storing nothing.
+#[test]
+fn truncated_archive_is_refused() {
+    let (_, a) = docker_fixture();
+    let tar = a.tar();
+    let mut failures = truncation_failures(&tar, "tar", &[600, 1024, 1100, tar.len() / 2 + 7]);
+    let gz = gzip(&tar);
+    failures.extend(truncation_failures(&gz, "tar.gz", &[gz.len() / 2, gz.len() - 4]));
+    assert!(failures.is_empty(), "truncated archives not reported as truncated:\n{}", failures.join("\n"));
+}
+
+// Guards: an archive cut inside its last entry (manifest.json) is reported as truncated, like any other cut.
+#[test]
+fn archive_cut_in_last_entry_is_reported_as_truncated() {
+    let (_, a) = docker_fixture();
+    let tar = a.tar();
+    let failures = truncation_failures(&tar, "tar", &[tar.len() - 1024 - 40]);
+    assert!(failures.is_empty(), "truncated archives not reported as truncated:\n{}", failures.join("\n"));
+}
+
+// Guards: a layer whose content does not match the config's diff_id is refused.
+#[test]
+fn layer_not_matching_diff_id_is_refused() {
+    let (img, mut a) = docker_fixture();
+    let name = format!("{}.tar", img.layers[0].digest().hex());
+    a.set(&name, TarBuilder::new().file("evil", "not the layer").build());
+    refuse_bytes("diffid.tar", &a.tar(), &["layer 0", "diff_id"]);
+}
+
+// Guards: an OCI manifest whose layer digest does not match the blob's content is refused.
+#[test]
+fn oci_layer_digest_mismatch_is_refused() {
+    let (img, mut a) = oci_fixture();
+    let real = img.layers[1].digest();
+    let fake = Digest::of_bytes(b"something else");
+    a.rename(&blob_name(&real), &blob_name(&fake));
+    a.edit_oci_manifest(0, |m| m["layers"][1]["digest"] = json!(fake.to_string()));
+    refuse_bytes("digest.tar", &a.tar(), &["layer 1", "digest mismatch"]);
+}
+
+// Guards: an OCI manifest whose layer size is wrong is refused.
+#[test]
+fn oci_layer_size_mismatch_is_refused() {
+    let (img, mut a) = oci_fixture();
+    let size = img.layers[0].blob.len() as u64 + 1;
+    a.edit_oci_manifest(0, |m| m["layers"][0]["size"] = json!(size));
+    refuse_bytes("size.tar", &a.tar(), &["layer 0", "size mismatch"]);
+}
+
+// Guards: an index.json entry whose manifest digest does not match the blob is refused.
+#[test]
+fn oci_index_digest_mismatch_is_refused() {
+    let (img, mut a) = oci_fixture();
+    let fake = Digest::of_bytes(b"another manifest");
+    a.rename(&blob_name(&img.manifest_digest), &blob_name(&fake));
+    a.edit_json("index.json", |ix| ix["manifests"][0]["digest"] = json!(fake.to_string()));
+    refuse_bytes("index-digest.tar", &a.tar(), &["index.json", "digest mismatch"]);
+}
+
+// Guards: an index.json entry with the wrong manifest size is refused.
+#[test]
+fn oci_index_size_mismatch_is_refused() {
+    let (img, mut a) = oci_fixture();
+    a.edit_json("index.json", |ix| ix["manifests"][0]["size"] = json!(img.manifest.len() + 10));
+    refuse_bytes("index-size.tar", &a.tar(), &["index.json", "size mismatch"]);
+}
+
+// Guards: a manifest whose config descriptor has the wrong size is refused.
+#[test]
+fn oci_config_size_mismatch_is_refused() {
+    let (img, mut a) = oci_fixture();
+    a.edit_oci_manifest(0, |m| m["config"]["size"] = json!(img.config.len() - 1));
+    refuse_bytes("config-size.tar", &a.tar(), &["config", "size mismatch"]);
+}
+
+// Guards: manifest.json names with `../` that leave the archive are refused.
+#[test]
+fn docker_manifest_parent_paths_are_refused() {
+    let (img, a) = docker_fixture();
+    let config = format!("../{}.json", img.hex());
+    let mut bad = a.clone();
+    bad.edit_json("manifest.json", |m| m[0]["Config"] = json!(config));
+    refuse_bytes("parent-config.tar", &bad.tar(), &[&config]);
+    let layer = "../../../../etc/passwd";
+    let mut bad = a.clone();
+    bad.edit_json("manifest.json", |m| m[0]["Layers"][0] = json!(layer));
+    refuse_bytes("parent-layer.tar", &bad.tar(), &[layer]);
+}
+
+// Guards: absolute manifest.json names never reach host files.
+#[test]
+fn docker_manifest_absolute_paths_are_refused() {
+    let (_, a) = docker_fixture();
+    let mut bad = a.clone();
+    bad.edit_json("manifest.json", |m| m[0]["Layers"][0] = json!("/etc/passwd"));
+    refuse_bytes("abs-layer.tar", &bad.tar(), &["/etc/passwd"]);
+    let mut bad = a.clone();
+    bad.edit_json("manifest.json", |m| m[0]["Config"] = json!("/etc/hostname"));
+    refuse_bytes("abs-config.tar", &bad.tar(), &["/etc/hostname"]);
+}
+
+// Guards: an index.json digest that is a path (`../`) is refused, with an error that names the bad digest.
+#[test]
+fn oci_index_path_digest_error_names_the_digest() {
+    let (_, mut a) = oci_fixture();
+    a.edit_json("index.json", |ix| ix["manifests"][0]["digest"] = json!("sha256:../../../../etc/passwd"));
+    refuse_bytes("index-path.tar", &a.tar(), &["index.json", "sha256:../../../../etc/passwd"]);
+}
+
+// Guards: a docker-archive without one of its layers is refused.
+#[test]
+fn missing_layer_is_refused() {
+    let (img, mut a) = docker_fixture();
+    let name = format!("{}.tar", img.layers[1].digest().hex());
+    a.remove(&name);
+    refuse_bytes("no-layer.tar", &a.tar(), &[&name, "not in the archive"]);
+    let (img, mut a) = oci_fixture();
+    a.remove(&blob_name(&img.layers[0].digest()));
+    refuse_bytes("no-layer-oci.tar", &a.tar(), &[img.layers[0].digest().hex(), "does not contain"]);
+}
+
+// Guards: an archive without its config is refused.
+#[test]
+fn missing_config_is_refused() {
+    let (img, mut a) = docker_fixture();
+    let name = format!("{}.json", img.hex());
+    a.remove(&name);
+    refuse_bytes("no-config.tar", &a.tar(), &[&name, "not in the archive"]);
+    let (img, mut a) = oci_fixture();
+    a.remove(&blob_name(&img.id));
+    refuse_bytes("no-config-oci.tar", &a.tar(), &[img.hex(), "does not contain"]);
+}
+
+// Guards: an archive with two entries of the same name is refused as ambiguous.
+#[test]
+fn duplicate_entries_are_refused() {
+    let (img, mut a) = docker_fixture();
+    let name = format!("{}.tar", img.layers[0].digest().hex());
+    a.push(&name, img.layers[0].blob.clone());
+    refuse_bytes("dup.tar", &a.tar(), &["two entries", &name]);
+    let (_, mut a) = oci_fixture();
+    let ix = a.get("index.json").to_vec();
+    a.push("index.json", ix);
+    refuse_bytes("dup-oci.tar", &a.tar(), &["two entries", "index.json"]);
+}
+
+// Guards: a file that is not an archive is refused.
+#[test]
+fn non_archive_is_refused() {
+    let text = "this is a text file, not an image archive\n".repeat(40);
+    refuse_bytes("notes.txt", text.as_bytes(), &["not a tar archive"]);
+    // A compressed non-tar too.
+    refuse_bytes("notes.txt.gz", &gzip(text.as_bytes()), &["not a tar archive"]);
+}
+
+// Guards: an empty file is refused.
+#[test]
+fn empty_file_is_refused() {
+    refuse_bytes("empty.tar", b"", &["empty"]);
+}
+
+// Guards: a directory that is not an OCI layout is refused.
+#[test]
+fn non_layout_directory_is_refused() {
+    let s = store_with_base();
+    let empty = s.work().join("empty-dir");
+    fs::create_dir_all(&empty).unwrap();
+    assert_load_refused(&s, &empty, &["not an image directory"]);
+    let other = s.work().join("other-dir");
+    fs::create_dir_all(other.join("blobs")).unwrap();
+    fs::write(other.join("readme.txt"), "hello").unwrap();
+    assert_load_refused(&s, &other, &["not an image directory"]);
+}
+
+// Guards: a 2 MiB manifest.json is refused by its size limit.
+#[test]
+fn huge_docker_manifest_is_refused() {
+    let (_, mut a) = docker_fixture();
+    let mut m = a.get("manifest.json").to_vec();
+    m.resize(2 << 20, b' ');
+    a.set("manifest.json", m);
+    refuse_bytes("huge.tar", &a.tar(), &["manifest.json", "limit"]);
+}
+
+// Guards: an OCI manifest with a digest of an unknown algorithm is refused.
+#[test]
+fn oci_unknown_digest_algorithm_is_refused() {
+    let (_, mut a) = oci_fixture();
+    let d = format!("sha512:{}", "ab".repeat(64));
+    a.edit_oci_manifest(0, |m| m["layers"][0]["digest"] = json!(d));
+    refuse_bytes("sha512.tar", &a.tar(), &["sha512"]);
+    let (_, mut a) = oci_fixture();
+    let d = format!("md5:{}", "ab".repeat(16));
+    a.edit_oci_manifest(0, |m| m["layers"][0]["digest"] = json!(d));
+    refuse_bytes("md5.tar", &a.tar(), &["md5"]);
+}
+
+// Guards: an OCI manifest digest in upper-case hex is refused, with an error that names the bad digest.
+#[test]
+fn oci_uppercase_digest_error_names_the_digest() {
+    let (img, mut a) = oci_fixture();
+    let upper = format!("sha256:{}", img.layers[0].digest().hex().to_uppercase());
+    a.edit_oci_manifest(0, |m| m["layers"][0]["digest"] = json!(upper));
+    refuse_bytes("upper.tar", &a.tar(), &[&upper]);
+}
+
+// Guards: a manifest with both `manifests` and `layers` is refused (CVE-2021-41190).
+#[test]
+fn ambiguous_oci_manifest_is_refused() {
+    let (_, mut a) = oci_fixture();
+    a.edit_oci_manifest(0, |m| m["manifests"] = json!([]));
+    refuse_bytes("ambiguous.tar", &a.tar(), &["ambiguous"]);
+}
+
+// Guards: a RepoTag that is a path or has upper case is refused.
+#[test]
+fn bad_repo_tags_are_refused() {
+    for tag in ["../x:1", "App:1", "app:../1"] {
+        let (_, mut a) = docker_fixture();
+        a.edit_json("manifest.json", |m| m[0]["RepoTags"] = json!([tag]));
+        refuse_bytes("badtag.tar", &a.tar(), &["RepoTag", tag]);
+    }
+}
