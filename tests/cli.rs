@@ -616,3 +616,491 @@ fn bad_repo_tags_are_refused() {
         refuse_bytes("badtag.tar", &a.tar(), &["RepoTag", tag]);
     }
 }
+
+// ---- 4. tag, rmi, prune ------------------------------------------------------------
+
+/// Two images sharing a base layer: a:1 and b:1.
+fn shared_pair() -> (Store, Image, Image) {
+    let s = Store::new();
+    let base = Layer::simple("shared-base", Comp::Gzip);
+    let a = ImageSpec::new(&["a:1"]).layer(base.clone()).layer(Layer::simple("only-a", Comp::None)).build();
+    let b = ImageSpec::new(&["b:1"]).layer(base).layer(Layer::simple("only-b", Comp::None)).build();
+    s.load("a.tar", &Archive::docker(&[&a]).tar());
+    s.load("b.tar", &Archive::docker(&[&b]).tar());
+    (s, a, b)
+}
+
+// Guards: `img tag` adds names; rmi of one tag of a multi-tag image only untags it.
+#[test]
+fn rmi_of_one_tag_only_untags() {
+    let s = Store::new();
+    let img = two_layer_image(&["app:1"]);
+    s.load("app.tar", &Archive::docker(&[&img]).tar());
+    assert_eq!(s.ok(&["tag", "app:1", "app:2", "other/app:3"]), "");
+    assert_eq!(s.tags(), vec!["docker.io/library/app:1", "docker.io/library/app:2", "docker.io/other/app:3"]);
+    let blobs = s.blob_files();
+    let out = s.ok(&["rmi", "app:2"]);
+    assert_eq!(out, "Untagged: docker.io/library/app:2\n");
+    assert_eq!(s.tags(), vec!["docker.io/library/app:1", "docker.io/other/app:3"]);
+    assert_eq!(s.blob_files(), blobs, "untagging removed blobs");
+    assert_stored(&s, &Image { tags: vec!["app:1".into(), "other/app:3".into()], ..img });
+    s.assert_fsck_clean();
+}
+
+// Guards: rmi by ID of an image with several tags needs -f; with -f it removes all.
+#[test]
+fn rmi_of_multi_tag_id_needs_force() {
+    let s = Store::new();
+    let img = two_layer_image(&["app:1"]);
+    s.load("app.tar", &Archive::docker(&[&img]).tar());
+    s.ok(&["tag", "app:1", "other:1"]);
+    let before = s.snapshot();
+    let o = s.fail(&["rmi", img.short()]);
+    let line = o.one_error_line();
+    assert!(line.contains("conflict"), "{}", o.describe());
+    assert!(line.contains("-f"), "{}", o.describe());
+    assert_eq!(s.snapshot(), before);
+    let out = s.ok(&["rmi", "-f", img.short()]);
+    assert_eq!(
+        out,
+        format!("Untagged: docker.io/library/app:1\nUntagged: docker.io/library/other:1\nDeleted: {}\n", img.id)
+    );
+    assert!(s.images().is_empty());
+    assert!(s.blob_files().is_empty(), "{:?}", s.blob_files());
+    s.assert_fsck_clean();
+}
+
+// Guards: removing an image keeps a layer another image still needs.
+#[test]
+fn rmi_keeps_shared_layers() {
+    let (s, a, b) = shared_pair();
+    let out = s.ok(&["rmi", "a:1"]);
+    assert_eq!(out, format!("Untagged: docker.io/library/a:1\nDeleted: {}\n", a.id));
+    assert!(s.has_blob(&a.layers[0].digest()), "shared layer removed");
+    assert!(!s.has_blob(&a.layers[1].digest()), "a's own layer kept");
+    assert!(!s.has_blob(&a.id), "a's config kept");
+    assert_stored(&s, &b);
+    s.assert_fsck_clean();
+    // b still exports in full.
+    let t = s.work().join("b.rootfs.tar");
+    s.ok(&["export", "b:1", "-o", arg(&t)]);
+    let names: Vec<String> = list_tar(&fs::read(&t).unwrap()).into_iter().map(|e| e.name).collect();
+    assert!(names.contains(&"files-shared-base/data".to_string()), "{names:?}");
+}
+
+// Guards: prune removes dangling images and unreferenced blobs and reports the bytes.
+#[test]
+fn prune_removes_dangling_images_and_blobs() {
+    let (s, a, _b) = shared_pair();
+    let dangling = ImageSpec::new(&[]).layer(a.layers[0].clone()).layer(Layer::simple("dangling", Comp::Gzip)).build();
+    let out = s.load("d.tar", &Archive::docker(&[&dangling]).tar());
+    assert_eq!(out, format!("Loaded image ID: {}\n", dangling.id));
+    let before: std::collections::BTreeMap<String, u64> = s.blob_files().into_iter().collect();
+    let out = s.ok(&["prune", "-f"]);
+    let after: std::collections::BTreeMap<String, u64> = s.blob_files().into_iter().collect();
+    let removed: u64 = before.iter().filter(|(k, _)| !after.contains_key(*k)).map(|(_, v)| v).sum();
+    assert!(removed > 0);
+    assert_eq!(
+        out,
+        format!(
+            "Deleted Images:\ndeleted: {}\n\nTotal reclaimed space: {}\n",
+            dangling.id,
+            img::timefmt::human_size(removed)
+        )
+    );
+    assert!(!s.has_blob(&dangling.id));
+    assert!(!s.has_blob(&dangling.layers[1].digest()));
+    assert!(s.has_blob(&a.layers[0].digest()), "shared layer pruned");
+    assert_eq!(s.tags(), vec!["docker.io/library/a:1", "docker.io/library/b:1"]);
+    assert_eq!(s.images().len(), 2);
+    s.assert_fsck_clean();
+    // Nothing left to prune.
+    assert_eq!(s.ok(&["prune", "-f"]), "Total reclaimed space: 0B\n");
+}
+
+// Guards: rmi -a removes every image and every blob.
+#[test]
+fn rmi_all_removes_everything() {
+    let (s, _a, _b) = shared_pair();
+    s.ok(&["tag", "a:1", "a:2"]);
+    let out = s.ok(&["rmi", "-a"]);
+    assert_eq!(out.matches("Deleted: ").count(), 2, "{out}");
+    assert_eq!(out.matches("Untagged: ").count(), 3, "{out}");
+    assert!(s.images().is_empty());
+    assert!(s.blob_files().is_empty(), "{:?}", s.blob_files());
+    s.assert_fsck_clean();
+}
+
+// Guards: rmi of several names with one missing fails but removes the others.
+#[test]
+fn rmi_with_one_missing_name_removes_the_rest() {
+    let (s, a, b) = shared_pair();
+    let o = s.fail(&["rmi", "a:1", "nope:1", "b:1"]);
+    let line = o.one_error_line();
+    assert!(line.contains("nope:1"), "{}", o.describe());
+    assert!(line.contains("image not known"), "{}", o.describe());
+    assert_eq!(
+        o.out(),
+        format!(
+            "Untagged: docker.io/library/a:1\nDeleted: {}\nUntagged: docker.io/library/b:1\nDeleted: {}\n",
+            a.id, b.id
+        )
+    );
+    assert!(s.images().is_empty());
+    assert!(s.blob_files().is_empty());
+    s.assert_fsck_clean();
+}
+
+/// Two images whose IDs share their first 4 hex digits.
+fn colliding_pair() -> (Image, Image) {
+    let mut seen: std::collections::HashMap<String, Image> = std::collections::HashMap::new();
+    let layer = Layer::simple("prefix", Comp::None);
+    for i in 0..100_000 {
+        let img = ImageSpec::new(&[]).label("n", &i.to_string()).layer(layer.clone()).build();
+        let p = img.hex()[..4].to_string();
+        if let Some(other) = seen.remove(&p) {
+            return (other, img);
+        }
+        seen.insert(p, img);
+    }
+    panic!("no ID prefix collision found");
+}
+
+// Guards: a unique ID prefix of 4+ hex names an image; an ambiguous one fails clearly.
+#[test]
+fn id_prefix_lookup() {
+    let s = Store::new();
+    let (mut x, mut y) = colliding_pair();
+    x.tags = vec!["x:1".into()];
+    y.tags = vec!["y:1".into()];
+    s.load("xy.tar", &Archive::docker(&[&x, &y]).tar());
+    let common = x.hex().chars().zip(y.hex().chars()).take_while(|(a, b)| a == b).count();
+    assert!(common >= 4);
+    let ambiguous = &x.hex()[..4];
+    let o = s.fail(&["inspect", ambiguous]);
+    let line = o.one_error_line();
+    assert!(line.contains("ambiguous"), "{}", o.describe());
+    assert!(line.contains(ambiguous), "{}", o.describe());
+    let o = s.fail(&["rmi", ambiguous]);
+    assert!(o.stderr.contains("ambiguous"), "{}", o.describe());
+    assert_eq!(s.images().len(), 2);
+    for img in [&x, &y] {
+        let unique = &img.hex()[..common + 1];
+        assert_eq!(s.inspect(unique)["Id"], json!(img.hex()), "prefix {unique}");
+        let with_alg = format!("sha256:{unique}");
+        assert_eq!(s.inspect(&with_alg)["Id"], json!(img.hex()));
+    }
+    // A prefix shorter than 4 is not an ID.
+    let o = s.fail(&["inspect", &x.hex()[..3]]);
+    assert!(o.stderr.contains("image not known"), "{}", o.describe());
+    // A unique prefix removes the image.
+    let unique = &x.hex()[..common + 1];
+    s.ok(&["rmi", unique]);
+    assert_eq!(s.image_ids(), vec![y.hex().to_string()]);
+    s.assert_fsck_clean();
+}
+
+// ---- 5. images, inspect, history ---------------------------------------------------
+
+struct Listing {
+    s: Store,
+    old: Image,
+    mid: Image,
+    new: Image,
+    dangling: Image,
+}
+
+/// Four images with distinct creation times and labels:
+/// dangling (2019), old app:1 (2020, tier=back), mid app:2 + web:1 (2021,
+/// tier=front), new tool:1 (2022, no labels).
+fn listing() -> Listing {
+    let s = Store::new();
+    let dangling =
+        ImageSpec::new(&[]).created("2019-01-01T00:00:00Z").layer(Layer::simple("dangling", Comp::None)).build();
+    let old = ImageSpec::new(&["app:1"])
+        .created("2020-01-01T00:00:00Z")
+        .label("tier", "back")
+        .layer(Layer::simple("old", Comp::None))
+        .build();
+    let mid = ImageSpec::new(&["app:2", "web:1"])
+        .created("2021-01-01T00:00:00Z")
+        .label("tier", "front")
+        .label("k", "v")
+        .layer(Layer::simple("mid", Comp::Gzip))
+        .build();
+    let new =
+        ImageSpec::new(&["tool:1"]).created("2022-01-01T00:00:00Z").layer(Layer::simple("new", Comp::None)).build();
+    s.load("all.tar", &Archive::docker(&[&dangling, &old, &mid, &new]).tar());
+    Listing { s, old, mid, new, dangling }
+}
+
+/// (repository, tag) of each table row.
+fn table_names(out: &str) -> Vec<String> {
+    let mut lines = out.lines();
+    let head = lines.next().unwrap_or("");
+    assert!(head.starts_with("REPOSITORY"), "{out}");
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{}:{}", f[0], f[1])
+        })
+        .collect()
+}
+
+fn quiet_ids(s: &Store, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["images", "-q", "--no-trunc"];
+    args.extend_from_slice(extra);
+    s.ok(&args).lines().map(str::to_string).collect()
+}
+
+fn ids(imgs: &[&Image]) -> Vec<String> {
+    imgs.iter().map(|i| i.id.to_string()).collect()
+}
+
+// Guards: `img images PATTERN` matches names with wildcards, short or full.
+#[test]
+fn images_pattern_with_wildcards() {
+    let l = listing();
+    let s = &l.s;
+    assert_eq!(
+        table_names(&s.ok(&["images"])),
+        vec![
+            "docker.io/library/tool:1",
+            "docker.io/library/app:2",
+            "docker.io/library/web:1",
+            "docker.io/library/app:1",
+            "<none>:<none>"
+        ]
+    );
+    let app = vec!["docker.io/library/app:2", "docker.io/library/app:1"];
+    assert_eq!(table_names(&s.ok(&["images", "app*"])), app);
+    assert_eq!(table_names(&s.ok(&["images", "ap?"])), app);
+    assert_eq!(table_names(&s.ok(&["images", "docker.io/library/a*"])), app);
+    assert_eq!(table_names(&s.ok(&["images", "app"])), app);
+    assert_eq!(table_names(&s.ok(&["images", "app:2"])), vec!["docker.io/library/app:2"]);
+    assert_eq!(
+        table_names(&s.ok(&["images", "*:1"])),
+        vec!["docker.io/library/tool:1", "docker.io/library/web:1", "docker.io/library/app:1"]
+    );
+    assert!(table_names(&s.ok(&["images", "nomatch*"])).is_empty());
+}
+
+// Guards: --filter dangling=true|false.
+#[test]
+fn images_filter_dangling() {
+    let l = listing();
+    assert_eq!(quiet_ids(&l.s, &["--filter", "dangling=true"]), ids(&[&l.dangling]));
+    assert_eq!(quiet_ids(&l.s, &["--filter", "dangling=false"]), ids(&[&l.new, &l.mid, &l.old]));
+    let o = l.s.fail(&["images", "--filter", "dangling=maybe"]);
+    assert!(o.stderr.contains("dangling"), "{}", o.describe());
+}
+
+// Guards: --filter reference=GLOB.
+#[test]
+fn images_filter_reference() {
+    let l = listing();
+    assert_eq!(
+        table_names(&l.s.ok(&["images", "--filter", "reference=app:*"])),
+        vec!["docker.io/library/app:2", "docker.io/library/app:1"]
+    );
+    assert_eq!(quiet_ids(&l.s, &["--filter", "reference=web"]), ids(&[&l.mid]));
+    assert!(quiet_ids(&l.s, &["--filter", "reference=zzz*"]).is_empty());
+}
+
+// Guards: --filter label=K and label=K=V.
+#[test]
+fn images_filter_label() {
+    let l = listing();
+    assert_eq!(quiet_ids(&l.s, &["--filter", "label=tier=front"]), ids(&[&l.mid]));
+    assert_eq!(quiet_ids(&l.s, &["--filter", "label=tier"]), ids(&[&l.mid, &l.old]));
+    assert_eq!(quiet_ids(&l.s, &["--filter", "label=tier=back", "--filter", "dangling=false"]), ids(&[&l.old]));
+    assert!(quiet_ids(&l.s, &["--filter", "label=tier=none"]).is_empty());
+}
+
+// Guards: --filter before=IMAGE and since=IMAGE compare creation times.
+#[test]
+fn images_filter_before_since() {
+    let l = listing();
+    assert_eq!(quiet_ids(&l.s, &["--filter", "before=app:2"]), ids(&[&l.old, &l.dangling]));
+    assert_eq!(quiet_ids(&l.s, &["--filter", "since=app:1"]), ids(&[&l.new, &l.mid]));
+    assert_eq!(quiet_ids(&l.s, &["--filter", "since=app:1", "--filter", "before=tool:1"]), ids(&[&l.mid]));
+    let o = l.s.fail(&["images", "--filter", "before=nope:1"]);
+    assert!(o.stderr.contains("nope:1"), "{}", o.describe());
+}
+
+// Guards: -q (unique short IDs), --digests and --no-trunc.
+#[test]
+fn images_quiet_digests_no_trunc() {
+    let l = listing();
+    let q = l.s.ok(&["images", "-q"]);
+    assert_eq!(q, format!("{}\n{}\n{}\n{}\n", l.new.short(), l.mid.short(), l.old.short(), l.dangling.short()));
+    let d = l.s.ok(&["images", "--digests"]);
+    let head = d.lines().next().unwrap();
+    assert!(head.contains("DIGEST"), "{d}");
+    for i in [&l.new, &l.mid, &l.old, &l.dangling] {
+        let digest = l.s.inspect(i.hex())["Digest"].as_str().unwrap().to_string();
+        assert!(digest.starts_with("sha256:"));
+        assert!(d.contains(&digest), "{digest} missing from\n{d}");
+        assert!(d.contains(i.short()));
+        assert!(!d.contains(i.hex()), "--digests alone does not untruncate IDs");
+    }
+    let n = l.s.ok(&["images", "--no-trunc"]);
+    for i in [&l.new, &l.mid, &l.old, &l.dangling] {
+        assert!(n.contains(&i.id.to_string()), "{n}");
+    }
+}
+
+// Guards: --format json prints a valid JSON array, one object per image.
+#[test]
+fn images_format_json() {
+    let l = listing();
+    let v: Value = serde_json::from_str(&l.s.ok(&["images", "--format", "json"])).unwrap();
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), 4);
+    let mid = arr.iter().find(|i| i["Id"] == json!(l.mid.hex())).unwrap();
+    assert_eq!(sorted(strings(&mid["RepoTags"])), l.mid.full_tags());
+    assert_eq!(mid["Labels"]["tier"], json!("front"));
+    assert_eq!(mid["Dangling"], json!(false));
+    assert_eq!(mid["Created"], json!(1_609_459_200));
+    let d = arr.iter().find(|i| i["Id"] == json!(l.dangling.hex())).unwrap();
+    assert_eq!(d["Dangling"], json!(true));
+    assert_eq!(d["RepoTags"], json!([]));
+    // A pattern narrows the JSON too.
+    let v: Value = serde_json::from_str(&l.s.ok(&["images", "tool*", "--format", "json"])).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+}
+
+// Guards: --format with a Go template renders each row.
+#[test]
+fn images_format_template() {
+    let l = listing();
+    let out = l.s.run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(
+        out.out(),
+        "docker.io/library/tool:1\ndocker.io/library/app:2\ndocker.io/library/web:1\ndocker.io/library/app:1\n<none>:<none>\n",
+        "{}",
+        out.describe()
+    );
+    let out = l.s.run(&["images", "tool", "--format", "{{.ID}} {{.Size}}"]);
+    assert!(out.success(), "{}", out.describe());
+    assert!(out.out().starts_with(&format!("{} ", l.new.short())), "{}", out.describe());
+}
+
+fn template(s: &Store, t: &str, name: &str) -> Out {
+    s.run(&["inspect", "-f", t, name])
+}
+
+fn assert_template(s: &Store, t: &str, name: &str, want: &str) {
+    let o = template(s, t, name);
+    assert!(o.success(), "template {t:?}\n{}", o.describe());
+    assert_eq!(o.out(), want, "template {t:?}\n{}", o.describe());
+}
+
+// Guards: inspect -f '{{.Id}}'.
+#[test]
+fn inspect_template_id() {
+    let l = listing();
+    assert_template(&l.s, "{{.Id}}", "app:2", &format!("{}\n", l.mid.hex()));
+    // One line per image.
+    let o = l.s.run(&["inspect", "-f", "{{.Id}}", "app:1", "tool:1"]);
+    assert_eq!(o.out(), format!("{}\n{}\n", l.old.hex(), l.new.hex()), "{}", o.describe());
+}
+
+// Guards: inspect -f '{{json .Config}}' prints the config as JSON.
+#[test]
+fn inspect_template_json_config() {
+    let l = listing();
+    let o = template(&l.s, "{{json .Config}}", "app:2");
+    assert!(o.success(), "{}", o.describe());
+    let v: Value = serde_json::from_str(o.out().trim()).unwrap_or_else(|e| panic!("not JSON ({e})\n{}", o.describe()));
+    assert_eq!(v, l.mid.config_json["config"]);
+}
+
+// Guards: inspect -f '{{index .Labels "k"}}'.
+#[test]
+fn inspect_template_index() {
+    let l = listing();
+    assert_template(&l.s, "{{index .Labels \"tier\"}}", "app:2", "front\n");
+    assert_template(&l.s, "{{index .Labels \"k\"}}", "web:1", "v\n");
+}
+
+// Guards: inspect -f with range and join over RepoTags.
+#[test]
+fn inspect_template_range_and_join() {
+    let l = listing();
+    assert_template(
+        &l.s,
+        "{{range .RepoTags}}{{.}} {{end}}",
+        "app:2",
+        "docker.io/library/app:2 docker.io/library/web:1 \n",
+    );
+    assert_template(&l.s, "{{join .RepoTags \",\"}}", "app:2", "docker.io/library/app:2,docker.io/library/web:1\n");
+}
+
+// Guards: inspect -f with if/else.
+#[test]
+fn inspect_template_if() {
+    let l = listing();
+    let t = "{{if .Labels}}labelled{{else}}plain{{end}}";
+    assert_template(&l.s, t, "app:2", "labelled\n");
+    assert_template(&l.s, t, "tool:1", "plain\n");
+}
+
+// Guards: a template naming a field that does not exist is an error naming it.
+#[test]
+fn inspect_template_bad_field_is_an_error() {
+    let l = listing();
+    let o = template(&l.s, "{{.NoSuchField}}", "app:2");
+    assert!(matches!(o.code(), Some(c) if c != 0), "expected failure\n{}", o.describe());
+    assert!(o.stderr.starts_with("error:"), "{}", o.describe());
+    assert!(o.stderr.contains("NoSuchField"), "{}", o.describe());
+    let o = template(&l.s, "{{.Id", "app:2");
+    assert!(matches!(o.code(), Some(c) if c != 0), "an unterminated action is accepted\n{}", o.describe());
+}
+
+// Guards: inspect (JSON) of a missing image fails and names it; the others still print.
+#[test]
+fn inspect_missing_image() {
+    let l = listing();
+    let o = l.s.run(&["inspect", "app:1", "nope:9"]);
+    assert_eq!(o.code(), Some(1), "{}", o.describe());
+    assert!(o.stderr.contains("nope:9"), "{}", o.describe());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["Id"], json!(l.old.hex()));
+}
+
+// Guards: history lists entries newest first, with layer sizes and the ID on top.
+#[test]
+fn history_lists_layers_newest_first() {
+    let s = Store::new();
+    let l0 = Layer::simple("bottom", Comp::Gzip);
+    let l1 = Layer::simple("top", Comp::None);
+    let img = ImageSpec::new(&["app:1"])
+        .layer(l0.clone())
+        .layer(l1.clone())
+        .history(vec![
+            json!({"created": "2024-01-01T00:00:00Z", "created_by": "ADD rootfs.tar /"}),
+            json!({"created": "2024-01-02T00:00:00Z", "created_by": "ENV A=1", "empty_layer": true}),
+            json!({"created": "2024-01-03T00:00:00Z", "created_by": "COPY app /app", "comment": "top"}),
+        ])
+        .build();
+    s.load("app.tar", &Archive::docker(&[&img]).tar());
+    let v: Value = serde_json::from_str(&s.ok(&["history", "--format", "json", "app:1"])).unwrap();
+    let rows = v.as_array().unwrap();
+    let by: Vec<&str> = rows.iter().map(|r| r["CreatedBy"].as_str().unwrap()).collect();
+    assert_eq!(by, vec!["COPY app /app", "ENV A=1", "ADD rootfs.tar /"]);
+    let sizes: Vec<u64> = rows.iter().map(|r| r["Size"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, vec![l1.blob.len() as u64, 0, l0.blob.len() as u64]);
+    assert_eq!(rows[0]["ID"], json!(img.short()));
+    assert_eq!(rows[1]["ID"], json!("<missing>"));
+    assert_eq!(rows[0]["Comment"], json!("top"));
+    let table = s.ok(&["history", "app:1"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("IMAGE"), "{table}");
+    assert!(lines[1].starts_with(img.short()), "{table}");
+    assert!(lines[1].contains("COPY app /app"), "{table}");
+    assert!(lines[3].starts_with("<missing>") && lines[3].contains("ADD rootfs.tar"), "{table}");
+    let q = s.ok(&["history", "-q", "--no-trunc", "app:1"]);
+    assert_eq!(q.lines().next().unwrap(), img.id.to_string());
+}
