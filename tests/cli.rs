@@ -1104,3 +1104,440 @@ fn history_lists_layers_newest_first() {
     let q = s.ok(&["history", "-q", "--no-trunc", "app:1"]);
     assert_eq!(q.lines().next().unwrap(), img.id.to_string());
 }
+
+// ---- 6. export ---------------------------------------------------------------------
+
+/// (name, kind, link, data) of every entry, for comparing trees.
+fn tree(entries: &[Listed]) -> BTreeSet<(String, char, String, String)> {
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e.name.trim_start_matches("./").to_string(),
+                e.kind,
+                e.link.clone(),
+                String::from_utf8_lossy(&e.data).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn entry(name: &str, kind: char, link: &str, data: &str) -> (String, char, String, String) {
+    (name.into(), kind, link.into(), data.into())
+}
+
+fn export(s: &Store, name: &str) -> Vec<Listed> {
+    let out = s.work().join(format!("{}.rootfs.tar", name.replace([':', '/'], "_")));
+    s.ok(&["export", name, "-o", arg(&out)]);
+    list_tar(&fs::read(&out).unwrap())
+}
+
+/// Asserts every entry's parent directory comes before it.
+fn assert_parents_first(entries: &[Listed]) {
+    let mut seen = BTreeSet::new();
+    for e in entries {
+        let name = e.name.trim_end_matches('/');
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            assert!(seen.contains(parent), "{} comes before its parent {parent}", e.name);
+        }
+        seen.insert(name.to_string());
+    }
+}
+
+// Guards: export merges layers: whiteout, opaque dir, dir replaced by file, hard links and symlinks.
+#[test]
+fn export_merges_layers() {
+    let s = Store::new();
+    let l1 = TarBuilder::new()
+        .dir("bin")
+        .exe("bin/busybox", "busybox binary")
+        .symlink("bin/sh", "busybox")
+        .dir("etc")
+        .file("etc/passwd", "root:x:0:0\n")
+        .file("etc/gone", "to be deleted")
+        .dir("opt")
+        .file("opt/a", "a")
+        .dir("opt/sub")
+        .file("opt/sub/b", "b")
+        .dir("data")
+        .file("data/f", "f")
+        .dir("lib")
+        .file("lib/libc.so", "T")
+        .hardlink("lib/libc.so.6", "lib/libc.so")
+        .build();
+    let l2 = TarBuilder::new()
+        .dir("etc")
+        .file("etc/.wh.gone", "")
+        .dir("opt")
+        .file("opt/.wh..wh..opq", "")
+        .file("opt/c", "c")
+        .file("data", "data is a file now")
+        .build();
+    let l3 = TarBuilder::new()
+        .dir("etc")
+        .file("etc/passwd", "root:x:0:0\nuser:x:1000:1000\n")
+        .hardlink("etc/passwd-link", "etc/passwd")
+        .dir("usr")
+        .symlink("usr/link", "../etc/passwd")
+        .build();
+    let img = ImageSpec::new(&["merged:1"])
+        .layer(Layer::new(l1, Comp::None))
+        .layer(Layer::new(l2, Comp::Gzip))
+        .layer(Layer::new(l3, Comp::Zstd))
+        .build();
+    s.load("merged.tar", &Archive::oci(&[&img]).tar());
+    let entries = export(&s, "merged:1");
+    let want: BTreeSet<_> = [
+        entry("bin/", 'd', "", ""),
+        entry("bin/busybox", 'f', "", "busybox binary"),
+        entry("bin/sh", 's', "busybox", ""),
+        entry("data", 'f', "", "data is a file now"),
+        entry("etc/", 'd', "", ""),
+        entry("etc/passwd", 'f', "", "root:x:0:0\nuser:x:1000:1000\n"),
+        entry("etc/passwd-link", 'h', "etc/passwd", ""),
+        entry("lib/", 'd', "", ""),
+        entry("lib/libc.so", 'f', "", "T"),
+        entry("lib/libc.so.6", 'h', "lib/libc.so", ""),
+        entry("opt/", 'd', "", ""),
+        entry("opt/c", 'f', "", "c"),
+        entry("usr/", 'd', "", ""),
+        entry("usr/link", 's', "../etc/passwd", ""),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(tree(&entries), want);
+    assert_eq!(entries.len(), want.len(), "duplicate entries in the export");
+    assert_parents_first(&entries);
+    let files = extract(&entries);
+    assert_eq!(files["etc/passwd-link"].1, "root:x:0:0\nuser:x:1000:1000\n");
+    assert_eq!(files["lib/libc.so.6"].1, "T");
+    // Standard output gives the same tree.
+    let o = s.run(&["export", "merged:1"]);
+    assert!(o.success(), "{}", o.describe());
+    assert_eq!(tree(&list_tar(&o.stdout)), want);
+}
+
+// Guards: a dir replaced by a file, then created again by a later layer, does not bring back the old dir's children.
+#[test]
+fn export_dir_recreated_over_file_drops_old_children() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["redo:1"])
+        .layer(Layer::new(TarBuilder::new().dir("data").file("data/old", "old").build(), Comp::None))
+        .layer(Layer::new(TarBuilder::new().file("data", "a file").build(), Comp::None))
+        .layer(Layer::new(TarBuilder::new().dir("data").file("data/new", "new").build(), Comp::None))
+        .build();
+    s.load("redo.tar", &Archive::docker(&[&img]).tar());
+    let want: BTreeSet<_> = [entry("data/", 'd', "", ""), entry("data/new", 'f', "", "new")].into_iter().collect();
+    assert_eq!(tree(&export(&s, "redo:1")), want);
+}
+
+/// Extracts `entries` in order the way tar does, into name -> (kind, content):
+/// a hard link gets the content its target has at that point. Panics on a
+/// hard link whose target was not extracted before it.
+fn extract(entries: &[Listed]) -> std::collections::BTreeMap<String, (char, String)> {
+    let mut fs_tree: std::collections::BTreeMap<String, (char, String)> = Default::default();
+    for e in entries {
+        let name = e.name.trim_end_matches('/').to_string();
+        let v = match e.kind {
+            'h' => {
+                let target = e.link.trim_end_matches('/');
+                let (_, data) = fs_tree.get(target).cloned().unwrap_or_else(|| {
+                    panic!("hard link {} -> {} comes before its target (or has none)", e.name, e.link)
+                });
+                ('f', data)
+            }
+            's' => ('s', e.link.clone()),
+            k => (k, String::from_utf8_lossy(&e.data).into_owned()),
+        };
+        fs_tree.insert(name, v);
+    }
+    fs_tree
+}
+
+// Guards: a hard link keeps its content when a later layer replaces its target, and follows the entry it links to.
+#[test]
+fn export_hard_link_survives_target_replacement() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["links:1"])
+        .layer(Layer::new(TarBuilder::new().file("a", "old").build(), Comp::None))
+        .layer(Layer::new(TarBuilder::new().hardlink("b", "a").build(), Comp::None))
+        .layer(Layer::new(TarBuilder::new().file("a", "new").build(), Comp::None))
+        .build();
+    s.load("links.tar", &Archive::docker(&[&img]).tar());
+    let tree = extract(&export(&s, "links:1"));
+    assert_eq!(tree.get("a"), Some(&('f', "new".to_string())), "{tree:?}");
+    assert_eq!(tree.get("b"), Some(&('f', "old".to_string())), "{tree:?}");
+}
+
+// Guards: a hard link whose target a later layer deletes keeps its content.
+#[test]
+fn export_hard_link_survives_target_whiteout() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["links:2"])
+        .layer(Layer::new(TarBuilder::new().file("a", "content").hardlink("b", "a").build(), Comp::None))
+        .layer(Layer::new(TarBuilder::new().file(".wh.a", "").build(), Comp::None))
+        .build();
+    s.load("links.tar", &Archive::docker(&[&img]).tar());
+    let tree = extract(&export(&s, "links:2"));
+    assert_eq!(tree.get("a"), None, "{tree:?}");
+    assert_eq!(tree.get("b"), Some(&('f', "content".to_string())), "{tree:?}");
+}
+
+// Guards: a layer entry `../escape` makes export fail clearly, with no output file.
+#[test]
+fn export_refuses_escaping_entry() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["evil:1"])
+        .layer(Layer::simple("fine", Comp::None))
+        .layer(Layer::new(TarBuilder::new().file("ok", "ok").file("../escape", "gotcha").build(), Comp::Gzip))
+        .build();
+    s.load("evil.tar", &Archive::docker(&[&img]).tar());
+    let out = s.work().join("evil.rootfs.tar");
+    let o = s.fail(&["export", "evil:1", "-o", arg(&out)]);
+    let line = o.one_error_line();
+    assert!(line.contains("../escape"), "{}", o.describe());
+    assert!(!out.exists(), "an output file was left behind");
+    let left: Vec<String> = fs::read_dir(s.work())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rootfs"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    assert!(!s.dir.path().join("escape").exists());
+    assert!(!s.work().parent().unwrap().join("escape").exists());
+}
+
+// ---- 7. import ---------------------------------------------------------------------
+
+fn rootfs_tar() -> Vec<u8> {
+    TarBuilder::new()
+        .dir("bin")
+        .exe("bin/hello", "#!/bin/sh\necho hello\n")
+        .dir("etc")
+        .file("etc/motd", "welcome\n")
+        .symlink("etc/link", "motd")
+        .build()
+}
+
+// Guards: import of plain, gzip, xz and zstd rootfs tarballs makes a one-layer image whose export gives the same tree.
+#[test]
+fn import_compressed_rootfs_tarballs() {
+    let s = Store::new();
+    let tar = rootfs_tar();
+    let want = tree(&list_tar(&tar));
+    type Compress = fn(&[u8]) -> Vec<u8>;
+    let plain: Compress = |d| d.to_vec();
+    let kinds: [(&str, Compress, &str); 4] = [
+        ("tar", plain, "application/vnd.oci.image.layer.v1.tar"),
+        ("tar.gz", gzip, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("tar.xz", xz, "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("tar.zst", zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ];
+    for (i, (ext, f, mt)) in kinds.into_iter().enumerate() {
+        let p = s.write(&format!("rootfs.{ext}"), &f(&tar));
+        let name = format!("imported:{i}");
+        let out = s.ok(&["import", arg(&p), &name]);
+        let id = out.trim();
+        assert!(id.starts_with("sha256:") && id.len() == 71, "{out}");
+        let ins = s.inspect(&name);
+        assert_eq!(format!("sha256:{}", ins["Id"].as_str().unwrap()), id);
+        assert_eq!(ins["RootFS"]["Layers"], json!([Digest::of_bytes(&tar).to_string()]), "{ext}");
+        assert_eq!(ins["Layers"][0]["MediaType"], json!(mt), "{ext}");
+        assert_eq!(tree(&export(&s, &name)), want, "{ext}");
+    }
+    assert_eq!(s.images().len(), 4);
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+    // From standard input, without a name: a dangling image.
+    let o = s.run_with(&["import", "-"], &[], Some(&gzip(&tar)));
+    assert!(o.success(), "{}", o.describe());
+    assert_eq!(s.ok(&["images", "-q", "--filter", "dangling=true"]).lines().count(), 1);
+}
+
+// Guards: -c CMD/ENV and -m end up in the image config and history.
+#[test]
+fn import_with_changes_and_message() {
+    let s = Store::new();
+    let p = s.write("rootfs.tar", &rootfs_tar());
+    s.ok(&["import", arg(&p), "app:1", "-c", "CMD [\"/bin/sh\"]", "-c", "ENV A=b", "-m", "first import"]);
+    let ins = s.inspect("app:1");
+    assert_eq!(ins["Config"]["Cmd"], json!(["/bin/sh"]));
+    assert_eq!(ins["Config"]["Env"], json!(["A=b"]));
+    assert_eq!(ins["History"][0]["comment"], json!("first import"));
+    let h: Value = serde_json::from_str(&s.ok(&["history", "--format", "json", "app:1"])).unwrap();
+    assert_eq!(h[0]["Comment"], json!("first import"));
+}
+
+/// Asserts an import failed with one clear line and stored nothing.
+fn assert_import_refused(s: &Store, args: &[&str], wants: &[&str]) {
+    let o = s.run(args);
+    let line = o.one_error_line();
+    for w in wants {
+        assert!(line.contains(w), "the error does not say {w:?}\n{}", o.describe());
+    }
+    assert!(s.images().is_empty(), "an image was stored");
+    assert!(s.blob_files().is_empty(), "blobs were stored: {:?}", s.blob_files());
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+}
+
+// Guards: a bad --change instruction is refused and nothing is stored.
+#[test]
+fn import_bad_change_is_refused() {
+    let s = Store::new();
+    let p = s.write("rootfs.tar", &rootfs_tar());
+    assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "RUN echo hi"], &["RUN echo hi"]);
+    assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "CMD [1, 2]"], &["CMD [1, 2]"]);
+    assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "EXPOSE http"], &["EXPOSE http"]);
+}
+
+// Guards: a rootfs tarball with a `../x` entry is refused and nothing is stored.
+#[test]
+fn import_refuses_parent_entry() {
+    let s = Store::new();
+    let bad = TarBuilder::new().file("ok", "ok").file("../x", "escape").unsorted().build();
+    for (name, data) in [("bad.tar", bad.clone()), ("bad.tar.gz", gzip(&bad))] {
+        let p = s.write(name, &data);
+        assert_import_refused(&s, &["import", arg(&p), "bad:1"], &[arg(&p), "../x"]);
+    }
+    // A hard link leaving the root is refused too.
+    let bad = TarBuilder::new().file("ok", "ok").hardlink("link", "../../etc/shadow").build();
+    let p = s.write("badlink.tar", &bad);
+    assert_import_refused(&s, &["import", arg(&p), "bad:1"], &[arg(&p), "link"]);
+}
+
+// Guards: a file that is not a tar is refused by import and nothing is stored.
+#[test]
+fn import_refuses_non_tar() {
+    let s = Store::new();
+    let p = s.write("notes.txt", "just some text\n".repeat(100).as_bytes());
+    assert_import_refused(&s, &["import", arg(&p), "x:1"], &[arg(&p), "not a tar"]);
+    let p = s.write("notes.txt.gz", &gzip("just some text\n".repeat(100).as_bytes()));
+    assert_import_refused(&s, &["import", arg(&p), "x:1"], &[arg(&p), "not a tar"]);
+    let p = s.write("empty.tar", b"");
+    assert_import_refused(&s, &["import", arg(&p), "x:1"], &[arg(&p), "empty"]);
+}
+
+// ---- 8. fsck -----------------------------------------------------------------------
+
+// Guards: fsck passes a clean store and reports what it checked.
+#[test]
+fn fsck_clean_store_passes() {
+    let (s, _a, _b) = shared_pair();
+    let out = s.ok(&["fsck"]);
+    assert!(out.contains("checked 2 images, 7 blobs"), "{out}");
+    assert!(out.trim_end().ends_with("clean"), "{out}");
+    let v: Value = serde_json::from_str(&s.ok(&["fsck", "--format", "json"])).unwrap();
+    assert_eq!(v["Clean"], json!(true));
+    assert_eq!(v["Problems"], json!([]));
+}
+
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+// Guards: a corrupt blob is reported (exit 1); --repair removes the damaged image and blob, leaving a clean store.
+#[test]
+fn fsck_reports_and_repairs_corrupt_blob() {
+    let (s, a, b) = shared_pair();
+    let victim = a.layers[1].digest();
+    let p = s.blob_path(&victim);
+    let mut data = fs::read(&p).unwrap();
+    make_writable(&p);
+    let mid = data.len() / 2;
+    data[mid] ^= 0x20;
+    fs::write(&p, &data).unwrap();
+    let o = s.run(&["fsck"]);
+    assert_eq!(o.code(), Some(1), "{}", o.describe());
+    let out = o.out();
+    assert!(out.contains(&format!("problem: blob {victim} is corrupt")), "{}", o.describe());
+    assert!(out.contains(&a.id.to_string()), "the damaged image is named\n{}", o.describe());
+    assert!(o.stderr.starts_with("error:"), "{}", o.describe());
+    let o = s.run(&["fsck", "--repair"]);
+    assert!(o.success(), "{}", o.describe());
+    let out = o.out();
+    assert!(out.contains(&format!("removed damaged image {}", a.id)), "{out}");
+    assert!(out.contains(&format!("removed damaged blob {victim}")), "{out}");
+    s.assert_fsck_clean();
+    assert!(!p.exists());
+    assert_eq!(s.image_ids(), vec![b.hex().to_string()]);
+    assert_stored(&s, &b);
+    // The image can be loaded again.
+    s.load("a.tar", &Archive::docker(&[&a]).tar());
+    assert_stored(&s, &a);
+    s.assert_fsck_clean();
+}
+
+// Guards: an orphan file in blobs/sha256 is reported and --repair removes it.
+#[test]
+fn fsck_reports_and_repairs_orphan_file() {
+    let (s, a, b) = shared_pair();
+    let orphan_digest = Digest::of_bytes(b"orphan");
+    let orphans = [s.blob_path(&orphan_digest), s.blobs_dir().join("not-a-digest")];
+    for o in &orphans {
+        fs::write(o, b"orphan").unwrap();
+    }
+    let o = s.run(&["fsck"]);
+    assert_eq!(o.code(), Some(1), "{}", o.describe());
+    for name in [orphan_digest.hex(), "not-a-digest"] {
+        assert!(o.out().contains(&format!("orphan file blobs/sha256/{name}")), "{}", o.describe());
+    }
+    let o = s.run(&["fsck", "--repair"]);
+    assert!(o.success(), "{}", o.describe());
+    for p in &orphans {
+        assert!(!p.exists(), "{} not removed", p.display());
+    }
+    s.assert_fsck_clean();
+    assert_stored(&s, &a);
+    assert_stored(&s, &b);
+}
+
+// ---- 9. store format ---------------------------------------------------------------
+
+fn file_sha(p: &Path) -> String {
+    file_digest(p).to_string()
+}
+
+/// Damages the index with `sql`, then asserts img refuses the store with a
+/// message naming img.db and saying `wants` and "upgrade img", leaving it unmodified.
+fn assert_store_refused(sql: &str, wants: &str) {
+    let (s, _a, _b) = shared_pair();
+    s.db().execute_batch(sql).unwrap();
+    let db = s.root().join("img.db");
+    let before = file_sha(&db);
+    let blobs = s.blob_files();
+    let archive = s.write("c.tar", &Archive::docker(&[&two_layer_image(&["c:1"])]).tar());
+    for args in [
+        vec!["images"],
+        vec!["load", "-i", arg(&archive)],
+        vec!["rmi", "a:1"],
+        vec!["prune", "-f"],
+        vec!["fsck", "--repair"],
+    ] {
+        let o = s.run(&args);
+        let line = o.one_error_line();
+        assert!(line.contains(arg(&db)), "the error names img.db\n{}", o.describe());
+        assert!(line.contains(wants), "the error says {wants:?}\n{}", o.describe());
+        assert!(line.contains("upgrade img"), "{}", o.describe());
+        assert_eq!(file_sha(&db), before, "{args:?} modified img.db");
+        assert_eq!(s.blob_files(), blobs, "{args:?} changed blobs/");
+        for suffix in ["-wal", "-journal"] {
+            let side = s.root().join(format!("img.db{suffix}"));
+            assert!(!side.exists() || fs::metadata(&side).unwrap().len() == 0, "{args:?} left {}", side.display());
+        }
+    }
+}
+
+// Guards: an index with a newer schema (user_version) is refused, untouched.
+#[test]
+fn newer_schema_is_refused() {
+    assert_store_refused("PRAGMA user_version = 99", "schema version 99");
+}
+
+// Guards: an index with an unknown meta.format is refused, untouched.
+#[test]
+fn unknown_store_format_is_refused() {
+    assert_store_refused("UPDATE meta SET value = '2' WHERE key = 'format'", "store format 2");
+}
