@@ -7,7 +7,8 @@ use img::digest::Digest;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use support::*;
 
 // ---- shared fixtures -----------------------------------------------------------
@@ -1540,4 +1541,401 @@ fn newer_schema_is_refused() {
 #[test]
 fn unknown_store_format_is_refused() {
     assert_store_refused("UPDATE meta SET value = '2' WHERE key = 'format'", "store format 2");
+}
+
+// ---- 10. crash safety --------------------------------------------------------------
+
+fn assert_aborted(o: &Out) {
+    assert!(
+        o.code().is_none() && o.signal() == Some(6),
+        "expected the command to abort at the crash point\n{}",
+        o.describe()
+    );
+}
+
+/// Runs a load that aborts at `point`, then checks the store and re-runs it.
+fn crash_load(point: &str) {
+    let s = store_with_base();
+    let base_ids = s.image_ids();
+    let app = two_layer_image(&["app:1"]);
+    let other = three_layer_image(&["other:1"]);
+    let p = s.write("two.tar", &Archive::oci(&[&app, &other]).tar());
+    let o = s.run_with(&["load", "-i", arg(&p)], &[("IMG_CRASHPOINT", point)], None);
+    assert_aborted(&o);
+    assert_eq!(s.image_ids(), base_ids, "a partial image is visible");
+    s.assert_fsck_clean();
+    s.assert_ingest_empty();
+    let out = s.ok(&["load", "-i", arg(&p)]);
+    assert_eq!(out, format!("{}{}", loaded_lines(&app), loaded_lines(&other)));
+    assert_stored(&s, &app);
+    assert_stored(&s, &other);
+    s.assert_fsck_clean();
+}
+
+// Guards: a load aborted at after_blob_rename_before_index leaves no partial image, a clean store, and can be re-run.
+#[test]
+fn crash_after_blob_rename_before_index() {
+    crash_load("after_blob_rename_before_index");
+}
+
+// Guards: a load aborted at before_index_commit leaves no partial image, a clean store, and can be re-run.
+#[test]
+fn crash_before_index_commit() {
+    crash_load("before_index_commit");
+}
+
+// Guards: a prune aborted at after_index_delete_before_unlink leaves a store fsck accepts, and can be re-run.
+#[test]
+fn crash_before_unlink_in_prune_leaves_fsck_clean() {
+    let (s, a, b) = shared_pair();
+    let dangling = ImageSpec::new(&[]).layer(a.layers[0].clone()).layer(Layer::simple("dangling", Comp::Gzip)).build();
+    s.load("d.tar", &Archive::docker(&[&dangling]).tar());
+    let o = s.run_with(&["prune", "-f"], &[("IMG_CRASHPOINT", "after_index_delete_before_unlink")], None);
+    assert_aborted(&o);
+    assert_eq!(s.image_ids(), sorted(vec![a.hex().into(), b.hex().into()]));
+    assert_stored(&s, &a);
+    assert_stored(&s, &b);
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+    let out = s.ok(&["prune", "-f"]);
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert!(!s.has_blob(&dangling.id));
+    assert!(!s.has_blob(&dangling.layers[1].digest()));
+    s.assert_fsck_clean();
+}
+
+// Guards: an rmi aborted at after_index_delete_before_unlink keeps other images intact and leaves a store fsck accepts.
+#[test]
+fn crash_before_unlink_in_rmi_leaves_fsck_clean() {
+    let (s, a, b) = shared_pair();
+    let o = s.run_with(&["rmi", "a:1"], &[("IMG_CRASHPOINT", "after_index_delete_before_unlink")], None);
+    assert_aborted(&o);
+    assert_eq!(s.image_ids(), vec![b.hex().to_string()]);
+    assert_stored(&s, &b);
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+    // The name is gone for good; removing it again is the documented error.
+    let o = s.fail(&["rmi", "a:1"]);
+    assert!(o.stderr.contains("image not known"), "{}", o.describe());
+    // Loading it again works over whatever files the crash left.
+    s.load("a.tar", &Archive::docker(&[&a]).tar());
+    assert_stored(&s, &a);
+    s.assert_fsck_clean();
+}
+
+// Guards: SIGKILL at seeded random moments of a ~20 MiB load leaves no partial image, no dirt, and a re-runnable load.
+#[test]
+fn sigkill_during_load() {
+    let fixtures = TempDir::new("kill");
+    let mut rng = Rng::new(0x5eed_2024);
+    let big = rng.bytes(20 << 20);
+    let img = ImageSpec::new(&["big:1"])
+        .layer(Layer::new(TarBuilder::new().file("big", &big).build(), Comp::None))
+        .layer(Layer::simple("small", Comp::Gzip))
+        .build();
+    drop(big);
+    let p = fixtures.join("big.tar");
+    fs::write(&p, Archive::docker(&[&img]).tar()).unwrap();
+    // How long a whole load takes here.
+    let dur = {
+        let s = Store::new();
+        let t = Instant::now();
+        s.ok(&["load", "-i", arg(&p)]);
+        t.elapsed()
+    };
+    let mut outcomes = Vec::new();
+    for trial in 0..20 {
+        let s = Store::new();
+        let delay = dur.mul_f64(rng.below(1100) as f64 / 1000.0);
+        let mut child = s.command(&["load", "-i", arg(&p)]).spawn().expect("starting img");
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        outcomes.push(o.status.success());
+        let ids = s.image_ids();
+        assert!(
+            ids.is_empty() || ids == vec![img.hex().to_string()],
+            "trial {trial} (kill after {delay:?}): unexpected images {ids:?}"
+        );
+        if !ids.is_empty() {
+            assert_stored(&s, &img);
+        }
+        s.assert_ingest_empty();
+        s.assert_fsck_clean();
+        let out = s.ok(&["load", "-i", arg(&p)]);
+        assert_eq!(out, "Loaded image: docker.io/library/big:1\n");
+        assert_stored(&s, &img);
+    }
+    assert!(outcomes.iter().any(|ok| !ok), "no trial killed a load in progress (load takes {dur:?})");
+}
+
+// ---- 11. concurrency ---------------------------------------------------------------
+
+fn lock_trouble(stderr: &str) -> bool {
+    let e = stderr.to_lowercase();
+    e.contains("database is locked") || e.contains("busy")
+}
+
+// Guards: 8 processes mixing commands for ~10 s in one store: no lock errors, only semantic failures, a consistent store.
+#[test]
+fn concurrent_commands_keep_the_store_consistent() {
+    let s = Store::new();
+    let base = Layer::simple("shared-base", Comp::Gzip);
+    let images: Vec<Image> = (0..4)
+        .map(|i| {
+            ImageSpec::new(&[&format!("c{i}:1")])
+                .label("n", &i.to_string())
+                .layer(base.clone())
+                .layer(Layer::simple(&format!("c{i}"), Comp::None))
+                .build()
+        })
+        .collect();
+    let mut paths: Vec<PathBuf> = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| s.write(&format!("c{i}.tar"), &Archive::docker(&[img]).tar()))
+        .collect();
+    paths.push(s.write("c01.tar", &Archive::oci(&[&images[0], &images[1]]).tar()));
+    s.ok(&["load", "-i", arg(&paths[0])]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let results: Vec<Out> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|w| {
+                let s = &s;
+                let paths = &paths;
+                sc.spawn(move || {
+                    let mut rng = Rng::new(w * 7919 + 1);
+                    let mut outs = Vec::new();
+                    while Instant::now() < deadline {
+                        let i = rng.below(4);
+                        let name = format!("c{i}:1");
+                        let alias = format!("t{}:1", rng.below(3));
+                        let save = s.work().join(format!("save-{w}.tar"));
+                        let path = arg(&paths[rng.below(paths.len() as u64) as usize]);
+                        let args: Vec<&str> = match (w, rng.below(3)) {
+                            (0 | 1, _) => vec!["load", "-q", "-i", path],
+                            (2, 0) => vec!["tag", &name, &alias],
+                            (2, _) => vec!["tag", &name, &name, "c9:1"],
+                            (3, 0) => vec!["rmi", &alias],
+                            (3, _) => vec!["rmi", &name],
+                            (4, 0) => vec!["images"],
+                            (4, 1) => vec!["images", "--format", "json"],
+                            (4, _) => vec!["images", "-q", "--filter", "dangling=false"],
+                            (5, 0) => vec!["history", &name],
+                            (5, _) => vec!["inspect", &name, &alias],
+                            (6, 0) => vec!["save", "-o", arg(&save), &name],
+                            (6, _) => vec!["rmi", "-f", &name, "c9:1"],
+                            _ => vec!["prune", "-f"],
+                        };
+                        let o = s.run(&args);
+                        outs.push(o);
+                        if w == 7 {
+                            std::thread::sleep(Duration::from_millis(300));
+                        }
+                    }
+                    outs
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut bad = Vec::new();
+    let mut ok_by_cmd: std::collections::BTreeMap<String, usize> = Default::default();
+    for o in &results {
+        let cmd = o.cmd.split(' ').next().unwrap().to_string();
+        if lock_trouble(&o.stderr) {
+            bad.push(o.describe());
+            continue;
+        }
+        if o.success() {
+            *ok_by_cmd.entry(cmd.clone()).or_default() += 1;
+            if o.cmd.contains("--format json") {
+                if let Err(e) = serde_json::from_slice::<Value>(&o.stdout) {
+                    bad.push(format!("invalid JSON ({e})\n{}", o.describe()));
+                }
+            }
+        } else {
+            let errors: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            let semantic =
+                o.code().is_some() && !errors.is_empty() && errors.iter().all(|l| l.contains("image not known"));
+            if !semantic {
+                bad.push(o.describe());
+            }
+        }
+    }
+    // Distinct error lines, with counts, then the first few failures in full.
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in &bad {
+        let line = b.lines().find(|l| l.starts_with("error:")).unwrap_or("(no error line)");
+        *kinds.entry(line.to_string()).or_default() += 1;
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} commands failed badly:\n{}\nfirst ones:\n{}",
+        bad.len(),
+        results.len(),
+        kinds.iter().map(|(k, n)| format!("{n:5} {k}")).collect::<Vec<_>>().join("\n"),
+        bad.iter().take(5).cloned().collect::<Vec<_>>().join("\n\n")
+    );
+    for c in ["load", "tag", "rmi", "images", "inspect", "prune"] {
+        assert!(ok_by_cmd.get(c).copied().unwrap_or(0) > 0, "no `{c}` succeeded: {ok_by_cmd:?}");
+    }
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+    let db = s.db();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM tags WHERE image_id NOT IN (SELECT id FROM images)"),
+        0,
+        "tags point at missing images"
+    );
+    assert_eq!(count("SELECT count(*) FROM pragma_foreign_key_check"), 0);
+    drop(db);
+    for t in s.tags() {
+        s.inspect(&t);
+    }
+    s.ok(&["prune", "-f"]);
+    let db = s.db();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM blobs WHERE digest NOT IN (SELECT digest FROM image_blobs)"),
+        0,
+        "unreferenced blobs survived prune"
+    );
+    let rows: BTreeSet<String> = db
+        .prepare("SELECT digest FROM blobs")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    drop(db);
+    let files: BTreeSet<String> = s.blob_digests().into_iter().collect();
+    assert_eq!(rows, files, "blob files and index rows differ");
+    s.assert_fsck_clean();
+}
+
+/// Runs the commands `racer(thread, iteration)` gives in `n` threads and the
+/// `other` commands in one thread until `secs` pass or a racer fails in a way
+/// `acceptable` does not accept; returns such failures.
+fn race(
+    s: &Store,
+    n: usize,
+    secs: u64,
+    racer: impl Fn(usize, usize) -> Vec<String> + Sync,
+    other: &[&[&str]],
+    acceptable: impl Fn(&Out) -> bool + Sync,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let bad = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for t in 0..n {
+            let (stop, bad, acceptable, racer) = (&stop, &bad, &acceptable, &racer);
+            sc.spawn(move || {
+                let mut k = 0;
+                while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let args = racer(t, k);
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let o = s.run(&args);
+                    k += 1;
+                    if !o.success() && !acceptable(&o) {
+                        bad.lock().unwrap().push(o.describe());
+                        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        sc.spawn(|| {
+            while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for args in other {
+                    s.run(args);
+                }
+            }
+        });
+    });
+    bad.into_inner().unwrap()
+}
+
+/// Sixteen small images, and their docker-archive.
+fn sixteen(s: &Store) -> (Vec<Image>, PathBuf) {
+    let images: Vec<Image> = (0..16)
+        .map(|i| ImageSpec::new(&[&format!("n{i}:1")]).layer(Layer::simple(&format!("n{i}"), Comp::None)).build())
+        .collect();
+    let refs: Vec<&Image> = images.iter().collect();
+    let docker = s.write("sixteen-docker.tar", &Archive::docker(&refs).tar());
+    (images, docker)
+}
+
+/// The images as an OCI archive whose manifests carry a `variant`
+/// annotation, so that each variant has manifest digests of its own.
+fn oci_variant(images: &[Image], variant: &str) -> Vec<u8> {
+    let refs: Vec<&Image> = images.iter().collect();
+    let mut a = Archive::oci(&refs);
+    for n in 0..refs.len() {
+        a.edit_oci_manifest(n, |m| m["annotations"] = json!({"variant": variant}));
+    }
+    a.tar()
+}
+
+// Guards: `img load` of images an `img rmi` is removing at the same time succeeds (no index FOREIGN KEY error).
+#[test]
+fn load_racing_rmi_never_fails() {
+    let s = Store::new();
+    let (images, docker) = sixteen(&s);
+    s.ok(&["load", "-i", arg(&docker)]);
+    let mut rmi: Vec<&str> = vec!["rmi", "-f"];
+    rmi.extend(images.iter().map(|i| i.tags[0].as_str()));
+    // Each load brings the same images with manifests the store has never seen.
+    let load = |t: usize, k: usize| {
+        let p = s.write(&format!("oci-{t}-{k}.tar"), &oci_variant(&images, &format!("{t}-{k}")));
+        vec!["load".to_string(), "-i".into(), arg(&p).into()]
+    };
+    let bad = race(&s, 3, 5, load, &[&["load", "-i", arg(&docker)], &rmi], |_| false);
+    assert!(bad.is_empty(), "a load racing rmi failed:\n{}", bad.join("\n"));
+    s.assert_fsck_clean();
+}
+
+// Guards: `img tag` racing an `img rmi` of its source fails only with "image not known".
+#[test]
+fn tag_racing_rmi_reports_image_not_known() {
+    let s = Store::new();
+    let (images, docker) = sixteen(&s);
+    s.ok(&["load", "-i", arg(&docker)]);
+    let id = images[0].id.to_string();
+    let targets: Vec<String> = (0..16).map(|i| format!("alias{i}:1")).collect();
+    let mut tag: Vec<&str> = vec!["tag", "n0:1"];
+    tag.extend(targets.iter().map(String::as_str));
+    let tag: Vec<String> = tag.iter().map(|a| a.to_string()).collect();
+    let bad = race(
+        &s,
+        2,
+        4,
+        |_, _| tag.clone(),
+        &[&["load", "-i", arg(&docker)], &["rmi", "-f", &id]],
+        |o| o.code() == Some(1) && o.stderr.starts_with("error:") && o.stderr.contains("image not known"),
+    );
+    assert!(bad.is_empty(), "a tag racing rmi failed unclearly:\n{}", bad.join("\n"));
+    s.assert_fsck_clean();
+}
+
+// Guards: 8 processes using a brand-new store at once all succeed without lock errors.
+#[test]
+fn concurrent_first_use_of_a_new_store() {
+    let s = Store::new();
+    let img = two_layer_image(&["app:1"]);
+    let p = s.write("app.tar", &Archive::docker(&[&img]).tar());
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let args: &[&str] = if i % 2 == 0 { &["images"] } else { &["load", "-i", arg(&p)] };
+            (args.join(" "), s.command(args).spawn().unwrap())
+        })
+        .collect();
+    for (cmd, c) in children {
+        let o = c.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && !lock_trouble(&stderr), "img {cmd}: {:?}\n{stderr}", o.status);
+    }
+    assert_stored(&s, &img);
+    s.assert_fsck_clean();
 }
