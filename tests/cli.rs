@@ -1939,3 +1939,260 @@ fn concurrent_first_use_of_a_new_store() {
     assert_stored(&s, &img);
     s.assert_fsck_clean();
 }
+
+// ---- 12. embedded images -----------------------------------------------------------
+
+const SQUASHFS: &str = "application/squashfs.image.rootfs.diff.img";
+const BIND_DIR: &str = "application/bind.image.rootfs.diff.dir";
+
+/// An embedded image directory: `app.manifest`, `app.sgn` and `n` layer files.
+struct Embedded {
+    dir: PathBuf,
+    manifest: Value,
+    layer_files: Vec<PathBuf>,
+}
+
+impl Embedded {
+    fn new(s: &Store, n: usize) -> Embedded {
+        let dir = s.work().join("embedded");
+        fs::create_dir_all(dir.join("layers")).unwrap();
+        let mut rng = Rng::new(42);
+        let mut layers = vec![json!({
+            "mediaType": BIND_DIR, "pathInHost": "/", "pathInContainer": "",
+            "digest": "", "size": 0,
+        })];
+        let mut files = Vec::new();
+        for i in 1..=n {
+            let rel = format!("layers/l{i}.sqfs");
+            let data = rng.bytes(1000 + 100 * i);
+            fs::write(dir.join(&rel), &data).unwrap();
+            // Every other layer names its digest.
+            let digest = if i % 2 == 1 { Digest::of_bytes(&data).to_string() } else { String::new() };
+            layers.push(json!({
+                "mediaType": SQUASHFS, "pathInHost": rel,
+                "pathInContainer": if i == 1 { "/".to_string() } else { format!("/opt/l{i}") },
+                "digest": digest, "size": data.len(),
+            }));
+            files.push(dir.join(rel));
+        }
+        let manifest = json!({
+            "schemaVersion": 1,
+            "mediaType": "application/embedded.manifest+json",
+            "imageName": "app:1",
+            "created": "2024-01-02T03:04:05+08:00",
+            "config": {"Env": ["A=1", "PATH=/bin"], "Entrypoint": ["/bin/app", "-v"], "WorkingDir": "/work"},
+            "layers": layers,
+        });
+        Embedded { dir, manifest, layer_files: files }
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.dir.join("app.manifest")
+    }
+
+    /// Writes the manifest and its matching `.sgn`.
+    fn write(&self) -> PathBuf {
+        let bytes = serde_json::to_vec_pretty(&self.manifest).unwrap();
+        fs::write(self.manifest_path(), &bytes).unwrap();
+        fs::write(self.dir.join("app.sgn"), format!("{}\n", Digest::of_bytes(&bytes))).unwrap();
+        self.manifest_path()
+    }
+
+    fn layers_size(&self) -> u64 {
+        self.layer_files.iter().map(|f| fs::metadata(f).unwrap().len()).sum()
+    }
+
+    fn layer_contents(&self) -> Vec<Vec<u8>> {
+        self.layer_files.iter().map(|f| fs::read(f).unwrap()).collect()
+    }
+}
+
+// Guards: an embedded image loads (twice), lists its layer files' size, shows its config; rmi leaves the files alone.
+#[test]
+fn embedded_image_load_inspect_rmi() {
+    let s = Store::new();
+    let e = Embedded::new(&s, 3);
+    let m = e.write();
+    let contents = e.layer_contents();
+    let out = s.ok(&["load", "--type", "embedded", "-i", arg(&m)]);
+    assert_eq!(out, "Loaded image: docker.io/library/app:1\n");
+    let images = s.images();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0]["RepoTags"], json!(["docker.io/library/app:1"]));
+    assert_eq!(images[0]["Size"], json!(e.layers_size()));
+    assert_eq!(images[0]["Created"], json!(1_704_135_845));
+    let ins = s.inspect("app:1");
+    assert_eq!(ins["Config"]["Env"], json!(["A=1", "PATH=/bin"]));
+    assert_eq!(ins["Config"]["Entrypoint"], json!(["/bin/app", "-v"]));
+    assert_eq!(ins["Config"]["WorkingDir"], json!("/work"));
+    s.assert_fsck_clean();
+    let again = s.ok(&["load", "--type", "embedded", "-i", arg(&m)]);
+    assert_eq!(again, out);
+    assert_eq!(s.images().len(), 1);
+    s.assert_fsck_clean();
+    let rm = s.ok(&["rmi", "app:1"]);
+    assert!(rm.contains("Untagged: docker.io/library/app:1"), "{rm}");
+    assert!(s.images().is_empty());
+    assert!(s.blob_files().is_empty(), "{:?}", s.blob_files());
+    assert_eq!(e.layer_contents(), contents, "layer files changed");
+    assert!(m.exists() && e.dir.join("app.sgn").exists());
+    s.assert_fsck_clean();
+}
+
+// Guards: --copy stores the layer files as blobs; rmi removes the blobs, not the files.
+#[test]
+fn embedded_copy_stores_layers_as_blobs() {
+    let s = Store::new();
+    let e = Embedded::new(&s, 2);
+    let m = e.write();
+    let contents = e.layer_contents();
+    s.ok(&["load", "--type", "embedded", "--copy", "-i", arg(&m)]);
+    for c in &contents {
+        assert!(s.has_blob(&Digest::of_bytes(c)), "layer not copied into blobs/");
+    }
+    let ins = s.inspect("app:1");
+    let digests: Vec<String> =
+        ins["Layers"].as_array().unwrap().iter().map(|l| l["Digest"].as_str().unwrap().to_string()).collect();
+    assert_eq!(digests, contents.iter().map(|c| Digest::of_bytes(c).to_string()).collect::<Vec<_>>());
+    s.assert_fsck_clean();
+    s.ok(&["rmi", "app:1"]);
+    assert!(s.blob_files().is_empty(), "{:?}", s.blob_files());
+    assert_eq!(e.layer_contents(), contents);
+    s.assert_fsck_clean();
+}
+
+/// Builds a 2-layer embedded image, lets `setup` break it (after the manifest
+/// and .sgn are written), and expects a refusal naming the manifest and
+/// saying `wants`, with nothing stored.
+fn embedded_refused(n: usize, edit: impl FnOnce(&Path, &mut Value), after: impl FnOnce(&Path), wants: &[&str]) {
+    let s = Store::new();
+    let mut e = Embedded::new(&s, n);
+    edit(&e.dir, &mut e.manifest);
+    let m = e.write();
+    after(&e.dir);
+    let o = s.run(&["load", "--type", "embedded", "-i", arg(&m)]);
+    let line = o.one_error_line();
+    assert!(line.contains(arg(&m)), "the error names the manifest\n{}", o.describe());
+    for w in wants {
+        assert!(line.contains(w), "the error does not say {w:?}\n{}", o.describe());
+    }
+    assert!(o.stdout.is_empty(), "{}", o.describe());
+    assert!(s.images().is_empty(), "an image was stored");
+    assert!(s.blob_files().is_empty(), "{:?}", s.blob_files());
+    s.assert_ingest_empty();
+    s.assert_fsck_clean();
+}
+
+fn no_edit(_: &Path, _: &mut Value) {}
+fn no_after(_: &Path) {}
+
+// Guards: an embedded manifest without its .sgn is refused.
+#[test]
+fn embedded_missing_sgn_is_refused() {
+    embedded_refused(2, no_edit, |d| fs::remove_file(d.join("app.sgn")).unwrap(), &["app.sgn"]);
+}
+
+// Guards: an embedded manifest whose .sgn does not match is refused.
+#[test]
+fn embedded_wrong_sgn_is_refused() {
+    embedded_refused(
+        2,
+        no_edit,
+        |d| fs::write(d.join("app.sgn"), format!("{}\n", Digest::of_bytes(b"other"))).unwrap(),
+        &["signature"],
+    );
+}
+
+// Guards: schemaVersion 2 is refused.
+#[test]
+fn embedded_schema_version_2_is_refused() {
+    embedded_refused(2, |_, m| m["schemaVersion"] = json!(2), no_after, &["schema version"]);
+}
+
+// Guards: a wrong mediaType is refused.
+#[test]
+fn embedded_wrong_media_type_is_refused() {
+    embedded_refused(
+        2,
+        |_, m| m["mediaType"] = json!("application/vnd.oci.image.manifest.v1+json"),
+        no_after,
+        &["media type"],
+    );
+}
+
+// Guards: an image name without a tag is refused.
+#[test]
+fn embedded_name_without_tag_is_refused() {
+    embedded_refused(2, |_, m| m["imageName"] = json!("app"), no_after, &["tag"]);
+}
+
+// Guards: a created time without a zone is refused.
+#[test]
+fn embedded_bad_created_is_refused() {
+    embedded_refused(2, |_, m| m["created"] = json!("2024-01-02T03:04:05"), no_after, &["created"]);
+}
+
+// Guards: an absolute pathInHost for layer 1 is refused.
+#[test]
+fn embedded_absolute_layer_path_is_refused() {
+    embedded_refused(
+        2,
+        |d, m| m["layers"][1]["pathInHost"] = json!(arg(&d.join("layers/l1.sqfs")).to_string()),
+        no_after,
+        &["layer 1", "relative"],
+    );
+}
+
+// Guards: a layer path through a symlink leading outside the directory is refused.
+#[test]
+fn embedded_symlink_outside_is_refused() {
+    embedded_refused(
+        2,
+        |d, m| {
+            let outside = d.parent().unwrap().join("outside.sqfs");
+            fs::write(&outside, b"outside the image directory").unwrap();
+            std::os::unix::fs::symlink(&outside, d.join("layers/evil")).unwrap();
+            m["layers"][2]["pathInHost"] = json!("layers/evil");
+        },
+        no_after,
+        &["layer 2", "outside"],
+    );
+    // A `..` path too.
+    embedded_refused(
+        2,
+        |d, m| {
+            let outside = d.parent().unwrap().join("outside2.sqfs");
+            fs::write(&outside, b"outside").unwrap();
+            m["layers"][1]["pathInHost"] = json!("../outside2.sqfs");
+        },
+        no_after,
+        &["layer 1", "outside"],
+    );
+}
+
+// Guards: a layer whose content does not match its digest is refused.
+#[test]
+fn embedded_wrong_layer_digest_is_refused() {
+    embedded_refused(
+        2,
+        |_, m| m["layers"][1]["digest"] = json!(Digest::of_bytes(b"other").to_string()),
+        no_after,
+        &["layer 1", "digest"],
+    );
+}
+
+// Guards: more than 125 layers (126 with layer 0) is refused.
+#[test]
+fn embedded_126_layers_is_refused() {
+    embedded_refused(125, no_edit, no_after, &["126 layers"]);
+}
+
+// Guards: 125 layers (the most allowed) still load.
+#[test]
+fn embedded_125_layers_load() {
+    let s = Store::new();
+    let e = Embedded::new(&s, 124);
+    let m = e.write();
+    s.ok(&["load", "--type", "embedded", "-i", arg(&m)]);
+    assert_eq!(s.images()[0]["Size"], json!(e.layers_size()));
+}
