@@ -85,7 +85,7 @@ else
 fi
 
 # Leave the machine as it was: no podman or registry left running.
-pgrep -a -x 'podman|conmon|registry|docker-registry' && echo "warning: processes above still running"
+pgrep -a 'podman|conmon|registry' && echo "warning: processes above still running"
 
 # Totals over the cargo test runs and the interop suite.
 passed=0 failed=0
