@@ -97,15 +97,20 @@ fn ancestors(p: &str) -> impl Iterator<Item = &str> {
 
 /// Writes the merged root filesystem of `layers` (bottom first) as one tar.
 ///
-/// Two passes: top-down to decide which layer's entry wins for each path
-/// (whiteouts and opaque directories of a layer hide only lower layers),
-/// then bottom-up to write the winners, so parents and hard-link targets
-/// come before what needs them.
+/// Top-down, pass 1 decides which layer's entry wins for each path:
+/// whiteouts, opaque directories and non-directories of a layer hide what
+/// lower layers have at and under that path. Bottom-up, pass 2 writes the
+/// winners, so parents and hard-link targets come before what needs them.
+/// A hard link whose target was later replaced or deleted keeps the content
+/// it linked to: that version is written under the link's name (found by an
+/// extra pass only when such links exist).
 pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str) -> Result<W> {
     // path -> (layer index, is directory)
     let mut winner: HashMap<String, (usize, bool)> = HashMap::new();
     let mut deleted: HashSet<String> = HashSet::new();
     let mut opaque: HashSet<String> = HashSet::new();
+    // Winning hard links: (target, layer, link name).
+    let mut links: Vec<(String, usize, String)> = Vec::new();
     for (i, d) in layers.iter().enumerate().rev() {
         let mut new_deleted = HashSet::new();
         let mut new_opaque = HashSet::new();
@@ -116,9 +121,7 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let entry_err =
                 |msg: &str| LayerError::Entry { layer: d.to_string(), name: raw.clone(), msg: msg.to_string() };
-            let Some(path) = clean_entry_path(&raw).map_err(entry_err)? else {
-                continue;
-            };
+            let Some(path) = clean_entry_path(&raw).map_err(entry_err)? else { continue };
             match classify(&path).map_err(entry_err)? {
                 EntryKind::Whiteout(t) => {
                     new_deleted.insert(t);
@@ -130,6 +133,12 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 }
                 EntryKind::Normal => {}
             }
+            let kind = e.header().entry_type();
+            if !kind.is_dir() {
+                // A file, link or device here replaces whatever lower layers
+                // had at this path, directories with their contents included.
+                new_deleted.insert(path.clone());
+            }
             let hidden = deleted.contains(&path)
                 || opaque.contains("")
                 || ancestors(&path).any(|a| {
@@ -138,11 +147,51 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             if hidden || winner.contains_key(&path) {
                 continue;
             }
-            winner.insert(path, (i, e.header().entry_type().is_dir()));
+            if kind.is_hard_link() {
+                let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                match clean_entry_path(&link) {
+                    Ok(Some(t)) => links.push((t, i, path.clone())),
+                    _ => return Err(entry_err("a hard link that leaves the root filesystem; refusing the layer")),
+                }
+            }
+            winner.insert(path, (i, kind.is_dir()));
         }
         deleted.extend(new_deleted);
         opaque.extend(new_opaque);
     }
+    // Hard links whose target is not the final version at or below their layer.
+    let unsatisfied: Vec<&(String, usize, String)> = links
+        .iter()
+        .filter(|(t, i, _)| match winner.get(t) {
+            Some((j, false)) => j > i,
+            _ => true,
+        })
+        .collect();
+    // (layer, target path) -> link names that must carry that version.
+    let mut materialize: HashMap<(usize, String), Vec<String>> = HashMap::new();
+    if !unsatisfied.is_empty() {
+        let wanted: HashSet<&str> = unsatisfied.iter().map(|(t, _, _)| t.as_str()).collect();
+        let mut versions: HashMap<String, Vec<usize>> = HashMap::new();
+        for (j, d) in layers.iter().enumerate() {
+            let mut ar = tar::Archive::new(open_layer(store, d)?);
+            let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
+            for e in entries {
+                let e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
+                let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+                if let Ok(Some(p)) = clean_entry_path(&raw) {
+                    if wanted.contains(p.as_str()) && e.header().entry_type().is_file() {
+                        versions.entry(p).or_default().push(j);
+                    }
+                }
+            }
+        }
+        for (t, i, name) in unsatisfied {
+            if let Some(j) = versions.get(t).and_then(|v| v.iter().copied().filter(|j| j <= i).max()) {
+                materialize.entry((j, t.clone())).or_default().push(name.clone());
+            }
+        }
+    }
+    let materialized: HashSet<String> = materialize.values().flatten().cloned().collect();
     let mut b = tar::Builder::new(out);
     let werr = |e: io::Error| LayerError::Write { target: target.to_string(), source: e };
     for (i, d) in layers.iter().enumerate() {
@@ -151,10 +200,14 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
         for e in entries {
             let mut e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let Ok(Some(path)) = clean_entry_path(&raw) else {
+            let Ok(Some(path)) = clean_entry_path(&raw) else { continue };
+            let is_winner = winner.get(&path).map(|(l, _)| *l) == Some(i);
+            let carried = if e.header().entry_type().is_file() { materialize.get(&(i, path.clone())) } else { None };
+            if !is_winner && carried.is_none() {
                 continue;
-            };
-            if winner.get(&path).map(|(l, _)| *l) != Some(i) {
+            }
+            if is_winner && materialized.contains(&path) {
+                // Already written with the content it links to.
                 continue;
             }
             // Keep PAX records that carry metadata (xattrs such as
@@ -163,17 +216,32 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             if let Ok(Some(exts)) = e.pax_extensions() {
                 for ext in exts.flatten() {
                     if let Ok(k) = ext.key() {
-                        if k.starts_with("SCHILY.xattr.") || k == "linkpath" || k.ends_with("time") {
+                        if k.starts_with("SCHILY.xattr.") || k.ends_with("time") {
                             pax.push((k.to_string(), ext.value_bytes().to_vec()));
                         }
                     }
                 }
             }
+            let mut h = e.header().clone();
+            let kind = h.entry_type();
+            if let Some(names) = carried {
+                // This version of a later-replaced file lives on under the
+                // names of the hard links made to it.
+                if !pax.is_empty() {
+                    b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(werr)?;
+                }
+                b.append_data(&mut h, &names[0], &mut e).map_err(werr)?;
+                for other in &names[1..] {
+                    let mut lh = e.header().clone();
+                    lh.set_entry_type(tar::EntryType::Link);
+                    lh.set_size(0);
+                    b.append_link(&mut lh, other, &names[0]).map_err(werr)?;
+                }
+                continue;
+            }
             if !pax.is_empty() {
                 b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(werr)?;
             }
-            let mut h = e.header().clone();
-            let kind = h.entry_type();
             let name = if kind.is_dir() { format!("{path}/") } else { path.clone() };
             if kind.is_hard_link() || kind.is_symlink() {
                 let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();

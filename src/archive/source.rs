@@ -303,7 +303,9 @@ fn is_read_side(e: &io::Error) -> bool {
 }
 
 fn read_err_msg(c: Compression, e: &io::Error) -> String {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
+    // The tar crate reports a short entry as "unexpected EOF during skip"
+    // or similar with another kind.
+    if e.kind() == io::ErrorKind::UnexpectedEof || e.to_string().contains("unexpected EOF") {
         return "unexpected end of file: the archive is truncated".into();
     }
     match c {

@@ -225,6 +225,25 @@ pub fn parse_document(what: &str, bytes: &[u8], declared: Option<&str>) -> Resul
     if has("fsLayers") || has("history") && !has("config") {
         return Err(ImageError::Schema1 { what: what.to_string() });
     }
+    // Digests are checked here, before the typed parse, so that a bad one
+    // is named in the error (and never reaches a path or a URL).
+    let check_digest = |what_d: String, d: &serde_json::Value| -> Result<()> {
+        let s = d.as_str().unwrap_or("");
+        Digest::parse(s).map(|_| ()).map_err(|source| ImageError::Digest { what: what_d, source })
+    };
+    for key in ["manifests", "layers"] {
+        if let Some(list) = obj.get(key).and_then(|l| l.as_array()) {
+            for (i, d) in list.iter().enumerate() {
+                check_digest(
+                    format!("{what} {} {i}", key.trim_end_matches('s')),
+                    d.get("digest").unwrap_or(&serde_json::Value::Null),
+                )?;
+            }
+        }
+    }
+    if let Some(c) = obj.get("config") {
+        check_digest(format!("{what} config"), c.get("digest").unwrap_or(&serde_json::Value::Null))?;
+    }
     let actual_kind = if is_index { "index" } else { "manifest" };
     for claimed in [inner_mt.as_deref(), declared].into_iter().flatten() {
         let claimed_kind = match claimed {

@@ -75,4 +75,12 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX images_by_created ON images(created DESC, added_at DESC, id);
     "#,
+    // 3: blobs whose rows are deleted and whose files are about to be; a
+    // process killed in between leaves them here for the next one to unlink.
+    r#"
+    CREATE TABLE doomed_blobs (
+        digest   TEXT PRIMARY KEY CHECK (digest GLOB 'sha256:*' AND length(digest) = 71),
+        added_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

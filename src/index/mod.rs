@@ -38,6 +38,8 @@ pub enum IndexError {
     Busy { secs: u64 },
     #[error("image index: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("image {0} is not known (it was removed)")]
+    ImageGone(Digest),
     #[error("image index holds an invalid digest {0:?}; run img fsck")]
     BadDigest(String),
 }
@@ -305,12 +307,35 @@ impl Index {
                 "DELETE FROM blobs WHERE digest = ?1
                  AND NOT EXISTS (SELECT 1 FROM image_blobs WHERE digest = ?1)",
             )?;
+            let mut doom = tx.prepare_cached("INSERT OR IGNORE INTO doomed_blobs(digest, added_at) VALUES (?1, ?2)")?;
             for d in candidates {
                 if st.execute(params![d.as_str()])? > 0 {
+                    doom.execute(params![d.as_str(), now()])?;
                     out.push(d.clone());
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// Blobs whose rows were deleted but whose files may still exist.
+    pub fn doomed(&self) -> Result<Vec<Digest>> {
+        let mut st = self.conn.prepare_cached("SELECT digest FROM doomed_blobs")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest_col(r?)).collect()
+    }
+
+    /// Forgets doomed blobs once their files are gone.
+    pub fn clear_doomed(&mut self, digests: &[Digest]) -> Result<()> {
+        if digests.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut st = tx.prepare_cached("DELETE FROM doomed_blobs WHERE digest = ?1")?;
+            for d in digests {
+                st.execute(params![d.as_str()])?;
+            }
+            Ok(())
         })
     }
 
@@ -446,9 +471,24 @@ impl Index {
         self.write(|tx| {
             let exists = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![image_id.as_str()])?;
             if !exists {
-                return Err(IndexError::Sql(rusqlite::Error::QueryReturnedNoRows));
+                return Err(IndexError::ImageGone(image_id.clone()));
             }
             tag_in_tx(tx, name, image_id)
+        })
+    }
+
+    /// Points every name at `image_id` if the image still exists, in one
+    /// transaction; returns false (changing nothing) if it does not.
+    pub fn tag_existing(&mut self, names: &[TagName], image_id: &Digest) -> Result<bool> {
+        self.write(|tx| {
+            let exists = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![image_id.as_str()])?;
+            if !exists {
+                return Ok(false);
+            }
+            for n in names {
+                tag_in_tx(tx, n, image_id)?;
+            }
+            Ok(true)
         })
     }
 

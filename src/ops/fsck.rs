@@ -148,6 +148,7 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             let _ = std::fs::remove_file(store.blob_path(d));
             r.repaired.push(format!("removed damaged blob {d}"));
         }
+        store.index_mut().clear_doomed(&corrupt)?;
         for (name, _) in &orphans {
             if std::fs::remove_file(store.root().join("blobs/sha256").join(name)).is_ok() {
                 r.repaired.push(format!("removed orphan file blobs/sha256/{name}"));

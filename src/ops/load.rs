@@ -33,16 +33,15 @@ pub fn load(store: &mut Store, input: &Input) -> Result<Vec<Loaded>> {
 
 fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Result<Loaded> {
     let tags: Vec<_> = p.names.iter().map(tag_name).collect();
-    let exists = store.index().image(&p.id)?.is_some();
-    let blobs = if exists {
-        // Already stored: only the names are new.
-        Vec::new()
-    } else {
-        let mut keys = vec![p.manifest_key.clone(), p.config_key.clone()];
-        keys.extend(p.layer_keys.iter().cloned());
-        let mut parts: Vec<&mut StagedBlob> = staged.get_many(&keys);
-        store.commit_blobs(&mut parts)?
-    };
+    // Already stored: only the names are new. Decided in one transaction,
+    // so that an rmi racing this load cannot leave it half done.
+    if store.index().image(&p.id)?.is_some() && store.index_mut().tag_existing(&tags, &p.id)? {
+        return Ok(Loaded { id: p.id.clone(), names: tags.into_iter().map(|t| t.name).collect() });
+    }
+    let mut keys = vec![p.manifest_key.clone(), p.config_key.clone()];
+    keys.extend(p.layer_keys.iter().cloned());
+    let mut parts: Vec<&mut StagedBlob> = staged.get_many(&keys);
+    let blobs = store.commit_blobs(&mut parts)?;
     let new = NewImage {
         id: p.id.clone(),
         manifest_digest: p.manifest_digest.clone(),

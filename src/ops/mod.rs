@@ -195,7 +195,12 @@ pub fn tag(store: &mut Store, src: &str, targets: &[String]) -> Result<Vec<Strin
     let names: Vec<TagName> = targets.iter().map(|t| parse_target_name(t)).collect::<Result<_>>()?;
     let mut out = Vec::new();
     for n in &names {
-        store.index_mut().tag(n, &img.id).with_context(|| format!("tagging {} as {}", src, n.name))?;
+        match store.index_mut().tag(n, &img.id) {
+            Ok(_) => {}
+            // Removed by another process since we looked it up.
+            Err(crate::index::IndexError::ImageGone(_)) => return Err(NotFound(src.to_string()).into()),
+            Err(e) => return Err(e).with_context(|| format!("tagging {} as {}", src, n.name)),
+        }
         out.push(n.name.clone());
     }
     Ok(out)

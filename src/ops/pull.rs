@@ -127,10 +127,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     }
     let tag = r.tag().map(|_| tag_name(&r));
     let id = manifest.config.digest.clone();
-    if store.index().image(&id)?.is_some() {
-        if let Some(t) = &tag {
-            store.index_mut().tag(t, &id)?;
-        }
+    let tags: Vec<_> = tag.into_iter().collect();
+    if store.index().image(&id)?.is_some() && store.index_mut().tag_existing(&tags, &id)? {
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
     }
@@ -216,7 +214,6 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],
     };
-    let tags: Vec<_> = tag.into_iter().collect();
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
     Ok(id)
 }

@@ -237,7 +237,7 @@ impl Store {
 
     fn recover_if_idle(&mut self) -> Result<()> {
         let ingest_busy = fs::read_dir(self.ingest_dir()).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if !ingest_busy && self.index.pending()?.is_empty() {
+        if !ingest_busy && self.index.pending()?.is_empty() && self.index.doomed()?.is_empty() {
             return Ok(());
         }
         let path = self.root.join("gc.lock");
@@ -282,6 +282,18 @@ impl Store {
                     self.recovery.temp_files += 1;
                 }
             }
+        }
+        // Blobs a killed rmi or prune had deleted from the index but not yet
+        // from the disk (unless a later ingest brought them back).
+        let doomed = self.index.doomed()?;
+        if !doomed.is_empty() {
+            for d in &doomed {
+                if !self.index.has_blob(d)? {
+                    let _ = fs::remove_file(self.blob_path(d));
+                }
+            }
+            sync_dir(&self.root.join("blobs/sha256"))?;
+            self.index.clear_doomed(&doomed)?;
         }
         let pending = self.index.pending()?;
         if !pending.is_empty() {
@@ -328,6 +340,7 @@ impl Store {
                 Err(e) => return Err(StoreError::Io { action: "removing blob", path: self.blob_path(d), source: e }),
             }
         }
+        self.index.clear_doomed(&deleted)?;
         if n > 0 {
             sync_dir(&self.root.join("blobs/sha256"))?;
             self.index.checkpoint();
