@@ -2196,3 +2196,60 @@ fn embedded_125_layers_load() {
     s.ok(&["load", "--type", "embedded", "-i", arg(&m)]);
     assert_eq!(s.images()[0]["Size"], json!(e.layers_size()));
 }
+
+// Guards: save of an embedded image turns each squashfs layer into a tar layer
+// placed at its pathInContainer (needs mksquashfs and sqfs2tar, which
+// scripts/test.sh installs).
+#[test]
+fn embedded_save_converts_squashfs_layers_to_tar() {
+    let s = Store::new();
+    let e = Embedded::new(&s, 1);
+    let content = s.work().join("content");
+    fs::create_dir_all(content.join("bin")).unwrap();
+    fs::write(content.join("bin/hello"), b"hello from squashfs\n").unwrap();
+    let sqfs = &e.layer_files[0];
+    let st = std::process::Command::new("mksquashfs")
+        .args([arg(&content), arg(sqfs), "-noappend", "-quiet", "-all-root", "-mkfs-time", "0"])
+        .status()
+        .expect("mksquashfs (squashfs-tools) is needed for this test");
+    assert!(st.success());
+    let mut e = e;
+    e.manifest["layers"][1]["pathInContainer"] = json!("/opt/app");
+    e.manifest["layers"][1]["digest"] = json!("");
+    let m = e.write();
+    s.ok(&["load", "--type", "embedded", "-i", arg(&m)]);
+    let out = s.work().join("emb.tar");
+    s.ok(&["save", "-o", arg(&out), "app:1"]);
+    let archive = fs::read(&out).unwrap();
+    let names: Vec<String> = list_tar(&archive).into_iter().map(|l| l.name).collect();
+    let manifest_json: Value = {
+        let mut ar = tar::Archive::new(&archive[..]);
+        let mut v = Value::Null;
+        for ent in ar.entries().unwrap() {
+            let mut ent = ent.unwrap();
+            if ent.path().unwrap().to_str() == Some("manifest.json") {
+                v = serde_json::from_reader(&mut ent).unwrap();
+            }
+        }
+        v
+    };
+    assert_eq!(manifest_json[0]["RepoTags"], json!(["docker.io/library/app:1"]), "{names:?}");
+    let layer_name = manifest_json[0]["Layers"][0].as_str().unwrap().to_string();
+    let mut ar = tar::Archive::new(&archive[..]);
+    let mut layer = Vec::new();
+    for ent in ar.entries().unwrap() {
+        let mut ent = ent.unwrap();
+        if ent.path().unwrap().to_str() == Some(layer_name.as_str()) {
+            std::io::Read::read_to_end(&mut ent, &mut layer).unwrap();
+        }
+    }
+    let inside: Vec<String> = list_tar(&layer).into_iter().map(|l| l.name).collect();
+    assert!(inside.iter().any(|n| n.trim_end_matches('/') == "opt/app/bin/hello"), "{inside:?}");
+    // The archive loads back into a fresh store as a regular image.
+    let t = Store::new();
+    t.ok(&["load", "-i", arg(&out)]);
+    assert_eq!(t.images().len(), 1);
+    t.assert_fsck_clean();
+    // Saving left nothing behind in the source store.
+    s.assert_fsck_clean();
+}

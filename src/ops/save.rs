@@ -62,8 +62,8 @@ fn finish_writer(mut w: Box<dyn Write + '_>, label: &str) -> Result<()> {
     w.flush().with_context(|| format!("writing {label}"))
 }
 
-/// Resolves the names given to `save`: each image once, with every tag
-/// named (a bare ID saves all the image's tags, as docker does). Embedded
+/// Resolves the names given to `save`: each image once, with the names
+/// given for it (an ID or digest names none, as with podman and docker). Embedded
 /// images are converted (see `convert_embedded`); their staged blobs are
 /// added to `extra` and kept alive in `staged`.
 pub fn items(
@@ -75,10 +75,8 @@ pub fn items(
     let mut out: Vec<write::SaveItem> = Vec::new();
     for n in names {
         let (img, tag) = super::resolve_name(store, n)?;
-        let named: Vec<String> = match tag {
-            Some(t) => vec![t],
-            None => img.tags.clone(),
-        };
+        // As podman: a name saves that name; an ID saves the image unnamed.
+        let named: Vec<String> = tag.into_iter().collect();
         let (id, manifest_digest) = if img.kind == "embedded" {
             convert_embedded(store, &img, extra, staged).with_context(|| format!("saving embedded image {n}"))?
         } else {
