@@ -26,9 +26,10 @@ done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_registry NAME [htpasswd-file]: prints host:port once it answers.
+# start_registry NAME VAR [htpasswd-file]: sets VAR to host:port once it
+# answers. Not run in a subshell, so that cleanup knows the server's pid.
 start_registry() {
-  local name=$1 auth=${2:-} port; port=$(free_port)
+  local name=$1 var=$2 auth=${3:-} port; port=$(free_port)
   mkdir -p "$WORK/$name"
   {
     echo "version: 0.1"
@@ -40,7 +41,7 @@ start_registry() {
   docker-registry serve "$WORK/$name/config.yml" > "$WORK/$name/log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { echo "127.0.0.1:$port"; return 0; }
+    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { printf -v "$var" '%s' "127.0.0.1:$port"; return 0; }
     sleep 0.1
   done
   cat "$WORK/$name/log" >&2
@@ -58,9 +59,9 @@ check() { # check NAME: runs the function NAME in a subshell with a fresh store
   fi
 }
 
-REG=$(start_registry plain) || { echo "not ok - start plain registry"; exit 1; }
+start_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
 htpasswd -Bbc "$WORK/htpasswd" alice s3cret-pass >/dev/null 2>&1
-AUTH=$(start_registry auth "$WORK/htpasswd") || { echo "not ok - start auth registry"; exit 1; }
+start_registry auth AUTH "$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
 skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker://$REG/test/base:1" ||
   { echo "not ok - skopeo push"; exit 1; }
 skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archive:$GEN/base-oci.tar" \
