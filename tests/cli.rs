@@ -1644,7 +1644,9 @@ fn sigkill_during_load() {
         t.elapsed()
     };
     let mut outcomes = Vec::new();
-    for trial in 0..20 {
+    // 20 trials in the default run, 100 with IMG_TEST_LONG=1 (scripts/test.sh --long).
+    let trials = if std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1") { 100 } else { 20 };
+    for trial in 0..trials {
         let s = Store::new();
         let delay = dur.mul_f64(rng.below(1100) as f64 / 1000.0);
         let mut child = s.command(&["load", "-i", arg(&p)]).spawn().expect("starting img");
@@ -1697,7 +1699,9 @@ fn concurrent_commands_keep_the_store_consistent() {
         .collect();
     paths.push(s.write("c01.tar", &Archive::oci(&[&images[0], &images[1]]).tar()));
     s.ok(&["load", "-i", arg(&paths[0])]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // 10 s in the default run, 60 s with IMG_TEST_LONG=1.
+    let secs = if std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1") { 60 } else { 10 };
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let results: Vec<Out> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..8u64)
             .map(|w| {
