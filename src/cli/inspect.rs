@@ -126,7 +126,7 @@ pub fn history(ctx: &Ctx, a: HistoryArgs) -> Result<()> {
         }
         _ => {
             let mut rows =
-                vec![vec!["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].iter().map(|s| s.to_string()).collect()];
+                vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"].iter().map(|s| s.to_string()).collect()];
             for e in &entries {
                 let by = if a.no_trunc { e.created_by.clone() } else { truncate(&e.created_by, 45) };
                 rows.push(vec![

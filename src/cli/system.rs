@@ -211,7 +211,7 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    let pct = if total > 0 { reclaim * 100 / total } else { 0 };
+    let pct = (reclaim * 100).checked_div(total).unwrap_or(0);
     let rows = vec![
         vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
         vec![

@@ -174,8 +174,8 @@ pub fn check_duplicate_keys(what: &str, bytes: &[u8]) -> Result<()> {
 }
 
 fn to_descriptor(what: &str, d: &oci_spec::image::Descriptor) -> Result<Descriptor> {
-    let digest = Digest::parse(&d.digest().to_string())
-        .map_err(|source| ImageError::Digest { what: what.to_string(), source })?;
+    let digest =
+        Digest::parse(d.digest().as_ref()).map_err(|source| ImageError::Digest { what: what.to_string(), source })?;
     let annotations = d
         .annotations()
         .as_ref()

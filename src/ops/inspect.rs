@@ -6,7 +6,10 @@ use crate::store::Store;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-fn config_of(store: &Store, img: &ImageRecord) -> Result<(Value, Vec<(String, crate::digest::Digest, u64)>)> {
+/// A layer as a manifest lists it: media type, digest, size.
+type LayerInfo = (String, crate::digest::Digest, u64);
+
+fn config_of(store: &Store, img: &ImageRecord) -> Result<(Value, Vec<LayerInfo>)> {
     let config = store
         .read_blob(&img.id, image::MAX_CONFIG_SIZE)
         .with_context(|| format!("reading the config of {}", img.id))?;

@@ -166,7 +166,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             s.spawn(move || loop {
                 let next = queue.lock().ok().and_then(|mut q| q.next().cloned());
                 let Some((_, d, size)) = next else { break };
-                let r = download(&paths, repo, &d, size, progress, false);
+                let r = download(paths, repo, &d, size, progress, false);
                 let failed = r.is_err();
                 let _ = tx.send(r);
                 if failed {
