@@ -131,6 +131,22 @@ impl Hasher {
     }
 }
 
+/// Feeds everything `r` yields into a new `Hasher` (to finish it, or to go
+/// on hashing what follows, as a resumed download does).
+pub fn hash_reader(r: &mut impl Read) -> io::Result<Hasher> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(h),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+}
+
 /// A reader that hashes and counts everything read through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -249,6 +265,9 @@ mod tests {
         assert_eq!(d2, d);
         assert_eq!(n2, n);
         assert_eq!(out, data);
+        let h = hash_reader(&mut &data[..]).unwrap();
+        assert_eq!(h.len(), n);
+        assert_eq!(h.finish(), d);
     }
 
     proptest! {

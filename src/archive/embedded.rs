@@ -4,11 +4,10 @@
 //! device or the host's `/`. The validation follows iSulad's, with its
 //! messages where they help.
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::index::ExternalLayer;
 use crate::reference::Reference;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -71,16 +70,7 @@ fn field<'a>(m: &'a serde_json::Map<String, serde_json::Value>, keys: &[&str]) -
 }
 
 fn file_sha256(p: &Path) -> std::io::Result<(Digest, u64)> {
-    let mut f = fs::File::open(p)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    let h = crate::digest::hash_reader(&mut fs::File::open(p)?)?;
     let n = h.len();
     Ok((h.finish(), n))
 }

@@ -1,11 +1,10 @@
 //! `img fsck`: every blob's digest and size, every index reference, the
 //! SQLite integrity checks, and leftovers of interrupted commands.
 
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::image::{self, Document};
 use crate::store::Store;
 use anyhow::Result;
-use std::io::Read;
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -27,16 +26,7 @@ impl Report {
 }
 
 fn hash_file(store: &Store, d: &Digest) -> std::io::Result<(Digest, u64)> {
-    let mut f = std::fs::File::open(store.blob_path(d))?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    let h = crate::digest::hash_reader(&mut std::fs::File::open(store.blob_path(d))?)?;
     let n = h.len();
     Ok((h.finish(), n))
 }

@@ -346,14 +346,5 @@ fn download(
 /// Hashes what a partial file holds, so the download continues from there.
 fn rehash(file: &mut File, path: &Path) -> Result<Hasher> {
     file.seek(SeekFrom::Start(0))?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h)
+    crate::digest::hash_reader(file).with_context(|| format!("reading {}", path.display()))
 }
