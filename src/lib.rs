@@ -14,6 +14,7 @@ pub mod registry;
 pub mod store;
 pub mod template;
 pub mod timefmt;
+pub mod user;
 
 /// Aborts the process at a named point when `IMG_CRASHPOINT` names it, so
 /// that tests can kill a command at the exact moment they want to check.

@@ -348,7 +348,8 @@ pub fn write_oci_dir(store: &dyn Blobs, items: &[SaveItem], dir: &Path) -> Resul
     Ok(())
 }
 
-fn tmp_path(p: &Path) -> PathBuf {
+/// A temp file name beside `p`, for writing it and renaming it into place.
+pub fn tmp_path(p: &Path) -> PathBuf {
     let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     p.with_file_name(name)

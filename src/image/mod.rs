@@ -10,7 +10,7 @@ pub mod changes;
 
 use crate::digest::{Digest, DigestError};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -169,7 +169,6 @@ pub fn check_duplicate_keys(what: &str, bytes: &[u8]) -> Result<()> {
     if let Some(key) = v.0 {
         return Err(ImageError::DuplicateKey { what: what.to_string(), key });
     }
-    let _ = IgnoredAny;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use crate::archive::write::Format;
 
@@ -19,12 +19,6 @@ pub use crate::archive::write::Format;
 pub enum Output {
     File(PathBuf),
     Stdout,
-}
-
-fn temp_beside(p: &Path) -> PathBuf {
-    let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".img-tmp-{}", std::process::id()));
-    p.with_file_name(name)
 }
 
 /// Runs `f` on a buffered writer for `out`, committing a file atomically.
@@ -39,7 +33,7 @@ fn with_output<'s>(
             finish_writer(w, "standard output")
         }
         Output::File(p) => {
-            let tmp = temp_beside(p);
+            let tmp = write::tmp_path(p);
             let label = p.display().to_string();
             let res = (|| -> Result<()> {
                 let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;

@@ -38,18 +38,6 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn uid() -> u32 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The file `img login` writes by default (podman's).
 pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
@@ -57,7 +45,7 @@ pub fn default_path() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         Some(d) => PathBuf::from(d).join("containers/auth.json"),
-        None => PathBuf::from(format!("/run/containers/{}/auth.json", uid())),
+        None => PathBuf::from(format!("/run/containers/{}/auth.json", crate::user::effective_uid().unwrap_or(0))),
     }
 }
 

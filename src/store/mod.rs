@@ -85,7 +85,6 @@ impl Store {
     /// The default root: `/var/lib/img` for root, else
     /// `${XDG_DATA_HOME:-~/.local/share}/img`.
     pub fn default_root() -> PathBuf {
-        // SAFETY-free check: effective uid through /proc avoids libc calls.
         if is_root() {
             return PathBuf::from("/var/lib/img");
         }
@@ -388,15 +387,7 @@ pub fn sync_dir(p: &Path) -> Result<()> {
 }
 
 fn is_root() -> bool {
-    // The effective uid is the fourth... field of "Uid:" in /proc/self/status.
-    let Ok(s) = fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().nth(1))
-        .map(|euid| euid == "0")
-        .unwrap_or(false)
+    crate::user::effective_uid() == Some(0)
 }
 
 /// Makes a file read-only for everyone (blobs are immutable).
