@@ -133,16 +133,12 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             r.repaired.push(format!("removed damaged image {id}; load or pull it again"));
         }
         // Corrupt blobs lose their rows (none refers to them any more) and files.
-        store.index_mut().delete_unreferenced_blob_rows(&corrupt)?;
+        store.remove_damaged_blobs(&corrupt)?;
         for d in &corrupt {
-            let _ = std::fs::remove_file(store.blob_path(d));
             r.repaired.push(format!("removed damaged blob {d}"));
         }
-        store.index_mut().clear_doomed(&corrupt)?;
-        for (name, _) in &orphans {
-            if std::fs::remove_file(store.root().join("blobs/sha256").join(name)).is_ok() {
-                r.repaired.push(format!("removed orphan file blobs/sha256/{name}"));
-            }
+        for (name, _) in store.remove_unindexed_files()? {
+            r.repaired.push(format!("removed orphan file blobs/sha256/{name}"));
         }
         let (n, bytes) = store.delete_unreferenced(None)?;
         if n > 0 {

@@ -76,12 +76,9 @@ pub fn prune(store: &mut Store, on_wait: impl FnOnce()) -> Result<PruneReport> {
     report.bytes += bytes;
     // Files in blobs/ the index does not know: left by a crash between an
     // index delete and the unlink. Nothing can refer to them.
-    for (name, size) in store.unindexed_blob_files()? {
-        let p = store.root().join("blobs/sha256").join(&name);
-        if std::fs::remove_file(&p).is_ok() {
-            report.blobs += 1;
-            report.bytes += size;
-        }
+    for (_, size) in store.remove_unindexed_files()? {
+        report.blobs += 1;
+        report.bytes += size;
     }
     Ok(report)
 }

@@ -347,6 +347,34 @@ impl Store {
         Ok((n, bytes))
     }
 
+    /// Removes damaged blobs (which `fsck --repair` found) that no image
+    /// needs any more: rows first, recorded as doomed, files second. Needs
+    /// the exclusive lock.
+    pub fn remove_damaged_blobs(&mut self, digests: &[Digest]) -> Result<()> {
+        assert!(self.exclusive, "blob deletion needs the exclusive lock");
+        self.index.delete_unreferenced_blob_rows(digests)?;
+        for d in digests {
+            let _ = fs::remove_file(self.blob_path(d));
+        }
+        sync_dir(&self.root.join("blobs/sha256"))?;
+        self.index.clear_doomed(digests)?;
+        Ok(())
+    }
+
+    /// Removes files in `blobs/sha256/` the index does not know (left by a
+    /// crash, or put there by hand); returns those removed with their sizes.
+    /// Needs the exclusive lock, under which no ingest is in progress.
+    pub fn remove_unindexed_files(&mut self) -> Result<Vec<(String, u64)>> {
+        assert!(self.exclusive, "blob deletion needs the exclusive lock");
+        let mut removed = Vec::new();
+        for (name, size) in self.unindexed_blob_files()? {
+            if fs::remove_file(self.root.join("blobs/sha256").join(&name)).is_ok() {
+                removed.push((name, size));
+            }
+        }
+        Ok(removed)
+    }
+
     /// Files in `blobs/sha256/` with no index row: (digest or raw name, size).
     pub fn unindexed_blob_files(&self) -> Result<Vec<(String, u64)>> {
         let dir = self.root.join("blobs/sha256");
