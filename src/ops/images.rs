@@ -89,6 +89,8 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
     let images = store.index().images_brief()?;
     let mut rows = Vec::new();
     let need_labels = filters.iter().any(|f| matches!(f, Filter::Label(..)));
+    let ref_filters: Vec<&str> =
+        filters.iter().filter_map(|f| if let Filter::Reference(p) = f { Some(p.as_str()) } else { None }).collect();
     for img in images {
         let img = std::rc::Rc::new(img);
         let (t, _) = created_key(&img);
@@ -111,8 +113,6 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
         if !keep {
             continue;
         }
-        let ref_filters: Vec<&str> =
-            filters.iter().filter_map(|f| if let Filter::Reference(p) = f { Some(p.as_str()) } else { None }).collect();
         if img.tags.is_empty() {
             if opts.pattern.is_none() && ref_filters.is_empty() {
                 rows.push(Row { image: img.clone(), repository: None, tag: None });
