@@ -91,7 +91,6 @@ pub enum Format {
 /// A manifest as it will be written: its bytes, digest and layer list.
 struct Resolved {
     config: Digest,
-    config_size: u64,
     layers: Vec<(String, Digest, u64)>,
     manifest: Vec<u8>,
     manifest_digest: Digest,
@@ -128,7 +127,6 @@ fn resolve(store: &dyn Blobs, item: &SaveItem, oci: bool) -> Result<Resolved> {
         let manifest_digest = Digest::of_bytes(&manifest);
         return Ok(Resolved {
             config: m.config.digest,
-            config_size: m.config.size,
             layers: mapped.into_iter().map(|(mt, d, s)| (mt.to_string(), d.clone(), s)).collect(),
             manifest,
             manifest_digest,
@@ -137,7 +135,6 @@ fn resolve(store: &dyn Blobs, item: &SaveItem, oci: bool) -> Result<Resolved> {
     }
     Ok(Resolved {
         config: m.config.digest,
-        config_size: m.config.size,
         layers,
         manifest: bytes,
         manifest_digest: item.manifest_digest.clone(),
@@ -270,7 +267,6 @@ pub fn write_oci_archive<W: Write>(store: &dyn Blobs, items: &[SaveItem], out: W
         if written.insert(r.manifest_digest.clone()) {
             append_bytes(&mut b, target, &format!("blobs/sha256/{}", r.manifest_digest.hex()), &r.manifest)?;
         }
-        let _ = r.config_size;
         resolved.push((r, item));
     }
     append_bytes(&mut b, target, "index.json", &index_json(index_entries(&resolved)))?;

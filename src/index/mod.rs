@@ -135,12 +135,9 @@ impl Index {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // journal_mode is persistent; asking again is cheap and covers a
         // first open racing with another process.
-        let mode: String = with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            // A filesystem without shared memory (some network or FUSE
-            // filesystems) cannot do WAL; the rollback journal still works.
-            let _ = mode;
-        }
+        // On a filesystem without shared memory (some network or FUSE
+        // filesystems) SQLite keeps the rollback journal, which still works.
+        let _mode: String = with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456;")
             .map_err(open_err)?;
         let mut index = Index { conn, path: path.to_path_buf() };

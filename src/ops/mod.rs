@@ -31,11 +31,11 @@ pub fn resolve_image(store: &Store, name: &str) -> Result<ImageRecord> {
 /// matched one (not an ID or digest).
 pub fn resolve_name(store: &Store, name: &str) -> Result<(ImageRecord, Option<String>)> {
     let img = resolve_any(store, name)?;
-    let tag = matching_tag(store, name, &img)?;
+    let tag = matching_tag(name, &img)?;
     Ok((img, tag))
 }
 
-fn matching_tag(store: &Store, name: &str, img: &ImageRecord) -> Result<Option<String>> {
+fn matching_tag(name: &str, img: &ImageRecord) -> Result<Option<String>> {
     let id_str = name.strip_prefix("sha256:").unwrap_or(name);
     if crate::digest::is_lower_hex(id_str, 64) {
         return Ok(None);
@@ -54,7 +54,6 @@ fn matching_tag(store: &Store, name: &str, img: &ImageRecord) -> Result<Option<S
     }
     if is_short_name(name) {
         let tag = r.tag().unwrap_or("latest");
-        let _ = store;
         for t in &img.tags {
             let (repo, t_tag) = split_name(t);
             if t_tag == tag && repository_matches_short(repo, &r) {

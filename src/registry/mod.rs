@@ -11,6 +11,7 @@ pub use client::{Client, ClientOptions, RegistryError, Response, Result};
 
 use crate::digest::Digest;
 use crate::image;
+use std::io::Read;
 
 /// Every manifest type img reads, for `Accept`.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1";
@@ -179,8 +180,6 @@ pub fn next_link(header: &str) -> Option<String> {
     }
     None
 }
-
-use std::io::Read;
 
 #[cfg(test)]
 mod tests {
