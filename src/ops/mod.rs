@@ -53,10 +53,8 @@ fn matching_tag(name: &str, img: &ImageRecord) -> Result<Option<String>> {
         }
     }
     if is_short_name(name) {
-        let tag = r.tag().unwrap_or("latest");
         for t in &img.tags {
-            let (repo, t_tag) = split_name(t);
-            if t_tag == tag && repository_matches_short(repo, &r) {
+            if short_name_matches(t, &r) {
                 return Ok(Some(t.clone()));
             }
         }
@@ -141,6 +139,13 @@ pub fn repository_matches_short(repository: &str, r: &Reference) -> bool {
     }
 }
 
+/// True if a stored `repo:tag` name is what short name `r` means on some
+/// registry (its tag, `latest` by default, and its path).
+fn short_name_matches(stored: &str, r: &Reference) -> bool {
+    let (repo, tag) = split_name(stored);
+    tag == r.tag().unwrap_or("latest") && repository_matches_short(repo, r)
+}
+
 /// Looks a short name up across registries (`bb:1` finds `localhost/bb:1`).
 fn resolve_short_name(store: &Store, name: &str) -> Result<Option<ImageRecord>> {
     if !is_short_name(name) {
@@ -152,13 +157,11 @@ fn resolve_short_name(store: &Store, name: &str) -> Result<Option<ImageRecord>> 
     if r.digest().is_some() {
         return Ok(None);
     }
-    let tag = r.tag().unwrap_or("latest");
     let mut found: Vec<ImageRecord> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     for img in store.index().images()? {
         for t in &img.tags {
-            let (repo, t_tag) = split_name(t);
-            if t_tag == tag && repository_matches_short(repo, &r) {
+            if short_name_matches(t, &r) {
                 names.push(t.clone());
                 if !found.iter().any(|f| f.id == img.id) {
                     found.push(img.clone());
