@@ -186,12 +186,18 @@ impl Client {
     }
 
     fn transport_err(&self, url: &str, e: ureq::Error) -> RegistryError {
+        let text = e.to_string();
+        let tls = |msg: String| RegistryError::Tls { registry: self.registry.clone(), msg };
+        let reg = &self.registry;
+        if let Some(hint) = tls_hint(&text) {
+            let hint = hint.replace("HOST", reg);
+            return tls(format!("{url}: TLS handshake failed ({text}); {hint}"));
+        }
         let msg = match &e {
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => format!(
-                "TLS error talking to {}: {e}; if the registry uses a private CA put it in /etc/containers/certs.d/{}/ca.crt, or use --tls-verify=false for a registry you trust",
-                self.registry, self.registry
-            ),
-            ureq::Error::Io(io) if url.starts_with("https://") && io.to_string().contains("corrupt message") => format!(
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
+                return tls(format!("{url}: TLS error ({text}); if the registry uses a private CA put it in /etc/containers/certs.d/{reg}/ca.crt, or use --tls-verify=false for a registry you trust"))
+            }
+            ureq::Error::Io(_) if url.starts_with("https://") && text.contains("corrupt message") => format!(
                 "{url}: the registry does not speak TLS; if it serves plain HTTP, use --tls-verify=false (or mark it insecure in registries.conf)"
             ),
             ureq::Error::Timeout(t) => {
@@ -203,8 +209,7 @@ impl Client {
                     ),
                 }
             }
-            ureq::Error::ConnectionFailed | ureq::Error::Io(_) => format!("{url}: {e}"),
-            _ => format!("{url}: {e}"),
+            _ => format!("{url}: {text}"),
         };
         RegistryError::Http { registry: self.registry.clone(), msg }
     }
@@ -312,6 +317,47 @@ impl Client {
         }
     }
 
+    /// Sends `len` bytes from `body` once, with the auth already
+    /// established for `scope` (an earlier request answered the challenge).
+    /// A stream cannot be replayed, so a redirect or a new challenge is an
+    /// error for the caller to retry from the start.
+    pub fn send_stream(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<Response> {
+        if authority(url) != authority(&self.base) {
+            return Err(RegistryError::Refused {
+                what: url.to_string(),
+                msg: format!("the registry sent an upload location on another host than {}; refusing it", self.registry),
+            });
+        }
+        let mut req = ureq::http::Request::builder().method(method).uri(url).header("Content-Length", len.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(auth) = self.auth_header(scope) {
+            req = req.header("Authorization", auth);
+        }
+        let mut limited = body.take(len);
+        let req = req.body(ureq::SendBody::from_reader(&mut limited)).map_err(|e| RegistryError::Http {
+            registry: self.registry.clone(),
+            msg: format!("bad request {url}: {e}"),
+        })?;
+        let resp = self.agent.run(req).map_err(|e| self.transport_err(url, e))?;
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        Ok(Response { status, headers, body: Box::new(resp.into_body().into_reader()) })
+    }
+
     fn auth_header(&self, scope: &str) -> Option<String> {
         if let Some(t) = self.tokens.lock().ok()?.get(scope) {
             return Some(format!("Bearer {t}"));
@@ -372,8 +418,9 @@ impl Client {
             url.push_str(&format!("{sep}service={}", urlencode(service)));
             sep = '&';
         }
-        if !scope.is_empty() {
-            url.push_str(&format!("{sep}scope={}", urlencode(scope)));
+        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+            url.push_str(&format!("{sep}scope={}", urlencode(one)));
+            sep = '&';
         }
         let mut req = self.agent.get(&url);
         if let Some(c) = &self.creds {
@@ -392,7 +439,11 @@ impl Client {
         })?;
         if status == 401 || status == 403 {
             return Err(RegistryError::Unauthorized {
-                what: format!("getting a token for {scope}"),
+                what: if scope.is_empty() {
+                    format!("getting a token from {realm}")
+                } else {
+                    format!("getting a token for {scope}")
+                },
                 status,
                 registry: self.registry.clone(),
             });
@@ -440,6 +491,27 @@ impl Client {
             },
         }
     }
+}
+
+/// What to do about a TLS failure, from rustls's description of it (ureq
+/// reports handshake failures as I/O errors). `HOST` stands for the registry.
+fn tls_hint(text: &str) -> Option<&'static str> {
+    if text.contains("invalid peer certificate") {
+        if text.contains("NotValidForName") {
+            return Some("the registry's certificate is not issued for this host name; use the name it was issued for");
+        }
+        if text.contains("Expired") {
+            return Some("the registry's certificate has expired");
+        }
+        return Some("the registry's certificate is not trusted: if it uses a private CA put the CA in /etc/containers/certs.d/HOST/ca.crt (or ~/.config/containers/certs.d/HOST/, or --cert-dir), or use --tls-verify=false for a registry you trust");
+    }
+    if text.contains("CertificateRequired") || text.contains("BadCertificate") {
+        return Some("the registry wants a client certificate it accepts: put client.cert and client.key in /etc/containers/certs.d/HOST/ (or ~/.config/containers/certs.d/HOST/, or --cert-dir)");
+    }
+    if text.contains("UnknownCA") {
+        return Some("the registry does not trust the client certificate's issuer; use a client certificate signed by a CA it trusts");
+    }
+    None
 }
 
 /// How long to wait before attempt `attempt + 1`: 0.25 s, 0.5 s, 1 s, ...
@@ -508,6 +580,16 @@ mod tests {
         assert_eq!(resolve_location(base, "/v2/a/blobs/uploads/1"), "https://r.example:5000/v2/a/blobs/uploads/1");
         assert_eq!(resolve_location(base, "//cdn/y"), "https://cdn/y");
         assert_eq!(resolve_location(base, "z"), "https://r.example:5000/v2/a/blobs/z");
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let ca = tls_hint("io: invalid peer certificate: UnknownIssuer").unwrap();
+        assert!(ca.contains("certs.d/HOST/ca.crt") && ca.contains("--tls-verify=false"));
+        assert!(tls_hint("io: received fatal alert: BadCertificate").unwrap().contains("client.cert"));
+        assert!(tls_hint("io: received fatal alert: CertificateRequired").unwrap().contains("client.key"));
+        assert!(tls_hint("invalid peer certificate: NotValidForName").unwrap().contains("host name"));
+        assert_eq!(tls_hint("io: connection refused"), None);
     }
 
     #[test]
