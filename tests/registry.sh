@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Registry tests against a real registry: Debian's docker-registry (CNCF
 # distribution), started here on 127.0.0.1: plain HTTP, htpasswd Basic auth,
-# TLS with a CA made here and mutual TLS; images are put there with skopeo
+# TLS with a CA made here, mutual TLS, and token auth with a small token
+# issuer (tests/support/token_issuer.py); images are put there with skopeo
 # from testdata/gen/.
 #
 # Usage: IMG=target/release/img tests/registry.sh
@@ -28,7 +29,8 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The test PKI in $PKI: a CA; a server certificate for 127.0.0.1 and a
-# client certificate, both from it. ca-only/ and client/ are certificate directories
+# client certificate, both from it; an RSA key and self-signed certificate
+# that sign the tokens. ca-only/ and client/ are certificate directories
 # (--cert-dir, --dest-cert-dir) with the CA, and with the CA and the client
 # certificate.
 PKI=$WORK/pki
@@ -46,13 +48,16 @@ make_pki() {
     openssl req -x509 -new -key client.key -subj "/CN=img test client" -days 2 -CA ca.crt -CAkey ca.key \
       -out client.cert -addext basicConstraints=critical,CA:FALSE \
       -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sign.key &&
+    openssl req -x509 -new -key sign.key -subj "/CN=img test token signer" -days 2 -out sign.crt &&
     cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
 } 2>"$WORK/pki.log" >&2
 
 # start_registry NAME VAR [OPTION...]: sets VAR to host:port once it
 # answers. Options: htpasswd=FILE (Basic auth), tls (HTTPS with the server
 # certificate of $PKI), clientcas (and require a client certificate from its
-# CA). Not run in a subshell, so that cleanup knows the server's pid.
+# CA), token=REALM (token auth, tokens signed by $PKI/sign.key). Not run in a
+# subshell, so that cleanup knows the server's pid.
 start_registry() {
   local name=$1 var=$2 port opt auth="" tls="" scheme=http; port=$(free_port); shift 2
   for opt in "$@"; do
@@ -60,6 +65,7 @@ start_registry() {
       htpasswd=*) auth="auth: {htpasswd: {realm: test, path: ${opt#*=}}}" ;;
       tls) tls=", tls: {certificate: $PKI/server.crt, key: $PKI/server.key}"; scheme=https ;;
       clientcas) tls="${tls%\}}, clientcas: [$PKI/ca.crt]}" ;;
+      token=*) auth="auth: {token: {realm: '${opt#*=}', service: $TOKEN_SERVICE, issuer: $TOKEN_ISSUER, rootcertbundle: $PKI/sign.crt}}" ;;
       *) echo "start_registry: unknown option $opt" >&2; return 1 ;;
     esac
   done
@@ -84,6 +90,20 @@ wait_for() {
   done
   cat "$2" >&2
   return 1
+}
+
+# start_token_issuer VAR: starts the token issuer over HTTPS and sets VAR to
+# its realm URL. Users: alice (any action), reader (pull only).
+TOKEN_SERVICE=img-test-registry TOKEN_ISSUER=img-test-issuer
+TOKEN_LOG=$WORK/token-issuer/log
+start_token_issuer() {
+  local port; port=$(free_port)
+  mkdir -p "$WORK/token-issuer"
+  python3 tests/support/token_issuer.py --port "$port" --cert "$PKI/server.crt" --key "$PKI/server.key" \
+    --sign-cert "$PKI/sign.crt" --sign-key "$PKI/sign.key" --issuer $TOKEN_ISSUER --service $TOKEN_SERVICE \
+    --user 'alice:t0ken-pass:*' --user 'reader:read-pass:pull' 2> "$TOKEN_LOG" &
+  PIDS+=($!)
+  wait_for "https://127.0.0.1:$port/token" "$TOKEN_LOG" && printf -v "$1" '%s' "https://127.0.0.1:$port/token"
 }
 
 # own_home: a fresh, empty $HOME under $WORK, so that only the certificates
@@ -116,10 +136,14 @@ skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archi
 (make_pki) || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
 start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
 start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
+start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
+start_registry token TOKEN tls token="$REALM" || { echo "not ok - start token registry"; exit 1; }
 skopeo copy -q --dest-cert-dir "$PKI/ca-only" "oci-archive:$GEN/base-oci.tar" "docker://$TLS/test/base:1" ||
   { echo "not ok - skopeo push over TLS"; exit 1; }
 skopeo copy -q --dest-cert-dir "$PKI/client" "oci-archive:$GEN/base-oci.tar" "docker://$MTLS/test/base:1" ||
   { echo "not ok - skopeo push over mutual TLS"; exit 1; }
+skopeo copy -q --dest-cert-dir "$PKI/ca-only" --dest-creds alice:t0ken-pass "oci-archive:$GEN/base-oci.tar" \
+  "docker://$TOKEN/test/base:1" || { echo "not ok - skopeo push with token auth"; cat "$TOKEN_LOG"; exit 1; }
 
 pull_by_tag_matches_skopeo() {
   local id digest config
@@ -270,12 +294,53 @@ mtls_client_certificate_without_key_is_an_error() {
   stored_nothing
 }
 
+token_pull_needs_login() {
+  own_home
+  local err
+  err=$("$IMG" pull --cert-dir "$PKI/ca-only" "$TOKEN/test/base:1" 2>&1 >/dev/null) && fail "anonymous pull succeeded"
+  grep -q "img login" <<<"$err" || fail "the error does not suggest img login: $err"
+  stored_nothing
+}
+
+token_login_then_pull() {
+  own_home
+  local af=$HOME/auth.json c=(--cert-dir "$PKI/ca-only") before
+  echo wrong | "$IMG" login "${c[@]}" --authfile "$af" -u alice --password-stdin "$TOKEN" 2>/dev/null &&
+    fail "login with a wrong password succeeded"
+  [[ ! -e $af ]] || fail "a failed login wrote the auth file"
+  echo t0ken-pass | "$IMG" login "${c[@]}" --authfile "$af" -u alice --password-stdin "$TOKEN" 2>/dev/null ||
+    fail "login failed"
+  [[ -s $af ]] || fail "login wrote no auth file"
+  before=$(wc -l < "$TOKEN_LOG")
+  "$IMG" pull -q "${c[@]}" --authfile "$af" "$TOKEN/test/base:1" >/dev/null || fail "pull after login failed"
+  [[ $(tail -n +$((before + 1)) "$TOKEN_LOG" | grep -c "^user=alice scope=repository:test/base:pull granted=") == 1 ]] ||
+    fail "not one token request for repository:test/base:pull by alice: $(tail -n +$((before + 1)) "$TOKEN_LOG")"
+  "$IMG" logout --authfile "$af" "$TOKEN" 2>/dev/null || fail "logout failed"
+  IMG_ROOT=$IMG_ROOT-2 "$IMG" pull -q "${c[@]}" --authfile "$af" "$TOKEN/test/base:1" >/dev/null 2>&1 &&
+    fail "pull after logout succeeded"
+  true
+}
+
+token_pull_with_creds() {
+  own_home
+  local c=(--cert-dir "$PKI/ca-only")
+  "$IMG" pull -q "${c[@]}" --creds alice:wrong "$TOKEN/test/base:1" >/dev/null 2>&1 && fail "pull with a wrong password succeeded"
+  stored_nothing
+  "$IMG" pull -q "${c[@]}" --creds alice:t0ken-pass "$TOKEN/test/base:1" >/dev/null || fail "pull with --creds failed"
+  # reader is granted pull only.
+  IMG_ROOT=$IMG_ROOT-reader "$IMG" pull -q "${c[@]}" --creds reader:read-pass "$TOKEN/test/base:1" >/dev/null ||
+    fail "pull as the read-only user failed"
+  grep -q '^user=reader scope=repository:test/base:pull granted=.*"actions": \["pull"\]' "$TOKEN_LOG" ||
+    fail "the issuer saw no pull request by reader"
+  [[ $("$IMG" tags "${c[@]}" --creds reader:read-pass "$TOKEN/test/base") == 1 ]] || fail "tags with a token"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
-  mtls_client_certificate_without_key_is_an_error; do
+  mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds; do
   check "$c"
 done
 echo "$passed passed, $failed failed"
