@@ -18,6 +18,21 @@ use std::time::Duration;
 /// Largest token or error body read into memory.
 const MAX_SMALL_BODY: u64 = 1 << 20;
 const MAX_REDIRECTS: u32 = 10;
+/// Attempts of an idempotent request (GET, HEAD) that meets a connection
+/// error, a 5xx or a 429.
+const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The response and per-read timeout: `IMG_REGISTRY_TIMEOUT` seconds, 60 by default.
+pub fn io_timeout() -> Duration {
+    std::env::var("IMG_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -33,6 +48,9 @@ pub enum RegistryError {
     AuthFile(#[from] authfile::AuthFileError),
     #[error("{registry}: {msg}")]
     Tls { registry: String, msg: String },
+    /// The registry stopped answering; not retried.
+    #[error("{registry}: {msg}")]
+    Timeout { registry: String, msg: String },
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -110,11 +128,11 @@ fn build_agent(settings: &TlsSettings) -> ureq::Agent {
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("img/", env!("CARGO_PKG_VERSION")))
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(Duration::from_secs(30).min(io_timeout())))
+        .timeout_recv_response(Some(io_timeout()))
         // A server that stops sending for this long is given up on; a slow
         // but moving download is not (no overall timeout).
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(io_timeout()))
         .tls_config(settings.to_ureq())
         .build();
     ureq::Agent::new_with_config(config)
@@ -176,7 +194,15 @@ impl Client {
             ureq::Error::Io(io) if url.starts_with("https://") && io.to_string().contains("corrupt message") => format!(
                 "{url}: the registry does not speak TLS; if it serves plain HTTP, use --tls-verify=false (or mark it insecure in registries.conf)"
             ),
-            ureq::Error::Timeout(t) => format!("{url}: timed out ({t:?}); the registry did not answer"),
+            ureq::Error::Timeout(t) => {
+                return RegistryError::Timeout {
+                    registry: self.registry.clone(),
+                    msg: format!(
+                        "{url}: timed out ({t}) after {} s without an answer; check the registry, or raise IMG_REGISTRY_TIMEOUT",
+                        io_timeout().as_secs()
+                    ),
+                }
+            }
             ureq::Error::ConnectionFailed | ureq::Error::Io(_) => format!("{url}: {e}"),
             _ => format!("{url}: {e}"),
         };
@@ -188,8 +214,36 @@ impl Client {
     }
 
     /// Sends a request with auth for `scope`, following redirects and one
-    /// auth challenge. `body` is sent for PUT/POST/PATCH.
+    /// auth challenge. `body` is sent for PUT/POST/PATCH. GET and HEAD are
+    /// retried with backoff after connection errors, 5xx and 429 (honouring
+    /// `Retry-After`); other methods are sent once.
     pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let idempotent = method == "GET" || method == "HEAD";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = !idempotent || attempt >= MAX_ATTEMPTS;
+            match self.request_once(method, url, headers, scope, body) {
+                Ok(resp) if !last && (resp.status == 429 || (500..600).contains(&resp.status)) => {
+                    let wait = retry_after(resp.header("retry-after")).unwrap_or_else(|| backoff(attempt));
+                    std::thread::sleep(wait);
+                }
+                Err(RegistryError::Http { .. }) if !last => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn request_once(
         &self,
         method: &str,
         url: &str,
@@ -388,6 +442,17 @@ impl Client {
     }
 }
 
+/// How long to wait before attempt `attempt + 1`: 0.25 s, 0.5 s, 1 s, ...
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.saturating_sub(1).min(5))
+}
+
+/// A `Retry-After` given in seconds, capped.
+fn retry_after(v: Option<&str>) -> Option<Duration> {
+    let secs: u64 = v?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
 /// The text of a distribution-spec error body (`{"errors":[{"code","message"}]}`).
 fn registry_error_text(body: &[u8]) -> String {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return String::new() };
@@ -443,6 +508,16 @@ mod tests {
         assert_eq!(resolve_location(base, "/v2/a/blobs/uploads/1"), "https://r.example:5000/v2/a/blobs/uploads/1");
         assert_eq!(resolve_location(base, "//cdn/y"), "https://cdn/y");
         assert_eq!(resolve_location(base, "z"), "https://r.example:5000/v2/a/blobs/z");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_and_capped() {
+        assert_eq!(retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some(" 1 ")), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(Some("99999")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(None), None);
+        assert!(backoff(1) < backoff(2) && backoff(9) == backoff(6));
     }
 
     #[test]
