@@ -126,6 +126,7 @@ check() { # check NAME: runs the function NAME in a subshell with a fresh store
   fi
 }
 
+(make_pki) || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
 start_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
 htpasswd -Bbc "$WORK/htpasswd" alice s3cret-pass >/dev/null 2>&1
 start_registry auth AUTH htpasswd="$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
@@ -133,7 +134,6 @@ skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker:/
   { echo "not ok - skopeo push"; exit 1; }
 skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archive:$GEN/base-oci.tar" \
   "docker://$AUTH/test/base:1" || { echo "not ok - skopeo push with auth"; exit 1; }
-(make_pki) || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
 start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
 start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
 start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
