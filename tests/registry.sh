@@ -408,6 +408,29 @@ token_pull_with_creds() {
   [[ $("$IMG" tags "${c[@]}" --creds reader:read-pass "$TOKEN/test/base") == 1 ]] || fail "tags with a token"
 }
 
+push_over_mtls_and_token_auth() {
+  own_home
+  "$IMG" load -q -i "$GEN/layered-docker.tar" >/dev/null || fail "load"
+  "$IMG" push -q --cert-dir "$PKI/client" localhost/layered:1 "$MTLS/pushed/layered:1" || fail "push over mutual TLS"
+  skopeo inspect --cert-dir "$PKI/client" "docker://$MTLS/pushed/layered:1" >/dev/null || fail "skopeo cannot see the mTLS push"
+  local c=(--cert-dir "$PKI/ca-only") err
+  err=$("$IMG" push "${c[@]}" --creds reader:read-pass localhost/layered:1 "$TOKEN/pushed/layered:1" 2>&1) &&
+    fail "a pull-only user could push"
+  grep -q "unauthorized\|denied" <<<"$err" || fail "unclear error for a refused push: $err"
+  "$IMG" push -q "${c[@]}" --creds alice:t0ken-pass localhost/layered:1 "$TOKEN/pushed/layered:1" || fail "push with a token"
+  grep -q '^user=alice scope=repository:pushed/layered:pull,push granted=' "$TOKEN_LOG" ||
+    fail "the issuer saw no push scope request by alice"
+  skopeo inspect --cert-dir "$PKI/ca-only" --creds alice:t0ken-pass "docker://$TOKEN/pushed/layered:1" >/dev/null ||
+    fail "skopeo cannot see the token push"
+  # Across repositories with a token: mount needs pull on the source too.
+  export IMG_ROOT=$IMG_ROOT-mount
+  "$IMG" pull -q "${c[@]}" --creds alice:t0ken-pass "$TOKEN/pushed/layered:1" >/dev/null || fail "pull back"
+  local out
+  out=$("$IMG" push "${c[@]}" --creds alice:t0ken-pass "$TOKEN/pushed/layered:1" "$TOKEN/copy/layered:1" 2>&1) ||
+    fail "cross-repository push: $out"
+  grep -q "0 blobs uploaded, 0 already there, 3 mounted" <<<"$out" || fail "blobs were not mounted: $out"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -415,7 +438,8 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
-  mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds; do
+  mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds \
+  push_over_mtls_and_token_auth; do
   check "$c"
 done
 echo "$passed passed, $failed failed"
