@@ -25,3 +25,15 @@ pub fn crashpoint(name: &str) {
         }
     }
 }
+
+/// An error and its causes on one line, repeated text left out.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if parts.last().is_none_or(|p| !p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

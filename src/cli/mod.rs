@@ -139,14 +139,7 @@ pub fn main() -> ExitCode {
 }
 
 fn chain(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if parts.last().is_none_or(|p| !p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ")
+    crate::error_chain(e)
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

@@ -8,7 +8,7 @@ use crate::digest::{Digest, Hasher};
 use crate::image::{self, Document};
 use crate::index::NewImage;
 use crate::reference::Reference;
-use crate::registry::{Client, ClientOptions, FetchedManifest, RegistryError, Repo};
+use crate::registry::{config, Client, ClientOptions, FetchedManifest, RegistryError, Repo};
 use crate::store::{StagedBlob, Store, StorePaths};
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
@@ -39,6 +39,40 @@ impl<F: Fn(&str) + Sync> Progress for F {
 /// Attempts per blob before giving up on a flaky connection.
 const MAX_ATTEMPTS: u32 = 6;
 
+/// Where to look for `input`: a short name (`busybox`) under each search
+/// registry in turn (docker.io when none is configured), a full name as it
+/// is; each with the endpoints the configuration gives (mirrors first).
+pub fn candidates(input: &str, conf: &config::Config) -> Result<Vec<(Reference, Vec<config::Endpoint>)>> {
+    let input = input.strip_prefix("docker://").unwrap_or(input);
+    let names: Vec<String> = if super::is_short_name(input) {
+        let search = if conf.search.is_empty() { vec!["docker.io".to_string()] } else { conf.search.clone() };
+        search.iter().map(|s| format!("{s}/{input}")).collect()
+    } else {
+        vec![input.to_string()]
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let r = Reference::parse_with_default_tag(&n).with_context(|| format!("invalid image reference {input:?}"))?;
+        let eps = conf
+            .endpoints(r.domain(), r.path(), r.digest().is_some())
+            .map_err(|e| anyhow::anyhow!("pulling {r}: {e}"))?;
+        out.push((r, eps));
+    }
+    Ok(out)
+}
+
+/// `base` with the registries configuration applied for `host`: insecure
+/// when configured so; an error when the registry is blocked.
+pub fn options_for(host: &str, base: &ClientOptions) -> Result<ClientOptions> {
+    let conf = config::load()?;
+    if let Some(r) = conf.find(host).filter(|r| r.blocked) {
+        bail!("{host} is blocked by the registries configuration (registry prefix {:?})", r.prefix);
+    }
+    let mut o = base.clone();
+    o.insecure |= conf.insecure(host);
+    Ok(o)
+}
+
 pub fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
     let (os, arch) = crate::archive::resolve::host_platform();
     let Some(p) = p else { return Ok((os.into(), arch.into(), String::new())) };
@@ -52,15 +86,44 @@ pub fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
 
 /// Pulls an image; returns its ID.
 pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
-    let r = Reference::parse_with_default_tag(&opts.reference)
-        .with_context(|| format!("invalid image reference {:?}", opts.reference))?;
-    let name = r.to_string();
     let (os, arch, variant) = parse_platform(opts.platform.as_deref())?;
-    let client = Client::connect(r.domain(), &opts.client).with_context(|| format!("pulling {name}"))?;
-    let repo = Repo::new(&client, r.path());
-    let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
-    let (_, fetched, manifest) =
-        fetch_manifest(&repo, &name, &reference, (&os, &arch, &variant)).with_context(|| format!("pulling {name}"))?;
+    let conf = config::load()?;
+    let cands = candidates(&opts.reference, &conf)?;
+    // The first place that serves the manifest serves the blobs too.
+    let mut tried: Vec<String> = Vec::new();
+    let mut found = None;
+    'search: for (r, endpoints) in &cands {
+        let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
+        for ep in endpoints {
+            let where_ = format!("{}/{}", ep.host, ep.path);
+            if cands.len() > 1 || endpoints.len() > 1 {
+                progress.line(&format!("Trying to pull {where_}..."));
+            }
+            let mut copts = opts.client.clone();
+            copts.insecure |= ep.insecure || conf.insecure(&ep.host);
+            let attempt = Client::connect(&ep.host, &copts).map_err(anyhow::Error::from).and_then(|client| {
+                let repo = Repo::new(&client, &ep.path);
+                let (_, fetched, manifest) = fetch_manifest(&repo, &where_, &reference, (&os, &arch, &variant))?;
+                Ok((fetched, manifest, ep.path.clone(), client))
+            });
+            match attempt {
+                Ok(got) => {
+                    found = Some((r.clone(), got));
+                    break 'search;
+                }
+                Err(e) => tried.push(format!("{where_}: {}", crate::error_chain(&e))),
+            }
+        }
+    }
+    let Some((r, (fetched, manifest, path, client))) = found else {
+        let name = cands.first().map(|(r, _)| r.to_string()).unwrap_or_else(|| opts.reference.clone());
+        if tried.len() == 1 {
+            bail!("pulling {name}: {}", tried[0].split_once(": ").map(|x| x.1).unwrap_or(&tried[0]));
+        }
+        bail!("pulling {name}: no registry served it; tried {}", tried.join("; "));
+    };
+    let name = r.to_string();
+    let repo = Repo::new(&client, &path);
     for (i, l) in manifest.layers.iter().enumerate() {
         if !image::is_tar_layer(&l.media_type) {
             bail!("pulling {name}: layer {i} has media type {:?}, which img does not store", l.media_type);
@@ -330,11 +393,8 @@ fn download(
         if hasher.len() == size {
             break;
         }
+        // A body that stalls past the timeout is resumed like a reset one.
         let why = match &broke {
-            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => bail!(
-                "blob {d}: the registry stopped sending at {} of {size} bytes and timed out; run img pull again to resume",
-                hasher.len()
-            ),
             Some(e) => e.to_string(),
             None => "connection closed".to_string(),
         };

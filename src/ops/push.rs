@@ -11,7 +11,7 @@ use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, Document};
 use crate::index::ImageRecord;
 use crate::reference::Reference;
-use crate::registry::{Client, ClientOptions, RegistryError, Repo, Upload};
+use crate::registry::{config, Client, ClientOptions, RegistryError, Repo, Upload};
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -99,9 +99,18 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     else {
         bail!("pushing {name}: the stored manifest is an index; run img fsck");
     };
-    let client = Client::connect(r.domain(), &opts.client).with_context(ctx)?;
-    let repo = Repo::new(&client, r.path());
-    let mount_candidates = mount_candidates(store, &img, r.domain(), r.path())?;
+    // Pushes go to the registry's location (a configured rewrite), never to a mirror.
+    let conf = config::load()?;
+    let ep = conf
+        .endpoints(r.domain(), r.path(), false)
+        .map_err(|e| anyhow::anyhow!("pushing {name}: {e}"))?
+        .pop()
+        .context("no endpoint")?;
+    let mut copts = opts.client.clone();
+    copts.insecure |= ep.insecure || conf.insecure(&ep.host);
+    let client = Client::connect(&ep.host, &copts).with_context(ctx)?;
+    let repo = Repo::new(&client, &ep.path);
+    let mount_candidates = mount_candidates(store, &img, &ep.host, &ep.path)?;
     let mut pushed = Pushed { reference: name.clone(), ..Pushed::default() };
 
     // Layers, recompressed where asked: (media type, digest, size) as the
@@ -257,17 +266,16 @@ fn try_send(
     progress: &dyn Progress,
 ) -> std::result::Result<Outcome, RegistryError> {
     let d = &item.digest;
+    // One mount attempt: a registry that cannot mount starts a plain upload
+    // instead, which is then used.
     let mut location = None;
-    for from in &item.mount_from {
+    if let Some(from) = item.mount_from.first() {
         match repo.start_upload(Some((d, from)))? {
             Upload::Mounted => {
                 progress.line(&format!("Copying blob {} mounted from {from}", d.short()));
                 return Ok(Outcome::Mounted);
             }
-            Upload::Location(l) => {
-                location = Some(l);
-                break;
-            }
+            Upload::Location(l) => location = Some(l),
         }
     }
     let location = match location {

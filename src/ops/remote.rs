@@ -32,7 +32,8 @@ pub fn search(query: &str, limit: usize, opts: &ClientOptions) -> Result<Vec<Sea
         _ => ("docker.io", q),
     };
     let what = format!("searching {registry} for {term:?}");
-    let client = Client::connect(registry, opts).with_context(|| what.clone())?;
+    let opts = super::pull::options_for(registry, opts)?;
+    let client = Client::connect(registry, &opts).with_context(|| what.clone())?;
     let repos = registry::catalog(&client, 1_000_000).with_context(|| what.clone())?;
     let term = term.to_lowercase();
     Ok(repos
@@ -77,7 +78,8 @@ pub fn inspect(
     let r = Reference::parse_with_default_tag(refstr).with_context(|| format!("invalid image reference {refstr:?}"))?;
     let name = r.to_string();
     let ctx = || format!("inspecting {name}");
-    let client = Client::connect(r.domain(), opts).with_context(ctx)?;
+    let opts = super::pull::options_for(r.domain(), opts)?;
+    let client = Client::connect(r.domain(), &opts).with_context(ctx)?;
     let repo = Repo::new(&client, r.path());
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
     if let InspectWhat::Raw = what {

@@ -80,6 +80,14 @@ impl Response {
     }
     /// Reads at most `limit` bytes; more is an error.
     pub fn read_limited(mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
+        if let Some(len) = self.header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+            if len > limit {
+                return Err(RegistryError::Refused {
+                    what: what.to_string(),
+                    msg: format!("the answer is {len} bytes, larger than {limit}; refusing it"),
+                });
+            }
+        }
         let mut buf = Vec::new();
         (&mut self.body)
             .take(limit + 1)
@@ -291,9 +299,9 @@ impl Client {
                 };
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
-                    return Err(RegistryError::Http {
-                        registry: self.registry.clone(),
-                        msg: format!("{url}: more than {MAX_REDIRECTS} redirects; giving up"),
+                    return Err(RegistryError::Refused {
+                        what: url.clone(),
+                        msg: format!("more than {MAX_REDIRECTS} redirects; giving up"),
                     });
                 }
                 let next = resolve_location(&url, &loc);
