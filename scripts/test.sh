@@ -37,7 +37,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 
 install_packages() {
   local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
-              python3 hyperfine docker-registry apache2-utils curl) missing=()
+              python3 hyperfine docker-registry apache2-utils curl openssl) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
   done

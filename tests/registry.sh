@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Registry tests against a real registry: Debian's docker-registry (CNCF
-# distribution), started here on 127.0.0.1, plain HTTP and with htpasswd
-# Basic auth; images are put there with skopeo from testdata/gen/.
+# distribution), started here on 127.0.0.1: plain HTTP, htpasswd Basic auth,
+# TLS with a CA made here, mutual TLS, and token auth with a small token
+# issuer (tests/support/token_issuer.py); images are put there with skopeo
+# from testdata/gen/.
 #
 # Usage: IMG=target/release/img tests/registry.sh
 # Prints "ok - NAME" or "not ok - NAME" per check; exits non-zero if any
@@ -14,38 +16,112 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-registry.XXXXXX")
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$WORK"
+  rm -rf "$WORK" "$RUNS"
 }
 trap cleanup EXIT
 
 fail() { echo "$*" >&2; exit 1; }
-for t in docker-registry skopeo htpasswd curl python3; do
+for t in docker-registry skopeo podman htpasswd curl python3 openssl; do
   command -v "$t" >/dev/null || { echo "not ok - tools: $t is missing (scripts/test.sh installs it)"; exit 1; }
 done
 [[ -f $GEN/base-oci.tar ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
 
+RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a runroot under 50 characters
+# A private podman store: pm DIR ARGS...
+pm() {
+  local s=$1; shift
+  local run; run=$RUNS/$(echo "$s" | cksum | cut -d' ' -f1)
+  podman --root "$s/root" --runroot "$run" --tmpdir "$s/tmp" --storage-driver vfs \
+    --events-backend file --cgroup-manager cgroupfs "$@"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_registry NAME VAR [htpasswd-file]: sets VAR to host:port once it
-# answers. Not run in a subshell, so that cleanup knows the server's pid.
+# The test PKI in $PKI: a CA; a server certificate for 127.0.0.1 and a
+# client certificate, both from it; an RSA key and self-signed certificate
+# that sign the tokens. ca-only/ and client/ are certificate directories
+# (--cert-dir, --dest-cert-dir) with the CA, and with the CA and the client
+# certificate.
+PKI=$WORK/pki
+make_pki() {
+  mkdir -p "$PKI/ca-only" "$PKI/client" && cd "$PKI" || return 1
+  local ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+  openssl genpkey "${ec[@]}" -out ca.key &&
+    openssl req -x509 -new -key ca.key -subj "/CN=img test CA" -days 2 -out ca.crt \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+    openssl genpkey "${ec[@]}" -out server.key &&
+    openssl req -x509 -new -key server.key -subj /CN=127.0.0.1 -days 2 -CA ca.crt -CAkey ca.key -out server.crt \
+      -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth &&
+    openssl genpkey "${ec[@]}" -out client.key &&
+    openssl req -x509 -new -key client.key -subj "/CN=img test client" -days 2 -CA ca.crt -CAkey ca.key \
+      -out client.cert -addext basicConstraints=critical,CA:FALSE \
+      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sign.key &&
+    openssl req -x509 -new -key sign.key -subj "/CN=img test token signer" -days 2 -out sign.crt &&
+    cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
+} 2>"$WORK/pki.log" >&2
+
+# start_registry NAME VAR [OPTION...]: sets VAR to host:port once it
+# answers. Options: htpasswd=FILE (Basic auth), tls (HTTPS with the server
+# certificate of $PKI), clientcas (and require a client certificate from its
+# CA), token=REALM (token auth, tokens signed by $PKI/sign.key). Not run in a
+# subshell, so that cleanup knows the server's pid.
 start_registry() {
-  local name=$1 var=$2 auth=${3:-} port; port=$(free_port)
+  local name=$1 var=$2 port opt auth="" tls="" scheme=http; port=$(free_port); shift 2
+  for opt in "$@"; do
+    case $opt in
+      htpasswd=*) auth="auth: {htpasswd: {realm: test, path: ${opt#*=}}}" ;;
+      tls) tls=", tls: {certificate: $PKI/server.crt, key: $PKI/server.key}"; scheme=https ;;
+      clientcas) tls="${tls%\}}, clientcas: [$PKI/ca.crt]}" ;;
+      token=*) auth="auth: {token: {realm: '${opt#*=}', service: $TOKEN_SERVICE, issuer: $TOKEN_ISSUER, rootcertbundle: $PKI/sign.crt}}" ;;
+      *) echo "start_registry: unknown option $opt" >&2; return 1 ;;
+    esac
+  done
   mkdir -p "$WORK/$name"
   {
     echo "version: 0.1"
     echo "log: {level: error}"
     echo "storage: {filesystem: {rootdirectory: $WORK/$name/data}, delete: {enabled: true}}"
-    echo "http: {addr: 127.0.0.1:$port}"
-    [[ -n $auth ]] && echo "auth: {htpasswd: {realm: test, path: $auth}}"
+    echo "http: {addr: 127.0.0.1:$port$tls}"
+    [[ -n $auth ]] && echo "$auth"
   } > "$WORK/$name/config.yml"
   docker-registry serve "$WORK/$name/config.yml" > "$WORK/$name/log" 2>&1 &
   PIDS+=($!)
+  wait_for "$scheme://127.0.0.1:$port/v2/" "$WORK/$name/log" && printf -v "$var" '%s' "127.0.0.1:$port"
+}
+
+# wait_for URL LOG: waits until URL answers (any status); prints LOG if not.
+wait_for() {
   for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { printf -v "$var" '%s' "127.0.0.1:$port"; return 0; }
+    curl -s -o /dev/null --cacert "$PKI/ca.crt" --cert "$PKI/client.cert" --key "$PKI/client.key" "$1" && return 0
     sleep 0.1
   done
-  cat "$WORK/$name/log" >&2
+  cat "$2" >&2
   return 1
+}
+
+# start_token_issuer VAR: starts the token issuer over HTTPS and sets VAR to
+# its realm URL. Users: alice (any action), reader (pull only).
+TOKEN_SERVICE=img-test-registry TOKEN_ISSUER=img-test-issuer
+TOKEN_LOG=$WORK/token-issuer/log
+start_token_issuer() {
+  local port; port=$(free_port)
+  mkdir -p "$WORK/token-issuer"
+  python3 tests/support/token_issuer.py --port "$port" --cert "$PKI/server.crt" --key "$PKI/server.key" \
+    --sign-cert "$PKI/sign.crt" --sign-key "$PKI/sign.key" --issuer $TOKEN_ISSUER --service $TOKEN_SERVICE \
+    --user 'alice:t0ken-pass:*' --user 'reader:read-pass:pull' 2> "$TOKEN_LOG" &
+  PIDS+=($!)
+  wait_for "https://127.0.0.1:$port/token" "$TOKEN_LOG" && printf -v "$1" '%s' "https://127.0.0.1:$port/token"
+}
+
+# own_home: a fresh, empty $HOME under $WORK, so that only the certificates
+# and credentials a check puts there are found.
+own_home() {
+  export HOME=$WORK/home-${FUNCNAME[1]}
+  unset XDG_CONFIG_HOME DOCKER_CONFIG
+  export REGISTRY_AUTH_FILE=$HOME/auth.json
+  mkdir -p "$HOME"
 }
 
 passed=0 failed=0
@@ -59,13 +135,24 @@ check() { # check NAME: runs the function NAME in a subshell with a fresh store
   fi
 }
 
+(make_pki) || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
 start_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
 htpasswd -Bbc "$WORK/htpasswd" alice s3cret-pass >/dev/null 2>&1
-start_registry auth AUTH "$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
+start_registry auth AUTH htpasswd="$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
 skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker://$REG/test/base:1" ||
   { echo "not ok - skopeo push"; exit 1; }
 skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archive:$GEN/base-oci.tar" \
   "docker://$AUTH/test/base:1" || { echo "not ok - skopeo push with auth"; exit 1; }
+start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
+start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
+start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
+start_registry token TOKEN tls token="$REALM" || { echo "not ok - start token registry"; exit 1; }
+skopeo copy -q --dest-cert-dir "$PKI/ca-only" "oci-archive:$GEN/base-oci.tar" "docker://$TLS/test/base:1" ||
+  { echo "not ok - skopeo push over TLS"; exit 1; }
+skopeo copy -q --dest-cert-dir "$PKI/client" "oci-archive:$GEN/base-oci.tar" "docker://$MTLS/test/base:1" ||
+  { echo "not ok - skopeo push over mutual TLS"; exit 1; }
+skopeo copy -q --dest-cert-dir "$PKI/ca-only" --dest-creds alice:t0ken-pass "oci-archive:$GEN/base-oci.tar" \
+  "docker://$TOKEN/test/base:1" || { echo "not ok - skopeo push with token auth"; cat "$TOKEN_LOG"; exit 1; }
 
 pull_by_tag_matches_skopeo() {
   local id digest config
@@ -136,8 +223,223 @@ tags_lists_the_repository() {
   [[ $("$IMG" tags --tls-verify=false "$REG/test/base" | sort | tr '\n' ' ') == "1 2 " ]] || fail "tags: $("$IMG" tags --tls-verify=false "$REG/test/base")"
 }
 
+push_then_skopeo_and_podman_read_it() {
+  "$IMG" load -q -i "$GEN/layered-docker.tar" >/dev/null || fail "load"
+  "$IMG" push -q --tls-verify=false --digestfile "$WORK/push.digest" localhost/layered:1 "$REG/push/layered:1" ||
+    fail "push failed"
+  local digest
+  digest=$(skopeo inspect --tls-verify=false "docker://$REG/push/layered:1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])') || fail "skopeo inspect"
+  [[ $(cat "$WORK/push.digest") == "$digest" ]] || fail "--digestfile has $(cat "$WORK/push.digest"), skopeo sees $digest"
+  skopeo copy -q --src-tls-verify=false "docker://$REG/push/layered:1" "oci:$WORK/push-oci:x" || fail "skopeo copy of the pushed image"
+  local pr=$WORK/podman-push
+  pm "$pr" pull -q --tls-verify=false "$REG/push/layered:1" >/dev/null ||
+    fail "podman pull of the pushed image"
+  # podman unpacked the top layer's change.
+  local mnt
+  mnt=$(pm "$pr" image mount "$REG/push/layered:1") || fail "podman image mount"
+  [[ $(cat "$mnt/etc/hostname") == layered ]] || fail "podman sees /etc/hostname as $(cat "$mnt/etc/hostname" 2>&1)"
+}
+
+push_again_skips_and_other_repo_mounts() {
+  "$IMG" pull -q --tls-verify=false "$REG/test/base:1" >/dev/null || fail "pull"
+  local out
+  out=$("$IMG" push --tls-verify=false "$REG/test/base:1" 2>&1) || fail "push of an unchanged image: $out"
+  grep -q "0 blobs uploaded, 2 already there" <<<"$out" || fail "blobs were sent again: $out"
+  out=$("$IMG" push --tls-verify=false "$REG/test/base:1" "$REG/elsewhere/base:1" 2>&1) || fail "push to another repository: $out"
+  grep -q "0 blobs uploaded, 0 already there, 2 mounted" <<<"$out" || fail "blobs were not mounted across repositories: $out"
+  skopeo inspect --tls-verify=false "docker://$REG/elsewhere/base:1" >/dev/null || fail "skopeo cannot read the mounted image"
+}
+
+chunked_zstd_push_pulls_back_identical() {
+  "$IMG" load -q -i "$GEN/base-oci.tar" >/dev/null || fail "load"
+  "$IMG" push -q --tls-verify=false --chunk-size 64k --compression-format zstd localhost/base:1 "$REG/push/base:zstd" ||
+    fail "chunked zstd push failed"
+  skopeo inspect --raw --tls-verify=false "docker://$REG/push/base:zstd" | grep -q 'tar+zstd' || fail "the layers are not zstd"
+  local before after
+  before=$("$IMG" export localhost/base:1 | sha256sum)
+  IMG_ROOT=$WORK/store-zstd-back "$IMG" pull -q --tls-verify=false "$REG/push/base:zstd" >/dev/null || fail "pull back"
+  after=$(IMG_ROOT=$WORK/store-zstd-back "$IMG" export "$REG/push/base:zstd" | sha256sum)
+  [[ $before == "$after" ]] || fail "the root filesystem changed through zstd"
+  local pr=$WORK/podman-zstd
+  pm "$pr" pull -q --tls-verify=false "$REG/push/base:zstd" >/dev/null ||
+    fail "podman cannot pull the zstd image"
+}
+
+podman_push_then_img_pull() {
+  local pr=$WORK/podman-src
+  pm "$pr" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "podman load"
+  pm "$pr" push -q --tls-verify=false localhost/layered:1 "$REG/frompodman/layered:1" ||
+    fail "podman push"
+  "$IMG" pull -q --tls-verify=false "$REG/frompodman/layered:1" >/dev/null || fail "img pull of podman's push"
+  "$IMG" fsck >/dev/null || fail "fsck"
+}
+
+push_refusals_leave_nothing() {
+  local err
+  err=$("$IMG" push --tls-verify=false nosuch:1 "$REG/x/y:1" 2>&1) && fail "push of a missing image succeeded"
+  grep -q "nosuch:1" <<<"$err" || fail "the error does not name the image: $err"
+  "$IMG" load -q -i "$GEN/base-oci.tar" >/dev/null || fail "load"
+  err=$("$IMG" push --tls-verify=false "$("$IMG" images -q | head -1)" 2>&1) && fail "push of an ID without destination succeeded"
+  grep -q "needs a destination" <<<"$err" || fail "unclear error: $err"
+  err=$("$IMG" push --tls-verify=false --creds a:b localhost/base:1 "$AUTH/x/y:1" 2>&1) && fail "push with wrong creds succeeded"
+  grep -q "img login" <<<"$err" || fail "the error does not suggest img login: $err"
+  [[ -z $(ls "$IMG_ROOT/ingest") ]] || fail "files left in ingest/"
+}
+
+# config_digest REF SKOPEO-OPTION...: the config digest skopeo sees.
+config_digest() {
+  local ref=$1; shift
+  skopeo inspect --raw "$@" "docker://$ref" | python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])'
+}
+
+# stored_nothing: no image and no blob in the store.
+stored_nothing() {
+  [[ -z $("$IMG" images -q) ]] || fail "an image was stored"
+  [[ -z $(find "$IMG_ROOT/blobs" -type f 2>/dev/null) ]] || fail "blobs were stored"
+}
+
+tls_unknown_ca_is_a_clear_error() {
+  own_home
+  local err
+  err=$("$IMG" pull "$TLS/test/base:1" 2>&1 >/dev/null) && fail "pull from a registry with an unknown CA succeeded"
+  stored_nothing
+  grep -q "certs.d" <<<"$err" || fail "the error does not say where to put the CA: $err"
+}
+
+tls_pull_with_cert_dir() {
+  own_home
+  local id
+  id=$("$IMG" pull -q --cert-dir "$PKI/ca-only" "$TLS/test/base:1") || fail "pull with --cert-dir failed"
+  [[ "sha256:$id" == "$(config_digest "$TLS/test/base:1" --cert-dir "$PKI/ca-only")" ]] ||
+    fail "image ID $id is not the config digest"
+  [[ $("$IMG" tags --cert-dir "$PKI/ca-only" "$TLS/test/base") == 1 ]] || fail "tags with --cert-dir"
+  "$IMG" fsck >/dev/null || fail "fsck after pull"
+}
+
+tls_pull_with_ca_in_home_certs_d() {
+  own_home
+  mkdir -p "$HOME/.config/containers/certs.d/$TLS" && cp "$PKI/ca.crt" "$HOME/.config/containers/certs.d/$TLS/"
+  "$IMG" pull -q "$TLS/test/base:1" >/dev/null || fail "pull with the CA in ~/.config/containers/certs.d failed"
+  # $XDG_CONFIG_HOME takes the place of ~/.config.
+  export XDG_CONFIG_HOME=$HOME/xdg IMG_ROOT=$IMG_ROOT-xdg
+  mkdir -p "$XDG_CONFIG_HOME/containers/certs.d/$TLS" && cp "$PKI/ca.crt" "$XDG_CONFIG_HOME/containers/certs.d/$TLS/"
+  rm -r "$HOME/.config"
+  "$IMG" pull -q "$TLS/test/base:1" >/dev/null || fail "pull with the CA in \$XDG_CONFIG_HOME/containers/certs.d failed"
+}
+
+tls_verify_false_allows_an_unknown_ca() {
+  own_home
+  "$IMG" pull -q --tls-verify=false "$TLS/test/base:1" >/dev/null || fail "pull with --tls-verify=false over TLS failed"
+  [[ -n $("$IMG" images -q) ]] || fail "no image stored"
+}
+
+mtls_missing_client_certificate_is_a_clear_error() {
+  own_home
+  local err
+  err=$("$IMG" pull --cert-dir "$PKI/ca-only" "$MTLS/test/base:1" 2>&1 >/dev/null) &&
+    fail "pull without a client certificate succeeded"
+  stored_nothing
+  grep -qi "client certificate" <<<"$err" || fail "the error does not say a client certificate is needed: $err"
+}
+
+mtls_pull_with_client_certificate_in_certs_d() {
+  own_home
+  local d=$HOME/.config/containers/certs.d/$MTLS
+  mkdir -p "$d" && cp "$PKI/ca.crt" "$PKI/client.cert" "$PKI/client.key" "$d/"
+  "$IMG" pull -q "$MTLS/test/base:1" >/dev/null || fail "pull with client.cert and client.key failed"
+  [[ $("$IMG" tags "$MTLS/test/base") == 1 ]] || fail "tags over mutual TLS"
+}
+
+mtls_pull_with_isulad_file_names() {
+  own_home
+  local d=$HOME/isulad
+  mkdir -p "$d" && cp "$PKI/ca.crt" "$d/" && cp "$PKI/client.cert" "$d/tls.cert" && cp "$PKI/client.key" "$d/tls.key"
+  "$IMG" pull -q --cert-dir "$d" "$MTLS/test/base:1" >/dev/null || fail "pull with ca.crt, tls.cert and tls.key failed"
+}
+
+mtls_client_certificate_without_key_is_an_error() {
+  own_home
+  local d=$HOME/nokey err
+  mkdir -p "$d" && cp "$PKI/ca.crt" "$PKI/client.cert" "$d/"
+  err=$("$IMG" pull --cert-dir "$d" "$MTLS/test/base:1" 2>&1 >/dev/null) && fail "pull with a client certificate and no key succeeded"
+  grep -q "client.key" <<<"$err" || fail "the error does not name the missing key: $err"
+  stored_nothing
+}
+
+token_pull_needs_login() {
+  own_home
+  local err
+  err=$("$IMG" pull --cert-dir "$PKI/ca-only" "$TOKEN/test/base:1" 2>&1 >/dev/null) && fail "anonymous pull succeeded"
+  grep -q "img login" <<<"$err" || fail "the error does not suggest img login: $err"
+  stored_nothing
+}
+
+token_login_then_pull() {
+  own_home
+  local af=$HOME/auth.json c=(--cert-dir "$PKI/ca-only") before
+  echo wrong | "$IMG" login "${c[@]}" --authfile "$af" -u alice --password-stdin "$TOKEN" 2>/dev/null &&
+    fail "login with a wrong password succeeded"
+  [[ ! -e $af ]] || fail "a failed login wrote the auth file"
+  echo t0ken-pass | "$IMG" login "${c[@]}" --authfile "$af" -u alice --password-stdin "$TOKEN" 2>/dev/null ||
+    fail "login failed"
+  [[ -s $af ]] || fail "login wrote no auth file"
+  before=$(wc -l < "$TOKEN_LOG")
+  "$IMG" pull -q "${c[@]}" --authfile "$af" "$TOKEN/test/base:1" >/dev/null || fail "pull after login failed"
+  [[ $(tail -n +$((before + 1)) "$TOKEN_LOG" | grep -c "^user=alice scope=repository:test/base:pull granted=") == 1 ]] ||
+    fail "not one token request for repository:test/base:pull by alice: $(tail -n +$((before + 1)) "$TOKEN_LOG")"
+  "$IMG" logout --authfile "$af" "$TOKEN" 2>/dev/null || fail "logout failed"
+  IMG_ROOT=$IMG_ROOT-2 "$IMG" pull -q "${c[@]}" --authfile "$af" "$TOKEN/test/base:1" >/dev/null 2>&1 &&
+    fail "pull after logout succeeded"
+  true
+}
+
+token_pull_with_creds() {
+  own_home
+  local c=(--cert-dir "$PKI/ca-only")
+  "$IMG" pull -q "${c[@]}" --creds alice:wrong "$TOKEN/test/base:1" >/dev/null 2>&1 && fail "pull with a wrong password succeeded"
+  stored_nothing
+  "$IMG" pull -q "${c[@]}" --creds alice:t0ken-pass "$TOKEN/test/base:1" >/dev/null || fail "pull with --creds failed"
+  # reader is granted pull only.
+  IMG_ROOT=$IMG_ROOT-reader "$IMG" pull -q "${c[@]}" --creds reader:read-pass "$TOKEN/test/base:1" >/dev/null ||
+    fail "pull as the read-only user failed"
+  grep -q '^user=reader scope=repository:test/base:pull granted=.*"actions": \["pull"\]' "$TOKEN_LOG" ||
+    fail "the issuer saw no pull request by reader"
+  [[ $("$IMG" tags "${c[@]}" --creds reader:read-pass "$TOKEN/test/base") == 1 ]] || fail "tags with a token"
+}
+
+push_over_mtls_and_token_auth() {
+  own_home
+  "$IMG" load -q -i "$GEN/layered-docker.tar" >/dev/null || fail "load"
+  "$IMG" push -q --cert-dir "$PKI/client" localhost/layered:1 "$MTLS/pushed/layered:1" || fail "push over mutual TLS"
+  skopeo inspect --cert-dir "$PKI/client" "docker://$MTLS/pushed/layered:1" >/dev/null || fail "skopeo cannot see the mTLS push"
+  local c=(--cert-dir "$PKI/ca-only") err
+  err=$("$IMG" push "${c[@]}" --creds reader:read-pass localhost/layered:1 "$TOKEN/pushed/layered:1" 2>&1) &&
+    fail "a pull-only user could push"
+  grep -q "unauthorized\|denied" <<<"$err" || fail "unclear error for a refused push: $err"
+  "$IMG" push -q "${c[@]}" --creds alice:t0ken-pass localhost/layered:1 "$TOKEN/pushed/layered:1" || fail "push with a token"
+  grep -q '^user=alice scope=repository:pushed/layered:pull,push granted=' "$TOKEN_LOG" ||
+    fail "the issuer saw no push scope request by alice"
+  skopeo inspect --cert-dir "$PKI/ca-only" --creds alice:t0ken-pass "docker://$TOKEN/pushed/layered:1" >/dev/null ||
+    fail "skopeo cannot see the token push"
+  # Across repositories with a token: mount needs pull on the source too.
+  export IMG_ROOT=$IMG_ROOT-mount
+  "$IMG" pull -q "${c[@]}" --creds alice:t0ken-pass "$TOKEN/pushed/layered:1" >/dev/null || fail "pull back"
+  local out
+  out=$("$IMG" push "${c[@]}" --creds alice:t0ken-pass "$TOKEN/pushed/layered:1" "$TOKEN/copy/layered:1" 2>&1) ||
+    fail "cross-repository push: $out"
+  grep -q "0 blobs uploaded, 0 already there, 3 mounted" <<<"$out" || fail "blobs were not mounted: $out"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
-  https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository; do
+  https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
+  push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
+  podman_push_then_img_pull push_refusals_leave_nothing \
+  tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
+  tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
+  mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
+  mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds \
+  push_over_mtls_and_token_auth; do
   check "$c"
 done
 echo "$passed passed, $failed failed"

@@ -51,6 +51,8 @@ enum Command {
     Export(archive::ExportArgs),
     /// Pull an image from a registry
     Pull(registry::PullArgs),
+    /// Push an image to a registry
+    Push(registry::PushArgs),
     /// Log in to a registry
     Login(registry::LoginArgs),
     /// Log out of a registry
@@ -175,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Import(a) | Command::Image { command: ImageCommand::Import(a) } => archive::import(&ctx, a),
         Command::Export(a) => archive::export(&ctx, a),
         Command::Pull(a) => registry::pull(&ctx, a),
+        Command::Push(a) => registry::push(&ctx, a),
         Command::Login(a) => registry::login(a),
         Command::Logout(a) => registry::logout(a),
         Command::Tags(a) => registry::tags(a),

@@ -1,5 +1,6 @@
 use super::Ctx;
 use crate::ops::pull::{self, PullOptions};
+use crate::ops::push::{self, LayerCompression, PushOptions};
 use crate::registry::authfile::{self, Credentials};
 use crate::registry::{Client, ClientOptions};
 use anyhow::{bail, Context, Result};
@@ -77,6 +78,78 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let mut out = super::stdout();
     writeln!(out, "{}", id.hex())?;
     out.flush()?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Recompress every layer with gzip or zstd (by default layers are sent as stored; uncompressed ones are gzipped)
+    #[arg(long, value_name = "FORMAT")]
+    compression_format: Option<String>,
+    /// Write the pushed manifest's digest to FILE
+    #[arg(long, value_name = "FILE")]
+    digestfile: Option<PathBuf>,
+    /// Upload blobs in chunks of SIZE bytes (suffixes k, m, g) instead of one request each
+    #[arg(long, value_name = "SIZE")]
+    chunk_size: Option<String>,
+    /// Blobs uploaded at once
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    jobs: usize,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    quiet: bool,
+    /// The local image (name or ID)
+    #[arg(value_name = "IMAGE")]
+    source: String,
+    /// Where to push it (REGISTRY/NAME[:TAG]); the image's name by default
+    #[arg(value_name = "DESTINATION")]
+    dest: Option<String>,
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (&t[..], 1),
+    };
+    let n: u64 = num.parse().with_context(|| format!("invalid size {s:?}: use a number of bytes, like 5m"))?;
+    if n == 0 {
+        bail!("invalid size {s:?}: must be more than 0");
+    }
+    Ok(n * mult)
+}
+
+pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
+    let store = ctx.open_store()?;
+    let opts = PushOptions {
+        source: a.source.clone(),
+        dest: a.dest.clone(),
+        client: a.registry.options()?,
+        compression: a.compression_format.as_deref().map(LayerCompression::parse).transpose()?,
+        chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
+        jobs: a.jobs,
+    };
+    let quiet = a.quiet;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let pushed = push::push(&store, &opts, &progress)?;
+    let digest = pushed.manifest_digest.context("no manifest was pushed")?;
+    if let Some(f) = &a.digestfile {
+        std::fs::write(f, digest.as_str()).with_context(|| format!("writing the digest to {}", f.display()))?;
+    }
+    if !quiet {
+        eprintln!(
+            "Pushed {} ({digest}): {} blobs uploaded, {} already there, {} mounted",
+            pushed.reference, pushed.uploaded, pushed.skipped, pushed.mounted
+        );
+    }
     Ok(())
 }
 

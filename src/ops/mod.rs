@@ -8,6 +8,7 @@ pub mod import;
 pub mod inspect;
 pub mod load;
 pub mod pull;
+pub mod push;
 pub mod remove;
 pub mod save;
 

@@ -222,15 +222,6 @@ fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
     store.ingest_dir().join(format!("partial-{}", d.hex()))
 }
 
-fn is_transient(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Http { msg, .. } => {
-            !msg.contains("answered 4") || msg.contains("answered 408") || msg.contains("answered 429")
-        }
-        _ => false,
-    }
-}
-
 /// Downloads one blob into `ingest/partial-<hex>`, resuming what is there,
 /// and returns it staged and verified.
 fn download(
@@ -271,55 +262,15 @@ fn download(
     if !quiet {
         progress.line(&format!("Copying blob {}", d.short()));
     }
+    // Errors in reaching the blob were already retried by the client; a
+    // body that breaks off is resumed from where it stopped.
     let mut attempt = 0;
     let mut buf = vec![0u8; 256 * 1024];
     while hasher.len() < size {
         attempt += 1;
         let offset = hasher.len();
-        let res = (|| -> std::result::Result<(), RegistryError> {
-            let mut resp = repo.blob_from(d, offset)?;
-            loop {
-                let n = match resp.body.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        return Err(RegistryError::Http {
-                            registry: repo.client.registry.clone(),
-                            msg: format!("reading blob {d}: {e}"),
-                        })
-                    }
-                };
-                if hasher.len() + n as u64 > size {
-                    return Err(RegistryError::Refused {
-                        what: format!("blob {d}"),
-                        msg: format!("the registry sent more than the {size} bytes the manifest says"),
-                    });
-                }
-                file.write_all(&buf[..n]).map_err(|e| RegistryError::Http {
-                    registry: repo.client.registry.clone(),
-                    msg: format!("writing {}: {e}", path.display()),
-                })?;
-                hasher.update(&buf[..n]);
-            }
-        })();
-        match res {
-            Ok(()) if hasher.len() == size => break,
-            Ok(()) if attempt < MAX_ATTEMPTS => {
-                progress.line(&format!(
-                    "blob {}: connection ended at {} of {size} bytes; resuming",
-                    d.short(),
-                    hasher.len()
-                ));
-            }
-            Err(e) if attempt < MAX_ATTEMPTS && is_transient(&e) => {
-                progress.line(&format!("blob {}: {e}; retrying from byte {}", d.short(), hasher.len()));
-                std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
-            }
-            Ok(()) => bail!(
-                "blob {d}: the registry kept closing the connection ({} of {size} bytes); run img pull again to resume",
-                hasher.len()
-            ),
+        let mut resp = match repo.blob_from(d, offset) {
+            Ok(r) => r,
             Err(e) => {
                 if matches!(e, RegistryError::Refused { .. }) {
                     drop(file);
@@ -327,6 +278,50 @@ fn download(
                 }
                 return Err(e.into());
             }
+        };
+        let broke = loop {
+            let n = match resp.body.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(e),
+            };
+            if hasher.len() + n as u64 > size {
+                drop(file);
+                let _ = std::fs::remove_file(&path);
+                bail!("blob {d}: the registry sent more than the {size} bytes the manifest says; the download was discarded");
+            }
+            if let Err(e) = file.write_all(&buf[..n]) {
+                let e = crate::store::io_err("writing", &path)(e);
+                if matches!(e, crate::store::StoreError::NoSpace { .. }) {
+                    // Give the space back: a resume would fail the same way.
+                    drop(file);
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(e.into());
+            }
+            hasher.update(&buf[..n]);
+        };
+        if hasher.len() == size {
+            break;
+        }
+        let why = match &broke {
+            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => bail!(
+                "blob {d}: the registry stopped sending at {} of {size} bytes and timed out; run img pull again to resume",
+                hasher.len()
+            ),
+            Some(e) => e.to_string(),
+            None => "connection closed".to_string(),
+        };
+        if attempt >= MAX_ATTEMPTS {
+            bail!(
+                "blob {d}: the download kept breaking off ({why}; {} of {size} bytes); run img pull again to resume",
+                hasher.len()
+            );
+        }
+        progress.line(&format!("blob {}: {why} at {} of {size} bytes; resuming", d.short(), hasher.len()));
+        if hasher.len() == offset {
+            std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
         }
     }
     let got = hasher.finish();

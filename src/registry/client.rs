@@ -18,6 +18,21 @@ use std::time::Duration;
 /// Largest token or error body read into memory.
 const MAX_SMALL_BODY: u64 = 1 << 20;
 const MAX_REDIRECTS: u32 = 10;
+/// Attempts of an idempotent request (GET, HEAD) that meets a connection
+/// error, a 5xx or a 429.
+const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The response and per-read timeout: `IMG_REGISTRY_TIMEOUT` seconds, 60 by default.
+pub fn io_timeout() -> Duration {
+    std::env::var("IMG_REGISTRY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(60))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -33,6 +48,9 @@ pub enum RegistryError {
     AuthFile(#[from] authfile::AuthFileError),
     #[error("{registry}: {msg}")]
     Tls { registry: String, msg: String },
+    /// The registry stopped answering; not retried.
+    #[error("{registry}: {msg}")]
+    Timeout { registry: String, msg: String },
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -110,11 +128,11 @@ fn build_agent(settings: &TlsSettings) -> ureq::Agent {
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("img/", env!("CARGO_PKG_VERSION")))
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(Duration::from_secs(30).min(io_timeout())))
+        .timeout_recv_response(Some(io_timeout()))
         // A server that stops sending for this long is given up on; a slow
         // but moving download is not (no overall timeout).
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(io_timeout()))
         .tls_config(settings.to_ureq())
         .build();
     ureq::Agent::new_with_config(config)
@@ -168,17 +186,30 @@ impl Client {
     }
 
     fn transport_err(&self, url: &str, e: ureq::Error) -> RegistryError {
+        let text = e.to_string();
+        let tls = |msg: String| RegistryError::Tls { registry: self.registry.clone(), msg };
+        let reg = &self.registry;
+        if let Some(hint) = tls_hint(&text) {
+            let hint = hint.replace("HOST", reg);
+            return tls(format!("{url}: TLS handshake failed ({text}); {hint}"));
+        }
         let msg = match &e {
-            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => format!(
-                "TLS error talking to {}: {e}; if the registry uses a private CA put it in /etc/containers/certs.d/{}/ca.crt, or use --tls-verify=false for a registry you trust",
-                self.registry, self.registry
-            ),
-            ureq::Error::Io(io) if url.starts_with("https://") && io.to_string().contains("corrupt message") => format!(
+            ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
+                return tls(format!("{url}: TLS error ({text}); if the registry uses a private CA put it in /etc/containers/certs.d/{reg}/ca.crt, or use --tls-verify=false for a registry you trust"))
+            }
+            ureq::Error::Io(_) if url.starts_with("https://") && text.contains("corrupt message") => format!(
                 "{url}: the registry does not speak TLS; if it serves plain HTTP, use --tls-verify=false (or mark it insecure in registries.conf)"
             ),
-            ureq::Error::Timeout(t) => format!("{url}: timed out ({t:?}); the registry did not answer"),
-            ureq::Error::ConnectionFailed | ureq::Error::Io(_) => format!("{url}: {e}"),
-            _ => format!("{url}: {e}"),
+            ureq::Error::Timeout(t) => {
+                return RegistryError::Timeout {
+                    registry: self.registry.clone(),
+                    msg: format!(
+                        "{url}: timed out ({t}) after {} s without an answer; check the registry, or raise IMG_REGISTRY_TIMEOUT",
+                        io_timeout().as_secs()
+                    ),
+                }
+            }
+            _ => format!("{url}: {text}"),
         };
         RegistryError::Http { registry: self.registry.clone(), msg }
     }
@@ -188,8 +219,36 @@ impl Client {
     }
 
     /// Sends a request with auth for `scope`, following redirects and one
-    /// auth challenge. `body` is sent for PUT/POST/PATCH.
+    /// auth challenge. `body` is sent for PUT/POST/PATCH. GET and HEAD are
+    /// retried with backoff after connection errors, 5xx and 429 (honouring
+    /// `Retry-After`); other methods are sent once.
     pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
+        let idempotent = method == "GET" || method == "HEAD";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = !idempotent || attempt >= MAX_ATTEMPTS;
+            match self.request_once(method, url, headers, scope, body) {
+                Ok(resp) if !last && (resp.status == 429 || (500..600).contains(&resp.status)) => {
+                    let wait = retry_after(resp.header("retry-after")).unwrap_or_else(|| backoff(attempt));
+                    std::thread::sleep(wait);
+                }
+                Err(RegistryError::Http { .. }) if !last => {
+                    std::thread::sleep(backoff(attempt));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn request_once(
         &self,
         method: &str,
         url: &str,
@@ -258,6 +317,47 @@ impl Client {
         }
     }
 
+    /// Sends `len` bytes from `body` once, with the auth already
+    /// established for `scope` (an earlier request answered the challenge).
+    /// A stream cannot be replayed, so a redirect or a new challenge is an
+    /// error for the caller to retry from the start.
+    pub fn send_stream(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        body: &mut dyn Read,
+        len: u64,
+    ) -> Result<Response> {
+        if authority(url) != authority(&self.base) {
+            return Err(RegistryError::Refused {
+                what: url.to_string(),
+                msg: format!("the registry sent an upload location on another host than {}; refusing it", self.registry),
+            });
+        }
+        let mut req = ureq::http::Request::builder().method(method).uri(url).header("Content-Length", len.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(auth) = self.auth_header(scope) {
+            req = req.header("Authorization", auth);
+        }
+        let mut limited = body.take(len);
+        let req = req.body(ureq::SendBody::from_reader(&mut limited)).map_err(|e| RegistryError::Http {
+            registry: self.registry.clone(),
+            msg: format!("bad request {url}: {e}"),
+        })?;
+        let resp = self.agent.run(req).map_err(|e| self.transport_err(url, e))?;
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        Ok(Response { status, headers, body: Box::new(resp.into_body().into_reader()) })
+    }
+
     fn auth_header(&self, scope: &str) -> Option<String> {
         if let Some(t) = self.tokens.lock().ok()?.get(scope) {
             return Some(format!("Bearer {t}"));
@@ -318,8 +418,9 @@ impl Client {
             url.push_str(&format!("{sep}service={}", urlencode(service)));
             sep = '&';
         }
-        if !scope.is_empty() {
-            url.push_str(&format!("{sep}scope={}", urlencode(scope)));
+        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+            url.push_str(&format!("{sep}scope={}", urlencode(one)));
+            sep = '&';
         }
         let mut req = self.agent.get(&url);
         if let Some(c) = &self.creds {
@@ -338,7 +439,11 @@ impl Client {
         })?;
         if status == 401 || status == 403 {
             return Err(RegistryError::Unauthorized {
-                what: format!("getting a token for {scope}"),
+                what: if scope.is_empty() {
+                    format!("getting a token from {realm}")
+                } else {
+                    format!("getting a token for {scope}")
+                },
                 status,
                 registry: self.registry.clone(),
             });
@@ -386,6 +491,38 @@ impl Client {
             },
         }
     }
+}
+
+/// What to do about a TLS failure, from rustls's description of it (ureq
+/// reports handshake failures as I/O errors). `HOST` stands for the registry.
+fn tls_hint(text: &str) -> Option<&'static str> {
+    if text.contains("invalid peer certificate") {
+        if text.contains("NotValidForName") {
+            return Some("the registry's certificate is not issued for this host name; use the name it was issued for");
+        }
+        if text.contains("Expired") {
+            return Some("the registry's certificate has expired");
+        }
+        return Some("the registry's certificate is not trusted: if it uses a private CA put the CA in /etc/containers/certs.d/HOST/ca.crt (or ~/.config/containers/certs.d/HOST/, or --cert-dir), or use --tls-verify=false for a registry you trust");
+    }
+    if text.contains("CertificateRequired") || text.contains("BadCertificate") {
+        return Some("the registry wants a client certificate it accepts: put client.cert and client.key in /etc/containers/certs.d/HOST/ (or ~/.config/containers/certs.d/HOST/, or --cert-dir)");
+    }
+    if text.contains("UnknownCA") {
+        return Some("the registry does not trust the client certificate's issuer; use a client certificate signed by a CA it trusts");
+    }
+    None
+}
+
+/// How long to wait before attempt `attempt + 1`: 0.25 s, 0.5 s, 1 s, ...
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.saturating_sub(1).min(5))
+}
+
+/// A `Retry-After` given in seconds, capped.
+fn retry_after(v: Option<&str>) -> Option<Duration> {
+    let secs: u64 = v?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// The text of a distribution-spec error body (`{"errors":[{"code","message"}]}`).
@@ -443,6 +580,26 @@ mod tests {
         assert_eq!(resolve_location(base, "/v2/a/blobs/uploads/1"), "https://r.example:5000/v2/a/blobs/uploads/1");
         assert_eq!(resolve_location(base, "//cdn/y"), "https://cdn/y");
         assert_eq!(resolve_location(base, "z"), "https://r.example:5000/v2/a/blobs/z");
+    }
+
+    #[test]
+    fn tls_failures_say_what_to_do() {
+        let ca = tls_hint("io: invalid peer certificate: UnknownIssuer").unwrap();
+        assert!(ca.contains("certs.d/HOST/ca.crt") && ca.contains("--tls-verify=false"));
+        assert!(tls_hint("io: received fatal alert: BadCertificate").unwrap().contains("client.cert"));
+        assert!(tls_hint("io: received fatal alert: CertificateRequired").unwrap().contains("client.key"));
+        assert!(tls_hint("invalid peer certificate: NotValidForName").unwrap().contains("host name"));
+        assert_eq!(tls_hint("io: connection refused"), None);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_and_capped() {
+        assert_eq!(retry_after(Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(Some(" 1 ")), Some(Duration::from_secs(1)));
+        assert_eq!(retry_after(Some("99999")), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(None), None);
+        assert!(backoff(1) < backoff(2) && backoff(9) == backoff(6));
     }
 
     #[test]

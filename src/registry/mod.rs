@@ -132,6 +132,98 @@ impl<'c> Repo<'c> {
         }
     }
 
+    /// Starts a blob upload (`POST /blobs/uploads/`). With `mount`, asks the
+    /// registry to mount the blob from another repository of the same
+    /// registry instead; a registry that cannot answers with a plain upload.
+    pub fn start_upload(&self, mount: Option<(&Digest, &str)>) -> Result<Upload> {
+        let (query, scope) = match mount {
+            Some((d, from)) => (
+                format!("?mount={d}&from={}", client::urlencode(from)),
+                format!("{} repository:{from}:pull", self.push_scope()),
+            ),
+            None => (String::new(), self.push_scope()),
+        };
+        let url = self.client.url(&format!("/v2/{}/blobs/uploads/{query}", self.name));
+        let resp = self.client.request("POST", &url, &[("Content-Length", "0".into())], &scope, Some(&[]))?;
+        match resp.status {
+            201 if mount.is_some() => Ok(Upload::Mounted),
+            202 => {
+                let loc = resp.header("location").ok_or_else(|| RegistryError::Refused {
+                    what: format!("upload to {}", self.what("")),
+                    msg: "the registry started an upload without a Location".into(),
+                })?;
+                Ok(Upload::Location(client::resolve_location(&url, loc)))
+            }
+            _ => Err(self.client.status_error(&format!("starting an upload to {}", self.what("")), resp)),
+        }
+    }
+
+    /// Sends a whole blob in one request and completes the upload (PUT with `?digest=`).
+    pub fn put_blob(&self, location: &str, digest: &Digest, body: &mut dyn Read, size: u64) -> Result<()> {
+        let url = with_query(location, &format!("digest={}", client::urlencode(digest.as_str())));
+        let headers = [("Content-Type", "application/octet-stream".to_string())];
+        let resp = self.client.send_stream("PUT", &url, &headers, &self.push_scope(), body, size)?;
+        self.check_blob_created(resp, digest)
+    }
+
+    /// Sends one chunk (`PATCH` with `Content-Range`); returns the next location.
+    pub fn patch_chunk(&self, location: &str, body: &mut dyn Read, start: u64, len: u64) -> Result<String> {
+        let headers = [
+            ("Content-Type", "application/octet-stream".to_string()),
+            ("Content-Range", format!("{start}-{}", start + len - 1)),
+        ];
+        let resp = self.client.send_stream("PATCH", location, &headers, &self.push_scope(), body, len)?;
+        if resp.status != 202 {
+            return Err(self.client.status_error(&format!("uploading a chunk to {}", self.what("")), resp));
+        }
+        let loc = resp.header("location").unwrap_or(location).to_string();
+        Ok(client::resolve_location(location, &loc))
+    }
+
+    /// Completes a chunked upload (`PUT ?digest=` with no body).
+    pub fn finish_upload(&self, location: &str, digest: &Digest) -> Result<()> {
+        let url = with_query(location, &format!("digest={}", client::urlencode(digest.as_str())));
+        let resp = self.client.send_stream("PUT", &url, &[], &self.push_scope(), &mut std::io::empty(), 0)?;
+        self.check_blob_created(resp, digest)
+    }
+
+    fn check_blob_created(&self, resp: Response, digest: &Digest) -> Result<()> {
+        if resp.status != 201 {
+            return Err(self.client.status_error(&format!("uploading blob {}", self.what(&format!("@{digest}"))), resp));
+        }
+        if let Some(got) = resp.header("docker-content-digest") {
+            if got != digest.as_str() {
+                return Err(RegistryError::Refused {
+                    what: format!("blob {}", self.what(&format!("@{digest}"))),
+                    msg: format!("the registry stored it as {got}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a manifest under `reference` (a tag or its digest); returns the
+    /// digest the registry reports, checked against the bytes sent.
+    pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of_bytes(bytes);
+        let what = self.what(&format!(":{reference}"));
+        let url = self.client.url(&format!("/v2/{}/manifests/{reference}", self.name));
+        let headers = [("Content-Type", media_type.to_string())];
+        let resp = self.client.request("PUT", &url, &headers, &self.push_scope(), Some(bytes))?;
+        if resp.status != 201 && resp.status != 200 {
+            return Err(self.client.status_error(&format!("writing manifest {what}"), resp));
+        }
+        if let Some(got) = resp.header("docker-content-digest") {
+            if got != digest.as_str() {
+                return Err(RegistryError::Refused {
+                    what: format!("manifest {what}"),
+                    msg: format!("the registry stored it as {got}, not {digest}"),
+                });
+            }
+        }
+        Ok(digest)
+    }
+
     /// Tags of the repository, following `Link` pagination.
     pub fn tags(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -166,6 +258,18 @@ impl<'c> Repo<'c> {
         }
         Ok(out)
     }
+}
+
+/// The answer to starting an upload.
+pub enum Upload {
+    /// The blob was mounted from another repository: nothing to send.
+    Mounted,
+    /// Send the blob to this URL.
+    Location(String),
+}
+
+fn with_query(url: &str, q: &str) -> String {
+    format!("{url}{}{q}", if url.contains('?') { '&' } else { '?' })
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -1,0 +1,390 @@
+//! `img push`: an image from the store to a registry. Blobs the registry
+//! has are skipped (HEAD), blobs another repository of the same registry
+//! has are mounted (`?mount=&from=`), the rest are uploaded a few at a time,
+//! in one request each or in chunks. Layers are sent as stored unless a
+//! compression is asked for (or a layer is uncompressed, which is gzipped as
+//! podman does); the manifest is pushed last, so a failure never leaves a
+//! tag pointing at missing blobs.
+
+use super::pull::Progress;
+use crate::digest::{Digest, HashingWriter};
+use crate::image::{self, Document};
+use crate::index::ImageRecord;
+use crate::reference::Reference;
+use crate::registry::{Client, ClientOptions, RegistryError, Repo, Upload};
+use crate::store::{Compression, Store};
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Layer compression for `--compression-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    pub fn parse(s: &str) -> Result<LayerCompression> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "zstd" => Ok(LayerCompression::Zstd),
+            _ => bail!("unknown compression format {s:?}: use gzip or zstd"),
+        }
+    }
+    fn matches(self, c: Compression) -> bool {
+        matches!((self, c), (LayerCompression::Gzip, Compression::Gzip) | (LayerCompression::Zstd, Compression::Zstd))
+    }
+}
+
+pub struct PushOptions {
+    /// The local image (name, ID or ID prefix).
+    pub source: String,
+    /// Where to push; the source's name when it is a name.
+    pub dest: Option<String>,
+    pub client: ClientOptions,
+    /// Recompress every layer that is not in this format.
+    pub compression: Option<LayerCompression>,
+    /// Upload in chunks of this many bytes (PATCH with Content-Range); one
+    /// request per blob otherwise.
+    pub chunk_size: Option<u64>,
+    /// Blobs uploaded at once.
+    pub jobs: usize,
+}
+
+/// What a push did.
+#[derive(Debug, Default)]
+pub struct Pushed {
+    pub reference: String,
+    pub manifest_digest: Option<Digest>,
+    pub uploaded: usize,
+    pub skipped: usize,
+    pub mounted: usize,
+}
+
+/// Attempts per blob upload (each a new upload session).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// One blob to send: where its bytes are and what the manifest calls it.
+struct Item {
+    digest: Digest,
+    size: u64,
+    path: PathBuf,
+    /// Repositories of the same registry whose images in the store hold it.
+    mount_from: Vec<String>,
+}
+
+pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Result<Pushed> {
+    let (img, tag) = super::resolve_name(store, &opts.source)?;
+    let dest = match (&opts.dest, &tag) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => bail!("pushing {}: an image ID needs a destination: img push {} REGISTRY/NAME:TAG", opts.source, opts.source),
+    };
+    let dest = dest.strip_prefix("docker://").unwrap_or(&dest).to_string();
+    let r = Reference::parse_with_default_tag(&dest).with_context(|| format!("invalid destination {dest:?}"))?;
+    let name = r.to_string();
+    if img.kind == "embedded" {
+        bail!("pushing {name}: {} is an iSulad embedded image, whose layers live outside the store; img save it to a docker-archive, load that, and push the loaded image", opts.source);
+    }
+    let ctx = || format!("pushing {name}");
+    let manifest_bytes = store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE).with_context(ctx)?;
+    let Document::Manifest(manifest) =
+        image::parse_document("stored manifest", &manifest_bytes, Some(&img.manifest_media_type)).with_context(ctx)?
+    else {
+        bail!("pushing {name}: the stored manifest is an index; run img fsck");
+    };
+    let client = Client::connect(r.domain(), &opts.client).with_context(ctx)?;
+    let repo = Repo::new(&client, r.path());
+    let mount_candidates = mount_candidates(store, &img, r.domain(), r.path())?;
+    let mut pushed = Pushed { reference: name.clone(), ..Pushed::default() };
+
+    // Layers, recompressed where asked: (media type, digest, size) as the
+    // manifest will list them.
+    let staging = tempdir_in(&store.ingest_dir())?;
+    let mut layers: Vec<(String, Digest, u64)> = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
+    let mut changed = false;
+    let docker = manifest.media_type == image::DOCKER_MANIFEST;
+    for l in &manifest.layers {
+        let path = store.blob_path(&l.digest);
+        let current = sniff(&path)?;
+        let want = match opts.compression {
+            Some(c) if !c.matches(current) => Some(c),
+            None if current == Compression::None => Some(LayerCompression::Gzip),
+            _ => None,
+        };
+        let candidates = mount_candidates.iter().filter(|(d, _)| d == &l.digest).map(|(_, r)| r.clone()).collect();
+        match want {
+            None => {
+                layers.push((l.media_type.clone(), l.digest.clone(), l.size));
+                items.push(Item { digest: l.digest.clone(), size: l.size, path, mount_from: candidates });
+            }
+            Some(c) => {
+                changed = true;
+                progress.line(&format!("Compressing layer {} with {}", l.digest.short(), name_of(c)));
+                let (digest, size, out) = recompress(&path, current, c, staging.path())
+                    .with_context(|| format!("pushing {name}: recompressing layer {}", l.digest))?;
+                let mt = match c {
+                    LayerCompression::Gzip if docker => image::DOCKER_LAYER_GZIP,
+                    LayerCompression::Gzip => image::OCI_LAYER_GZIP,
+                    LayerCompression::Zstd => image::OCI_LAYER_ZSTD,
+                };
+                layers.push((mt.to_string(), digest.clone(), size));
+                items.push(Item { digest, size, path: out, mount_from: vec![] });
+            }
+        }
+    }
+    items.push(Item {
+        digest: manifest.config.digest.clone(),
+        size: manifest.config.size,
+        path: store.blob_path(&manifest.config.digest),
+        mount_from: mount_candidates
+            .iter()
+            .filter(|(d, _)| d == &manifest.config.digest)
+            .map(|(_, r)| r.clone())
+            .collect(),
+    });
+    // zstd layers need an OCI manifest; any change means a new manifest.
+    let (manifest_type, manifest_out) = if changed {
+        let zstd = layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD);
+        let (mt, cfg_mt) = if docker && !zstd {
+            (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
+        } else {
+            (image::OCI_MANIFEST, image::OCI_CONFIG)
+        };
+        let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
+        (mt.to_string(), image::build_manifest(mt, (cfg_mt, &manifest.config.digest, manifest.config.size), &refs))
+    } else {
+        (img.manifest_media_type.clone(), manifest_bytes)
+    };
+
+    progress.line("Getting image source signatures");
+    let outcomes = send_all(&repo, &items, opts, progress).with_context(ctx)?;
+    for o in outcomes {
+        match o {
+            Outcome::Skipped => pushed.skipped += 1,
+            Outcome::Mounted => pushed.mounted += 1,
+            Outcome::Uploaded => pushed.uploaded += 1,
+        }
+    }
+    progress.line("Writing manifest to image destination");
+    let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
+    if let Some(d) = r.digest() {
+        if d != Digest::of_bytes(&manifest_out).as_str() {
+            bail!(
+                "pushing {name}: the manifest's digest is {}, not the {d} in the destination; push to a tag instead",
+                Digest::of_bytes(&manifest_out)
+            );
+        }
+    }
+    let digest = repo.put_manifest(&reference, &manifest_type, &manifest_out).with_context(ctx)?;
+    pushed.manifest_digest = Some(digest);
+    Ok(pushed)
+}
+
+enum Outcome {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+fn send_all(repo: &Repo, items: &[Item], opts: &PushOptions, progress: &dyn Progress) -> Result<Vec<Outcome>> {
+    let jobs = opts.jobs.clamp(1, 16).min(items.len().max(1));
+    let queue = std::sync::Mutex::new(items.iter());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: Vec<Result<Outcome>> = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let queue = &queue;
+            let failed = &failed;
+            s.spawn(move || loop {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some(item) = next else { break };
+                let r = send_blob(repo, item, opts.chunk_size, progress);
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                let _ = tx.send(r);
+            });
+        }
+        drop(tx);
+        rx.iter().collect()
+    });
+    results.into_iter().collect()
+}
+
+fn send_blob(repo: &Repo, item: &Item, chunk: Option<u64>, progress: &dyn Progress) -> Result<Outcome> {
+    let d = &item.digest;
+    if repo.has_blob(d, &repo.push_scope())? {
+        progress.line(&format!("Copying blob {} skipped: already exists", d.short()));
+        return Ok(Outcome::Skipped);
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_send(repo, item, chunk, progress) {
+            Ok(o) => return Ok(o),
+            Err(e) if attempt < MAX_ATTEMPTS && transient(&e) => {
+                progress.line(&format!("blob {}: {e}; starting the upload again", d.short()));
+                std::thread::sleep(std::time::Duration::from_millis(500 << attempt));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn transient(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Http { msg, .. } => !msg.contains("answered 4") || msg.contains("answered 429"),
+        _ => false,
+    }
+}
+
+fn try_send(
+    repo: &Repo,
+    item: &Item,
+    chunk: Option<u64>,
+    progress: &dyn Progress,
+) -> std::result::Result<Outcome, RegistryError> {
+    let d = &item.digest;
+    let mut location = None;
+    for from in &item.mount_from {
+        match repo.start_upload(Some((d, from)))? {
+            Upload::Mounted => {
+                progress.line(&format!("Copying blob {} mounted from {from}", d.short()));
+                return Ok(Outcome::Mounted);
+            }
+            Upload::Location(l) => {
+                location = Some(l);
+                break;
+            }
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => match repo.start_upload(None)? {
+            Upload::Location(l) => l,
+            Upload::Mounted => return Ok(Outcome::Mounted),
+        },
+    };
+    progress.line(&format!("Copying blob {}", d.short()));
+    let io = |e: std::io::Error| RegistryError::Refused {
+        what: format!("blob {d}"),
+        msg: format!("reading {}: {e}", item.path.display()),
+    };
+    let mut file = File::open(&item.path).map_err(io)?;
+    match chunk {
+        Some(n) if n > 0 && item.size > n => {
+            let mut loc = location;
+            let mut start = 0;
+            while start < item.size {
+                let len = n.min(item.size - start);
+                file.seek(SeekFrom::Start(start)).map_err(io)?;
+                loc = repo.patch_chunk(&loc, &mut file, start, len)?;
+                start += len;
+            }
+            repo.finish_upload(&loc, d)?;
+        }
+        _ => repo.put_blob(&location, d, &mut BufReader::with_capacity(256 * 1024, file), item.size)?,
+    }
+    progress.line(&format!("Copying blob {} done", d.short()));
+    Ok(Outcome::Uploaded)
+}
+
+/// (blob, repository) pairs: repositories on `registry` other than `path`
+/// whose images in the store hold the blob, so the registry may have it.
+fn mount_candidates(store: &Store, img: &ImageRecord, registry: &str, path: &str) -> Result<Vec<(Digest, String)>> {
+    let mine: Vec<Digest> = store.index().image_blobs(&img.id)?.into_iter().map(|(_, d)| d).collect();
+    let mut out = Vec::new();
+    for other in store.index().images()? {
+        let repos: Vec<String> = other
+            .tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|r| r.domain() == registry && r.path() != path)
+            .map(|r| r.path().to_string())
+            .collect();
+        if repos.is_empty() {
+            continue;
+        }
+        for (_, d) in store.index().image_blobs(&other.id)? {
+            if mine.contains(&d) {
+                for r in &repos {
+                    if !out.iter().any(|(od, or): &(Digest, String)| od == &d && or == r) {
+                        out.push((d.clone(), r.clone()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sniff(path: &Path) -> Result<Compression> {
+    let mut head = [0u8; 6];
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = f.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Compression::sniff(&head[..n]))
+}
+
+fn name_of(c: LayerCompression) -> &'static str {
+    match c {
+        LayerCompression::Gzip => "gzip",
+        LayerCompression::Zstd => "zstd",
+    }
+}
+
+/// Writes `src` (compressed with `from`) compressed with `to` into `dir`;
+/// returns the new blob's digest, size and path.
+fn recompress(src: &Path, from: Compression, to: LayerCompression, dir: &Path) -> Result<(Digest, u64, PathBuf)> {
+    let input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut reader = from.decoder(BufReader::with_capacity(256 * 1024, input))?;
+    let out_path = dir.join(format!("layer-{}", src.file_name().and_then(|n| n.to_str()).unwrap_or("x")));
+    let out = File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
+    let mut hw = HashingWriter::new(BufWriter::with_capacity(256 * 1024, out));
+    match to {
+        LayerCompression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(&mut hw, flate2::Compression::default());
+            std::io::copy(&mut reader, &mut enc)?;
+            enc.finish()?;
+        }
+        LayerCompression::Zstd => {
+            let mut enc = zstd::stream::write::Encoder::new(&mut hw, 3)?;
+            enc.multithread(2).ok();
+            std::io::copy(&mut reader, &mut enc)?;
+            enc.finish()?;
+        }
+    }
+    let (digest, size, mut w) = hw.finish();
+    w.flush()?;
+    Ok((digest, size, out_path))
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir_in(dir: &Path) -> Result<TempDir> {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let p = dir.join(format!("tmp-push-{}-{nanos:08x}", std::process::id()));
+    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(TempDir(p))
+}
