@@ -67,7 +67,7 @@ pub enum Fault {
     Status(u16, Vec<(String, String)>, Vec<u8>),
     /// Headers announcing the whole body, `n` body bytes, then a clean close (FIN).
     CloseAfter(u64),
-    /// Headers, `n` body bytes, a pause for the client to read them, then a
+    /// Headers, `n` body bytes, a wait until the client has them, then a
     /// reset (RST, via SO_LINGER 0).
     ResetAfter(u64),
     /// Read the request and never answer (until the client or the server goes away).
@@ -732,9 +732,9 @@ fn serve(
         }
         Some(Fault::ResetAfter(n)) => {
             if write_counted(stream, state, Some(idx), upto(*n)).is_ok() {
-                // Let the client read what was sent, so that the reset is
-                // what it notices, not lost data.
-                pause(state, Duration::from_millis(300));
+                // Let what was sent reach the client first: a reset drops
+                // the data not yet acknowledged, and the test counts bytes.
+                wait_acknowledged(stream, state);
             }
             reset(stream);
             false
@@ -761,6 +761,21 @@ fn serve(
             state.update(idx, |r| r.complete = true);
             true
         }
+    }
+}
+
+/// Waits (up to 10 s) until the peer has acknowledged every byte written
+/// to `stream`: the send queue (SIOCOUTQ) is empty.
+fn wait_acknowledged(stream: &TcpStream, state: &State) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && !state.stopped() {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: a valid socket descriptor and an int to write the count to.
+        let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if rc != 0 || queued == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
