@@ -473,15 +473,15 @@ fn a_blob_redirected_to_another_host_name_gets_no_credentials() {
 #[test]
 fn a_token_realm_on_another_plain_http_host_is_refused() {
     let image = small_image();
+    // A working token service: if img went there, it would get a token.
     let realm = FakeRegistry::start();
+    let realm_url = format!("{}/token", realm.url());
+    realm.set_auth(Auth::Bearer { realm: realm_url.clone(), service: "fake".into(), token: "tok".into() });
     let reg = registry_with(&image);
-    reg.set_auth(Auth::Bearer { realm: format!("{}/token", realm.url()), service: "fake".into(), token: "tok".into() });
+    reg.set_auth(Auth::Bearer { realm: realm_url, service: "fake".into(), token: "tok".into() });
     let s = Store::new();
     let creds = format!("{USER}:{PASS}");
     let (o, _) = pull(&s, &reg.reference(NAME, "1"), &["--creds", &creds], &[]);
-    let err = o.one_error_line();
-    assert!(err.contains("realm"), "the error does not name the realm: {err}");
-    assert!(err.contains("http"), "the error does not say why: {err}");
     let asked = realm.requests();
     assert!(
         asked.iter().all(|r| r.header("authorization").is_none()),
@@ -489,6 +489,9 @@ fn a_token_realm_on_another_plain_http_host_is_refused() {
         realm.describe()
     );
     assert!(asked.is_empty(), "the realm was contacted:\n{}", realm.describe());
+    let err = o.one_error_line();
+    assert!(err.contains("realm"), "the error does not name the realm: {err}");
+    assert!(err.contains("plain http"), "the error does not say why: {err}");
     assert_nothing_stored(&s, &[]);
     s.assert_ingest_empty();
 }
