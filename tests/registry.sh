@@ -431,6 +431,32 @@ push_over_mtls_and_token_auth() {
   grep -q "0 blobs uploaded, 0 already there, 3 mounted" <<<"$out" || fail "blobs were not mounted: $out"
 }
 
+remote_inspect_matches_skopeo_and_stores_nothing() {
+  local ref=docker://$REG/test/base:1
+  [[ $("$IMG" inspect --raw --tls-verify=false "$ref" | sha256sum) == "$(skopeo inspect --raw --tls-verify=false "$ref" | sha256sum)" ]] ||
+    fail "--raw differs from skopeo's"
+  [[ $("$IMG" inspect --config --tls-verify=false "$ref" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rootfs"]["diff_ids"])') == \
+     "$(skopeo inspect --config --tls-verify=false "$ref" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rootfs"]["diff_ids"])')" ]] ||
+    fail "--config differs from skopeo's"
+  local mine theirs
+  mine=$("$IMG" inspect --tls-verify=false -f '{{.Digest}} {{.Architecture}} {{len .Layers}}' "$ref") || fail "inspect"
+  theirs=$(skopeo inspect --tls-verify=false -f '{{.Digest}} {{.Architecture}} {{len .Layers}}' "$ref")
+  [[ $mine == "$theirs" ]] || fail "inspect says $mine, skopeo $theirs"
+  [[ -z $("$IMG" images -q) && -z $(ls "$IMG_ROOT/blobs/sha256" 2>/dev/null) ]] || fail "remote inspect stored something"
+  "$IMG" inspect --tls-verify=false "docker://$REG/test/nosuch:1" >/dev/null 2>&1 && fail "inspect of a missing tag succeeded"
+  true
+}
+
+search_lists_matching_repositories() {
+  local out
+  out=$("$IMG" search --tls-verify=false --format '{{.Name}}' "$REG/bas") || fail "search failed"
+  grep -qx "$REG/test/base" <<<"$out" || fail "test/base not found: $out"
+  grep -v "bas" <<<"$out" | grep -q . && fail "results that do not match: $out"
+  [[ $("$IMG" search --tls-verify=false --limit 1 --format '{{.Name}}' "$REG/" | wc -l) == 1 ]] || fail "--limit 1"
+  "$IMG" search --tls-verify=false "$REG/" | head -1 | grep -q "^NAME *DESCRIPTION" || fail "no table header"
+  [[ -z $("$IMG" search --tls-verify=false --format '{{.Name}}' "$REG/zzznothing") ]] || fail "results for a term that matches nothing"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -439,7 +465,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
   mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds \
-  push_over_mtls_and_token_auth; do
+  push_over_mtls_and_token_auth remote_inspect_matches_skopeo_and_stores_nothing search_lists_matching_repositories; do
   check "$c"
 done
 echo "$passed passed, $failed failed"

@@ -10,12 +10,61 @@ pub struct InspectArgs {
     /// Format the output with a Go template ('{{.Id}}', '{{json .Config}}')
     #[arg(short, long)]
     format: Option<String>,
-    /// Images to inspect (names, IDs or ID prefixes)
+    /// For docker://REF: print the manifest as the registry serves it
+    #[arg(long)]
+    raw: bool,
+    /// For docker://REF: print the image's config
+    #[arg(long, conflicts_with = "raw")]
+    config: bool,
+    /// For docker://REF: the platform to describe from a multi-platform index (OS/ARCH[/VARIANT])
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(flatten)]
+    registry: super::registry::RegistryFlags,
+    /// Images to inspect (names, IDs or ID prefixes), or docker://REF to read one from a registry without pulling it
     #[arg(required = true, value_name = "IMAGE")]
     names: Vec<String>,
 }
 
+fn inspect_remote(a: &InspectArgs) -> Result<()> {
+    use crate::ops::remote::{self, InspectWhat, RemoteInspect};
+    let [name] = a.names.as_slice() else {
+        anyhow::bail!("inspect one docker://REF at a time");
+    };
+    let what = if a.raw {
+        InspectWhat::Raw
+    } else if a.config {
+        InspectWhat::Config
+    } else {
+        InspectWhat::Summary
+    };
+    let res = remote::inspect(name, a.platform.as_deref(), what, &a.registry.options()?)?;
+    let mut out = super::stdout();
+    match res {
+        RemoteInspect::Raw(bytes) => out.write_all(&bytes)?,
+        RemoteInspect::Config(v) | RemoteInspect::Summary(v) => match a.format.as_deref() {
+            None | Some("json") => {
+                serde_json::to_writer_pretty(&mut out, &v)?;
+                writeln!(out)?;
+            }
+            Some(f) => writeln!(
+                out,
+                "{}",
+                render_template(&parse_template(&f.replace("\\t", "\t").replace("\\n", "\n"))?, &v)?
+            )?,
+        },
+    }
+    out.flush()?;
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
+    if a.names.iter().any(|n| n.starts_with("docker://")) {
+        return inspect_remote(&a);
+    }
+    if a.raw || a.config {
+        anyhow::bail!("--raw and --config are for images in a registry: img inspect --raw docker://REF");
+    }
     let store = ctx.open_store()?;
     let template = match a.format.as_deref() {
         Some("json") | None => None,

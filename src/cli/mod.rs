@@ -59,6 +59,8 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// List the tags of a repository on a registry
     Tags(registry::TagsArgs),
+    /// Search a registry's repositories
+    Search(registry::SearchArgs),
     /// Show store information
     Info(system::InfoArgs),
     /// Show version information
@@ -181,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Login(a) => registry::login(a),
         Command::Logout(a) => registry::logout(a),
         Command::Tags(a) => registry::tags(a),
+        Command::Search(a) => registry::search(a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),

@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Registry options")]
 pub struct RegistryFlags {
     /// Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS for this registry)
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -25,7 +26,7 @@ pub struct RegistryFlags {
 }
 
 impl RegistryFlags {
-    fn options(&self) -> Result<ClientOptions> {
+    pub(crate) fn options(&self) -> Result<ClientOptions> {
         let creds = match &self.creds {
             Some(c) => {
                 let (u, p) = c.split_once(':').context("--creds takes USER:PASS")?;
@@ -264,6 +265,48 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
         }
         (false, None) => bail!("give a registry, or -a for all"),
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Show at most N results
+    #[arg(long, default_value_t = 25, value_name = "N")]
+    limit: usize,
+    /// Output format: table, json, or a Go template ('{{.Name}}')
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output (accepted for compatibility: nothing is truncated)
+    #[arg(long)]
+    no_trunc: bool,
+    /// REGISTRY/TERM: repositories of REGISTRY whose name contains TERM
+    #[arg(value_name = "TERM")]
+    term: String,
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    let results = crate::ops::remote::search(&a.term, a.limit, &a.registry.options()?)?;
+    let mut out = super::stdout();
+    match a.format.as_deref() {
+        Some("json") => {
+            serde_json::to_writer_pretty(&mut out, &results)?;
+            writeln!(out)?;
+        }
+        None | Some("table") => {
+            let mut rows = vec![vec!["NAME".to_string(), "DESCRIPTION".to_string()]];
+            rows.extend(results.iter().map(|r| vec![r.name.clone(), r.description.clone()]));
+            super::print_table(&mut out, &rows)?;
+        }
+        Some(f) => {
+            let t = super::parse_template(&f.replace("\\t", "\t").replace("\\n", "\n"))?;
+            for r in &results {
+                writeln!(out, "{}", super::render_template(&t, &serde_json::to_value(r)?)?)?;
+            }
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod load;
 pub mod pull;
 pub mod push;
+pub mod remote;
 pub mod remove;
 pub mod save;
 

@@ -8,7 +8,7 @@ use crate::digest::{Digest, Hasher};
 use crate::image::{self, Document};
 use crate::index::NewImage;
 use crate::reference::Reference;
-use crate::registry::{Client, ClientOptions, RegistryError, Repo};
+use crate::registry::{Client, ClientOptions, FetchedManifest, RegistryError, Repo};
 use crate::store::{StagedBlob, Store, StorePaths};
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
@@ -39,7 +39,7 @@ impl<F: Fn(&str) + Sync> Progress for F {
 /// Attempts per blob before giving up on a flaky connection.
 const MAX_ATTEMPTS: u32 = 6;
 
-fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
+pub fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
     let (os, arch) = crate::archive::resolve::host_platform();
     let Some(p) = p else { return Ok((os.into(), arch.into(), String::new())) };
     let parts: Vec<&str> = p.split('/').collect();
@@ -59,67 +59,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let client = Client::connect(r.domain(), &opts.client).with_context(|| format!("pulling {name}"))?;
     let repo = Repo::new(&client, r.path());
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
-    let mut fetched = repo.manifest(&reference).with_context(|| format!("pulling {name}"))?;
-    let known = |ct: &Option<String>| {
-        ct.as_deref()
-            .filter(|c| {
-                [
-                    image::OCI_MANIFEST,
-                    image::OCI_INDEX,
-                    image::DOCKER_MANIFEST,
-                    image::DOCKER_LIST,
-                    image::DOCKER_SCHEMA1,
-                    image::DOCKER_SCHEMA1_SIGNED,
-                ]
-                .contains(c)
-            })
-            .map(str::to_string)
-    };
-    let mut doc =
-        image::parse_document(&format!("manifest of {name}"), &fetched.bytes, known(&fetched.content_type).as_deref())
-            .with_context(|| format!("pulling {name}"))?;
-    let mut depth = 0;
-    let manifest = loop {
-        match doc {
-            Document::Manifest(m) => break m,
-            Document::Index(ix) => {
-                depth += 1;
-                if depth > 4 {
-                    bail!("pulling {name}: indexes nested too deep");
-                }
-                let pick = ix
-                    .manifests
-                    .iter()
-                    .find(|d| {
-                        d.platform.as_ref().is_some_and(|p| {
-                            p.os == os && p.architecture == arch && (variant.is_empty() || p.variant == variant)
-                        })
-                    })
-                    .cloned()
-                    .with_context(|| {
-                        let have: Vec<String> = ix
-                            .manifests
-                            .iter()
-                            .filter_map(|d| d.platform.as_ref())
-                            .map(|p| if p.variant.is_empty() { format!("{}/{}", p.os, p.architecture) } else { format!("{}/{}/{}", p.os, p.architecture, p.variant) })
-                            .collect();
-                        format!("pulling {name}: no image for {os}/{arch} in its index (it has {}); choose one with --platform", have.join(", "))
-                    })?;
-                fetched = repo.manifest(pick.digest.as_str()).with_context(|| format!("pulling {name}"))?;
-                if fetched.bytes.len() as u64 != pick.size {
-                    bail!(
-                        "pulling {name}: manifest {} is {} bytes, the index says {}",
-                        pick.digest,
-                        fetched.bytes.len(),
-                        pick.size
-                    );
-                }
-                doc =
-                    image::parse_document(&format!("manifest {}", pick.digest), &fetched.bytes, Some(&pick.media_type))
-                        .with_context(|| format!("pulling {name}"))?;
-            }
-        }
-    };
+    let (_, fetched, manifest) =
+        fetch_manifest(&repo, &name, &reference, (&os, &arch, &variant)).with_context(|| format!("pulling {name}"))?;
     for (i, l) in manifest.layers.iter().enumerate() {
         if !image::is_tar_layer(&l.media_type) {
             bail!("pulling {name}: layer {i} has media type {:?}, which img does not store", l.media_type);
@@ -216,6 +157,90 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
     Ok(id)
+}
+
+/// Fetches the manifest `reference` names and, from an index, the one for
+/// the platform `(os, arch, variant)` (variant empty: any). Returns the
+/// top-level document as served, the chosen manifest as served, and the
+/// chosen manifest parsed.
+pub fn fetch_manifest(
+    repo: &Repo,
+    name: &str,
+    reference: &str,
+    (os, arch, variant): (&str, &str, &str),
+) -> Result<(FetchedManifest, FetchedManifest, image::Manifest)> {
+    let top = repo.manifest(reference)?;
+    let mut fetched = FetchedManifest {
+        bytes: top.bytes.clone(),
+        content_type: top.content_type.clone(),
+        digest: top.digest.clone(),
+    };
+    let known = |ct: &Option<String>| {
+        ct.as_deref()
+            .filter(|c| {
+                [
+                    image::OCI_MANIFEST,
+                    image::OCI_INDEX,
+                    image::DOCKER_MANIFEST,
+                    image::DOCKER_LIST,
+                    image::DOCKER_SCHEMA1,
+                    image::DOCKER_SCHEMA1_SIGNED,
+                ]
+                .contains(c)
+            })
+            .map(str::to_string)
+    };
+    let mut doc =
+        image::parse_document(&format!("manifest of {name}"), &fetched.bytes, known(&fetched.content_type).as_deref())?;
+    let mut depth = 0;
+    let manifest = loop {
+        match doc {
+            Document::Manifest(m) => break m,
+            Document::Index(ix) => {
+                depth += 1;
+                if depth > 4 {
+                    bail!("indexes nested too deep");
+                }
+                let pick = ix
+                    .manifests
+                    .iter()
+                    .find(|d| {
+                        d.platform.as_ref().is_some_and(|p| {
+                            p.os == os && p.architecture == arch && (variant.is_empty() || p.variant == variant)
+                        })
+                    })
+                    .cloned()
+                    .with_context(|| {
+                        let have: Vec<String> = ix
+                            .manifests
+                            .iter()
+                            .filter_map(|d| d.platform.as_ref())
+                            .map(|p| {
+                                if p.variant.is_empty() {
+                                    format!("{}/{}", p.os, p.architecture)
+                                } else {
+                                    format!("{}/{}/{}", p.os, p.architecture, p.variant)
+                                }
+                            })
+                            .collect();
+                        format!(
+                            "no image for {os}/{arch} in its index (it has {}); choose one with --platform",
+                            have.join(", ")
+                        )
+                    })?;
+                fetched = repo.manifest(pick.digest.as_str())?;
+                if fetched.bytes.len() as u64 != pick.size {
+                    bail!("manifest {} is {} bytes, the index says {}", pick.digest, fetched.bytes.len(), pick.size);
+                }
+                doc = image::parse_document(
+                    &format!("manifest {}", pick.digest),
+                    &fetched.bytes,
+                    Some(&pick.media_type),
+                )?;
+            }
+        }
+    };
+    Ok((top, fetched, manifest))
 }
 
 fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {

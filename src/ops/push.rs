@@ -80,7 +80,11 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let dest = match (&opts.dest, &tag) {
         (Some(d), _) => d.clone(),
         (None, Some(t)) => t.clone(),
-        (None, None) => bail!("pushing {}: an image ID needs a destination: img push {} REGISTRY/NAME:TAG", opts.source, opts.source),
+        (None, None) => bail!(
+            "pushing {}: an image ID needs a destination: img push {} REGISTRY/NAME:TAG",
+            opts.source,
+            opts.source
+        ),
     };
     let dest = dest.strip_prefix("docker://").unwrap_or(&dest).to_string();
     let r = Reference::parse_with_default_tag(&dest).with_context(|| format!("invalid destination {dest:?}"))?;

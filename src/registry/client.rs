@@ -333,7 +333,10 @@ impl Client {
         if authority(url) != authority(&self.base) {
             return Err(RegistryError::Refused {
                 what: url.to_string(),
-                msg: format!("the registry sent an upload location on another host than {}; refusing it", self.registry),
+                msg: format!(
+                    "the registry sent an upload location on another host than {}; refusing it",
+                    self.registry
+                ),
             });
         }
         let mut req = ureq::http::Request::builder().method(method).uri(url).header("Content-Length", len.to_string());

@@ -121,6 +121,20 @@ impl<'c> Repo<'c> {
         }
     }
 
+    /// A small blob read whole (at most `limit` bytes) and checked against its digest.
+    pub fn blob_bytes(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
+        let what = format!("blob {}", self.what(&format!("@{digest}")));
+        let bytes = self.blob_from(digest, 0)?.read_limited(limit, &what)?;
+        let got = Digest::of_bytes(&bytes);
+        if &got != digest {
+            return Err(RegistryError::Refused {
+                what,
+                msg: format!("digest mismatch: expected {digest}, got {got}; refusing it"),
+            });
+        }
+        Ok(bytes)
+    }
+
     /// True if the registry has the blob (HEAD).
     pub fn has_blob(&self, digest: &Digest, scope: &str) -> Result<bool> {
         let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
@@ -189,7 +203,9 @@ impl<'c> Repo<'c> {
 
     fn check_blob_created(&self, resp: Response, digest: &Digest) -> Result<()> {
         if resp.status != 201 {
-            return Err(self.client.status_error(&format!("uploading blob {}", self.what(&format!("@{digest}"))), resp));
+            return Err(self
+                .client
+                .status_error(&format!("uploading blob {}", self.what(&format!("@{digest}"))), resp));
         }
         if let Some(got) = resp.header("docker-content-digest") {
             if got != digest.as_str() {
@@ -258,6 +274,46 @@ impl<'c> Repo<'c> {
         }
         Ok(out)
     }
+}
+
+/// Repository names in the registry's catalog (`/v2/_catalog`), following
+/// `Link` pagination, at most `limit`.
+pub fn catalog(client: &Client, limit: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut url = client.url("/v2/_catalog?n=1000");
+    let what = format!("the catalog of {}", client.registry);
+    for _ in 0..10_000 {
+        let resp = client.request("GET", &url, &[], "registry:catalog:*", None)?;
+        if resp.status != 200 {
+            return Err(client.status_error(&format!("reading {what}"), resp));
+        }
+        let link = resp.header("link").map(str::to_string);
+        let body = resp.read_limited(16 << 20, &what)?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| RegistryError::Refused { what: what.clone(), msg: format!("not JSON: {e}") })?;
+        let before = out.len();
+        if let Some(repos) = v.get("repositories").and_then(|t| t.as_array()) {
+            out.extend(repos.iter().filter_map(|t| t.as_str()).map(str::to_string));
+        }
+        if out.len() >= limit || out.len() == before {
+            out.truncate(limit);
+            return Ok(out);
+        }
+        match link.and_then(|l| next_link(&l)) {
+            Some(next) => {
+                let next = client::resolve_location(&url, &next);
+                if client::authority(&next) != client::authority(&url) {
+                    return Err(RegistryError::Refused {
+                        what,
+                        msg: "the next page is on another host; refusing it".into(),
+                    });
+                }
+                url = next;
+            }
+            None => return Ok(out),
+        }
+    }
+    Ok(out)
 }
 
 /// The answer to starting an upload.
