@@ -3,6 +3,8 @@
 //! configs, docker-archive and OCI layouts) that tests can break on purpose.
 #![allow(dead_code)]
 
+pub mod fake_registry;
+
 use img::digest::Digest;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
