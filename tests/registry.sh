@@ -143,6 +143,10 @@ skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker:/
   { echo "not ok - skopeo push"; exit 1; }
 skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archive:$GEN/base-oci.tar" \
   "docker://$AUTH/test/base:1" || { echo "not ok - skopeo push with auth"; exit 1; }
+start_registry mirror MIRROR || { echo "not ok - start mirror registry"; exit 1; }
+# The mirror holds an image the origin lacks, under a path prefix.
+skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/layered-oci.tar" "docker://$MIRROR/hub/only/mirrored:1" ||
+  { echo "not ok - skopeo push to the mirror"; exit 1; }
 start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
 start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
 start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
@@ -457,6 +461,78 @@ search_lists_matching_repositories() {
   [[ -z $("$IMG" search --tls-verify=false --format '{{.Name}}' "$REG/zzznothing") ]] || fail "results for a term that matches nothing"
 }
 
+# registries_conf TEXT: a registries.conf for this check only.
+registries_conf() {
+  export CONTAINERS_REGISTRIES_CONF=$IMG_ROOT.registries.conf
+  printf '%s\n' "$1" > "$CONTAINERS_REGISTRIES_CONF"
+}
+
+mirror_serves_then_origin_is_the_fallback() {
+  registries_conf "[[registry]]
+location = \"$REG\"
+insecure = true
+[[registry.mirror]]
+location = \"$MIRROR/hub\"
+insecure = true"
+  # Only the mirror has it: without a flag (insecure from the file).
+  "$IMG" pull -q "$REG/only/mirrored:1" >/dev/null || fail "pull through the mirror failed"
+  "$IMG" inspect -f '{{.Id}}' "$REG/only/mirrored:1" >/dev/null || fail "not recorded under the origin's name"
+  # Only the origin has it: the mirror's 404 falls through.
+  "$IMG" pull -q "$REG/test/base:1" >/dev/null || fail "fallback to the origin failed"
+  "$IMG" fsck >/dev/null || fail "fsck"
+}
+
+digest_only_mirror_is_skipped_for_tags() {
+  registries_conf "[[registry]]
+location = \"$REG\"
+insecure = true
+[[registry.mirror]]
+location = \"$MIRROR/hub\"
+insecure = true
+pull-from-mirror = \"digest-only\""
+  "$IMG" pull -q "$REG/only/mirrored:1" >/dev/null 2>&1 && fail "a digest-only mirror served a tag"
+  local digest
+  digest=$(skopeo inspect --tls-verify=false "docker://$MIRROR/hub/only/mirrored:1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
+  "$IMG" pull -q "$REG/only/mirrored@$digest" >/dev/null || fail "a digest-only mirror did not serve a digest"
+}
+
+blocked_registry_is_refused() {
+  registries_conf "[[registry]]
+location = \"$REG\"
+blocked = true"
+  local err
+  err=$("$IMG" pull --tls-verify=false "$REG/test/base:1" 2>&1) && fail "pull from a blocked registry succeeded"
+  grep -q "blocked" <<<"$err" || fail "unclear error: $err"
+  "$IMG" load -q -i "$GEN/base-oci.tar" >/dev/null
+  "$IMG" push --tls-verify=false localhost/base:1 "$REG/x/y:1" >/dev/null 2>&1 && fail "push to a blocked registry succeeded"
+  true
+}
+
+short_names_use_the_search_registries() {
+  registries_conf "unqualified-search-registries = [\"$MIRROR\", \"$REG\"]
+[[registry]]
+location = \"$REG\"
+insecure = true
+[[registry]]
+location = \"$MIRROR\"
+insecure = true"
+  local out
+  out=$("$IMG" pull test/base:1 2>&1 >/dev/null) || fail "short-name pull failed: $out"
+  grep -q "Trying to pull $MIRROR/test/base:1" <<<"$out" || fail "the first search registry was not tried: $out"
+  "$IMG" inspect -f '{{.Id}}' "$REG/test/base:1" >/dev/null || fail "not recorded under its full name"
+}
+
+isulad_daemon_json_mirrors_and_insecure() {
+  export IMG_ISULAD_DAEMON_JSON=$IMG_ROOT.daemon.json CONTAINERS_REGISTRIES_CONF=/nonexistent
+  printf '{"registry-mirrors": ["%s"], "insecure-registries": ["%s"], "engine": "lcr"}\n' "$REG" "$REG" > "$IMG_ISULAD_DAEMON_JSON"
+  "$IMG" pull -q test/base:1 >/dev/null || fail "pull of a short name through iSulad's registry-mirrors failed"
+  echo '{"registry-mirrors": "oops"}' > "$IMG_ISULAD_DAEMON_JSON"
+  local err
+  err=$("$IMG" pull -q test/base:1 2>&1) && fail "a broken daemon.json was accepted"
+  grep -q "daemon.json" <<<"$err" || fail "the error does not name the file: $err"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -465,7 +541,9 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
   mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds \
-  push_over_mtls_and_token_auth remote_inspect_matches_skopeo_and_stores_nothing search_lists_matching_repositories; do
+  push_over_mtls_and_token_auth remote_inspect_matches_skopeo_and_stores_nothing search_lists_matching_repositories \
+  mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
+  short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure; do
   check "$c"
 done
 echo "$passed passed, $failed failed"

@@ -95,7 +95,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     'search: for (r, endpoints) in &cands {
         let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
         for ep in endpoints {
-            let where_ = format!("{}/{}", ep.host, ep.path);
+            let sep = if r.digest().is_some() { '@' } else { ':' };
+            let where_ = format!("{}/{}{sep}{reference}", ep.host, ep.path);
             if cands.len() > 1 || endpoints.len() > 1 {
                 progress.line(&format!("Trying to pull {where_}..."));
             }

@@ -154,7 +154,11 @@ pub fn parse_registries_conf(path: &str, text: &str, into: &mut Config) -> Resul
             return Err(invalid(path, "mixes the version 1 [registries.*] tables with version 2 [[registry]] tables"));
         }
         into.search.extend(
-            v1.search.registries.iter().map(|s| check_location(path, "search entry", s)).collect::<Result<Vec<_>, _>>()?,
+            v1.search
+                .registries
+                .iter()
+                .map(|s| check_location(path, "search entry", s))
+                .collect::<Result<Vec<_>, _>>()?,
         );
         for (list, insecure, blocked) in [(&v1.insecure, true, false), (&v1.block, false, true)] {
             for r in &list.registries {
@@ -197,7 +201,9 @@ pub fn parse_registries_conf(path: &str, text: &str, into: &mut Config) -> Resul
                 }
                 Some("digest-only") => PullFrom::DigestOnly,
                 Some("tag-only") => PullFrom::TagOnly,
-                Some(o) => return Err(invalid(path, format!("pull-from-mirror {o:?}: use all, digest-only or tag-only"))),
+                Some(o) => {
+                    return Err(invalid(path, format!("pull-from-mirror {o:?}: use all, digest-only or tag-only")))
+                }
             };
             mirrors.push(Mirror {
                 location: check_location(path, "mirror location", &m.location)?,
@@ -226,8 +232,7 @@ fn upsert(into: &mut Config, entry: Registry, insecure: bool, blocked: bool) {
 /// Adds iSulad's `registry-mirrors` (searched for short names) and
 /// `insecure-registries` from its daemon.json.
 pub fn parse_isulad_daemon_json(path: &str, text: &str, into: &mut Config) -> Result<(), ConfigError> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| invalid(path, format!("not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(path, format!("not valid JSON: {e}")))?;
     let list = |key: &str| -> Result<Vec<String>, ConfigError> {
         match v.get(key) {
             None | Some(serde_json::Value::Null) => Ok(vec![]),
@@ -248,7 +253,12 @@ pub fn parse_isulad_daemon_json(path: &str, text: &str, into: &mut Config) -> Re
         }
     }
     for r in list("insecure-registries")? {
-        upsert(into, Registry { prefix: r.clone(), location: r, insecure: true, blocked: false, mirrors: vec![] }, true, false);
+        upsert(
+            into,
+            Registry { prefix: r.clone(), location: r, insecure: true, blocked: false, mirrors: vec![] },
+            true,
+            false,
+        );
     }
     Ok(())
 }
@@ -301,8 +311,9 @@ pub fn load() -> Result<Config, ConfigError> {
             }
         }
     }
-    let isulad =
-        std::env::var_os("IMG_ISULAD_DAEMON_JSON").map(PathBuf::from).unwrap_or_else(|| "/etc/isulad/daemon.json".into());
+    let isulad = std::env::var_os("IMG_ISULAD_DAEMON_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/etc/isulad/daemon.json".into());
     if let Some(text) = read_small(&isulad)? {
         parse_isulad_daemon_json(&isulad.display().to_string(), &text, &mut c)?;
     }
@@ -317,7 +328,8 @@ fn prefix_matches(prefix: &str, name: &str) -> bool {
         return host.ends_with(&format!(".{domain}"));
     }
     name == prefix
-        || (name.starts_with(prefix) && matches!(name.as_bytes().get(prefix.len()), Some(b'/') | Some(b':') | Some(b'@')))
+        || (name.starts_with(prefix)
+            && matches!(name.as_bytes().get(prefix.len()), Some(b'/') | Some(b':') | Some(b'@')))
 }
 
 impl Config {
@@ -344,7 +356,12 @@ impl Config {
     pub fn endpoints(&self, host: &str, path: &str, by_digest: bool) -> Result<Vec<Endpoint>, String> {
         let name = format!("{host}/{path}");
         let Some(r) = self.find(&name) else {
-            return Ok(vec![Endpoint { host: host.to_string(), path: path.to_string(), insecure: false, mirror: false }]);
+            return Ok(vec![Endpoint {
+                host: host.to_string(),
+                path: path.to_string(),
+                insecure: false,
+                mirror: false,
+            }]);
         };
         if r.blocked {
             return Err(format!("{name} is blocked by the registries configuration (registry prefix {:?})", r.prefix));
