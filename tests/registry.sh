@@ -533,6 +533,65 @@ isulad_daemon_json_mirrors_and_insecure() {
   grep -q "daemon.json" <<<"$err" || fail "the error does not name the file: $err"
 }
 
+copy_between_registries_streams_without_a_store() {
+  export IMG_ROOT=$WORK/never-created-$$
+  "$IMG" copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/test/base:1" "docker://$MIRROR/copied/base:1" ||
+    fail "copy between registries failed"
+  [[ ! -e $IMG_ROOT ]] || fail "a registry-to-registry copy created a store"
+  [[ $(skopeo inspect --raw --tls-verify=false "docker://$REG/test/base:1" | sha256sum) == \
+     "$(skopeo inspect --raw --tls-verify=false "docker://$MIRROR/copied/base:1" | sha256sum)" ]] || fail "the manifest changed"
+  skopeo copy -q --src-tls-verify=false "docker://$MIRROR/copied/base:1" "oci:$WORK/copied-check:x" || fail "skopeo cannot read the copy"
+}
+
+copy_all_copies_a_multi_platform_index() {
+  # An index of two platforms, made by hand from the layered OCI layout.
+  local L=$WORK/multi
+  rm -rf "$L"; cp -r "$GEN/layered.oci" "$L"
+  python3 - "$L" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+ix = json.load(open(os.path.join(d, "index.json")))
+m = ix["manifests"][0]
+entry = lambda arch: {"mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
+                      "platform": {"os": "linux", "architecture": arch}}
+inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [entry("amd64"), entry("arm64")]}).encode()
+h = hashlib.sha256(inner).hexdigest()
+open(os.path.join(d, "blobs/sha256", h), "wb").write(inner)
+ix["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + h,
+                    "size": len(inner), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
+json.dump(ix, open(os.path.join(d, "index.json"), "w"))
+PY
+  skopeo copy -q --all --dest-tls-verify=false "oci:$L:multi" "docker://$REG/test/multi:1" || fail "skopeo push of the index"
+  "$IMG" copy -q --all --src-tls-verify=false --dest-tls-verify=false --digestfile "$WORK/multi.digest" \
+    "docker://$REG/test/multi:1" "docker://$MIRROR/copied/multi:1" || fail "copy --all failed"
+  local want
+  want=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/multi:1" | sha256sum | cut -d' ' -f1)
+  [[ $(cat "$WORK/multi.digest") == "sha256:$want" ]] || fail "the index digest changed: $(cat "$WORK/multi.digest") vs $want"
+  skopeo inspect --raw --tls-verify=false "docker://$MIRROR/copied/multi:1" | grep -q arm64 || fail "the copy is not the index"
+  "$IMG" pull -q --tls-verify=false --platform linux/arm64 "$MIRROR/copied/multi:1" >/dev/null || fail "pull --platform from the copied index"
+  local err
+  err=$("$IMG" pull --tls-verify=false --platform linux/s390x "$MIRROR/copied/multi:1" 2>&1) && fail "pull of a missing platform succeeded"
+  grep -q "linux/amd64, linux/arm64" <<<"$err" || fail "the error does not list the platforms: $err"
+}
+
+copy_through_archives_and_the_store() {
+  local oci=$WORK/copy-oci-$$
+  "$IMG" copy -q --src-tls-verify=false "docker://$REG/test/base:1" "oci:$oci:v1" || fail "registry to oci"
+  [[ -z $("$IMG" images -q) ]] || fail "registry to oci left an image in the store"
+  [[ -z $(ls "$IMG_ROOT/ingest") ]] || fail "registry to oci left files in ingest/"
+  skopeo inspect "oci:$oci:v1" >/dev/null || fail "skopeo cannot read the OCI layout"
+  "$IMG" copy -q "oci:$oci:v1" "docker-archive:$WORK/copy-$$.tar:example.com/app:2" || fail "oci to docker-archive"
+  skopeo inspect "docker-archive:$WORK/copy-$$.tar" >/dev/null || fail "skopeo cannot read the docker-archive"
+  "$IMG" copy -q "docker-archive:$WORK/copy-$$.tar" "img:example.com/app:3" || fail "docker-archive to the store"
+  "$IMG" inspect -f '{{.Id}}' example.com/app:3 >/dev/null || fail "not in the store under the new name"
+  "$IMG" copy -q --dest-tls-verify=false "img:example.com/app:3" "docker://$MIRROR/fromstore/app:3" || fail "store to registry"
+  "$IMG" copy -q "oci:$oci:nosuch" "oci-archive:$WORK/x.tar" 2>/dev/null && fail "a missing ref was copied"
+  [[ ! -e $WORK/x.tar ]] || fail "a failed copy left its output"
+  "$IMG" copy -q "nonsense" "img:x" 2>/dev/null && fail "a source without transport was accepted"
+  "$IMG" fsck >/dev/null || fail "fsck"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -543,7 +602,8 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   mtls_client_certificate_without_key_is_an_error token_pull_needs_login token_login_then_pull token_pull_with_creds \
   push_over_mtls_and_token_auth remote_inspect_matches_skopeo_and_stores_nothing search_lists_matching_repositories \
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
-  short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure; do
+  short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
+  copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store; do
   check "$c"
 done
 echo "$passed passed, $failed failed"

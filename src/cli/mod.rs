@@ -61,6 +61,8 @@ enum Command {
     Tags(registry::TagsArgs),
     /// Search a registry's repositories
     Search(registry::SearchArgs),
+    /// Copy an image between registries, archives, OCI layouts and the store
+    Copy(registry::CopyArgs),
     /// Show store information
     Info(system::InfoArgs),
     /// Show version information
@@ -177,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Logout(a) => registry::logout(a),
         Command::Tags(a) => registry::tags(a),
         Command::Search(a) => registry::search(a),
+        Command::Copy(a) => registry::copy(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),

@@ -155,6 +155,82 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+pub struct CopyArgs {
+    /// Require HTTPS and verify certificates for the source registry
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    src_tls_verify: bool,
+    /// Require HTTPS and verify certificates for the destination registry
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    dest_tls_verify: bool,
+    /// Credentials for the source registry (USER:PASS)
+    #[arg(long, value_name = "USER:PASS")]
+    src_creds: Option<String>,
+    /// Credentials for the destination registry (USER:PASS)
+    #[arg(long, value_name = "USER:PASS")]
+    dest_creds: Option<String>,
+    /// Certificates directory for the source registry
+    #[arg(long, value_name = "DIR")]
+    src_cert_dir: Option<PathBuf>,
+    /// Certificates directory for the destination registry
+    #[arg(long, value_name = "DIR")]
+    dest_cert_dir: Option<PathBuf>,
+    /// Auth file to read credentials from
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    authfile: Option<PathBuf>,
+    /// Copy a whole multi-platform index (registry to registry)
+    #[arg(short, long)]
+    all: bool,
+    /// The platform to copy from an index (OS/ARCH[/VARIANT])
+    #[arg(long)]
+    platform: Option<String>,
+    /// Write the destination manifest's digest to FILE
+    #[arg(long, value_name = "FILE")]
+    digestfile: Option<PathBuf>,
+    /// Print nothing but errors
+    #[arg(short, long)]
+    quiet: bool,
+    /// docker://REF, img:NAME, oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    #[arg(value_name = "DESTINATION")]
+    dest: String,
+}
+
+pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
+    use crate::ops::copy::{self, CopyOptions, Transport};
+    let side = |verify: bool, creds: &Option<String>, cert_dir: &Option<PathBuf>| -> Result<ClientOptions> {
+        RegistryFlags {
+            tls_verify: verify,
+            creds: creds.clone(),
+            authfile: a.authfile.clone(),
+            cert_dir: cert_dir.clone(),
+        }
+        .options()
+    };
+    let opts = CopyOptions {
+        src_client: side(a.src_tls_verify, &a.src_creds, &a.src_cert_dir)?,
+        dst_client: side(a.dest_tls_verify, &a.dest_creds, &a.dest_cert_dir)?,
+        platform: a.platform.clone(),
+        all: a.all,
+        jobs: 3,
+    };
+    let src = Transport::parse(&a.source)?;
+    let dst = Transport::parse(&a.dest)?;
+    let quiet = a.quiet;
+    let progress = move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let digest = copy::copy(ctx.root(), &src, &dst, &opts, &progress)?;
+    if let Some(f) = &a.digestfile {
+        let d = digest.context("--digestfile needs a registry destination")?;
+        std::fs::write(f, d.as_str()).with_context(|| format!("writing the digest to {}", f.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct LoginArgs {
     #[command(flatten)]
     registry: RegistryFlags,

@@ -174,9 +174,20 @@ fn convert_embedded(
 }
 
 pub fn save(store: &Store, names: &[String], format: Format, out: &Output) -> Result<()> {
+    save_as(store, names, None, format, out)
+}
+
+/// Like `save`, naming the images in the archive `rename` (when given)
+/// instead of the names they were found by.
+pub fn save_as(store: &Store, names: &[String], rename: Option<&[String]>, format: Format, out: &Output) -> Result<()> {
     let mut extra = HashMap::new();
     let mut staged = Vec::new();
-    let items = items(store, names, &mut extra, &mut staged)?;
+    let mut items = items(store, names, &mut extra, &mut staged)?;
+    if let Some(r) = rename {
+        for i in &mut items {
+            i.names = r.to_vec();
+        }
+    }
     let blobs = write::Overlay { store, extra };
     let res = match format {
         Format::OciDir => {
