@@ -6,6 +6,7 @@ mod archive;
 mod images;
 mod inspect;
 mod manage;
+mod progress;
 mod registry;
 mod system;
 

@@ -70,11 +70,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         jobs: a.jobs,
     };
     let quiet = a.quiet;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    };
+    let progress = super::progress::Reporter::new(quiet);
     let id = pull::pull(&mut store, &opts, &progress)?;
     let mut out = super::stdout();
     writeln!(out, "{}", id.hex())?;
@@ -135,11 +131,7 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
         jobs: a.jobs,
     };
     let quiet = a.quiet;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    };
+    let progress = super::progress::Reporter::new(quiet);
     let pushed = push::push(&store, &opts, &progress)?;
     let digest = pushed.manifest_digest.context("no manifest was pushed")?;
     if let Some(f) = &a.digestfile {
@@ -217,11 +209,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
     let src = Transport::parse(&a.source)?;
     let dst = Transport::parse(&a.dest)?;
     let quiet = a.quiet;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    };
+    let progress = super::progress::Reporter::new(quiet);
     let digest = copy::copy(ctx.root(), &src, &dst, &opts, &progress)?;
     if let Some(f) = &a.digestfile {
         let d = digest.context("--digestfile needs a registry destination")?;

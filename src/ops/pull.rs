@@ -25,9 +25,16 @@ pub struct PullOptions {
     pub jobs: usize,
 }
 
-/// Progress lines for stderr.
+/// Progress for stderr: lines, and optionally byte counts per blob (for
+/// progress bars).
 pub trait Progress: Sync {
     fn line(&self, msg: &str);
+    /// A transfer of `size` bytes of blob `d` starts (or resumes at `done`).
+    fn blob_start(&self, _d: &Digest, _size: u64, _done: u64) {}
+    /// `done` bytes of blob `d` are transferred.
+    fn blob_bytes(&self, _d: &Digest, _done: u64) {}
+    /// The transfer of blob `d` ended (`ok` false: it failed).
+    fn blob_end(&self, _d: &Digest, _ok: bool) {}
 }
 
 impl<F: Fn(&str) + Sync> Progress for F {
@@ -350,6 +357,7 @@ fn download(
     }
     if !quiet {
         progress.line(&format!("Copying blob {}", d.short()));
+        progress.blob_start(d, size, hasher.len());
     }
     // Errors in reaching the blob were already retried by the client; a
     // body that breaks off is resumed from where it stopped.
@@ -390,6 +398,9 @@ fn download(
                 return Err(e.into());
             }
             hasher.update(&buf[..n]);
+            if !quiet {
+                progress.blob_bytes(d, hasher.len());
+            }
         };
         if hasher.len() == size {
             break;
@@ -419,6 +430,7 @@ fn download(
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     drop(file);
     if !quiet {
+        progress.blob_end(d, true);
         progress.line(&format!("Copying blob {} done", d.short()));
     }
     Ok(StagedBlob::adopt_verified(path, d.clone(), size))

@@ -290,14 +290,17 @@ fn try_send(
         what: format!("blob {d}"),
         msg: format!("reading {}: {e}", item.path.display()),
     };
-    let mut file = File::open(&item.path).map_err(io)?;
+    let file = File::open(&item.path).map_err(io)?;
+    progress.blob_start(d, item.size, 0);
+    let mut file = Counting { inner: file, done: 0, d, progress };
     match chunk {
         Some(n) if n > 0 && item.size > n => {
             let mut loc = location;
             let mut start = 0;
             while start < item.size {
                 let len = n.min(item.size - start);
-                file.seek(SeekFrom::Start(start)).map_err(io)?;
+                file.inner.seek(SeekFrom::Start(start)).map_err(io)?;
+                file.done = start;
                 loc = repo.patch_chunk(&loc, &mut file, start, len)?;
                 start += len;
             }
@@ -305,8 +308,26 @@ fn try_send(
         }
         _ => repo.put_blob(&location, d, &mut BufReader::with_capacity(256 * 1024, file), item.size)?,
     }
+    progress.blob_end(d, true);
     progress.line(&format!("Copying blob {} done", d.short()));
     Ok(Outcome::Uploaded)
+}
+
+/// A reader that reports how much of a blob it has given out.
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    d: &'a Digest,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        self.progress.blob_bytes(self.d, self.done);
+        Ok(n)
+    }
 }
 
 /// (blob, repository) pairs: repositories on `registry` other than `path`
