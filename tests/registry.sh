@@ -592,6 +592,15 @@ copy_through_archives_and_the_store() {
   "$IMG" fsck >/dev/null || fail "fsck"
 }
 
+pull_all_tags_pulls_every_tag() {
+  skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker://$REG/alltags/img:a" || fail "push a"
+  skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/layered-oci.tar" "docker://$REG/alltags/img:b" || fail "push b"
+  [[ $("$IMG" pull -q -a --tls-verify=false "$REG/alltags/img" | wc -l) == 2 ]] || fail "pull -a did not print two IDs"
+  "$IMG" inspect -f '{{.Id}}' "$REG/alltags/img:a" "$REG/alltags/img:b" >/dev/null || fail "a tag is missing"
+  "$IMG" pull -q -a --tls-verify=false "$REG/alltags/img:a" >/dev/null 2>&1 && fail "pull -a accepted a tag"
+  true
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -603,7 +612,8 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   push_over_mtls_and_token_auth remote_inspect_matches_skopeo_and_stores_nothing search_lists_matching_repositories \
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
-  copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store; do
+  copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
+  pull_all_tags_pulls_every_tag; do
   check "$c"
 done
 echo "$passed passed, $failed failed"

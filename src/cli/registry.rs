@@ -56,6 +56,9 @@ pub struct PullArgs {
     /// Layers downloaded at once
     #[arg(long, default_value_t = 3, value_name = "N")]
     jobs: usize,
+    /// Pull every tag of the repository
+    #[arg(short = 'a', long)]
+    all_tags: bool,
     /// The image (NAME[:TAG] or NAME@DIGEST)
     #[arg(value_name = "IMAGE")]
     reference: String,
@@ -71,9 +74,16 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     };
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);
-    let id = pull::pull(&mut store, &opts, &progress)?;
     let mut out = super::stdout();
-    writeln!(out, "{}", id.hex())?;
+    if a.all_tags {
+        let ids = pull::pull_all_tags(&mut store, &opts, &progress)?;
+        for id in ids {
+            writeln!(out, "{}", id.hex())?;
+        }
+    } else {
+        let id = pull::pull(&mut store, &opts, &progress)?;
+        writeln!(out, "{}", id.hex())?;
+    }
     out.flush()?;
     Ok(())
 }

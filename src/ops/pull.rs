@@ -16,6 +16,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[derive(Clone)]
 pub struct PullOptions {
     pub reference: String,
     /// `os/arch[/variant]`; the host's by default.
@@ -89,6 +90,27 @@ pub fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
         [os, arch, variant] => Ok((os.to_string(), arch.to_string(), variant.to_string())),
         _ => bail!("invalid --platform {p:?}: expected OS/ARCH[/VARIANT], like linux/arm64/v8"),
     }
+}
+
+/// Pulls every tag of a repository (`pull --all-tags`); returns the IDs,
+/// one a tag, in the registry's tag order.
+pub fn pull_all_tags(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Vec<Digest>> {
+    let r = Reference::parse(&opts.reference).with_context(|| format!("invalid repository {:?}", opts.reference))?;
+    if r.tag().is_some() || r.digest().is_some() {
+        bail!("--all-tags takes a repository without a tag or digest, not {}", opts.reference);
+    }
+    let copts = options_for(r.domain(), &opts.client)?;
+    let client = Client::connect(r.domain(), &copts).with_context(|| format!("listing tags of {r}"))?;
+    let tags = Repo::new(&client, r.path()).tags().with_context(|| format!("listing tags of {r}"))?;
+    if tags.is_empty() {
+        bail!("{r} has no tags");
+    }
+    let mut ids = Vec::new();
+    for t in tags {
+        let one = PullOptions { reference: format!("{}/{}:{t}", r.domain(), r.path()), ..opts.clone() };
+        ids.push(pull(store, &one, progress)?);
+    }
+    Ok(ids)
 }
 
 /// Pulls an image; returns its ID.
