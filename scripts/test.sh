@@ -72,7 +72,7 @@ not_run() { results+=("$1: FAILED (not run: $2)"); failures=$((failures + 1)); }
 step packages install_packages
 built=0
 if command -v cargo >/dev/null; then
-  step cargo-test cargo test --release
+  step cargo-test cargo test --release --workspace
   step cargo-build cargo build --release && built=1
 else
   echo "cargo is not on PATH and not in ~/.cargo/bin (install it with rustup)"

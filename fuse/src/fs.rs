@@ -1,0 +1,311 @@
+//! The filesystem operations over a merged tree and a source of layer
+//! bytes, in plain types: what the FUSE adapter calls, and what tests call
+//! without a kernel. Read-only; errors are errno values.
+
+use crate::tree::{Node, NodeKind, Tree, ROOT};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where file contents come from: byte ranges of a layer's uncompressed
+/// tar stream (`DataRef` offsets).
+pub trait BlobSource: Send + Sync {
+    /// Reads up to `buf.len()` bytes of layer `layer` at `offset`; returns
+    /// how many were read (fewer only at the end of the layer).
+    fn read_at(&self, layer: usize, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// File types, as `stat` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+}
+
+/// What `stat` shows for an inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileType,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub mtime: (i64, u32),
+    pub rdev: u32,
+}
+
+/// Counters for `img mounts`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub reads: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub struct ImageFs<S> {
+    tree: Tree,
+    source: S,
+    pub stats: Stats,
+    /// Called with a description of each failed read (the mount logs them).
+    on_error: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+fn makedev(major: u32, minor: u32) -> u32 {
+    // The kernel's new_encode_dev for 32-bit device numbers.
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+impl<S: BlobSource> ImageFs<S> {
+    pub fn new(tree: Tree, source: S) -> ImageFs<S> {
+        ImageFs { tree, source, stats: Stats::default(), on_error: Box::new(|_| {}) }
+    }
+
+    pub fn with_error_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_error = Box::new(f);
+        self
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    fn node(&self, ino: u64) -> Result<&Node, i32> {
+        self.tree.node(ino).ok_or(libc::ENOENT)
+    }
+
+    pub fn attr(&self, ino: u64) -> Result<Attr, i32> {
+        let n = self.node(ino)?;
+        let (kind, rdev) = match &n.kind {
+            NodeKind::File(_) => (FileType::Regular, 0),
+            NodeKind::Dir(_) => (FileType::Directory, 0),
+            NodeKind::Symlink(_) => (FileType::Symlink, 0),
+            NodeKind::Fifo => (FileType::Fifo, 0),
+            NodeKind::Char { major, minor } => (FileType::CharDevice, makedev(*major, *minor)),
+            NodeKind::Block { major, minor } => (FileType::BlockDevice, makedev(*major, *minor)),
+        };
+        let size = n.size();
+        Ok(Attr {
+            ino,
+            kind,
+            perm: (n.mode & 0o7777) as u16,
+            nlink: n.nlink.max(1),
+            uid: n.uid,
+            gid: n.gid,
+            size,
+            blocks: size.div_ceil(512),
+            mtime: n.mtime,
+            rdev,
+        })
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, i32> {
+        let p = self.node(parent)?;
+        if !p.is_dir() {
+            return Err(libc::ENOTDIR);
+        }
+        let ino = match name {
+            b"." => parent,
+            b".." => p.parent,
+            _ => self.tree.lookup(parent, name).ok_or(libc::ENOENT)?,
+        };
+        self.attr(ino)
+    }
+
+    /// Directory entries from position `offset` on: (next offset, inode,
+    /// type, name), with `.` and `..` first.
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<(u64, u64, FileType, Vec<u8>)>, i32> {
+        let n = self.node(ino)?;
+        let children = self.tree.children(ino).ok_or(libc::ENOTDIR)?;
+        let mut out = Vec::new();
+        let all = [(b".".as_slice(), ino), (b"..".as_slice(), n.parent)].into_iter().chain(children);
+        for (i, (name, child)) in all.enumerate().skip(offset as usize) {
+            let kind = if i < 2 { FileType::Directory } else { self.attr(child)?.kind };
+            out.push((i as u64 + 1, child, kind, name.to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, i32> {
+        match &self.node(ino)?.kind {
+            NodeKind::Symlink(t) => Ok(t.clone()),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// Reads up to `size` bytes of a file at `offset`. A failing source is
+    /// EIO for this read, logged, never a crash.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
+        let d = match &self.node(ino)?.kind {
+            NodeKind::File(d) => *d,
+            NodeKind::Dir(_) => return Err(libc::EISDIR),
+            _ => return Err(libc::EINVAL),
+        };
+        if offset >= d.size {
+            return Ok(Vec::new());
+        }
+        let want = (d.size - offset).min(size as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match self.source.read_at(d.layer, d.offset + offset + got as u64, &mut buf[got..]) {
+                Ok(0) => {
+                    self.fail(&format!("inode {ino}: layer {} ended at {} of {want} bytes", d.layer, got));
+                    return Err(libc::EIO);
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(&format!("inode {ino}: reading layer {}: {e}", d.layer));
+                    return Err(libc::EIO);
+                }
+            }
+        }
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_read.fetch_add(want as u64, Ordering::Relaxed);
+        Ok(buf)
+    }
+
+    fn fail(&self, msg: &str) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        (self.on_error)(msg);
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
+        self.node(ino)?.xattrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).ok_or(libc::ENODATA)
+    }
+
+    /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, i32> {
+        let mut out = Vec::new();
+        for (k, _) in &self.node(ino)?.xattrs {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// (inodes, bytes of regular files) for statfs.
+    pub fn totals(&self) -> (u64, u64) {
+        let mut bytes = 0;
+        for ino in 1..=self.tree.len() as u64 {
+            if let Some(Node { kind: NodeKind::File(d), .. }) = self.tree.node(ino) {
+                bytes += d.size;
+            }
+        }
+        (self.tree.len() as u64, bytes)
+    }
+
+    pub fn root(&self) -> u64 {
+        ROOT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{DataRef, Entry, Kind, Layer};
+
+    /// Layers as byte vectors.
+    struct Mem(Vec<Vec<u8>>);
+    impl BlobSource for Mem {
+        fn read_at(&self, layer: usize, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            let l = self.0.get(layer).ok_or_else(|| io::Error::other("no such layer"))?;
+            let start = (offset as usize).min(l.len());
+            let n = buf.len().min(l.len() - start);
+            // Short reads on purpose: at most 3 bytes at a time.
+            let n = n.min(3);
+            buf[..n].copy_from_slice(&l[start..start + n]);
+            Ok(n)
+        }
+    }
+
+    fn fs() -> ImageFs<Mem> {
+        let e = |path: &str, kind: Kind, mode: u32| Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode,
+            uid: 1000,
+            gid: 100,
+            mtime: (1_700_000_000, 5),
+            xattrs: vec![],
+        };
+        let mut cap = e("bin/ping", Kind::File(DataRef { layer: 0, offset: 4, size: 6 }), 0o4755);
+        cap.xattrs.push((b"security.capability".to_vec(), vec![1, 0, 0, 2]));
+        let l0 = Layer {
+            entries: vec![
+                e("bin", Kind::Dir, 0o755),
+                cap,
+                e("bin/sh", Kind::Symlink(b"busybox".to_vec()), 0o777),
+                e("dev/null", Kind::Char { major: 1, minor: 3 }, 0o666),
+                e("broken", Kind::File(DataRef { layer: 7, offset: 0, size: 4 }), 0o644),
+            ],
+            ..Layer::default()
+        };
+        ImageFs::new(Tree::build(&[l0]).unwrap(), Mem(vec![b"....abcdef....".to_vec()]))
+    }
+
+    #[test]
+    fn attributes_and_lookup() {
+        let f = fs();
+        let bin = f.lookup(ROOT, b"bin").unwrap();
+        assert_eq!((bin.kind, bin.perm, bin.uid, bin.nlink), (FileType::Directory, 0o755, 1000, 2));
+        let ping = f.lookup(bin.ino, b"ping").unwrap();
+        assert_eq!((ping.kind, ping.perm, ping.size, ping.mtime), (FileType::Regular, 0o4755, 6, (1_700_000_000, 5)));
+        assert_eq!(f.lookup(bin.ino, b"nope"), Err(libc::ENOENT));
+        assert_eq!(f.lookup(ping.ino, b"x"), Err(libc::ENOTDIR));
+        assert_eq!(f.lookup(bin.ino, b"..").unwrap().ino, ROOT);
+        let null = f.lookup(f.lookup(ROOT, b"dev").unwrap().ino, b"null").unwrap();
+        assert_eq!((null.kind, null.rdev), (FileType::CharDevice, (1 << 8) | 3));
+        assert_eq!(f.attr(999), Err(libc::ENOENT));
+    }
+
+    #[test]
+    fn reads_symlinks_and_xattrs() {
+        let f = fs();
+        let bin = f.lookup(ROOT, b"bin").unwrap().ino;
+        let ping = f.lookup(bin, b"ping").unwrap().ino;
+        assert_eq!(f.read(ping, 0, 100).unwrap(), b"abcdef");
+        assert_eq!(f.read(ping, 2, 3).unwrap(), b"cde");
+        assert_eq!(f.read(ping, 6, 10).unwrap(), b"");
+        assert_eq!(f.read(bin, 0, 1), Err(libc::EISDIR));
+        assert_eq!(f.readlink(f.lookup(bin, b"sh").unwrap().ino).unwrap(), b"busybox");
+        assert_eq!(f.readlink(ping), Err(libc::EINVAL));
+        assert_eq!(f.getxattr(ping, b"security.capability").unwrap(), vec![1, 0, 0, 2]);
+        assert_eq!(f.getxattr(ping, b"user.x"), Err(libc::ENODATA));
+        assert_eq!(f.listxattr(ping).unwrap(), b"security.capability\0");
+        assert_eq!(f.stats.bytes_read.load(Ordering::Relaxed), 9);
+    }
+
+    #[test]
+    fn a_failing_source_is_eio_and_logged() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = log.clone();
+        let f = fs().with_error_log(move |m| l2.lock().unwrap().push(m.to_string()));
+        let broken = f.lookup(ROOT, b"broken").unwrap().ino;
+        assert_eq!(f.read(broken, 0, 4), Err(libc::EIO));
+        assert_eq!(f.stats.errors.load(Ordering::Relaxed), 1);
+        assert!(log.lock().unwrap()[0].contains("layer 7"));
+    }
+
+    #[test]
+    fn readdir_pages() {
+        let f = fs();
+        let all = f.readdir(ROOT, 0).unwrap();
+        let names: Vec<&[u8]> = all.iter().map(|(_, _, _, n)| n.as_slice()).collect();
+        assert_eq!(names, vec![b".".as_slice(), b"..", b"bin", b"broken", b"dev"]);
+        // Resuming at an entry's offset continues after it.
+        let rest = f.readdir(ROOT, all[2].0).unwrap();
+        assert_eq!(
+            rest.iter().map(|(_, _, _, n)| n.as_slice()).collect::<Vec<_>>(),
+            vec![b"broken".as_slice(), b"dev"]
+        );
+        assert!(f.readdir(ROOT, 99).unwrap().is_empty());
+        assert_eq!(f.readdir(f.lookup(ROOT, b"broken").unwrap().ino, 0), Err(libc::ENOTDIR));
+    }
+}

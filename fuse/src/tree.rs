@@ -1,0 +1,581 @@
+//! The merged tree of an image: its layers applied bottom first with OCI
+//! semantics, held in memory as inodes. Pure: built from entry lists, no IO.
+//!
+//! Per layer, before its own entries: an opaque marker (`.wh..wh..opq`)
+//! empties its directory of what lower layers put there, and a whiteout
+//! (`.wh.NAME`) removes NAME and everything under it from lower layers.
+//! Then the entries in tar order: a directory over a directory keeps the
+//! children and takes the new metadata; anything else replaces what was at
+//! the path, a directory's whole subtree included; the last entry for a
+//! path wins. Missing parents are made as directories (0755, root-owned),
+//! replacing a non-directory in the way, as a layer unpacked into its own
+//! directory and stacked by overlayfs would show. A hard link shares the
+//! inode of its target as it is at that moment, so replacing the target
+//! later does not change what the link shows.
+
+use std::collections::BTreeMap;
+
+/// The root directory's inode number (as FUSE numbers it).
+pub const ROOT: u64 = 1;
+
+/// Where a regular file's bytes are: a range of one layer's uncompressed tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRef {
+    pub layer: usize,
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    File(DataRef),
+    Dir,
+    Symlink(Vec<u8>),
+    /// A hard link to the path given (cleaned, relative to the root).
+    HardLink(Vec<u8>),
+    Fifo,
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
+}
+
+/// One entry of a layer, as its tar header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Cleaned, relative, `/`-separated; empty for the root itself.
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits with setuid, setgid and sticky (no file type bits).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds and nanoseconds since the epoch.
+    pub mtime: (i64, u32),
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What a layer holds: whiteouts and opaque markers are given apart from
+/// the entries, by the paths they apply to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layer {
+    pub entries: Vec<Entry>,
+    /// Paths whited out (`a/.wh.b` gives `a/b`).
+    pub whiteouts: Vec<Vec<u8>>,
+    /// Directories made opaque (`a/.wh..wh..opq` gives `a`; the root is empty).
+    pub opaque: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    File(DataRef),
+    Dir(BTreeMap<Vec<u8>, u64>),
+    Symlink(Vec<u8>),
+    Fifo,
+    Char { major: u32, minor: u32 },
+    Block { major: u32, minor: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, u32),
+    pub nlink: u32,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The directory holding it (itself for the root); for a hard-linked
+    /// file, the first one.
+    pub parent: u64,
+}
+
+impl Node {
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir(_))
+    }
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            NodeKind::File(d) => d.size,
+            NodeKind::Symlink(t) => t.len() as u64,
+            NodeKind::Dir(c) => 4096.max(c.len() as u64 * 32),
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TreeError {
+    #[error("layer {layer}: entry {path:?}: {msg}")]
+    Entry { layer: usize, path: String, msg: &'static str },
+}
+
+/// An image's merged tree. Inode numbers are dense: 1 (the root) to `len()`.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    nodes: Vec<Node>,
+}
+
+fn dir_node(parent: u64) -> Node {
+    Node {
+        kind: NodeKind::Dir(BTreeMap::new()),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: (0, 0),
+        nlink: 2,
+        xattrs: vec![],
+        parent,
+    }
+}
+
+fn split(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
+}
+
+struct Builder {
+    nodes: Vec<Node>,
+}
+
+impl Builder {
+    fn node(&self, ino: u64) -> &Node {
+        &self.nodes[(ino - 1) as usize]
+    }
+    fn node_mut(&mut self, ino: u64) -> &mut Node {
+        &mut self.nodes[(ino - 1) as usize]
+    }
+    fn add(&mut self, n: Node) -> u64 {
+        self.nodes.push(n);
+        self.nodes.len() as u64
+    }
+    fn child(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        match &self.node(dir).kind {
+            NodeKind::Dir(c) => c.get(name).copied(),
+            _ => None,
+        }
+    }
+    /// Follows `path` through directories only (no symlinks).
+    fn resolve(&self, path: &[u8]) -> Option<u64> {
+        let mut cur = ROOT;
+        for c in split(path) {
+            cur = self.child(cur, c)?;
+        }
+        Some(cur)
+    }
+    /// Removes `name` from `dir`, with what it names.
+    fn detach(&mut self, dir: u64, name: &[u8]) {
+        let old = match &mut self.node_mut(dir).kind {
+            NodeKind::Dir(c) => c.remove(name),
+            _ => None,
+        };
+        if let Some(old) = old {
+            if self.node(old).is_dir() {
+                self.node_mut(dir).nlink -= 1;
+            }
+            self.unlink(old);
+        }
+    }
+    /// Drops one name of `ino` (and, for a directory, its whole subtree).
+    fn unlink(&mut self, ino: u64) {
+        let n = self.node_mut(ino);
+        n.nlink = n.nlink.saturating_sub(1);
+        if let NodeKind::Dir(c) = &mut n.kind {
+            let children: Vec<u64> = std::mem::take(c).into_values().collect();
+            for ch in children {
+                self.unlink(ch);
+            }
+        }
+    }
+    /// The directory `path` names, made (with its parents) where missing or
+    /// where a non-directory stands.
+    fn ensure_dir(&mut self, path: &[u8]) -> u64 {
+        let mut cur = ROOT;
+        for c in split(path) {
+            cur = match self.child(cur, c) {
+                Some(ino) if self.node(ino).is_dir() => ino,
+                other => {
+                    if other.is_some() {
+                        self.detach(cur, c);
+                    }
+                    let ino = self.add(dir_node(cur));
+                    self.link(cur, c, ino);
+                    ino
+                }
+            };
+        }
+        cur
+    }
+    fn link(&mut self, dir: u64, name: &[u8], ino: u64) {
+        if let NodeKind::Dir(c) = &mut self.node_mut(dir).kind {
+            c.insert(name.to_vec(), ino);
+        }
+        if self.node(ino).is_dir() {
+            self.node_mut(dir).nlink += 1;
+        }
+    }
+}
+
+fn parent_and_name(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
+    }
+}
+
+impl Tree {
+    /// Applies `layers`, bottom first.
+    pub fn build(layers: &[Layer]) -> Result<Tree, TreeError> {
+        let mut b = Builder { nodes: vec![dir_node(ROOT)] };
+        for (li, layer) in layers.iter().enumerate() {
+            for dir in &layer.opaque {
+                if let Some(d) = b.resolve(dir).filter(|&d| b.node(d).is_dir()) {
+                    let names: Vec<Vec<u8>> = match &b.node(d).kind {
+                        NodeKind::Dir(c) => c.keys().cloned().collect(),
+                        _ => vec![],
+                    };
+                    for n in names {
+                        b.detach(d, &n);
+                    }
+                }
+            }
+            for w in &layer.whiteouts {
+                let (parent, name) = parent_and_name(w);
+                if name.is_empty() {
+                    continue;
+                }
+                if let Some(p) = b.resolve(parent).filter(|&p| b.node(p).is_dir()) {
+                    b.detach(p, name);
+                }
+            }
+            for e in &layer.entries {
+                let err =
+                    |msg| TreeError::Entry { layer: li, path: String::from_utf8_lossy(&e.path).into_owned(), msg };
+                if split(&e.path).any(|c| c == b"." || c == b"..") {
+                    return Err(err("the path is not clean"));
+                }
+                let (parent, name) = parent_and_name(&e.path);
+                if name.is_empty() {
+                    // The root itself: only a directory may stand there.
+                    if e.kind != Kind::Dir {
+                        return Err(err("the root must be a directory"));
+                    }
+                    let r = b.node_mut(ROOT);
+                    (r.mode, r.uid, r.gid, r.mtime, r.xattrs) = (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                    continue;
+                }
+                let p = b.ensure_dir(parent);
+                let existing = b.child(p, name);
+                match &e.kind {
+                    Kind::Dir => {
+                        if let Some(d) = existing.filter(|&d| b.node(d).is_dir()) {
+                            let n = b.node_mut(d);
+                            (n.mode, n.uid, n.gid, n.mtime, n.xattrs) =
+                                (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                            continue;
+                        }
+                        if existing.is_some() {
+                            b.detach(p, name);
+                        }
+                        let mut n = dir_node(p);
+                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                        let ino = b.add(n);
+                        b.link(p, name, ino);
+                    }
+                    Kind::HardLink(target) => {
+                        let t = b.resolve(target).ok_or_else(|| err("a hard link to a path that does not exist"))?;
+                        if b.node(t).is_dir() {
+                            return Err(err("a hard link to a directory"));
+                        }
+                        if existing == Some(t) {
+                            continue;
+                        }
+                        if existing.is_some() {
+                            b.detach(p, name);
+                        }
+                        b.node_mut(t).nlink += 1;
+                        b.link(p, name, t);
+                    }
+                    other => {
+                        if existing.is_some() {
+                            b.detach(p, name);
+                        }
+                        let kind = match other {
+                            Kind::File(d) => NodeKind::File(*d),
+                            Kind::Symlink(t) => NodeKind::Symlink(t.clone()),
+                            Kind::Fifo => NodeKind::Fifo,
+                            Kind::Char { major, minor } => NodeKind::Char { major: *major, minor: *minor },
+                            Kind::Block { major, minor } => NodeKind::Block { major: *major, minor: *minor },
+                            Kind::Dir | Kind::HardLink(_) => unreachable!("handled above"),
+                        };
+                        let ino = b.add(Node {
+                            kind,
+                            mode: e.mode,
+                            uid: e.uid,
+                            gid: e.gid,
+                            mtime: e.mtime,
+                            nlink: 1,
+                            xattrs: e.xattrs.clone(),
+                            parent: p,
+                        });
+                        b.link(p, name, ino);
+                    }
+                }
+            }
+        }
+        Ok(Tree { nodes: compact(b.nodes) })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, ino: u64) -> Option<&Node> {
+        ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        match &self.node(parent)?.kind {
+            NodeKind::Dir(c) => c.get(name).copied(),
+            _ => None,
+        }
+    }
+
+    /// The inode at `path` (directories only along the way; no symlinks).
+    pub fn resolve(&self, path: &[u8]) -> Option<u64> {
+        let mut cur = ROOT;
+        for c in split(path) {
+            cur = self.lookup(cur, c)?;
+        }
+        Some(cur)
+    }
+
+    /// A directory's entries in name order.
+    pub fn children(&self, dir: u64) -> Option<impl Iterator<Item = (&[u8], u64)>> {
+        match &self.node(dir)?.kind {
+            NodeKind::Dir(c) => Some(c.iter().map(|(k, v)| (k.as_slice(), *v))),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the inodes reachable from the root, numbered in walk order.
+fn compact(nodes: Vec<Node>) -> Vec<Node> {
+    let mut map = vec![0u64; nodes.len() + 1];
+    let mut order = vec![ROOT];
+    map[ROOT as usize] = ROOT;
+    let mut i = 0;
+    while i < order.len() {
+        let ino = order[i];
+        if let NodeKind::Dir(c) = &nodes[(ino - 1) as usize].kind {
+            for &ch in c.values() {
+                if map[ch as usize] == 0 {
+                    order.push(ch);
+                    map[ch as usize] = order.len() as u64;
+                }
+            }
+        }
+        i += 1;
+    }
+    order
+        .iter()
+        .map(|&old| {
+            let mut n = nodes[(old - 1) as usize].clone();
+            if let NodeKind::Dir(c) = &mut n.kind {
+                for v in c.values_mut() {
+                    *v = map[*v as usize];
+                }
+            }
+            n.parent = if map[n.parent as usize] == 0 { ROOT } else { map[n.parent as usize] };
+            n
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: Kind) -> Entry {
+        Entry { path: path.as_bytes().to_vec(), kind, mode: 0o644, uid: 0, gid: 0, mtime: (1, 0), xattrs: vec![] }
+    }
+    fn file(path: &str, layer: usize, offset: u64, size: u64) -> Entry {
+        entry(path, Kind::File(DataRef { layer, offset, size }))
+    }
+    fn dir(path: &str) -> Entry {
+        Entry { mode: 0o755, ..entry(path, Kind::Dir) }
+    }
+    fn layer(entries: Vec<Entry>) -> Layer {
+        Layer { entries, ..Layer::default() }
+    }
+    /// Every path with a short description, sorted.
+    fn listing(t: &Tree) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(t: &Tree, ino: u64, prefix: &str, out: &mut Vec<String>) {
+            for (name, ch) in t.children(ino).unwrap() {
+                let p = format!("{prefix}{}", String::from_utf8_lossy(name));
+                let n = t.node(ch).unwrap();
+                let what = match &n.kind {
+                    NodeKind::File(d) => format!("file L{}@{}+{} n{}", d.layer, d.offset, d.size, n.nlink),
+                    NodeKind::Dir(_) => format!("dir {:o}", n.mode),
+                    NodeKind::Symlink(t) => format!("-> {}", String::from_utf8_lossy(t)),
+                    NodeKind::Fifo => "fifo".into(),
+                    NodeKind::Char { major, minor } => format!("char {major}:{minor}"),
+                    NodeKind::Block { major, minor } => format!("block {major}:{minor}"),
+                };
+                out.push(format!("{p} {what}"));
+                if n.is_dir() {
+                    walk(t, ch, &format!("{p}/"), out);
+                }
+            }
+        }
+        walk(t, ROOT, "", &mut out);
+        out
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_apply_to_lower_layers_only() {
+        let l0 = layer(vec![dir("a"), file("a/x", 0, 0, 1), file("a/y", 0, 1, 1), dir("b"), file("b/z", 0, 2, 1)]);
+        let l1 = Layer {
+            // A whiteout and a new entry of the same name in one layer: the new entry stays.
+            entries: vec![file("a/x", 1, 0, 5), file("b/new", 1, 5, 1)],
+            whiteouts: vec![b"a/x".to_vec(), b"a/y".to_vec()],
+            opaque: vec![b"b".to_vec()],
+        };
+        let t = Tree::build(&[l0, l1]).unwrap();
+        assert_eq!(listing(&t), vec!["a dir 755", "a/x file L1@0+5 n1", "b dir 755", "b/new file L1@5+1 n1"],);
+    }
+
+    #[test]
+    fn a_file_replaces_a_directory_and_its_subtree() {
+        let l0 = layer(vec![dir("d"), dir("d/e"), file("d/e/f", 0, 0, 1)]);
+        let l1 = layer(vec![file("d", 1, 0, 2)]);
+        let l2 = layer(vec![dir("d"), file("d/g", 2, 0, 1)]);
+        let t = Tree::build(&[l0.clone(), l1.clone()]).unwrap();
+        assert_eq!(listing(&t), vec!["d file L1@0+2 n1"]);
+        let t = Tree::build(&[l0, l1, l2]).unwrap();
+        assert_eq!(listing(&t), vec!["d dir 755", "d/g file L2@0+1 n1"]);
+        assert_eq!(t.len(), 3, "unreachable inodes are dropped");
+    }
+
+    #[test]
+    fn a_directory_over_a_directory_keeps_children_and_takes_metadata() {
+        let l0 = layer(vec![dir("d"), file("d/f", 0, 0, 1)]);
+        let l1 = layer(vec![Entry { mode: 0o700, uid: 5, ..dir("d") }]);
+        let t = Tree::build(&[l0, l1]).unwrap();
+        assert_eq!(listing(&t), vec!["d dir 700", "d/f file L0@0+1 n1"]);
+        assert_eq!(t.node(t.resolve(b"d").unwrap()).unwrap().uid, 5);
+    }
+
+    #[test]
+    fn hard_links_share_an_inode_and_keep_it_when_the_target_is_replaced() {
+        let l0 = layer(vec![dir("a"), file("a/f", 0, 0, 3), entry("b/link", Kind::HardLink(b"a/f".to_vec()))]);
+        let t = Tree::build(&[l0.clone()]).unwrap();
+        let (f, l) = (t.resolve(b"a/f").unwrap(), t.resolve(b"b/link").unwrap());
+        assert_eq!(f, l);
+        assert_eq!(t.node(f).unwrap().nlink, 2);
+        let l1 = layer(vec![file("a/f", 1, 0, 9)]);
+        let t = Tree::build(&[l0, l1]).unwrap();
+        let (f, l) = (t.resolve(b"a/f").unwrap(), t.resolve(b"b/link").unwrap());
+        assert_ne!(f, l);
+        assert_eq!(t.node(l).unwrap().kind, NodeKind::File(DataRef { layer: 0, offset: 0, size: 3 }));
+        assert_eq!((t.node(l).unwrap().nlink, t.node(f).unwrap().nlink), (1, 1));
+    }
+
+    #[test]
+    fn bad_hard_links_are_refused() {
+        let e = Tree::build(&[layer(vec![entry("x", Kind::HardLink(b"nope".to_vec()))])]).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = Tree::build(&[layer(vec![dir("d"), entry("x", Kind::HardLink(b"d".to_vec()))])]).unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
+        let e = Tree::build(&[layer(vec![file("a/../b", 0, 0, 1)])]).unwrap_err();
+        assert!(e.to_string().contains("not clean"), "{e}");
+    }
+
+    #[test]
+    fn missing_parents_are_made_and_last_entry_wins() {
+        let l0 = layer(vec![file("p/q/r", 0, 0, 1), file("p/q/r", 0, 10, 2), entry("s", Kind::Symlink(b"p".to_vec()))]);
+        let l1 = layer(vec![file("s/t", 1, 0, 1)]);
+        let t = Tree::build(&[l0, l1]).unwrap();
+        assert_eq!(
+            listing(&t),
+            vec!["p dir 755", "p/q dir 755", "p/q/r file L0@10+2 n1", "s dir 755", "s/t file L1@0+1 n1"]
+        );
+    }
+
+    #[test]
+    fn directory_link_counts() {
+        let t = Tree::build(&[layer(vec![dir("a"), dir("a/b"), dir("a/c"), file("a/f", 0, 0, 1)])]).unwrap();
+        assert_eq!(t.node(ROOT).unwrap().nlink, 3);
+        assert_eq!(t.node(t.resolve(b"a").unwrap()).unwrap().nlink, 4);
+        let t = Tree::build(&[
+            layer(vec![dir("a"), dir("a/b"), dir("a/c")]),
+            Layer { whiteouts: vec![b"a/b".to_vec()], ..Layer::default() },
+        ])
+        .unwrap();
+        assert_eq!(t.node(t.resolve(b"a").unwrap()).unwrap().nlink, 3);
+    }
+
+    #[test]
+    fn opaque_root_and_whiteouts_of_missing_paths() {
+        let l0 = layer(vec![file("x", 0, 0, 1), dir("d")]);
+        let l1 = Layer {
+            entries: vec![file("y", 1, 0, 1)],
+            whiteouts: vec![b"nothing/here".to_vec(), b"x/under-a-file".to_vec()],
+            opaque: vec![Vec::new()],
+        };
+        let t = Tree::build(&[l0, l1]).unwrap();
+        assert_eq!(listing(&t), vec!["y file L1@0+1 n1"]);
+        assert_eq!(t.node(ROOT).unwrap().nlink, 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_layers_build_a_consistent_tree(ops in proptest::collection::vec(
+            (0usize..3, proptest::sample::select(vec!["a", "a/b", "a/b/c", "d", "d/e", "f"]), 0u8..6), 0..40)) {
+            let mut layers = vec![Layer::default(), Layer::default(), Layer::default()];
+            for (l, p, op) in ops {
+                let path = p.as_bytes().to_vec();
+                let e = |kind| Entry { path: path.clone(), kind, mode: 0o644, uid: 0, gid: 0, mtime: (0, 0), xattrs: vec![] };
+                match op {
+                    0 => layers[l].entries.push(e(Kind::Dir)),
+                    1 => layers[l].entries.push(e(Kind::File(DataRef { layer: l, offset: 0, size: 1 }))),
+                    2 => layers[l].entries.push(e(Kind::Symlink(b"a".to_vec()))),
+                    3 => layers[l].whiteouts.push(path.clone()),
+                    4 => layers[l].opaque.push(path.clone()),
+                    _ => layers[l].entries.push(e(Kind::HardLink(b"f".to_vec()))),
+                }
+            }
+            if let Ok(t) = Tree::build(&layers) {
+                // Every inode is reachable, link counts match the names pointing at it.
+                let mut names = vec![0u32; t.len() + 1];
+                let mut subdirs = vec![0u32; t.len() + 1];
+                for ino in 1..=t.len() as u64 {
+                    if let Some(ch) = t.children(ino) {
+                        for (_, c) in ch {
+                            names[c as usize] += 1;
+                            if t.node(c).unwrap().is_dir() { subdirs[ino as usize] += 1; }
+                        }
+                    }
+                }
+                for ino in 2..=t.len() as u64 {
+                    let n = t.node(ino).unwrap();
+                    proptest::prop_assert!(names[ino as usize] >= 1);
+                    if n.is_dir() {
+                        proptest::prop_assert_eq!(n.nlink, 2 + subdirs[ino as usize]);
+                    } else {
+                        proptest::prop_assert_eq!(n.nlink, names[ino as usize]);
+                    }
+                }
+                proptest::prop_assert_eq!(t.node(ROOT).unwrap().nlink, 2 + subdirs[ROOT as usize]);
+            }
+        }
+    }
+}
