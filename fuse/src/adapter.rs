@@ -175,11 +175,13 @@ pub struct MountConfig {
     pub threads: usize,
 }
 
-/// Serves `fs` at `mountpoint` (read-only) until it is unmounted; blocks.
+/// Mounts `fs` at `mountpoint` (read-only), calls `mounted` once the mount
+/// is in place, and serves it until it is unmounted; blocks.
 pub fn serve<S: BlobSource + 'static>(
     fs: Arc<ImageFs<S>>,
     mountpoint: &Path,
     cfg: &MountConfig,
+    mounted: impl FnOnce(),
 ) -> std::io::Result<()> {
     let mut config = Config::default();
     config.mount_options = vec![
@@ -194,5 +196,7 @@ pub fn serve<S: BlobSource + 'static>(
     }
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
-    fuser::mount(Adapter(fs), mountpoint, &config)
+    let session = fuser::Session::new(Adapter(fs), mountpoint, &config)?;
+    mounted();
+    session.run()
 }

@@ -6,6 +6,7 @@ mod archive;
 mod images;
 mod inspect;
 mod manage;
+mod mount;
 mod progress;
 mod registry;
 mod system;
@@ -64,6 +65,15 @@ enum Command {
     Search(registry::SearchArgs),
     /// Copy an image between registries, archives, OCI layouts and the store
     Copy(registry::CopyArgs),
+    /// Mount an image's root filesystem (read-only, served from the layer blobs)
+    Mount(mount::MountArgs),
+    /// Unmount image mounts
+    #[command(visible_alias = "unmount")]
+    Umount(mount::UmountArgs),
+    /// List image mounts
+    Mounts(mount::MountsArgs),
+    #[command(name = "__serve-mount", hide = true)]
+    ServeMount(mount::ServeArgs),
     /// Show store information
     Info(system::InfoArgs),
     /// Show version information
@@ -181,6 +191,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tags(a) => registry::tags(a),
         Command::Search(a) => registry::search(a),
         Command::Copy(a) => registry::copy(&ctx, a),
+        Command::Mount(a) => mount::mount(&ctx, a),
+        Command::Umount(a) => mount::umount(&ctx, a),
+        Command::Mounts(a) => mount::mounts(&ctx, a),
+        Command::ServeMount(a) => mount::serve(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),

@@ -83,4 +83,14 @@ pub const MIGRATIONS: &[&str] = &[
         added_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 4: images mounted by `img mount`, with the process serving each.
+    r#"
+    CREATE TABLE mounts (
+        mountpoint TEXT PRIMARY KEY,
+        image_id   TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        writable   INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

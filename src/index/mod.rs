@@ -88,6 +88,16 @@ pub struct NewImage {
     pub external_layers: Vec<ExternalLayer>,
 }
 
+/// A mount made by `img mount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    pub mountpoint: String,
+    pub image_id: Digest,
+    pub pid: i64,
+    pub writable: bool,
+    pub created_at: i64,
+}
+
 /// A layer kept outside the store (iSulad embedded images).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalLayer {
@@ -507,6 +517,42 @@ impl Index {
             let deleted = tx.execute("DELETE FROM images WHERE id = ?1", params![id.as_str()])? > 0;
             Ok(Deleted { untagged, deleted })
         })
+    }
+
+    /// Records a mount (replacing a stale row for the same mountpoint).
+    pub fn add_mount(&mut self, m: &MountRecord) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn remove_mount(&mut self, mountpoint: &str) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM mounts WHERE mountpoint = ?1", params![mountpoint])? > 0))
+    }
+
+    pub fn mounts(&self) -> Result<Vec<MountRecord>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT mountpoint, image_id, pid, writable, created_at FROM mounts ORDER BY created_at, mountpoint",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mountpoint, id, pid, writable, created_at) = row?;
+            out.push(MountRecord { mountpoint, image_id: digest_col(id)?, pid, writable: writable != 0, created_at });
+        }
+        Ok(out)
     }
 
     /// The image a tag points at.

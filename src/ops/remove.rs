@@ -34,12 +34,27 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
             &img.id.hex()[..12]
         );
     }
+    if !force {
+        if let Some(m) = live_mounts(store)?.into_iter().find(|m| m.record.image_id == img.id) {
+            bail!(
+                "image {} is mounted at {}; run img umount {} first, or img rmi -f",
+                &img.id.hex()[..12],
+                m.record.mountpoint,
+                m.record.mountpoint
+            );
+        }
+    }
     let del = store.index_mut().delete_image(&img.id)?;
     out.untagged.extend(del.untagged);
     if del.deleted {
         out.deleted.push(img.id.clone());
     }
     Ok(out)
+}
+
+/// Mounts whose serving process is alive.
+fn live_mounts(store: &Store) -> Result<Vec<crate::mount::MountState>> {
+    Ok(crate::mount::mounts(store)?.into_iter().filter(|m| m.serving).collect())
 }
 
 /// Deletes the blobs that removals left unreferenced, if no other img
@@ -63,8 +78,9 @@ pub struct PruneReport {
 pub fn prune(store: &mut Store, on_wait: impl FnOnce()) -> Result<PruneReport> {
     store.lock_exclusive(on_wait)?;
     let mut report = PruneReport::default();
+    let mounted: Vec<Digest> = live_mounts(store)?.into_iter().map(|m| m.record.image_id).collect();
     for img in store.index().images()? {
-        if img.tags.is_empty() {
+        if img.tags.is_empty() && !mounted.contains(&img.id) {
             let del = store.index_mut().delete_image(&img.id)?;
             if del.deleted {
                 report.removed.push(Removed { untagged: del.untagged, deleted: vec![img.id.clone()] });

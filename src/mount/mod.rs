@@ -1,0 +1,116 @@
+//! `img mount`: an image's merged root filesystem served through FUSE
+//! straight from the layer blobs in the store. `scan` reads each layer's
+//! entries (with the offsets of their data in the uncompressed stream),
+//! `img_fuse::Tree` merges them, and `source` reads the bytes on demand.
+//! One background process serves each mount, recorded in the index.
+
+pub mod scan;
+pub mod source;
+
+use crate::digest::Digest;
+use crate::index::{ImageRecord, MountRecord};
+use crate::store::{Compression, Store};
+use anyhow::{bail, Context, Result};
+use img_fuse::{ImageFs, Tree};
+use source::StoreSource;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+/// The filesystem of image `img`, ready to serve.
+pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>> {
+    if img.kind == "embedded" {
+        bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
+    }
+    let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
+    let mut scanned = Vec::new();
+    for (i, d) in layers.iter().enumerate() {
+        let f = store.open_blob(d)?;
+        let mut r = BufReader::with_capacity(256 * 1024, f);
+        let c = Compression::sniff(r.fill_buf().with_context(|| format!("reading layer {d}"))?);
+        let dec = c.decoder(r).with_context(|| format!("reading layer {d}"))?;
+        scanned.push(scan::scan(dec, i, d.as_str())?);
+    }
+    let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
+    let paths: Vec<PathBuf> = layers.iter().map(|d| store.blob_path(d)).collect();
+    let source = StoreSource::open(&paths).context("opening the layer blobs")?;
+    Ok(ImageFs::new(tree, source))
+}
+
+/// Where a mount goes when no directory is given: under the store.
+pub fn default_mountpoint(store: &Store, img: &ImageRecord) -> PathBuf {
+    store.root().join("mounts").join(&img.id.hex()[..12])
+}
+
+/// Is `dir` a mountpoint now? (from /proc/self/mountinfo)
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = dir.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m) == want))
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v as char);
+            i += 4;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Is process `pid` alive?
+pub fn pid_alive(pid: i64) -> bool {
+    pid > 0
+        && Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(false)
+}
+
+/// A recorded mount and what is true of it now.
+#[derive(Debug, Clone)]
+pub struct MountState {
+    pub record: MountRecord,
+    /// The serving process is alive.
+    pub serving: bool,
+    /// The directory is a mountpoint.
+    pub mounted: bool,
+}
+
+pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
+    Ok(store
+        .index()
+        .mounts()?
+        .into_iter()
+        .map(|record| {
+            let serving = pid_alive(record.pid);
+            let mounted = is_mounted(Path::new(&record.mountpoint));
+            MountState { record, serving, mounted }
+        })
+        .collect())
+}
+
+/// Unmounts `dir` (lazily when its server is dead) with fusermount3 or,
+/// without it, umount.
+pub fn unmount_dir(dir: &Path, lazy: bool) -> Result<()> {
+    let try_run = |prog: &str, args: &[&str]| -> Option<std::process::Output> {
+        std::process::Command::new(prog).args(args).arg(dir).output().ok()
+    };
+    let fuse_args: &[&str] = if lazy { &["-u", "-z"] } else { &["-u"] };
+    let out = match try_run("fusermount3", fuse_args) {
+        Some(o) => o,
+        None => try_run("umount", if lazy { &["-l"] } else { &[] })
+            .context("neither fusermount3 nor umount could be run; install fuse3")?,
+    };
+    if !out.status.success() {
+        bail!("unmounting {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
