@@ -4,6 +4,7 @@
 //! `img_fuse::Tree` merges them, and `source` reads the bytes on demand.
 //! One background process serves each mount, recorded in the index.
 
+pub mod index_file;
 pub mod scan;
 pub mod source;
 
@@ -24,16 +25,31 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
     let mut scanned = Vec::new();
     for (i, d) in layers.iter().enumerate() {
-        let f = store.open_blob(d)?;
-        let mut r = BufReader::with_capacity(256 * 1024, f);
-        let c = Compression::sniff(r.fill_buf().with_context(|| format!("reading layer {d}"))?);
-        let dec = c.decoder(r).with_context(|| format!("reading layer {d}"))?;
-        scanned.push(scan::scan(dec, i, d.as_str())?);
+        scanned.push(layer_entries(store, d, i)?);
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
     let paths: Vec<PathBuf> = layers.iter().map(|d| store.blob_path(d)).collect();
     let source = StoreSource::open(&paths).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
+}
+
+/// The entries of layer `d` (number `i` in its image): from its index file,
+/// or scanned from the blob (and the index file written for next time).
+pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<img_fuse::Layer> {
+    if let Ok(bytes) = std::fs::read(store.layer_index_path(d)) {
+        if let Ok(layer) = index_file::decode(&bytes, d, i) {
+            return Ok(layer);
+        }
+    }
+    let f = store.open_blob(d)?;
+    let mut r = BufReader::with_capacity(256 * 1024, f);
+    let c = Compression::sniff(r.fill_buf().with_context(|| format!("reading layer {d}"))?);
+    let dec = c.decoder(r).with_context(|| format!("reading layer {d}"))?;
+    let layer = scan::scan(dec, i, d.as_str())?;
+    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &layer)) {
+        eprintln!("warning: keeping the index of layer {d}: {e}");
+    }
+    Ok(layer)
 }
 
 /// Where a mount goes when no directory is given: under the store.

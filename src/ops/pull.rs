@@ -370,7 +370,7 @@ fn download(
     if store.blob_path(d).exists() {
         drop(file);
         let _ = std::fs::remove_file(&path);
-        return Ok(StagedBlob::adopt_verified(store.blob_path(d), d.clone(), size).already_stored());
+        return Ok(StagedBlob::adopt_download(store.blob_path(d), d.clone(), size, None).already_stored());
     }
     let mut hasher = rehash(&mut file, &path)?;
     if hasher.len() > size {
@@ -450,12 +450,11 @@ fn download(
         bail!("blob {d}: digest mismatch: expected {d}, got {got}; the download was discarded");
     }
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    drop(file);
     if !quiet {
         progress.blob_end(d, true);
         progress.line(&format!("Copying blob {} done", d.short()));
     }
-    Ok(StagedBlob::adopt_verified(path, d.clone(), size))
+    Ok(StagedBlob::adopt_download(path, d.clone(), size, Some(file)))
 }
 
 /// Hashes what a partial file holds, so the download continues from there.

@@ -268,7 +268,7 @@ impl BlobWriter {
             None => (None, 0),
         };
         let path = std::mem::take(&mut self.path);
-        Ok(StagedBlob { path, digest, size, compression, diff_id, uncompressed_size, committed: false })
+        Ok(StagedBlob { path, digest, size, compression, diff_id, uncompressed_size, committed: false, download: None })
     }
 }
 
@@ -314,6 +314,10 @@ pub struct StagedBlob {
     diff_id: Option<std::result::Result<Digest, String>>,
     uncompressed_size: u64,
     committed: bool,
+    /// A finished download: the open, locked partial file, held until the
+    /// blob is committed so that no other process adopts the same file, and
+    /// kept on disk if the command fails before committing it.
+    download: Option<File>,
 }
 
 impl StagedBlob {
@@ -339,8 +343,10 @@ impl StagedBlob {
     }
 
     /// Adopts a complete file in `ingest/` whose digest and size were
-    /// verified by the caller (a finished download).
-    pub fn adopt_verified(path: PathBuf, digest: Digest, size: u64) -> StagedBlob {
+    /// verified by the caller (a finished download), with the open file
+    /// that holds its lock. The lock is kept until the blob is committed,
+    /// and a blob never committed stays in `ingest/` for the next pull.
+    pub fn adopt_download(path: PathBuf, digest: Digest, size: u64, locked: Option<File>) -> StagedBlob {
         StagedBlob {
             path,
             digest,
@@ -349,6 +355,7 @@ impl StagedBlob {
             diff_id: None,
             uncompressed_size: 0,
             committed: false,
+            download: locked,
         }
     }
 
@@ -413,13 +420,15 @@ impl StagedBlob {
         }
         let _ = fs::remove_file(&self.path);
         self.committed = true;
+        // Waiters on the download's lock find the blob stored now.
+        self.download = None;
         Ok(())
     }
 }
 
 impl Drop for StagedBlob {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.committed && self.download.is_none() {
             let _ = fs::remove_file(&self.path);
         }
     }

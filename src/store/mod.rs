@@ -174,6 +174,28 @@ impl Store {
         Ok(buf)
     }
 
+    /// Where the layer index of blob `d` is kept (derived data, rebuilt when
+    /// missing or damaged; removed with the blob).
+    pub fn layer_index_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("indexes").join(d.hex())
+    }
+
+    /// Writes derived data for blob `d` (a layer index) atomically: a temp
+    /// file in `ingest/`, then a rename.
+    pub fn write_layer_index(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let dir = self.root.join("indexes");
+        if !dir.is_dir() {
+            create_dir_private(&dir)?;
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(io_err("writing", &dir))?;
+        let staged = w.finish()?;
+        let target = self.layer_index_path(d);
+        fs::rename(staged.path(), &target).map_err(io_err("renaming into", &target))?;
+        Ok(())
+    }
+
     /// Starts writing a new blob into `ingest/`.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         BlobWriter::create(&self.ingest_dir())
@@ -330,6 +352,7 @@ impl Store {
             if !deleted.contains(d) {
                 continue;
             }
+            let _ = fs::remove_file(self.layer_index_path(d));
             match fs::remove_file(self.blob_path(d)) {
                 Ok(()) => {
                     n += 1;
