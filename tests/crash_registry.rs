@@ -12,7 +12,9 @@
 //!   registry already has;
 //! - pull, rmi, images, inspect, prune and push mixed in one store by six
 //!   processes: no locking errors, only the expected "image not known"
-//!   races, and a consistent store and registry at the end.
+//!   races, and a consistent store and registry at the end;
+//! - what a pull keeps when another layer fails, and pulls of the very same
+//!   image at once.
 //!
 //! The seed comes from IMG_TEST_SEED (decimal or 0x-hex) or is fixed; each
 //! test prints it. IMG_TEST_LONG=1 runs more trials and longer mixes.
@@ -322,6 +324,46 @@ fn sigkill_during_pull_resumes_from_the_partial_downloads() {
     );
 }
 
+// Guards: a pull that fails on one layer (its body cut short on every
+// attempt) keeps what it did download whole, like the partial download of
+// the failing layer: the next pull fetches only the bytes still missing.
+#[test]
+fn a_pull_failing_on_one_layer_keeps_the_other_downloads() {
+    let mut rng = Rng::new(seed("pull_failing_on_one_layer", 0x9011_0005));
+    let reg = FakeRegistry::start();
+    let image = ImageSpec::new(&["app:1"])
+        .layer(random_layer(&mut rng, "good", 200_000))
+        .layer(random_layer(&mut rng, "cut", 600_000))
+        .build();
+    reg.serve_image(PULL_NAME, "1", &image);
+    let cut_path = FakeRegistry::blob_path(PULL_NAME, &image.layers[1].digest());
+    reg.fault_always(&cut_path, Fault::CloseAfter(64 * 1024));
+    let reference = reg.reference(PULL_NAME, "1");
+    let s = Store::new();
+    let o = img(&s, &pull_args(&reference));
+    assert!(!o.success(), "expected the pull to fail\n{}\n{}", o.describe(), reg.describe());
+    assert!(s.image_ids().is_empty());
+    s.assert_fsck_clean();
+    let have = |d: &Digest| s.has_blob(d) || fs::metadata(partial_path(&s, d)).is_ok_and(|m| m.len() > 0);
+    let kept: Vec<bool> = blobs_of(&image).iter().map(|(d, _)| have(d)).collect();
+    reg.clear_faults();
+    let mark = reg.requests().len();
+    img_ok(&s, &pull_args(&reference), &reg);
+    assert_stored(&s, &image, &reference);
+    let reqs = since(&reg, mark);
+    let refetched: Vec<String> = blobs_of(&image)
+        .iter()
+        .filter(|(d, data)| blob_gets(&reqs, PULL_NAME, d).iter().any(|r| r.body_sent == data.len() as u64))
+        .map(|(d, _)| d.to_string())
+        .collect();
+    assert!(
+        refetched.is_empty(),
+        "blobs downloaded whole by the failed pull were downloaded whole again: {refetched:?} \
+         (kept after the failure, config then layers: {kept:?})\n{}",
+        reg.describe()
+    );
+}
+
 // ---- 2. concurrent pulls of images sharing layers ----------------------------------
 
 // Guards: two pulls started together of two images sharing two slowed
@@ -479,6 +521,60 @@ fn a_pull_waiting_for_a_killed_pull_resumes_its_download() {
     assert_stored(&s, &images[0], &refs[0]);
     s.assert_ingest_empty();
     s.assert_fsck_clean();
+}
+
+// Guards: pulls at once of the same image, whose layers the store has
+// already (from another image) so that only the config and manifest are
+// downloaded, started a few ms apart over many rounds: all succeed, even
+// the ones that find the config downloaded by another pull that commits it
+// meanwhile.
+#[test]
+fn concurrent_pulls_of_the_same_image_all_succeed() {
+    let mut rng = Rng::new(seed("concurrent_pulls_same_image", 0x9011_0007));
+    let layer = random_layer(&mut rng, "layer", 100_000);
+    let with_label = |v: &str| ImageSpec::new(&["x:1"]).label("v", v).layer(layer.clone()).build();
+    let (first, image) = (with_label("first"), with_label("second"));
+    let reg = FakeRegistry::start();
+    reg.serve_image("crash/first", "1", &first);
+    reg.serve_image("crash/same", "1", &image);
+    let s = Store::new();
+    img_ok(&s, &pull_args(&reg.reference("crash/first", "1")), &reg);
+    let r = reg.reference("crash/same", "1");
+    let rounds = if long() { 200 } else { 40 };
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let offsets: Vec<Duration> = (0..3).map(|_| Duration::from_millis(rng.below(20))).collect();
+        let outs: Vec<Out> = std::thread::scope(|sc| {
+            let hs: Vec<_> = offsets
+                .iter()
+                .map(|o| {
+                    let (s, r) = (&s, &r);
+                    sc.spawn(move || {
+                        std::thread::sleep(*o);
+                        img(s, &pull_args(r))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in outs.iter().filter(|o| !o.success()) {
+            failures.push(format!("round {round} (starts {offsets:?}): {}", o.describe()));
+        }
+        assert_stored(&s, &image, &r);
+        s.assert_ingest_empty();
+        s.assert_fsck_clean();
+        // Removing it deletes its config and manifest, not the shared layer.
+        img_ok(&s, &["rmi", &r], &reg);
+        assert!(!s.has_blob(&image.id) && s.has_blob(&layer.digest()));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} pulls failed (the config is {}):\n{}",
+        failures.len(),
+        3 * rounds,
+        image.id,
+        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+    );
 }
 
 // ---- 3. SIGKILL during push ---------------------------------------------------------
