@@ -276,7 +276,7 @@ fn sigkill_during_pull_resumes_from_the_partial_downloads() {
             "complete before the kill"
         } else if left.iter().any(|l| matches!(l, Left::Partial(_))) {
             "killed mid-blob"
-        } else if left.iter().any(|l| *l == Left::Whole) {
+        } else if left.contains(&Left::Whole) {
             "killed with whole blobs only"
         } else {
             "killed before any blob data"
