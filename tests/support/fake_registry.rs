@@ -1,7 +1,9 @@
 //! An in-process fake registry for network-fault tests: plain HTTP/1.1 on
 //! 127.0.0.1, parsed by hand, one thread per connection. It serves
-//! manifests and blobs (with `Range: bytes=N-`), can require Basic or
-//! Bearer auth, records every request it parses, and misbehaves on purpose
+//! manifests and blobs (with `Range: bytes=N-`), accepts pushes (uploads in
+//! one PUT or in PATCH chunks, cross-repository mounts, manifests that are
+//! refused while a blob they list is missing), can require Basic or Bearer
+//! auth, records every request it parses, and misbehaves on purpose
 //! following a per-path, per-attempt fault plan: the faults a real
 //! registry does not produce on demand (resets, truncation, stalls, wrong
 //! bytes, redirect loops, endless bodies).
@@ -40,6 +42,8 @@ pub struct Request {
     pub at: Instant,
     /// The status answered; 0 if no answer was sent.
     pub status: u16,
+    /// Request body bytes received (uploads).
+    pub body_received: u64,
     /// Body bytes written to the socket (headers not counted).
     pub body_sent: u64,
     /// True once the whole body announced was written.
@@ -76,6 +80,9 @@ pub enum Fault {
     StallAfter(u64),
     /// The whole body, one byte at a time, this far apart.
     Trickle(Duration),
+    /// The whole body in pieces of `chunk` bytes, `every` apart (a slow
+    /// but steady link).
+    Paced { chunk: usize, every: Duration },
     /// These bytes instead of the resource (Content-Length and Range theirs).
     Replace(Vec<u8>),
     /// The resource followed by these bytes, Content-Length covering both.
@@ -129,6 +136,11 @@ struct State {
     auth: Mutex<Auth>,
     attempts: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<Request>>,
+    /// Uploads in progress: id -> bytes received so far.
+    uploads: Mutex<HashMap<String, Vec<u8>>>,
+    upload_seq: AtomicUsize,
+    /// Request bodies are read `chunk` bytes at a time, `every` apart.
+    upload_pace: Mutex<Option<(usize, Duration)>>,
     connections: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -175,6 +187,9 @@ impl FakeRegistry {
             auth: Mutex::new(Auth::None),
             attempts: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
+            uploads: Mutex::new(HashMap::new()),
+            upload_seq: AtomicUsize::new(0),
+            upload_pace: Mutex::new(None),
             connections: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         });
@@ -241,6 +256,32 @@ impl FakeRegistry {
         for l in &image.layers {
             self.put_blob(name, &l.blob);
         }
+    }
+
+    /// Reads request bodies (uploads) `chunk` bytes at a time, `every`
+    /// apart, with a small socket receive buffer so the client feels it.
+    pub fn pace_uploads(&self, chunk: usize, every: Duration) {
+        *self.state.upload_pace.lock().unwrap() = Some((chunk, every));
+    }
+
+    /// The bytes served at `path`, if any.
+    pub fn get(&self, path: &str) -> Option<Vec<u8>> {
+        self.state.resources.lock().unwrap().get(path).map(|r| r.body.to_vec())
+    }
+
+    /// The blob `d` of repository `name`, if pushed or served.
+    pub fn blob(&self, name: &str, d: &Digest) -> Option<Vec<u8>> {
+        self.get(&Self::blob_path(name, d))
+    }
+
+    /// The manifest `reference` (a tag or a digest) of repository `name`.
+    pub fn manifest(&self, name: &str, reference: &str) -> Option<Vec<u8>> {
+        self.get(&Self::manifest_path(name, reference))
+    }
+
+    /// Upload sessions started and not completed.
+    pub fn open_uploads(&self) -> usize {
+        self.state.uploads.lock().unwrap().len()
     }
 
     pub fn set_auth(&self, auth: Auth) {
@@ -364,29 +405,59 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 fn connection(id: usize, mut stream: TcpStream, state: &State) {
+    let pace = *state.upload_pace.lock().unwrap();
+    if pace.is_some() {
+        // A small receive window: the client's writes block as soon as the
+        // server stops reading, so a paced upload is slow for the client too.
+        let size: libc::c_int = 16 * 1024;
+        // SAFETY: a valid socket descriptor and a correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let Some(head) = read_head(&mut stream, &mut buf, state) else { return };
         let Some((method, target, headers)) = parse_head(&head) else { return };
-        // A request body (none expected) is read and discarded.
+        // The request body (uploads), paced when asked.
         let len: usize = headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.trim().parse().ok())
             .unwrap_or(0);
+        let mut since_pause = 0;
         while buf.len() < len {
+            if let Some((chunk, every)) = pace {
+                if since_pause >= chunk {
+                    if !pause(state, every) {
+                        return;
+                    }
+                    since_pause = 0;
+                }
+            }
             let mut tmp = [0u8; 8192];
-            match stream.read(&mut tmp) {
+            let want =
+                pace.map(|(chunk, _)| chunk.saturating_sub(since_pause).clamp(1, tmp.len())).unwrap_or(tmp.len());
+            match stream.read(&mut tmp[..want]) {
                 Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                Ok(n) => {
+                    buf.extend_from_slice(&tmp[..n]);
+                    since_pause += n;
+                }
                 Err(e) if is_timeout(&e) && !state.stopped() => {}
                 Err(_) => return,
             }
         }
-        buf.drain(..len);
+        let body: Vec<u8> = buf.drain(..len).collect();
         let close_requested =
             headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
-        let keep = serve(id, &mut stream, state, method, target, headers);
+        let keep = serve(id, &mut stream, state, method, target, headers, body);
         if !keep || close_requested || state.stopped() {
             // Dropping the socket closes it: a FIN, or a reset if `serve`
             // set SO_LINGER to 0.
@@ -447,10 +518,14 @@ fn parse_range(v: &str) -> Option<u64> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
         206 => "Partial Content",
         307 => "Temporary Redirect",
         401 => "Unauthorized",
+        400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -565,6 +640,7 @@ fn serve(
     method: String,
     target: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
 ) -> bool {
     let path = target.split('?').next().unwrap_or("").to_string();
     let query = target.split_once('?').map(|x| x.1.to_string()).unwrap_or_default();
@@ -578,6 +654,7 @@ fn serve(
             headers: headers.clone(),
             at: Instant::now(),
             status: 0,
+            body_received: body.len() as u64,
             body_sent: 0,
             complete: false,
             attempt: 0,
@@ -681,6 +758,11 @@ fn serve(
         _ => {}
     }
 
+    if matches!(method.as_str(), "POST" | "PATCH" | "PUT" | "DELETE") {
+        let (status, h, answer) = receive(state, &method, &path, &query, &headers, body);
+        return simple(stream, state, idx, status, h, &answer, false);
+    }
+
     let Some(res) = resource else {
         let code = if path.contains("/manifests/") { "MANIFEST_UNKNOWN" } else { "BLOB_UNKNOWN" };
         return simple(stream, state, idx, 404, json(), &error_body(code, "unknown to the fake registry"), head_only);
@@ -745,6 +827,15 @@ fn serve(
             }
             false
         }
+        Some(Fault::Paced { chunk, every }) => {
+            for (i, b) in body.chunks((*chunk).max(1)).enumerate() {
+                if i > 0 && !pause(state, *every) || write_counted(stream, state, Some(idx), b).is_err() {
+                    return false;
+                }
+            }
+            state.update(idx, |r| r.complete = true);
+            true
+        }
         Some(Fault::Trickle(every)) => {
             for (i, b) in body.chunks(1).enumerate() {
                 if i > 0 && !pause(state, *every) || write_counted(stream, state, Some(idx), b).is_err() {
@@ -791,5 +882,180 @@ fn reset(stream: &TcpStream) {
             &linger as *const libc::linger as *const libc::c_void,
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         );
+    }
+}
+
+// ---- pushes ------------------------------------------------------------------------
+
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|p| p.strip_prefix(key)?.strip_prefix('=').map(percent_decode))
+}
+
+fn json_error(status: u16, code: &str, msg: &str) -> Answer {
+    (status, vec![("Content-Type".into(), "application/json".into())], error_body(code, msg))
+}
+
+/// The digests a manifest (or index) refers to: (path kind, digest).
+fn references(doc: &serde_json::Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if let Some(d) = doc.pointer("/config/digest").and_then(|d| d.as_str()) {
+        out.push(("blobs", d.to_string()));
+    }
+    for l in doc.get("layers").and_then(|l| l.as_array()).into_iter().flatten() {
+        if let Some(d) = l.get("digest").and_then(|d| d.as_str()) {
+            out.push(("blobs", d.to_string()));
+        }
+    }
+    for m in doc.get("manifests").and_then(|l| l.as_array()).into_iter().flatten() {
+        if let Some(d) = m.get("digest").and_then(|d| d.as_str()) {
+            out.push(("manifests", d.to_string()));
+        }
+    }
+    out
+}
+
+/// Answers an upload request: starting one (or mounting), a chunk, its
+/// completion, or a manifest. Blobs land where GET and HEAD serve them.
+fn receive(
+    state: &State,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> Answer {
+    let hdr = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return json_error(404, "NAME_UNKNOWN", "not a registry path");
+    };
+    let location = |l: String| ("Location".to_string(), l);
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        if method != "PUT" {
+            return json_error(405, "UNSUPPORTED", "manifests are only read and PUT here");
+        }
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return json_error(400, "MANIFEST_INVALID", "not JSON");
+        };
+        // As a real registry: a manifest whose blobs are not all in the
+        // repository is refused, so a tag never points at missing blobs.
+        let missing: Vec<String> = {
+            let res = state.resources.lock().unwrap();
+            references(&doc)
+                .into_iter()
+                .filter(|(kind, d)| !res.contains_key(&format!("/v2/{name}/{kind}/{d}")))
+                .map(|(_, d)| d)
+                .collect()
+        };
+        if !missing.is_empty() {
+            return json_error(
+                400,
+                "MANIFEST_BLOB_UNKNOWN",
+                &format!("blob unknown to registry: {}", missing.join(" ")),
+            );
+        }
+        let digest = Digest::of_bytes(&body).to_string();
+        let ct = hdr("content-type").or_else(|| doc.get("mediaType").and_then(|m| m.as_str()).map(str::to_string));
+        let body = Arc::new(body);
+        {
+            let mut res = state.resources.lock().unwrap();
+            for r in [reference, digest.as_str()] {
+                res.insert(
+                    format!("/v2/{name}/manifests/{r}"),
+                    Resource { content_type: ct.clone(), body: body.clone(), digest: Some(digest.clone()) },
+                );
+            }
+        }
+        let h = vec![location(format!("/v2/{name}/manifests/{digest}")), ("Docker-Content-Digest".into(), digest)];
+        return (201, h, Vec::new());
+    }
+    let Some((name, upload)) = rest.split_once("/blobs/uploads") else {
+        return json_error(405, "UNSUPPORTED", "blobs are pushed through /blobs/uploads/");
+    };
+    let upload = upload.trim_start_matches('/');
+    let blob_headers =
+        |d: &str| vec![location(format!("/v2/{name}/blobs/{d}")), ("Docker-Content-Digest".to_string(), d.to_string())];
+    match method {
+        "POST" if upload.is_empty() => {
+            if let (Some(d), Some(from)) = (query_param(query, "mount"), query_param(query, "from")) {
+                let mut res = state.resources.lock().unwrap();
+                if let Some(r) = res.get(&format!("/v2/{from}/blobs/{d}")).cloned() {
+                    res.insert(format!("/v2/{name}/blobs/{d}"), r);
+                    return (201, blob_headers(&d), Vec::new());
+                }
+            }
+            let id = format!("u{}", state.upload_seq.fetch_add(1, Ordering::SeqCst));
+            state.uploads.lock().unwrap().insert(id.clone(), body);
+            let h = vec![
+                location(format!("/v2/{name}/blobs/uploads/{id}")),
+                ("Docker-Upload-UUID".into(), id),
+                ("Range".into(), "0-0".into()),
+            ];
+            (202, h, Vec::new())
+        }
+        "PATCH" | "PUT" | "DELETE" if !upload.is_empty() => {
+            let mut uploads = state.uploads.lock().unwrap();
+            let Some(data) = uploads.get_mut(upload) else {
+                return json_error(404, "BLOB_UPLOAD_UNKNOWN", "no such upload");
+            };
+            if method == "DELETE" {
+                uploads.remove(upload);
+                return (204, Vec::new(), Vec::new());
+            }
+            if let Some(cr) = hdr("content-range") {
+                let start = cr.trim().split('-').next().and_then(|s| s.parse::<usize>().ok());
+                if start != Some(data.len()) {
+                    let h = vec![("Range".to_string(), format!("0-{}", data.len().saturating_sub(1)))];
+                    return (416, h, error_body("BLOB_UPLOAD_INVALID", "chunk out of order"));
+                }
+            }
+            data.extend_from_slice(&body);
+            if method == "PATCH" {
+                let h = vec![
+                    location(format!("/v2/{name}/blobs/uploads/{upload}")),
+                    ("Range".into(), format!("0-{}", data.len().saturating_sub(1))),
+                    ("Docker-Upload-UUID".into(), upload.to_string()),
+                ];
+                return (202, h, Vec::new());
+            }
+            let Some(want) = query_param(query, "digest") else {
+                return json_error(400, "DIGEST_INVALID", "no digest");
+            };
+            let got = Digest::of_bytes(data).to_string();
+            let data = uploads.remove(upload).unwrap();
+            if got != want {
+                return json_error(400, "DIGEST_INVALID", &format!("digest is {got}"));
+            }
+            drop(uploads);
+            state.resources.lock().unwrap().insert(
+                format!("/v2/{name}/blobs/{got}"),
+                Resource {
+                    content_type: Some("application/octet-stream".into()),
+                    body: Arc::new(data),
+                    digest: Some(got.clone()),
+                },
+            );
+            (201, blob_headers(&got), Vec::new())
+        }
+        _ => json_error(405, "UNSUPPORTED", "unexpected upload request"),
     }
 }
