@@ -689,6 +689,17 @@ fn rmi_keeps_shared_layers() {
     assert!(names.contains(&"files-shared-base/data".to_string()), "{names:?}");
 }
 
+// Guards: prune -a removes every image that is not mounted, as podman's does.
+#[test]
+fn prune_all_removes_tagged_images_too() {
+    let (s, a, b) = shared_pair();
+    let out = s.ok(&["prune", "-a", "-f"]);
+    assert!(out.contains(&format!("deleted: {}", a.id)) && out.contains(&format!("deleted: {}", b.id)), "{out}");
+    assert!(s.images().is_empty());
+    assert!(s.blob_files().is_empty(), "blobs left: {:?}", s.blob_files());
+    s.assert_fsck_clean();
+}
+
 // Guards: prune removes dangling images and unreferenced blobs and reports the bytes.
 #[test]
 fn prune_removes_dangling_images_and_blobs() {

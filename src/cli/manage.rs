@@ -69,7 +69,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct PruneArgs {
-    /// Also remove untagged intermediate images
+    /// Remove every image that is not mounted, not just dangling ones
     #[arg(short, long)]
     all: bool,
     /// Do not ask for confirmation
@@ -78,9 +78,12 @@ pub struct PruneArgs {
 }
 
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
-    let _ = a.all;
     if !a.force {
-        eprint!("WARNING! This will remove all dangling images and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
+        if a.all {
+            eprint!("WARNING! This will remove all images that are not mounted, and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
+        } else {
+            eprint!("WARNING! This will remove all dangling images and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
+        }
         let mut line = String::new();
         // As docker: the answer is read from standard input, and end of
         // input means no.
@@ -91,7 +94,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         }
     }
     let mut store = ctx.open_store()?;
-    let report = remove::prune(&mut store, || eprintln!("waiting for other img processes to finish..."))?;
+    let report = remove::prune(&mut store, a.all, || eprintln!("waiting for other img processes to finish..."))?;
     let mut out = super::stdout();
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;

@@ -74,13 +74,14 @@ pub struct PruneReport {
     pub bytes: u64,
 }
 
-/// Removes dangling images, then every blob and stray file nothing references.
-pub fn prune(store: &mut Store, on_wait: impl FnOnce()) -> Result<PruneReport> {
+/// Removes dangling images (with `all`, every image not mounted), then
+/// every blob and stray file nothing references.
+pub fn prune(store: &mut Store, all: bool, on_wait: impl FnOnce()) -> Result<PruneReport> {
     store.lock_exclusive(on_wait)?;
     let mut report = PruneReport::default();
     let mounted: Vec<Digest> = live_mounts(store)?.into_iter().map(|m| m.record.image_id).collect();
     for img in store.index().images()? {
-        if img.tags.is_empty() && !mounted.contains(&img.id) {
+        if (all || img.tags.is_empty()) && !mounted.contains(&img.id) {
             let del = store.index_mut().delete_image(&img.id)?;
             if del.deleted {
                 report.removed.push(Removed { untagged: del.untagged, deleted: vec![img.id.clone()] });
