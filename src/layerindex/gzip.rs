@@ -1469,3 +1469,215 @@ mod tests {
         }
     }
 }
+
+/// Figures for the reports: `cargo test --release layerindex -- --ignored --nocapture`.
+#[cfg(test)]
+mod bench {
+    use super::tests::{gz, random, text};
+    use super::*;
+    use flate2::read::MultiGzDecoder;
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+    use sha2::{Digest as _, Sha256};
+    use std::fs::File;
+    use std::io::{BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn mb_s(bytes: u64, d: Duration) -> f64 {
+        bytes as f64 / d.as_secs_f64() / 1e6
+    }
+
+    #[test]
+    #[ignore = "slow: index size on 50 MB"]
+    fn index_size_on_50mb() {
+        for (name, data) in [("text", text(50_000_000, 1)), ("random", random(50_000_000, 2))] {
+            let blob = gz(&data, 6);
+            let idx = GzipIndex::build(&blob[..], DEFAULT_SPAN, &mut |_| {}).unwrap();
+            let size = idx.to_bytes().len();
+            eprintln!(
+                "{name}: 50 MB -> {} bytes gzip, {} checkpoints, index {} bytes ({:.3}% of uncompressed, {:.3}% of compressed)",
+                blob.len(),
+                idx.checkpoint_count(),
+                size,
+                100.0 * size as f64 / data.len() as f64,
+                100.0 * size as f64 / blob.len() as f64,
+            );
+            let mut buf = vec![0; 1 << 20];
+            for off in [0u64, 12_345_678, 49_000_000] {
+                let n = idx.read_at(&blob, off, &mut buf).unwrap();
+                assert!(buf[..n] == data[off as usize..off as usize + n]);
+            }
+        }
+    }
+
+    /// Drops the file from the page cache, so that the next read goes to
+    /// the disk.
+    fn drop_cache(path: &std::path::Path) {
+        let st = Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn resident(path: &std::path::Path) -> String {
+        Command::new("fincore")
+            .args(["--noheadings", "--output", "RES"])
+            .arg(path)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    #[test]
+    #[ignore = "benchmark on 200 MB"]
+    fn benchmark_200mb() {
+        let dir = std::env::var_os("IMG_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("img-layerindex-bench-{}.gz", std::process::id()));
+        // 3 MiB of text then 1 MiB of random data, 50 times: 200 MiB.
+        let mut data = Vec::with_capacity(200 << 20);
+        for i in 0..50 {
+            data.extend_from_slice(&text(3 << 20, i));
+            data.extend_from_slice(&random(1 << 20, 1000 + i));
+        }
+        let u = data.len() as u64;
+        {
+            let mut e = GzEncoder::new(std::io::BufWriter::new(File::create(&path).unwrap()), Compression::new(6));
+            e.write_all(&data).unwrap();
+            e.finish().unwrap().into_inner().unwrap().sync_all().unwrap();
+        }
+        let c = std::fs::metadata(&path).unwrap().len();
+        eprintln!("data: {u} bytes, gzip -6 (flate2): {c} bytes, {:.1}%", 100.0 * c as f64 / u as f64);
+        // Warm the page cache.
+        std::io::copy(&mut File::open(&path).unwrap(), &mut std::io::sink()).unwrap();
+
+        let best = |f: &mut dyn FnMut()| {
+            (0..3)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let t_gzip = best(&mut || {
+            let st = Command::new("gzip").arg("-dc").arg(&path).stdout(Stdio::null()).status().unwrap();
+            assert!(st.success());
+        });
+        let t_flate2 = best(&mut || {
+            let mut d = MultiGzDecoder::new(BufReader::with_capacity(128 << 10, File::open(&path).unwrap()));
+            assert_eq!(std::io::copy(&mut d, &mut std::io::sink()).unwrap(), u);
+        });
+        let t_build = best(&mut || {
+            let idx = GzipIndex::build(File::open(&path).unwrap(), DEFAULT_SPAN, &mut |_| {}).unwrap();
+            assert_eq!(idx.uncompressed_size(), u);
+        });
+        let t_build_sha = best(&mut || {
+            let mut h = Sha256::new();
+            GzipIndex::build(File::open(&path).unwrap(), DEFAULT_SPAN, &mut |c| h.update(c)).unwrap();
+            assert_eq!(h.finalize()[..], Sha256::digest(&data)[..]);
+        });
+        let t_sha = best(&mut || {
+            let mut h = Sha256::new();
+            h.update(&data);
+            h.finalize();
+        });
+        eprintln!("full decode of {u} bytes, best of 3:");
+        for (what, t) in [
+            ("gzip -dc FILE > /dev/null", t_gzip),
+            ("flate2 MultiGzDecoder", t_flate2),
+            ("GzipIndex::build", t_build),
+            ("build + sha256 in the sink", t_build_sha),
+            ("(sha256 alone)", t_sha),
+        ] {
+            eprintln!("  {what:<28} {:>7.0} ms {:>6.0} MB/s", ms(t), mb_s(u, t));
+        }
+
+        let file = File::open(&path).unwrap();
+        let reads = 100;
+        let mut buf = vec![0u8; 1 << 20];
+        eprintln!("1 MiB read_at at {reads} random offsets, per span:");
+        for span in [256u64 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20] {
+            let t = Instant::now();
+            let idx = GzipIndex::build(File::open(&path).unwrap(), span, &mut |_| {}).unwrap();
+            let t_idx = t.elapsed();
+            let bytes = idx.to_bytes();
+            let idx = GzipIndex::from_bytes(&bytes).unwrap();
+            let mut offsets = Vec::new();
+            let mut x = span;
+            for _ in 0..reads {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                offsets.push(x % (u - (1 << 20)));
+            }
+            let mut warm = Vec::new();
+            let mut cold = Vec::new();
+            let mut res = String::new();
+            for (i, &off) in offsets.iter().enumerate() {
+                let t = Instant::now();
+                let n = idx.read_at(&file, off, &mut buf).unwrap();
+                warm.push(t.elapsed());
+                assert!(n == buf.len() && buf[..] == data[off as usize..off as usize + n]);
+                drop_cache(&path);
+                if i == 0 {
+                    res = resident(&path);
+                }
+                let t = Instant::now();
+                let n = idx.read_at(&file, off, &mut buf).unwrap();
+                cold.push(t.elapsed());
+                assert_eq!(n, buf.len());
+            }
+            let stats = |v: &mut Vec<Duration>| {
+                v.sort();
+                let mean = v.iter().sum::<Duration>() / v.len() as u32;
+                format!(
+                    "mean {:>5.1} ms, median {:>5.1} ms, max {:>5.1} ms",
+                    ms(mean),
+                    ms(v[v.len() / 2]),
+                    ms(v[v.len() - 1])
+                )
+            };
+            eprintln!(
+                "  span {:>4} KiB: {:>4} checkpoints, index {:>8} bytes = {:.3}% of uncompressed, build {:.2?}",
+                span >> 10,
+                idx.checkpoint_count(),
+                bytes.len(),
+                100.0 * bytes.len() as f64 / u as f64,
+                t_idx
+            );
+            eprintln!("      warm: {}", stats(&mut warm));
+            eprintln!("      cold: {}   (resident after dropping: {res})", stats(&mut cold));
+        }
+        // A file of the layer read front to back in 128 KiB requests, as
+        // FUSE sends them: one reader, or a read_at per request.
+        let idx = GzipIndex::build(File::open(&path).unwrap(), DEFAULT_SPAN, &mut |_| {}).unwrap();
+        let (start, len) = (50_000_000u64, 32usize << 20);
+        let mut chunk = vec![0u8; 128 << 10];
+        let t = Instant::now();
+        let mut r = idx.reader_at(&file, start).unwrap();
+        let mut got = 0;
+        while got < len {
+            r.read_exact(&mut chunk).unwrap();
+            got += chunk.len();
+        }
+        let t_reader = t.elapsed();
+        let t = Instant::now();
+        let mut off = start;
+        while off < start + len as u64 {
+            off += idx.read_at(&file, off, &mut chunk).unwrap() as u64;
+        }
+        let t_read_at = t.elapsed();
+        eprintln!("32 MiB read in 128 KiB requests (default span):");
+        eprintln!("  one GzipReader            {:>7.0} ms {:>6.0} MB/s", ms(t_reader), mb_s(len as u64, t_reader));
+        eprintln!("  read_at per request       {:>7.0} ms {:>6.0} MB/s", ms(t_read_at), mb_s(len as u64, t_read_at));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e3
+    }
+}
