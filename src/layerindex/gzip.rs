@@ -1189,6 +1189,36 @@ mod tests {
     }
 
     #[test]
+    fn streams_from_gnu_gzip() {
+        // Classic zlib cuts blocks differently from zlib-rs, and gzip stores
+        // the file name (FNAME) when it compresses a file.
+        let dir = std::env::temp_dir().join(format!("img-layerindex-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut data = text(1_500_000, 110);
+        data.extend_from_slice(&random(300_000, 111));
+        data.extend_from_slice(&text(500_000, 112));
+        let file = dir.join("layer.tar");
+        std::fs::write(&file, &data).unwrap();
+        for level in ["-1", "-6", "-9"] {
+            let out = match std::process::Command::new("gzip").arg(level).arg("-c").arg(&file).output() {
+                Ok(o) if o.status.success() => o.stdout,
+                _ => {
+                    eprintln!("no usable gzip command; skipped");
+                    break;
+                }
+            };
+            assert_eq!(out[3] & FNAME, FNAME);
+            let mut two = out.clone();
+            two.extend_from_slice(&out);
+            let mut twice = data.clone();
+            twice.extend_from_slice(&data);
+            let idx = check(&two, &twice, 200_000, &[data.len() as u64]);
+            assert!(idx.checkpoint_count() >= 10, "gzip {level}: {} checkpoints", idx.checkpoint_count());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn empty_members_only() {
         let mut blob = gz(b"", 6);
         blob.extend_from_slice(&gz(b"", 1));
