@@ -1490,10 +1490,11 @@ mod tests {
             let mut blob = gz(&data, level);
             let i = at.index(blob.len());
             blob[i] ^= 1 << bit;
+            // Flips in MTIME, XFL and OS, and in some bits deflate does not
+            // use (padding after the last block, code lengths of symbols that
+            // never occur), are harmless; any other must be caught.
             if let Ok((idx, out)) = build(&blob, 4096) {
-                // Only MTIME, XFL and OS are not covered by a check.
-                prop_assert!((4..10).contains(&i), "flip at {} accepted", i);
-                prop_assert!(out == data);
+                prop_assert!(out == data, "flip at {} gave other data", i);
                 prop_assert_eq!(idx.uncompressed_size(), data.len() as u64);
             }
         }
