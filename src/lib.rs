@@ -8,6 +8,7 @@ pub mod cli;
 pub mod digest;
 pub mod image;
 pub mod index;
+pub mod layerindex;
 pub mod mount;
 pub mod ops;
 pub mod reference;

@@ -1,0 +1,65 @@
+//! Random access into compressed layer blobs.
+//!
+//! A layer is stored as the compressed blob it arrived as. To serve one file
+//! of it without decompressing everything before that file, an index is built
+//! once, in the same sequential pass that checks the layer's DiffID, and kept
+//! next to the blob; a read then starts decompressing at the nearest
+//! checkpoint before the wanted offset instead of at the start of the blob.
+//!
+//! - `gzip`: checkpoints between deflate blocks, each with the 32 KiB of output
+//!   that precedes it (the zran method), for single- and multi-member gzip.
+//!
+//! Nothing here opens files or knows about the store: the compressed stream is
+//! an `io::Read` while an index is built, and anything implementing
+//! [`RandomRead`] when it is read.
+
+pub mod gzip;
+
+use std::io;
+
+/// Positioned reads from a compressed blob, as `pread(2)` does them: `read_at`
+/// may return fewer bytes than asked for, and 0 only at the end of the blob.
+/// It takes `&self`, so one open blob can serve several readers at once.
+pub trait RandomRead {
+    /// Reads up to `buf.len()` bytes starting at byte `off` of the blob.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl RandomRead for [u8] {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Ok(start) = usize::try_from(off) else {
+            return Ok(0);
+        };
+        let Some(rest) = self.get(start..) else {
+            return Ok(0);
+        };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
+impl RandomRead for Vec<u8> {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.as_slice().read_at(off, buf)
+    }
+}
+
+#[cfg(unix)]
+impl RandomRead for std::fs::File {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, off)
+    }
+}
+
+impl<T: RandomRead + ?Sized> RandomRead for &T {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(off, buf)
+    }
+}
+
+impl<T: RandomRead + ?Sized> RandomRead for std::sync::Arc<T> {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(off, buf)
+    }
+}
