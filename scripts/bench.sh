@@ -58,12 +58,34 @@ cd "$WORK"
 FSTYPE=$(df -T . | awk 'NR==2 {print $2}')
 echo "bench: working in $WORK ($FSTYPE)" >&2
 
+# The machine may be shared: time only when it is otherwise idle, and say
+# so when something else ran right after a timing.
+busy_pct() { # percent of all CPUs busy over the next 2 s
+    local a b
+    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+wait_quiet() { # name: wait up to 5 minutes for less than 10 % CPU busy
+    local p t
+    for t in $(seq 1 150); do
+        p=$(busy_pct)
+        [ "$p" -lt 10 ] && return 0
+        [ "$t" = 1 ] && echo "bench: waiting for other work on the machine to end ($p% CPU busy)" >&2
+    done
+    echo "$1: other processes used $p% of the CPUs before it was timed" >> busy.txt
+}
+: > busy.txt
 hf() { # name, runs, warmup, then hyperfine arguments; writes $name.json
-    local name=$1 runs=$2 warm=$3; shift 3
+    local name=$1 runs=$2 warm=$3 p; shift 3
+    wait_quiet "$name"
     echo "bench: timing $name" >&2
     hyperfine --style basic -w "$warm" -r "$runs" --export-json "$name.json" "$@" >"$name.log" 2>&1 || {
         echo "bench: hyperfine failed for $name:" >&2; tail -n 20 "$name.log" >&2; exit 1
     }
+    sync; p=$(busy_pct)
+    [ "$p" -lt 10 ] || echo "$name: other processes used $p% of the CPUs right after it was timed" >> busy.txt
 }
 
 if want load; then
@@ -310,4 +332,11 @@ if os.path.exists("push-counts.txt") and "medium" in names:
     print(f"  skopeo copy  {sk:7.3f} s   skopeo/img = {sk/img:.2f}")
     print(f"  registry log: img {iu} blobs uploaded, {im} mounted in {ip} pushes; skopeo {su} uploaded, {sm} mounted in {sp} pushes ({nb} blobs an image)")
 PY
+fi
+
+if [ -s busy.txt ]; then
+    echo "the machine was busy with other work around these timings (figures may be inflated):"
+    sed 's/^/  /' busy.txt
+else
+    echo "the machine was otherwise idle before and after every timing"
 fi
