@@ -1,39 +1,104 @@
 #!/usr/bin/env bash
-# Times img against podman (and the physical limit, sha256sum + cp) on the
-# same generated images, one tool after the other on the same filesystem,
-# warm cache, and prints medians and ratios.
+# Times img against podman, skopeo and the physical limit on the same
+# generated images, one tool after the other on the same filesystem, warm
+# cache, and prints medians and ratios.
 #
-#   scripts/bench.sh [--runs N] [--images N] [--dir DIR]
+#   scripts/bench.sh [--only SECTIONS] [--runs N] [--images N] [--dir DIR]
+#                    [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N]
+#                    [--max-wait SECONDS]
 #
-# Needs: hyperfine, podman, python3, GNU time (installed by scripts/test.sh).
+# Sections (comma-separated for --only; all by default):
+#   load  img load/save/images/inspect vs podman and sha256sum + cp
+#   pull  img pull from a local docker-registry vs skopeo, podman and the
+#         physical limit (parallel curl, sha256sum, cp + sync); img push vs skopeo
+#
+# Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time
+# (installed by scripts/test.sh).
 set -euo pipefail
 
 RUNS=5
 NIMAGES=1000
 PODMAN_IMAGES=100
+PODMAN_RUNS=3
+PULL_IMAGES=small,medium,large
+PULL_JOBS=
+MAX_WAIT=300
+ONLY=load,pull
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
+usage() {
+    echo "usage: $0 [--only load,pull] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    exit 2
+}
 while [ $# -gt 0 ]; do
     case "$1" in
+        --only) ONLY=$2; shift 2 ;;
         --runs) RUNS=$2; shift 2 ;;
         --images) NIMAGES=$2; shift 2 ;;
         --dir) WORK=$2; shift 2 ;;
-        *) echo "usage: $0 [--runs N] [--images N] [--dir DIR]" >&2; exit 2 ;;
+        --pull-images) PULL_IMAGES=$2; shift 2 ;;
+        --podman-runs) PODMAN_RUNS=$2; shift 2 ;;
+        --pull-jobs) PULL_JOBS=$2; shift 2 ;;
+        --max-wait) MAX_WAIT=$2; shift 2 ;;
+        *) usage ;;
     esac
 done
+for s in ${ONLY//,/ }; do
+    case "$s" in load|pull) ;; *) echo "bench: unknown section $s (load, pull)" >&2; exit 2 ;; esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 cargo build --release -q
 IMG=$PWD/target/release/img
-for t in hyperfine podman python3 /usr/bin/time; do
+GEN=$PWD/scripts/bench-images.py
+need=(hyperfine podman python3 /usr/bin/time)
+want pull && need+=(skopeo docker-registry curl unshare)
+for t in "${need[@]}"; do
     command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/test.sh installs it)" >&2; exit 1; }
 done
 mkdir -p "$WORK"
 cd "$WORK"
-echo "bench: working in $WORK ($(df -T . | awk 'NR==2 {print $2}'))" >&2
+FSTYPE=$(df -T . | awk 'NR==2 {print $2}')
+echo "bench: working in $WORK ($FSTYPE)" >&2
 
-# A 250 MB image of incompressible files (fixed seed) as a docker-archive.
-if [ ! -f big-docker.tar ]; then
-    python3 - <<'EOF'
+# The machine may be shared: before each timing wait up to --max-wait
+# seconds for it to be otherwise idle, and say so when something else ran
+# right before or after a timing. (On a busy machine, running the whole
+# script under nice -n -15 keeps the timed commands ahead of other work.)
+busy_pct() { # percent of all CPUs busy over the next 2 s
+    local a b
+    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+wait_quiet() { # name: wait up to MAX_WAIT seconds for less than 10 % CPU busy
+    local p t=0
+    while :; do
+        p=$(busy_pct)
+        [ "$p" -lt 10 ] && return 0
+        [ "$t" -ge "$MAX_WAIT" ] && break
+        [ "$t" = 0 ] && echo "bench: waiting for other work on the machine to end ($p% CPU busy)" >&2
+        t=$((t + 2))
+    done
+    echo "$1: other processes used $p% of the CPUs before it was timed" >> busy.txt
+}
+: > busy.txt
+hf() { # name, runs, warmup, then hyperfine arguments; writes $name.json
+    local name=$1 runs=$2 warm=$3 p; shift 3
+    wait_quiet "$name"
+    echo "bench: timing $name" >&2
+    hyperfine --style basic -w "$warm" -r "$runs" --export-json "$name.json" "$@" >"$name.log" 2>&1 || {
+        echo "bench: hyperfine failed for $name:" >&2; tail -n 20 "$name.log" >&2; exit 1
+    }
+    sync; p=$(busy_pct)
+    [ "$p" -lt 10 ] || echo "$name: other processes used $p% of the CPUs right after it was timed" >> busy.txt
+}
+
+if want load; then
+    # A 250 MB image of incompressible files (fixed seed) as a docker-archive.
+    if [ ! -f big-docker.tar ]; then
+        python3 - <<'EOF'
 import os, random, tarfile, io
 random.seed(20261123)
 with tarfile.open("big-rootfs.tar", "w", format=tarfile.PAX_FORMAT) as t:
@@ -43,53 +108,49 @@ with tarfile.open("big-rootfs.tar", "w", format=tarfile.PAX_FORMAT) as t:
         ti.size = len(data); ti.mtime = 1700000000; ti.mode = 0o644
         t.addfile(ti, io.BytesIO(data))
 EOF
-    rm -rf s-prep
-    "$IMG" --root s-prep import big-rootfs.tar bench/big:1 >/dev/null
-    "$IMG" --root s-prep save -o big-docker.tar bench/big:1
-    rm -rf s-prep big-rootfs.tar
-fi
-SIZE=$(stat -c %s big-docker.tar)
+        rm -rf s-prep
+        "$IMG" --root s-prep import big-rootfs.tar bench/big:1 >/dev/null
+        "$IMG" --root s-prep save -o big-docker.tar bench/big:1
+        rm -rf s-prep big-rootfs.tar
+    fi
+    SIZE=$(stat -c %s big-docker.tar)
 
-# Stores with many images for the listing benchmarks.
-make_many() { # root count
-    local root=$1 n=$2
-    [ -f "$root/.done-$n" ] && return
-    rm -rf "$root"; mkdir -p tiny; echo x > tiny/x; tar -C tiny -cf tiny.tar .
-    for i in $(seq 1 "$n"); do "$IMG" --root "$root" import tiny.tar "bench/app$i:v1" -c "LABEL n=$i" >/dev/null; done
-    touch "$root/.done-$n"
-}
-make_many s-many "$NIMAGES"
-make_many s-podmanmany "$PODMAN_IMAGES"
-if [ ! -f pm-many/.done ]; then
-    rm -rf pm-many pm-many-run
-    "$IMG" --root s-podmanmany save -o many.tar $(for i in $(seq 1 "$PODMAN_IMAGES"); do echo "bench/app$i:v1"; done)
-    podman --root "$WORK/pm-many" --runroot "$WORK/pm-many-run" --storage-driver vfs load -q -i many.tar >/dev/null
-    touch pm-many/.done
-fi
+    # Stores with many images for the listing benchmarks.
+    make_many() { # root count
+        local root=$1 n=$2
+        [ -f "$root/.done-$n" ] && return
+        rm -rf "$root"; mkdir -p tiny; echo x > tiny/x; tar -C tiny -cf tiny.tar .
+        for i in $(seq 1 "$n"); do "$IMG" --root "$root" import tiny.tar "bench/app$i:v1" -c "LABEL n=$i" >/dev/null; done
+        touch "$root/.done-$n"
+    }
+    make_many s-many "$NIMAGES"
+    make_many s-podmanmany "$PODMAN_IMAGES"
+    if [ ! -f pm-many/.done ]; then
+        rm -rf pm-many pm-many-run
+        "$IMG" --root s-podmanmany save -o many.tar $(for i in $(seq 1 "$PODMAN_IMAGES"); do echo "bench/app$i:v1"; done)
+        podman --root "$WORK/pm-many" --runroot "$WORK/pm-many-run" --storage-driver vfs load -q -i many.tar >/dev/null
+        touch pm-many/.done
+    fi
 
-cat big-docker.tar >/dev/null  # warm the page cache
+    cat big-docker.tar >/dev/null  # warm the page cache
 
-hf() { # name, runs, warmup, then commands; writes medians to $name.json
-    local name=$1 runs=$2 warm=$3; shift 3
-    hyperfine --style none -w "$warm" -r "$runs" --export-json "$name.json" "$@" >/dev/null 2>&1
-}
-hf load "$RUNS" 1 \
-    --prepare "rm -rf $WORK/s-load" "$IMG --root $WORK/s-load load -i big-docker.tar" \
-    --prepare "rm -f $WORK/cp-dest" "sha256sum big-docker.tar && cp big-docker.tar cp-dest" \
-    --prepare "rm -rf $WORK/pm $WORK/pm-run" "podman --root $WORK/pm --runroot $WORK/pm-run --storage-driver vfs load -q -i big-docker.tar"
-hf save "$RUNS" 1 \
-    --prepare "rm -f $WORK/out.tar" "$IMG --root $WORK/s-load save -o out.tar bench/big:1" \
-    --prepare "rm -f $WORK/out.tar" "podman --root $WORK/pm --runroot $WORK/pm-run --storage-driver vfs save -q -o out.tar bench/big:1"
-hf list $((RUNS * 6)) 3 -N \
-    "$IMG --root $WORK/s-many images" \
-    "$IMG --root $WORK/s-many inspect bench/app500:v1" \
-    "$IMG --root $WORK/s-podmanmany images" \
-    "podman --root $WORK/pm-many --runroot $WORK/pm-many-run --storage-driver vfs images"
-rm -rf s-load cp-dest pm pm-run out.tar
-/usr/bin/time -f "%M" -o rss.txt "$IMG" --root "$WORK/s-rss" load -i big-docker.tar >/dev/null
-RSS_KB=$(cat rss.txt); rm -rf s-rss
+    hf load "$RUNS" 1 \
+        --prepare "rm -rf $WORK/s-load" "$IMG --root $WORK/s-load load -i big-docker.tar" \
+        --prepare "rm -f $WORK/cp-dest" "sha256sum big-docker.tar && cp big-docker.tar cp-dest" \
+        --prepare "rm -rf $WORK/pm $WORK/pm-run" "podman --root $WORK/pm --runroot $WORK/pm-run --storage-driver vfs load -q -i big-docker.tar"
+    hf save "$RUNS" 1 \
+        --prepare "rm -f $WORK/out.tar" "$IMG --root $WORK/s-load save -o out.tar bench/big:1" \
+        --prepare "rm -f $WORK/out.tar" "podman --root $WORK/pm --runroot $WORK/pm-run --storage-driver vfs save -q -o out.tar bench/big:1"
+    hf list $((RUNS * 6)) 3 -N \
+        "$IMG --root $WORK/s-many images" \
+        "$IMG --root $WORK/s-many inspect bench/app500:v1" \
+        "$IMG --root $WORK/s-podmanmany images" \
+        "podman --root $WORK/pm-many --runroot $WORK/pm-many-run --storage-driver vfs images"
+    rm -rf s-load cp-dest pm pm-run out.tar
+    /usr/bin/time -f "%M" -o rss.txt "$IMG" --root "$WORK/s-rss" load -i big-docker.tar >/dev/null
+    RSS_KB=$(cat rss.txt); rm -rf s-rss
 
-python3 - "$SIZE" "$RSS_KB" "$IMG" "$NIMAGES" "$PODMAN_IMAGES" <<'EOF'
+    python3 - "$SIZE" "$RSS_KB" "$IMG" "$NIMAGES" "$PODMAN_IMAGES" <<'EOF'
 import json, os, sys
 size, rss_kb, img, n, pn = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 def med(name):
@@ -111,3 +172,178 @@ print(f"  podman images ({pn} images)   {ms(lst[3])}   podman / img = {lst[3]/ls
 print(f"peak RSS of img load: {rss_kb/1024:.1f} MB  (goal < 30 MB)")
 print(f"stripped release binary: {os.path.getsize(img)/1e6:.1f} MB  (goal < 10 MB)")
 EOF
+fi
+
+if want pull; then
+    # Images: deterministic OCI layouts made by scripts/bench-images.py, kept
+    # in images/ until the generator changes.
+    GENSUM=$(sha256sum "$GEN" | cut -c1-12)
+    NAMES=${PULL_IMAGES//,/ }
+    mkdir -p images
+    for name in $NAMES; do
+        if [ ! -f "images/$name/.done-$GENSUM" ]; then
+            echo "bench: generating the $name image" >&2
+            python3 "$GEN" "$name" "images/$name"
+            touch "images/$name/.done-$GENSUM"
+        fi
+    done
+
+    # A docker-registry of our own on a free port, storage kept in registry/
+    # (wiped when the generator changes), stopped on exit. Its access log is
+    # used to check that pushes really upload every blob.
+    [ -f "registry/.gen-$GENSUM" ] || { rm -rf registry; mkdir -p registry; touch "registry/.gen-$GENSUM"; }
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    REG=127.0.0.1:$PORT
+    cat > registry.yml <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry
+http:
+  addr: $REG
+YML
+    docker-registry serve registry.yml >registry.log 2>&1 </dev/null &
+    REG_PID=$!
+    cleanup() {
+        kill "$REG_PID" 2>/dev/null || true
+        wait "$REG_PID" 2>/dev/null || true
+        umount "$WORK/pm-pull/overlay" 2>/dev/null || true
+        rm -rf "$WORK"/registry/docker/registry/v2/repositories/push-* "$WORK"/s-pull "$WORK"/sk-pull \
+            "$WORK"/cp-pull "$WORK"/pm-pull "$WORK"/pm-pull-run "$WORK"/s-push || true
+    }
+    trap cleanup EXIT
+    for i in $(seq 1 100); do curl -fs -o /dev/null "http://$REG/v2/" && break; sleep 0.1; done
+    curl -fs -o /dev/null "http://$REG/v2/" || { echo "bench: the registry did not start:" >&2; cat registry.log >&2; exit 1; }
+    echo "bench: registry $REG (pid $REG_PID)" >&2
+
+    blobs() { # name -> "digest path" of the config and the layers
+        python3 - "images/$1" <<'PY'
+import json, sys
+d = sys.argv[1]
+ix = json.load(open(f"{d}/index.json"))
+m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
+for b in [m["config"]] + m["layers"]:
+    print(b["digest"], f"{d}/blobs/sha256/{b['digest'][7:]}")
+PY
+    }
+    JOBS_OPT=${PULL_JOBS:+--jobs $PULL_JOBS}
+    PM="podman --root $WORK/pm-pull --runroot $WORK/pm-pull-run --storage-driver overlay"
+    # podman's overlay driver bind-mounts its overlay/ directory on itself.
+    PM_RESET="umount $WORK/pm-pull/overlay 2>/dev/null; rm -rf $WORK/pm-pull $WORK/pm-pull-run; sync"
+    for name in $NAMES; do
+        skopeo copy -q --dest-tls-verify=false "oci:images/$name:latest" "docker://$REG/bench/$name:latest"
+        BLOBS=""; URLS=""
+        while read -r d path; do
+            BLOBS="$BLOBS $WORK/$path"; URLS="$URLS http://$REG/v2/bench/$name/blobs/$d"
+            curl -fs -o /dev/null "http://$REG/v2/bench/$name/blobs/$d"  # served, and warm in the page cache
+        done < <(blobs "$name")
+        cat $BLOBS >/dev/null
+        hf "pull-$name" "$RUNS" 1 \
+            --prepare "rm -rf $WORK/s-pull; sync" "IMG_ROOT=$WORK/s-pull $IMG pull --tls-verify=false -q $JOBS_OPT $REG/bench/$name" \
+            --prepare "rm -rf $WORK/sk-pull; sync" "skopeo copy -q --src-tls-verify=false docker://$REG/bench/$name oci:$WORK/sk-pull" \
+            --prepare sync "for u in $URLS; do curl -s -o /dev/null \$u & done; wait" \
+            --prepare sync "sha256sum $BLOBS >/dev/null" \
+            --prepare sync "openssl dgst -sha256 $BLOBS >/dev/null" \
+            --prepare "rm -rf $WORK/cp-pull; mkdir $WORK/cp-pull; sync" "cp $BLOBS $WORK/cp-pull/ && sync"
+        # podman unpacks every layer, which is slow on this disk: PODMAN_RUNS
+        # runs, and only the one if that one took over 60 s.
+        rm -f "podman-$name.note"
+        if [ "$name" = large ]; then
+            hf "podman-$name" 1 0 --prepare "$PM_RESET" \
+                "$PM pull -q --tls-verify=false $REG/bench/$name"
+            if python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["results"][0]["median"] <= 60)' "podman-$name.json"; then
+                echo "1 run only: over 60 s a run" > "podman-$name.note"
+            fi
+        fi
+        if [ ! -f "podman-$name.note" ]; then
+            hf "podman-$name" "$PODMAN_RUNS" 0 --prepare "$PM_RESET" \
+                "$PM pull -q --tls-verify=false $REG/bench/$name"
+        fi
+        bash -c "$PM_RESET"
+        rm -rf s-pull sk-pull cp-pull
+        /usr/bin/time -f "%M" -o "rss-pull-$name.txt" \
+            env IMG_ROOT="$WORK/s-pull" "$IMG" pull --tls-verify=false -q $JOBS_OPT "$REG/bench/$name" >/dev/null
+        rm -rf s-pull
+    done
+
+    # img push of medium to a new repository each run vs skopeo from the OCI
+    # layout. The source image is tagged only with a name on another
+    # registry, so img has nothing to mount from; skopeo runs with an empty
+    # blob-info cache (tmpfs over it in a private mount namespace), or it
+    # would mount the blobs from repositories it pushed to before.
+    if [[ " $NAMES " == *" medium "* ]]; then
+        rm -rf s-push
+        export IMG_ROOT=$WORK/s-push
+        "$IMG" pull --tls-verify=false -q "$REG/bench/medium" >/dev/null
+        "$IMG" tag "$REG/bench/medium:latest" bench/push-src:latest
+        "$IMG" rmi "$REG/bench/medium:latest" >/dev/null
+        NB=$(blobs medium | wc -l)
+        out=$("$IMG" push --tls-verify=false bench/push-src:latest "$REG/push-check:latest" 2>&1)
+        echo "$out" | grep -q "$NB blobs uploaded, 0 already there, 0 mounted" || {
+            echo "bench: img push did not upload all $NB blobs:" >&2; echo "$out" >&2; exit 1; }
+        unset IMG_ROOT
+        SKCACHE=/var/lib/containers/cache
+        mkdir -p "$SKCACHE"
+        start=$(wc -l < registry.log)
+        hf push-medium "$RUNS" 1 \
+            "IMG_ROOT=$WORK/s-push $IMG push --tls-verify=false -q bench/push-src:latest $REG/push-img-\$(date +%s%N):latest" \
+            "unshare -m sh -c 'mount -t tmpfs none $SKCACHE && skopeo copy -q --dest-tls-verify=false oci:$WORK/images/medium:latest docker://$REG/push-sk-\$(date +%s%N):latest'"
+        # Completed uploads (PUT .../blobs/uploads/...) and mounts per tool.
+        tail -n +$((start + 1)) registry.log > push-access.log
+        for t in img sk; do
+            echo "$(grep -c "\"PUT /v2/push-$t-[0-9]*/blobs/uploads/" push-access.log || true)" \
+                 "$(grep -c "/v2/push-$t-[0-9]*/blobs/uploads/?.*mount=" push-access.log || true)" \
+                 "$(grep -c "\"PUT /v2/push-$t-[0-9]*/manifests/" push-access.log || true)"
+        done > push-counts.txt
+        echo "$NB" >> push-counts.txt
+    fi
+
+    python3 - "$RUNS" "$PODMAN_RUNS" "$FSTYPE" "$WORK" "$NAMES" "${PULL_JOBS:-default}" <<'PY'
+import json, os, sys
+runs, pruns, fs, work, names, jobs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5].split(), sys.argv[6]
+def med(name):
+    return [r["median"] for r in json.load(open(f"{name}.json"))["results"]]
+def layout(name):
+    d = f"images/{name}"
+    ix = json.load(open(f"{d}/index.json"))
+    m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
+    return len(m["layers"]), sum(l["size"] for l in m["layers"])
+print(f"img pull from a local docker-registry (127.0.0.1, plain HTTP); bench dir {work} on {fs}; warm cache")
+print(f"medians in seconds of {runs} runs (podman: {pruns}, overlay driver); img --jobs {jobs}")
+print(f"{'image':7} {'layers':>6} {'MB gz':>7} {'img':>7} {'skopeo':>7} {'podman':>7} {'curl':>7} {'sha256sum':>9} {'openssl':>7} {'cp+sync':>7}")
+rows, notes = [], []
+for n in names:
+    nl, size = layout(n)
+    img, sk, curl, sha, ssl, cp = med(f"pull-{n}")
+    pm = med(f"podman-{n}")[0]
+    rss = int(open(f"rss-pull-{n}.txt").read().split()[-1]) / 1024
+    print(f"{n:7} {nl:>6} {size/1e6:>7.1f} {img:>7.3f} {sk:>7.3f} {pm:>7.2f} {curl:>7.3f} {sha:>9.3f} {ssl:>7.3f} {cp:>7.3f}")
+    rows.append((n, img, sk, pm, max(curl, sha, cp), max(curl, ssl, cp), rss))
+    if os.path.exists(f"podman-{n}.note"):
+        notes.append(f"podman on {n}: " + open(f"podman-{n}.note").read().strip())
+for note in notes:
+    print(note)
+print("limit = slowest of: every blob fetched by curl, all at once; sha256sum of every blob; cp of every blob + sync")
+print("limit(ssl) = the same with openssl dgst -sha256 (SHA-NI) for sha256sum")
+print(f"{'image':7} {'limit':>7} {'img/limit':>9} {'limit(ssl)':>10} {'img/limit(ssl)':>14} {'skopeo/img':>10} {'podman/img':>10} {'img RSS':>8}")
+for n, img, sk, pm, lim, lims, rss in rows:
+    print(f"{n:7} {lim:>7.3f} {img/lim:>9.2f} {lims:>10.3f} {img/lims:>14.2f} {sk/img:>10.2f} {pm/img:>10.1f} {rss:>5.1f} MB")
+print("goals: img/limit <= 1.2; skopeo/img >= 2 on medium, >= 1.5 on large; podman/img >= 10; img pull peak RSS < 30 MB")
+if os.path.exists("push-counts.txt") and "medium" in names:
+    img, sk = med("push-medium")
+    iu, im, ip, su, sm, sp, nb = map(int, open("push-counts.txt").read().split())
+    print(f"push of medium to a new repository each run (medians of {runs} runs)")
+    print(f"  img push     {img:7.3f} s")
+    print(f"  skopeo copy  {sk:7.3f} s   skopeo/img = {sk/img:.2f}")
+    print(f"  registry log: img {iu} blobs uploaded, {im} mounted in {ip} pushes; skopeo {su} uploaded, {sm} mounted in {sp} pushes ({nb} blobs an image)")
+PY
+fi
+
+if [ -s busy.txt ]; then
+    echo "the machine was busy with other work around these timings (figures may be inflated):"
+    sed 's/^/  /' busy.txt
+else
+    echo "the machine was otherwise idle before and after every timing"
+fi
