@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs all the tests on a fresh Debian 12 machine (as root): installs what
 # they need, then the Rust unit and integration tests, the release build,
-# the test images, the interop suite against podman, skopeo and umoci, and
-# the registry suite against a real docker-registry.
+# the test images, the interop suite against podman, skopeo and umoci, the
+# registry suite against a real docker-registry, and the mount suite on the
+# kernel's FUSE (it adds and removes a user, imgtest, for a rootless mount).
 #
 # Usage: scripts/test.sh [--long]
 #   --long   also the long tests (exported as IMG_TEST_LONG=1)
@@ -37,7 +38,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 
 install_packages() {
   local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
-              python3 hyperfine docker-registry apache2-utils curl openssl) missing=()
+              python3 hyperfine docker-registry apache2-utils curl openssl procps) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
   done
@@ -82,21 +83,24 @@ step testdata scripts/make-testdata.sh
 if [[ $built == 1 ]]; then   # never test a stale binary
   step interop env IMG="$PWD/target/release/img" tests/interop.sh
   step registry env IMG="$PWD/target/release/img" tests/registry.sh
+  step mount env IMG="$PWD/target/release/img" tests/mount.sh
 else
   not_run interop "no release build"
   not_run registry "no release build"
+  not_run mount "no release build"
 fi
 
-# Leave the machine as it was: no podman or registry left running.
+# Leave the machine as it was: no podman, registry or mount server left running.
 pgrep -a 'podman|conmon|registry' && echo "warning: processes above still running"
+pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
 
-# Totals over the cargo test runs and the interop and registry suites.
+# Totals over the cargo test runs and the interop, registry and mount suites.
 passed=0 failed=0
 if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry; do
+for suite in interop registry mount; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

@@ -1,0 +1,714 @@
+#!/usr/bin/env bash
+# Tests of img mount, umount and mounts on this machine's kernel FUSE, as
+# root. The image is made here (tests/support/mount_image.py): 4 layers
+# (gzip, gzip, uncompressed, zstd) with whiteouts of a file and of a
+# directory, an opaque directory, hard links across directories and layers,
+# symlinks, a fifo, devices, setuid and setgid files, a security.capability
+# and a user.test xattr, 10,000 small files, a 200-deep path and a 255-byte
+# name. Its mount is compared with umoci unpack and with img export; then
+# read-only, many readers, the lifecycle of mounts, a killed server, a
+# corrupted layer, a GNU sparse entry, rmi and prune of a mounted image,
+# and a rootless mount by an unprivileged user (imgtest, made here and
+# removed again; /dev/fuse is 0666 during that check only).
+#
+# Usage: IMG=target/release/img tests/mount.sh [CHECK-NAME-SUBSTRING...]
+# Prints "ok - NAME" or "not ok - NAME" and the reason per check, then
+# measurements that are not asserted ("# " lines), then "N passed, M
+# failed"; exits non-zero if any check failed. A missing tool is a failure.
+# IMG_TEST_LONG=1 times umoci unpack 5 times, not once; MOUNT_TIMING=1
+# prints how long each check took.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+IMG=$(realpath "${IMG:-target/release/img}")
+SUPPORT=$PWD/tests/support
+WORK=$(mktemp -d /tmp/img-mount.XXXXXX)
+chmod 755 "$WORK"                 # the rootless check's user reads its tools and the image here
+GEN=$WORK/gen                     # the image layouts
+TMPFS=$WORK/tmpfs                 # umoci's bundle and extracted exports
+UMOCI=$TMPFS/umoci/rootfs
+TREE=$WORK/bin/mount_tree.py
+export IMG_ROOT=/nonexistent      # each check sets its own
+TEST_USER=imgtest
+USER_MADE=0                       # 1 once this run made $TEST_USER
+FUSE_MODE=""                      # /dev/fuse's mode while the rootless check changes it
+
+# Every mount and server this run made goes, whatever happened.
+cleanup() {
+  local s m pid
+  for s in "$WORK"/store-*; do
+    [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a >/dev/null 2>&1
+  done
+  local home; home=$(user_home)
+  if [[ -n $home && -d $home/img-mount-test ]]; then
+    as_user "$WORK/bin/img" umount -a >/dev/null 2>&1
+  fi
+  # FUSE mounts left under our directories (a server that would not let go)
+  for m in $(awk -v w="$WORK" -v h="$(user_home)" '$9 ~ /^fuse/ && (index($5, w "/") == 1 || (h != "" && index($5, h "/") == 1)) {print $5}' /proc/self/mountinfo | sort -r); do
+    fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+  done
+  # Servers of our stores still running: ours, ended by their ids.
+  for pid in $(img_procs "$WORK" "${home:+$home/img-mount-test}"); do
+    kill "$pid" 2>/dev/null
+  done
+  [[ -f $WORK/fuse-mode ]] && FUSE_MODE=$(cat "$WORK/fuse-mode")
+  [[ -n $FUSE_MODE ]] && chmod "$FUSE_MODE" /dev/fuse
+  [[ -f $WORK/user-made ]] && USER_MADE=1
+  if [[ $USER_MADE == 1 ]]; then
+    userdel -r "$TEST_USER" >/dev/null 2>&1
+  elif [[ -n $home ]]; then
+    as_user rm -rf "$home/img-mount-test" "$home/img-mount-test.tar" 2>/dev/null
+  fi
+  mountpoint -q "$TMPFS" && umount -l "$TMPFS"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+
+fail() { echo "$*" >&2; exit 1; }
+img() { "$IMG" "$@"; }
+
+# trees [OPTIONS] A B: the two trees are alike (see tests/support/mount_tree.py)
+trees() { python3 "$TREE" cmp "$@" >/dev/null || fail "file trees differ: ${*: -2}"; }
+
+# The image ID of the layouts (the config digest).
+image_id() {
+  python3 - "$GEN/full" <<'PY'
+import json, sys
+root = sys.argv[1]
+ix = json.load(open(root + "/index.json"))
+m = json.load(open(root + "/blobs/sha256/" + ix["manifests"][0]["digest"].split(":")[1]))
+print(m["config"]["digest"].split(":")[1])
+PY
+}
+
+# load_image [LAYOUT]: into this check's store, named localhost/mountfs:1
+load_image() {
+  local id
+  id=$(img load -q -i "${1:-$GEN/full}") || fail "img load failed"
+  img tag "$id" localhost/mountfs:1 || fail "img tag failed"
+}
+
+# The digest (hex) of layer N (from 1) of the full image.
+layer_hex() {
+  python3 - "$GEN/full" "$1" <<'PY'
+import json, sys
+root, n = sys.argv[1], int(sys.argv[2])
+ix = json.load(open(root + "/index.json"))
+m = json.load(open(root + "/blobs/sha256/" + ix["manifests"][0]["digest"].split(":")[1]))
+print(m["layers"][n - 1]["digest"].split(":")[1])
+PY
+}
+
+# mounted DIR: DIR is a mountpoint in /proc/self/mountinfo (our paths need no escapes)
+mounted() { awk -v d="$1" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; }
+
+# mounts_json: `img mounts --format json`, checked to be JSON
+mounts_json() {
+  local out
+  out=$(img mounts --format json) || fail "img mounts --format json failed"
+  python3 -c 'import json,sys; json.loads(sys.argv[1])' "$out" || fail "img mounts --format json is not JSON: $out"
+  printf '%s\n' "$out"
+}
+
+# field MOUNTPOINT FIELD: a field of that mount's row, or nothing (no row)
+field() {
+  mounts_json | python3 -c '
+import json, sys
+for r in json.load(sys.stdin):
+    if r.get("Mountpoint") == sys.argv[1]:
+        print(json.dumps(r.get(sys.argv[2])) if not isinstance(r.get(sys.argv[2]), str) else r[sys.argv[2]])' "$1" "$2"
+}
+
+# img_procs PATH...: the img processes (of $IMG or the test user's copy)
+# whose command line or environment names one of the paths: when no img
+# command of ours is running, the servers of those stores.
+img_procs() {
+  python3 - "$IMG" "$WORK/bin/img" "$@" <<'PY'
+import os, re, sys
+exes = {os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])}
+paths = [re.compile(re.escape(p.encode()) + rb"(\0|/|$)") for p in sys.argv[3:] if p]
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if os.readlink("/proc/%s/exe" % pid) not in exes:
+            continue
+        with open("/proc/%s/cmdline" % pid, "rb") as c, open("/proc/%s/environ" % pid, "rb") as e:
+            seen = c.read() + b"\0" + e.read()
+    except OSError:
+        continue
+    if any(p.search(seen) for p in paths):
+        print(pid)
+PY
+}
+
+# The servers of this check's store.
+servers() { img_procs "$IMG_ROOT"; }
+
+# no_servers: waits up to 5 s for this check's servers to end (a server
+# ends a moment after its mount is gone)
+no_servers() {
+  local i
+  for i in $(seq 50); do
+    [[ -z $(servers) ]] && return 0
+    sleep 0.1
+  done
+  fail "servers left: $(servers)"
+}
+
+# gone PID: waits up to 5 s for PID to end
+gone() {
+  local i
+  for i in $(seq 50); do
+    [[ -d /proc/$1 ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]] || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# sha FILE: its sha256
+sha() { sha256sum < "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- checks
+# Each runs in its own subshell with `set -e`, with its own directory $T and
+# its own store IMG_ROOT=$WORK/store-NAME.
+
+# 1. The mounted tree is umoci's: every path's type, mode, owner, size,
+# content, link target, device numbers, xattrs, hard-link grouping and
+# mtime (directories' too).
+check_tree_matches_umoci_unpack() {
+  load_image
+  local m; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  trees --mtimes=all "$m" "$UMOCI"
+}
+
+# ... and img export's: extracted with GNU tar on tmpfs (owners, xattrs;
+# mtimes of everything but directories, which tar cannot keep when later
+# layers' entries land in them), and the tar file itself (mtimes of all).
+check_tree_matches_img_export() {
+  load_image
+  local m x=$TMPFS/export-x; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  img export -o "$T/export.tar" localhost/mountfs:1 || fail "img export failed"
+  mkdir "$x"
+  tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$T/export.tar" -C "$x" || fail "tar -x of the export failed"
+  trees --mtimes=files "$m" "$x"
+  trees --mtimes=all "$m" "$T/export.tar"
+  rm -rf "$x"
+}
+
+# The layers' meaning, stated here rather than taken from a peer.
+check_merged_tree_semantics() {
+  load_image
+  local m; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  cd "$m"
+  for p in del-file del-dir opq/a opq/sub data/medium srv/to-file/child many/d000/f00000; do
+    [[ ! -e $p && ! -L $p ]] || fail "$p should be gone"
+  done
+  [[ $(ls -A opq) == new ]] || fail "opaque opq holds: $(ls -A opq)"
+  [[ $(cat etc/hello) == "hello v2" ]] || fail "etc/hello is not layer 2's"
+  [[ -d etc/to-dir && -f etc/to-dir/inside && -f srv/to-file ]] || fail "file<->directory replacements wrong"
+  [[ $(cat links/hl-target2) == "target2 version 1 (layer 1)" ]] || fail "links/hl-target2 lost its layer-1 content"
+  [[ $(cat data/target2) == "target2 version 2 (layer 2)" ]] || fail "data/target2 is not layer 2's"
+  [[ $(stat -c %i data/target2) != $(stat -c %i links/hl-target2) ]] || fail "links/hl-target2 still linked to the new data/target2"
+  [[ $(stat -c '%i %h' data/orig) == "$(stat -c '%i %h' links/hl-orig)" && $(stat -c %h data/orig) == 3 ]] ||
+    fail "data/orig, links/hl-orig, data/sub/hl-orig2 are not one inode with 3 links"
+  [[ $(stat -c %i data/small) == $(stat -c %i links/hl2) ]] || fail "links/hl2 (layer 2) is not data/small (layer 1)"
+  [[ $(stat -c %i data/big.bin) == $(stat -c %i links/hl3) ]] || fail "links/hl3 (layer 3) is not data/big.bin (layer 1)"
+  [[ $(readlink links/rel) == ../data/small && $(readlink links/abs) == /etc/hello &&
+     $(readlink links/dangling) == /nowhere/missing ]] || fail "symlink targets wrong"
+  cmp -s links/rel data/small || fail "links/rel does not lead to data/small"
+  [[ ! -e links/dangling ]] || fail "links/dangling leads somewhere"
+  [[ $(stat -c '%F %a' dev/fifo) == "fifo 644" ]] || fail "dev/fifo: $(stat -c '%F %a' dev/fifo)"
+  [[ $(stat -c '%F %t:%T' dev/null) == "character special file 1:3" ]] || fail "dev/null: $(stat -c '%F %t:%T' dev/null)"
+  [[ $(stat -c '%F %t:%T' dev/loop0) == "block special file 7:0" ]] || fail "dev/loop0: $(stat -c '%F %t:%T' dev/loop0)"
+  [[ $(stat -c %a bin/suid) == 4755 && $(stat -c %a bin/sgid) == 2755 && $(stat -c %a tmp) == 1777 ]] ||
+    fail "setuid, setgid or sticky bits lost"
+  [[ $(stat -c '%a %Y' bin) == "750 1700099999" ]] || fail "bin does not carry layer 3's metadata: $(stat -c '%a %Y' bin)"
+  [[ $(stat -c '%u:%g' home/user/file) == 1000:1000 && $(stat -c '%u:%g' data/nobody) == 65534:65534 ]] || fail "owners wrong"
+  python3 - <<'PY' || fail "xattrs wrong"
+import os
+assert os.getxattr("bin/cap", "security.capability") == bytes([1, 0, 0, 2, 0, 4] + [0] * 14)
+assert os.getxattr("data/xattr-file", "user.test") == b"hello xattr"
+assert os.listxattr("data/small") == []
+PY
+  [[ $(stat -c %s data/empty) == 0 && $(stat -c %s data/big.bin) == 5242880 && $(stat -c %s data/zstd.txt) == 1048576 ]] ||
+    fail "sizes wrong"
+  [[ $(stat -c %Y.%y data/text.txt) == 1700000001.*.123456789* ]] || fail "sub-second mtime lost: $(stat -c %y data/text.txt)"
+  [[ $(find many -type f | wc -l) == 9999 ]] || fail "many/ holds $(find many -type f | wc -l) files, not 9999"
+  local deep; deep=deep/$(seq -f 'l%03g' 1 200 | paste -sd/)
+  [[ $(cat "$deep/leaf.txt") == "200 directories down" && -f $deep/from-layer-4 ]] || fail "the 200-deep path is wrong"
+  local long; long=long/$(printf 'x%.0s' $(seq 251)).txt
+  [[ $(cat "$long") == "a 255-byte name" ]] || fail "the 255-byte name is missing"
+}
+
+# 2. Read-only: every change fails with EROFS, and nothing changed.
+check_read_only() {
+  load_image
+  local m; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  local before; before=$(sha "$m/etc/hello")
+  python3 - "$m" <<'PY' || fail "a change to the mount did not fail with EROFS"
+import errno, os, sys
+m = sys.argv[1]
+p = lambda s: os.path.join(m, s)
+tries = {
+    "open for writing": lambda: open(p("etc/hello"), "r+b"),
+    "open for appending": lambda: open(p("data/small"), "ab"),
+    "create": lambda: open(p("data/new-file"), "xb"),
+    "truncate": lambda: os.truncate(p("data/big.bin"), 0),
+    "unlink": lambda: os.unlink(p("data/small")),
+    "unlink a symlink": lambda: os.unlink(p("links/rel")),
+    "rmdir": lambda: os.rmdir(p("opq")),
+    "mkdir": lambda: os.mkdir(p("new-dir")),
+    "rename": lambda: os.rename(p("data/small"), p("data/renamed")),
+    "symlink": lambda: os.symlink("x", p("data/new-link")),
+    "hard link": lambda: os.link(p("data/small"), p("data/new-hard")),
+    "mknod fifo": lambda: os.mkfifo(p("data/new-fifo")),
+    "chmod": lambda: os.chmod(p("data/small"), 0o777),
+    "chown": lambda: os.chown(p("data/small"), 1, 1),
+    "utime": lambda: os.utime(p("data/small"), (0, 0)),
+    "setxattr": lambda: os.setxattr(p("data/small"), "user.new", b"x"),
+    "removexattr": lambda: os.removexattr(p("data/xattr-file"), "user.test"),
+}
+bad = []
+for what, f in tries.items():
+    try:
+        f()
+        bad.append("%s succeeded" % what)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            bad.append("%s: %s, not EROFS" % (what, errno.errorcode.get(e.errno, e.errno)))
+for b in bad:
+    print(b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+  local err
+  err=$( (echo x > "$m/etc/hello") 2>&1 ) && fail "a shell redirection wrote into the mount"
+  grep -q "Read-only file system" <<<"$err" || fail "the shell's error is not 'Read-only file system': $err"
+  [[ $(sha "$m/etc/hello") == "$before" && -e $m/data/small && ! -e $m/data/new-file ]] || fail "the tree changed"
+  trees --mtimes=all "$m" "$UMOCI"
+}
+
+# ... and many readers at once read every file right.
+check_concurrent_readers() {
+  load_image
+  local m i; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  (cd "$UMOCI" && find . -type f -print0 | xargs -0 sha256sum | sort) > "$T/want"
+  for i in 1 2 3 4 5 6 7 8; do
+    (cd "$m" && find . -type f -print0 | xargs -0 sha256sum | sort > "$T/got.$i") &
+  done
+  wait
+  for i in 1 2 3 4 5 6 7 8; do
+    cmp -s "$T/want" "$T/got.$i" || fail "reader $i: $(diff "$T/want" "$T/got.$i" | head -5)"
+  done
+  [[ $(wc -l < "$T/want") -gt 10000 ]] || fail "only $(wc -l < "$T/want") files read"
+  [[ -n $(field "$m" Pid) ]] || fail "the mount is gone after the readers"
+}
+
+# 3. Lifecycle. img mount prints the directory (under the store's mounts/
+# by default; absolute for a relative DIR), usable at once.
+check_mount_prints_dir_usable_at_once() {
+  load_image
+  local out m
+  out=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  [[ $(wc -l <<<"$out") == 1 ]] || fail "img mount printed more than a line: $out"
+  m=$out
+  [[ $m == "$(realpath "$IMG_ROOT")/mounts/"* ]] || fail "default mountpoint $m is not under $IMG_ROOT/mounts/"
+  [[ $(cat "$m/etc/hello") == "hello v2" ]] || fail "the mount is not usable at once"
+  mounted "$m" || fail "$m is not in /proc/self/mountinfo"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q ' - fuse' || fail "$m is not a FUSE mount"
+  awk -v d="$m" '$5 == d {print $6}' /proc/self/mountinfo | grep -qw ro || fail "$m is not mounted ro"
+  mkdir "$T/work" && cd "$T/work"
+  out=$(img mount localhost/mountfs:1 rel) || fail "img mount at a relative DIR failed"
+  [[ $out == "$T/work/rel" ]] || fail "img mount printed $out, not $T/work/rel"
+  ls "$out/data" | grep -qx big.bin || fail "$out is not usable at once"
+}
+
+# img mounts lists it; its JSON has the fields.
+check_mounts_lists_it() {
+  load_image
+  local m pid; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  img mounts | grep -q "^$m " || fail "img mounts does not list $m: $(img mounts)"
+  mounts_json | python3 -c '
+import json, sys, time
+rows = json.load(sys.stdin)
+want = {"Mountpoint", "Image", "ImageId", "Pid", "ReadOnly", "Mounted", "Created"}
+assert isinstance(rows, list) and len(rows) == 1, rows
+r = rows[0]
+assert want <= set(r), "fields missing: %s" % (want - set(r))
+assert r["Mountpoint"] == sys.argv[1], r
+assert r["Image"] == "localhost/mountfs:1", r
+assert sys.argv[2] in r["ImageId"], r
+assert r["ReadOnly"] is True and r["Mounted"] is True, r
+assert isinstance(r["Pid"], int) and r["Pid"] > 1, r
+assert isinstance(r["Created"], (int, float)) and abs(r["Created"] - time.time()) < 600, r
+' "$m" "$ID" || fail "img mounts --format json is wrong: $(img mounts --format json)"
+  pid=$(field "$m" Pid)
+  [[ $(servers) == "$pid" ]] || fail "Pid $pid is not the one process serving the store ($(servers | xargs))"
+}
+
+# img umount DIR removes it: not a mountpoint, no row, no server; the
+# directory it was given stays, empty.
+check_umount_by_dir() {
+  load_image
+  local m pid; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  pid=$(field "$m" Pid)
+  img umount "$m" >/dev/null || fail "img umount $m failed"
+  ! mounted "$m" || fail "$m is still in /proc/self/mountinfo"
+  [[ -z $(field "$m" Pid) ]] || fail "img mounts still lists $m"
+  gone "$pid" || fail "the server $pid is still running"
+  [[ -d $m && -z $(ls -A "$m") ]] || fail "$m is not left as an empty directory"
+  # again, by a relative path and with the unmount alias
+  img mount localhost/mountfs:1 "$m" >/dev/null || fail "mounting $m again failed"
+  (cd "$T" && img unmount m >/dev/null) || fail "img unmount m (relative) failed"
+  ! mounted "$m" || fail "$m is still mounted after img unmount"
+  no_servers
+}
+
+# img umount IMAGE removes every mount of it; umount -a all of them.
+check_umount_by_image_and_all() {
+  load_image
+  local a b
+  a=$(img mount localhost/mountfs:1) && b=$(img mount localhost/mountfs:1 "$T/b") || fail "img mount failed"
+  img umount localhost/mountfs:1 >/dev/null || fail "img umount IMAGE failed"
+  ! mounted "$a" && ! mounted "$b" || fail "still mounted after img umount IMAGE"
+  [[ $(mounts_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] || fail "rows left"
+  img mount localhost/mountfs:1 "$T/b" >/dev/null && img mount "$ID" "$T/c" >/dev/null || fail "img mount failed"
+  img umount "${ID:0:12}" >/dev/null || fail "img umount SHORT-ID failed"
+  ! mounted "$T/b" && ! mounted "$T/c" || fail "still mounted after img umount by ID"
+  img mount localhost/mountfs:1 "$T/b" >/dev/null && img mount localhost/mountfs:1 "$T/c" >/dev/null || fail "img mount failed"
+  img umount -a >/dev/null || fail "img umount -a failed"
+  ! mounted "$T/b" && ! mounted "$T/c" || fail "still mounted after img umount -a"
+  no_servers
+  local err; err=$(img umount "$T/b" 2>&1) && fail "img umount of a directory not mounted succeeded"
+  grep -q "not an img mount" <<<"$err" || fail "unclear error: $err"
+}
+
+# Mounting on a non-empty directory, or on one already mounted, fails
+# clearly and changes nothing.
+check_mount_refuses_busy_dirs() {
+  load_image
+  local err m
+  mkdir -p "$T/full" && echo x > "$T/full/file"
+  err=$(img mount localhost/mountfs:1 "$T/full" 2>&1) && fail "mounting on a non-empty directory succeeded"
+  grep -q "not empty" <<<"$err" || fail "unclear error: $err"
+  ! mounted "$T/full" && [[ $(cat "$T/full/file") == x ]] || fail "the non-empty directory changed"
+  m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  err=$(img mount localhost/mountfs:1 "$T/m" 2>&1) && fail "mounting on a mounted directory succeeded"
+  grep -qi "already" <<<"$err" || fail "unclear error: $err"
+  [[ $(awk -v d="$m" '$5 == d' /proc/self/mountinfo | wc -l) == 1 ]] || fail "$m is mounted twice"
+  [[ $(cat "$m/etc/hello") == "hello v2" ]] || fail "the first mount broke"
+  [[ $(mounts_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 1 ]] || fail "rows: $(img mounts)"
+  [[ -z $(servers | grep -v "^$(field "$m" Pid)$") ]] || fail "a second server runs"
+}
+
+# A missing image: exit 1, a clear error, no server, no row.
+check_mount_missing_image_fails() {
+  load_image
+  local err rc=0
+  err=$(img mount localhost/no-such:1 "$T/m" 2>&1) || rc=$?
+  [[ $rc == 1 ]] || fail "exit status $rc, not 1"
+  grep -q "no-such" <<<"$err" || fail "the error does not name the image: $err"
+  sleep 0.2
+  [[ -z $(servers) ]] || fail "a server was left: $(servers)"
+  ! mounted "$T/m" || fail "$T/m got mounted"
+  [[ $(mounts_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] || fail "a row was left"
+}
+
+# rmi of a mounted image is refused (saying to umount); rmi -f removes the
+# image, and then no mount is left serving a deleted image half-broken:
+# it is unmounted, or it still reads every file right.
+check_rmi_of_mounted_image() {
+  load_image
+  local m err; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  err=$(img rmi localhost/mountfs:1 2>&1) && fail "img rmi of a mounted image succeeded"
+  grep -q "umount" <<<"$err" || fail "the error does not say to umount: $err"
+  img inspect localhost/mountfs:1 >/dev/null || fail "the image is gone after a refused rmi"
+  [[ $(cat "$m/etc/hello") == "hello v2" ]] || fail "the mount broke after a refused rmi"
+  img rmi -f localhost/mountfs:1 >/dev/null || fail "img rmi -f failed"
+  ! img inspect localhost/mountfs:1 >/dev/null 2>&1 || fail "the image is still there after rmi -f"
+  [[ -z $(img images -q) ]] || fail "images left: $(img images)"
+  img fsck >/dev/null || fail "img fsck after rmi -f: $(img fsck 2>&1)"
+  if mounted "$m"; then
+    python3 "$TREE" cmp --mtimes=all "$m" "$UMOCI" >/dev/null 2>"$T/cmp" ||
+      fail "after rmi -f the mount at $m is still there, but no longer reads right: $(tail -n 1 "$T/cmp"); first: $(head -c 400 "$T/cmp")"
+  else
+    [[ -z $(field "$m" Pid) ]] || fail "after rmi -f, $m is unmounted but still listed"
+  fi
+}
+
+# prune spares a mounted (untagged, so dangling) image, and removes it
+# once unmounted.
+check_prune_spares_mounted_image() {
+  img load -q -i "$GEN/full" >/dev/null || fail "img load failed"
+  local m; m=$(img mount "$ID" "$T/m") || fail "img mount failed"
+  img prune -f >/dev/null || fail "img prune failed"
+  img images -q --no-trunc | grep -q "$ID" || fail "img prune removed the mounted image"
+  trees --mtimes=all "$m" "$UMOCI"
+  img umount "$m" >/dev/null || fail "img umount failed"
+  img prune -f >/dev/null || fail "img prune failed"
+  ! img images -q --no-trunc | grep -q "$ID" || fail "img prune kept the image once unmounted"
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
+}
+
+# kill -9 of the server: img mounts warns, unmounts it and forgets it;
+# the store is clean and the directory can be mounted again.
+check_killed_server_is_reported_and_cleaned() {
+  load_image
+  local m pid err; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  pid=$(field "$m" Pid)
+  [[ -n $pid ]] || fail "no Pid for $m"
+  kill -9 "$pid"
+  gone "$pid" || fail "the server $pid did not die"
+  img mounts --format json > "$T/out" 2> "$T/err" || fail "img mounts failed: $(cat "$T/err")"
+  grep -qi "warning" "$T/err" && grep -qF "$m" "$T/err" || fail "no warning naming $m: $(cat "$T/err")"
+  [[ $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$T/out") == 0 ]] ||
+    fail "the dead mount is still listed: $(cat "$T/out")"
+  ! mounted "$m" || fail "$m is still in /proc/self/mountinfo"
+  err=$(img mounts 2>&1 >/dev/null)
+  [[ -z $err ]] || fail "a second img mounts still warns: $err"
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
+  m=$(img mount localhost/mountfs:1 "$T/m") || fail "mounting $T/m again failed"
+  [[ $(cat "$m/etc/hello") == "hello v2" ]] || fail "the new mount does not read"
+}
+
+# corrupt_layer_2: flips 64 bytes in the middle of layer 2's gzip blob
+# (under data/corrupt-me.txt), after the mount was made.
+corrupt_layer_2() {
+  local blob; blob=$IMG_ROOT/blobs/sha256/$(layer_hex 2)
+  [[ -f $blob ]] || fail "no blob $blob"
+  chmod u+w "$blob"
+  python3 - "$blob" <<'PY'
+import os, sys
+p = sys.argv[1]
+n = os.path.getsize(p)
+with open(p, "r+b") as f:
+    f.seek(n // 2)
+    b = f.read(64)
+    f.seek(n // 2)
+    f.write(bytes(x ^ 0xFF for x in b))
+PY
+  ! img fsck >/dev/null 2>&1 || fail "img fsck does not see the corruption (not made?)"
+}
+
+# A corrupted layer: reading the affected file fails with EIO, and what it
+# gave before failing is the true start of the file, never wrong bytes.
+check_corrupt_layer_read_fails_with_eio() {
+  load_image
+  local m rc=0; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  corrupt_layer_2
+  cat "$m/data/corrupt-me.txt" > "$T/got" 2> "$T/err" || rc=$?
+  cmp -s "$T/got" "$UMOCI/data/corrupt-me.txt" && fail "the whole file read right (no corruption there?)"
+  cmp -n "$(stat -c %s "$T/got")" "$T/got" "$UMOCI/data/corrupt-me.txt" >/dev/null ||
+    fail "wrong bytes were served: cat exited $rc after $(stat -c %s "$T/got") bytes, first difference at byte $(cmp "$T/got" "$UMOCI/data/corrupt-me.txt" | awk '{print $5}' | tr -d ,)"
+  [[ $rc != 0 ]] || fail "cat exited 0"
+  grep -q "Input/output error" "$T/err" || fail "cat's error is not EIO: $(cat "$T/err")"
+}
+
+# ... while the other files, the mount and its server keep working.
+check_corrupt_layer_leaves_the_rest_working() {
+  load_image
+  local m pid f; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
+  pid=$(field "$m" Pid)
+  corrupt_layer_2
+  cat "$m/data/corrupt-me.txt" > /dev/null 2>&1 || true
+  for f in data/before-corrupt data/big.bin data/text.txt data/l3.bin data/zstd.txt data/zstd.bin many/d099/f09999 \
+           "deep/$(seq -f 'l%03g' 1 200 | paste -sd/)/from-layer-4"; do
+    [[ $(sha "$m/$f") == "$(sha "$UMOCI/$f")" ]] || fail "$f no longer reads right"
+  done
+  [[ $(ls "$m" | wc -l) -gt 10 ]] || fail "listing the root fails"
+  [[ -d /proc/$pid ]] || fail "the server $pid died"
+  [[ $(field "$m" Mounted) == true ]] || fail "img mounts no longer shows $m mounted"
+  img umount "$m" >/dev/null || fail "img umount failed"
+}
+
+# A layer with a GNU sparse entry: the mount fails with an error naming the
+# entry, and leaves no server, row or mount; the store stays clean.
+check_sparse_entry_refused() {
+  local id err rc=0
+  id=$(img load -q -i "$GEN/sparse") || fail "img load of the sparse image failed"
+  err=$(img mount "$id" 2>&1) || rc=$?
+  [[ $rc == 1 ]] || fail "img mount exited $rc, not 1: $err"
+  grep -q "data/holes.img" <<<"$err" && grep -qi "sparse" <<<"$err" || fail "the error does not name the entry: $err"
+  sleep 0.2
+  [[ -z $(servers) ]] || fail "a server was left: $(servers)"
+  [[ $(mounts_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] || fail "a row was left"
+  ! grep -qF " $IMG_ROOT/" /proc/self/mountinfo || fail "something is mounted under the store"
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
+  img inspect "$id" >/dev/null || fail "the image is gone"
+}
+
+# ... and img export of it, which that error suggests, has the file right.
+check_sparse_image_exports_right() {
+  local id; id=$(img load -q -i "$GEN/sparse") || fail "img load of the sparse image failed"
+  img export -o "$T/export.tar" "$id" || fail "img export failed"
+  # (the entry img export wrote, as Python's tarfile reads it, for the log)
+  python3 -c 'import sys, tarfile
+for m in tarfile.open(sys.argv[1]):
+    if m.name.endswith("holes.img"): print("export entry: type %r, size %d, sparse map %s" % (m.type, m.size, m.sparse))' "$T/export.tar"
+  mkdir "$T/x" && tar -xf "$T/export.tar" -C "$T/x" || fail "tar -x of the export failed"
+  python3 - "$T/x/data/holes.img" <<'PY' || fail "the exported sparse file is wrong"
+import sys
+d = open(sys.argv[1], "rb").read()
+want = bytearray(8 << 20)
+want[1 << 20:(1 << 20) + 1900] = b"data between holes\n" * 100
+if d != bytes(want):
+    sys.exit("data/holes.img: %d bytes, %d of them not zero, %d copies of the data line (want %d, 1900, 100)"
+             % (len(d), len(d) - d.count(0), d.count(b"data between holes"), len(want)))
+PY
+}
+
+# ... nor the directory it made for the mount under the store.
+check_failed_mount_removes_its_directory() {
+  local id; id=$(img load -q -i "$GEN/sparse") || fail "img load failed"
+  id=${id#sha256:}
+  ! img mount "$id" >/dev/null 2>&1 || fail "img mount of the sparse image succeeded"
+  [[ ! -e $IMG_ROOT/mounts/${id:0:12} ]] || fail "img mount left the directory $IMG_ROOT/mounts/${id:0:12} it made"
+}
+
+# 4. Rootless: an ordinary user mounts an image of their own store through
+# fusermount3 and reads it from their own shell (no namespace entered).
+user_home() { getent passwd "$TEST_USER" | cut -d: -f6; }
+as_user() {
+  local h; h=$(user_home)
+  (cd / && runuser -u "$TEST_USER" -- env -i HOME="$h" IMG_ROOT="$h/img-mount-test" PATH=/usr/bin:/bin LANG=C.UTF-8 "$@")
+}
+check_rootless_mount() {
+  if ! id "$TEST_USER" >/dev/null 2>&1; then
+    useradd -m "$TEST_USER" || fail "useradd failed"
+    USER_MADE=1
+    echo 1 > "$WORK/user-made"
+  fi
+  local f uid gid h m pid
+  uid=$(id -u "$TEST_USER") gid=$(id -g "$TEST_USER") h=$(user_home)
+  for f in /etc/subuid /etc/subgid; do
+    grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:300000:65536" >> "$f"
+  done
+  stat -c %a /dev/fuse > "$WORK/fuse-mode"
+  chmod 0666 /dev/fuse
+  as_user "$WORK/bin/img" load -q -i "$GEN/full" >/dev/null || fail "img load as $TEST_USER failed"
+  m=$(as_user "$WORK/bin/img" mount "$ID") || fail "img mount as $TEST_USER failed"
+  [[ $m == "$h/img-mount-test/mounts/"* ]] || fail "mounted at $m"
+  mounted "$m" || fail "$m is not in /proc/self/mountinfo"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q "user_id=$uid" || fail "not the user's FUSE mount"
+  pid=$(as_user "$WORK/bin/img" mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
+  [[ $(awk '/^Uid:/ {print $2}' "/proc/$pid/status") == "$uid" ]] || fail "the server does not run as $TEST_USER"
+  [[ $(as_user cat "$m/data/xattr-file") == "has a user xattr" ]] || fail "$TEST_USER cannot read the mount"
+  ! as_user cat "$m/etc/secret" >/dev/null 2>&1 || fail "$TEST_USER read a file of mode 0600 owned by root"
+  ! as_user touch "$m/data/small" 2>/dev/null || fail "$TEST_USER wrote into the mount"
+  as_user "$WORK/bin/img" export -o "$h/img-mount-test.tar" "$ID" || fail "img export as $TEST_USER failed"
+  as_user python3 "$TREE" cmp --mtimes=all --as="$uid:$gid" "$m" "$h/img-mount-test.tar" >/dev/null 2>"$T/cmp" ||
+    fail "the user's view differs from img export: $(head -c 1500 "$T/cmp")"
+  as_user "$WORK/bin/img" umount "$m" >/dev/null || fail "img umount as $TEST_USER failed"
+  ! mounted "$m" || fail "$m is still mounted"
+  gone "$pid" || fail "the server $pid is still running"
+  [[ $(as_user "$WORK/bin/img" mounts --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] ||
+    fail "img mounts still lists it"
+  as_user rm -rf "$h/img-mount-test" "$h/img-mount-test.tar"
+  chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
+}
+
+# ---------------------------------------------------------------- measurements
+# Not asserted: printed as "# " lines.
+now() { date +%s.%N; }
+since() { awk -v a="$(now)" -v b="$1" 'BEGIN {printf "%.3f", a - b}'; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+measure() {
+  export IMG_ROOT=$WORK/store-measure
+  img load -q -i "$GEN/full" >/dev/null || return 1
+  local i t0 m pid times=()
+  for i in 1 2 3 4 5; do
+    t0=$(now)
+    m=$(img mount "$ID" "$WORK/measure-m") && ls "$m" >/dev/null || return 1
+    times+=("$(since "$t0")")
+    img umount "$m" >/dev/null || return 1
+  done
+  echo "# img mount until the first ls returns: median $(printf '%s\n' "${times[@]}" | median) s of 5 (${times[*]})"
+  echo "# umoci unpack of the same image (onto tmpfs): median $(printf '%s\n' "${UMOCI_TIMES[@]}" | median) s of ${#UMOCI_TIMES[@]} (${UMOCI_TIMES[*]})"
+  m=$(img mount "$ID" "$WORK/measure-m") || return 1
+  pid=$(img mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
+  echo "# serving process after the mount: $(grep VmRSS "/proc/$pid/status" | tr -s ' \t' ' ')"
+  t0=$(now)
+  (cd "$m" && find . -type f -print0 | xargs -0 cat > /dev/null && find . > /dev/null)
+  echo "# a full tree walk reading every file: $(since "$t0") s; serving process after it:" \
+    "$(grep -E 'VmRSS' "/proc/$pid/status" | tr -s ' \t' ' '), $(grep -E 'VmHWM' "/proc/$pid/status" | tr -s ' \t' ' ')"
+  img umount "$m" >/dev/null
+}
+
+# ---------------------------------------------------------------- runner
+
+passed=0 failed=0
+run_check() {
+  local fn=$1 name=${1#check_}
+  local T=$WORK/$name t0=$SECONDS
+  mkdir -p "$T"
+  (
+    set -euo pipefail
+    export T IMG_ROOT=$WORK/store-$name
+    "$fn"
+  ) > "$T/log" 2>&1
+  local rc=$?
+  [[ -n ${MOUNT_TIMING:-} ]] && echo "# $name took $((SECONDS - t0))s"
+  [[ -f $WORK/user-made ]] && USER_MADE=1
+  [[ -f $WORK/fuse-mode ]] && FUSE_MODE=$(cat "$WORK/fuse-mode")
+  # This check's mounts go now, whatever it left.
+  IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a >/dev/null 2>&1
+  if [[ -n $FUSE_MODE ]]; then
+    as_user "$WORK/bin/img" umount -a >/dev/null 2>&1
+    chmod "$FUSE_MODE" /dev/fuse && FUSE_MODE="" && rm -f "$WORK/fuse-mode"
+  fi
+  if [[ $rc == 0 ]]; then
+    echo "ok - $name"; passed=$((passed + 1))
+  else
+    echo "not ok - $name"; failed=$((failed + 1))
+    tail -n 25 "$T/log" | sed 's/^/#   /'
+  fi
+}
+
+preflight() {
+  [[ $(id -u) == 0 ]] || fail "must run as root (FUSE as root, umoci unpack keeping owners, a test user)"
+  local missing=() t
+  for t in fusermount3 umoci python3 tar zstd gzip useradd userdel runuser getent mountpoint "$IMG"; do
+    command -v "$t" >/dev/null || missing+=("$t")
+  done
+  [[ -c /dev/fuse ]] || missing+=("/dev/fuse")
+  [[ ${#missing[@]} == 0 ]] || fail "missing: ${missing[*]} (scripts/test.sh installs fuse3 umoci python3 zstd)"
+  grep -qw fuse /proc/filesystems || fail "the kernel has no FUSE"
+}
+
+# The image layouts, umoci's unpack of the image (timed), and the tools
+# the test user runs, copied where that user can read them.
+setup() {
+  mkdir -p "$GEN" "$TMPFS" "$WORK/bin"
+  cp "$IMG" "$SUPPORT/mount_tree.py" "$WORK/bin/" && chmod 755 "$WORK/bin"/*
+  python3 "$SUPPORT/mount_image.py" full "$GEN/full" "$GEN/twin" &&
+    python3 "$SUPPORT/mount_image.py" sparse "$GEN/sparse" || fail "making the image layouts failed"
+  chmod -R a+rX "$GEN"
+  mount -t tmpfs -o size=3g,mode=755 img-mount-test "$TMPFS" || fail "mounting a tmpfs failed"
+  local i n=1 t0
+  [[ ${IMG_TEST_LONG:-} == 1 ]] && n=5
+  for i in $(seq "$n"); do
+    rm -rf "$TMPFS/umoci"
+    t0=$(now)
+    umoci unpack --image "$GEN/twin:1" "$TMPFS/umoci" >/dev/null || fail "umoci unpack failed"
+    since "$t0" >> "$WORK/umoci-times"; echo >> "$WORK/umoci-times"
+  done
+}
+
+echo "# img: $IMG ($("$IMG" --version 2>&1))"
+if ! (preflight && setup) 2>"$WORK/setup.err"; then
+  echo "not ok - setup"; sed 's/^/#   /' "$WORK/setup.err"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+ID=$(image_id)
+mapfile -t UMOCI_TIMES < "$WORK/umoci-times"
+for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
+  if [[ $# -gt 0 ]]; then
+    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
+    [[ $keep == 1 ]] || continue
+  fi
+  run_check "$fn"
+done
+(measure) 2>&1 || echo "# measurements failed"
+echo "$passed passed, $failed failed"
+[[ $failed == 0 && $passed -gt 0 ]]
