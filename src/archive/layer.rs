@@ -223,6 +223,17 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 }
             }
             let mut h = e.header().clone();
+            if h.entry_type().is_gnu_sparse() {
+                // The reader expands the holes: write a plain file of the full size.
+                let mut plain = tar::Header::new_gnu();
+                plain.set_entry_type(tar::EntryType::Regular);
+                plain.set_mode(h.mode().unwrap_or(0o644));
+                plain.set_uid(h.uid().unwrap_or(0));
+                plain.set_gid(h.gid().unwrap_or(0));
+                plain.set_mtime(h.mtime().unwrap_or(0));
+                plain.set_size(e.size());
+                h = plain;
+            }
             let kind = h.entry_type();
             if let Some(names) = carried {
                 // This version of a later-replaced file lives on under the

@@ -20,19 +20,36 @@ pub struct MountArgs {
     dir: Option<PathBuf>,
 }
 
-fn absolute(p: &Path) -> Result<PathBuf> {
+/// Creates the mount directory if needed; returns its absolute path and
+/// whether it was created (so that a failed mount can remove it).
+fn absolute(p: &Path) -> Result<(PathBuf, bool)> {
+    let created = !p.exists();
     std::fs::create_dir_all(p).with_context(|| format!("creating mount directory {}", p.display()))?;
-    p.canonicalize().with_context(|| format!("resolving {}", p.display()))
+    Ok((p.canonicalize().with_context(|| format!("resolving {}", p.display()))?, created))
 }
 
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let img = resolve_image(&store, &a.image)?;
-    let dir = absolute(&a.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
-    if mount::is_mounted(&dir) {
+    let (dir, created) = absolute(&a.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
+    let res = start(ctx, store, &a, &img, &dir);
+    if res.is_err() && created {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    res
+}
+
+fn start(
+    ctx: &Ctx,
+    store: crate::store::Store,
+    a: &MountArgs,
+    img: &crate::index::ImageRecord,
+    dir: &Path,
+) -> Result<()> {
+    if mount::is_mounted(dir) {
         bail!("{} is already a mountpoint; img umount it first", dir.display());
     }
-    if std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+    if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty; mount on an empty directory", dir.display());
     }
     drop(store);
@@ -48,7 +65,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         .arg(ctx.root())
         .arg("__serve-mount")
         .arg(img.id.as_str())
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

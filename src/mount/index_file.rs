@@ -10,7 +10,7 @@ use img_fuse::{DataRef, Entry, Kind, Layer};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Upper bounds a file is checked against before anything is allocated.
 const MAX_ITEMS: u64 = 50_000_000;
 const MAX_BYTES: u64 = 1 << 16;
@@ -84,8 +84,21 @@ impl<'a> R<'a> {
     }
 }
 
+/// The sha256 of each `CHUNK` bytes (64 KiB) of a layer blob, so that a read of
+/// part of the blob can be checked without hashing all of it.
+pub const CHUNK: u64 = 64 << 10;
+
+/// What an index file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerIndex {
+    pub layer: Layer,
+    /// sha256 of each `CHUNK` of the (compressed) blob, in order.
+    pub chunks: Vec<[u8; 32]>,
+}
+
 /// Serialises the scan of layer `digest`.
-pub fn encode(digest: &Digest, layer: &Layer) -> Vec<u8> {
+pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
+    let layer = &index.layer;
     let mut w = W(Vec::new());
     w.bytes(digest.as_str().as_bytes());
     w.u64(layer.entries.len() as u64);
@@ -135,6 +148,10 @@ pub fn encode(digest: &Digest, layer: &Layer) -> Vec<u8> {
             w.bytes(p);
         }
     }
+    w.u64(index.chunks.len() as u64);
+    for c in &index.chunks {
+        w.0.extend_from_slice(c);
+    }
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 48);
     out.extend_from_slice(MAGIC);
@@ -145,7 +162,7 @@ pub fn encode(digest: &Digest, layer: &Layer) -> Vec<u8> {
 }
 
 /// Reads an index file for layer `digest` (number `index` in its image).
-pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<Layer> {
+pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
     if bytes.len() < 44 || &bytes[..8] != MAGIC {
         return Err(IndexFileError::Magic);
     }
@@ -195,10 +212,18 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<Layer> {
             }
         }
     }
+    let n = r.count()?;
+    let mut chunks = Vec::with_capacity(n.min(1 << 20));
+    for _ in 0..n {
+        let c = r.take(32)?;
+        let mut a = [0u8; 32];
+        a.copy_from_slice(c);
+        chunks.push(a);
+    }
     if r.at != body.len() {
         return Err(IndexFileError::Damaged("trailing bytes"));
     }
-    Ok(layer)
+    Ok(LayerIndex { layer, chunks })
 }
 
 #[cfg(test)]
@@ -233,14 +258,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = Digest::of_bytes(b"layer");
-        let l = sample();
+        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]] };
         assert_eq!(decode(&encode(&d, &l), &d, 2).unwrap(), l);
     }
 
     #[test]
     fn damage_is_detected() {
         let d = Digest::of_bytes(b"layer");
-        let bytes = encode(&d, &sample());
+        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![] });
         assert_eq!(decode(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
         let mut v = bytes.clone();
         v[8] = 9;

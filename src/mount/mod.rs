@@ -24,32 +24,40 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     }
     let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
     let mut scanned = Vec::new();
+    let mut sources = Vec::new();
     for (i, d) in layers.iter().enumerate() {
-        scanned.push(layer_entries(store, d, i)?);
+        let (ix, compression) = layer_entries(store, d, i)?;
+        scanned.push(ix.layer);
+        sources.push((store.blob_path(d), compression, ix.chunks));
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
-    let paths: Vec<PathBuf> = layers.iter().map(|d| store.blob_path(d)).collect();
-    let source = StoreSource::open(&paths).context("opening the layer blobs")?;
+    let source = StoreSource::open(sources).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
 }
 
-/// The entries of layer `d` (number `i` in its image): from its index file,
-/// or scanned from the blob (and the index file written for next time).
-pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<img_fuse::Layer> {
+/// The index of layer `d` (number `i` in its image) and its compression:
+/// from its index file, or scanned from the blob (and the index file
+/// written for next time).
+pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file::LayerIndex, Compression)> {
+    let mut f = BufReader::with_capacity(256 * 1024, store.open_blob(d)?);
+    let c = Compression::sniff(f.fill_buf().with_context(|| format!("reading layer {d}"))?);
     if let Ok(bytes) = std::fs::read(store.layer_index_path(d)) {
-        if let Ok(layer) = index_file::decode(&bytes, d, i) {
-            return Ok(layer);
+        if let Ok(ix) = index_file::decode(&bytes, d, i) {
+            return Ok((ix, c));
         }
     }
-    let f = store.open_blob(d)?;
-    let mut r = BufReader::with_capacity(256 * 1024, f);
-    let c = Compression::sniff(r.fill_buf().with_context(|| format!("reading layer {d}"))?);
-    let dec = c.decoder(r).with_context(|| format!("reading layer {d}"))?;
-    let layer = scan::scan(dec, i, d.as_str())?;
-    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &layer)) {
+    let mut hasher = source::ChunkHasher::new(f);
+    let layer = {
+        let dec = c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?;
+        scan::scan(dec, i, d.as_str())?
+    };
+    // The rest of the blob (padding after the tar's end) is hashed too.
+    std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
+    let ix = index_file::LayerIndex { layer, chunks: hasher.finish() };
+    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
     }
-    Ok(layer)
+    Ok((ix, c))
 }
 
 /// Where a mount goes when no directory is given: under the store.

@@ -1,17 +1,101 @@
 //! Layer bytes for the image filesystem, from the blobs in the store.
 //!
+//! Every byte read from a blob is checked first: the blob is read in
+//! chunks of `index_file::CHUNK` bytes, each checked against the sha256
+//! recorded when the layer was scanned, so a blob damaged after it was
+//! stored gives an error (EIO for the file) rather than wrong data.
+//!
 //! An uncompressed layer is read in place. A compressed one is read through
 //! a decoder kept open at the last position, so that a file read from start
 //! to end decompresses the layer once up to that file; a read behind the
 //! decoder starts it again from the beginning of the layer.
 
+use super::index_file::CHUNK;
 use crate::store::Compression;
 use img_fuse::BlobSource;
+use sha2::{Digest as _, Sha256};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// A blob file whose chunks are checked against their sha256 when read.
+pub struct VerifiedBlob {
+    file: File,
+    path: PathBuf,
+    chunks: Vec<[u8; 32]>,
+    /// The last chunk read and checked.
+    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl VerifiedBlob {
+    pub fn open(path: PathBuf, chunks: Vec<[u8; 32]>) -> io::Result<VerifiedBlob> {
+        Ok(VerifiedBlob { file: File::open(&path)?, path, chunks, cache: Mutex::new(None) })
+    }
+
+    fn chunk(&self, i: u64) -> io::Result<Arc<Vec<u8>>> {
+        if let Ok(c) = self.cache.lock() {
+            if let Some((n, data)) = c.as_ref() {
+                if *n == i {
+                    return Ok(data.clone());
+                }
+            }
+        }
+        let want = self.chunks.get(i as usize).ok_or_else(|| {
+            io::Error::other(format!("{}: no checksum for chunk {i}; the layer index is stale", self.path.display()))
+        })?;
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = self.file.read_at(&mut buf[got..], i * CHUNK + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        if Sha256::digest(&buf).as_slice() != want {
+            return Err(io::Error::other(format!(
+                "{} is damaged at bytes {}..{}: its content no longer matches its digest; run img fsck",
+                self.path.display(),
+                i * CHUNK,
+                i * CHUNK + got as u64
+            )));
+        }
+        let data = Arc::new(buf);
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((i, data.clone()));
+        }
+        Ok(data)
+    }
+
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let i = offset / CHUNK;
+        let data = self.chunk(i)?;
+        let start = (offset - i * CHUNK) as usize;
+        if start >= data.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// Reads a `VerifiedBlob` from the start, in order.
+struct Sequential {
+    blob: Arc<VerifiedBlob>,
+    pos: u64,
+}
+
+impl Read for Sequential {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.blob.read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
 
 type Decoder = Box<dyn Read + Send>;
 
@@ -21,16 +105,16 @@ struct Cursor {
 }
 
 enum LayerData {
-    Plain(File),
-    Compressed { path: PathBuf, compression: Compression, cursor: Mutex<Option<Cursor>> },
+    Plain(Arc<VerifiedBlob>),
+    Compressed { blob: Arc<VerifiedBlob>, compression: Compression, cursor: Mutex<Option<Cursor>> },
 }
 
 pub struct StoreSource {
     layers: Vec<LayerData>,
 }
 
-fn decoder(path: &PathBuf, c: Compression) -> io::Result<Decoder> {
-    let r = BufReader::with_capacity(256 * 1024, File::open(path)?);
+fn decoder(blob: &Arc<VerifiedBlob>, c: Compression) -> io::Result<Decoder> {
+    let r = BufReader::with_capacity(256 * 1024, Sequential { blob: blob.clone(), pos: 0 });
     Ok(match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -45,18 +129,17 @@ fn decoder(path: &PathBuf, c: Compression) -> io::Result<Decoder> {
 }
 
 impl StoreSource {
-    /// Opens the layer blobs at `paths`, bottom first.
-    pub fn open(paths: &[PathBuf]) -> io::Result<StoreSource> {
-        let mut layers = Vec::new();
-        for p in paths {
-            let mut f = BufReader::new(File::open(p)?);
-            let c = Compression::sniff(f.fill_buf()?);
-            layers.push(match c {
-                Compression::None => LayerData::Plain(f.into_inner()),
-                c => LayerData::Compressed { path: p.clone(), compression: c, cursor: Mutex::new(None) },
+    /// Opens the layer blobs, bottom first: (path, compression, chunk checksums).
+    pub fn open(layers: Vec<(PathBuf, Compression, Vec<[u8; 32]>)>) -> io::Result<StoreSource> {
+        let mut out = Vec::new();
+        for (path, c, chunks) in layers {
+            let blob = Arc::new(VerifiedBlob::open(path, chunks)?);
+            out.push(match c {
+                Compression::None => LayerData::Plain(blob),
+                c => LayerData::Compressed { blob, compression: c, cursor: Mutex::new(None) },
             });
         }
-        Ok(StoreSource { layers })
+        Ok(StoreSource { layers: out })
     }
 }
 
@@ -64,12 +147,12 @@ impl BlobSource for StoreSource {
     fn read_at(&self, layer: usize, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         match self.layers.get(layer) {
             None => Err(io::Error::other(format!("no layer {layer}"))),
-            Some(LayerData::Plain(f)) => f.read_at(buf, offset),
-            Some(LayerData::Compressed { path, compression, cursor }) => {
+            Some(LayerData::Plain(b)) => b.read_at(offset, buf),
+            Some(LayerData::Compressed { blob, compression, cursor }) => {
                 let mut guard = cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 let restart = guard.as_ref().is_none_or(|c| c.pos > offset);
                 if restart {
-                    *guard = Some(Cursor { pos: 0, reader: decoder(path, *compression)? });
+                    *guard = Some(Cursor { pos: 0, reader: decoder(blob, *compression)? });
                 }
                 let Some(c) = guard.as_mut() else { return Err(io::Error::other("no layer reader")) };
                 let res = (|| {
@@ -90,5 +173,74 @@ impl BlobSource for StoreSource {
                 res
             }
         }
+    }
+}
+
+/// Hashes what passes through it in `CHUNK`s (the scan of a layer blob).
+pub struct ChunkHasher<R> {
+    inner: R,
+    hasher: Sha256,
+    in_chunk: u64,
+    pub chunks: Vec<[u8; 32]>,
+}
+
+impl<R: Read> ChunkHasher<R> {
+    pub fn new(inner: R) -> Self {
+        ChunkHasher { inner, hasher: Sha256::new(), in_chunk: 0, chunks: Vec::new() }
+    }
+
+    /// The checksums, the last (partial) chunk included.
+    pub fn finish(mut self) -> Vec<[u8; 32]> {
+        if self.in_chunk > 0 {
+            self.chunks.push(self.hasher.finalize().into());
+        }
+        self.chunks
+    }
+}
+
+impl<R: Read> Read for ChunkHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let room = (CHUNK - self.in_chunk) as usize;
+        let len = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..len])?;
+        self.hasher.update(&buf[..n]);
+        self.in_chunk += n as u64;
+        if self.in_chunk == CHUNK {
+            let h = std::mem::replace(&mut self.hasher, Sha256::new());
+            self.chunks.push(h.finalize().into());
+            self.in_chunk = 0;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_chunks_are_errors_and_good_ones_read() {
+        let dir = std::env::temp_dir().join(format!("img-vb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("blob");
+        let data: Vec<u8> = (0..(CHUNK * 2 + 100)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let mut h = ChunkHasher::new(&data[..]);
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        let chunks = h.finish();
+        assert_eq!(chunks.len(), 3);
+        let vb = VerifiedBlob::open(p.clone(), chunks.clone()).unwrap();
+        let mut buf = vec![0u8; 50];
+        assert_eq!(vb.read_at(CHUNK * 2 + 60, &mut buf).unwrap(), 40);
+        assert_eq!(&buf[..40], &data[(CHUNK * 2 + 60) as usize..]);
+        // Damage the middle chunk: reads there fail, the others still work.
+        let mut bad = data.clone();
+        bad[(CHUNK + 5) as usize] ^= 1;
+        std::fs::write(&p, &bad).unwrap();
+        let vb = VerifiedBlob::open(p.clone(), chunks).unwrap();
+        let e = vb.read_at(CHUNK + 10, &mut buf).unwrap_err().to_string();
+        assert!(e.contains("damaged") && e.contains("img fsck"), "{e}");
+        assert_eq!(vb.read_at(10, &mut buf).unwrap(), 50);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
