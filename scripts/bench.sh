@@ -240,13 +240,15 @@ PY
             curl -fs -o /dev/null "http://$REG/v2/bench/$name/blobs/$d"  # served, and warm in the page cache
         done < <(blobs "$name")
         cat $BLOBS >/dev/null
+        # sync FILE... flushes just those files (like img's fsync of each
+        # blob), not whatever else on the machine is dirty.
         hf "pull-$name" "$RUNS" 1 \
             --prepare "rm -rf $WORK/s-pull; sync" "IMG_ROOT=$WORK/s-pull $IMG pull --tls-verify=false -q $JOBS_OPT $REG/bench/$name" \
             --prepare "rm -rf $WORK/sk-pull; sync" "skopeo copy -q --src-tls-verify=false docker://$REG/bench/$name oci:$WORK/sk-pull" \
             --prepare sync "for u in $URLS; do curl -s -o /dev/null \$u & done; wait" \
             --prepare sync "sha256sum $BLOBS >/dev/null" \
             --prepare sync "openssl dgst -sha256 $BLOBS >/dev/null" \
-            --prepare "rm -rf $WORK/cp-pull; mkdir $WORK/cp-pull; sync" "cp $BLOBS $WORK/cp-pull/ && sync"
+            --prepare "rm -rf $WORK/cp-pull; mkdir $WORK/cp-pull; sync" "cp $BLOBS $WORK/cp-pull/ && sync $WORK/cp-pull/*"
         # podman unpacks every layer, which is slow on this disk: PODMAN_RUNS
         # runs, and only the one if that one took over 60 s.
         rm -f "podman-$name.note"
@@ -325,7 +327,7 @@ for n in names:
         notes.append(f"podman on {n}: " + open(f"podman-{n}.note").read().strip())
 for note in notes:
     print(note)
-print("limit = slowest of: every blob fetched by curl, all at once; sha256sum of every blob; cp of every blob + sync")
+print("limit = slowest of: every blob fetched by curl, all at once; sha256sum of every blob; cp of every blob + sync of the copies")
 print("limit(ssl) = the same with openssl dgst -sha256 (SHA-NI) for sha256sum")
 print(f"{'image':7} {'limit':>7} {'img/limit':>9} {'limit(ssl)':>10} {'img/limit(ssl)':>14} {'skopeo/img':>10} {'podman/img':>10} {'img RSS':>8}")
 for n, img, sk, pm, lim, lims, rss in rows:
