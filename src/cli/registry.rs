@@ -54,7 +54,7 @@ pub struct PullArgs {
     #[arg(short, long)]
     quiet: bool,
     /// Layers downloaded at once
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 6, value_name = "N")]
     jobs: usize,
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
