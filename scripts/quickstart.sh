@@ -31,10 +31,20 @@ fi
 need=()
 command -v cc >/dev/null || need+=(build-essential)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v curl >/dev/null || need+=(curl)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $(id -u) == 0 ]]; then
     run apt-get update -qq
+    # Keep the docker-registry package from starting a system service.
+    policy=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy
+    fi
     run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    [[ -z $policy ]] || rm -f "$policy"
   else
     echo "Please install: sudo apt-get install ${need[*]}"; exit 1
   fi
@@ -50,7 +60,17 @@ run img version
 
 # 3. A sample image from busybox-static, in a throwaway store.
 DEMO=$(mktemp -d /tmp/img-quickstart.XXXXXX)
-trap 'rm -rf "$DEMO"' EXIT
+REGISTRY_PID=""
+cleanup() {
+  img umount -a >/dev/null 2>&1 || true
+  if [[ -n $REGISTRY_PID ]]; then
+    kill "$REGISTRY_PID" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$REGISTRY_PID" 2>/dev/null || true
+  fi
+  rm -rf "$DEMO"
+}
+trap cleanup EXIT
 export IMG_ROOT=$DEMO/store
 say "Store for this demo: IMG_ROOT=$IMG_ROOT (default: /var/lib/img, or ~/.local/share/img)"
 mkdir -p "$DEMO/rootfs/bin" "$DEMO/rootfs/etc" "$DEMO/rootfs/tmp"
@@ -71,5 +91,27 @@ run img --root "$DEMO/store2" images
 say "The image's root filesystem:"
 show "img export sample:1 | tar t | head"
 img export sample:1 | tar t | head || true
+
+# 5. A registry on 127.0.0.1 (Debian's docker-registry, plain HTTP): push,
+#    then pull into a third store.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5000)
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' \
+  "$DEMO/registry" "$PORT" > "$DEMO/registry.yml"
+say "A local registry on 127.0.0.1:$PORT:"
+docker-registry serve "$DEMO/registry.yml" > "$DEMO/registry.log" 2>&1 &
+REGISTRY_PID=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/v2/" && break; sleep 0.1; done
+run img push --tls-verify=false sample:1 "127.0.0.1:$PORT/demo/sample:1"
+run img tags --tls-verify=false "127.0.0.1:$PORT/demo/sample"
+run img inspect --tls-verify=false -f '{{.Digest}} {{.Architecture}}' "docker://127.0.0.1:$PORT/demo/sample:1"
+run img --root "$DEMO/store3" pull --tls-verify=false "127.0.0.1:$PORT/demo/sample:1"
+
+# 6. Look inside without unpacking: a read-only FUSE mount of the image.
+say "Mount the image (served from its stored layers):"
+run img mount sample:1 "$DEMO/mnt"
+run ls "$DEMO/mnt" "$DEMO/mnt/bin"
+run cat "$DEMO/mnt/etc/passwd"
+run img mounts
+run img umount "$DEMO/mnt"
 
 say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
