@@ -10,7 +10,7 @@ use img_fuse::{DataRef, Entry, Kind, Layer};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Upper bounds a file is checked against before anything is allocated.
 const MAX_ITEMS: u64 = 50_000_000;
 const MAX_BYTES: u64 = 1 << 16;
@@ -94,6 +94,8 @@ pub struct LayerIndex {
     pub layer: Layer,
     /// sha256 of each `CHUNK` of the (compressed) blob, in order.
     pub chunks: Vec<[u8; 32]>,
+    /// For a gzip layer: its random-access index (`layerindex::gzip`), serialised.
+    pub gzip: Vec<u8>,
 }
 
 /// Serialises the scan of layer `digest`.
@@ -152,6 +154,7 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     for c in &index.chunks {
         w.0.extend_from_slice(c);
     }
+    w.bytes(&index.gzip);
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 48);
     out.extend_from_slice(MAGIC);
@@ -220,10 +223,11 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
         a.copy_from_slice(c);
         chunks.push(a);
     }
+    let gzip = r.bytes(MAX_ITEMS)?;
     if r.at != body.len() {
         return Err(IndexFileError::Damaged("trailing bytes"));
     }
-    Ok(LayerIndex { layer, chunks })
+    Ok(LayerIndex { layer, chunks, gzip })
 }
 
 #[cfg(test)]
@@ -258,14 +262,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = Digest::of_bytes(b"layer");
-        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]] };
+        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]], gzip: b"gz".to_vec() };
         assert_eq!(decode(&encode(&d, &l), &d, 2).unwrap(), l);
     }
 
     #[test]
     fn damage_is_detected() {
         let d = Digest::of_bytes(b"layer");
-        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![] });
+        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], gzip: vec![] });
         assert_eq!(decode(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
         let mut v = bytes.clone();
         v[8] = 9;

@@ -28,7 +28,7 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     for (i, d) in layers.iter().enumerate() {
         let (ix, compression) = layer_entries(store, d, i)?;
         scanned.push(ix.layer);
-        sources.push((store.blob_path(d), compression, ix.chunks));
+        sources.push(source::LayerSpec { path: store.blob_path(d), compression, chunks: ix.chunks, gzip: ix.gzip });
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
@@ -46,14 +46,39 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
             return Ok((ix, c));
         }
     }
-    let mut hasher = source::ChunkHasher::new(f);
-    let layer = {
-        let dec = c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?;
-        scan::scan(dec, i, d.as_str())?
+    let (layer, chunks, gzip) = if c == Compression::Gzip {
+        // One pass: the gzip index is built on another thread while the
+        // decompressed stream it hands on is scanned here.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let builder = std::thread::spawn(move || {
+            let mut hasher = source::ChunkHasher::new(f);
+            let ix = {
+                let mut sink = |b: &[u8]| {
+                    // A scan that ended (the tar's end) stops listening; the
+                    // index is finished all the same.
+                    let _ = tx.send(b.to_vec());
+                };
+                crate::layerindex::gzip::GzipIndex::build(&mut hasher, crate::layerindex::gzip::DEFAULT_SPAN, &mut sink)
+            };
+            drop(tx);
+            std::io::copy(&mut hasher, &mut std::io::sink()).map(|_| ()).ok();
+            (ix, hasher.finish())
+        });
+        let scanned = scan::scan(source::ChannelReader::new(rx), i, d.as_str());
+        let (gz, chunks) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
+        let gz = gz.with_context(|| format!("reading layer {d}"))?;
+        (scanned?, chunks, gz.to_bytes())
+    } else {
+        let mut hasher = source::ChunkHasher::new(f);
+        let layer = {
+            let dec = c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?;
+            scan::scan(dec, i, d.as_str())?
+        };
+        // The rest of the blob (padding after the tar's end) is hashed too.
+        std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
+        (layer, hasher.finish(), Vec::new())
     };
-    // The rest of the blob (padding after the tar's end) is hashed too.
-    std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
-    let ix = index_file::LayerIndex { layer, chunks: hasher.finish() };
+    let ix = index_file::LayerIndex { layer, chunks, gzip };
     if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
     }

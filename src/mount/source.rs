@@ -11,6 +11,8 @@
 //! decoder starts it again from the beginning of the layer.
 
 use super::index_file::CHUNK;
+use crate::layerindex::gzip::{GzipIndex, GzipReader};
+use crate::layerindex::RandomRead;
 use crate::store::Compression;
 use img_fuse::BlobSource;
 use sha2::{Digest as _, Sha256};
@@ -48,7 +50,7 @@ impl VerifiedBlob {
         let mut buf = vec![0u8; CHUNK as usize];
         let mut got = 0;
         while got < buf.len() {
-            let n = self.file.read_at(&mut buf[got..], i * CHUNK + got as u64)?;
+            let n = FileExt::read_at(&self.file, &mut buf[got..], i * CHUNK + got as u64)?;
             if n == 0 {
                 break;
             }
@@ -99,14 +101,78 @@ impl Read for Sequential {
 
 type Decoder = Box<dyn Read + Send>;
 
+/// A reader this close behind a read goes on to it rather than starting
+/// again from a checkpoint.
+const REUSE: u64 = 1 << 20;
+
 struct Cursor {
     pos: u64,
     reader: Decoder,
 }
 
+type GzReader = GzipReader<'static, VerifiedBlob>;
+
 enum LayerData {
     Plain(Arc<VerifiedBlob>),
-    Compressed { blob: Arc<VerifiedBlob>, compression: Compression, cursor: Mutex<Option<Cursor>> },
+    Compressed {
+        blob: Arc<VerifiedBlob>,
+        compression: Compression,
+        cursor: Mutex<Option<Cursor>>,
+    },
+    /// A gzip layer with its random-access index: a read starts from the
+    /// nearest checkpoint, and a reader left where the last read ended
+    /// serves the next one if it continues from there.
+    Gzip {
+        blob: &'static VerifiedBlob,
+        index: &'static GzipIndex,
+        reader: Mutex<Option<GzReader>>,
+    },
+}
+
+/// How to open one layer.
+pub struct LayerSpec {
+    pub path: PathBuf,
+    pub compression: Compression,
+    pub chunks: Vec<[u8; 32]>,
+    /// A serialised gzip index, or empty.
+    pub gzip: Vec<u8>,
+}
+
+impl RandomRead for VerifiedBlob {
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        VerifiedBlob::read_at(self, off, buf)
+    }
+}
+
+/// Reads what a channel of byte chunks carries, in order.
+pub struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChannelReader { rx, buf: Vec::new(), at: 0 }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 pub struct StoreSource {
@@ -129,14 +195,25 @@ fn decoder(blob: &Arc<VerifiedBlob>, c: Compression) -> io::Result<Decoder> {
 }
 
 impl StoreSource {
-    /// Opens the layer blobs, bottom first: (path, compression, chunk checksums).
-    pub fn open(layers: Vec<(PathBuf, Compression, Vec<[u8; 32]>)>) -> io::Result<StoreSource> {
+    /// Opens the layer blobs, bottom first. The blobs and gzip indexes live
+    /// as long as the serving process, which ends with the mount.
+    pub fn open(layers: Vec<LayerSpec>) -> io::Result<StoreSource> {
         let mut out = Vec::new();
-        for (path, c, chunks) in layers {
-            let blob = Arc::new(VerifiedBlob::open(path, chunks)?);
-            out.push(match c {
-                Compression::None => LayerData::Plain(blob),
-                c => LayerData::Compressed { blob, compression: c, cursor: Mutex::new(None) },
+        for l in layers {
+            let blob = VerifiedBlob::open(l.path, l.chunks)?;
+            let gzip = if l.compression == Compression::Gzip && !l.gzip.is_empty() {
+                GzipIndex::from_bytes(&l.gzip).ok()
+            } else {
+                None
+            };
+            out.push(match (l.compression, gzip) {
+                (Compression::None, _) => LayerData::Plain(Arc::new(blob)),
+                (Compression::Gzip, Some(index)) => LayerData::Gzip {
+                    blob: Box::leak(Box::new(blob)),
+                    index: Box::leak(Box::new(index)),
+                    reader: Mutex::new(None),
+                },
+                (c, _) => LayerData::Compressed { blob: Arc::new(blob), compression: c, cursor: Mutex::new(None) },
             });
         }
         Ok(StoreSource { layers: out })
@@ -148,6 +225,26 @@ impl BlobSource for StoreSource {
         match self.layers.get(layer) {
             None => Err(io::Error::other(format!("no layer {layer}"))),
             Some(LayerData::Plain(b)) => b.read_at(offset, buf),
+            Some(LayerData::Gzip { blob, index, reader }) => {
+                let mut guard = reader.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
+                let reuse = guard.as_ref().is_some_and(|r| r.position() <= offset && offset - r.position() < REUSE);
+                if !reuse {
+                    *guard = Some(index.reader_at(*blob, offset).map_err(io::Error::other)?);
+                }
+                let Some(r) = guard.as_mut() else { return Err(io::Error::other("no layer reader")) };
+                let res = (|| {
+                    let skip = offset - r.position();
+                    io::copy(&mut (&mut *r).take(skip), &mut io::sink())?;
+                    if r.position() < offset {
+                        return Ok(0);
+                    }
+                    r.read(buf)
+                })();
+                if res.is_err() {
+                    *guard = None;
+                }
+                res
+            }
             Some(LayerData::Compressed { blob, compression, cursor }) => {
                 let mut guard = cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 let restart = guard.as_ref().is_none_or(|c| c.pos > offset);
