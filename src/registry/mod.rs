@@ -244,35 +244,12 @@ impl<'c> Repo<'c> {
     /// Tags of the repository, following `Link` pagination.
     pub fn tags(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut url = self.client.url(&format!("/v2/{}/tags/list?n=1000", self.name));
-        for _ in 0..1000 {
-            let resp = self.client.request("GET", &url, &[], &self.pull_scope(), None)?;
-            if resp.status != 200 {
-                return Err(self.client.status_error(&format!("listing tags of {}", self.what("")), resp));
-            }
-            let link = resp.header("link").map(str::to_string);
-            let body = resp.read_limited(16 << 20, "tag list")?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| RegistryError::Refused {
-                what: format!("tag list of {}", self.what("")),
-                msg: format!("not JSON: {e}"),
-            })?;
-            if let Some(tags) = v.get("tags").and_then(|t| t.as_array()) {
-                out.extend(tags.iter().filter_map(|t| t.as_str()).map(str::to_string));
-            }
-            match link.and_then(|l| next_link(&l)) {
-                Some(next) => {
-                    let next = client::resolve_location(&url, &next);
-                    if client::authority(&next) != client::authority(&url) {
-                        return Err(RegistryError::Refused {
-                            what: format!("tag list of {}", self.what("")),
-                            msg: "the next page is on another host; refusing it".into(),
-                        });
-                    }
-                    url = next;
-                }
-                None => return Ok(out),
-            }
-        }
+        let url = self.client.url(&format!("/v2/{}/tags/list?n=1000", self.name));
+        let what = format!("tag list of {}", self.what(""));
+        list_pages(self.client, url, &self.pull_scope(), "tags", &what, 1000, |page| {
+            out.extend(page);
+            true
+        })?;
         Ok(out)
     }
 }
@@ -281,40 +258,69 @@ impl<'c> Repo<'c> {
 /// `Link` pagination, at most `limit`.
 pub fn catalog(client: &Client, limit: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut url = client.url("/v2/_catalog?n=1000");
     let what = format!("the catalog of {}", client.registry);
-    for _ in 0..10_000 {
-        let resp = client.request("GET", &url, &[], "registry:catalog:*", None)?;
+    list_pages(
+        client,
+        client.url("/v2/_catalog?n=1000"),
+        "registry:catalog:*",
+        "repositories",
+        &what,
+        10_000,
+        |page| {
+            let empty = page.is_empty();
+            out.extend(page);
+            out.truncate(limit);
+            !empty && out.len() < limit
+        },
+    )?;
+    Ok(out)
+}
+
+/// Reads a paginated list (the strings under `key` in each page's JSON),
+/// following `Link: <...>; rel="next"` on the same host, for at most
+/// `max_pages` pages; `page` gets each page's strings and says whether to
+/// go on.
+fn list_pages(
+    client: &Client,
+    mut url: String,
+    scope: &str,
+    key: &str,
+    what: &str,
+    max_pages: usize,
+    mut page: impl FnMut(Vec<String>) -> bool,
+) -> Result<()> {
+    for _ in 0..max_pages {
+        let resp = client.request("GET", &url, &[], scope, None)?;
         if resp.status != 200 {
             return Err(client.status_error(&format!("reading {what}"), resp));
         }
         let link = resp.header("link").map(str::to_string);
-        let body = resp.read_limited(16 << 20, &what)?;
+        let body = resp.read_limited(16 << 20, what)?;
         let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| RegistryError::Refused { what: what.clone(), msg: format!("not JSON: {e}") })?;
-        let before = out.len();
-        if let Some(repos) = v.get("repositories").and_then(|t| t.as_array()) {
-            out.extend(repos.iter().filter_map(|t| t.as_str()).map(str::to_string));
-        }
-        if out.len() >= limit || out.len() == before {
-            out.truncate(limit);
-            return Ok(out);
+            .map_err(|e| RegistryError::Refused { what: what.to_string(), msg: format!("not JSON: {e}") })?;
+        let items = v
+            .get(key)
+            .and_then(|t| t.as_array())
+            .map(|a| a.iter().filter_map(|t| t.as_str()).map(str::to_string).collect())
+            .unwrap_or_default();
+        if !page(items) {
+            return Ok(());
         }
         match link.and_then(|l| next_link(&l)) {
             Some(next) => {
                 let next = client::resolve_location(&url, &next);
                 if client::authority(&next) != client::authority(&url) {
                     return Err(RegistryError::Refused {
-                        what,
+                        what: what.to_string(),
                         msg: "the next page is on another host; refusing it".into(),
                     });
                 }
                 url = next;
             }
-            None => return Ok(out),
+            None => return Ok(()),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The answer to starting an upload.
