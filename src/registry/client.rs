@@ -74,6 +74,17 @@ pub struct Response {
     pub body: Box<dyn Read + Send>,
 }
 
+impl From<ureq::http::Response<ureq::Body>> for Response {
+    fn from(resp: ureq::http::Response<ureq::Body>) -> Response {
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        Response { status: resp.status().as_u16(), headers, body: Box::new(resp.into_body().into_reader()) }
+    }
+}
+
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
@@ -282,16 +293,10 @@ impl Client {
                 registry: self.registry.clone(),
                 msg: format!("bad request {url}: {e}"),
             })?;
-            let resp = self.agent.run(req).map_err(|e| self.transport_err(&url, e))?;
-            let status = resp.status().as_u16();
-            let hdrs: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect();
-            let find = |n: &str| hdrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+            let resp = Response::from(self.agent.run(req).map_err(|e| self.transport_err(&url, e))?);
+            let status = resp.status;
             if (300..400).contains(&status) && status != 304 {
-                let Some(loc) = find("location") else {
+                let Some(loc) = resp.header("location").map(str::to_string) else {
                     return Err(RegistryError::Http {
                         registry: self.registry.clone(),
                         msg: format!("{url} redirected ({status}) without a Location"),
@@ -316,12 +321,12 @@ impl Client {
             }
             if status == 401 && same_host && !challenged {
                 challenged = true;
-                let header = find("www-authenticate").unwrap_or_default();
-                if self.answer_challenge(&challenge::parse(&header), scope)? {
+                let header = resp.header("www-authenticate").unwrap_or_default();
+                if self.answer_challenge(&challenge::parse(header), scope)? {
                     continue;
                 }
             }
-            return Ok(Response { status, headers: hdrs, body: Box::new(resp.into_body().into_reader()) });
+            return Ok(resp);
         }
     }
 
@@ -359,14 +364,7 @@ impl Client {
             registry: self.registry.clone(),
             msg: format!("bad request {url}: {e}"),
         })?;
-        let resp = self.agent.run(req).map_err(|e| self.transport_err(url, e))?;
-        let status = resp.status().as_u16();
-        let headers: Vec<(String, String)> = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        Ok(Response { status, headers, body: Box::new(resp.into_body().into_reader()) })
+        Ok(Response::from(self.agent.run(req).map_err(|e| self.transport_err(url, e))?))
     }
 
     fn auth_header(&self, scope: &str) -> Option<String> {
