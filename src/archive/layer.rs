@@ -83,7 +83,7 @@ pub fn classify(path: &str) -> std::result::Result<EntryKind, &'static str> {
     Ok(EntryKind::Normal)
 }
 
-fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + 'a>> {
+fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + Send + 'a>> {
     let f = store.open_blob(d)?;
     let mut r = BufReader::with_capacity(256 * 1024, f);
     let head = r.fill_buf().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;

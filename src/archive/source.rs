@@ -85,7 +85,7 @@ impl Staged {
                 let f = File::open(p).map_err(|e| bad(&label, format!("cannot open: {e}")))?;
                 Staged::from_stream(store, label, Box::new(f))
             }
-            Input::Stdin => Staged::from_stream(store, "standard input".into(), Box::new(io::stdin().lock())),
+            Input::Stdin => Staged::from_stream(store, "standard input".into(), Box::new(io::stdin())),
         }
     }
 
@@ -115,14 +115,14 @@ impl Staged {
         Ok(Staged { label, meta, files: HashMap::new(), links: HashMap::new(), dir: Some(dir.to_path_buf()) })
     }
 
-    fn from_stream(store: &Store, label: String, input: Box<dyn Read + '_>) -> Result<Staged> {
+    fn from_stream(store: &Store, label: String, input: Box<dyn Read + Send + '_>) -> Result<Staged> {
         let mut buffered = BufReader::with_capacity(256 * 1024, input);
         let head = buffered.fill_buf().map_err(|e| bad(&label, format!("cannot read: {e}")))?.to_vec();
         if head.is_empty() {
             return Err(bad(&label, "the file is empty; expected a docker-archive or OCI archive (tar)"));
         }
         let compression = Compression::sniff(&head);
-        let decoded: Box<dyn Read + '_> = compression
+        let decoded: Box<dyn Read + Send + '_> = compression
             .decoder(buffered)
             .map_err(|e| bad(&label, format!("cannot decompress ({}): {e}", compression.name())))?;
         let mut tar_in = BufReader::with_capacity(256 * 1024, decoded);

@@ -180,18 +180,7 @@ pub struct StoreSource {
 }
 
 fn decoder(blob: &Arc<VerifiedBlob>, c: Compression) -> io::Result<Decoder> {
-    let r = BufReader::with_capacity(256 * 1024, Sequential { blob: blob.clone(), pos: 0 });
-    Ok(match c {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
-            d.window_log_max(27)?;
-            Box::new(d)
-        }
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-        Compression::Bzip2 => return Err(io::Error::other("bzip2 layers are not supported")),
-    })
+    c.decoder(BufReader::with_capacity(256 * 1024, Sequential { blob: blob.clone(), pos: 0 }))
 }
 
 impl StoreSource {

@@ -28,14 +28,14 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
     for c in &opts.changes {
         changes::apply(&mut cfg, c)?;
     }
-    let input: Box<dyn Read> = match &opts.file {
+    let input: Box<dyn Read + Send> = match &opts.file {
         Some(p) => {
             if p.is_dir() {
                 bail!("importing {label}: it is a directory; give a tarball of the root filesystem (tar -C DIR -c .)");
             }
             Box::new(std::fs::File::open(p).with_context(|| format!("importing {label}: cannot open"))?)
         }
-        None => Box::new(io::stdin().lock()),
+        None => Box::new(io::stdin()),
     };
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let head = input.fill_buf().with_context(|| format!("importing {label}: cannot read"))?.to_vec();

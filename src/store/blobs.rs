@@ -52,7 +52,7 @@ impl Compression {
     }
 
     /// Wraps `r` in the matching decompressor.
-    pub fn decoder<'a, R: Read + 'a>(self, r: R) -> io::Result<Box<dyn Read + 'a>> {
+    pub fn decoder<'a, R: Read + Send + 'a>(self, r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
         Ok(match self {
             Compression::None => Box::new(r),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -72,7 +72,7 @@ impl Compression {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn temp_name(dir: &Path) -> PathBuf {
+pub(super) fn temp_name(dir: &Path) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
