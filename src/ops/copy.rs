@@ -101,9 +101,10 @@ pub fn copy(
     let mut local = Store::open(store_root)?;
     // Bring the source into a store: the local one when it is an end.
     let use_local = matches!(src, Transport::Store(_)) || matches!(dst, Transport::Store(_));
-    let temp = if use_local { None } else { Some(TempStore::new(&local)?) };
+    // A temporary store lives in `ingest/` of the local one.
+    let temp = if use_local { None } else { Some(local.temp_dir()?) };
     let mut temp_store = match &temp {
-        Some(t) => Some(Store::open(&t.0)?),
+        Some(t) => Some(Store::open(t.path())?),
         None => None,
     };
     let store: &mut Store = temp_store.as_mut().unwrap_or(&mut local);
@@ -127,26 +128,13 @@ pub fn copy(
             };
             Ok(push::push(store, &popts, progress)?.manifest_digest)
         }
-        Transport::Oci { dir, reference } => {
+        Transport::Oci { dir: path, reference } | Transport::OciArchive { file: path, reference } => {
+            // OCI layouts name images by the bare reference given.
             let names: Vec<String> = reference.iter().cloned().collect();
-            save::save_as(
-                store,
-                &[id.to_string()],
-                Some(&names),
-                save::Format::OciDir,
-                &save::Output::File(dir.clone()),
-            )?;
-            Ok(None)
-        }
-        Transport::OciArchive { file, reference } => {
-            let names: Vec<String> = reference.iter().cloned().collect();
-            save::save_as(
-                store,
-                &[id.to_string()],
-                Some(&names),
-                save::Format::OciArchive,
-                &save::Output::File(file.clone()),
-            )?;
+            let format =
+                if matches!(dst, Transport::Oci { .. }) { save::Format::OciDir } else { save::Format::OciArchive };
+            let out = save::Output::File(path.clone());
+            save::save_as(store, &[id.to_string()], Some(&names), format, &out)?;
             Ok(None)
         }
         Transport::DockerArchive { file, reference } => {
@@ -156,13 +144,8 @@ pub fn copy(
                     .to_string()],
                 None => name.into_iter().collect(),
             };
-            save::save_as(
-                store,
-                &[id.to_string()],
-                Some(&names),
-                save::Format::DockerArchive,
-                &save::Output::File(file.clone()),
-            )?;
+            let out = save::Output::File(file.clone());
+            save::save_as(store, &[id.to_string()], Some(&names), save::Format::DockerArchive, &out)?;
             Ok(None)
         }
     }
@@ -261,24 +244,6 @@ fn oci_ref_manifest(path: &Path, is_dir: bool, reference: &str) -> Result<Option
         .iter()
         .find(|d| d.annotation("org.opencontainers.image.ref.name") == Some(reference))
         .map(|d| d.digest.clone()))
-}
-
-/// A store in `ingest/` of the local one, removed when dropped.
-struct TempStore(PathBuf);
-
-impl TempStore {
-    fn new(local: &Store) -> Result<TempStore> {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let p = local.ingest_dir().join(format!("tmp-copy-{}-{nanos:08x}", std::process::id()));
-        Ok(TempStore(p))
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn connect(reference: &str, base: &ClientOptions) -> Result<(Reference, Client)> {

@@ -115,7 +115,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
 
     // Layers, recompressed where asked: (media type, digest, size) as the
     // manifest will list them.
-    let staging = tempdir_in(&store.ingest_dir())?;
+    let staging = store.temp_dir()?;
     let mut layers: Vec<(String, Digest, u64)> = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     let mut changed = false;
@@ -397,27 +397,4 @@ fn recompress(src: &Path, from: Compression, to: LayerCompression, dir: &Path) -
     let (digest, size, mut w) = hw.finish();
     w.flush()?;
     Ok((digest, size, out_path))
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir_in(dir: &Path) -> Result<TempDir> {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let p = dir.join(format!("tmp-push-{}-{nanos:08x}", std::process::id()));
-    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-    Ok(TempDir(p))
 }

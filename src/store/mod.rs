@@ -49,6 +49,21 @@ pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io
     }
 }
 
+/// A directory removed, with what it holds, when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
 /// What opening the store cleaned up after interrupted commands.
 #[derive(Debug, Default, Clone)]
 pub struct Recovery {
@@ -194,6 +209,14 @@ impl Store {
         let target = self.layer_index_path(d);
         fs::rename(staged.path(), &target).map_err(io_err("renaming into", &target))?;
         Ok(())
+    }
+
+    /// A scratch directory in `ingest/`, removed with its contents when
+    /// dropped (or, if the process is killed, by the next one to recover).
+    pub fn temp_dir(&self) -> Result<TempDir> {
+        let p = blobs::temp_name(&self.ingest_dir());
+        create_dir_private(&p)?;
+        Ok(TempDir(p))
     }
 
     /// Starts writing a new blob into `ingest/`.
