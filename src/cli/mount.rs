@@ -178,14 +178,8 @@ pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
         chosen.extend(found);
     }
     for s in chosen {
-        let dir = Path::new(&s.record.mountpoint);
-        if s.mounted {
-            mount::unmount_dir(dir, !s.serving)?;
-        }
-        // The server forgets the mount when it ends; forget it here too,
-        // for a server that died.
-        store.index_mut().remove_mount(&s.record.mountpoint)?;
-        println!("{}", dir.display());
+        mount::unmount(&mut store, &s)?;
+        println!("{}", s.record.mountpoint);
     }
     Ok(())
 }

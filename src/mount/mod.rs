@@ -90,11 +90,16 @@ pub fn default_mountpoint(store: &Store, img: &ImageRecord) -> PathBuf {
     store.root().join("mounts").join(&img.id.hex()[..12])
 }
 
-/// Is `dir` a mountpoint now? (from /proc/self/mountinfo)
+/// Every mountpoint now (from /proc/self/mountinfo).
+fn mountpoints() -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape_mountinfo).collect()
+}
+
+/// Is `dir` a mountpoint now?
 pub fn is_mounted(dir: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = dir.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape_mountinfo(m) == want))
+    mountpoints().iter().any(|m| *m == want)
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -134,16 +139,27 @@ pub struct MountState {
 }
 
 pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
-    Ok(store
-        .index()
-        .mounts()?
+    let records = store.index().mounts()?;
+    let now = if records.is_empty() { Vec::new() } else { mountpoints() };
+    Ok(records
         .into_iter()
         .map(|record| {
             let serving = pid_alive(record.pid);
-            let mounted = is_mounted(Path::new(&record.mountpoint));
+            let mounted = now.contains(&record.mountpoint);
             MountState { record, serving, mounted }
         })
         .collect())
+}
+
+/// Unmounts a recorded mount if it is still mounted (lazily when its
+/// server is dead) and forgets it. The server forgets a mount when it ends;
+/// this covers a server that died.
+pub fn unmount(store: &mut Store, m: &MountState) -> Result<()> {
+    if m.mounted {
+        unmount_dir(Path::new(&m.record.mountpoint), !m.serving)?;
+    }
+    store.index_mut().remove_mount(&m.record.mountpoint)?;
+    Ok(())
 }
 
 /// Unmounts `dir` (lazily when its server is dead) with fusermount3 or,
