@@ -175,17 +175,21 @@ pub struct MountConfig {
     pub threads: usize,
 }
 
-/// Mounts `fs` at `mountpoint` (read-only), calls `mounted` once the mount
-/// is in place, and serves it until it is unmounted; blocks.
+/// Mounts `fs` at `mountpoint` (read-only, setuid bits and device nodes
+/// not honoured), calls `mounted` once the mount is in place, and serves it
+/// until it is unmounted; blocks. When `mounted` fails, the mount is
+/// removed and its error returned.
 pub fn serve<S: BlobSource + 'static>(
     fs: Arc<ImageFs<S>>,
     mountpoint: &Path,
     cfg: &MountConfig,
-    mounted: impl FnOnce(),
+    mounted: impl FnOnce() -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
         MountOption::FSName(cfg.fs_name.clone()),
         MountOption::Subtype("img".into()),
         MountOption::DefaultPermissions,
@@ -197,6 +201,9 @@ pub fn serve<S: BlobSource + 'static>(
     config.n_threads = Some(cfg.threads.max(1));
     config.clone_fd = cfg.threads > 1;
     let session = fuser::Session::new(Adapter(fs), mountpoint, &config)?;
-    mounted();
-    session.run()
+    // `mounted` may use the mount (an overlay over it), so the session
+    // already answers. On failure, dropping the session unmounts it.
+    let bg = session.spawn()?;
+    mounted()?;
+    bg.join()
 }

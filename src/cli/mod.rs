@@ -65,8 +65,10 @@ enum Command {
     Search(registry::SearchArgs),
     /// Copy an image between registries, archives, OCI layouts and the store
     Copy(registry::CopyArgs),
-    /// Mount an image's root filesystem (read-only, served from the layer blobs)
+    /// Mount an image's root filesystem (served from the layer blobs; --rw for a writable one)
     Mount(mount::MountArgs),
+    /// Make a new image from the changes in a writable mount
+    Commit(mount::CommitArgs),
     /// Unmount image mounts
     #[command(visible_alias = "unmount")]
     Umount(mount::UmountArgs),
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Search(a) => registry::search(a),
         Command::Copy(a) => registry::copy(&ctx, a),
         Command::Mount(a) => mount::mount(&ctx, a),
+        Command::Commit(a) => mount::commit(&ctx, a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),

@@ -4,6 +4,7 @@ use crate::mount;
 use crate::ops::resolve_image;
 use crate::timefmt::{human_ago, now};
 use anyhow::{bail, Context, Result};
+use img_overlay::Kernel;
 use clap::Args;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -18,6 +19,10 @@ pub struct MountArgs {
     /// Where to mount it (created if missing); a directory under the store by default
     #[arg(value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Mount it writable: changes go to a directory in the store (overlayfs
+    /// over the image) until img commit or img umount --discard
+    #[arg(long)]
+    rw: bool,
 }
 
 /// Creates the mount directory if needed; returns its absolute path and
@@ -49,8 +54,35 @@ fn start(
     if mount::is_mounted(dir) {
         bail!("{} is already a mountpoint; img umount it first", dir.display());
     }
+    // A writable mount whose server died keeps its changes; mounting the
+    // same image there again takes them up.
+    let previous = store.index().mounts()?.into_iter().find(|m| Path::new(&m.mountpoint) == dir);
+    let mut committed = String::new();
+    if let Some(p) = &previous {
+        if p.writable && mount::has_uncommitted_changes(p)? {
+            if !a.rw || p.image_id != img.id {
+                bail!(
+                    "{} holds changes to image {} that are not committed; run img mount --rw {} {} to go on with them, img commit, or img umount --discard {}",
+                    dir.display(),
+                    &p.image_id.hex()[..12],
+                    &p.image_id.hex()[..12],
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            committed = p.committed.clone();
+        } else if mount::pid_alive(p.pid) {
+            bail!("{} is already an img mount; img umount it first", dir.display());
+        }
+    }
     if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty; mount on an empty directory", dir.display());
+    }
+    let state = a.rw.then(|| mount::StateDir::for_mountpoint(&store, dir));
+    if let Some(st) = &state {
+        for d in [st.lower(), st.upper(), st.work()] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
     }
     drop(store);
     // One process serves the mount; it says "ready" (or the error) on its
@@ -60,12 +92,12 @@ fn start(
     let log_path = logs.join(format!("{}.log", img.id.hex()));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let exe = std::env::current_exe().context("finding the img executable")?;
-    let mut child = Command::new(exe)
-        .arg("--root")
-        .arg(ctx.root())
-        .arg("__serve-mount")
-        .arg(img.id.as_str())
-        .arg(dir)
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root").arg(ctx.root()).arg("__serve-mount").arg(img.id.as_str()).arg(dir);
+    if let Some(st) = &state {
+        cmd.arg("--state").arg(&st.0);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -78,6 +110,13 @@ fn start(
     }
     if line.trim() != "ready" {
         let _ = child.wait();
+        if let Some(st) = &state {
+            // Nothing was written through a mount that never came up;
+            // changes kept from before stay.
+            if previous.is_none() {
+                let _ = std::fs::remove_dir_all(&st.0);
+            }
+        }
         let msg = line.trim().strip_prefix("error: ").unwrap_or(line.trim()).to_string();
         bail!(
             "mounting {} at {}: {}",
@@ -91,8 +130,10 @@ fn start(
         mountpoint: dir.to_string_lossy().into_owned(),
         image_id: img.id.clone(),
         pid: child.id() as i64,
-        writable: false,
+        writable: a.rw,
         created_at: now(),
+        state_dir: state.map(|s| s.0.to_string_lossy().into_owned()).unwrap_or_default(),
+        committed,
     })?;
     let mut out = super::stdout();
     writeln!(out, "{}", dir.display())?;
@@ -105,6 +146,10 @@ fn start(
 pub struct ServeArgs {
     id: String,
     dir: PathBuf,
+    /// A writable mount's state directory: the tree is served at its
+    /// `lower`, and overlayfs with its `upper` mounted at DIR.
+    #[arg(long)]
+    state: Option<PathBuf>,
 }
 
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
@@ -130,18 +175,128 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         allow_other: crate::user::effective_uid() == Some(0),
         threads: 2,
     };
-    let res = img_fuse::serve(fs, &a.dir, &cfg, || {
+    let state = a.state.clone().map(mount::StateDir);
+    let fuse_dir = state.as_ref().map(|s| s.lower()).unwrap_or_else(|| a.dir.clone());
+    let res = img_fuse::serve(fs, &fuse_dir, &cfg, || {
+        if let Some(st) = &state {
+            let ov = img_overlay::OverlayMount {
+                lower: vec![st.lower()],
+                upper: st.upper(),
+                work: st.work(),
+                target: a.dir.clone(),
+                userxattr: false,
+            };
+            img_overlay::RealKernel.mount_overlay(&ov).map_err(std::io::Error::other)?;
+            watch_overlay(a.dir.clone(), st.lower());
+        }
         println!("ready");
         let _ = std::io::stdout().flush();
+        Ok(())
     });
     if let Err(e) = &res {
         println!("error: {e}");
     }
-    // Unmounted: forget the mount.
+    if state.is_some() && mount::is_mounted(&a.dir) {
+        // The tree under the overlay went away (unmounted by hand): the
+        // overlay cannot work without it.
+        let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
+    }
+    // Unmounted: forget the mount, unless it holds changes not committed.
     if let Ok(mut store) = ctx.open_store() {
-        let _ = store.index_mut().remove_mount(&a.dir.to_string_lossy());
+        let dir = a.dir.to_string_lossy();
+        let record = store.index().mounts().ok().and_then(|ms| ms.into_iter().find(|m| m.mountpoint == dir));
+        let keep = record.as_ref().map(|r| mount::has_uncommitted_changes(r).unwrap_or(true)).unwrap_or(false);
+        if !keep {
+            let _ = store.index_mut().remove_mount(&dir);
+            if let Some(st) = &state {
+                if record.is_some() {
+                    let _ = std::fs::remove_dir_all(&st.0);
+                }
+            }
+        }
     }
     res.with_context(|| format!("serving {}", a.dir.display()))
+}
+
+/// When the overlay at `dir` is unmounted by hand (umount DIR), the tree
+/// under it is unmounted too, which ends the server.
+fn watch_overlay(dir: PathBuf, lower: PathBuf) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if !mount::is_mounted(&dir) {
+            let _ = img_overlay::RealKernel.unmount(&lower, img_overlay::Unmount::Lazy);
+            return;
+        }
+    });
+}
+
+#[derive(Args)]
+pub struct CommitArgs {
+    /// The writable mount (its directory, or the image mounted writable once)
+    #[arg(value_name = "DIR|IMAGE")]
+    mount: String,
+    /// The new image's name
+    #[arg(value_name = "IMAGE")]
+    reference: Option<String>,
+    /// Author of the new image (e.g. "Jane <jane@example.com>")
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Commit message, kept in the image history
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, VOLUME, WORKDIR, ONBUILD, STOPSIGNAL)
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    change: Vec<String>,
+    /// Accepted for docker compatibility: nothing runs in a mount, so there is nothing to pause
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pause: Option<bool>,
+    /// Image format: oci or docker (default: the mounted image's)
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Print only the image ID
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Finds the mount `target` names: a mount directory, or an image with one
+/// writable mount.
+fn find_mount(states: &[mount::MountState], store: &crate::store::Store, target: &str) -> Result<mount::MountState> {
+    let as_dir = Path::new(target).canonicalize().ok().map(|p| p.to_string_lossy().into_owned());
+    if let Some(s) = states.iter().find(|s| Some(&s.record.mountpoint) == as_dir.as_ref()) {
+        return Ok(s.clone());
+    }
+    if let Ok(img) = resolve_image(store, target) {
+        let rw: Vec<_> = states.iter().filter(|s| s.record.image_id == img.id && s.record.writable).collect();
+        match rw.len() {
+            1 => return Ok(rw[0].clone()),
+            0 => {}
+            _ => bail!("{target} is mounted writable more than once; name the mount directory"),
+        }
+    }
+    bail!("{target} is not a writable img mount (see img mounts; mount one with img mount --rw)")
+}
+
+pub fn commit(ctx: &Ctx, a: CommitArgs) -> Result<()> {
+    let mut store = ctx.open_store()?;
+    let states = mount::mounts(&store)?;
+    let m = find_mount(&states, &store, &a.mount)?;
+    let opts = crate::ops::commit::CommitOptions {
+        reference: a.reference,
+        author: a.author,
+        message: a.message,
+        changes: a.change,
+        format: a.format,
+    };
+    let done = crate::ops::commit::commit(&mut store, &m.record, &opts)
+        .with_context(|| format!("committing {}", m.record.mountpoint))?;
+    if !a.quiet {
+        eprintln!(
+            "committed {}: {} added or changed, {} deleted, {} replaced directories",
+            m.record.mountpoint, done.stats.changed, done.stats.deleted, done.stats.opaque
+        );
+    }
+    writeln!(super::stdout(), "{}", done.id)?;
+    Ok(())
 }
 
 #[derive(Args)]
@@ -152,6 +307,9 @@ pub struct UmountArgs {
     /// Unmount every img mount
     #[arg(short, long)]
     all: bool,
+    /// Throw away the changes of writable mounts that are not committed
+    #[arg(long)]
+    discard: bool,
 }
 
 pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
@@ -178,7 +336,7 @@ pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
         chosen.extend(found);
     }
     for s in chosen {
-        mount::unmount(&mut store, &s)?;
+        mount::unmount(&mut store, &s, a.discard)?;
         println!("{}", s.record.mountpoint);
     }
     Ok(())
@@ -197,15 +355,23 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
     let mut live = Vec::new();
     for s in states {
         if !s.serving {
-            // The server died (kill -9): report it and clean up.
-            eprintln!(
-                "warning: the process serving {} (pid {}) is gone; unmounting it",
-                s.record.mountpoint, s.record.pid
-            );
-            if s.mounted {
-                let _ = mount::unmount_dir(Path::new(&s.record.mountpoint), true);
+            let dir = &s.record.mountpoint;
+            if mount::has_uncommitted_changes(&s.record)? {
+                // The server died (kill -9) and the changes stay for a
+                // commit or a new mount.
+                if s.mounted {
+                    eprintln!("warning: the process serving {dir} (pid {}) is gone; unmounting it", s.record.pid);
+                    mount::detach(&s)?;
+                }
+                eprintln!(
+                    "warning: {dir} holds changes that are not committed: img commit {dir} IMAGE, img mount --rw {} {dir}, or img umount --discard {dir}",
+                    &s.record.image_id.hex()[..12]
+                );
+                live.push(mount::MountState { mounted: false, ..s });
+                continue;
             }
-            store.index_mut().remove_mount(&s.record.mountpoint)?;
+            eprintln!("warning: the process serving {dir} (pid {}) is gone; unmounting it", s.record.pid);
+            mount::unmount(&mut store, &s, false)?;
             continue;
         }
         live.push(s);
@@ -232,6 +398,7 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
                         "Pid": s.record.pid,
                         "ReadOnly": !s.record.writable,
                         "Mounted": s.mounted,
+                        "Serving": s.serving,
                         "Created": s.record.created_at,
                     })
                 })
@@ -247,7 +414,11 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
                     s.record.mountpoint.clone(),
                     names(&s.record.image_id),
                     s.record.pid.to_string(),
-                    if s.record.writable { "rw".into() } else { "ro".into() },
+                    match (s.record.writable, s.serving) {
+                        (false, _) => "ro".into(),
+                        (true, true) => "rw".into(),
+                        (true, false) => "rw (stopped)".into(),
+                    },
                     human_ago(Some(s.record.created_at), now()),
                 ]);
             }

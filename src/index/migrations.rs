@@ -93,4 +93,11 @@ pub const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 5: writable mounts keep their state (upper, work and lower
+    // directories) in a directory of their own, and remember what their
+    // upper directory looked like when it was last committed.
+    r#"
+    ALTER TABLE mounts ADD COLUMN state_dir TEXT NOT NULL DEFAULT '';
+    ALTER TABLE mounts ADD COLUMN committed TEXT NOT NULL DEFAULT '';
+    "#,
 ];

@@ -96,6 +96,10 @@ pub struct MountRecord {
     pub pid: i64,
     pub writable: bool,
     pub created_at: i64,
+    /// A writable mount's own directory (upper, work, lower); empty when read-only.
+    pub state_dir: String,
+    /// The fingerprint of the upper directory when it was last committed.
+    pub committed: String,
 }
 
 /// A layer kept outside the store (iSulad embedded images).
@@ -523,9 +527,17 @@ impl Index {
     pub fn add_mount(&mut self, m: &MountRecord) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at],
+                "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at, state_dir, committed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at, m.state_dir, m.committed],
             )?;
+            Ok(())
+        })
+    }
+
+    /// Records the fingerprint of a writable mount's upper directory at commit.
+    pub fn set_mount_committed(&mut self, mountpoint: &str, fingerprint: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("UPDATE mounts SET committed = ?2 WHERE mountpoint = ?1", params![mountpoint, fingerprint])?;
             Ok(())
         })
     }
@@ -536,7 +548,7 @@ impl Index {
 
     pub fn mounts(&self) -> Result<Vec<MountRecord>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT mountpoint, image_id, pid, writable, created_at FROM mounts ORDER BY created_at, mountpoint",
+            "SELECT mountpoint, image_id, pid, writable, created_at, state_dir, committed FROM mounts ORDER BY created_at, mountpoint",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -545,12 +557,22 @@ impl Index {
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (mountpoint, id, pid, writable, created_at) = row?;
-            out.push(MountRecord { mountpoint, image_id: digest_col(id)?, pid, writable: writable != 0, created_at });
+            let (mountpoint, id, pid, writable, created_at, state_dir, committed) = row?;
+            out.push(MountRecord {
+                mountpoint,
+                image_id: digest_col(id)?,
+                pid,
+                writable: writable != 0,
+                created_at,
+                state_dir,
+                committed,
+            });
         }
         Ok(out)
     }

@@ -7,6 +7,7 @@
 pub mod index_file;
 pub mod scan;
 pub mod source;
+pub mod upper;
 
 use crate::digest::Digest;
 use crate::index::{ImageRecord, MountRecord};
@@ -151,31 +152,98 @@ pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
         .collect())
 }
 
-/// Unmounts a recorded mount if it is still mounted (lazily when its
-/// server is dead) and forgets it. The server forgets a mount when it ends;
-/// this covers a server that died.
-pub fn unmount(store: &mut Store, m: &MountState) -> Result<()> {
-    if m.mounted {
-        unmount_dir(Path::new(&m.record.mountpoint), !m.serving)?;
+/// The directories of a writable mount: the FUSE tree (`lower`), the
+/// changes (`upper`) and overlayfs's scratch space (`work`).
+#[derive(Debug, Clone)]
+pub struct StateDir(pub PathBuf);
+
+impl StateDir {
+    /// The state directory of a writable mount at `mountpoint`.
+    pub fn for_mountpoint(store: &Store, mountpoint: &Path) -> StateDir {
+        let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+        StateDir(store.root().join("mounts").join(format!("rw-{}", &key.hex()[..16])))
     }
-    store.index_mut().remove_mount(&m.record.mountpoint)?;
+    pub fn lower(&self) -> PathBuf {
+        self.0.join("lower")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.0.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.0.join("work")
+    }
+}
+
+/// Does the writable mount `m` hold changes made since its last commit?
+pub fn has_uncommitted_changes(m: &MountRecord) -> Result<bool> {
+    if !m.writable || m.state_dir.is_empty() {
+        return Ok(false);
+    }
+    let fp = upper::fingerprint(&StateDir(PathBuf::from(&m.state_dir)).upper())?;
+    Ok(!fp.is_empty() && fp != m.committed)
+}
+
+/// Unmounts a recorded mount if it is still mounted (lazily when its
+/// server is dead) and forgets it, with a writable mount's changes. A
+/// writable mount with changes not yet committed is refused unless
+/// `discard`. The server forgets a mount when it ends; this covers a server
+/// that died.
+pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
+    let dir = &m.record.mountpoint;
+    if !discard && has_uncommitted_changes(&m.record)? {
+        bail!(
+            "{dir} has changes that are not committed; run img commit {dir} IMAGE to keep them, or img umount --discard {dir}"
+        );
+    }
+    detach(m)?;
+    if m.record.writable && !m.record.state_dir.is_empty() {
+        wait_for_exit(m.record.pid);
+        let state = Path::new(&m.record.state_dir);
+        if let Err(e) = std::fs::remove_dir_all(state) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e).with_context(|| format!("removing the changes of {dir} in {}", state.display()));
+            }
+        }
+    }
+    store.index_mut().remove_mount(dir)?;
     Ok(())
 }
 
-/// Unmounts `dir` (lazily when its server is dead) with fusermount3 or,
-/// without it, umount.
-pub fn unmount_dir(dir: &Path, lazy: bool) -> Result<()> {
-    let try_run = |prog: &str, args: &[&str]| -> Option<std::process::Output> {
-        std::process::Command::new(prog).args(args).arg(dir).output().ok()
-    };
-    let fuse_args: &[&str] = if lazy { &["-u", "-z"] } else { &["-u"] };
-    let out = match try_run("fusermount3", fuse_args) {
-        Some(o) => o,
-        None => try_run("umount", if lazy { &["-l"] } else { &[] })
-            .context("neither fusermount3 nor umount could be run; install fuse3")?,
-    };
-    if !out.status.success() {
-        bail!("unmounting {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+/// Takes a mount's directories out of the tree (the overlay first, then
+/// the FUSE tree under it), lazily when the server is dead.
+pub fn detach(m: &MountState) -> Result<()> {
+    let kernel = img_overlay::RealKernel;
+    let how = if m.serving { img_overlay::Unmount::Normal } else { img_overlay::Unmount::Lazy };
+    if m.mounted {
+        kernel.unmount(Path::new(&m.record.mountpoint), how).map_err(busy_hint)?;
+    }
+    if m.record.writable && !m.record.state_dir.is_empty() {
+        let lower = StateDir(PathBuf::from(&m.record.state_dir)).lower();
+        if is_mounted(&lower) {
+            kernel.unmount(&lower, how).map_err(busy_hint)?;
+        }
     }
     Ok(())
 }
+
+fn busy_hint(e: img_overlay::MountError) -> anyhow::Error {
+    let s = e.to_string();
+    if s.contains("busy") {
+        anyhow::anyhow!("{s}; close the files and shells using it and try again")
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+/// Waits (a few seconds at most) for a serving process to end after its
+/// mount went away, so that it is not still writing when its state goes.
+fn wait_for_exit(pid: i64) {
+    for _ in 0..100 {
+        if !pid_alive(pid) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+use img_overlay::Kernel;

@@ -38,7 +38,7 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
         // As podman's rmi -f removes the containers using an image: the
         // image's mounts go first, so none is left without its blobs.
         for m in crate::mount::mounts(store)?.into_iter().filter(|m| m.record.image_id == img.id) {
-            crate::mount::unmount(store, &m)?;
+            crate::mount::unmount(store, &m, true)?;
         }
     } else {
         if let Some(m) = live_mounts(store)?.into_iter().find(|m| m.record.image_id == img.id) {

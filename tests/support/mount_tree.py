@@ -13,6 +13,7 @@ nanoseconds, and which names are hard links of one file.
                        as "denied", as an unreadable file of a directory
                        side does, and a directory it may not list hides
                        what is in it
+      --only=P,Q,...   compare only these paths and what is under them
 Plain Python 3 (3.7 or later) and no packages, so that any user can run it.
 """
 import errno, hashlib, os, stat, sys, tarfile
@@ -184,6 +185,9 @@ def main():
     a, b = load(args[0], reader), load(args[1], reader)
     bad = 0
     paths = sorted(set(a) | set(b))
+    if "--only" in opts:
+        only = [norm(p) for p in opts["--only"].split(",")]
+        paths = [p for p in paths if any(p == o or p.startswith(o + "/") for o in only)]
     for p in paths:
         x = show(a[p], owners, mtimes) if p in a else "(absent)"
         y = show(b[p], owners, mtimes) if p in b else "(absent)"

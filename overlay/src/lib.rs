@@ -1,0 +1,245 @@
+//! The kernel side of `img mount`: overlayfs mounts for writable mounts,
+//! unmounting (directly as root, through `fusermount3` otherwise) and
+//! reading extended attributes. Every mount system call and all of img's
+//! `unsafe` code live in this crate (in `sys.rs`), behind the [`Kernel`]
+//! trait, so the code that decides what to mount is tested with
+//! [`RecordingKernel`] and no privileges.
+
+mod sys;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{path}: {what} cannot contain {ch:?} (overlayfs separates its options with it); use a store path without it")]
+    BadPath { path: String, what: &'static str, ch: char },
+    #[error("mounting overlayfs at {target}: {source}{hint}")]
+    Overlay { target: String, source: io::Error, hint: &'static str },
+    #[error("unmounting {target}: {msg}")]
+    Unmount { target: String, msg: String },
+}
+
+/// An overlayfs mount: `lower` (top first) under `upper`, at `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayMount {
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub target: PathBuf,
+    /// Keep overlay's own attributes in `user.overlay.*` (needed inside a
+    /// user namespace) instead of `trusted.overlay.*`.
+    pub userxattr: bool,
+}
+
+impl OverlayMount {
+    /// The mount data: the layers and the features that keep the upper
+    /// directory a plain changeset (no redirects, no metadata-only copies,
+    /// no index), so that it can be committed as an OCI layer.
+    pub fn data(&self) -> Result<String, MountError> {
+        let check = |p: &Path, what: &'static str| -> Result<String, MountError> {
+            let s = p.to_string_lossy().into_owned();
+            for ch in [',', ':', '\\'] {
+                if s.contains(ch) {
+                    return Err(MountError::BadPath { path: s, what, ch });
+                }
+            }
+            Ok(s)
+        };
+        let lower = self.lower.iter().map(|l| check(l, "a lower directory")).collect::<Result<Vec<_>, _>>()?;
+        let mut d = format!(
+            "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+            lower.join(":"),
+            check(&self.upper, "the upper directory")?,
+            check(&self.work, "the work directory")?,
+        );
+        if self.userxattr {
+            d.push_str(",userxattr");
+        }
+        Ok(d)
+    }
+}
+
+/// How to unmount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmount {
+    /// Fails while the mount is busy.
+    Normal,
+    /// Detaches now; the kernel finishes when the last user goes.
+    Lazy,
+}
+
+/// The mount calls img makes.
+pub trait Kernel: Send + Sync {
+    fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError>;
+    /// Unmounts `target` (a FUSE or overlay mount).
+    fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError>;
+}
+
+/// The running kernel.
+pub struct RealKernel;
+
+/// Mounts made for images never honour setuid bits or device nodes: the
+/// files are as the image says, but running or opening them through the
+/// mount gains nothing.
+const MOUNT_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+
+impl Kernel for RealKernel {
+    fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError> {
+        let data = m.data()?;
+        sys::mount("img", &m.target, "overlay", MOUNT_FLAGS, &data).map_err(|source| {
+            let hint = match source.raw_os_error() {
+                Some(libc::EPERM) => "; writable mounts through overlayfs need root",
+                Some(libc::ENODEV) => "; the kernel has no overlayfs (modprobe overlay)",
+                Some(libc::EINVAL) => "; the store may be on a filesystem overlayfs cannot use as an upper layer (overlayfs, or one without xattrs); use --root on ext4, xfs or tmpfs",
+                _ => "",
+            };
+            MountError::Overlay { target: m.target.display().to_string(), source, hint }
+        })
+    }
+
+    fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError> {
+        let err = |msg: String| MountError::Unmount { target: target.display().to_string(), msg };
+        if sys::geteuid() == 0 {
+            let flags = if how == Unmount::Lazy { libc::MNT_DETACH } else { 0 };
+            return sys::umount2(target, flags).map_err(|e| err(e.to_string()));
+        }
+        // An ordinary user unmounts their FUSE mounts through the setuid helper.
+        let mut cmd = std::process::Command::new("fusermount3");
+        cmd.arg("-u");
+        if how == Unmount::Lazy {
+            cmd.arg("-z");
+        }
+        let out = cmd
+            .arg(target)
+            .output()
+            .map_err(|e| err(format!("cannot run fusermount3 ({e}); install fuse3")))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// A kernel that records the calls and makes none (for tests), failing the
+/// ones it is told to.
+#[derive(Default)]
+pub struct RecordingKernel {
+    pub calls: Mutex<Vec<String>>,
+    /// Calls whose description starts with one of these fail.
+    pub fail: Mutex<Vec<String>>,
+}
+
+impl RecordingKernel {
+    fn record(&self, call: String) -> Result<(), io::Error> {
+        let failing = self.fail.lock().unwrap().iter().any(|f| call.starts_with(f.as_str()));
+        self.calls.lock().unwrap().push(call);
+        if failing {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Kernel for RecordingKernel {
+    fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError> {
+        let data = m.data()?;
+        self.record(format!("mount overlay {} {data}", m.target.display())).map_err(|source| MountError::Overlay {
+            target: m.target.display().to_string(),
+            source,
+            hint: "",
+        })
+    }
+
+    fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError> {
+        self.record(format!("unmount {} {how:?}", target.display()))
+            .map_err(|e| MountError::Unmount { target: target.display().to_string(), msg: e.to_string() })
+    }
+}
+
+/// Is the caller root?
+pub fn is_root() -> bool {
+    sys::geteuid() == 0
+}
+
+/// The extended attributes of `path` (not following a symlink), sorted by name.
+pub fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut names = sys::list_xattrs(path)?;
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(v) = sys::get_xattr(path, &n)? {
+            out.push((n, v));
+        }
+    }
+    Ok(out)
+}
+
+/// One extended attribute of `path` (not following a symlink).
+pub fn xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    sys::get_xattr(path, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(lower: &str) -> OverlayMount {
+        OverlayMount {
+            lower: vec![lower.into()],
+            upper: "/s/u".into(),
+            work: "/s/w".into(),
+            target: "/mnt".into(),
+            userxattr: false,
+        }
+    }
+
+    #[test]
+    fn data_names_the_layers_and_turns_off_redirects_and_metacopy() {
+        assert_eq!(
+            m("/s/l").data().unwrap(),
+            "lowerdir=/s/l,upperdir=/s/u,workdir=/s/w,redirect_dir=off,index=off,metacopy=off"
+        );
+        let mut two = m("/a");
+        two.lower.push("/b".into());
+        two.userxattr = true;
+        assert!(two.data().unwrap().starts_with("lowerdir=/a:/b,"));
+        assert!(two.data().unwrap().ends_with(",userxattr"));
+    }
+
+    #[test]
+    fn data_refuses_separators_in_paths() {
+        for bad in ["/s/a,b", "/s/a:b", "/s/a\\b"] {
+            let e = m(bad).data().unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("cannot contain"), "{e}");
+        }
+    }
+
+    #[test]
+    fn recording_kernel_records_and_fails_on_demand() {
+        let k = RecordingKernel::default();
+        k.mount_overlay(&m("/s/l")).unwrap();
+        k.fail.lock().unwrap().push("unmount /mnt".into());
+        assert!(k.unmount(Path::new("/mnt"), Unmount::Lazy).is_err());
+        assert_eq!(k.calls().len(), 2);
+        assert!(k.calls()[0].starts_with("mount overlay /mnt lowerdir=/s/l"));
+        assert_eq!(k.calls()[1], "unmount /mnt Lazy");
+    }
+
+    #[test]
+    fn xattrs_of_a_plain_file_are_readable() {
+        let d = std::env::temp_dir().join(format!("img-overlay-test-{}", std::process::id()));
+        std::fs::write(&d, b"x").unwrap();
+        // tmp filesystems may carry security labels; nothing else is there.
+        let xs = xattrs(&d).unwrap();
+        assert!(xs.iter().all(|(n, _)| n.starts_with("security.")), "{xs:?}");
+        assert_eq!(xattr(&d, "user.img.absent").unwrap(), None);
+        std::fs::remove_file(&d).unwrap();
+    }
+}
