@@ -36,14 +36,15 @@ FUSE_MODE=""                      # /dev/fuse's mode while the rootless check ch
 cleanup() {
   local s m pid
   for s in "$WORK"/store-*; do
-    [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a >/dev/null 2>&1
+    [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
   done
   local home; home=$(user_home)
   if [[ -n $home && -d $home/img-mount-test ]]; then
-    as_user "$WORK/bin/img" umount -a >/dev/null 2>&1
+    as_user "$WORK/bin/img" umount -a --discard >/dev/null 2>&1
   fi
   # FUSE mounts left under our directories (a server that would not let go)
-  for m in $(awk -v w="$WORK" -v h="$(user_home)" '$9 ~ /^fuse/ && (index($5, w "/") == 1 || (h != "" && index($5, h "/") == 1)) {print $5}' /proc/self/mountinfo | sort -r); do
+  for m in $(awk -v w="$WORK" -v h="$(user_home)" '{t = ""; for (i = 7; i <= NF; i++) if ($i == "-") {t = $(i + 1); break}}
+      (t ~ /^fuse/ || t == "overlay") && (index($5, w "/") == 1 || (h != "" && index($5, h "/") == 1)) {print $5}' /proc/self/mountinfo | sort -r); do
     fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
   done
   # Servers of our stores still running: ours, ended by their ids.
@@ -375,7 +376,7 @@ check_umount_by_image_and_all() {
   img umount "${ID:0:12}" >/dev/null || fail "img umount SHORT-ID failed"
   ! mounted "$T/b" && ! mounted "$T/c" || fail "still mounted after img umount by ID"
   img mount localhost/mountfs:1 "$T/b" >/dev/null && img mount localhost/mountfs:1 "$T/c" >/dev/null || fail "img mount failed"
-  img umount -a >/dev/null || fail "img umount -a failed"
+  img umount -a --discard >/dev/null || fail "img umount -a failed"
   ! mounted "$T/b" && ! mounted "$T/c" || fail "still mounted after img umount -a"
   no_servers
   local err; err=$(img umount "$T/b" 2>&1) && fail "img umount of a directory not mounted succeeded"
@@ -573,6 +574,8 @@ CHANGED=newfile,etc/hello,data/text.txt,data/big.bin,data/small,data/orig,data/r
 make_changes() {
   local m=$1
   echo "made in the mount" > "$m/newfile"
+  mkdir -p "$m/new/dir" && ln -s ../newfile "$m/new/dir/link"
+  ln "$m/newfile" "$m/new/hardlink"      # (before the chown: protected_hardlinks)
   chown 1234:5678 "$m/newfile"
   chmod 4750 "$m/newfile"
   echo "overwritten" > "$m/etc/hello"                   # overwrite a lower file
@@ -582,8 +585,6 @@ make_changes() {
   mv "$m/data/orig" "$m/data/renamed"                   # rename a lower file
   rm "$m/data/empty"                                    # delete a lower file
   rm -rf "$m/l3dir" && mkdir "$m/l3dir" && echo z > "$m/l3dir/z"   # replace a directory
-  mkdir -p "$m/new/dir" && ln -s ../newfile "$m/new/dir/link"
-  ln "$m/newfile" "$m/new/hardlink"
   mkfifo "$m/new/fifo"
   setfattr -n user.note -v committed "$m/new/dir"
 }
@@ -700,19 +701,26 @@ as_user() {
   local h; h=$(user_home)
   (cd / && runuser -u "$TEST_USER" -- env -i HOME="$h" IMG_ROOT="$h/img-mount-test" PATH=/usr/bin:/bin LANG=C.UTF-8 "$@")
 }
-check_rootless_mount() {
+# ensure_test_user: the unprivileged user exists, and /dev/fuse is 0666
+# (restored after the check)
+ensure_test_user() {
   if ! id "$TEST_USER" >/dev/null 2>&1; then
     useradd -m "$TEST_USER" || fail "useradd failed"
     USER_MADE=1
     echo 1 > "$WORK/user-made"
   fi
-  local f uid gid h m pid
-  uid=$(id -u "$TEST_USER") gid=$(id -g "$TEST_USER") h=$(user_home)
+  local f
   for f in /etc/subuid /etc/subgid; do
     grep -q "^$TEST_USER:" "$f" || echo "$TEST_USER:300000:65536" >> "$f"
   done
-  stat -c %a /dev/fuse > "$WORK/fuse-mode"
+  [[ -f $WORK/fuse-mode ]] || stat -c %a /dev/fuse > "$WORK/fuse-mode"
   chmod 0666 /dev/fuse
+}
+
+check_rootless_mount() {
+  ensure_test_user
+  local uid gid h m pid
+  uid=$(id -u "$TEST_USER") gid=$(id -g "$TEST_USER") h=$(user_home)
   as_user "$WORK/bin/img" load -q -i "$GEN/full" >/dev/null || fail "img load as $TEST_USER failed"
   m=$(as_user "$WORK/bin/img" mount "$ID") || fail "img mount as $TEST_USER failed"
   [[ $m == "$h/img-mount-test/mounts/"* ]] || fail "mounted at $m"
@@ -732,6 +740,30 @@ check_rootless_mount() {
   [[ $(as_user "$WORK/bin/img" mounts --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] ||
     fail "img mounts still lists it"
   as_user rm -rf "$h/img-mount-test" "$h/img-mount-test.tar"
+  chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
+}
+
+# A rootless writable mount: the FUSE filesystem keeps the changes itself
+# (the user is the image's root there: chown, setuid, files of mode 0600
+# owned by root); the commit is the changed tree, owners included.
+check_rootless_writable_mount_and_commit() {
+  ensure_test_user
+  local h m; h=$(user_home)
+  as_user "$WORK/bin/img" load -q -i "$GEN/full" >/dev/null || fail "img load as $TEST_USER failed"
+  m=$(as_user "$WORK/bin/img" mount --rw "$ID" "$h/img-mount-test-rw") || fail "img mount --rw as $TEST_USER failed"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q "user_id=$(id -u "$TEST_USER")" || fail "not the user's FUSE mount"
+  as_user cat "$m/etc/secret" >/dev/null || fail "the user cannot read a root-only file in their writable mount"
+  as_user bash -c "$(declare -f make_changes); make_changes $m" 2> "$T/err" || fail "changes as $TEST_USER failed: $(cat "$T/err")"
+  [[ $(as_user cat "$m/etc/hello") == overwritten ]] || fail "the overwrite is not seen"
+  [[ $(as_user stat -c %u:%g:%a "$m/newfile") == 1234:5678:4750 ]] || fail "chown/chmod not kept: $(as_user stat -c %u:%g:%a "$m/newfile")"
+  as_user "$WORK/bin/img" commit -q "$m" localhost/rootless:1 >/dev/null 2> "$T/err" || fail "img commit as $TEST_USER failed: $(cat "$T/err")"
+  as_user "$WORK/bin/img" export -o "$h/img-mount-test-c.tar" localhost/rootless:1 || fail "img export failed"
+  as_user python3 "$TREE" cmp --mtimes=files "$m" "$h/img-mount-test-c.tar" >/dev/null 2> "$T/cmp" ||
+    fail "the committed image differs from the mount: $(head -c 1500 "$T/cmp")"
+  as_user "$WORK/bin/img" umount "$m" >/dev/null || fail "img umount after the commit failed"
+  ! mounted "$m" || fail "$m is still mounted after img umount"
+  as_user "$WORK/bin/img" fsck >/dev/null || fail "img fsck as $TEST_USER failed"
+  as_user rm -rf "$h/img-mount-test-c.tar" "$h/img-mount-test-rw"
   chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
 }
 
@@ -780,9 +812,9 @@ run_check() {
   [[ -f $WORK/user-made ]] && USER_MADE=1
   [[ -f $WORK/fuse-mode ]] && FUSE_MODE=$(cat "$WORK/fuse-mode")
   # This check's mounts go now, whatever it left.
-  IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a >/dev/null 2>&1
+  IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
   if [[ -n $FUSE_MODE ]]; then
-    as_user "$WORK/bin/img" umount -a >/dev/null 2>&1
+    as_user "$WORK/bin/img" umount -a --discard >/dev/null 2>&1
     chmod "$FUSE_MODE" /dev/fuse && FUSE_MODE="" && rm -f "$WORK/fuse-mode"
   fi
   if [[ $rc == 0 ]]; then

@@ -2,10 +2,11 @@
 //! requests into calls on `ImageFs` and its answers into replies.
 
 use crate::fs::{Attr, BlobSource, FileType, ImageFs};
+use crate::rw::RwFs;
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyXattr, Request, SessionACL,
+    BsdFileFlags, Config, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -203,6 +204,299 @@ pub fn serve<S: BlobSource + 'static>(
     let session = fuser::Session::new(Adapter(fs), mountpoint, &config)?;
     // `mounted` may use the mount (an overlay over it), so the session
     // already answers. On failure, dropping the session unmounts it.
+    let bg = session.spawn()?;
+    mounted()?;
+    bg.join()
+}
+
+/// Changes come from this mount only, but other processes' views of the
+/// upper directory are not tracked: keep the kernel's caches short.
+const RW_TTL: Duration = Duration::from_secs(1);
+
+struct RwAdapter<S>(Arc<RwFs<S>>);
+
+fn reply_entry(r: Result<Attr, i32>, reply: ReplyEntry) {
+    match r {
+        Ok(a) => reply.entry(&RW_TTL, &file_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn reply_empty(r: Result<(), i32>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+fn time_of(t: TimeOrNow) -> (i64, u32) {
+    let t = match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    };
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => (-(e.duration().as_secs() as i64), 0),
+    }
+}
+
+impl<S: BlobSource + 'static> Filesystem for RwAdapter<S> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply_entry(self.0.lookup(parent.0, name.as_bytes()), reply)
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.0.attr(ino.0) {
+            Ok(a) => reply.attr(&RW_TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.0.setattr(ino.0, mode, uid, gid, size, mtime.map(time_of)) {
+            Ok(a) => reply.attr(&RW_TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.0.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(self.0.mknod(parent.0, name.as_bytes(), mode & !umask, rdev), reply)
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        reply_entry(self.0.mkdir(parent.0, name.as_bytes(), mode & !umask), reply)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(self.0.unlink(parent.0, name.as_bytes()), reply)
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(self.0.rmdir(parent.0, name.as_bytes()), reply)
+    }
+
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        reply_entry(self.0.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()), reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(errno(libc::EINVAL));
+        }
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        reply_empty(self.0.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), noreplace), reply)
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        reply_entry(self.0.link(ino.0, newparent.0, newname.as_bytes()), reply)
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.0.open(ino.0, flags.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.0.read(ino.0, fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.0.write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.0.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply_empty(self.0.fsync(fh.0), reply)
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.0.attr(ino.0) {
+            Ok(a) if a.kind == FileType::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(errno(libc::ENOTDIR)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.0.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for (next, child, k, name) in entries {
+                    if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (files, bytes) = self.0.totals();
+        reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(self.0.setxattr(ino.0, name.as_bytes(), value), reply)
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr_reply(self.0.getxattr(ino.0, name.as_bytes()), size, reply)
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(self.0.listxattr(ino.0), size, reply)
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(self.0.removexattr(ino.0, name.as_bytes()), reply)
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.0.create(parent.0, name.as_bytes(), mode & !umask, flags) {
+            Ok((a, fh)) => reply.created(&RW_TTL, &file_attr(&a), Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+/// Mounts the writable `fs` at `mountpoint` for its owner alone (the owner
+/// is the image's root there, so the kernel checks no permissions; setuid
+/// bits and device nodes are not honoured), calls `mounted`, and serves
+/// until it is unmounted; blocks.
+pub fn serve_rw<S: BlobSource + 'static>(
+    fs: Arc<RwFs<S>>,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+    mounted: impl FnOnce() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RW,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::FSName(cfg.fs_name.clone()),
+        MountOption::Subtype("img".into()),
+        MountOption::NoAtime,
+    ];
+    config.n_threads = Some(cfg.threads.max(1));
+    config.clone_fd = cfg.threads > 1;
+    let session = fuser::Session::new(RwAdapter(fs), mountpoint, &config)?;
     let bg = session.spawn()?;
     mounted()?;
     bg.join()

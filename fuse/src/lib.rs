@@ -1,13 +1,16 @@
-//! img's read-only image filesystem: the merged tree of an image's layers
-//! (`tree`), the operations on it over a source of layer bytes (`fs`), and
-//! the FUSE adapter (`adapter`, the only file that names fuser types).
+//! img's image filesystem: the merged tree of an image's layers (`tree`),
+//! the read-only operations on it over a source of layer bytes (`fs`), a
+//! writable layer over it for rootless mounts (`rw`), and the FUSE adapter
+//! (`adapter`, the only file that names fuser types).
 
 #![forbid(unsafe_code)]
 
 mod adapter;
 pub mod fs;
+pub mod rw;
 pub mod tree;
 
-pub use adapter::{serve, MountConfig};
+pub use adapter::{serve, serve_rw, MountConfig};
 pub use fs::{BlobSource, ImageFs};
+pub use rw::RwFs;
 pub use tree::{DataRef, Entry, Kind, Layer, Tree};

@@ -1,6 +1,6 @@
 //! The kernel side of `img mount`: overlayfs mounts for writable mounts,
 //! unmounting (directly as root, through `fusermount3` otherwise) and
-//! reading extended attributes. Every mount system call and all of img's
+//! extended attributes. Every mount system call and all of img's
 //! `unsafe` code live in this crate (in `sys.rs`), behind the [`Kernel`]
 //! trait, so the code that decides what to mount is tested with
 //! [`RecordingKernel`] and no privileges.
@@ -13,7 +13,9 @@ use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("{path}: {what} cannot contain {ch:?} (overlayfs separates its options with it); use a store path without it")]
+    #[error(
+        "{path}: {what} cannot contain {ch:?} (overlayfs separates its options with it); use a store path without it"
+    )]
     BadPath { path: String, what: &'static str, ch: char },
     #[error("mounting overlayfs at {target}: {source}{hint}")]
     Overlay { target: String, source: io::Error, hint: &'static str },
@@ -111,10 +113,7 @@ impl Kernel for RealKernel {
         if how == Unmount::Lazy {
             cmd.arg("-z");
         }
-        let out = cmd
-            .arg(target)
-            .output()
-            .map_err(|e| err(format!("cannot run fusermount3 ({e}); install fuse3")))?;
+        let out = cmd.arg(target).output().map_err(|e| err(format!("cannot run fusermount3 ({e}); install fuse3")))?;
         if !out.status.success() {
             return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
         }
@@ -184,6 +183,16 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
 /// One extended attribute of `path` (not following a symlink).
 pub fn xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     sys::get_xattr(path, name)
+}
+
+/// Sets an extended attribute of `path` (not following a symlink).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    sys::set_xattr(path, name, value)
+}
+
+/// Removes an extended attribute of `path` (not following a symlink).
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    sys::remove_xattr(path, name)
 }
 
 #[cfg(test)]

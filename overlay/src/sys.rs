@@ -69,11 +69,7 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
             _ => return Err(e),
         }
     }
-    Ok(buf
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect())
+    Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
 }
 
 /// The value of extended attribute `name` of `path` (not following a
@@ -85,9 +81,7 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     loop {
         // SAFETY: `p` and `n` are valid C strings; `buf` is a writable
         // buffer of exactly `buf.len()` bytes that lives across the call.
-        let r = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len())
-        };
+        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(Some(buf));
@@ -98,5 +92,32 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
             Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
             _ => return Err(e),
         }
+    }
+}
+
+/// Sets extended attribute `name` of `path` (not following a symlink).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = cstr(name)?;
+    // SAFETY: `p` and `n` are valid C strings and `value` a readable slice
+    // of `value.len()` bytes, all alive across the call.
+    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Removes extended attribute `name` of `path` (not following a symlink).
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let p = cpath(path)?;
+    let n = cstr(name)?;
+    // SAFETY: `p` and `n` are valid C strings alive across the call.
+    let rc = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

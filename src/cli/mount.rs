@@ -4,12 +4,13 @@ use crate::mount;
 use crate::ops::resolve_image;
 use crate::timefmt::{human_ago, now};
 use anyhow::{bail, Context, Result};
-use img_overlay::Kernel;
 use clap::Args;
+use img_overlay::Kernel;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -176,6 +177,17 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         threads: 2,
     };
     let state = a.state.clone().map(mount::StateDir);
+    if let (Some(st), false) = (&state, img_overlay::is_root()) {
+        // Rootless: the FUSE filesystem takes the writes itself.
+        let fs = Arc::into_inner(fs).expect("the filesystem is not shared yet");
+        let rw = std::sync::Arc::new(img_fuse::RwFs::new(fs, st.upper()));
+        let res = img_fuse::serve_rw(rw, &a.dir, &cfg, || {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            Ok(())
+        });
+        return finish_serve(ctx, &a, &state, res);
+    }
     let fuse_dir = state.as_ref().map(|s| s.lower()).unwrap_or_else(|| a.dir.clone());
     let res = img_fuse::serve(fs, &fuse_dir, &cfg, || {
         if let Some(st) = &state {
@@ -193,6 +205,11 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         let _ = std::io::stdout().flush();
         Ok(())
     });
+    finish_serve(ctx, &a, &state, res)
+}
+
+/// After the mount went away: forget it, unless it holds changes not committed.
+fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: std::io::Result<()>) -> Result<()> {
     if let Err(e) = &res {
         println!("error: {e}");
     }

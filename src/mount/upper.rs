@@ -58,15 +58,78 @@ pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(W, ChangeStats)> {
     b.follow_symlinks(false);
     let mut stats = ChangeStats::default();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
-    walk(&mut b, upper, "", &mut stats, &mut links)?;
+    // An upper directory an ordinary user owns is a rootless mount's.
+    let rootless = std::fs::metadata(upper).with_context(|| format!("reading {}", upper.display()))?.uid() != 0;
+    walk(&mut b, upper, "", rootless, &mut stats, &mut links)?;
     let out = b.into_inner().context("writing the layer")?;
     Ok((out, stats))
+}
+
+/// Owner, mode (with the file type) and device of an upper entry: from
+/// `user.img.override` when a rootless mount kept them there, else as stat says.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    rdev: u64,
+}
+
+fn meta(path: &Path, md: &std::fs::Metadata, rootless: bool) -> Result<Meta> {
+    if let Some(v) = img_overlay::xattr(path, img_fuse::rw::OVERRIDE_XATTR)
+        .with_context(|| format!("reading the attributes of {}", path.display()))?
+    {
+        let Some(o) = img_fuse::rw::Override::parse(&v) else {
+            bail!("{}: a damaged {} attribute; fix or remove the file", path.display(), img_fuse::rw::OVERRIDE_XATTR);
+        };
+        // A symlink keeps its type whatever the attribute says.
+        let mode = if md.file_type().is_symlink() { libc::S_IFLNK | 0o777 } else { o.mode };
+        let rdev = make_rdev(kernel_major(o.rdev), kernel_minor(o.rdev));
+        return Ok(Meta { uid: o.uid, gid: o.gid, mode, rdev });
+    }
+    if rootless {
+        // What a rootless mount could not mark (symlinks) is the image
+        // root's, as everything its user makes.
+        return Ok(Meta { uid: 0, gid: 0, mode: md.mode(), rdev: 0 });
+    }
+    Ok(Meta { uid: md.uid(), gid: md.gid(), mode: md.mode(), rdev: md.rdev() })
+}
+
+/// The major and minor numbers of a 32-bit device number as FUSE carries it.
+fn kernel_major(dev: u32) -> u32 {
+    (dev >> 8) & 0xfff
+}
+fn kernel_minor(dev: u32) -> u32 {
+    (dev & 0xff) | ((dev >> 12) & 0xfff00)
+}
+/// glibc's makedev.
+fn make_rdev(major: u32, minor: u32) -> u64 {
+    let (ma, mi) = (major as u64, minor as u64);
+    ((ma & 0xfffff000) << 32) | ((ma & 0xfff) << 8) | ((mi & 0xffffff00) << 12) | (mi & 0xff)
+}
+
+/// The attributes to put in the layer: overlayfs's and img's own left
+/// out, the ones a rootless mount kept under `user.img.x.` under their names.
+fn layer_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (n, v) in img_overlay::xattrs(path).with_context(|| format!("reading the attributes of {}", path.display()))? {
+        if is_overlay_xattr(&n) {
+            continue;
+        }
+        if let Some(real) = n.strip_prefix(img_fuse::rw::FOREIGN_XATTR_PREFIX) {
+            out.push((real.to_string(), v));
+        } else if !n.starts_with("user.img.") {
+            out.push((n, v));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn walk<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,
     prefix: &str,
+    rootless: bool,
     stats: &mut ChangeStats,
     links: &mut HashMap<(u64, u64), String>,
 ) -> Result<()> {
@@ -79,45 +142,50 @@ fn walk<W: Write>(
         let rel = format!("{prefix}{name}");
         let md = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
         let ft = md.file_type();
+        if name.starts_with(".img-copyup-") {
+            // A copy-up a killed rootless mount did not finish.
+            continue;
+        }
+        let marker = |b: &mut tar::Builder<W>, entry: &str| -> Result<()> {
+            let mut h = header(&md, &Meta { uid: 0, gid: 0, mode: 0o600, rdev: 0 }, tar::EntryType::Regular);
+            h.set_size(0);
+            append(b, &mut h, &md, entry, &[], std::io::empty())
+        };
         if ft.is_char_device() && md.rdev() == 0 {
             // An overlayfs whiteout: the name was deleted.
-            let mut h = header(&md, tar::EntryType::Regular);
-            h.set_mode(0o600);
-            h.set_size(0);
-            append(b, &mut h, &md, &format!("{prefix}.wh.{name}"), &[], std::io::empty())?;
+            marker(b, &format!("{prefix}.wh.{name}"))?;
             stats.deleted += 1;
             continue;
         }
-        if name.starts_with(".wh.") {
-            bail!(
-                "{}: names starting with .wh. are whiteouts in a layer and cannot be committed; rename it",
-                path.display()
-            );
+        if name == ".wh..wh..opq" {
+            // A rootless mount's opaque directory (written before the entries).
+            continue;
         }
-        let xattrs: Vec<(String, Vec<u8>)> = img_overlay::xattrs(&path)
-            .with_context(|| format!("reading the attributes of {}", path.display()))?
-            .into_iter()
-            .filter(|(n, _)| !is_overlay_xattr(n))
-            .collect();
+        if name.starts_with(".wh.") {
+            // A rootless mount's whiteout, already in the layer's form.
+            marker(b, &rel)?;
+            stats.deleted += 1;
+            continue;
+        }
+        let m = meta(&path, &md, rootless)?;
+        let xattrs = layer_xattrs(&path)?;
+        let kind = m.mode & libc::S_IFMT;
         if ft.is_dir() {
-            let mut h = header(&md, tar::EntryType::Directory);
+            let mut h = header(&md, &m, tar::EntryType::Directory);
             h.set_size(0);
             append(b, &mut h, &md, &format!("{rel}/"), &xattrs, std::io::empty())?;
             stats.changed += 1;
-            if is_opaque(&path)? {
-                let mut h = header(&md, tar::EntryType::Regular);
-                h.set_mode(0o600);
-                h.set_size(0);
-                append(b, &mut h, &md, &format!("{rel}/.wh..wh..opq"), &[], std::io::empty())?;
+            if is_opaque(&path)? || path.join(".wh..wh..opq").exists() {
+                marker(b, &format!("{rel}/.wh..wh..opq"))?;
                 stats.opaque += 1;
             }
-            walk(b, &path, &format!("{rel}/"), stats, links)?;
+            walk(b, &path, &format!("{rel}/"), rootless, stats, links)?;
             continue;
         }
         stats.changed += 1;
-        if md.nlink() > 1 && !ft.is_dir() {
+        if md.nlink() > 1 {
             if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                let mut h = header(&md, tar::EntryType::Link);
+                let mut h = header(&md, &m, tar::EntryType::Link);
                 h.set_size(0);
                 // The link carries the file's times too: an extractor sets
                 // them again on the shared inode when it makes the link.
@@ -127,8 +195,14 @@ fn walk<W: Write>(
             }
             links.insert((md.dev(), md.ino()), rel.clone());
         }
-        if ft.is_file() {
-            let mut h = header(&md, tar::EntryType::Regular);
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mut h = header(&md, &m, tar::EntryType::Symlink);
+            h.set_size(0);
+            pax(b, &md, &xattrs)?;
+            b.append_link(&mut h, &rel, &target).with_context(|| format!("writing {rel} to the layer"))?;
+        } else if ft.is_file() && kind == libc::S_IFREG {
+            let mut h = header(&md, &m, tar::EntryType::Regular);
             h.set_size(md.len());
             let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             // The size in the header is the size at stat; a file that
@@ -138,27 +212,18 @@ fn walk<W: Write>(
             if limited.limit() != 0 {
                 bail!("{}: the file changed while it was committed; commit again", path.display());
             }
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mut h = header(&md, tar::EntryType::Symlink);
-            h.set_size(0);
-            pax(b, &md, &xattrs)?;
-            b.append_link(&mut h, &rel, &target).with_context(|| format!("writing {rel} to the layer"))?;
         } else {
-            let kind = if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else {
-                bail!("{}: a socket cannot be part of a layer; remove it", path.display());
+            let et = match kind {
+                libc::S_IFIFO => tar::EntryType::Fifo,
+                libc::S_IFCHR => tar::EntryType::Char,
+                libc::S_IFBLK => tar::EntryType::Block,
+                _ => bail!("{}: a socket cannot be part of a layer; remove it", path.display()),
             };
-            let mut h = header(&md, kind);
+            let mut h = header(&md, &m, et);
             h.set_size(0);
-            if kind != tar::EntryType::Fifo {
-                h.set_device_major(libc_major(md.rdev()))?;
-                h.set_device_minor(libc_minor(md.rdev()))?;
+            if et != tar::EntryType::Fifo {
+                h.set_device_major(libc_major(m.rdev))?;
+                h.set_device_minor(libc_minor(m.rdev))?;
             }
             append(b, &mut h, &md, &rel, &xattrs, std::io::empty())?;
         }
@@ -174,12 +239,12 @@ fn libc_minor(rdev: u64) -> u32 {
     (((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)) as u32
 }
 
-fn header(md: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
+fn header(md: &std::fs::Metadata, m: &Meta, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
-    h.set_mode(md.mode() & 0o7777);
-    h.set_uid(md.uid() as u64);
-    h.set_gid(md.gid() as u64);
+    h.set_mode(m.mode & 0o7777);
+    h.set_uid(m.uid as u64);
+    h.set_gid(m.gid as u64);
     h.set_mtime(md.mtime().max(0) as u64);
     h
 }
@@ -280,11 +345,45 @@ mod tests {
     }
 
     #[test]
-    fn a_name_that_looks_like_a_whiteout_is_refused() {
+    fn rootless_markers_and_overrides_become_layer_entries() {
         let d = tempdir();
-        std::fs::write(d.join(".wh.x"), b"").unwrap();
-        let e = write_layer(&d, Vec::new()).unwrap_err().to_string();
-        assert!(e.contains(".wh.") && e.contains("rename"), "{e}");
+        std::fs::write(d.join(".wh.gone"), b"").unwrap();
+        std::fs::create_dir(d.join("dir")).unwrap();
+        std::fs::write(d.join("dir/.wh..wh..opq"), b"").unwrap();
+        std::fs::write(d.join("dev"), b"").unwrap();
+        // A char device 1:3 (rdev as FUSE carries it) owned by 0:5, and a
+        // security attribute kept under user.img.x.
+        let ov = format!("0:5:{:o}:{}", libc::S_IFCHR | 0o640, (1 << 8) | 3);
+        img_overlay::set_xattr(&d.join("dev"), img_fuse::rw::OVERRIDE_XATTR, ov.as_bytes()).unwrap();
+        img_overlay::set_xattr(&d.join("dir"), "user.img.x.security.capability", b"cap").unwrap();
+        std::fs::write(d.join(".img-copyup-7"), b"half").unwrap();
+        let (tar, stats) = write_layer(&d, Vec::new()).unwrap();
+        let got = entries(&tar);
+        let names: Vec<_> = got.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, [".wh.gone", "dev", "dir/", "dir/.wh..wh..opq"]);
+        assert_eq!(stats, ChangeStats { changed: 2, deleted: 1, opaque: 1 });
+        let mut a = tar::Archive::new(tar.as_slice());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            if name == "dev" {
+                let h = e.header();
+                assert_eq!(h.entry_type(), tar::EntryType::Char);
+                assert_eq!((h.device_major().unwrap(), h.device_minor().unwrap()), (Some(1), Some(3)));
+                assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mode().unwrap()), (0, 5, 0o640));
+            }
+            if name == "dir/" {
+                let exts: Vec<(String, Vec<u8>)> = e
+                    .pax_extensions()
+                    .unwrap()
+                    .unwrap()
+                    .map(|x| x.unwrap())
+                    .map(|x| (x.key().unwrap().to_string(), x.value_bytes().to_vec()))
+                    .collect();
+                assert!(exts.contains(&("SCHILY.xattr.security.capability".into(), b"cap".to_vec())), "{exts:?}");
+                assert!(!exts.iter().any(|(k, _)| k.contains("user.img")), "{exts:?}");
+            }
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -305,8 +404,11 @@ mod tests {
     fn tempdir() -> std::path::PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let d = std::env::temp_dir()
-            .join(format!("img-upper-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let d = std::env::temp_dir().join(format!(
+            "img-upper-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
