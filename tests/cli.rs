@@ -2268,3 +2268,32 @@ fn embedded_save_converts_squashfs_layers_to_tar() {
     // Saving left nothing behind in the source store.
     s.assert_fsck_clean();
 }
+
+// ---- mounts without a kernel mount -------------------------------------------------
+
+// Guards: commit and umount of something that is not a writable mount are
+// refused with what to do, and change nothing.
+#[test]
+fn commit_of_a_directory_that_is_not_a_mount_is_refused() {
+    let s = store_with_base();
+    let before = s.ok(&["images", "-q", "--no-trunc"]);
+    let dir = s.work().join("plain");
+    fs::create_dir_all(&dir).unwrap();
+    let o = s.fail(&["commit", arg(&dir), "new:1"]);
+    let line = o.one_error_line();
+    assert!(line.contains("plain") && line.contains("img mount --rw"), "{}", o.describe());
+    let o = s.fail(&["commit", "base:1", "new:1"]);
+    assert!(o.one_error_line().contains("not a writable img mount"), "{}", o.describe());
+    let o = s.fail(&["umount", "--discard", arg(&dir)]);
+    assert!(o.one_error_line().contains("not an img mount"), "{}", o.describe());
+    assert_eq!(s.ok(&["images", "-q", "--no-trunc"]), before);
+    s.ok(&["fsck"]);
+}
+
+// Guards: a bad --format or an unparsable -p value is a usage error.
+#[test]
+fn commit_usage_errors_exit_125() {
+    let s = Store::new();
+    let o = s.run(&["commit", "-p=maybe", "/tmp", "x:1"]);
+    assert_eq!(o.status.code(), Some(125), "{}", o.describe());
+}
