@@ -677,6 +677,38 @@ check_writable_umount_keeps_or_discards_changes() {
   img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
 }
 
+# img commit killed at moments spread over its run: no image appears, the
+# store stays clean (img fsck), the changes stay, and a new commit works.
+check_commit_killed_leaves_store_clean() {
+  load_image
+  local m i pid delay finished=0
+  m=$(img mount --rw localhost/mountfs:1 "$T/m") || fail "img mount --rw failed"
+  head -c 64M /dev/urandom > "$m/random.bin"
+  for i in 1 2 3 4 5 6; do
+    delay=$(awk -v i="$i" 'BEGIN {printf "%.2f", i * 0.15}')
+    img commit -q "$m" localhost/killed:1 >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    if img images --format '{{.Repository}}' | grep -q killed; then
+      # The commit finished before the kill: fine, but then it is whole.
+      img mount localhost/killed:1 "$T/k$i" >/dev/null || fail "the commit that finished does not mount"
+      cmp -s "$T/k$i/random.bin" "$m/random.bin" || fail "the finished commit lost data"
+      img umount "$T/k$i" >/dev/null
+      img rmi localhost/killed:1 >/dev/null
+      finished=1
+    fi
+    img fsck >/dev/null 2>&1 || fail "img fsck after a commit killed at ${delay}s: $(img fsck 2>&1 | tail -3)"
+  done
+  # Killed commits do not count as commits.
+  [[ $finished == 1 ]] || ! img umount "$m" 2>/dev/null || fail "the changes were taken as committed"
+  img commit -q "$m" localhost/after:1 >/dev/null || fail "img commit after the kills failed"
+  img umount "$m" >/dev/null || fail "img umount after the commit failed"
+  img prune -f >/dev/null 2>&1 || true
+  img fsck >/dev/null || fail "img fsck at the end: $(img fsck 2>&1)"
+}
+
 # A read-only mount is not committable; rmi -f of an image mounted
 # writable drops the mount and its changes.
 check_commit_refuses_read_only_and_rmi_f_discards() {
