@@ -62,7 +62,7 @@ run img version
 DEMO=$(mktemp -d /tmp/img-quickstart.XXXXXX)
 REGISTRY_PID=""
 cleanup() {
-  img umount -a >/dev/null 2>&1 || true
+  img umount -a --discard >/dev/null 2>&1 || true
   if [[ -n $REGISTRY_PID ]]; then
     kill "$REGISTRY_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 0.1; done
@@ -113,5 +113,16 @@ run ls "$DEMO/mnt" "$DEMO/mnt/bin"
 run cat "$DEMO/mnt/etc/passwd"
 run img mounts
 run img umount "$DEMO/mnt"
+
+# 7. Change it and commit the change, as docker commit does.
+say "A writable mount, a change, and img commit:"
+run img mount --rw sample:1 "$DEMO/rw"
+run sh -c "echo 'hello from img commit' > '$DEMO/rw/etc/motd'"
+run img commit -m "add a motd" -c 'CMD ["cat", "/etc/motd"]' "$DEMO/rw" sample:2
+run img umount "$DEMO/rw"
+run img history sample:2
+run img mount sample:2 "$DEMO/mnt2"
+run cat "$DEMO/mnt2/etc/motd"
+run img umount "$DEMO/mnt2"
 
 say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
