@@ -709,6 +709,46 @@ check_commit_killed_leaves_store_clean() {
   img fsck >/dev/null || fail "img fsck at the end: $(img fsck 2>&1)"
 }
 
+# An iSulad embedded image mounts as iSulad assembles it: the host's / as
+# layer 0 (read-only), a squashfs layer at its pathInContainer (/srv), all
+# read-only; rmi is refused while mounted; umount takes every layer down.
+check_embedded_image_mounts_as_isulad_does() {
+  local e=$T/embedded m sha
+  mkdir -p "$e/content/sub" "$e/layers"
+  echo "from the squashfs layer" > "$e/content/hello"
+  head -c 300000 /dev/urandom > "$e/content/sub/data.bin"
+  mksquashfs "$e/content" "$e/layers/app.sqfs" -noappend -quiet -all-root >/dev/null || fail "mksquashfs failed"
+  sha=$(sha256sum < "$e/layers/app.sqfs" | cut -d' ' -f1)
+  python3 - "$e" "$sha" "$(stat -c %s "$e/layers/app.sqfs")" <<'PY'
+import hashlib, json, sys
+d, sha, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = {"schemaVersion": 1, "mediaType": "application/embedded.manifest+json", "imageName": "emb:1",
+     "created": "2024-01-02T03:04:05+08:00", "config": {"Env": ["A=1"]},
+     "layers": [{"mediaType": "application/bind.image.rootfs.diff.dir", "pathInHost": "/", "pathInContainer": "",
+                 "digest": "", "size": 0},
+                {"mediaType": "application/squashfs.image.rootfs.diff.img", "pathInHost": "layers/app.sqfs",
+                 "pathInContainer": "/srv", "digest": "sha256:" + sha, "size": size}]}
+b = json.dumps(m).encode()
+open(d + "/app.manifest", "wb").write(b)
+open(d + "/app.sgn", "w").write("sha256:" + hashlib.sha256(b).hexdigest() + "\n")
+PY
+  img load --type embedded -i "$e/app.manifest" >/dev/null || fail "img load --type embedded failed"
+  ! img mount --rw emb:1 "$T/rw" 2> "$T/err" || fail "a writable embedded mount succeeded"
+  grep -q "read-only" "$T/err" || fail "the --rw refusal does not say why: $(cat "$T/err")"
+  m=$(img mount emb:1 "$T/m") || fail "img mount of the embedded image failed"
+  cmp -s "$m/etc/os-release" /etc/os-release || fail "layer 0 is not the host's root"
+  [[ $(cat "$m/srv/hello") == "from the squashfs layer" ]] || fail "the squashfs layer is not at /srv"
+  cmp -s "$m/srv/sub/data.bin" "$e/content/sub/data.bin" || fail "the squashfs layer's data differs"
+  ! touch "$m/srv/new" 2>/dev/null || fail "the squashfs layer is writable"
+  ! touch "$m/tmp/img-embedded-write-test" 2>/dev/null || fail "layer 0 is writable"
+  [[ $(field "$m" ReadOnly) == true ]] || fail "img mounts does not list it read-only"
+  ! img rmi emb:1 2>/dev/null || fail "rmi of the mounted embedded image succeeded"
+  img umount "$m" >/dev/null || fail "img umount failed"
+  [[ -z $(awk -v d="$m" 'index($5, d) == 1' /proc/self/mountinfo) ]] || fail "mounts left under $m"
+  [[ $(mounts_json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 0 ]] || fail "still listed"
+  img rmi emb:1 >/dev/null || fail "rmi after umount failed"
+}
+
 # A read-only mount is not committable; rmi -f of an image mounted
 # writable drops the mount and its changes.
 check_commit_refuses_read_only_and_rmi_f_discards() {
@@ -860,7 +900,7 @@ run_check() {
 preflight() {
   [[ $(id -u) == 0 ]] || fail "must run as root (FUSE as root, umoci unpack keeping owners, a test user)"
   local missing=() t
-  for t in fusermount3 umoci podman setfattr python3 tar zstd gzip useradd userdel runuser getent mountpoint "$IMG"; do
+  for t in fusermount3 umoci podman setfattr mksquashfs python3 tar zstd gzip useradd userdel runuser getent mountpoint "$IMG"; do
     command -v "$t" >/dev/null || missing+=("$t")
   done
   [[ -c /dev/fuse ]] || missing+=("/dev/fuse")

@@ -21,6 +21,8 @@ pub enum MountError {
     Overlay { target: String, source: io::Error, hint: &'static str },
     #[error("unmounting {target}: {msg}")]
     Unmount { target: String, msg: String },
+    #[error("mounting {what} at {target}: {msg}")]
+    Mount { what: String, target: String, msg: String },
 }
 
 /// An overlayfs mount: `lower` (top first) under `upper`, at `target`.
@@ -75,6 +77,11 @@ pub enum Unmount {
 /// The mount calls img makes.
 pub trait Kernel: Send + Sync {
     fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError>;
+    /// Binds directory `src` at `target`, read-only (not its submounts).
+    fn bind_read_only(&self, src: &Path, target: &Path) -> Result<(), MountError>;
+    /// Mounts the squashfs filesystem in `image` (a block device, or a
+    /// file through a loop device) read-only at `target`.
+    fn mount_squashfs(&self, image: &Path, target: &Path) -> Result<(), MountError>;
     /// Unmounts `target` (a FUSE or overlay mount).
     fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError>;
 }
@@ -99,6 +106,46 @@ impl Kernel for RealKernel {
             };
             MountError::Overlay { target: m.target.display().to_string(), source, hint }
         })
+    }
+
+    fn bind_read_only(&self, src: &Path, target: &Path) -> Result<(), MountError> {
+        let err = |e: io::Error| MountError::Mount {
+            what: src.display().to_string(),
+            target: target.display().to_string(),
+            msg: match e.raw_os_error() {
+                Some(libc::EPERM) => format!("{e}; binding the host's directories needs root"),
+                _ => e.to_string(),
+            },
+        };
+        sys::mount_bind(src, target).map_err(err)?;
+        // A bind is read-only only once remounted so.
+        if let Err(e) = sys::remount_bind_read_only(target, MOUNT_FLAGS) {
+            let _ = sys::umount2(target, libc::MNT_DETACH);
+            return Err(err(e));
+        }
+        Ok(())
+    }
+
+    fn mount_squashfs(&self, image: &Path, target: &Path) -> Result<(), MountError> {
+        let err = |msg: String| MountError::Mount {
+            what: image.display().to_string(),
+            target: target.display().to_string(),
+            msg,
+        };
+        if sys::geteuid() != 0 {
+            return Err(err("kernel squashfs mounts need root".into()));
+        }
+        // mount(8) sets up (and at unmount releases) the loop device a file needs.
+        let out = std::process::Command::new("mount")
+            .args(["-t", "squashfs", "-o", "loop,ro,nosuid,nodev"])
+            .arg(image)
+            .arg(target)
+            .output()
+            .map_err(|e| err(format!("cannot run mount ({e}); install mount (util-linux)")))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        Ok(())
     }
 
     fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError> {
@@ -147,6 +194,22 @@ impl RecordingKernel {
 }
 
 impl Kernel for RecordingKernel {
+    fn bind_read_only(&self, src: &Path, target: &Path) -> Result<(), MountError> {
+        self.record(format!("bind {} {}", src.display(), target.display())).map_err(|e| MountError::Mount {
+            what: src.display().to_string(),
+            target: target.display().to_string(),
+            msg: e.to_string(),
+        })
+    }
+
+    fn mount_squashfs(&self, image: &Path, target: &Path) -> Result<(), MountError> {
+        self.record(format!("squashfs {} {}", image.display(), target.display())).map_err(|e| MountError::Mount {
+            what: image.display().to_string(),
+            target: target.display().to_string(),
+            msg: e.to_string(),
+        })
+    }
+
     fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError> {
         let data = m.data()?;
         self.record(format!("mount overlay {} {data}", m.target.display())).map_err(|source| MountError::Overlay {

@@ -31,6 +31,32 @@ pub fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, da
     }
 }
 
+/// A bind mount of `source` at `target` (not recursive).
+pub fn mount_bind(source: &Path, target: &Path) -> io::Result<()> {
+    let (source, target, none) = (cpath(source)?, cpath(target)?, cstr("none")?);
+    // SAFETY: the pointers come from CStrings alive across the call; the
+    // data argument may be NULL for a bind mount.
+    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), none.as_ptr(), libc::MS_BIND, std::ptr::null()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Remounts the bind mount at `target` read-only with `flags` added.
+pub fn remount_bind_read_only(target: &Path, flags: libc::c_ulong) -> io::Result<()> {
+    let (target, none) = (cpath(target)?, cstr("none")?);
+    let all = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags;
+    // SAFETY: as in mount_bind; the source is ignored for a remount.
+    let rc = unsafe { libc::mount(none.as_ptr(), target.as_ptr(), none.as_ptr(), all, std::ptr::null()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// umount2(2).
 pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let target = cpath(target)?;

@@ -79,6 +79,9 @@ fn start(
     if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty; mount on an empty directory", dir.display());
     }
+    if img.kind == "embedded" {
+        return mount_embedded(store, a, img, dir);
+    }
     let state = a.rw.then(|| mount::StateDir::for_mountpoint(&store, dir));
     if let Some(st) = &state {
         for d in [st.lower(), st.upper(), st.work()] {
@@ -135,6 +138,46 @@ fn start(
         created_at: now(),
         state_dir: state.map(|s| s.0.to_string_lossy().into_owned()).unwrap_or_default(),
         committed,
+    })?;
+    let mut out = super::stdout();
+    writeln!(out, "{}", dir.display())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// An iSulad embedded image: kernel mounts of its layers, as iSulad makes
+/// them, with no process serving them.
+fn mount_embedded(
+    mut store: crate::store::Store,
+    a: &MountArgs,
+    img: &crate::index::ImageRecord,
+    dir: &Path,
+) -> Result<()> {
+    if a.rw {
+        bail!("{} is an iSulad embedded image, which mounts read-only; drop --rw", a.image);
+    }
+    if !img_overlay::is_root() {
+        bail!(
+            "{} is an iSulad embedded image: its layers are kernel squashfs and bind mounts, which need root",
+            a.image
+        );
+    }
+    if !crate::ops::save::layers_of(&store, img)?.is_empty() {
+        bail!(
+            "{}: its layers were copied into the store without their paths; load it again without --copy to mount it",
+            a.image
+        );
+    }
+    let layers = store.index().external_layers(&img.id)?;
+    mount::embedded::mount(&img_overlay::RealKernel, &layers, dir)?;
+    store.index_mut().add_mount(&MountRecord {
+        mountpoint: dir.to_string_lossy().into_owned(),
+        image_id: img.id.clone(),
+        pid: 0,
+        writable: false,
+        created_at: now(),
+        state_dir: String::new(),
+        committed: String::new(),
     })?;
     let mut out = super::stdout();
     writeln!(out, "{}", dir.display())?;

@@ -4,6 +4,7 @@
 //! `img_fuse::Tree` merges them, and `source` reads the bytes on demand.
 //! One background process serves each mount, recorded in the index.
 
+pub mod embedded;
 pub mod index_file;
 pub mod scan;
 pub mod source;
@@ -145,8 +146,9 @@ pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
     Ok(records
         .into_iter()
         .map(|record| {
-            let serving = pid_alive(record.pid);
             let mounted = now.contains(&record.mountpoint);
+            // Pid 0: kernel mounts with no process serving them (embedded images).
+            let serving = if record.pid == 0 { mounted } else { pid_alive(record.pid) };
             MountState { record, serving, mounted }
         })
         .collect())
@@ -213,7 +215,8 @@ pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
 /// the FUSE tree under it), lazily when the server is dead.
 pub fn detach(m: &MountState) -> Result<()> {
     let kernel = img_overlay::RealKernel;
-    let how = if m.serving { img_overlay::Unmount::Normal } else { img_overlay::Unmount::Lazy };
+    // An embedded image's layers are mounts under its root: detached with it.
+    let how = if m.serving && m.record.pid != 0 { img_overlay::Unmount::Normal } else { img_overlay::Unmount::Lazy };
     if m.mounted {
         kernel.unmount(Path::new(&m.record.mountpoint), how).map_err(busy_hint)?;
     }
