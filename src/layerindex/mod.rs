@@ -8,12 +8,14 @@
 //!
 //! - `gzip`: checkpoints between deflate blocks, each with the 32 KiB of output
 //!   that precedes it (the zran method), for single- and multi-member gzip.
+//! - `zstd`: where each frame starts, for layers of several frames.
 //!
 //! Nothing here opens files or knows about the store: the compressed stream is
 //! an `io::Read` while an index is built, and anything implementing
 //! [`RandomRead`] when it is read.
 
 pub mod gzip;
+pub mod zstd;
 
 use std::io;
 
