@@ -601,6 +601,48 @@ pull_all_tags_pulls_every_tag() {
   true
 }
 
+# Passwords never show: not in any output or error (wrong or right, JSON
+# included), not in the auth file in clear, not in a running img's
+# arguments with --password-stdin; the auth file is 0600 even under umask 0.
+secrets_never_leak() {
+  local af=$WORK/secret-auth.json out=$WORK/secret-out pw=Sup3r-S3cret-9517 bad=Wr0ng-S3cret-4242
+  rm -f "$af"
+  {
+    echo "$bad" | "$IMG" login --tls-verify=false --authfile "$af" -u alice --password-stdin "$AUTH"
+    "$IMG" pull --tls-verify=false --creds "alice:$bad" "$AUTH/test/base:1"
+    "$IMG" push --tls-verify=false --creds "alice:$bad" localhost/nosuch:1 "$AUTH/test/x:1"
+    "$IMG" inspect --tls-verify=false --creds "alice:$bad" "docker://$AUTH/test/base:1"
+    "$IMG" tags --tls-verify=false --creds "alice:$bad" "$AUTH/test/base"
+  } > "$out" 2>&1
+  grep -q "$bad" "$out" && fail "a wrong password shows in img's output: $(grep "$bad" "$out" | head -3)"
+  grep -qi "unauthorized\|denied\|401" "$out" || fail "the failures do not say why: $(head -5 "$out")"
+  ( umask 000
+    echo "$pw" | "$IMG" login --tls-verify=false --authfile "$af" -u alice --password-stdin "$AUTH" ) > "$out" 2>&1 &&
+    fail "login with a password the registry does not know succeeded"
+  # The right password (alice's, from the htpasswd setup), under umask 0.
+  ( umask 000
+    echo s3cret-pass | "$IMG" login --tls-verify=false --authfile "$af" -u alice --password-stdin "$AUTH" ) >> "$out" 2>&1 ||
+    fail "login failed: $(tail -3 "$out")"
+  [[ $(stat -c %a "$af") == 600 ]] || fail "auth file mode under umask 0 is $(stat -c %a "$af")"
+  {
+    "$IMG" login --get-login --authfile "$af" "$AUTH"
+    "$IMG" pull --tls-verify=false --authfile "$af" "$AUTH/test/base:1"
+    "$IMG" inspect --tls-verify=false --authfile "$af" "docker://$AUTH/test/base:1"
+    "$IMG" inspect --tls-verify=false --authfile "$af" --raw "docker://$AUTH/test/base:1"
+    "$IMG" info --format json
+  } >> "$out" 2>&1
+  grep -q "s3cret-pass" "$out" "$af" && fail "the password shows in output or in clear in the auth file"
+  # A pull that is running: its arguments and environment hold no password.
+  "$IMG" pull --tls-verify=false --authfile "$af" "$AUTH/test/base:1" >/dev/null 2>&1 &
+  local pid=$! leaked=0
+  for _ in 1 2 3 4 5; do
+    [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "s3cret-pass" && leaked=1
+    sleep 0.02
+  done
+  wait "$pid" || true
+  [[ $leaked == 0 ]] || fail "the password is in a running img's arguments"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -613,7 +655,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
   copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
-  pull_all_tags_pulls_every_tag; do
+  pull_all_tags_pulls_every_tag secrets_never_leak; do
   check "$c"
 done
 echo "$passed passed, $failed failed"
