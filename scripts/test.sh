@@ -84,23 +84,25 @@ if [[ $built == 1 ]]; then   # never test a stale binary
   step interop env IMG="$PWD/target/release/img" tests/interop.sh
   step registry env IMG="$PWD/target/release/img" tests/registry.sh
   step mount env IMG="$PWD/target/release/img" tests/mount.sh
+  step hostile env IMG="$PWD/target/release/img" tests/hostile.sh
 else
   not_run interop "no release build"
   not_run registry "no release build"
   not_run mount "no release build"
+  not_run hostile "no release build"
 fi
 
 # Leave the machine as it was: no podman, registry or mount server left running.
 pgrep -a 'podman|conmon|registry' && echo "warning: processes above still running"
 pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
 
-# Totals over the cargo test runs and the interop, registry and mount suites.
+# Totals over the cargo test runs and the interop, registry, mount and hostile suites.
 passed=0 failed=0
 if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry mount; do
+for suite in interop registry mount hostile; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

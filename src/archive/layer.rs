@@ -91,8 +91,29 @@ fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + Send + 'a>
     c.decoder(r).map_err(|e| LayerError::Read { layer: d.to_string(), source: e })
 }
 
-fn ancestors(p: &str) -> impl Iterator<Item = &str> {
-    p.match_indices('/').map(move |(i, _)| &p[..i])
+/// Is any proper ancestor directory of `path` blocking (`blocks`)? Answers
+/// are remembered per directory in `memo`, so a deep tree costs each
+/// directory once, not once per entry under it (a 10,000-deep chain would
+/// otherwise hash 10^12 bytes).
+fn parent_blocked(path: &str, memo: &mut HashMap<String, bool>, blocks: impl Fn(&str) -> bool) -> bool {
+    // The ancestors not yet known, nearest first, up to one that is known.
+    let mut unknown: Vec<&str> = Vec::new();
+    let mut cur = path;
+    let mut known = false;
+    while let Some(i) = cur.rfind('/') {
+        cur = &path[..i];
+        if let Some(&b) = memo.get(cur) {
+            known = b;
+            break;
+        }
+        unknown.push(cur);
+    }
+    // From the top down: a directory is blocked when it blocks or its parent is.
+    for a in unknown.into_iter().rev() {
+        known = known || blocks(a);
+        memo.insert(a.to_string(), known);
+    }
+    known
 }
 
 /// Writes the merged root filesystem of `layers` (bottom first) as one tar.
@@ -114,6 +135,8 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
     for (i, d) in layers.iter().enumerate().rev() {
         let mut new_deleted = HashSet::new();
         let mut new_opaque = HashSet::new();
+        // Directories known (in this layer's pass) to be hidden or not.
+        let mut blocked: HashMap<String, bool> = HashMap::new();
         let mut ar = tar::Archive::new(open_layer(store, d)?);
         let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
         for e in entries {
@@ -141,11 +164,20 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             }
             let hidden = deleted.contains(&path)
                 || opaque.contains("")
-                || ancestors(&path).any(|a| {
+                || parent_blocked(&path, &mut blocked, |a| {
                     deleted.contains(a) || opaque.contains(a) || winner.get(a).is_some_and(|(_, is_dir)| !is_dir)
                 });
             if hidden || winner.contains_key(&path) {
                 continue;
+            }
+            if !kind.is_dir() {
+                // What this layer puts under a non-directory is hidden too
+                // (and what was decided under it, as a directory, is stale).
+                if blocked.contains_key(&path) {
+                    let under = format!("{path}/");
+                    blocked.retain(|k, _| !k.starts_with(&under));
+                }
+                blocked.insert(path.clone(), true);
             }
             if kind.is_hard_link() {
                 let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();

@@ -76,7 +76,13 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
     let mut dec = BufReader::new(dec);
     let first = dec.fill_buf()?;
     if !crate::archive::source::looks_like_tar(first) {
-        bail!("importing {label}: not a tar archive (nor a gzip, xz or zstd compressed one)");
+        bail!(
+            "importing {label}: {}",
+            match Compression::sniff(&head) {
+                Compression::None => "not a tar archive (nor a gzip, xz or zstd compressed one)".to_string(),
+                c => format!("the {} data does not hold a tar archive", c.name()),
+            }
+        );
     }
     layer::validate_tar(dec, &label).with_context(|| format!("importing {label}"))?;
 

@@ -389,11 +389,7 @@ impl StagedBlob {
         let mut buf = Vec::new();
         f.take(limit + 1).read_to_end(&mut buf).map_err(io_err("reading", &self.path))?;
         if buf.len() as u64 > limit {
-            return Err(StoreError::Io {
-                action: "reading",
-                path: self.path.clone(),
-                source: io::Error::other(format!("larger than the {limit}-byte limit")),
-            });
+            return Err(StoreError::TooLarge { size: self.size, limit });
         }
         Ok(buf)
     }

@@ -35,9 +35,15 @@ pub enum StoreError {
     DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("{what}: size mismatch: expected {expected} bytes, got {actual}")]
     SizeMismatch { what: String, expected: u64, actual: u64 },
+    #[error("it is {size} bytes, over the {limit}-byte limit; refusing to read it into memory")]
+    TooLarge { size: u64, limit: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+fn f_len(p: &Path) -> Option<u64> {
+    std::fs::metadata(p).ok().map(|m| m.len())
+}
 
 pub(crate) fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| {
@@ -180,11 +186,8 @@ impl Store {
         let mut buf = Vec::new();
         f.take(limit + 1).read_to_end(&mut buf).map_err(io_err("reading blob", &p))?;
         if buf.len() as u64 > limit {
-            return Err(StoreError::Io {
-                action: "reading blob",
-                path: p,
-                source: io::Error::other(format!("larger than {limit} bytes")),
-            });
+            let size = f_len(&p).unwrap_or(buf.len() as u64);
+            return Err(StoreError::TooLarge { size, limit });
         }
         Ok(buf)
     }

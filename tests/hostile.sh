@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Large hostile inputs (tests/support/hostile_corpus.py makes them here):
+# a gzip layer holding 512 MiB of zeros, a layer of 1,000,000 entries, a
+# 10,000-deep directory chain, names of 4,096 bytes, a gzip stream that is
+# not a tar, and a config with a 100 MB environment. Every command that
+# reads them (import, load, export, mount) takes them with bounded memory
+# (peak RSS measured with GNU time or /proc, and asserted) or refuses them
+# with a clear error, leaving the store as it was and clean (img fsck).
+#
+# Usage: IMG=target/release/img tests/hostile.sh   (as root: it mounts FUSE)
+# Prints "ok - NAME" / "not ok - NAME" per check and "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+IMG=$(realpath "${IMG:-target/release/img}")
+WORK=$(mktemp -d /tmp/img-hostile.XXXXXX)
+C=$WORK/corpus
+cleanup() {
+  for s in "$WORK"/store-*; do
+    [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "$*" >&2; exit 1; }
+img() { "$IMG" "$@"; }
+
+# rss_kb CMD...: runs CMD (output to $T/out, $T/err) and prints its peak RSS in KB;
+# the exit status is CMD's.
+rss_kb() {
+  /usr/bin/time -f "%M" -o "$T/rss" "$@" > "$T/out" 2> "$T/err"
+  local rc=$?
+  cat "$T/rss" | tail -1
+  return $rc
+}
+
+# state: what a failed command must leave as it was
+state() { img images -a --no-trunc -q | sort; ls "$IMG_ROOT/ingest" 2>/dev/null; }
+
+# Import and load take each large input in little memory.
+check_import_and_load_stay_small() {
+  local x kb
+  for x in bomb many deep longnames; do
+    kb=$(rss_kb "$IMG" import "$C/$x.tar.gz" "$x:imp") || fail "import $x failed: $(cat "$T/err")"
+    (( kb < 64 * 1024 )) || fail "import $x peaked at $kb KB"
+    echo "# import $x: peak $kb KB" >&2
+    kb=$(rss_kb "$IMG" load -q -i "$C/$x.oci") || fail "load $x failed: $(cat "$T/err")"
+    (( kb < 64 * 1024 )) || fail "load $x peaked at $kb KB"
+  done
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1 | tail -3)"
+}
+
+# A gzip stream of 512 MiB of zeros is no tar: refused with what it is.
+check_gzip_without_a_tar_is_refused() {
+  img import "$C/bomb.tar.gz" keep:1 >/dev/null || fail "import of the base failed"
+  local before kb; before=$(state)
+  kb=$(rss_kb "$IMG" import "$C/zeros.gz" z:1) && fail "import of zeros succeeded"
+  grep -q "zeros.gz" "$T/err" && grep -q "does not hold a tar archive" "$T/err" || fail "unclear error: $(cat "$T/err")"
+  (( kb < 64 * 1024 )) || fail "peaked at $kb KB"
+  [[ $(state) == "$before" ]] || fail "the store changed"
+  img fsck >/dev/null || fail "img fsck"
+}
+
+# A config of 100 MB is refused by its size, not read into memory.
+check_huge_config_is_refused() {
+  local before kb; before=$(state)
+  kb=$(rss_kb "$IMG" load -i "$C/bigenv.oci") && fail "load of the 100 MB config succeeded"
+  grep -q "config" "$T/err" && grep -q "limit" "$T/err" || fail "unclear error: $(cat "$T/err")"
+  grep -q "ingest/" "$T/err" && fail "the error names a temporary file: $(cat "$T/err")"
+  (( kb < 64 * 1024 )) || fail "peaked at $kb KB"
+  [[ $(state) == "$before" ]] || fail "the store changed"
+  img fsck >/dev/null || fail "img fsck"
+}
+
+# Export writes each one whole, in memory that grows with the paths only.
+check_export_is_bounded_and_whole() {
+  local x kb
+  for x in bomb many deep longnames; do
+    img import "$C/$x.tar.gz" "$x:1" >/dev/null || fail "import $x"
+    kb=$(rss_kb "$IMG" export -o "$WORK/$x-export.tar" "$x:1") || fail "export $x failed: $(cat "$T/err")"
+    (( kb < 768 * 1024 )) || fail "export $x peaked at $kb KB"
+    echo "# export $x: peak $kb KB" >&2
+  done
+  [[ $(tar -tf "$WORK/many-export.tar" | grep -c '/f') == 1000000 ]] || fail "the export of many lacks files"
+  tar -xOf "$WORK/longnames-export.tar" --wildcards '*/15*' | grep -q long || fail "the long name's file is not in the export"
+  [[ $(stat -c %s "$WORK/bomb-export.tar") -gt $((512 << 20)) ]] || fail "the bomb's export is short"
+  rm -f "$WORK"/*-export.tar
+}
+
+# The mount serves them: a million files, the bottom of the chain, the
+# long path (opened one directory at a time: it is longer than PATH_MAX),
+# the end of the 512 MiB file.
+check_mount_serves_them() {
+  local x m pid hwm
+  for x in bomb many deep longnames; do
+    img import "$C/$x.tar.gz" "$x:1" >/dev/null || fail "import $x"
+    m=$(img mount "$x:1" "$WORK/m-$x") || fail "mount $x failed"
+  done
+  [[ $(find "$WORK/m-many" -type f | wc -l) == 1000000 ]] || fail "the mount of many does not list a million files"
+  python3 - "$WORK/m-deep" "$WORK/m-longnames" <<'PY' || fail "the deep or long paths do not read"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(10000):
+    nfd = os.open("d", os.O_RDONLY, dir_fd=fd); os.close(fd); fd = nfd
+f = os.open("bottom", os.O_RDONLY, dir_fd=fd)
+assert os.read(f, 100) == b"bottom\n"
+fd = os.open(sys.argv[2], os.O_RDONLY)
+for i in range(15):
+    nfd = os.open(("%02d" % i) * 127 + "x", os.O_RDONLY, dir_fd=fd); os.close(fd); fd = nfd
+f = os.open("15" * 127 + "x", os.O_RDONLY, dir_fd=fd)
+assert os.read(f, 100) == b"long\n"
+PY
+  [[ $(tail -c 1048576 "$WORK/m-bomb/zeros.bin" | tr -d '\0' | wc -c) == 0 ]] || fail "the end of the zeros is not zeros"
+  for x in bomb many deep longnames; do
+    pid=$(img mounts --format json | python3 -c 'import json,sys; print([r["Pid"] for r in json.load(sys.stdin) if r["Mountpoint"].endswith("/m-" + sys.argv[1])][0])' "$x")
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+    echo "# mount $x: server peak $hwm KB" >&2
+    (( hwm < 1024 * 1024 )) || fail "the server of $x peaked at $hwm KB"
+  done
+  img umount -a >/dev/null || fail "umount"
+  img fsck >/dev/null || fail "img fsck"
+}
+
+passed=0 failed=0
+[[ $(id -u) == 0 ]] || { echo "not ok - setup: run as root (FUSE mounts)"; exit 1; }
+echo "# making the corpus in $C"
+python3 tests/support/hostile_corpus.py "$C" 512 || { echo "not ok - corpus"; exit 1; }
+for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
+  name=${fn#check_}
+  T=$WORK/$name
+  mkdir -p "$T"
+  if ( set -e; export T IMG_ROOT=$WORK/store-$name; "$fn" ) > "$T/log" 2>&1; then
+    echo "ok - $name"; passed=$((passed + 1))
+    grep '^# ' "$T/log" || true
+  else
+    echo "not ok - $name"; failed=$((failed + 1))
+    sed 's/^/#   /' "$T/log" | tail -12
+  fi
+  IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
+done
+echo "$passed passed, $failed failed"
+[[ $failed == 0 && $passed -gt 0 ]]
