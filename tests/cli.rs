@@ -2297,3 +2297,40 @@ fn commit_usage_errors_exit_125() {
     let o = s.run(&["commit", "-p=maybe", "/tmp", "x:1"]);
     assert_eq!(o.status.code(), Some(125), "{}", o.describe());
 }
+
+// Regression: `img export -o /dev/null` renamed its temp file onto
+// /dev/null, replacing the device with a regular file. Devices and fifos
+// are written as they are; a symlink stays and its target gets the file.
+#[test]
+fn save_and_export_to_a_device_a_fifo_or_a_symlink_keep_them() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = Store::new();
+    let img = two_layer_image(&["app:1"]);
+    s.load("app.tar", &Archive::docker(&[&img]).tar());
+    s.ok(&["export", "-o", "/dev/null", "app:1"]);
+    s.ok(&["save", "-o", "/dev/null", "app:1"]);
+    let m = fs::metadata("/dev/null").unwrap();
+    assert!(m.file_type().is_char_device(), "/dev/null is no longer a device");
+    // A fifo: its reader gets the archive, and it stays a fifo.
+    let fifo = s.work().join("out.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    s.ok(&["save", "-o", arg(&fifo), "app:1"]);
+    let got = reader.join().unwrap();
+    assert!(got.len() > 1024 && tar::Archive::new(got.as_slice()).entries().unwrap().count() > 2);
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    // A symlink: it stays, and the file it names is the archive.
+    let real = s.work().join("real.tar");
+    fs::write(&real, b"old").unwrap();
+    let link = s.work().join("link.tar");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    s.ok(&["save", "-o", arg(&link), "app:1"]);
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(fs::metadata(&real).unwrap().len() > 1024);
+    // A directory is refused.
+    let o = s.fail(&["export", "-o", arg(s.work()), "app:1"]);
+    assert!(o.one_error_line().contains("is a directory"), "{}", o.describe());
+}

@@ -33,8 +33,30 @@ fn with_output<'s>(
             finish_writer(w, "standard output")
         }
         Output::File(p) => {
-            let tmp = write::tmp_path(p);
             let label = p.display().to_string();
+            if let Ok(m) = std::fs::metadata(p) {
+                if m.is_dir() {
+                    bail!("{label} is a directory; give -o a file name");
+                }
+                if !m.is_file() {
+                    // A device or a fifo (/dev/null, a pipe) is written as it
+                    // is: a file renamed onto it would replace it.
+                    let file =
+                        std::fs::OpenOptions::new().write(true).open(p).with_context(|| format!("opening {label}"))?;
+                    let w = f(Box::new(BufWriter::with_capacity(256 * 1024, file)), &label)?;
+                    return finish_writer(w, &label);
+                }
+            }
+            // A symlink stays; the file it names is what is replaced.
+            let target;
+            let p = if std::fs::symlink_metadata(p).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+                target = std::fs::canonicalize(p)
+                    .with_context(|| format!("{label} is a symlink to nothing; give -o a file name"))?;
+                &target
+            } else {
+                p
+            };
+            let tmp = write::tmp_path(p);
             let res = (|| -> Result<()> {
                 let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
                 let w = f(Box::new(BufWriter::with_capacity(256 * 1024, file)), &label)?;
