@@ -25,6 +25,9 @@ pub enum FileType {
     BlockDevice,
 }
 
+/// A directory entry as `readdir` gives it: (next offset, inode, type, name).
+pub type DirEntry = (u64, u64, FileType, Vec<u8>);
+
 /// What `stat` shows for an inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -119,7 +122,7 @@ impl<S: BlobSource> ImageFs<S> {
 
     /// Directory entries from position `offset` on: (next offset, inode,
     /// type, name), with `.` and `..` first.
-    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<(u64, u64, FileType, Vec<u8>)>, i32> {
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, i32> {
         let n = self.node(ino)?;
         let children = self.tree.children(ino).ok_or(libc::ENOTDIR)?;
         let mut out = Vec::new();

@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn hard_links_share_an_inode_and_keep_it_when_the_target_is_replaced() {
         let l0 = layer(vec![dir("a"), file("a/f", 0, 0, 3), entry("b/link", Kind::HardLink(b"a/f".to_vec()))]);
-        let t = Tree::build(&[l0.clone()]).unwrap();
+        let t = Tree::build(std::slice::from_ref(&l0)).unwrap();
         let (f, l) = (t.resolve(b"a/f").unwrap(), t.resolve(b"b/link").unwrap());
         assert_eq!(f, l);
         assert_eq!(t.node(f).unwrap().nlink, 2);
