@@ -10,4 +10,4 @@ pub mod tree;
 
 pub use adapter::{serve, MountConfig};
 pub use fs::{BlobSource, ImageFs};
-pub use tree::{DataRef, Entry, Kind, Layer, Tree};
+pub use tree::{DataRef, Entry, Kind, Layer, Segment, SparseError, SparseMap, Tree, MAX_SEGMENTS};

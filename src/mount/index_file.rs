@@ -186,7 +186,7 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
     for _ in 0..n {
         let path = r.bytes(MAX_BYTES)?;
         let kind = match r.u8()? {
-            0 => Kind::File(DataRef { layer: index, offset: r.u64()?, size: r.u64()? }),
+            0 => Kind::File(DataRef::plain(index, r.u64()?, r.u64()?)),
             1 => Kind::Dir,
             2 => Kind::Symlink(r.bytes(MAX_BYTES)?),
             3 => Kind::HardLink(r.bytes(MAX_BYTES)?),
@@ -247,7 +247,7 @@ mod tests {
         Layer {
             entries: vec![
                 e("a", Kind::Dir),
-                e("a/f", Kind::File(DataRef { layer: 2, offset: 512, size: 9 })),
+                e("a/f", Kind::File(DataRef::plain(2, 512, 9))),
                 e("a/s", Kind::Symlink(b"../x".to_vec())),
                 e("a/h", Kind::HardLink(b"a/f".to_vec())),
                 e("p", Kind::Fifo),

@@ -81,7 +81,7 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         } else if t.is_gnu_sparse() {
             return Err(err("a sparse file (GNU sparse entry), which img mount cannot serve yet; use img export"));
         } else if t.is_file() || t == tar::EntryType::Continuous {
-            Kind::File(DataRef { layer: index, offset: e.raw_file_position(), size: e.size() })
+            Kind::File(DataRef::plain(index, e.raw_file_position(), e.size()))
         } else {
             // PAX and GNU meta entries are consumed by the tar reader;
             // anything else (sockets, unknown types) is skipped, as tar does.
