@@ -1243,6 +1243,56 @@ fn export_dir_recreated_over_file_drops_old_children() {
     assert_eq!(tree(&export(&s, "redo:1")), want);
 }
 
+/// A layer with PAX sparse files as GNU tar writes them (formats 0.1 and
+/// 1.0: a regular entry under a made-up name, the real name and map in
+/// `GNU.sparse.*` records or, for 1.0, the map at the start of the data),
+/// each 20 bytes with "abc" at 2 and "defg" at 10; `map` is format 0.1's.
+fn pax_sparse_layer(map: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |records: &[(&str, &[u8])], name: &str, data: &[u8]| {
+        b.append_pax_extensions(records.iter().copied()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let v01: &[(&str, &[u8])] =
+        &[("GNU.sparse.size", b"20"), ("GNU.sparse.name", b"data/v01"), ("GNU.sparse.map", map.as_bytes())];
+    add(v01, "data/GNUSparseFile.0/v01", b"abcdefg");
+    let mut data = b"2\n2\n3\n10\n4\n".to_vec();
+    data.resize(512, 0);
+    data.extend_from_slice(b"abcdefg");
+    let v10: &[(&str, &[u8])] = &[
+        ("GNU.sparse.major", b"1"),
+        ("GNU.sparse.minor", b"0"),
+        ("GNU.sparse.name", b"data/v10"),
+        ("GNU.sparse.realsize", b"20"),
+    ];
+    add(v10, "data/GNUSparseFile.0/v10", &data);
+    b.into_inner().unwrap()
+}
+
+// Guards: export writes PAX sparse files whole (holes as zeros) under their real names.
+#[test]
+fn export_expands_pax_sparse_files() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["sparse:1"]).layer(Layer::new(pax_sparse_layer("2,3,10,4"), Comp::Gzip)).build();
+    s.load("sparse.tar", &Archive::oci(&[&img]).tar());
+    let want = "\0\0abc\0\0\0\0\0defg\0\0\0\0\0\0";
+    let want: BTreeSet<_> = [entry("data/v01", 'f', "", want), entry("data/v10", 'f', "", want)].into_iter().collect();
+    assert_eq!(tree(&export(&s, "sparse:1")), want);
+}
+
+// Guards: a sparse map with overlapping segments makes export fail, naming the entry.
+#[test]
+fn export_refuses_a_hostile_sparse_map() {
+    let s = Store::new();
+    let img = ImageSpec::new(&["hostile:1"]).layer(Layer::new(pax_sparse_layer("2,3,4,4"), Comp::None)).build();
+    s.load("hostile.tar", &Archive::oci(&[&img]).tar());
+    let o = s.fail(&["export", "hostile:1", "-o", arg(&s.work().join("out.tar"))]);
+    assert!(o.stderr.contains("data/v01") && o.stderr.contains("sparse map"), "{}", o.describe());
+}
+
 /// Extracts `entries` in order the way tar does, into name -> (kind, content):
 /// a hard link gets the content its target has at that point. Panics on a
 /// hard link whose target was not extracted before it.

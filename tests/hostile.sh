@@ -55,7 +55,7 @@ check_gzip_without_a_tar_is_refused() {
   img import "$C/bomb.tar.gz" keep:1 >/dev/null || fail "import of the base failed"
   local before kb; before=$(state)
   kb=$(rss_kb "$IMG" import "$C/zeros.gz" z:1) && fail "import of zeros succeeded"
-  grep -q "zeros.gz" "$T/err" && grep -q "does not hold a tar archive" "$T/err" || fail "unclear error: $(cat "$T/err")"
+  grep -q "zeros.gz" "$T/err" && grep -q "data is not a tar archive" "$T/err" || fail "unclear error: $(cat "$T/err")"
   (( kb < 64 * 1024 )) || fail "peaked at $kb KB"
   [[ $(state) == "$before" ]] || fail "the store changed"
   img fsck >/dev/null || fail "img fsck"

@@ -25,8 +25,8 @@ pub enum FileType {
     BlockDevice,
 }
 
-/// Directory entries as readdir gives them: (next offset, inode, type, name).
-pub type DirEntries = Vec<(u64, u64, FileType, Vec<u8>)>;
+/// A directory entry as `readdir` gives it: (next offset, inode, type, name).
+pub type DirEntry = (u64, u64, FileType, Vec<u8>);
 
 /// What `stat` shows for an inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,11 @@ impl<S: BlobSource> ImageFs<S> {
             NodeKind::Block { major, minor } => (FileType::BlockDevice, makedev(*major, *minor)),
         };
         let size = n.size();
+        // Blocks count what is stored: a sparse file's holes take none.
+        let stored = match &n.kind {
+            NodeKind::File(d) => d.stored(),
+            _ => size,
+        };
         Ok(Attr {
             ino,
             kind,
@@ -101,7 +106,7 @@ impl<S: BlobSource> ImageFs<S> {
             uid: n.uid,
             gid: n.gid,
             size,
-            blocks: size.div_ceil(512),
+            blocks: stored.div_ceil(512),
             mtime: n.mtime,
             rdev,
         })
@@ -122,7 +127,7 @@ impl<S: BlobSource> ImageFs<S> {
 
     /// Directory entries from position `offset` on: (next offset, inode,
     /// type, name), with `.` and `..` first.
-    pub fn readdir(&self, ino: u64, offset: u64) -> Result<DirEntries, i32> {
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, i32> {
         let n = self.node(ino)?;
         let children = self.tree.children(ino).ok_or(libc::ENOTDIR)?;
         let mut out = Vec::new();
@@ -141,11 +146,13 @@ impl<S: BlobSource> ImageFs<S> {
         }
     }
 
-    /// Reads up to `size` bytes of a file at `offset`. A failing source is
-    /// EIO for this read, logged, never a crash.
+    /// Reads up to `size` bytes of a file at `offset`: a sparse file's
+    /// holes as zeros, its data from the layer (one read may span holes and
+    /// several segments). A failing source is EIO for this read, logged,
+    /// never a crash.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
         let d = match &self.node(ino)?.kind {
-            NodeKind::File(d) => *d,
+            NodeKind::File(d) => d,
             NodeKind::Dir(_) => return Err(libc::EISDIR),
             _ => return Err(libc::EINVAL),
         };
@@ -154,24 +161,43 @@ impl<S: BlobSource> ImageFs<S> {
         }
         let want = (d.size - offset).min(size as u64) as usize;
         let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            match self.source.read_at(d.layer, d.offset + offset + got as u64, &mut buf[got..]) {
-                Ok(0) => {
-                    self.fail(&format!("inode {ino}: layer {} ended at {} of {want} bytes", d.layer, got));
-                    return Err(libc::EIO);
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.fail(&format!("inode {ino}: reading layer {}: {e}", d.layer));
-                    return Err(libc::EIO);
+        match &d.sparse {
+            None => self.fill(ino, d.layer, d.offset + offset, &mut buf)?,
+            Some(map) => {
+                let end = offset + want as u64;
+                let segs = map.segments();
+                // The first segment that ends after `offset`.
+                let first = segs.partition_point(|s| s.start + s.len <= offset);
+                for s in segs[first..].iter().take_while(|s| s.start < end) {
+                    let (from, to) = (s.start.max(offset), (s.start + s.len).min(end));
+                    let part = &mut buf[(from - offset) as usize..(to - offset) as usize];
+                    self.fill(ino, d.layer, s.at + (from - s.start), part)?;
                 }
             }
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes_read.fetch_add(want as u64, Ordering::Relaxed);
         Ok(buf)
+    }
+
+    /// Fills `buf` from layer `layer` at `at`.
+    fn fill(&self, ino: u64, layer: usize, at: u64, buf: &mut [u8]) -> Result<(), i32> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.source.read_at(layer, at + got as u64, &mut buf[got..]) {
+                Ok(0) => {
+                    self.fail(&format!("inode {ino}: layer {layer} ended at {} of {} bytes", got, buf.len()));
+                    return Err(libc::EIO);
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail(&format!("inode {ino}: reading layer {layer}: {e}"));
+                    return Err(libc::EIO);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, msg: &str) {
@@ -193,12 +219,13 @@ impl<S: BlobSource> ImageFs<S> {
         Ok(out)
     }
 
-    /// (inodes, bytes of regular files) for statfs.
+    /// (inodes, bytes stored for regular files: sparse files' holes left
+    /// out) for statfs.
     pub fn totals(&self) -> (u64, u64) {
-        let mut bytes = 0;
+        let mut bytes = 0u64;
         for ino in 1..=self.tree.len() as u64 {
             if let Some(Node { kind: NodeKind::File(d), .. }) = self.tree.node(ino) {
-                bytes += d.size;
+                bytes = bytes.saturating_add(d.stored());
             }
         }
         (self.tree.len() as u64, bytes)
@@ -212,7 +239,7 @@ impl<S: BlobSource> ImageFs<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::{DataRef, Entry, Kind, Layer};
+    use crate::tree::{DataRef, Entry, Kind, Layer, SparseMap};
 
     /// Layers as byte vectors.
     struct Mem(Vec<Vec<u8>>);
@@ -238,7 +265,7 @@ mod tests {
             mtime: (1_700_000_000, 5),
             xattrs: vec![],
         };
-        let mut cap = e("bin/ping", Kind::File(DataRef { layer: 0, offset: 4, size: 6 }), 0o4755);
+        let mut cap = e("bin/ping", Kind::File(DataRef::plain(0, 4, 6)), 0o4755);
         cap.xattrs.push((b"security.capability".to_vec(), vec![1, 0, 0, 2]));
         let l0 = Layer {
             entries: vec![
@@ -246,7 +273,7 @@ mod tests {
                 cap,
                 e("bin/sh", Kind::Symlink(b"busybox".to_vec()), 0o777),
                 e("dev/null", Kind::Char { major: 1, minor: 3 }, 0o666),
-                e("broken", Kind::File(DataRef { layer: 7, offset: 0, size: 4 }), 0o644),
+                e("broken", Kind::File(DataRef::plain(7, 0, 4)), 0o644),
             ],
             ..Layer::default()
         };
@@ -310,5 +337,98 @@ mod tests {
         );
         assert!(f.readdir(ROOT, 99).unwrap().is_empty());
         assert_eq!(f.readdir(f.lookup(ROOT, b"broken").unwrap().ino, 0), Err(libc::ENOTDIR));
+    }
+
+    fn sparse_fs(map: SparseMap, layer: &[u8]) -> (ImageFs<Mem>, u64) {
+        let e = Entry {
+            path: b"sparse".to_vec(),
+            kind: Kind::File(DataRef::sparse(0, map)),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            xattrs: vec![],
+        };
+        let f = ImageFs::new(
+            Tree::build(&[Layer { entries: vec![e], ..Layer::default() }]).unwrap(),
+            Mem(vec![layer.to_vec()]),
+        );
+        let ino = f.lookup(ROOT, b"sparse").unwrap().ino;
+        (f, ino)
+    }
+
+    #[test]
+    fn sparse_reads_give_zeros_for_holes_and_data_for_segments() {
+        // 32 bytes: ABC at 0, DEFG at 10, HIJK at 26, holes between and a
+        // 2-byte hole at the end; stored from offset 4 of the layer.
+        let map = SparseMap::new(32, 4, [(0, 3), (10, 4), (26, 4), (32, 0)]).unwrap();
+        let (f, ino) = sparse_fs(map, b"....ABCDEFGHIJK....");
+        let mut want = [0u8; 32];
+        want[0..3].copy_from_slice(b"ABC");
+        want[10..14].copy_from_slice(b"DEFG");
+        want[26..30].copy_from_slice(b"HIJK");
+        let a = f.attr(ino).unwrap();
+        assert_eq!((a.size, a.blocks), (32, 1));
+        assert_eq!(f.totals().1, 11);
+        // Every offset and length, across holes, segments and the end.
+        for offset in 0..40u64 {
+            for size in 0..40u32 {
+                let got = f.read(ino, offset, size).unwrap();
+                let lo = (offset as usize).min(32);
+                let hi = (offset as usize + size as usize).min(32);
+                assert_eq!(got, &want[lo..hi], "read of {size} at {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn sparse_reads_beyond_4_gib_and_in_holes_touch_only_the_data() {
+        /// A source that fails reads outside the stored data.
+        struct Only(u64, Vec<u8>);
+        impl BlobSource for Only {
+            fn read_at(&self, _layer: usize, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+                let i = offset
+                    .checked_sub(self.0)
+                    .filter(|&i| i < self.1.len() as u64)
+                    .ok_or_else(|| io::Error::other("outside"))?;
+                let n = buf.len().min(self.1.len() - i as usize);
+                buf[..n].copy_from_slice(&self.1[i as usize..i as usize + n]);
+                Ok(n)
+            }
+        }
+        let four = 4u64 << 30;
+        let map = SparseMap::new(5 << 30, 1 << 20, [(0, 2), (four - 2, 4), ((5 << 30) - 1, 1)]).unwrap();
+        let e = Entry {
+            path: b"big".to_vec(),
+            kind: Kind::File(DataRef::sparse(0, map)),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            xattrs: vec![],
+        };
+        let f = ImageFs::new(
+            Tree::build(&[Layer { entries: vec![e], ..Layer::default() }]).unwrap(),
+            Only(1 << 20, b"abWXYZz".to_vec()),
+        );
+        let ino = f.lookup(ROOT, b"big").unwrap().ino;
+        assert_eq!(f.attr(ino).unwrap().size, 5 << 30);
+        assert_eq!(f.read(ino, 0, 4).unwrap(), b"ab\0\0");
+        assert_eq!(f.read(ino, four - 4, 8).unwrap(), b"\0\0WXYZ\0\0");
+        assert_eq!(f.read(ino, four + 100, 1 << 17).unwrap(), vec![0u8; 1 << 17]);
+        assert_eq!(f.read(ino, (5 << 30) - 3, 100).unwrap(), b"\0\0z");
+        assert_eq!(f.read(ino, 5 << 30, 100).unwrap(), b"");
+        assert_eq!(f.stats.errors.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_failing_source_under_a_sparse_segment_is_eio() {
+        // The map points past the end of the layer's bytes.
+        let map = SparseMap::new(20, 4, [(0, 2), (10, 8)]).unwrap();
+        let (f, ino) = sparse_fs(map, b"....ab");
+        assert_eq!(f.read(ino, 0, 5).unwrap(), b"ab\0\0\0");
+        assert_eq!(f.read(ino, 0, 20), Err(libc::EIO));
+        assert_eq!(f.read(ino, 12, 1), Err(libc::EIO));
+        assert_eq!(f.stats.errors.load(Ordering::Relaxed), 2);
     }
 }

@@ -13,4 +13,4 @@ pub mod tree;
 pub use adapter::{serve, serve_rw, MountConfig};
 pub use fs::{BlobSource, ImageFs};
 pub use rw::RwFs;
-pub use tree::{DataRef, Entry, Kind, Layer, Tree};
+pub use tree::{DataRef, Entry, Kind, Layer, Segment, SparseError, SparseMap, Tree, MAX_SEGMENTS};

@@ -14,7 +14,7 @@
 //! The user who mounts is the image's root: no permission checks, and new
 //! entries belong to 0:0, as in a rootless container.
 
-use crate::fs::{Attr, BlobSource, DirEntries, FileType, ImageFs};
+use crate::fs::{Attr, BlobSource, DirEntry, FileType, ImageFs};
 use crate::tree::ROOT;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -343,7 +343,7 @@ impl<S: BlobSource> RwFs<S> {
         Ok(out)
     }
 
-    pub fn readdir(&self, ino: u64, offset: u64) -> R<DirEntries> {
+    pub fn readdir(&self, ino: u64, offset: u64) -> R<Vec<DirEntry>> {
         let mut st = self.lock();
         if self.attr_of(&st, ino)?.kind != FileType::Directory {
             return Err(libc::ENOTDIR);
@@ -412,9 +412,13 @@ impl<S: BlobSource> RwFs<S> {
                         let _ = std::fs::remove_file(&tmp);
                         return Err(libc::EIO);
                     }
-                    f.write_all_at(&chunk, off).map_err(os_err)?;
+                    // Runs of zeros (a sparse file's holes) stay holes.
+                    if chunk.iter().any(|&b| b != 0) {
+                        f.write_all_at(&chunk, off).map_err(os_err)?;
+                    }
                     off += chunk.len() as u64;
                 }
+                f.set_len(a.size).map_err(os_err)?;
                 Self::set_override(&tmp, ov)?;
                 std::fs::rename(&tmp, &dst).map_err(os_err)?;
             }
@@ -835,7 +839,7 @@ mod tests {
             mtime: (1_700_000_000, 0),
             xattrs: vec![],
         };
-        let file = |off, size| Kind::File(DataRef { layer: 0, offset: off, size });
+        let file = |off, size| Kind::File(DataRef::plain(0, off, size));
         let layer = Layer {
             entries: vec![
                 e("etc", Kind::Dir, 0o755),

@@ -14,16 +14,134 @@
 //! later does not change what the link shows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The root directory's inode number (as FUSE numbers it).
 pub const ROOT: u64 = 1;
 
-/// Where a regular file's bytes are: a range of one layer's uncompressed tar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a regular file's bytes are: a range of one layer's uncompressed
+/// tar, or for a sparse file, runs of data in that range with holes (zeros)
+/// between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRef {
     pub layer: usize,
+    /// Where the stored bytes start in the layer's uncompressed tar.
     pub offset: u64,
+    /// The file's size (holes included).
     pub size: u64,
+    /// For a sparse file, where its data is; `None`: the `size` bytes at
+    /// `offset` are the whole file.
+    pub sparse: Option<Arc<SparseMap>>,
+}
+
+impl DataRef {
+    /// A file stored whole: `size` bytes at `offset` of layer `layer`.
+    pub fn plain(layer: usize, offset: u64, size: u64) -> DataRef {
+        DataRef { layer, offset, size, sparse: None }
+    }
+
+    /// A sparse file whose data `map` places.
+    pub fn sparse(layer: usize, map: SparseMap) -> DataRef {
+        DataRef { layer, offset: map.at, size: map.size, sparse: Some(Arc::new(map)) }
+    }
+
+    /// The bytes the layer holds for the file (its data without holes).
+    pub fn stored(&self) -> u64 {
+        self.sparse.as_ref().map_or(self.size, |m| m.stored)
+    }
+}
+
+/// Most segments a sparse file may have (GNU tar makes one per run of
+/// data; a million is far beyond any real file, and bounds what a hostile
+/// map costs).
+pub const MAX_SEGMENTS: usize = 1_000_000;
+
+/// One run of a sparse file's data: `len` bytes at `start` in the file,
+/// stored at `at` in the layer's uncompressed tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub start: u64,
+    pub len: u64,
+    pub at: u64,
+}
+
+/// Where a sparse file's data is: segments in file order, none empty, none
+/// overlapping, all within the file; their bytes are stored one after the
+/// other from `at` in the layer, as tar keeps them. Everything else in the
+/// file is a hole and reads as zeros. Checked when made, so a value of this
+/// type always holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseMap {
+    segments: Vec<Segment>,
+    size: u64,
+    at: u64,
+    stored: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SparseError {
+    #[error("the sparse map has more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+    #[error("the sparse map's segments overlap or are out of order (a segment at {start} after one ending at {end})")]
+    Overlap { start: u64, end: u64 },
+    #[error("a segment of the sparse map ends at {end}, beyond the file's size {size}")]
+    BeyondSize { end: u64, size: u64 },
+    #[error("the sparse map's offsets overflow")]
+    Overflow,
+    #[error("a sparse file of {0} bytes, more than a file may hold")]
+    TooLarge(u64),
+}
+
+impl SparseMap {
+    /// The map of a file of `size` bytes from its (offset in the file,
+    /// length) pairs in file order, its data stored contiguously from `at`.
+    /// Empty segments are checked, then dropped.
+    pub fn new(size: u64, at: u64, pairs: impl IntoIterator<Item = (u64, u64)>) -> Result<SparseMap, SparseError> {
+        if size > i64::MAX as u64 {
+            return Err(SparseError::TooLarge(size));
+        }
+        let mut segments = Vec::new();
+        let (mut end, mut next_at, mut n) = (0u64, at, 0usize);
+        for (start, len) in pairs {
+            n += 1;
+            if n > MAX_SEGMENTS {
+                return Err(SparseError::TooManySegments);
+            }
+            if start < end {
+                return Err(SparseError::Overlap { start, end });
+            }
+            let seg_end = start.checked_add(len).ok_or(SparseError::Overflow)?;
+            if seg_end > size {
+                return Err(SparseError::BeyondSize { end: seg_end, size });
+            }
+            end = seg_end;
+            if len == 0 {
+                continue;
+            }
+            segments.push(Segment { start, len, at: next_at });
+            next_at = next_at.checked_add(len).ok_or(SparseError::Overflow)?;
+        }
+        Ok(SparseMap { segments, size, at, stored: next_at - at })
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The file's size, holes included.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the stored data starts in the layer.
+    pub fn at(&self) -> u64 {
+        self.at
+    }
+
+    /// How many bytes of data the layer holds (the lengths' sum).
+    pub fn stored(&self) -> u64 {
+        self.stored
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +422,7 @@ impl Tree {
                             b.detach(p, name);
                         }
                         let kind = match other {
-                            Kind::File(d) => NodeKind::File(*d),
+                            Kind::File(d) => NodeKind::File(d.clone()),
                             Kind::Symlink(t) => NodeKind::Symlink(t.clone()),
                             Kind::Fifo => NodeKind::Fifo,
                             Kind::Char { major, minor } => NodeKind::Char { major: *major, minor: *minor },
@@ -407,7 +525,7 @@ mod tests {
         Entry { path: path.as_bytes().to_vec(), kind, mode: 0o644, uid: 0, gid: 0, mtime: (1, 0), xattrs: vec![] }
     }
     fn file(path: &str, layer: usize, offset: u64, size: u64) -> Entry {
-        entry(path, Kind::File(DataRef { layer, offset, size }))
+        entry(path, Kind::File(DataRef::plain(layer, offset, size)))
     }
     fn dir(path: &str) -> Entry {
         Entry { mode: 0o755, ..entry(path, Kind::Dir) }
@@ -485,7 +603,7 @@ mod tests {
         let t = Tree::build(&[l0, l1]).unwrap();
         let (f, l) = (t.resolve(b"a/f").unwrap(), t.resolve(b"b/link").unwrap());
         assert_ne!(f, l);
-        assert_eq!(t.node(l).unwrap().kind, NodeKind::File(DataRef { layer: 0, offset: 0, size: 3 }));
+        assert_eq!(t.node(l).unwrap().kind, NodeKind::File(DataRef::plain(0, 0, 3)));
         assert_eq!((t.node(l).unwrap().nlink, t.node(f).unwrap().nlink), (1, 1));
     }
 
@@ -536,7 +654,79 @@ mod tests {
         assert_eq!(t.node(ROOT).unwrap().nlink, 2);
     }
 
+    #[test]
+    fn sparse_maps_place_data_contiguously_and_drop_empty_segments() {
+        let m = SparseMap::new(100, 1000, [(0, 10), (10, 0), (40, 5), (95, 5), (100, 0)]).unwrap();
+        assert_eq!(
+            m.segments(),
+            &[
+                Segment { start: 0, len: 10, at: 1000 },
+                Segment { start: 40, len: 5, at: 1010 },
+                Segment { start: 95, len: 5, at: 1015 }
+            ]
+        );
+        assert_eq!((m.at(), m.stored()), (1000, 20));
+        let d = DataRef::sparse(3, m);
+        assert_eq!((d.layer, d.offset, d.size, d.stored()), (3, 1000, 100, 20));
+        let empty = SparseMap::new(1 << 40, 0, [(1 << 40, 0)]).unwrap();
+        assert!(empty.segments().is_empty());
+        assert_eq!(empty.stored(), 0);
+        // Beyond 4 GiB.
+        let big = SparseMap::new(5 << 30, 512, [(0, 4096), ((4 << 30) - 100, 200)]).unwrap();
+        assert_eq!(big.segments()[1], Segment { start: (4 << 30) - 100, len: 200, at: 512 + 4096 });
+    }
+
+    #[test]
+    fn hostile_sparse_maps_are_refused() {
+        let e = |size, pairs: &[(u64, u64)]| SparseMap::new(size, 0, pairs.iter().copied()).unwrap_err();
+        // Overlapping, out of order (an empty segment counts for the order too).
+        assert_eq!(e(100, &[(0, 10), (5, 10)]), SparseError::Overlap { start: 5, end: 10 });
+        assert_eq!(e(100, &[(50, 10), (0, 10)]), SparseError::Overlap { start: 0, end: 60 });
+        assert_eq!(e(100, &[(50, 0), (20, 1)]), SparseError::Overlap { start: 20, end: 50 });
+        // Beyond the real size.
+        assert_eq!(e(100, &[(0, 10), (95, 6)]), SparseError::BeyondSize { end: 101, size: 100 });
+        assert_eq!(e(100, &[(101, 0)]), SparseError::BeyondSize { end: 101, size: 100 });
+        // Offsets that overflow, sizes no file may have.
+        let max = i64::MAX as u64;
+        assert_eq!(e(max, &[(u64::MAX - 1, 2)]), SparseError::Overflow);
+        assert_eq!(SparseMap::new(max, u64::MAX - 1, [(0, 2)]).unwrap_err(), SparseError::Overflow);
+        assert_eq!(e(max + 1, &[]), SparseError::TooLarge(max + 1));
+        assert!(SparseMap::new(max, 0, [(max - 1, 1)]).is_ok());
+        // Too many segments, empty ones included.
+        let many = (0..=MAX_SEGMENTS as u64).map(|i| (i, 0));
+        assert_eq!(SparseMap::new(1 << 40, 0, many).unwrap_err(), SparseError::TooManySegments);
+        let just = (0..MAX_SEGMENTS as u64).map(|i| (i * 2, 1));
+        assert_eq!(SparseMap::new(1 << 40, 0, just).unwrap().segments().len(), MAX_SEGMENTS);
+    }
+
+    #[test]
+    fn a_hard_link_to_a_sparse_file_shares_its_map() {
+        let m = SparseMap::new(1 << 33, 512, [(1 << 32, 10)]).unwrap();
+        let l0 = layer(vec![entry("s", Kind::File(DataRef::sparse(0, m))), entry("h", Kind::HardLink(b"s".to_vec()))]);
+        let t = Tree::build(&[l0]).unwrap();
+        let (s, h) = (t.resolve(b"s").unwrap(), t.resolve(b"h").unwrap());
+        assert_eq!(s, h);
+        let n = t.node(s).unwrap();
+        assert_eq!((n.size(), n.nlink), (1 << 33, 2));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_sparse_map_is_refused_or_consistent(
+            size in 0u64..200, at in 0u64..1000, pairs in proptest::collection::vec((0u64..220, 0u64..40), 0..12)) {
+            if let Ok(m) = SparseMap::new(size, at, pairs.iter().copied()) {
+                let mut end = 0;
+                let mut next = at;
+                for s in m.segments() {
+                    proptest::prop_assert!(s.len > 0 && s.start >= end && s.start + s.len <= size);
+                    proptest::prop_assert_eq!(s.at, next);
+                    end = s.start + s.len;
+                    next += s.len;
+                }
+                proptest::prop_assert_eq!(m.stored(), pairs.iter().map(|p| p.1).sum::<u64>());
+            }
+        }
+
         #[test]
         fn any_layers_build_a_consistent_tree(ops in proptest::collection::vec(
             (0usize..3, proptest::sample::select(vec!["a", "a/b", "a/b/c", "d", "d/e", "f"]), 0u8..6), 0..40)) {
@@ -546,7 +736,7 @@ mod tests {
                 let e = |kind| Entry { path: path.clone(), kind, mode: 0o644, uid: 0, gid: 0, mtime: (0, 0), xattrs: vec![] };
                 match op {
                     0 => layers[l].entries.push(e(Kind::Dir)),
-                    1 => layers[l].entries.push(e(Kind::File(DataRef { layer: l, offset: 0, size: 1 }))),
+                    1 => layers[l].entries.push(e(Kind::File(DataRef::plain(l, 0, 1)))),
                     2 => layers[l].entries.push(e(Kind::Symlink(b"a".to_vec()))),
                     3 => layers[l].whiteouts.push(path.clone()),
                     4 => layers[l].opaque.push(path.clone()),

@@ -6,6 +6,7 @@
 //! are whiteouts that name `.`, `..` or nothing. Nothing here touches the
 //! host filesystem: layers are read from the store and written to a stream.
 
+use crate::archive::sparse;
 use crate::digest::Digest;
 use crate::store::{Compression, Store, StoreError};
 use std::collections::{HashMap, HashSet};
@@ -83,6 +84,21 @@ pub fn classify(path: &str) -> std::result::Result<EntryKind, &'static str> {
     Ok(EntryKind::Normal)
 }
 
+fn bad_map(msg: &str) -> String {
+    format!("a sparse file whose map cannot be used: {msg}; refusing the layer")
+}
+
+/// A file entry's bytes: a PAX sparse file's with its holes filled.
+fn file_data<'e, 'a: 'e, R: Read + 'e>(
+    e: &'e mut tar::Entry<'a, R>,
+    sparse_file: Option<sparse::PaxSparseFile>,
+) -> std::result::Result<Box<dyn Read + 'e>, String> {
+    Ok(match sparse_file {
+        Some(f) => Box::new(sparse::expand_pax(e, f)?),
+        None => Box::new(e),
+    })
+}
+
 fn open_layer<'a>(store: &Store, d: &Digest) -> Result<Box<dyn Read + Send + 'a>> {
     let f = store.open_blob(d)?;
     let mut r = BufReader::with_capacity(256 * 1024, f);
@@ -140,10 +156,11 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
         let mut ar = tar::Archive::new(open_layer(store, d)?);
         let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
         for e in entries {
-            let e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
-            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
+            let (raw, sparse_file) = sparse::name_and_pax_sparse(&mut e);
             let entry_err =
                 |msg: &str| LayerError::Entry { layer: d.to_string(), name: raw.clone(), msg: msg.to_string() };
+            sparse_file.map_err(|m| entry_err(&bad_map(&m)))?;
             let Some(path) = clean_entry_path(&raw).map_err(entry_err)? else { continue };
             match classify(&path).map_err(entry_err)? {
                 EntryKind::Whiteout(t) => {
@@ -208,8 +225,8 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             let mut ar = tar::Archive::new(open_layer(store, d)?);
             let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
             for e in entries {
-                let e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
-                let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+                let mut e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
+                let (raw, _) = sparse::name_and_pax_sparse(&mut e);
                 if let Ok(Some(p)) = clean_entry_path(&raw) {
                     if wanted.contains(p.as_str()) && e.header().entry_type().is_file() {
                         versions.entry(p).or_default().push(j);
@@ -231,7 +248,9 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
         let entries = ar.entries().map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
         for e in entries {
             let mut e = e.map_err(|e| LayerError::Read { layer: d.to_string(), source: e })?;
-            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let (raw, sparse_file) = sparse::name_and_pax_sparse(&mut e);
+            let entry_err = |msg: String| LayerError::Entry { layer: d.to_string(), name: raw.clone(), msg };
+            let mut sparse_file = sparse_file.map_err(|m| entry_err(bad_map(&m)))?;
             let Ok(Some(path)) = clean_entry_path(&raw) else { continue };
             let is_winner = winner.get(&path).map(|(l, _)| *l) == Some(i);
             let carried = if e.header().entry_type().is_file() { materialize.get(&(i, path.clone())) } else { None };
@@ -255,17 +274,24 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 }
             }
             let mut h = e.header().clone();
-            if h.entry_type().is_gnu_sparse() {
-                // The reader expands the holes: write a plain file of the full size.
+            let real_size = match &sparse_file {
+                Some(f) => Some(f.real_size),
+                // The tar reader expands an old GNU sparse file's holes.
+                None if h.entry_type().is_gnu_sparse() => Some(e.size()),
+                None => None,
+            };
+            if let Some(size) = real_size {
+                // Written as a plain file of the full size.
                 let mut plain = tar::Header::new_gnu();
                 plain.set_entry_type(tar::EntryType::Regular);
                 plain.set_mode(h.mode().unwrap_or(0o644));
                 plain.set_uid(h.uid().unwrap_or(0));
                 plain.set_gid(h.gid().unwrap_or(0));
                 plain.set_mtime(h.mtime().unwrap_or(0));
-                plain.set_size(e.size());
+                plain.set_size(size);
                 h = plain;
             }
+
             let kind = h.entry_type();
             if let Some(names) = carried {
                 // This version of a later-replaced file lives on under the
@@ -273,7 +299,8 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 if !pax.is_empty() {
                     b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(werr)?;
                 }
-                b.append_data(&mut h, &names[0], &mut e).map_err(werr)?;
+                let data = file_data(&mut e, sparse_file.take()).map_err(|m| entry_err(bad_map(&m)))?;
+                b.append_data(&mut h, &names[0], data).map_err(werr)?;
                 for other in &names[1..] {
                     let mut lh = e.header().clone();
                     lh.set_entry_type(tar::EntryType::Link);
@@ -307,7 +334,8 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 h.set_size(0);
                 b.append_link(&mut h, &name, &link).map_err(werr)?;
             } else {
-                b.append_data(&mut h, &name, &mut e).map_err(werr)?;
+                let data = file_data(&mut e, sparse_file.take()).map_err(|m| entry_err(bad_map(&m)))?;
+                b.append_data(&mut h, &name, data).map_err(werr)?;
             }
         }
     }
@@ -322,9 +350,10 @@ pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
     let entries = ar.entries().map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
     for e in entries {
         let mut e = e.map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
-        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let (raw, sparse_file) = sparse::name_and_pax_sparse(&mut e);
         let entry_err =
             |msg: &str| LayerError::Entry { layer: label.to_string(), name: raw.clone(), msg: msg.to_string() };
+        sparse_file.map_err(|m| entry_err(&bad_map(&m)))?;
         if let Some(p) = clean_entry_path(&raw).map_err(entry_err)? {
             classify(&p).map_err(entry_err)?;
         }
@@ -334,7 +363,8 @@ pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
                 return Err(entry_err("a hard link that leaves the root filesystem; refusing the layer"));
             }
         }
-        io::copy(&mut e, &mut io::sink()).map_err(|e| LayerError::Read { layer: label.to_string(), source: e })?;
+        // The data is skipped by the next step of the reader: only the bytes
+        // stored, not the holes of a sparse file filled in.
         n += 1;
     }
     Ok(n)

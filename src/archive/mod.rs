@@ -6,4 +6,5 @@ pub mod embedded;
 pub mod layer;
 pub mod resolve;
 pub mod source;
+pub mod sparse;
 pub mod write;

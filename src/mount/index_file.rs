@@ -6,16 +6,16 @@
 //! rebuilt when anything is wrong with it. Parsing is pure and bounded.
 
 use crate::digest::Digest;
-use img_fuse::{DataRef, Entry, Kind, Layer};
+use img_fuse::{DataRef, Entry, Kind, Layer, SparseMap, MAX_SEGMENTS};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Upper bounds a file is checked against before anything is allocated.
 const MAX_ITEMS: u64 = 50_000_000;
 const MAX_BYTES: u64 = 1 << 16;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum IndexFileError {
     #[error("not a layer index")]
     Magic,
@@ -75,6 +75,23 @@ impl<'a> R<'a> {
         }
         Ok(n as usize)
     }
+    /// A sparse file's map: where its data starts, its size and its
+    /// segments, checked as a scan checks them.
+    fn sparse_map(&mut self) -> Res<SparseMap> {
+        let (at, size) = (self.u64()?, self.u64()?);
+        let n = self.count()?;
+        if n > MAX_SEGMENTS {
+            return Err(IndexFileError::Damaged("a sparse map has too many segments"));
+        }
+        if n > (self.b.len() - self.at) / 16 {
+            return Err(IndexFileError::Damaged("truncated"));
+        }
+        let mut pairs = Vec::with_capacity(n);
+        for _ in 0..n {
+            pairs.push((self.u64()?, self.u64()?));
+        }
+        SparseMap::new(size, at, pairs).map_err(|_| IndexFileError::Damaged("a bad sparse map"))
+    }
     fn bytes(&mut self, max: u64) -> Res<Vec<u8>> {
         let n = self.u64()?;
         if n > max {
@@ -107,11 +124,25 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     for e in &layer.entries {
         w.bytes(&e.path);
         match &e.kind {
-            Kind::File(d) => {
-                w.u8(0);
-                w.u64(d.offset);
-                w.u64(d.size);
-            }
+            Kind::File(d) => match &d.sparse {
+                None => {
+                    w.u8(0);
+                    w.u64(d.offset);
+                    w.u64(d.size);
+                }
+                Some(map) => {
+                    // The data's segments as (start, length); where each is
+                    // stored follows from the order, as in the tar.
+                    w.u8(7);
+                    w.u64(d.offset);
+                    w.u64(d.size);
+                    w.u64(map.segments().len() as u64);
+                    for s in map.segments() {
+                        w.u64(s.start);
+                        w.u64(s.len);
+                    }
+                }
+            },
             Kind::Dir => w.u8(1),
             Kind::Symlink(t) => {
                 w.u8(2);
@@ -186,13 +217,14 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
     for _ in 0..n {
         let path = r.bytes(MAX_BYTES)?;
         let kind = match r.u8()? {
-            0 => Kind::File(DataRef { layer: index, offset: r.u64()?, size: r.u64()? }),
+            0 => Kind::File(DataRef::plain(index, r.u64()?, r.u64()?)),
             1 => Kind::Dir,
             2 => Kind::Symlink(r.bytes(MAX_BYTES)?),
             3 => Kind::HardLink(r.bytes(MAX_BYTES)?),
             4 => Kind::Fifo,
             5 => Kind::Char { major: r.u32()?, minor: r.u32()? },
             6 => Kind::Block { major: r.u32()?, minor: r.u32()? },
+            7 => Kind::File(DataRef::sparse(index, r.sparse_map()?)),
             _ => return Err(IndexFileError::Damaged("unknown entry kind")),
         };
         let (mode, uid, gid) = (r.u32()?, r.u32()?, r.u32()?);
@@ -234,6 +266,11 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
 mod tests {
     use super::*;
 
+    /// A sparse map beyond 4 GiB, ending in a hole.
+    fn sparse_map() -> SparseMap {
+        SparseMap::new(5 << 30, 2048, [(0, 512), ((4 << 30) - 10, 20), ((5 << 30) - 4096, 1024), (5 << 30, 0)]).unwrap()
+    }
+
     fn sample() -> Layer {
         let e = |path: &str, kind| Entry {
             path: path.as_bytes().to_vec(),
@@ -247,7 +284,8 @@ mod tests {
         Layer {
             entries: vec![
                 e("a", Kind::Dir),
-                e("a/f", Kind::File(DataRef { layer: 2, offset: 512, size: 9 })),
+                e("a/f", Kind::File(DataRef::plain(2, 512, 9))),
+                e("a/sparse", Kind::File(DataRef::sparse(2, sparse_map()))),
                 e("a/s", Kind::Symlink(b"../x".to_vec())),
                 e("a/h", Kind::HardLink(b"a/f".to_vec())),
                 e("p", Kind::Fifo),
@@ -282,7 +320,103 @@ mod tests {
         assert_eq!(decode(b"junk", &d, 2), Err(IndexFileError::Magic));
     }
 
+    /// An index file around `body` (valid header and checksum).
+    fn seal(body: &[u8]) -> Vec<u8> {
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&VERSION.to_le_bytes());
+        v.extend_from_slice(&Sha256::digest(body));
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// The body of an index with one sparse file: data at `at`, `size`
+    /// bytes, `n` segments said and `pairs` written.
+    fn sparse_body(d: &Digest, at: u64, size: u64, n: u64, pairs: &[(u64, u64)]) -> Vec<u8> {
+        let mut w = W(Vec::new());
+        w.bytes(d.as_str().as_bytes());
+        w.u64(1);
+        w.bytes(b"f");
+        w.u8(7);
+        w.u64(at);
+        w.u64(size);
+        w.u64(n);
+        for &(s, l) in pairs {
+            w.u64(s);
+            w.u64(l);
+        }
+        for v in [0o644, 0, 0] {
+            w.u32(v);
+        }
+        w.u64(0);
+        w.u32(0);
+        w.u64(0); // xattrs
+        w.u64(0); // whiteouts
+        w.u64(0); // opaque
+        w.u64(0); // chunks
+        w.bytes(b""); // gzip
+        w.0
+    }
+
+    #[test]
+    fn sparse_maps_round_trip_and_bad_ones_are_refused() {
+        let d = Digest::of_bytes(b"layer");
+        let ok = decode(&seal(&sparse_body(&d, 512, 100, 2, &[(0, 10), (50, 5)])), &d, 1).unwrap();
+        let Kind::File(f) = &ok.layer.entries[0].kind else { panic!("not a file") };
+        assert_eq!((f.layer, f.offset, f.size, f.stored()), (1, 512, 100, 15));
+        assert_eq!(f.sparse.as_ref().unwrap().segments()[1].at, 522);
+        let bad = IndexFileError::Damaged("a bad sparse map");
+        // (what, where the data starts, size, segments, the error)
+        type Case<'a> = (&'a str, u64, u64, &'a [(u64, u64)], IndexFileError);
+        let table: &[Case] = &[
+            ("overlapping", 0, 100, &[(0, 10), (5, 10)], bad.clone()),
+            ("out of order", 0, 100, &[(50, 10), (0, 10)], bad.clone()),
+            ("beyond the size", 0, 100, &[(0, 10), (95, 10)], bad.clone()),
+            ("an offset overflowing", 0, i64::MAX as u64, &[(u64::MAX, 1)], bad.clone()),
+            ("a size no file may have", 0, u64::MAX, &[(0, 10)], bad.clone()),
+            ("stored bytes overflowing", u64::MAX, 100, &[(0, 10)], bad.clone()),
+        ];
+        for (what, at, size, pairs, want) in table {
+            let got = decode(&seal(&sparse_body(&d, *at, *size, pairs.len() as u64, pairs)), &d, 0);
+            assert_eq!(got.as_ref().err(), Some(want), "{what}");
+        }
+        // Counts larger than what follows, or than any file may have.
+        let got = decode(&seal(&sparse_body(&d, 0, 100, 1 << 40, &[(0, 10)])), &d, 0);
+        assert_eq!(got, Err(IndexFileError::Damaged("a count is too large")));
+        let got = decode(&seal(&sparse_body(&d, 0, 100, 20, &[(0, 10)])), &d, 0);
+        assert_eq!(got, Err(IndexFileError::Damaged("truncated")));
+        let many: Vec<(u64, u64)> = (0..=MAX_SEGMENTS as u64).map(|i| (i * 2, 1)).collect();
+        let got = decode(&seal(&sparse_body(&d, 0, 1 << 40, many.len() as u64, &many)), &d, 0);
+        assert_eq!(got, Err(IndexFileError::Damaged("a sparse map has too many segments")));
+    }
+
+    #[test]
+    fn older_formats_are_rebuilt() {
+        let d = Digest::of_bytes(b"layer");
+        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], gzip: vec![] });
+        v[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(decode(&v, &d, 0), Err(IndexFileError::Version(3)));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn damaged_sparse_maps_never_panic(at in 0usize..600, byte in proptest::num::u8::ANY) {
+            // One byte of a valid index with a sparse file changed, the
+            // checksum made right again.
+            let d = Digest::of_bytes(b"layer");
+            let body = sparse_body(&d, 4096, 5 << 30, 3, &[(0, 512), ((4 << 30) - 1, 2), ((5 << 30) - 1, 1)]);
+            let mut body = body.clone();
+            let i = at % body.len();
+            body[i] = byte;
+            if let Ok(ix) = decode(&seal(&body), &d, 0) {
+                for e in &ix.layer.entries {
+                    if let Kind::File(f) = &e.kind {
+                        let end = f.sparse.as_ref().and_then(|m| m.segments().last()).map_or(0, |s| s.start + s.len);
+                        proptest::prop_assert!(end <= f.size);
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             // With a valid header and checksum, so the parser itself is attacked.

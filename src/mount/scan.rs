@@ -1,10 +1,15 @@
 //! Reading a layer tar into the entries the image filesystem merges: each
 //! file's data is found by its offset in the uncompressed stream, so it can
-//! later be read without unpacking anything.
+//! later be read without unpacking anything. A sparse file (old GNU or PAX
+//! sparse formats, see `archive::sparse`) keeps its map: where its runs of
+//! data are in the file and in the stream.
 
 use crate::archive::layer::{classify, clean_entry_path, EntryKind};
+use crate::archive::sparse;
 use img_fuse::{DataRef, Entry, Kind, Layer};
-use std::io::Read;
+use std::cell::RefCell;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -17,16 +22,133 @@ pub enum ScanError {
 /// Largest xattr value kept (the kernel's own limit is 64 KiB).
 const MAX_XATTR: usize = 64 << 10;
 
+/// Most bytes of headers one entry may have (PAX records, long names, the
+/// header, old GNU sparse extension blocks). A million sparse segments take
+/// about 23 MiB of extension blocks; real entries take a few KiB.
+const MAX_HEADERS: usize = 32 << 20;
+
+/// The uncompressed layer stream as the tar reader sees it: it counts the
+/// position, keeps the bytes read while `keeping` (one entry's headers, so
+/// that the extension blocks of an old GNU sparse header, which the tar
+/// reader consumes, can be read here too) and skips data by seeking
+/// forward, without keeping it.
+struct Tap<R> {
+    inner: R,
+    state: Rc<RefCell<TapState>>,
+    scratch: Vec<u8>,
+}
+
+#[derive(Default)]
+struct TapState {
+    pos: u64,
+    keeping: bool,
+    kept: Vec<u8>,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self.state.borrow_mut();
+        st.pos += n as u64;
+        if st.keeping {
+            if st.kept.len() + n > MAX_HEADERS {
+                return Err(io::Error::other(format!(
+                    "the headers of one entry take more than {} MiB; refusing the layer",
+                    MAX_HEADERS >> 20
+                )));
+            }
+            st.kept.extend_from_slice(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Read> Seek for Tap<R> {
+    /// Only forward from here (how the tar reader skips data).
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let SeekFrom::Current(n) = to else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "a layer stream is only read forward"));
+        };
+        let mut left = u64::try_from(n).map_err(|_| io::Error::other("a layer stream is only read forward"))?;
+        self.scratch.resize(64 << 10, 0);
+        while left > 0 {
+            let want = left.min(self.scratch.len() as u64) as usize;
+            let got = match self.inner.read(&mut self.scratch[..want]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the layer ends inside an entry")),
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            left -= got as u64;
+            self.state.borrow_mut().pos += got as u64;
+        }
+        Ok(self.state.borrow().pos)
+    }
+}
+
 /// Scans the uncompressed tar stream of layer number `index` (`label` names
 /// it in errors).
 pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError> {
     let mut out = Layer::default();
-    let mut ar = tar::Archive::new(r);
+    let state = Rc::new(RefCell::new(TapState::default()));
+    let mut ar = tar::Archive::new(Tap { inner: r, state: state.clone(), scratch: Vec::new() });
     let read_err = |e| ScanError::Read { layer: label.to_string(), source: e };
-    for e in ar.entries().map_err(read_err)? {
-        let mut e = e.map_err(read_err)?;
-        let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+    let mut entries = ar.entries_with_seek().map_err(read_err)?;
+    loop {
+        {
+            let mut st = state.borrow_mut();
+            st.kept.clear();
+            st.keeping = true;
+        }
+        let next = entries.next();
+        state.borrow_mut().keeping = false;
+        let mut e = match next {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(err)) => {
+                // Name the entry when its headers were read far enough.
+                let name = name_in_headers(&state.borrow().kept);
+                return Err(match name {
+                    Some(name) => ScanError::Entry { layer: label.to_string(), name, msg: err.to_string() },
+                    None => read_err(err),
+                });
+            }
+        };
+        let h = e.header().clone();
+        let t = h.entry_type();
+        let mut mtime = (h.mtime().unwrap_or(0) as i64, 0u32);
+        let mut xattrs = Vec::new();
+        let mut pax_size = None;
+        let mut pax_sparse = sparse::PaxSparse::default();
+        if let Ok(Some(exts)) = e.pax_extensions() {
+            for ext in exts.flatten() {
+                let Ok(k) = ext.key() else { continue };
+                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                    if ext.value_bytes().len() <= MAX_XATTR {
+                        xattrs.push((name.as_bytes().to_vec(), ext.value_bytes().to_vec()));
+                    }
+                } else if k == "mtime" {
+                    if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
+                        mtime = t;
+                    }
+                } else if k == "size" {
+                    pax_size = ext.value().ok().and_then(|v| v.parse::<u64>().ok());
+                } else {
+                    pax_sparse.record(k, ext.value_bytes());
+                }
+            }
+        }
+        // GNU.sparse.* records mean something on regular files only; there,
+        // GNU.sparse.name is the real name.
+        let regular = t.is_file() || t == tar::EntryType::Continuous;
+        let raw = match pax_sparse.name() {
+            Some(n) if regular => String::from_utf8_lossy(n).into_owned(),
+            _ => String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+        };
+        let pax_sparse = if regular { pax_sparse.finish() } else { Ok(None) };
         let err = |msg: &str| ScanError::Entry { layer: label.to_string(), name: raw.clone(), msg: msg.to_string() };
+        let bad_map = |msg: String| err(&format!("a sparse file whose map cannot be used: {msg}; refusing the layer"));
+        let pax_sparse = pax_sparse.map_err(bad_map)?;
         let path = clean_entry_path(&raw).map_err(err)?.unwrap_or_default();
         match classify(&path).map_err(err)? {
             EntryKind::Whiteout(t) => {
@@ -39,25 +161,7 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
             }
             EntryKind::Normal => {}
         }
-        let h = e.header().clone();
-        let mut mtime = (h.mtime().unwrap_or(0) as i64, 0u32);
-        let mut xattrs = Vec::new();
-        if let Ok(Some(exts)) = e.pax_extensions() {
-            for ext in exts.flatten() {
-                let Ok(k) = ext.key() else { continue };
-                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                    if ext.value_bytes().len() <= MAX_XATTR {
-                        xattrs.push((name.as_bytes().to_vec(), ext.value_bytes().to_vec()));
-                    }
-                } else if k == "mtime" {
-                    if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
-                        mtime = t;
-                    }
-                }
-            }
-        }
         let link = || e.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
-        let t = h.entry_type();
         let kind = if t.is_dir() {
             Kind::Dir
         } else if t.is_symlink() {
@@ -79,9 +183,39 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
                 Kind::Block { major, minor }
             }
         } else if t.is_gnu_sparse() {
-            return Err(err("a sparse file (GNU sparse entry), which img mount cannot serve yet; use img export"));
+            // The tar reader checked the map and read the extension blocks
+            // after the header; `raw_file_position` is where those start,
+            // and the data starts where the stream is now. (`e.size()` is
+            // the real size; its reads fill holes, so they are not used.)
+            let data_at = state.borrow().pos;
+            let gnu = h.as_gnu().ok_or_else(|| err("a GNU sparse entry without a GNU header; refusing the layer"))?;
+            let real_size = gnu.real_size().map_err(|e| bad_map(e.to_string()))?;
+            let stored = match pax_size {
+                Some(s) => s,
+                None => h.entry_size().map_err(|e| bad_map(e.to_string()))?,
+            };
+            let pairs = {
+                let st = state.borrow();
+                let ext_len = data_at.checked_sub(e.raw_file_position()).filter(|&n| n <= st.kept.len() as u64);
+                let ext_len = ext_len.ok_or_else(|| bad_map("its extension blocks were not found".into()))?;
+                sparse::gnu_pairs(gnu, &st.kept[st.kept.len() - ext_len as usize..]).map_err(bad_map)?
+            };
+            let map = sparse::check(real_size, data_at, stored, pairs).map_err(bad_map)?;
+            Kind::File(DataRef::sparse(index, map))
         } else if t.is_file() || t == tar::EntryType::Continuous {
-            Kind::File(DataRef { layer: index, offset: e.raw_file_position(), size: e.size() })
+            let at = e.raw_file_position();
+            match pax_sparse {
+                None => Kind::File(DataRef::plain(index, at, e.size())),
+                Some(sparse::PaxSparseFile { real_size, pairs: Some(pairs), .. }) => {
+                    Kind::File(DataRef::sparse(index, sparse::check(real_size, at, e.size(), pairs).map_err(bad_map)?))
+                }
+                Some(sparse::PaxSparseFile { real_size, pairs: None, .. }) => {
+                    let size = e.size();
+                    let (pairs, used) = sparse::read_map_1_0(&mut e, size).map_err(bad_map)?;
+                    let map = sparse::check(real_size, at + used, size - used, pairs).map_err(bad_map)?;
+                    Kind::File(DataRef::sparse(index, map))
+                }
+            }
         } else {
             // PAX and GNU meta entries are consumed by the tar reader;
             // anything else (sockets, unknown types) is skipped, as tar does.
@@ -99,10 +233,42 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
             mtime,
             xattrs,
         });
-        // Skip the data without reading it into memory.
-        std::io::copy(&mut e, &mut std::io::sink()).map_err(read_err)?;
+        // The data is skipped (not read) when the next entry is asked for.
     }
     Ok(out)
+}
+
+/// The name of the entry whose headers start `headers` (PAX records and
+/// GNU long names applied), if they were read far enough and are sound.
+fn name_in_headers(headers: &[u8]) -> Option<String> {
+    let (mut at, mut long, mut pax_name) = (0usize, None::<Vec<u8>>, None::<Vec<u8>>);
+    loop {
+        let block = headers.get(at..at + 512)?;
+        let h = tar::Header::from_byte_slice(block);
+        let sum: u32 = block[..148].iter().chain(&block[156..]).map(|&b| b as u32).sum::<u32>() + 8 * 32;
+        if block.iter().all(|&b| b == 0) || h.cksum().ok()? != sum {
+            return None;
+        }
+        let t = h.entry_type();
+        if !(t.is_pax_local_extensions() || t.is_gnu_longname() || t.is_gnu_longlink()) {
+            let name = pax_name.or(long).unwrap_or_else(|| h.path_bytes().into_owned());
+            return Some(String::from_utf8_lossy(&name).into_owned());
+        }
+        let size = usize::try_from(h.entry_size().ok()?).ok()?;
+        let data = headers.get(at + 512..at.checked_add(512 + size)?)?;
+        if t.is_gnu_longname() {
+            long = Some(data.split(|&b| b == 0).next().unwrap_or_default().to_vec());
+        } else if t.is_pax_local_extensions() {
+            for ext in tar::PaxExtensions::new(data).flatten() {
+                match ext.key() {
+                    Ok("GNU.sparse.name") => pax_name = Some(ext.value_bytes().to_vec()),
+                    Ok("path") if pax_name.is_none() => pax_name = Some(ext.value_bytes().to_vec()),
+                    _ => {}
+                }
+            }
+        }
+        at += 512 + size.div_ceil(512) * 512;
+    }
 }
 
 /// A PAX time (`1700000000.123456789`).
@@ -178,5 +344,268 @@ mod tests {
             let e = scan(&data[..], 0, "bad").unwrap_err().to_string();
             assert!(e.contains("leaves the root"), "{e}");
         }
+    }
+
+    /// The bytes of a sparse file's data segments, made up from their offsets.
+    fn content(pairs: &[(u64, u64)]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for &(off, len) in pairs {
+            v.extend((0..len).map(|i| (off + i) as u8 | 1));
+        }
+        v
+    }
+
+    fn pad(v: &mut Vec<u8>) {
+        v.resize(v.len().div_ceil(512) * 512, 0);
+    }
+
+    /// A tar with an old GNU sparse entry `name` (the map spread over the
+    /// header and extension blocks; `stored` data bytes, as many as the
+    /// lengths add up to unless given) and a plain file after it.
+    fn gnu_sparse_tar(name: &str, real: u64, pairs: &[(u64, u64)], stored: Option<u64>) -> Vec<u8> {
+        let data = content(pairs);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(stored.unwrap_or(data.len() as u64));
+        h.set_mode(0o640);
+        h.set_mtime(9);
+        let (first, rest) = pairs.split_at(pairs.len().min(4));
+        let g = h.as_gnu_mut().unwrap();
+        for (d, &(off, len)) in g.sparse.iter_mut().zip(first) {
+            d.set_offset(off);
+            d.set_length(len);
+        }
+        g.set_is_extended(!rest.is_empty());
+        g.set_real_size(real);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        let blocks: Vec<&[(u64, u64)]> = rest.chunks(21).collect();
+        for (i, chunk) in blocks.iter().enumerate() {
+            let mut x = tar::GnuExtSparseHeader::new();
+            for (d, &(off, len)) in x.sparse_mut().iter_mut().zip(chunk.iter()) {
+                d.set_offset(off);
+                d.set_length(len);
+            }
+            x.set_is_extended(i + 1 < blocks.len());
+            out.extend_from_slice(x.as_bytes());
+        }
+        out.extend_from_slice(&data);
+        pad(&mut out);
+        out.extend(after());
+        out
+    }
+
+    /// A plain file "after" holding "after!", and the end of the archive.
+    fn after() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(6);
+        b.append_data(&mut h, "after", &b"after!"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    /// A tar with a PAX sparse entry: the records given, then a regular
+    /// file `name` holding `data`, then a plain file.
+    fn pax_sparse_tar(records: &[(&str, String)], name: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions(records.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        b.append_data(&mut h, name, data).unwrap();
+        let mut v = b.into_inner().unwrap();
+        v.truncate(v.len() - 1024);
+        v.extend(after());
+        v
+    }
+
+    /// The 1.0 map text padded to a block, then the data.
+    fn map_1_0(pairs: &[(u64, u64)]) -> Vec<u8> {
+        let mut m = format!("{}\n", pairs.len());
+        for (o, l) in pairs {
+            m.push_str(&format!("{o}\n{l}\n"));
+        }
+        let mut v = m.into_bytes();
+        pad(&mut v);
+        v.extend(content(pairs));
+        v
+    }
+
+    /// Checks that the one sparse file of `tar` is `name`, `real` bytes,
+    /// with `pairs` as its data, found where the tar keeps it.
+    fn check_sparse(tar: &[u8], name: &str, real: u64, pairs: &[(u64, u64)]) {
+        let l = scan(tar, 1, "test").unwrap();
+        assert_eq!(
+            l.entries.len(),
+            2,
+            "{:?}",
+            l.entries.iter().map(|e| String::from_utf8_lossy(&e.path)).collect::<Vec<_>>()
+        );
+        let e = &l.entries[0];
+        assert_eq!(e.path, name.as_bytes());
+        let Kind::File(d) = &e.kind else { panic!("not a file") };
+        assert_eq!((d.layer, d.size), (1, real));
+        let map = d.sparse.as_ref().expect("a sparse file");
+        let want: Vec<(u64, u64)> = pairs.iter().copied().filter(|p| p.1 > 0).collect();
+        let got: Vec<(u64, u64)> = map.segments().iter().map(|s| (s.start, s.len)).collect();
+        assert_eq!(got, want);
+        for s in map.segments() {
+            assert_eq!(
+                &tar[s.at as usize..(s.at + s.len) as usize],
+                content(&[(s.start, s.len)]),
+                "segment at {}",
+                s.start
+            );
+        }
+        let Kind::File(a) = &l.entries[1].kind else { panic!("not a file") };
+        assert_eq!(&tar[a.offset as usize..(a.offset + a.size) as usize], b"after!");
+    }
+
+    /// 30 segments (two extension blocks in the old GNU format), one across
+    /// 4 GiB, in a 5 GiB file ending in a hole.
+    fn many_pairs() -> Vec<(u64, u64)> {
+        let mut p: Vec<(u64, u64)> = (0..28).map(|i| (i * 8192, 512 + (i % 3) * 512)).collect();
+        p.push(((4 << 30) - 512, 1024));
+        p.push((5 << 30, 0));
+        p
+    }
+
+    #[test]
+    fn old_gnu_sparse_entries_keep_their_maps() {
+        let pairs = many_pairs();
+        check_sparse(&gnu_sparse_tar("data/holes.img", 5 << 30, &pairs, None), "data/holes.img", 5 << 30, &pairs);
+        // The map in the header alone, data at the start and the end.
+        let pairs = [(0, 512), (1 << 20, 100)];
+        check_sparse(&gnu_sparse_tar("small", (1 << 20) + 100, &pairs, None), "small", (1 << 20) + 100, &pairs);
+    }
+
+    #[test]
+    fn pax_sparse_entries_of_each_format_keep_their_maps() {
+        let pairs = many_pairs();
+        let real = (5u64 << 30).to_string();
+        let data = content(&pairs);
+        let mut r00 = vec![("GNU.sparse.size", real.clone()), ("GNU.sparse.numblocks", pairs.len().to_string())];
+        for (o, l) in &pairs {
+            r00.push(("GNU.sparse.offset", o.to_string()));
+            r00.push(("GNU.sparse.numbytes", l.to_string()));
+        }
+        check_sparse(&pax_sparse_tar(&r00, "data/v00", &data), "data/v00", 5 << 30, &pairs);
+        let map = pairs.iter().map(|(o, l)| format!("{o},{l}")).collect::<Vec<_>>().join(",");
+        let r01 = [
+            ("GNU.sparse.size", real.clone()),
+            ("GNU.sparse.numblocks", pairs.len().to_string()),
+            ("GNU.sparse.name", "data/v01".to_string()),
+            ("GNU.sparse.map", map),
+        ];
+        check_sparse(&pax_sparse_tar(&r01, "GNUSparseFile.7/v01", &data), "data/v01", 5 << 30, &pairs);
+        let r10 = [
+            ("GNU.sparse.major", "1".to_string()),
+            ("GNU.sparse.minor", "0".to_string()),
+            ("GNU.sparse.name", "data/v10".to_string()),
+            ("GNU.sparse.realsize", real),
+        ];
+        check_sparse(&pax_sparse_tar(&r10, "GNUSparseFile.7/v10", &map_1_0(&pairs)), "data/v10", 5 << 30, &pairs);
+    }
+
+    /// The error of scanning `tar`, which must name `name`.
+    fn refused(tar: &[u8], name: &str) -> String {
+        let e = scan(tar, 0, "bad").unwrap_err().to_string();
+        assert!(e.contains(&format!("{name:?}")), "the error does not name {name}: {e}");
+        e
+    }
+
+    #[test]
+    fn hostile_old_gnu_maps_are_refused_naming_the_entry() {
+        // Overlapping.
+        let e = refused(&gnu_sparse_tar("x/overlap", 4096, &[(0, 1024), (512, 512), (4096, 0)], None), "x/overlap");
+        assert!(e.contains("overlapping"), "{e}");
+        // Beyond the real size (the last segment ends past it).
+        let e = refused(&gnu_sparse_tar("x/beyond", 1000, &[(0, 512), (1024, 512)], None), "x/beyond");
+        assert!(e.contains("size"), "{e}");
+        // Lengths that do not add up to the stored data.
+        let e = refused(&gnu_sparse_tar("x/sum", 4096, &[(0, 512), (4096, 0)], Some(1024)), "x/sum");
+        assert!(e.contains("mismatch"), "{e}");
+        // Too many segments (empty ones, which cost no data).
+        let many: Vec<(u64, u64)> = (0..=img_fuse::MAX_SEGMENTS as u64).map(|i| (i, 0)).collect();
+        let e = refused(&gnu_sparse_tar("x/many", img_fuse::MAX_SEGMENTS as u64, &many, None), "x/many");
+        assert!(e.contains("more than 1000000 segments"), "{e}");
+    }
+
+    #[test]
+    fn endless_extension_blocks_are_refused() {
+        // Extension blocks of empty descriptors, each saying another follows.
+        let mut tar = gnu_sparse_tar("x/endless", 4096, &[(0, 512), (4096, 0)], None);
+        let mut block = tar::GnuExtSparseHeader::new();
+        block.set_is_extended(true);
+        let mut h = tar::Header::from_byte_slice(&tar[..512]).clone();
+        h.as_gnu_mut().unwrap().set_is_extended(true);
+        h.set_cksum();
+        let mut v = h.as_bytes().to_vec();
+        for _ in 0..(33 << 20) / 512 {
+            v.extend_from_slice(block.as_bytes());
+        }
+        v.extend_from_slice(&tar[512..]);
+        tar = v;
+        let e = refused(&tar, "x/endless");
+        assert!(e.contains("more than 32 MiB"), "{e}");
+    }
+
+    #[test]
+    fn hostile_pax_maps_are_refused_naming_the_entry() {
+        let size = |n: u64| ("GNU.sparse.size", n.to_string());
+        let map = |m: &str| ("GNU.sparse.map", m.to_string());
+        let name = |n: &str| ("GNU.sparse.name", n.to_string());
+        let v10 = |real: u64| {
+            vec![
+                ("GNU.sparse.major", "1".to_string()),
+                ("GNU.sparse.minor", "0".to_string()),
+                ("GNU.sparse.realsize", real.to_string()),
+                ("GNU.sparse.name", "x/v10".to_string()),
+            ]
+        };
+        let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+            // 0.1: overlapping, beyond the real size, a sum that is not the data's size.
+            (pax_sparse_tar(&[size(100), name("x/a"), map("0,10,5,10")], "G/a", &[1; 20]), "x/a", "overlap"),
+            (pax_sparse_tar(&[size(100), name("x/b"), map("0,10,95,10")], "G/b", &[1; 20]), "x/b", "beyond"),
+            (pax_sparse_tar(&[size(100), name("x/c"), map("0,10,50,10")], "G/c", &[1; 21]), "x/c", "add up to 20"),
+            // 0.0: an offset without its length.
+            (pax_sparse_tar(&[size(100), ("GNU.sparse.offset", "1".into())], "x/d", &[]), "x/d", "numbytes"),
+            // 1.0: the same, and a map longer than the data.
+            (pax_sparse_tar(&v10(100), "G/v10", &map_1_0(&[(0, 10), (5, 10)])), "x/v10", "overlap"),
+            (pax_sparse_tar(&v10(100), "G/v10", &map_1_0(&[(0, 10), (95, 10)])), "x/v10", "beyond"),
+            (
+                pax_sparse_tar(&v10(100), "G/v10", &[map_1_0(&[(0, 10)]), vec![7]].concat()),
+                "x/v10",
+                "add up to 10 bytes, but the entry stores 11",
+            ),
+            (pax_sparse_tar(&v10(100), "G/v10", b"1\n0\n10\n"), "x/v10", "runs past the data"),
+            (
+                pax_sparse_tar(&v10(100), "G/v10", &[&b"1000001\n"[..], &[0; 504]].concat()),
+                "x/v10",
+                "more than 1000000 segments",
+            ),
+        ];
+        for (tar, name, want) in cases {
+            let e = refused(&tar, name);
+            assert!(e.contains(want), "{name}: {e}");
+        }
+        // Too many segments in a 0.1 map.
+        let m: Vec<String> = (0..=img_fuse::MAX_SEGMENTS).map(|i| format!("{},0", i * 2)).collect();
+        let tar = pax_sparse_tar(&[size(1 << 30), name("x/many"), map(&m.join(","))], "G/many", &[]);
+        let e = refused(&tar, "x/many");
+        assert!(e.contains("more than 1000000 segments"), "{e}");
+    }
+
+    #[test]
+    fn sparse_records_on_other_entries_are_ignored() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("GNU.sparse.map", &b"junk"[..]), ("GNU.sparse.name", b"elsewhere")]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        b.append_data(&mut h, "d/", &[][..]).unwrap();
+        let l = scan(&b.into_inner().unwrap()[..], 0, "t").unwrap();
+        assert_eq!((l.entries[0].path.as_slice(), &l.entries[0].kind), (&b"d"[..], &Kind::Dir));
     }
 }

@@ -80,7 +80,7 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
             "importing {label}: {}",
             match Compression::sniff(&head) {
                 Compression::None => "not a tar archive (nor a gzip, xz or zstd compressed one)".to_string(),
-                c => format!("the {} data does not hold a tar archive", c.name()),
+                c => format!("the {} data is not a tar archive", c.name()),
             }
         );
     }

@@ -6,8 +6,20 @@
                                          gets the same layers with layer 4
                                          gzip (for umoci 0.4, which has no
                                          zstd): the same tree, the same ID
-  python3 mount_image.py sparse LAYOUT   one layer holding a GNU sparse file
-                                         (made with GNU tar), tag "1"
+  python3 mount_image.py sparse LAYOUT [SECOND]
+                                         sparse files made with GNU tar, tag
+                                         "1": layer 1 (gzip) in the old GNU
+                                         format (8 MiB, 5 GiB and a 60-island
+                                         file), layers 2 (zstd), 3 (gzip) and
+                                         4 (uncompressed) in the PAX formats
+                                         1.0, 0.1 and 0.0; LAYOUT/sparse.json
+                                         lists each file's size and data
+                                         islands (offset, length, sha256).
+                                         SECOND: layers 2-4 alone, gzip (umoci
+                                         refuses old GNU sparse entries and
+                                         zstd layers)
+  python3 mount_image.py hostile LAYOUT  one layer with a PAX sparse file
+                                         whose map has overlapping segments
 
 The full image: layer 1 (gzip) is a root filesystem with every kind of
 entry (directories, files of 0 bytes to 5 MiB, hard links across
@@ -21,7 +33,7 @@ and a directory into a file, and holds a 4 MiB text file in the middle of
 its compressed stream (the corruption check flips bytes there); layer 3 is
 uncompressed and layer 4 zstd.
 """
-import gzip, hashlib, io, json, os, random, subprocess, sys, tarfile, tempfile
+import gzip, hashlib, io, json, os, random, re, subprocess, sys, tarfile, tempfile
 
 EPOCH = 1700000000
 rng = random.Random(20261123)
@@ -245,8 +257,75 @@ def write_layout(layout, layers):
         json.dump(index, f)
 
 
-def sparse_layer():
-    """A layer whose one file is a GNU sparse entry (type S), by GNU tar."""
+GiB = 1 << 30
+
+# The sparse files of the sparse image: name -> (real size, [(offset, length)]
+# of data islands), each island filled with seeded random bytes. Islands
+# are 4 KiB-aligned, so that GNU tar's hole detection (SEEK_DATA/SEEK_HOLE,
+# block-sized) finds exactly these on any filesystem with 4 KiB blocks.
+SPARSE = {
+    # Old GNU format (type S; 5 descriptors, so one extension block): at 0,
+    # in the middle, across 4 GiB and near the end, ending in a hole.
+    "data/big.img": (5 * GiB, [(0, 64 << 10), (5 * GiB // 2, 1 << 20), (4 * GiB - (8 << 10), 16 << 10),
+                               (5 * GiB - (12 << 10), 8 << 10)]),
+    # Old GNU format with 60 islands (3 extension blocks), ending in data.
+    "data/many.img": (60 * (64 << 10), [(i * (64 << 10) + (60 << 10), 4 << 10) for i in range(60)]),
+    # PAX 1.0 (the map at the start of the data): a hole first, data to
+    # the end, a size that is no multiple of 512.
+    "pax/v10.img": ((64 << 20) + 1000, [(1 << 20, 4 << 10), ((64 << 20) - (4 << 10), (4 << 10) + 1000)]),
+    # PAX 0.1 (GNU.sparse.map) and 0.0 (GNU.sparse.offset/numbytes).
+    "pax/v01.img": (16 << 20, [(0, 4 << 10), (8 << 20, 12 << 10)]),
+    "pax/v00.img": (16 << 20, [(4 << 20, 4 << 10), ((16 << 20) - (4 << 10), 4 << 10)]),
+}
+
+
+def island(name, offset, length):
+    """The bytes of one island (the same on every run)."""
+    return random.Random("%s@%d" % (name, offset)).randbytes(length)
+
+
+def make_sparse(root, name):
+    size, islands = SPARSE[name]
+    path = os.path.join(root, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, n in islands:
+            f.seek(off)
+            f.write(island(name, off, n))
+
+
+def fixed_sparse_names(data):
+    """GNU tar names the header of a PAX 0.1/1.0 sparse file
+    DIR/GNUSparseFile.PID/NAME: make PID 0, so that the layer is the same
+    on every run (readers take the real name from GNU.sparse.name)."""
+    out, pos = bytearray(data), 0
+    while pos + 512 <= len(out):
+        h = out[pos:pos + 512]
+        if h == bytes(512):
+            break
+        size = int(h[124:136].rstrip(b"\0 ") or b"0", 8)
+        name = h[:100].rstrip(b"\0")
+        fixed = re.sub(rb"GNUSparseFile\.[0-9]+/", b"GNUSparseFile.0/", name)
+        if fixed != name:
+            h[:100] = fixed.ljust(100, b"\0")
+            h[148:156] = b" " * 8
+            h[148:156] = b"%06o\0 " % sum(h)
+            out[pos:pos + 512] = h
+        pos += 512 + (size + 511) // 512 * 512
+    return bytes(out)
+
+
+def gnu_tar(root, names, *opts):
+    return subprocess.run(["tar", *opts, "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
+                           "--mtime=@%d" % EPOCH, "-C", root, "-cf", "-", *names],
+                          stdout=subprocess.PIPE, check=True).stdout
+
+
+def sparse_layers():
+    """The layers of the sparse image, by GNU tar: old GNU sparse entries
+    (type S) in layer 1, PAX sparse formats 1.0, 0.1 and 0.0 in layers 2-4."""
+    pax = ["--format=posix", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "root")
         os.makedirs(os.path.join(root, "data"))
@@ -256,13 +335,42 @@ def sparse_layer():
             f.truncate(8 << 20)
             f.seek(1 << 20)
             f.write(b"data between holes\n" * 100)
-        out = subprocess.run(["tar", "--format=gnu", "--sparse", "--sort=name", "--numeric-owner",
-                              "--owner=0", "--group=0", "--mtime=@%d" % EPOCH, "-C", root, "-cf", "-", "data"],
-                             stdout=subprocess.PIPE, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(out)) as t:
-        assert any(m.name == "data/holes.img" and m.type == tarfile.GNUTYPE_SPARSE for m in t), \
-            "GNU tar wrote no sparse entry (does this filesystem keep holes?)"
-    return out
+        for name in SPARSE:
+            make_sparse(root, name)
+        gnu = gnu_tar(root, ["data"], "--format=gnu", "--sparse")
+        v10, v01, v00 = (gnu_tar(root, ["pax", "pax/v%s.img" % v.replace(".", "")], *pax, "--no-recursion",
+                                 "--sparse-version=" + v) for v in ["1.0", "0.1", "0.0"])
+    layers = [gnu, fixed_sparse_names(v10), fixed_sparse_names(v01), v00]
+    for tar, want in zip(layers, [("data/holes.img", "data/big.img", "data/many.img"), ("pax/v10.img",),
+                                  ("pax/v01.img",), ("pax/v00.img",)]):
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            sparse = {m.name for m in t if m.sparse}
+        assert sparse == set(want), "GNU tar wrote no sparse entries for %s, only %s (does this filesystem keep holes?)" \
+            % (want, sorted(sparse))
+    return layers
+
+
+def hostile_layer():
+    """A layer whose PAX 0.1 sparse file has a map with overlapping segments."""
+    L = Layer()
+    L.dir("data")
+    L.file("data/fine", b"a plain file\n")
+    ti = L._info("data/GNUSparseFile.0/overlap.img", 0o644, 0, 0, None)
+    data = rng.randbytes(8192)
+    ti.size = len(data)
+    ti.pax_headers = {"GNU.sparse.size": str(1 << 20), "GNU.sparse.numblocks": "2",
+                      "GNU.sparse.name": "data/overlap.img", "GNU.sparse.map": "0,4096,2048,4096"}
+    L.tar.addfile(ti, io.BytesIO(data))
+    return L.bytes()
+
+
+def write_sparse_manifest(path):
+    """What the sparse files hold, for tests/mount.sh to check the mount
+    against: per file its size and per island its offset, length and sha256."""
+    with open(path, "w") as f:
+        json.dump({name: {"size": size, "islands": [[off, n, hashlib.sha256(island(name, off, n)).hexdigest()]
+                                                    for off, n in islands]}
+                   for name, (size, islands) in SPARSE.items()}, f, indent=1, sort_keys=True)
 
 
 def main():
@@ -273,9 +381,15 @@ def main():
         if len(sys.argv) > 3:
             write_layout(sys.argv[3], list(zip(tars, ["gzip", "gzip", "none", "gzip"])))
     elif what == "sparse":
-        write_layout(layout, [(sparse_layer(), "gzip")])
+        tars = sparse_layers()
+        write_layout(layout, list(zip(tars, ["gzip", "zstd", "gzip", "none"])))
+        write_sparse_manifest(os.path.join(layout, "sparse.json"))
+        if len(sys.argv) > 3:
+            write_layout(sys.argv[3], list(zip(tars[1:], ["gzip", "gzip", "none"])))
+    elif what == "hostile":
+        write_layout(layout, [(hostile_layer(), "gzip")])
     else:
-        sys.exit("usage: mount_image.py full|sparse LAYOUT")
+        sys.exit("usage: mount_image.py full|sparse|hostile LAYOUT [SECOND]")
 
 
 main()

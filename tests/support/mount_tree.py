@@ -14,6 +14,7 @@ nanoseconds, and which names are hard links of one file.
                        side does, and a directory it may not list hides
                        what is in it
       --only=P,Q,...   compare only these paths and what is under them
+A TREE of "-" is a tar stream read from standard input.
 Plain Python 3 (3.7 or later) and no packages, so that any user can run it.
 """
 import errno, hashlib, os, stat, sys, tarfile
@@ -96,7 +97,10 @@ def pax_mtime(m):
 
 def from_tar(path, reader=None):
     out, root_of, members = {}, {}, {}
-    with tarfile.open(path, "r:*") as t:
+    # "-": a tar stream on standard input, read once, in order.
+    t = (tarfile.open(fileobj=sys.stdin.buffer, mode="r|*", bufsize=1 << 20) if path == "-"
+         else tarfile.open(path, "r:*"))
+    with t:
         for m in t:
             p = norm(m.name)
             if not p:
@@ -157,7 +161,7 @@ def allowed(e, bits, uid, gid):
 
 
 def load(path, reader=None):
-    return from_dir(path) if os.path.isdir(path) else from_tar(path, reader)
+    return from_dir(path) if path != "-" and os.path.isdir(path) else from_tar(path, reader)
 
 
 KEYS = ["type", "mode", "uid", "gid", "size", "sha256", "target", "rdev", "xattrs", "hardlinks", "mtime",
