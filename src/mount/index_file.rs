@@ -10,7 +10,7 @@ use img_fuse::{DataRef, Entry, Kind, Layer, SparseMap, MAX_SEGMENTS};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Upper bounds a file is checked against before anything is allocated.
 const MAX_ITEMS: u64 = 50_000_000;
 const MAX_BYTES: u64 = 1 << 16;
@@ -111,8 +111,9 @@ pub struct LayerIndex {
     pub layer: Layer,
     /// sha256 of each `CHUNK` of the (compressed) blob, in order.
     pub chunks: Vec<[u8; 32]>,
-    /// For a gzip layer: its random-access index (`layerindex::gzip`), serialised.
-    pub gzip: Vec<u8>,
+    /// The random-access index of a gzip layer (`layerindex::gzip`) or a
+    /// zstd layer (`layerindex::zstd`), serialised; empty for others.
+    pub access: Vec<u8>,
 }
 
 /// Serialises the scan of layer `digest`.
@@ -185,7 +186,7 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     for c in &index.chunks {
         w.0.extend_from_slice(c);
     }
-    w.bytes(&index.gzip);
+    w.bytes(&index.access);
     let body = w.0;
     let mut out = Vec::with_capacity(body.len() + 48);
     out.extend_from_slice(MAGIC);
@@ -255,11 +256,11 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
         a.copy_from_slice(c);
         chunks.push(a);
     }
-    let gzip = r.bytes(MAX_ITEMS)?;
+    let access = r.bytes(MAX_ITEMS)?;
     if r.at != body.len() {
         return Err(IndexFileError::Damaged("trailing bytes"));
     }
-    Ok(LayerIndex { layer, chunks, gzip })
+    Ok(LayerIndex { layer, chunks, access })
 }
 
 #[cfg(test)]
@@ -300,14 +301,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = Digest::of_bytes(b"layer");
-        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]], gzip: b"gz".to_vec() };
+        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]], access: b"gz".to_vec() };
         assert_eq!(decode(&encode(&d, &l), &d, 2).unwrap(), l);
     }
 
     #[test]
     fn damage_is_detected() {
         let d = Digest::of_bytes(b"layer");
-        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], gzip: vec![] });
+        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: vec![] });
         assert_eq!(decode(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
         let mut v = bytes.clone();
         v[8] = 9;
@@ -392,9 +393,9 @@ mod tests {
     #[test]
     fn older_formats_are_rebuilt() {
         let d = Digest::of_bytes(b"layer");
-        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], gzip: vec![] });
-        v[8..12].copy_from_slice(&3u32.to_le_bytes());
-        assert_eq!(decode(&v, &d, 0), Err(IndexFileError::Version(3)));
+        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: vec![] });
+        v[8..12].copy_from_slice(&4u32.to_le_bytes());
+        assert_eq!(decode(&v, &d, 0), Err(IndexFileError::Version(4)));
     }
 
     proptest::proptest! {

@@ -30,7 +30,7 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     for (i, d) in layers.iter().enumerate() {
         let (ix, compression) = layer_entries(store, d, i)?;
         scanned.push(ix.layer);
-        sources.push(source::LayerSpec { path: store.blob_path(d), compression, chunks: ix.chunks, gzip: ix.gzip });
+        sources.push(source::LayerSpec { path: store.blob_path(d), compression, chunks: ix.chunks, access: ix.access });
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
@@ -48,9 +48,9 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
             return Ok((ix, c));
         }
     }
-    let (layer, chunks, gzip) = if c == Compression::Gzip {
-        // One pass: the gzip index is built on another thread while the
-        // decompressed stream it hands on is scanned here.
+    let (layer, chunks, access) = if matches!(c, Compression::Gzip | Compression::Zstd) {
+        // One pass: the random-access index is built on another thread
+        // while the decompressed stream it hands on is scanned here.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let builder = std::thread::spawn(move || {
             let mut hasher = source::ChunkHasher::new(f);
@@ -60,16 +60,28 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
                     // index is finished all the same.
                     let _ = tx.send(b.to_vec());
                 };
-                crate::layerindex::gzip::GzipIndex::build(&mut hasher, crate::layerindex::gzip::DEFAULT_SPAN, &mut sink)
+                if c == Compression::Gzip {
+                    crate::layerindex::gzip::GzipIndex::build(
+                        &mut hasher,
+                        crate::layerindex::gzip::DEFAULT_SPAN,
+                        &mut sink,
+                    )
+                    .map(|ix| ix.to_bytes())
+                    .map_err(anyhow::Error::from)
+                } else {
+                    crate::layerindex::zstd::ZstdIndex::build(&mut hasher, &mut sink)
+                        .map(|ix| ix.to_bytes())
+                        .map_err(anyhow::Error::from)
+                }
             };
             drop(tx);
             std::io::copy(&mut hasher, &mut std::io::sink()).map(|_| ()).ok();
             (ix, hasher.finish())
         });
         let scanned = scan::scan(source::ChannelReader::new(rx), i, d.as_str());
-        let (gz, chunks) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
-        let gz = gz.with_context(|| format!("reading layer {d}"))?;
-        (scanned?, chunks, gz.to_bytes())
+        let (ix, chunks) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
+        let ix = ix.with_context(|| format!("reading layer {d}"))?;
+        (scanned?, chunks, ix)
     } else {
         let mut hasher = source::ChunkHasher::new(f);
         let layer = {
@@ -80,7 +92,7 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
         std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
         (layer, hasher.finish(), Vec::new())
     };
-    let ix = index_file::LayerIndex { layer, chunks, gzip };
+    let ix = index_file::LayerIndex { layer, chunks, access };
     if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
     }

@@ -114,10 +114,13 @@ type GzReader = GzipReader<'static, VerifiedBlob>;
 
 enum LayerData {
     Plain(Arc<VerifiedBlob>),
+    /// Read through a decoder kept where the last read ended; a zstd
+    /// layer of several frames starts a read far ahead at its frame.
     Compressed {
         blob: Arc<VerifiedBlob>,
         compression: Compression,
         cursor: Mutex<Option<Cursor>>,
+        frames: Option<crate::layerindex::zstd::ZstdIndex>,
     },
     /// A gzip layer with its random-access index: a read starts from the
     /// nearest checkpoint, and a reader left where the last read ended
@@ -134,8 +137,8 @@ pub struct LayerSpec {
     pub path: PathBuf,
     pub compression: Compression,
     pub chunks: Vec<[u8; 32]>,
-    /// A serialised gzip index, or empty.
-    pub gzip: Vec<u8>,
+    /// A serialised gzip or zstd index, or empty.
+    pub access: Vec<u8>,
 }
 
 impl RandomRead for VerifiedBlob {
@@ -179,10 +182,6 @@ pub struct StoreSource {
     layers: Vec<LayerData>,
 }
 
-fn decoder(blob: &Arc<VerifiedBlob>, c: Compression) -> io::Result<Decoder> {
-    c.decoder(BufReader::with_capacity(256 * 1024, Sequential { blob: blob.clone(), pos: 0 }))
-}
-
 impl StoreSource {
     /// Opens the layer blobs, bottom first. The blobs and gzip indexes live
     /// as long as the serving process, which ends with the mount.
@@ -190,8 +189,13 @@ impl StoreSource {
         let mut out = Vec::new();
         for l in layers {
             let blob = VerifiedBlob::open(l.path, l.chunks)?;
-            let gzip = if l.compression == Compression::Gzip && !l.gzip.is_empty() {
-                GzipIndex::from_bytes(&l.gzip).ok()
+            let gzip = if l.compression == Compression::Gzip && !l.access.is_empty() {
+                GzipIndex::from_bytes(&l.access).ok()
+            } else {
+                None
+            };
+            let frames = if l.compression == Compression::Zstd {
+                crate::layerindex::zstd::ZstdIndex::from_bytes(&l.access).filter(|f| f.frames.len() > 1)
             } else {
                 None
             };
@@ -202,7 +206,9 @@ impl StoreSource {
                     index: Box::leak(Box::new(index)),
                     reader: Mutex::new(None),
                 },
-                (c, _) => LayerData::Compressed { blob: Arc::new(blob), compression: c, cursor: Mutex::new(None) },
+                (c, _) => {
+                    LayerData::Compressed { blob: Arc::new(blob), compression: c, cursor: Mutex::new(None), frames }
+                }
             });
         }
         Ok(StoreSource { layers: out })
@@ -234,11 +240,17 @@ impl BlobSource for StoreSource {
                 }
                 res
             }
-            Some(LayerData::Compressed { blob, compression, cursor }) => {
+            Some(LayerData::Compressed { blob, compression, cursor, frames }) => {
                 let mut guard = cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
-                let restart = guard.as_ref().is_none_or(|c| c.pos > offset);
+                // Where a fresh decoder would start: the frame holding the
+                // offset, or the start of the layer.
+                let (c_off, u_off) = frames.as_ref().map(|f| f.frame_for(offset)).unwrap_or((0, 0));
+                let restart =
+                    guard.as_ref().is_none_or(|c| c.pos > offset || (c.pos < u_off && offset - c.pos > REUSE));
                 if restart {
-                    *guard = Some(Cursor { pos: 0, reader: decoder(blob, *compression)? });
+                    let seq = Sequential { blob: blob.clone(), pos: c_off };
+                    let reader = compression.decoder(BufReader::with_capacity(256 * 1024, seq))?;
+                    *guard = Some(Cursor { pos: u_off, reader });
                 }
                 let Some(c) = guard.as_mut() else { return Err(io::Error::other("no layer reader")) };
                 let res = (|| {
@@ -327,6 +339,41 @@ mod tests {
         let e = vb.read_at(CHUNK + 10, &mut buf).unwrap_err().to_string();
         assert!(e.contains("damaged") && e.contains("img fsck"), "{e}");
         assert_eq!(vb.read_at(10, &mut buf).unwrap(), 50);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A zstd layer of several frames reads right at any offset, in any
+    /// order, starting far reads at their frame.
+    #[test]
+    fn multi_frame_zstd_reads_from_the_frame_of_the_offset() {
+        let dir = std::env::temp_dir().join(format!("img-zf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("blob");
+        let parts: Vec<Vec<u8>> =
+            (0..8u32).map(|k| (0..700_000u32).map(|i| ((i * 31 + k * 7) % 253) as u8).collect()).collect();
+        let blob: Vec<u8> = parts.iter().flat_map(|x| zstd::encode_all(x.as_slice(), 1).unwrap()).collect();
+        let whole: Vec<u8> = parts.concat();
+        std::fs::write(&p, &blob).unwrap();
+        let mut h = ChunkHasher::new(&blob[..]);
+        let ix = crate::layerindex::zstd::ZstdIndex::build(&mut h, &mut |_| {}).unwrap();
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        assert_eq!(ix.frames.len(), 8);
+        let spec = LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: ix.to_bytes() };
+        let src = StoreSource::open(vec![spec]).unwrap();
+        assert!(matches!(&src.layers[0], LayerData::Compressed { frames: Some(_), .. }));
+        for off in [5_000_000u64, 100, 3_500_123, 4_899_990, 0, 2_100_000] {
+            let mut buf = vec![0u8; 4096];
+            let mut got = 0;
+            while got < buf.len() {
+                let n = src.read_at(0, off + got as u64, &mut buf[got..]).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            let end = (off as usize + 4096).min(whole.len());
+            assert_eq!(&buf[..got], &whole[off as usize..end], "at {off}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
