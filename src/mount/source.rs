@@ -122,6 +122,15 @@ enum LayerData {
         cursor: Mutex<Option<Cursor>>,
         frames: Option<crate::layerindex::zstd::ZstdIndex>,
     },
+    /// A layer that cannot be indexed (a zstd layer of one frame, xz):
+    /// decoded in whole blocks from the start, the blocks passed kept in a
+    /// bounded cache, so reads that go back are served from memory while
+    /// they are recent.
+    Blocks {
+        blob: Arc<VerifiedBlob>,
+        compression: Compression,
+        state: Mutex<BlockState>,
+    },
     /// A gzip layer with its random-access index: a read starts from the
     /// nearest checkpoint, and a reader left where the last read ended
     /// serves the next one if it continues from there.
@@ -130,6 +139,64 @@ enum LayerData {
         index: &'static GzipIndex,
         reader: Mutex<Option<GzReader>>,
     },
+}
+
+/// Decoded blocks of an unindexed layer.
+const BLOCK: u64 = 1 << 20;
+/// How many decoded blocks an unindexed layer keeps (16 MiB).
+const CACHED_BLOCKS: usize = 16;
+
+#[derive(Default)]
+struct BlockState {
+    /// Always at a block boundary.
+    cursor: Option<Cursor>,
+    /// Block number -> its bytes, least recently used first.
+    cache: std::collections::VecDeque<(u64, Arc<Vec<u8>>)>,
+}
+
+impl BlockState {
+    fn get(&mut self, b: u64) -> Option<Arc<Vec<u8>>> {
+        let i = self.cache.iter().position(|(k, _)| *k == b)?;
+        let e = self.cache.remove(i)?;
+        let data = e.1.clone();
+        self.cache.push_back(e);
+        Some(data)
+    }
+
+    fn put(&mut self, b: u64, data: Arc<Vec<u8>>) {
+        if self.cache.len() >= CACHED_BLOCKS {
+            self.cache.pop_front();
+        }
+        self.cache.push_back((b, data));
+    }
+
+    /// Block `b`, decoded from where the cursor is (or from the start).
+    fn block(&mut self, blob: &Arc<VerifiedBlob>, c: Compression, b: u64) -> io::Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.get(b) {
+            return Ok(d);
+        }
+        if self.cursor.as_ref().is_none_or(|cur| cur.pos > b * BLOCK) {
+            let seq = Sequential { blob: blob.clone(), pos: 0 };
+            self.cursor = Some(Cursor { pos: 0, reader: c.decoder(BufReader::with_capacity(256 * 1024, seq))? });
+        }
+        loop {
+            let Some(cur) = self.cursor.as_mut() else { return Err(io::Error::other("no layer reader")) };
+            let at = cur.pos / BLOCK;
+            let mut data = Vec::with_capacity(BLOCK as usize);
+            if let Err(e) = (&mut cur.reader).take(BLOCK).read_to_end(&mut data) {
+                // The decoder's position is unknown now: start afresh next time.
+                self.cursor = None;
+                return Err(e);
+            }
+            cur.pos += data.len() as u64;
+            let short = (data.len() as u64) < BLOCK;
+            let data = Arc::new(data);
+            self.put(at, data.clone());
+            if at == b || short {
+                return Ok(if at == b { data } else { Arc::new(Vec::new()) });
+            }
+        }
+    }
 }
 
 /// How to open one layer.
@@ -206,8 +273,11 @@ impl StoreSource {
                     index: Box::leak(Box::new(index)),
                     reader: Mutex::new(None),
                 },
-                (c, _) => {
+                (c, _) if frames.is_some() => {
                     LayerData::Compressed { blob: Arc::new(blob), compression: c, cursor: Mutex::new(None), frames }
+                }
+                (c, _) => {
+                    LayerData::Blocks { blob: Arc::new(blob), compression: c, state: Mutex::new(BlockState::default()) }
                 }
             });
         }
@@ -239,6 +309,18 @@ impl BlobSource for StoreSource {
                     *guard = None;
                 }
                 res
+            }
+            Some(LayerData::Blocks { blob, compression, state }) => {
+                let mut st = state.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
+                let b = offset / BLOCK;
+                let data = st.block(blob, *compression, b)?;
+                let start = (offset - b * BLOCK) as usize;
+                if start >= data.len() {
+                    return Ok(0);
+                }
+                let n = buf.len().min(data.len() - start);
+                buf[..n].copy_from_slice(&data[start..start + n]);
+                Ok(n)
             }
             Some(LayerData::Compressed { blob, compression, cursor, frames }) => {
                 let mut guard = cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
@@ -374,6 +456,33 @@ mod tests {
             let end = (off as usize + 4096).min(whole.len());
             assert_eq!(&buf[..got], &whole[off as usize..end], "at {off}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A single-frame zstd layer is read in cached blocks: any order,
+    /// right bytes, and never more than the cache's blocks in memory.
+    #[test]
+    fn unindexed_layers_read_through_a_bounded_block_cache() {
+        let dir = std::env::temp_dir().join(format!("img-blk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("blob");
+        let whole: Vec<u8> = (0..(40u32 << 20) + 1234).map(|i| ((i / 3) % 251) as u8).collect();
+        let blob = zstd::encode_all(whole.as_slice(), 1).unwrap();
+        std::fs::write(&p, &blob).unwrap();
+        let mut h = ChunkHasher::new(&blob[..]);
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        let spec = LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: Vec::new() };
+        let src = StoreSource::open(vec![spec]).unwrap();
+        let len = whole.len() as u64;
+        for off in [30u64 << 20, 5, (30 << 20) + 999_999, 12 << 20, len - 10, len, len + 5, 3 << 20] {
+            let mut buf = vec![0u8; 3000];
+            let n = src.read_at(0, off, &mut buf).unwrap();
+            let end = ((off + n as u64).min(len)) as usize;
+            assert_eq!(&buf[..n], &whole[(off.min(len) as usize)..end], "at {off}");
+            assert!(n > 0 || off >= len, "nothing read at {off}");
+        }
+        let LayerData::Blocks { state, .. } = &src.layers[0] else { panic!("not read in blocks") };
+        assert!(state.lock().unwrap().cache.len() <= CACHED_BLOCKS);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
