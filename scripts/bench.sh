@@ -61,6 +61,42 @@ cd "$WORK"
 FSTYPE=$(df -T . | awk 'NR==2 {print $2}')
 echo "bench: working in $WORK ($FSTYPE)" >&2
 
+# Sections add what must be undone (servers, mounts) to CLEANUPS; it runs
+# on every exit, failures and interrupts included.
+CLEANUPS=()
+on_exit() {
+    local f
+    for f in "${CLEANUPS[@]}"; do "$f" || true; done
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Images: deterministic OCI layouts made by scripts/bench-images.py, kept in
+# images/ until the generator changes.
+GENSUM=$(sha256sum "$GEN" | cut -c1-12)
+gen_images() { # names
+    local name
+    mkdir -p images
+    for name in "$@"; do
+        if [ ! -f "images/$name/.done-$GENSUM" ]; then
+            echo "bench: generating the $name image" >&2
+            python3 "$GEN" "$name" "images/$name"
+            touch "images/$name/.done-$GENSUM"
+        fi
+    done
+}
+blobs() { # name -> "digest path" of the config and the layers
+    python3 - "images/$1" <<'PY'
+import json, sys
+d = sys.argv[1]
+ix = json.load(open(f"{d}/index.json"))
+m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
+for b in [m["config"]] + m["layers"]:
+    print(b["digest"], f"{d}/blobs/sha256/{b['digest'][7:]}")
+PY
+}
+
 # The machine may be shared: before each timing wait up to --max-wait
 # seconds for it to be otherwise idle, and say so when something else ran
 # right before or after a timing. (On a busy machine, running the whole
@@ -175,18 +211,8 @@ EOF
 fi
 
 if want pull; then
-    # Images: deterministic OCI layouts made by scripts/bench-images.py, kept
-    # in images/ until the generator changes.
-    GENSUM=$(sha256sum "$GEN" | cut -c1-12)
     NAMES=${PULL_IMAGES//,/ }
-    mkdir -p images
-    for name in $NAMES; do
-        if [ ! -f "images/$name/.done-$GENSUM" ]; then
-            echo "bench: generating the $name image" >&2
-            python3 "$GEN" "$name" "images/$name"
-            touch "images/$name/.done-$GENSUM"
-        fi
-    done
+    gen_images $NAMES
 
     # A docker-registry of our own on a free port, storage kept in registry/
     # (wiped when the generator changes), stopped on exit. Its access log is
@@ -206,28 +232,18 @@ http:
 YML
     docker-registry serve registry.yml >registry.log 2>&1 </dev/null &
     REG_PID=$!
-    cleanup() {
+    pull_cleanup() {
         kill "$REG_PID" 2>/dev/null || true
         wait "$REG_PID" 2>/dev/null || true
         umount "$WORK/pm-pull/overlay" 2>/dev/null || true
         rm -rf "$WORK"/registry/docker/registry/v2/repositories/push-* "$WORK"/s-pull "$WORK"/sk-pull \
             "$WORK"/cp-pull "$WORK"/pm-pull "$WORK"/pm-pull-run "$WORK"/s-push || true
     }
-    trap cleanup EXIT
+    CLEANUPS+=(pull_cleanup)
     for i in $(seq 1 100); do curl -fs -o /dev/null "http://$REG/v2/" && break; sleep 0.1; done
     curl -fs -o /dev/null "http://$REG/v2/" || { echo "bench: the registry did not start:" >&2; cat registry.log >&2; exit 1; }
     echo "bench: registry $REG (pid $REG_PID)" >&2
 
-    blobs() { # name -> "digest path" of the config and the layers
-        python3 - "images/$1" <<'PY'
-import json, sys
-d = sys.argv[1]
-ix = json.load(open(f"{d}/index.json"))
-m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
-for b in [m["config"]] + m["layers"]:
-    print(b["digest"], f"{d}/blobs/sha256/{b['digest'][7:]}")
-PY
-    }
     JOBS_OPT=${PULL_JOBS:+--jobs $PULL_JOBS}
     PM="podman --root $WORK/pm-pull --runroot $WORK/pm-pull-run --storage-driver overlay"
     # podman's overlay driver bind-mounts its overlay/ directory on itself.
