@@ -12,7 +12,9 @@ on every run. Layers are made two at a time (one process each).
   medium   5 layers, ~250 MB compressed: text, random, 20,000 small files,
            text with a symlink and a hardlink, random and text with whiteouts
   large   10 layers, ~1.2 GB compressed: the same kinds of layer, larger, with
-           30,000 small files in all
+           30,000 small files in all; its largest layer (7th) is one 512 MiB
+           file of text interleaved with short random runs (about 2:1 under
+           gzip), for the mount benchmark's range and sequential reads
 """
 import hashlib
 import io
@@ -39,7 +41,9 @@ SYL = ["ba", "ce", "di", "fo", "gu", "ha", "je", "ki", "lo", "mu", "na", "pe", "
 
 # Each layer is a list of operations:
 #   ("etc",)                                  a few small /etc files
-#   ("text"|"rand", dir, total bytes, files)  files of source-like text or random bytes
+#   ("text"|"rand"|"mixed", dir, total bytes, files)
+#                                             files of source-like text, random bytes, or
+#                                             text interleaved with short random runs
 #   ("small", dir, count)                     count files of 64 B - 4 KiB (80 % text) in nested dirs
 #   ("symlink", target, path), ("hardlink", existing path, path), ("whiteout", path)
 SPECS = {
@@ -62,7 +66,7 @@ SPECS = {
         [("text", "usr/src/app", 150 * MB, 150)],
         [("rand", "data/mid", 250 * MB, 3)],
         [("text", "usr/share/doc", 80 * MB, 40), ("small", "srv/tree2", 10000)],
-        [("rand", "data/huge", 250 * MB, 1)],
+        [("mixed", "data/huge", 512 * MB, 1)],
         [("text", "usr/lib/gen", 150 * MB, 75)],
         [("rand", "opt/mix/rand", 120 * MB, 6), ("text", "opt/mix/text", 50 * MB, 50)],
         [("rand", "opt/last/rand", 70 * MB, 5), ("text", "opt/last/text", 30 * MB, 30),
@@ -120,7 +124,7 @@ def entries(layer, seed):
             add("etc/group", "file", b"root:x:0:\nnogroup:x:65534:\n")
             add("etc/hostname", "file", b"bench\n")
             ents.setdefault("tmp", ("dir", None))
-        elif op[0] in ("text", "rand"):
+        elif op[0] in ("text", "rand", "mixed"):
             kind, d, total, n = op
             ext = "rs" if d.startswith("usr/src") or d.startswith("usr/lib") else ("txt" if kind == "text" else "bin")
             for i in range(n):
@@ -145,12 +149,25 @@ def entries(layer, seed):
     return sorted(ents.items(), key=lambda e: (e[1][0] == "hardlink", e[0]))
 
 
+def mixed(rng, size):
+    """Text with a random run of 256 B - 2 KiB after every ~4 KiB: gzip
+    makes Huffman blocks of literals and matches (no stored blocks), about
+    2:1, so reading it back costs real inflate work."""
+    out, have = [], 0
+    while have < size:
+        t = text(rng, rng.randint(2048, 6144))
+        r = rng.randbytes(rng.randint(256, 2048))
+        out += [t, r]
+        have += len(t) + len(r)
+    return b"".join(out)[:size]
+
+
 def payload(p):
     if isinstance(p, bytes):
         return p
     kind, seed, size = p
     rng = random.Random(seed)
-    return rng.randbytes(size) if kind == "rand" else text(rng, size)
+    return {"rand": rng.randbytes, "text": lambda n: text(rng, n), "mixed": lambda n: mixed(rng, n)}[kind](size)
 
 
 class Sink:

@@ -11,9 +11,21 @@
 #   load  img load/save/images/inspect vs podman and sha256sum + cp
 #   pull  img pull from a local docker-registry vs skopeo, podman and the
 #         physical limit (parallel curl, sha256sum, cp + sync); img push vs skopeo
+#   mount img mount of the large pull image (root only): time to the first
+#         ls, cold and warm, vs umoci unpack and podman image mount; a cold
+#         1 MiB read in the middle of the largest layer; a sequential read of
+#         its big file vs gzip -dc; a walk of every file vs an unpacked tree;
+#         the serving process's RSS; img mount --rw writes, copy-up and
+#         img commit vs a podman container and a plain directory. --runs
+#         runs for the quick timings, at most 3 for the slow ones (umoci
+#         unpack, the walk, the writable mount): about 10 minutes on an
+#         idle machine, most of it umoci, podman and the 1 GiB commits.
+#         Everything is on the filesystem of --dir: give a tmpfs one (e.g.
+#         /dev/shm/img-bench) to leave out the disk's file creation cost,
+#         which the unpacking peers pay and img does not.
 #
-# Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time
-# (installed by scripts/test.sh).
+# Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
+# umoci (installed by scripts/test.sh).
 set -euo pipefail
 
 RUNS=5
@@ -23,10 +35,10 @@ PODMAN_RUNS=3
 PULL_IMAGES=small,medium,large
 PULL_JOBS=
 MAX_WAIT=300
-ONLY=load,pull
+ONLY=load,pull,mount
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -43,7 +55,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull) ;; *) echo "bench: unknown section $s (load, pull)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount) ;; *) echo "bench: unknown section $s (load, pull, mount)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -53,6 +65,10 @@ IMG=$PWD/target/release/img
 GEN=$PWD/scripts/bench-images.py
 need=(hyperfine podman python3 /usr/bin/time)
 want pull && need+=(skopeo docker-registry curl unshare)
+want mount && need+=(umoci gzip dd find xargs)
+if want mount && [ "$(id -u)" != 0 ]; then
+    echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
+fi
 for t in "${need[@]}"; do
     command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/test.sh installs it)" >&2; exit 1; }
 done
@@ -60,6 +76,42 @@ mkdir -p "$WORK"
 cd "$WORK"
 FSTYPE=$(df -T . | awk 'NR==2 {print $2}')
 echo "bench: working in $WORK ($FSTYPE)" >&2
+
+# Sections add what must be undone (servers, mounts) to CLEANUPS; it runs
+# on every exit, failures and interrupts included.
+CLEANUPS=()
+on_exit() {
+    local f
+    for f in "${CLEANUPS[@]}"; do "$f" || true; done
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Images: deterministic OCI layouts made by scripts/bench-images.py, kept in
+# images/ until the generator changes.
+GENSUM=$(sha256sum "$GEN" | cut -c1-12)
+gen_images() { # names
+    local name
+    mkdir -p images
+    for name in "$@"; do
+        if [ ! -f "images/$name/.done-$GENSUM" ]; then
+            echo "bench: generating the $name image" >&2
+            python3 "$GEN" "$name" "images/$name"
+            touch "images/$name/.done-$GENSUM"
+        fi
+    done
+}
+blobs() { # name -> "digest path" of the config and the layers
+    python3 - "images/$1" <<'PY'
+import json, sys
+d = sys.argv[1]
+ix = json.load(open(f"{d}/index.json"))
+m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
+for b in [m["config"]] + m["layers"]:
+    print(b["digest"], f"{d}/blobs/sha256/{b['digest'][7:]}")
+PY
+}
 
 # The machine may be shared: before each timing wait up to --max-wait
 # seconds for it to be otherwise idle, and say so when something else ran
@@ -175,18 +227,8 @@ EOF
 fi
 
 if want pull; then
-    # Images: deterministic OCI layouts made by scripts/bench-images.py, kept
-    # in images/ until the generator changes.
-    GENSUM=$(sha256sum "$GEN" | cut -c1-12)
     NAMES=${PULL_IMAGES//,/ }
-    mkdir -p images
-    for name in $NAMES; do
-        if [ ! -f "images/$name/.done-$GENSUM" ]; then
-            echo "bench: generating the $name image" >&2
-            python3 "$GEN" "$name" "images/$name"
-            touch "images/$name/.done-$GENSUM"
-        fi
-    done
+    gen_images $NAMES
 
     # A docker-registry of our own on a free port, storage kept in registry/
     # (wiped when the generator changes), stopped on exit. Its access log is
@@ -206,28 +248,18 @@ http:
 YML
     docker-registry serve registry.yml >registry.log 2>&1 </dev/null &
     REG_PID=$!
-    cleanup() {
+    pull_cleanup() {
         kill "$REG_PID" 2>/dev/null || true
         wait "$REG_PID" 2>/dev/null || true
         umount "$WORK/pm-pull/overlay" 2>/dev/null || true
         rm -rf "$WORK"/registry/docker/registry/v2/repositories/push-* "$WORK"/s-pull "$WORK"/sk-pull \
             "$WORK"/cp-pull "$WORK"/pm-pull "$WORK"/pm-pull-run "$WORK"/s-push || true
     }
-    trap cleanup EXIT
+    CLEANUPS+=(pull_cleanup)
     for i in $(seq 1 100); do curl -fs -o /dev/null "http://$REG/v2/" && break; sleep 0.1; done
     curl -fs -o /dev/null "http://$REG/v2/" || { echo "bench: the registry did not start:" >&2; cat registry.log >&2; exit 1; }
     echo "bench: registry $REG (pid $REG_PID)" >&2
 
-    blobs() { # name -> "digest path" of the config and the layers
-        python3 - "images/$1" <<'PY'
-import json, sys
-d = sys.argv[1]
-ix = json.load(open(f"{d}/index.json"))
-m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
-for b in [m["config"]] + m["layers"]:
-    print(b["digest"], f"{d}/blobs/sha256/{b['digest'][7:]}")
-PY
-    }
     JOBS_OPT=${PULL_JOBS:+--jobs $PULL_JOBS}
     PM="podman --root $WORK/pm-pull --runroot $WORK/pm-pull-run --storage-driver overlay"
     # podman's overlay driver bind-mounts its overlay/ directory on itself.
@@ -340,6 +372,199 @@ if os.path.exists("push-counts.txt") and "medium" in names:
     print(f"  img push     {img:7.3f} s")
     print(f"  skopeo copy  {sk:7.3f} s   skopeo/img = {sk/img:.2f}")
     print(f"  registry log: img {iu} blobs uploaded, {im} mounted in {ip} pushes; skopeo {su} uploaded, {sm} mounted in {sp} pushes ({nb} blobs an image)")
+PY
+fi
+
+if want mount; then
+    # Everything here (the image layout, img's store, umoci's bundle,
+    # podman's storage, the plain directory) is under $WORK: one filesystem.
+    gen_images large
+    HEAVY=$(( RUNS < 3 ? RUNS : 3 ))
+    MS=$WORK/s-mount
+    IMGM="$IMG --root $MS"
+    MNT=$WORK/mnt-img
+    RW=$WORK/mnt-rw
+    UB=$WORK/umoci-b
+    PLAIN=$WORK/plain
+    SRC=$WORK/src-1g.bin
+    PMM="podman --root $WORK/pm-mount --runroot $WORK/pm-mount-run --storage-driver overlay"
+    DROP="sync; echo 3 > /proc/sys/vm/drop_caches"
+    mounted_under_work() { # mountpoints under $WORK, deepest first
+        awk -v w="$WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r
+    }
+    mount_cleanup() {
+        $IMGM umount -a --discard >/dev/null 2>&1
+        $PMM rm -af >/dev/null 2>&1
+        $PMM image unmount -a >/dev/null 2>&1
+        umount "$WORK/pm-mount/overlay" 2>/dev/null
+        # Whatever is left (a server that died, an interrupted prepare).
+        local m
+        for m in $(mounted_under_work); do umount "$m" 2>/dev/null || umount -l "$m"; done
+        rm -rf "$MS" "$MNT" "$RW" "$UB" "$PLAIN" "$SRC" "$WORK/pm-mount" "$WORK/pm-mount-run" "$WORK/pm-ctr-path"
+        true
+    }
+    CLEANUPS+=(mount_cleanup)
+    mount_cleanup || true
+
+    # img's store: the large image loaded from its OCI layout.
+    "$IMG" --root "$MS" load -q -i images/large >/dev/null
+    $IMGM tag "$($IMGM images -q | head -1)" bench/large
+    # The largest layer (compressed), and the file whose data holds the
+    # middle of that layer's uncompressed stream.
+    if [ ! -f "mount-target-$GENSUM.txt" ]; then
+        python3 - "$WORK/images/large" > "mount-target-$GENSUM.txt" <<'PY'
+import gzip, json, sys, tarfile
+d = sys.argv[1]
+ix = json.load(open(f"{d}/index.json"))
+m = json.load(open(f"{d}/blobs/sha256/{ix['manifests'][0]['digest'][7:]}"))
+big = max(m["layers"], key=lambda l: l["size"])
+blob = f"{d}/blobs/sha256/{big['digest'][7:]}"
+with gzip.open(blob) as g:
+    files = [(e.name, e.offset_data, e.size) for e in tarfile.open(fileobj=g, mode="r|") if e.isreg()]
+    while g.read(1 << 20):  # the padding after the tar's end
+        pass
+    total = g.tell()
+mid = total // 2
+name, off, size = next(f for f in files if f[1] <= mid < f[1] + f[2])
+print(blob, total, name, size, (mid - off) >> 20)
+PY
+    fi
+    read -r BIGBLOB LAYER_LEN BIGFILE BIGSIZE SKIP < "mount-target-$GENSUM.txt"
+    LAYERS=$(blobs large | tail -n +2 | awk -v w="$WORK" '{printf "%s/%s ", w, $2}')
+    cat $LAYERS >/dev/null  # warm in the page cache
+
+    serve_pid() { # mountpoint -> pid of the process serving it
+        $IMGM mounts --format json | python3 -c '
+import json, sys
+print(next(m["Pid"] for m in json.load(sys.stdin) if m["Mountpoint"] == sys.argv[1]))' "$1"
+    }
+    rss() { # mountpoint -> "VmRSS VmHWM" of its server, in kB
+        awk '/^VmRSS|^VmHWM/ {v[$1] = $2} END {print v["VmRSS:"], v["VmHWM:"]}' "/proc/$(serve_pid "$1")/status"
+    }
+
+    # podman: the image pulled from the same OCI layout once (it unpacks
+    # every layer), then only its image mount is timed.
+    hf mount-podman-pull 1 0 --prepare "umount $WORK/pm-mount/overlay 2>/dev/null; rm -rf $WORK/pm-mount $WORK/pm-mount-run; sync" \
+        "$PMM pull -q oci:$WORK/images/large:latest >/dev/null"
+    PMID=$($PMM images -q | head -1)
+
+    # 1. From the start of the mount (or unpack) to the first ls of its root.
+    hf mount-umoci "$HEAVY" 0 --prepare "rm -rf $UB; sync" \
+        "umoci unpack --image $WORK/images/large:latest $UB >/dev/null && ls $UB/rootfs >/dev/null"
+    hf mount-cold "$RUNS" 0 --prepare "$IMGM umount $MNT >/dev/null 2>&1; rm -f $MS/indexes/*; sync" \
+        "$IMGM mount bench/large $MNT >/dev/null && ls $MNT >/dev/null"
+    rss "$MNT" > rss-mount-cold.txt
+    hf mount-warm "$RUNS" 1 \
+        --prepare "$IMGM umount $MNT >/dev/null 2>&1; true" "$IMGM mount bench/large $MNT >/dev/null && ls $MNT >/dev/null" \
+        --prepare "$PMM image unmount -a >/dev/null 2>&1; true" "ls \$($PMM image mount $PMID) >/dev/null"
+    rss "$MNT" > rss-mount-warm.txt
+    $PMM image unmount -a >/dev/null
+
+    # Cold reads: page cache dropped and a new mount before each run; the
+    # tools are run once after the drop so that loading them is not timed.
+    REMOUNT="$IMGM umount $MNT >/dev/null 2>&1; $DROP; $IMGM mount bench/large $MNT >/dev/null && ls $MNT >/dev/null"
+    WARM_TOOLS="dd --version >/dev/null; cat --version >/dev/null; gzip --version >/dev/null; find --version >/dev/null; xargs --version >/dev/null"
+    # 2. 1 MiB in the middle of the largest layer.
+    hf range-read "$RUNS" 0 \
+        --prepare "$REMOUNT && $WARM_TOOLS" "dd if=$MNT/$BIGFILE of=/dev/null bs=1M skip=$SKIP count=1 status=none" \
+        --prepare "$DROP; $WARM_TOOLS" "dd if=$UB/rootfs/$BIGFILE of=/dev/null bs=1M skip=$SKIP count=1 status=none"
+    # 3. The whole big file vs gzip -dc of its layer.
+    hf seq-read "$RUNS" 0 \
+        --prepare "$REMOUNT && $WARM_TOOLS" "cat $MNT/$BIGFILE >/dev/null" \
+        --prepare "$DROP; $WARM_TOOLS" "gzip -dc $BIGBLOB >/dev/null"
+    # 4. Every file of the tree, vs umoci's unpacked tree and vs gzip -dc of
+    # every layer (what any reader of the whole tree must decompress).
+    hf walk "$HEAVY" 0 \
+        --prepare "$REMOUNT && $WARM_TOOLS" "find $MNT -type f -print0 | xargs -0 cat >/dev/null" \
+        --prepare "$DROP; $WARM_TOOLS" "find $UB/rootfs -type f -print0 | xargs -0 cat >/dev/null" \
+        --prepare "$DROP; $WARM_TOOLS" "for b in $LAYERS; do gzip -dc \$b; done >/dev/null"
+    # 5. The server after the walk (the last run's mount).
+    rss "$MNT" > rss-walk.txt
+    $IMGM umount "$MNT" >/dev/null
+
+    # 6. Writable mounts: a 1 GiB file written (two copies of the big file,
+    # so that commit compresses real data), a 1-byte append to the big file
+    # (copy-up), and commit; vs a podman container (created, never run:
+    # podman mount gives its overlay root, podman commit makes the image)
+    # and a plain directory on the same filesystem.
+    cat "$UB/rootfs/$BIGFILE" "$UB/rootfs/$BIGFILE" > "$SRC"
+    mkdir -p "$PLAIN"; cp "$UB/rootfs/$BIGFILE" "$PLAIN/big.bin"; sync
+    RW_IMG="$IMGM umount --discard $RW >/dev/null 2>&1; $IMGM mount --rw bench/large $RW >/dev/null"
+    RW_PM="$PMM rm -f bc >/dev/null 2>&1; $PMM create -q --name bc $PMID >/dev/null && $PMM mount bc > $WORK/pm-ctr-path"
+    DD_1G="bs=1M conv=fsync status=none"
+    hf rw-write "$HEAVY" 0 \
+        --prepare "$RW_IMG; sync" "dd if=$SRC of=$RW/new.bin $DD_1G" \
+        --prepare "$RW_PM; sync" "dd if=$SRC of=\$(cat $WORK/pm-ctr-path)/new.bin $DD_1G" \
+        --prepare "rm -f $PLAIN/new.bin; sync" "dd if=$SRC of=$PLAIN/new.bin $DD_1G"
+    hf rw-copyup "$HEAVY" 0 \
+        --prepare "$RW_IMG; sync" "printf x >> $RW/$BIGFILE" \
+        --prepare "$RW_PM; sync" "printf x >> \$(cat $WORK/pm-ctr-path)/$BIGFILE" \
+        --prepare "sync" "printf x >> $PLAIN/big.bin"
+    hf rw-commit "$HEAVY" 0 \
+        --prepare "$IMGM rmi bench/committed >/dev/null 2>&1; $RW_IMG && dd if=$SRC of=$RW/new.bin $DD_1G" \
+            "$IMGM commit -q $RW bench/committed >/dev/null" \
+        --prepare "$PMM rmi -f bench/committed >/dev/null 2>&1; $RW_PM && dd if=$SRC of=\$(cat $WORK/pm-ctr-path)/new.bin $DD_1G" \
+            "$PMM commit -q bc bench/committed >/dev/null"
+
+    grep -h . "$MS"/mounts/*.log > mount-serve.log 2>/dev/null || true
+    mount_cleanup || true
+    left=$(mounted_under_work)
+    [ -z "$left" ] || { echo "bench: mounts left under $WORK: $left" >&2; exit 1; }
+
+    python3 - "$RUNS" "$HEAVY" "$FSTYPE" "$WORK" "$BIGFILE" "$BIGSIZE" "$LAYER_LEN" "$SKIP" "$BIGBLOB" <<'PY'
+import json, os, sys
+runs, heavy, fs, work, bigfile = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+bigsize, layer_len, skip, bigblob = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
+def med(name):
+    return [r["median"] for r in json.load(open(f"{name}.json"))["results"]]
+def rss(name):
+    return [int(v) / 1024 for v in open(f"rss-{name}.txt").read().split()]
+(umoci,), (cold,), (warm, pm_mount) = med("mount-umoci"), med("mount-cold"), med("mount-warm")
+(pm_pull,) = med("mount-podman-pull")
+(rr_img, rr_unp), (sq_img, sq_gz), (wk_img, wk_unp, wk_gz) = med("range-read"), med("seq-read"), med("walk")
+(w_img, w_pm, w_plain), (c_img, c_pm, c_plain), (cm_img, cm_pm) = med("rw-write"), med("rw-copyup"), med("rw-commit")
+r_cold, r_warm, r_walk = rss("mount-cold"), rss("mount-warm"), rss("walk")
+tp_img, tp_gz = bigsize / sq_img / 1e6, layer_len / sq_gz / 1e6
+s = lambda t: f"{t:.3f} s"
+print(f"img mount of the large image ({os.path.getsize(bigblob) / 1e6:.0f} MB largest layer); bench dir {work} on {fs}")
+print(f"medians of {runs} runs ({heavy} for umoci unpack, the walk and the writable mount)")
+print(f"# mount ready, warm (indexes kept): img {s(warm)}, peer umoci unpack {s(umoci)}, ratio {umoci / warm:.1f}x  (goal >= 50x, img < 0.1 s)")
+print(f"# mount ready, cold (indexes built): img {s(cold)}, peer umoci unpack {s(umoci)}, ratio {umoci / cold:.1f}x")
+print(f"# mount ready, warm: img {s(warm)}, peer podman image mount {s(pm_mount)}, ratio {pm_mount / warm:.2f}x  "
+      f"(podman pulled and unpacked the image first: {s(pm_pull)}, 1 run)")
+print(f"# cold read of 1 MiB at {skip} MiB in {bigfile} (middle of the largest layer): img {s(rr_img)}, "
+      f"peer unpacked file {s(rr_unp)}, ratio {rr_img / rr_unp:.1f}x  (goal img < 0.020 s)")
+print(f"# sequential read of {bigfile} ({bigsize / 2**20:.0f} MiB), cold: img {s(sq_img)} ({tp_img:.0f} MB/s), "
+      f"peer gzip -dc of its layer {s(sq_gz)} ({tp_gz:.0f} MB/s), ratio {tp_img / tp_gz:.2f}  (throughput img/gzip, goal >= 0.70)")
+print(f"# find | xargs cat of every file, cold: img {s(wk_img)}, peer umoci's unpacked tree {s(wk_unp)}, "
+      f"ratio {wk_img / wk_unp:.2f}x  (goal <= 2); gzip -dc of every layer {s(wk_gz)} (img/gzip {wk_img / wk_gz:.2f})")
+print(f"# serving process RSS/HWM: after a cold mount {r_cold[0]:.1f}/{r_cold[1]:.1f} MB, after a warm mount "
+      f"{r_warm[0]:.1f}/{r_warm[1]:.1f} MB, after the walk {r_walk[0]:.1f}/{r_walk[1]:.1f} MB  (goal < 50 MB)")
+print(f"# write 1 GiB (dd conv=fsync) into a writable mount: img --rw {s(w_img)}, peer podman container {s(w_pm)}, "
+      f"ratio {w_img / w_pm:.2f}x; plain directory {s(w_plain)} (img/plain {w_img / w_plain:.2f}x)")
+print(f"# copy-up, 1 byte appended to {bigfile}: img --rw {s(c_img)}, peer podman container {s(c_pm)}, "
+      f"ratio {c_img / c_pm:.2f}x; plain directory (no copy) {s(c_plain)}")
+print(f"# commit of the 1 GiB change: img commit {s(cm_img)}, peer podman commit {s(cm_pm)}, ratio {cm_img / cm_pm:.2f}x  "
+      f"(img gzips the layer; podman stores it uncompressed)")
+print("summary (medians)")
+rows = [
+    ("mount ready, warm", warm, f"umoci unpack {umoci:.3f} s ({umoci / warm:.0f}x); podman image mount {pm_mount:.3f} s", warm < 0.1 and umoci / warm >= 50),
+    ("mount ready, cold", cold, f"umoci unpack ({umoci / cold:.1f}x)", None),
+    ("cold 1 MiB read", rr_img, f"unpacked file {rr_unp:.4f} s", rr_img < 0.020),
+    ("sequential read", sq_img, f"gzip -dc {sq_gz:.3f} s; {tp_img:.0f} vs {tp_gz:.0f} MB/s = {tp_img / tp_gz:.2f}", tp_img / tp_gz >= 0.7),
+    ("walk of every file", wk_img, f"unpacked tree {wk_unp:.3f} s ({wk_img / wk_unp:.2f}x)", wk_img / wk_unp <= 2),
+    ("write 1 GiB, --rw", w_img, f"podman container {w_pm:.3f} s; plain {w_plain:.3f} s", None),
+    ("copy-up of the big file", c_img, f"podman container {c_pm:.3f} s", None),
+    ("commit 1 GiB", cm_img, f"podman commit {cm_pm:.3f} s", None),
+]
+for name, t, peer, ok in rows:
+    goal = "" if ok is None else ("  goal met" if ok else "  GOAL MISSED")
+    print(f"  {name:24} {t:8.3f} s   {peer}{goal}")
+hwm = max(r_cold[1], r_warm[1], r_walk[1])
+print(f"  {'serving process peak':24} {hwm:6.1f} MB   (VmHWM){'  goal met' if hwm < 50 else '  GOAL MISSED'}")
+if os.path.getsize("mount-serve.log"):
+    print(f"the serving processes logged (see {work}/mount-serve.log):")
+    print("".join("  " + l for l in open("mount-serve.log").readlines()[:10]), end="")
 PY
 fi
 
