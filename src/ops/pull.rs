@@ -362,7 +362,9 @@ fn download(
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             progress.line(&format!("waiting for another img process downloading {}", d.short()));
-            file.lock().with_context(|| format!("locking {}", path.display()))?;
+            if let Some(done) = wait_for_other(store, &mut file, &path, d, size)? {
+                return Ok(done);
+            }
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
     }
@@ -458,6 +460,49 @@ fn download(
 }
 
 /// Hashes what a partial file holds, so the download continues from there.
+/// Waits until the process downloading `d` into `path` lets go of it
+/// (then the caller holds the lock: Ok(None)), or until the blob is stored,
+/// or until the download is complete and verified. A finished download
+/// stays locked until its own image is stored, and two pulls can each hold
+/// one the other needs: waiting for the lock alone would deadlock, so a
+/// complete download is taken as it is, through a link of our own.
+fn wait_for_other(
+    store: &StorePaths,
+    file: &mut File,
+    path: &Path,
+    d: &Digest,
+    size: u64,
+) -> Result<Option<StagedBlob>> {
+    let mut checked_len = None;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        if store.blob_path(d).exists() {
+            return Ok(Some(StagedBlob::adopt_download(store.blob_path(d), d.clone(), size, None).already_stored()));
+        }
+        let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+        if len == size && checked_len != Some(len) {
+            checked_len = Some(len);
+            let mine = store.ingest_dir().join(format!("tmp-{}-{}", std::process::id(), d.hex()));
+            let _ = std::fs::remove_file(&mine);
+            if std::fs::hard_link(path, &mine).is_ok() {
+                let mut f = File::open(&mine).with_context(|| format!("opening {}", mine.display()))?;
+                let h = rehash(&mut f, &mine)?;
+                if h.len() == size && h.finish() == *d {
+                    return Ok(Some(StagedBlob::adopt_download(mine, d.clone(), size, None)));
+                }
+                let _ = std::fs::remove_file(&mine);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn rehash(file: &mut File, path: &Path) -> Result<Hasher> {
     file.seek(SeekFrom::Start(0))?;
     crate::digest::hash_reader(file).with_context(|| format!("reading {}", path.display()))
