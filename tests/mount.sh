@@ -831,6 +831,21 @@ PY
   img rmi emb:1 >/dev/null || fail "rmi after umount failed"
 }
 
+# Regression: with a relative --root, the state directory was recorded
+# relative, so commit and umount run elsewhere missed the changes.
+check_relative_root_keeps_changes() {
+  local rel=$T/rel
+  mkdir -p "$rel"
+  (cd "$rel" && "$IMG" --root s load -q -i "$GEN/full" >/dev/null && "$IMG" --root s mount --rw "$ID" "$rel/w" >/dev/null) ||
+    fail "mount --rw with a relative --root failed"
+  echo hi > "$rel/w/new"
+  (cd / && "$IMG" --root "$rel/s" commit "$rel/w" localhost/rel:1 2> "$T/err" >/dev/null) || fail "commit failed: $(cat "$T/err")"
+  grep -q "1 added" "$T/err" || fail "the commit missed the change: $(cat "$T/err")"
+  echo more > "$rel/w/more"
+  ! (cd / && "$IMG" --root "$rel/s" umount "$rel/w" 2>/dev/null) || fail "umount dropped an uncommitted change"
+  (cd / && "$IMG" --root "$rel/s" umount --discard "$rel/w" >/dev/null) || fail "umount --discard failed"
+}
+
 # A read-only mount is not committable; rmi -f of an image mounted
 # writable drops the mount and its changes.
 check_commit_refuses_read_only_and_rmi_f_discards() {

@@ -175,7 +175,9 @@ impl StateDir {
     /// The state directory of a writable mount at `mountpoint`.
     pub fn for_mountpoint(store: &Store, mountpoint: &Path) -> StateDir {
         let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-        StateDir(store.root().join("mounts").join(format!("rw-{}", &key.hex()[..16])))
+        // Absolute: the row is read by commands run from other directories.
+        let root = std::path::absolute(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
+        StateDir(root.join("mounts").join(format!("rw-{}", &key.hex()[..16])))
     }
     pub fn lower(&self) -> PathBuf {
         self.0.join("lower")
