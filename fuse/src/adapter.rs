@@ -64,6 +64,30 @@ fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
 }
 
+/// Directory rows as far as the kernel's buffer takes them.
+fn reply_dir(entries: Result<Vec<crate::fs::DirEntry>, i32>, mut reply: ReplyDirectory) {
+    match entries {
+        Ok(entries) => {
+            for (next, child, k, name) in entries {
+                if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
+                    break;
+                }
+            }
+            reply.ok();
+        }
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Opens a directory (with `flags`) if `attr` is one.
+fn reply_opendir(attr: Result<Attr, i32>, flags: FopenFlags, reply: ReplyOpen) {
+    match attr {
+        Ok(a) if a.kind == FileType::Directory => reply.opened(FileHandle(0), flags),
+        Ok(_) => reply.error(errno(libc::ENOTDIR)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn xattr_reply(data: Result<Vec<u8>, i32>, size: u32, reply: ReplyXattr) {
     match data {
         Err(e) => reply.error(errno(e)),
@@ -128,27 +152,11 @@ impl<S: BlobSource + 'static> Filesystem for Adapter<S> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.attr(ino.0) {
-            Ok(a) if a.kind == FileType::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
-            }
-            Ok(_) => reply.error(errno(libc::ENOTDIR)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_opendir(self.0.attr(ino.0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR, reply)
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.0.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for (next, child, k, name) in entries {
-                    if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        reply_dir(self.0.readdir(ino.0, offset), reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -403,25 +411,11 @@ impl<S: BlobSource + 'static> Filesystem for RwAdapter<S> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.0.attr(ino.0) {
-            Ok(a) if a.kind == FileType::Directory => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(errno(libc::ENOTDIR)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_opendir(self.0.attr(ino.0), FopenFlags::empty(), reply)
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        match self.0.readdir(ino.0, offset) {
-            Ok(entries) => {
-                for (next, child, k, name) in entries {
-                    if reply.add(INodeNo(child), next, kind(k), OsStr::from_bytes(&name)) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        reply_dir(self.0.readdir(ino.0, offset), reply)
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
