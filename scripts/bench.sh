@@ -406,9 +406,6 @@ if want mount; then
     CLEANUPS+=(mount_cleanup)
     mount_cleanup || true
 
-    # img's store: the large image loaded from its OCI layout.
-    "$IMG" --root "$MS" load -q -i images/large >/dev/null
-    $IMGM tag "$($IMGM images -q | head -1)" bench/large
     # The largest layer (compressed), and the file whose data holds the
     # middle of that layer's uncompressed stream.
     if [ ! -f "mount-target-$GENSUM.txt" ]; then
@@ -432,6 +429,10 @@ PY
     read -r BIGBLOB LAYER_LEN BIGFILE BIGSIZE SKIP < "mount-target-$GENSUM.txt"
     LAYERS=$(blobs large | tail -n +2 | awk -v w="$WORK" '{printf "%s/%s ", w, $2}')
     cat $LAYERS >/dev/null  # warm in the page cache
+
+    # img's store: the large image loaded from its OCI layout, once.
+    hf mount-img-load 1 0 --prepare "rm -rf $MS; sync" "$IMGM load -q -i $WORK/images/large >/dev/null"
+    $IMGM tag "$($IMGM images -q | head -1)" bench/large
 
     serve_pid() { # mountpoint -> pid of the process serving it
         $IMGM mounts --format json | python3 -c '
@@ -520,7 +521,7 @@ def med(name):
 def rss(name):
     return [int(v) / 1024 for v in open(f"rss-{name}.txt").read().split()]
 (umoci,), (cold,), (warm, pm_mount) = med("mount-umoci"), med("mount-cold"), med("mount-warm")
-(pm_pull,) = med("mount-podman-pull")
+(pm_pull,), (img_load,) = med("mount-podman-pull"), med("mount-img-load")
 (rr_img, rr_unp), (sq_img, sq_gz), (wk_img, wk_unp, wk_gz) = med("range-read"), med("seq-read"), med("walk")
 (w_img, w_pm, w_plain), (c_img, c_pm, c_plain), (cm_img, cm_pm) = med("rw-write"), med("rw-copyup"), med("rw-commit")
 r_cold, r_warm, r_walk = rss("mount-cold"), rss("mount-warm"), rss("walk")
@@ -532,6 +533,8 @@ print(f"# mount ready, warm (indexes kept): img {s(warm)}, peer umoci unpack {s(
 print(f"# mount ready, cold (indexes built): img {s(cold)}, peer umoci unpack {s(umoci)}, ratio {umoci / cold:.1f}x")
 print(f"# mount ready, warm: img {s(warm)}, peer podman image mount {s(pm_mount)}, ratio {pm_mount / warm:.2f}x  "
       f"(podman pulled and unpacked the image first: {s(pm_pull)}, 1 run)")
+print(f"# from the OCI layout to the first ls: img load + cold mount {s(img_load + cold)}, peer podman pull + image mount "
+      f"{s(pm_pull + pm_mount)}, ratio {(pm_pull + pm_mount) / (img_load + cold):.1f}x  (load and pull: 1 run each)")
 print(f"# cold read of 1 MiB at {skip} MiB in {bigfile} (middle of the largest layer): img {s(rr_img)}, "
       f"peer unpacked file {s(rr_unp)}, ratio {rr_img / rr_unp:.1f}x  (goal img < 0.020 s)")
 print(f"# sequential read of {bigfile} ({bigsize / 2**20:.0f} MiB), cold: img {s(sq_img)} ({tp_img:.0f} MB/s), "
@@ -550,6 +553,7 @@ print("summary (medians)")
 rows = [
     ("mount ready, warm", warm, f"umoci unpack {umoci:.3f} s ({umoci / warm:.0f}x); podman image mount {pm_mount:.3f} s", warm < 0.1 and umoci / warm >= 50),
     ("mount ready, cold", cold, f"umoci unpack ({umoci / cold:.1f}x)", None),
+    ("load + cold mount", img_load + cold, f"podman pull + image mount {pm_pull + pm_mount:.3f} s", None),
     ("cold 1 MiB read", rr_img, f"unpacked file {rr_unp:.4f} s", rr_img < 0.020),
     ("sequential read", sq_img, f"gzip -dc {sq_gz:.3f} s; {tp_img:.0f} vs {tp_gz:.0f} MB/s = {tp_img / tp_gz:.2f}", tp_img / tp_gz >= 0.7),
     ("walk of every file", wk_img, f"unpacked tree {wk_unp:.3f} s ({wk_img / wk_unp:.2f}x)", wk_img / wk_unp <= 2),
