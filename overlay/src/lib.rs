@@ -1,11 +1,13 @@
 //! The kernel side of `img mount`: overlayfs mounts for writable mounts,
-//! unmounting (directly as root, through `fusermount3` otherwise) and
-//! extended attributes. Every mount system call and all of img's
+//! unmounting (directly as root, through `fusermount3` otherwise),
+//! extended attributes and read-only file mappings. Every mount system call and all of img's
 //! `unsafe` code live in this crate (in `sys.rs`), behind the [`Kernel`]
 //! trait, so the code that decides what to mount is tested with
 //! [`RecordingKernel`] and no privileges.
 
 mod sys;
+
+pub use sys::{map_read_only, Mapped};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -147,3 +147,26 @@ pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// A read-only, private mapping of a whole file (mmap(2)).
+pub struct Mapped(memmap2::Mmap);
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Maps `file` read-only. The caller maps only files that nobody changes in
+/// place once written (img's index files are written to a temporary name and
+/// renamed over, never truncated or rewritten), because a mapping shows later
+/// writes and a truncation makes reads beyond the new end fault.
+pub fn map_read_only(file: &std::fs::File) -> io::Result<Mapped> {
+    // SAFETY: the mapping is read-only and private, so nothing img does
+    // through it changes the file; the caller's contract above rules out
+    // the changes by others that would make the `&[u8]` it hands out change
+    // or fault underneath a reader. memmap2 keeps the length it mapped and
+    // unmaps on drop, after the last borrow of the bytes.
+    let m = unsafe { memmap2::MmapOptions::new().map(file)? };
+    Ok(Mapped(m))
+}

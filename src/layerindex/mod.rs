@@ -65,3 +65,68 @@ impl<T: RandomRead + ?Sized> RandomRead for std::sync::Arc<T> {
         (**self).read_at(off, buf)
     }
 }
+
+/// Bytes shared without copying: all or part of a buffer or of a file
+/// mapping, kept alive by its longest holder. An index loaded from a mapped
+/// index file refers to its windows where they lie in the mapping, so a
+/// mount neither copies nor keeps in memory the windows it never uses.
+#[derive(Clone)]
+pub struct SharedBytes {
+    backing: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>,
+    start: usize,
+    end: usize,
+}
+
+impl SharedBytes {
+    pub fn new(backing: std::sync::Arc<dyn AsRef<[u8]> + Send + Sync>) -> SharedBytes {
+        let end = (*backing).as_ref().len();
+        SharedBytes { backing, start: 0, end }
+    }
+
+    pub fn from_vec(v: Vec<u8>) -> SharedBytes {
+        SharedBytes::new(std::sync::Arc::new(v))
+    }
+
+    /// Part of these bytes, or None where `range` reaches beyond them.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<SharedBytes> {
+        if range.start > range.end || range.end > self.len() {
+            return None;
+        }
+        Some(SharedBytes {
+            backing: self.backing.clone(),
+            start: self.start + range.start,
+            end: self.start + range.end,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &(*self.backing).as_ref()[self.start..self.end]
+    }
+}
+
+impl Default for SharedBytes {
+    fn default() -> SharedBytes {
+        SharedBytes::from_vec(Vec::new())
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &SharedBytes) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedBytes({} bytes)", self.len())
+    }
+}

@@ -4,13 +4,22 @@
 //! every mount. Derived data: written to a temp file and renamed, checked
 //! (magic, version, layer digest, sha256 of the body) when read, and simply
 //! rebuilt when anything is wrong with it. Parsing is pure and bounded.
+//!
+//! Layout: magic, version, the sha256 of the head and the head's length,
+//! then the head (entries, whiteouts, opaque directories, chunk hashes) and
+//! last the random-access index, which is not hashed here: it checks itself
+//! (a checksum over its table, one per window when a read uses it), so an
+//! index file can be mapped and its windows left unread until needed.
 
 use crate::digest::Digest;
+use crate::layerindex::SharedBytes;
 use img_fuse::{DataRef, Entry, Kind, Layer, SparseMap, MAX_SEGMENTS};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
+/// Magic, version, sha256 of the head, length of the head.
+const HEADER: usize = 8 + 4 + 32 + 8;
 /// Upper bounds a file is checked against before anything is allocated.
 const MAX_ITEMS: u64 = 50_000_000;
 const MAX_BYTES: u64 = 1 << 16;
@@ -113,7 +122,7 @@ pub struct LayerIndex {
     pub chunks: Vec<[u8; 32]>,
     /// The random-access index of a gzip layer (`layerindex::gzip`) or a
     /// zstd layer (`layerindex::zstd`), serialised; empty for others.
-    pub access: Vec<u8>,
+    pub access: SharedBytes,
 }
 
 /// Serialises the scan of layer `digest`.
@@ -186,26 +195,39 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     for c in &index.chunks {
         w.0.extend_from_slice(c);
     }
-    w.bytes(&index.access);
-    let body = w.0;
-    let mut out = Vec::with_capacity(body.len() + 48);
+    let head = w.0;
+    let mut out = Vec::with_capacity(HEADER + head.len() + index.access.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&Sha256::digest(&body));
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&Sha256::digest(&head));
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&index.access);
     out
 }
 
 /// Reads an index file for layer `digest` (number `index` in its image).
-pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
-    if bytes.len() < 44 || &bytes[..8] != MAGIC {
+/// The random-access index is handed on as the part of `file` it is, not
+/// copied.
+pub fn decode(file: &SharedBytes, digest: &Digest, index: usize) -> Res<LayerIndex> {
+    let bytes = file.as_slice();
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
         return Err(IndexFileError::Magic);
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if version != VERSION {
         return Err(IndexFileError::Version(version));
     }
-    let body = &bytes[44..];
+    if bytes.len() < HEADER {
+        return Err(IndexFileError::Damaged("truncated"));
+    }
+    let head_len = u64::from_le_bytes(bytes[44..52].try_into().map_err(|_| IndexFileError::Damaged("truncated"))?);
+    let head_end = usize::try_from(head_len)
+        .ok()
+        .and_then(|n| n.checked_add(HEADER))
+        .filter(|&e| e <= bytes.len())
+        .ok_or(IndexFileError::Damaged("truncated"))?;
+    let body = &bytes[HEADER..head_end];
     if Sha256::digest(body).as_slice() != &bytes[12..44] {
         return Err(IndexFileError::Damaged("checksum mismatch"));
     }
@@ -256,7 +278,7 @@ pub fn decode(bytes: &[u8], digest: &Digest, index: usize) -> Res<LayerIndex> {
         a.copy_from_slice(c);
         chunks.push(a);
     }
-    let access = r.bytes(MAX_ITEMS)?;
+    let access = file.slice(head_end..bytes.len()).ok_or(IndexFileError::Damaged("truncated"))?;
     if r.at != body.len() {
         return Err(IndexFileError::Damaged("trailing bytes"));
     }
@@ -301,31 +323,42 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = Digest::of_bytes(b"layer");
-        let l = LayerIndex { layer: sample(), chunks: vec![[7u8; 32], [9u8; 32]], access: b"gz".to_vec() };
-        assert_eq!(decode(&encode(&d, &l), &d, 2).unwrap(), l);
+        let l = LayerIndex {
+            layer: sample(),
+            chunks: vec![[7u8; 32], [9u8; 32]],
+            access: SharedBytes::from_vec(b"gz".to_vec()),
+        };
+        assert_eq!(dec(&encode(&d, &l), &d, 2).unwrap(), l);
     }
 
     #[test]
     fn damage_is_detected() {
         let d = Digest::of_bytes(b"layer");
-        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: vec![] });
-        assert_eq!(decode(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
+        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: SharedBytes::default() });
+        assert_eq!(dec(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
         let mut v = bytes.clone();
         v[8] = 9;
-        assert_eq!(decode(&v, &d, 2), Err(IndexFileError::Version(9)));
+        assert_eq!(dec(&v, &d, 2), Err(IndexFileError::Version(9)));
         let mut v = bytes.clone();
         let last = v.len() - 1;
         v[last] ^= 1;
-        assert_eq!(decode(&v, &d, 2), Err(IndexFileError::Damaged("checksum mismatch")));
-        assert_eq!(decode(&bytes[..bytes.len() - 1], &d, 2), Err(IndexFileError::Damaged("checksum mismatch")));
-        assert_eq!(decode(b"junk", &d, 2), Err(IndexFileError::Magic));
+        assert_eq!(dec(&v, &d, 2), Err(IndexFileError::Damaged("checksum mismatch")));
+        assert_eq!(dec(&bytes[..bytes.len() - 1], &d, 2), Err(IndexFileError::Damaged("truncated")));
+        assert_eq!(dec(&bytes[..30], &d, 2), Err(IndexFileError::Damaged("truncated")));
+        assert_eq!(dec(b"junk", &d, 2), Err(IndexFileError::Magic));
     }
 
-    /// An index file around `body` (valid header and checksum).
+    fn dec(b: &[u8], d: &Digest, i: usize) -> Res<LayerIndex> {
+        decode(&SharedBytes::from_vec(b.to_vec()), d, i)
+    }
+
+    /// An index file around head `body` (valid header and checksum) with
+    /// no random-access index.
     fn seal(body: &[u8]) -> Vec<u8> {
         let mut v = MAGIC.to_vec();
         v.extend_from_slice(&VERSION.to_le_bytes());
         v.extend_from_slice(&Sha256::digest(body));
+        v.extend_from_slice(&(body.len() as u64).to_le_bytes());
         v.extend_from_slice(body);
         v
     }
@@ -354,14 +387,13 @@ mod tests {
         w.u64(0); // whiteouts
         w.u64(0); // opaque
         w.u64(0); // chunks
-        w.bytes(b""); // gzip
         w.0
     }
 
     #[test]
     fn sparse_maps_round_trip_and_bad_ones_are_refused() {
         let d = Digest::of_bytes(b"layer");
-        let ok = decode(&seal(&sparse_body(&d, 512, 100, 2, &[(0, 10), (50, 5)])), &d, 1).unwrap();
+        let ok = dec(&seal(&sparse_body(&d, 512, 100, 2, &[(0, 10), (50, 5)])), &d, 1).unwrap();
         let Kind::File(f) = &ok.layer.entries[0].kind else { panic!("not a file") };
         assert_eq!((f.layer, f.offset, f.size, f.stored()), (1, 512, 100, 15));
         assert_eq!(f.sparse.as_ref().unwrap().segments()[1].at, 522);
@@ -377,25 +409,25 @@ mod tests {
             ("stored bytes overflowing", u64::MAX, 100, &[(0, 10)], bad.clone()),
         ];
         for (what, at, size, pairs, want) in table {
-            let got = decode(&seal(&sparse_body(&d, *at, *size, pairs.len() as u64, pairs)), &d, 0);
+            let got = dec(&seal(&sparse_body(&d, *at, *size, pairs.len() as u64, pairs)), &d, 0);
             assert_eq!(got.as_ref().err(), Some(want), "{what}");
         }
         // Counts larger than what follows, or than any file may have.
-        let got = decode(&seal(&sparse_body(&d, 0, 100, 1 << 40, &[(0, 10)])), &d, 0);
+        let got = dec(&seal(&sparse_body(&d, 0, 100, 1 << 40, &[(0, 10)])), &d, 0);
         assert_eq!(got, Err(IndexFileError::Damaged("a count is too large")));
-        let got = decode(&seal(&sparse_body(&d, 0, 100, 20, &[(0, 10)])), &d, 0);
+        let got = dec(&seal(&sparse_body(&d, 0, 100, 20, &[(0, 10)])), &d, 0);
         assert_eq!(got, Err(IndexFileError::Damaged("truncated")));
         let many: Vec<(u64, u64)> = (0..=MAX_SEGMENTS as u64).map(|i| (i * 2, 1)).collect();
-        let got = decode(&seal(&sparse_body(&d, 0, 1 << 40, many.len() as u64, &many)), &d, 0);
+        let got = dec(&seal(&sparse_body(&d, 0, 1 << 40, many.len() as u64, &many)), &d, 0);
         assert_eq!(got, Err(IndexFileError::Damaged("a sparse map has too many segments")));
     }
 
     #[test]
     fn older_formats_are_rebuilt() {
         let d = Digest::of_bytes(b"layer");
-        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: vec![] });
-        v[8..12].copy_from_slice(&4u32.to_le_bytes());
-        assert_eq!(decode(&v, &d, 0), Err(IndexFileError::Version(4)));
+        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: SharedBytes::default() });
+        v[8..12].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(dec(&v, &d, 0), Err(IndexFileError::Version(5)));
     }
 
     proptest::proptest! {
@@ -408,7 +440,7 @@ mod tests {
             let mut body = body.clone();
             let i = at % body.len();
             body[i] = byte;
-            if let Ok(ix) = decode(&seal(&body), &d, 0) {
+            if let Ok(ix) = dec(&seal(&body), &d, 0) {
                 for e in &ix.layer.entries {
                     if let Kind::File(f) = &e.kind {
                         let end = f.sparse.as_ref().and_then(|m| m.segments().last()).map_or(0, |s| s.start + s.len);
@@ -422,11 +454,7 @@ mod tests {
         fn any_bytes_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             // With a valid header and checksum, so the parser itself is attacked.
             let d = Digest::of_bytes(b"layer");
-            let mut v = MAGIC.to_vec();
-            v.extend_from_slice(&VERSION.to_le_bytes());
-            v.extend_from_slice(&Sha256::digest(&body));
-            v.extend_from_slice(&body);
-            let _ = decode(&v, &d, 0);
+            let _ = dec(&seal(&body), &d, 0);
         }
     }
 }

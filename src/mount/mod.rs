@@ -12,6 +12,7 @@ pub mod upper;
 
 use crate::digest::Digest;
 use crate::index::{ImageRecord, MountRecord};
+use crate::layerindex::SharedBytes;
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use img_fuse::{ImageFs, Tree};
@@ -43,8 +44,8 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
 pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file::LayerIndex, Compression)> {
     let mut f = BufReader::with_capacity(256 * 1024, store.open_blob(d)?);
     let c = Compression::sniff(f.fill_buf().with_context(|| format!("reading layer {d}"))?);
-    if let Ok(bytes) = std::fs::read(store.layer_index_path(d)) {
-        if let Ok(ix) = index_file::decode(&bytes, d, i) {
+    if let Some(file) = map_index(&store.layer_index_path(d)) {
+        if let Ok(ix) = index_file::decode(&file, d, i) {
             return Ok((ix, c));
         }
     }
@@ -92,11 +93,19 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
         std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
         (layer, hasher.finish(), Vec::new())
     };
-    let ix = index_file::LayerIndex { layer, chunks, access };
+    let ix = index_file::LayerIndex { layer, chunks, access: SharedBytes::from_vec(access) };
     if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
     }
     Ok((ix, c))
+}
+
+/// An index file, mapped: a mount reads the windows of its random-access
+/// index from the page cache when it needs them, and never copies them.
+fn map_index(path: &Path) -> Option<SharedBytes> {
+    let file = std::fs::File::open(path).ok()?;
+    let map = img_overlay::map_read_only(&file).ok()?;
+    Some(SharedBytes::new(std::sync::Arc::new(map)))
 }
 
 /// Where a mount goes when no directory is given: under the store.

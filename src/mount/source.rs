@@ -13,6 +13,7 @@
 use super::index_file::CHUNK;
 use crate::layerindex::gzip::{GzipIndex, GzipReader};
 use crate::layerindex::RandomRead;
+use crate::layerindex::SharedBytes;
 use crate::store::Compression;
 use img_fuse::BlobSource;
 use sha2::{Digest as _, Sha256};
@@ -205,7 +206,7 @@ pub struct LayerSpec {
     pub compression: Compression,
     pub chunks: Vec<[u8; 32]>,
     /// A serialised gzip or zstd index, or empty.
-    pub access: Vec<u8>,
+    pub access: SharedBytes,
 }
 
 impl RandomRead for VerifiedBlob {
@@ -257,7 +258,7 @@ impl StoreSource {
         for l in layers {
             let blob = VerifiedBlob::open(l.path, l.chunks)?;
             let gzip = if l.compression == Compression::Gzip && !l.access.is_empty() {
-                GzipIndex::from_bytes(&l.access).ok()
+                GzipIndex::from_shared(l.access.clone()).ok()
             } else {
                 None
             };
@@ -440,7 +441,12 @@ mod tests {
         let ix = crate::layerindex::zstd::ZstdIndex::build(&mut h, &mut |_| {}).unwrap();
         io::copy(&mut h, &mut io::sink()).unwrap();
         assert_eq!(ix.frames.len(), 8);
-        let spec = LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: ix.to_bytes() };
+        let spec = LayerSpec {
+            path: p,
+            compression: Compression::Zstd,
+            chunks: h.finish(),
+            access: SharedBytes::from_vec(ix.to_bytes()),
+        };
         let src = StoreSource::open(vec![spec]).unwrap();
         assert!(matches!(&src.layers[0], LayerData::Compressed { frames: Some(_), .. }));
         for off in [5_000_000u64, 100, 3_500_123, 4_899_990, 0, 2_100_000] {
@@ -471,7 +477,8 @@ mod tests {
         std::fs::write(&p, &blob).unwrap();
         let mut h = ChunkHasher::new(&blob[..]);
         io::copy(&mut h, &mut io::sink()).unwrap();
-        let spec = LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: Vec::new() };
+        let spec =
+            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: SharedBytes::default() };
         let src = StoreSource::open(vec![spec]).unwrap();
         let len = whole.len() as u64;
         for off in [30u64 << 20, 5, (30 << 20) + 999_999, 12 << 20, len - 10, len, len + 5, 3 << 20] {
