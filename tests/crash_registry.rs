@@ -364,6 +364,44 @@ fn a_pull_failing_on_one_layer_keeps_the_other_downloads() {
     );
 }
 
+// Guards: a pull that runs out of space says so, stores nothing, keeps no
+// partial download (the space is given back: a resume would fail the same
+// way), and the store keeps working.
+#[test]
+fn a_pull_on_a_full_disk_gives_the_space_back() {
+    let mut rng = Rng::new(seed("pull_on_a_full_disk", 0xd15c_f012));
+    let reg = FakeRegistry::start();
+    let big = ImageSpec::new(&["big:1"])
+        .layer(random_layer(&mut rng, "small", 100_000))
+        .layer(random_layer(&mut rng, "big", 8 << 20))
+        .build();
+    let small = ImageSpec::new(&["small:1"]).layer(random_layer(&mut rng, "other", 100_000)).build();
+    reg.serve_image(PULL_NAME, "big", &big);
+    reg.serve_image(PULL_NAME, "small", &small);
+    let fsys = SmallFs::mount(6 << 20);
+    let s = Store::at(&fsys.path.join("store"));
+    s.run(&["images"]);
+    let used = fsys.used();
+    let reference = reg.reference(PULL_NAME, "big");
+    let o = img(&s, &pull_args(&reference));
+    let err = o.one_error_line();
+    assert!(err.contains("no space left on device while"), "{err}");
+    assert!(err.contains(&reference), "the error does not name {reference}: {err}");
+    assert!(s.image_ids().is_empty());
+    s.assert_fsck_clean();
+    let left: Vec<String> = s.ingest_files().into_iter().filter(|f| f.starts_with("partial-")).collect();
+    let big_layer = big.layers[1].digest();
+    assert!(
+        !left.contains(&format!("partial-{}", big_layer.hex())) && !s.has_blob(&big_layer),
+        "the layer that did not fit is kept: {left:?}"
+    );
+    let now = fsys.used();
+    assert!(now <= used + (512 << 10), "{used} bytes used before the pull, {now} after; files: {:?}", fsys.files());
+    img_ok(&s, &pull_args(&reg.reference(PULL_NAME, "small")), &reg);
+    assert_stored(&s, &small, &reg.reference(PULL_NAME, "small"));
+    s.assert_fsck_clean();
+}
+
 // ---- 2. concurrent pulls of images sharing layers ----------------------------------
 
 // Guards: two pulls started together of two images sharing two slowed

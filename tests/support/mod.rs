@@ -888,3 +888,70 @@ pub fn blob_name(d: &Digest) -> String {
 pub fn file_digest(p: &Path) -> Digest {
     Digest::of_bytes(&fs::read(p).unwrap())
 }
+
+// ---- a small filesystem --------------------------------------------------------
+
+/// A tmpfs of `bytes` mounted at a directory of its own (root only),
+/// unmounted when dropped: a store on it runs out of space on purpose.
+pub struct SmallFs {
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallFs {
+    pub fn mount(bytes: u64) -> SmallFs {
+        let dir = TempDir::new("smallfs");
+        let path = dir.join("fs");
+        fs::create_dir_all(&path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0755"), "img-test-smallfs"])
+            .arg(&path)
+            .status()
+            .expect("running mount");
+        assert!(st.success(), "mounting a {bytes}-byte tmpfs at {} (these tests run as root)", path.display());
+        SmallFs { path, _dir: dir }
+    }
+
+    /// Bytes in use, as statfs counts them.
+    pub fn used(&self) -> u64 {
+        let out = Command::new("df").args(["-B1", "--output=used"]).arg(&self.path).output().expect("running df");
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("df said {s:?}"))
+    }
+
+    /// Files under the filesystem, for messages.
+    pub fn files(&self) -> Vec<(String, u64)> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, u64)>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    out.push((p.strip_prefix(base).unwrap().display().to_string(), m.len()));
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.path, &self.path, &mut v);
+        v.sort();
+        v
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+impl Store {
+    /// A store whose root is `root` (for example on a `SmallFs`), with its
+    /// scratch directory in a temp dir as usual.
+    pub fn at(root: &Path) -> Store {
+        let dir = TempDir::new("store");
+        let work = dir.join("work");
+        fs::create_dir_all(&work).unwrap();
+        Store { dir, root: root.to_path_buf(), work }
+    }
+}
