@@ -364,6 +364,42 @@ fn a_pull_failing_on_one_layer_keeps_the_other_downloads() {
     );
 }
 
+// Guards: two pulls each holding a finished download the other needed
+// deadlocked (a finished download stays locked until its own image is
+// stored). Here the other pull is this test, holding the lock on a complete
+// download for as long as it likes: the pull takes the download as it is,
+// after checking it, and never fetches that blob.
+#[test]
+fn a_pull_takes_a_finished_download_another_pull_keeps_locked() {
+    let mut rng = Rng::new(seed("finished_download_kept_locked", 0xdead_10c4));
+    let reg = FakeRegistry::start();
+    let image = ImageSpec::new(&["app:1"])
+        .layer(random_layer(&mut rng, "held", 300_000))
+        .layer(random_layer(&mut rng, "free", 100_000))
+        .build();
+    reg.serve_image(PULL_NAME, "1", &image);
+    let reference = reg.reference(PULL_NAME, "1");
+    let s = Store::new();
+    s.run(&["images"]);
+    let (held, data) = blobs_of(&image).into_iter().find(|(d, _)| *d == image.layers[0].digest()).unwrap();
+    let partial = partial_path(&s, &held);
+    fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    fs::write(&partial, &data).unwrap();
+    let lock = fs::OpenOptions::new().read(true).write(true).open(&partial).unwrap();
+    lock.lock().unwrap();
+    let mark = reg.requests().len();
+    // `img` fails the test if the pull is still waiting after the watchdog.
+    img_ok(&s, &pull_args(&reference), &reg);
+    assert_stored(&s, &image, &reference);
+    let reqs = since(&reg, mark);
+    let gets = blob_gets(&reqs, PULL_NAME, &held);
+    assert!(gets.is_empty(), "the held blob was fetched again: {} requests\n{}", gets.len(), reg.describe());
+    drop(lock);
+    s.assert_fsck_clean();
+    s.run(&["images"]);
+    s.assert_ingest_empty();
+}
+
 // Guards: a pull that runs out of space says so, stores nothing, keeps no
 // partial download (the space is given back: a resume would fail the same
 // way), and the store keeps working.

@@ -308,14 +308,17 @@ impl Store {
             for e in rd.flatten() {
                 let p = e.path();
                 // Partial downloads are kept so that the next pull resumes
-                // them (a week at most).
-                if e.file_name().to_string_lossy().starts_with("partial-") {
-                    let fresh = e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age < std::time::Duration::from_secs(7 * 86400));
+                // them (a week at most), unless their blob is stored (the
+                // pull that finished it took it through a link of its own).
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(hex) = name.strip_prefix("partial-") {
+                    let stored = self.root.join("blobs/sha256").join(hex).is_file();
+                    let fresh = !stored
+                        && e.metadata()
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age < std::time::Duration::from_secs(7 * 86400));
                     if fresh {
                         continue;
                     }
