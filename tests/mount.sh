@@ -290,6 +290,19 @@ PY
   trees --mtimes=all "$m" "$UMOCI"
 }
 
+# Image files never grant privileges: every mount is nosuid,nodev, so the
+# image's device nodes cannot be opened, even by root.
+check_mounts_are_nosuid_nodev() {
+  load_image
+  local m opts err; m=$(img mount localhost/mountfs:1) || fail "img mount failed"
+  opts=$(awk -v d="$m" '$5 == d {print $6}' /proc/self/mountinfo)
+  [[ ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* ]] || fail "the mount's options are $opts"
+  [[ -c $m/dev/null ]] || fail "dev/null is not a character device in the mount"
+  err=$( (echo x > "$m/dev/null") 2>&1 ) && fail "root wrote to the image's device node"
+  grep -q "Permission denied" <<<"$err" || fail "opening the image's device node: $err"
+  [[ $(stat -c %a "$m/bin/suid") == 4755 ]] || fail "the setuid bit is not shown"
+}
+
 # ... and many readers at once read every file right.
 check_concurrent_readers() {
   load_image
@@ -900,6 +913,9 @@ check_rootless_mount() {
   [[ $(as_user cat "$m/data/xattr-file") == "has a user xattr" ]] || fail "$TEST_USER cannot read the mount"
   ! as_user cat "$m/etc/secret" >/dev/null 2>&1 || fail "$TEST_USER read a file of mode 0600 owned by root"
   ! as_user touch "$m/data/small" 2>/dev/null || fail "$TEST_USER wrote into the mount"
+  local opts; opts=$(awk -v d="$m" '$5 == d {print $6}' /proc/self/mountinfo)
+  [[ ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* ]] || fail "the user's mount has options $opts"
+  ! as_user sh -c "echo x > '$m/dev/null'" 2>/dev/null || fail "$TEST_USER wrote to the image's device node"
   as_user "$WORK/bin/img" export -o "$h/img-mount-test.tar" "$ID" || fail "img export as $TEST_USER failed"
   as_user python3 "$TREE" cmp --mtimes=all --as="$uid:$gid" "$m" "$h/img-mount-test.tar" >/dev/null 2>"$T/cmp" ||
     fail "the user's view differs from img export: $(head -c 1500 "$T/cmp")"

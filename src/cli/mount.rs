@@ -82,6 +82,8 @@ fn start(
     if img.kind == "embedded" {
         return mount_embedded(store, a, img, dir);
     }
+    // Indexes missing are built here, not in the long-lived server.
+    mount::ensure_indexes(&store, img).with_context(|| format!("mounting {}", a.image))?;
     let state = a.rw.then(|| mount::StateDir::for_mountpoint(&store, dir));
     if let Some(st) = &state {
         for d in [st.lower(), st.upper(), st.work()] {

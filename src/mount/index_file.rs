@@ -206,6 +206,12 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     out
 }
 
+/// Whether `head` (the first bytes of a file) starts an index file of this
+/// format; the rest is checked when it is decoded.
+pub fn has_current_header(head: &[u8]) -> bool {
+    head.len() >= 12 && &head[..8] == MAGIC && head[8..12] == VERSION.to_le_bytes()
+}
+
 /// Reads an index file for layer `digest` (number `index` in its image).
 /// The random-access index is handed on as the part of `file` it is, not
 /// copied.

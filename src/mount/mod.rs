@@ -38,6 +38,25 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     Ok(ImageFs::new(tree, source))
 }
 
+/// Builds the index files that image `img` lacks, so that the process
+/// serving its mount only maps them: the memory a build takes is then
+/// given back when this (short-lived) process ends, not kept by the server.
+pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
+    if img.kind == "embedded" {
+        return Ok(());
+    }
+    for (i, d) in crate::ops::save::layers_of(store, img)?.iter().enumerate() {
+        let mut head = [0u8; 12];
+        let current = std::fs::File::open(store.layer_index_path(d))
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|()| index_file::has_current_header(&head));
+        if !current {
+            layer_entries(store, d, i)?;
+        }
+    }
+    Ok(())
+}
+
 /// The index of layer `d` (number `i` in its image) and its compression:
 /// from its index file, or scanned from the blob (and the index file
 /// written for next time).
@@ -94,8 +113,18 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
         (layer, hasher.finish(), Vec::new())
     };
     let ix = index_file::LayerIndex { layer, chunks, access: SharedBytes::from_vec(access) };
-    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
+    let bytes = index_file::encode(d, &ix);
+    if let Err(e) = store.write_layer_index(d, &bytes) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
+        return Ok((ix, c));
+    }
+    drop(bytes);
+    // Served from the file just written, as a warm mount is: the windows
+    // stay in the page cache instead of this process's memory.
+    if let Some(file) = map_index(&store.layer_index_path(d)) {
+        if let Ok(mapped) = index_file::decode(&file, d, i) {
+            return Ok((mapped, c));
+        }
     }
     Ok((ix, c))
 }
