@@ -1827,6 +1827,61 @@ fn sigkill_during_store_commands_leaves_a_clean_store() {
     assert!(killed > 0, "no trial killed a command in progress");
 }
 
+// ---- convert -----------------------------------------------------------------------
+
+// Guards: img convert --format estargz makes a new OCI image whose layers carry
+// the TOC digest and uncompressed size annotations, with the same files; bad
+// requests and layers it cannot write are refused and leave the store as it was.
+#[test]
+fn convert_to_estargz_and_its_refusals() {
+    let s = Store::new();
+    let img = three_layer_image(&["three:1"]);
+    s.load("three.tar", &Archive::oci(&[&img]).tar());
+    let id = s.ok(&["convert", "-q", "--format", "estargz", "three:1", "three:esgz"]).trim().to_string();
+    let v = s.inspect("three:esgz");
+    assert_eq!(v["Id"].as_str(), Some(id.trim_start_matches("sha256:")));
+    assert_eq!(v["RootFS"]["Layers"].as_array().map(Vec::len), Some(3));
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(s.blob_path(&Digest::parse(v["Digest"].as_str().unwrap()).unwrap())).unwrap())
+            .unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert!(l["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")));
+        assert!(l["annotations"]["io.containers.estargz.uncompressed-size"].as_str().is_some());
+    }
+    let files = |name: &str| -> Vec<String> {
+        let out = s.work().join(format!("{}.tar", name.replace(':', "-")));
+        s.ok(&["export", "-o", arg(&out), name]);
+        let mut v: Vec<String> = list_tar(&fs::read(&out).unwrap())
+            .into_iter()
+            .map(|e| format!("{} {} {}", e.name, e.kind, Digest::of_bytes(&e.data)))
+            .filter(|p| !p.starts_with("stargz.index.json ") && !p.starts_with(".no.prefetch.landmark "))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files("three:1"), files("three:esgz"));
+    s.assert_fsck_clean();
+
+    let before = s.snapshot();
+    for (args, want) in [
+        (vec!["convert", "--format", "squashfs", "three:1", "x:1"], "unknown format"),
+        (vec!["convert", "--format", "zstd:chunked", "three:1", "x:1"], "zstd:chunked is not written yet"),
+        (vec!["convert", "--format", "estargz", "nosuch:1", "x:1"], "nosuch:1"),
+        (vec!["convert", "--format", "estargz", "three:esgz", "x:1"], "eStargz already"),
+        (vec!["convert", "--format", "estargz", "three:1", "Bad/Name"], "Bad/Name"),
+    ] {
+        let o = s.run(&args);
+        let err = o.one_error_line();
+        assert!(err.contains(want), "img {}: {err}", args.join(" "));
+        assert_eq!(s.snapshot(), before, "img {} changed the store", args.join(" "));
+        s.assert_ingest_empty();
+    }
+    s.assert_fsck_clean();
+}
+
 // ---- disk full -----------------------------------------------------------------
 
 /// Runs a command expected to fill the store's small filesystem and checks

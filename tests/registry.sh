@@ -270,6 +270,63 @@ chunked_zstd_push_pulls_back_identical() {
     fail "podman cannot pull the zstd image"
 }
 
+# img convert --format estargz: the layers are eStargz as stargz-snapshotter
+# reads them (footer, TOC with the digest the manifest gives, each chunk's
+# member holding bytes of the chunk's digest, checked here with Python's own
+# gzip and tar), and still plain tar+gzip: podman pulls them and img pulls
+# back the same files (with the landmark and the TOC added, as eStargz has).
+estargz_convert_push_is_read_by_podman_and_stargz_rules() {
+  "$IMG" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "load"
+  "$IMG" convert -q --format estargz --chunk-size 65536 localhost/layered:1 localhost/layered:esgz >/dev/null ||
+    fail "convert failed"
+  "$IMG" fsck >/dev/null || fail "fsck after convert"
+  "$IMG" push -q --tls-verify=false localhost/layered:esgz "$REG/esgz/layered:1" || fail "push of the eStargz image"
+  skopeo inspect --raw --tls-verify=false "docker://$REG/esgz/layered:1" > "$WORK/esgz.json" || fail "skopeo inspect"
+  python3 - "$WORK/esgz.json" "$REG" <<'PY' || fail "the pushed layers are not the eStargz they claim to be"
+import hashlib, io, json, sys, tarfile, urllib.request, zlib
+m = json.load(open(sys.argv[1]))
+chunks = 0
+for l in m["layers"]:
+    assert l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip", l["mediaType"]
+    blob = urllib.request.urlopen(f"http://{sys.argv[2]}/v2/esgz/layered/blobs/{l['digest']}").read()
+    foot = blob[-51:]
+    assert foot[12:14] == b"SG" and foot[32:38] == b"STARGZ", foot
+    at = int(foot[16:32], 16)
+    member = zlib.decompressobj(31).decompress(blob[at:-51])
+    t = tarfile.open(fileobj=io.BytesIO(member))
+    raw = t.extractfile("stargz.index.json").read()
+    want = l["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == want, "TOC digest"
+    plain = zlib.decompressobj(47).decompress(blob)  # first member only
+    size = int(l["annotations"]["io.containers.estargz.uncompressed-size"])
+    toc = json.loads(raw)
+    for e in toc["entries"]:
+        if e["type"] not in ("reg", "chunk") or not e.get("offset"):
+            continue
+        d = zlib.decompressobj(31)
+        n = e.get("chunkSize") or (next(x for x in toc["entries"] if x["name"] == e["name"])["size"] - e.get("chunkOffset", 0))
+        data = d.decompress(blob[e["offset"]:], n)
+        while len(data) < n:
+            data += d.decompress(d.unconsumed_tail, n - len(data))
+        assert "sha256:" + hashlib.sha256(data[:n]).hexdigest() == e["chunkDigest"], e["name"]
+        chunks += 1
+assert chunks > 0, "no chunk checked"
+print(chunks, "chunks checked", file=sys.stderr)
+PY
+  local pr=$WORK/podman-esgz
+  pm "$pr" pull -q --tls-verify=false "$REG/esgz/layered:1" >/dev/null || fail "podman cannot pull the eStargz image"
+  local mnt; mnt=$(pm "$pr" image mount "$REG/esgz/layered:1") || fail "podman image mount"
+  [[ $(cat "$mnt/etc/hostname") == layered ]] || fail "podman sees /etc/hostname as $(cat "$mnt/etc/hostname" 2>&1)"
+  [[ -f $mnt/stargz.index.json ]] || fail "podman's tree has no TOC: it did not read the eStargz layer as tar"
+  IMG_ROOT=$WORK/store-esgz-back "$IMG" pull -q --tls-verify=false "$REG/esgz/layered:1" >/dev/null || fail "pull back"
+  diff <("$IMG" export localhost/layered:1 | tar -t | sort) \
+    <(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -t | grep -vx 'stargz.index.json\|.no.prefetch.landmark' | sort) ||
+    fail "the converted image holds other files"
+  [[ $("$IMG" export localhost/layered:1 | tar -xO etc/hostname) == layered ]] || fail "export of the source"
+  [[ $(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -xO etc/hostname) == layered ]] ||
+    fail "the converted image's /etc/hostname differs"
+}
+
 podman_push_then_img_pull() {
   local pr=$WORK/podman-src
   pm "$pr" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "podman load"
@@ -646,7 +703,7 @@ secrets_never_leak() {
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
-  podman_push_then_img_pull push_refusals_leave_nothing \
+  podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \

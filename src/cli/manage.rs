@@ -112,3 +112,37 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     out.flush()?;
     Ok(())
 }
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// Layer format to write: estargz (zstd:chunked is not written yet)
+    #[arg(long, value_name = "FORMAT")]
+    format: String,
+    /// Largest piece of a file fetched at once by lazy pullers (bytes)
+    #[arg(long, default_value_t = crate::layerindex::estargz::DEFAULT_CHUNK_SIZE, value_name = "BYTES")]
+    chunk_size: u64,
+    /// Print only the new image's ID
+    #[arg(short, long)]
+    quiet: bool,
+    /// The image to convert
+    #[arg(value_name = "SOURCE")]
+    source: String,
+    /// The converted image's name (NAME[:TAG])
+    #[arg(value_name = "TARGET")]
+    target: String,
+}
+
+pub fn convert(ctx: &Ctx, a: ConvertArgs) -> Result<()> {
+    let mut store = ctx.open_store()?;
+    let src = ops::resolve_image(&store, &a.source)?;
+    let opts = ops::convert::ConvertOptions { format: a.format, chunk_size: a.chunk_size.max(4096) };
+    let done = ops::convert::convert(&mut store, &src, &a.target, &opts)
+        .map_err(|e| e.context(format!("converting {}", a.source)))?;
+    if !a.quiet {
+        for (from, to, toc) in &done.layers {
+            eprintln!("layer {} -> {} (toc {})", from.short(), to.short(), toc.short());
+        }
+    }
+    writeln!(super::stdout(), "{}", done.id)?;
+    Ok(())
+}

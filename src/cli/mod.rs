@@ -65,6 +65,8 @@ enum Command {
     Search(registry::SearchArgs),
     /// Copy an image between registries, archives, OCI layouts and the store
     Copy(registry::CopyArgs),
+    /// Rewrite an image's layers in a lazily pullable format (eStargz)
+    Convert(manage::ConvertArgs),
     /// Mount an image's root filesystem (served from the layer blobs; --rw for a writable one)
     Mount(mount::MountArgs),
     /// Make a new image from the changes in a writable mount
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Copy(a) => registry::copy(&ctx, a),
         Command::Mount(a) => mount::mount(&ctx, a),
         Command::Commit(a) => mount::commit(&ctx, a),
+        Command::Convert(a) => manage::convert(&ctx, a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),

@@ -14,6 +14,7 @@
 //! an `io::Read` while an index is built, and anything implementing
 //! [`RandomRead`] when it is read.
 
+pub mod estargz;
 pub mod gzip;
 pub mod zstd;
 

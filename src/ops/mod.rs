@@ -3,6 +3,7 @@
 //! renders results); progress goes through the `Progress` callback.
 
 pub mod commit;
+pub mod convert;
 pub mod copy;
 pub mod fsck;
 pub mod images;

@@ -1,0 +1,616 @@
+//! eStargz: a gzip layer that any tool reads as one tar.gz, made of gzip
+//! members that start where each file's data (and each 4 MiB chunk of a
+//! large file) starts, with a table of contents (the TOC, a JSON document
+//! stored as the tar entry `stargz.index.json`) and a 51-byte footer giving
+//! where the TOC's member starts. With the TOC, one file's bytes are a Range
+//! request for its members away; the TOC's sha256 travels in the layer's
+//! descriptor (`containerd.io/snapshot/stargz/toc.digest`), so it can be
+//! checked before it is trusted, and each chunk's sha256 is in the TOC.
+//!
+//! [`convert`] writes an eStargz layer from any uncompressed tar stream
+//! (read twice: once for the entries, once for the bytes, so that header
+//! bytes are copied as they are, PAX records and long names included);
+//! [`parse_footer`] and [`parse_toc`] read one back, as untrusted bytes.
+//!
+//! Layout written, as stargz-snapshotter's writer does by default:
+//! `.no.prefetch.landmark` first (no file is prefetched), every regular
+//! file's data in members of at most `chunk_size` bytes, then one member
+//! holding the TOC's tar entry and the end of the archive, then the footer.
+
+use crate::digest::{Digest, Hasher};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+pub const TOC_NAME: &str = "stargz.index.json";
+pub const FOOTER_SIZE: usize = 51;
+pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+pub const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+pub const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+/// stargz-snapshotter's default chunk size.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// The most a TOC may take, compressed or not, before it is refused.
+pub const MAX_TOC_SIZE: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EstargzError {
+    #[error("reading the layer: {0}")]
+    Io(#[from] io::Error),
+    #[error("the layer is not an eStargz layer: {0}")]
+    NotEstargz(&'static str),
+    #[error("the eStargz table of contents is damaged: {0}")]
+    BadToc(String),
+    #[error("the eStargz table of contents has digest {actual}, the manifest says {expected}")]
+    TocDigest { expected: String, actual: String },
+    #[error("{path}: {what} cannot be written as eStargz")]
+    Unsupported { path: String, what: &'static str },
+}
+
+/// The table of contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Toc {
+    pub version: u32,
+    pub entries: Vec<TocEntry>,
+}
+
+/// One entry of the TOC, with stargz-snapshotter's field names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TocEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub size: u64,
+    #[serde(rename = "modtime", skip_serializing_if = "String::is_empty")]
+    pub mod_time: String,
+    #[serde(rename = "linkName", skip_serializing_if = "String::is_empty")]
+    pub link_name: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mode: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub uid: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub gid: u64,
+    #[serde(rename = "userName", skip_serializing_if = "String::is_empty")]
+    pub user_name: String,
+    #[serde(rename = "groupName", skip_serializing_if = "String::is_empty")]
+    pub group_name: String,
+    /// Where the gzip member holding this entry's (chunk's) data starts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(rename = "innerOffset", skip_serializing_if = "is_zero")]
+    pub inner_offset: u64,
+    #[serde(rename = "devMajor", skip_serializing_if = "is_zero")]
+    pub dev_major: u64,
+    #[serde(rename = "devMinor", skip_serializing_if = "is_zero")]
+    pub dev_minor: u64,
+    /// Values base64-encoded, as Go encodes `[]byte`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    #[serde(rename = "chunkOffset", skip_serializing_if = "is_zero")]
+    pub chunk_offset: u64,
+    #[serde(rename = "chunkSize", skip_serializing_if = "is_zero")]
+    pub chunk_size: u64,
+    #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
+    pub chunk_digest: String,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// What [`convert`] wrote.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// sha256 of the TOC's JSON, for the layer descriptor's annotation.
+    pub toc_digest: Digest,
+    /// sha256 and size of the uncompressed tar (the new DiffID).
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    pub entries: usize,
+}
+
+/// Counts what passes into the compressed output.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The output: gzip members one after another, the uncompressed bytes
+/// hashed for the DiffID.
+struct Members<W: Write> {
+    out: Option<Counting<W>>,
+    gz: Option<flate2::write::GzEncoder<Counting<W>>>,
+    diff: Hasher,
+    level: flate2::Compression,
+}
+
+impl<W: Write> Members<W> {
+    /// Ends the current member (if any) and returns where the next starts.
+    fn cut(&mut self) -> io::Result<u64> {
+        if let Some(gz) = self.gz.take() {
+            self.out = Some(gz.finish()?);
+        }
+        Ok(self.out.as_ref().expect("the output is held when no member is open").n)
+    }
+
+    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        if self.gz.is_none() {
+            let out = self.out.take().expect("the output is held when no member is open");
+            self.gz = Some(flate2::GzBuilder::new().operating_system(255).write(out, self.level));
+        }
+        self.diff.update(b);
+        self.gz.as_mut().expect("opened above").write_all(b)
+    }
+
+    fn finish(mut self) -> io::Result<(Counting<W>, Hasher)> {
+        self.cut()?;
+        Ok((self.out.take().expect("cut returns the output"), self.diff))
+    }
+}
+
+/// A regular file's data in the source tar, for the second pass.
+struct Data {
+    entry: usize,
+    at: u64,
+    size: u64,
+}
+
+/// Reads `tar_twice()` (called twice, each time a reader of the same
+/// uncompressed tar stream) and writes the eStargz layer to `out`.
+pub fn convert<R: Read, W: Write>(
+    mut tar_twice: impl FnMut() -> io::Result<R>,
+    out: W,
+    chunk_size: u64,
+) -> Result<(Converted, W), EstargzError> {
+    let chunk_size = chunk_size.max(1);
+    // Pass 1: the entries, where each file's data is, and where the last
+    // entry ends (what follows is the end of the archive, dropped).
+    let mut entries: Vec<TocEntry> = Vec::new();
+    let mut data: Vec<Data> = Vec::new();
+    let mut end = 0u64;
+    {
+        let mut ar = tar::Archive::new(tar_twice()?);
+        for e in ar.entries()? {
+            let mut e = e?;
+            let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let h = e.header().clone();
+            let unsupported = |what| EstargzError::Unsupported { path: path.clone(), what };
+            let kind = match h.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => "reg",
+                tar::EntryType::Directory => "dir",
+                tar::EntryType::Symlink => "symlink",
+                tar::EntryType::Link => "hardlink",
+                tar::EntryType::Char => "char",
+                tar::EntryType::Block => "block",
+                tar::EntryType::Fifo => "fifo",
+                tar::EntryType::GNUSparse => return Err(unsupported("a sparse file")),
+                _ => return Err(unsupported("an entry of this type")),
+            };
+            if path.trim_start_matches("./").trim_end_matches('/') == TOC_NAME {
+                return Err(unsupported("a table of contents already in the layer (it is eStargz already)"));
+            }
+            let mut ent = TocEntry {
+                name: path.clone(),
+                kind: kind.into(),
+                mode: u64::from(h.mode().unwrap_or(0)),
+                uid: h.uid().unwrap_or(0),
+                gid: h.gid().unwrap_or(0),
+                user_name: h.username().ok().flatten().unwrap_or("").to_string(),
+                group_name: h.groupname().ok().flatten().unwrap_or("").to_string(),
+                mod_time: crate::timefmt::format_rfc3339(h.mtime().unwrap_or(0) as i64),
+                ..TocEntry::default()
+            };
+            if let Some(l) = e.link_name_bytes() {
+                ent.link_name = String::from_utf8_lossy(&l).into_owned();
+            }
+            if matches!(kind, "char" | "block") {
+                ent.dev_major = u64::from(h.device_major().ok().flatten().unwrap_or(0));
+                ent.dev_minor = u64::from(h.device_minor().ok().flatten().unwrap_or(0));
+            }
+            if let Some(pax) = e.pax_extensions()? {
+                for x in pax {
+                    let x = x?;
+                    if let Some(name) = x.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                        use base64::Engine as _;
+                        let v = base64::engine::general_purpose::STANDARD.encode(x.value_bytes());
+                        ent.xattrs.insert(String::from_utf8_lossy(name).into_owned(), v);
+                    }
+                }
+            }
+            let size = e.size();
+            let header_end = e.raw_header_position() + 512;
+            end = end.max(header_end);
+            if kind == "reg" {
+                ent.size = size;
+                // The whole file's digest, read here; the chunks' in pass 2.
+                ent.digest = crate::digest::hash_reader(&mut e)?.finish().to_string();
+                if size > 0 {
+                    let at = e.raw_file_position();
+                    data.push(Data { entry: entries.len(), at, size });
+                    end = end.max(at + size.div_ceil(512) * 512);
+                }
+            }
+            entries.push(ent);
+        }
+    }
+
+    // Pass 2: the bytes, cut into members.
+    let level = flate2::Compression::default();
+    let mut m = Members { out: Some(Counting { inner: out, n: 0 }), gz: None, diff: Hasher::new(), level };
+    let mut toc: Vec<TocEntry> = Vec::with_capacity(entries.len() + data.len() + 1);
+    // The landmark, in a member of its own.
+    let mut lm = tar::Header::new_ustar();
+    lm.set_path(NO_PREFETCH_LANDMARK)?;
+    lm.set_size(1);
+    lm.set_mode(0o644);
+    lm.set_mtime(0);
+    lm.set_entry_type(tar::EntryType::Regular);
+    lm.set_cksum();
+    m.write(lm.as_bytes())?;
+    let lm_data_at = m.cut()?;
+    let mut block = [0u8; 512];
+    block[0] = 0xf;
+    m.write(&block)?;
+    toc.push(TocEntry {
+        name: NO_PREFETCH_LANDMARK.into(),
+        kind: "reg".into(),
+        size: 1,
+        mode: 0o644,
+        offset: lm_data_at,
+        mod_time: crate::timefmt::format_rfc3339(0),
+        digest: Digest::of_bytes(&[0xf]).to_string(),
+        chunk_digest: Digest::of_bytes(&[0xf]).to_string(),
+        ..TocEntry::default()
+    });
+
+    let mut src = tar_twice()?;
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    // Copies the source's bytes up to `to` into the current member.
+    let mut copy_to =
+        |src: &mut R, m: &mut Members<W>, pos: &mut u64, to: u64, h: Option<&mut Hasher>| -> io::Result<()> {
+            let mut h = h;
+            while *pos < to {
+                let n = (to - *pos).min(buf.len() as u64) as usize;
+                src.read_exact(&mut buf[..n])?;
+                if let Some(h) = h.as_deref_mut() {
+                    h.update(&buf[..n]);
+                }
+                m.write(&buf[..n])?;
+                *pos += n as u64;
+            }
+            Ok(())
+        };
+    let mut next = 0usize;
+    for (i, ent) in entries.into_iter().enumerate() {
+        let d = data.get(next).filter(|d| d.entry == i);
+        let Some(d) = d else {
+            toc.push(ent);
+            continue;
+        };
+        next += 1;
+        // Headers before the data go where the member stands.
+        copy_to(&mut src, &mut m, &mut pos, d.at, None)?;
+        let mut first = Some(ent);
+        let mut written = 0u64;
+        while written < d.size {
+            let len = (d.size - written).min(chunk_size);
+            let offset = m.cut()?;
+            let mut h = Hasher::new();
+            copy_to(&mut src, &mut m, &mut pos, d.at + written + len, Some(&mut h))?;
+            let mut e = first.take().unwrap_or_else(|| TocEntry {
+                name: toc.last().map(|t| t.name.clone()).unwrap_or_default(),
+                kind: "chunk".into(),
+                ..TocEntry::default()
+            });
+            e.offset = offset;
+            e.chunk_offset = written;
+            if len < d.size {
+                e.chunk_size = len;
+            }
+            e.chunk_digest = h.finish().to_string();
+            toc.push(e);
+            written += len;
+        }
+        // The padding after the data stays in the last chunk's member.
+        let padded = d.at + d.size.div_ceil(512) * 512;
+        copy_to(&mut src, &mut m, &mut pos, padded, None)?;
+    }
+    copy_to(&mut src, &mut m, &mut pos, end, None)?;
+
+    // The TOC, with the end of the archive, in a member of its own.
+    let toc = Toc { version: 1, entries: toc };
+    let count = toc.entries.len();
+    let json = serde_json::to_vec_pretty(&toc).map_err(|e| EstargzError::BadToc(e.to_string()))?;
+    let toc_at = m.cut()?;
+    let mut th = tar::Header::new_ustar();
+    th.set_path(TOC_NAME)?;
+    th.set_size(json.len() as u64);
+    th.set_mode(0o644);
+    th.set_mtime(0);
+    th.set_entry_type(tar::EntryType::Regular);
+    th.set_cksum();
+    m.write(th.as_bytes())?;
+    m.write(&json)?;
+    let pad = (512 - json.len() % 512) % 512;
+    m.write(&vec![0u8; pad + 1024])?;
+    let (mut out, diff) = m.finish()?;
+    out.write_all(&footer(toc_at))?;
+    let uncompressed_size = diff.len();
+    Ok((
+        Converted { toc_digest: Digest::of_bytes(&json), diff_id: diff.finish(), uncompressed_size, entries: count },
+        out.inner,
+    ))
+}
+
+/// The 51-byte footer: an empty gzip member whose extra field says where
+/// the TOC's member starts.
+pub fn footer(toc_at: u64) -> [u8; FOOTER_SIZE] {
+    let mut f = [0u8; FOOTER_SIZE];
+    f[..10].copy_from_slice(&[0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff]);
+    f[10..12].copy_from_slice(&26u16.to_le_bytes());
+    f[12..14].copy_from_slice(b"SG");
+    f[14..16].copy_from_slice(&22u16.to_le_bytes());
+    f[16..38].copy_from_slice(format!("{toc_at:016x}STARGZ").as_bytes());
+    // An empty final stored block, then CRC32 and size, both 0.
+    f[38..43].copy_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    f
+}
+
+/// Where the TOC's member starts, from the last 51 bytes of a layer.
+pub fn parse_footer(f: &[u8]) -> Result<u64, EstargzError> {
+    let bad = EstargzError::NotEstargz;
+    if f.len() != FOOTER_SIZE {
+        return Err(bad("the footer is not 51 bytes"));
+    }
+    if f[..4] != [0x1f, 0x8b, 8, 4] || f[10..12] != 26u16.to_le_bytes() || &f[12..14] != b"SG" {
+        return Err(bad("no eStargz footer at the end of the layer"));
+    }
+    if f[14..16] != 22u16.to_le_bytes() || &f[32..38] != b"STARGZ" {
+        return Err(bad("no STARGZ mark in the footer"));
+    }
+    let hex = std::str::from_utf8(&f[16..32]).map_err(|_| bad("the TOC offset is not hexadecimal"))?;
+    let at = u64::from_str_radix(hex, 16).map_err(|_| bad("the TOC offset is not hexadecimal"))?;
+    // The footer's own member must be the empty one written above.
+    if f[38..] != [1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0] {
+        return Err(bad("the footer's gzip member is not empty"));
+    }
+    Ok(at)
+}
+
+/// The TOC from the bytes of its gzip member (from the offset the footer
+/// gives to the footer), checked against `expected` (the descriptor's
+/// annotation) when given. Untrusted: sizes are bounded, the JSON is
+/// parsed strictly.
+pub fn parse_toc(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, Digest), EstargzError> {
+    let bad = |m: &str| EstargzError::BadToc(m.to_string());
+    let gz = flate2::read::GzDecoder::new(member);
+    let mut ar = tar::Archive::new(gz.take(MAX_TOC_SIZE + 1024));
+    let mut entries = ar.entries().map_err(|e| bad(&e.to_string()))?;
+    let mut e = entries.next().ok_or_else(|| bad("no tar entry"))?.map_err(|e| bad(&e.to_string()))?;
+    if e.path_bytes().as_ref() != TOC_NAME.as_bytes() {
+        return Err(bad(&format!("the entry is {:?}, not {TOC_NAME}", String::from_utf8_lossy(&e.path_bytes()))));
+    }
+    if e.size() > MAX_TOC_SIZE {
+        return Err(bad(&format!("it is {} bytes, over the {MAX_TOC_SIZE}-byte limit", e.size())));
+    }
+    let mut json = Vec::with_capacity(e.size() as usize);
+    e.read_to_end(&mut json).map_err(|e| bad(&e.to_string()))?;
+    if json.len() as u64 != e.size() {
+        return Err(bad("truncated"));
+    }
+    let digest = Digest::of_bytes(&json);
+    if let Some(want) = expected {
+        if *want != digest {
+            return Err(EstargzError::TocDigest { expected: want.to_string(), actual: digest.to_string() });
+        }
+    }
+    let toc: Toc = serde_json::from_slice(&json).map_err(|e| bad(&e.to_string()))?;
+    if toc.version != 1 {
+        return Err(bad(&format!("version {} is not known", toc.version)));
+    }
+    Ok((toc, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::read::{GzDecoder, MultiGzDecoder};
+
+    fn random(n: usize, mut seed: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    /// A layer with every kind of entry, PAX xattrs, a long name, an empty
+    /// file and files of several chunks.
+    fn source() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut files = Vec::new();
+        let add = |b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, data: &[u8], link: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o4751 });
+            h.set_uid(1000);
+            h.set_gid(100);
+            h.set_mtime(1_700_000_000);
+            if kind == tar::EntryType::Char {
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+            }
+            if link.is_empty() {
+                b.append_data(&mut h, name, data).unwrap();
+            } else {
+                b.append_link(&mut h, name, link).unwrap();
+            }
+        };
+        add(&mut b, "etc/", tar::EntryType::Directory, b"", "");
+        b.append_pax_extensions([("SCHILY.xattr.user.k", b"v\0x".as_slice())]).unwrap();
+        add(&mut b, "etc/os-release", tar::EntryType::Regular, b"ID=test\n", "");
+        files.push(("etc/os-release".to_string(), b"ID=test\n".to_vec()));
+        add(&mut b, "empty", tar::EntryType::Regular, b"", "");
+        files.push(("empty".to_string(), Vec::new()));
+        let big = random(2_500_000, 7);
+        add(&mut b, "big", tar::EntryType::Regular, &big, "");
+        files.push(("big".to_string(), big));
+        let long = format!("{}/file", "d".repeat(150));
+        let exact = random(1 << 20, 9);
+        add(&mut b, &long, tar::EntryType::Regular, &exact, "");
+        files.push((long, exact));
+        add(&mut b, "link", tar::EntryType::Symlink, b"", "etc/os-release");
+        add(&mut b, "hard", tar::EntryType::Link, b"", "etc/os-release");
+        add(&mut b, "fifo", tar::EntryType::Fifo, b"", "");
+        add(&mut b, "null", tar::EntryType::Char, b"", "");
+        (b.into_inner().unwrap(), files)
+    }
+
+    type Files = Vec<(String, Vec<u8>)>;
+    /// Name, data, mode and the first PAX record's value of each entry.
+    type Listing = Vec<(Vec<u8>, Vec<u8>, u32, Option<Vec<u8>>)>;
+
+    fn converted(chunk: u64) -> (Vec<u8>, Converted, Files) {
+        let (tar, files) = source();
+        let (c, out) = convert(|| Ok(tar.as_slice()), Vec::new(), chunk).unwrap();
+        (out, c, files)
+    }
+
+    #[test]
+    fn the_layer_is_one_tar_gz_with_the_same_entries_and_the_toc() {
+        let (src, _) = source();
+        let (out, c, _) = converted(1 << 20);
+        let mut plain = Vec::new();
+        MultiGzDecoder::new(out.as_slice()).read_to_end(&mut plain).unwrap();
+        assert_eq!(Digest::of_bytes(&plain), c.diff_id);
+        assert_eq!(plain.len() as u64, c.uncompressed_size);
+        let list = |t: &[u8]| -> Listing {
+            let mut ar = tar::Archive::new(t);
+            ar.entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let mut d = Vec::new();
+                    e.read_to_end(&mut d).unwrap();
+                    let x = e
+                        .pax_extensions()
+                        .unwrap()
+                        .and_then(|mut p| p.next())
+                        .map(|x| x.unwrap().value_bytes().to_vec());
+                    (e.path_bytes().into_owned(), d, e.header().mode().unwrap(), x)
+                })
+                .collect()
+        };
+        let got = list(&plain);
+        let want = list(&src);
+        assert_eq!(got.first().map(|g| g.0.clone()), Some(NO_PREFETCH_LANDMARK.as_bytes().to_vec()));
+        assert_eq!(got.last().map(|g| g.0.clone()), Some(TOC_NAME.as_bytes().to_vec()));
+        assert_eq!(got[1..got.len() - 1], want[..], "the source's entries, headers and data are kept");
+    }
+
+    #[test]
+    fn the_toc_finds_every_chunk_and_checks_it() {
+        let (out, c, files) = converted(1 << 20);
+        let toc_at = parse_footer(&out[out.len() - FOOTER_SIZE..]).unwrap();
+        let (toc, digest) = parse_toc(&out[toc_at as usize..out.len() - FOOTER_SIZE], Some(&c.toc_digest)).unwrap();
+        assert_eq!(digest, c.toc_digest);
+        assert_eq!(toc.entries.len(), c.entries);
+        for (name, data) in &files {
+            let chunks: Vec<&TocEntry> = toc.entries.iter().filter(|e| &e.name == name).collect();
+            let reg = chunks[0];
+            assert_eq!((reg.kind.as_str(), reg.size), ("reg", data.len() as u64), "{name}");
+            assert_eq!(reg.digest, Digest::of_bytes(data).to_string(), "{name}");
+            let mut whole = Vec::new();
+            for ch in chunks.iter().filter(|e| e.offset != 0) {
+                let len = if ch.chunk_size == 0 { reg.size - ch.chunk_offset } else { ch.chunk_size };
+                let mut part = vec![0u8; len as usize];
+                GzDecoder::new(&out[ch.offset as usize..]).read_exact(&mut part).unwrap();
+                assert_eq!(Digest::of_bytes(&part).to_string(), ch.chunk_digest, "{name} at {}", ch.chunk_offset);
+                assert_eq!(ch.chunk_offset, whole.len() as u64);
+                whole.extend_from_slice(&part);
+            }
+            assert_eq!(&whole, data, "{name}");
+        }
+        let big = toc.entries.iter().filter(|e| e.name == "big").count();
+        assert_eq!(big, 3, "2.5 MB in 1 MiB chunks");
+        let x = toc.entries.iter().find(|e| e.name == "etc/os-release").unwrap();
+        assert_eq!(x.xattrs.get("user.k").map(String::as_str), Some("dgB4"));
+        let dev = toc.entries.iter().find(|e| e.name == "null").unwrap();
+        assert_eq!((dev.kind.as_str(), dev.dev_major, dev.dev_minor), ("char", 1, 3));
+        let hard = toc.entries.iter().find(|e| e.name == "hard").unwrap();
+        assert_eq!((hard.kind.as_str(), hard.link_name.as_str()), ("hardlink", "etc/os-release"));
+    }
+
+    #[test]
+    fn a_toc_other_than_the_manifest_says_is_refused() {
+        let (out, _, _) = converted(DEFAULT_CHUNK_SIZE);
+        let toc_at = parse_footer(&out[out.len() - FOOTER_SIZE..]).unwrap() as usize;
+        let other = Digest::of_bytes(b"another toc");
+        let err = parse_toc(&out[toc_at..out.len() - FOOTER_SIZE], Some(&other)).unwrap_err();
+        assert!(matches!(err, EstargzError::TocDigest { .. }), "{err}");
+    }
+
+    #[test]
+    fn footers_are_checked() {
+        let f = footer(0x1234);
+        assert_eq!(parse_footer(&f).unwrap(), 0x1234);
+        let mut plain = Vec::new();
+        GzDecoder::new(f.as_slice()).read_to_end(&mut plain).unwrap();
+        assert!(plain.is_empty(), "the footer is an empty gzip member");
+        for i in 0..FOOTER_SIZE {
+            let mut g = f;
+            g[i] ^= 0x40;
+            // Header bytes that do not matter: mtime, extra flags, OS.
+            if (4..10).contains(&i) {
+                continue;
+            }
+            assert!(parse_footer(&g).is_err(), "byte {i} changed and still accepted");
+        }
+        assert!(parse_footer(&f[1..]).is_err());
+    }
+
+    #[test]
+    fn a_layer_that_is_estargz_already_or_sparse_is_refused() {
+        let (out, _, _) = converted(DEFAULT_CHUNK_SIZE);
+        let mut plain = Vec::new();
+        MultiGzDecoder::new(out.as_slice()).read_to_end(&mut plain).unwrap();
+        let err = convert(|| Ok(plain.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE).unwrap_err();
+        assert!(matches!(err, EstargzError::Unsupported { .. }), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_footers_and_tocs_never_panic(b in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_footer(&b);
+            let _ = parse_toc(&b, None);
+            let mut f = footer(7).to_vec();
+            let n = b.len().min(FOOTER_SIZE);
+            f[..n].copy_from_slice(&b[..n]);
+            let _ = parse_footer(&f);
+        }
+    }
+}
