@@ -270,35 +270,35 @@ chunked_zstd_push_pulls_back_identical() {
     fail "podman cannot pull the zstd image"
 }
 
-# img convert --format estargz: the layers are eStargz as stargz-snapshotter
-# reads them (footer, TOC with the digest the manifest gives, each chunk's
-# member holding bytes of the chunk's digest, checked here with Python's own
-# gzip and tar), and still plain tar+gzip: podman pulls them and img pulls
-# back the same files (with the landmark and the TOC added, as eStargz has).
-estargz_convert_push_is_read_by_podman_and_stargz_rules() {
-  "$IMG" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "load"
-  "$IMG" convert -q --format estargz --chunk-size 65536 localhost/layered:1 localhost/layered:esgz >/dev/null ||
-    fail "convert failed"
-  "$IMG" fsck >/dev/null || fail "fsck after convert"
-  "$IMG" push -q --tls-verify=false localhost/layered:esgz "$REG/esgz/layered:1" || fail "push of the eStargz image"
-  skopeo inspect --raw --tls-verify=false "docker://$REG/esgz/layered:1" > "$WORK/esgz.json" || fail "skopeo inspect"
-  python3 - "$WORK/esgz.json" "$REG" <<'PY' || fail "the pushed layers are not the eStargz they claim to be"
+# estargz_layers_are_right REPO TAG: every layer of $REG/REPO:TAG is eStargz
+# as stargz-snapshotter reads it (footer, TOC with the digest the manifest
+# gives, each chunk's member holding bytes of the chunk's digest), checked
+# with Python's own gzip and tar.
+estargz_layers_are_right() {
+  local repo=$1 tag=$2
+  skopeo inspect --raw --tls-verify=false "docker://$REG/$repo:$tag" > "$WORK/esgz.json" || fail "skopeo inspect"
+  python3 - "$WORK/esgz.json" "$REG" "$repo" <<'PY' || fail "the layers of $repo:$tag are not the eStargz they claim to be"
 import hashlib, io, json, sys, tarfile, urllib.request, zlib
 m = json.load(open(sys.argv[1]))
+assert m["mediaType"] == "application/vnd.oci.image.manifest.v1+json", m["mediaType"]
 chunks = 0
 for l in m["layers"]:
     assert l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip", l["mediaType"]
-    blob = urllib.request.urlopen(f"http://{sys.argv[2]}/v2/esgz/layered/blobs/{l['digest']}").read()
+    blob = urllib.request.urlopen(f"http://{sys.argv[2]}/v2/{sys.argv[3]}/blobs/{l['digest']}").read()
     foot = blob[-51:]
     assert foot[12:14] == b"SG" and foot[32:38] == b"STARGZ", foot
     at = int(foot[16:32], 16)
     member = zlib.decompressobj(31).decompress(blob[at:-51])
-    t = tarfile.open(fileobj=io.BytesIO(member))
-    raw = t.extractfile("stargz.index.json").read()
+    raw = tarfile.open(fileobj=io.BytesIO(member)).extractfile("stargz.index.json").read()
     want = l["annotations"]["containerd.io/snapshot/stargz/toc.digest"]
     assert "sha256:" + hashlib.sha256(raw).hexdigest() == want, "TOC digest"
-    plain = zlib.decompressobj(47).decompress(blob)  # first member only
-    size = int(l["annotations"]["io.containers.estargz.uncompressed-size"])
+    plain = b""
+    rest = blob
+    while rest:  # every member, as a gzip reader sees them
+        d = zlib.decompressobj(31)
+        plain += d.decompress(rest)
+        rest = d.unused_data
+    assert len(plain) == int(l["annotations"]["io.containers.estargz.uncompressed-size"]), "uncompressed size"
     toc = json.loads(raw)
     for e in toc["entries"]:
         if e["type"] not in ("reg", "chunk") or not e.get("offset"):
@@ -306,13 +306,24 @@ for l in m["layers"]:
         d = zlib.decompressobj(31)
         n = e.get("chunkSize") or (next(x for x in toc["entries"] if x["name"] == e["name"])["size"] - e.get("chunkOffset", 0))
         data = d.decompress(blob[e["offset"]:], n)
-        while len(data) < n:
+        while len(data) < n and d.unconsumed_tail:
             data += d.decompress(d.unconsumed_tail, n - len(data))
         assert "sha256:" + hashlib.sha256(data[:n]).hexdigest() == e["chunkDigest"], e["name"]
         chunks += 1
 assert chunks > 0, "no chunk checked"
-print(chunks, "chunks checked", file=sys.stderr)
 PY
+}
+
+# img convert --format estargz, pushed: the layers are eStargz, and still
+# plain tar+gzip: podman pulls them and img pulls back the same files (with
+# the landmark and the TOC added, as eStargz has).
+estargz_convert_push_is_read_by_podman_and_stargz_rules() {
+  "$IMG" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "load"
+  "$IMG" convert -q --format estargz --chunk-size 65536 localhost/layered:1 localhost/layered:esgz >/dev/null ||
+    fail "convert failed"
+  "$IMG" fsck >/dev/null || fail "fsck after convert"
+  "$IMG" push -q --tls-verify=false localhost/layered:esgz "$REG/esgz/layered:1" || fail "push of the eStargz image"
+  estargz_layers_are_right esgz/layered 1
   local pr=$WORK/podman-esgz
   pm "$pr" pull -q --tls-verify=false "$REG/esgz/layered:1" >/dev/null || fail "podman cannot pull the eStargz image"
   local mnt; mnt=$(pm "$pr" image mount "$REG/esgz/layered:1") || fail "podman image mount"
@@ -322,9 +333,30 @@ PY
   diff <("$IMG" export localhost/layered:1 | tar -t | sort) \
     <(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -t | grep -vx 'stargz.index.json\|.no.prefetch.landmark' | sort) ||
     fail "the converted image holds other files"
-  [[ $("$IMG" export localhost/layered:1 | tar -xO etc/hostname) == layered ]] || fail "export of the source"
   [[ $(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -xO etc/hostname) == layered ]] ||
     fail "the converted image's /etc/hostname differs"
+}
+
+# img push --compression-format estargz converts on the way (a docker image
+# becomes OCI, its config gets the new DiffIDs) and leaves the store alone;
+# pushing the result again converts nothing.
+push_compression_format_estargz() {
+  "$IMG" load -q -i "$GEN/layered-docker.tar" >/dev/null || fail "load"
+  local before; before=$("$IMG" images --no-trunc --format json)
+  "$IMG" push -q --tls-verify=false --compression-format estargz localhost/layered:1 "$REG/esgzpush/layered:1" ||
+    fail "push --compression-format estargz failed"
+  [[ $("$IMG" images --no-trunc --format json) == "$before" ]] || fail "the push changed the store"
+  estargz_layers_are_right esgzpush/layered 1
+  IMG_ROOT=$WORK/store-esgzpush "$IMG" pull -q --tls-verify=false "$REG/esgzpush/layered:1" >/dev/null ||
+    fail "img pull of the eStargz push (DiffIDs checked against the new config)"
+  IMG_ROOT=$WORK/store-esgzpush "$IMG" fsck >/dev/null || fail "fsck"
+  local out
+  out=$(IMG_ROOT=$WORK/store-esgzpush "$IMG" push --tls-verify=false --compression-format estargz \
+    "$REG/esgzpush/layered:1" "$REG/esgzpush/layered:2" 2>&1) || fail "push again: $out"
+  grep -q "Converting" <<<"$out" && fail "eStargz layers were converted again: $out"
+  [[ $(skopeo inspect --raw --tls-verify=false "docker://$REG/esgzpush/layered:2" | sha256sum) == \
+     $(skopeo inspect --raw --tls-verify=false "docker://$REG/esgzpush/layered:1" | sha256sum) ]] ||
+    fail "pushing the eStargz image again changed its manifest"
 }
 
 podman_push_then_img_pull() {
@@ -704,6 +736,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
+  push_compression_format_estargz \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \

@@ -92,7 +92,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
 pub struct PushArgs {
     #[command(flatten)]
     registry: RegistryFlags,
-    /// Recompress every layer with gzip or zstd (by default layers are sent as stored; uncompressed ones are gzipped)
+    /// Recompress every layer: gzip, zstd, or estargz (gzip with a table of contents for lazy pulling); by default layers are sent as stored, uncompressed ones gzipped
     #[arg(long, value_name = "FORMAT")]
     compression_format: Option<String>,
     /// Write the pushed manifest's digest to FILE

@@ -408,6 +408,31 @@ pub fn build_manifest(media_type: &str, config: (&str, &Digest, u64), layers: &[
     serde_json::to_vec(&v).expect("a JSON value always serialises")
 }
 
+/// A manifest's JSON bytes whose layer descriptors carry annotations
+/// (none when a layer's list is empty).
+pub fn build_manifest_annotated(
+    media_type: &str,
+    config: (&str, &Digest, u64),
+    layers: &[(&str, &Digest, u64, &[(String, String)])],
+) -> Vec<u8> {
+    let desc = |mt: &str, d: &Digest, size: u64, a: &[(String, String)]| {
+        let mut v = serde_json::json!({"mediaType": mt, "digest": d.as_str(), "size": size});
+        if !a.is_empty() {
+            let map: serde_json::Map<String, serde_json::Value> =
+                a.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            v["annotations"] = serde_json::Value::Object(map);
+        }
+        v
+    };
+    let v = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": desc(config.0, config.1, config.2, &[]),
+        "layers": layers.iter().map(|(mt, d, s, a)| desc(mt, d, *s, a)).collect::<Vec<_>>(),
+    });
+    serde_json::to_vec(&v).expect("a JSON value always serialises")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use super::pull::Progress;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, Document};
 use crate::index::ImageRecord;
+use crate::layerindex::estargz;
 use crate::reference::Reference;
 use crate::registry::{config, Client, ClientOptions, RegistryError, Repo, Upload};
 use crate::store::{Compression, Store};
@@ -23,6 +24,9 @@ use std::path::{Path, PathBuf};
 pub enum LayerCompression {
     Gzip,
     Zstd,
+    /// eStargz (gzip with a table of contents): the layer's tar changes, so
+    /// the config's DiffIDs do too.
+    Estargz,
 }
 
 impl LayerCompression {
@@ -30,7 +34,9 @@ impl LayerCompression {
         match s {
             "gzip" => Ok(LayerCompression::Gzip),
             "zstd" => Ok(LayerCompression::Zstd),
-            _ => bail!("unknown compression format {s:?}: use gzip or zstd"),
+            "estargz" => Ok(LayerCompression::Estargz),
+            "zstd:chunked" => bail!("zstd:chunked is not written yet: use gzip, zstd or estargz"),
+            _ => bail!("unknown compression format {s:?}: use gzip, zstd or estargz"),
         }
     }
     fn matches(self, c: Compression) -> bool {
@@ -117,13 +123,17 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     // manifest will list them.
     let staging = store.temp_dir()?;
     let mut layers: Vec<(String, Digest, u64)> = Vec::new();
+    let mut annotations: Vec<Vec<(String, String)>> = Vec::new();
+    let mut diff_ids: Vec<Option<Digest>> = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     let mut changed = false;
     let docker = manifest.media_type == image::DOCKER_MANIFEST;
     for l in &manifest.layers {
         let path = store.blob_path(&l.digest);
         let current = sniff(&path)?;
+        let has_toc = l.annotations.iter().any(|(k, _)| k == estargz::TOC_DIGEST_ANNOTATION);
         let want = match opts.compression {
+            Some(LayerCompression::Estargz) => (!has_toc).then_some(LayerCompression::Estargz),
             Some(c) if !c.matches(current) => Some(c),
             None if current == Compression::None => Some(LayerCompression::Gzip),
             _ => None,
@@ -132,7 +142,23 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         match want {
             None => {
                 layers.push((l.media_type.clone(), l.digest.clone(), l.size));
+                annotations.push(l.annotations.clone());
+                diff_ids.push(None);
                 items.push(Item { digest: l.digest.clone(), size: l.size, path, mount_from: candidates });
+            }
+            Some(LayerCompression::Estargz) => {
+                changed = true;
+                progress.line(&format!("Converting layer {} to eStargz", l.digest.short()));
+                let out = staging.path().join(format!("layer-{}", l.digest.hex()));
+                let (c, digest, size) = to_estargz(&path, current, &out)
+                    .with_context(|| format!("pushing {name}: converting layer {} to eStargz", l.digest))?;
+                layers.push((image::OCI_LAYER_GZIP.to_string(), digest.clone(), size));
+                annotations.push(vec![
+                    (estargz::TOC_DIGEST_ANNOTATION.to_string(), c.toc_digest.to_string()),
+                    (estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(), c.uncompressed_size.to_string()),
+                ]);
+                diff_ids.push(Some(c.diff_id));
+                items.push(Item { digest, size, path: out, mount_from: vec![] });
             }
             Some(c) => {
                 changed = true;
@@ -141,34 +167,71 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                     .with_context(|| format!("pushing {name}: recompressing layer {}", l.digest))?;
                 let mt = match c {
                     LayerCompression::Gzip if docker => image::DOCKER_LAYER_GZIP,
-                    LayerCompression::Gzip => image::OCI_LAYER_GZIP,
+                    LayerCompression::Gzip | LayerCompression::Estargz => image::OCI_LAYER_GZIP,
                     LayerCompression::Zstd => image::OCI_LAYER_ZSTD,
                 };
                 layers.push((mt.to_string(), digest.clone(), size));
+                annotations.push(Vec::new());
+                diff_ids.push(None);
                 items.push(Item { digest, size, path: out, mount_from: vec![] });
             }
         }
     }
-    items.push(Item {
-        digest: manifest.config.digest.clone(),
-        size: manifest.config.size,
-        path: store.blob_path(&manifest.config.digest),
-        mount_from: mount_candidates
-            .iter()
-            .filter(|(d, _)| d == &manifest.config.digest)
-            .map(|(_, r)| r.clone())
-            .collect(),
-    });
-    // zstd layers need an OCI manifest; any change means a new manifest.
+    // Layers whose tar changed (eStargz) change the config's DiffIDs.
+    let (config_digest, config_size) = if diff_ids.iter().any(Option::is_some) {
+        let bytes = store.read_blob(&manifest.config.digest, image::MAX_CONFIG_SIZE).with_context(ctx)?;
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("pushing {name}: the config is not JSON"))?;
+        let Some(ids) = config.pointer_mut("/rootfs/diff_ids").and_then(|v| v.as_array_mut()) else {
+            bail!("pushing {name}: the config has no rootfs.diff_ids");
+        };
+        if ids.len() != diff_ids.len() {
+            bail!("pushing {name}: the config lists {} DiffIDs for {} layers; run img fsck", ids.len(), diff_ids.len());
+        }
+        for (id, new) in ids.iter_mut().zip(&diff_ids) {
+            if let Some(new) = new {
+                *id = serde_json::json!(new.as_str());
+            }
+        }
+        let out = serde_json::to_vec(&config)?;
+        let digest = Digest::of_bytes(&out);
+        let path = staging.path().join("config");
+        std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
+        items.push(Item { digest: digest.clone(), size: out.len() as u64, path, mount_from: vec![] });
+        (digest, out.len() as u64)
+    } else {
+        items.push(Item {
+            digest: manifest.config.digest.clone(),
+            size: manifest.config.size,
+            path: store.blob_path(&manifest.config.digest),
+            mount_from: mount_candidates
+                .iter()
+                .filter(|(d, _)| d == &manifest.config.digest)
+                .map(|(_, r)| r.clone())
+                .collect(),
+        });
+        (manifest.config.digest.clone(), manifest.config.size)
+    };
+    // zstd and eStargz layers need an OCI manifest; any change means a new
+    // manifest.
     let (manifest_type, manifest_out) = if changed {
-        let zstd = layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD);
-        let (mt, cfg_mt) = if docker && !zstd {
+        let oci_only = layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD)
+            || annotations.iter().any(|a| a.iter().any(|(k, _)| k == estargz::TOC_DIGEST_ANNOTATION));
+        let (mt, cfg_mt) = if docker && !oci_only {
             (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
         } else {
             (image::OCI_MANIFEST, image::OCI_CONFIG)
         };
-        let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
-        (mt.to_string(), image::build_manifest(mt, (cfg_mt, &manifest.config.digest, manifest.config.size), &refs))
+        let layers: Vec<(String, Digest, u64)> = layers
+            .into_iter()
+            .map(|(m, d, s)| {
+                let m = if mt == image::OCI_MANIFEST { oci_layer_type(&m) } else { m };
+                (m, d, s)
+            })
+            .collect();
+        let refs: Vec<(&str, &Digest, u64, &[(String, String)])> =
+            layers.iter().zip(&annotations).map(|((m, d, s), a)| (m.as_str(), d, *s, a.as_slice())).collect();
+        (mt.to_string(), image::build_manifest_annotated(mt, (cfg_mt, &config_digest, config_size), &refs))
     } else {
         (img.manifest_media_type.clone(), manifest_bytes)
     };
@@ -370,7 +433,30 @@ fn name_of(c: LayerCompression) -> &'static str {
     match c {
         LayerCompression::Gzip => "gzip",
         LayerCompression::Zstd => "zstd",
+        LayerCompression::Estargz => "estargz",
     }
+}
+
+/// The OCI media type of a Docker layer media type (others as they are).
+fn oci_layer_type(mt: &str) -> String {
+    match mt {
+        image::DOCKER_LAYER_GZIP => image::OCI_LAYER_GZIP.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes `src` (compressed with `from`) as an eStargz layer to `out`.
+fn to_estargz(src: &Path, from: Compression, out: &Path) -> Result<(estargz::Converted, Digest, u64)> {
+    let open = || -> std::io::Result<Box<dyn Read + Send>> {
+        let input = File::open(src)?;
+        from.decoder(BufReader::with_capacity(256 * 1024, input))
+    };
+    let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let hw = HashingWriter::new(BufWriter::with_capacity(256 * 1024, f));
+    let (c, hw) = estargz::convert(open, hw, estargz::DEFAULT_CHUNK_SIZE)?;
+    let (digest, size, mut w) = hw.finish();
+    w.flush()?;
+    Ok((c, digest, size))
 }
 
 /// Writes `src` (compressed with `from`) compressed with `to` into `dir`;
@@ -393,6 +479,8 @@ fn recompress(src: &Path, from: Compression, to: LayerCompression, dir: &Path) -
             std::io::copy(&mut reader, &mut enc)?;
             enc.finish()?;
         }
+        // Its tar changes too: `to_estargz` writes it.
+        LayerCompression::Estargz => bail!("an eStargz layer is not a recompression"),
     }
     let (digest, size, mut w) = hw.finish();
     w.flush()?;
