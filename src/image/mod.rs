@@ -408,13 +408,12 @@ pub fn build_manifest(media_type: &str, config: (&str, &Digest, u64), layers: &[
     serde_json::to_vec(&v).expect("a JSON value always serialises")
 }
 
+/// A layer descriptor: media type, digest, size and annotations.
+pub type AnnotatedLayer<'a> = (&'a str, &'a Digest, u64, &'a [(String, String)]);
+
 /// A manifest's JSON bytes whose layer descriptors carry annotations
 /// (none when a layer's list is empty).
-pub fn build_manifest_annotated(
-    media_type: &str,
-    config: (&str, &Digest, u64),
-    layers: &[(&str, &Digest, u64, &[(String, String)])],
-) -> Vec<u8> {
+pub fn build_manifest_annotated(media_type: &str, config: (&str, &Digest, u64), layers: &[AnnotatedLayer]) -> Vec<u8> {
     let desc = |mt: &str, d: &Digest, size: u64, a: &[(String, String)]| {
         let mut v = serde_json::json!({"mediaType": mt, "digest": d.as_str(), "size": size});
         if !a.is_empty() {

@@ -229,7 +229,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 (m, d, s)
             })
             .collect();
-        let refs: Vec<(&str, &Digest, u64, &[(String, String)])> =
+        let refs: Vec<image::AnnotatedLayer> =
             layers.iter().zip(&annotations).map(|((m, d, s), a)| (m.as_str(), d, *s, a.as_slice())).collect();
         (mt.to_string(), image::build_manifest_annotated(mt, (cfg_mt, &config_digest, config_size), &refs))
     } else {
