@@ -278,8 +278,9 @@ estargz_layers_are_right() {
   local repo=$1 tag=$2
   skopeo inspect --raw --tls-verify=false "docker://$REG/$repo:$tag" > "$WORK/esgz.json" || fail "skopeo inspect"
   python3 - "$WORK/esgz.json" "$REG" "$repo" <<'PY' || fail "the layers of $repo:$tag are not the eStargz they claim to be"
-import hashlib, io, json, sys, tarfile, urllib.request, zlib
+import hashlib, io, json, os, sys, tarfile, urllib.request, zlib
 m = json.load(open(sys.argv[1]))
+prefetched = []
 assert m["mediaType"] == "application/vnd.oci.image.manifest.v1+json", m["mediaType"]
 chunks = 0
 for l in m["layers"]:
@@ -310,7 +311,15 @@ for l in m["layers"]:
             data += d.decompress(d.unconsumed_tail, n - len(data))
         assert "sha256:" + hashlib.sha256(data[:n]).hexdigest() == e["chunkDigest"], e["name"]
         chunks += 1
+    names = [e["name"] for e in toc["entries"] if e["type"] != "chunk"]
+    first = os.environ.get("EXPECT_FIRST")
+    if first and first in names:
+        assert names.index(first) < names.index(".prefetch.landmark"), names
+        prefetched.append(first)
+    elif ".no.prefetch.landmark" not in names and ".prefetch.landmark" not in names:
+        raise AssertionError("no landmark: " + " ".join(names))
 assert chunks > 0, "no chunk checked"
+assert not os.environ.get("EXPECT_FIRST") or prefetched, "the prefetched file is in no layer's prefetch area"
 PY
 }
 
@@ -319,11 +328,12 @@ PY
 # the landmark and the TOC added, as eStargz has).
 estargz_convert_push_is_read_by_podman_and_stargz_rules() {
   "$IMG" load -q -i "$GEN/layered-oci.tar" >/dev/null || fail "load"
-  "$IMG" convert -q --format estargz --chunk-size 65536 localhost/layered:1 localhost/layered:esgz >/dev/null ||
-    fail "convert failed"
+  echo etc/hostname > "$WORK/prefetch.list"
+  "$IMG" convert -q --format estargz --chunk-size 65536 --prefetch-list "$WORK/prefetch.list" \
+    localhost/layered:1 localhost/layered:esgz >/dev/null || fail "convert failed"
   "$IMG" fsck >/dev/null || fail "fsck after convert"
   "$IMG" push -q --tls-verify=false localhost/layered:esgz "$REG/esgz/layered:1" || fail "push of the eStargz image"
-  estargz_layers_are_right esgz/layered 1
+  EXPECT_FIRST=etc/hostname estargz_layers_are_right esgz/layered 1
   local pr=$WORK/podman-esgz
   pm "$pr" pull -q --tls-verify=false "$REG/esgz/layered:1" >/dev/null || fail "podman cannot pull the eStargz image"
   local mnt; mnt=$(pm "$pr" image mount "$REG/esgz/layered:1") || fail "podman image mount"
@@ -331,7 +341,7 @@ estargz_convert_push_is_read_by_podman_and_stargz_rules() {
   [[ -f $mnt/stargz.index.json ]] || fail "podman's tree has no TOC: it did not read the eStargz layer as tar"
   IMG_ROOT=$WORK/store-esgz-back "$IMG" pull -q --tls-verify=false "$REG/esgz/layered:1" >/dev/null || fail "pull back"
   diff <("$IMG" export localhost/layered:1 | tar -t | sort) \
-    <(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -t | grep -vx 'stargz.index.json\|.no.prefetch.landmark' | sort) ||
+    <(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -t | grep -vx 'stargz.index.json\|.no.prefetch.landmark\|.prefetch.landmark' | sort) ||
     fail "the converted image holds other files"
   [[ $(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -xO etc/hostname) == layered ]] ||
     fail "the converted image's /etc/hostname differs"

@@ -121,6 +121,9 @@ pub struct ConvertArgs {
     /// Largest piece of a file fetched at once by lazy pullers (bytes)
     #[arg(long, default_value_t = crate::layerindex::estargz::DEFAULT_CHUNK_SIZE, value_name = "BYTES")]
     chunk_size: u64,
+    /// Files to put first in each layer, for lazy pullers to fetch before anything else (one path per line)
+    #[arg(long, value_name = "FILE")]
+    prefetch_list: Option<std::path::PathBuf>,
     /// Print only the new image's ID
     #[arg(short, long)]
     quiet: bool,
@@ -135,7 +138,17 @@ pub struct ConvertArgs {
 pub fn convert(ctx: &Ctx, a: ConvertArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let src = ops::resolve_image(&store, &a.source)?;
-    let opts = ops::convert::ConvertOptions { format: a.format, chunk_size: a.chunk_size.max(4096) };
+    let prefetch = match &a.prefetch_list {
+        None => Vec::new(),
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("reading the prefetch list {}: {e}", p.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+    };
+    let opts = ops::convert::ConvertOptions { format: a.format, chunk_size: a.chunk_size.max(4096), prefetch };
     let done = ops::convert::convert(&mut store, &src, &a.target, &opts)
         .map_err(|e| e.context(format!("converting {}", a.source)))?;
     if !a.quiet {

@@ -167,28 +167,98 @@ impl<W: Write> Members<W> {
     }
 }
 
-/// A regular file's data in the source tar, for the second pass.
-struct Data {
-    entry: usize,
-    at: u64,
+/// Where one entry lies in the source tar: its bytes are `start..end`
+/// (extension headers, header, data, padding); a regular file's data is
+/// `size` bytes at `data`.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u64,
+    data: u64,
     size: u64,
+    end: u64,
 }
 
-/// Reads `tar_twice()` (called twice, each time a reader of the same
-/// uncompressed tar stream) and writes the eStargz layer to `out`.
+/// The source tar read from its start, copied into members or skipped.
+struct Source<R> {
+    r: R,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Source<R> {
+    /// Copies the bytes up to `to` into the current member (`to` is never
+    /// behind: spans are visited in source order).
+    fn copy_to<W: Write>(&mut self, m: &mut Members<W>, to: u64, mut h: Option<&mut Hasher>) -> io::Result<()> {
+        while self.pos < to {
+            let n = (to - self.pos).min(self.buf.len() as u64) as usize;
+            self.r.read_exact(&mut self.buf[..n])?;
+            if let Some(h) = h.as_deref_mut() {
+                h.update(&self.buf[..n]);
+            }
+            m.write(&self.buf[..n])?;
+            self.pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn skip_to(&mut self, to: u64) -> io::Result<()> {
+        let n = to.saturating_sub(self.pos);
+        let got = io::copy(&mut (&mut self.r).take(n), &mut io::sink())?;
+        if got != n {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the layer is shorter on its second reading"));
+        }
+        self.pos = to;
+        Ok(())
+    }
+}
+
+/// A name as the prefetch list and the TOC compare them.
+fn clean(name: &str) -> &str {
+    name.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/')
+}
+
+/// Which entries go before the landmark: those `prefetch` names, the
+/// directories above them and the targets of hard links among them.
+fn prioritized(entries: &[TocEntry], prefetch: &[String]) -> Vec<bool> {
+    let mut want: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let add = |want: &mut std::collections::HashSet<String>, name: &str| {
+        let mut n = clean(name);
+        while !n.is_empty() && want.insert(n.to_string()) {
+            n = n.rfind('/').map_or("", |i| &n[..i]);
+        }
+    };
+    for p in prefetch {
+        add(&mut want, p);
+    }
+    let links: Vec<String> = entries
+        .iter()
+        .filter(|e| e.kind == "hardlink" && want.contains(clean(&e.name)))
+        .map(|e| e.link_name.clone())
+        .collect();
+    for l in links {
+        add(&mut want, &l);
+    }
+    entries.iter().map(|e| want.contains(clean(&e.name))).collect()
+}
+
+/// Reads `open_tar()` (called two or three times, each time a reader of the
+/// same uncompressed tar stream) and writes the eStargz layer to `out`.
+/// Entries named in `prefetch` (with their parent directories) come first,
+/// then `.prefetch.landmark`; with none, `.no.prefetch.landmark` comes first.
 pub fn convert<R: Read, W: Write>(
-    mut tar_twice: impl FnMut() -> io::Result<R>,
+    mut open_tar: impl FnMut() -> io::Result<R>,
     out: W,
     chunk_size: u64,
+    prefetch: &[String],
 ) -> Result<(Converted, W), EstargzError> {
     let chunk_size = chunk_size.max(1);
-    // Pass 1: the entries, where each file's data is, and where the last
-    // entry ends (what follows is the end of the archive, dropped).
+    // Pass 1: the entries and where each lies (what follows the last one
+    // is the end of the archive, dropped).
     let mut entries: Vec<TocEntry> = Vec::new();
-    let mut data: Vec<Data> = Vec::new();
-    let mut end = 0u64;
+    let mut spans: Vec<Span> = Vec::new();
     {
-        let mut ar = tar::Archive::new(tar_twice()?);
+        let mut ar = tar::Archive::new(open_tar()?);
+        let mut start = 0u64;
         for e in ar.entries()? {
             let mut e = e?;
             let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
@@ -205,7 +275,7 @@ pub fn convert<R: Read, W: Write>(
                 tar::EntryType::GNUSparse => return Err(unsupported("a sparse file")),
                 _ => return Err(unsupported("an entry of this type")),
             };
-            if path.trim_start_matches("./").trim_end_matches('/') == TOC_NAME {
+            if clean(&path) == TOC_NAME {
                 return Err(unsupported("a table of contents already in the layer (it is eStargz already)"));
             }
             let mut ent = TocEntry {
@@ -236,87 +306,46 @@ pub fn convert<R: Read, W: Write>(
                     }
                 }
             }
-            let size = e.size();
-            let header_end = e.raw_header_position() + 512;
-            end = end.max(header_end);
+            let mut span = Span { start, end: e.raw_header_position() + 512, ..Span::default() };
             if kind == "reg" {
-                ent.size = size;
+                ent.size = e.size();
+                span.data = e.raw_file_position();
+                span.size = e.size();
+                span.end = span.end.max(span.data + span.size.div_ceil(512) * 512);
                 // The whole file's digest, read here; the chunks' in pass 2.
                 ent.digest = crate::digest::hash_reader(&mut e)?.finish().to_string();
-                if size > 0 {
-                    let at = e.raw_file_position();
-                    data.push(Data { entry: entries.len(), at, size });
-                    end = end.max(at + size.div_ceil(512) * 512);
-                }
             }
+            start = span.end;
             entries.push(ent);
+            spans.push(span);
         }
     }
 
-    // Pass 2: the bytes, cut into members.
+    // Pass 2 (and 3): the bytes, cut into members.
+    let first = prioritized(&entries, prefetch);
+    let any_first = first.iter().any(|&f| f);
     let level = flate2::Compression::default();
     let mut m = Members { out: Some(Counting { inner: out, n: 0 }), gz: None, diff: Hasher::new(), level };
-    let mut toc: Vec<TocEntry> = Vec::with_capacity(entries.len() + data.len() + 1);
-    // The landmark, in a member of its own.
-    let mut lm = tar::Header::new_ustar();
-    lm.set_path(NO_PREFETCH_LANDMARK)?;
-    lm.set_size(1);
-    lm.set_mode(0o644);
-    lm.set_mtime(0);
-    lm.set_entry_type(tar::EntryType::Regular);
-    lm.set_cksum();
-    m.write(lm.as_bytes())?;
-    let lm_data_at = m.cut()?;
-    let mut block = [0u8; 512];
-    block[0] = 0xf;
-    m.write(&block)?;
-    toc.push(TocEntry {
-        name: NO_PREFETCH_LANDMARK.into(),
-        kind: "reg".into(),
-        size: 1,
-        mode: 0o644,
-        offset: lm_data_at,
-        mod_time: crate::timefmt::format_rfc3339(0),
-        digest: Digest::of_bytes(&[0xf]).to_string(),
-        chunk_digest: Digest::of_bytes(&[0xf]).to_string(),
-        ..TocEntry::default()
-    });
-
-    let mut src = tar_twice()?;
-    let mut pos = 0u64;
-    let mut buf = vec![0u8; 256 << 10];
-    // Copies the source's bytes up to `to` into the current member.
-    let mut copy_to =
-        |src: &mut R, m: &mut Members<W>, pos: &mut u64, to: u64, h: Option<&mut Hasher>| -> io::Result<()> {
-            let mut h = h;
-            while *pos < to {
-                let n = (to - *pos).min(buf.len() as u64) as usize;
-                src.read_exact(&mut buf[..n])?;
-                if let Some(h) = h.as_deref_mut() {
-                    h.update(&buf[..n]);
-                }
-                m.write(&buf[..n])?;
-                *pos += n as u64;
-            }
-            Ok(())
-        };
-    let mut next = 0usize;
-    for (i, ent) in entries.into_iter().enumerate() {
-        let d = data.get(next).filter(|d| d.entry == i);
-        let Some(d) = d else {
+    let mut toc: Vec<TocEntry> = Vec::with_capacity(entries.len() + 1);
+    let mut entries: Vec<Option<TocEntry>> = entries.into_iter().map(Some).collect();
+    let mut emit = |m: &mut Members<W>, toc: &mut Vec<TocEntry>, src: &mut Source<R>, i: usize| -> io::Result<()> {
+        let sp = spans[i];
+        let ent = entries[i].take().expect("each entry is written once");
+        src.skip_to(sp.start)?;
+        if sp.size == 0 {
+            src.copy_to(m, sp.end, None)?;
             toc.push(ent);
-            continue;
-        };
-        next += 1;
+            return Ok(());
+        }
         // Headers before the data go where the member stands.
-        copy_to(&mut src, &mut m, &mut pos, d.at, None)?;
+        src.copy_to(m, sp.data, None)?;
         let mut first = Some(ent);
         let mut written = 0u64;
-        while written < d.size {
-            let len = (d.size - written).min(chunk_size);
+        while written < sp.size {
+            let len = (sp.size - written).min(chunk_size);
             let offset = m.cut()?;
             let mut h = Hasher::new();
-            copy_to(&mut src, &mut m, &mut pos, d.at + written + len, Some(&mut h))?;
+            src.copy_to(m, sp.data + written + len, Some(&mut h))?;
             let mut e = first.take().unwrap_or_else(|| TocEntry {
                 name: toc.last().map(|t| t.name.clone()).unwrap_or_default(),
                 kind: "chunk".into(),
@@ -324,7 +353,7 @@ pub fn convert<R: Read, W: Write>(
             });
             e.offset = offset;
             e.chunk_offset = written;
-            if len < d.size {
+            if len < sp.size {
                 e.chunk_size = len;
             }
             e.chunk_digest = h.finish().to_string();
@@ -332,10 +361,22 @@ pub fn convert<R: Read, W: Write>(
             written += len;
         }
         // The padding after the data stays in the last chunk's member.
-        let padded = d.at + d.size.div_ceil(512) * 512;
-        copy_to(&mut src, &mut m, &mut pos, padded, None)?;
+        src.copy_to(m, sp.end, None)
+    };
+    let source = |r| Source { r, pos: 0, buf: vec![0u8; 256 << 10] };
+    if any_first {
+        let mut src = source(open_tar()?);
+        for i in (0..first.len()).filter(|&i| first[i]) {
+            emit(&mut m, &mut toc, &mut src, i)?;
+        }
+        landmark(&mut m, &mut toc, PREFETCH_LANDMARK)?;
+    } else {
+        landmark(&mut m, &mut toc, NO_PREFETCH_LANDMARK)?;
     }
-    copy_to(&mut src, &mut m, &mut pos, end, None)?;
+    let mut src = source(open_tar()?);
+    for i in (0..first.len()).filter(|&i| !first[i]) {
+        emit(&mut m, &mut toc, &mut src, i)?;
+    }
 
     // The TOC, with the end of the archive, in a member of its own.
     let toc = Toc { version: 1, entries: toc };
@@ -360,6 +401,35 @@ pub fn convert<R: Read, W: Write>(
         Converted { toc_digest: Digest::of_bytes(&json), diff_id: diff.finish(), uncompressed_size, entries: count },
         out.inner,
     ))
+}
+
+/// A landmark file (one byte, 0xf), its data in a member of its own.
+fn landmark<W: Write>(m: &mut Members<W>, toc: &mut Vec<TocEntry>, name: &str) -> io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name)?;
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    m.write(h.as_bytes())?;
+    let at = m.cut()?;
+    let mut block = [0u8; 512];
+    block[0] = 0xf;
+    m.write(&block)?;
+    let digest = Digest::of_bytes(&[0xf]).to_string();
+    toc.push(TocEntry {
+        name: name.into(),
+        kind: "reg".into(),
+        size: 1,
+        mode: 0o644,
+        offset: at,
+        mod_time: crate::timefmt::format_rfc3339(0),
+        digest: digest.clone(),
+        chunk_digest: digest,
+        ..TocEntry::default()
+    });
+    Ok(())
 }
 
 /// The 51-byte footer: an empty gzip member whose extra field says where
@@ -496,7 +566,7 @@ mod tests {
 
     fn converted(chunk: u64) -> (Vec<u8>, Converted, Files) {
         let (tar, files) = source();
-        let (c, out) = convert(|| Ok(tar.as_slice()), Vec::new(), chunk).unwrap();
+        let (c, out) = convert(|| Ok(tar.as_slice()), Vec::new(), chunk, &[]).unwrap();
         (out, c, files)
     }
 
@@ -535,11 +605,65 @@ mod tests {
     #[test]
     fn the_toc_finds_every_chunk_and_checks_it() {
         let (out, c, files) = converted(1 << 20);
+        let toc = chunks_check(&out, &c, &files);
+        let big = toc.entries.iter().filter(|e| e.name == "big").count();
+        assert_eq!(big, 3, "2.5 MB in 1 MiB chunks");
+        let x = toc.entries.iter().find(|e| e.name == "etc/os-release").unwrap();
+        assert_eq!(x.xattrs.get("user.k").map(String::as_str), Some("dgB4"));
+        let dev = toc.entries.iter().find(|e| e.name == "null").unwrap();
+        assert_eq!((dev.kind.as_str(), dev.dev_major, dev.dev_minor), ("char", 1, 3));
+        let hard = toc.entries.iter().find(|e| e.name == "hard").unwrap();
+        assert_eq!((hard.kind.as_str(), hard.link_name.as_str()), ("hardlink", "etc/os-release"));
+    }
+
+    #[test]
+    fn prefetched_files_come_first_with_their_directories_and_link_targets() {
+        let (tar, files) = source();
+        let list = ["/etc/os-release".to_string(), "hard".to_string()];
+        let (c, out) = convert(|| Ok(tar.as_slice()), Vec::new(), 1 << 20, &list).unwrap();
+        let toc = chunks_check(&out, &c, &files);
+        let names: Vec<&str> = toc.entries.iter().filter(|e| e.kind != "chunk").map(|e| e.name.as_str()).collect();
+        let long = format!("{}/file", "d".repeat(150));
+        let want = [
+            "etc/",
+            "etc/os-release",
+            "hard",
+            PREFETCH_LANDMARK,
+            "empty",
+            "big",
+            long.as_str(),
+            "link",
+            "fifo",
+            "null",
+        ];
+        assert_eq!(names, want);
+        // The tar has that order too, the PAX record still before its file.
+        let mut plain = Vec::new();
+        MultiGzDecoder::new(out.as_slice()).read_to_end(&mut plain).unwrap();
+        let mut ar = tar::Archive::new(plain.as_slice());
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            if name == "etc/os-release" {
+                let x: Vec<_> =
+                    e.pax_extensions().unwrap().unwrap().map(|x| x.unwrap().key().unwrap().to_string()).collect();
+                assert_eq!(x, ["SCHILY.xattr.user.k"]);
+            }
+            seen.push(name);
+        }
+        assert_eq!(seen[..want.len()], want);
+        assert_eq!(seen.last().map(String::as_str), Some(TOC_NAME));
+    }
+
+    /// Reads the TOC back and checks every file's chunks against it and
+    /// against the file's data; returns the TOC.
+    fn chunks_check(out: &[u8], c: &Converted, files: &Files) -> Toc {
         let toc_at = parse_footer(&out[out.len() - FOOTER_SIZE..]).unwrap();
         let (toc, digest) = parse_toc(&out[toc_at as usize..out.len() - FOOTER_SIZE], Some(&c.toc_digest)).unwrap();
         assert_eq!(digest, c.toc_digest);
         assert_eq!(toc.entries.len(), c.entries);
-        for (name, data) in &files {
+        for (name, data) in files {
             let chunks: Vec<&TocEntry> = toc.entries.iter().filter(|e| &e.name == name).collect();
             let reg = chunks[0];
             assert_eq!((reg.kind.as_str(), reg.size), ("reg", data.len() as u64), "{name}");
@@ -555,14 +679,7 @@ mod tests {
             }
             assert_eq!(&whole, data, "{name}");
         }
-        let big = toc.entries.iter().filter(|e| e.name == "big").count();
-        assert_eq!(big, 3, "2.5 MB in 1 MiB chunks");
-        let x = toc.entries.iter().find(|e| e.name == "etc/os-release").unwrap();
-        assert_eq!(x.xattrs.get("user.k").map(String::as_str), Some("dgB4"));
-        let dev = toc.entries.iter().find(|e| e.name == "null").unwrap();
-        assert_eq!((dev.kind.as_str(), dev.dev_major, dev.dev_minor), ("char", 1, 3));
-        let hard = toc.entries.iter().find(|e| e.name == "hard").unwrap();
-        assert_eq!((hard.kind.as_str(), hard.link_name.as_str()), ("hardlink", "etc/os-release"));
+        toc
     }
 
     #[test]
@@ -598,7 +715,7 @@ mod tests {
         let (out, _, _) = converted(DEFAULT_CHUNK_SIZE);
         let mut plain = Vec::new();
         MultiGzDecoder::new(out.as_slice()).read_to_end(&mut plain).unwrap();
-        let err = convert(|| Ok(plain.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE).unwrap_err();
+        let err = convert(|| Ok(plain.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE, &[]).unwrap_err();
         assert!(matches!(err, EstargzError::Unsupported { .. }), "{err}");
     }
 

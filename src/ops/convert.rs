@@ -17,6 +17,9 @@ pub struct ConvertOptions {
     /// "estargz" (the only format written so far).
     pub format: String,
     pub chunk_size: u64,
+    /// Paths to put first, before `.prefetch.landmark`, in every layer
+    /// that has them.
+    pub prefetch: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -60,7 +63,8 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
             c.decoder(r)
         };
         let w = store.blob_writer()?;
-        let (c, w) = estargz::convert(open, w, opts.chunk_size).with_context(|| format!("converting layer {d}"))?;
+        let (c, w) = estargz::convert(open, w, opts.chunk_size, &opts.prefetch)
+            .with_context(|| format!("converting layer {d}"))?;
         let blob = w.finish()?;
         descriptors.push(json!({
             "mediaType": image::OCI_LAYER_GZIP,

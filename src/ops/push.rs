@@ -453,7 +453,7 @@ fn to_estargz(src: &Path, from: Compression, out: &Path) -> Result<(estargz::Con
     };
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let hw = HashingWriter::new(BufWriter::with_capacity(256 * 1024, f));
-    let (c, hw) = estargz::convert(open, hw, estargz::DEFAULT_CHUNK_SIZE)?;
+    let (c, hw) = estargz::convert(open, hw, estargz::DEFAULT_CHUNK_SIZE, &[])?;
     let (digest, size, mut w) = hw.finish();
     w.flush()?;
     Ok((c, digest, size))
