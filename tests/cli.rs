@@ -1882,6 +1882,55 @@ fn convert_to_estargz_and_its_refusals() {
     s.assert_fsck_clean();
 }
 
+// Guards: symlink targets came out of export rewritten as paths ("/" became
+// "//", "a//b" became "a/b") and non-UTF-8 ones mangled; a target is data.
+#[test]
+fn export_keeps_symlink_targets_byte_for_byte() {
+    let s = Store::new();
+    let long = format!("/{}", "e//".repeat(50));
+    let targets: Vec<Vec<u8>> = vec![
+        b"/".to_vec(),
+        b"./x".to_vec(),
+        b"a//b".to_vec(),
+        b"a/".to_vec(),
+        b"../../../etc".to_vec(),
+        long.into_bytes(),
+        b"caf\xe9".to_vec(),
+    ];
+    let mut b = tar::Builder::new(Vec::new());
+    for (i, t) in targets.iter().enumerate() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_mtime(MTIME);
+        if t.len() <= 100 {
+            h.set_link_name_literal(t).unwrap();
+            b.append_data(&mut h, format!("l{i}"), std::io::empty()).unwrap();
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            b.append_link(&mut h, format!("l{i}"), std::ffi::OsStr::from_bytes(t)).unwrap();
+        }
+    }
+    let rootfs = s.write("links.tar", &b.into_inner().unwrap());
+    s.ok(&["import", arg(&rootfs), "links:1"]);
+    let out = s.work().join("out.tar");
+    s.ok(&["export", "-o", arg(&out), "links:1"]);
+    let data = fs::read(&out).unwrap();
+    let mut ar = tar::Archive::new(data.as_slice());
+    let mut got: Vec<(String, Vec<u8>)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (String::from_utf8_lossy(&e.path_bytes()).into_owned(), e.link_name_bytes().unwrap().into_owned())
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, Vec<u8>)> = targets.iter().enumerate().map(|(i, t)| (format!("l{i}"), t.clone())).collect();
+    assert_eq!(got, want);
+}
+
 // ---- disk full -----------------------------------------------------------------
 
 /// Runs a command expected to fill the store's small filesystem and checks

@@ -719,6 +719,23 @@ check_writable_mount_commit() {
 }
 
 # podman loads the committed image saved by img and sees the same tree.
+# Links made in a writable mount are committed as links: the files they
+# point to (outside the mount, or root's only) never end up in the layer.
+check_commit_keeps_links_as_links() {
+  load_image
+  local m; m=$(img mount --rw localhost/mountfs:1 "$T/m") || fail "img mount --rw failed"
+  ln -s /etc/shadow "$m/leak" && ln -s / "$m/hostroot" && ln -s ../../../../etc "$m/data/up" || fail "ln -s in the mount"
+  mkdir -p "$m/deep/er" && ln -s /etc/passwd "$m/deep/er/pw" || fail "mkdir in the mount"
+  img commit -q "$m" localhost/links:1 >/dev/null 2> "$T/err" || fail "img commit failed: $(cat "$T/err")"
+  img export localhost/links:1 | tar -tv > "$T/list" || fail "img export of the committed image"
+  for p in leak:/etc/shadow hostroot:/ data/up:../../../../etc deep/er/pw:/etc/passwd; do
+    grep -qE "^l.* ${p%%:*} -> ${p#*:}\$" "$T/list" || fail "${p%%:*} is not a link to ${p#*:} in the layer: $(grep " ${p%%:*}" "$T/list")"
+  done
+  img export localhost/links:1 | tar -xO leak hostroot 2>/dev/null | grep -q . && fail "a link's target was read into the layer"
+  grep -q "root:" <(img export localhost/links:1 | tar -xO 2>/dev/null) && fail "the layer holds a line of /etc/shadow or /etc/passwd"
+  img umount --discard "$m" >/dev/null
+}
+
 check_committed_image_loads_in_podman() {
   load_image
   local m p run; run=$(mktemp -d /tmp/img-pr.XXXXXX)   # podman wants a short runroot

@@ -332,7 +332,13 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                     link
                 };
                 h.set_size(0);
-                b.append_link(&mut h, &name, &link).map_err(werr)?;
+                if kind.is_symlink() {
+                    // As written, byte for byte (not through a string).
+                    let raw_link = e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                    super::append_symlink(&mut b, &mut h, &name, &raw_link).map_err(werr)?;
+                } else {
+                    b.append_link(&mut h, &name, &link).map_err(werr)?;
+                }
             } else {
                 let data = file_data(&mut e, sparse_file.take()).map_err(|m| entry_err(bad_map(&m)))?;
                 b.append_data(&mut h, &name, data).map_err(werr)?;

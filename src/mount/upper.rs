@@ -200,7 +200,9 @@ fn walk<W: Write>(
             let mut h = header(&md, &m, tar::EntryType::Symlink);
             h.set_size(0);
             pax(b, &md, &xattrs)?;
-            b.append_link(&mut h, &rel, &target).with_context(|| format!("writing {rel} to the layer"))?;
+            use std::os::unix::ffi::OsStrExt;
+            crate::archive::append_symlink(b, &mut h, &rel, target.as_os_str().as_bytes())
+                .with_context(|| format!("writing {rel} to the layer"))?;
         } else if ft.is_file() && kind == libc::S_IFREG {
             let mut h = header(&md, &m, tar::EntryType::Regular);
             h.set_size(md.len());
