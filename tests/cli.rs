@@ -1931,6 +1931,54 @@ fn export_keeps_symlink_targets_byte_for_byte() {
     assert_eq!(got, want);
 }
 
+// Guards: names that are not UTF-8 were replaced by U+FFFD in export (and in
+// mounts), so files were renamed and hard links pointed at names that no
+// longer existed.
+#[test]
+fn names_that_are_not_utf8_survive_import_and_export() {
+    let s = Store::new();
+    let names: [&[u8]; 4] = [b"caf\xe9", b"d\xff/", b"d\xff/f", "\u{f700}pua".as_bytes()];
+    let mut b = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, path: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(if kind == tar::EntryType::Regular { 2 } else { 0 });
+        h.set_mode(0o644);
+        h.set_mtime(MTIME);
+        h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path);
+        h.set_cksum();
+        h
+    };
+    for n in names {
+        let kind = if n.ends_with(b"/") { tar::EntryType::Directory } else { tar::EntryType::Regular };
+        let data: &[u8] = if kind == tar::EntryType::Regular { b"x\n" } else { b"" };
+        b.append(&header(kind, n), data).unwrap();
+    }
+    let mut link = header(tar::EntryType::Link, b"h\xe9");
+    link.as_gnu_mut().unwrap().linkname[..4].copy_from_slice(b"caf\xe9");
+    link.set_cksum();
+    b.append(&link, &b""[..]).unwrap();
+    let rootfs = s.write("names.tar", &b.into_inner().unwrap());
+    s.ok(&["import", arg(&rootfs), "names:1"]);
+    let out = s.work().join("out.tar");
+    s.ok(&["export", "-o", arg(&out), "names:1"]);
+    let data = fs::read(&out).unwrap();
+    let mut ar = tar::Archive::new(data.as_slice());
+    let mut got: Vec<(Vec<u8>, Option<Vec<u8>>)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path_bytes().into_owned(), e.link_name_bytes().map(|l| l.into_owned()))
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(Vec<u8>, Option<Vec<u8>>)> = names.iter().map(|n| (n.to_vec(), None)).collect();
+    want.push((b"h\xe9".to_vec(), Some(b"caf\xe9".to_vec())));
+    want.sort();
+    assert_eq!(got, want);
+}
+
 // ---- disk full -----------------------------------------------------------------
 
 /// Runs a command expected to fill the store's small filesystem and checks

@@ -52,6 +52,54 @@ pub fn clean_entry_path(raw: &str) -> std::result::Result<Option<String>, &'stat
     Ok(Some(parts.join("/")))
 }
 
+/// Entry names are bytes; the code that cleans and matches them works on
+/// strings. `name_string` maps any bytes to a string and `name_bytes` maps
+/// it back exactly: bytes that are not UTF-8, and the bytes of the code
+/// points U+F700..=U+F7FF themselves, become U+F700 + byte, so no name is
+/// changed or confused with another (ASCII, `/` and `.` included, is never
+/// escaped).
+pub fn name_string(b: &[u8]) -> String {
+    let esc =
+        |s: &mut String, byte: u8| s.push(char::from_u32(0xF700 + u32::from(byte)).expect("a private-use code point"));
+    let mut s = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if ('\u{F700}'..='\u{F7FF}').contains(&c) {
+                let mut buf = [0u8; 4];
+                for &byte in c.encode_utf8(&mut buf).as_bytes() {
+                    esc(&mut s, byte);
+                }
+            } else {
+                s.push(c);
+            }
+        }
+        for &byte in chunk.invalid() {
+            esc(&mut s, byte);
+        }
+    }
+    s
+}
+
+/// The bytes `name_string` made `s` from.
+pub fn name_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        if ('\u{F700}'..='\u{F7FF}').contains(&c) {
+            out.push((c as u32 - 0xF700) as u8);
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    out
+}
+
+/// The path a tar header gets for name `s` (made by `name_string`).
+pub fn name_path(s: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(name_bytes(s)))
+}
+
 /// What a cleaned name means in a layer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -197,7 +245,7 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 blocked.insert(path.clone(), true);
             }
             if kind.is_hard_link() {
-                let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let link = e.link_name_bytes().map(|b| name_string(&b)).unwrap_or_default();
                 match clean_entry_path(&link) {
                     Ok(Some(t)) => links.push((t, i, path.clone())),
                     _ => return Err(entry_err("a hard link that leaves the root filesystem; refusing the layer")),
@@ -300,12 +348,12 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                     b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(werr)?;
                 }
                 let data = file_data(&mut e, sparse_file.take()).map_err(|m| entry_err(bad_map(&m)))?;
-                b.append_data(&mut h, &names[0], data).map_err(werr)?;
+                b.append_data(&mut h, name_path(&names[0]), data).map_err(werr)?;
                 for other in &names[1..] {
                     let mut lh = e.header().clone();
                     lh.set_entry_type(tar::EntryType::Link);
                     lh.set_size(0);
-                    b.append_link(&mut lh, other, &names[0]).map_err(werr)?;
+                    b.append_link(&mut lh, name_path(other), name_path(&names[0])).map_err(werr)?;
                 }
                 continue;
             }
@@ -314,7 +362,7 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
             }
             let name = if kind.is_dir() { format!("{path}/") } else { path.clone() };
             if kind.is_hard_link() || kind.is_symlink() {
-                let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let link = e.link_name_bytes().map(|b| name_string(&b)).unwrap_or_default();
                 let link = if kind.is_hard_link() {
                     match clean_entry_path(&link) {
                         Ok(Some(l)) => l,
@@ -335,13 +383,13 @@ pub fn flatten<W: Write>(store: &Store, layers: &[Digest], out: W, target: &str)
                 if kind.is_symlink() {
                     // As written, byte for byte (not through a string).
                     let raw_link = e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-                    super::append_symlink(&mut b, &mut h, &name, &raw_link).map_err(werr)?;
+                    super::append_symlink(&mut b, &mut h, name_path(&name), &raw_link).map_err(werr)?;
                 } else {
-                    b.append_link(&mut h, &name, &link).map_err(werr)?;
+                    b.append_link(&mut h, name_path(&name), name_path(&link)).map_err(werr)?;
                 }
             } else {
                 let data = file_data(&mut e, sparse_file.take()).map_err(|m| entry_err(bad_map(&m)))?;
-                b.append_data(&mut h, &name, data).map_err(werr)?;
+                b.append_data(&mut h, name_path(&name), data).map_err(werr)?;
             }
         }
     }
@@ -364,7 +412,7 @@ pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
             classify(&p).map_err(entry_err)?;
         }
         if e.header().entry_type().is_hard_link() {
-            let link = e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            let link = e.link_name_bytes().map(|b| name_string(&b)).unwrap_or_default();
             if !matches!(clean_entry_path(&link), Ok(Some(_))) {
                 return Err(entry_err("a hard link that leaves the root filesystem; refusing the layer"));
             }
@@ -379,6 +427,30 @@ pub fn validate_tar<R: Read>(r: R, label: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn names_map_to_strings_and_back_exactly(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let s = name_string(&b);
+            proptest::prop_assert_eq!(name_bytes(&s), b.clone());
+            // What cleaning looks at is kept: slashes and dots stay where they were.
+            let slashes = |v: &[u8]| v.iter().enumerate().filter(|(_, &c)| c == b'/').count();
+            proptest::prop_assert_eq!(s.matches('/').count(), slashes(&b));
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_or_look_escaped_stay_apart() {
+        let names: [&[u8]; 5] =
+            [b"caf\xe9", "caf\u{f7e9}".as_bytes(), b"\xef\x9f\xa9", b"a/\xff/b", "plain/\u{e9}".as_bytes()];
+        let strings: Vec<String> = names.iter().map(|n| name_string(n)).collect();
+        for (n, s) in names.iter().zip(&strings) {
+            assert_eq!(&name_bytes(s), n);
+        }
+        let distinct: std::collections::HashSet<&String> = strings.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        assert_eq!(name_string("plain/\u{e9}".as_bytes()), "plain/\u{e9}", "valid UTF-8 is kept as it is");
+    }
     use proptest::prelude::*;
 
     #[test]

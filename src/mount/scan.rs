@@ -4,7 +4,7 @@
 //! sparse formats, see `archive::sparse`) keeps its map: where its runs of
 //! data are in the file and in the stream.
 
-use crate::archive::layer::{classify, clean_entry_path, EntryKind};
+use crate::archive::layer::{classify, clean_entry_path, name_bytes, name_string, EntryKind};
 use crate::archive::sparse;
 use img_fuse::{DataRef, Entry, Kind, Layer};
 use std::cell::RefCell;
@@ -142,8 +142,8 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         // GNU.sparse.name is the real name.
         let regular = t.is_file() || t == tar::EntryType::Continuous;
         let raw = match pax_sparse.name() {
-            Some(n) if regular => String::from_utf8_lossy(n).into_owned(),
-            _ => String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+            Some(n) if regular => name_string(n),
+            _ => name_string(&e.path_bytes()),
         };
         let pax_sparse = if regular { pax_sparse.finish() } else { Ok(None) };
         let err = |msg: &str| ScanError::Entry { layer: label.to_string(), name: raw.clone(), msg: msg.to_string() };
@@ -152,11 +152,11 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         let path = clean_entry_path(&raw).map_err(err)?.unwrap_or_default();
         match classify(&path).map_err(err)? {
             EntryKind::Whiteout(t) => {
-                out.whiteouts.push(t.into_bytes());
+                out.whiteouts.push(name_bytes(&t));
                 continue;
             }
             EntryKind::Opaque(d) => {
-                out.opaque.push(d.into_bytes());
+                out.opaque.push(name_bytes(&d));
                 continue;
             }
             EntryKind::Normal => {}
@@ -167,9 +167,9 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         } else if t.is_symlink() {
             Kind::Symlink(link())
         } else if t.is_hard_link() {
-            let target = String::from_utf8_lossy(&link()).into_owned();
+            let target = name_string(&link());
             match clean_entry_path(&target) {
-                Ok(Some(t)) => Kind::HardLink(t.into_bytes()),
+                Ok(Some(t)) => Kind::HardLink(name_bytes(&t)),
                 _ => return Err(err("a hard link that leaves the root filesystem; refusing the layer")),
             }
         } else if t.is_fifo() {
@@ -225,7 +225,7 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
             return Err(err("the root must be a directory"));
         }
         out.entries.push(Entry {
-            path: path.into_bytes(),
+            path: name_bytes(&path),
             kind,
             mode: h.mode().unwrap_or(0o644) & 0o7777,
             uid: h.uid().unwrap_or(0) as u32,
@@ -252,7 +252,7 @@ fn name_in_headers(headers: &[u8]) -> Option<String> {
         let t = h.entry_type();
         if !(t.is_pax_local_extensions() || t.is_gnu_longname() || t.is_gnu_longlink()) {
             let name = pax_name.or(long).unwrap_or_else(|| h.path_bytes().into_owned());
-            return Some(String::from_utf8_lossy(&name).into_owned());
+            return Some(name_string(&name));
         }
         let size = usize::try_from(h.entry_size().ok()?).ok()?;
         let data = headers.get(at + 512..at.checked_add(512 + size)?)?;
