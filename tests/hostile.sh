@@ -87,6 +87,32 @@ check_export_is_bounded_and_whole() {
   rm -f "$WORK"/*-export.tar
 }
 
+# Convert writes the small ones as eStargz and refuses, early and cleanly,
+# those whose table of contents would be over what readers accept.
+check_convert_is_bounded_or_refused() {
+  local x kb before
+  for x in bomb many deep longnames; do
+    img import "$C/$x.tar.gz" "$x:1" >/dev/null || fail "import $x"
+  done
+  for x in bomb longnames; do
+    kb=$(rss_kb "$IMG" convert -q --format estargz "$x:1" "$x:esgz") || fail "convert $x failed: $(cat "$T/err")"
+    (( kb < 256 * 1024 )) || fail "convert $x peaked at $kb KB"
+    echo "# convert $x: peak $kb KB" >&2
+  done
+  img export -o "$T/longnames-esgz.tar" longnames:esgz || fail "export of the converted longnames"
+  tar -xOf "$T/longnames-esgz.tar" --wildcards '*/15*' | grep -q long || fail "the long name's file is not in the converted image"
+  rm -f "$T/longnames-esgz.tar"
+  for x in many deep; do
+    before=$(state)
+    kb=$(rss_kb "$IMG" convert -q --format estargz "$x:1" "$x:esgz") && fail "convert of $x succeeded"
+    grep -q "table of contents of [0-9]* bytes or more, over the 67108864 bytes" "$T/err" || fail "unclear error: $(cat "$T/err")"
+    (( kb < 768 * 1024 )) || fail "convert $x peaked at $kb KB"
+    echo "# convert $x (refused): peak $kb KB" >&2
+    [[ $(state) == "$before" ]] || fail "the refused convert of $x changed the store"
+  done
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1 | tail -3)"
+}
+
 # The mount serves them: a million files, the bottom of the chain, the
 # long path (opened one directory at a time: it is longer than PATH_MAX),
 # the end of the 512 MiB file.

@@ -43,6 +43,8 @@ pub enum EstargzError {
     BadToc(String),
     #[error("the eStargz table of contents has digest {actual}, the manifest says {expected}")]
     TocDigest { expected: String, actual: String },
+    #[error("the layer's {entries} entries need a table of contents of {size} bytes or more, over the {MAX_TOC_SIZE} bytes readers accept; a layer this large cannot be eStargz (keep it gzip)")]
+    TocTooLarge { size: u64, entries: usize },
     #[error("{path}: {what} cannot be written as eStargz")]
     Unsupported { path: String, what: &'static str },
 }
@@ -97,6 +99,48 @@ pub struct TocEntry {
     pub chunk_size: u64,
     #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
     pub chunk_digest: String,
+}
+
+/// A TOC over borrowed entries, serialised as `Toc` is.
+#[derive(Serialize)]
+struct TocRef<'a> {
+    version: u32,
+    entries: &'a [TocEntry],
+}
+
+/// How many bytes the compact JSON of `toc` takes.
+fn json_len(toc: &TocRef) -> u64 {
+    struct Count(u64);
+    impl Write for Count {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, toc);
+    c.0
+}
+
+/// The TOC's JSON on its way into the current member, hashed.
+struct JsonOut<'a, W: Write> {
+    m: &'a mut Members<W>,
+    hash: Hasher,
+}
+
+impl<W: Write> Write for JsonOut<'_, W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.hash.update(b);
+        self.m.write(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -246,10 +290,21 @@ fn prioritized(entries: &[TocEntry], prefetch: &[String]) -> Vec<bool> {
 /// Entries named in `prefetch` (with their parent directories) come first,
 /// then `.prefetch.landmark`; with none, `.no.prefetch.landmark` comes first.
 pub fn convert<R: Read, W: Write>(
+    open_tar: impl FnMut() -> io::Result<R>,
+    out: W,
+    chunk_size: u64,
+    prefetch: &[String],
+) -> Result<(Converted, W), EstargzError> {
+    convert_limited(open_tar, out, chunk_size, prefetch, MAX_TOC_SIZE)
+}
+
+/// `convert`, refusing TOCs over `max_toc` bytes.
+fn convert_limited<R: Read, W: Write>(
     mut open_tar: impl FnMut() -> io::Result<R>,
     out: W,
     chunk_size: u64,
     prefetch: &[String],
+    max_toc: u64,
 ) -> Result<(Converted, W), EstargzError> {
     let chunk_size = chunk_size.max(1);
     // Pass 1: the entries and where each lies (what follows the last one
@@ -321,6 +376,13 @@ pub fn convert<R: Read, W: Write>(
         }
     }
 
+    // A TOC too large for readers is known before the data is written:
+    // chunks only add to what the entries take.
+    let len = json_len(&TocRef { version: 1, entries: &entries });
+    if len > max_toc {
+        return Err(EstargzError::TocTooLarge { size: len, entries: entries.len() });
+    }
+
     // Pass 2 (and 3): the bytes, cut into members.
     let first = prioritized(&entries, prefetch);
     let any_first = first.iter().any(|&f| f);
@@ -378,29 +440,33 @@ pub fn convert<R: Read, W: Write>(
         emit(&mut m, &mut toc, &mut src, i)?;
     }
 
-    // The TOC, with the end of the archive, in a member of its own.
-    let toc = Toc { version: 1, entries: toc };
-    let count = toc.entries.len();
-    let json = serde_json::to_vec_pretty(&toc).map_err(|e| EstargzError::BadToc(e.to_string()))?;
+    // The TOC, with the end of the archive, in a member of its own; its
+    // JSON is written as it is made (measured first, for the tar header).
+    let count = toc.len();
+    let toc = TocRef { version: 1, entries: &toc };
+    let len = json_len(&toc);
+    if len > max_toc {
+        return Err(EstargzError::TocTooLarge { size: len, entries: count });
+    }
     let toc_at = m.cut()?;
     let mut th = tar::Header::new_ustar();
     th.set_path(TOC_NAME)?;
-    th.set_size(json.len() as u64);
+    th.set_size(len);
     th.set_mode(0o644);
     th.set_mtime(0);
     th.set_entry_type(tar::EntryType::Regular);
     th.set_cksum();
     m.write(th.as_bytes())?;
-    m.write(&json)?;
-    let pad = (512 - json.len() % 512) % 512;
-    m.write(&vec![0u8; pad + 1024])?;
+    let mut w = io::BufWriter::with_capacity(64 << 10, JsonOut { m: &mut m, hash: Hasher::new() });
+    serde_json::to_writer(&mut w, &toc).map_err(|e| EstargzError::BadToc(e.to_string()))?;
+    let w = w.into_inner().map_err(|e| e.into_error())?;
+    let toc_digest = w.hash.finish();
+    let pad = (512 - len % 512) % 512;
+    m.write(&vec![0u8; pad as usize + 1024])?;
     let (mut out, diff) = m.finish()?;
     out.write_all(&footer(toc_at))?;
     let uncompressed_size = diff.len();
-    Ok((
-        Converted { toc_digest: Digest::of_bytes(&json), diff_id: diff.finish(), uncompressed_size, entries: count },
-        out.inner,
-    ))
+    Ok((Converted { toc_digest, diff_id: diff.finish(), uncompressed_size, entries: count }, out.inner))
 }
 
 /// A landmark file (one byte, 0xf), its data in a member of its own.
@@ -717,6 +783,24 @@ mod tests {
         MultiGzDecoder::new(out.as_slice()).read_to_end(&mut plain).unwrap();
         let err = convert(|| Ok(plain.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE, &[]).unwrap_err();
         assert!(matches!(err, EstargzError::Unsupported { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_table_of_contents_over_the_limit_is_refused_before_the_data_is_written() {
+        let (tar, _) = source();
+        let mut out = Vec::new();
+        let err = convert_limited(|| Ok(tar.as_slice()), &mut out, DEFAULT_CHUNK_SIZE, &[], 1000).unwrap_err();
+        assert!(matches!(err, EstargzError::TocTooLarge { entries: 9, .. }), "{err}");
+        assert!(out.is_empty(), "{} bytes written before the refusal", out.len());
+        // The whole TOC is measured as it is written: a limit the entries
+        // pass but the chunks do not is caught at the end.
+        let (out, c, _) = converted(DEFAULT_CHUNK_SIZE);
+        let toc_at = parse_footer(&out[out.len() - FOOTER_SIZE..]).unwrap() as usize;
+        let (toc, d) = parse_toc(&out[toc_at..out.len() - FOOTER_SIZE], Some(&c.toc_digest)).unwrap();
+        let full = json_len(&TocRef { version: 1, entries: &toc.entries });
+        assert_eq!(d, c.toc_digest);
+        let err = convert_limited(|| Ok(tar.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE, &[], full - 1).unwrap_err();
+        assert!(matches!(err, EstargzError::TocTooLarge { .. }), "{err}");
     }
 
     proptest::proptest! {
