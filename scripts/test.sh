@@ -93,7 +93,9 @@ else
 fi
 
 # Leave the machine as it was: no podman, registry or mount server left running.
-pgrep -a 'podman|conmon|registry' && echo "warning: processes above still running"
+# (pgrep matches names of at most 15 characters: one short pattern each)
+left=$(pgrep -a 'podman|conmon'; pgrep -a 'registry')
+[[ -z $left ]] || printf '%s\nwarning: processes above still running\n' "$left"
 pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
 
 # Totals over the cargo test runs and the interop, registry, mount and hostile suites.
