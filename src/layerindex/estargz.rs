@@ -158,6 +158,16 @@ pub struct Converted {
     pub entries: usize,
 }
 
+impl Converted {
+    /// The annotations of the layer's descriptor.
+    pub fn annotations(&self) -> Vec<(String, String)> {
+        vec![
+            (TOC_DIGEST_ANNOTATION.to_string(), self.toc_digest.to_string()),
+            (UNCOMPRESSED_SIZE_ANNOTATION.to_string(), self.uncompressed_size.to_string()),
+        ]
+    }
+}
+
 /// Counts what passes into the compressed output.
 struct Counting<W> {
     inner: W,

@@ -5,12 +5,11 @@
 use super::parse_target_name;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, changes, Document};
-use crate::index::{MountRecord, NewImage};
+use crate::index::MountRecord;
 use crate::mount::{upper, StateDir};
-use crate::store::{Compression, StagedBlob, Store};
+use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, Default)]
@@ -135,36 +134,22 @@ pub fn commit(store: &mut Store, mount: &MountRecord, opts: &CommitOptions) -> R
     let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
     let new_manifest = image::build_manifest(manifest_mt, (config_mt, &config_digest, new_config.len() as u64), &refs);
 
-    let stage = |store: &Store, data: &[u8]| -> Result<StagedBlob> {
-        let mut w = store.blob_writer()?;
-        w.write_all(data)?;
-        Ok(w.finish()?)
-    };
-    let mut config_blob = stage(store, &new_config)?;
-    let mut manifest_blob = stage(store, &new_manifest)?;
-    let size = layers.iter().map(|(_, _, s)| s).sum::<u64>() + new_config.len() as u64 + new_manifest.len() as u64;
-    let layer_digests: Vec<Digest> = layers.iter().map(|(_, d, _)| d.clone()).collect();
-    let blobs = store.commit_blobs(&mut [&mut manifest_blob, &mut config_blob, &mut layer])?;
-    let new = NewImage {
-        id: config_digest.clone(),
-        manifest_digest: manifest_blob.digest().clone(),
-        manifest_media_type: manifest_mt.into(),
-        created: parsed.created,
-        size,
-        architecture: parsed.architecture(),
-        os: parsed.os(),
-        variant: parsed.variant(),
-        author: parsed.author(),
-        labels: parsed.labels_json(),
-        kind: "oci".into(),
-        config_digest: config_digest.clone(),
-        layer_digests,
-        external_layers: vec![],
-    };
+    let sizes: Vec<(Digest, u64)> = layers.iter().map(|(_, d, s)| (d.clone(), *s)).collect();
     let tags: Vec<_> = target.into_iter().collect();
-    store.index_mut().insert_image(&new, &blobs, &tags)?;
+    let id = super::store_made_image(
+        store,
+        &super::MadeImage {
+            manifest_media_type: manifest_mt,
+            manifest: &new_manifest,
+            config: &new_config,
+            parsed: &parsed,
+            layers: &sizes,
+        },
+        &mut [&mut layer],
+        &tags,
+    )?;
     store.index_mut().set_mount_committed(dir, &fingerprint)?;
-    Ok(Committed { id: config_digest, stats })
+    Ok(Committed { id, stats })
 }
 
 #[cfg(test)]

@@ -5,12 +5,12 @@
 use super::parse_target_name;
 use crate::digest::Digest;
 use crate::image::{self, Document};
-use crate::index::{ImageRecord, NewImage};
+use crate::index::ImageRecord;
 use crate::layerindex::estargz;
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 
 #[derive(Debug)]
 pub struct ConvertOptions {
@@ -51,7 +51,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
         .with_context(|| format!("the config of {} is not a JSON object", src.id))?;
 
     let mut staged = Vec::new();
-    let mut descriptors = Vec::new();
+    let mut annotations = Vec::new();
     let mut diff_ids = Vec::new();
     let mut converted = Vec::new();
     for l in &manifest.layers {
@@ -66,15 +66,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
         let (c, w) = estargz::convert(open, w, opts.chunk_size, &opts.prefetch)
             .with_context(|| format!("converting layer {d}"))?;
         let blob = w.finish()?;
-        descriptors.push(json!({
-            "mediaType": image::OCI_LAYER_GZIP,
-            "digest": blob.digest().as_str(),
-            "size": blob.size(),
-            "annotations": {
-                estargz::TOC_DIGEST_ANNOTATION: c.toc_digest.as_str(),
-                estargz::UNCOMPRESSED_SIZE_ANNOTATION: c.uncompressed_size.to_string(),
-            },
-        }));
+        annotations.push(c.annotations());
         diff_ids.push(json!(c.diff_id.as_str()));
         converted.push((d.clone(), blob.digest().clone(), c.toc_digest.clone()));
         staged.push(blob);
@@ -86,40 +78,26 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
     let new_config = serde_json::to_vec(&Value::Object(config))?;
     let parsed = image::parse_config("the converted config", &new_config)?;
     let config_digest = Digest::of_bytes(&new_config);
-    let new_manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": image::OCI_MANIFEST,
-        "config": {"mediaType": image::OCI_CONFIG, "digest": config_digest.as_str(), "size": new_config.len()},
-        "layers": descriptors,
-    }))?;
-    let stage = |store: &Store, data: &[u8]| -> Result<crate::store::StagedBlob> {
-        let mut w = store.blob_writer()?;
-        w.write_all(data)?;
-        Ok(w.finish()?)
-    };
-    let mut config_blob = stage(store, &new_config)?;
-    let mut manifest_blob = stage(store, &new_manifest)?;
-    let size = staged.iter().map(|b| b.size()).sum::<u64>() + new_config.len() as u64 + new_manifest.len() as u64;
-    let layer_digests: Vec<Digest> = staged.iter().map(|b| b.digest().clone()).collect();
-    let mut all: Vec<&mut crate::store::StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
-    all.extend(staged.iter_mut());
-    let blobs = store.commit_blobs(&mut all)?;
-    let new = NewImage {
-        id: config_digest.clone(),
-        manifest_digest: manifest_blob.digest().clone(),
-        manifest_media_type: image::OCI_MANIFEST.into(),
-        created: parsed.created,
-        size,
-        architecture: parsed.architecture(),
-        os: parsed.os(),
-        variant: parsed.variant(),
-        author: parsed.author(),
-        labels: parsed.labels_json(),
-        kind: "oci".into(),
-        config_digest: config_digest.clone(),
-        layer_digests,
-        external_layers: vec![],
-    };
-    store.index_mut().insert_image(&new, &blobs, &[tag])?;
-    Ok(Converted { id: config_digest, layers: converted })
+    let layers: Vec<(Digest, u64)> = staged.iter().map(|b| (b.digest().clone(), b.size())).collect();
+    let refs: Vec<image::AnnotatedLayer> =
+        layers.iter().zip(&annotations).map(|((d, s), a)| (image::OCI_LAYER_GZIP, d, *s, a.as_slice())).collect();
+    let new_manifest = image::build_manifest_annotated(
+        image::OCI_MANIFEST,
+        (image::OCI_CONFIG, &config_digest, new_config.len() as u64),
+        &refs,
+    );
+    let mut new_layers: Vec<&mut crate::store::StagedBlob> = staged.iter_mut().collect();
+    let id = super::store_made_image(
+        store,
+        &super::MadeImage {
+            manifest_media_type: image::OCI_MANIFEST,
+            manifest: &new_manifest,
+            config: &new_config,
+            parsed: &parsed,
+            layers: &layers,
+        },
+        &mut new_layers,
+        &[tag],
+    )?;
+    Ok(Converted { id, layers: converted })
 }

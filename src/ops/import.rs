@@ -7,10 +7,9 @@ use super::parse_target_name;
 use crate::archive::layer;
 use crate::digest::{Digest, HashingReader};
 use crate::image::{self, changes};
-use crate::index::NewImage;
 use crate::store::{Compression, StagedBlob, Store};
 use anyhow::{bail, Context, Result};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 
 pub struct ImportOptions {
@@ -109,34 +108,21 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
         (image::OCI_CONFIG, &config_digest, config_bytes.len() as u64),
         &[(layer_mt, layer.digest(), layer.size())],
     );
-    let stage = |store: &Store, data: &[u8]| -> Result<StagedBlob> {
-        let mut w = store.blob_writer()?;
-        w.write_all(data)?;
-        Ok(w.finish()?)
-    };
-    let mut config_blob = stage(store, &config_bytes)?;
-    let mut manifest_blob = stage(store, &manifest)?;
-    let size = layer.size() + config_bytes.len() as u64 + manifest.len() as u64;
-    let layer_digest = layer.digest().clone();
+    // Its architecture and OS are the ones written above; it has no variant
+    // or author.
+    let layers = [(layer.digest().clone(), layer.size())];
     let mut layer = layer;
-    let blobs = store.commit_blobs(&mut [&mut manifest_blob, &mut config_blob, &mut layer])?;
-    let new = NewImage {
-        id: config_digest.clone(),
-        manifest_digest: manifest_blob.digest().clone(),
-        manifest_media_type: image::OCI_MANIFEST.into(),
-        created: parsed.created,
-        size,
-        architecture: arch.into(),
-        os: os.into(),
-        variant: String::new(),
-        author: String::new(),
-        labels: parsed.labels_json(),
-        kind: "oci".into(),
-        config_digest: config_digest.clone(),
-        layer_digests: vec![layer_digest],
-        external_layers: vec![],
-    };
     let tags: Vec<_> = target.into_iter().collect();
-    store.index_mut().insert_image(&new, &blobs, &tags)?;
-    Ok(config_digest)
+    super::store_made_image(
+        store,
+        &super::MadeImage {
+            manifest_media_type: image::OCI_MANIFEST,
+            manifest: &manifest,
+            config: &config_bytes,
+            parsed: &parsed,
+            layers: &layers,
+        },
+        &mut [&mut layer],
+        &tags,
+    )
 }

@@ -22,6 +22,60 @@ use crate::reference::{self, Reference};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 
+/// An image made here (import, commit, convert), ready to be stored.
+pub(crate) struct MadeImage<'a> {
+    pub manifest_media_type: &'a str,
+    pub manifest: &'a [u8],
+    pub config: &'a [u8],
+    /// `config`, parsed.
+    pub parsed: &'a crate::image::Config,
+    /// Every layer's digest and size, in order.
+    pub layers: &'a [(Digest, u64)],
+}
+
+/// Stores `img`: its config and manifest are staged and committed with the
+/// layer blobs staged for it (`new_layers`; the other layers are stored
+/// already), and the image is recorded under `tags`. Returns the image ID.
+pub(crate) fn store_made_image(
+    store: &mut Store,
+    img: &MadeImage,
+    new_layers: &mut [&mut crate::store::StagedBlob],
+    tags: &[TagName],
+) -> Result<Digest> {
+    use std::io::Write;
+    let stage = |data: &[u8]| -> Result<crate::store::StagedBlob> {
+        let mut w = store.blob_writer()?;
+        w.write_all(data)?;
+        Ok(w.finish()?)
+    };
+    let mut config_blob = stage(img.config)?;
+    let mut manifest_blob = stage(img.manifest)?;
+    let config_digest = config_blob.digest().clone();
+    let size = img.layers.iter().map(|(_, s)| s).sum::<u64>() + img.config.len() as u64 + img.manifest.len() as u64;
+    let mut all: Vec<&mut crate::store::StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
+    all.extend(new_layers.iter_mut().map(|b| &mut **b));
+    let blobs = store.commit_blobs(&mut all)?;
+    let parsed = img.parsed;
+    let new = crate::index::NewImage {
+        id: config_digest.clone(),
+        manifest_digest: manifest_blob.digest().clone(),
+        manifest_media_type: img.manifest_media_type.into(),
+        created: parsed.created,
+        size,
+        architecture: parsed.architecture(),
+        os: parsed.os(),
+        variant: parsed.variant(),
+        author: parsed.author(),
+        labels: parsed.labels_json(),
+        kind: "oci".into(),
+        config_digest: config_digest.clone(),
+        layer_digests: img.layers.iter().map(|(d, _)| d.clone()).collect(),
+        external_layers: vec![],
+    };
+    store.index_mut().insert_image(&new, &blobs, tags)?;
+    Ok(config_digest)
+}
+
 /// An error that means "no such image" (exit status and wording as docker).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}: image not known")]

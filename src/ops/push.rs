@@ -153,10 +153,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 let (c, digest, size) = to_estargz(&path, current, &out)
                     .with_context(|| format!("pushing {name}: converting layer {} to eStargz", l.digest))?;
                 layers.push((image::OCI_LAYER_GZIP.to_string(), digest.clone(), size));
-                annotations.push(vec![
-                    (estargz::TOC_DIGEST_ANNOTATION.to_string(), c.toc_digest.to_string()),
-                    (estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(), c.uncompressed_size.to_string()),
-                ]);
+                annotations.push(c.annotations());
                 diff_ids.push(Some(c.diff_id));
                 items.push(Item { digest, size, path: out, mount_from: vec![] });
             }
