@@ -51,7 +51,8 @@ pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
             .is_ok_and(|()| index_file::has_current_header(&head));
         if !current {
-            layer_entries(store, d, i)?;
+            let (f, c) = open_layer(store, d)?;
+            build_index(store, d, i, f, c)?;
         }
     }
     Ok(())
@@ -61,13 +62,37 @@ pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
 /// from its index file, or scanned from the blob (and the index file
 /// written for next time).
 pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file::LayerIndex, Compression)> {
+    let (f, c) = open_layer(store, d)?;
+    if let Some(ix) = mapped_index(store, d, i) {
+        return Ok((ix, c));
+    }
+    let built = build_index(store, d, i, f, c)?;
+    // Served from the file just written, as a warm mount is: the windows
+    // stay in the page cache instead of this process's memory.
+    Ok((mapped_index(store, d, i).unwrap_or(built), c))
+}
+
+/// Layer `d`'s blob, buffered, and its compression.
+fn open_layer(store: &Store, d: &Digest) -> Result<(BufReader<std::fs::File>, Compression)> {
     let mut f = BufReader::with_capacity(256 * 1024, store.open_blob(d)?);
     let c = Compression::sniff(f.fill_buf().with_context(|| format!("reading layer {d}"))?);
-    if let Some(file) = map_index(&store.layer_index_path(d)) {
-        if let Ok(ix) = index_file::decode(&file, d, i) {
-            return Ok((ix, c));
-        }
-    }
+    Ok((f, c))
+}
+
+/// Layer `d`'s index file, mapped and decoded, if it is there and sound.
+fn mapped_index(store: &Store, d: &Digest, i: usize) -> Option<index_file::LayerIndex> {
+    index_file::decode(&map_index(&store.layer_index_path(d))?, d, i).ok()
+}
+
+/// Scans layer `d` (blob `f`, compressed with `c`) and writes its index
+/// file (a failure to write it is only a warning: the index is returned).
+fn build_index(
+    store: &Store,
+    d: &Digest,
+    i: usize,
+    f: BufReader<std::fs::File>,
+    c: Compression,
+) -> Result<index_file::LayerIndex> {
     let (layer, chunks, access) = if matches!(c, Compression::Gzip | Compression::Zstd) {
         // One pass: the random-access index is built on another thread
         // while the decompressed stream it hands on is scanned here.
@@ -113,20 +138,10 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
         (layer, hasher.finish(), Vec::new())
     };
     let ix = index_file::LayerIndex { layer, chunks, access: SharedBytes::from_vec(access) };
-    let bytes = index_file::encode(d, &ix);
-    if let Err(e) = store.write_layer_index(d, &bytes) {
+    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
-        return Ok((ix, c));
     }
-    drop(bytes);
-    // Served from the file just written, as a warm mount is: the windows
-    // stay in the page cache instead of this process's memory.
-    if let Some(file) = map_index(&store.layer_index_path(d)) {
-        if let Ok(mapped) = index_file::decode(&file, d, i) {
-            return Ok((mapped, c));
-        }
-    }
-    Ok((ix, c))
+    Ok(ix)
 }
 
 /// An index file, mapped: a mount reads the windows of its random-access
