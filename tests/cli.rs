@@ -1706,7 +1706,7 @@ fn sigkill_during_load() {
     };
     let mut outcomes = Vec::new();
     // 20 trials in the default run, 100 with IMG_TEST_LONG=1 (scripts/test.sh --long).
-    let trials = if std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1") { 100 } else { 20 };
+    let trials = if long() { 100 } else { 20 };
     for trial in 0..trials {
         let s = Store::new();
         let delay = dur.mul_f64(rng.below(1100) as f64 / 1000.0);
@@ -1738,11 +1738,7 @@ fn sigkill_during_load() {
 // command run again succeeds (or finds its work already done).
 #[test]
 fn sigkill_during_store_commands_leaves_a_clean_store() {
-    let seed =
-        std::env::var("IMG_TEST_SEED").ok().and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok());
-    let seed = seed.unwrap_or(0x5eed_51c1);
-    eprintln!("sigkill_during_store_commands: seed {seed:#x} (replay with IMG_TEST_SEED={seed:#x})");
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::new(seed("sigkill_during_store_commands", 0x5eed_51c1));
     let base = Layer::simple("shared-base", Comp::Gzip);
     let images: Vec<Image> = (0..3)
         .map(|i| {
@@ -1784,7 +1780,7 @@ fn sigkill_during_store_commands_leaves_a_clean_store() {
             t.elapsed()
         })
         .collect();
-    let trials = if std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1") { 100 } else { 20 };
+    let trials = if long() { 100 } else { 20 };
     let mut killed = 0;
     for trial in 0..trials {
         fill(&s);
@@ -2060,7 +2056,7 @@ fn concurrent_commands_keep_the_store_consistent() {
     paths.push(s.write("c01.tar", &Archive::oci(&[&images[0], &images[1]]).tar()));
     s.ok(&["load", "-i", arg(&paths[0])]);
     // 10 s in the default run, 60 s with IMG_TEST_LONG=1.
-    let secs = if std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1") { 60 } else { 10 };
+    let secs = if long() { 60 } else { 10 };
     let deadline = Instant::now() + Duration::from_secs(secs);
     let results: Vec<Out> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..8u64)

@@ -34,28 +34,6 @@ use support::*;
 /// Longest any img run may take before the test kills it and fails.
 const WATCHDOG: Duration = Duration::from_secs(60);
 
-fn long() -> bool {
-    std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1")
-}
-
-/// The seed for `test`: IMG_TEST_SEED if set, else `default`; printed so
-/// that a failure can be replayed.
-fn seed(test: &str, default: u64) -> u64 {
-    let s = match std::env::var("IMG_TEST_SEED") {
-        Ok(v) => {
-            let v = v.trim();
-            let parsed = match v.strip_prefix("0x") {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => v.parse(),
-            };
-            parsed.unwrap_or_else(|_| panic!("IMG_TEST_SEED={v:?} is not a number"))
-        }
-        Err(_) => default,
-    };
-    eprintln!("{test}: seed {s:#x} (replay with IMG_TEST_SEED={s:#x})");
-    s
-}
-
 // ---- running img ---------------------------------------------------------------
 
 /// img in `s` with a clean environment: no proxies, auth files, registries

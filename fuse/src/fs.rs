@@ -339,7 +339,8 @@ mod tests {
         assert_eq!(f.readdir(f.lookup(ROOT, b"broken").unwrap().ino, 0), Err(libc::ENOTDIR));
     }
 
-    fn sparse_fs(map: SparseMap, layer: &[u8]) -> (ImageFs<Mem>, u64) {
+    /// A filesystem of one sparse file, `sparse`, over `source`.
+    fn sparse_fs<S: BlobSource>(map: SparseMap, source: S) -> (ImageFs<S>, u64) {
         let e = Entry {
             path: b"sparse".to_vec(),
             kind: Kind::File(DataRef::sparse(0, map)),
@@ -349,10 +350,7 @@ mod tests {
             mtime: (0, 0),
             xattrs: vec![],
         };
-        let f = ImageFs::new(
-            Tree::build(&[Layer { entries: vec![e], ..Layer::default() }]).unwrap(),
-            Mem(vec![layer.to_vec()]),
-        );
+        let f = ImageFs::new(Tree::build(&[Layer { entries: vec![e], ..Layer::default() }]).unwrap(), source);
         let ino = f.lookup(ROOT, b"sparse").unwrap().ino;
         (f, ino)
     }
@@ -362,7 +360,7 @@ mod tests {
         // 32 bytes: ABC at 0, DEFG at 10, HIJK at 26, holes between and a
         // 2-byte hole at the end; stored from offset 4 of the layer.
         let map = SparseMap::new(32, 4, [(0, 3), (10, 4), (26, 4), (32, 0)]).unwrap();
-        let (f, ino) = sparse_fs(map, b"....ABCDEFGHIJK....");
+        let (f, ino) = sparse_fs(map, Mem(vec![b"....ABCDEFGHIJK....".to_vec()]));
         let mut want = [0u8; 32];
         want[0..3].copy_from_slice(b"ABC");
         want[10..14].copy_from_slice(b"DEFG");
@@ -398,20 +396,7 @@ mod tests {
         }
         let four = 4u64 << 30;
         let map = SparseMap::new(5 << 30, 1 << 20, [(0, 2), (four - 2, 4), ((5 << 30) - 1, 1)]).unwrap();
-        let e = Entry {
-            path: b"big".to_vec(),
-            kind: Kind::File(DataRef::sparse(0, map)),
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: (0, 0),
-            xattrs: vec![],
-        };
-        let f = ImageFs::new(
-            Tree::build(&[Layer { entries: vec![e], ..Layer::default() }]).unwrap(),
-            Only(1 << 20, b"abWXYZz".to_vec()),
-        );
-        let ino = f.lookup(ROOT, b"big").unwrap().ino;
+        let (f, ino) = sparse_fs(map, Only(1 << 20, b"abWXYZz".to_vec()));
         assert_eq!(f.attr(ino).unwrap().size, 5 << 30);
         assert_eq!(f.read(ino, 0, 4).unwrap(), b"ab\0\0");
         assert_eq!(f.read(ino, four - 4, 8).unwrap(), b"\0\0WXYZ\0\0");
@@ -425,7 +410,7 @@ mod tests {
     fn a_failing_source_under_a_sparse_segment_is_eio() {
         // The map points past the end of the layer's bytes.
         let map = SparseMap::new(20, 4, [(0, 2), (10, 8)]).unwrap();
-        let (f, ino) = sparse_fs(map, b"....ab");
+        let (f, ino) = sparse_fs(map, Mem(vec![b"....ab".to_vec()]));
         assert_eq!(f.read(ino, 0, 5).unwrap(), b"ab\0\0\0");
         assert_eq!(f.read(ino, 0, 20), Err(libc::EIO));
         assert_eq!(f.read(ino, 12, 1), Err(libc::EIO));

@@ -24,6 +24,31 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+// ---- long runs and seeds -------------------------------------------------------
+
+/// IMG_TEST_LONG=1 (`scripts/test.sh --long`): more trials, longer mixes.
+pub fn long() -> bool {
+    std::env::var_os("IMG_TEST_LONG").is_some_and(|v| v == "1")
+}
+
+/// The seed for `test`: IMG_TEST_SEED if set, else `default`; printed so
+/// that a failure can be replayed.
+pub fn seed(test: &str, default: u64) -> u64 {
+    let s = match std::env::var("IMG_TEST_SEED") {
+        Ok(v) => {
+            let v = v.trim();
+            let parsed = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => v.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("IMG_TEST_SEED={v:?} is not a number"))
+        }
+        Err(_) => default,
+    };
+    eprintln!("{test}: seed {s:#x} (replay with IMG_TEST_SEED={s:#x})");
+    s
+}
+
 // ---- temporary directories ---------------------------------------------------
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
