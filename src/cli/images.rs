@@ -52,6 +52,7 @@ fn row_value(r: &Row, no_trunc: bool, now_s: i64) -> serde_json::Value {
         "Size": human_size(img.size),
         "VirtualSize": human_size(img.size),
         "Labels": serde_json::from_str::<serde_json::Value>(&img.labels).unwrap_or(json!({})),
+        "Partial": img.kind == "partial",
     })
 }
 
@@ -152,7 +153,12 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                 }
                 line.push(short_id(img.id.hex(), a.no_trunc));
                 line.push(human_ago(img.created, now_s));
-                line.push(human_size(img.size));
+                // A lazily pulled image: some layers are still in the registry.
+                line.push(if img.kind == "partial" {
+                    format!("{} (partial)", human_size(img.size))
+                } else {
+                    human_size(img.size)
+                });
                 table.push(line);
             }
             print_table(&mut out, &table)?;

@@ -24,6 +24,11 @@ pub struct MountArgs {
     /// over the image) until img commit or img umount --discard
     #[arg(long)]
     rw: bool,
+    /// Choose the image for OS/ARCH[/VARIANT] (docker:// images)
+    #[arg(long)]
+    platform: Option<String>,
+    #[command(flatten)]
+    registry: super::registry::RegistryFlags,
 }
 
 /// Creates the mount directory if needed; returns its absolute path and
@@ -35,8 +40,23 @@ fn absolute(p: &Path) -> Result<(PathBuf, bool)> {
 }
 
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
-    let store = ctx.open_store()?;
-    let img = resolve_image(&store, &a.image)?;
+    let mut store = ctx.open_store()?;
+    let img = match a.image.strip_prefix("docker://") {
+        // Pulled lazily: eStargz layers stay in the registry until read.
+        Some(reference) => {
+            let opts = crate::ops::pull::PullOptions {
+                reference: reference.to_string(),
+                platform: a.platform.clone(),
+                client: a.registry.options()?,
+                jobs: 6,
+                lazy: true,
+            };
+            let progress = super::progress::Reporter::new(true);
+            let id = crate::ops::pull::pull(&mut store, &opts, &progress)?;
+            store.index().image(&id)?.ok_or_else(|| crate::ops::NotFound(a.image.clone()))?
+        }
+        None => resolve_image(&store, &a.image)?,
+    };
     let (dir, created) = absolute(&a.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
     let res = start(ctx, store, &a, &img, &dir);
     if res.is_err() && created {
@@ -103,13 +123,40 @@ fn start(
     if let Some(st) = &state {
         cmd.arg("--state").arg(&st.0);
     }
+    // A partial image's server reads from the registry: it gets the same
+    // registry options (credentials through its stdin, never arguments),
+    // and gives up on a registry that stops answering in bounded time.
+    let partial = img.kind == "partial";
+    let mut secret = None;
+    if partial {
+        let o = a.registry.options()?;
+        if o.insecure {
+            cmd.arg("--tls-verify=false");
+        }
+        if let Some(f) = &o.authfile {
+            cmd.arg("--authfile").arg(f);
+        }
+        if let Some(d) = &o.cert_dir {
+            cmd.arg("--cert-dir").arg(d);
+        }
+        if let Some(c) = &o.creds {
+            cmd.arg("--creds-stdin");
+            secret = Some(format!("{}:{}\n", c.username, c.password));
+        }
+        if std::env::var_os("IMG_REGISTRY_TIMEOUT").is_none() {
+            cmd.env("IMG_REGISTRY_TIMEOUT", crate::ops::lazy::lazy_timeout().as_secs().to_string());
+        }
+    }
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if secret.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .process_group(0)
         .spawn()
         .context("starting the process that serves the mount")?;
+    if let (Some(secret), Some(mut stdin)) = (secret, child.stdin.take()) {
+        stdin.write_all(secret.as_bytes()).context("passing the credentials to the mount's process")?;
+    }
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         BufReader::new(out).read_line(&mut line)?;
@@ -196,6 +243,15 @@ pub struct ServeArgs {
     /// `lower`, and overlayfs with its `upper` mounted at DIR.
     #[arg(long)]
     state: Option<PathBuf>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: bool,
+    #[arg(long)]
+    authfile: Option<PathBuf>,
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// USER:PASS on the first line of stdin
+    #[arg(long)]
+    creds_stdin: bool,
 }
 
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
@@ -205,7 +261,27 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let prepared = (|| -> Result<_> {
         let store = ctx.open_store()?;
         let img = resolve_image(&store, &a.id)?;
-        let fs = mount::image_fs(&store, &img)?;
+        let fs = if img.kind == "partial" {
+            let mut creds = None;
+            if a.creds_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("reading the credentials")?;
+                let (u, p) = line.trim_end_matches('\n').split_once(':').context("credentials are USER:PASS")?;
+                creds = Some(crate::registry::authfile::Credentials { username: u.into(), password: p.into() });
+            }
+            let opts = crate::registry::ClientOptions {
+                insecure: !a.tls_verify,
+                creds,
+                authfile: a.authfile.clone(),
+                cert_dir: a.cert_dir.clone(),
+            };
+            let stats = Arc::new(mount::lazy::Stats::default());
+            let fs = mount::partial_fs(&store, &img, &opts, stats.clone())?;
+            write_stats(mount::stats_path(&store, &a.dir), stats);
+            fs
+        } else {
+            mount::image_fs(&store, &img)?
+        };
         Ok((img, fs))
     })();
     let (img, fs) = match prepared {
@@ -219,7 +295,8 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let cfg = img_fuse::MountConfig {
         fs_name: format!("img:{}", &img.id.hex()[..12]),
         allow_other: crate::user::effective_uid() == Some(0),
-        threads: 2,
+        // A read waiting on a registry holds a thread; others go on.
+        threads: if img.kind == "partial" { 4 } else { 2 },
     };
     let state = a.state.clone().map(mount::StateDir);
     if let (Some(st), false) = (&state, img_overlay::is_root()) {
@@ -253,6 +330,24 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     finish_serve(ctx, &a, &state, res)
 }
 
+/// Keeps `path` up to date with what a lazy mount fetched, ten times a
+/// second while it changes (written aside and renamed into place).
+fn write_stats(path: PathBuf, stats: Arc<mount::lazy::Stats>) {
+    std::thread::spawn(move || {
+        let mut last = serde_json::Value::Null;
+        loop {
+            let now = stats.to_json();
+            if now != last {
+                let tmp = path.with_extension("tmp");
+                if std::fs::write(&tmp, now.to_string()).and_then(|()| std::fs::rename(&tmp, &path)).is_ok() {
+                    last = now;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+}
+
 /// After the mount went away: forget it, unless it holds changes not committed.
 fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: std::io::Result<()>) -> Result<()> {
     if let Err(e) = &res {
@@ -265,6 +360,7 @@ fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: 
     }
     // Unmounted: forget the mount, unless it holds changes not committed.
     if let Ok(mut store) = ctx.open_store() {
+        let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
         let dir = a.dir.to_string_lossy();
         let record = store.index().mounts().ok().and_then(|ms| ms.into_iter().find(|m| m.mountpoint == dir));
         let keep = record.as_ref().map(|r| mount::has_uncommitted_changes(r).unwrap_or(true)).unwrap_or(false);
@@ -462,6 +558,9 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
                         "Mounted": s.mounted,
                         "Serving": s.serving,
                         "Created": s.record.created_at,
+                        "Lazy": std::fs::read(mount::stats_path(&store, std::path::Path::new(&s.record.mountpoint)))
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
                     })
                 })
                 .collect();

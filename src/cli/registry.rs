@@ -59,6 +59,10 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     all_tags: bool,
+    /// Leave eStargz layers in the registry: img mount reads them on demand,
+    /// and a later img pull completes the image
+    #[arg(long)]
+    lazy: bool,
     /// The image (NAME[:TAG] or NAME@DIGEST)
     #[arg(value_name = "IMAGE")]
     reference: String,
@@ -71,6 +75,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         platform: a.platform.clone(),
         client: a.registry.options()?,
         jobs: a.jobs,
+        lazy: a.lazy,
     };
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);

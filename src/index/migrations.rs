@@ -100,4 +100,19 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE mounts ADD COLUMN state_dir TEXT NOT NULL DEFAULT '';
     ALTER TABLE mounts ADD COLUMN committed TEXT NOT NULL DEFAULT '';
     "#,
+    // 6: partial images (kind 'partial'), made by a lazy pull: the layers
+    // not stored yet, with the repository they are read from on demand.
+    r#"
+    CREATE TABLE remote_layers (
+        image_id   TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position   INTEGER NOT NULL,
+        digest     TEXT NOT NULL CHECK (digest GLOB 'sha256:*' AND length(digest) = 71),
+        size       INTEGER NOT NULL CHECK (size >= 0),
+        media_type TEXT NOT NULL,
+        toc_digest TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        PRIMARY KEY (image_id, position)
+    ) STRICT;
+    CREATE INDEX remote_layers_digest ON remote_layers(digest);
+    "#,
 ];

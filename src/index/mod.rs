@@ -86,6 +86,23 @@ pub struct NewImage {
     pub config_digest: Digest,
     pub layer_digests: Vec<Digest>,
     pub external_layers: Vec<ExternalLayer>,
+    /// Layers of a partial image (kind "partial") that are not stored:
+    /// they get no blob reference, only a `remote_layers` row.
+    pub remote_layers: Vec<RemoteLayer>,
+}
+
+/// A layer of a partial image that is read from its registry on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteLayer {
+    /// Its place among the image's layers, bottom first.
+    pub position: usize,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    /// The digest of its table of contents, from the manifest.
+    pub toc_digest: String,
+    /// Where it is read from: `registry/repository`.
+    pub source: String,
 }
 
 /// A mount made by `img mount`.
@@ -448,7 +465,26 @@ impl Index {
                 }
                 st.execute(params![img.id.as_str(), "config", 0, img.config_digest.as_str()])?;
                 for (i, d) in img.layer_digests.iter().enumerate() {
+                    if img.remote_layers.iter().any(|r| r.position == i) {
+                        continue;
+                    }
                     st.execute(params![img.id.as_str(), "layer", i as i64, d.as_str()])?;
+                }
+                drop(st);
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO remote_layers(image_id, position, digest, size, media_type, toc_digest, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for r in &img.remote_layers {
+                    st.execute(params![
+                        img.id.as_str(),
+                        r.position as i64,
+                        r.digest.as_str(),
+                        r.size as i64,
+                        r.media_type,
+                        r.toc_digest,
+                        r.source
+                    ])?;
                 }
                 drop(st);
                 let mut st = tx.prepare_cached(
@@ -465,6 +501,25 @@ impl Index {
                         l.digest,
                         l.size as i64
                     ])?;
+                }
+            } else if img.remote_layers.is_empty() && img.kind != "embedded" {
+                // A partial image is completed: its layers are stored now.
+                let partial: bool = tx
+                    .prepare_cached("SELECT 1 FROM images WHERE id = ?1 AND kind = 'partial'")?
+                    .exists(params![img.id.as_str()])?;
+                if partial {
+                    let mut st = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO image_blobs(image_id, role, position, digest) VALUES (?1, 'layer', ?2, ?3)",
+                    )?;
+                    for (i, d) in img.layer_digests.iter().enumerate() {
+                        st.execute(params![img.id.as_str(), i as i64, d.as_str()])?;
+                    }
+                    drop(st);
+                    tx.execute("DELETE FROM remote_layers WHERE image_id = ?1", params![img.id.as_str()])?;
+                    tx.execute(
+                        "UPDATE images SET kind = ?2, size = ?3 WHERE id = ?1",
+                        params![img.id.as_str(), img.kind, img.size as i64],
+                    )?;
                 }
             }
             let mut moved = Vec::new();
@@ -618,7 +673,7 @@ impl Index {
             "SELECT id, manifest_digest, {}, created, size, {}, labels, added_at
              FROM images {} ORDER BY created DESC, added_at DESC, id",
             if full { "manifest_media_type" } else { "''" },
-            if full { "architecture, os, variant, author, kind" } else { "'', '', '', '', ''" },
+            if full { "architecture, os, variant, author, kind" } else { "'', '', '', '', kind" },
             if only.is_some() { "WHERE id = ?1" } else { "" }
         );
         let mut tags: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
@@ -711,6 +766,43 @@ impl Index {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The layers of partial image `id` that are not stored, bottom first.
+    pub fn remote_layers(&self, id: &Digest) -> Result<Vec<RemoteLayer>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT position, digest, size, media_type, toc_digest, source
+             FROM remote_layers WHERE image_id = ?1 ORDER BY position",
+        )?;
+        let rows = st.query_map(params![id.as_str()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (position, d, size, media_type, toc_digest, source) = r?;
+            Ok(RemoteLayer {
+                position: position as usize,
+                digest: digest_col(d)?,
+                size: size as u64,
+                media_type,
+                toc_digest,
+                source,
+            })
+        })
+        .collect()
+    }
+
+    /// Every digest some partial image still reads from a registry.
+    pub fn remote_layer_digests(&self) -> Result<Vec<Digest>> {
+        let mut st = self.conn.prepare_cached("SELECT DISTINCT digest FROM remote_layers ORDER BY digest")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest_col(r?)).collect()
     }
 
     /// How many images use each blob of `id` (for "shared size").
@@ -819,6 +911,7 @@ mod tests {
             config_digest: d(config),
             layer_digests: layers.iter().map(|l| d(*l)).collect(),
             external_layers: vec![],
+            remote_layers: vec![],
         }
     }
 

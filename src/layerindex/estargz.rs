@@ -548,6 +548,23 @@ pub fn parse_footer(f: &[u8]) -> Result<u64, EstargzError> {
 /// annotation) when given. Untrusted: sizes are bounded, the JSON is
 /// parsed strictly.
 pub fn parse_toc(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, Digest), EstargzError> {
+    let (toc, file) = parse_toc_file(member, expected)?;
+    Ok((toc, file.digest))
+}
+
+/// The TOC's own tar entry, as a full read of the layer shows it.
+#[derive(Debug, Clone)]
+pub struct TocFile {
+    pub json: Vec<u8>,
+    pub digest: Digest,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+}
+
+/// `parse_toc`, also giving the TOC's tar entry.
+pub fn parse_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, TocFile), EstargzError> {
     let bad = |m: &str| EstargzError::BadToc(m.to_string());
     let gz = flate2::read::GzDecoder::new(member);
     let mut ar = tar::Archive::new(gz.take(MAX_TOC_SIZE + 1024));
@@ -574,7 +591,16 @@ pub fn parse_toc(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, Diges
     if toc.version != 1 {
         return Err(bad(&format!("version {} is not known", toc.version)));
     }
-    Ok((toc, digest))
+    let h = e.header();
+    let file = TocFile {
+        mode: h.mode().unwrap_or(0o644) & 0o7777,
+        uid: h.uid().unwrap_or(0),
+        gid: h.gid().unwrap_or(0),
+        mtime: h.mtime().unwrap_or(0) as i64,
+        json,
+        digest,
+    };
+    Ok((toc, file))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod embedded;
 pub mod index_file;
+pub mod lazy;
 pub mod scan;
 pub mod source;
 pub mod upper;
@@ -22,6 +23,9 @@ use std::path::{Path, PathBuf};
 
 /// The filesystem of image `img`, ready to serve.
 pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>> {
+    if img.kind == "partial" {
+        return partial_fs(store, img, &Default::default(), Default::default());
+    }
     if img.kind == "embedded" {
         bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
     }
@@ -38,6 +42,67 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     Ok(ImageFs::new(tree, source))
 }
 
+/// The filesystem of partial image `img`: its stored layers as any
+/// image's, the others read from their registry (reached with `opts`)
+/// through their TOC, fetches counted in `stats`. Layers with a prefetch
+/// landmark start fetching the files before it in the background.
+pub fn partial_fs(
+    store: &Store,
+    img: &ImageRecord,
+    opts: &crate::registry::ClientOptions,
+    stats: std::sync::Arc<lazy::Stats>,
+) -> Result<ImageFs<StoreSource>> {
+    use std::sync::Arc;
+    let manifest = store.read_blob(&img.manifest_digest, crate::image::MAX_MANIFEST_SIZE)?;
+    let crate::image::Document::Manifest(manifest) =
+        crate::image::parse_document("the manifest", &manifest, Some(&img.manifest_media_type))?
+    else {
+        bail!("the manifest of {} is an index", img.id);
+    };
+    let remote = store.index().remote_layers(&img.id)?;
+    let mut scanned = Vec::new();
+    let mut sources = Vec::new();
+    let mut prefetch = Vec::new();
+    for (i, l) in manifest.layers.iter().enumerate() {
+        let Some(r) = remote.iter().find(|r| r.position == i) else {
+            let (ix, compression) = layer_entries(store, &l.digest, i)?;
+            scanned.push(ix.layer);
+            sources.push(source::LayerOpen::Stored(source::LayerSpec {
+                path: store.blob_path(&l.digest),
+                compression,
+                chunks: ix.chunks,
+                access: ix.access,
+            }));
+            continue;
+        };
+        let want = Digest::parse(&r.toc_digest).with_context(|| format!("layer {i} of {}: its TOC digest", img.id))?;
+        let fetch: Arc<dyn lazy::Fetch> =
+            Arc::new(crate::ops::lazy::RegistryFetch::new(&r.source, r.digest.clone(), opts.clone())?);
+        let cache = lazy::RangeCache::open(store.root(), &r.digest, r.size).context("opening the lazy cache")?;
+        let (toc, file, toc_at) = crate::ops::lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
+        let label = format!("{} (layer {i})", r.digest);
+        let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
+        let layer = Arc::new(
+            lazy::RemoteLayer::new(label, tl.chunks, fetch, Some(cache), stats.clone()).with_toc_file(tl.toc_json),
+        );
+        if let Some(end) = tl.prefetch_end {
+            prefetch.push((layer.clone(), end));
+        }
+        scanned.push(tl.layer);
+        sources.push(source::LayerOpen::Remote(layer));
+    }
+    let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
+    let source = StoreSource::open_mixed(sources).context("opening the layer blobs")?;
+    for (layer, end) in prefetch {
+        std::thread::spawn(move || {
+            if let Err(e) = layer.prefetch(end) {
+                eprintln!("prefetching: {e}");
+            }
+        });
+    }
+    Ok(ImageFs::new(tree, source))
+}
+
 /// Builds the index files that image `img` lacks, so that the process
 /// serving its mount only maps them: the memory a build takes is then
 /// given back when this (short-lived) process ends, not kept by the server.
@@ -45,7 +110,26 @@ pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
     if img.kind == "embedded" {
         return Ok(());
     }
-    for (i, d) in crate::ops::save::layers_of(store, img)?.iter().enumerate() {
+    // A partial image's stored layers are indexed as any image's.
+    let stored: Vec<(usize, Digest)> = if img.kind == "partial" {
+        let remote = store.index().remote_layers(&img.id)?;
+        let mut all: Vec<(usize, Digest)> = Vec::new();
+        let mut n = 0;
+        for (role, d) in store.index().image_blobs(&img.id)? {
+            if role != "layer" {
+                continue;
+            }
+            while remote.iter().any(|r| r.position == n) {
+                n += 1;
+            }
+            all.push((n, d));
+            n += 1;
+        }
+        all
+    } else {
+        crate::ops::save::layers_of(store, img)?.into_iter().enumerate().collect()
+    };
+    for (i, d) in stored.iter().map(|(i, d)| (*i, d)) {
         let mut head = [0u8; 12];
         let current = std::fs::File::open(store.layer_index_path(d))
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
@@ -221,6 +305,13 @@ pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
 
 /// The directories of a writable mount: the FUSE tree (`lower`), the
 /// changes (`upper`) and overlayfs's scratch space (`work`).
+/// Where the process serving a lazy mount at `mountpoint` reports what it
+/// fetched (`img mounts --format json`).
+pub fn stats_path(store: &Store, mountpoint: &Path) -> PathBuf {
+    let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+    store.root().join("mounts").join(format!("stats-{}.json", &key.hex()[..16]))
+}
+
 #[derive(Debug, Clone)]
 pub struct StateDir(pub PathBuf);
 

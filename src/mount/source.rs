@@ -132,6 +132,8 @@ enum LayerData {
         compression: Compression,
         state: Mutex<BlockState>,
     },
+    /// A layer not stored, read from its registry chunk by chunk.
+    Remote(Arc<super::lazy::RemoteLayer>),
     /// A gzip layer with its random-access index: a read starts from the
     /// nearest checkpoint, and a reader left where the last read ended
     /// serves the next one if it continues from there.
@@ -200,7 +202,13 @@ impl BlockState {
     }
 }
 
-/// How to open one layer.
+/// One layer of a mount: stored, or read from its registry.
+pub enum LayerOpen {
+    Stored(LayerSpec),
+    Remote(Arc<super::lazy::RemoteLayer>),
+}
+
+/// How to open one stored layer.
 pub struct LayerSpec {
     pub path: PathBuf,
     pub compression: Compression,
@@ -254,8 +262,20 @@ impl StoreSource {
     /// Opens the layer blobs, bottom first. The blobs and gzip indexes live
     /// as long as the serving process, which ends with the mount.
     pub fn open(layers: Vec<LayerSpec>) -> io::Result<StoreSource> {
+        StoreSource::open_mixed(layers.into_iter().map(LayerOpen::Stored).collect())
+    }
+
+    /// Opens stored and remote layers, bottom first.
+    pub fn open_mixed(layers: Vec<LayerOpen>) -> io::Result<StoreSource> {
         let mut out = Vec::new();
         for l in layers {
+            let l = match l {
+                LayerOpen::Remote(r) => {
+                    out.push(LayerData::Remote(r));
+                    continue;
+                }
+                LayerOpen::Stored(l) => l,
+            };
             let blob = VerifiedBlob::open(l.path, l.chunks)?;
             let gzip = if l.compression == Compression::Gzip && !l.access.is_empty() {
                 GzipIndex::from_shared(l.access.clone()).ok()
@@ -291,6 +311,7 @@ impl BlobSource for StoreSource {
         match self.layers.get(layer) {
             None => Err(io::Error::other(format!("no layer {layer}"))),
             Some(LayerData::Plain(b)) => b.read_at(offset, buf),
+            Some(LayerData::Remote(r)) => r.read_at(offset, buf),
             Some(LayerData::Gzip { blob, index, reader }) => {
                 let mut guard = reader.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 let reuse = guard.as_ref().is_some_and(|r| r.position() <= offset && offset - r.position() < REUSE);

@@ -53,6 +53,8 @@ pub fn commit(store: &mut Store, mount: &MountRecord, opts: &CommitOptions) -> R
     let base = store.index().image(&mount.image_id)?.with_context(|| {
         format!("the image mounted at {dir} ({}) was removed; img umount --discard {dir}", mount.image_id)
     })?;
+    super::require_complete(&base, &base.tags.first().cloned().unwrap_or_else(|| base.id.hex()[..12].to_string()))
+        .context("the new image would refer to layers the store does not hold")?;
     let docker = match opts.format.as_deref() {
         None => base.manifest_media_type == image::DOCKER_MANIFEST,
         Some("docker") => true,

@@ -39,6 +39,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
     if src.kind == "embedded" {
         bail!("{} is an iSulad embedded image; img save it and load the archive to convert it", src.id);
     }
+    super::require_complete(src, &src.tags.first().cloned().unwrap_or_else(|| src.id.hex()[..12].to_string()))?;
     let tag = parse_target_name(target)?;
     let manifest_bytes = store.read_blob(&src.manifest_digest, image::MAX_MANIFEST_SIZE)?;
     let Document::Manifest(manifest) =

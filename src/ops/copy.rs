@@ -169,6 +169,7 @@ fn bring_in(
                 platform: opts.platform.clone(),
                 client: opts.src_client.clone(),
                 jobs: opts.jobs,
+                lazy: false,
             };
             let id = pull::pull(store, &popts, progress)?;
             let name = Reference::parse_with_default_tag(r).ok().filter(|r| r.tag().is_some()).map(|r| r.to_string());

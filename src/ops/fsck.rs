@@ -94,7 +94,17 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             if m.config.digest != img.id {
                 return Err(format!("its manifest names config {}, not the image ID", m.config.digest));
             }
-            let layers: Vec<&Digest> = blobs.iter().filter(|(r, _)| r == "layer").map(|(_, d)| d).collect();
+            // A partial image's layers not stored yet are read from their registry.
+            let remote = store.index().remote_layers(&img.id).map_err(|e| e.to_string())?;
+            let mut stored = blobs.iter().filter(|(r, _)| r == "layer").map(|(_, d)| d);
+            let mut layers: Vec<&Digest> = Vec::new();
+            for i in 0..m.layers.len() {
+                match remote.iter().find(|r| r.position == i) {
+                    Some(r) => layers.push(&r.digest),
+                    None => layers.extend(stored.next()),
+                }
+            }
+            layers.extend(stored);
             let listed: Vec<&Digest> = m.layers.iter().map(|l| &l.digest).collect();
             if layers != listed {
                 return Err("its index rows do not match its manifest's layers".into());

@@ -70,6 +70,17 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
     if !img.variant.is_empty() {
         doc["Variant"] = json!(img.variant);
     }
+    if img.kind == "partial" {
+        // Layers still read from the registry by a lazy mount.
+        let remote = store.index().remote_layers(&img.id)?;
+        doc["Partial"] = json!(true);
+        doc["RemoteLayers"] = remote
+            .iter()
+            .map(
+                |r| json!({"Digest": r.digest.as_str(), "Size": r.size, "Source": r.source, "TocDigest": r.toc_digest}),
+            )
+            .collect();
+    }
     if img.kind == "embedded" {
         let ext = store.index().external_layers(&img.id)?;
         doc["EmbeddedLayers"] = ext

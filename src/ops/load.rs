@@ -57,6 +57,7 @@ fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Resu
         config_digest: p.id.clone(),
         layer_digests: p.layer_digests.clone(),
         external_layers: vec![],
+        remote_layers: vec![],
     };
     crate::crashpoint("before_index_commit");
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
@@ -101,6 +102,7 @@ pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<L
         config_digest: config_digest.clone(),
         layer_digests,
         external_layers: external,
+        remote_layers: vec![],
     };
     store.index_mut().insert_image(&new, &blobs, std::slice::from_ref(&tag))?;
     Ok(Loaded { id: config_digest, names: vec![tag.name] })

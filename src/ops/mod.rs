@@ -9,6 +9,7 @@ pub mod fsck;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod lazy;
 pub mod load;
 pub mod pull;
 pub mod push;
@@ -71,6 +72,7 @@ pub(crate) fn store_made_image(
         config_digest: config_digest.clone(),
         layer_digests: img.layers.iter().map(|(d, _)| d.clone()).collect(),
         external_layers: vec![],
+        remote_layers: vec![],
     };
     store.index_mut().insert_image(&new, &blobs, tags)?;
     Ok(config_digest)
@@ -80,6 +82,15 @@ pub(crate) fn store_made_image(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}: image not known")]
 pub struct NotFound(pub String);
+
+/// Refuses a partial image (made by a lazy pull, some layers not stored)
+/// for an operation that needs every layer.
+pub fn require_complete(img: &ImageRecord, name: &str) -> Result<()> {
+    if img.kind == "partial" {
+        bail!("{name} is only partly pulled (it was pulled lazily for a mount); run img pull {name} to complete it");
+    }
+    Ok(())
+}
 
 /// Finds an image by full ID, unique ID prefix (4+ hex), or name.
 pub fn resolve_image(store: &Store, name: &str) -> Result<ImageRecord> {

@@ -24,6 +24,9 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Layers downloaded at once.
     pub jobs: usize,
+    /// Leave eStargz layers in the registry, to be read on demand by a
+    /// mount (the image is recorded as partial).
+    pub lazy: bool,
 }
 
 /// Progress for stderr: lines, and optionally byte counts per blob (for
@@ -113,15 +116,27 @@ pub fn pull_all_tags(store: &mut Store, opts: &PullOptions, progress: &dyn Progr
     Ok(ids)
 }
 
-/// Pulls an image; returns its ID.
-pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
+/// Where a pull found its image: the first registry endpoint that served
+/// the manifest (it serves the blobs too).
+pub struct Located {
+    /// The name as the user meant it (search registry applied).
+    pub reference: Reference,
+    pub fetched: FetchedManifest,
+    pub manifest: image::Manifest,
+    /// The endpoint's host and repository path.
+    pub host: String,
+    pub path: String,
+    pub client: Client,
+}
+
+/// Finds the manifest `opts` asks for: each candidate name in turn, each
+/// with its endpoints (mirrors first); the platform's from an index.
+pub fn locate(opts: &PullOptions, progress: &dyn Progress) -> Result<Located> {
     let (os, arch, variant) = parse_platform(opts.platform.as_deref())?;
     let conf = config::load()?;
     let cands = candidates(&opts.reference, &conf)?;
-    // The first place that serves the manifest serves the blobs too.
     let mut tried: Vec<String> = Vec::new();
-    let mut found = None;
-    'search: for (r, endpoints) in &cands {
+    for (r, endpoints) in &cands {
         let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
         for ep in endpoints {
             let sep = if r.digest().is_some() { '@' } else { ':' };
@@ -134,24 +149,33 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             let attempt = Client::connect(&ep.host, &copts).map_err(anyhow::Error::from).and_then(|client| {
                 let repo = Repo::new(&client, &ep.path);
                 let (_, fetched, manifest) = fetch_manifest(&repo, &where_, &reference, (&os, &arch, &variant))?;
-                Ok((fetched, manifest, ep.path.clone(), client))
+                Ok((fetched, manifest, client))
             });
             match attempt {
-                Ok(got) => {
-                    found = Some((r.clone(), got));
-                    break 'search;
+                Ok((fetched, manifest, client)) => {
+                    return Ok(Located {
+                        reference: r.clone(),
+                        fetched,
+                        manifest,
+                        host: ep.host.clone(),
+                        path: ep.path.clone(),
+                        client,
+                    })
                 }
                 Err(e) => tried.push(format!("{where_}: {}", crate::error_chain(&e))),
             }
         }
     }
-    let Some((r, (fetched, manifest, path, client))) = found else {
-        let name = cands.first().map(|(r, _)| r.to_string()).unwrap_or_else(|| opts.reference.clone());
-        if tried.len() == 1 {
-            bail!("pulling {name}: {}", tried[0].split_once(": ").map(|x| x.1).unwrap_or(&tried[0]));
-        }
-        bail!("pulling {name}: no registry served it; tried {}", tried.join("; "));
-    };
+    let name = cands.first().map(|(r, _)| r.to_string()).unwrap_or_else(|| opts.reference.clone());
+    if tried.len() == 1 {
+        bail!("pulling {name}: {}", tried[0].split_once(": ").map(|x| x.1).unwrap_or(&tried[0]));
+    }
+    bail!("pulling {name}: no registry served it; tried {}", tried.join("; "))
+}
+
+/// Pulls an image; returns its ID.
+pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
+    let Located { reference: r, fetched, manifest, path, client, .. } = locate(opts, progress)?;
     let name = r.to_string();
     let repo = Repo::new(&client, &path);
     for (i, l) in manifest.layers.iter().enumerate() {
@@ -162,7 +186,9 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let tag = r.tag().map(|_| tag_name(&r));
     let id = manifest.config.digest.clone();
     let tags: Vec<_> = tag.into_iter().collect();
-    if store.index().image(&id)?.is_some() && store.index_mut().tag_existing(&tags, &id)? {
+    let have = store.index().image(&id)?;
+    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != "partial");
+    if complete_enough && store.index_mut().tag_existing(&tags, &id)? {
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
     }
@@ -180,12 +206,36 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             config.diff_ids.len()
         );
     }
-    // Layers the store lacks, a few at a time.
+    // Layers the store lacks, a few at a time; with `lazy`, eStargz layers
+    // stay in the registry (their TOC is fetched and checked now).
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
+    let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();
+    let source = format!("{}/{path}", client.registry);
     for (i, l) in manifest.layers.iter().enumerate() {
-        if !store.index().has_blob(&l.digest)? && !missing.iter().any(|(_, d, _)| d == &l.digest) {
-            missing.push((i, l.digest.clone(), l.size));
+        if store.index().has_blob(&l.digest)? || missing.iter().any(|(_, d, _)| d == &l.digest) {
+            continue;
         }
+        if opts.lazy {
+            if let Some(toc_digest) = super::lazy::toc_digest(l) {
+                super::lazy::fetch_toc(store.root(), &repo, l, &toc_digest)
+                    .with_context(|| format!("pulling {name}: layer {i}"))?;
+                remote.push(crate::index::RemoteLayer {
+                    position: i,
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                    toc_digest: toc_digest.to_string(),
+                    source: source.clone(),
+                });
+                continue;
+            }
+        }
+        if !opts.lazy {
+            // Bytes a lazy mount fetched are used, not fetched again.
+            super::lazy::seed_download(store.root(), &store.paths(), &repo, &l.digest, l.size)
+                .with_context(|| format!("pulling {name}: layer {i}"))?;
+        }
+        missing.push((i, l.digest.clone(), l.size));
     }
     let jobs = opts.jobs.clamp(1, 16);
     let paths = store.paths();
@@ -227,7 +277,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let mut blobs = store.commit_blobs(&mut parts)?;
     // Layers already in the store are referenced as they are.
     for l in &manifest.layers {
-        if !blobs.iter().any(|(d, _)| d == &l.digest) {
+        if !blobs.iter().any(|(d, _)| d == &l.digest) && !remote.iter().any(|r| r.digest == l.digest) {
             blobs.push((l.digest.clone(), l.size));
         }
     }
@@ -243,12 +293,18 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         variant: config.variant(),
         author: config.author(),
         labels: config.labels_json(),
-        kind: "oci".into(),
+        kind: if remote.is_empty() { "oci".into() } else { "partial".into() },
         config_digest: id.clone(),
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],
+        remote_layers: remote,
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
+    if !opts.lazy {
+        for l in &manifest.layers {
+            super::lazy::forget_cache(store.root(), &l.digest);
+        }
+    }
     Ok(id)
 }
 
@@ -336,7 +392,7 @@ pub fn fetch_manifest(
     Ok((top, fetched, manifest))
 }
 
-fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
+pub fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
     store.ingest_dir().join(format!("partial-{}", d.hex()))
 }
 

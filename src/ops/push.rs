@@ -83,6 +83,7 @@ struct Item {
 
 pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Result<Pushed> {
     let (img, tag) = super::resolve_name(store, &opts.source)?;
+    super::require_complete(&img, &opts.source)?;
     let dest = match (&opts.dest, &tag) {
         (Some(d), _) => d.clone(),
         (None, Some(t)) => t.clone(),

@@ -91,6 +91,7 @@ pub fn items(
     let mut out: Vec<write::SaveItem> = Vec::new();
     for n in names {
         let (img, tag) = super::resolve_name(store, n)?;
+        super::require_complete(&img, n)?;
         // As podman: a name saves that name; an ID saves the image unnamed.
         let named: Vec<String> = tag.into_iter().collect();
         let (id, manifest_digest) = if img.kind == "embedded" {
@@ -228,7 +229,11 @@ pub fn save_as(store: &Store, names: &[String], rename: Option<&[String]>, forma
 }
 
 /// The layer digests of an image, bottom first.
+/// The stored layers of a complete image, bottom first (a partial image is
+/// refused: it lacks some).
 pub fn layers_of(store: &Store, img: &ImageRecord) -> Result<Vec<crate::digest::Digest>> {
+    let name = img.tags.first().cloned().unwrap_or_else(|| img.id.hex()[..12].to_string());
+    super::require_complete(img, &name)?;
     Ok(store.index().image_blobs(&img.id)?.into_iter().filter(|(r, _)| r == "layer").map(|(_, d)| d).collect())
 }
 

@@ -122,6 +122,52 @@ impl<'c> Repo<'c> {
         }
     }
 
+    /// Bytes `start..end` of a blob (a Range request), exactly; the caller
+    /// checks them against the digests it has for them.
+    pub fn blob_range(&self, digest: &Digest, start: u64, end: u64) -> Result<Vec<u8>> {
+        let what = self.what(&format!("@{digest}"));
+        let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
+        let len = end.saturating_sub(start);
+        let headers = [("Range", format!("bytes={start}-{}", end.saturating_sub(1)))];
+        let mut resp = self.client.request("GET", &url, &headers, &self.pull_scope(), None)?;
+        let short = |got: usize| RegistryError::Http {
+            registry: self.client.registry.clone(),
+            msg: format!("reading blob {what}: the body ended after {got} of the {len} bytes asked for"),
+        };
+        match resp.status {
+            206 => {
+                let cr = resp.header("content-range").unwrap_or("").to_string();
+                let first = cr
+                    .strip_prefix("bytes ")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                if first != Some(start) {
+                    return Err(RegistryError::Refused {
+                        what: format!("blob {what}"),
+                        msg: format!("asked for bytes {start}..{end}, got Content-Range {cr:?}"),
+                    });
+                }
+            }
+            200 => {
+                // The server ignored Range: skip to the start.
+                let skipped = std::io::copy(&mut (&mut resp.body).take(start), &mut std::io::sink()).unwrap_or(0);
+                if skipped != start {
+                    return Err(short(0));
+                }
+            }
+            _ => return Err(self.client.status_error(&format!("reading blob {what}"), resp)),
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        (&mut resp.body).take(len).read_to_end(&mut out).map_err(|e| RegistryError::Http {
+            registry: self.client.registry.clone(),
+            msg: format!("reading blob {what}: {e}"),
+        })?;
+        if out.len() as u64 != len {
+            return Err(short(out.len()));
+        }
+        Ok(out)
+    }
+
     /// A small blob read whole (at most `limit` bytes) and checked against its digest.
     pub fn blob_bytes(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
         let what = format!("blob {}", self.what(&format!("@{digest}")));

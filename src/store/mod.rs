@@ -396,7 +396,26 @@ impl Store {
             sync_dir(&self.root.join("blobs/sha256"))?;
             self.index.checkpoint();
         }
+        self.remove_unused_lazy_caches()?;
         Ok((n, bytes))
+    }
+
+    /// Removes what lazy mounts fetched of layers no partial image reads
+    /// from a registry any more (`lazy/<hex>` and `lazy/<hex>.ranges`).
+    /// Needs the exclusive lock: a lazy pull in progress holds it shared.
+    pub fn remove_unused_lazy_caches(&mut self) -> Result<()> {
+        assert!(self.exclusive, "cache deletion needs the exclusive lock");
+        let dir = self.root.join("lazy");
+        let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
+        let used: Vec<String> = self.index.remote_layer_digests()?.iter().map(|d| d.hex().to_string()).collect();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_suffix(".ranges").unwrap_or(&name);
+            if !used.iter().any(|u| u == hex) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(())
     }
 
     /// Removes damaged blobs (which `fsck --repair` found) that no image

@@ -1,0 +1,750 @@
+//! Lazy layers: an eStargz layer served before it is stored, from its
+//! table of contents (TOC), each chunk of file data fetched from the
+//! registry with a Range request the first time it is read.
+//!
+//! Trust: the manifest names the TOC's digest (the descriptor annotation
+//! `containerd.io/snapshot/stargz/toc.digest`), the TOC names each chunk's
+//! sha256, and a chunk is served only after its inflated bytes match. The
+//! compressed bytes fetched are kept in `lazy/<hex>` (a sparse file the size
+//! of the blob) with the ranges held listed in `lazy/<hex>.ranges`, so a
+//! second read, a second mount and the `img pull` that completes the image
+//! fetch nothing again; bytes taken from there are checked the same way,
+//! and the completing pull checks the whole blob against its digest.
+//!
+//! Files get offsets in a virtual stream of their own (each file's bytes
+//! after the previous file's), which `img_fuse` reads as it reads a tar
+//! stream; [`RemoteLayer`] maps them to chunks.
+
+use crate::archive::layer::{classify, clean_entry_path, name_bytes, EntryKind};
+use crate::digest::Digest;
+use crate::layerindex::estargz::{Toc, TocEntry, TocFile, TOC_NAME};
+use img_fuse::{DataRef, Entry, Kind, Layer};
+use sha2::{Digest as _, Sha256};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The most one chunk may take, compressed or not; stargz-snapshotter
+/// writes 4 MiB chunks.
+pub const MAX_CHUNK: u64 = 64 << 20;
+
+/// Decoded chunks kept in memory, most recent first.
+const DECODED: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LazyError {
+    #[error("layer {layer}: entry {name:?} of its table of contents: {msg}")]
+    Entry { layer: String, name: String, msg: String },
+}
+
+/// One chunk of a file: where its bytes are in the virtual stream and in
+/// the blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// Where it starts in the layer's virtual stream.
+    pub virt: u64,
+    pub len: u64,
+    /// The gzip member holding it: `comp..comp_end` of the blob.
+    pub comp: u64,
+    pub comp_end: u64,
+    /// Bytes to skip in the inflated member before the chunk starts.
+    pub inner: u64,
+    pub sha256: [u8; 32],
+}
+
+/// A layer's tree and chunk table, from its TOC.
+#[derive(Debug, Clone)]
+pub struct TocLayer {
+    pub layer: Layer,
+    /// Sorted by `virt`; no gaps.
+    pub chunks: Vec<ChunkRef>,
+    /// `0..end` of the blob holds the files to fetch first, when the layer
+    /// has a `.prefetch.landmark`.
+    pub prefetch_end: Option<u64>,
+    /// Where the TOC's own file starts in the virtual stream, and its bytes.
+    pub toc_json: Option<(u64, Arc<Vec<u8>>)>,
+}
+
+fn sha256_of(s: &str) -> Option<[u8; 32]> {
+    let d = Digest::parse(s).ok()?;
+    let hex = d.hex();
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The layer (number `index` in its image) that TOC `toc` describes; the
+/// TOC's own member starts at `toc_at` of the blob. Untrusted: names are
+/// cleaned and checked as a tar's are, chunks must cover each file in
+/// order, lie before the TOC and carry a digest.
+pub fn toc_layer(toc: &Toc, index: usize, toc_at: u64, label: &str) -> Result<TocLayer, LazyError> {
+    toc_layer_with(toc, None, index, toc_at, label)
+}
+
+/// `toc_layer`, with the TOC's own file (`stargz.index.json`, which a full
+/// read of the layer shows) placed after the last file in the virtual
+/// stream; its bytes are [`TocLayer::toc_json`].
+pub fn toc_layer_with(
+    toc: &Toc,
+    file: Option<&TocFile>,
+    index: usize,
+    toc_at: u64,
+    label: &str,
+) -> Result<TocLayer, LazyError> {
+    let mut out = Layer::default();
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut virt = 0u64;
+    let mut prefetch_end = None;
+    // The regular file whose chunks come next: (name, size, covered so far).
+    let mut open: Option<(String, u64, u64)> = None;
+    let mut starts: Vec<u64> = vec![toc_at];
+    for e in &toc.entries {
+        let err = |msg: &str| LazyError::Entry { layer: label.to_string(), name: e.name.clone(), msg: msg.to_string() };
+        if e.kind == "chunk" {
+            let Some((name, size, done)) = open.as_mut() else {
+                return Err(err("a chunk with no file before it; refusing the layer"));
+            };
+            if *name != e.name {
+                return Err(err("a chunk of another file than the one before it; refusing the layer"));
+            }
+            let c = chunk(e, *size, *done, virt, toc_at).map_err(|m| err(&m))?;
+            *done += c.len;
+            starts.push(c.comp);
+            chunks.push(c);
+            continue;
+        }
+        if let Some((name, size, done)) = open.take() {
+            if done != size {
+                return Err(LazyError::Entry {
+                    layer: label.to_string(),
+                    name,
+                    msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
+                });
+            }
+            virt += size;
+        }
+        let path = clean_entry_path(&e.name).map_err(&err)?.unwrap_or_default();
+        match classify(&path).map_err(&err)? {
+            EntryKind::Whiteout(t) => {
+                out.whiteouts.push(name_bytes(&t));
+                continue;
+            }
+            EntryKind::Opaque(d) => {
+                out.opaque.push(name_bytes(&d));
+                continue;
+            }
+            EntryKind::Normal => {}
+        }
+        let kind = match e.kind.as_str() {
+            "dir" => Kind::Dir,
+            "reg" => {
+                if e.size > 0 {
+                    let c = chunk(e, e.size, 0, virt, toc_at).map_err(|m| err(&m))?;
+                    starts.push(c.comp);
+                    open = Some((e.name.clone(), e.size, c.len));
+                    chunks.push(c);
+                }
+                if path == crate::layerindex::estargz::PREFETCH_LANDMARK {
+                    prefetch_end = Some(e.offset);
+                }
+                Kind::File(DataRef::plain(index, virt, e.size))
+            }
+            "symlink" => Kind::Symlink(e.link_name.as_bytes().to_vec()),
+            "hardlink" => match clean_entry_path(&e.link_name) {
+                Ok(Some(t)) => Kind::HardLink(name_bytes(&t)),
+                _ => return Err(err("a hard link that leaves the root filesystem; refusing the layer")),
+            },
+            "fifo" => Kind::Fifo,
+            "char" | "block" => {
+                let (major, minor) = (e.dev_major.try_into(), e.dev_minor.try_into());
+                let (Ok(major), Ok(minor)) = (major, minor) else {
+                    return Err(err("a device number out of range; refusing the layer"));
+                };
+                if e.kind == "char" {
+                    Kind::Char { major, minor }
+                } else {
+                    Kind::Block { major, minor }
+                }
+            }
+            other => return Err(err(&format!("unknown entry type {other:?}; refusing the layer"))),
+        };
+        if path.is_empty() && kind != Kind::Dir {
+            return Err(err("the root must be a directory"));
+        }
+        let mut xattrs = Vec::new();
+        for (k, v) in &e.xattrs {
+            use base64::Engine as _;
+            let v = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|_| err(&format!("xattr {k:?} is not base64; refusing the layer")))?;
+            xattrs.push((k.as_bytes().to_vec(), v));
+        }
+        let mtime = crate::timefmt::parse_rfc3339(&e.mod_time).unwrap_or(0);
+        let (Ok(uid), Ok(gid)) = (u32::try_from(e.uid), u32::try_from(e.gid)) else {
+            return Err(err("an owner out of range; refusing the layer"));
+        };
+        out.entries.push(Entry {
+            path: name_bytes(&path),
+            kind,
+            mode: (e.mode & 0o7777) as u32,
+            uid,
+            gid,
+            mtime: (mtime, 0),
+            xattrs,
+        });
+    }
+    if let Some((name, size, done)) = open.take() {
+        if done != size {
+            return Err(LazyError::Entry {
+                layer: label.to_string(),
+                name,
+                msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
+            });
+        }
+        virt += size;
+    }
+    let mut toc_json = None;
+    if let Some(f) = file {
+        out.entries.push(Entry {
+            path: TOC_NAME.as_bytes().to_vec(),
+            kind: Kind::File(DataRef::plain(index, virt, f.json.len() as u64)),
+            mode: f.mode,
+            uid: u32::try_from(f.uid).unwrap_or(0),
+            gid: u32::try_from(f.gid).unwrap_or(0),
+            mtime: (f.mtime, 0),
+            xattrs: Vec::new(),
+        });
+        toc_json = Some((virt, Arc::new(f.json.clone())));
+    }
+    // Each member ends where the next one (or the TOC's) starts.
+    starts.sort_unstable();
+    starts.dedup();
+    for c in &mut chunks {
+        let next = starts[starts.partition_point(|&s| s <= c.comp)..].first().copied().unwrap_or(toc_at);
+        c.comp_end = next;
+        if c.comp_end - c.comp > MAX_CHUNK + (1 << 20) {
+            return Err(LazyError::Entry {
+                layer: label.to_string(),
+                name: format!("at {}", c.comp),
+                msg: format!(
+                    "a gzip member of {} bytes, over the {MAX_CHUNK} bytes allowed; refusing the layer",
+                    c.comp_end - c.comp
+                ),
+            });
+        }
+    }
+    Ok(TocLayer { layer: out, chunks, prefetch_end, toc_json })
+}
+
+/// The chunk entry `e` of a file of `size` bytes, `done` of them covered by
+/// the chunks before it; the file starts at `virt` of the virtual stream.
+fn chunk(e: &TocEntry, size: u64, done: u64, virt: u64, toc_at: u64) -> Result<ChunkRef, String> {
+    if e.chunk_offset != done {
+        return Err(format!("a chunk at {} where {done} was expected; refusing the layer", e.chunk_offset));
+    }
+    let len = if e.chunk_size == 0 { size - done } else { e.chunk_size };
+    if len == 0 || len > size - done {
+        return Err(format!("a chunk of {len} bytes at {done} of a {size}-byte file; refusing the layer"));
+    }
+    if len > MAX_CHUNK {
+        return Err(format!("a chunk of {len} bytes, over the {MAX_CHUNK} bytes allowed; refusing the layer"));
+    }
+    if e.offset >= toc_at {
+        return Err("a chunk that is not before the table of contents; refusing the layer".into());
+    }
+    let sha256 = sha256_of(&e.chunk_digest)
+        .ok_or_else(|| format!("a chunk without a sha256 chunkDigest ({:?}); refusing the layer", e.chunk_digest))?;
+    Ok(ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256 })
+}
+
+/// Where a layer's bytes come from: a registry, or a test's stand-in.
+pub trait Fetch: Send + Sync {
+    /// Bytes `start..end` of the blob, exactly.
+    fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>>;
+}
+
+/// What a mount fetched, per mount.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub fetched_bytes: AtomicU64,
+    pub requests: AtomicU64,
+    pub cache_bytes: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl Stats {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "BytesFetched": self.fetched_bytes.load(Ordering::Relaxed),
+            "Requests": self.requests.load(Ordering::Relaxed),
+            "BytesFromCache": self.cache_bytes.load(Ordering::Relaxed),
+            "FailedFetches": self.failures.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// The compressed bytes of a blob fetched so far: `lazy/<hex>` holds them
+/// at their offsets (a sparse file), `lazy/<hex>.ranges` lists the ranges
+/// written, 16 bytes each (start, length; little-endian), appended after
+/// the bytes are written. Nothing read from here is trusted: every use
+/// checks it against a digest.
+pub struct RangeCache {
+    data: File,
+    log: Mutex<File>,
+    have: Mutex<Vec<(u64, u64)>>,
+}
+
+/// `lazy/<hex>` and `lazy/<hex>.ranges` of blob `d` in store root `root`.
+pub fn cache_paths(root: &Path, d: &Digest) -> (PathBuf, PathBuf) {
+    let dir = root.join("lazy");
+    (dir.join(d.hex()), dir.join(format!("{}.ranges", d.hex())))
+}
+
+impl RangeCache {
+    pub fn open(root: &Path, d: &Digest, size: u64) -> io::Result<RangeCache> {
+        let (data_path, log_path) = cache_paths(root, d);
+        std::fs::create_dir_all(root.join("lazy"))?;
+        let data = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&data_path)?;
+        if data.metadata()?.len() != size {
+            data.set_len(size)?;
+        }
+        let mut log = OpenOptions::new().read(true).append(true).create(true).open(&log_path)?;
+        let mut have = Vec::new();
+        let mut bytes = Vec::new();
+        log.read_to_end(&mut bytes)?;
+        for rec in bytes.chunks_exact(16) {
+            let start = u64::from_le_bytes(rec[..8].try_into().unwrap_or([0; 8]));
+            let len = u64::from_le_bytes(rec[8..].try_into().unwrap_or([0; 8]));
+            if let Some(end) = start.checked_add(len).filter(|&e| e <= size) {
+                have.push((start, end));
+            }
+        }
+        Ok(RangeCache { data, log: Mutex::new(log), have: Mutex::new(merge(have)) })
+    }
+
+    /// Ranges held, merged and sorted.
+    pub fn ranges(&self) -> Vec<(u64, u64)> {
+        self.have.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+
+    /// Bytes `start..end`, if all are held.
+    pub fn get(&self, start: u64, end: u64) -> io::Result<Option<Vec<u8>>> {
+        let held = self.have.lock().map(|h| covered(&h, start, end)).unwrap_or(false);
+        if !held {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.data.read_exact_at(&mut buf, start)?;
+        Ok(Some(buf))
+    }
+
+    /// Keeps `bytes` at `start`.
+    pub fn put(&self, start: u64, bytes: &[u8]) -> io::Result<()> {
+        self.data.write_all_at(bytes, start)?;
+        let mut rec = [0u8; 16];
+        rec[..8].copy_from_slice(&start.to_le_bytes());
+        rec[8..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        if let Ok(mut log) = self.log.lock() {
+            log.write_all(&rec)?;
+        }
+        if let Ok(mut h) = self.have.lock() {
+            h.push((start, start + bytes.len() as u64));
+            let merged = merge(std::mem::take(&mut *h));
+            *h = merged;
+        }
+        Ok(())
+    }
+
+    /// Reads bytes `start..end` that are held into `buf`.
+    pub fn read_held(&self, start: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.data.read_exact_at(buf, start)
+    }
+}
+
+fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+fn covered(have: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = have.partition_point(|r| r.1 < end);
+    have.get(i).is_some_and(|r| r.0 <= start && r.1 >= end)
+}
+
+/// A layer read from its registry, chunk by chunk.
+pub struct RemoteLayer {
+    label: String,
+    chunks: Vec<ChunkRef>,
+    /// The TOC's own file: where it starts in the virtual stream, its bytes.
+    toc_json: Option<(u64, Arc<Vec<u8>>)>,
+    fetch: Arc<dyn Fetch>,
+    cache: Option<RangeCache>,
+    decoded: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    stats: Arc<Stats>,
+}
+
+impl RemoteLayer {
+    pub fn new(
+        label: String,
+        chunks: Vec<ChunkRef>,
+        fetch: Arc<dyn Fetch>,
+        cache: Option<RangeCache>,
+        stats: Arc<Stats>,
+    ) -> RemoteLayer {
+        RemoteLayer { label, chunks, toc_json: None, fetch, cache, decoded: Mutex::new(Vec::new()), stats }
+    }
+
+    /// Serves the TOC's own file from `json` at `virt` of the virtual stream.
+    pub fn with_toc_file(mut self, toc_json: Option<(u64, Arc<Vec<u8>>)>) -> RemoteLayer {
+        self.toc_json = toc_json;
+        self
+    }
+
+    /// Fetches `0..end` of the blob into the cache in one request (the
+    /// files before a prefetch landmark), unless all of it is there.
+    pub fn prefetch(&self, end: u64) -> io::Result<()> {
+        let Some(cache) = &self.cache else { return Ok(()) };
+        if end == 0 || cache.get(0, end)?.is_some() {
+            return Ok(());
+        }
+        let bytes = self.fetch.fetch(0, end)?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.fetched_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        cache.put(0, &bytes)
+    }
+
+    fn remembered(&self, i: usize) -> Option<Arc<Vec<u8>>> {
+        let d = self.decoded.lock().ok()?;
+        d.iter().find(|(n, _)| *n == i).map(|(_, b)| b.clone())
+    }
+
+    fn remember(&self, i: usize, data: Arc<Vec<u8>>) {
+        if let Ok(mut d) = self.decoded.lock() {
+            d.retain(|(n, _)| *n != i);
+            d.insert(0, (i, data));
+            d.truncate(DECODED);
+        }
+    }
+
+    /// Chunk `i`, checked against its digest: from memory, the cache, or
+    /// the registry (then kept in the cache).
+    fn chunk(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.remembered(i) {
+            return Ok(d);
+        }
+        let c = &self.chunks[i];
+        if let Some(cache) = &self.cache {
+            if let Some(comp) = cache.get(c.comp, c.comp_end)? {
+                if let Ok(data) = inflate_chunk(&comp, c) {
+                    self.stats.cache_bytes.fetch_add(comp.len() as u64, Ordering::Relaxed);
+                    let data = Arc::new(data);
+                    self.remember(i, data.clone());
+                    return Ok(data);
+                }
+                // A damaged cache is fetched again and overwritten.
+            }
+        }
+        let comp = self.fetch.fetch(c.comp, c.comp_end).inspect_err(|_| {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.fetched_bytes.fetch_add(comp.len() as u64, Ordering::Relaxed);
+        let data = inflate_chunk(&comp, c).map_err(|why| {
+            io::Error::other(format!(
+                "layer {}: bytes {}..{} from the registry: {why}; the registry serves other bytes than the image's table of contents says",
+                self.label, c.comp, c.comp_end
+            ))
+        })?;
+        if let Some(cache) = &self.cache {
+            // A cache that cannot be written costs a fetch next time, no more.
+            let _ = cache.put(c.comp, &comp);
+        }
+        let data = Arc::new(data);
+        self.remember(i, data.clone());
+        Ok(data)
+    }
+
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((at, json)) = &self.toc_json {
+            if offset >= *at {
+                let start = (offset - at) as usize;
+                let n = buf.len().min(json.len().saturating_sub(start));
+                buf[..n].copy_from_slice(&json[start..start + n]);
+                return Ok(n);
+            }
+        }
+        let i = self.chunks.partition_point(|c| c.virt + c.len <= offset);
+        let Some(c) = self.chunks.get(i).filter(|c| c.virt <= offset) else { return Ok(0) };
+        let data = self.chunk(i)?;
+        let start = (offset - c.virt) as usize;
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+}
+
+/// The chunk `c` from the bytes of its gzip member(s), checked.
+fn inflate_chunk(comp: &[u8], c: &ChunkRef) -> Result<Vec<u8>, String> {
+    let mut gz = flate2::read::MultiGzDecoder::new(comp);
+    let skipped = io::copy(&mut (&mut gz).take(c.inner), &mut io::sink()).map_err(|e| e.to_string())?;
+    if skipped != c.inner {
+        return Err("the gzip member ends before the chunk".into());
+    }
+    let mut data = Vec::with_capacity(c.len as usize);
+    gz.take(c.len).read_to_end(&mut data).map_err(|e| format!("the gzip member is damaged ({e})"))?;
+    if data.len() as u64 != c.len {
+        return Err("the gzip member ends inside the chunk".into());
+    }
+    if Sha256::digest(&data).as_slice() != c.sha256 {
+        return Err("a chunk that does not match its digest in the table of contents".into());
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layerindex::estargz;
+    use std::collections::HashMap;
+
+    /// Serves a blob from memory, counting requests.
+    struct Mem {
+        blob: Vec<u8>,
+        calls: Mutex<Vec<(u64, u64)>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Fetch for Mem {
+        fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(io::Error::other("registry gone"));
+            }
+            self.calls.lock().unwrap().push((start, end));
+            Ok(self.blob[start as usize..end as usize].to_vec())
+        }
+    }
+
+    fn random(n: usize, mut seed: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, "d/", io::empty()).unwrap();
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o640);
+            h.set_size(data.len() as u64);
+            h.set_mtime(1_700_000_000);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "d/.wh.gone", io::empty()).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn layer(files: &[(&str, &[u8])], chunk: u64) -> (Vec<u8>, TocLayer, Toc) {
+        let tar = tar_of(files);
+        let mut blob = Vec::new();
+        let (conv, _) = estargz::convert(|| Ok(io::Cursor::new(tar.clone())), &mut blob, chunk, &[]).unwrap();
+        let toc_at = estargz::parse_footer(&blob[blob.len() - estargz::FOOTER_SIZE..]).unwrap();
+        let (toc, _) =
+            estargz::parse_toc(&blob[toc_at as usize..blob.len() - estargz::FOOTER_SIZE], Some(&conv.toc_digest))
+                .unwrap();
+        let tl = toc_layer(&toc, 0, toc_at, "test").unwrap();
+        (blob, tl, toc)
+    }
+
+    /// A fresh directory, removed when dropped.
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn scratch(name: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("img-lazy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    fn offset_of(tl: &TocLayer, path: &str) -> u64 {
+        tl.layer
+            .entries
+            .iter()
+            .find_map(|e| match &e.kind {
+                Kind::File(r) if e.path == path.as_bytes() => Some(r.offset),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn contents(tl: &TocLayer, src: &RemoteLayer) -> HashMap<Vec<u8>, Vec<u8>> {
+        let mut out = HashMap::new();
+        for e in &tl.layer.entries {
+            if let Kind::File(r) = &e.kind {
+                let mut buf = vec![0u8; r.size as usize];
+                let mut got = 0;
+                while got < buf.len() {
+                    let n = src.read_at(r.offset + got as u64, &mut buf[got..]).unwrap();
+                    assert!(n > 0);
+                    got += n;
+                }
+                out.insert(e.path.clone(), buf);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn files_read_from_chunks_fetched_once_and_cached() {
+        let big = random(300_000, 3);
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"hello\n"), ("d/big", &big), ("d/empty", b"")];
+        let (blob, tl, _) = layer(&files, 64 << 10);
+        assert_eq!(tl.layer.whiteouts, vec![b"d/gone".to_vec()]);
+        assert!(tl.chunks.len() >= 6, "300 kB in 64 KiB chunks: {}", tl.chunks.len());
+        let dir = scratch("t1");
+        let d = Digest::of_bytes(&blob);
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let stats = Arc::new(Stats::default());
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        let got = contents(&tl, &src);
+        assert_eq!(got[&b"d/a".to_vec()], b"hello\n");
+        assert_eq!(got[&b"d/big".to_vec()], big);
+        assert_eq!(got[&b"d/empty".to_vec()], b"");
+        let calls = mem.calls.lock().unwrap().len();
+        assert_eq!(calls as u64, stats.requests.load(Ordering::Relaxed));
+        assert!(calls >= tl.chunks.len());
+        // A second layer over the same cache fetches nothing.
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let again = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        assert_eq!(contents(&tl, &again)[&b"d/big".to_vec()], big);
+        assert_eq!(mem.calls.lock().unwrap().len(), calls);
+        assert!(stats.cache_bytes.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn a_registry_serving_other_bytes_fails_the_read_and_caches_nothing() {
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"the real content\n")];
+        let (mut blob, tl, _) = layer(&files, 1 << 20);
+        let c = tl.chunks.iter().find(|c| c.virt == offset_of(&tl, "d/a")).unwrap().clone();
+        // A byte of the deflate data changed, just after the gzip header.
+        blob[c.comp as usize + 11] ^= 0x55;
+        let dir = scratch("t2");
+        let d = Digest::of_bytes(b"x");
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem, Some(cache), Arc::new(Stats::default()));
+        let mut buf = [0u8; 64];
+        let e = src.read_at(offset_of(&tl, "d/a"), &mut buf).unwrap_err().to_string();
+        assert!(e.contains("other bytes than the image's table of contents says"), "{e}");
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        assert!(cache.ranges().is_empty());
+    }
+
+    #[test]
+    fn a_damaged_cache_is_fetched_again() {
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"cached content\n")];
+        let (blob, tl, _) = layer(&files, 1 << 20);
+        let dir = scratch("t3");
+        let d = Digest::of_bytes(&blob);
+        let c = tl.chunks.iter().find(|c| c.virt == offset_of(&tl, "d/a")).unwrap().clone();
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        cache.put(c.comp, &vec![0u8; (c.comp_end - c.comp) as usize]).unwrap();
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let src =
+            RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), Arc::new(Stats::default()));
+        let mut buf = [0u8; 15];
+        assert_eq!(src.read_at(offset_of(&tl, "d/a"), &mut buf).unwrap(), 15);
+        assert_eq!(&buf, b"cached content\n");
+        assert_eq!(mem.calls.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_fetch_is_an_error_and_a_later_one_succeeds() {
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"later\n")];
+        let (blob, tl, _) = layer(&files, 1 << 20);
+        let mem = Arc::new(Mem { blob, calls: Mutex::new(Vec::new()), fail: true.into() });
+        let stats = Arc::new(Stats::default());
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), None, stats.clone());
+        let mut buf = [0u8; 6];
+        let at = offset_of(&tl, "d/a");
+        assert!(src.read_at(at, &mut buf).is_err());
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+        mem.fail.store(false, Ordering::Relaxed);
+        assert_eq!(src.read_at(at, &mut buf).unwrap(), 6);
+        assert_eq!(&buf, b"later\n");
+    }
+
+    #[test]
+    fn hostile_tocs_are_refused_naming_the_entry() {
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"abc")];
+        let (_, _, toc) = layer(&files, 1 << 20);
+        let toc_at = 1 << 30;
+        let reg = toc.entries.iter().position(|e| e.name == "d/a").unwrap();
+        type Edit = Box<dyn Fn(&mut Toc)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(move |t: &mut Toc| t.entries[reg].name = "../../etc/passwd".into()), "passwd"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].chunk_digest = String::new()), "chunkDigest"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].chunk_size = 2), "cover 2 of its 3"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].chunk_size = 9), "a chunk of 9 bytes"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].offset = 1 << 31), "not before the table"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].kind = "socket".into()), "unknown entry type"),
+            (Box::new(move |t: &mut Toc| t.entries[reg].uid = 1 << 40), "owner out of range"),
+            (
+                Box::new(move |t: &mut Toc| {
+                    t.entries[reg].kind = "hardlink".into();
+                    t.entries[reg].link_name = "/../../x/../../..".into();
+                }),
+                "hard link",
+            ),
+            (
+                Box::new(move |t: &mut Toc| {
+                    let mut c = t.entries[reg].clone();
+                    c.kind = "chunk".into();
+                    c.name = "other".into();
+                    t.entries.insert(reg + 1, c);
+                }),
+                "another file",
+            ),
+        ];
+        for (f, want) in cases {
+            let mut t = toc.clone();
+            f(&mut t);
+            let e = toc_layer(&t, 0, toc_at, "L").unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+}

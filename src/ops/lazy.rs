@@ -1,0 +1,253 @@
+//! Lazy pulls: the eStargz layers of an image stay in the registry and a
+//! mount reads them on demand (`mount::lazy`); here the TOC is fetched and
+//! checked at pull time, bytes are fetched for a mount with a bounded
+//! retry, and a later full pull takes what the mount fetched.
+
+use crate::digest::{Digest, Hasher};
+use crate::image::Descriptor;
+use crate::layerindex::estargz::{self, Toc, FOOTER_SIZE, MAX_TOC_SIZE, TOC_DIGEST_ANNOTATION};
+use crate::mount::lazy::{cache_paths, Fetch, RangeCache};
+use crate::registry::{Client, ClientOptions, Repo};
+use crate::store::StorePaths;
+use anyhow::{bail, Context, Result};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The TOC digest of an eStargz layer (a gzip layer whose descriptor has
+/// the annotation); `None` for other layers, which are pulled whole.
+pub fn toc_digest(l: &Descriptor) -> Option<Digest> {
+    if !l.media_type.ends_with("gzip") {
+        return None;
+    }
+    let v = l.annotations.iter().find(|(k, _)| k == TOC_DIGEST_ANNOTATION)?;
+    Digest::parse(&v.1).ok()
+}
+
+/// Reads a layer through a `Repo` already connected.
+struct RepoFetch<'a> {
+    repo: &'a Repo<'a>,
+    digest: &'a Digest,
+}
+
+impl Fetch for RepoFetch<'_> {
+    fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        self.repo.blob_range(self.digest, start, end).map_err(io::Error::other)
+    }
+}
+
+/// The TOC of layer `d` (`size` bytes) and where its member starts:
+/// footer and TOC from the cache or fetched (then kept), the TOC checked
+/// against `want` before anything else is done with it.
+pub fn read_toc(
+    cache: &RangeCache,
+    fetch: &dyn Fetch,
+    d: &Digest,
+    size: u64,
+    want: &Digest,
+) -> Result<(Toc, estargz::TocFile, u64)> {
+    let footer_at = size
+        .checked_sub(FOOTER_SIZE as u64)
+        .with_context(|| format!("layer {d} is {size} bytes, too small for eStargz"))?;
+    let get = |start: u64, end: u64| -> Result<(Vec<u8>, bool)> {
+        if let Some(b) = cache.get(start, end)? {
+            return Ok((b, false));
+        }
+        Ok((fetch.fetch(start, end).with_context(|| format!("reading bytes {start}..{end} of layer {d}"))?, true))
+    };
+    let (footer, fetched) = get(footer_at, size)?;
+    let toc_at = estargz::parse_footer(&footer).with_context(|| format!("layer {d}"))?;
+    if toc_at >= footer_at || footer_at - toc_at > MAX_TOC_SIZE {
+        bail!(
+            "layer {d}: its eStargz footer puts the table of contents at {toc_at}, which cannot be right; refusing it"
+        );
+    }
+    let (member, toc_fetched) = get(toc_at, footer_at)?;
+    let (toc, file) = estargz::parse_toc_file(&member, Some(want)).with_context(|| format!("layer {d}"))?;
+    // Kept only once checked.
+    if fetched {
+        let _ = cache.put(footer_at, &footer);
+    }
+    if toc_fetched {
+        let _ = cache.put(toc_at, &member);
+    }
+    Ok((toc, file, toc_at))
+}
+
+/// Fetches and checks the TOC of eStargz layer `l` at pull time, keeping
+/// it in the store's lazy cache for the mount.
+pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, want: &Digest) -> Result<()> {
+    let cache = RangeCache::open(root, &l.digest, l.size).context("opening the lazy cache")?;
+    read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
+    Ok(())
+}
+
+/// Removes what a lazy mount fetched of blob `d` (once the blob is stored,
+/// or its image gone).
+pub fn forget_cache(root: &Path, d: &Digest) {
+    let (data, ranges) = cache_paths(root, d);
+    let _ = std::fs::remove_file(ranges);
+    let _ = std::fs::remove_file(data);
+}
+
+/// Before a full pull of blob `d`: when a lazy mount fetched some of it,
+/// writes the whole blob to its partial download file from those bytes
+/// and Range requests for the rest, checking the digest. A mismatch drops
+/// the cache and leaves the download to start afresh; a partial file that
+/// exists already (a download in progress or interrupted) is left alone.
+pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, size: u64) -> Result<()> {
+    let (data_path, _) = cache_paths(root, d);
+    if !data_path.exists() {
+        return Ok(());
+    }
+    let part = super::pull::partial_path(paths, d);
+    if std::fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let cache = RangeCache::open(root, d, size).context("opening the lazy cache")?;
+    let held = cache.ranges();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .with_context(|| format!("opening {}", part.display()))?;
+    if file.try_lock().is_err() {
+        // Another process is downloading it.
+        return Ok(());
+    }
+    file.set_len(0)?;
+    let mut hasher = Hasher::new();
+    let mut at = 0u64;
+    let mut put = |bytes: &[u8], file: &mut std::fs::File| -> Result<()> {
+        hasher.update(bytes);
+        file.write_all(bytes).map_err(crate::store::io_err("writing", &part))?;
+        Ok(())
+    };
+    const STEP: u64 = 8 << 20;
+    let mut spans: Vec<(u64, u64, bool)> = Vec::new();
+    for &(s, e) in &held {
+        if s > at {
+            spans.push((at, s, false));
+        }
+        spans.push((s, e, true));
+        at = e;
+    }
+    if at < size {
+        spans.push((at, size, false));
+    }
+    for (s, e, cached) in spans {
+        let mut pos = s;
+        while pos < e {
+            let end = (pos + STEP).min(e);
+            let bytes = if cached {
+                let mut b = vec![0u8; (end - pos) as usize];
+                cache.read_held(pos, &mut b)?;
+                b
+            } else {
+                repo.blob_range(d, pos, end)?
+            };
+            put(&bytes, &mut file)?;
+            pos = end;
+        }
+    }
+    if hasher.finish() != *d {
+        // Something in the cache was wrong: nothing of it is used.
+        drop(file);
+        let _ = std::fs::remove_file(&part);
+        forget_cache(root, d);
+    }
+    Ok(())
+}
+
+/// How long a read of bytes not fetched yet keeps trying a registry that
+/// does not answer before it fails (EIO): `IMG_LAZY_TIMEOUT` seconds, 5 by
+/// default.
+pub fn lazy_timeout() -> Duration {
+    std::env::var("IMG_LAZY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(5))
+}
+
+/// Reads one blob from its registry for a mount, connecting when first
+/// needed and again after a failure; each fetch is retried until
+/// `lazy_timeout` has passed.
+pub struct RegistryFetch {
+    host: String,
+    path: String,
+    digest: Digest,
+    opts: ClientOptions,
+    client: Mutex<Option<Arc<Client>>>,
+    timeout: Duration,
+}
+
+impl RegistryFetch {
+    /// `source` is `registry/repository`, as `remote_layers` records it.
+    pub fn new(source: &str, digest: Digest, opts: ClientOptions) -> Result<RegistryFetch> {
+        let (host, path) =
+            source.split_once('/').with_context(|| format!("the recorded source {source:?} names no repository"))?;
+        Ok(RegistryFetch {
+            host: host.to_string(),
+            path: path.to_string(),
+            digest,
+            opts: super::pull::options_for(host, &opts)?,
+            client: Mutex::new(None),
+            timeout: lazy_timeout(),
+        })
+    }
+
+    fn once(&self, start: u64, end: u64) -> crate::registry::Result<Vec<u8>> {
+        let client = match self.client.lock().ok().and_then(|c| c.clone()) {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(Client::connect(&self.host, &self.opts)?);
+                if let Ok(mut slot) = self.client.lock() {
+                    *slot = Some(c.clone());
+                }
+                c
+            }
+        };
+        let r = Repo::new(&client, &self.path).blob_range(&self.digest, start, end);
+        if r.is_err() {
+            if let Ok(mut slot) = self.client.lock() {
+                *slot = None;
+            }
+        }
+        r
+    }
+}
+
+impl Fetch for RegistryFetch {
+    fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let began = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.once(start, end) {
+                Ok(b) => return Ok(b),
+                Err(e) => {
+                    let refused = matches!(
+                        e,
+                        crate::registry::RegistryError::Refused { .. }
+                            | crate::registry::RegistryError::NotFound { .. }
+                            | crate::registry::RegistryError::Unauthorized { .. }
+                    );
+                    if refused || began.elapsed() + wait > self.timeout {
+                        return Err(io::Error::other(format!(
+                            "fetching bytes {start}..{end} of layer {} from {}/{}: {e}",
+                            self.digest, self.host, self.path
+                        )));
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
