@@ -5,7 +5,8 @@
 # issuer (tests/support/token_issuer.py); images are put there with skopeo
 # from testdata/gen/.
 #
-# Usage: IMG=target/release/img tests/registry.sh
+# Usage: IMG=target/release/img tests/registry.sh (ONLY=WORD runs the checks
+# whose names hold WORD)
 # Prints "ok - NAME" or "not ok - NAME" per check; exits non-zero if any
 # failed. A missing tool is a failure.
 set -uo pipefail
@@ -147,6 +148,8 @@ start_registry mirror MIRROR || { echo "not ok - start mirror registry"; exit 1;
 # The mirror holds an image the origin lacks, under a path prefix.
 skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/layered-oci.tar" "docker://$MIRROR/hub/only/mirrored:1" ||
   { echo "not ok - skopeo push to the mirror"; exit 1; }
+start_registry lazy LAZYREG || { echo "not ok - start the registry lazy mounts lose"; exit 1; }
+LAZYREG_PID=${PIDS[-1]}
 start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
 start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
 start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
@@ -345,6 +348,165 @@ estargz_convert_push_is_read_by_podman_and_stargz_rules() {
     fail "the converted image holds other files"
   [[ $(IMG_ROOT=$WORK/store-esgz-back "$IMG" export "$REG/esgz/layered:1" | tar -xO etc/hostname) == layered ]] ||
     fail "the converted image's /etc/hostname differs"
+}
+
+# A rootfs of 24 random 1 MiB files and an /etc/os-release, in one layer,
+# converted to eStargz and pushed (once) to $REG, $LAZYREG and $TOKEN as
+# lazy/big:1.
+make_lazy_image() {
+  [[ -f $WORK/lazy-pushed ]] && return 0
+  local s=$WORK/store-lazy-src
+  python3 - "$WORK/lazy-root.tar" <<'PY' || return 1
+import io, random, sys, tarfile
+r = random.Random(7)
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    def add(name, data=None, kind=tarfile.REGTYPE, mode=0o644, link=""):
+        i = tarfile.TarInfo(name)
+        i.type, i.mode, i.mtime, i.linkname = kind, mode, 1700000000, link
+        i.size = len(data) if data is not None else 0
+        t.addfile(i, io.BytesIO(data) if data is not None else None)
+    for d in ["etc", "usr", "usr/lib"]:
+        add(d, kind=tarfile.DIRTYPE, mode=0o755)
+    add("etc/os-release", b'NAME="img test"\nID=imgtest\n')
+    for n in range(24):
+        add(f"usr/lib/blob{n:02}", r.randbytes(1 << 20), mode=0o755)
+    add("usr/lib/link", kind=tarfile.SYMTYPE, link="blob00")
+    add("usr/lib/hard", kind=tarfile.LNKTYPE, link="usr/lib/blob01")
+PY
+  IMG_ROOT=$s "$IMG" import "$WORK/lazy-root.tar" localhost/lazy:src >/dev/null &&
+    IMG_ROOT=$s "$IMG" convert -q --format estargz localhost/lazy:src localhost/lazy:esgz >/dev/null &&
+    IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/lazy:esgz "$REG/lazy/big:1" &&
+    IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/lazy:esgz "$LAZYREG/lazy/big:1" &&
+    IMG_ROOT=$s "$IMG" push -q --cert-dir "$PKI/ca-only" --creds alice:t0ken-pass localhost/lazy:esgz \
+      "$TOKEN/lazy/big:1" &&
+    touch "$WORK/lazy-pushed"
+}
+
+# lazy_stat FIELD: that field of the Lazy figures of the only mount, once
+# they are written.
+lazy_stat() {
+  sleep 0.3
+  "$IMG" mounts --format json | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['Lazy']['$1'])"
+}
+
+# Bytes the store keeps of what lazy mounts fetched (every range fetched
+# from the registry, the TOC included, is kept: lazy/*.ranges list them).
+lazy_held() {
+  python3 - "$IMG_ROOT/lazy" <<'PY'
+import glob, struct, sys
+total = 0
+for f in glob.glob(sys.argv[1] + "/*.ranges"):
+    b = open(f, "rb").read()
+    spans = sorted(struct.unpack("<QQ", b[i:i + 16]) for i in range(0, len(b) - 15, 16))
+    end = 0
+    for s, n in spans:
+        total += max(0, s + n - max(s, end))
+        end = max(end, s + n)
+print(total)
+PY
+}
+
+# img mount docker://REF of an eStargz image: mounted at once and marked
+# partial; reading /etc/os-release fetches under 1% of the image; a second
+# mount reads it from the store; the tree equals a full pull's; img pull
+# completes the image from what was fetched; through token auth and TLS too.
+lazy_mount_of_estargz_reads_only_what_is_read() {
+  make_lazy_image || fail "making the eStargz image"
+  local m=$WORK/lazy-m1 full=$WORK/lazy-full t=$WORK/store-lazy-token m3=$WORK/lazy-m3
+  mkdir -p "$m" "$full" "$m3"
+  # (Expanded now: the locals are gone when the subshell exits.)
+  trap "\"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$WORK/store-lazy-full \"$IMG\" umount $full >/dev/null 2>&1; IMG_ROOT=$t \"$IMG\" umount $m3 >/dev/null 2>&1" EXIT
+  "$IMG" mount --tls-verify=false "docker://$REG/lazy/big:1" "$m" >/dev/null || fail "lazy mount"
+  "$IMG" images | grep "lazy/big" | grep -q "(partial)" || fail "img images does not show it partial: $("$IMG" images)"
+  [[ $("$IMG" inspect -f '{{.Partial}}' "$REG/lazy/big:1") == true ]] || fail "img inspect does not show it partial"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release reads $(cat "$m/etc/os-release" 2>&1)"
+  local size held; size=$("$IMG" inspect -f '{{.Size}}' "$REG/lazy/big:1"); held=$(lazy_held)
+  (( size > 24000000 )) || fail "the image is only $size bytes"
+  (( held > 0 && held * 100 < size )) || fail "reading os-release fetched $held of the image's $size bytes"
+  (( $(lazy_stat Requests) >= 1 && $(lazy_stat BytesFetched) > 0 )) || fail "no fetch counted: $("$IMG" mounts --format json)"
+  echo "os-release: $held of $size bytes fetched" >&2
+  "$IMG" save -o "$WORK/lazy.tar" "$REG/lazy/big:1" 2>"$WORK/lazy-save.err" && fail "save of a partial image worked"
+  grep -q "img pull" "$WORK/lazy-save.err" || fail "save's refusal does not say what to do: $(cat "$WORK/lazy-save.err")"
+  "$IMG" fsck >/dev/null || fail "fsck of a store with a partial image"
+  # A second mount of the partial image reads what the first fetched.
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  "$IMG" mount --tls-verify=false "$REG/lazy/big:1" "$m" >/dev/null || fail "mount of the partial image by name"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release, second mount"
+  [[ $(lazy_stat BytesFetched) == 0 ]] || fail "the second read fetched $(lazy_stat BytesFetched) bytes"
+  (( $(lazy_stat BytesFromCache) > 0 )) || fail "the second read did not come from the store"
+  # The whole tree, every byte checked, equals a full pull's.
+  IMG_ROOT=$WORK/store-lazy-full "$IMG" pull -q --tls-verify=false "$REG/lazy/big:1" >/dev/null || fail "full pull"
+  IMG_ROOT=$WORK/store-lazy-full "$IMG" mount "$REG/lazy/big:1" "$full" >/dev/null || fail "mount of the full pull"
+  python3 tests/support/mount_tree.py cmp "$m" "$full" >&2 || fail "the lazy tree differs from the full pull's"
+  local fetched; fetched=$(lazy_held)
+  (( fetched > size * 9 / 10 )) || fail "reading every file kept only $fetched of $size bytes"
+  # img pull completes it from what was fetched.
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  "$IMG" pull -q --tls-verify=false "$REG/lazy/big:1" >/dev/null || fail "img pull of the partial image"
+  "$IMG" images | grep -q "(partial)" && fail "still partial after img pull"
+  [[ -z $(ls -A "$IMG_ROOT/lazy" 2>/dev/null) ]] || fail "lazy/ kept $(ls "$IMG_ROOT/lazy") after the pull"
+  "$IMG" fsck >/dev/null || fail "fsck after completing"
+  "$IMG" save -o "$WORK/lazy.tar" "$REG/lazy/big:1" || fail "save of the completed image"
+  # Token auth over TLS: credentials reach the serving process, not through its arguments.
+  IMG_ROOT=$t "$IMG" mount --cert-dir "$PKI/ca-only" --creds alice:t0ken-pass "docker://$TOKEN/lazy/big:1" "$m3" \
+    >/dev/null || fail "lazy mount with token auth"
+  cmp -s "$m3/usr/lib/blob07" "$full/usr/lib/blob07" || fail "a file read through token auth differs"
+  local pid; pid=$(IMG_ROOT=$t "$IMG" mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
+  [[ -r /proc/$pid/cmdline ]] || fail "no serving process $pid"
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "__serve-mount" || fail "pid $pid is not the serving process"
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q t0ken-pass && fail "the password is in the serving process's arguments"
+  tr '\0' '\n' < "/proc/$pid/environ" | grep -q t0ken-pass && fail "the password is in the serving process's environment"
+  true
+}
+
+# A lazy mount whose registry stops answering: a read of bytes not fetched
+# fails with EIO within the timeout, what was fetched still reads, and reads
+# succeed again once the registry is back.
+lazy_mount_survives_a_registry_that_goes_away() {
+  make_lazy_image || fail "making the eStargz image"
+  local m=$WORK/lazy-m2; mkdir -p "$m"
+  trap "kill -CONT $LAZYREG_PID 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  IMG_LAZY_TIMEOUT=2 "$IMG" mount --tls-verify=false "docker://$LAZYREG/lazy/big:1" "$m" >/dev/null || fail "lazy mount"
+  cat "$m/etc/os-release" >/dev/null || fail "os-release"
+  kill -STOP "$LAZYREG_PID"
+  local t0=$SECONDS out
+  out=$(timeout 60 cat "$m/usr/lib/blob03" 2>&1 >/dev/null) && fail "a read with the registry stopped succeeded"
+  [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
+  (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "what was fetched no longer reads"
+  ls "$m/usr/lib" | grep -q blob23 || fail "the tree does not list with the registry stopped"
+  kill -CONT "$LAZYREG_PID"
+  cmp -s "$m/usr/lib/blob03" <(python3 -c '
+import random, sys
+r = random.Random(7)
+for n in range(24):
+    b = r.randbytes(1 << 20)
+    if n == 3: sys.stdout.buffer.write(b)') || fail "blob03 does not read right once the registry is back"
+  (( $(lazy_stat FailedFetches) >= 1 )) || fail "the failed fetch was not counted"
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  "$IMG" fsck >/dev/null || fail "fsck after the faults"
+}
+
+# A manifest whose TOC digest annotation is not the TOC's: the lazy mount is
+# refused naming the digest, and the store is left as it was.
+lazy_mount_refuses_a_toc_that_does_not_match() {
+  make_lazy_image || fail "making the eStargz image"
+  local mf=$WORK/lazy-bad.json m=$WORK/lazy-bad out
+  mkdir -p "$m"
+  curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/lazy/big/manifests/1" |
+    python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+for l in m["layers"]:
+    l["annotations"]["containerd.io/snapshot/stargz/toc.digest"] = "sha256:" + "0" * 64
+json.dump(m, sys.stdout)' > "$mf" || fail "reading the manifest"
+  curl -sf -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary "@$mf" \
+    "http://$REG/v2/lazy/big/manifests/badtoc" >/dev/null || fail "putting the altered manifest"
+  out=$("$IMG" mount --tls-verify=false "docker://$REG/lazy/big:badtoc" "$m" 2>&1) && fail "the mount worked: $out"
+  [[ $out == *"sha256:0000000000000000"* && $out == *"table of contents"* ]] || fail "unclear refusal: $out"
+  [[ -z $("$IMG" images -q) ]] || fail "an image was recorded"
+  [[ -z $(ls -A "$IMG_ROOT/lazy" 2>/dev/null) ]] || fail "lazy/ kept $(ls "$IMG_ROOT/lazy")"
+  "$IMG" fsck >/dev/null || fail "fsck"
 }
 
 # img push --compression-format estargz converts on the way (a docker image
@@ -746,7 +908,8 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
-  push_compression_format_estargz \
+  push_compression_format_estargz lazy_mount_of_estargz_reads_only_what_is_read \
+  lazy_mount_survives_a_registry_that_goes_away lazy_mount_refuses_a_toc_that_does_not_match \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
@@ -756,6 +919,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
   copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
   pull_all_tags_pulls_every_tag secrets_never_leak; do
+  [[ -n ${ONLY:-} && $c != *"$ONLY"* ]] && continue
   check "$c"
 done
 echo "$passed passed, $failed failed"

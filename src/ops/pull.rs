@@ -217,8 +217,13 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         }
         if opts.lazy {
             if let Some(toc_digest) = super::lazy::toc_digest(l) {
-                super::lazy::fetch_toc(store.root(), &repo, l, &toc_digest)
-                    .with_context(|| format!("pulling {name}: layer {i}"))?;
+                if let Err(e) = super::lazy::fetch_toc(store.root(), &repo, l, &toc_digest) {
+                    // Nothing is kept of a layer refused.
+                    if !store.index().remote_layer_digests()?.contains(&l.digest) {
+                        super::lazy::forget_cache(store.root(), &l.digest);
+                    }
+                    return Err(e.context(format!("pulling {name}: layer {i}")));
+                }
                 remote.push(crate::index::RemoteLayer {
                     position: i,
                     digest: l.digest.clone(),

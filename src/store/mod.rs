@@ -284,7 +284,11 @@ impl Store {
 
     fn recover_if_idle(&mut self) -> Result<()> {
         let ingest_busy = fs::read_dir(self.ingest_dir()).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if !ingest_busy && self.index.pending()?.is_empty() && self.index.doomed()?.is_empty() {
+        if !ingest_busy
+            && self.index.pending()?.is_empty()
+            && self.index.doomed()?.is_empty()
+            && !self.lazy_orphans()?
+        {
             return Ok(());
         }
         let path = self.root.join("gc.lock");
@@ -302,7 +306,20 @@ impl Store {
     /// file is a leftover, and every pending blob either made it into
     /// `blobs/` (complete and verified, since only verified files are
     /// renamed there) or did not.
+    /// Whether `lazy/` holds files of layers no partial image reads (left
+    /// by a lazy pull that was refused or killed).
+    fn lazy_orphans(&self) -> Result<bool> {
+        let Ok(entries) = fs::read_dir(self.root.join("lazy")) else { return Ok(false) };
+        let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        if names.is_empty() {
+            return Ok(false);
+        }
+        let used: Vec<String> = self.index.remote_layer_digests()?.iter().map(|d| d.hex().to_string()).collect();
+        Ok(names.iter().any(|n| !used.iter().any(|u| u == n.strip_suffix(".ranges").unwrap_or(n))))
+    }
+
     fn recover_locked(&mut self) -> Result<()> {
+        self.remove_unused_lazy_caches()?;
         let dir = self.ingest_dir();
         if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
