@@ -23,9 +23,16 @@
 #         Everything is on the filesystem of --dir: give a tmpfs one (e.g.
 #         /dev/shm/img-bench) to leave out the disk's file creation cost,
 #         which the unpacking peers pay and img does not.
+#   lazy  img mount docker:// of the large image converted to eStargz (root
+#         only): time to the first byte of /etc/os-release from an empty
+#         store, and the bytes fetched for it, vs img pull + img mount of the
+#         gzip image and podman pull; then the same with 20 ms of delay and a
+#         100 Mbit/s rate on the loopback of a network namespace made here
+#         (tc netem), where the registry and the clients run. About 10
+#         minutes, most of it the full pulls over the slow link.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
-# umoci (installed by scripts/test.sh).
+# umoci, tc and nsenter (installed by scripts/test.sh).
 set -euo pipefail
 
 RUNS=5
@@ -35,10 +42,10 @@ PODMAN_RUNS=3
 PULL_IMAGES=small,medium,large
 PULL_JOBS=
 MAX_WAIT=300
-ONLY=load,pull,mount
+ONLY=load,pull,mount,lazy
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,lazy] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -66,8 +73,12 @@ GEN=$PWD/scripts/bench-images.py
 need=(hyperfine podman python3 /usr/bin/time)
 want pull && need+=(skopeo docker-registry curl unshare)
 want mount && need+=(umoci gzip dd find xargs)
+want lazy && need+=(skopeo docker-registry curl ip tc nsenter)
 if want mount && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
+fi
+if want lazy && [ "$(id -u)" != 0 ]; then
+    echo "bench: the lazy section needs root (it makes a network namespace with tc netem)" >&2; exit 1
 fi
 for t in "${need[@]}"; do
     command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/test.sh installs it)" >&2; exit 1; }
@@ -569,6 +580,104 @@ print(f"  {'serving process peak':24} {hwm:6.1f} MB   (VmHWM){'  goal met' if hw
 if os.path.getsize("mount-serve.log"):
     print(f"the serving processes logged (see {work}/mount-serve.log):")
     print("".join("  " + l for l in open("mount-serve.log").readlines()[:10]), end="")
+PY
+fi
+
+if want lazy; then
+    # A registry in a network namespace of its own, reached from there: on
+    # its loopback first as it is, then with tc netem adding 20 ms of delay
+    # and a 100 Mbit/s rate. img and podman run in that namespace too (only
+    # the network namespace: mounts stay visible).
+    gen_images large
+    NS=img-bench-lazy
+    LZ=$WORK/lazy
+    lazy_cleanup() {
+        local m
+        for m in $(awk -v w="$LZ/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+            umount "$m" 2>/dev/null || umount -l "$m"
+        done
+        [ -n "${LREG_PID:-}" ] && kill "$LREG_PID" 2>/dev/null
+        ip netns del "$NS" 2>/dev/null
+        umount "$LZ/pm/overlay" 2>/dev/null
+        rm -rf "$LZ/s-lazy" "$LZ/s-full" "$LZ/pm" "$LZ/pm-run" "$LZ/mnt-lazy" "$LZ/mnt-full"
+        true
+    }
+    CLEANUPS+=(lazy_cleanup)
+    lazy_cleanup
+    mkdir -p "$LZ"
+    ip netns add "$NS"
+    IN="nsenter --net=/run/netns/$NS"
+    $IN ip link set lo up
+    LREG=127.0.0.1:5000
+    cat > "$LZ/registry.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $LZ/registry
+http:
+  addr: $LREG
+YML
+    rm -rf "$LZ/registry"
+    $IN docker-registry serve "$LZ/registry.yml" >"$LZ/registry.log" 2>&1 </dev/null &
+    LREG_PID=$!
+    for i in $(seq 1 100); do $IN curl -fs -o /dev/null "http://$LREG/v2/" && break; sleep 0.1; done
+    # The gzip image as generated, and the same converted by img to eStargz.
+    $IN skopeo copy -q --dest-tls-verify=false "oci:images/large:latest" "docker://$LREG/bench/large:gzip"
+    rm -rf "$LZ/s-src"
+    IMG_ROOT=$LZ/s-src $IN "$IMG" pull -q --tls-verify=false "$LREG/bench/large:gzip" >/dev/null
+    echo "bench: converting the large image to eStargz" >&2
+    /usr/bin/time -f "%e" -o "$LZ/convert-time.txt" env IMG_ROOT="$LZ/s-src" \
+        "$IMG" convert -q --format estargz "$LREG/bench/large:gzip" localhost/large:esgz >/dev/null
+    IMG_ROOT=$LZ/s-src $IN "$IMG" push -q --tls-verify=false localhost/large:esgz "$LREG/bench/large:esgz"
+    rm -rf "$LZ/s-src"
+    PMZ="podman --root $LZ/pm --runroot $LZ/pm-run --storage-driver overlay"
+    PMZ_RESET="umount $LZ/pm/overlay 2>/dev/null; rm -rf $LZ/pm $LZ/pm-run; sync"
+    LAZY_RESET="$IMG --root $LZ/s-lazy umount -a >/dev/null 2>&1; rm -rf $LZ/s-lazy; mkdir -p $LZ/mnt-lazy; sync"
+    FULL_RESET="$IMG --root $LZ/s-full umount -a >/dev/null 2>&1; rm -rf $LZ/s-full; mkdir -p $LZ/mnt-full; sync"
+    lazy_round() { # label, runs for the full pulls
+        local tag=$1 fr=$2
+        hf "lazy-$tag" "$RUNS" 1 --prepare "$LAZY_RESET" \
+            "$IN $IMG --root $LZ/s-lazy mount --tls-verify=false docker://$LREG/bench/large:esgz $LZ/mnt-lazy >/dev/null && head -c1 $LZ/mnt-lazy/etc/os-release >/dev/null"
+        # What that read fetched: every range kept in lazy/ (TOCs included).
+        bash -c "$LAZY_RESET"
+        $IN "$IMG" --root "$LZ/s-lazy" mount --tls-verify=false "docker://$LREG/bench/large:esgz" "$LZ/mnt-lazy" >/dev/null
+        head -c1 "$LZ/mnt-lazy/etc/os-release" >/dev/null
+        python3 - "$LZ/s-lazy/lazy" > "lazy-bytes-$tag.txt" <<'PY'
+import glob, struct, sys
+total = 0
+for f in glob.glob(sys.argv[1] + "/*.ranges"):
+    b = open(f, "rb").read()
+    end = 0
+    for s, n in sorted(struct.unpack("<QQ", b[i:i + 16]) for i in range(0, len(b) - 15, 16)):
+        total += max(0, s + n - max(s, end)); end = max(end, s + n)
+print(total)
+PY
+        "$IMG" --root "$LZ/s-lazy" inspect -f '{{.Size}}' "$LREG/bench/large:esgz" >> "lazy-bytes-$tag.txt"
+        bash -c "$LAZY_RESET"
+        hf "lazy-full-$tag" "$fr" 0 --prepare "$FULL_RESET" \
+            "$IN $IMG --root $LZ/s-full pull -q --tls-verify=false $LREG/bench/large:gzip >/dev/null && $IMG --root $LZ/s-full mount $LREG/bench/large:gzip $LZ/mnt-full >/dev/null && head -c1 $LZ/mnt-full/etc/os-release >/dev/null"
+        bash -c "$FULL_RESET"
+        hf "lazy-podman-$tag" 1 0 --prepare "$PMZ_RESET" "$IN $PMZ pull -q --tls-verify=false $LREG/bench/large:gzip"
+        bash -c "$PMZ_RESET"
+    }
+    lazy_round loopback "$RUNS"
+    $IN tc qdisc add dev lo root netem delay 20ms rate 100mbit
+    lazy_round netem 1
+    $IN tc qdisc del dev lo root
+    python3 - "$RUNS" "$(cat "$LZ/convert-time.txt")" <<'PY'
+import json, sys
+runs, conv = sys.argv[1], float(sys.argv[2])
+med = lambda n: json.load(open(f"{n}.json"))["results"][0]["median"]
+print(f"lazy mount of the large image (eStargz, converted by img in {conv:.1f} s) from a docker-registry in a network namespace")
+print(f"time to the first byte of /etc/os-release from an empty store; medians of {runs} runs (full pulls over netem, podman: 1)")
+print(f"{'link':24} {'img lazy':>9} {'fetched':>16} {'img pull+mount':>15} {'ratio':>6} {'podman pull':>12} {'ratio':>6}")
+for tag, link in (("loopback", "loopback"), ("netem", "20 ms, 100 Mbit/s")):
+    lz, full, pm = med(f"lazy-{tag}"), med(f"lazy-full-{tag}"), med(f"lazy-podman-{tag}")
+    got, size = map(int, open(f"lazy-bytes-{tag}.txt").read().split())
+    print(f"{link:24} {lz:>8.3f}s {got/1e6:>7.2f} MB {100*got/size:>5.2f}% {full:>14.2f}s {full/lz:>5.0f}x {pm:>11.2f}s {pm/lz:>5.0f}x")
+print("goals: img lazy < 0.3 s and >= 20x faster than the full pull; fetched < 1% of the image")
 PY
 fi
 

@@ -60,11 +60,68 @@ pub fn partial_fs(
         bail!("the manifest of {} is an index", img.id);
     };
     let remote = store.index().remote_layers(&img.id)?;
+    // One connection per repository, checked now: options that cannot work
+    // are an error here; a registry that is away only fails the reads of
+    // bytes not fetched yet.
+    let mut sources: Vec<(String, Arc<crate::ops::lazy::RegistrySource>)> = Vec::new();
+    for r in &remote {
+        if sources.iter().any(|(s, _)| *s == r.source) {
+            continue;
+        }
+        let src = crate::ops::lazy::RegistrySource::new(&r.source, opts)?;
+        match src.connect() {
+            Ok(()) => {}
+            Err(e @ crate::registry::RegistryError::Http { .. }) => {
+                eprintln!("img mount: {} does not answer yet: {e}", r.source)
+            }
+            Err(e) => return Err(anyhow::Error::from(e)).with_context(|| format!("layers are read from {}", r.source)),
+        }
+        sources.push((r.source.clone(), src));
+    }
+    // Remote layers are built from their TOCs on threads of their own.
+    type Built = Result<(img_fuse::Layer, Arc<lazy::RemoteLayer>, Option<u64>)>;
+    let root = store.root().to_path_buf();
+    let id = img.id.clone();
+    let built: Vec<(usize, Built)> = std::thread::scope(|s| {
+        let handles: Vec<_> = remote
+            .iter()
+            .map(|r| {
+                let src = sources.iter().find(|(n, _)| *n == r.source).map(|(_, s)| s.clone());
+                let stats = stats.clone();
+                let (root, id) = (&root, &id);
+                (
+                    r.position,
+                    s.spawn(move || -> Built {
+                        let i = r.position;
+                        let src = src.context("no source")?;
+                        let want = Digest::parse(&r.toc_digest)
+                            .with_context(|| format!("layer {i} of {id}: its TOC digest"))?;
+                        let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
+                        let cache =
+                            lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
+                        let (toc, file, toc_at) =
+                            crate::ops::lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
+                        let label = format!("{} (layer {i})", r.digest);
+                        let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
+                        drop(toc);
+                        let layer = lazy::RemoteLayer::new(label, tl.chunks, fetch, Some(cache), stats)
+                            .with_toc_file(tl.toc_json);
+                        Ok((tl.layer, Arc::new(layer), tl.prefetch_end))
+                    }),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("building layer {i} failed")))))
+            .collect()
+    });
+    let mut built: Vec<(usize, Built)> = built;
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     let mut prefetch = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
-        let Some(r) = remote.iter().find(|r| r.position == i) else {
+        let Some(pos) = built.iter().position(|(n, _)| *n == i) else {
             let (ix, compression) = layer_entries(store, &l.digest, i)?;
             scanned.push(ix.layer);
             sources.push(source::LayerOpen::Stored(source::LayerSpec {
@@ -75,21 +132,12 @@ pub fn partial_fs(
             }));
             continue;
         };
-        let want = Digest::parse(&r.toc_digest).with_context(|| format!("layer {i} of {}: its TOC digest", img.id))?;
-        let fetch: Arc<dyn lazy::Fetch> =
-            Arc::new(crate::ops::lazy::RegistryFetch::new(&r.source, r.digest.clone(), opts.clone())?);
-        let cache = lazy::RangeCache::open(store.root(), &r.digest, r.size).context("opening the lazy cache")?;
-        let (toc, file, toc_at) = crate::ops::lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
-        let label = format!("{} (layer {i})", r.digest);
-        let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
-        let layer = Arc::new(
-            lazy::RemoteLayer::new(label, tl.chunks, fetch, Some(cache), stats.clone()).with_toc_file(tl.toc_json),
-        );
-        if let Some(end) = tl.prefetch_end {
-            prefetch.push((layer.clone(), end));
+        let (layer, remote_layer, prefetch_end) = built.swap_remove(pos).1?;
+        if let Some(end) = prefetch_end {
+            prefetch.push((remote_layer.clone(), end));
         }
-        scanned.push(tl.layer);
-        sources.push(source::LayerOpen::Remote(layer));
+        scanned.push(layer);
+        sources.push(source::LayerOpen::Remote(remote_layer));
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open_mixed(sources).context("opening the layer blobs")?;

@@ -176,34 +176,42 @@ pub fn lazy_timeout() -> Duration {
         .unwrap_or(Duration::from_secs(5))
 }
 
-/// Reads one blob from its registry for a mount, connecting when first
-/// needed and again after a failure; each fetch is retried until
-/// `lazy_timeout` has passed.
-pub struct RegistryFetch {
+/// One repository a mount reads layers from: a connection made when first
+/// needed (or by [`RegistrySource::connect`]) and shared by its layers,
+/// made again after a failure.
+pub struct RegistrySource {
     host: String,
     path: String,
-    digest: Digest,
     opts: ClientOptions,
     client: Mutex<Option<Arc<Client>>>,
     timeout: Duration,
 }
 
-impl RegistryFetch {
+impl RegistrySource {
     /// `source` is `registry/repository`, as `remote_layers` records it.
-    pub fn new(source: &str, digest: Digest, opts: ClientOptions) -> Result<RegistryFetch> {
+    pub fn new(source: &str, opts: &ClientOptions) -> Result<Arc<RegistrySource>> {
         let (host, path) =
             source.split_once('/').with_context(|| format!("the recorded source {source:?} names no repository"))?;
-        Ok(RegistryFetch {
+        Ok(Arc::new(RegistrySource {
             host: host.to_string(),
             path: path.to_string(),
-            digest,
-            opts: super::pull::options_for(host, &opts)?,
+            opts: super::pull::options_for(host, opts)?,
             client: Mutex::new(None),
             timeout: lazy_timeout(),
-        })
+        }))
     }
 
-    fn once(&self, start: u64, end: u64) -> crate::registry::Result<Vec<u8>> {
+    /// Connects now (a mount checks that its registry answers before it
+    /// is ready, so that wrong options are an error, not EIO later).
+    pub fn connect(&self) -> crate::registry::Result<()> {
+        let c = Arc::new(Client::connect(&self.host, &self.opts)?);
+        if let Ok(mut slot) = self.client.lock() {
+            *slot = Some(c);
+        }
+        Ok(())
+    }
+
+    fn once(&self, digest: &Digest, start: u64, end: u64) -> crate::registry::Result<Vec<u8>> {
         let client = match self.client.lock().ok().and_then(|c| c.clone()) {
             Some(c) => c,
             None => {
@@ -214,7 +222,7 @@ impl RegistryFetch {
                 c
             }
         };
-        let r = Repo::new(&client, &self.path).blob_range(&self.digest, start, end);
+        let r = Repo::new(&client, &self.path).blob_range(digest, start, end);
         if r.is_err() {
             if let Ok(mut slot) = self.client.lock() {
                 *slot = None;
@@ -222,14 +230,27 @@ impl RegistryFetch {
         }
         r
     }
+
+    /// Reads blob `digest` of this repository.
+    pub fn layer(self: &Arc<Self>, digest: Digest) -> RegistryFetch {
+        RegistryFetch { source: self.clone(), digest }
+    }
+}
+
+/// Reads one blob from its repository for a mount; each fetch is retried
+/// until `lazy_timeout` has passed.
+pub struct RegistryFetch {
+    source: Arc<RegistrySource>,
+    digest: Digest,
 }
 
 impl Fetch for RegistryFetch {
     fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
         let began = Instant::now();
         let mut wait = Duration::from_millis(100);
+        let src = &self.source;
         loop {
-            match self.once(start, end) {
+            match src.once(&self.digest, start, end) {
                 Ok(b) => return Ok(b),
                 Err(e) => {
                     let refused = matches!(
@@ -237,11 +258,13 @@ impl Fetch for RegistryFetch {
                         crate::registry::RegistryError::Refused { .. }
                             | crate::registry::RegistryError::NotFound { .. }
                             | crate::registry::RegistryError::Unauthorized { .. }
+                            | crate::registry::RegistryError::Tls { .. }
+                            | crate::registry::RegistryError::AuthFile(_)
                     );
-                    if refused || began.elapsed() + wait > self.timeout {
+                    if refused || began.elapsed() + wait > src.timeout {
                         return Err(io::Error::other(format!(
                             "fetching bytes {start}..{end} of layer {} from {}/{}: {e}",
-                            self.digest, self.host, self.path
+                            self.digest, src.host, src.path
                         )));
                     }
                     std::thread::sleep(wait);

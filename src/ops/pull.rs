@@ -211,27 +211,17 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
     let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();
     let source = format!("{}/{path}", client.registry);
+    let mut tocs: Vec<(usize, &image::Descriptor, Digest)> = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
-        if store.index().has_blob(&l.digest)? || missing.iter().any(|(_, d, _)| d == &l.digest) {
+        if store.index().has_blob(&l.digest)?
+            || missing.iter().any(|(_, d, _)| d == &l.digest)
+            || tocs.iter().any(|(_, t, _)| t.digest == l.digest)
+        {
             continue;
         }
         if opts.lazy {
             if let Some(toc_digest) = super::lazy::toc_digest(l) {
-                if let Err(e) = super::lazy::fetch_toc(store.root(), &repo, l, &toc_digest) {
-                    // Nothing is kept of a layer refused.
-                    if !store.index().remote_layer_digests()?.contains(&l.digest) {
-                        super::lazy::forget_cache(store.root(), &l.digest);
-                    }
-                    return Err(e.context(format!("pulling {name}: layer {i}")));
-                }
-                remote.push(crate::index::RemoteLayer {
-                    position: i,
-                    digest: l.digest.clone(),
-                    size: l.size,
-                    media_type: l.media_type.clone(),
-                    toc_digest: toc_digest.to_string(),
-                    source: source.clone(),
-                });
+                tocs.push((i, l, toc_digest));
                 continue;
             }
         }
@@ -241,6 +231,51 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
                 .with_context(|| format!("pulling {name}: layer {i}"))?;
         }
         missing.push((i, l.digest.clone(), l.size));
+    }
+    // The TOCs, all at once (each is two Range requests).
+    let root = store.root().to_path_buf();
+    let fetched_tocs: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = tocs
+            .iter()
+            .map(|(_, l, want)| {
+                let (root, repo) = (&root, &repo);
+                s.spawn(move || super::lazy::fetch_toc(root, repo, l, want))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading a TOC failed")))).collect()
+    });
+    let known = store.index().remote_layer_digests()?;
+    let mut first_err = None;
+    for ((i, l, toc_digest), r) in tocs.iter().zip(fetched_tocs) {
+        match r {
+            // Every place the layer has in the image (a layer may repeat).
+            Ok(()) => {
+                for (p, same) in manifest.layers.iter().enumerate().filter(|(_, m)| m.digest == l.digest) {
+                    remote.push(crate::index::RemoteLayer {
+                        position: p,
+                        digest: l.digest.clone(),
+                        size: l.size,
+                        media_type: same.media_type.clone(),
+                        toc_digest: toc_digest.to_string(),
+                        source: source.clone(),
+                    });
+                }
+            }
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(e.context(format!("pulling {name}: layer {i}")));
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        // Nothing is kept of layers no partial image reads.
+        for (_, l, _) in &tocs {
+            if !known.contains(&l.digest) {
+                super::lazy::forget_cache(store.root(), &l.digest);
+            }
+        }
+        return Err(e);
     }
     let jobs = opts.jobs.clamp(1, 16);
     let paths = store.paths();

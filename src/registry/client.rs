@@ -216,9 +216,9 @@ impl Client {
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) => {
                 return tls(format!("{url}: TLS error ({text}); if the registry uses a private CA put it in /etc/containers/certs.d/{reg}/ca.crt, or use --tls-verify=false for a registry you trust"))
             }
-            ureq::Error::Io(_) if url.starts_with("https://") && text.contains("corrupt message") => format!(
+            ureq::Error::Io(_) if url.starts_with("https://") && text.contains("corrupt message") => return tls(format!(
                 "{url}: the registry does not speak TLS; if it serves plain HTTP, use --tls-verify=false (or mark it insecure in registries.conf)"
-            ),
+            )),
             ureq::Error::Timeout(t) => {
                 return RegistryError::Timeout {
                     registry: self.registry.clone(),
