@@ -62,7 +62,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount) ;; *) echo "bench: unknown section $s (load, pull, mount)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|lazy) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 

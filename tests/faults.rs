@@ -604,3 +604,117 @@ fn a_missing_tag_is_a_clear_not_found_error() {
     assert_nothing_stored(&s, &[]);
     s.assert_ingest_empty();
 }
+
+// ---- lazy mounts -------------------------------------------------------------------
+
+/// Unmounts a directory when dropped (a failed test leaves no mount behind).
+struct Unmount<'a>(&'a Store, std::path::PathBuf);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["umount", arg(&self.1)]);
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.1).stderr(Stdio::null()).status();
+    }
+}
+
+// Guards: a lazy mount whose token the registry stops accepting (a 401 to
+// the old one) fetches a new one and reads on; an unmount while a fetch
+// hangs leaves a store that passes fsck, and img pull then completes the
+// image. The image is made eStargz by img itself and served as it is.
+#[test]
+fn a_lazy_mount_renews_its_token_and_unmounts_with_a_fetch_in_flight() {
+    if !std::path::Path::new("/dev/fuse").exists() || !img_is_root() {
+        panic!("this test mounts through FUSE: it needs /dev/fuse and root (scripts/test.sh runs it so)");
+    }
+    let src = Store::new();
+    let mut rng = Rng::new(seed("lazy_token", 11));
+    let files: Vec<Vec<u8>> = (0..3).map(|_| rng.bytes(300_000)).collect();
+    let mut tar = TarBuilder::new().dir("etc").file("etc/os-release", "ID=lazy\n").dir("data");
+    for (n, f) in files.iter().enumerate() {
+        tar = tar.file(&format!("data/f{n}"), f);
+    }
+    let tar_path = src.write("root.tar", &tar.build());
+    src.ok(&["import", arg(&tar_path), "localhost/lz:1"]);
+    src.ok(&["convert", "-q", "--format", "estargz", "localhost/lz:1", "localhost/lz:esgz"]);
+    let info = src.inspect("localhost/lz:esgz");
+    let manifest_digest = Digest::parse(info["Digest"].as_str().unwrap()).unwrap();
+    let manifest = std::fs::read(src.blob_path(&manifest_digest)).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let reg = FakeRegistry::start();
+    let config = Digest::parse(m["config"]["digest"].as_str().unwrap()).unwrap();
+    reg.put_blob(NAME, &std::fs::read(src.blob_path(&config)).unwrap());
+    let layer = Digest::parse(m["layers"][0]["digest"].as_str().unwrap()).unwrap();
+    reg.put_blob(NAME, &std::fs::read(src.blob_path(&layer)).unwrap());
+    reg.put_manifest(NAME, "esgz", OCI_MANIFEST, &manifest);
+    let bearer = |token: &str| Auth::Bearer {
+        realm: format!("{}/token", reg.url()),
+        service: "fake".into(),
+        token: token.into(),
+    };
+    reg.set_auth(bearer("tok1"));
+    let creds = format!("{USER}:{PASS}");
+    let reference = reg.reference(NAME, "esgz");
+
+    let s = Store::new();
+    let dir = s.work().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = [("IMG_LAZY_TIMEOUT", "2")];
+    let docker_ref = format!("docker://{reference}");
+    let (o, _) = img(&s, &["mount", "--tls-verify=false", "--creds", &creds, &docker_ref, arg(&dir)], &env);
+    assert!(o.success(), "{}", o.describe());
+    let _guard = Unmount(&s, dir.clone());
+    assert_eq!(std::fs::read(dir.join("etc/os-release")).unwrap(), b"ID=lazy\n");
+    assert_eq!(s.inspect(&reference)["Partial"], json!(true));
+
+    // The registry now wants another token.
+    let tokens = reg.requests_to("/token").len();
+    reg.set_auth(bearer("tok2"));
+    assert_eq!(std::fs::read(dir.join("data/f0")).unwrap(), files[0], "{}", reg.describe());
+    assert!(reg.requests_to("/token").len() > tokens, "no new token was asked for\n{}", reg.describe());
+    let blob = FakeRegistry::blob_path(NAME, &layer);
+    assert!(
+        reg.requests_to(&blob)
+            .iter()
+            .any(|r| r.header("range").is_some() && r.header("authorization") == Some("Bearer tok2")),
+        "no Range request with the new token\n{}",
+        reg.describe()
+    );
+
+    // A fetch hangs; its reader is killed and the mount goes while the
+    // serving process still waits on the registry.
+    reg.fault_always(&blob, Fault::Hang);
+    let before = reg.requests_to(&blob).len();
+    let mut reader = std::process::Command::new("cat")
+        .arg(dir.join("data/f1"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while reg.requests_to(&blob).len() == before && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    let (o, _) = img(&s, &["umount", arg(&dir)], &[]);
+    assert!(o.success(), "umount with a fetch in flight: {}", o.describe());
+    s.assert_fsck_clean();
+    s.assert_ingest_empty();
+
+    // img pull completes it, from what was fetched and the rest.
+    reg.clear_faults();
+    let (o, _) = pull(&s, &reference, &["--creds", &creds], &[]);
+    assert!(o.success(), "{}", o.describe());
+    assert_eq!(s.inspect(&reference).get("Partial"), None);
+    assert!(s.has_blob(&layer));
+    s.assert_fsck_clean();
+    let lazy = s.root().join("lazy");
+    assert!(std::fs::read_dir(&lazy).map(|d| d.count() == 0).unwrap_or(true), "lazy/ was not emptied");
+}
+
+fn img_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
