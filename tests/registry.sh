@@ -379,6 +379,10 @@ PY
     IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/lazy:esgz "$LAZYREG/lazy/big:1" &&
     IMG_ROOT=$s "$IMG" push -q --cert-dir "$PKI/ca-only" --creds alice:t0ken-pass localhost/lazy:esgz \
       "$TOKEN/lazy/big:1" &&
+    echo etc/os-release > "$WORK/lazy-prefetch.list" &&
+    IMG_ROOT=$s "$IMG" convert -q --format estargz --prefetch-list "$WORK/lazy-prefetch.list" localhost/lazy:src \
+      localhost/lazy:prefetch >/dev/null &&
+    IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/lazy:prefetch "$REG/lazy/big:prefetch" &&
     touch "$WORK/lazy-pushed"
 }
 
@@ -457,6 +461,25 @@ lazy_mount_of_estargz_reads_only_what_is_read() {
   tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q t0ken-pass && fail "the password is in the serving process's arguments"
   tr '\0' '\n' < "/proc/$pid/environ" | grep -q t0ken-pass && fail "the password is in the serving process's environment"
   true
+}
+
+# An image converted with a prefetch list: the mount fetches the files
+# before the landmark by itself, so reading them fetches nothing more.
+lazy_mount_prefetches_the_landmarked_files() {
+  make_lazy_image || fail "making the eStargz image"
+  local m=$WORK/lazy-m4; mkdir -p "$m"
+  trap "\"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  "$IMG" mount --tls-verify=false "docker://$REG/lazy/big:prefetch" "$m" >/dev/null || fail "lazy mount"
+  local i fetched=0
+  for i in $(seq 50); do
+    fetched=$(lazy_stat BytesFetched)
+    (( fetched > 0 )) && break
+  done
+  (( fetched > 0 )) || fail "nothing was prefetched"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release"
+  [[ $(lazy_stat BytesFetched) == "$fetched" ]] || fail "reading a prefetched file fetched $(( $(lazy_stat BytesFetched) - fetched )) bytes more"
+  (( $(lazy_stat BytesFromCache) > 0 )) || fail "the prefetched file was not read from the store"
+  (( fetched < 1000000 )) || fail "the prefetch fetched $fetched bytes: more than the files before the landmark"
 }
 
 # A lazy mount whose registry stops answering: a read of bytes not fetched
@@ -910,6 +933,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
   push_compression_format_estargz lazy_mount_of_estargz_reads_only_what_is_read \
   lazy_mount_survives_a_registry_that_goes_away lazy_mount_refuses_a_toc_that_does_not_match \
+  lazy_mount_prefetches_the_landmarked_files \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \
