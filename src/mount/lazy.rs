@@ -17,7 +17,8 @@
 
 use crate::archive::layer::{classify, clean_entry_path, name_bytes, EntryKind};
 use crate::digest::Digest;
-use crate::layerindex::estargz::{Toc, TocEntry, TocFile, TOC_NAME};
+use crate::layerindex::estargz::{Toc, TocEntry, TocFile, FOOTER_SIZE, MAX_TOC_SIZE, TOC_NAME};
+use anyhow::Context as _;
 use img_fuse::{DataRef, Entry, Kind, Layer};
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
@@ -262,6 +263,45 @@ fn chunk(e: &TocEntry, size: u64, done: u64, virt: u64, toc_at: u64) -> Result<C
     Ok(ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256 })
 }
 
+/// The TOC of layer `d` (`size` bytes) and where its member starts:
+/// footer and TOC from the cache or fetched (then kept), the TOC checked
+/// against `want` before anything else is done with it.
+pub fn read_toc(
+    cache: &RangeCache,
+    fetch: &dyn Fetch,
+    d: &Digest,
+    size: u64,
+    want: &Digest,
+) -> anyhow::Result<(Toc, TocFile, u64)> {
+    let footer_at = size
+        .checked_sub(FOOTER_SIZE as u64)
+        .with_context(|| format!("layer {d} is {size} bytes, too small for eStargz"))?;
+    let get = |start: u64, end: u64| -> anyhow::Result<(Vec<u8>, bool)> {
+        if let Some(b) = cache.get(start, end)? {
+            return Ok((b, false));
+        }
+        Ok((fetch.fetch(start, end).with_context(|| format!("reading bytes {start}..{end} of layer {d}"))?, true))
+    };
+    let (footer, fetched) = get(footer_at, size)?;
+    let toc_at = crate::layerindex::estargz::parse_footer(&footer).with_context(|| format!("layer {d}"))?;
+    if toc_at >= footer_at || footer_at - toc_at > MAX_TOC_SIZE {
+        anyhow::bail!(
+            "layer {d}: its eStargz footer puts the table of contents at {toc_at}, which cannot be right; refusing it"
+        );
+    }
+    let (member, toc_fetched) = get(toc_at, footer_at)?;
+    let (toc, file) =
+        crate::layerindex::estargz::parse_toc_file(&member, Some(want)).with_context(|| format!("layer {d}"))?;
+    // Kept only once checked.
+    if fetched {
+        let _ = cache.put(footer_at, &footer);
+    }
+    if toc_fetched {
+        let _ = cache.put(toc_at, &member);
+    }
+    Ok((toc, file, toc_at))
+}
+
 /// Where a layer's bytes come from: a registry, or a test's stand-in.
 pub trait Fetch: Send + Sync {
     /// Bytes `start..end` of the blob, exactly.
@@ -383,12 +423,120 @@ fn covered(have: &[(u64, u64)], start: u64, end: u64) -> bool {
     have.get(i).is_some_and(|r| r.0 <= start && r.1 >= end)
 }
 
+/// Where the TOC's own file lies in a layer's virtual stream, and what
+/// its bytes are checked against when first read.
+pub struct TocFileAt {
+    pub virt: u64,
+    /// The layer blob and its size; the TOC digest from the manifest.
+    pub layer: Digest,
+    pub size: u64,
+    pub want: Digest,
+    json: Mutex<Option<Arc<Vec<u8>>>>,
+}
+
+impl TocFileAt {
+    pub fn new(virt: u64, layer: Digest, size: u64, want: Digest) -> TocFileAt {
+        TocFileAt { virt, layer, size, want, json: Mutex::new(None) }
+    }
+}
+
+/// `lazy/<hex>.index`: layer `d`'s tree and chunk table, from its TOC
+/// (written at pull time, so that a mount maps it instead of parsing the
+/// TOC again).
+pub fn index_path(root: &Path, d: &Digest) -> PathBuf {
+    root.join("lazy").join(format!("{}.index", d.hex()))
+}
+
+const PACK_MAGIC: &[u8; 8] = b"IMGLAZY1";
+
+/// The chunk table as 32-byte words, in the checksum list of an index
+/// file (`index_file`, whose head is hashed): a header word (magic, chunk
+/// count, where the TOC's file starts and its size), a word with the
+/// prefetch end (+1; 0 for none), then three words a chunk: virtual
+/// offset, length, member start and end; bytes to skip; sha256.
+fn pack(tl: &TocLayer) -> Vec<[u8; 32]> {
+    let mut out = Vec::with_capacity(2 + 3 * tl.chunks.len());
+    let word = |vals: [u64; 4]| {
+        let mut w = [0u8; 32];
+        for (i, v) in vals.iter().enumerate() {
+            w[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        w
+    };
+    let (toc_virt, toc_len) = tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64)).unwrap_or((0, 0));
+    let mut head = word([0, tl.chunks.len() as u64, toc_virt, toc_len]);
+    head[..8].copy_from_slice(PACK_MAGIC);
+    out.push(head);
+    out.push(word([tl.prefetch_end.map(|e| e + 1).unwrap_or(0), 0, 0, 0]));
+    for c in &tl.chunks {
+        out.push(word([c.virt, c.len, c.comp, c.comp_end]));
+        out.push(word([c.inner, 0, 0, 0]));
+        out.push(c.sha256);
+    }
+    out
+}
+
+/// What [`pack`] wrote: (chunks, TOC file start and size, prefetch end).
+type Unpacked = (Vec<ChunkRef>, Option<(u64, u64)>, Option<u64>);
+
+fn unpack(words: &[[u8; 32]]) -> Option<Unpacked> {
+    let u = |w: &[u8; 32], i: usize| u64::from_le_bytes(w[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let head = words.first()?;
+    if &head[..8] != PACK_MAGIC {
+        return None;
+    }
+    let n = usize::try_from(u(head, 1)).ok()?;
+    if words.len() != 2 + 3 * n {
+        return None;
+    }
+    let toc = (u(head, 3) > 0).then(|| (u(head, 2), u(head, 3)));
+    let prefetch = u(&words[1], 0).checked_sub(1);
+    let chunks = words[2..]
+        .chunks_exact(3)
+        .map(|w| ChunkRef {
+            virt: u(&w[0], 0),
+            len: u(&w[0], 1),
+            comp: u(&w[0], 2),
+            comp_end: u(&w[0], 3),
+            inner: u(&w[1], 0),
+            sha256: w[2],
+        })
+        .collect();
+    Some((chunks, toc, prefetch))
+}
+
+/// Writes `lazy/<hex>.index` for layer `d` (aside, then renamed into place).
+pub fn write_index(root: &Path, d: &Digest, tl: &TocLayer) -> io::Result<()> {
+    let ix = super::index_file::LayerIndex {
+        layer: tl.layer.clone(),
+        chunks: pack(tl),
+        access: crate::layerindex::SharedBytes::default(),
+    };
+    let bytes = super::index_file::encode(d, &ix);
+    let path = index_path(root, d);
+    std::fs::create_dir_all(root.join("lazy"))?;
+    let tmp = path.with_extension(format!("index.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Layer `d`'s tree (as layer `i` of its image), chunk table, TOC file
+/// place and prefetch end, from `lazy/<hex>.index`; `None` when it is
+/// missing or damaged (the TOC is read instead).
+pub fn read_index(root: &Path, d: &Digest, i: usize) -> Option<(Layer, Unpacked)> {
+    let map = super::map_index(&index_path(root, d))?;
+    let ix = super::index_file::decode(&map, d, i).ok()?;
+    let unpacked = unpack(&ix.chunks)?;
+    Some((ix.layer, unpacked))
+}
+
 /// A layer read from its registry, chunk by chunk.
 pub struct RemoteLayer {
     label: String,
     chunks: Vec<ChunkRef>,
-    /// The TOC's own file: where it starts in the virtual stream, its bytes.
-    toc_json: Option<(u64, Arc<Vec<u8>>)>,
+    /// The TOC's own file: where it starts in the virtual stream, and how
+    /// to get its bytes (read from the cache, or fetched, on first use).
+    toc_file: Option<TocFileAt>,
     fetch: Arc<dyn Fetch>,
     cache: Option<RangeCache>,
     decoded: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
@@ -403,13 +551,27 @@ impl RemoteLayer {
         cache: Option<RangeCache>,
         stats: Arc<Stats>,
     ) -> RemoteLayer {
-        RemoteLayer { label, chunks, toc_json: None, fetch, cache, decoded: Mutex::new(Vec::new()), stats }
+        RemoteLayer { label, chunks, toc_file: None, fetch, cache, decoded: Mutex::new(Vec::new()), stats }
     }
 
-    /// Serves the TOC's own file from `json` at `virt` of the virtual stream.
-    pub fn with_toc_file(mut self, toc_json: Option<(u64, Arc<Vec<u8>>)>) -> RemoteLayer {
-        self.toc_json = toc_json;
+    /// Serves the TOC's own file as `at` says.
+    pub fn with_toc_file(mut self, at: Option<TocFileAt>) -> RemoteLayer {
+        self.toc_file = at;
         self
+    }
+
+    /// The TOC's JSON, read (and checked) when first asked for.
+    fn toc_json(&self, at: &TocFileAt) -> io::Result<Arc<Vec<u8>>> {
+        let mut slot = at.json.lock().map_err(|_| io::Error::other("TOC lock poisoned"))?;
+        if let Some(j) = slot.as_ref() {
+            return Ok(j.clone());
+        }
+        let cache = self.cache.as_ref().ok_or_else(|| io::Error::other("no cache"))?;
+        let (_, file, _) = read_toc(cache, self.fetch.as_ref(), &at.layer, at.size, &at.want)
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        let j = Arc::new(file.json);
+        *slot = Some(j.clone());
+        Ok(j)
     }
 
     /// Fetches `0..end` of the blob into the cache in one request (the
@@ -477,13 +639,12 @@ impl RemoteLayer {
     }
 
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some((at, json)) = &self.toc_json {
-            if offset >= *at {
-                let start = (offset - at) as usize;
-                let n = buf.len().min(json.len().saturating_sub(start));
-                buf[..n].copy_from_slice(&json[start..start + n]);
-                return Ok(n);
-            }
+        if let Some(at) = self.toc_file.as_ref().filter(|t| offset >= t.virt) {
+            let json = self.toc_json(at)?;
+            let start = (offset - at.virt) as usize;
+            let n = buf.len().min(json.len().saturating_sub(start));
+            buf[..n].copy_from_slice(&json[start..start + n]);
+            return Ok(n);
         }
         let i = self.chunks.partition_point(|c| c.virt + c.len <= offset);
         let Some(c) = self.chunks.get(i).filter(|c| c.virt <= offset) else { return Ok(0) };
@@ -706,6 +867,33 @@ mod tests {
         mem.fail.store(false, Ordering::Relaxed);
         assert_eq!(src.read_at(at, &mut buf).unwrap(), 6);
         assert_eq!(&buf, b"later\n");
+    }
+
+    #[test]
+    fn the_index_written_at_pull_gives_back_the_tree_and_the_chunks() {
+        let big = random(200_000, 5);
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"x"), ("d/big", &big)];
+        let (blob, _, toc) = layer(&files, 64 << 10);
+        let toc_at = estargz::parse_footer(&blob[blob.len() - estargz::FOOTER_SIZE..]).unwrap();
+        let (_, file) =
+            estargz::parse_toc_file(&blob[toc_at as usize..blob.len() - estargz::FOOTER_SIZE], None).unwrap();
+        let tl = toc_layer_with(&toc, Some(&file), 3, toc_at, "t").unwrap();
+        let dir = scratch("index");
+        let d = Digest::of_bytes(&blob);
+        write_index(dir.path(), &d, &tl).unwrap();
+        let (layer, (chunks, toc_file, prefetch)) = read_index(dir.path(), &d, 3).unwrap();
+        assert_eq!(layer, tl.layer);
+        assert_eq!(chunks, tl.chunks);
+        assert_eq!(toc_file, tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64)));
+        assert_eq!(prefetch, tl.prefetch_end);
+        // Another layer's digest, or a damaged file, gives nothing.
+        assert!(read_index(dir.path(), &Digest::of_bytes(b"other"), 3).is_none());
+        let p = index_path(dir.path(), &d);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(read_index(dir.path(), &d, 3).is_none());
     }
 
     #[test]

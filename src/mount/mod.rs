@@ -99,14 +99,26 @@ pub fn partial_fs(
                         let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
                         let cache =
                             lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
-                        let (toc, file, toc_at) =
-                            crate::ops::lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
                         let label = format!("{} (layer {i})", r.digest);
-                        let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
-                        drop(toc);
-                        let layer = lazy::RemoteLayer::new(label, tl.chunks, fetch, Some(cache), stats)
-                            .with_toc_file(tl.toc_json);
-                        Ok((tl.layer, Arc::new(layer), tl.prefetch_end))
+                        // The tree and chunk table the pull wrote, or the TOC
+                        // read again (and the index written for next time).
+                        let (layer, (chunks, toc_file, prefetch_end)) = match lazy::read_index(root, &r.digest, i) {
+                            Some(got) => got,
+                            None => {
+                                let (toc, file, toc_at) =
+                                    lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
+                                let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
+                                drop(toc);
+                                let _ = lazy::write_index(root, &r.digest, &tl);
+                                let toc_file = tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64));
+                                (tl.layer, (tl.chunks, toc_file, tl.prefetch_end))
+                            }
+                        };
+                        let toc_file = toc_file
+                            .map(|(virt, _)| lazy::TocFileAt::new(virt, r.digest.clone(), r.size, want.clone()));
+                        let layer_src =
+                            lazy::RemoteLayer::new(label, chunks, fetch, Some(cache), stats).with_toc_file(toc_file);
+                        Ok((layer, Arc::new(layer_src), prefetch_end))
                     }),
                 )
             })
@@ -278,7 +290,7 @@ fn build_index(
 
 /// An index file, mapped: a mount reads the windows of its random-access
 /// index from the page cache when it needs them, and never copies them.
-fn map_index(path: &Path) -> Option<SharedBytes> {
+pub(crate) fn map_index(path: &Path) -> Option<SharedBytes> {
     let file = std::fs::File::open(path).ok()?;
     let map = img_overlay::map_read_only(&file).ok()?;
     Some(SharedBytes::new(std::sync::Arc::new(map)))

@@ -5,11 +5,11 @@
 
 use crate::digest::{Digest, Hasher};
 use crate::image::Descriptor;
-use crate::layerindex::estargz::{self, Toc, FOOTER_SIZE, MAX_TOC_SIZE, TOC_DIGEST_ANNOTATION};
-use crate::mount::lazy::{cache_paths, Fetch, RangeCache};
+use crate::layerindex::estargz::TOC_DIGEST_ANNOTATION;
+use crate::mount::lazy::{cache_paths, read_toc, Fetch, RangeCache};
 use crate::registry::{Client, ClientOptions, Repo};
 use crate::store::StorePaths;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -37,49 +37,15 @@ impl Fetch for RepoFetch<'_> {
     }
 }
 
-/// The TOC of layer `d` (`size` bytes) and where its member starts:
-/// footer and TOC from the cache or fetched (then kept), the TOC checked
-/// against `want` before anything else is done with it.
-pub fn read_toc(
-    cache: &RangeCache,
-    fetch: &dyn Fetch,
-    d: &Digest,
-    size: u64,
-    want: &Digest,
-) -> Result<(Toc, estargz::TocFile, u64)> {
-    let footer_at = size
-        .checked_sub(FOOTER_SIZE as u64)
-        .with_context(|| format!("layer {d} is {size} bytes, too small for eStargz"))?;
-    let get = |start: u64, end: u64| -> Result<(Vec<u8>, bool)> {
-        if let Some(b) = cache.get(start, end)? {
-            return Ok((b, false));
-        }
-        Ok((fetch.fetch(start, end).with_context(|| format!("reading bytes {start}..{end} of layer {d}"))?, true))
-    };
-    let (footer, fetched) = get(footer_at, size)?;
-    let toc_at = estargz::parse_footer(&footer).with_context(|| format!("layer {d}"))?;
-    if toc_at >= footer_at || footer_at - toc_at > MAX_TOC_SIZE {
-        bail!(
-            "layer {d}: its eStargz footer puts the table of contents at {toc_at}, which cannot be right; refusing it"
-        );
-    }
-    let (member, toc_fetched) = get(toc_at, footer_at)?;
-    let (toc, file) = estargz::parse_toc_file(&member, Some(want)).with_context(|| format!("layer {d}"))?;
-    // Kept only once checked.
-    if fetched {
-        let _ = cache.put(footer_at, &footer);
-    }
-    if toc_fetched {
-        let _ = cache.put(toc_at, &member);
-    }
-    Ok((toc, file, toc_at))
-}
-
 /// Fetches and checks the TOC of eStargz layer `l` at pull time, keeping
 /// it in the store's lazy cache for the mount.
+/// Its tree and chunk table are checked now and written to
+/// `lazy/<hex>.index`, so a mount maps them instead of reading the TOC.
 pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, want: &Digest) -> Result<()> {
     let cache = RangeCache::open(root, &l.digest, l.size).context("opening the lazy cache")?;
-    read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
+    let (toc, file, toc_at) = read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
+    let tl = crate::mount::lazy::toc_layer_with(&toc, Some(&file), 0, toc_at, &l.digest.to_string())?;
+    crate::mount::lazy::write_index(root, &l.digest, &tl).context("writing the layer's index")?;
     Ok(())
 }
 
@@ -87,6 +53,7 @@ pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, want: &Digest) -> Res
 /// or its image gone).
 pub fn forget_cache(root: &Path, d: &Digest) {
     let (data, ranges) = cache_paths(root, d);
+    let _ = std::fs::remove_file(crate::mount::lazy::index_path(root, d));
     let _ = std::fs::remove_file(ranges);
     let _ = std::fs::remove_file(data);
 }

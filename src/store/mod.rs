@@ -315,7 +315,7 @@ impl Store {
             return Ok(false);
         }
         let used: Vec<String> = self.index.remote_layer_digests()?.iter().map(|d| d.hex().to_string()).collect();
-        Ok(names.iter().any(|n| !used.iter().any(|u| u == n.strip_suffix(".ranges").unwrap_or(n))))
+        Ok(names.iter().any(|n| !used.iter().any(|u| u == n.split('.').next().unwrap_or_default())))
     }
 
     fn recover_locked(&mut self) -> Result<()> {
@@ -426,8 +426,9 @@ impl Store {
         let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
         let used: Vec<String> = self.index.remote_layer_digests()?.iter().map(|d| d.hex().to_string()).collect();
         for e in entries.flatten() {
+            // <hex>, <hex>.ranges, <hex>.index (and its temp files).
             let name = e.file_name().to_string_lossy().into_owned();
-            let hex = name.strip_suffix(".ranges").unwrap_or(&name);
+            let hex = name.split('.').next().unwrap_or_default();
             if !used.iter().any(|u| u == hex) {
                 let _ = fs::remove_file(e.path());
             }
