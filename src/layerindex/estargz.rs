@@ -19,6 +19,7 @@
 
 use crate::digest::{Digest, Hasher};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
@@ -99,6 +100,80 @@ pub struct TocEntry {
     pub chunk_size: u64,
     #[serde(rename = "chunkDigest", skip_serializing_if = "String::is_empty")]
     pub chunk_digest: String,
+}
+
+/// A TOC entry as a reader needs it, its strings borrowed from the JSON
+/// where they have no escapes (fields a reader does not use, such as the
+/// whole file's digest and the owner names, are skipped).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct TocEntryRef<'a> {
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    pub size: u64,
+    #[serde(rename = "modtime", borrow)]
+    pub mod_time: Cow<'a, str>,
+    #[serde(rename = "linkName", borrow)]
+    pub link_name: Cow<'a, str>,
+    pub mode: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub offset: u64,
+    #[serde(rename = "innerOffset")]
+    pub inner_offset: u64,
+    #[serde(rename = "devMajor")]
+    pub dev_major: u64,
+    #[serde(rename = "devMinor")]
+    pub dev_minor: u64,
+    pub xattrs: BTreeMap<String, String>,
+    #[serde(rename = "chunkOffset")]
+    pub chunk_offset: u64,
+    #[serde(rename = "chunkSize")]
+    pub chunk_size: u64,
+    #[serde(rename = "chunkDigest", borrow)]
+    pub chunk_digest: Cow<'a, str>,
+}
+
+impl<'a> From<&'a TocEntry> for TocEntryRef<'a> {
+    fn from(e: &'a TocEntry) -> TocEntryRef<'a> {
+        TocEntryRef {
+            name: Cow::Borrowed(&e.name),
+            kind: Cow::Borrowed(&e.kind),
+            size: e.size,
+            mod_time: Cow::Borrowed(&e.mod_time),
+            link_name: Cow::Borrowed(&e.link_name),
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            offset: e.offset,
+            inner_offset: e.inner_offset,
+            dev_major: e.dev_major,
+            dev_minor: e.dev_minor,
+            xattrs: e.xattrs.clone(),
+            chunk_offset: e.chunk_offset,
+            chunk_size: e.chunk_size,
+            chunk_digest: Cow::Borrowed(&e.chunk_digest),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TocRefs<'a> {
+    version: u32,
+    #[serde(borrow)]
+    entries: Vec<TocEntryRef<'a>>,
+}
+
+/// The entries of a TOC's JSON (already checked against its digest), for
+/// reading.
+pub fn toc_entries(json: &[u8]) -> Result<Vec<TocEntryRef<'_>>, EstargzError> {
+    let t: TocRefs = serde_json::from_slice(json).map_err(|e| EstargzError::BadToc(e.to_string()))?;
+    if t.version != 1 {
+        return Err(EstargzError::BadToc(format!("version {} is not known", t.version)));
+    }
+    Ok(t.entries)
 }
 
 /// A TOC over borrowed entries, serialised as `Toc` is.
@@ -565,6 +640,17 @@ pub struct TocFile {
 
 /// `parse_toc`, also giving the TOC's tar entry.
 pub fn parse_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, TocFile), EstargzError> {
+    let file = read_toc_file(member, expected)?;
+    let toc: Toc = serde_json::from_slice(&file.json).map_err(|e| EstargzError::BadToc(e.to_string()))?;
+    if toc.version != 1 {
+        return Err(EstargzError::BadToc(format!("version {} is not known", toc.version)));
+    }
+    Ok((toc, file))
+}
+
+/// The TOC's tar entry from the bytes of its gzip member, its JSON checked
+/// against `expected` when given (not parsed: see [`toc_entries`]).
+pub fn read_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<TocFile, EstargzError> {
     let bad = |m: &str| EstargzError::BadToc(m.to_string());
     let gz = flate2::read::GzDecoder::new(member);
     let mut ar = tar::Archive::new(gz.take(MAX_TOC_SIZE + 1024));
@@ -587,10 +673,6 @@ pub fn parse_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, 
             return Err(EstargzError::TocDigest { expected: want.to_string(), actual: digest.to_string() });
         }
     }
-    let toc: Toc = serde_json::from_slice(&json).map_err(|e| bad(&e.to_string()))?;
-    if toc.version != 1 {
-        return Err(bad(&format!("version {} is not known", toc.version)));
-    }
     let h = e.header();
     let file = TocFile {
         mode: h.mode().unwrap_or(0o644) & 0o7777,
@@ -600,7 +682,7 @@ pub fn parse_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<(Toc, 
         json,
         digest,
     };
-    Ok((toc, file))
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use crate::archive::layer::{classify, clean_entry_path, name_bytes, EntryKind};
 use crate::digest::Digest;
-use crate::layerindex::estargz::{Toc, TocEntry, TocFile, FOOTER_SIZE, MAX_TOC_SIZE, TOC_NAME};
+use crate::layerindex::estargz::{TocEntryRef, TocFile, FOOTER_SIZE, MAX_TOC_SIZE, TOC_NAME};
 use anyhow::Context as _;
 use img_fuse::{DataRef, Entry, Kind, Layer};
 use sha2::{Digest as _, Sha256};
@@ -83,7 +83,7 @@ fn sha256_of(s: &str) -> Option<[u8; 32]> {
 /// TOC's own member starts at `toc_at` of the blob. Untrusted: names are
 /// cleaned and checked as a tar's are, chunks must cover each file in
 /// order, lie before the TOC and carry a digest.
-pub fn toc_layer(toc: &Toc, index: usize, toc_at: u64, label: &str) -> Result<TocLayer, LazyError> {
+pub fn toc_layer(toc: &[TocEntryRef], index: usize, toc_at: u64, label: &str) -> Result<TocLayer, LazyError> {
     toc_layer_with(toc, None, index, toc_at, label)
 }
 
@@ -91,7 +91,7 @@ pub fn toc_layer(toc: &Toc, index: usize, toc_at: u64, label: &str) -> Result<To
 /// read of the layer shows) placed after the last file in the virtual
 /// stream; its bytes are [`TocLayer::toc_json`].
 pub fn toc_layer_with(
-    toc: &Toc,
+    toc: &[TocEntryRef],
     file: Option<&TocFile>,
     index: usize,
     toc_at: u64,
@@ -104,13 +104,14 @@ pub fn toc_layer_with(
     // The regular file whose chunks come next: (name, size, covered so far).
     let mut open: Option<(String, u64, u64)> = None;
     let mut starts: Vec<u64> = vec![toc_at];
-    for e in &toc.entries {
-        let err = |msg: &str| LazyError::Entry { layer: label.to_string(), name: e.name.clone(), msg: msg.to_string() };
+    for e in toc {
+        let err =
+            |msg: &str| LazyError::Entry { layer: label.to_string(), name: e.name.to_string(), msg: msg.to_string() };
         if e.kind == "chunk" {
             let Some((name, size, done)) = open.as_mut() else {
                 return Err(err("a chunk with no file before it; refusing the layer"));
             };
-            if *name != e.name {
+            if *name != *e.name {
                 return Err(err("a chunk of another file than the one before it; refusing the layer"));
             }
             let c = chunk(e, *size, *done, virt, toc_at).map_err(|m| err(&m))?;
@@ -141,13 +142,13 @@ pub fn toc_layer_with(
             }
             EntryKind::Normal => {}
         }
-        let kind = match e.kind.as_str() {
+        let kind = match &*e.kind {
             "dir" => Kind::Dir,
             "reg" => {
                 if e.size > 0 {
                     let c = chunk(e, e.size, 0, virt, toc_at).map_err(|m| err(&m))?;
                     starts.push(c.comp);
-                    open = Some((e.name.clone(), e.size, c.len));
+                    open = Some((e.name.to_string(), e.size, c.len));
                     chunks.push(c);
                 }
                 if path == crate::layerindex::estargz::PREFETCH_LANDMARK {
@@ -244,7 +245,7 @@ pub fn toc_layer_with(
 
 /// The chunk entry `e` of a file of `size` bytes, `done` of them covered by
 /// the chunks before it; the file starts at `virt` of the virtual stream.
-fn chunk(e: &TocEntry, size: u64, done: u64, virt: u64, toc_at: u64) -> Result<ChunkRef, String> {
+fn chunk(e: &TocEntryRef, size: u64, done: u64, virt: u64, toc_at: u64) -> Result<ChunkRef, String> {
     if e.chunk_offset != done {
         return Err(format!("a chunk at {} where {done} was expected; refusing the layer", e.chunk_offset));
     }
@@ -272,7 +273,7 @@ pub fn read_toc(
     d: &Digest,
     size: u64,
     want: &Digest,
-) -> anyhow::Result<(Toc, TocFile, u64)> {
+) -> anyhow::Result<(TocFile, u64)> {
     let footer_at = size
         .checked_sub(FOOTER_SIZE as u64)
         .with_context(|| format!("layer {d} is {size} bytes, too small for eStargz"))?;
@@ -290,8 +291,7 @@ pub fn read_toc(
         );
     }
     let (member, toc_fetched) = get(toc_at, footer_at)?;
-    let (toc, file) =
-        crate::layerindex::estargz::parse_toc_file(&member, Some(want)).with_context(|| format!("layer {d}"))?;
+    let file = crate::layerindex::estargz::read_toc_file(&member, Some(want)).with_context(|| format!("layer {d}"))?;
     // Kept only once checked.
     if fetched {
         let _ = cache.put(footer_at, &footer);
@@ -299,7 +299,7 @@ pub fn read_toc(
     if toc_fetched {
         let _ = cache.put(toc_at, &member);
     }
-    Ok((toc, file, toc_at))
+    Ok((file, toc_at))
 }
 
 /// Where a layer's bytes come from: a registry, or a test's stand-in.
@@ -567,7 +567,7 @@ impl RemoteLayer {
             return Ok(j.clone());
         }
         let cache = self.cache.as_ref().ok_or_else(|| io::Error::other("no cache"))?;
-        let (_, file, _) = read_toc(cache, self.fetch.as_ref(), &at.layer, at.size, &at.want)
+        let (file, _) = read_toc(cache, self.fetch.as_ref(), &at.layer, at.size, &at.want)
             .map_err(|e| io::Error::other(format!("{e:#}")))?;
         let j = Arc::new(file.json);
         *slot = Some(j.clone());
@@ -677,7 +677,7 @@ fn inflate_chunk(comp: &[u8], c: &ChunkRef) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layerindex::estargz;
+    use crate::layerindex::estargz::{self, Toc};
     use std::collections::HashMap;
 
     /// Serves a blob from memory, counting requests.
@@ -737,7 +737,8 @@ mod tests {
         let (toc, _) =
             estargz::parse_toc(&blob[toc_at as usize..blob.len() - estargz::FOOTER_SIZE], Some(&conv.toc_digest))
                 .unwrap();
-        let tl = toc_layer(&toc, 0, toc_at, "test").unwrap();
+        let refs: Vec<TocEntryRef> = toc.entries.iter().map(TocEntryRef::from).collect();
+        let tl = toc_layer(&refs, 0, toc_at, "test").unwrap();
         (blob, tl, toc)
     }
 
@@ -877,7 +878,8 @@ mod tests {
         let toc_at = estargz::parse_footer(&blob[blob.len() - estargz::FOOTER_SIZE..]).unwrap();
         let (_, file) =
             estargz::parse_toc_file(&blob[toc_at as usize..blob.len() - estargz::FOOTER_SIZE], None).unwrap();
-        let tl = toc_layer_with(&toc, Some(&file), 3, toc_at, "t").unwrap();
+        let refs: Vec<TocEntryRef> = toc.entries.iter().map(TocEntryRef::from).collect();
+        let tl = toc_layer_with(&refs, Some(&file), 3, toc_at, "t").unwrap();
         let dir = scratch("index");
         let d = Digest::of_bytes(&blob);
         write_index(dir.path(), &d, &tl).unwrap();
@@ -931,7 +933,8 @@ mod tests {
         for (f, want) in cases {
             let mut t = toc.clone();
             f(&mut t);
-            let e = toc_layer(&t, 0, toc_at, "L").unwrap_err().to_string();
+            let refs: Vec<TocEntryRef> = t.entries.iter().map(TocEntryRef::from).collect();
+            let e = toc_layer(&refs, 0, toc_at, "L").unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
         }
     }

@@ -105,8 +105,9 @@ pub fn partial_fs(
                         let (layer, (chunks, toc_file, prefetch_end)) = match lazy::read_index(root, &r.digest, i) {
                             Some(got) => got,
                             None => {
-                                let (toc, file, toc_at) =
-                                    lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
+                                let (file, toc_at) = lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
+                                let toc = crate::layerindex::estargz::toc_entries(&file.json)
+                                    .with_context(|| format!("layer {}", r.digest))?;
                                 let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
                                 drop(toc);
                                 let _ = lazy::write_index(root, &r.digest, &tl);

@@ -43,7 +43,8 @@ impl Fetch for RepoFetch<'_> {
 /// `lazy/<hex>.index`, so a mount maps them instead of reading the TOC.
 pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, want: &Digest) -> Result<()> {
     let cache = RangeCache::open(root, &l.digest, l.size).context("opening the lazy cache")?;
-    let (toc, file, toc_at) = read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
+    let (file, toc_at) = read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
+    let toc = crate::layerindex::estargz::toc_entries(&file.json).with_context(|| format!("layer {}", l.digest))?;
     let tl = crate::mount::lazy::toc_layer_with(&toc, Some(&file), 0, toc_at, &l.digest.to_string())?;
     crate::mount::lazy::write_index(root, &l.digest, &tl).context("writing the layer's index")?;
     Ok(())
