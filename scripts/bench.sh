@@ -642,8 +642,10 @@ YML
     rm -rf "$LZ/s-src"
     PMZ="podman --root $LZ/pm --runroot $LZ/pm-run --storage-driver overlay"
     PMZ_RESET="umount $LZ/pm/overlay 2>/dev/null; rm -rf $LZ/pm $LZ/pm-run; sync"
-    LAZY_RESET="$IMG --root $LZ/s-lazy umount -a >/dev/null 2>&1; rm -rf $LZ/s-lazy; mkdir -p $LZ/mnt-lazy; sync"
-    FULL_RESET="$IMG --root $LZ/s-full umount -a >/dev/null 2>&1; rm -rf $LZ/s-full; mkdir -p $LZ/mnt-full; sync"
+    # (The serving process may still be writing its log as it ends: the
+    # store goes on a second try.)
+    LAZY_RESET="$IMG --root $LZ/s-lazy umount -a >/dev/null 2>&1; rm -rf $LZ/s-lazy 2>/dev/null || { sleep 0.5; rm -rf $LZ/s-lazy; }; mkdir -p $LZ/mnt-lazy; sync"
+    FULL_RESET="$IMG --root $LZ/s-full umount -a >/dev/null 2>&1; rm -rf $LZ/s-full 2>/dev/null || { sleep 0.5; rm -rf $LZ/s-full; }; mkdir -p $LZ/mnt-full; sync"
     lazy_round() { # label, runs for the full pulls, registry address
         local tag=$1 fr=$2 reg=$3
         hf "lazy-$tag" "$RUNS" 1 --prepare "$LAZY_RESET" \
