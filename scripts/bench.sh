@@ -75,6 +75,7 @@ cargo build --release -q
 IMG=$PWD/target/release/img
 GEN=$PWD/scripts/bench-images.py
 SLOWLINK=$PWD/scripts/slowlink.py
+LAZY_HELD=$PWD/scripts/lazy-held.py
 need=(hyperfine podman python3 /usr/bin/time)
 want pull && need+=(skopeo docker-registry curl unshare)
 want mount && need+=(umoci gzip dd find xargs)
@@ -654,16 +655,7 @@ YML
         bash -c "$LAZY_RESET"
         $IN "$IMG" --root "$LZ/s-lazy" mount --tls-verify=false "docker://$reg/bench/large:esgz" "$LZ/mnt-lazy" >/dev/null
         head -c1 "$LZ/mnt-lazy/etc/os-release" >/dev/null
-        python3 - "$LZ/s-lazy/lazy" > "lazy-bytes-$tag.txt" <<'PY'
-import glob, struct, sys
-total = 0
-for f in glob.glob(sys.argv[1] + "/*.ranges"):
-    b = open(f, "rb").read()
-    end = 0
-    for s, n in sorted(struct.unpack("<QQ", b[i:i + 16]) for i in range(0, len(b) - 15, 16)):
-        total += max(0, s + n - max(s, end)); end = max(end, s + n)
-print(total)
-PY
+        python3 "$LAZY_HELD" "$LZ/s-lazy/lazy" > "lazy-bytes-$tag.txt"
         "$IMG" --root "$LZ/s-lazy" inspect -f '{{.Size}}' "$reg/bench/large:esgz" >> "lazy-bytes-$tag.txt"
         bash -c "$LAZY_RESET"
         hf "lazy-full-$tag" "$fr" 0 --prepare "$FULL_RESET" \

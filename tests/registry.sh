@@ -396,18 +396,7 @@ lazy_stat() {
 # Bytes the store keeps of what lazy mounts fetched (every range fetched
 # from the registry, the TOC included, is kept: lazy/*.ranges list them).
 lazy_held() {
-  python3 - "$IMG_ROOT/lazy" <<'PY'
-import glob, struct, sys
-total = 0
-for f in glob.glob(sys.argv[1] + "/*.ranges"):
-    b = open(f, "rb").read()
-    spans = sorted(struct.unpack("<QQ", b[i:i + 16]) for i in range(0, len(b) - 15, 16))
-    end = 0
-    for s, n in spans:
-        total += max(0, s + n - max(s, end))
-        end = max(end, s + n)
-print(total)
-PY
+  python3 scripts/lazy-held.py "$IMG_ROOT/lazy"
 }
 
 # img mount docker://REF of an eStargz image: mounted at once and marked

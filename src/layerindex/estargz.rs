@@ -686,11 +686,12 @@ pub fn read_toc_file(member: &[u8], expected: Option<&Digest>) -> Result<TocFile
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flate2::read::{GzDecoder, MultiGzDecoder};
 
-    fn random(n: usize, mut seed: u64) -> Vec<u8> {
+    /// Incompressible test bytes from `seed` (also used by `mount::lazy`'s tests).
+    pub(crate) fn random(n: usize, mut seed: u64) -> Vec<u8> {
         (0..n)
             .map(|_| {
                 seed ^= seed << 13;

@@ -15,7 +15,7 @@
 //! after the previous file's), which `img_fuse` reads as it reads a tar
 //! stream; [`RemoteLayer`] maps them to chunks.
 
-use crate::archive::layer::{classify, clean_entry_path, name_bytes, EntryKind};
+use crate::archive::layer::{clean_entry_path, name_bytes};
 use crate::digest::Digest;
 use crate::layerindex::estargz::{TocEntryRef, TocFile, FOOTER_SIZE, MAX_TOC_SIZE, TOC_NAME};
 use anyhow::Context as _;
@@ -65,8 +65,8 @@ pub struct TocLayer {
     /// `0..end` of the blob holds the files to fetch first, when the layer
     /// has a `.prefetch.landmark`.
     pub prefetch_end: Option<u64>,
-    /// Where the TOC's own file starts in the virtual stream, and its bytes.
-    pub toc_json: Option<(u64, Arc<Vec<u8>>)>,
+    /// Where the TOC's own file starts in the virtual stream, and its size.
+    pub toc_file: Option<(u64, u64)>,
 }
 
 fn sha256_of(s: &str) -> Option<[u8; 32]> {
@@ -89,7 +89,7 @@ pub fn toc_layer(toc: &[TocEntryRef], index: usize, toc_at: u64, label: &str) ->
 
 /// `toc_layer`, with the TOC's own file (`stargz.index.json`, which a full
 /// read of the layer shows) placed after the last file in the virtual
-/// stream; its bytes are [`TocLayer::toc_json`].
+/// stream, as [`TocLayer::toc_file`] says.
 pub fn toc_layer_with(
     toc: &[TocEntryRef],
     file: Option<&TocFile>,
@@ -120,27 +120,10 @@ pub fn toc_layer_with(
             chunks.push(c);
             continue;
         }
-        if let Some((name, size, done)) = open.take() {
-            if done != size {
-                return Err(LazyError::Entry {
-                    layer: label.to_string(),
-                    name,
-                    msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
-                });
-            }
-            virt += size;
-        }
+        virt += close_file(open.take(), label)?;
         let path = clean_entry_path(&e.name).map_err(&err)?.unwrap_or_default();
-        match classify(&path).map_err(&err)? {
-            EntryKind::Whiteout(t) => {
-                out.whiteouts.push(name_bytes(&t));
-                continue;
-            }
-            EntryKind::Opaque(d) => {
-                out.opaque.push(name_bytes(&d));
-                continue;
-            }
-            EntryKind::Normal => {}
+        if super::scan::take_marker(&mut out, &path).map_err(&err)? {
+            continue;
         }
         let kind = match &*e.kind {
             "dir" => Kind::Dir,
@@ -200,17 +183,8 @@ pub fn toc_layer_with(
             xattrs,
         });
     }
-    if let Some((name, size, done)) = open.take() {
-        if done != size {
-            return Err(LazyError::Entry {
-                layer: label.to_string(),
-                name,
-                msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
-            });
-        }
-        virt += size;
-    }
-    let mut toc_json = None;
+    virt += close_file(open.take(), label)?;
+    let mut toc_file = None;
     if let Some(f) = file {
         out.entries.push(Entry {
             path: TOC_NAME.as_bytes().to_vec(),
@@ -221,7 +195,7 @@ pub fn toc_layer_with(
             mtime: (f.mtime, 0),
             xattrs: Vec::new(),
         });
-        toc_json = Some((virt, Arc::new(f.json.clone())));
+        toc_file = Some((virt, f.json.len() as u64));
     }
     // Each member ends where the next one (or the TOC's) starts.
     starts.sort_unstable();
@@ -240,7 +214,22 @@ pub fn toc_layer_with(
             });
         }
     }
-    Ok(TocLayer { layer: out, chunks, prefetch_end, toc_json })
+    Ok(TocLayer { layer: out, chunks, prefetch_end, toc_file })
+}
+
+/// The end of the regular file whose chunks were being read, if any
+/// (name, size, bytes covered): its chunks must cover it. Returns its size
+/// (what it takes in the virtual stream).
+fn close_file(open: Option<(String, u64, u64)>, label: &str) -> Result<u64, LazyError> {
+    let Some((name, size, done)) = open else { return Ok(0) };
+    if done != size {
+        return Err(LazyError::Entry {
+            layer: label.to_string(),
+            name,
+            msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
+        });
+    }
+    Ok(size)
 }
 
 /// The chunk entry `e` of a file of `size` bytes, `done` of them covered by
@@ -463,7 +452,7 @@ fn pack(tl: &TocLayer) -> Vec<[u8; 32]> {
         }
         w
     };
-    let (toc_virt, toc_len) = tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64)).unwrap_or((0, 0));
+    let (toc_virt, toc_len) = tl.toc_file.unwrap_or((0, 0));
     let mut head = word([0, tl.chunks.len() as u64, toc_virt, toc_len]);
     head[..8].copy_from_slice(PACK_MAGIC);
     out.push(head);
@@ -677,6 +666,7 @@ fn inflate_chunk(comp: &[u8], c: &ChunkRef) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layerindex::estargz::tests::random;
     use crate::layerindex::estargz::{self, Toc};
     use std::collections::HashMap;
 
@@ -695,17 +685,6 @@ mod tests {
             self.calls.lock().unwrap().push((start, end));
             Ok(self.blob[start as usize..end as usize].to_vec())
         }
-    }
-
-    fn random(n: usize, mut seed: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
     }
 
     fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -886,7 +865,7 @@ mod tests {
         let (layer, (chunks, toc_file, prefetch)) = read_index(dir.path(), &d, 3).unwrap();
         assert_eq!(layer, tl.layer);
         assert_eq!(chunks, tl.chunks);
-        assert_eq!(toc_file, tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64)));
+        assert_eq!(toc_file, tl.toc_file);
         assert_eq!(prefetch, tl.prefetch_end);
         // Another layer's digest, or a damaged file, gives nothing.
         assert!(read_index(dir.path(), &Digest::of_bytes(b"other"), 3).is_none());

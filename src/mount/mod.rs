@@ -22,10 +22,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 /// The filesystem of image `img`, ready to serve.
+/// (A partial image needs registry options: see [`partial_fs`].)
 pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>> {
-    if img.kind == "partial" {
-        return partial_fs(store, img, &Default::default(), Default::default());
-    }
     if img.kind == "embedded" {
         bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
     }
@@ -33,13 +31,21 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     for (i, d) in layers.iter().enumerate() {
-        let (ix, compression) = layer_entries(store, d, i)?;
-        scanned.push(ix.layer);
-        sources.push(source::LayerSpec { path: store.blob_path(d), compression, chunks: ix.chunks, access: ix.access });
+        let (layer, spec) = stored_layer(store, d, i)?;
+        scanned.push(layer);
+        sources.push(spec);
     }
     let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
+}
+
+/// Stored layer `d` (number `i` in its image): its entries, and how to
+/// open its blob for reading.
+fn stored_layer(store: &Store, d: &Digest, i: usize) -> Result<(img_fuse::Layer, source::LayerSpec)> {
+    let (ix, compression) = layer_entries(store, d, i)?;
+    let spec = source::LayerSpec { path: store.blob_path(d), compression, chunks: ix.chunks, access: ix.access };
+    Ok((ix.layer, spec))
 }
 
 /// The filesystem of partial image `img`: its stored layers as any
@@ -63,9 +69,9 @@ pub fn partial_fs(
     // One connection per repository, checked now: options that cannot work
     // are an error here; a registry that is away only fails the reads of
     // bytes not fetched yet.
-    let mut sources: Vec<(String, Arc<crate::ops::lazy::RegistrySource>)> = Vec::new();
+    let mut repos: Vec<(String, Arc<crate::ops::lazy::RegistrySource>)> = Vec::new();
     for r in &remote {
-        if sources.iter().any(|(s, _)| *s == r.source) {
+        if repos.iter().any(|(s, _)| *s == r.source) {
             continue;
         }
         let src = crate::ops::lazy::RegistrySource::new(&r.source, opts)?;
@@ -76,17 +82,17 @@ pub fn partial_fs(
             }
             Err(e) => return Err(anyhow::Error::from(e)).with_context(|| format!("layers are read from {}", r.source)),
         }
-        sources.push((r.source.clone(), src));
+        repos.push((r.source.clone(), src));
     }
     // Remote layers are built from their TOCs on threads of their own.
     type Built = Result<(img_fuse::Layer, Arc<lazy::RemoteLayer>, Option<u64>)>;
     let root = store.root().to_path_buf();
     let id = img.id.clone();
-    let built: Vec<(usize, Built)> = std::thread::scope(|s| {
+    let mut built: Vec<(usize, Built)> = std::thread::scope(|s| {
         let handles: Vec<_> = remote
             .iter()
             .map(|r| {
-                let src = sources.iter().find(|(n, _)| *n == r.source).map(|(_, s)| s.clone());
+                let src = repos.iter().find(|(n, _)| *n == r.source).map(|(_, s)| s.clone());
                 let stats = stats.clone();
                 let (root, id) = (&root, &id);
                 (
@@ -111,8 +117,7 @@ pub fn partial_fs(
                                 let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
                                 drop(toc);
                                 let _ = lazy::write_index(root, &r.digest, &tl);
-                                let toc_file = tl.toc_json.as_ref().map(|(v, j)| (*v, j.len() as u64));
-                                (tl.layer, (tl.chunks, toc_file, tl.prefetch_end))
+                                (tl.layer, (tl.chunks, tl.toc_file, tl.prefetch_end))
                             }
                         };
                         let toc_file = toc_file
@@ -129,20 +134,14 @@ pub fn partial_fs(
             .map(|(i, h)| (i, h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("building layer {i} failed")))))
             .collect()
     });
-    let mut built: Vec<(usize, Built)> = built;
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     let mut prefetch = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
         let Some(pos) = built.iter().position(|(n, _)| *n == i) else {
-            let (ix, compression) = layer_entries(store, &l.digest, i)?;
-            scanned.push(ix.layer);
-            sources.push(source::LayerOpen::Stored(source::LayerSpec {
-                path: store.blob_path(&l.digest),
-                compression,
-                chunks: ix.chunks,
-                access: ix.access,
-            }));
+            let (layer, spec) = stored_layer(store, &l.digest, i)?;
+            scanned.push(layer);
+            sources.push(source::LayerOpen::Stored(spec));
             continue;
         };
         let (layer, remote_layer, prefetch_end) = built.swap_remove(pos).1?;

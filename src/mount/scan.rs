@@ -150,16 +150,8 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         let bad_map = |msg: String| err(&format!("a sparse file whose map cannot be used: {msg}; refusing the layer"));
         let pax_sparse = pax_sparse.map_err(bad_map)?;
         let path = clean_entry_path(&raw).map_err(err)?.unwrap_or_default();
-        match classify(&path).map_err(err)? {
-            EntryKind::Whiteout(t) => {
-                out.whiteouts.push(name_bytes(&t));
-                continue;
-            }
-            EntryKind::Opaque(d) => {
-                out.opaque.push(name_bytes(&d));
-                continue;
-            }
-            EntryKind::Normal => {}
+        if take_marker(&mut out, &path).map_err(err)? {
+            continue;
         }
         let link = || e.link_name_bytes().map(|b| b.into_owned()).unwrap_or_default();
         let kind = if t.is_dir() {
@@ -236,6 +228,17 @@ pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError>
         // The data is skipped (not read) when the next entry is asked for.
     }
     Ok(out)
+}
+
+/// Records a whiteout (`a/.wh.b`) or opaque marker (`a/.wh..wh..opq`) at
+/// cleaned `path` in `out`; false for an ordinary entry.
+pub(super) fn take_marker(out: &mut Layer, path: &str) -> Result<bool, &'static str> {
+    match classify(path)? {
+        EntryKind::Whiteout(t) => out.whiteouts.push(name_bytes(&t)),
+        EntryKind::Opaque(d) => out.opaque.push(name_bytes(&d)),
+        EntryKind::Normal => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// The name of the entry whose headers start `headers` (PAX records and

@@ -136,12 +136,7 @@ pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, s
 /// does not answer before it fails (EIO): `IMG_LAZY_TIMEOUT` seconds, 5 by
 /// default.
 pub fn lazy_timeout() -> Duration {
-    std::env::var("IMG_LAZY_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&s| s > 0)
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(5))
+    crate::registry::client::env_seconds("IMG_LAZY_TIMEOUT", 5)
 }
 
 /// One repository a mount reads layers from: a connection made when first

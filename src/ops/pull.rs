@@ -340,8 +340,11 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         remote_layers: remote,
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
-    if !opts.lazy {
-        for l in &manifest.layers {
+    if !opts.lazy && store.root().join("lazy").is_dir() {
+        // What lazy mounts fetched of these layers, now stored, unless a
+        // partial image still reads them from the registry.
+        let still = store.index().remote_layer_digests()?;
+        for l in manifest.layers.iter().filter(|l| !still.contains(&l.digest)) {
             super::lazy::forget_cache(store.root(), &l.digest);
         }
     }

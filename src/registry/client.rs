@@ -26,12 +26,18 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The response and per-read timeout: `IMG_REGISTRY_TIMEOUT` seconds, 60 by default.
 pub fn io_timeout() -> Duration {
-    std::env::var("IMG_REGISTRY_TIMEOUT")
+    env_seconds("IMG_REGISTRY_TIMEOUT", 60)
+}
+
+/// A duration of whole seconds (more than 0) from environment variable
+/// `var`; `default` seconds when it is unset or not such a number.
+pub fn env_seconds(var: &str, default: u64) -> Duration {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&s| s > 0)
         .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60))
+        .unwrap_or(Duration::from_secs(default))
 }
 
 #[derive(Debug, thiserror::Error)]

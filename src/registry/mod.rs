@@ -77,25 +77,55 @@ impl<'c> Repo<'c> {
     /// `offset`: a 206 whose Content-Range starts there, or a 200 whose first
     /// `offset` bytes were skipped.
     pub fn blob_from(&self, digest: &Digest, offset: u64) -> Result<Response> {
+        self.blob_at(digest, offset, None)
+    }
+
+    /// Bytes `start..end` of a blob (a Range request), exactly; the caller
+    /// checks them against the digests it has for them.
+    pub fn blob_range(&self, digest: &Digest, start: u64, end: u64) -> Result<Vec<u8>> {
+        let what = self.what(&format!("@{digest}"));
+        let len = end.saturating_sub(start);
+        let resp = self.blob_at(digest, start, Some(end))?;
+        let mut out = Vec::with_capacity(len as usize);
+        resp.body.take(len).read_to_end(&mut out).map_err(|e| RegistryError::Http {
+            registry: self.client.registry.clone(),
+            msg: format!("reading blob {what}: {e}"),
+        })?;
+        if out.len() as u64 != len {
+            return Err(RegistryError::Http {
+                registry: self.client.registry.clone(),
+                msg: format!("reading blob {what}: the body ended after {} of the {len} bytes asked for", out.len()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A blob from `start` (to `end`, when given, else to its end), the
+    /// response positioned at `start`: a 206 whose Content-Range starts
+    /// there, or a 200 (a server that ignores Range) whose first bytes were
+    /// skipped.
+    fn blob_at(&self, digest: &Digest, start: u64, end: Option<u64>) -> Result<Response> {
         let what = self.what(&format!("@{digest}"));
         let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
         let mut headers = Vec::new();
-        if offset > 0 {
-            headers.push(("Range", format!("bytes={offset}-")));
+        match end {
+            Some(end) => headers.push(("Range", format!("bytes={start}-{}", end.saturating_sub(1)))),
+            None if start > 0 => headers.push(("Range", format!("bytes={start}-"))),
+            None => {}
         }
         let mut resp = self.client.request("GET", &url, &headers, &self.pull_scope(), None)?;
         match resp.status {
             200 => {
-                if offset > 0 {
-                    // The server ignored Range: skip what we have.
+                if start > 0 {
+                    // The server ignored Range: skip to the start.
                     let skipped =
-                        std::io::copy(&mut (&mut resp.body).take(offset), &mut std::io::sink()).map_err(|e| {
+                        std::io::copy(&mut (&mut resp.body).take(start), &mut std::io::sink()).map_err(|e| {
                             RegistryError::Http {
                                 registry: self.client.registry.clone(),
                                 msg: format!("reading blob {what}: {e}"),
                             }
                         })?;
-                    if skipped != offset {
+                    if skipped != start {
                         return Err(RegistryError::Http {
                             registry: self.client.registry.clone(),
                             msg: format!("reading blob {what}: the body ended early"),
@@ -106,66 +136,24 @@ impl<'c> Repo<'c> {
             }
             206 => {
                 let cr = resp.header("content-range").unwrap_or("").to_string();
-                let start = cr
+                let first = cr
                     .strip_prefix("bytes ")
                     .and_then(|r| r.split('-').next())
                     .and_then(|s| s.trim().parse::<u64>().ok());
-                if start != Some(offset) {
+                if first != Some(start) {
+                    let asked = match end {
+                        Some(end) => format!("bytes {start}..{end}"),
+                        None => format!("bytes from {start}"),
+                    };
                     return Err(RegistryError::Refused {
                         what: format!("blob {what}"),
-                        msg: format!("asked for bytes from {offset}, got Content-Range {cr:?}"),
+                        msg: format!("asked for {asked}, got Content-Range {cr:?}"),
                     });
                 }
                 Ok(resp)
             }
             _ => Err(self.client.status_error(&format!("reading blob {what}"), resp)),
         }
-    }
-
-    /// Bytes `start..end` of a blob (a Range request), exactly; the caller
-    /// checks them against the digests it has for them.
-    pub fn blob_range(&self, digest: &Digest, start: u64, end: u64) -> Result<Vec<u8>> {
-        let what = self.what(&format!("@{digest}"));
-        let url = self.client.url(&format!("/v2/{}/blobs/{digest}", self.name));
-        let len = end.saturating_sub(start);
-        let headers = [("Range", format!("bytes={start}-{}", end.saturating_sub(1)))];
-        let mut resp = self.client.request("GET", &url, &headers, &self.pull_scope(), None)?;
-        let short = |got: usize| RegistryError::Http {
-            registry: self.client.registry.clone(),
-            msg: format!("reading blob {what}: the body ended after {got} of the {len} bytes asked for"),
-        };
-        match resp.status {
-            206 => {
-                let cr = resp.header("content-range").unwrap_or("").to_string();
-                let first = cr
-                    .strip_prefix("bytes ")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|s| s.trim().parse::<u64>().ok());
-                if first != Some(start) {
-                    return Err(RegistryError::Refused {
-                        what: format!("blob {what}"),
-                        msg: format!("asked for bytes {start}..{end}, got Content-Range {cr:?}"),
-                    });
-                }
-            }
-            200 => {
-                // The server ignored Range: skip to the start.
-                let skipped = std::io::copy(&mut (&mut resp.body).take(start), &mut std::io::sink()).unwrap_or(0);
-                if skipped != start {
-                    return Err(short(0));
-                }
-            }
-            _ => return Err(self.client.status_error(&format!("reading blob {what}"), resp)),
-        }
-        let mut out = Vec::with_capacity(len as usize);
-        (&mut resp.body).take(len).read_to_end(&mut out).map_err(|e| RegistryError::Http {
-            registry: self.client.registry.clone(),
-            msg: format!("reading blob {what}: {e}"),
-        })?;
-        if out.len() as u64 != len {
-            return Err(short(out.len()));
-        }
-        Ok(out)
     }
 
     /// A small blob read whole (at most `limit` bytes) and checked against its digest.
