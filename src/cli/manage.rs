@@ -115,7 +115,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// Layer format to write: estargz (zstd:chunked is not written yet)
+    /// Layer format to write: estargz or zstd:chunked
     #[arg(long, value_name = "FORMAT")]
     format: String,
     /// Largest piece of a file fetched at once by lazy pullers (bytes)
@@ -148,7 +148,10 @@ pub fn convert(ctx: &Ctx, a: ConvertArgs) -> Result<()> {
             .map(String::from)
             .collect(),
     };
-    let opts = ops::convert::ConvertOptions { format: a.format, chunk_size: a.chunk_size.max(4096), prefetch };
+    let Some(format) = ops::convert::TocFormat::parse(&a.format) else {
+        anyhow::bail!("converting {}: unknown format {:?}; use --format estargz or --format zstd:chunked", a.source, a.format);
+    };
+    let opts = ops::convert::ConvertOptions { format, chunk_size: a.chunk_size.max(4096), prefetch };
     let done = ops::convert::convert(&mut store, &src, &a.target, &opts)
         .map_err(|e| e.context(format!("converting {}", a.source)))?;
     if !a.quiet {

@@ -104,7 +104,8 @@ pub struct TocEntry {
 
 /// A TOC entry as a reader needs it, its strings borrowed from the JSON
 /// where they have no escapes (fields a reader does not use, such as the
-/// whole file's digest and the owner names, are skipped).
+/// owner names, are skipped). zstd:chunked TOCs have the same fields, and
+/// a few of their own.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct TocEntryRef<'a> {
@@ -134,6 +135,16 @@ pub struct TocEntryRef<'a> {
     pub chunk_size: u64,
     #[serde(rename = "chunkDigest", borrow)]
     pub chunk_digest: Cow<'a, str>,
+    /// The whole file's sha256 (zstd:chunked: what a file of one chunk is
+    /// checked against).
+    #[serde(borrow)]
+    pub digest: Cow<'a, str>,
+    /// zstd:chunked: where the frames of the file's data end.
+    #[serde(rename = "endOffset")]
+    pub end_offset: u64,
+    /// zstd:chunked: "zeros" for a chunk of zeros (nothing to fetch).
+    #[serde(rename = "chunkType", borrow)]
+    pub chunk_type: Cow<'a, str>,
 }
 
 impl<'a> From<&'a TocEntry> for TocEntryRef<'a> {
@@ -155,6 +166,9 @@ impl<'a> From<&'a TocEntry> for TocEntryRef<'a> {
             chunk_offset: e.chunk_offset,
             chunk_size: e.chunk_size,
             chunk_digest: Cow::Borrowed(&e.chunk_digest),
+            digest: Cow::Borrowed(&e.digest),
+            end_offset: 0,
+            chunk_type: Cow::Borrowed(""),
         }
     }
 }

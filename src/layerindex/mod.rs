@@ -9,6 +9,8 @@
 //! - `gzip`: checkpoints between deflate blocks, each with the 32 KiB of output
 //!   that precedes it (the zran method), for single- and multi-member gzip.
 //! - `zstd`: where each frame starts, for layers of several frames.
+//! - `estargz`, `zstd_chunked`: the two formats with a table of contents,
+//!   written by `img convert` and read by lazy mounts.
 //!
 //! Nothing here opens files or knows about the store: the compressed stream is
 //! an `io::Read` while an index is built, and anything implementing
@@ -17,6 +19,7 @@
 pub mod estargz;
 pub mod gzip;
 pub mod zstd;
+pub mod zstd_chunked;
 
 use std::io;
 

@@ -1,10 +1,13 @@
-//! Lazy layers: an eStargz layer served before it is stored, from its
-//! table of contents (TOC), each chunk of file data fetched from the
-//! registry with a Range request the first time it is read.
+//! Lazy layers: an eStargz or zstd:chunked layer served before it is
+//! stored, from its table of contents (TOC), each chunk of file data
+//! fetched from the registry with a Range request the first time it is
+//! read.
 //!
 //! Trust: the manifest names the TOC's digest (the descriptor annotation
-//! `containerd.io/snapshot/stargz/toc.digest`), the TOC names each chunk's
-//! sha256, and a chunk is served only after its inflated bytes match. The
+//! `containerd.io/snapshot/stargz/toc.digest`, or zstd:chunked's
+//! `…manifest-checksum` of the compressed TOC), the TOC names each chunk's
+//! sha256 (a zstd:chunked file of one chunk: the file's), and a chunk is
+//! served only after its decompressed bytes match. The
 //! compressed bytes fetched are kept in `lazy/<hex>` (a sparse file the size
 //! of the blob) with the ranges held listed in `lazy/<hex>.ranges`, so a
 //! second read, a second mount and the `img pull` that completes the image
@@ -18,6 +21,7 @@
 use crate::archive::layer::{clean_entry_path, name_bytes};
 use crate::digest::Digest;
 use crate::layerindex::estargz::{TocEntryRef, TocFile, FOOTER_SIZE, MAX_TOC_SIZE, TOC_NAME};
+use crate::layerindex::zstd_chunked;
 use anyhow::Context as _;
 use img_fuse::{DataRef, Entry, Kind, Layer};
 use sha2::{Digest as _, Sha256};
@@ -41,6 +45,41 @@ pub enum LazyError {
     Entry { layer: String, name: String, msg: String },
 }
 
+/// How a chunk's bytes are stored in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip member(s) (eStargz).
+    Gzip,
+    /// zstd frame(s) (zstd:chunked).
+    Zstd,
+    /// Zeros, nothing to fetch (zstd:chunked's "zeros" chunks).
+    Zeros,
+}
+
+impl Codec {
+    fn code(self) -> u64 {
+        match self {
+            Codec::Gzip => 0,
+            Codec::Zstd => 1,
+            Codec::Zeros => 2,
+        }
+    }
+
+    fn from_code(c: u64) -> Option<Codec> {
+        [Codec::Gzip, Codec::Zstd, Codec::Zeros].into_iter().find(|x| x.code() == c)
+    }
+}
+
+/// The two layer formats with a table of contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TocKind {
+    /// Each chunk's gzip member ends where the next member starts.
+    Estargz,
+    /// Each file gives where its frames end (`endOffset`); a file of one
+    /// chunk is checked against the file's digest.
+    ZstdChunked,
+}
+
 /// One chunk of a file: where its bytes are in the virtual stream and in
 /// the blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +87,14 @@ pub struct ChunkRef {
     /// Where it starts in the layer's virtual stream.
     pub virt: u64,
     pub len: u64,
-    /// The gzip member holding it: `comp..comp_end` of the blob.
+    /// The gzip member(s) or zstd frame(s) holding it: `comp..comp_end` of
+    /// the blob.
     pub comp: u64,
     pub comp_end: u64,
-    /// Bytes to skip in the inflated member before the chunk starts.
+    /// Bytes to skip in the decompressed bytes before the chunk starts.
     pub inner: u64,
     pub sha256: [u8; 32],
+    pub codec: Codec,
 }
 
 /// A layer's tree and chunk table, from its TOC.
@@ -79,18 +120,31 @@ fn sha256_of(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The layer (number `index` in its image) that TOC `toc` describes; the
-/// TOC's own member starts at `toc_at` of the blob. Untrusted: names are
-/// cleaned and checked as a tar's are, chunks must cover each file in
-/// order, lie before the TOC and carry a digest.
+/// The eStargz layer (number `index` in its image) that TOC `toc`
+/// describes; the TOC's own member starts at `toc_at` of the blob.
+/// Untrusted: names are cleaned and checked as a tar's are, chunks must
+/// cover each file in order, lie before the TOC and carry a digest.
 pub fn toc_layer(toc: &[TocEntryRef], index: usize, toc_at: u64, label: &str) -> Result<TocLayer, LazyError> {
-    toc_layer_with(toc, None, index, toc_at, label)
+    toc_layer_with(TocKind::Estargz, toc, None, index, toc_at, label)
 }
 
-/// `toc_layer`, with the TOC's own file (`stargz.index.json`, which a full
-/// read of the layer shows) placed after the last file in the virtual
-/// stream, as [`TocLayer::toc_file`] says.
+/// The regular file whose chunks are being read.
+struct OpenFile {
+    name: String,
+    size: u64,
+    /// Bytes its chunks cover so far.
+    done: u64,
+    /// zstd:chunked: where its last chunk's frames end.
+    end: u64,
+}
+
+/// A layer of format `kind` from its TOC, as `toc_layer` says. With
+/// `file`, the TOC's own file (`stargz.index.json`, which a full read of
+/// an eStargz layer shows) is placed after the last file in the virtual
+/// stream, as [`TocLayer::toc_file`] says. For zstd:chunked, `toc_at` is
+/// where the TOC's skippable frame starts.
 pub fn toc_layer_with(
+    kind: TocKind,
     toc: &[TocEntryRef],
     file: Option<&TocFile>,
     index: usize,
@@ -101,40 +155,47 @@ pub fn toc_layer_with(
     let mut chunks: Vec<ChunkRef> = Vec::new();
     let mut virt = 0u64;
     let mut prefetch_end = None;
-    // The regular file whose chunks come next: (name, size, covered so far).
-    let mut open: Option<(String, u64, u64)> = None;
+    let mut open: Option<OpenFile> = None;
     let mut starts: Vec<u64> = vec![toc_at];
+    let codec = match kind {
+        TocKind::Estargz => Codec::Gzip,
+        TocKind::ZstdChunked => Codec::Zstd,
+    };
     for e in toc {
         let err =
             |msg: &str| LazyError::Entry { layer: label.to_string(), name: e.name.to_string(), msg: msg.to_string() };
         if e.kind == "chunk" {
-            let Some((name, size, done)) = open.as_mut() else {
+            let Some(f) = open.as_mut() else {
                 return Err(err("a chunk with no file before it; refusing the layer"));
             };
-            if *name != *e.name {
+            if f.name != *e.name {
                 return Err(err("a chunk of another file than the one before it; refusing the layer"));
             }
-            let c = chunk(e, *size, *done, virt, toc_at).map_err(|m| err(&m))?;
-            *done += c.len;
+            let c = chunk(kind, e, f.size, f.done, virt, toc_at, codec).map_err(|m| err(&m))?;
+            if let Some(prev) = chunks.last_mut().filter(|p| p.comp_end == 0) {
+                // zstd:chunked: the chunk before ends where this one starts.
+                prev.comp_end = c.comp;
+            }
+            f.done += c.len;
             starts.push(c.comp);
             chunks.push(c);
             continue;
         }
-        virt += close_file(open.take(), label)?;
+        virt += close_file(open.take(), &mut chunks, label)?;
         let path = clean_entry_path(&e.name).map_err(&err)?.unwrap_or_default();
         if super::scan::take_marker(&mut out, &path).map_err(&err)? {
             continue;
         }
-        let kind = match &*e.kind {
+        let entry_kind = match &*e.kind {
             "dir" => Kind::Dir,
             "reg" => {
                 if e.size > 0 {
-                    let c = chunk(e, e.size, 0, virt, toc_at).map_err(|m| err(&m))?;
+                    let c = chunk(kind, e, e.size, 0, virt, toc_at, codec).map_err(|m| err(&m))?;
                     starts.push(c.comp);
-                    open = Some((e.name.to_string(), e.size, c.len));
+                    open = Some(OpenFile { name: e.name.to_string(), size: e.size, done: c.len, end: e.end_offset });
                     chunks.push(c);
                 }
-                if path == crate::layerindex::estargz::PREFETCH_LANDMARK {
+                if kind == TocKind::Estargz && path == crate::layerindex::estargz::PREFETCH_LANDMARK {
                     prefetch_end = Some(e.offset);
                 }
                 Kind::File(DataRef::plain(index, virt, e.size))
@@ -158,7 +219,7 @@ pub fn toc_layer_with(
             }
             other => return Err(err(&format!("unknown entry type {other:?}; refusing the layer"))),
         };
-        if path.is_empty() && kind != Kind::Dir {
+        if path.is_empty() && entry_kind != Kind::Dir {
             return Err(err("the root must be a directory"));
         }
         let mut xattrs = Vec::new();
@@ -175,7 +236,7 @@ pub fn toc_layer_with(
         };
         out.entries.push(Entry {
             path: name_bytes(&path),
-            kind,
+            kind: entry_kind,
             mode: (e.mode & 0o7777) as u32,
             uid,
             gid,
@@ -183,7 +244,7 @@ pub fn toc_layer_with(
             xattrs,
         });
     }
-    virt += close_file(open.take(), label)?;
+    virt += close_file(open.take(), &mut chunks, label)?;
     let mut toc_file = None;
     if let Some(f) = file {
         out.entries.push(Entry {
@@ -197,44 +258,64 @@ pub fn toc_layer_with(
         });
         toc_file = Some((virt, f.json.len() as u64));
     }
-    // Each member ends where the next one (or the TOC's) starts.
-    starts.sort_unstable();
-    starts.dedup();
-    for c in &mut chunks {
-        let next = starts[starts.partition_point(|&s| s <= c.comp)..].first().copied().unwrap_or(toc_at);
-        c.comp_end = next;
+    if kind == TocKind::Estargz {
+        // Each member ends where the next one (or the TOC's) starts.
+        starts.sort_unstable();
+        starts.dedup();
+        for c in &mut chunks {
+            c.comp_end = starts[starts.partition_point(|&s| s <= c.comp)..].first().copied().unwrap_or(toc_at);
+        }
+    }
+    for c in &chunks {
+        let fail = |msg: String| LazyError::Entry { layer: label.to_string(), name: format!("at {}", c.comp), msg };
+        if c.comp_end <= c.comp || c.comp_end > toc_at {
+            return Err(fail(format!(
+                "compressed bytes {}..{}, which are not before the table of contents; refusing the layer",
+                c.comp, c.comp_end
+            )));
+        }
         if c.comp_end - c.comp > MAX_CHUNK + (1 << 20) {
-            return Err(LazyError::Entry {
-                layer: label.to_string(),
-                name: format!("at {}", c.comp),
-                msg: format!(
-                    "a gzip member of {} bytes, over the {MAX_CHUNK} bytes allowed; refusing the layer",
-                    c.comp_end - c.comp
-                ),
-            });
+            return Err(fail(format!(
+                "a compressed chunk of {} bytes, over the {MAX_CHUNK} bytes allowed; refusing the layer",
+                c.comp_end - c.comp
+            )));
         }
     }
     Ok(TocLayer { layer: out, chunks, prefetch_end, toc_file })
 }
 
-/// The end of the regular file whose chunks were being read, if any
-/// (name, size, bytes covered): its chunks must cover it. Returns its size
-/// (what it takes in the virtual stream).
-fn close_file(open: Option<(String, u64, u64)>, label: &str) -> Result<u64, LazyError> {
-    let Some((name, size, done)) = open else { return Ok(0) };
-    if done != size {
+/// The end of the regular file whose chunks were being read, if any: its
+/// chunks must cover it; a zstd:chunked file's last chunk ends where the
+/// file's frames end. Returns its size (what it takes in the virtual
+/// stream).
+fn close_file(open: Option<OpenFile>, chunks: &mut [ChunkRef], label: &str) -> Result<u64, LazyError> {
+    let Some(f) = open else { return Ok(0) };
+    if f.done != f.size {
         return Err(LazyError::Entry {
             layer: label.to_string(),
-            name,
-            msg: format!("its chunks cover {done} of its {size} bytes; refusing the layer"),
+            name: f.name,
+            msg: format!("its chunks cover {} of its {} bytes; refusing the layer", f.done, f.size),
         });
     }
-    Ok(size)
+    if let Some(last) = chunks.last_mut().filter(|c| c.comp_end == 0 && c.codec != Codec::Gzip) {
+        last.comp_end = f.end;
+    }
+    Ok(f.size)
 }
 
 /// The chunk entry `e` of a file of `size` bytes, `done` of them covered by
 /// the chunks before it; the file starts at `virt` of the virtual stream.
-fn chunk(e: &TocEntryRef, size: u64, done: u64, virt: u64, toc_at: u64) -> Result<ChunkRef, String> {
+/// Its end in the blob is filled in later (0 here) unless the entry gives
+/// it.
+fn chunk(
+    kind: TocKind,
+    e: &TocEntryRef,
+    size: u64,
+    done: u64,
+    virt: u64,
+    toc_at: u64,
+    codec: Codec,
+) -> Result<ChunkRef, String> {
     if e.chunk_offset != done {
         return Err(format!("a chunk at {} where {done} was expected; refusing the layer", e.chunk_offset));
     }
@@ -248,9 +329,34 @@ fn chunk(e: &TocEntryRef, size: u64, done: u64, virt: u64, toc_at: u64) -> Resul
     if e.offset >= toc_at {
         return Err("a chunk that is not before the table of contents; refusing the layer".into());
     }
-    let sha256 = sha256_of(&e.chunk_digest)
-        .ok_or_else(|| format!("a chunk without a sha256 chunkDigest ({:?}); refusing the layer", e.chunk_digest))?;
-    Ok(ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256 })
+    let mut c = ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256: [0; 32], codec };
+    match kind {
+        TocKind::Estargz => {
+            c.sha256 = sha256_of(&e.chunk_digest).ok_or_else(|| {
+                format!("a chunk without a sha256 chunkDigest ({:?}); refusing the layer", e.chunk_digest)
+            })?;
+        }
+        TocKind::ZstdChunked => {
+            if e.offset == 0 {
+                return Err("file data at offset 0, where the first tar header is; refusing the layer".into());
+            }
+            c.inner = 0;
+            // A file of one chunk has only the file's digest and end.
+            let single = e.chunk_digest.is_empty() && e.kind == "reg" && len == size;
+            let digest = if single { &e.digest } else { &e.chunk_digest };
+            c.sha256 = sha256_of(digest)
+                .ok_or_else(|| format!("a chunk without a sha256 digest ({digest:?}); refusing the layer"))?;
+            if single {
+                c.comp_end = e.end_offset;
+            }
+            if e.chunk_type == "zeros" {
+                c.codec = Codec::Zeros;
+            } else if !e.chunk_type.is_empty() {
+                return Err(format!("a chunk of unknown type {:?}; refusing the layer", e.chunk_type));
+            }
+        }
+    }
+    Ok(c)
 }
 
 /// The TOC of layer `d` (`size` bytes) and where its member starts:
@@ -289,6 +395,94 @@ pub fn read_toc(
         let _ = cache.put(toc_at, &member);
     }
     Ok((file, toc_at))
+}
+
+/// The TOC of zstd:chunked layer `d` (`size` bytes) at `pos` (from the
+/// descriptor's annotation, or else from the layer's footer), checked
+/// against `want` (the compressed TOC's digest) before it is decompressed;
+/// from the cache or fetched (then kept). Returns its JSON and where its
+/// skippable frame starts.
+pub fn read_zstd_toc(
+    cache: &RangeCache,
+    fetch: &dyn Fetch,
+    d: &Digest,
+    size: u64,
+    pos: Option<zstd_chunked::Position>,
+    want: &Digest,
+) -> anyhow::Result<(Vec<u8>, u64)> {
+    let get = |start: u64, end: u64| -> anyhow::Result<(Vec<u8>, bool)> {
+        if let Some(b) = cache.get(start, end)? {
+            return Ok((b, false));
+        }
+        Ok((fetch.fetch(start, end).with_context(|| format!("reading bytes {start}..{end} of layer {d}"))?, true))
+    };
+    let pos = match pos {
+        Some(p) => p,
+        None => {
+            let at = size
+                .checked_sub(zstd_chunked::FOOTER_SIZE as u64)
+                .with_context(|| format!("layer {d} is {size} bytes, too small for zstd:chunked"))?;
+            let (footer, _) = get(at, size)?;
+            zstd_chunked::parse_footer(&footer).with_context(|| format!("layer {d}"))?
+        }
+    };
+    let end = pos.offset.checked_add(pos.len).filter(|&e| e <= size && pos.offset >= 8).with_context(|| {
+        format!("layer {d}: its table of contents is said to be at {}..+{}, outside its {size} bytes", pos.offset, pos.len)
+    })?;
+    if pos.len > zstd_chunked::MAX_TOC_SIZE {
+        anyhow::bail!("layer {d}: its table of contents is {} bytes, over the {} bytes accepted", pos.len, zstd_chunked::MAX_TOC_SIZE);
+    }
+    let (comp, fetched) = get(pos.offset, end)?;
+    let json = zstd_chunked::read_toc(&comp, pos, want).with_context(|| format!("layer {d}"))?;
+    // Kept only once checked.
+    if fetched {
+        let _ = cache.put(pos.offset, &comp);
+    }
+    Ok((json, pos.offset - 8))
+}
+
+/// Where a lazy layer's TOC is and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TocAt {
+    /// eStargz: the TOC's digest (its footer says where it is).
+    Estargz(Digest),
+    /// zstd:chunked: the compressed TOC's digest, and where it lies when
+    /// the descriptor says (else its footer is read).
+    ZstdChunked(Digest, Option<zstd_chunked::Position>),
+}
+
+impl TocAt {
+    pub fn digest(&self) -> &Digest {
+        match self {
+            TocAt::Estargz(d) | TocAt::ZstdChunked(d, _) => d,
+        }
+    }
+}
+
+/// Layer `d` (`size` bytes, number `index` of its image) from its TOC,
+/// read from the cache or fetched and checked as `at` says.
+pub fn read_toc_layer(
+    cache: &RangeCache,
+    fetch: &dyn Fetch,
+    d: &Digest,
+    size: u64,
+    at: &TocAt,
+    index: usize,
+    label: &str,
+) -> anyhow::Result<TocLayer> {
+    match at {
+        TocAt::Estargz(want) => {
+            let (file, toc_at) = read_toc(cache, fetch, d, size, want)?;
+            let toc = crate::layerindex::estargz::toc_entries(&file.json).with_context(|| format!("layer {d}"))?;
+            Ok(toc_layer_with(TocKind::Estargz, &toc, Some(&file), index, toc_at, label)?)
+        }
+        TocAt::ZstdChunked(want, pos) => {
+            let (json, toc_at) = read_zstd_toc(cache, fetch, d, size, *pos, want)?;
+            let toc = crate::layerindex::estargz::toc_entries(&json)
+                .map_err(|e| anyhow::anyhow!("layer {d}: the zstd:chunked table of contents is damaged: {e}"))?;
+            Ok(toc_layer_with(TocKind::ZstdChunked, &toc, None, index, toc_at, label)?)
+        }
+    }
 }
 
 /// Where a layer's bytes come from: a registry, or a test's stand-in.
@@ -442,7 +636,7 @@ const PACK_MAGIC: &[u8; 8] = b"IMGLAZY1";
 /// file (`index_file`, whose head is hashed): a header word (magic, chunk
 /// count, where the TOC's file starts and its size), a word with the
 /// prefetch end (+1; 0 for none), then three words a chunk: virtual
-/// offset, length, member start and end; bytes to skip; sha256.
+/// offset, length, member start and end; bytes to skip and codec; sha256.
 fn pack(tl: &TocLayer) -> Vec<[u8; 32]> {
     let mut out = Vec::with_capacity(2 + 3 * tl.chunks.len());
     let word = |vals: [u64; 4]| {
@@ -459,7 +653,7 @@ fn pack(tl: &TocLayer) -> Vec<[u8; 32]> {
     out.push(word([tl.prefetch_end.map(|e| e + 1).unwrap_or(0), 0, 0, 0]));
     for c in &tl.chunks {
         out.push(word([c.virt, c.len, c.comp, c.comp_end]));
-        out.push(word([c.inner, 0, 0, 0]));
+        out.push(word([c.inner, c.codec.code(), 0, 0]));
         out.push(c.sha256);
     }
     out
@@ -482,15 +676,18 @@ fn unpack(words: &[[u8; 32]]) -> Option<Unpacked> {
     let prefetch = u(&words[1], 0).checked_sub(1);
     let chunks = words[2..]
         .chunks_exact(3)
-        .map(|w| ChunkRef {
-            virt: u(&w[0], 0),
-            len: u(&w[0], 1),
-            comp: u(&w[0], 2),
-            comp_end: u(&w[0], 3),
-            inner: u(&w[1], 0),
-            sha256: w[2],
+        .map(|w| {
+            Some(ChunkRef {
+                virt: u(&w[0], 0),
+                len: u(&w[0], 1),
+                comp: u(&w[0], 2),
+                comp_end: u(&w[0], 3),
+                inner: u(&w[1], 0),
+                sha256: w[2],
+                codec: Codec::from_code(u(&w[1], 1))?,
+            })
         })
-        .collect();
+        .collect::<Option<Vec<_>>>()?;
     Some((chunks, toc, prefetch))
 }
 
@@ -596,6 +793,9 @@ impl RemoteLayer {
             return Ok(d);
         }
         let c = &self.chunks[i];
+        if c.codec == Codec::Zeros {
+            return Ok(Arc::new(vec![0u8; c.len as usize]));
+        }
         if let Some(cache) = &self.cache {
             if let Some(comp) = cache.get(c.comp, c.comp_end)? {
                 if let Ok(data) = inflate_chunk(&comp, c) {
@@ -645,17 +845,26 @@ impl RemoteLayer {
     }
 }
 
-/// The chunk `c` from the bytes of its gzip member(s), checked.
+/// The chunk `c` from the bytes of its gzip member(s) or zstd frame(s),
+/// checked.
 fn inflate_chunk(comp: &[u8], c: &ChunkRef) -> Result<Vec<u8>, String> {
-    let mut gz = flate2::read::MultiGzDecoder::new(comp);
-    let skipped = io::copy(&mut (&mut gz).take(c.inner), &mut io::sink()).map_err(|e| e.to_string())?;
+    let (mut dec, what): (Box<dyn Read + '_>, &str) = match c.codec {
+        Codec::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(comp)), "gzip member"),
+        Codec::Zstd => {
+            let mut z = zstd::stream::read::Decoder::with_buffer(comp).map_err(|e| e.to_string())?;
+            z.window_log_max(27).map_err(|e| e.to_string())?;
+            (Box::new(z), "zstd frame")
+        }
+        Codec::Zeros => return Ok(vec![0u8; c.len as usize]),
+    };
+    let skipped = io::copy(&mut (&mut dec).take(c.inner), &mut io::sink()).map_err(|e| e.to_string())?;
     if skipped != c.inner {
-        return Err("the gzip member ends before the chunk".into());
+        return Err(format!("the {what} ends before the chunk"));
     }
     let mut data = Vec::with_capacity(c.len as usize);
-    gz.take(c.len).read_to_end(&mut data).map_err(|e| format!("the gzip member is damaged ({e})"))?;
+    dec.take(c.len).read_to_end(&mut data).map_err(|e| format!("the {what} is damaged ({e})"))?;
     if data.len() as u64 != c.len {
-        return Err("the gzip member ends inside the chunk".into());
+        return Err(format!("the {what} ends inside the chunk"));
     }
     if Sha256::digest(&data).as_slice() != c.sha256 {
         return Err("a chunk that does not match its digest in the table of contents".into());
@@ -858,7 +1067,7 @@ mod tests {
         let (_, file) =
             estargz::parse_toc_file(&blob[toc_at as usize..blob.len() - estargz::FOOTER_SIZE], None).unwrap();
         let refs: Vec<TocEntryRef> = toc.entries.iter().map(TocEntryRef::from).collect();
-        let tl = toc_layer_with(&refs, Some(&file), 3, toc_at, "t").unwrap();
+        let tl = toc_layer_with(TocKind::Estargz, &refs, Some(&file), 3, toc_at, "t").unwrap();
         let dir = scratch("index");
         let d = Digest::of_bytes(&blob);
         write_index(dir.path(), &d, &tl).unwrap();
@@ -916,5 +1125,117 @@ mod tests {
             let e = toc_layer(&refs, 0, toc_at, "L").unwrap_err().to_string();
             assert!(e.contains(want), "{want}: {e}");
         }
+    }
+
+    /// A zstd:chunked layer of `files`, its TOC read back through a fetch.
+    fn zlayer(files: &[(&str, &[u8])], chunk: u64) -> (Vec<u8>, TocLayer, Vec<u8>) {
+        let tar = tar_of(files);
+        let (conv, blob) = zstd_chunked::convert(|| Ok(io::Cursor::new(tar.clone())), Vec::new(), chunk).unwrap();
+        let dir = scratch(&format!("z{}", files.len()));
+        let d = Digest::of_bytes(&blob);
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let mem = Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() };
+        let at = TocAt::ZstdChunked(conv.toc_digest.clone(), Some(conv.toc));
+        let tl = read_toc_layer(&cache, &mem, &d, blob.len() as u64, &at, 0, "z").unwrap();
+        assert_eq!(mem.calls.lock().unwrap().len(), 1, "the TOC is one request");
+        // Without the position, the footer gives it (one more request).
+        let cache = RangeCache::open(scratch("zf").path(), &d, blob.len() as u64).unwrap();
+        let by_footer =
+            read_toc_layer(&cache, &mem, &d, blob.len() as u64, &TocAt::ZstdChunked(conv.toc_digest, None), 0, "z")
+                .unwrap();
+        assert_eq!(by_footer.chunks, tl.chunks);
+        let (json, _) = read_zstd_toc(
+            &RangeCache::open(scratch("zj").path(), &d, blob.len() as u64).unwrap(),
+            &mem,
+            &d,
+            blob.len() as u64,
+            Some(conv.toc),
+            at.digest(),
+        )
+        .unwrap();
+        (blob, tl, json)
+    }
+
+    #[test]
+    fn zstd_chunked_files_read_from_their_frames_and_the_tree_is_the_tars() {
+        let big = random(300_000, 11);
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"hello zstd\n"), ("d/big", &big), ("d/empty", b"")];
+        let (blob, tl, _) = zlayer(&files, 64 << 10);
+        assert_eq!(tl.layer.whiteouts, vec![b"d/gone".to_vec()]);
+        assert!(tl.chunks.iter().all(|c| c.codec == Codec::Zstd && c.comp < c.comp_end));
+        assert_eq!(tl.chunks.len(), 1 + 5, "one chunk for d/a, five of 64 KiB for 300 kB");
+        let dir = scratch("zt1");
+        let d = Digest::of_bytes(&blob);
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("z".into(), tl.chunks.clone(), mem.clone(), Some(cache), Arc::new(Stats::default()));
+        let got = contents(&tl, &src);
+        assert_eq!(got[&b"d/a".to_vec()], b"hello zstd\n");
+        assert_eq!(got[&b"d/big".to_vec()], big);
+        assert_eq!(got[&b"d/empty".to_vec()], b"");
+        // Each chunk is one request for its own frames, no more.
+        let calls = mem.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), tl.chunks.len());
+        let fetched: u64 = calls.iter().map(|(s, e)| e - s).sum();
+        assert!(fetched < blob.len() as u64, "fetched {fetched} of {}", blob.len());
+        // The index keeps the codec.
+        write_index(dir.path(), &d, &tl).unwrap();
+        let (_, (chunks, _, _)) = read_index(dir.path(), &d, 0).unwrap();
+        assert_eq!(chunks, tl.chunks);
+    }
+
+    #[test]
+    fn zstd_chunked_frames_that_do_not_match_the_toc_fail_the_read() {
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"the real zstd content\n")];
+        let (mut blob, tl, _) = zlayer(&files, 1 << 20);
+        let c = tl.chunks[0].clone();
+        // The frame of another content put in its place, same length.
+        let other = zstd::bulk::compress(b"the fake zstd content\n", 3).unwrap();
+        assert_eq!(other.len() as u64, c.comp_end - c.comp);
+        blob[c.comp as usize..c.comp_end as usize].copy_from_slice(&other);
+        let mem = Arc::new(Mem { blob, calls: Mutex::new(Vec::new()), fail: false.into() });
+        let src = RemoteLayer::new("z".into(), tl.chunks.clone(), mem, None, Arc::new(Stats::default()));
+        let mut buf = [0u8; 64];
+        let e = src.read_at(offset_of(&tl, "d/a"), &mut buf).unwrap_err().to_string();
+        assert!(e.contains("does not match its digest"), "{e}");
+    }
+
+    #[test]
+    fn zstd_chunked_zero_chunks_are_not_fetched_and_hostile_offsets_are_refused() {
+        let zeros = vec![0u8; 200_000];
+        let files: Vec<(&str, &[u8])> = vec![("d/z", &zeros)];
+        let (_, _, json) = zlayer(&files, 64 << 10);
+        let toc_at = 1 << 30;
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        for e in v["entries"].as_array_mut().unwrap() {
+            if e["name"] == "d/z" {
+                e["chunkType"] = "zeros".into();
+            }
+        }
+        let edited = serde_json::to_vec(&v).unwrap();
+        let refs = estargz::toc_entries(&edited).unwrap();
+        let tl = toc_layer_with(TocKind::ZstdChunked, &refs, None, 0, toc_at, "z").unwrap();
+        assert!(tl.chunks.iter().all(|c| c.codec == Codec::Zeros));
+        let mem = Arc::new(Mem { blob: Vec::new(), calls: Mutex::new(Vec::new()), fail: true.into() });
+        let src = RemoteLayer::new("z".into(), tl.chunks.clone(), mem, None, Arc::new(Stats::default()));
+        assert_eq!(contents(&tl, &src)[&b"d/z".to_vec()], zeros);
+
+        let bad = |edit: &dyn Fn(&mut serde_json::Value), at: u64, want: &str| {
+            let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            let reg = v["entries"].as_array().unwrap().iter().position(|e| e["type"] == "reg").unwrap();
+            edit(&mut v["entries"][reg]);
+            let edited = serde_json::to_vec(&v).unwrap();
+            let refs = estargz::toc_entries(&edited).unwrap();
+            let e = toc_layer_with(TocKind::ZstdChunked, &refs, None, 0, at, "z").unwrap_err().to_string();
+            assert!(e.contains(want), "{want}: {e}");
+        };
+        let real_at = 2 << 20;
+        bad(&|e| e["chunkDigest"] = "".into(), real_at, "sha256 digest");
+        bad(&|e| e["offset"] = 0.into(), real_at, "offset 0");
+        bad(&|e| e["chunkType"] = "holes".into(), real_at, "unknown type");
+        bad(&|e| e["offset"] = (real_at + 5).into(), real_at, "not before the table");
+        // The file's last frames said to end past the TOC, or before they start.
+        bad(&|e| e["endOffset"] = (real_at + 1).into(), real_at, "not before the table of contents");
+        bad(&|e| e["endOffset"] = 1.into(), real_at, "not before the table of contents");
     }
 }

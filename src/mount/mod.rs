@@ -100,8 +100,7 @@ pub fn partial_fs(
                     s.spawn(move || -> Built {
                         let i = r.position;
                         let src = src.context("no source")?;
-                        let want = Digest::parse(&r.toc_digest)
-                            .with_context(|| format!("layer {i} of {id}: its TOC digest"))?;
+                        let at = crate::ops::lazy::toc_at_of_row(r).with_context(|| format!("layer {i} of {id}"))?;
                         let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
                         let cache =
                             lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
@@ -111,17 +110,14 @@ pub fn partial_fs(
                         let (layer, (chunks, toc_file, prefetch_end)) = match lazy::read_index(root, &r.digest, i) {
                             Some(got) => got,
                             None => {
-                                let (file, toc_at) = lazy::read_toc(&cache, fetch.as_ref(), &r.digest, r.size, &want)?;
-                                let toc = crate::layerindex::estargz::toc_entries(&file.json)
-                                    .with_context(|| format!("layer {}", r.digest))?;
-                                let tl = lazy::toc_layer_with(&toc, Some(&file), i, toc_at, &label)?;
-                                drop(toc);
+                                let tl =
+                                    lazy::read_toc_layer(&cache, fetch.as_ref(), &r.digest, r.size, &at, i, &label)?;
                                 let _ = lazy::write_index(root, &r.digest, &tl);
                                 (tl.layer, (tl.chunks, tl.toc_file, tl.prefetch_end))
                             }
                         };
                         let toc_file = toc_file
-                            .map(|(virt, _)| lazy::TocFileAt::new(virt, r.digest.clone(), r.size, want.clone()));
+                            .map(|(virt, _)| lazy::TocFileAt::new(virt, r.digest.clone(), r.size, at.digest().clone()));
                         let layer_src =
                             lazy::RemoteLayer::new(label, chunks, fetch, Some(cache), stats).with_toc_file(toc_file);
                         Ok((layer, Arc::new(layer_src), prefetch_end))

@@ -1,21 +1,104 @@
-//! `img convert`: a stored image rewritten with eStargz layers, which any
-//! tool pulls as ordinary gzip layers and lazy-pulling tools read file by
-//! file through their table of contents.
+//! `img convert`: a stored image rewritten with eStargz or zstd:chunked
+//! layers, which any tool pulls as ordinary gzip or zstd layers and
+//! lazy-pulling tools read file by file through their table of contents.
 
 use super::parse_target_name;
 use crate::digest::Digest;
 use crate::image::{self, Document};
 use crate::index::ImageRecord;
-use crate::layerindex::estargz;
+use crate::layerindex::{estargz, zstd_chunked};
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+
+/// A layer format with a table of contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TocFormat {
+    /// gzip members and a TOC in the tar (stargz-snapshotter).
+    Estargz,
+    /// zstd frames and a TOC in skippable frames (containers/storage).
+    ZstdChunked,
+}
+
+/// A layer written by [`TocFormat::write`].
+#[derive(Debug, Clone)]
+pub struct TocLayer {
+    pub media_type: &'static str,
+    pub annotations: Vec<(String, String)>,
+    /// The uncompressed tar's digest: eStargz adds entries to the tar,
+    /// zstd:chunked keeps it as it is.
+    pub diff_id: Digest,
+    /// The digest that the descriptor's annotation gives the TOC.
+    pub toc_digest: Digest,
+}
+
+impl TocFormat {
+    pub fn parse(s: &str) -> Option<TocFormat> {
+        match s {
+            "estargz" => Some(TocFormat::Estargz),
+            "zstd:chunked" => Some(TocFormat::ZstdChunked),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TocFormat::Estargz => "eStargz",
+            TocFormat::ZstdChunked => "zstd:chunked",
+        }
+    }
+
+    /// Whether a layer is in this format already (by its descriptor).
+    pub fn is(self, l: &image::Descriptor) -> bool {
+        match self {
+            TocFormat::Estargz => l.annotations.iter().any(|(k, _)| k == estargz::TOC_DIGEST_ANNOTATION),
+            TocFormat::ZstdChunked => {
+                l.media_type.ends_with("zstd") && zstd_chunked::toc_of(&l.annotations).is_some_and(|r| r.is_ok())
+            }
+        }
+    }
+
+    /// Writes the layer whose uncompressed tar `open_tar` reads (called
+    /// two or three times) to `out`.
+    pub fn write<R: Read, W: Write>(
+        self,
+        open_tar: impl FnMut() -> std::io::Result<R>,
+        out: W,
+        chunk_size: u64,
+        prefetch: &[String],
+    ) -> Result<(TocLayer, W)> {
+        Ok(match self {
+            TocFormat::Estargz => {
+                let (c, w) = estargz::convert(open_tar, out, chunk_size, prefetch)?;
+                let l = TocLayer {
+                    media_type: image::OCI_LAYER_GZIP,
+                    annotations: c.annotations(),
+                    diff_id: c.diff_id,
+                    toc_digest: c.toc_digest,
+                };
+                (l, w)
+            }
+            TocFormat::ZstdChunked => {
+                if !prefetch.is_empty() {
+                    bail!("zstd:chunked layers keep the tar's order and have no prefetch list; use --format estargz");
+                }
+                let (c, w) = zstd_chunked::convert(open_tar, out, chunk_size)?;
+                let l = TocLayer {
+                    media_type: image::OCI_LAYER_ZSTD,
+                    annotations: c.annotations(),
+                    diff_id: c.diff_id,
+                    toc_digest: c.toc_digest,
+                };
+                (l, w)
+            }
+        })
+    }
+}
 
 #[derive(Debug)]
 pub struct ConvertOptions {
-    /// "estargz" (the only format written so far).
-    pub format: String,
+    pub format: TocFormat,
     pub chunk_size: u64,
     /// Paths to put first, before `.prefetch.landmark`, in every layer
     /// that has them.
@@ -31,11 +114,6 @@ pub struct Converted {
 
 /// Converts image `src` and names the result `target`.
 pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &ConvertOptions) -> Result<Converted> {
-    match opts.format.as_str() {
-        "estargz" => {}
-        "zstd:chunked" => bail!("zstd:chunked is not written yet; use --format estargz"),
-        f => bail!("unknown format {f:?}; use --format estargz"),
-    }
     if src.kind == "embedded" {
         bail!("{} is an iSulad embedded image; img save it and load the archive to convert it", src.id);
     }
@@ -53,6 +131,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
 
     let mut staged = Vec::new();
     let mut annotations = Vec::new();
+    let mut media_types = Vec::new();
     let mut diff_ids = Vec::new();
     let mut converted = Vec::new();
     for l in &manifest.layers {
@@ -64,10 +143,13 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
             c.decoder(r)
         };
         let w = store.blob_writer()?;
-        let (c, w) = estargz::convert(open, w, opts.chunk_size, &opts.prefetch)
-            .with_context(|| format!("converting layer {d}"))?;
+        let (c, w) = opts
+            .format
+            .write(open, w, opts.chunk_size, &opts.prefetch)
+            .with_context(|| format!("converting layer {d} to {}", opts.format.name()))?;
         let blob = w.finish()?;
-        annotations.push(c.annotations());
+        annotations.push(c.annotations);
+        media_types.push(c.media_type);
         diff_ids.push(json!(c.diff_id.as_str()));
         converted.push((d.clone(), blob.digest().clone(), c.toc_digest.clone()));
         staged.push(blob);
@@ -81,7 +163,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
     let config_digest = Digest::of_bytes(&new_config);
     let layers: Vec<(Digest, u64)> = staged.iter().map(|b| (b.digest().clone(), b.size())).collect();
     let refs: Vec<image::AnnotatedLayer> =
-        layers.iter().zip(&annotations).map(|((d, s), a)| (image::OCI_LAYER_GZIP, d, *s, a.as_slice())).collect();
+        layers.iter().zip(&annotations).zip(&media_types).map(|(((d, s), a), m)| (*m, d, *s, a.as_slice())).collect();
     let new_manifest = image::build_manifest_annotated(
         image::OCI_MANIFEST,
         (image::OCI_CONFIG, &config_digest, new_config.len() as u64),

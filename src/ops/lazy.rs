@@ -1,4 +1,4 @@
-//! Lazy pulls: the eStargz layers of an image stay in the registry and a
+//! Lazy pulls: the eStargz and zstd:chunked layers of an image stay in the registry and a
 //! mount reads them on demand (`mount::lazy`); here the TOC is fetched and
 //! checked at pull time, bytes are fetched for a mount with a bounded
 //! retry, and a later full pull takes what the mount fetched.
@@ -6,7 +6,8 @@
 use crate::digest::{Digest, Hasher};
 use crate::image::Descriptor;
 use crate::layerindex::estargz::TOC_DIGEST_ANNOTATION;
-use crate::mount::lazy::{cache_paths, read_toc, Fetch, RangeCache};
+use crate::layerindex::zstd_chunked;
+use crate::mount::lazy::{cache_paths, read_toc_layer, Fetch, RangeCache, TocAt};
 use crate::registry::{Client, ClientOptions, Repo};
 use crate::store::StorePaths;
 use anyhow::{Context, Result};
@@ -15,14 +16,28 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The TOC digest of an eStargz layer (a gzip layer whose descriptor has
-/// the annotation); `None` for other layers, which are pulled whole.
-pub fn toc_digest(l: &Descriptor) -> Option<Digest> {
-    if !l.media_type.ends_with("gzip") {
-        return None;
+/// Where the TOC of a lazily readable layer is: an eStargz layer (a gzip
+/// layer whose descriptor has the TOC digest annotation) or a zstd:chunked
+/// one (a zstd layer with the manifest checksum and position annotations);
+/// `None` for other layers, which are pulled whole (so are layers whose
+/// annotations cannot be read: they are hints, the blob's digest decides).
+pub fn toc_at(l: &Descriptor) -> Option<TocAt> {
+    if l.media_type.ends_with("gzip") {
+        let v = l.annotations.iter().find(|(k, _)| k == TOC_DIGEST_ANNOTATION)?;
+        return Digest::parse(&v.1).ok().map(TocAt::Estargz);
     }
-    let v = l.annotations.iter().find(|(k, _)| k == TOC_DIGEST_ANNOTATION)?;
-    Digest::parse(&v.1).ok()
+    if l.media_type.ends_with("zstd") {
+        let (d, pos) = zstd_chunked::toc_of(&l.annotations)?.ok()?;
+        return Some(TocAt::ZstdChunked(d, Some(pos)));
+    }
+    None
+}
+
+/// What a stored remote layer's row says of its TOC (the media type gives
+/// the format; a zstd:chunked TOC is found through the layer's footer).
+pub fn toc_at_of_row(r: &crate::index::RemoteLayer) -> Result<TocAt> {
+    let d = Digest::parse(&r.toc_digest).with_context(|| format!("layer {}: its TOC digest", r.digest))?;
+    Ok(if r.media_type.ends_with("zstd") { TocAt::ZstdChunked(d, None) } else { TocAt::Estargz(d) })
 }
 
 /// Reads a layer through a `Repo` already connected.
@@ -37,15 +52,14 @@ impl Fetch for RepoFetch<'_> {
     }
 }
 
-/// Fetches and checks the TOC of eStargz layer `l` at pull time, keeping
-/// it in the store's lazy cache for the mount.
+/// Fetches and checks the TOC of lazy layer `l` at pull time, keeping it
+/// in the store's lazy cache for the mount.
 /// Its tree and chunk table are checked now and written to
 /// `lazy/<hex>.index`, so a mount maps them instead of reading the TOC.
-pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, want: &Digest) -> Result<()> {
+pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, at: &TocAt) -> Result<()> {
     let cache = RangeCache::open(root, &l.digest, l.size).context("opening the lazy cache")?;
-    let (file, toc_at) = read_toc(&cache, &RepoFetch { repo, digest: &l.digest }, &l.digest, l.size, want)?;
-    let toc = crate::layerindex::estargz::toc_entries(&file.json).with_context(|| format!("layer {}", l.digest))?;
-    let tl = crate::mount::lazy::toc_layer_with(&toc, Some(&file), 0, toc_at, &l.digest.to_string())?;
+    let fetch = RepoFetch { repo, digest: &l.digest };
+    let tl = read_toc_layer(&cache, &fetch, &l.digest, l.size, at, 0, &l.digest.to_string())?;
     crate::mount::lazy::write_index(root, &l.digest, &tl).context("writing the layer's index")?;
     Ok(())
 }

@@ -211,7 +211,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
     let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();
     let source = format!("{}/{path}", client.registry);
-    let mut tocs: Vec<(usize, &image::Descriptor, Digest)> = Vec::new();
+    let mut tocs: Vec<(usize, &image::Descriptor, crate::mount::lazy::TocAt)> = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
         if store.index().has_blob(&l.digest)?
             || missing.iter().any(|(_, d, _)| d == &l.digest)
@@ -220,8 +220,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             continue;
         }
         if opts.lazy {
-            if let Some(toc_digest) = super::lazy::toc_digest(l) {
-                tocs.push((i, l, toc_digest));
+            if let Some(at) = super::lazy::toc_at(l) {
+                tocs.push((i, l, at));
                 continue;
             }
         }
@@ -246,7 +246,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     });
     let known = store.index().remote_layer_digests()?;
     let mut first_err = None;
-    for ((i, l, toc_digest), r) in tocs.iter().zip(fetched_tocs) {
+    for ((i, l, at), r) in tocs.iter().zip(fetched_tocs) {
         match r {
             // Every place the layer has in the image (a layer may repeat).
             Ok(()) => {
@@ -256,7 +256,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
                         digest: l.digest.clone(),
                         size: l.size,
                         media_type: same.media_type.clone(),
-                        toc_digest: toc_digest.to_string(),
+                        toc_digest: at.digest().to_string(),
                         source: source.clone(),
                     });
                 }

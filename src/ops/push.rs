@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 pub enum LayerCompression {
     Gzip,
     Zstd,
-    /// eStargz (gzip with a table of contents): the layer's tar changes, so
-    /// the config's DiffIDs do too.
-    Estargz,
+    /// A format with a table of contents, for lazy pulling: eStargz
+    /// (gzip; the layer's tar changes, so the config's DiffIDs do too) or
+    /// zstd:chunked (zstd; the tar stays as it is).
+    Toc(super::convert::TocFormat),
 }
 
 impl LayerCompression {
@@ -34,9 +35,10 @@ impl LayerCompression {
         match s {
             "gzip" => Ok(LayerCompression::Gzip),
             "zstd" => Ok(LayerCompression::Zstd),
-            "estargz" => Ok(LayerCompression::Estargz),
-            "zstd:chunked" => bail!("zstd:chunked is not written yet: use gzip, zstd or estargz"),
-            _ => bail!("unknown compression format {s:?}: use gzip, zstd or estargz"),
+            other => match super::convert::TocFormat::parse(other) {
+                Some(f) => Ok(LayerCompression::Toc(f)),
+                None => bail!("unknown compression format {s:?}: use gzip, zstd, estargz or zstd:chunked"),
+            },
         }
     }
     fn matches(self, c: Compression) -> bool {
@@ -132,9 +134,8 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     for l in &manifest.layers {
         let path = store.blob_path(&l.digest);
         let current = sniff(&path)?;
-        let has_toc = l.annotations.iter().any(|(k, _)| k == estargz::TOC_DIGEST_ANNOTATION);
         let want = match opts.compression {
-            Some(LayerCompression::Estargz) => (!has_toc).then_some(LayerCompression::Estargz),
+            Some(LayerCompression::Toc(f)) => (!f.is(l)).then_some(LayerCompression::Toc(f)),
             Some(c) if !c.matches(current) => Some(c),
             None if current == Compression::None => Some(LayerCompression::Gzip),
             _ => None,
@@ -147,14 +148,14 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 diff_ids.push(None);
                 items.push(Item { digest: l.digest.clone(), size: l.size, path, mount_from: candidates });
             }
-            Some(LayerCompression::Estargz) => {
+            Some(LayerCompression::Toc(f)) => {
                 changed = true;
-                progress.line(&format!("Converting layer {} to eStargz", l.digest.short()));
+                progress.line(&format!("Converting layer {} to {}", l.digest.short(), f.name()));
                 let out = staging.path().join(format!("layer-{}", l.digest.hex()));
-                let (c, digest, size) = to_estargz(&path, current, &out)
-                    .with_context(|| format!("pushing {name}: converting layer {} to eStargz", l.digest))?;
-                layers.push((image::OCI_LAYER_GZIP.to_string(), digest.clone(), size));
-                annotations.push(c.annotations());
+                let (c, digest, size) = to_toc_format(f, &path, current, &out)
+                    .with_context(|| format!("pushing {name}: converting layer {} to {}", l.digest, f.name()))?;
+                layers.push((c.media_type.to_string(), digest.clone(), size));
+                annotations.push(c.annotations);
                 diff_ids.push(Some(c.diff_id));
                 items.push(Item { digest, size, path: out, mount_from: vec![] });
             }
@@ -165,8 +166,9 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                     .with_context(|| format!("pushing {name}: recompressing layer {}", l.digest))?;
                 let mt = match c {
                     LayerCompression::Gzip if docker => image::DOCKER_LAYER_GZIP,
-                    LayerCompression::Gzip | LayerCompression::Estargz => image::OCI_LAYER_GZIP,
+                    LayerCompression::Gzip => image::OCI_LAYER_GZIP,
                     LayerCompression::Zstd => image::OCI_LAYER_ZSTD,
+                    LayerCompression::Toc(f) => bail!("pushing {name}: {} is not a recompression", f.name()),
                 };
                 layers.push((mt.to_string(), digest.clone(), size));
                 annotations.push(Vec::new());
@@ -214,7 +216,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     // manifest.
     let (manifest_type, manifest_out) = if changed {
         let oci_only = layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD)
-            || annotations.iter().any(|a| a.iter().any(|(k, _)| k == estargz::TOC_DIGEST_ANNOTATION));
+            || annotations.iter().any(|a| !a.is_empty());
         let (mt, cfg_mt) = if docker && !oci_only {
             (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
         } else {
@@ -431,7 +433,7 @@ fn name_of(c: LayerCompression) -> &'static str {
     match c {
         LayerCompression::Gzip => "gzip",
         LayerCompression::Zstd => "zstd",
-        LayerCompression::Estargz => "estargz",
+        LayerCompression::Toc(f) => f.name(),
     }
 }
 
@@ -443,15 +445,20 @@ fn oci_layer_type(mt: &str) -> String {
     }
 }
 
-/// Writes `src` (compressed with `from`) as an eStargz layer to `out`.
-fn to_estargz(src: &Path, from: Compression, out: &Path) -> Result<(estargz::Converted, Digest, u64)> {
+/// Writes `src` (compressed with `from`) as a layer of format `f` to `out`.
+fn to_toc_format(
+    format: super::convert::TocFormat,
+    src: &Path,
+    from: Compression,
+    out: &Path,
+) -> Result<(super::convert::TocLayer, Digest, u64)> {
     let open = || -> std::io::Result<Box<dyn Read + Send>> {
         let input = File::open(src)?;
         from.decoder(BufReader::with_capacity(256 * 1024, input))
     };
     let f = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let hw = HashingWriter::new(BufWriter::with_capacity(256 * 1024, f));
-    let (c, hw) = estargz::convert(open, hw, estargz::DEFAULT_CHUNK_SIZE, &[])?;
+    let (c, hw) = format.write(open, hw, estargz::DEFAULT_CHUNK_SIZE, &[])?;
     let (digest, size, mut w) = hw.finish();
     w.flush()?;
     Ok((c, digest, size))
@@ -477,8 +484,8 @@ fn recompress(src: &Path, from: Compression, to: LayerCompression, dir: &Path) -
             std::io::copy(&mut reader, &mut enc)?;
             enc.finish()?;
         }
-        // Its tar changes too: `to_estargz` writes it.
-        LayerCompression::Estargz => bail!("an eStargz layer is not a recompression"),
+        // `to_toc_format` writes these.
+        LayerCompression::Toc(f) => bail!("a {} layer is not a recompression", f.name()),
     }
     let (digest, size, mut w) = hw.finish();
     w.flush()?;
