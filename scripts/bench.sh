@@ -23,7 +23,7 @@
 #         Everything is on the filesystem of --dir: give a tmpfs one (e.g.
 #         /dev/shm/img-bench) to leave out the disk's file creation cost,
 #         which the unpacking peers pay and img does not.
-#   lazy  img mount docker:// of the large image converted to eStargz (root
+#   lazy  img mount docker:// of the large image converted to eStargz and to zstd:chunked (root
 #         only): time to the first byte of /etc/os-release from an empty
 #         store, and the bytes fetched for it, vs img pull + img mount of the
 #         gzip image and podman pull; then the same with 20 ms of delay and a
@@ -640,6 +640,10 @@ YML
     /usr/bin/time -f "%e" -o "$LZ/convert-time.txt" env IMG_ROOT="$LZ/s-src" \
         "$IMG" convert -q --format estargz "$LREG/bench/large:gzip" localhost/large:esgz >/dev/null
     IMG_ROOT=$LZ/s-src $IN "$IMG" push -q --tls-verify=false localhost/large:esgz "$LREG/bench/large:esgz"
+    echo "bench: converting the large image to zstd:chunked" >&2
+    /usr/bin/time -f "%e" -o "$LZ/convert-time-zc.txt" env IMG_ROOT="$LZ/s-src" \
+        "$IMG" convert -q --format zstd:chunked "$LREG/bench/large:gzip" localhost/large:zc >/dev/null
+    IMG_ROOT=$LZ/s-src $IN "$IMG" push -q --tls-verify=false localhost/large:zc "$LREG/bench/large:zc"
     rm -rf "$LZ/s-src"
     PMZ="podman --root $LZ/pm --runroot $LZ/pm-run --storage-driver overlay"
     PMZ_RESET="umount $LZ/pm/overlay 2>/dev/null; rm -rf $LZ/pm $LZ/pm-run; sync"
@@ -648,19 +652,23 @@ YML
     LAZY_RESET="$IMG --root $LZ/s-lazy umount -a >/dev/null 2>&1; rm -rf $LZ/s-lazy 2>/dev/null || { sleep 0.5; rm -rf $LZ/s-lazy; }; mkdir -p $LZ/mnt-lazy; sync"
     FULL_RESET="$IMG --root $LZ/s-full umount -a >/dev/null 2>&1; rm -rf $LZ/s-full 2>/dev/null || { sleep 0.5; rm -rf $LZ/s-full; }; mkdir -p $LZ/mnt-full; sync"
     lazy_round() { # label, runs for the full pulls, registry address
-        local tag=$1 fr=$2 reg=$3
-        hf "lazy-$tag" "$RUNS" 1 --prepare "$LAZY_RESET" \
-            "$IN $IMG --root $LZ/s-lazy mount --tls-verify=false docker://$reg/bench/large:esgz $LZ/mnt-lazy >/dev/null && head -c1 $LZ/mnt-lazy/etc/os-release >/dev/null"
-        # What that read fetched: every range kept in lazy/ (TOCs included).
-        bash -c "$LAZY_RESET"
-        $IN "$IMG" --root "$LZ/s-lazy" mount --tls-verify=false "docker://$reg/bench/large:esgz" "$LZ/mnt-lazy" >/dev/null
-        head -c1 "$LZ/mnt-lazy/etc/os-release" >/dev/null
-        python3 "$LAZY_HELD" "$LZ/s-lazy/lazy" > "lazy-bytes-$tag.txt"
-        "$IMG" --root "$LZ/s-lazy" inspect -f '{{.Size}}' "$reg/bench/large:esgz" >> "lazy-bytes-$tag.txt"
-        bash -c "$LAZY_RESET"
-        hf "lazy-full-$tag" "$fr" 0 --prepare "$FULL_RESET" \
-            "$IN $IMG --root $LZ/s-full pull -q --tls-verify=false $reg/bench/large:gzip >/dev/null && $IMG --root $LZ/s-full mount $reg/bench/large:gzip $LZ/mnt-full >/dev/null && head -c1 $LZ/mnt-full/etc/os-release >/dev/null"
-        bash -c "$FULL_RESET"
+        local tag=$1 fr=$2 reg=$3 f
+        for f in esgz zc; do
+            hf "lazy-$f-$tag" "$RUNS" 1 --prepare "$LAZY_RESET" \
+                "$IN $IMG --root $LZ/s-lazy mount --tls-verify=false docker://$reg/bench/large:$f $LZ/mnt-lazy >/dev/null && head -c1 $LZ/mnt-lazy/etc/os-release >/dev/null"
+            # What that read fetched: every range kept in lazy/ (TOCs included).
+            bash -c "$LAZY_RESET"
+            $IN "$IMG" --root "$LZ/s-lazy" mount --tls-verify=false "docker://$reg/bench/large:$f" "$LZ/mnt-lazy" >/dev/null
+            head -c1 "$LZ/mnt-lazy/etc/os-release" >/dev/null
+            python3 "$LAZY_HELD" "$LZ/s-lazy/lazy" > "lazy-bytes-$f-$tag.txt"
+            "$IMG" --root "$LZ/s-lazy" inspect -f '{{.Size}}' "$reg/bench/large:$f" >> "lazy-bytes-$f-$tag.txt"
+            bash -c "$LAZY_RESET"
+        done
+        for f in gzip zc; do
+            hf "lazy-full-$f-$tag" "$fr" 0 --prepare "$FULL_RESET" \
+                "$IN $IMG --root $LZ/s-full pull -q --tls-verify=false $reg/bench/large:$f >/dev/null && $IMG --root $LZ/s-full mount $reg/bench/large:$f $LZ/mnt-full >/dev/null && head -c1 $LZ/mnt-full/etc/os-release >/dev/null"
+            bash -c "$FULL_RESET"
+        done
         hf "lazy-podman-$tag" 1 0 --prepare "$PMZ_RESET" "$IN $PMZ pull -q --tls-verify=false $reg/bench/large:gzip"
         bash -c "$PMZ_RESET"
     }
@@ -692,17 +700,21 @@ YML
         wait "$SLOW_PID" 2>/dev/null || true
         SLOW_PID=
     fi
-    python3 - "$RUNS" "$(cat "$LZ/convert-time.txt")" "$(cat lazy-link.txt)" <<'PY'
+    python3 - "$RUNS" "$(cat "$LZ/convert-time.txt")" "$(cat "$LZ/convert-time-zc.txt")" "$(cat lazy-link.txt)" <<'PY'
 import json, sys
-runs, conv, slow = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+runs, conv, conv_zc, slow = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 med = lambda n: json.load(open(f"{n}.json"))["results"][0]["median"]
-print(f"lazy mount of the large image (eStargz, converted by img in {conv:.1f} s) from a docker-registry in a network namespace")
+print(f"lazy mount of the large image from a docker-registry in a network namespace: eStargz (converted by img in {conv:.1f} s)")
+print(f"and zstd:chunked (converted in {conv_zc:.1f} s), against a full pull of the gzip image as generated and of the zstd:chunked one")
 print(f"time to the first byte of /etc/os-release from an empty store; medians of {runs} runs (full pulls over the slow link, podman: 1)")
-print(f"{'link':24} {'img lazy':>9} {'fetched':>16} {'img pull+mount':>15} {'ratio':>6} {'podman pull':>12} {'ratio':>6}")
+print(f"{'link':18} {'format':13} {'img lazy':>9} {'fetched':>16} {'full (gzip)':>12} {'ratio':>6} {'full (same)':>12} {'ratio':>6} {'podman pull':>12} {'ratio':>6}")
 for tag, link in (("loopback", "loopback"), ("netem", "20 ms, 100 Mbit/s")):
-    lz, full, pm = med(f"lazy-{tag}"), med(f"lazy-full-{tag}"), med(f"lazy-podman-{tag}")
-    got, size = map(int, open(f"lazy-bytes-{tag}.txt").read().split())
-    print(f"{link:24} {lz:>8.3f}s {got/1e6:>7.2f} MB {100*got/size:>5.2f}% {full:>14.2f}s {full/lz:>5.0f}x {pm:>11.2f}s {pm/lz:>5.0f}x")
+    pm, gz = med(f"lazy-podman-{tag}"), med(f"lazy-full-gzip-{tag}")
+    for f, name in (("esgz", "eStargz"), ("zc", "zstd:chunked")):
+        lz = med(f"lazy-{f}-{tag}")
+        same = gz if f == "esgz" else med(f"lazy-full-zc-{tag}")
+        got, size = map(int, open(f"lazy-bytes-{f}-{tag}.txt").read().split())
+        print(f"{link:18} {name:13} {lz:>8.3f}s {got/1e6:>7.2f} MB {100*got/size:>5.2f}% {gz:>11.2f}s {gz/lz:>5.0f}x {same:>11.2f}s {same/lz:>5.0f}x {pm:>11.2f}s {pm/lz:>5.0f}x")
 print(f"20 ms, 100 Mbit/s: {slow}")
 print("goals: img lazy < 0.3 s and >= 20x faster than the full pull; fetched < 1% of the image")
 PY

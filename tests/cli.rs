@@ -1864,7 +1864,10 @@ fn convert_to_estargz_and_its_refusals() {
     let before = s.snapshot();
     for (args, want) in [
         (vec!["convert", "--format", "squashfs", "three:1", "x:1"], "unknown format"),
-        (vec!["convert", "--format", "zstd:chunked", "three:1", "x:1"], "zstd:chunked is not written yet"),
+        (
+            vec!["convert", "--format", "zstd:chunked", "--prefetch-list", "/etc/hostname", "three:1", "x:1"],
+            "no prefetch list",
+        ),
         (vec!["convert", "--format", "estargz", "nosuch:1", "x:1"], "nosuch:1"),
         (vec!["convert", "--format", "estargz", "three:esgz", "x:1"], "eStargz already"),
         (vec!["convert", "--format", "estargz", "three:1", "Bad/Name"], "Bad/Name"),
@@ -1875,6 +1878,57 @@ fn convert_to_estargz_and_its_refusals() {
         assert_eq!(s.snapshot(), before, "img {} changed the store", args.join(" "));
         s.assert_ingest_empty();
     }
+    s.assert_fsck_clean();
+}
+
+// Guards: img convert --format zstd:chunked gave back the source image when
+// its config came out byte for byte the same (zstd:chunked keeps each
+// layer's tar, so the DiffIDs stay): the image ID is the config's digest,
+// so the new tag was put on the source and the converted layers were left
+// unreferenced. The conversion is now a step of the config's history.
+#[test]
+fn convert_to_zstd_chunked_makes_a_new_image_though_the_diff_ids_stay() {
+    let s = Store::new();
+    let img = three_layer_image(&["three:1"]);
+    s.load("three.tar", &Archive::oci(&[&img]).tar());
+    let src = s.inspect("three:1");
+    let id = s.ok(&["convert", "-q", "--format", "zstd:chunked", "three:1", "three:zc"]).trim().to_string();
+    let v = s.inspect("three:zc");
+    assert_eq!(v["Id"].as_str(), Some(id.trim_start_matches("sha256:")));
+    assert_ne!(v["Id"], src["Id"], "the converted image is the source");
+    assert_eq!(v["RootFS"]["Layers"], src["RootFS"]["Layers"], "zstd:chunked changed the DiffIDs");
+    let manifest_of = |v: &Value| -> Value {
+        serde_json::from_slice(&fs::read(s.blob_path(&Digest::parse(v["Digest"].as_str().unwrap()).unwrap())).unwrap())
+            .unwrap()
+    };
+    for l in manifest_of(&v)["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        let a = &l["annotations"];
+        assert!(a["io.github.containers.zstd-chunked.manifest-checksum"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")));
+        assert_eq!(
+            a["io.github.containers.zstd-chunked.manifest-position"],
+            a["io.containers.zstd-chunked.manifest-position"]
+        );
+    }
+    // The source keeps its own layers.
+    assert_eq!(s.inspect("three:1")["Digest"], src["Digest"]);
+    for l in manifest_of(&src)["layers"].as_array().unwrap() {
+        assert!(l["annotations"].is_null(), "the source's layers changed: {l}");
+    }
+    let history = v["History"].as_array().cloned().unwrap_or_default();
+    let last = history.last().expect("a history");
+    assert_eq!(last["CreatedBy"].as_str().or(last["created_by"].as_str()), Some("img convert --format zstd:chunked"));
+    // The same conversion again is the same image.
+    let again = s.ok(&["convert", "-q", "--format", "zstd:chunked", "three:1", "three:zc2"]).trim().to_string();
+    assert_eq!(again, id);
+    let export = |name: &str| {
+        let out = s.work().join(format!("{}.tar", name.replace(':', "-")));
+        s.ok(&["export", "-o", arg(&out), name]);
+        fs::read(&out).unwrap()
+    };
+    assert_eq!(export("three:1"), export("three:zc"));
     s.assert_fsck_clean();
 }
 

@@ -793,7 +793,7 @@ check_writable_umount_keeps_or_discards_changes() {
 # store stays clean (img fsck), the changes stay, and a new commit works.
 check_commit_killed_leaves_store_clean() {
   load_image
-  local m i pid delay finished=0
+  local m i pid delay listed finished=0
   m=$(img mount --rw localhost/mountfs:1 "$T/m") || fail "img mount --rw failed"
   head -c 64M /dev/urandom > "$m/random.bin"
   for i in 1 2 3 4 5 6; do
@@ -803,7 +803,10 @@ check_commit_killed_leaves_store_clean() {
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    if img images --format '{{.Repository}}' | grep -q killed; then
+    # (A listing that fails would hide a finished commit: it fails the check.)
+    listed=$(img images --format '{{.Repository}}' 2>&1) ||
+      fail "img images after a commit killed at ${delay}s failed: $listed"
+    if grep -q killed <<< "$listed"; then
       # The commit finished before the kill: fine, but then it is whole.
       img mount localhost/killed:1 "$T/k$i" >/dev/null || fail "the commit that finished does not mount"
       cmp -s "$T/k$i/random.bin" "$m/random.bin" || fail "the finished commit lost data"
@@ -814,7 +817,8 @@ check_commit_killed_leaves_store_clean() {
     img fsck >/dev/null 2>&1 || fail "img fsck after a commit killed at ${delay}s: $(img fsck 2>&1 | tail -3)"
   done
   # Killed commits do not count as commits.
-  [[ $finished == 1 ]] || ! img umount "$m" 2>/dev/null || fail "the changes were taken as committed"
+  [[ $finished == 1 ]] || ! img umount "$m" 2>/dev/null ||
+    fail "the changes were taken as committed; images: $(img images 2>&1); mounts: $(img mounts --format json 2>&1)"
   img commit -q "$m" localhost/after:1 >/dev/null || fail "img commit after the kills failed"
   img umount "$m" >/dev/null || fail "img umount after the commit failed"
   img prune -f >/dev/null 2>&1 || true

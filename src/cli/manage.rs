@@ -149,7 +149,11 @@ pub fn convert(ctx: &Ctx, a: ConvertArgs) -> Result<()> {
             .collect(),
     };
     let Some(format) = ops::convert::TocFormat::parse(&a.format) else {
-        anyhow::bail!("converting {}: unknown format {:?}; use --format estargz or --format zstd:chunked", a.source, a.format);
+        anyhow::bail!(
+            "converting {}: unknown format {:?}; use --format estargz or --format zstd:chunked",
+            a.source,
+            a.format
+        );
     };
     let opts = ops::convert::ConvertOptions { format, chunk_size: a.chunk_size.max(4096), prefetch };
     let done = ops::convert::convert(&mut store, &src, &a.target, &opts)

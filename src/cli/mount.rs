@@ -42,7 +42,7 @@ fn absolute(p: &Path) -> Result<(PathBuf, bool)> {
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let img = match a.image.strip_prefix("docker://") {
-        // Pulled lazily: eStargz layers stay in the registry until read.
+        // Pulled lazily: eStargz and zstd:chunked layers stay in the registry until read.
         Some(reference) => {
             let opts = crate::ops::pull::PullOptions {
                 reference: reference.to_string(),

@@ -59,7 +59,7 @@ pub struct PullArgs {
     /// Pull every tag of the repository
     #[arg(short = 'a', long)]
     all_tags: bool,
-    /// Leave eStargz layers in the registry: img mount reads them on demand,
+    /// Leave eStargz and zstd:chunked layers in the registry: img mount reads them on demand,
     /// and a later img pull completes the image
     #[arg(long)]
     lazy: bool,
@@ -97,7 +97,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
 pub struct PushArgs {
     #[command(flatten)]
     registry: RegistryFlags,
-    /// Recompress every layer: gzip, zstd, or estargz (gzip with a table of contents for lazy pulling); by default layers are sent as stored, uncompressed ones gzipped
+    /// Recompress every layer: gzip, zstd, estargz or zstd:chunked (gzip or zstd with a table of contents for lazy pulling); by default layers are sent as stored, uncompressed ones gzipped
     #[arg(long, value_name = "FORMAT")]
     compression_format: Option<String>,
     /// Write the pushed manifest's digest to FILE

@@ -354,8 +354,10 @@ pub fn convert<R: Read, W: Write>(
                 ..Entry::default()
             };
             if let Some(l) = e.link_name_bytes() {
-                ent.link_name = String::from_utf8(l.into_owned())
-                    .map_err(|_| ZstdChunkedError::Unsupported { path: ent.name.clone(), what: "a link target that is not UTF-8" })?;
+                ent.link_name = String::from_utf8(l.into_owned()).map_err(|_| ZstdChunkedError::Unsupported {
+                    path: ent.name.clone(),
+                    what: "a link target that is not UTF-8",
+                })?;
             }
             if matches!(kind, "char" | "block") {
                 ent.dev_major = u64::from(h.device_major().ok().flatten().unwrap_or(0));
@@ -403,13 +405,8 @@ pub fn convert<R: Read, W: Write>(
     }
 
     // Pass 2: the bytes, cut into frames, and the tar-split beside them.
-    let mut f = Frames {
-        out,
-        at: 0,
-        zstd: zstd::bulk::Compressor::new(LEVEL)?,
-        diff: Hasher::new(),
-        pending: Vec::new(),
-    };
+    let mut f =
+        Frames { out, at: 0, zstd: zstd::bulk::Compressor::new(LEVEL)?, diff: Hasher::new(), pending: Vec::new() };
     let mut split = zstd::stream::write::Encoder::new(Vec::new(), LEVEL)?;
     let mut split_len = 0u64;
     let mut line_no = 0u64;
@@ -578,7 +575,10 @@ pub fn parse_position(value: &str) -> Result<Position, ZstdChunkedError> {
 pub fn read_toc(compressed: &[u8], pos: Position, expected: &Digest) -> Result<Vec<u8>, ZstdChunkedError> {
     let bad = |m: String| ZstdChunkedError::BadToc(m);
     if pos.len > MAX_TOC_SIZE || pos.ulen > MAX_TOC_SIZE {
-        return Err(bad(format!("it is {} bytes ({} compressed), over the {MAX_TOC_SIZE}-byte limit", pos.ulen, pos.len)));
+        return Err(bad(format!(
+            "it is {} bytes ({} compressed), over the {MAX_TOC_SIZE}-byte limit",
+            pos.ulen, pos.len
+        )));
     }
     let actual = Digest::of_bytes(compressed);
     if actual != *expected {
@@ -601,11 +601,17 @@ pub fn toc_of(annotations: &[(String, String)]) -> Option<Result<(Digest, Positi
     let get = |k: &str| annotations.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let (sum, pos, key) = match (get(MANIFEST_CHECKSUM_ANNOTATION), get(MANIFEST_POSITION_ANNOTATION)) {
         (Some(s), Some(p)) => (s, p, MANIFEST_CHECKSUM_ANNOTATION),
-        _ => (get(OLD_MANIFEST_CHECKSUM_ANNOTATION)?, get(OLD_MANIFEST_POSITION_ANNOTATION)?, OLD_MANIFEST_CHECKSUM_ANNOTATION),
+        _ => (
+            get(OLD_MANIFEST_CHECKSUM_ANNOTATION)?,
+            get(OLD_MANIFEST_POSITION_ANNOTATION)?,
+            OLD_MANIFEST_CHECKSUM_ANNOTATION,
+        ),
     };
     let digest = match Digest::parse(sum) {
         Ok(d) => d,
-        Err(_) => return Some(Err(ZstdChunkedError::BadAnnotation { key: if key.starts_with("io.github") { MANIFEST_CHECKSUM_ANNOTATION } else { OLD_MANIFEST_CHECKSUM_ANNOTATION }, value: sum.to_string(), want: "a sha256 digest" })),
+        Err(_) => {
+            return Some(Err(ZstdChunkedError::BadAnnotation { key, value: sum.to_string(), want: "a sha256 digest" }))
+        }
     };
     Some(parse_position(pos).map(|p| (digest, p)))
 }
@@ -669,7 +675,15 @@ mod tests {
             entries.iter().map(|e| (e["type"].as_str().unwrap(), e["name"].as_str().unwrap())).collect();
         assert_eq!(
             names,
-            [("dir", "etc/"), ("reg", "etc/os-release"), ("reg", "empty"), ("reg", "big"), ("chunk", "big"), ("chunk", "big"), ("reg", "x")]
+            [
+                ("dir", "etc/"),
+                ("reg", "etc/os-release"),
+                ("reg", "empty"),
+                ("reg", "big"),
+                ("chunk", "big"),
+                ("chunk", "big"),
+                ("reg", "x")
+            ]
         );
         assert_eq!(entries[6]["modtime"], "2023-11-14T22:13:20.25Z");
         assert_eq!(entries[6]["xattrs"]["user.k"], "dg==");
@@ -684,7 +698,10 @@ mod tests {
         assert_eq!(entries[4]["chunkDigest"], Digest::of_bytes(&part).to_string());
         // Wrong checksum: refused before decompressing.
         let other = Digest::of_bytes(b"x");
-        assert!(matches!(read_toc(&blob[at..at + pos.len as usize], pos, &other), Err(ZstdChunkedError::TocDigest { .. })));
+        assert!(matches!(
+            read_toc(&blob[at..at + pos.len as usize], pos, &other),
+            Err(ZstdChunkedError::TocDigest { .. })
+        ));
     }
 
     #[test]
@@ -734,8 +751,12 @@ mod tests {
     fn annotations_are_read_under_either_name() {
         let pos = "10:20:30:1";
         let sum = Digest::of_bytes(b"t").to_string();
-        let new = vec![(MANIFEST_CHECKSUM_ANNOTATION.into(), sum.clone()), (MANIFEST_POSITION_ANNOTATION.into(), pos.into())];
-        let old = vec![(OLD_MANIFEST_CHECKSUM_ANNOTATION.into(), sum.clone()), (OLD_MANIFEST_POSITION_ANNOTATION.into(), pos.into())];
+        let new =
+            vec![(MANIFEST_CHECKSUM_ANNOTATION.into(), sum.clone()), (MANIFEST_POSITION_ANNOTATION.into(), pos.into())];
+        let old = vec![
+            (OLD_MANIFEST_CHECKSUM_ANNOTATION.into(), sum.clone()),
+            (OLD_MANIFEST_POSITION_ANNOTATION.into(), pos.into()),
+        ];
         for a in [new, old] {
             let (d, p) = toc_of(&a).unwrap().unwrap();
             assert_eq!(d.to_string(), sum);

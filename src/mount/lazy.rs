@@ -329,7 +329,8 @@ fn chunk(
     if e.offset >= toc_at {
         return Err("a chunk that is not before the table of contents; refusing the layer".into());
     }
-    let mut c = ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256: [0; 32], codec };
+    let mut c =
+        ChunkRef { virt: virt + done, len, comp: e.offset, comp_end: 0, inner: e.inner_offset, sha256: [0; 32], codec };
     match kind {
         TocKind::Estargz => {
             c.sha256 = sha256_of(&e.chunk_digest).ok_or_else(|| {
@@ -427,10 +428,17 @@ pub fn read_zstd_toc(
         }
     };
     let end = pos.offset.checked_add(pos.len).filter(|&e| e <= size && pos.offset >= 8).with_context(|| {
-        format!("layer {d}: its table of contents is said to be at {}..+{}, outside its {size} bytes", pos.offset, pos.len)
+        format!(
+            "layer {d}: its table of contents is said to be at {}..+{}, outside its {size} bytes",
+            pos.offset, pos.len
+        )
     })?;
     if pos.len > zstd_chunked::MAX_TOC_SIZE {
-        anyhow::bail!("layer {d}: its table of contents is {} bytes, over the {} bytes accepted", pos.len, zstd_chunked::MAX_TOC_SIZE);
+        anyhow::bail!(
+            "layer {d}: its table of contents is {} bytes, over the {} bytes accepted",
+            pos.len,
+            zstd_chunked::MAX_TOC_SIZE
+        );
     }
     let (comp, fetched) = get(pos.offset, end)?;
     let json = zstd_chunked::read_toc(&comp, pos, want).with_context(|| format!("layer {d}"))?;

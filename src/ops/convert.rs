@@ -112,6 +112,32 @@ pub struct Converted {
     pub layers: Vec<(Digest, Digest, Digest)>,
 }
 
+/// Adds the conversion to the config's history, as a step that made no
+/// layer (dated as the image, so that converting an image again gives the
+/// same image). The converted image is a new image even when its layers'
+/// tars, and so its DiffIDs, are the source's (zstd:chunked): its ID, the
+/// config's digest, is not the source's, whose stored layers stay as they
+/// are.
+fn record_conversion(config: &mut Map<String, Value>, format: TocFormat) {
+    let mut step = Map::new();
+    if let Some(created) = config.get("created").filter(|c| c.is_string()) {
+        step.insert("created".into(), created.clone());
+    }
+    let name = match format {
+        TocFormat::Estargz => "estargz",
+        TocFormat::ZstdChunked => "zstd:chunked",
+    };
+    step.insert("created_by".into(), json!(format!("img convert --format {name}")));
+    step.insert("comment".into(), json!(format!("layers rewritten as {}", format.name())));
+    step.insert("empty_layer".into(), json!(true));
+    match config.get_mut("history").and_then(Value::as_array_mut) {
+        Some(h) => h.push(Value::Object(step)),
+        None => {
+            config.insert("history".into(), json!([step]));
+        }
+    }
+}
+
 /// Converts image `src` and names the result `target`.
 pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &ConvertOptions) -> Result<Converted> {
     if src.kind == "embedded" {
@@ -158,6 +184,7 @@ pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &Conver
         Some(ids) => *ids = Value::Array(diff_ids),
         None => bail!("the config of {} has no rootfs.diff_ids", src.id),
     }
+    record_conversion(&mut config, opts.format);
     let new_config = serde_json::to_vec(&Value::Object(config))?;
     let parsed = image::parse_config("the converted config", &new_config)?;
     let config_digest = Digest::of_bytes(&new_config);

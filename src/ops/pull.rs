@@ -24,7 +24,7 @@ pub struct PullOptions {
     pub client: ClientOptions,
     /// Layers downloaded at once.
     pub jobs: usize,
-    /// Leave eStargz layers in the registry, to be read on demand by a
+    /// Leave eStargz and zstd:chunked layers in the registry, to be read on demand by a
     /// mount (the image is recorded as partial).
     pub lazy: bool,
 }
@@ -206,7 +206,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             config.diff_ids.len()
         );
     }
-    // Layers the store lacks, a few at a time; with `lazy`, eStargz layers
+    // Layers the store lacks, a few at a time; with `lazy`, eStargz and zstd:chunked layers
     // stay in the registry (their TOC is fetched and checked now).
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
     let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();

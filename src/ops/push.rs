@@ -215,8 +215,8 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     // zstd and eStargz layers need an OCI manifest; any change means a new
     // manifest.
     let (manifest_type, manifest_out) = if changed {
-        let oci_only = layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD)
-            || annotations.iter().any(|a| !a.is_empty());
+        let oci_only =
+            layers.iter().any(|(mt, _, _)| mt == image::OCI_LAYER_ZSTD) || annotations.iter().any(|a| !a.is_empty());
         let (mt, cfg_mt) = if docker && !oci_only {
             (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
         } else {
