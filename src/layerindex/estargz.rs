@@ -197,24 +197,6 @@ struct TocRef<'a> {
     entries: &'a [TocEntry],
 }
 
-/// How many bytes the compact JSON of `toc` takes.
-fn json_len(toc: &TocRef) -> u64 {
-    struct Count(u64);
-    impl Write for Count {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0 += b.len() as u64;
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut c, toc);
-    c.0
-}
-
 /// The TOC's JSON on its way into the current member, hashed.
 struct JsonOut<'a, W: Write> {
     m: &'a mut Members<W>,
@@ -477,7 +459,7 @@ fn convert_limited<R: Read, W: Write>(
 
     // A TOC too large for readers is known before the data is written:
     // chunks only add to what the entries take.
-    let len = json_len(&TocRef { version: 1, entries: &entries });
+    let len = super::json_len(&TocRef { version: 1, entries: &entries });
     if len > max_toc {
         return Err(EstargzError::TocTooLarge { size: len, entries: entries.len() });
     }
@@ -543,7 +525,7 @@ fn convert_limited<R: Read, W: Write>(
     // JSON is written as it is made (measured first, for the tar header).
     let count = toc.len();
     let toc = TocRef { version: 1, entries: &toc };
-    let len = json_len(&toc);
+    let len = super::json_len(&toc);
     if len > max_toc {
         return Err(EstargzError::TocTooLarge { size: len, entries: count });
     }
@@ -930,7 +912,7 @@ pub(crate) mod tests {
         let (out, c, _) = converted(DEFAULT_CHUNK_SIZE);
         let toc_at = parse_footer(&out[out.len() - FOOTER_SIZE..]).unwrap() as usize;
         let (toc, d) = parse_toc(&out[toc_at..out.len() - FOOTER_SIZE], Some(&c.toc_digest)).unwrap();
-        let full = json_len(&TocRef { version: 1, entries: &toc.entries });
+        let full = crate::layerindex::json_len(&TocRef { version: 1, entries: &toc.entries });
         assert_eq!(d, c.toc_digest);
         let err = convert_limited(|| Ok(tar.as_slice()), Vec::new(), DEFAULT_CHUNK_SIZE, &[], full - 1).unwrap_err();
         assert!(matches!(err, EstargzError::TocTooLarge { .. }), "{err}");

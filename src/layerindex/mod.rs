@@ -17,6 +17,25 @@
 //! [`RandomRead`] when it is read.
 
 pub mod estargz;
+
+/// How many bytes the compact JSON of `v` takes, counted as it is written
+/// (a table of contents is measured before it is made, without being held).
+pub(crate) fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
 pub mod gzip;
 pub mod zstd;
 pub mod zstd_chunked;

@@ -397,9 +397,7 @@ pub fn convert<R: Read, W: Write>(
         }
     }
     // A TOC too large for readers is known before the data is written.
-    let estimate = serde_json::to_vec(&Toc { version: 1, entries: &entries, tar_split_digest: String::new() })
-        .map_err(|e| ZstdChunkedError::BadToc(e.to_string()))?
-        .len() as u64;
+    let estimate = super::json_len(&Toc { version: 1, entries: &entries, tar_split_digest: String::new() });
     if estimate > MAX_TOC_SIZE {
         return Err(ZstdChunkedError::TocTooLarge { size: estimate, entries: entries.len() });
     }
