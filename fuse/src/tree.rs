@@ -12,6 +12,11 @@
 //! directory and stacked by overlayfs would show. A hard link shares the
 //! inode of its target as it is at that moment, so replacing the target
 //! later does not change what the link shows.
+//!
+//! Built with a map of children per directory; once built, every name is
+//! in one arena and every directory's children are one sorted run of a
+//! link table (16 bytes a name), so a tree of a million entries costs its
+//! nodes, its names and little else.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -188,10 +193,27 @@ pub struct Layer {
     pub opaque: Vec<Vec<u8>>,
 }
 
+/// A directory's children: `len` links from `start` in the tree's link
+/// table, in name order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Children {
+    start: u32,
+    len: u32,
+}
+
+impl Children {
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
     File(DataRef),
-    Dir(BTreeMap<Vec<u8>, u64>),
+    Dir(Children),
     Symlink(Vec<u8>),
     Fifo,
     Char { major: u32, minor: u32 },
@@ -220,7 +242,7 @@ impl Node {
         match &self.kind {
             NodeKind::File(d) => d.size,
             NodeKind::Symlink(t) => t.len() as u64,
-            NodeKind::Dir(c) => 4096.max(c.len() as u64 * 32),
+            NodeKind::Dir(c) => 4096.max(c.len as u64 * 32),
             _ => 0,
         }
     }
@@ -230,17 +252,31 @@ impl Node {
 pub enum TreeError {
     #[error("layer {layer}: entry {path:?}: {msg}")]
     Entry { layer: usize, path: String, msg: &'static str },
+    #[error("the image has more than {} files", u32::MAX)]
+    TooLarge,
+}
+
+/// One name in a directory: `len` bytes at `off` of the name arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    off: u64,
+    len: u32,
+    ino: u32,
 }
 
 /// An image's merged tree. Inode numbers are dense: 1 (the root) to `len()`.
+/// Held compactly once built: every directory's children are one run of
+/// `links` (name order), every name is in the one `names` arena.
 #[derive(Debug, Clone)]
 pub struct Tree {
     nodes: Vec<Node>,
+    links: Vec<Link>,
+    names: Vec<u8>,
 }
 
 fn dir_node(parent: u64) -> Node {
     Node {
-        kind: NodeKind::Dir(BTreeMap::new()),
+        kind: NodeKind::Dir(Children::default()),
         mode: 0o755,
         uid: 0,
         gid: 0,
@@ -255,8 +291,11 @@ fn split(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty())
 }
 
+/// The tree while it is built: directories' children in maps beside the
+/// nodes (`kids[ino - 1]`), frozen into the link table at the end.
 struct Builder {
     nodes: Vec<Node>,
+    kids: Vec<Option<BTreeMap<Box<[u8]>, u64>>>,
 }
 
 impl Builder {
@@ -267,14 +306,15 @@ impl Builder {
         &mut self.nodes[(ino - 1) as usize]
     }
     fn add(&mut self, n: Node) -> u64 {
+        self.kids.push(n.is_dir().then(BTreeMap::new));
         self.nodes.push(n);
         self.nodes.len() as u64
     }
+    fn kids(&self, dir: u64) -> Option<&BTreeMap<Box<[u8]>, u64>> {
+        self.kids[(dir - 1) as usize].as_ref()
+    }
     fn child(&self, dir: u64, name: &[u8]) -> Option<u64> {
-        match &self.node(dir).kind {
-            NodeKind::Dir(c) => c.get(name).copied(),
-            _ => None,
-        }
+        self.kids(dir)?.get(name).copied()
     }
     /// Follows `path` through directories only (no symlinks).
     fn resolve(&self, path: &[u8]) -> Option<u64> {
@@ -286,10 +326,7 @@ impl Builder {
     }
     /// Removes `name` from `dir`, with what it names.
     fn detach(&mut self, dir: u64, name: &[u8]) {
-        let old = match &mut self.node_mut(dir).kind {
-            NodeKind::Dir(c) => c.remove(name),
-            _ => None,
-        };
+        let old = self.kids[(dir - 1) as usize].as_mut().and_then(|c| c.remove(name));
         if let Some(old) = old {
             if self.node(old).is_dir() {
                 self.node_mut(dir).nlink -= 1;
@@ -301,7 +338,7 @@ impl Builder {
     fn unlink(&mut self, ino: u64) {
         let n = self.node_mut(ino);
         n.nlink = n.nlink.saturating_sub(1);
-        if let NodeKind::Dir(c) = &mut n.kind {
+        if let Some(c) = self.kids[(ino - 1) as usize].as_mut() {
             let children: Vec<u64> = std::mem::take(c).into_values().collect();
             for ch in children {
                 self.unlink(ch);
@@ -328,8 +365,8 @@ impl Builder {
         cur
     }
     fn link(&mut self, dir: u64, name: &[u8], ino: u64) {
-        if let NodeKind::Dir(c) = &mut self.node_mut(dir).kind {
-            c.insert(name.to_vec(), ino);
+        if let Some(c) = self.kids[(dir - 1) as usize].as_mut() {
+            c.insert(name.into(), ino);
         }
         if self.node(ino).is_dir() {
             self.node_mut(dir).nlink += 1;
@@ -347,14 +384,19 @@ fn parent_and_name(path: &[u8]) -> (&[u8], &[u8]) {
 impl Tree {
     /// Applies `layers`, bottom first.
     pub fn build(layers: &[Layer]) -> Result<Tree, TreeError> {
-        let mut b = Builder { nodes: vec![dir_node(ROOT)] };
-        for (li, layer) in layers.iter().enumerate() {
+        Tree::build_from(layers.to_vec())
+    }
+
+    /// `build`, taking the layers: each entry's heap parts move into the
+    /// tree or are freed as it is applied, and each layer is dropped once
+    /// applied, so a large image is not held twice.
+    pub fn build_from(layers: Vec<Layer>) -> Result<Tree, TreeError> {
+        let mut b = Builder { nodes: Vec::new(), kids: Vec::new() };
+        b.add(dir_node(ROOT));
+        for (li, layer) in layers.into_iter().enumerate() {
             for dir in &layer.opaque {
                 if let Some(d) = b.resolve(dir).filter(|&d| b.node(d).is_dir()) {
-                    let names: Vec<Vec<u8>> = match &b.node(d).kind {
-                        NodeKind::Dir(c) => c.keys().cloned().collect(),
-                        _ => vec![],
-                    };
+                    let names: Vec<Box<[u8]>> = b.kids(d).map(|c| c.keys().cloned().collect()).unwrap_or_default();
                     for n in names {
                         b.detach(d, &n);
                     }
@@ -369,42 +411,41 @@ impl Tree {
                     b.detach(p, name);
                 }
             }
-            for e in &layer.entries {
-                let err =
-                    |msg| TreeError::Entry { layer: li, path: String::from_utf8_lossy(&e.path).into_owned(), msg };
-                if split(&e.path).any(|c| c == b"." || c == b"..") {
+            for e in layer.entries {
+                let Entry { path, kind, mode, uid, gid, mtime, xattrs } = e;
+                let err = |msg| TreeError::Entry { layer: li, path: String::from_utf8_lossy(&path).into_owned(), msg };
+                if split(&path).any(|c| c == b"." || c == b"..") {
                     return Err(err("the path is not clean"));
                 }
-                let (parent, name) = parent_and_name(&e.path);
+                let (parent, name) = parent_and_name(&path);
                 if name.is_empty() {
                     // The root itself: only a directory may stand there.
-                    if e.kind != Kind::Dir {
+                    if kind != Kind::Dir {
                         return Err(err("the root must be a directory"));
                     }
                     let r = b.node_mut(ROOT);
-                    (r.mode, r.uid, r.gid, r.mtime, r.xattrs) = (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                    (r.mode, r.uid, r.gid, r.mtime, r.xattrs) = (mode, uid, gid, mtime, xattrs);
                     continue;
                 }
                 let p = b.ensure_dir(parent);
                 let existing = b.child(p, name);
-                match &e.kind {
+                match kind {
                     Kind::Dir => {
                         if let Some(d) = existing.filter(|&d| b.node(d).is_dir()) {
                             let n = b.node_mut(d);
-                            (n.mode, n.uid, n.gid, n.mtime, n.xattrs) =
-                                (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                            (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
                             continue;
                         }
                         if existing.is_some() {
                             b.detach(p, name);
                         }
                         let mut n = dir_node(p);
-                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (e.mode, e.uid, e.gid, e.mtime, e.xattrs.clone());
+                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
                         let ino = b.add(n);
                         b.link(p, name, ino);
                     }
                     Kind::HardLink(target) => {
-                        let t = b.resolve(target).ok_or_else(|| err("a hard link to a path that does not exist"))?;
+                        let t = b.resolve(&target).ok_or_else(|| err("a hard link to a path that does not exist"))?;
                         if b.node(t).is_dir() {
                             return Err(err("a hard link to a directory"));
                         }
@@ -422,29 +463,20 @@ impl Tree {
                             b.detach(p, name);
                         }
                         let kind = match other {
-                            Kind::File(d) => NodeKind::File(d.clone()),
-                            Kind::Symlink(t) => NodeKind::Symlink(t.clone()),
+                            Kind::File(d) => NodeKind::File(d),
+                            Kind::Symlink(t) => NodeKind::Symlink(t),
                             Kind::Fifo => NodeKind::Fifo,
-                            Kind::Char { major, minor } => NodeKind::Char { major: *major, minor: *minor },
-                            Kind::Block { major, minor } => NodeKind::Block { major: *major, minor: *minor },
+                            Kind::Char { major, minor } => NodeKind::Char { major, minor },
+                            Kind::Block { major, minor } => NodeKind::Block { major, minor },
                             Kind::Dir | Kind::HardLink(_) => unreachable!("handled above"),
                         };
-                        let ino = b.add(Node {
-                            kind,
-                            mode: e.mode,
-                            uid: e.uid,
-                            gid: e.gid,
-                            mtime: e.mtime,
-                            nlink: 1,
-                            xattrs: e.xattrs.clone(),
-                            parent: p,
-                        });
+                        let ino = b.add(Node { kind, mode, uid, gid, mtime, nlink: 1, xattrs, parent: p });
                         b.link(p, name, ino);
                     }
                 }
             }
         }
-        Ok(Tree { nodes: compact(b.nodes) })
+        compact(b)
     }
 
     pub fn len(&self) -> usize {
@@ -459,11 +491,21 @@ impl Tree {
         ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
-        match &self.node(parent)?.kind {
-            NodeKind::Dir(c) => c.get(name).copied(),
+    fn links(&self, dir: u64) -> Option<&[Link]> {
+        match &self.node(dir)?.kind {
+            NodeKind::Dir(c) => self.links.get(c.start as usize..(c.start + c.len) as usize),
             _ => None,
         }
+    }
+
+    fn name(&self, l: &Link) -> &[u8] {
+        &self.names[l.off as usize..l.off as usize + l.len as usize]
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        let links = self.links(parent)?;
+        let i = links.binary_search_by(|l| self.name(l).cmp(name)).ok()?;
+        Some(u64::from(links[i].ino))
     }
 
     /// The inode at `path` (directories only along the way; no symlinks).
@@ -477,22 +519,22 @@ impl Tree {
 
     /// A directory's entries in name order.
     pub fn children(&self, dir: u64) -> Option<impl Iterator<Item = (&[u8], u64)>> {
-        match &self.node(dir)?.kind {
-            NodeKind::Dir(c) => Some(c.iter().map(|(k, v)| (k.as_slice(), *v))),
-            _ => None,
-        }
+        Some(self.links(dir)?.iter().map(|l| (self.name(l), u64::from(l.ino))))
     }
 }
 
-/// Keeps the inodes reachable from the root, numbered in walk order.
-fn compact(nodes: Vec<Node>) -> Vec<Node> {
+/// Keeps the inodes reachable from the root, numbered in walk order, and
+/// freezes the directories' maps into the link table and name arena (the
+/// nodes move; nothing is copied but the names).
+fn compact(b: Builder) -> Result<Tree, TreeError> {
+    let Builder { nodes, mut kids } = b;
     let mut map = vec![0u64; nodes.len() + 1];
     let mut order = vec![ROOT];
     map[ROOT as usize] = ROOT;
     let mut i = 0;
     while i < order.len() {
         let ino = order[i];
-        if let NodeKind::Dir(c) = &nodes[(ino - 1) as usize].kind {
+        if let Some(c) = &kids[(ino - 1) as usize] {
             for &ch in c.values() {
                 if map[ch as usize] == 0 {
                     order.push(ch);
@@ -502,19 +544,32 @@ fn compact(nodes: Vec<Node>) -> Vec<Node> {
         }
         i += 1;
     }
-    order
-        .iter()
-        .map(|&old| {
-            let mut n = nodes[(old - 1) as usize].clone();
-            if let NodeKind::Dir(c) = &mut n.kind {
-                for v in c.values_mut() {
-                    *v = map[*v as usize];
-                }
+    if order.len() > u32::MAX as usize {
+        return Err(TreeError::TooLarge);
+    }
+    let mut slots: Vec<Option<Node>> = nodes.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(order.len());
+    let mut links = Vec::new();
+    let mut names = Vec::new();
+    for &old in &order {
+        // Each inode is in `order` once (a hard-linked file too), so its
+        // slot is full and its place in `out` is its new number.
+        let Some(mut n) = slots[(old - 1) as usize].take() else { return Err(TreeError::TooLarge) };
+        if let Some(c) = kids[(old - 1) as usize].take() {
+            let start = u32::try_from(links.len()).map_err(|_| TreeError::TooLarge)?;
+            for (name, ch) in c {
+                links.push(Link { off: names.len() as u64, len: name.len() as u32, ino: map[ch as usize] as u32 });
+                names.extend_from_slice(&name);
             }
-            n.parent = if map[n.parent as usize] == 0 { ROOT } else { map[n.parent as usize] };
-            n
-        })
-        .collect()
+            let len = links.len() as u32 - start;
+            n.kind = NodeKind::Dir(Children { start, len });
+        }
+        n.parent = if map[n.parent as usize] == 0 { ROOT } else { map[n.parent as usize] };
+        out.push(n);
+    }
+    links.shrink_to_fit();
+    names.shrink_to_fit();
+    Ok(Tree { nodes: out, links, names })
 }
 
 #[cfg(test)]

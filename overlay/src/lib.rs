@@ -7,7 +7,7 @@
 
 mod sys;
 
-pub use sys::{map_read_only, Mapped};
+pub use sys::{map_read_only, release_free_memory, Mapped};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -291,6 +291,9 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
             return Err(e);
         }
     };
+    // The layers' entries the tree was built from are free now: this
+    // process serves for long, so what it keeps should be the tree alone.
+    img_overlay::release_free_memory();
     let fs = std::sync::Arc::new(fs.with_error_log(|m| eprintln!("img mount: {m}")));
     let cfg = img_fuse::MountConfig {
         fs_name: format!("img:{}", &img.id.hex()[..12]),

@@ -35,7 +35,7 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
         scanned.push(layer);
         sources.push(spec);
     }
-    let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
+    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
 }
@@ -147,7 +147,7 @@ pub fn partial_fs(
         scanned.push(layer);
         sources.push(source::LayerOpen::Remote(remote_layer));
     }
-    let tree = Tree::build(&scanned).with_context(|| format!("mounting {}", img.id))?;
+    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open_mixed(sources).context("opening the layer blobs")?;
     for (layer, end) in prefetch {
         std::thread::spawn(move || {
