@@ -765,4 +765,31 @@ mod tests {
             assert!(parse_position(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_footers_positions_and_tocs_never_panic(
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            text in ".{0,40}",
+            off in proptest::num::u64::ANY,
+            len in proptest::num::u64::ANY,
+            ulen in proptest::num::u64::ANY,
+        ) {
+            let _ = parse_footer(&b);
+            let mut f = footer(Position { offset: 1, len: 2, ulen: 3 }, Position { offset: 4, len: 5, ulen: 6 }).to_vec();
+            let n = b.len().min(56);
+            f[..n].copy_from_slice(&b[..n]);
+            let _ = parse_footer(&f);
+            let _ = parse_position(&text);
+            let _ = parse_position(&format!("{off}:{len}:{ulen}:1"));
+            // A TOC that matches its checksum but is not zstd, or claims any
+            // length: an error, never a panic or a huge allocation.
+            let d = Digest::of_bytes(&b);
+            let _ = read_toc(&b, Position { offset: off, len, ulen: ulen % (MAX_TOC_SIZE + 2) }, &d);
+            if let Ok(z) = zstd::bulk::compress(&b, 1) {
+                let got = read_toc(&z, Position { offset: 8, len: z.len() as u64, ulen: b.len() as u64 }, &Digest::of_bytes(&z));
+                proptest::prop_assert_eq!(got.ok(), Some(b.clone()));
+            }
+        }
+    }
 }

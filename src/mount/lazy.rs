@@ -1246,4 +1246,49 @@ mod tests {
         bad(&|e| e["endOffset"] = (real_at + 1).into(), real_at, "not before the table of contents");
         bad(&|e| e["endOffset"] = 1.into(), real_at, "not before the table of contents");
     }
+
+    proptest::proptest! {
+        /// Any TOC entries, in either format: a layer or an error, never a
+        /// panic; a layer's chunks lie before the TOC and cover its files.
+        #[test]
+        fn any_toc_gives_a_checked_layer_or_an_error(
+            ents in proptest::collection::vec((
+                0usize..5, 0usize..4, 0u64..300, 0u64..2000, 0u64..2000, 0u64..300, 0u64..300, proptest::bool::ANY,
+            ), 0..12),
+            zstd in proptest::bool::ANY,
+        ) {
+            let names = ["a", "a/b", "c", "../x", ""];
+            let kinds = ["reg", "chunk", "dir", "hardlink"];
+            let sha = Digest::of_bytes(b"x").to_string();
+            let toc: Vec<estargz::TocEntry> = ents
+                .iter()
+                .map(|&(n, k, size, offset, end, chunk_offset, chunk_size, digest)| estargz::TocEntry {
+                    name: names[n].into(),
+                    kind: kinds[k].into(),
+                    size,
+                    offset,
+                    chunk_offset,
+                    chunk_size,
+                    link_name: "a".into(),
+                    digest: if digest { sha.clone() } else { String::new() },
+                    chunk_digest: if digest { sha.clone() } else { String::new() },
+                    ..estargz::TocEntry { inner_offset: end % 7, ..estargz::TocEntry::default() }
+                })
+                .collect();
+            let mut refs: Vec<TocEntryRef> = toc.iter().map(TocEntryRef::from).collect();
+            for (r, e) in refs.iter_mut().zip(&ents) {
+                r.end_offset = e.4;
+            }
+            let kind = if zstd { TocKind::ZstdChunked } else { TocKind::Estargz };
+            let toc_at = 1500;
+            if let Ok(tl) = toc_layer_with(kind, &refs, None, 0, toc_at, "p") {
+                let mut virt = 0;
+                for c in &tl.chunks {
+                    proptest::prop_assert!(c.comp < c.comp_end && c.comp_end <= toc_at);
+                    proptest::prop_assert_eq!(c.virt, virt);
+                    virt += c.len;
+                }
+            }
+        }
+    }
 }
