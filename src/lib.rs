@@ -7,6 +7,7 @@ pub mod archive;
 pub mod cli;
 pub mod digest;
 pub mod dockerfile;
+pub mod dockerignore;
 pub mod image;
 pub mod index;
 pub mod layerindex;
