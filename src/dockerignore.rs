@@ -71,6 +71,25 @@ impl Matcher {
     }
 }
 
+/// Does the `/`-separated `path` match `pattern` (Go's `filepath.Match`
+/// component by component, as COPY's source globs are matched)? A
+/// malformed pattern is an error.
+pub fn path_matches(pattern: &str, path: &str) -> Result<bool, String> {
+    let (p, n) = (clean(pattern), clean(path));
+    for part in &p {
+        glob(part, "").map_err(|_| format!("{pattern:?} is not a valid pattern"))?;
+    }
+    if p.len() != n.len() {
+        return Ok(false);
+    }
+    Ok(p.iter().zip(&n).all(|(a, b)| glob(a, b) == Ok(true)))
+}
+
+/// Does `s` contain glob characters?
+pub fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
 /// A path or pattern as components, cleaned as Go's `filepath.Clean` does
 /// (`.` dropped, `..` taking the component before, leading `/` dropped).
 fn clean(p: &str) -> Vec<String> {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod build;
 pub mod cli;
 pub mod digest;
 pub mod dockerfile;

@@ -7,7 +7,7 @@
 
 mod sys;
 
-pub use sys::{map_read_only, release_free_memory, Mapped};
+pub use sys::{die_with_parent, map_read_only, release_free_memory, Mapped};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -227,6 +227,145 @@ impl Kernel for RecordingKernel {
     }
 }
 
+/// The namespaces a sandboxed step gets (see [`Kernel::unshare`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    pub mount: bool,
+    pub pid: bool,
+    pub ipc: bool,
+    pub uts: bool,
+    pub net: bool,
+}
+
+impl Namespaces {
+    fn flags(self) -> libc::c_int {
+        let mut f = 0;
+        for (on, flag) in [
+            (self.mount, libc::CLONE_NEWNS),
+            (self.pid, libc::CLONE_NEWPID),
+            (self.ipc, libc::CLONE_NEWIPC),
+            (self.uts, libc::CLONE_NEWUTS),
+            (self.net, libc::CLONE_NEWNET),
+        ] {
+            if on {
+                f |= flag;
+            }
+        }
+        f
+    }
+}
+
+/// The calls that set up a sandbox for a build step: namespaces, the
+/// special filesystems of its root, and binds of the host's device files.
+/// (Separate from [`Kernel`], whose mounts are the image mounts.)
+pub trait Sandbox {
+    /// Moves the calling process into new namespaces (a new PID namespace
+    /// takes effect for its children); mounts in a new mount namespace are
+    /// made private, so that nothing mounted there reaches the host.
+    fn unshare(&self, ns: Namespaces) -> io::Result<()>;
+    /// Mounts a `fstype` filesystem (proc, tmpfs, sysfs) at `target`,
+    /// without setuid bits, and without devices unless `dev`.
+    fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()>;
+    /// Binds `src` (a file or a directory) at `target`, writable.
+    fn bind(&self, src: &Path, target: &Path) -> io::Result<()>;
+    fn sethostname(&self, name: &str) -> io::Result<()>;
+    /// Detaches whatever is mounted at `target`.
+    fn detach(&self, target: &Path) -> io::Result<()>;
+}
+
+impl Sandbox for RealKernel {
+    fn unshare(&self, ns: Namespaces) -> io::Result<()> {
+        sys::unshare(ns.flags())?;
+        if ns.mount {
+            sys::mount("none", Path::new("/"), "none", libc::MS_REC | libc::MS_PRIVATE, "")?;
+        }
+        Ok(())
+    }
+
+    fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()> {
+        let mut flags = libc::MS_NOSUID;
+        if !dev {
+            flags |= libc::MS_NODEV;
+        }
+        if fstype == "proc" || fstype == "sysfs" {
+            flags |= libc::MS_NOEXEC;
+        }
+        sys::mount(fstype, target, fstype, flags, data)
+    }
+
+    fn bind(&self, src: &Path, target: &Path) -> io::Result<()> {
+        sys::mount_bind(src, target)
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        sys::sethostname(name)
+    }
+
+    fn detach(&self, target: &Path) -> io::Result<()> {
+        sys::umount2(target, libc::MNT_DETACH)
+    }
+}
+
+impl Sandbox for RecordingKernel {
+    fn unshare(&self, ns: Namespaces) -> io::Result<()> {
+        self.record(format!("unshare {ns:?}"))
+    }
+
+    fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()> {
+        self.record(format!("mount {fstype} {} {data} dev={dev}", target.display()))
+    }
+
+    fn bind(&self, src: &Path, target: &Path) -> io::Result<()> {
+        self.record(format!("bind-rw {} {}", src.display(), target.display()))
+    }
+
+    fn sethostname(&self, name: &str) -> io::Result<()> {
+        self.record(format!("sethostname {name}"))
+    }
+
+    fn detach(&self, target: &Path) -> io::Result<()> {
+        self.record(format!("detach {}", target.display()))
+    }
+}
+
+/// Makes the calling process root of a new user namespace (with a new
+/// mount namespace, private) in which only the caller's own user and group
+/// are mapped, to 0: an ordinary user can then mount FUSE and overlayfs and
+/// run a build step as root of its image, as rootless podman and buildah
+/// do. The process must have one thread.
+pub fn enter_user_namespace() -> io::Result<()> {
+    let (uid, gid) = (sys::geteuid(), sys::getegid());
+    sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    sys::mount("none", Path::new("/"), "none", libc::MS_REC | libc::MS_PRIVATE, "")?;
+    Ok(())
+}
+
+/// Gives the calling process (root) a private mount namespace of its own,
+/// so that what it mounts goes away with it. The process must have one
+/// thread.
+pub fn enter_mount_namespace() -> io::Result<()> {
+    RealKernel.unshare(Namespaces { mount: true, ..Default::default() })
+}
+
+/// Mounts the lower directories of `m` (two or more) as a read-only
+/// overlayfs at its target (its upper and work directories are not used).
+pub fn mount_read_only_overlay(m: &OverlayMount) -> Result<(), MountError> {
+    let full = m.data()?;
+    let lower = full.split(',').next().unwrap_or_default();
+    let mut data = format!("{lower},redirect_dir=off,metacopy=off");
+    if m.userxattr {
+        data.push_str(",userxattr");
+    }
+    sys::mount("img", &m.target, "overlay", MOUNT_FLAGS | libc::MS_RDONLY, &data).map_err(|source| MountError::Overlay {
+        target: m.target.display().to_string(),
+        source,
+        hint: "",
+    })
+}
+
 /// Is the caller root?
 pub fn is_root() -> bool {
     sys::geteuid() == 0
@@ -293,6 +432,20 @@ mod tests {
             let e = m(bad).data().unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("cannot contain"), "{e}");
         }
+    }
+
+    #[test]
+    fn namespaces_become_clone_flags() {
+        assert_eq!(Namespaces::default().flags(), 0);
+        let all = Namespaces { mount: true, pid: true, ipc: true, uts: true, net: true };
+        assert_eq!(
+            all.flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET
+        );
+        let k = RecordingKernel::default();
+        k.unshare(Namespaces { pid: true, ..Default::default() }).unwrap();
+        k.mount_special("proc", Path::new("/r/proc"), "", false).unwrap();
+        assert_eq!(k.calls()[1], "mount proc /r/proc  dev=false");
     }
 
     #[test]

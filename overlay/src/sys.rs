@@ -82,6 +82,45 @@ pub fn release_free_memory() {
     }
 }
 
+/// unshare(2) with `flags` (CLONE_NEW*).
+pub fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unshare(2) takes a plain integer and changes only the calling
+    // process's namespaces; no memory is passed.
+    let rc = unsafe { libc::unshare(flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks the kernel to kill the calling process when its parent dies.
+pub fn die_with_parent() {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and changes only
+    // the calling process's own death signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which live
+    // across the call; sethostname(2) only reads them.
+    let rc = unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The real group ID.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid(2) takes no arguments and cannot fail.
+    unsafe { libc::getegid() }
+}
+
 /// The effective user ID.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments and cannot fail.

@@ -3,6 +3,7 @@
 //! Data goes to stdout; progress and diagnostics to stderr.
 
 mod archive;
+mod build;
 mod images;
 mod inspect;
 mod manage;
@@ -65,6 +66,10 @@ enum Command {
     Search(registry::SearchArgs),
     /// Copy an image between registries, archives, OCI layouts and the store
     Copy(registry::CopyArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    #[command(name = "__build-run", hide = true)]
+    BuildRun(build::BuildRunArgs),
     /// Rewrite an image's layers in a lazily pullable format (eStargz)
     Convert(manage::ConvertArgs),
     /// Mount an image's root filesystem (served from the layer blobs; --rw for a writable one)
@@ -198,6 +203,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mount(a) => mount::mount(&ctx, a),
         Command::Commit(a) => mount::commit(&ctx, a),
         Command::Convert(a) => manage::convert(&ctx, a),
+        Command::Build(a) => build::build(&ctx, a),
+        Command::BuildRun(a) => build::build_run(a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),

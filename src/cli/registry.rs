@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Registry options")]
-pub struct RegistryFlags {
+pub(crate) struct RegistryFlags {
     /// Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS for this registry)
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     tls_verify: bool,

@@ -54,13 +54,19 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
 
 /// Writes the changes in `upper` as an uncompressed layer tar to `out`.
 pub fn write_layer<W: Write>(upper: &Path, out: W) -> Result<(W, ChangeStats)> {
+    write_layer_with(upper, out, None)
+}
+
+/// [`write_layer`], every entry's mtime set to `fixed` when given (for
+/// reproducible builds).
+pub fn write_layer_with<W: Write>(upper: &Path, out: W, fixed: Option<u64>) -> Result<(W, ChangeStats)> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let mut stats = ChangeStats::default();
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
     // An upper directory an ordinary user owns is a rootless mount's.
     let rootless = std::fs::metadata(upper).with_context(|| format!("reading {}", upper.display()))?.uid() != 0;
-    walk(&mut b, upper, "", rootless, &mut stats, &mut links)?;
+    walk(&mut b, upper, "", rootless, &mut stats, &mut links, fixed)?;
     let out = b.into_inner().context("writing the layer")?;
     Ok((out, stats))
 }
@@ -132,6 +138,7 @@ fn walk<W: Write>(
     rootless: bool,
     stats: &mut ChangeStats,
     links: &mut HashMap<(u64, u64), String>,
+    fixed: Option<u64>,
 ) -> Result<()> {
     for e in sorted_entries(dir)? {
         let path = e.path();
@@ -147,9 +154,9 @@ fn walk<W: Write>(
             continue;
         }
         let marker = |b: &mut tar::Builder<W>, entry: &str| -> Result<()> {
-            let mut h = header(&md, &Meta { uid: 0, gid: 0, mode: 0o600, rdev: 0 }, tar::EntryType::Regular);
+            let mut h = header(&md, &Meta { uid: 0, gid: 0, mode: 0o600, rdev: 0 }, tar::EntryType::Regular, fixed);
             h.set_size(0);
-            append(b, &mut h, &md, entry, &[], std::io::empty())
+            append(b, &mut h, &md, entry, &[], std::io::empty(), fixed)
         };
         if ft.is_char_device() && md.rdev() == 0 {
             // An overlayfs whiteout: the name was deleted.
@@ -171,25 +178,25 @@ fn walk<W: Write>(
         let xattrs = layer_xattrs(&path)?;
         let kind = m.mode & libc::S_IFMT;
         if ft.is_dir() {
-            let mut h = header(&md, &m, tar::EntryType::Directory);
+            let mut h = header(&md, &m, tar::EntryType::Directory, fixed);
             h.set_size(0);
-            append(b, &mut h, &md, &format!("{rel}/"), &xattrs, std::io::empty())?;
+            append(b, &mut h, &md, &format!("{rel}/"), &xattrs, std::io::empty(), fixed)?;
             stats.changed += 1;
             if is_opaque(&path)? || path.join(".wh..wh..opq").exists() {
                 marker(b, &format!("{rel}/.wh..wh..opq"))?;
                 stats.opaque += 1;
             }
-            walk(b, &path, &format!("{rel}/"), rootless, stats, links)?;
+            walk(b, &path, &format!("{rel}/"), rootless, stats, links, fixed)?;
             continue;
         }
         stats.changed += 1;
         if md.nlink() > 1 {
             if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                let mut h = header(&md, &m, tar::EntryType::Link);
+                let mut h = header(&md, &m, tar::EntryType::Link, fixed);
                 h.set_size(0);
                 // The link carries the file's times too: an extractor sets
                 // them again on the shared inode when it makes the link.
-                pax(b, &md, &[])?;
+                pax(b, &md, &[], fixed)?;
                 b.append_link(&mut h, &rel, first).with_context(|| format!("writing {rel} to the layer"))?;
                 continue;
             }
@@ -197,20 +204,20 @@ fn walk<W: Write>(
         }
         if ft.is_symlink() {
             let target = std::fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mut h = header(&md, &m, tar::EntryType::Symlink);
+            let mut h = header(&md, &m, tar::EntryType::Symlink, fixed);
             h.set_size(0);
-            pax(b, &md, &xattrs)?;
+            pax(b, &md, &xattrs, fixed)?;
             use std::os::unix::ffi::OsStrExt;
             crate::archive::append_symlink(b, &mut h, &rel, target.as_os_str().as_bytes())
                 .with_context(|| format!("writing {rel} to the layer"))?;
         } else if ft.is_file() && kind == libc::S_IFREG {
-            let mut h = header(&md, &m, tar::EntryType::Regular);
+            let mut h = header(&md, &m, tar::EntryType::Regular, fixed);
             h.set_size(md.len());
             let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             // The size in the header is the size at stat; a file that
             // changes while it is committed is refused, not written torn.
             let mut limited = std::io::Read::take(f, md.len());
-            append(b, &mut h, &md, &rel, &xattrs, &mut limited)?;
+            append(b, &mut h, &md, &rel, &xattrs, &mut limited, fixed)?;
             if limited.limit() != 0 {
                 bail!("{}: the file changed while it was committed; commit again", path.display());
             }
@@ -221,13 +228,13 @@ fn walk<W: Write>(
                 libc::S_IFBLK => tar::EntryType::Block,
                 _ => bail!("{}: a socket cannot be part of a layer; remove it", path.display()),
             };
-            let mut h = header(&md, &m, et);
+            let mut h = header(&md, &m, et, fixed);
             h.set_size(0);
             if et != tar::EntryType::Fifo {
                 h.set_device_major(libc_major(m.rdev))?;
                 h.set_device_minor(libc_minor(m.rdev))?;
             }
-            append(b, &mut h, &md, &rel, &xattrs, std::io::empty())?;
+            append(b, &mut h, &md, &rel, &xattrs, std::io::empty(), fixed)?;
         }
     }
     Ok(())
@@ -241,22 +248,27 @@ fn libc_minor(rdev: u64) -> u32 {
     (((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)) as u32
 }
 
-fn header(md: &std::fs::Metadata, m: &Meta, kind: tar::EntryType) -> tar::Header {
+fn header(md: &std::fs::Metadata, m: &Meta, kind: tar::EntryType, fixed: Option<u64>) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(m.mode & 0o7777);
     h.set_uid(m.uid as u64);
     h.set_gid(m.gid as u64);
-    h.set_mtime(md.mtime().max(0) as u64);
+    h.set_mtime(fixed.unwrap_or(md.mtime().max(0) as u64));
     h
 }
 
 /// PAX records: the mtime with its nanoseconds (the header has seconds
 /// only), and the extended attributes.
-fn pax<W: Write>(b: &mut tar::Builder<W>, md: &std::fs::Metadata, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
+fn pax<W: Write>(
+    b: &mut tar::Builder<W>,
+    md: &std::fs::Metadata,
+    xattrs: &[(String, Vec<u8>)],
+    fixed: Option<u64>,
+) -> Result<()> {
     let mut recs: Vec<(String, Vec<u8>)> =
         xattrs.iter().map(|(n, v)| (format!("SCHILY.xattr.{n}"), v.clone())).collect();
-    if md.mtime_nsec() != 0 && md.mtime() >= 0 {
+    if fixed.is_none() && md.mtime_nsec() != 0 && md.mtime() >= 0 {
         recs.push(("mtime".into(), format!("{}.{:09}", md.mtime(), md.mtime_nsec()).into_bytes()));
     }
     if recs.is_empty() {
@@ -273,8 +285,9 @@ fn append<W: Write>(
     rel: &str,
     xattrs: &[(String, Vec<u8>)],
     data: impl std::io::Read,
+    fixed: Option<u64>,
 ) -> Result<()> {
-    pax(b, md, xattrs)?;
+    pax(b, md, xattrs, fixed)?;
     b.append_data(h, rel, data).with_context(|| format!("writing {rel} to the layer"))
 }
 

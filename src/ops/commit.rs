@@ -30,7 +30,7 @@ pub struct Committed {
 }
 
 /// The layer media type of `mt` in the target family (OCI or Docker).
-fn convert_layer_type(mt: &str, docker: bool) -> Result<String> {
+pub(crate) fn convert_layer_type(mt: &str, docker: bool) -> Result<String> {
     let out = match (mt, docker) {
         (image::OCI_LAYER_GZIP, true) => image::DOCKER_LAYER_GZIP,
         (image::OCI_LAYER, true) => image::DOCKER_LAYER,

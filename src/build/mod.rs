@@ -1,0 +1,1597 @@
+//! `img build`: an image from a Dockerfile, without a daemon.
+//!
+//! A stage's root filesystem is its base image served through FUSE from
+//! the store (nothing is unpacked) under one overlayfs mount per step:
+//! the step's upper directory is the step's changes, written as a layer
+//! (`mount::upper`), and becomes a lower layer of the next step. RUN runs
+//! its command in a sandbox on that root (`run.rs`); COPY, ADD and WORKDIR
+//! write into it from this process (`fsops.rs`), paths resolved inside the
+//! root. The whole build runs in a mount namespace of its own (in a user
+//! namespace where the caller is root, for an ordinary user), so that
+//! nothing it mounts outlives it. The final stage's layers, config and
+//! history are stored as one image in one transaction, as any other.
+
+pub mod fsops;
+pub mod run;
+
+use crate::digest::{Digest, HashingWriter};
+use crate::dockerfile::{self, Args, Instruction, Keyword};
+use crate::dockerignore::{self, Matcher};
+use crate::image;
+use crate::index::ImageRecord;
+use crate::store::{Compression, StagedBlob, Store, TempDir};
+use anyhow::{anyhow, bail, Context, Result};
+use fsops::Attrs;
+use serde_json::{json, Map, Value};
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The time stamped on everything of a `--build-static` build.
+pub const STATIC_TIME: u64 = 0;
+
+/// Build arguments every Dockerfile may use without declaring them.
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile; `CONTEXT/Dockerfile` when None.
+    pub dockerfile: Option<PathBuf>,
+    pub build_args: Vec<(String, String)>,
+    /// Fixed times in layers, config and history (reproducible images).
+    pub build_static: bool,
+    pub host_network: bool,
+    /// Pass the host's proxy variables to RUN.
+    pub proxy: bool,
+    /// `os/arch[/variant]` the base images must be for.
+    pub platform: Option<String>,
+    /// Docker image format (else OCI).
+    pub docker_format: bool,
+    /// The stage to stop at (its name or number).
+    pub target: Option<String>,
+    /// Show what RUN prints only when it fails.
+    pub quiet: bool,
+    /// Running as root of a user namespace (an ordinary user's build).
+    pub rootless: bool,
+}
+
+/// What a build made, not yet stored.
+pub struct Built {
+    pub manifest_media_type: &'static str,
+    pub manifest: Vec<u8>,
+    pub config: Vec<u8>,
+    pub layers: Vec<(Digest, u64)>,
+    /// The layers made by this build, to commit with it.
+    pub staged: Vec<StagedBlob>,
+    /// Build arguments given but not used.
+    pub unused_args: Vec<String>,
+}
+
+/// Builds the image and stores it under `tags`; returns its ID.
+pub fn build_and_store(
+    store: &mut Store,
+    opts: &BuildOptions,
+    tags: &[crate::index::TagName],
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Digest> {
+    let built = build(store, opts, log)?;
+    let parsed = image::parse_config("the built config", &built.config)?;
+    let mut staged = built.staged;
+    let mut refs: Vec<&mut StagedBlob> = staged.iter_mut().collect();
+    crate::ops::store_made_image(
+        store,
+        &crate::ops::MadeImage {
+            manifest_media_type: built.manifest_media_type,
+            manifest: &built.manifest,
+            config: &built.config,
+            parsed: &parsed,
+            layers: &built.layers,
+        },
+        &mut refs,
+        tags,
+    )
+}
+
+/// A layer of a stage's image.
+#[derive(Clone)]
+struct Layer {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    /// Made by this build: its index in `Builder::staged`.
+    staged: Option<usize>,
+}
+
+/// A stage's state: its root (lower directories, top first), layers and config.
+#[derive(Clone)]
+struct Stage {
+    name: Option<String>,
+    lowers: Vec<PathBuf>,
+    layers: Vec<Layer>,
+    config: Map<String, Value>,
+    /// ARG values in scope (None: declared, no value).
+    args: Vec<(String, Option<String>)>,
+    shell: Vec<String>,
+    /// CMD was set in this stage (ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+impl Stage {
+    fn cfg(&mut self) -> &mut Map<String, Value> {
+        let c = self.config.entry("config").or_insert_with(|| json!({}));
+        if !c.is_object() {
+            *c = json!({});
+        }
+        c.as_object_mut().expect("made an object above")
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let env = self.config.get("config").and_then(|c| c.get("Env")).and_then(Value::as_array);
+        env.map(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    fn set_env(&mut self, k: &str, v: &str) {
+        let mut env = self.env();
+        match env.iter_mut().find(|(n, _)| n == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => env.push((k.to_string(), v.to_string())),
+        }
+        let list: Vec<Value> = env.iter().map(|(k, v)| json!(format!("{k}={v}"))).collect();
+        self.cfg().insert("Env".into(), json!(list));
+    }
+
+    /// Looks a variable up as instructions see it: ENV first, then ARG.
+    fn lookup(&self) -> impl Fn(&str) -> Option<String> {
+        let env: HashMap<String, String> = self.env().into_iter().collect();
+        let args: HashMap<String, String> =
+            self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+        move |k: &str| env.get(k).or_else(|| args.get(k)).cloned()
+    }
+
+    fn workdir(&self) -> String {
+        let w = self.config.get("config").and_then(|c| c.get("WorkingDir")).and_then(Value::as_str);
+        match w {
+            Some(w) if !w.is_empty() => w.to_string(),
+            _ => "/".to_string(),
+        }
+    }
+
+    fn user(&self) -> String {
+        let u = self.config.get("config").and_then(|c| c.get("User")).and_then(Value::as_str);
+        u.unwrap_or("").to_string()
+    }
+}
+
+/// An image served read-only through FUSE from this process, unmounted
+/// when dropped.
+struct FuseMount {
+    dir: PathBuf,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FuseMount {
+    fn new(store: &Store, img: &ImageRecord, dir: PathBuf) -> Result<FuseMount> {
+        crate::mount::ensure_indexes(store, img)?;
+        let fs = Arc::new(crate::mount::image_fs(store, img)?.with_error_log(|m| eprintln!("img build: {m}")));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = img_fuse::MountConfig {
+            fs_name: format!("img-build:{}", &img.id.hex()[..12]),
+            allow_other: false,
+            threads: 2,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        let thread = std::thread::spawn(move || {
+            img_fuse::serve(fs, &d, &cfg, || {
+                let _ = tx.send(());
+                Ok(())
+            })
+        });
+        if rx.recv().is_err() {
+            let res = thread.join().map_err(|_| anyhow!("the FUSE server of {} panicked", img.id))?;
+            res.with_context(|| format!("mounting {} for the build", img.id))?;
+            bail!("mounting {} for the build: the server stopped", img.id);
+        }
+        Ok(FuseMount { dir, thread: Some(thread) })
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        use img_overlay::Kernel;
+        let _ = img_overlay::RealKernel.unmount(&self.dir, img_overlay::Unmount::Lazy);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An overlayfs mount, unmounted when dropped.
+struct OverlayGuard(PathBuf);
+
+impl Drop for OverlayGuard {
+    fn drop(&mut self) {
+        use img_overlay::Kernel;
+        if img_overlay::RealKernel.unmount(&self.0, img_overlay::Unmount::Normal).is_err() {
+            let _ = img_overlay::RealKernel.unmount(&self.0, img_overlay::Unmount::Lazy);
+        }
+    }
+}
+
+struct Builder<'a> {
+    store: &'a mut Store,
+    opts: &'a BuildOptions,
+    work: TempDir,
+    staged: Vec<StagedBlob>,
+    fuse: Vec<FuseMount>,
+    read_only: Vec<OverlayGuard>,
+    /// Lower directory of each image mounted so far, by image ID.
+    image_dirs: HashMap<Digest, PathBuf>,
+    stages: Vec<Stage>,
+    next: usize,
+    escape: char,
+    used_args: HashSet<String>,
+    ignore: Matcher,
+    context: PathBuf,
+    log: &'a (dyn Fn(&str) + Sync),
+    total: usize,
+    step: usize,
+    /// The time stamped on history entries and the config.
+    now: String,
+}
+
+/// Builds the image `opts` describes; the layers are staged, not stored.
+pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)) -> Result<Built> {
+    let context = std::fs::canonicalize(&opts.context)
+        .with_context(|| format!("the build context {} cannot be read", opts.context.display()))?;
+    if !context.is_dir() {
+        bail!("the build context {} is not a directory", context.display());
+    }
+    let df_path = opts.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile"));
+    let df_bytes = std::fs::read(&df_path).with_context(|| {
+        format!("reading the Dockerfile {}; give one with -f or put a Dockerfile in the context", df_path.display())
+    })?;
+    let df = dockerfile::parse(&df_bytes).with_context(|| format!("{}", df_path.display()))?;
+    let ignore = match std::fs::read_to_string(context.join(".dockerignore")) {
+        Ok(t) => Matcher::parse(&t).map_err(|e| anyhow!("{}: {e}", context.join(".dockerignore").display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Matcher::default(),
+        Err(e) => return Err(e).context("reading .dockerignore"),
+    };
+    let work = store.temp_dir()?;
+    let now = if opts.build_static {
+        crate::timefmt::format_rfc3339(STATIC_TIME as i64)
+    } else {
+        crate::timefmt::format_rfc3339(crate::timefmt::now())
+    };
+    let mut b = Builder {
+        store,
+        opts,
+        work,
+        staged: Vec::new(),
+        fuse: Vec::new(),
+        read_only: Vec::new(),
+        image_dirs: HashMap::new(),
+        stages: Vec::new(),
+        next: 0,
+        escape: df.escape,
+        used_args: HashSet::new(),
+        ignore,
+        context,
+        log,
+        total: df.instructions.len(),
+        step: 0,
+        now,
+    };
+    let res = b.run(&df);
+    // Unmount before the work directory goes.
+    b.read_only.clear();
+    b.fuse.clear();
+    let final_stage = res?;
+    b.finish(final_stage, &df_path)
+}
+
+impl Builder<'_> {
+    fn fresh(&mut self, prefix: &str) -> PathBuf {
+        self.next += 1;
+        self.work.path().join(format!("{prefix}{}", self.next))
+    }
+
+    fn say(&mut self, ins: &Instruction, text: &str) {
+        self.step += 1;
+        (self.log)(&format!("STEP {}/{}: {} {}", self.step, self.total, ins.keyword.name(), text));
+    }
+
+    fn run(&mut self, df: &dockerfile::Dockerfile) -> Result<Stage> {
+        // ARGs before the first FROM: for FROM lines only.
+        let mut globals: Vec<(String, Option<String>)> = Vec::new();
+        let mut i = 0;
+        let ins = &df.instructions;
+        while i < ins.len() && ins[i].keyword != Keyword::From {
+            let x = &ins[i];
+            if x.keyword != Keyword::Arg {
+                bail!("line {}: {} before the first FROM; only ARG may come before FROM", x.line, x.keyword.name());
+            }
+            self.say(x, &args_text(&x.args));
+            let lookup = lookup_in(&globals);
+            for (k, v) in self.key_values(x, false, &lookup)? {
+                let v = self.arg_value(&k, v);
+                globals.retain(|(n, _)| *n != k);
+                globals.push((k, v));
+            }
+            i += 1;
+        }
+        if i == ins.len() {
+            bail!("the Dockerfile has no FROM instruction");
+        }
+        let mut last = None;
+        while i < ins.len() {
+            let from = &ins[i];
+            let mut j = i + 1;
+            while j < ins.len() && ins[j].keyword != Keyword::From {
+                j += 1;
+            }
+            let stage = self.stage(from, &ins[i + 1..j], &globals)?;
+            let name = stage.name.clone();
+            let number = self.stages.len();
+            self.stages.push(stage);
+            last = Some(number);
+            if let Some(t) = &self.opts.target {
+                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)) || t.parse::<usize>() == Ok(number) {
+                    break;
+                }
+            }
+            i = j;
+        }
+        if let Some(t) = &self.opts.target {
+            let n = last.expect("a stage was built");
+            let hit = self.stages[n].name.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(t)) || t.parse() == Ok(n);
+            if !hit {
+                bail!("--target {t}: no stage of that name in the Dockerfile");
+            }
+        }
+        Ok(self.stages[last.expect("a stage was built")].clone())
+    }
+
+    /// The value of ARG `k`: `--build-arg`'s, else the default.
+    fn arg_value(&mut self, k: &str, default: Option<String>) -> Option<String> {
+        if let Some((_, v)) = self.opts.build_args.iter().rev().find(|(n, _)| n == k) {
+            self.used_args.insert(k.to_string());
+            return Some(v.clone());
+        }
+        default
+    }
+
+    fn key_values(
+        &self,
+        ins: &Instruction,
+        legacy: bool,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let Args::Shell(s) = &ins.args else {
+            bail!("line {}: {} takes KEY=VALUE pairs, not a JSON array", ins.line, ins.keyword.name());
+        };
+        dockerfile::key_values(s, self.escape, legacy, lookup).map_err(|e| anyhow!("line {}: {e}", ins.line))
+    }
+
+    fn words(&self, ins: &Instruction, s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>> {
+        dockerfile::words(s, self.escape, lookup).map_err(|e| anyhow!("line {}: {e}", ins.line))
+    }
+
+    fn expand(&self, ins: &Instruction, s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+        dockerfile::expand(s, self.escape, lookup).map_err(|e| anyhow!("line {}: {e}", ins.line))
+    }
+
+    fn stage(&mut self, from: &Instruction, body: &[Instruction], globals: &[(String, Option<String>)]) -> Result<Stage> {
+        let lookup = lookup_in(globals);
+        let Args::Shell(s) = &from.args else { bail!("line {}: FROM takes an image name, not a JSON array", from.line) };
+        self.say(from, s);
+        for (f, _) in &from.flags {
+            if f != "platform" {
+                bail!("line {}: FROM has no option --{f}", from.line);
+            }
+        }
+        let w = self.words(from, s, &lookup)?;
+        let (base, name) = match w.as_slice() {
+            [b] => (b.clone(), None),
+            [b, as_, n] if as_.eq_ignore_ascii_case("as") => (b.clone(), Some(n.to_ascii_lowercase())),
+            _ => bail!("line {}: FROM takes IMAGE [AS NAME]", from.line),
+        };
+        let platform = match from.flag("platform") {
+            Some(Some(p)) => Some(self.expand(from, p, &lookup)?),
+            _ => self.opts.platform.clone(),
+        };
+        let mut stage = self.base(&base, platform.as_deref(), from.line)?;
+        stage.name = name;
+        // The global ARGs' values, for stages that declare them again.
+        let globals: HashMap<String, Option<String>> = globals.iter().cloned().collect();
+        // ONBUILD triggers of the base image run first.
+        let triggers: Vec<String> = stage
+            .config
+            .get("config")
+            .and_then(|c| c.get("OnBuild"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if !triggers.is_empty() {
+            stage.cfg().remove("OnBuild");
+            for t in triggers {
+                let parsed = dockerfile::parse(t.as_bytes())
+                    .map_err(|e| anyhow!("line {}: the base image's ONBUILD trigger {t:?}: {e}", from.line))?;
+                for mut x in parsed.instructions {
+                    x.line = from.line;
+                    self.total += 1;
+                    self.instruction(&mut stage, &x, &globals)?;
+                }
+            }
+        }
+        for x in body {
+            self.instruction(&mut stage, x, &globals)?;
+        }
+        Ok(stage)
+    }
+
+    /// The stage a FROM starts from: scratch, an earlier stage, or an image.
+    fn base(&mut self, base: &str, platform: Option<&str>, line: usize) -> Result<Stage> {
+        if base.eq_ignore_ascii_case("scratch") {
+            let empty = self.work.path().join("empty");
+            std::fs::create_dir_all(&empty)?;
+            let (os, arch, variant) = split_platform(platform.unwrap_or(""))?;
+            let mut config = Map::new();
+            config.insert("architecture".into(), json!(arch));
+            config.insert("os".into(), json!(os));
+            if let Some(v) = variant {
+                config.insert("variant".into(), json!(v));
+            }
+            config.insert("config".into(), json!({}));
+            config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
+            config.insert("history".into(), json!([]));
+            return Ok(Stage {
+                name: None,
+                lowers: vec![empty],
+                layers: Vec::new(),
+                config,
+                args: Vec::new(),
+                shell: default_shell(),
+                cmd_set: false,
+            });
+        }
+        let by_name = self.stages.iter().rposition(|s| s.name.as_deref() == Some(&base.to_ascii_lowercase()));
+        if let Some(n) = by_name {
+            let mut s = self.stages[n].clone();
+            s.name = None;
+            s.args.clear();
+            s.cmd_set = false;
+            return Ok(s);
+        }
+        let img = self.image(base, platform, line)?;
+        let dir = self.mount_image(&img)?;
+        let manifest_bytes = self.store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE)?;
+        let image::Document::Manifest(manifest) =
+            image::parse_document("the base image's manifest", &manifest_bytes, Some(&img.manifest_media_type))?
+        else {
+            bail!("the manifest of {base} is an index");
+        };
+        let config_bytes = self.store.read_blob(&manifest.config.digest, image::MAX_CONFIG_SIZE)?;
+        let config: Map<String, Value> = serde_json::from_slice(&config_bytes)
+            .with_context(|| format!("the config of {base} is not a JSON object"))?;
+        let parsed = image::parse_config("the base image's config", &config_bytes)?;
+        if manifest.layers.len() != parsed.diff_ids.len() {
+            bail!("{base}: its manifest has {} layers and its config {} DiffIDs", manifest.layers.len(), parsed.diff_ids.len());
+        }
+        let layers = manifest
+            .layers
+            .iter()
+            .zip(&parsed.diff_ids)
+            .map(|(l, d)| Layer {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                diff_id: d.clone(),
+                staged: None,
+            })
+            .collect();
+        let shell = config
+            .get("config")
+            .and_then(|c| c.get("Shell"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(default_shell);
+        Ok(Stage { name: None, lowers: vec![dir], layers, config, args: Vec::new(), shell, cmd_set: false })
+    }
+
+    /// The image a FROM or `--from` names, from the store, pulled if missing.
+    fn image(&mut self, name: &str, platform: Option<&str>, line: usize) -> Result<ImageRecord> {
+        let img = match crate::ops::resolve_image(self.store, name) {
+            Ok(i) => i,
+            Err(e) if e.downcast_ref::<crate::ops::NotFound>().is_some() => {
+                (self.log)(&format!("{name} is not in the store: pulling it"));
+                let opts = crate::ops::pull::PullOptions {
+                    reference: name.to_string(),
+                    platform: platform.map(str::to_string),
+                    client: Default::default(),
+                    jobs: 3,
+                    lazy: false,
+                };
+                crate::ops::pull::pull(self.store, &opts, &|m: &str| eprintln!("{m}"))
+                    .with_context(|| format!("line {line}: the base image {name} is not in the store and pulling it failed"))?;
+                crate::ops::resolve_image(self.store, name)?
+            }
+            Err(e) => return Err(e.context(format!("line {line}"))),
+        };
+        crate::ops::require_complete(&img, name)?;
+        if let Some(p) = platform {
+            let (os, arch, _) = split_platform(p)?;
+            if img.os != os || img.architecture != arch {
+                bail!(
+                    "line {line}: {name} is for {}/{}, not {p}; pull the {p} image (img pull --platform {p} {name})",
+                    img.os,
+                    img.architecture
+                );
+            }
+        }
+        Ok(img)
+    }
+
+    fn mount_image(&mut self, img: &ImageRecord) -> Result<PathBuf> {
+        if let Some(d) = self.image_dirs.get(&img.id) {
+            return Ok(d.clone());
+        }
+        let dir = self.fresh("i");
+        let m = FuseMount::new(self.store, img, dir.clone())?;
+        self.fuse.push(m);
+        self.image_dirs.insert(img.id.clone(), dir.clone());
+        Ok(dir)
+    }
+
+    fn history(&self, stage: &mut Stage, created_by: String, empty: bool) {
+        let mut e = json!({"created": self.now, "created_by": created_by});
+        if empty {
+            e["empty_layer"] = json!(true);
+        }
+        let h = stage.config.entry("history").or_insert_with(|| json!([]));
+        match h.as_array_mut() {
+            Some(a) => a.push(e),
+            None => *h = json!([e]),
+        }
+    }
+
+    fn instruction(
+        &mut self,
+        st: &mut Stage,
+        ins: &Instruction,
+        globals: &HashMap<String, Option<String>>,
+    ) -> Result<()> {
+        let lookup = st.lookup();
+        let text = args_text(&ins.args);
+        let nop = |kw: &str, t: &str| format!("/bin/sh -c #(nop) {kw} {t}");
+        let known: &[&str] = match ins.keyword {
+            Keyword::Copy => &["from", "chown", "chmod", "link"],
+            Keyword::Add => &["chown", "chmod", "link", "checksum"],
+            Keyword::Run => &["network"],
+            Keyword::Healthcheck => &["interval", "timeout", "start-period", "start-interval", "retries"],
+            _ => &[],
+        };
+        for (f, _) in &ins.flags {
+            if !known.contains(&f.as_str()) {
+                bail!("line {}: {} has no option --{f}", ins.line, ins.keyword.name());
+            }
+        }
+        match ins.keyword {
+            Keyword::From => unreachable!("stages are split at FROM"),
+            Keyword::Arg => {
+                self.say(ins, &text);
+                for (k, v) in self.key_values(ins, false, &lookup)? {
+                    let default = v.or_else(|| globals.get(&k).cloned().flatten());
+                    let v = self.arg_value(&k, default);
+                    st.args.retain(|(n, _)| *n != k);
+                    st.args.push((k, v));
+                }
+                self.history(st, nop("ARG", &text), true);
+            }
+            Keyword::Env => {
+                self.say(ins, &text);
+                for (k, v) in self.key_values(ins, true, &lookup)? {
+                    let Some(v) = v else { bail!("line {}: ENV {k} has no value; write ENV {k}=VALUE", ins.line) };
+                    st.set_env(&k, &v);
+                }
+                self.history(st, nop("ENV", &text), true);
+            }
+            Keyword::Label => {
+                self.say(ins, &text);
+                for (k, v) in self.key_values(ins, true, &lookup)? {
+                    let Some(v) = v else { bail!("line {}: LABEL {k} has no value; write LABEL {k}=VALUE", ins.line) };
+                    let labels = st.cfg().entry("Labels").or_insert_with(|| json!({}));
+                    if !labels.is_object() {
+                        *labels = json!({});
+                    }
+                    labels[k] = json!(v);
+                }
+                self.history(st, nop("LABEL", &text), true);
+            }
+            Keyword::Maintainer => {
+                self.say(ins, &text);
+                st.config.insert("author".into(), json!(text));
+                self.history(st, nop("MAINTAINER", &text), true);
+            }
+            Keyword::Expose => {
+                self.say(ins, &text);
+                let ports = self.list(ins, &lookup)?;
+                for p in ports {
+                    let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                    let proto = proto.to_ascii_lowercase();
+                    let ok_port = !port.is_empty()
+                        && port.split('-').all(|n| n.parse::<u16>().is_ok())
+                        && ["tcp", "udp", "sctp"].contains(&proto.as_str());
+                    if !ok_port {
+                        bail!("line {}: EXPOSE {p}: not a port (PORT or PORT/tcp|udp|sctp)", ins.line);
+                    }
+                    let e = st.cfg().entry("ExposedPorts").or_insert_with(|| json!({}));
+                    if !e.is_object() {
+                        *e = json!({});
+                    }
+                    e[format!("{port}/{proto}")] = json!({});
+                }
+                self.history(st, nop("EXPOSE", &text), true);
+            }
+            Keyword::Volume => {
+                self.say(ins, &text);
+                for v in self.list(ins, &lookup)? {
+                    if v.is_empty() {
+                        bail!("line {}: VOLUME with an empty path", ins.line);
+                    }
+                    let e = st.cfg().entry("Volumes").or_insert_with(|| json!({}));
+                    if !e.is_object() {
+                        *e = json!({});
+                    }
+                    e[v] = json!({});
+                }
+                self.history(st, nop("VOLUME", &text), true);
+            }
+            Keyword::User => {
+                self.say(ins, &text);
+                let u = self.expand(ins, text.trim(), &lookup)?;
+                if u.is_empty() {
+                    bail!("line {}: USER needs a user", ins.line);
+                }
+                st.cfg().insert("User".into(), json!(u));
+                self.history(st, nop("USER", &text), true);
+            }
+            Keyword::Stopsignal => {
+                self.say(ins, &text);
+                let s = self.expand(ins, text.trim(), &lookup)?;
+                if !valid_signal(&s) {
+                    bail!("line {}: STOPSIGNAL {s}: not a signal (a name like SIGTERM or a number)", ins.line);
+                }
+                st.cfg().insert("StopSignal".into(), json!(s));
+                self.history(st, nop("STOPSIGNAL", &text), true);
+            }
+            Keyword::Shell => {
+                self.say(ins, &text);
+                let Args::Exec(v) = &ins.args else {
+                    bail!("line {}: SHELL takes a JSON array, as SHELL [\"/bin/sh\", \"-c\"]", ins.line)
+                };
+                if v.is_empty() {
+                    bail!("line {}: SHELL needs at least one word", ins.line);
+                }
+                st.shell = v.clone();
+                st.cfg().insert("Shell".into(), json!(v));
+                self.history(st, nop("SHELL", &text), true);
+            }
+            Keyword::Cmd | Keyword::Entrypoint => {
+                self.say(ins, &text);
+                let v = match &ins.args {
+                    Args::Exec(v) => v.clone(),
+                    Args::Shell(s) => {
+                        let mut v = st.shell.clone();
+                        v.push(s.clone());
+                        v
+                    }
+                };
+                if ins.keyword == Keyword::Cmd {
+                    st.cfg().insert("Cmd".into(), json!(v));
+                    st.cmd_set = true;
+                    self.history(st, nop("CMD", &text), true);
+                } else {
+                    st.cfg().insert("Entrypoint".into(), json!(v));
+                    if !st.cmd_set {
+                        st.cfg().insert("Cmd".into(), Value::Null);
+                    }
+                    self.history(st, nop("ENTRYPOINT", &text), true);
+                }
+            }
+            Keyword::Healthcheck => {
+                self.say(ins, &text);
+                let hc = self.healthcheck(ins, st)?;
+                st.cfg().insert("Healthcheck".into(), hc);
+                self.history(st, nop("HEALTHCHECK", &text), true);
+            }
+            Keyword::Onbuild => {
+                self.say(ins, &text);
+                let inner = ins.onbuild.as_ref().ok_or_else(|| anyhow!("line {}: ONBUILD needs an instruction", ins.line))?;
+                let t = instruction_text(inner);
+                let e = st.cfg().entry("OnBuild").or_insert_with(|| json!([]));
+                match e.as_array_mut() {
+                    Some(a) => a.push(json!(t)),
+                    None => *e = json!([t]),
+                }
+                self.history(st, nop("ONBUILD", &text), true);
+            }
+            Keyword::Workdir => {
+                self.say(ins, &text);
+                let w = self.expand(ins, text.trim(), &lookup)?;
+                if w.is_empty() {
+                    bail!("line {}: WORKDIR needs a directory", ins.line);
+                }
+                let abs = if w.starts_with('/') { w } else { format!("{}/{w}", st.workdir()) };
+                let abs = fsops::clean_abs(&abs);
+                st.cfg().insert("WorkingDir".into(), json!(abs));
+                let d = abs.clone();
+                let user = st.user();
+                let line = ins.line;
+                let layer = self.fs_step(st, false, move |root| {
+                    // The directory belongs to the stage's user, as buildah makes it.
+                    let owner = run::resolve_user(&user, root).with_context(|| format!("line {line}"))?;
+                    fsops::mkdir_all(root, &d, owner)?;
+                    Ok(())
+                })?;
+                self.history(st, nop("WORKDIR", &abs), layer.is_none());
+            }
+            Keyword::Run => {
+                self.say(ins, &text);
+                self.run_step(st, ins)?;
+            }
+            Keyword::Copy | Keyword::Add => {
+                self.say(ins, &text);
+                self.copy_step(st, ins)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The words of EXPOSE and VOLUME: a JSON array or blank-separated.
+    fn list(&self, ins: &Instruction, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>> {
+        match &ins.args {
+            Args::Exec(v) => v.iter().map(|w| self.expand(ins, w, lookup)).collect(),
+            Args::Shell(s) => self.words(ins, s, lookup),
+        }
+    }
+
+    fn healthcheck(&self, ins: &Instruction, st: &Stage) -> Result<Value> {
+        let test = match &ins.args {
+            Args::Shell(s) if s.trim().eq_ignore_ascii_case("none") => {
+                if !ins.flags.is_empty() {
+                    bail!("line {}: HEALTHCHECK NONE takes no options", ins.line);
+                }
+                return Ok(json!({"Test": ["NONE"]}));
+            }
+            Args::Shell(s) => {
+                let rest = s.trim_start();
+                let Some(cmd) = rest.get(..3).filter(|c| c.eq_ignore_ascii_case("cmd")).map(|_| rest[3..].trim_start())
+                else {
+                    bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line);
+                };
+                if cmd.starts_with('[') {
+                    let v: Vec<String> = serde_json::from_str(cmd)
+                        .map_err(|e| anyhow!("line {}: HEALTHCHECK CMD's JSON array: {e}", ins.line))?;
+                    let mut t = vec!["CMD".to_string()];
+                    t.extend(v);
+                    t
+                } else {
+                    if cmd.is_empty() {
+                        bail!("line {}: HEALTHCHECK CMD needs a command", ins.line);
+                    }
+                    vec!["CMD-SHELL".to_string(), cmd.to_string()]
+                }
+            }
+            Args::Exec(_) => bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line),
+        };
+        let _ = st;
+        let mut hc = json!({"Test": test});
+        for (flag, key) in
+            [("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"), ("start-interval", "StartInterval")]
+        {
+            if let Some(v) = ins.flag(flag) {
+                let v = v.unwrap_or("");
+                let ns = parse_duration(v)
+                    .ok_or_else(|| anyhow!("line {}: HEALTHCHECK --{flag}={v}: not a duration (like 30s or 1m30s)", ins.line))?;
+                hc[key] = json!(ns);
+            }
+        }
+        if let Some(v) = ins.flag("retries") {
+            let n: u64 = v
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| anyhow!("line {}: HEALTHCHECK --retries takes a number", ins.line))?;
+            hc["Retries"] = json!(n);
+        }
+        Ok(hc)
+    }
+
+    /// A step that changes the stage's files: `f` gets the root (mounted
+    /// writable) and makes the changes; they become a layer of the stage
+    /// (always, or only when there are some when `!always`).
+    fn fs_step(
+        &mut self,
+        st: &mut Stage,
+        always: bool,
+        f: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<Option<Layer>> {
+        let upper = self.fresh("u");
+        let work = self.fresh("w");
+        let merged = self.fresh("m");
+        for d in [&upper, &work, &merged] {
+            std::fs::create_dir(d).with_context(|| format!("making {}", d.display()))?;
+        }
+        let ov = img_overlay::OverlayMount {
+            lower: st.lowers.clone(),
+            upper: upper.clone(),
+            work: work.clone(),
+            target: merged.clone(),
+            userxattr: self.opts.rootless,
+        };
+        {
+            use img_overlay::Kernel;
+            img_overlay::RealKernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
+        }
+        let guard = OverlayGuard(merged.clone());
+        let res = f(&merged);
+        drop(guard);
+        let _ = std::fs::remove_dir(&merged);
+        let _ = std::fs::remove_dir_all(&work);
+        res?;
+        let empty = std::fs::read_dir(&upper)?.next().is_none();
+        if empty && !always {
+            let _ = std::fs::remove_dir(&upper);
+            return Ok(None);
+        }
+        let layer = self.write_layer(&upper)?;
+        st.lowers.insert(0, upper);
+        st.layers.push(layer.clone());
+        Ok(Some(layer))
+    }
+
+    /// The changes in `upper` as a gzip layer, staged.
+    fn write_layer(&mut self, upper: &Path) -> Result<Layer> {
+        let w = self.store.blob_writer()?;
+        let gz = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
+        let hashing = HashingWriter::new(gz);
+        let fixed = self.opts.build_static.then_some(STATIC_TIME);
+        let (hashing, _) = crate::mount::upper::write_layer_with(upper, hashing, fixed).context("writing a layer")?;
+        let (diff_id, _, gz) = hashing.finish();
+        let staged = gz.finish().context("writing a layer")?.finish()?;
+        let layer = Layer {
+            media_type: image::layer_media_type(self.opts.docker_format, Compression::Gzip)
+                .expect("gzip has a media type in both families")
+                .to_string(),
+            digest: staged.digest().clone(),
+            size: staged.size(),
+            diff_id,
+            staged: Some(self.staged.len()),
+        };
+        self.staged.push(staged);
+        Ok(layer)
+    }
+
+    fn run_step(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
+        let argv = match &ins.args {
+            Args::Exec(v) => v.clone(),
+            Args::Shell(s) => {
+                let mut v = st.shell.clone();
+                v.push(heredoc_script(s, &ins.heredocs));
+                v
+            }
+        };
+        if argv.is_empty() {
+            bail!("line {}: RUN needs a command", ins.line);
+        }
+        let host_network = match ins.flag("network") {
+            None => self.opts.host_network,
+            Some(Some("host")) | Some(Some("default")) => self.opts.host_network,
+            Some(Some("none")) => false,
+            Some(v) => bail!("line {}: RUN --network={}: use none, host or default", ins.line, v.unwrap_or("")),
+        };
+        // The environment: ENV, then ARG values (ENV wins), proxies.
+        let mut env = st.env();
+        let declared: HashSet<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        for (k, v) in &st.args {
+            if let (Some(v), false) = (v, declared.contains(k)) {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        for p in PROXY_ARGS {
+            if env.iter().any(|(k, _)| k == p) {
+                continue;
+            }
+            if let Some((_, v)) = self.opts.build_args.iter().rev().find(|(k, _)| k == p) {
+                self.used_args.insert(p.to_string());
+                env.push((p.to_string(), v.clone()));
+            } else if self.opts.proxy {
+                if let Ok(v) = std::env::var(p) {
+                    env.push((p.to_string(), v));
+                }
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+            env.push(("HOSTNAME".into(), "img-build".into()));
+        }
+        let plan_path = self.fresh("plan");
+        let plan = run::RunPlan {
+            root: PathBuf::new(),
+            argv: argv.clone(),
+            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: st.workdir(),
+            user: st.user(),
+            host_network,
+            hostname: "img-build".into(),
+        };
+        let quiet = self.opts.quiet;
+        let line = ins.line;
+        let shown = match &ins.args {
+            Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+            Args::Shell(s) => s.clone(),
+        };
+        let created_by = match &ins.args {
+            Args::Exec(v) => v.join(" "),
+            Args::Shell(_) => argv.join(" "),
+        };
+        self.fs_step(st, true, |root| {
+            let mut plan = plan;
+            plan.root = root.to_path_buf();
+            // The mount points RUN needs; made for it, removed after.
+            let mut made = Vec::new();
+            for d in ["proc", "dev"] {
+                let p = root.join(d);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir(&p).with_context(|| format!("making /{d} for RUN"))?;
+                    made.push(p);
+                }
+            }
+            fsops::mkdir_all(root, &plan.cwd, (0, 0))?;
+            std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
+            let exe = std::env::current_exe().context("finding img's own executable")?;
+            let mut cmd = std::process::Command::new(exe);
+            cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::null());
+            let (status, output) = if quiet {
+                let out = cmd.output().context("starting a RUN step")?;
+                let mut text = out.stdout;
+                text.extend_from_slice(&out.stderr);
+                (out.status, text)
+            } else {
+                // What the command prints goes to stderr, with progress.
+                let err = std::io::stderr().as_fd().try_clone_to_owned()?;
+                cmd.stdout(std::process::Stdio::from(err));
+                (cmd.status().context("starting a RUN step")?, Vec::new())
+            };
+            for p in made.iter().rev() {
+                let _ = std::fs::remove_dir(p);
+            }
+            let code = run::exit_code(status);
+            if code != 0 {
+                if !output.is_empty() {
+                    eprint!("{}", String::from_utf8_lossy(&output));
+                }
+                bail!("line {line}: RUN {shown}: the command exited with status {code}");
+            }
+            Ok(())
+        })?;
+        self.history(st, created_by, false);
+        Ok(())
+    }
+
+    fn copy_step(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
+        let add = ins.keyword == Keyword::Add;
+        let lookup = st.lookup();
+        let mut words = match &ins.args {
+            Args::Exec(v) => v.iter().map(|w| self.expand(ins, w, &lookup)).collect::<Result<Vec<_>>>()?,
+            Args::Shell(s) => self.words(ins, s, &lookup)?,
+        };
+        // Here-documents are files of their own.
+        let mut inline: HashMap<String, PathBuf> = HashMap::new();
+        for h in &ins.heredocs {
+            let p = self.fresh("heredoc");
+            let content = if h.expand { self.expand(ins, &h.content, &lookup)? } else { h.content.clone() };
+            std::fs::write(&p, content)?;
+            inline.insert(h.name.clone(), p);
+        }
+        words.retain(|w| !w.is_empty());
+        for w in &mut words {
+            if let Some(n) = w.strip_prefix("<<").map(|n| n.trim_start_matches('-').trim_matches(['"', '\''])) {
+                if inline.contains_key(n) {
+                    *w = format!("<<{n}");
+                }
+            }
+        }
+        if words.len() < 2 {
+            bail!("line {}: {} takes SOURCE... DEST", ins.line, ins.keyword.name());
+        }
+        let dest_word = words.pop().expect("two words or more");
+        let dest_is_dir = dest_word.ends_with('/') || words.len() > 1 || words.iter().any(|w| dockerignore::is_pattern(w));
+        let dest = if dest_word.starts_with('/') { dest_word.clone() } else { format!("{}/{dest_word}", st.workdir()) };
+        let dest = fsops::clean_abs(&dest);
+        let chown = match ins.flag("chown") {
+            Some(Some(c)) => Some(self.expand(ins, c, &lookup)?),
+            Some(None) => bail!("line {}: --chown needs USER[:GROUP]", ins.line),
+            None => None,
+        };
+        let chmod = match ins.flag("chmod") {
+            Some(Some(m)) => Some(
+                u32::from_str_radix(m, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| anyhow!("line {}: --chmod={m}: give an octal mode like 0644", ins.line))?,
+            ),
+            Some(None) => bail!("line {}: --chmod needs a mode", ins.line),
+            None => None,
+        };
+        // Where the sources come from.
+        let (src_root, from_context) = match ins.flag("from") {
+            Some(Some(f)) => {
+                let f = self.expand(ins, f, &lookup)?;
+                (self.source_root(&f, ins.line)?, false)
+            }
+            Some(None) => bail!("line {}: --from needs a stage or an image", ins.line),
+            None => (self.context.clone(), true),
+        };
+        // The sources, globs expanded.
+        let mut sources: Vec<(PathBuf, String)> = Vec::new();
+        for w in &words {
+            if w.starts_with("http://") || w.starts_with("https://") || w.starts_with("git@") {
+                bail!(
+                    "line {}: {} of a URL ({w}) is not supported; download it in a RUN step or put it in the context",
+                    ins.line,
+                    ins.keyword.name()
+                );
+            }
+            if let Some(n) = w.strip_prefix("<<") {
+                if let Some(p) = inline.get(n) {
+                    sources.push((p.clone(), n.to_string()));
+                    continue;
+                }
+            }
+            let found = self.find_sources(&src_root, w, from_context)?;
+            if found.is_empty() {
+                bail!(
+                    "line {}: {} {w}: no such file in the {}{}",
+                    ins.line,
+                    ins.keyword.name(),
+                    if from_context { "build context" } else { "source" },
+                    if from_context && self.ignore_hides(w) { " (.dockerignore leaves it out)" } else { "" }
+                );
+            }
+            sources.extend(found);
+        }
+        let ignore = if from_context { Some(self.ignore.clone()) } else { None };
+        let digest = content_digest(&sources, ignore.as_ref())?;
+        let line = ins.line;
+        let kw = ins.keyword.name();
+        self.fs_step(st, true, |root| {
+            let owner = match &chown {
+                Some(c) => Some(chown_ids(c, root).with_context(|| format!("line {line}: --chown={c}"))?),
+                None => None,
+            };
+            let attrs = Attrs { owner, mode: chmod, keep_owner: !from_context };
+            let dir_owner = owner.unwrap_or((0, 0));
+            for (host, rel) in &sources {
+                let md = std::fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
+                if md.is_dir() {
+                    fsops::mkdir_all(root, &dest, dir_owner)?;
+                    copy_tree(host, rel, root, &dest, attrs, ignore.as_ref())
+                        .with_context(|| format!("line {line}: {kw} {rel}"))?;
+                    continue;
+                }
+                if add {
+                    if let Some(reader) = archive_reader(host)? {
+                        fsops::mkdir_all(root, &dest, dir_owner)?;
+                        fsops::extract_tar(reader, root, &dest, rel).with_context(|| format!("line {line}: ADD {rel}"))?;
+                        continue;
+                    }
+                }
+                let base = Path::new(rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let into_dir = dest_is_dir || {
+                    let p = fsops::resolve_in_root(root, &dest, true)?;
+                    p.is_dir()
+                };
+                let target = if into_dir {
+                    fsops::mkdir_all(root, &dest, dir_owner)?;
+                    format!("{}/{base}", dest.trim_end_matches('/'))
+                } else {
+                    let parent = Path::new(&dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    fsops::mkdir_all(root, &parent, dir_owner)?;
+                    dest.clone()
+                };
+                fsops::copy_entry(host, root, &target, attrs).with_context(|| format!("line {line}: {kw} {rel}"))?;
+            }
+            Ok(())
+        })?;
+        let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
+        let kind = if sources.len() == 1 && std::fs::metadata(&sources[0].0).map(|m| m.is_file()).unwrap_or(false) {
+            "file"
+        } else {
+            "dir"
+        };
+        self.history(st, format!("/bin/sh -c #(nop) {what} {kind}:{} in {dest} ", digest.hex()), false);
+        Ok(())
+    }
+
+    /// Does .dockerignore leave `w` out of the context?
+    fn ignore_hides(&self, w: &str) -> bool {
+        self.ignore.excluded(w)
+    }
+
+    /// The root COPY --from reads: an earlier stage's files, or an image's.
+    fn source_root(&mut self, from: &str, line: usize) -> Result<PathBuf> {
+        let stage = match from.parse::<usize>() {
+            Ok(n) if n < self.stages.len() => Some(n),
+            Ok(_) => None,
+            Err(_) => self.stages.iter().rposition(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase())),
+        };
+        let lowers = match stage {
+            Some(n) => self.stages[n].lowers.clone(),
+            None => {
+                let img = self.image(from, None, line)?;
+                vec![self.mount_image(&img)?]
+            }
+        };
+        if lowers.len() == 1 {
+            return Ok(lowers[0].clone());
+        }
+        // Several layers: a read-only overlay of them (no upper directory).
+        let target = self.fresh("ro");
+        std::fs::create_dir(&target)?;
+        let data = img_overlay::OverlayMount {
+            lower: lowers,
+            upper: PathBuf::new(),
+            work: PathBuf::new(),
+            target: target.clone(),
+            userxattr: self.opts.rootless,
+        };
+        img_overlay::mount_read_only_overlay(&data).context("mounting a stage's files for COPY --from")?;
+        self.read_only.push(OverlayGuard(target.clone()));
+        Ok(target)
+    }
+
+    /// The entries source `w` names in `root`: itself, or what its glob
+    /// matches, with their names relative to the root.
+    fn find_sources(&self, root: &Path, w: &str, from_context: bool) -> Result<Vec<(PathBuf, String)>> {
+        let rel = fsops::clean_abs(w).trim_start_matches('/').to_string();
+        let excluded = |r: &str| from_context && !r.is_empty() && self.ignore.excluded(r);
+        if !dockerignore::is_pattern(&rel) {
+            let host = if from_context {
+                root.join(&rel)
+            } else {
+                fsops::resolve_in_root(root, &rel, true)?
+            };
+            if std::fs::symlink_metadata(&host).is_err() || (excluded(&rel) && !std::fs::metadata(&host).map(|m| m.is_dir()).unwrap_or(false)) {
+                return Ok(vec![]);
+            }
+            if from_context {
+                // A symlink named here must stay inside the context.
+                let real = std::fs::canonicalize(&host).with_context(|| format!("reading {}", host.display()))?;
+                if !real.starts_with(root) {
+                    bail!("{w} leads out of the build context (to {}); copy what is inside it", real.display());
+                }
+                return Ok(vec![(real, rel)]);
+            }
+            return Ok(vec![(host, rel)]);
+        }
+        let mut out = Vec::new();
+        let parts: Vec<&str> = rel.split('/').collect();
+        glob_walk(root, "", &parts, &mut out)?;
+        out.retain(|(_, r)| !excluded(r));
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        Ok(out)
+    }
+
+    fn finish(mut self, st: Stage, df_path: &Path) -> Result<Built> {
+        let _ = df_path;
+        let docker = self.opts.docker_format;
+        let mut config = st.config;
+        config.insert("created".into(), json!(self.now));
+        if docker {
+            // docker's own fields describe the container a build ran; none here.
+            config.remove("container");
+        }
+        let diff_ids: Vec<Value> = st.layers.iter().map(|l| json!(l.diff_id.as_str())).collect();
+        config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": diff_ids}));
+        let config_bytes = serde_json::to_vec(&Value::Object(config))?;
+        let config_digest = Digest::of_bytes(&config_bytes);
+        let mut layers = Vec::new();
+        for l in &st.layers {
+            layers.push((crate::ops::commit::convert_layer_type(&l.media_type, docker)?, l.digest.clone(), l.size));
+        }
+        let (manifest_mt, config_mt) =
+            if docker { (image::DOCKER_MANIFEST, image::DOCKER_CONFIG) } else { (image::OCI_MANIFEST, image::OCI_CONFIG) };
+        let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
+        let manifest = image::build_manifest(manifest_mt, (config_mt, &config_digest, config_bytes.len() as u64), &refs);
+        // The staged layers the final image uses; the others go.
+        let used: HashSet<usize> = st.layers.iter().filter_map(|l| l.staged).collect();
+        let staged: Vec<StagedBlob> =
+            std::mem::take(&mut self.staged).into_iter().enumerate().filter(|(i, _)| used.contains(i)).map(|(_, s)| s).collect();
+        let mut unused_args: Vec<String> = self
+            .opts
+            .build_args
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !self.used_args.contains(k) && !PROXY_ARGS.contains(&k.as_str()))
+            .collect();
+        unused_args.sort();
+        unused_args.dedup();
+        Ok(Built {
+            manifest_media_type: manifest_mt,
+            manifest,
+            config: config_bytes,
+            layers: layers.into_iter().map(|(_, d, s)| (d, s)).collect(),
+            staged,
+            unused_args,
+        })
+    }
+}
+
+use std::os::fd::AsFd;
+
+fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into()]
+}
+
+fn lookup_in(vars: &[(String, Option<String>)]) -> impl Fn(&str) -> Option<String> {
+    let m: HashMap<String, String> = vars.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+    move |k: &str| m.get(k).cloned()
+}
+
+/// `os/arch[/variant]`; the host's for "".
+fn split_platform(p: &str) -> Result<(String, String, Option<String>)> {
+    if p.is_empty() {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            a => a,
+        };
+        return Ok(("linux".into(), arch.into(), None));
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
+        [os, arch, v] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), Some(v.to_string()))),
+        _ => bail!("platform {p:?}: write OS/ARCH[/VARIANT], as linux/amd64"),
+    }
+}
+
+/// An instruction's arguments as written.
+fn args_text(a: &Args) -> String {
+    match a {
+        Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+        Args::Shell(s) => s.clone(),
+    }
+}
+
+/// An instruction as a Dockerfile line (for ONBUILD triggers).
+fn instruction_text(i: &Instruction) -> String {
+    let mut t = i.keyword.name().to_string();
+    for (f, v) in &i.flags {
+        match v {
+            Some(v) => t.push_str(&format!(" --{f}={v}")),
+            None => t.push_str(&format!(" --{f}")),
+        }
+    }
+    t.push(' ');
+    t.push_str(&args_text(&i.args));
+    t
+}
+
+/// The script a shell-form RUN hands its shell: the line, and its
+/// here-documents after it as the shell reads them; a RUN that is only a
+/// here-document runs its content.
+fn heredoc_script(line: &str, docs: &[dockerfile::Heredoc]) -> String {
+    if docs.is_empty() {
+        return line.to_string();
+    }
+    let t = line.trim();
+    if docs.len() == 1 && t.starts_with("<<") {
+        let name = t.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']);
+        if name == docs[0].name {
+            return docs[0].content.clone();
+        }
+    }
+    let mut s = line.to_string();
+    s.push('\n');
+    for d in docs {
+        s.push_str(&d.content);
+        s.push_str(&d.name);
+        s.push('\n');
+    }
+    s
+}
+
+/// A Go duration ("1m30s", "500ms", "2h") in nanoseconds.
+fn parse_duration(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if n_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[u_end..];
+        total += n * unit;
+    }
+    Some(total as u64)
+}
+
+fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    const NAMES: [&str; 33] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF",
+        "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2",
+        "VTALRM", "WINCH", "XCPU",
+    ];
+    NAMES.contains(&name) || name == "XFSZ" || name.starts_with("RTMIN") || name.starts_with("RTMAX")
+}
+
+/// `--chown` as ids, names looked up in the stage's /etc files. A user
+/// without a group: a named user's own group, a numeric one's same number.
+fn chown_ids(spec: &str, root: &Path) -> Result<(u32, u32)> {
+    if !spec.contains(':') {
+        if let Ok(n) = spec.parse::<u32>() {
+            return Ok((n, n));
+        }
+    }
+    run::resolve_user(spec, root)
+}
+
+/// Walks `root` matching the glob's components; pushes what matches.
+fn glob_walk(root: &Path, prefix: &str, parts: &[&str], out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    let Some((first, rest)) = parts.split_first() else { return Ok(()) };
+    let dir = if prefix.is_empty() { root.to_path_buf() } else { root.join(prefix) };
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
+    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    for n in names {
+        if !dockerignore::path_matches(first, &n).map_err(|e| anyhow!(e))? {
+            continue;
+        }
+        let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
+        if rest.is_empty() {
+            out.push((root.join(&rel), rel));
+        } else if root.join(&rel).is_dir() {
+            glob_walk(root, &rel, rest, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the contents of directory `src` (named `rel` in its root) into
+/// `dest` (made already), leaving out what `ignore` excludes.
+fn copy_tree(src: &Path, rel: &str, root: &Path, dest: &str, attrs: Attrs, ignore: Option<&Matcher>) -> Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    for n in names {
+        let Some(name) = n.to_str() else {
+            bail!("{}: a name that is not UTF-8 cannot go into a layer; rename it", src.join(&n).display());
+        };
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let host = src.join(name);
+        let md = std::fs::symlink_metadata(&host)?;
+        let ignored = ignore.is_some_and(|m| m.excluded(&child_rel));
+        if ignored && !(md.is_dir() && ignore.is_some_and(|m| m.has_exceptions())) {
+            continue;
+        }
+        let target = format!("{}/{name}", dest.trim_end_matches('/'));
+        if md.is_dir() {
+            if ignored {
+                // Only for the exceptions inside: made when something is kept.
+                if !tree_has_kept(&host, &child_rel, ignore.expect("ignored implies a matcher"))? {
+                    continue;
+                }
+            }
+            fsops::copy_entry(&host, root, &target, attrs)?;
+            copy_tree(&host, &child_rel, root, &target, attrs, ignore)?;
+            // The directory's time, now that its entries are in.
+            let t = fsops::resolve_in_root(root, &target, false)?;
+            fsops::set_mtime(&t, md.mtime(), md.mtime_nsec())?;
+        } else {
+            fsops::copy_entry(&host, root, &target, attrs)?;
+        }
+    }
+    Ok(())
+}
+
+fn tree_has_kept(dir: &Path, rel: &str, ignore: &Matcher) -> Result<bool> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+        let r = format!("{rel}/{name}");
+        if !ignore.excluded(&r) {
+            return Ok(true);
+        }
+        if e.file_type()?.is_dir() && tree_has_kept(&e.path(), &r, ignore)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A digest of what a COPY copies (names, kinds, modes, link targets and
+/// contents; not times), for its history entry and the cache.
+fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -> Result<Digest> {
+    let mut h = Sha256::new();
+    fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool) -> Result<()> {
+        let md = if top { std::fs::metadata(p)? } else { std::fs::symlink_metadata(p)? };
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(md.mode().to_le_bytes());
+        if md.file_type().is_symlink() {
+            h.update(std::fs::read_link(p)?.to_string_lossy().as_bytes());
+        } else if md.is_file() {
+            h.update(md.len().to_le_bytes());
+            let mut f = std::fs::File::open(p)?;
+            std::io::copy(&mut f, h)?;
+        } else if md.is_dir() {
+            let mut names: Vec<String> =
+                std::fs::read_dir(p)?.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+            names.sort();
+            for n in names {
+                let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                if ignore.is_some_and(|m| m.excluded(&r)) && !ignore.is_some_and(|m| m.has_exceptions()) {
+                    continue;
+                }
+                visit(h, &p.join(&n), &r, ignore, false)?;
+            }
+        }
+        Ok(())
+    }
+    for (p, rel) in sources {
+        visit(&mut h, p, rel, ignore, true)?;
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Digest::parse(&format!("sha256:{hex}")).expect("a sha256 digest"))
+}
+
+/// ADD's archives: a tar, plain or compressed with gzip, xz or zstd (told by
+/// its first bytes, the tar by its `ustar` magic); None for any other file.
+fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
+    use std::io::Read;
+    let mut head = [0u8; 6];
+    let mut f = std::fs::File::open(p)?;
+    let n = f.read(&mut head)?;
+    let open = || std::fs::File::open(p);
+    let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(open()?))
+    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        Box::new(liblzma::read::XzDecoder::new(open()?))
+    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(open()?)?)
+    } else {
+        Box::new(open()?)
+    };
+    // Is it a tar? Look at the first header's magic.
+    let mut check = reader;
+    let mut block = vec![0u8; 512];
+    let mut got = 0;
+    while got < 512 {
+        match check.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(_) => return Ok(None),
+        }
+    }
+    if got < 512 || &block[257..262] != b"ustar" {
+        return Ok(None);
+    }
+    // Start again from the beginning, decoded the same way.
+    let again: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(open()?))
+    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        Box::new(liblzma::read::XzDecoder::new(open()?))
+    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(open()?)?)
+    } else {
+        Box::new(open()?)
+    };
+    Ok(Some(again))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_become_nanoseconds() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        for bad in ["", "10", "s", "1x", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn heredoc_runs_give_their_shell_a_script() {
+        let d = |name: &str, content: &str| dockerfile::Heredoc { name: name.into(), content: content.into(), expand: true };
+        assert_eq!(heredoc_script("echo hi", &[]), "echo hi");
+        assert_eq!(heredoc_script("<<EOF", &[d("EOF", "echo a\necho b\n")]), "echo a\necho b\n");
+        assert_eq!(heredoc_script("cat <<EOF > /f", &[d("EOF", "x\n")]), "cat <<EOF > /f\nx\nEOF\n");
+    }
+
+    #[test]
+    fn platforms_split_and_default_to_the_host() {
+        assert_eq!(split_platform("linux/arm64/v8").unwrap(), ("linux".into(), "arm64".into(), Some("v8".into())));
+        assert_eq!(split_platform("").unwrap().0, "linux");
+        assert!(split_platform("linux").is_err());
+    }
+
+    #[test]
+    fn signals_are_names_or_numbers() {
+        for ok in ["SIGTERM", "TERM", "9", "SIGRTMIN+3", "SIGKILL"] {
+            assert!(valid_signal(ok), "{ok}");
+        }
+        for bad in ["SIGFOO", "0", "65", ""] {
+            assert!(!valid_signal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn onbuild_triggers_are_written_back_as_lines() {
+        let df = dockerfile::parse(b"FROM x\nONBUILD COPY --chown=1:2 a /b\n").unwrap();
+        let t = instruction_text(df.instructions[1].onbuild.as_ref().unwrap());
+        assert_eq!(t, "COPY --chown=1:2 a /b");
+        let again = dockerfile::parse(t.as_bytes()).unwrap();
+        assert_eq!(again.instructions[0].keyword, Keyword::Copy);
+    }
+}

@@ -1,0 +1,209 @@
+//! RUN: a command run in a sandbox on a stage's root (the mounted overlay).
+//!
+//! The build process starts `img __build-run PLAN`, which moves into new
+//! mount, PID, IPC and UTS namespaces (and a network namespace for
+//! `--network none`) and starts `img __build-run --init PLAN`, the first
+//! process of the new PID namespace. That one mounts /proc, a minimal /dev
+//! (a tmpfs with the host's null, zero, full, random, urandom and tty bound
+//! in) and /dev/shm in the root, sets the host name, changes root, and runs
+//! the command as the stage's user with the stage's environment, then
+//! reaps what is left and exits with the command's status. Both die with
+//! their parent, so a killed build leaves no command running; everything
+//! mounted lives in the step's namespace and goes with it.
+
+use anyhow::{bail, Context, Result};
+use img_overlay::{Namespaces, Sandbox};
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The stage's root, mounted.
+    pub root: PathBuf,
+    pub argv: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// USER: a name or uid, optionally `:group`; "" is root.
+    pub user: String,
+    /// Share the host's network (else a network namespace of its own).
+    pub host_network: bool,
+    pub hostname: String,
+}
+
+/// Host device files bound into the step's /dev.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// `img __build-run PLAN`: the step's namespaces, then its first process.
+pub fn helper(plan_path: &Path) -> Result<i32> {
+    img_overlay::die_with_parent();
+    let plan = read_plan(plan_path)?;
+    let k = img_overlay::RealKernel;
+    k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
+        .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
+    let exe = std::env::current_exe().context("finding img's own executable")?;
+    let status = Command::new(exe)
+        .arg("__build-run")
+        .arg("--init")
+        .arg(plan_path)
+        .stdin(Stdio::null())
+        .status()
+        .context("starting the first process of a RUN step")?;
+    Ok(exit_code(status))
+}
+
+/// The shell's convention: the exit code, or 128 + the signal.
+pub fn exit_code(s: std::process::ExitStatus) -> i32 {
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+}
+
+fn read_plan(p: &Path) -> Result<RunPlan> {
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a RUN plan", p.display()))
+}
+
+/// `img __build-run --init PLAN`: process 1 of the step.
+pub fn init(plan_path: &Path) -> Result<i32> {
+    img_overlay::die_with_parent();
+    let plan = read_plan(plan_path)?;
+    let k = img_overlay::RealKernel;
+    prepare_root(&k, &plan)?;
+    std::os::unix::fs::chroot(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
+    std::env::set_current_dir("/").context("entering the new root")?;
+    let (uid, gid) = resolve_user(&plan.user, Path::new("/"))?;
+    let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env_clear().current_dir(&plan.cwd).uid(uid).gid(gid);
+    for kv in &plan.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        cmd.env(k, v);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: running {prog:?} in {}: {e}", plan.cwd);
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        }
+    };
+    let status = child.wait().context("waiting for the command")?;
+    Ok(exit_code(status))
+}
+
+/// /proc, /dev, /dev/shm, the host name and the host's resolver files.
+pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
+    let r = &plan.root;
+    k.mount_special("proc", &r.join("proc"), "", false).context("mounting /proc for RUN")?;
+    let dev = r.join("dev");
+    k.mount_special("tmpfs", &dev, "mode=755,size=65536k", true).context("mounting /dev for RUN")?;
+    for d in DEVICES {
+        let host = Path::new("/dev").join(d);
+        if !host.exists() {
+            continue;
+        }
+        let target = dev.join(d);
+        std::fs::write(&target, b"").with_context(|| format!("making {}", target.display()))?;
+        k.bind(&host, &target).with_context(|| format!("binding /dev/{d} for RUN"))?;
+    }
+    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        std::os::unix::fs::symlink(target, dev.join(name))?;
+    }
+    std::fs::create_dir(dev.join("shm"))?;
+    k.mount_special("tmpfs", &dev.join("shm"), "mode=1777,size=65536k", false).context("mounting /dev/shm for RUN")?;
+    if plan.host_network {
+        for f in ["resolv.conf", "hosts"] {
+            let (host, target) = (Path::new("/etc").join(f), r.join("etc").join(f));
+            // Only over a file the image has: making one would change the layer.
+            let is_file = std::fs::symlink_metadata(&target).map(|m| m.is_file()).unwrap_or(false);
+            if host.exists() && is_file {
+                k.bind(&host, &target).with_context(|| format!("binding /etc/{f} for RUN"))?;
+            }
+        }
+    }
+    k.sethostname(&plan.hostname).context("setting the host name for RUN")?;
+    Ok(())
+}
+
+/// USER `spec` (`name`, `uid`, `name:group`, `uid:gid`) as ids, names
+/// looked up in the image's /etc/passwd and /etc/group under `root`. A
+/// user without a group gets the group passwd gives it (0 for a bare uid
+/// not listed there).
+pub fn resolve_user(spec: &str, root: &Path) -> Result<(u32, u32)> {
+    if spec.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
+        f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u))
+    });
+    let uid = match (u.parse::<u32>(), &entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(f)) => f[2].parse().with_context(|| format!("/etc/passwd gives user {u} a bad uid"))?,
+        (Err(_), None) => bail!("USER {spec}: no user {u:?} in the image's /etc/passwd; use a numeric uid or add the user"),
+    };
+    let gid = match g {
+        None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+                let f = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == g);
+                match f {
+                    Some(f) => f[2].parse().with_context(|| format!("/etc/group gives group {g} a bad gid"))?,
+                    None => bail!("USER {spec}: no group {g:?} in the image's /etc/group; use a numeric gid"),
+                }
+            }
+        },
+    };
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_resolve_through_the_images_files() {
+        let r = std::env::temp_dir().join(format!("img-run-user-{}", std::process::id()));
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(resolve_user("", &r).unwrap(), (0, 0));
+        assert_eq!(resolve_user("app", &r).unwrap(), (1000, 1001));
+        assert_eq!(resolve_user("1000", &r).unwrap(), (1000, 1001));
+        assert_eq!(resolve_user("2000", &r).unwrap(), (2000, 0));
+        assert_eq!(resolve_user("app:staff", &r).unwrap(), (1000, 50));
+        assert_eq!(resolve_user("app:7", &r).unwrap(), (1000, 7));
+        assert!(resolve_user("nobody", &r).unwrap_err().to_string().contains("no user \"nobody\""));
+        assert!(resolve_user("app:wheel", &r).unwrap_err().to_string().contains("no group \"wheel\""));
+        std::fs::remove_dir_all(&r).unwrap();
+    }
+
+    #[test]
+    fn the_root_gets_proc_dev_and_a_host_name() {
+        let r = std::env::temp_dir().join(format!("img-run-prep-{}", std::process::id()));
+        std::fs::create_dir_all(r.join("dev")).unwrap();
+        let k = img_overlay::RecordingKernel::default();
+        let plan = RunPlan {
+            root: r.clone(),
+            argv: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            host_network: false,
+            hostname: "build".into(),
+        };
+        prepare_root(&k, &plan).unwrap();
+        let calls = k.calls();
+        assert!(calls[0].starts_with("mount proc "), "{calls:?}");
+        assert!(calls[1].starts_with("mount tmpfs ") && calls[1].ends_with("dev=true"), "{calls:?}");
+        assert!(calls.iter().any(|c| c.starts_with("bind-rw /dev/null ")), "{calls:?}");
+        assert_eq!(calls.last().unwrap(), "sethostname build");
+        std::fs::remove_dir_all(&r).unwrap();
+    }
+}

@@ -1,0 +1,249 @@
+//! `img build` and its sandbox helper.
+
+use super::registry::RegistryFlags;
+use super::Ctx;
+use crate::build::{self, BuildOptions};
+use crate::ops::{parse_target_name, push, save};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Name the image (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+    /// Set a build argument (KEY=VALUE; KEY alone takes the value from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    build_args: Vec<String>,
+    /// Reproducible build: fixed times in layers, config and history
+    #[arg(long)]
+    build_static: bool,
+    /// Write the image ID to FILE
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Where the image goes: img:NAME (the store, default), docker-archive:PATH[:NAME],
+    /// oci-archive:PATH[:NAME], docker://REGISTRY/REPO:TAG, docker-daemon:NAME, isulad:NAME
+    #[arg(short = 'o', long = "output", value_name = "OUTPUT")]
+    output: Option<String>,
+    /// Base images must be for OS/ARCH[/VARIANT]
+    #[arg(long)]
+    platform: Option<String>,
+    /// Pass the host's proxy variables (http_proxy and the like) to RUN
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    proxy: bool,
+    /// Network for RUN: host or none
+    #[arg(long, default_value = "host", value_name = "MODE")]
+    network: String,
+    /// Build without the layer cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Print only the image ID (and the output of a RUN that fails)
+    #[arg(short, long)]
+    quiet: bool,
+    /// Build up to this stage (name or number)
+    #[arg(long)]
+    target: Option<String>,
+    /// Image format: oci or docker
+    #[arg(long, default_value = "oci")]
+    format: String,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// The build context: a directory
+    #[arg(value_name = "CONTEXT")]
+    context: PathBuf,
+}
+
+/// Where a build's image goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Output {
+    Store(Option<String>),
+    Archive(save::Format, PathBuf, Option<String>),
+    Registry(String),
+    Load(&'static str, String),
+}
+
+fn parse_output(o: &str) -> Result<Output> {
+    let (kind, rest) = o.split_once(':').with_context(|| format!("-o {o}: write TYPE:DEST, as img:NAME or docker-archive:PATH"))?;
+    let archive = |f: save::Format| -> Result<Output> {
+        if rest.is_empty() {
+            bail!("-o {o}: give the archive's path");
+        }
+        // PATH[:NAME]: the name is what follows the last colon, if it looks like one.
+        match rest.split_once(':') {
+            Some((p, n)) if !n.is_empty() => Ok(Output::Archive(f, p.into(), Some(n.into()))),
+            _ => Ok(Output::Archive(f, rest.into(), None)),
+        }
+    };
+    match kind {
+        "img" => Ok(Output::Store((!rest.is_empty()).then(|| rest.to_string()))),
+        "docker-archive" => archive(save::Format::DockerArchive),
+        "oci-archive" => archive(save::Format::OciArchive),
+        "docker" => {
+            let r = rest.strip_prefix("//").with_context(|| format!("-o {o}: write docker://REGISTRY/REPO:TAG"))?;
+            Ok(Output::Registry(r.to_string()))
+        }
+        "docker-daemon" => Ok(Output::Load("docker", rest.to_string())),
+        "isulad" => Ok(Output::Load("isula", rest.to_string())),
+        _ => bail!("-o {o}: unknown output type {kind}; use img, docker-archive, oci-archive, docker, docker-daemon or isulad"),
+    }
+}
+
+pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
+    let output = a.output.as_deref().map(parse_output).transpose()?.unwrap_or(Output::Store(None));
+    let mut names = a.tags.clone();
+    match &output {
+        Output::Store(Some(n)) | Output::Archive(_, _, Some(n)) | Output::Load(_, n) => names.push(n.clone()),
+        Output::Registry(r) => names.push(r.clone()),
+        _ => {}
+    }
+    if let Output::Load(_, n) = &output {
+        if n.is_empty() {
+            bail!("-o {}: give the image a name", a.output.as_deref().unwrap_or(""));
+        }
+    }
+    let tags = names.iter().map(|n| parse_target_name(n)).collect::<Result<Vec<_>>>()?;
+    let mut build_args = Vec::new();
+    for kv in &a.build_args {
+        match kv.split_once('=') {
+            Some((k, v)) => build_args.push((k.to_string(), v.to_string())),
+            None => {
+                if let Ok(v) = std::env::var(kv) {
+                    build_args.push((kv.clone(), v));
+                }
+            }
+        }
+    }
+    let host_network = match a.network.as_str() {
+        "host" | "default" => true,
+        "none" => false,
+        n => bail!("--network {n}: use host or none"),
+    };
+    let docker_format = match a.format.as_str() {
+        "oci" => false,
+        "docker" => true,
+        f => bail!("--format {f}: use oci or docker"),
+    };
+    let client = a.registry.options()?;
+    // The namespaces come first, while this process has one thread; the
+    // store's place was decided before (it depends on who the user is).
+    let rootless = !img_overlay::is_root();
+    if rootless {
+        if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
+            bail!("building as an ordinary user needs /dev/fuse readable and writable by you (chmod 0666 /dev/fuse, as most distributions ship it)");
+        }
+        img_overlay::enter_user_namespace()
+            .context("entering a user namespace for the build (the kernel must allow unprivileged user namespaces)")?;
+    } else {
+        img_overlay::enter_mount_namespace().context("making a mount namespace for the build")?;
+    }
+    let opts = BuildOptions {
+        context: a.context.clone(),
+        dockerfile: a.file.clone(),
+        build_args,
+        build_static: a.build_static,
+        host_network,
+        proxy: a.proxy,
+        platform: a.platform.clone(),
+        docker_format,
+        target: a.target.clone(),
+        quiet: a.quiet,
+        rootless,
+    };
+    let _ = a.no_cache;
+    let mut store = ctx.open_store()?;
+    let quiet = a.quiet;
+    let log = move |m: &str| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    };
+    let id = build::build_and_store(&mut store, &opts, &tags, &log)?;
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
+    }
+    match output {
+        Output::Store(_) => {}
+        Output::Archive(format, path, name) => {
+            let src = name.clone().unwrap_or_else(|| id.as_str().to_string());
+            save::save(&store, &[src], format, &save::Output::File(path.clone()))
+                .with_context(|| format!("writing the image to {}", path.display()))?;
+        }
+        Output::Registry(dest) => {
+            let opts = push::PushOptions {
+                source: id.as_str().to_string(),
+                dest: Some(dest.clone()),
+                client,
+                compression: None,
+                chunk_size: None,
+                jobs: 3,
+            };
+            let progress = super::progress::Reporter::new(quiet);
+            push::push(&store, &opts, &progress).with_context(|| format!("pushing the image to {dest}"))?;
+        }
+        Output::Load(tool, name) => {
+            let dir = store.temp_dir()?;
+            let tar = dir.path().join("image.tar");
+            save::save(&store, std::slice::from_ref(&name), save::Format::DockerArchive, &save::Output::File(tar.clone()))?;
+            let st = std::process::Command::new(tool).arg("load").arg("-i").arg(&tar).status();
+            match st {
+                Ok(s) if s.success() => {}
+                Ok(s) => bail!("{tool} load of {name} failed ({s}); the image is in img's store as {name}"),
+                Err(e) => bail!(
+                    "cannot run {tool} ({e}): -o {} needs {tool} installed; the image is in img's store as {name}",
+                    if tool == "docker" { "docker-daemon:NAME" } else { "isulad:NAME" }
+                ),
+            }
+        }
+    }
+    let mut out = super::stdout();
+    if quiet {
+        writeln!(out, "{}", id.as_str())?;
+    } else {
+        for n in &names {
+            eprintln!("Tagged {n}");
+        }
+        writeln!(out, "{}", id.hex())?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BuildRunArgs {
+    /// Be the step's first process
+    #[arg(long)]
+    init: bool,
+    plan: PathBuf,
+}
+
+/// The sandbox of one RUN step (started by img build).
+pub fn build_run(a: BuildRunArgs) -> Result<()> {
+    let code = if a.init { build::run::init(&a.plan)? } else { build::run::helper(&a.plan)? };
+    std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_as_isula_build_writes_them() {
+        assert_eq!(parse_output("img:app:1").unwrap(), Output::Store(Some("app:1".into())));
+        assert_eq!(
+            parse_output("docker-archive:/tmp/a.tar:app:1").unwrap(),
+            Output::Archive(save::Format::DockerArchive, "/tmp/a.tar".into(), Some("app:1".into()))
+        );
+        assert_eq!(
+            parse_output("oci-archive:/tmp/a.tar").unwrap(),
+            Output::Archive(save::Format::OciArchive, "/tmp/a.tar".into(), None)
+        );
+        assert_eq!(parse_output("docker://127.0.0.1:5000/a:1").unwrap(), Output::Registry("127.0.0.1:5000/a:1".into()));
+        assert_eq!(parse_output("isulad:app:1").unwrap(), Output::Load("isula", "app:1".into()));
+        assert!(parse_output("tar:/x").unwrap_err().to_string().contains("unknown output type"));
+        assert!(parse_output("nothing").is_err());
+    }
+}
