@@ -54,8 +54,11 @@ impl OverlayMount {
             Ok(s)
         };
         let lower = self.lower.iter().map(|l| check(l, "a lower directory")).collect::<Result<Vec<_>, _>>()?;
+        // In a user namespace (userxattr) the kernel takes redirect_dir=nofollow
+        // only: no redirects made or followed, as "off" does elsewhere.
+        let redirect = if self.userxattr { "nofollow" } else { "off" };
         let mut d = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+            "lowerdir={},upperdir={},workdir={},redirect_dir={redirect},index=off,metacopy=off",
             lower.join(":"),
             check(&self.upper, "the upper directory")?,
             check(&self.work, "the work directory")?,
@@ -355,7 +358,8 @@ pub fn enter_mount_namespace() -> io::Result<()> {
 pub fn mount_read_only_overlay(m: &OverlayMount) -> Result<(), MountError> {
     let full = m.data()?;
     let lower = full.split(',').next().unwrap_or_default();
-    let mut data = format!("{lower},redirect_dir=off,metacopy=off");
+    let redirect = if m.userxattr { "nofollow" } else { "off" };
+    let mut data = format!("{lower},redirect_dir={redirect},metacopy=off");
     if m.userxattr {
         data.push_str(",userxattr");
     }

@@ -50,6 +50,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
+    pub no_cache: bool,
     pub context: PathBuf,
     /// The Dockerfile; `CONTEXT/Dockerfile` when None.
     pub dockerfile: Option<PathBuf>,
@@ -81,6 +82,10 @@ pub struct Built {
     pub staged: Vec<StagedBlob>,
     /// Build arguments given but not used.
     pub unused_args: Vec<String>,
+    /// Layers of earlier stages, kept for the cache (unreferenced blobs).
+    pub extra: Vec<StagedBlob>,
+    /// What each step made, for the cache.
+    pub cache: Vec<crate::index::CacheEntry>,
 }
 
 /// Builds the image and stores it under `tags`; returns its ID.
@@ -92,9 +97,12 @@ pub fn build_and_store(
 ) -> Result<Digest> {
     let built = build(store, opts, log)?;
     let parsed = image::parse_config("the built config", &built.config)?;
+    for a in &built.unused_args {
+        log(&format!("warning: the build argument {a} was not used"));
+    }
     let mut staged = built.staged;
     let mut refs: Vec<&mut StagedBlob> = staged.iter_mut().collect();
-    crate::ops::store_made_image(
+    let id = crate::ops::store_made_image(
         store,
         &crate::ops::MadeImage {
             manifest_media_type: built.manifest_media_type,
@@ -105,7 +113,17 @@ pub fn build_and_store(
         },
         &mut refs,
         tags,
-    )
+    )?;
+    // The earlier stages' layers stay as unreferenced blobs (img prune
+    // removes them), so that the cache can give them again.
+    let mut extra = built.extra;
+    if !extra.is_empty() {
+        let mut refs: Vec<&mut StagedBlob> = extra.iter_mut().collect();
+        let done = store.commit_blobs(&mut refs)?;
+        store.index_mut().resolve_pending(&done, &[])?;
+    }
+    store.index_mut().cache_put(&built.cache)?;
+    Ok(id)
 }
 
 /// A layer of a stage's image.
@@ -131,6 +149,13 @@ struct Stage {
     shell: Vec<String>,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     cmd_set: bool,
+    /// The cache key of the stage so far.
+    key: String,
+    /// How many of `layers` `lowers` holds (the rest came from the cache
+    /// or the base image and are mounted when a step needs the files).
+    mounted: usize,
+    /// The time of the last history entry.
+    last_created: Option<String>,
 }
 
 impl Stage {
@@ -196,12 +221,12 @@ struct FuseMount {
 }
 
 impl FuseMount {
-    fn new(store: &Store, img: &ImageRecord, dir: PathBuf) -> Result<FuseMount> {
-        crate::mount::ensure_indexes(store, img)?;
-        let fs = Arc::new(crate::mount::image_fs(store, img)?.with_error_log(|m| eprintln!("img build: {m}")));
+    fn new(store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<FuseMount> {
+        crate::mount::ensure_layer_indexes(store, layers)?;
+        let fs = Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
         std::fs::create_dir_all(&dir)?;
         let cfg = img_fuse::MountConfig {
-            fs_name: format!("img-build:{}", &img.id.hex()[..12]),
+            fs_name: "img-build".to_string(),
             allow_other: false,
             threads: 2,
         };
@@ -214,9 +239,9 @@ impl FuseMount {
             })
         });
         if rx.recv().is_err() {
-            let res = thread.join().map_err(|_| anyhow!("the FUSE server of {} panicked", img.id))?;
-            res.with_context(|| format!("mounting {} for the build", img.id))?;
-            bail!("mounting {} for the build: the server stopped", img.id);
+            let res = thread.join().map_err(|_| anyhow!("the FUSE server of {label} panicked"))?;
+            res.with_context(|| format!("mounting {label} for the build"))?;
+            bail!("mounting {label} for the build: the server stopped");
         }
         Ok(FuseMount { dir, thread: Some(thread) })
     }
@@ -251,8 +276,10 @@ struct Builder<'a> {
     staged: Vec<StagedBlob>,
     fuse: Vec<FuseMount>,
     read_only: Vec<OverlayGuard>,
-    /// Lower directory of each image mounted so far, by image ID.
-    image_dirs: HashMap<Digest, PathBuf>,
+    /// The directory of each layer list mounted so far.
+    layer_dirs: HashMap<Vec<Digest>, PathBuf>,
+    /// What each step made, for the cache, with the staged layer's index.
+    records: Vec<(crate::index::CacheEntry, Option<usize>)>,
     stages: Vec<Stage>,
     next: usize,
     escape: char,
@@ -296,7 +323,8 @@ pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)
         staged: Vec::new(),
         fuse: Vec::new(),
         read_only: Vec::new(),
-        image_dirs: HashMap::new(),
+        layer_dirs: HashMap::new(),
+        records: Vec::new(),
         stages: Vec::new(),
         next: 0,
         escape: df.escape,
@@ -479,6 +507,9 @@ impl Builder<'_> {
                 args: Vec::new(),
                 shell: default_shell(),
                 cmd_set: false,
+                key: hex_sha256(format!("scratch {os}/{arch}").as_bytes()),
+                mounted: 0,
+                last_created: None,
             });
         }
         let by_name = self.stages.iter().rposition(|s| s.name.as_deref() == Some(&base.to_ascii_lowercase()));
@@ -490,7 +521,6 @@ impl Builder<'_> {
             return Ok(s);
         }
         let img = self.image(base, platform, line)?;
-        let dir = self.mount_image(&img)?;
         let manifest_bytes = self.store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE)?;
         let image::Document::Manifest(manifest) =
             image::parse_document("the base image's manifest", &manifest_bytes, Some(&img.manifest_media_type))?
@@ -523,7 +553,18 @@ impl Builder<'_> {
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(default_shell);
-        Ok(Stage { name: None, lowers: vec![dir], layers, config, args: Vec::new(), shell, cmd_set: false })
+        Ok(Stage {
+            name: None,
+            lowers: Vec::new(),
+            layers,
+            config,
+            args: Vec::new(),
+            shell,
+            cmd_set: false,
+            key: hex_sha256(format!("image {}", img.id).as_bytes()),
+            mounted: 0,
+            last_created: None,
+        })
     }
 
     /// The image a FROM or `--from` names, from the store, pulled if missing.
@@ -559,19 +600,73 @@ impl Builder<'_> {
         Ok(img)
     }
 
-    fn mount_image(&mut self, img: &ImageRecord) -> Result<PathBuf> {
-        if let Some(d) = self.image_dirs.get(&img.id) {
+    /// Stored layers `layers` served through FUSE: their directory.
+    fn mount_layers(&mut self, layers: &[Digest], label: &str) -> Result<PathBuf> {
+        if let Some(d) = self.layer_dirs.get(layers) {
             return Ok(d.clone());
         }
         let dir = self.fresh("i");
-        let m = FuseMount::new(self.store, img, dir.clone())?;
+        let m = FuseMount::new(self.store, layers, label, dir.clone())?;
         self.fuse.push(m);
-        self.image_dirs.insert(img.id.clone(), dir.clone());
+        self.layer_dirs.insert(layers.to_vec(), dir.clone());
         Ok(dir)
     }
 
-    fn history(&self, stage: &mut Stage, created_by: String, empty: bool) {
-        let mut e = json!({"created": self.now, "created_by": created_by});
+    /// Makes the stage's files reachable at `st.lowers` (mounting the
+    /// layers that came from the base image or the cache).
+    fn materialize(&mut self, st: &mut Stage) -> Result<()> {
+        if st.mounted == st.layers.len() && !st.lowers.is_empty() {
+            return Ok(());
+        }
+        if st.layers.is_empty() {
+            let empty = self.work.path().join("empty");
+            std::fs::create_dir_all(&empty)?;
+            st.lowers = vec![empty];
+        } else {
+            // Cached steps come before the first step that runs, so all
+            // the layers not mounted yet, and those below, are stored.
+            if st.layers.iter().any(|l| l.staged.is_some()) {
+                bail!("internal error: a cached step after a step that ran");
+            }
+            let stored: Vec<Digest> = st.layers.iter().map(|l| l.digest.clone()).collect();
+            st.lowers = vec![self.mount_layers(&stored, "the stage's layers")?];
+        }
+        st.mounted = st.layers.len();
+        Ok(())
+    }
+
+    /// The cache key of instruction `ins` after the stage so far, with
+    /// what else decides its result (`extra`).
+    fn step_key(&self, st: &Stage, ins: &Instruction, extra: &str) -> String {
+        let mut t = instruction_text(ins);
+        for h in &ins.heredocs {
+            t.push_str(&format!("\n<<{}{}\n{}", if h.expand { "" } else { "'" }, h.name, h.content));
+        }
+        hex_sha256(format!("{}\n{t}\n{extra}\n{}", st.key, self.opts.docker_format).as_bytes())
+    }
+
+    /// The cached result of step `key`, unless --no-cache.
+    fn cached(&self, key: &str) -> Result<Option<crate::index::CacheEntry>> {
+        if self.opts.no_cache {
+            return Ok(None);
+        }
+        Ok(self.store.index().cache_get(key)?)
+    }
+
+    /// Ends a step: the stage's key moves on, and what it made is recorded.
+    fn record(&mut self, st: &mut Stage, key: String, created: String, layer: Option<&Layer>) {
+        let entry = crate::index::CacheEntry {
+            key: key.clone(),
+            layer: layer.map(|l| (l.digest.clone(), l.diff_id.clone(), l.size, l.media_type.clone())),
+            created: created.clone(),
+        };
+        self.records.push((entry, layer.and_then(|l| l.staged)));
+        st.key = key;
+        st.last_created = Some(created);
+    }
+
+    fn history(&self, stage: &mut Stage, created_by: String, empty: bool, created: &str) {
+        let mut e = json!({"created": created, "created_by": created_by});
         if empty {
             e["empty_layer"] = json!(true);
         }
@@ -591,6 +686,8 @@ impl Builder<'_> {
         let lookup = st.lookup();
         let text = args_text(&ins.args);
         let nop = |kw: &str, t: &str| format!("/bin/sh -c #(nop) {kw} {t}");
+        // The history entry of an instruction that only changes the config.
+        let mut hist: Option<String> = None;
         let known: &[&str] = match ins.keyword {
             Keyword::Copy => &["from", "chown", "chmod", "link"],
             Keyword::Add => &["chown", "chmod", "link", "checksum"],
@@ -613,7 +710,7 @@ impl Builder<'_> {
                     st.args.retain(|(n, _)| *n != k);
                     st.args.push((k, v));
                 }
-                self.history(st, nop("ARG", &text), true);
+                hist = Some(nop("ARG", &text));
             }
             Keyword::Env => {
                 self.say(ins, &text);
@@ -621,7 +718,7 @@ impl Builder<'_> {
                     let Some(v) = v else { bail!("line {}: ENV {k} has no value; write ENV {k}=VALUE", ins.line) };
                     st.set_env(&k, &v);
                 }
-                self.history(st, nop("ENV", &text), true);
+                hist = Some(nop("ENV", &text));
             }
             Keyword::Label => {
                 self.say(ins, &text);
@@ -633,12 +730,12 @@ impl Builder<'_> {
                     }
                     labels[k] = json!(v);
                 }
-                self.history(st, nop("LABEL", &text), true);
+                hist = Some(nop("LABEL", &text));
             }
             Keyword::Maintainer => {
                 self.say(ins, &text);
                 st.config.insert("author".into(), json!(text));
-                self.history(st, nop("MAINTAINER", &text), true);
+                hist = Some(nop("MAINTAINER", &text));
             }
             Keyword::Expose => {
                 self.say(ins, &text);
@@ -658,7 +755,7 @@ impl Builder<'_> {
                     }
                     e[format!("{port}/{proto}")] = json!({});
                 }
-                self.history(st, nop("EXPOSE", &text), true);
+                hist = Some(nop("EXPOSE", &text));
             }
             Keyword::Volume => {
                 self.say(ins, &text);
@@ -672,7 +769,7 @@ impl Builder<'_> {
                     }
                     e[v] = json!({});
                 }
-                self.history(st, nop("VOLUME", &text), true);
+                hist = Some(nop("VOLUME", &text));
             }
             Keyword::User => {
                 self.say(ins, &text);
@@ -681,7 +778,7 @@ impl Builder<'_> {
                     bail!("line {}: USER needs a user", ins.line);
                 }
                 st.cfg().insert("User".into(), json!(u));
-                self.history(st, nop("USER", &text), true);
+                hist = Some(nop("USER", &text));
             }
             Keyword::Stopsignal => {
                 self.say(ins, &text);
@@ -690,7 +787,7 @@ impl Builder<'_> {
                     bail!("line {}: STOPSIGNAL {s}: not a signal (a name like SIGTERM or a number)", ins.line);
                 }
                 st.cfg().insert("StopSignal".into(), json!(s));
-                self.history(st, nop("STOPSIGNAL", &text), true);
+                hist = Some(nop("STOPSIGNAL", &text));
             }
             Keyword::Shell => {
                 self.say(ins, &text);
@@ -702,7 +799,7 @@ impl Builder<'_> {
                 }
                 st.shell = v.clone();
                 st.cfg().insert("Shell".into(), json!(v));
-                self.history(st, nop("SHELL", &text), true);
+                hist = Some(nop("SHELL", &text));
             }
             Keyword::Cmd | Keyword::Entrypoint => {
                 self.say(ins, &text);
@@ -717,20 +814,20 @@ impl Builder<'_> {
                 if ins.keyword == Keyword::Cmd {
                     st.cfg().insert("Cmd".into(), json!(v));
                     st.cmd_set = true;
-                    self.history(st, nop("CMD", &text), true);
+                    hist = Some(nop("CMD", &text));
                 } else {
                     st.cfg().insert("Entrypoint".into(), json!(v));
                     if !st.cmd_set {
                         st.cfg().insert("Cmd".into(), Value::Null);
                     }
-                    self.history(st, nop("ENTRYPOINT", &text), true);
+                    hist = Some(nop("ENTRYPOINT", &text));
                 }
             }
             Keyword::Healthcheck => {
                 self.say(ins, &text);
                 let hc = self.healthcheck(ins, st)?;
                 st.cfg().insert("Healthcheck".into(), hc);
-                self.history(st, nop("HEALTHCHECK", &text), true);
+                hist = Some(nop("HEALTHCHECK", &text));
             }
             Keyword::Onbuild => {
                 self.say(ins, &text);
@@ -741,7 +838,7 @@ impl Builder<'_> {
                     Some(a) => a.push(json!(t)),
                     None => *e = json!([t]),
                 }
-                self.history(st, nop("ONBUILD", &text), true);
+                hist = Some(nop("ONBUILD", &text));
             }
             Keyword::Workdir => {
                 self.say(ins, &text);
@@ -755,13 +852,20 @@ impl Builder<'_> {
                 let d = abs.clone();
                 let user = st.user();
                 let line = ins.line;
+                let key = self.step_key(st, ins, &format!("{abs} {user}"));
+                if let Some(c) = self.cached(&key)? {
+                    self.use_cached(st, key, c, nop("WORKDIR", &abs));
+                    return Ok(());
+                }
                 let layer = self.fs_step(st, false, move |root| {
                     // The directory belongs to the stage's user, as buildah makes it.
                     let owner = run::resolve_user(&user, root).with_context(|| format!("line {line}"))?;
                     fsops::mkdir_all(root, &d, owner)?;
                     Ok(())
                 })?;
-                self.history(st, nop("WORKDIR", &abs), layer.is_none());
+                let now = self.now.clone();
+                self.history(st, nop("WORKDIR", &abs), layer.is_none(), &now);
+                self.record(st, key, now, layer.as_ref());
             }
             Keyword::Run => {
                 self.say(ins, &text);
@@ -772,7 +876,29 @@ impl Builder<'_> {
                 self.copy_step(st, ins)?;
             }
         }
+        if let Some(h) = hist {
+            // ARG values decide what later steps see; the rest is in the text.
+            let extra = if ins.keyword == Keyword::Arg { format!("{:?}", st.args) } else { String::new() };
+            let key = self.step_key(st, ins, &extra);
+            let created = match self.cached(&key)? {
+                Some(c) => c.created,
+                None => self.now.clone(),
+            };
+            self.history(st, h, true, &created);
+            self.record(st, key, created, None);
+        }
         Ok(())
+    }
+
+    /// A step whose result is cached: its layer (if any) joins the stage.
+    fn use_cached(&mut self, st: &mut Stage, key: String, c: crate::index::CacheEntry, created_by: String) {
+        let layer = c.layer.map(|(digest, diff_id, size, media_type)| Layer { media_type, digest, size, diff_id, staged: None });
+        if let Some(l) = &layer {
+            st.layers.push(l.clone());
+        }
+        (self.log)("--> Using cache");
+        self.history(st, created_by, layer.is_none(), &c.created);
+        self.record(st, key, c.created, layer.as_ref());
     }
 
     /// The words of EXPOSE and VOLUME: a JSON array or blank-separated.
@@ -843,6 +969,7 @@ impl Builder<'_> {
         always: bool,
         f: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Option<Layer>> {
+        self.materialize(st)?;
         let upper = self.fresh("u");
         let work = self.fresh("w");
         let merged = self.fresh("m");
@@ -874,6 +1001,7 @@ impl Builder<'_> {
         let layer = self.write_layer(&upper)?;
         st.lowers.insert(0, upper);
         st.layers.push(layer.clone());
+        st.mounted = st.layers.len();
         Ok(Some(layer))
     }
 
@@ -964,7 +1092,12 @@ impl Builder<'_> {
             Args::Exec(v) => v.join(" "),
             Args::Shell(_) => argv.join(" "),
         };
-        self.fs_step(st, true, |root| {
+        let key = self.step_key(st, ins, &format!("network={host_network}"));
+        if let Some(c) = self.cached(&key)? {
+            self.use_cached(st, key, c, created_by);
+            return Ok(());
+        }
+        let layer = self.fs_step(st, true, |root| {
             let mut plan = plan;
             plan.root = root.to_path_buf();
             // The mount points RUN needs; made for it, removed after.
@@ -1004,7 +1137,9 @@ impl Builder<'_> {
             }
             Ok(())
         })?;
-        self.history(st, created_by, false);
+        let now = self.now.clone();
+        self.history(st, created_by, false, &now);
+        self.record(st, key, now, layer.as_ref());
         Ok(())
     }
 
@@ -1094,7 +1229,19 @@ impl Builder<'_> {
         let digest = content_digest(&sources, ignore.as_ref())?;
         let line = ins.line;
         let kw = ins.keyword.name();
-        self.fs_step(st, true, |root| {
+        let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
+        let kind = if sources.len() == 1 && std::fs::metadata(&sources[0].0).map(|m| m.is_file()).unwrap_or(false) {
+            "file"
+        } else {
+            "dir"
+        };
+        let created_by = format!("/bin/sh -c #(nop) {what} {kind}:{} in {dest} ", digest.hex());
+        let key = self.step_key(st, ins, &format!("{digest} {dest} {chown:?} {chmod:?} {from_context}"));
+        if let Some(c) = self.cached(&key)? {
+            self.use_cached(st, key, c, created_by);
+            return Ok(());
+        }
+        let layer = self.fs_step(st, true, |root| {
             let owner = match &chown {
                 Some(c) => Some(chown_ids(c, root).with_context(|| format!("line {line}: --chown={c}"))?),
                 None => None,
@@ -1133,13 +1280,9 @@ impl Builder<'_> {
             }
             Ok(())
         })?;
-        let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
-        let kind = if sources.len() == 1 && std::fs::metadata(&sources[0].0).map(|m| m.is_file()).unwrap_or(false) {
-            "file"
-        } else {
-            "dir"
-        };
-        self.history(st, format!("/bin/sh -c #(nop) {what} {kind}:{} in {dest} ", digest.hex()), false);
+        let now = self.now.clone();
+        self.history(st, created_by, false, &now);
+        self.record(st, key, now, layer.as_ref());
         Ok(())
     }
 
@@ -1156,10 +1299,16 @@ impl Builder<'_> {
             Err(_) => self.stages.iter().rposition(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase())),
         };
         let lowers = match stage {
-            Some(n) => self.stages[n].lowers.clone(),
+            Some(n) => {
+                let mut s = self.stages[n].clone();
+                self.materialize(&mut s)?;
+                self.stages[n] = s.clone();
+                s.lowers
+            }
             None => {
                 let img = self.image(from, None, line)?;
-                vec![self.mount_image(&img)?]
+                let layers = crate::ops::save::layers_of(self.store, &img)?;
+                vec![self.mount_layers(&layers, from)?]
             }
         };
         if lowers.len() == 1 {
@@ -1216,7 +1365,8 @@ impl Builder<'_> {
         let _ = df_path;
         let docker = self.opts.docker_format;
         let mut config = st.config;
-        config.insert("created".into(), json!(self.now));
+        let created = st.last_created.clone().unwrap_or_else(|| self.now.clone());
+        config.insert("created".into(), json!(created));
         if docker {
             // docker's own fields describe the container a build ran; none here.
             config.remove("container");
@@ -1235,8 +1385,18 @@ impl Builder<'_> {
         let manifest = image::build_manifest(manifest_mt, (config_mt, &config_digest, config_bytes.len() as u64), &refs);
         // The staged layers the final image uses; the others go.
         let used: HashSet<usize> = st.layers.iter().filter_map(|l| l.staged).collect();
-        let staged: Vec<StagedBlob> =
-            std::mem::take(&mut self.staged).into_iter().enumerate().filter(|(i, _)| used.contains(i)).map(|(_, s)| s).collect();
+        // Layers of other stages that steps made are kept for the cache.
+        let recorded: HashSet<usize> = self.records.iter().filter_map(|(_, i)| *i).collect();
+        let mut staged = Vec::new();
+        let mut extra = Vec::new();
+        for (i, s) in std::mem::take(&mut self.staged).into_iter().enumerate() {
+            if used.contains(&i) {
+                staged.push(s);
+            } else if recorded.contains(&i) {
+                extra.push(s);
+            }
+        }
+        let cache = self.records.iter().map(|(e, _)| e.clone()).collect();
         let mut unused_args: Vec<String> = self
             .opts
             .build_args
@@ -1253,6 +1413,8 @@ impl Builder<'_> {
             layers: layers.into_iter().map(|(_, d, s)| (d, s)).collect(),
             staged,
             unused_args,
+            extra,
+            cache,
         })
     }
 }
@@ -1594,4 +1756,8 @@ mod tests {
         let again = dockerfile::parse(t.as_bytes()).unwrap();
         assert_eq!(again.instructions[0].keyword, Keyword::Copy);
     }
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -153,8 +153,8 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         target: a.target.clone(),
         quiet: a.quiet,
         rootless,
+        no_cache: a.no_cache,
     };
-    let _ = a.no_cache;
     let mut store = ctx.open_store()?;
     let quiet = a.quiet;
     let log = move |m: &str| {

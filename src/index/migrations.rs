@@ -115,4 +115,18 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX remote_layers_digest ON remote_layers(digest);
     "#,
+    // 7: the layer cache of img build: what each step made (a layer, or
+    // only a history entry), by a key of the step and all before it. A row
+    // does not keep its layer's blob: one that is gone is a miss.
+    r#"
+    CREATE TABLE build_cache (
+        key        TEXT PRIMARY KEY,
+        layer      TEXT CHECK (layer IS NULL OR (layer GLOB 'sha256:*' AND length(layer) = 71)),
+        diff_id    TEXT,
+        size       INTEGER,
+        media_type TEXT,
+        created    TEXT NOT NULL,
+        used_at    INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

@@ -28,6 +28,12 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
         bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
     }
     let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
+    layers_fs(store, &layers, &img.id.to_string())
+}
+
+/// The filesystem of stored layers `layers` (bottom first), named `label`
+/// in errors.
+pub fn layers_fs(store: &Store, layers: &[Digest], label: &str) -> Result<ImageFs<StoreSource>> {
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     for (i, d) in layers.iter().enumerate() {
@@ -35,9 +41,24 @@ pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>
         scanned.push(layer);
         sources.push(spec);
     }
-    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
+    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {label}"))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
+}
+
+/// [`ensure_indexes`] for stored layers `layers` (bottom first).
+pub fn ensure_layer_indexes(store: &Store, layers: &[Digest]) -> Result<()> {
+    for (i, d) in layers.iter().enumerate() {
+        let mut head = [0u8; 12];
+        let current = std::fs::File::open(store.layer_index_path(d))
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|()| index_file::has_current_header(&head));
+        if !current {
+            let (f, c) = open_layer(store, d)?;
+            build_index(store, d, i, f, c)?;
+        }
+    }
+    Ok(())
 }
 
 /// Stored layer `d` (number `i` in its image): its entries, and how to
