@@ -274,6 +274,9 @@ pub trait Sandbox {
     fn sethostname(&self, name: &str) -> io::Result<()>;
     /// Detaches whatever is mounted at `target`.
     fn detach(&self, target: &Path) -> io::Result<()>;
+    /// Limits the capabilities of whatever the caller runs from now on to
+    /// `keep` (capability numbers): the others leave the bounding set.
+    fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()>;
 }
 
 impl Sandbox for RealKernel {
@@ -307,6 +310,19 @@ impl Sandbox for RealKernel {
     fn detach(&self, target: &Path) -> io::Result<()> {
         sys::umount2(target, libc::MNT_DETACH)
     }
+
+    fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()> {
+        let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        for cap in 0..=last {
+            if !keep.contains(&cap) {
+                sys::drop_bounding_cap(cap)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Sandbox for RecordingKernel {
@@ -328,6 +344,10 @@ impl Sandbox for RecordingKernel {
 
     fn detach(&self, target: &Path) -> io::Result<()> {
         self.record(format!("detach {}", target.display()))
+    }
+
+    fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()> {
+        self.record(format!("capabilities {keep:?}"))
     }
 }
 

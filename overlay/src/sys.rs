@@ -103,6 +103,19 @@ pub fn die_with_parent() {
     }
 }
 
+/// Removes capability `cap` from the calling thread's bounding set, so
+/// that no program it runs afterwards can hold it.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    // SAFETY: prctl(PR_CAPBSET_DROP) takes plain integers and changes only
+    // the calling thread's own bounding set.
+    let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which live

@@ -51,6 +51,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub no_cache: bool,
+    /// `--cap-add`: capabilities RUN gets besides the default set.
+    pub cap_add: Vec<String>,
     pub context: PathBuf,
     /// The Dockerfile; `CONTEXT/Dockerfile` when None.
     pub dockerfile: Option<PathBuf>,
@@ -1081,6 +1083,7 @@ impl Builder<'_> {
             user: st.user(),
             host_network,
             hostname: "img-build".into(),
+            caps: run::capabilities(&self.opts.cap_add)?,
         };
         let quiet = self.opts.quiet;
         let line = ins.line;
@@ -1092,7 +1095,7 @@ impl Builder<'_> {
             Args::Exec(v) => v.join(" "),
             Args::Shell(_) => argv.join(" "),
         };
-        let key = self.step_key(st, ins, &format!("network={host_network}"));
+        let key = self.step_key(st, ins, &format!("network={host_network} caps={:?}", run::capabilities(&self.opts.cap_add)?));
         if let Some(c) = self.cached(&key)? {
             self.use_cached(st, key, c, created_by);
             return Ok(());

@@ -31,6 +31,47 @@ pub struct RunPlan {
     /// Share the host's network (else a network namespace of its own).
     pub host_network: bool,
     pub hostname: String,
+    /// The capabilities the command may have (numbers).
+    pub caps: Vec<u32>,
+}
+
+/// Capability names (without `CAP_`), by number.
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capabilities RUN has by default: docker's and buildah's set.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
+    "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+];
+
+/// The capability numbers RUN gets: the default set and `add` (names with
+/// or without `CAP_`, any case; `ALL` for every one).
+pub fn capabilities(add: &[String]) -> Result<Vec<u32>> {
+    let mut out: Vec<u32> = DEFAULT_CAPABILITIES
+        .iter()
+        .map(|n| CAPABILITIES.iter().position(|c| c == n).expect("a known name") as u32)
+        .collect();
+    for a in add {
+        let up = a.to_ascii_uppercase();
+        let name = up.strip_prefix("CAP_").unwrap_or(&up);
+        if name == "ALL" {
+            return Ok((0..CAPABILITIES.len() as u32).collect());
+        }
+        match CAPABILITIES.iter().position(|c| *c == name) {
+            Some(n) => out.push(n as u32),
+            None => bail!("--cap-add {a}: no such capability (as CAP_SYS_ADMIN or SYS_ADMIN)"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// Host device files bound into the step's /dev.
@@ -73,6 +114,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     std::os::unix::fs::chroot(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
     std::env::set_current_dir("/").context("entering the new root")?;
     let (uid, gid) = resolve_user(&plan.user, Path::new("/"))?;
+    k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir(&plan.cwd).uid(uid).gid(gid);
@@ -185,6 +227,17 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_are_the_default_set_and_those_added() {
+        let d = capabilities(&[]).unwrap();
+        assert_eq!(d.len(), 14);
+        assert!(d.contains(&0) && !d.contains(&21), "{d:?}");
+        let a = capabilities(&["CAP_SYS_ADMIN".into(), "net_admin".into()]).unwrap();
+        assert!(a.contains(&21) && a.contains(&12));
+        assert_eq!(capabilities(&["ALL".into()]).unwrap().len(), CAPABILITIES.len());
+        assert!(capabilities(&["CAP_FLY".into()]).unwrap_err().to_string().contains("no such capability"));
+    }
+
+    #[test]
     fn the_root_gets_proc_dev_and_a_host_name() {
         let r = std::env::temp_dir().join(format!("img-run-prep-{}", std::process::id()));
         std::fs::create_dir_all(r.join("dev")).unwrap();
@@ -197,6 +250,7 @@ mod tests {
             user: String::new(),
             host_network: false,
             hostname: "build".into(),
+            caps: vec![],
         };
         prepare_root(&k, &plan).unwrap();
         let calls = k.calls();

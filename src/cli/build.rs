@@ -36,6 +36,9 @@ pub struct BuildArgs {
     /// Pass the host's proxy variables (http_proxy and the like) to RUN
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     proxy: bool,
+    /// Give RUN this capability besides docker's default set (repeatable; ALL for every one)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
     /// Network for RUN: host or none
     #[arg(long, default_value = "host", value_name = "MODE")]
     network: String,
@@ -129,6 +132,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         f => bail!("--format {f}: use oci or docker"),
     };
     let client = a.registry.options()?;
+    build::run::capabilities(&a.cap_add)?;
     // The namespaces come first, while this process has one thread; the
     // store's place was decided before (it depends on who the user is).
     let rootless = !img_overlay::is_root();
@@ -154,6 +158,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         quiet: a.quiet,
         rootless,
         no_cache: a.no_cache,
+        cap_add: a.cap_add.clone(),
     };
     let mut store = ctx.open_store()?;
     let quiet = a.quiet;
