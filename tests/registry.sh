@@ -1068,6 +1068,53 @@ secrets_never_leak() {
   [[ $leaked == 0 ]] || fail "the password is in a running img's arguments"
 }
 
+manifest_list_of_built_images_is_pulled_per_platform() {
+  # Two images built here (the host's platform, and linux/arm64 from
+  # scratch), a list of them, pushed with --all, read back per platform.
+  local S=$WORK/s-manifest C=$WORK/manifest-ctx out
+  mkdir -p "$C/amd" "$C/arm"
+  printf 'FROM localhost/base:1\nRUN echo host > /arch\n' > "$C/amd/Dockerfile"
+  printf 'FROM scratch\nCOPY arch /arch\n' > "$C/arm/Dockerfile"
+  echo arm64 > "$C/arm/arch"
+  IMG_ROOT=$S "$IMG" load -q -i "$GEN/base-docker.tar" >/dev/null || fail "load"
+  IMG_ROOT=$S "$IMG" build -q -t localhost/app:amd "$C/amd" >/dev/null || fail "build of the host image"
+  IMG_ROOT=$S "$IMG" build -q --platform linux/arm64 -t localhost/app:arm "$C/arm" >/dev/null || fail "build of the arm64 image"
+  IMG_ROOT=$S "$IMG" manifest create localhost/multi:1 localhost/app:amd >/dev/null || fail "manifest create"
+  IMG_ROOT=$S "$IMG" manifest add localhost/multi:1 localhost/app:arm >/dev/null || fail "manifest add"
+  IMG_ROOT=$S "$IMG" manifest annotate --variant v8 --os-features f1 localhost/multi:1 localhost/app:arm >/dev/null || fail "manifest annotate"
+  out=$(IMG_ROOT=$S "$IMG" manifest inspect localhost/multi:1) || fail "manifest inspect"
+  python3 - "$out" <<'PY' || fail "the list is not as made: $out"
+import json, sys
+v = json.loads(sys.argv[1])
+plats = sorted((m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant", "")) for m in v["manifests"])
+assert plats == [("linux", "amd64", ""), ("linux", "arm64", "v8")], plats
+arm = [m for m in v["manifests"] if m["platform"]["architecture"] == "arm64"][0]
+assert arm["platform"]["os.features"] == ["f1"], arm
+PY
+  err=$(IMG_ROOT=$S "$IMG" manifest create localhost/multi:1 localhost/app:amd 2>&1) && fail "a second create of the same list succeeded"
+  grep -q "exists" <<<"$err" || fail "unclear error for an existing list: $err"
+  IMG_ROOT=$S "$IMG" manifest push -q --all --tls-verify=false localhost/multi:1 "$REG/test/list:1" > "$WORK/list.digest" || fail "manifest push --all"
+  local raw; raw=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/list:1") || fail "skopeo cannot read the list"
+  [[ "sha256:$(printf '%s' "$raw" | sha256sum | cut -d' ' -f1)" == "$(cat "$WORK/list.digest")" ]] || fail "the pushed list's digest is not the one printed"
+  [[ $(skopeo --override-arch arm64 --override-variant v8 inspect --tls-verify=false "docker://$REG/test/list:1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Architecture"])') == arm64 ]] ||
+    fail "skopeo --override-arch arm64 does not get the arm64 image"
+  [[ $(skopeo --override-arch amd64 inspect --tls-verify=false "docker://$REG/test/list:1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Architecture"])') == amd64 ]] ||
+    fail "skopeo --override-arch amd64 does not get the amd64 image"
+  local P=$WORK/s-manifest-pull
+  IMG_ROOT=$P "$IMG" pull -q --tls-verify=false --platform linux/arm64/v8 "$REG/test/list:1" >/dev/null || fail "img pull --platform linux/arm64"
+  IMG_ROOT=$P "$IMG" export "$REG/test/list:1" -o "$WORK/arm.tar" || fail "export of the pulled arm64 image"
+  [[ $(tar -xOf "$WORK/arm.tar" arch) == arm64 ]] || fail "the pulled image is not the arm64 one"
+  IMG_ROOT=$P "$IMG" pull -q --tls-verify=false "$REG/test/list:1" >/dev/null || fail "img pull for the host"
+  IMG_ROOT=$P "$IMG" export "$REG/test/list:1" -o "$WORK/amd.tar" || fail "export of the pulled host image"
+  [[ $(tar -xOf "$WORK/amd.tar" arch) == host ]] || fail "the pulled image is not the host one"
+  # Taking an entry out, then the list.
+  IMG_ROOT=$S "$IMG" manifest rm localhost/multi:1 localhost/app:arm || fail "manifest rm of an entry"
+  [[ $(IMG_ROOT=$S "$IMG" manifest inspect localhost/multi:1 | grep -c '"digest"') == 1 ]] || fail "the entry is still listed"
+  IMG_ROOT=$S "$IMG" manifest rm localhost/multi:1 || fail "manifest rm of the list"
+  err=$(IMG_ROOT=$S "$IMG" manifest inspect localhost/multi:1 2>&1) && fail "the removed list is still there"
+  grep -q "no such manifest list" <<<"$err" || fail "unclear error for a missing list: $err"
+}
+
 for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   https_is_required_without_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -1084,7 +1131,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
   copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
-  pull_all_tags_pulls_every_tag secrets_never_leak; do
+  pull_all_tags_pulls_every_tag secrets_never_leak manifest_list_of_built_images_is_pulled_per_platform; do
   [[ -n ${ONLY:-} && $c != *"$ONLY"* ]] && continue
   check "$c"
 done

@@ -186,6 +186,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
                 compression: None,
                 chunk_size: None,
                 jobs: 3,
+                by_digest: false,
             };
             let progress = super::progress::Reporter::new(quiet);
             push::push(&store, &opts, &progress).with_context(|| format!("pushing the image to {dest}"))?;

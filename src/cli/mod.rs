@@ -7,6 +7,7 @@ mod build;
 mod images;
 mod inspect;
 mod manage;
+mod manifest;
 mod mount;
 mod progress;
 mod registry;
@@ -66,6 +67,11 @@ enum Command {
     Search(registry::SearchArgs),
     /// Copy an image between registries, archives, OCI layouts and the store
     Copy(registry::CopyArgs),
+    /// Make, change and push manifest lists (multi-platform images)
+    Manifest {
+        #[command(subcommand)]
+        command: manifest::ManifestCommand,
+    },
     /// Build an image from a Dockerfile
     Build(build::BuildArgs),
     #[command(name = "__build-run", hide = true)]
@@ -204,6 +210,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Commit(a) => mount::commit(&ctx, a),
         Command::Convert(a) => manage::convert(&ctx, a),
         Command::Build(a) => build::build(&ctx, a),
+        Command::Manifest { command } => manifest::run(&ctx, command),
         Command::BuildRun(a) => build::build_run(a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),

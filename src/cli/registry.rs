@@ -144,6 +144,7 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
         compression: a.compression_format.as_deref().map(LayerCompression::parse).transpose()?,
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
         jobs: a.jobs,
+        by_digest: false,
     };
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);

@@ -129,4 +129,14 @@ pub const MIGRATIONS: &[&str] = &[
         used_at    INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 8: manifest lists made by `img manifest`, by name, their JSON kept
+    // here (they refer to images of the store by manifest digest).
+    r#"
+    CREATE TABLE manifest_lists (
+        name       TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        body       BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

@@ -347,6 +347,39 @@ impl Index {
         self.write(|tx| Ok(tx.execute("DELETE FROM build_cache", [])?))
     }
 
+    /// Manifest list `name`: its media type and JSON.
+    pub fn manifest_list(&self, name: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let mut st = self.conn.prepare_cached("SELECT media_type, body FROM manifest_lists WHERE name = ?1")?;
+        let mut rows = st.query(params![name])?;
+        match rows.next()? {
+            Some(r) => Ok(Some((r.get(0)?, r.get(1)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores manifest list `name` (replacing one of that name).
+    pub fn put_manifest_list(&mut self, name: &str, media_type: &str, body: &[u8]) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO manifest_lists(name, media_type, body, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, media_type, body, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Removes manifest list `name`; false if there was none.
+    pub fn remove_manifest_list(&mut self, name: &str) -> Result<bool> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM manifest_lists WHERE name = ?1", params![name])? > 0))
+    }
+
+    /// The names of all manifest lists.
+    pub fn manifest_list_names(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare_cached("SELECT name FROM manifest_lists ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub fn has_blob(&self, d: &Digest) -> Result<bool> {
         let mut st = self.conn.prepare_cached("SELECT 1 FROM blobs WHERE digest = ?1")?;
         Ok(st.exists(params![d.as_str()])?)

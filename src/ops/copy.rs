@@ -125,6 +125,7 @@ pub fn copy(
                 compression: None,
                 chunk_size: None,
                 jobs: opts.jobs,
+                by_digest: false,
             };
             Ok(push::push(store, &popts, progress)?.manifest_digest)
         }

@@ -11,6 +11,7 @@ pub mod import;
 pub mod inspect;
 pub mod lazy;
 pub mod load;
+pub mod manifest;
 pub mod pull;
 pub mod push;
 pub mod remote;

@@ -59,6 +59,8 @@ pub struct PushOptions {
     pub chunk_size: Option<u64>,
     /// Blobs uploaded at once.
     pub jobs: usize,
+    /// Put the manifest at its own digest (no tag; `dest`'s tag or digest ignored).
+    pub by_digest: bool,
 }
 
 /// What a push did.
@@ -66,6 +68,9 @@ pub struct PushOptions {
 pub struct Pushed {
     pub reference: String,
     pub manifest_digest: Option<Digest>,
+    /// The pushed manifest's media type and size.
+    pub manifest_media_type: String,
+    pub manifest_size: u64,
     pub uploaded: usize,
     pub skipped: usize,
     pub mounted: usize,
@@ -81,6 +86,22 @@ struct Item {
     path: PathBuf,
     /// Repositories of the same registry whose images in the store hold it.
     mount_from: Vec<String>,
+}
+
+/// Puts manifest (or list) `bytes` at `reference` (a tag or digest) in
+/// `r`'s repository; returns its digest.
+pub fn put_manifest(r: &Reference, reference: &str, media_type: &str, bytes: &[u8], client: &ClientOptions) -> Result<Digest> {
+    let conf = config::load()?;
+    let ep = conf
+        .endpoints(r.domain(), r.path(), false)
+        .map_err(|e| anyhow::anyhow!("pushing {r}: {e}"))?
+        .pop()
+        .context("no endpoint")?;
+    let mut copts = client.clone();
+    copts.insecure |= ep.insecure || conf.insecure(&ep.host);
+    let client = Client::connect(&ep.host, &copts)?;
+    let repo = Repo::new(&client, &ep.path);
+    Ok(repo.put_manifest(reference, media_type, bytes)?)
 }
 
 pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Result<Pushed> {
@@ -246,8 +267,13 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         }
     }
     progress.line("Writing manifest to image destination");
-    let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
-    if let Some(d) = r.digest() {
+    // A destination of `REPO@` alone: the manifest goes by its own digest.
+    let reference = if opts.by_digest {
+        Digest::of_bytes(&manifest_out).as_str().to_string()
+    } else {
+        r.digest().or(r.tag()).unwrap_or("latest").to_string()
+    };
+    if let (Some(d), false) = (r.digest(), opts.by_digest) {
         if d != Digest::of_bytes(&manifest_out).as_str() {
             bail!(
                 "pushing {name}: the manifest's digest is {}, not the {d} in the destination; push to a tag instead",
@@ -257,6 +283,8 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     }
     let digest = repo.put_manifest(&reference, &manifest_type, &manifest_out).with_context(ctx)?;
     pushed.manifest_digest = Some(digest);
+    pushed.manifest_media_type = manifest_type;
+    pushed.manifest_size = manifest_out.len() as u64;
     Ok(pushed)
 }
 
