@@ -34,6 +34,11 @@
 #         the namespace adding the same one-way delay and shared rate (the
 #         connection setup is not delayed); the report says which was used.
 #         About 10 minutes, most of it the full pulls over the slow link.
+#   build img build vs buildah bud (--layers, vfs, chroot isolation) of the
+#         same Dockerfiles on the busybox base of scripts/make-testdata.sh:
+#         a small one (RUN, COPY, ENV), ten RUN steps, a multi-stage build
+#         with COPY --from, and a COPY of a 64 MB context of 2,000 files;
+#         each cold (--no-cache) and fully cached. About 3 minutes.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -46,10 +51,10 @@ PODMAN_RUNS=3
 PULL_IMAGES=small,medium,large
 PULL_JOBS=
 MAX_WAIT=300
-ONLY=load,pull,mount,lazy
+ONLY=load,pull,mount,lazy,build
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,lazy] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,lazy,build] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -66,13 +71,14 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|lazy) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|lazy|build) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 cargo build --release -q
 IMG=$PWD/target/release/img
+REPO=$PWD
 GEN=$PWD/scripts/bench-images.py
 SLOWLINK=$PWD/scripts/slowlink.py
 LAZY_HELD=$PWD/scripts/lazy-held.py
@@ -80,8 +86,12 @@ need=(hyperfine podman python3 /usr/bin/time)
 want pull && need+=(skopeo docker-registry curl unshare)
 want mount && need+=(umoci gzip dd find xargs)
 want lazy && need+=(skopeo docker-registry curl ip nsenter)
+want build && need+=(buildah)
 if want mount && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
+fi
+if want build && [ "$(id -u)" != 0 ]; then
+    echo "bench: the build section runs buildah as root" >&2; exit 1
 fi
 if want lazy && [ "$(id -u)" != 0 ]; then
     echo "bench: the lazy section needs root (it makes a network namespace)" >&2; exit 1
@@ -717,6 +727,66 @@ for tag, link in (("loopback", "loopback"), ("netem", "20 ms, 100 Mbit/s")):
         print(f"{link:18} {name:13} {lz:>8.3f}s {got/1e6:>7.2f} MB {100*got/size:>5.2f}% {gz:>11.2f}s {gz/lz:>5.0f}x {same:>11.2f}s {same/lz:>5.0f}x {pm:>11.2f}s {pm/lz:>5.0f}x")
 print(f"20 ms, 100 Mbit/s: {slow}")
 print("goals: img lazy < 0.3 s and >= 20x faster than the full pull; fetched < 1% of the image")
+PY
+fi
+
+if want build; then
+    [ -f "$REPO/testdata/gen/base-docker.tar" ] || "$REPO/scripts/make-testdata.sh" >&2
+    B=$WORK/build
+    rm -rf "$B"; mkdir -p "$B"
+    buildah() { command buildah --root "$B/broot" --runroot "$B/brun" --storage-driver vfs "$@"; }
+    "$IMG" --root "$B/s" load -q -i "$REPO/testdata/gen/base-docker.tar" >/dev/null
+    buildah pull -q "docker-archive:$REPO/testdata/gen/base-docker.tar" >/dev/null
+    mk() { mkdir -p "$B/$1"; cat > "$B/$1/Dockerfile"; }
+    mk small <<'EOF'
+FROM localhost/base:1
+ENV APP=/opt/app
+RUN /bin/busybox mkdir -p $APP && echo built > $APP/stamp
+COPY config.txt /etc/app/
+EOF
+    echo "key=value" > "$B/small/config.txt"
+    { echo "FROM localhost/base:1"; for i in $(seq 1 10); do echo "RUN echo step $i > /step-$i"; done; } | mk steps
+    mk multi <<'EOF'
+FROM localhost/base:1 AS builder
+RUN /bin/busybox mkdir -p /out && /bin/busybox seq 1 20000 > /out/numbers && /bin/busybox gzip /out/numbers
+FROM localhost/base:1
+COPY --from=builder /out/numbers.gz /srv/
+CMD ["/bin/sh"]
+EOF
+    mk copy <<'EOF'
+FROM localhost/base:1
+COPY data /data
+EOF
+    python3 - "$B/copy/data" <<'PY'
+import os, random, sys
+random.seed(20261204)
+root = sys.argv[1]
+for d in range(20):
+    os.makedirs(f"{root}/d{d:02}", exist_ok=True)
+    for f in range(100):
+        open(f"{root}/d{d:02}/f{f:03}", "wb").write(random.randbytes(32 * 1024))
+PY
+    BUILDAH="buildah --root $B/broot --runroot $B/brun --storage-driver vfs"
+    cases=(small steps multi copy)
+    for c in "${cases[@]}"; do
+        hf "build-cold-$c" "$RUNS" 1 \
+            "$IMG --root $B/s build --no-cache -q -t bench/$c:1 $B/$c" \
+            "$BUILDAH bud --isolation chroot --layers --no-cache -q -t bench/$c:1 $B/$c"
+        hf "build-cached-$c" "$RUNS" 2 \
+            "$IMG --root $B/s build -q -t bench/$c:1 $B/$c" \
+            "$BUILDAH bud --isolation chroot --layers -q -t bench/$c:1 $B/$c"
+    done
+    python3 - "$RUNS" "${cases[@]}" <<'PY'
+import json, sys
+runs, cases = sys.argv[1], sys.argv[2:]
+med = lambda n: [r["median"] for r in json.load(open(f"{n}.json"))["results"]]
+print(f"img build vs buildah bud --layers (vfs, chroot isolation), medians of {runs} runs")
+print(f"{'Dockerfile':10} {'img cold':>9} {'buildah cold':>13} {'ratio':>6}   {'img cached':>10} {'buildah cached':>15} {'ratio':>6}")
+for c in cases:
+    ic, bc = med(f"build-cold-{c}")
+    ih, bh = med(f"build-cached-{c}")
+    print(f"{c:10} {ic*1000:>7.0f}ms {bc*1000:>11.0f}ms {bc/ic:>5.1f}x   {ih*1000:>8.0f}ms {bh*1000:>13.0f}ms {bh/ih:>5.1f}x")
+print("goals: faster than buildah on every case; a cached rebuild under 200 ms")
 PY
 fi
 

@@ -14,7 +14,7 @@
 pub mod fsops;
 pub mod run;
 
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, Keyword};
 use crate::dockerignore::{self, Matcher};
 use crate::image;
@@ -1007,22 +1007,22 @@ impl Builder<'_> {
         Ok(Some(layer))
     }
 
-    /// The changes in `upper` as a gzip layer, staged.
+    /// The changes in `upper` as a layer, staged. Layers are kept
+    /// uncompressed, as buildah and docker keep what they build (a build is
+    /// then bound by the files it writes, not by gzip); `img push` gzips
+    /// them on the way out.
     fn write_layer(&mut self, upper: &Path) -> Result<Layer> {
-        let w = self.store.blob_writer()?;
-        let gz = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
-        let hashing = HashingWriter::new(gz);
+        let w = std::io::BufWriter::with_capacity(1 << 20, self.store.blob_writer()?);
         let fixed = self.opts.build_static.then_some(STATIC_TIME);
-        let (hashing, _) = crate::mount::upper::write_layer_with(upper, hashing, fixed).context("writing a layer")?;
-        let (diff_id, _, gz) = hashing.finish();
-        let staged = gz.finish().context("writing a layer")?.finish()?;
+        let (w, _) = crate::mount::upper::write_layer_with(upper, w, fixed).context("writing a layer")?;
+        let staged = w.into_inner().map_err(|e| e.into_error()).context("writing a layer")?.finish()?;
         let layer = Layer {
-            media_type: image::layer_media_type(self.opts.docker_format, Compression::Gzip)
-                .expect("gzip has a media type in both families")
+            media_type: image::layer_media_type(self.opts.docker_format, Compression::None)
+                .expect("uncompressed layers have a media type in both families")
                 .to_string(),
             digest: staged.digest().clone(),
             size: staged.size(),
-            diff_id,
+            diff_id: staged.digest().clone(),
             staged: Some(self.staged.len()),
         };
         self.staged.push(staged);
