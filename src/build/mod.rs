@@ -51,6 +51,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub no_cache: bool,
+    /// One layer per stage for all its steps (and no cache).
+    pub squash: bool,
     /// `--cap-add`: capabilities RUN gets besides the default set.
     pub cap_add: Vec<String>,
     pub context: PathBuf,
@@ -158,6 +160,8 @@ struct Stage {
     mounted: usize,
     /// The time of the last history entry.
     last_created: Option<String>,
+    /// With --squash: the one upper directory all the stage's steps change.
+    squash_upper: Option<PathBuf>,
 }
 
 impl Stage {
@@ -512,11 +516,19 @@ impl Builder<'_> {
                 key: hex_sha256(format!("scratch {os}/{arch}").as_bytes()),
                 mounted: 0,
                 last_created: None,
+                squash_upper: None,
             });
         }
         let by_name = self.stages.iter().rposition(|s| s.name.as_deref() == Some(&base.to_ascii_lowercase()));
         if let Some(n) = by_name {
             let mut s = self.stages[n].clone();
+            // A squashed stage's changes become its layer for the stages after.
+            if let Some(u) = s.squash_upper.take() {
+                let l = self.write_layer(&u)?;
+                s.layers.push(l);
+                s.lowers.insert(0, u);
+                s.mounted = s.layers.len();
+            }
             s.name = None;
             s.args.clear();
             s.cmd_set = false;
@@ -566,6 +578,7 @@ impl Builder<'_> {
             key: hex_sha256(format!("image {}", img.id).as_bytes()),
             mounted: 0,
             last_created: None,
+            squash_upper: None,
         })
     }
 
@@ -649,7 +662,7 @@ impl Builder<'_> {
 
     /// The cached result of step `key`, unless --no-cache.
     fn cached(&self, key: &str) -> Result<Option<crate::index::CacheEntry>> {
-        if self.opts.no_cache {
+        if self.opts.no_cache || self.opts.squash {
             return Ok(None);
         }
         Ok(self.store.index().cache_get(key)?)
@@ -972,10 +985,20 @@ impl Builder<'_> {
         f: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<Option<Layer>> {
         self.materialize(st)?;
-        let upper = self.fresh("u");
+        let upper = match (&st.squash_upper, self.opts.squash) {
+            (Some(u), _) => u.clone(),
+            (None, squash) => {
+                let u = self.fresh("u");
+                std::fs::create_dir(&u).with_context(|| format!("making {}", u.display()))?;
+                if squash {
+                    st.squash_upper = Some(u.clone());
+                }
+                u
+            }
+        };
         let work = self.fresh("w");
         let merged = self.fresh("m");
-        for d in [&upper, &work, &merged] {
+        for d in [&work, &merged] {
             std::fs::create_dir(d).with_context(|| format!("making {}", d.display()))?;
         }
         let ov = img_overlay::OverlayMount {
@@ -995,6 +1018,9 @@ impl Builder<'_> {
         let _ = std::fs::remove_dir(&merged);
         let _ = std::fs::remove_dir_all(&work);
         res?;
+        if self.opts.squash {
+            return Ok(None);
+        }
         let empty = std::fs::read_dir(&upper)?.next().is_none();
         if empty && !always {
             let _ = std::fs::remove_dir(&upper);
@@ -1141,7 +1167,7 @@ impl Builder<'_> {
             Ok(())
         })?;
         let now = self.now.clone();
-        self.history(st, created_by, false, &now);
+        self.history(st, created_by, layer.is_none(), &now);
         self.record(st, key, now, layer.as_ref());
         Ok(())
     }
@@ -1284,7 +1310,7 @@ impl Builder<'_> {
             Ok(())
         })?;
         let now = self.now.clone();
-        self.history(st, created_by, false, &now);
+        self.history(st, created_by, layer.is_none(), &now);
         self.record(st, key, now, layer.as_ref());
         Ok(())
     }
@@ -1306,7 +1332,11 @@ impl Builder<'_> {
                 let mut s = self.stages[n].clone();
                 self.materialize(&mut s)?;
                 self.stages[n] = s.clone();
-                s.lowers
+                let mut l = s.lowers;
+                if let Some(u) = s.squash_upper {
+                    l.insert(0, u);
+                }
+                l
             }
             None => {
                 let img = self.image(from, None, line)?;
@@ -1364,8 +1394,18 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn finish(mut self, st: Stage, df_path: &Path) -> Result<Built> {
+    fn finish(mut self, mut st: Stage, df_path: &Path) -> Result<Built> {
         let _ = df_path;
+        if let Some(u) = st.squash_upper.take() {
+            let l = self.write_layer(&u)?;
+            st.layers.push(l);
+            // The last entry of the history stands for the squashed layer.
+            if let Some(last) = st.config.get_mut("history").and_then(Value::as_array_mut).and_then(|h| h.last_mut()) {
+                if let Some(o) = last.as_object_mut() {
+                    o.remove("empty_layer");
+                }
+            }
+        }
         let docker = self.opts.docker_format;
         let mut config = st.config;
         let created = st.last_created.clone().unwrap_or_else(|| self.now.clone());
@@ -1399,7 +1439,7 @@ impl Builder<'_> {
                 extra.push(s);
             }
         }
-        let cache = self.records.iter().map(|(e, _)| e.clone()).collect();
+        let cache = if self.opts.squash { Vec::new() } else { self.records.iter().map(|(e, _)| e.clone()).collect() };
         let mut unused_args: Vec<String> = self
             .opts
             .build_args

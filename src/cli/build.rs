@@ -45,6 +45,9 @@ pub struct BuildArgs {
     /// Build without the layer cache
     #[arg(long)]
     no_cache: bool,
+    /// One layer per stage for all its changes (the cache is not used)
+    #[arg(long)]
+    squash: bool,
     /// Print only the image ID (and the output of a RUN that fails)
     #[arg(short, long)]
     quiet: bool,
@@ -158,6 +161,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         quiet: a.quiet,
         rootless,
         no_cache: a.no_cache,
+        squash: a.squash,
         cap_add: a.cap_add.clone(),
     };
     let mut store = ctx.open_store()?;
