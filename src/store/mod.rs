@@ -66,7 +66,36 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = remove_tree(&self.0);
+    }
+}
+
+/// Removes directory `p` and everything under it; where a directory cannot
+/// be read or emptied (a build step can leave one of mode 000), the
+/// directories the caller owns are opened up (0700) and the removal tried
+/// again.
+pub fn remove_tree(p: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(p);
+            fs::remove_dir_all(p)
+        }
+    }
+}
+
+fn open_up(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(md) = fs::symlink_metadata(p) else { return };
+    if !md.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            open_up(&e.path());
+        }
     }
 }
 
@@ -341,7 +370,7 @@ impl Store {
                     }
                 }
                 let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    fs::remove_dir_all(&p)
+                    remove_tree(&p)
                 } else {
                     fs::remove_file(&p)
                 };
@@ -510,4 +539,22 @@ fn is_root() -> bool {
 /// Makes a file read-only for everyone (blobs are immutable).
 pub(crate) fn make_read_only(p: &Path) -> io::Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(0o444))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_tree_opens_up_directories_it_cannot_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("img-remove-tree-{}", std::process::id()));
+        fs::create_dir_all(d.join("a/locked/inner")).unwrap();
+        fs::write(d.join("a/locked/inner/f"), b"x").unwrap();
+        fs::set_permissions(d.join("a/locked/inner"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(d.join("a/locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+        remove_tree(&d).unwrap();
+    }
 }
