@@ -38,7 +38,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 
 install_packages() {
   local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
-              python3 hyperfine docker-registry apache2-utils curl openssl procps attr) missing=()
+              python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
   done
@@ -85,11 +85,13 @@ if [[ $built == 1 ]]; then   # never test a stale binary
   step registry env IMG="$PWD/target/release/img" tests/registry.sh
   step mount env IMG="$PWD/target/release/img" tests/mount.sh
   step hostile env IMG="$PWD/target/release/img" tests/hostile.sh
+  step build env IMG="$PWD/target/release/img" tests/build.sh
 else
   not_run interop "no release build"
   not_run registry "no release build"
   not_run mount "no release build"
   not_run hostile "no release build"
+  not_run build "no release build"
 fi
 
 # Leave the machine as it was: no podman, registry or mount server left running.
@@ -104,7 +106,7 @@ if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry mount hostile; do
+for suite in interop registry mount hostile build; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

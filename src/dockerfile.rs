@@ -605,17 +605,41 @@ pub fn key_values(
     }
     let mut out = Vec::new();
     for w in raw_words(s, escape)? {
-        match w.split_once('=') {
+        match split_unquoted_eq(&w, escape) {
             Some((k, v)) => {
+                // The name is processed as a word too: `"a.b"=c` names a.b.
+                let k = words(k, escape, lookup)?.concat();
                 if k.is_empty() {
                     return Err(format!("{w:?} has no name before its ="));
                 }
-                out.push((k.to_string(), Some(words(v, escape, lookup)?.concat())))
+                out.push((k, Some(words(v, escape, lookup)?.concat())))
             }
-            None => out.push((w, None)),
+            None => out.push((words(&w, escape, lookup)?.concat(), None)),
         }
     }
     Ok(out)
+}
+
+/// `w` split at its first `=` outside quotes (and not escaped).
+fn split_unquoted_eq(w: &str, escape: char) -> Option<(&str, &str)> {
+    let mut quote: Option<char> = None;
+    let mut skip = false;
+    for (i, c) in w.char_indices() {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some('"') if c == escape => skip = true,
+            Some(_) => {}
+            None if c == escape => skip = true,
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '=' => return Some((&w[..i], &w[i + 1..])),
+            None => {}
+        }
+    }
+    None
 }
 
 /// The words of `s` split on blanks outside quotes, quotes and escapes
@@ -811,6 +835,12 @@ mod tests {
         // before a tab.
         assert_eq!(key_values("\u{a5}\tN", '`', true, &vars).unwrap(), vec![("\u{a5}".into(), Some("N".into()))]);
         assert!(key_values("A=\"open", '\\', false, &vars).is_err());
+        // A quoted name loses its quotes (LABEL "com.example.vendor"=ACME).
+        let kv = key_values("\"org.example.quoted\"=\"quoted key\" 'a=b'=c", '\\', false, &vars).unwrap();
+        assert_eq!(
+            kv,
+            vec![("org.example.quoted".into(), Some("quoted key".into())), ("a=b".into(), Some("c".into()))]
+        );
     }
 
     proptest::proptest! {

@@ -7,7 +7,7 @@
 
 mod sys;
 
-pub use sys::{die_with_parent, map_read_only, release_free_memory, Mapped};
+pub use sys::{die_with_parent, map_read_only, release_free_memory, set_times_nofollow, Mapped};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -358,12 +358,18 @@ impl Sandbox for RecordingKernel {
 /// do. The process must have one thread.
 pub fn enter_user_namespace() -> io::Result<()> {
     let (uid, gid) = (sys::geteuid(), sys::getegid());
-    sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)?;
+    sys::unshare(libc::CLONE_NEWUSER)?;
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
     std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
-    sys::mount("none", Path::new("/"), "none", libc::MS_REC | libc::MS_PRIVATE, "")?;
-    Ok(())
+    enter_mount_namespace()
+}
+
+/// Moves the calling process into a new user namespace, with no mapping
+/// yet: its parent maps it (newuidmap and newgidmap, for the user's
+/// subordinate ids), then it goes on. The process must have one thread.
+pub fn unshare_user_namespace() -> io::Result<()> {
+    sys::unshare(libc::CLONE_NEWUSER)
 }
 
 /// Gives the calling process (root) a private mount namespace of its own,
@@ -383,11 +389,8 @@ pub fn mount_read_only_overlay(m: &OverlayMount) -> Result<(), MountError> {
     if m.userxattr {
         data.push_str(",userxattr");
     }
-    sys::mount("img", &m.target, "overlay", MOUNT_FLAGS | libc::MS_RDONLY, &data).map_err(|source| MountError::Overlay {
-        target: m.target.display().to_string(),
-        source,
-        hint: "",
-    })
+    sys::mount("img", &m.target, "overlay", MOUNT_FLAGS | libc::MS_RDONLY, &data)
+        .map_err(|source| MountError::Overlay { target: m.target.display().to_string(), source, hint: "" })
 }
 
 /// Is the caller root?

@@ -116,6 +116,22 @@ pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
     }
 }
 
+/// Sets the access and modification times of `path` without following it
+/// if it is a symlink (utimensat with AT_SYMLINK_NOFOLLOW).
+pub fn set_times_nofollow(path: &Path, secs: i64, nsec: i64) -> io::Result<()> {
+    let p = cpath(path)?;
+    let t = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: nsec as libc::c_long };
+    let times = [t, t];
+    // SAFETY: `p` is a valid C string and `times` an array of two timespecs,
+    // both alive across the call; utimensat only reads them.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which live

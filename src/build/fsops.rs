@@ -127,7 +127,10 @@ pub fn copy_entry(src: &Path, root: &Path, dest: &str, attrs: Attrs) -> Result<u
     let md = fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     let name = Path::new(dest).file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.starts_with(".wh.") {
-        bail!("{}: names starting with .wh. mark deletions in image layers and cannot be copied in; rename it", src.display());
+        bail!(
+            "{}: names starting with .wh. mark deletions in image layers and cannot be copied in; rename it",
+            src.display()
+        );
     }
     let host = resolve_in_root(root, dest, false)?;
     let (uid, gid) = match (attrs.owner, attrs.keep_owner) {
@@ -178,21 +181,7 @@ pub fn copy_entry(src: &Path, root: &Path, dest: &str, attrs: Attrs) -> Result<u
 
 /// Sets the mtime of `p` (not following a symlink).
 pub fn set_mtime(p: &Path, secs: i64, nsec: i64) -> Result<()> {
-    let t = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(secs.max(0) as u64)
-        + std::time::Duration::from_nanos(nsec.clamp(0, 999_999_999) as u64);
-    let times = fs::FileTimes::new().set_modified(t).set_accessed(t);
-    if fs::symlink_metadata(p)?.file_type().is_symlink() {
-        // std cannot set a symlink's times; they do not matter to a layer's
-        // readers, and the entry's mtime is then the copy's.
-        return Ok(());
-    }
-    fs::File::options()
-        .write(false)
-        .read(true)
-        .open(p)
-        .or_else(|_| fs::File::open(p))
-        .and_then(|f| f.set_times(times))
+    img_overlay::set_times_nofollow(p, secs.max(0), nsec.clamp(0, 999_999_999))
         .with_context(|| format!("setting the mtime of {}", p.display()))
 }
 

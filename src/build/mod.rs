@@ -229,13 +229,10 @@ struct FuseMount {
 impl FuseMount {
     fn new(store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<FuseMount> {
         crate::mount::ensure_layer_indexes(store, layers)?;
-        let fs = Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
+        let fs =
+            Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
         std::fs::create_dir_all(&dir)?;
-        let cfg = img_fuse::MountConfig {
-            fs_name: "img-build".to_string(),
-            allow_other: false,
-            threads: 2,
-        };
+        let cfg = img_fuse::MountConfig { fs_name: "img-build".to_string(), allow_other: false, threads: 2 };
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         let thread = std::thread::spawn(move || {
@@ -259,6 +256,30 @@ impl Drop for FuseMount {
         let _ = img_overlay::RealKernel.unmount(&self.dir, img_overlay::Unmount::Lazy);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A directory a step copied up only to make and remove files in it: once
+/// the step is over, it goes from the upper directory if it is empty,
+/// not opaque and has the mode and owner it had.
+struct Prune {
+    dir: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Prune {
+    fn apply(&self, upper: &Path) {
+        let p = upper.join(&self.dir);
+        let Ok(md) = std::fs::symlink_metadata(&p) else { return };
+        let empty = std::fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
+            .iter()
+            .any(|n| img_overlay::xattr(&p, n).ok().flatten().is_some());
+        if md.is_dir() && empty && !opaque && md.mode() == self.mode && md.uid() == self.uid && md.gid() == self.gid {
+            let _ = std::fs::remove_dir(&p);
         }
     }
 }
@@ -441,9 +462,16 @@ impl Builder<'_> {
         dockerfile::expand(s, self.escape, lookup).map_err(|e| anyhow!("line {}: {e}", ins.line))
     }
 
-    fn stage(&mut self, from: &Instruction, body: &[Instruction], globals: &[(String, Option<String>)]) -> Result<Stage> {
+    fn stage(
+        &mut self,
+        from: &Instruction,
+        body: &[Instruction],
+        globals: &[(String, Option<String>)],
+    ) -> Result<Stage> {
         let lookup = lookup_in(globals);
-        let Args::Shell(s) = &from.args else { bail!("line {}: FROM takes an image name, not a JSON array", from.line) };
+        let Args::Shell(s) = &from.args else {
+            bail!("line {}: FROM takes an image name, not a JSON array", from.line)
+        };
         self.say(from, s);
         for (f, _) in &from.flags {
             if f != "platform" {
@@ -546,7 +574,11 @@ impl Builder<'_> {
             .with_context(|| format!("the config of {base} is not a JSON object"))?;
         let parsed = image::parse_config("the base image's config", &config_bytes)?;
         if manifest.layers.len() != parsed.diff_ids.len() {
-            bail!("{base}: its manifest has {} layers and its config {} DiffIDs", manifest.layers.len(), parsed.diff_ids.len());
+            bail!(
+                "{base}: its manifest has {} layers and its config {} DiffIDs",
+                manifest.layers.len(),
+                parsed.diff_ids.len()
+            );
         }
         let layers = manifest
             .layers
@@ -595,8 +627,9 @@ impl Builder<'_> {
                     jobs: 3,
                     lazy: false,
                 };
-                crate::ops::pull::pull(self.store, &opts, &|m: &str| eprintln!("{m}"))
-                    .with_context(|| format!("line {line}: the base image {name} is not in the store and pulling it failed"))?;
+                crate::ops::pull::pull(self.store, &opts, &|m: &str| eprintln!("{m}")).with_context(|| {
+                    format!("line {line}: the base image {name} is not in the store and pulling it failed")
+                })?;
                 crate::ops::resolve_image(self.store, name)?
             }
             Err(e) => return Err(e.context(format!("line {line}"))),
@@ -846,7 +879,8 @@ impl Builder<'_> {
             }
             Keyword::Onbuild => {
                 self.say(ins, &text);
-                let inner = ins.onbuild.as_ref().ok_or_else(|| anyhow!("line {}: ONBUILD needs an instruction", ins.line))?;
+                let inner =
+                    ins.onbuild.as_ref().ok_or_else(|| anyhow!("line {}: ONBUILD needs an instruction", ins.line))?;
                 let t = instruction_text(inner);
                 let e = st.cfg().entry("OnBuild").or_insert_with(|| json!([]));
                 match e.as_array_mut() {
@@ -876,7 +910,7 @@ impl Builder<'_> {
                     // The directory belongs to the stage's user, as buildah makes it.
                     let owner = run::resolve_user(&user, root).with_context(|| format!("line {line}"))?;
                     fsops::mkdir_all(root, &d, owner)?;
-                    Ok(())
+                    Ok(Vec::new())
                 })?;
                 let now = self.now.clone();
                 self.history(st, nop("WORKDIR", &abs), layer.is_none(), &now);
@@ -907,7 +941,13 @@ impl Builder<'_> {
 
     /// A step whose result is cached: its layer (if any) joins the stage.
     fn use_cached(&mut self, st: &mut Stage, key: String, c: crate::index::CacheEntry, created_by: String) {
-        let layer = c.layer.map(|(digest, diff_id, size, media_type)| Layer { media_type, digest, size, diff_id, staged: None });
+        let layer = c.layer.map(|(digest, diff_id, size, media_type)| Layer {
+            media_type,
+            digest,
+            size,
+            diff_id,
+            staged: None,
+        });
         if let Some(l) = &layer {
             st.layers.push(l.clone());
         }
@@ -955,13 +995,17 @@ impl Builder<'_> {
         };
         let _ = st;
         let mut hc = json!({"Test": test});
-        for (flag, key) in
-            [("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"), ("start-interval", "StartInterval")]
-        {
+        for (flag, key) in [
+            ("interval", "Interval"),
+            ("timeout", "Timeout"),
+            ("start-period", "StartPeriod"),
+            ("start-interval", "StartInterval"),
+        ] {
             if let Some(v) = ins.flag(flag) {
                 let v = v.unwrap_or("");
-                let ns = parse_duration(v)
-                    .ok_or_else(|| anyhow!("line {}: HEALTHCHECK --{flag}={v}: not a duration (like 30s or 1m30s)", ins.line))?;
+                let ns = parse_duration(v).ok_or_else(|| {
+                    anyhow!("line {}: HEALTHCHECK --{flag}={v}: not a duration (like 30s or 1m30s)", ins.line)
+                })?;
                 hc[key] = json!(ns);
             }
         }
@@ -982,7 +1026,7 @@ impl Builder<'_> {
         &mut self,
         st: &mut Stage,
         always: bool,
-        f: impl FnOnce(&Path) -> Result<()>,
+        f: impl FnOnce(&Path) -> Result<Vec<Prune>>,
     ) -> Result<Option<Layer>> {
         self.materialize(st)?;
         let upper = match (&st.squash_upper, self.opts.squash) {
@@ -1017,7 +1061,9 @@ impl Builder<'_> {
         drop(guard);
         let _ = std::fs::remove_dir(&merged);
         let _ = std::fs::remove_dir_all(&work);
-        res?;
+        for p in res? {
+            p.apply(&upper);
+        }
         if self.opts.squash {
             return Ok(None);
         }
@@ -1121,7 +1167,11 @@ impl Builder<'_> {
             Args::Exec(v) => v.join(" "),
             Args::Shell(_) => argv.join(" "),
         };
-        let key = self.step_key(st, ins, &format!("network={host_network} caps={:?}", run::capabilities(&self.opts.cap_add)?));
+        let key = self.step_key(
+            st,
+            ins,
+            &format!("network={host_network} caps={:?}", run::capabilities(&self.opts.cap_add)?),
+        );
         if let Some(c) = self.cached(&key)? {
             self.use_cached(st, key, c, created_by);
             return Ok(());
@@ -1138,9 +1188,28 @@ impl Builder<'_> {
                     made.push(p);
                 }
             }
+            // The resolver files the host's are bound over, made empty where
+            // the image has none (and removed after, /etc as it was).
+            let mut prune = Vec::new();
+            let mut made_files = Vec::new();
+            let etc = root.join("etc");
+            let etc_md = std::fs::symlink_metadata(&etc).ok().filter(|m| m.is_dir());
+            if let (true, Some(md)) = (plan.host_network, &etc_md) {
+                for f in ["resolv.conf", "hosts"] {
+                    let p = etc.join(f);
+                    if std::fs::symlink_metadata(&p).is_err() && Path::new("/etc").join(f).is_file() {
+                        std::fs::write(&p, b"").with_context(|| format!("making /etc/{f} for RUN"))?;
+                        made_files.push(p);
+                    }
+                }
+                if !made_files.is_empty() {
+                    prune.push(Prune { dir: "etc".into(), mode: md.mode(), uid: md.uid(), gid: md.gid() });
+                }
+            }
             fsops::mkdir_all(root, &plan.cwd, (0, 0))?;
             std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
-            let exe = std::env::current_exe().context("finding img's own executable")?;
+            // The running binary itself, even if its file was replaced meanwhile.
+            let exe = PathBuf::from("/proc/self/exe");
             let mut cmd = std::process::Command::new(exe);
             cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::null());
             let (status, output) = if quiet {
@@ -1157,6 +1226,12 @@ impl Builder<'_> {
             for p in made.iter().rev() {
                 let _ = std::fs::remove_dir(p);
             }
+            for p in &made_files {
+                let _ = std::fs::remove_file(p);
+            }
+            if let (false, Some(md)) = (made_files.is_empty(), &etc_md) {
+                fsops::set_mtime(&etc, md.mtime(), md.mtime_nsec())?;
+            }
             let code = run::exit_code(status);
             if code != 0 {
                 if !output.is_empty() {
@@ -1164,7 +1239,7 @@ impl Builder<'_> {
                 }
                 bail!("line {line}: RUN {shown}: the command exited with status {code}");
             }
-            Ok(())
+            Ok(prune)
         })?;
         let now = self.now.clone();
         self.history(st, created_by, layer.is_none(), &now);
@@ -1199,7 +1274,8 @@ impl Builder<'_> {
             bail!("line {}: {} takes SOURCE... DEST", ins.line, ins.keyword.name());
         }
         let dest_word = words.pop().expect("two words or more");
-        let dest_is_dir = dest_word.ends_with('/') || words.len() > 1 || words.iter().any(|w| dockerignore::is_pattern(w));
+        let dest_is_dir =
+            dest_word.ends_with('/') || words.len() > 1 || words.iter().any(|w| dockerignore::is_pattern(w));
         let dest = if dest_word.starts_with('/') { dest_word.clone() } else { format!("{}/{dest_word}", st.workdir()) };
         let dest = fsops::clean_abs(&dest);
         let chown = match ins.flag("chown") {
@@ -1288,7 +1364,8 @@ impl Builder<'_> {
                 if add {
                     if let Some(reader) = archive_reader(host)? {
                         fsops::mkdir_all(root, &dest, dir_owner)?;
-                        fsops::extract_tar(reader, root, &dest, rel).with_context(|| format!("line {line}: ADD {rel}"))?;
+                        fsops::extract_tar(reader, root, &dest, rel)
+                            .with_context(|| format!("line {line}: ADD {rel}"))?;
                         continue;
                     }
                 }
@@ -1301,13 +1378,14 @@ impl Builder<'_> {
                     fsops::mkdir_all(root, &dest, dir_owner)?;
                     format!("{}/{base}", dest.trim_end_matches('/'))
                 } else {
-                    let parent = Path::new(&dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                    let parent =
+                        Path::new(&dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
                     fsops::mkdir_all(root, &parent, dir_owner)?;
                     dest.clone()
                 };
                 fsops::copy_entry(host, root, &target, attrs).with_context(|| format!("line {line}: {kw} {rel}"))?;
             }
-            Ok(())
+            Ok(Vec::new())
         })?;
         let now = self.now.clone();
         self.history(st, created_by, layer.is_none(), &now);
@@ -1368,12 +1446,10 @@ impl Builder<'_> {
         let rel = fsops::clean_abs(w).trim_start_matches('/').to_string();
         let excluded = |r: &str| from_context && !r.is_empty() && self.ignore.excluded(r);
         if !dockerignore::is_pattern(&rel) {
-            let host = if from_context {
-                root.join(&rel)
-            } else {
-                fsops::resolve_in_root(root, &rel, true)?
-            };
-            if std::fs::symlink_metadata(&host).is_err() || (excluded(&rel) && !std::fs::metadata(&host).map(|m| m.is_dir()).unwrap_or(false)) {
+            let host = if from_context { root.join(&rel) } else { fsops::resolve_in_root(root, &rel, true)? };
+            if std::fs::symlink_metadata(&host).is_err()
+                || (excluded(&rel) && !std::fs::metadata(&host).map(|m| m.is_dir()).unwrap_or(false))
+            {
                 return Ok(vec![]);
             }
             if from_context {
@@ -1422,10 +1498,14 @@ impl Builder<'_> {
         for l in &st.layers {
             layers.push((crate::ops::commit::convert_layer_type(&l.media_type, docker)?, l.digest.clone(), l.size));
         }
-        let (manifest_mt, config_mt) =
-            if docker { (image::DOCKER_MANIFEST, image::DOCKER_CONFIG) } else { (image::OCI_MANIFEST, image::OCI_CONFIG) };
+        let (manifest_mt, config_mt) = if docker {
+            (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
+        } else {
+            (image::OCI_MANIFEST, image::OCI_CONFIG)
+        };
         let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
-        let manifest = image::build_manifest(manifest_mt, (config_mt, &config_digest, config_bytes.len() as u64), &refs);
+        let manifest =
+            image::build_manifest(manifest_mt, (config_mt, &config_digest, config_bytes.len() as u64), &refs);
         // The staged layers the final image uses; the others go.
         let used: HashSet<usize> = st.layers.iter().filter_map(|l| l.staged).collect();
         // Layers of other stages that steps made are kept for the cache.
@@ -1487,7 +1567,9 @@ fn split_platform(p: &str) -> Result<(String, String, Option<String>)> {
     let parts: Vec<&str> = p.split('/').collect();
     match parts.as_slice() {
         [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
-        [os, arch, v] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), Some(v.to_string()))),
+        [os, arch, v] if !os.is_empty() && !arch.is_empty() => {
+            Ok((os.to_string(), arch.to_string(), Some(v.to_string())))
+        }
         _ => bail!("platform {p:?}: write OS/ARCH[/VARIANT], as linux/amd64"),
     }
 }
@@ -1577,9 +1659,9 @@ fn valid_signal(s: &str) -> bool {
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     const NAMES: [&str; 33] = [
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF",
-        "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2",
-        "VTALRM", "WINCH", "XCPU",
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+        "USR2", "VTALRM", "WINCH", "XCPU",
     ];
     NAMES.contains(&name) || name == "XFSZ" || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }
@@ -1768,7 +1850,11 @@ mod tests {
 
     #[test]
     fn heredoc_runs_give_their_shell_a_script() {
-        let d = |name: &str, content: &str| dockerfile::Heredoc { name: name.into(), content: content.into(), expand: true };
+        let d = |name: &str, content: &str| dockerfile::Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+        };
         assert_eq!(heredoc_script("echo hi", &[]), "echo hi");
         assert_eq!(heredoc_script("<<EOF", &[d("EOF", "echo a\necho b\n")]), "echo a\necho b\n");
         assert_eq!(heredoc_script("cat <<EOF > /f", &[d("EOF", "x\n")]), "cat <<EOF > /f\nx\nEOF\n");

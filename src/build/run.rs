@@ -37,18 +37,65 @@ pub struct RunPlan {
 
 /// Capability names (without `CAP_`), by number.
 pub const CAPABILITIES: [&str; 41] = [
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
     "CHECKPOINT_RESTORE",
 ];
 
 /// The capabilities RUN has by default: docker's and buildah's set.
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP", "SETPCAP",
-    "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
 ];
 
 /// The capability numbers RUN gets: the default set and `add` (names with
@@ -84,7 +131,8 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     let k = img_overlay::RealKernel;
     k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
         .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
-    let exe = std::env::current_exe().context("finding img's own executable")?;
+    // The running binary itself, even if its file was replaced meanwhile.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     let status = Command::new(exe)
         .arg("__build-run")
         .arg("--init")
@@ -122,6 +170,9 @@ pub fn init(plan_path: &Path) -> Result<i32> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
     }
+    if !plan.env.iter().any(|kv| kv.starts_with("HOME=")) {
+        cmd.env("HOME", home_of(uid, Path::new("/")));
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -148,7 +199,12 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
         std::fs::write(&target, b"").with_context(|| format!("making {}", target.display()))?;
         k.bind(&host, &target).with_context(|| format!("binding /dev/{d} for RUN"))?;
     }
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         std::os::unix::fs::symlink(target, dev.join(name))?;
     }
     std::fs::create_dir(dev.join("shm"))?;
@@ -167,6 +223,19 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
     Ok(())
 }
 
+/// The home directory of `uid` in the image's /etc/passwd under `root`
+/// (/root for root, / for a user it does not list), as HOME for RUN.
+pub fn home_of(uid: u32, root: &Path) -> String {
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let home = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2] == uid.to_string())
+        .map(|f| f[5].to_string())
+        .filter(|h| !h.is_empty());
+    home.unwrap_or_else(|| if uid == 0 { "/root".into() } else { "/".into() })
+}
+
 /// USER `spec` (`name`, `uid`, `name:group`, `uid:gid`) as ids, names
 /// looked up in the image's /etc/passwd and /etc/group under `root`. A
 /// user without a group gets the group passwd gives it (0 for a bare uid
@@ -180,13 +249,16 @@ pub fn resolve_user(spec: &str, root: &Path) -> Result<(u32, u32)> {
         None => (spec, None),
     };
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u))
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || (u.parse::<u32>().is_ok() && f[2] == u)));
     let uid = match (u.parse::<u32>(), &entry) {
         (Ok(n), _) => n,
         (Err(_), Some(f)) => f[2].parse().with_context(|| format!("/etc/passwd gives user {u} a bad uid"))?,
-        (Err(_), None) => bail!("USER {spec}: no user {u:?} in the image's /etc/passwd; use a numeric uid or add the user"),
+        (Err(_), None) => {
+            bail!("USER {spec}: no user {u:?} in the image's /etc/passwd; use a numeric uid or add the user")
+        }
     };
     let gid = match g {
         None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
@@ -213,7 +285,8 @@ mod tests {
     fn users_resolve_through_the_images_files() {
         let r = std::env::temp_dir().join(format!("img-run-user-{}", std::process::id()));
         std::fs::create_dir_all(r.join("etc")).unwrap();
-        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n")
+            .unwrap();
         std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(resolve_user("", &r).unwrap(), (0, 0));
         assert_eq!(resolve_user("app", &r).unwrap(), (1000, 1001));
@@ -223,6 +296,9 @@ mod tests {
         assert_eq!(resolve_user("app:7", &r).unwrap(), (1000, 7));
         assert!(resolve_user("nobody", &r).unwrap_err().to_string().contains("no user \"nobody\""));
         assert!(resolve_user("app:wheel", &r).unwrap_err().to_string().contains("no group \"wheel\""));
+        assert_eq!(home_of(1000, &r), "/home/app");
+        assert_eq!(home_of(0, &r), "/root");
+        assert_eq!(home_of(5, &r), "/");
         std::fs::remove_dir_all(&r).unwrap();
     }
 

@@ -21,7 +21,8 @@ fn load(store: &Store, name: &str) -> Result<(String, Value)> {
         .index()
         .manifest_list(&key)?
         .with_context(|| format!("{name}: no such manifest list; make it with img manifest create {name} IMAGE..."))?;
-    let v: Value = serde_json::from_slice(&body).with_context(|| format!("the stored manifest list {name} is not JSON"))?;
+    let v: Value =
+        serde_json::from_slice(&body).with_context(|| format!("the stored manifest list {name} is not JSON"))?;
     Ok((key, v))
 }
 
@@ -184,7 +185,8 @@ pub fn push(
     let (key, v) = load(store, list)?;
     let (mt, body) = store.index().manifest_list(&key)?.context("the list went away")?;
     let dest = dest.strip_prefix("docker://").unwrap_or(dest);
-    let r = crate::reference::Reference::parse_with_default_tag(dest).with_context(|| format!("invalid destination {dest:?}"))?;
+    let r = crate::reference::Reference::parse_with_default_tag(dest)
+        .with_context(|| format!("invalid destination {dest:?}"))?;
     let repo_name = format!("{}/{}", r.domain(), r.path());
     let members = v["manifests"].as_array().cloned().unwrap_or_default();
     if members.is_empty() {
@@ -208,7 +210,8 @@ pub fn push(
                 jobs: 3,
                 by_digest: true,
             };
-            let p = super::push::push(store, &opts, progress).with_context(|| format!("pushing {list}'s member {d}"))?;
+            let p =
+                super::push::push(store, &opts, progress).with_context(|| format!("pushing {list}'s member {d}"))?;
             // Uncompressed layers are gzipped on the way: the manifest the
             // registry holds is then another, and the list names that one.
             let pd = p.manifest_digest.context("no manifest was pushed")?;
@@ -219,7 +222,8 @@ pub fn push(
     }
     // The list as pushed: the stored one, or with the members as pushed.
     let (mt, body) = if all {
-        let docker = v["manifests"].as_array().is_some_and(|ms| ms.iter().all(|m| m["mediaType"] == image::DOCKER_MANIFEST));
+        let docker =
+            v["manifests"].as_array().is_some_and(|ms| ms.iter().all(|m| m["mediaType"] == image::DOCKER_MANIFEST));
         let mt = if docker { image::DOCKER_LIST } else { image::OCI_INDEX };
         v["mediaType"] = json!(mt);
         (mt.to_string(), serde_json::to_vec_pretty(&v)?)
@@ -228,8 +232,7 @@ pub fn push(
     };
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
     progress.line("Writing manifest list to image destination");
-    super::push::put_manifest(&r, &reference, &mt, &body, client)
-        .with_context(|| format!("pushing {list} to {dest}"))
+    super::push::put_manifest(&r, &reference, &mt, &body, client).with_context(|| format!("pushing {list} to {dest}"))
 }
 
 #[cfg(test)]

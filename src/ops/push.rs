@@ -90,7 +90,13 @@ struct Item {
 
 /// Puts manifest (or list) `bytes` at `reference` (a tag or digest) in
 /// `r`'s repository; returns its digest.
-pub fn put_manifest(r: &Reference, reference: &str, media_type: &str, bytes: &[u8], client: &ClientOptions) -> Result<Digest> {
+pub fn put_manifest(
+    r: &Reference,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+    client: &ClientOptions,
+) -> Result<Digest> {
     let conf = config::load()?;
     let ep = conf
         .endpoints(r.domain(), r.path(), false)
