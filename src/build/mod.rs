@@ -1832,6 +1832,10 @@ fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
     Ok(Some(again))
 }
 
+fn hex_sha256(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1885,8 +1889,4 @@ mod tests {
         let again = dockerfile::parse(t.as_bytes()).unwrap();
         assert_eq!(again.instructions[0].keyword, Keyword::Copy);
     }
-}
-
-fn hex_sha256(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
