@@ -1107,6 +1107,18 @@ PY
   IMG_ROOT=$P "$IMG" pull -q --tls-verify=false "$REG/test/list:1" >/dev/null || fail "img pull for the host"
   IMG_ROOT=$P "$IMG" export "$REG/test/list:1" -o "$WORK/amd.tar" || fail "export of the pulled host image"
   [[ $(tar -xOf "$WORK/amd.tar" arch) == host ]] || fail "the pulled image is not the host one"
+  # img build -o docker:// pushes what it built; a list in another store
+  # takes that image from the registry (not in its store) and is pushed
+  # without --all beside it.
+  IMG_ROOT=$S "$IMG" build -q --tls-verify=false -o "docker://$REG/test/single:1" "$C/amd" >/dev/null || fail "build -o docker://"
+  local single; single=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/single:1" | sha256sum | cut -d' ' -f1) ||
+    fail "skopeo cannot read the image build -o docker:// pushed"
+  local R=$WORK/s-manifest-remote
+  IMG_ROOT=$R "$IMG" manifest create --tls-verify=false localhost/remote:1 "$REG/test/single:1" >/dev/null || fail "manifest create of a registry's image"
+  IMG_ROOT=$R "$IMG" manifest inspect localhost/remote:1 | grep -q "\"$single\"" || fail "the list does not name the registry's manifest $single"
+  IMG_ROOT=$R "$IMG" manifest push -q --tls-verify=false localhost/remote:1 "$REG/test/single:list" >/dev/null || fail "manifest push of a list of a registry's image"
+  skopeo inspect --raw --tls-verify=false "docker://$REG/test/single:list" | grep -q "\"$single\"" || fail "the pushed list does not name $single"
+  [[ -z $(IMG_ROOT=$R "$IMG" images -q) ]] || fail "a list of a registry's image stored images"
   # Taking an entry out, then the list.
   IMG_ROOT=$S "$IMG" manifest rm localhost/multi:1 localhost/app:arm || fail "manifest rm of an entry"
   [[ $(IMG_ROOT=$S "$IMG" manifest inspect localhost/multi:1 | grep -c '"digest"') == 1 ]] || fail "the entry is still listed"

@@ -29,8 +29,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The time stamped on everything of a `--build-static` build.
+/// The time stamped on everything of a `--build-static` build, unless
+/// `build-time=` says another.
 pub const STATIC_TIME: u64 = 0;
+
+/// `--build-static`'s options (`build-time=YYYY-MM-DD HH:MM:SS`, UTC, as
+/// isula-build takes them, or RFC 3339): the time to stamp.
+pub fn parse_build_static(opts: &str) -> Result<u64> {
+    let mut time = STATIC_TIME;
+    for kv in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--build-static {kv:?}: write KEY=VALUE, as build-time='2020-05-23 10:55:33'");
+        };
+        match k.trim() {
+            "build-time" => {
+                let v = v.trim();
+                let rfc = if v.contains('T') { v.to_string() } else { format!("{}Z", v.replacen(' ', "T", 1)) };
+                let t = crate::timefmt::parse_rfc3339(&rfc)
+                    .filter(|t| *t >= 0)
+                    .ok_or_else(|| anyhow!("--build-static build-time={v}: write the time as YYYY-MM-DD HH:MM:SS"))?;
+                time = t as u64;
+            }
+            other => bail!("--build-static: unknown option {other:?} (build-time is known)"),
+        }
+    }
+    Ok(time)
+}
 
 /// Build arguments every Dockerfile may use without declaring them.
 const PROXY_ARGS: [&str; 10] = [
@@ -59,8 +83,9 @@ pub struct BuildOptions {
     /// The Dockerfile; `CONTEXT/Dockerfile` when None.
     pub dockerfile: Option<PathBuf>,
     pub build_args: Vec<(String, String)>,
-    /// Fixed times in layers, config and history (reproducible images).
-    pub build_static: bool,
+    /// Fixed times in layers, config and history (reproducible images):
+    /// this time.
+    pub build_static: Option<u64>,
     pub host_network: bool,
     /// Pass the host's proxy variables to RUN.
     pub proxy: bool,
@@ -338,8 +363,8 @@ pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)
         Err(e) => return Err(e).context("reading .dockerignore"),
     };
     let work = store.temp_dir()?;
-    let now = if opts.build_static {
-        crate::timefmt::format_rfc3339(STATIC_TIME as i64)
+    let now = if let Some(t) = opts.build_static {
+        crate::timefmt::format_rfc3339(t as i64)
     } else {
         crate::timefmt::format_rfc3339(crate::timefmt::now())
     };
@@ -1085,7 +1110,7 @@ impl Builder<'_> {
     /// them on the way out.
     fn write_layer(&mut self, upper: &Path) -> Result<Layer> {
         let w = std::io::BufWriter::with_capacity(1 << 20, self.store.blob_writer()?);
-        let fixed = self.opts.build_static.then_some(STATIC_TIME);
+        let fixed = self.opts.build_static;
         let (w, _) = crate::mount::upper::write_layer_with(upper, w, fixed).context("writing a layer")?;
         let staged = w.into_inner().map_err(|e| e.into_error()).context("writing a layer")?.finish()?;
         let layer = Layer {
@@ -1839,6 +1864,15 @@ fn hex_sha256(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_static_takes_isula_builds_build_time() {
+        assert_eq!(parse_build_static("").unwrap(), 0);
+        assert_eq!(parse_build_static("build-time=2020-05-23 10:55:33").unwrap(), 1_590_231_333);
+        assert_eq!(parse_build_static("build-time=2020-05-23T10:55:33Z").unwrap(), 1_590_231_333);
+        assert!(parse_build_static("build-time=yesterday").unwrap_err().to_string().contains("YYYY-MM-DD"));
+        assert!(parse_build_static("color=red").unwrap_err().to_string().contains("unknown option"));
+    }
 
     #[test]
     fn go_durations_become_nanoseconds() {

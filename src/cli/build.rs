@@ -20,9 +20,10 @@ pub struct BuildArgs {
     /// Set a build argument (KEY=VALUE; KEY alone takes the value from the environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
-    /// Reproducible build: fixed times in layers, config and history
-    #[arg(long)]
-    build_static: bool,
+    /// Reproducible build: fixed times in layers, config and history (time 0, or
+    /// --build-static='build-time=YYYY-MM-DD HH:MM:SS')
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    build_static: Option<String>,
     /// Write the image ID to FILE
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -169,7 +170,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
         build_args,
-        build_static: a.build_static,
+        build_static: a.build_static.as_deref().map(build::parse_build_static).transpose()?,
         host_network,
         proxy: a.proxy,
         platform: a.platform.clone(),

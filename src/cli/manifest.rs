@@ -14,12 +14,20 @@ pub enum ManifestCommand {
         /// Replace a list of the same name
         #[arg(long)]
         amend: bool,
+        #[command(flatten)]
+        registry: RegistryFlags,
         list: String,
+        /// Images of the store, or in a registry
         #[arg(value_name = "IMAGE")]
         images: Vec<String>,
     },
     /// Add an image to a manifest list
-    Add { list: String, image: String },
+    Add {
+        #[command(flatten)]
+        registry: RegistryFlags,
+        list: String,
+        image: String,
+    },
     /// Set the platform of an image in a manifest list
     Annotate(AnnotateArgs),
     /// Show a manifest list
@@ -48,6 +56,8 @@ pub struct AnnotateArgs {
     /// The architecture variant (v7, v8, ...)
     #[arg(long)]
     variant: Option<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
     list: String,
     /// The image (name, ID or manifest digest)
     image: String,
@@ -71,20 +81,20 @@ pub struct PushArgs {
 pub fn run(ctx: &Ctx, cmd: ManifestCommand) -> Result<()> {
     let mut out = super::stdout();
     match cmd {
-        ManifestCommand::Create { amend, list, images } => {
+        ManifestCommand::Create { amend, registry, list, images } => {
             let mut store = ctx.open_store()?;
-            let body = manifest::create(&mut store, &list, &images, amend)?;
+            let body = manifest::create(&mut store, &list, &images, amend, &registry.options()?)?;
             writeln!(out, "{}", crate::digest::Digest::of_bytes(&body).as_str())?;
         }
-        ManifestCommand::Add { list, image } => {
+        ManifestCommand::Add { registry, list, image } => {
             let mut store = ctx.open_store()?;
-            let body = manifest::add(&mut store, &list, &image)?;
+            let body = manifest::add(&mut store, &list, &image, &registry.options()?)?;
             writeln!(out, "{}", crate::digest::Digest::of_bytes(&body).as_str())?;
         }
         ManifestCommand::Annotate(a) => {
             let mut store = ctx.open_store()?;
             let ann = Annotation { arch: a.arch, os: a.os, os_features: a.os_features, variant: a.variant };
-            let body = manifest::annotate(&mut store, &a.list, &a.image, &ann)?;
+            let body = manifest::annotate(&mut store, &a.list, &a.image, &ann, &a.registry.options()?)?;
             writeln!(out, "{}", crate::digest::Digest::of_bytes(&body).as_str())?;
         }
         ManifestCommand::Inspect { list } => {

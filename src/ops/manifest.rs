@@ -69,8 +69,15 @@ fn image_of(store: &Store, name: &str) -> Result<ImageRecord> {
     Ok(img)
 }
 
-/// `img manifest create LIST IMAGE...`: a new list of `images`.
-pub fn create(store: &mut Store, list: &str, images: &[String], amend: bool) -> Result<Vec<u8>> {
+/// `img manifest create LIST IMAGE...`: a new list of `images` (none: an
+/// empty list).
+pub fn create(
+    store: &mut Store,
+    list: &str,
+    images: &[String],
+    amend: bool,
+    client: &ClientOptions,
+) -> Result<Vec<u8>> {
     let key = list_key(list)?;
     if store.index().manifest_list(&key)?.is_some() && !amend {
         bail!("{list}: a manifest list of that name exists; add to it with img manifest add, or remove it with img manifest rm {list}");
@@ -80,14 +87,54 @@ pub fn create(store: &mut Store, list: &str, images: &[String], amend: bool) -> 
     }
     let mut v = json!({"schemaVersion": 2, "manifests": []});
     for i in images {
-        add_to(store, &mut v, i)?;
+        add_to(store, &mut v, i, client)?;
     }
     save(store, &key, v)
 }
 
-fn add_to(store: &Store, v: &mut Value, image: &str) -> Result<()> {
-    let img = image_of(store, image)?;
-    let e = entry(store, &img)?;
+/// The list entry of `image`: an image of the store, or else one in a
+/// registry (its manifest and config read from there).
+fn entry_of(store: &Store, image: &str, client: &ClientOptions) -> Result<Value> {
+    match image_of(store, image) {
+        Ok(img) => entry(store, &img),
+        Err(e) if e.downcast_ref::<super::NotFound>().is_some() && !super::is_short_name(image) => {
+            remote_entry(image, client)
+                .with_context(|| format!("{image} is not in the store, and reading it from its registry failed"))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn remote_entry(image: &str, client: &ClientOptions) -> Result<Value> {
+    use super::remote::{inspect, InspectWhat, RemoteInspect};
+    let RemoteInspect::Raw(raw) = inspect(image, None, InspectWhat::Raw, client)? else { bail!("no manifest") };
+    let image::Document::Manifest(m) = image::parse_document(&format!("the manifest of {image}"), &raw, None)? else {
+        bail!("{image} is a manifest list itself; name one platform's image (by digest)");
+    };
+    let reference =
+        crate::reference::Reference::parse_with_default_tag(image.strip_prefix("docker://").unwrap_or(image))?;
+    let by_digest = format!("{}/{}@{}", reference.domain(), reference.path(), Digest::of_bytes(&raw));
+    let RemoteInspect::Config(c) = inspect(&by_digest, None, InspectWhat::Config, client)? else { bail!("no config") };
+    let mut platform = json!({
+        "architecture": c.get("architecture").cloned().unwrap_or(json!("")),
+        "os": c.get("os").cloned().unwrap_or(json!("")),
+    });
+    if let Some(v) = c.get("variant").filter(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+        platform["variant"] = v.clone();
+    }
+    if let Some(f) = c.get("os.features").filter(|f| f.as_array().is_some_and(|a| !a.is_empty())) {
+        platform["os.features"] = f.clone();
+    }
+    Ok(json!({
+        "mediaType": m.media_type,
+        "digest": Digest::of_bytes(&raw).as_str(),
+        "size": raw.len(),
+        "platform": platform,
+    }))
+}
+
+fn add_to(store: &Store, v: &mut Value, image: &str, client: &ClientOptions) -> Result<()> {
+    let e = entry_of(store, image, client)?;
     let ms = v["manifests"].as_array_mut().context("the list has no manifests array")?;
     ms.retain(|m| m["digest"] != e["digest"]);
     ms.push(e);
@@ -95,9 +142,9 @@ fn add_to(store: &Store, v: &mut Value, image: &str) -> Result<()> {
 }
 
 /// `img manifest add LIST IMAGE`.
-pub fn add(store: &mut Store, list: &str, image: &str) -> Result<Vec<u8>> {
+pub fn add(store: &mut Store, list: &str, image: &str, client: &ClientOptions) -> Result<Vec<u8>> {
     let (key, mut v) = load(store, list)?;
-    add_to(store, &mut v, image)?;
+    add_to(store, &mut v, image, client)?;
     save(store, &key, v)
 }
 
@@ -123,9 +170,16 @@ fn find(store: &Store, v: &Value, list: &str, image: &str) -> Result<usize> {
 }
 
 /// `img manifest annotate`.
-pub fn annotate(store: &mut Store, list: &str, image: &str, a: &Annotation) -> Result<Vec<u8>> {
+/// An image not in the list yet is added first, as isula-build does.
+pub fn annotate(store: &mut Store, list: &str, image: &str, a: &Annotation, client: &ClientOptions) -> Result<Vec<u8>> {
     let (key, mut v) = load(store, list)?;
-    let i = find(store, &v, list, image)?;
+    let i = match find(store, &v, list, image) {
+        Ok(i) => i,
+        Err(_) => {
+            add_to(store, &mut v, image, client)?;
+            v["manifests"].as_array().map(|m| m.len() - 1).unwrap_or(0)
+        }
+    };
     let p = &mut v["manifests"][i]["platform"];
     if !p.is_object() {
         *p = json!({});
@@ -197,9 +251,11 @@ pub fn push(
         let images = store.index().images()?;
         for (i, m) in members.iter().enumerate() {
             let d = m["digest"].as_str().unwrap_or_default();
-            let img = images.iter().find(|i| i.manifest_digest.as_str() == d).with_context(|| {
-                format!("pushing {list}: its member {d} is not in the store; pull it, or img manifest rm {list} {d}")
-            })?;
+            let Some(img) = images.iter().find(|i| i.manifest_digest.as_str() == d) else {
+                // Added from a registry: the destination must hold it already.
+                progress.line(&format!("{d} is not in the store: not pushed (the registry must have it)"));
+                continue;
+            };
             progress.line(&format!("Pushing {d}"));
             let opts = super::push::PushOptions {
                 source: img.id.as_str().to_string(),
