@@ -1,0 +1,179 @@
+//! COPY and ADD's sources: globs matched in the context or a stage's
+//! root, directories copied entry by entry (what .dockerignore leaves out
+//! skipped), the digest of what is copied (for the cache and the history),
+//! ADD's archives told by their first bytes, and `--chown` resolved.
+
+use super::fsops::{self, Attrs};
+use super::run;
+use crate::digest::Digest;
+use crate::dockerignore::{self, Matcher};
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// `--chown` as ids, names looked up in the stage's /etc files. A user
+/// without a group: a named user's own group, a numeric one's same number.
+pub fn chown_ids(spec: &str, root: &Path) -> Result<(u32, u32)> {
+    if !spec.contains(':') {
+        if let Ok(n) = spec.parse::<u32>() {
+            return Ok((n, n));
+        }
+    }
+    run::resolve_user(spec, root)
+}
+
+/// Walks `root` matching the glob's components; pushes what matches.
+pub fn glob_walk(root: &Path, prefix: &str, parts: &[&str], out: &mut Vec<(PathBuf, String)>) -> Result<()> {
+    let Some((first, rest)) = parts.split_first() else { return Ok(()) };
+    let dir = if prefix.is_empty() { root.to_path_buf() } else { root.join(prefix) };
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
+    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    for n in names {
+        if !dockerignore::path_matches(first, &n).map_err(|e| anyhow!(e))? {
+            continue;
+        }
+        let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
+        if rest.is_empty() {
+            out.push((root.join(&rel), rel));
+        } else if root.join(&rel).is_dir() {
+            glob_walk(root, &rel, rest, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the contents of directory `src` (named `rel` in its root) into
+/// `dest` (made already), leaving out what `ignore` excludes.
+pub fn copy_tree(src: &Path, rel: &str, root: &Path, dest: &str, attrs: Attrs, ignore: Option<&Matcher>) -> Result<()> {
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    for n in names {
+        let Some(name) = n.to_str() else {
+            bail!("{}: a name that is not UTF-8 cannot go into a layer; rename it", src.join(&n).display());
+        };
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let host = src.join(name);
+        let md = std::fs::symlink_metadata(&host)?;
+        let ignored = ignore.is_some_and(|m| m.excluded(&child_rel));
+        if ignored && !(md.is_dir() && ignore.is_some_and(|m| m.has_exceptions())) {
+            continue;
+        }
+        let target = format!("{}/{name}", dest.trim_end_matches('/'));
+        if md.is_dir() {
+            if ignored {
+                // Only for the exceptions inside: made when something is kept.
+                if !tree_has_kept(&host, &child_rel, ignore.expect("ignored implies a matcher"))? {
+                    continue;
+                }
+            }
+            fsops::copy_entry(&host, root, &target, attrs)?;
+            copy_tree(&host, &child_rel, root, &target, attrs, ignore)?;
+            // The directory's time, now that its entries are in.
+            let t = fsops::resolve_in_root(root, &target, false)?;
+            fsops::set_mtime(&t, md.mtime(), md.mtime_nsec())?;
+        } else {
+            fsops::copy_entry(&host, root, &target, attrs)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn tree_has_kept(dir: &Path, rel: &str, ignore: &Matcher) -> Result<bool> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else { continue };
+        let r = format!("{rel}/{name}");
+        if !ignore.excluded(&r) {
+            return Ok(true);
+        }
+        if e.file_type()?.is_dir() && tree_has_kept(&e.path(), &r, ignore)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// A digest of what a COPY copies (names, kinds, modes, link targets and
+/// contents; not times), for its history entry and the cache.
+pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -> Result<Digest> {
+    let mut h = Sha256::new();
+    fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool) -> Result<()> {
+        let md = if top { std::fs::metadata(p)? } else { std::fs::symlink_metadata(p)? };
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(md.mode().to_le_bytes());
+        if md.file_type().is_symlink() {
+            h.update(std::fs::read_link(p)?.to_string_lossy().as_bytes());
+        } else if md.is_file() {
+            h.update(md.len().to_le_bytes());
+            let mut f = std::fs::File::open(p)?;
+            std::io::copy(&mut f, h)?;
+        } else if md.is_dir() {
+            let mut names: Vec<String> =
+                std::fs::read_dir(p)?.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+            names.sort();
+            for n in names {
+                let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                if ignore.is_some_and(|m| m.excluded(&r)) && !ignore.is_some_and(|m| m.has_exceptions()) {
+                    continue;
+                }
+                visit(h, &p.join(&n), &r, ignore, false)?;
+            }
+        }
+        Ok(())
+    }
+    for (p, rel) in sources {
+        visit(&mut h, p, rel, ignore, true)?;
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Digest::parse(&format!("sha256:{hex}")).expect("a sha256 digest"))
+}
+
+/// ADD's archives: a tar, plain or compressed with gzip, xz or zstd (told by
+/// its first bytes, the tar by its `ustar` magic); None for any other file.
+pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
+    use std::io::Read;
+    let mut head = [0u8; 6];
+    let mut f = std::fs::File::open(p)?;
+    let n = f.read(&mut head)?;
+    let open = || std::fs::File::open(p);
+    let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(open()?))
+    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        Box::new(liblzma::read::XzDecoder::new(open()?))
+    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(open()?)?)
+    } else {
+        Box::new(open()?)
+    };
+    // Is it a tar? Look at the first header's magic.
+    let mut check = reader;
+    let mut block = vec![0u8; 512];
+    let mut got = 0;
+    while got < 512 {
+        match check.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(_) => return Ok(None),
+        }
+    }
+    if got < 512 || &block[257..262] != b"ustar" {
+        return Ok(None);
+    }
+    // Start again from the beginning, decoded the same way.
+    let again: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(open()?))
+    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        Box::new(liblzma::read::XzDecoder::new(open()?))
+    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(open()?)?)
+    } else {
+        Box::new(open()?)
+    };
+    Ok(Some(again))
+}

@@ -1,0 +1,217 @@
+//! The pure parts of instructions: arguments as text, ONBUILD triggers
+//! written back, heredoc scripts, Go durations, signal names, platforms and
+//! `--build-static`'s options.
+
+use crate::dockerfile::{self, Args, Instruction};
+use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+
+/// `--build-static`'s options (`build-time=YYYY-MM-DD HH:MM:SS`, UTC, as
+/// isula-build takes them, or RFC 3339): the time to stamp.
+pub fn parse_build_static(opts: &str) -> Result<u64> {
+    let mut time = super::STATIC_TIME;
+    for kv in opts.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--build-static {kv:?}: write KEY=VALUE, as build-time='2020-05-23 10:55:33'");
+        };
+        match k.trim() {
+            "build-time" => {
+                let v = v.trim();
+                let rfc = if v.contains('T') { v.to_string() } else { format!("{}Z", v.replacen(' ', "T", 1)) };
+                let t = crate::timefmt::parse_rfc3339(&rfc)
+                    .filter(|t| *t >= 0)
+                    .ok_or_else(|| anyhow!("--build-static build-time={v}: write the time as YYYY-MM-DD HH:MM:SS"))?;
+                time = t as u64;
+            }
+            other => bail!("--build-static: unknown option {other:?} (build-time is known)"),
+        }
+    }
+    Ok(time)
+}
+
+pub fn default_shell() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into()]
+}
+
+pub fn lookup_in(vars: &[(String, Option<String>)]) -> impl Fn(&str) -> Option<String> {
+    let m: HashMap<String, String> = vars.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+    move |k: &str| m.get(k).cloned()
+}
+
+/// `os/arch[/variant]`; the host's for "".
+pub fn split_platform(p: &str) -> Result<(String, String, Option<String>)> {
+    if p.is_empty() {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            a => a,
+        };
+        return Ok(("linux".into(), arch.into(), None));
+    }
+    let parts: Vec<&str> = p.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok((os.to_string(), arch.to_string(), None)),
+        [os, arch, v] if !os.is_empty() && !arch.is_empty() => {
+            Ok((os.to_string(), arch.to_string(), Some(v.to_string())))
+        }
+        _ => bail!("platform {p:?}: write OS/ARCH[/VARIANT], as linux/amd64"),
+    }
+}
+
+/// An instruction's arguments as written.
+pub fn args_text(a: &Args) -> String {
+    match a {
+        Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+        Args::Shell(s) => s.clone(),
+    }
+}
+
+/// An instruction as a Dockerfile line (for ONBUILD triggers).
+pub fn instruction_text(i: &Instruction) -> String {
+    let mut t = i.keyword.name().to_string();
+    for (f, v) in &i.flags {
+        match v {
+            Some(v) => t.push_str(&format!(" --{f}={v}")),
+            None => t.push_str(&format!(" --{f}")),
+        }
+    }
+    t.push(' ');
+    t.push_str(&args_text(&i.args));
+    t
+}
+
+/// The script a shell-form RUN hands its shell: the line, and its
+/// here-documents after it as the shell reads them; a RUN that is only a
+/// here-document runs its content.
+pub fn heredoc_script(line: &str, docs: &[dockerfile::Heredoc]) -> String {
+    if docs.is_empty() {
+        return line.to_string();
+    }
+    let t = line.trim();
+    if docs.len() == 1 && t.starts_with("<<") {
+        let name = t.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']);
+        if name == docs[0].name {
+            return docs[0].content.clone();
+        }
+    }
+    let mut s = line.to_string();
+    s.push('\n');
+    for d in docs {
+        s.push_str(&d.content);
+        s.push_str(&d.name);
+        s.push('\n');
+    }
+    s
+}
+
+/// A Go duration ("1m30s", "500ms", "2h") in nanoseconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if n_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[u_end..];
+        total += n * unit;
+    }
+    Some(total as u64)
+}
+
+pub fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    const NAMES: [&str; 33] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+        "USR2", "VTALRM", "WINCH", "XCPU",
+    ];
+    NAMES.contains(&name) || name == "XFSZ" || name.starts_with("RTMIN") || name.starts_with("RTMAX")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::Keyword;
+
+    #[test]
+    fn build_static_takes_isula_builds_build_time() {
+        assert_eq!(parse_build_static("").unwrap(), 0);
+        assert_eq!(parse_build_static("build-time=2020-05-23 10:55:33").unwrap(), 1_590_231_333);
+        assert_eq!(parse_build_static("build-time=2020-05-23T10:55:33Z").unwrap(), 1_590_231_333);
+        assert!(parse_build_static("build-time=yesterday").unwrap_err().to_string().contains("YYYY-MM-DD"));
+        assert!(parse_build_static("color=red").unwrap_err().to_string().contains("unknown option"));
+    }
+
+    #[test]
+    fn go_durations_become_nanoseconds() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        for bad in ["", "10", "s", "1x", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn heredoc_runs_give_their_shell_a_script() {
+        let d = |name: &str, content: &str| dockerfile::Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+        };
+        assert_eq!(heredoc_script("echo hi", &[]), "echo hi");
+        assert_eq!(heredoc_script("<<EOF", &[d("EOF", "echo a\necho b\n")]), "echo a\necho b\n");
+        assert_eq!(heredoc_script("cat <<EOF > /f", &[d("EOF", "x\n")]), "cat <<EOF > /f\nx\nEOF\n");
+    }
+
+    #[test]
+    fn platforms_split_and_default_to_the_host() {
+        assert_eq!(split_platform("linux/arm64/v8").unwrap(), ("linux".into(), "arm64".into(), Some("v8".into())));
+        assert_eq!(split_platform("").unwrap().0, "linux");
+        assert!(split_platform("linux").is_err());
+    }
+
+    #[test]
+    fn signals_are_names_or_numbers() {
+        for ok in ["SIGTERM", "TERM", "9", "SIGRTMIN+3", "SIGKILL"] {
+            assert!(valid_signal(ok), "{ok}");
+        }
+        for bad in ["SIGFOO", "0", "65", ""] {
+            assert!(!valid_signal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn onbuild_triggers_are_written_back_as_lines() {
+        let df = dockerfile::parse(b"FROM x\nONBUILD COPY --chown=1:2 a /b\n").unwrap();
+        let t = instruction_text(df.instructions[1].onbuild.as_ref().unwrap());
+        assert_eq!(t, "COPY --chown=1:2 a /b");
+        let again = dockerfile::parse(t.as_bytes()).unwrap();
+        assert_eq!(again.instructions[0].keyword, Keyword::Copy);
+    }
+}
