@@ -414,13 +414,13 @@ fn heredoc_names(s: &str) -> Vec<(String, bool, bool)> {
 /// The words of `s` after expansion: split on blanks outside quotes,
 /// quotes removed, variables expanded through `lookup`.
 pub fn words(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
-    Lexer { chars: s.chars().collect(), pos: 0, escape, lookup }.words(true)
+    Lexer { chars: s.chars().collect(), pos: 0, escape, lookup, depth: 0 }.words(true)
 }
 
 /// `s` as one word after expansion (blanks kept), as ENV values, WORKDIR
 /// and the like are processed.
 pub fn expand(s: &str, escape: char, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    Ok(Lexer { chars: s.chars().collect(), pos: 0, escape, lookup }.words(false)?.concat())
+    Ok(Lexer { chars: s.chars().collect(), pos: 0, escape, lookup, depth: 0 }.words(false)?.concat())
 }
 
 struct Lexer<'a> {
@@ -428,7 +428,12 @@ struct Lexer<'a> {
     pos: usize,
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// `${...}` open around the current position.
+    depth: usize,
 }
+
+/// `${...}` nested deeper than this is refused (each level is a call).
+const MAX_NESTING: usize = 100;
 
 impl Lexer<'_> {
     fn peek(&self) -> Option<char> {
@@ -568,6 +573,16 @@ impl Lexer<'_> {
 
     /// The word of a `${NAME:-word}`, expanded, up to its closing brace.
     fn until_brace(&mut self) -> Result<String, String> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!("${{...}} nested more than {MAX_NESTING} deep"));
+        }
+        self.depth += 1;
+        let w = self.until_brace_inner();
+        self.depth -= 1;
+        w
+    }
+
+    fn until_brace_inner(&mut self) -> Result<String, String> {
         let mut w = String::new();
         loop {
             match self.next() {
@@ -813,6 +828,11 @@ mod tests {
         assert!(words("'open", '\\', &vars).is_err());
         assert!(words("${HOME", '\\', &vars).is_err());
         assert!(words("${HOME:x}", '\\', &vars).is_err());
+        // Found by a hostile Dockerfile: 170,000 nested ${X:-...} overflowed the stack.
+        let deep = format!("{}v{}", "${X:-".repeat(170_000), "}".repeat(170_000));
+        assert!(words(&deep, '\\', &vars).unwrap_err().contains("nested more than 100 deep"));
+        let ok = format!("{}v{}", "${X:-".repeat(100), "}".repeat(100));
+        assert_eq!(words(&ok, '\\', &vars).unwrap(), vec!["v".to_string()]);
     }
 
     #[test]

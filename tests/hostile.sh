@@ -157,6 +157,45 @@ PY
   img fsck >/dev/null || fail "img fsck"
 }
 
+# img build of hostile Dockerfiles and contexts: a Dockerfile of 1 MiB
+# nesting ${X:-...} 170,000 deep (once a stack overflow), one of 1 MiB of
+# quotes, a context holding a 10,000-deep directory chain, a FIFO and a
+# file whose name is not UTF-8. Each is refused with a message naming it
+# (or built), with bounded memory, the store left as it was.
+check_build_refuses_hostile_dockerfiles_and_contexts() {
+  [[ -f testdata/gen/base-docker.tar ]] || scripts/make-testdata.sh >/dev/null || fail "make-testdata"
+  img load -q -i testdata/gen/base-docker.tar >/dev/null || fail "load of the base"
+  local before; before=$(state)
+  local d=$T/nested q=$T/quotes deep=$T/deep fifo=$T/fifo bad=$T/badname kb
+  mkdir -p "$d" "$q" "$deep" "$fifo" "$bad"
+  python3 -c 'n = 170000; print("FROM localhost/base:1"); print("ENV A=" + "${X:-" * n + "v" + "}" * n)' > "$d/Dockerfile"
+  python3 -c 'print("FROM localhost/base:1"); print("LABEL a=" + "\"" * 1040001)' > "$q/Dockerfile"
+  python3 - "$deep" <<'PY'
+import os, sys
+os.chdir(sys.argv[1]); os.makedirs("chain"); os.chdir("chain")
+for _ in range(10000):
+    os.mkdir("d"); os.chdir("d")
+open("leaf", "w").write("x")
+PY
+  printf 'FROM localhost/base:1\nCOPY chain /chain\n' > "$deep/Dockerfile"
+  mkfifo "$fifo/pipe"; printf 'FROM localhost/base:1\nCOPY pipe /pipe\n' > "$fifo/Dockerfile"
+  python3 -c 'import os, sys; open(os.path.join(sys.argv[1].encode(), b"bad-\xff-name"), "w").write("x")' "$bad"
+  printf 'FROM localhost/base:1\nCOPY . /ctx/\n' > "$bad/Dockerfile"
+  local ctx want
+  for ctx in nested:"nested more than 100 deep" quotes:"quote is not closed" deep:"File name too long" \
+             fifo:"only files, directories and symlinks" badname:"not UTF-8"; do
+    want=${ctx#*:}; ctx=${ctx%%:*}
+    kb=$(rss_kb "$IMG" build -q "$T/$ctx") && fail "the $ctx build succeeded"
+    local rc=$?
+    [[ $rc == 1 ]] || fail "the $ctx build exited $rc (a crash?): $(head -c 300 "$T/err")"
+    grep -q "$want" "$T/err" || fail "the $ctx build's error does not say \"$want\": $(head -c 300 "$T/err")"
+    (( kb < 300 * 1024 )) || fail "the $ctx build peaked at $kb KB"
+    echo "# build of $ctx: refused, peak $kb KB" >&2
+    [[ $(state) == "$before" ]] || fail "the $ctx build left the store changed: $(state)"
+  done
+  img fsck >/dev/null || fail "img fsck"
+}
+
 passed=0 failed=0
 [[ $(id -u) == 0 ]] || { echo "not ok - setup: run as root (FUSE mounts)"; exit 1; }
 echo "# making the corpus in $C"

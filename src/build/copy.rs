@@ -103,6 +103,28 @@ pub fn tree_has_kept(dir: &Path, rel: &str, ignore: &Matcher) -> Result<bool> {
 pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -> Result<Digest> {
     let mut h = Sha256::new();
     fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool) -> Result<()> {
+        // Errors name the path (shortened: a deep tree's is long) once, here.
+        let at = || format!("reading {}", super::text::shorten(&p.display().to_string(), 200));
+        visit_here(h, p, rel, top).with_context(at)?;
+        let md = if top { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
+        if md.with_context(at)?.is_dir() {
+            let mut names: Vec<String> = std::fs::read_dir(p)
+                .with_context(at)?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            for n in names {
+                let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                if ignore.is_some_and(|m| m.excluded(&r)) && !ignore.is_some_and(|m| m.has_exceptions()) {
+                    continue;
+                }
+                visit(h, &p.join(&n), &r, ignore, false)?;
+            }
+        }
+        Ok(())
+    }
+    fn visit_here(h: &mut Sha256, p: &Path, rel: &str, top: bool) -> Result<()> {
         let md = if top { std::fs::metadata(p)? } else { std::fs::symlink_metadata(p)? };
         h.update(rel.as_bytes());
         h.update([0]);
@@ -113,17 +135,6 @@ pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -
             h.update(md.len().to_le_bytes());
             let mut f = std::fs::File::open(p)?;
             std::io::copy(&mut f, h)?;
-        } else if md.is_dir() {
-            let mut names: Vec<String> =
-                std::fs::read_dir(p)?.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
-            names.sort();
-            for n in names {
-                let r = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
-                if ignore.is_some_and(|m| m.excluded(&r)) && !ignore.is_some_and(|m| m.has_exceptions()) {
-                    continue;
-                }
-                visit(h, &p.join(&n), &r, ignore, false)?;
-            }
         }
         Ok(())
     }

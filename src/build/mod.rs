@@ -1168,10 +1168,7 @@ impl Builder<'_> {
         };
         let quiet = self.opts.quiet;
         let line = ins.line;
-        let shown = match &ins.args {
-            Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
-            Args::Shell(s) => s.clone(),
-        };
+        let shown = text::shorten(&args_text(&ins.args), 200);
         let created_by = match &ins.args {
             Args::Exec(v) => v.join(" "),
             Args::Shell(_) => argv.join(" "),

@@ -151,6 +151,14 @@ pub fn valid_signal(s: &str) -> bool {
     NAMES.contains(&name) || name == "XFSZ" || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }
 
+/// `s` cut to at most `n` characters, an ellipsis marking the cut.
+pub fn shorten(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +171,12 @@ mod tests {
         assert_eq!(parse_build_static("build-time=2020-05-23T10:55:33Z").unwrap(), 1_590_231_333);
         assert!(parse_build_static("build-time=yesterday").unwrap_err().to_string().contains("YYYY-MM-DD"));
         assert!(parse_build_static("color=red").unwrap_err().to_string().contains("unknown option"));
+    }
+
+    #[test]
+    fn long_commands_are_shortened_in_messages() {
+        assert_eq!(shorten("echo hi", 200), "echo hi");
+        assert_eq!(shorten(&"é".repeat(300), 3), "ééé…");
     }
 
     #[test]
