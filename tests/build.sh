@@ -718,6 +718,37 @@ check_killed_build_leaves_nothing() {
   chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
 }
 
+# A store on a small filesystem that fills up during a COPY: one clear
+# error, the store as it was, nothing left in ingest/, the space given back.
+check_full_disk_refusal() {
+  local small=$WORK/small-fs
+  mkdir -p "$small"
+  mount -t tmpfs -o size=24m tmpfs "$small" || fail "cannot mount a tmpfs"
+  local rc=0
+  (
+    set -e
+    export IMG_ROOT=$small/store
+    load_base
+    local c=$T/full before used
+    mkdir -p "$c"
+    head -c $((32 << 20)) /dev/urandom > "$c/big"
+    printf 'FROM localhost/base:1\nRUN echo small > /small\nCOPY big /big\n' > "$c/Dockerfile"
+    before=$(images)
+    used=$(df --output=used -k "$small" | tail -1)
+    "$IMG" build -q -t full:1 "$c" > "$T/out" 2> "$T/err" && fail "the build on a full disk succeeded"
+    grep -q "no space left on device while building $c" "$T/err" || fail "unclear error: $(cat "$T/err")"
+    [[ $(grep -c . "$T/err") == 1 ]] || fail "more than one error line: $(cat "$T/err")"
+    [[ $(images) == "$before" ]] || fail "the store changed: $(images)"
+    [[ -z $(ls -A "$IMG_ROOT/ingest") ]] || fail "ingest/ holds: $(ls -A "$IMG_ROOT/ingest")"
+    (( $(df --output=used -k "$small" | tail -1) <= used + 512 )) || fail "the space was not given back: $(df -k "$small" | tail -1) (was $used KB)"
+    img fsck >/dev/null || fail "img fsck is not clean"
+    rm "$c/big"; echo small > "$c/big"
+    "$IMG" build -q -t full:1 "$c" >/dev/null || fail "a build that fits failed after the full one"
+  ) || rc=$?
+  umount "$small"
+  return $rc
+}
+
 # 13. A hostile ADD archive ("../../escape", a symlink esc -> / and
 # esc/etc/evil through it, an absolute /abs-evil): nothing is written
 # outside the image, and in the image only under the ADD destination.

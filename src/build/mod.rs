@@ -108,7 +108,22 @@ pub fn build_and_store(
     tags: &[crate::index::TagName],
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Digest> {
-    let built = build(store, opts, log)?;
+    let built = build(store, opts, log).map_err(|e| {
+        let full = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::StorageFull || io.kind() == std::io::ErrorKind::QuotaExceeded
+            }) || matches!(c.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NoSpace { .. }))
+        });
+        if full {
+            e.context(format!(
+                "no space left on device while building {} (the store is at {}); nothing was stored; free some space (img prune removes unused blobs) or use a store on a larger disk (--root)",
+                opts.context.display(),
+                store.root().display()
+            ))
+        } else {
+            e
+        }
+    })?;
     let parsed = image::parse_config("the built config", &built.config)?;
     for a in &built.unused_args {
         log(&format!("warning: the build argument {a} was not used"));
