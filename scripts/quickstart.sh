@@ -125,4 +125,25 @@ run img mount sample:2 "$DEMO/mnt2"
 run cat "$DEMO/mnt2/etc/motd"
 run img umount "$DEMO/mnt2"
 
+# 8. Build an image from a Dockerfile (RUN in a sandbox on the image's
+#    mounted files, COPY from the context), then again from the cache.
+say "img build from a Dockerfile:"
+mkdir -p "$DEMO/ctx"
+echo "built by img" > "$DEMO/ctx/message.txt"
+cat > "$DEMO/ctx/Dockerfile" <<'DOCKERFILE'
+FROM sample:1
+ARG GREETING=hello
+RUN echo "$GREETING from RUN" > /greeting && /bin/busybox mkdir -p /app
+COPY message.txt /app/
+WORKDIR /app
+CMD ["cat", "/greeting", "message.txt"]
+DOCKERFILE
+run cat "$DEMO/ctx/Dockerfile"
+run img build -t sample:3 "$DEMO/ctx"
+run img build -t sample:3 "$DEMO/ctx"
+run img history sample:3
+run img mount sample:3 "$DEMO/mnt3"
+run cat "$DEMO/mnt3/greeting" "$DEMO/mnt3/app/message.txt"
+run img umount "$DEMO/mnt3"
+
 say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
