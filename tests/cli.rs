@@ -2733,3 +2733,18 @@ fn save_and_export_to_a_device_a_fifo_or_a_symlink_keep_them() {
     let o = s.fail(&["export", "-o", arg(s.work()), "app:1"]);
     assert!(o.one_error_line().contains("is a directory"), "{}", o.describe());
 }
+
+// Guards: `-o -` wrote a file named "-" instead of standard output.
+#[test]
+fn export_and_save_to_dash_write_standard_output() {
+    let s = Store::new();
+    let img =
+        ImageSpec::new(&["dash:1"]).layer(Layer::new(TarBuilder::new().file("f", "x").build(), Comp::None)).build();
+    s.load("dash.tar", &Archive::docker(&[&img]).tar());
+    for args in [&["export", "-o", "-", "dash:1"][..], &["save", "-o", "-", "dash:1"][..]] {
+        let o = s.run(args);
+        assert!(o.success(), "{}", o.describe());
+        assert!(o.stdout.len() >= 1024 && o.stdout[257..262] == *b"ustar", "img {}: no tar on stdout", args.join(" "));
+        assert!(!std::path::Path::new("-").exists(), "img {} wrote a file named -", args.join(" "));
+    }
+}

@@ -30,8 +30,8 @@ pub struct SaveArgs {
 
 pub fn save(ctx: &Ctx, a: SaveArgs) -> Result<()> {
     let out = match &a.output {
-        Some(p) => save::Output::File(p.clone()),
-        None => {
+        Some(p) if p.as_os_str() != "-" => save::Output::File(p.clone()),
+        _ => {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write an archive to a terminal; use -o FILE or redirect standard output");
             }
@@ -145,8 +145,9 @@ pub struct ExportArgs {
 
 pub fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let out = match &a.output {
-        Some(p) => save::Output::File(p.clone()),
-        None => {
+        // `-o -` is standard output, as for tar and docker.
+        Some(p) if p.as_os_str() != "-" => save::Output::File(p.clone()),
+        _ => {
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write a tarball to a terminal; use -o FILE or redirect standard output");
             }
