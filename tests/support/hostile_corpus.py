@@ -76,6 +76,10 @@ def layout(dir, layer_path, config_extra=None):
 
 
 def main():
+    # An option is not a directory (--help once wrote the corpus into ./--help).
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     out = sys.argv[1]
     size_mb = int(sys.argv[2]) if len(sys.argv) > 2 else 2048
     os.makedirs(out, exist_ok=True)
