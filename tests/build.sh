@@ -611,6 +611,10 @@ ensure_test_user() {
     USER_MADE=1
     echo 1 > "$WORK/user-made"
   fi
+  # Subordinate ids, as useradd gives them where /etc/subuid exists.
+  if ! grep -qs "^$TEST_USER:" /etc/subuid || ! grep -qs "^$TEST_USER:" /etc/subgid; then
+    usermod --add-subuids 300000-365535 --add-subgids 300000-365535 "$TEST_USER" || fail "usermod --add-subuids failed"
+  fi
   [[ -f $WORK/fuse-mode ]] || stat -c %a /dev/fuse > "$WORK/fuse-mode"
   chmod 0666 /dev/fuse
 }
