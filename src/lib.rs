@@ -16,6 +16,7 @@ pub mod mount;
 pub mod ops;
 pub mod reference;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod template;
 pub mod timefmt;
