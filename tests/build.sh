@@ -510,6 +510,10 @@ check_build_static() {
   [[ $s == "$a" ]] || fail "after touching the context: $s, not $a"
   p=$(img build -q --no-cache "$c" 2>"$T/e4") || fail "build failed"
   [[ $p != "$a" ]] || fail "a plain build has the static build's ID"
+  # With the cache warm from the plain build: still the static image (the
+  # plain build's layers, with their times, were once taken from the cache).
+  local w; w=$(img build -q --build-static "$c" 2>"$T/e5") || fail "build failed"
+  [[ $w == "$a" ]] || fail "a --build-static build after a plain one: $w, not $a"
   # The same tree as the plain build, but for mtimes.
   img export -o "$T/s.tar" "$a"; img export -o "$T/p.tar" "$p"
   tree cmp --since=0 "$T/s.tar" "$T/p.tar" >/dev/null 2>"$T/cmp" || fail "static and plain trees differ: $(head -c 2000 "$T/cmp")"

@@ -714,7 +714,8 @@ impl Builder<'_> {
         for h in &ins.heredocs {
             t.push_str(&format!("\n<<{}{}\n{}", if h.expand { "" } else { "'" }, h.name, h.content));
         }
-        hex_sha256(format!("{}\n{t}\n{extra}\n{}", st.key, self.opts.docker_format).as_bytes())
+        // The format and --build-static's time decide the layers and history too.
+        hex_sha256(format!("{}\n{t}\n{extra}\n{} {:?}", st.key, self.opts.docker_format, self.opts.build_static).as_bytes())
     }
 
     /// The cached result of step `key`, unless --no-cache.
