@@ -757,6 +757,82 @@ check_full_disk_refusal() {
   return $rc
 }
 
+# RUN is confined (found in review): a chroot escape (mkdir, chroot, 64 x
+# chdir .., chroot .) reaches the image's root, not the host's; /proc/sys,
+# /etc/hosts and /etc/resolv.conf are read-only; there is no /dev/tty; a
+# device node made in /dev does not open; files get docker's umask.
+check_run_is_confined() {
+  command -v gcc >/dev/null || fail "gcc is missing (it builds the escape program)"
+  load_base
+  local c=$T/confined marker=/tmp/img-build-escaped-$$
+  mkdir -p "$c"
+  cat > "$c/esc.c" <<EOF
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+int main(void) {
+  mkdir("/esc", 0755);
+  chroot("/esc");
+  for (int i = 0; i < 64; i++) chdir("..");
+  chroot(".");
+  int fd = open("$marker", O_CREAT | O_WRONLY, 0644);
+  if (fd >= 0) { write(fd, "escaped\n", 8); close(fd); }
+  return 0;
+}
+EOF
+  gcc -static -O -o "$c/esc" "$c/esc.c" || fail "gcc -static failed"
+  rm -f "$marker"
+  cat > "$c/Dockerfile" <<'EOF'
+FROM localhost/base:1
+COPY esc /esc-bin
+RUN /esc-bin; : > /results; \
+    (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo proc-sys-writable >> /results; \
+    (echo x >> /etc/hosts) 2>/dev/null && echo hosts-writable >> /results; \
+    (echo x >> /etc/resolv.conf) 2>/dev/null && echo resolv-writable >> /results; \
+    [ -e /dev/tty ] && echo tty >> /results; \
+    /bin/busybox mknod /dev/disk b 254 0 2>/dev/null; (/bin/busybox head -c 1 /dev/disk > /dev/null) 2>/dev/null && echo device-opens >> /results; \
+    /bin/busybox touch /umask-probe; true
+EOF
+  local before; before=$(md5sum /etc/hosts /etc/resolv.conf 2>/dev/null)
+  (umask 077; "$IMG" build -q -t confined:1 "$c" > /dev/null 2> "$T/err") || fail "the build failed: $(tail -3 "$T/err")"
+  [[ ! -e $marker ]] || { rm -f "$marker"; fail "RUN wrote $marker on the host (chroot escape)"; }
+  [[ $(md5sum /etc/hosts /etc/resolv.conf 2>/dev/null) == "$before" ]] || fail "RUN changed the host's /etc/hosts or /etc/resolv.conf"
+  img export -o "$T/c.tar" confined:1
+  tar -tf "$T/c.tar" | grep -qx "${marker#/}" || fail "the escape program did not run (its file is not in the image)"
+  local r; r=$(content "$T/c.tar" results)
+  [[ -z $r ]] || fail "RUN was not confined: $(echo $r)"
+  [[ $(entry "$T/c.tar" umask-probe | cut -d' ' -f2) == 644 ]] || fail "RUN's umask is not 022: $(entry "$T/c.tar" umask-probe)"
+}
+
+# COPY's globs and --chown stay inside their roots (found in review): a glob
+# through a context's symlink to /etc, a glob in a stage whose symlink points
+# at /etc, and a stage whose /etc/passwd is a symlink to a host file.
+check_copy_globs_stay_inside() {
+  load_base
+  local c=$T/globs hostpw=$T/host-passwd
+  mkdir -p "$c"
+  ln -s /etc "$c/link"
+  echo probe:x:4242:4343::/:/bin/sh > "$hostpw"
+  printf 'FROM localhost/base:1\nCOPY lin[k]/passw? /x/\n' > "$c/Dockerfile"
+  if "$IMG" build -q -t globs:1 "$c" > /dev/null 2> "$T/err"; then
+    img export -o "$T/g.tar" globs:1
+    ! tar -xOf "$T/g.tar" x/passwd 2>/dev/null | grep -q '^root:' || fail "a context glob copied the host's /etc/passwd"
+  fi
+  printf 'FROM localhost/base:1 AS a\nRUN /bin/busybox ln -s /etc /hostetc && /bin/busybox ln -s %s /hostpw\nFROM localhost/base:1\nCOPY --from=a /hoste*/passw* /stolen/\nCOPY --from=a /hostpw /pw\n' "$hostpw" > "$c/Dockerfile"
+  if "$IMG" build -q -t globs:2 "$c" > /dev/null 2> "$T/err"; then
+    img export -o "$T/g2.tar" globs:2
+    ! tar -xOf "$T/g2.tar" stolen/passwd 2>/dev/null | grep -q '^root:x:0:0:root:/root:/bin/bash' || fail "a --from glob copied the host's /etc/passwd"
+    ! tar -xOf "$T/g2.tar" pw 2>/dev/null | grep -q probe || fail "COPY --from followed a symlink to a host file"
+  fi
+  printf 'FROM localhost/base:1\nRUN /bin/busybox ln -sf %s /etc/passwd\nCOPY --chown=probe Dockerfile /f\n' "$hostpw" > "$c/Dockerfile"
+  if "$IMG" build -q -t globs:3 "$c" > /dev/null 2> "$T/err"; then
+    img export -o "$T/g3.tar" globs:3
+    [[ $(entry "$T/g3.tar" f | cut -d' ' -f3) != 4242:4343 ]] || fail "--chown read the host's passwd through the image's symlink"
+  else
+    grep -q 'no user "probe"' "$T/err" || fail "unclear error: $(cat "$T/err")"
+  fi
+}
+
 # 13. A hostile ADD archive ("../../escape", a symlink esc -> / and
 # esc/etc/evil through it, an absolute /abs-evil): nothing is written
 # outside the image, and in the image only under the ADD destination.

@@ -7,7 +7,9 @@
 
 mod sys;
 
-pub use sys::{die_with_parent, map_read_only, release_free_memory, set_times_nofollow, Mapped};
+pub use sys::{
+    die_with_parent, getppid, map_read_only, release_free_memory, set_times_nofollow, setsid, umask, Mapped,
+};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -277,6 +279,14 @@ pub trait Sandbox {
     /// Limits the capabilities of whatever the caller runs from now on to
     /// `keep` (capability numbers): the others leave the bounding set.
     fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()>;
+    /// Binds `path` onto itself read-only (a file or a directory).
+    fn bind_self_read_only(&self, path: &Path) -> io::Result<()>;
+    /// Makes `root` (a mount point) the root of this mount namespace with
+    /// nothing of the old root left reachable (pivot_root, then the old
+    /// root detached), as runc does.
+    fn pivot_into(&self, root: &Path) -> io::Result<()>;
+    /// Brings the loopback interface of this network namespace up.
+    fn loopback_up(&self) -> io::Result<()>;
 }
 
 impl Sandbox for RealKernel {
@@ -309,6 +319,24 @@ impl Sandbox for RealKernel {
 
     fn detach(&self, target: &Path) -> io::Result<()> {
         sys::umount2(target, libc::MNT_DETACH)
+    }
+
+    fn bind_self_read_only(&self, path: &Path) -> io::Result<()> {
+        sys::mount_bind(path, path)?;
+        sys::remount_bind_read_only(path, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)
+    }
+
+    fn pivot_into(&self, root: &Path) -> io::Result<()> {
+        // pivot_root(".", "."): the old root ends up on top of the new one,
+        // and is detached from there.
+        std::env::set_current_dir(root)?;
+        sys::pivot_root(Path::new("."), Path::new("."))?;
+        sys::umount2(Path::new("."), libc::MNT_DETACH)?;
+        std::env::set_current_dir("/")
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        sys::loopback_up()
     }
 
     fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()> {
@@ -348,6 +376,18 @@ impl Sandbox for RecordingKernel {
 
     fn limit_capabilities(&self, keep: &[u32]) -> io::Result<()> {
         self.record(format!("capabilities {keep:?}"))
+    }
+
+    fn bind_self_read_only(&self, path: &Path) -> io::Result<()> {
+        self.record(format!("bind-ro {}", path.display()))
+    }
+
+    fn pivot_into(&self, root: &Path) -> io::Result<()> {
+        self.record(format!("pivot {}", root.display()))
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        self.record("loopback up".into())
     }
 }
 

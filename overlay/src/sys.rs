@@ -132,6 +132,72 @@ pub fn set_times_nofollow(path: &Path, secs: i64, nsec: i64) -> io::Result<()> {
     }
 }
 
+/// pivot_root(2): `new_root` becomes the root, the old one is put at `put_old`.
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    let (n, o) = (cpath(new_root)?, cpath(put_old)?);
+    // SAFETY: both pointers come from CStrings alive across the call; the
+    // system call only reads them.
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// setsid(2): a new session without a controlling terminal.
+pub fn setsid() -> io::Result<()> {
+    // SAFETY: setsid(2) takes no arguments.
+    let rc = unsafe { libc::setsid() };
+    if rc >= 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// umask(2).
+pub fn umask(mask: u32) {
+    // SAFETY: umask(2) takes a plain integer and cannot fail.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
+/// The parent process's id.
+pub fn getppid() -> u32 {
+    // SAFETY: getppid(2) takes no arguments and cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a datagram socket is opened and closed here; `req` is a
+    // zeroed ifreq that lives across both ioctls, its name a NUL-terminated
+    // "lo", and the kernel reads and writes only its flags.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which live

@@ -26,7 +26,9 @@ pub fn chown_ids(spec: &str, root: &Path) -> Result<(u32, u32)> {
 /// Walks `root` matching the glob's components; pushes what matches.
 pub fn glob_walk(root: &Path, prefix: &str, parts: &[&str], out: &mut Vec<(PathBuf, String)>) -> Result<()> {
     let Some((first, rest)) = parts.split_first() else { return Ok(()) };
-    let dir = if prefix.is_empty() { root.to_path_buf() } else { root.join(prefix) };
+    // Every path is resolved inside the root: a symlink met on the way (an
+    // image's /etc/mtab, a context's link to /etc) cannot lead out of it.
+    let dir = fsops::resolve_in_root(root, prefix, true)?;
     let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
     let mut names: Vec<String> = rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
     names.sort();
@@ -35,9 +37,10 @@ pub fn glob_walk(root: &Path, prefix: &str, parts: &[&str], out: &mut Vec<(PathB
             continue;
         }
         let rel = if prefix.is_empty() { n.clone() } else { format!("{prefix}/{n}") };
+        let host = fsops::resolve_in_root(root, &rel, true)?;
         if rest.is_empty() {
-            out.push((root.join(&rel), rel));
-        } else if root.join(&rel).is_dir() {
+            out.push((host, rel));
+        } else if std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
             glob_walk(root, &rel, rest, out)?;
         }
     }
@@ -99,13 +102,14 @@ pub fn tree_has_kept(dir: &Path, rel: &str, ignore: &Matcher) -> Result<bool> {
 }
 
 /// A digest of what a COPY copies (names, kinds, modes, link targets and
-/// contents; not times), for its history entry and the cache.
-pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -> Result<Digest> {
+/// contents; owners when `owners`, as COPY --from keeps them; not times),
+/// for its history entry and the cache.
+pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>, owners: bool) -> Result<Digest> {
     let mut h = Sha256::new();
-    fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool) -> Result<()> {
+    fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool, owners: bool) -> Result<()> {
         // Errors name the path (shortened: a deep tree's is long) once, here.
         let at = || format!("reading {}", super::text::shorten(&p.display().to_string(), 200));
-        visit_here(h, p, rel, top).with_context(at)?;
+        visit_here(h, p, rel, top, owners).with_context(at)?;
         let md = if top { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
         if md.with_context(at)?.is_dir() {
             let mut names: Vec<String> = std::fs::read_dir(p)
@@ -119,19 +123,29 @@ pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -
                 if ignore.is_some_and(|m| m.excluded(&r)) && !ignore.is_some_and(|m| m.has_exceptions()) {
                     continue;
                 }
-                visit(h, &p.join(&n), &r, ignore, false)?;
+                visit(h, &p.join(&n), &r, ignore, false, owners)?;
             }
         }
         Ok(())
     }
-    fn visit_here(h: &mut Sha256, p: &Path, rel: &str, top: bool) -> Result<()> {
+    fn visit_here(h: &mut Sha256, p: &Path, rel: &str, top: bool, owners: bool) -> Result<()> {
         let md = if top { std::fs::metadata(p)? } else { std::fs::symlink_metadata(p)? };
-        h.update(rel.as_bytes());
-        h.update([0]);
+        // Every field with its length: {a -> bc, c} and {a -> b, cc} differ.
+        let field = |h: &mut Sha256, b: &[u8]| {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        };
+        field(h, rel.as_bytes());
         h.update(md.mode().to_le_bytes());
+        if owners {
+            h.update(md.uid().to_le_bytes());
+            h.update(md.gid().to_le_bytes());
+        }
         if md.file_type().is_symlink() {
-            h.update(std::fs::read_link(p)?.to_string_lossy().as_bytes());
+            h.update(b"l");
+            field(h, std::fs::read_link(p)?.as_os_str().as_encoded_bytes());
         } else if md.is_file() {
+            h.update(b"f");
             h.update(md.len().to_le_bytes());
             let mut f = std::fs::File::open(p)?;
             std::io::copy(&mut f, h)?;
@@ -139,7 +153,7 @@ pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>) -
         Ok(())
     }
     for (p, rel) in sources {
-        visit(&mut h, p, rel, ignore, true)?;
+        visit(&mut h, p, rel, ignore, true, owners)?;
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Digest::parse(&format!("sha256:{hex}")).expect("a sha256 digest"))
@@ -187,4 +201,47 @@ pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
         Box::new(open()?)
     };
     Ok(Some(again))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("img-copy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    // Found in review: {a -> bc, c} and {a -> b, cc} had the same digest, so
+    // one context's cached COPY was given for the other.
+    #[test]
+    fn digests_of_different_trees_differ() {
+        let (x, y) = (tmp("x"), tmp("y"));
+        std::os::unix::fs::symlink("bc", x.join("a")).unwrap();
+        std::fs::write(x.join("c"), b"").unwrap();
+        std::os::unix::fs::symlink("b", y.join("a")).unwrap();
+        std::fs::write(y.join("cc"), b"").unwrap();
+        let dx = content_digest(&[(x.clone(), String::new())], None, false).unwrap();
+        let dy = content_digest(&[(y.clone(), String::new())], None, false).unwrap();
+        assert_ne!(dx, dy);
+        std::fs::remove_dir_all(&x).unwrap();
+        std::fs::remove_dir_all(&y).unwrap();
+    }
+
+    #[test]
+    fn globs_stay_inside_their_root() {
+        let r = tmp("glob");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), b"inside").unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("hostetc")).unwrap();
+        let mut out = Vec::new();
+        glob_walk(&r, "", &["host*", "pass*"], &mut out).unwrap();
+        assert_eq!(out, vec![(r.join("etc/passwd"), "hostetc/passwd".to_string())]);
+        let mut out = Vec::new();
+        glob_walk(&r, "", &["host*"], &mut out).unwrap();
+        assert_eq!(out, vec![(r.join("etc"), "hostetc".to_string())]);
+        std::fs::remove_dir_all(&r).unwrap();
+    }
 }

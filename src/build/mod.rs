@@ -323,10 +323,12 @@ impl Drop for OverlayGuard {
 struct Builder<'a> {
     store: &'a mut Store,
     opts: &'a BuildOptions,
-    work: TempDir,
     staged: Vec<StagedBlob>,
-    fuse: Vec<FuseMount>,
+    // Mounts first: fields drop in order, and the work directory they are
+    // in must outlive them (on a panic too).
     read_only: Vec<OverlayGuard>,
+    fuse: Vec<FuseMount>,
+    work: TempDir,
     /// The directory of each layer list mounted so far.
     layer_dirs: HashMap<Vec<Digest>, PathBuf>,
     /// What each step made, for the cache, with the staged layer's index.
@@ -715,7 +717,9 @@ impl Builder<'_> {
             t.push_str(&format!("\n<<{}{}\n{}", if h.expand { "" } else { "'" }, h.name, h.content));
         }
         // The format and --build-static's time decide the layers and history too.
-        hex_sha256(format!("{}\n{t}\n{extra}\n{} {:?}", st.key, self.opts.docker_format, self.opts.build_static).as_bytes())
+        hex_sha256(
+            format!("{}\n{t}\n{extra}\n{} {:?}", st.key, self.opts.docker_format, self.opts.build_static).as_bytes(),
+        )
     }
 
     /// The cached result of step `key`, unless --no-cache.
@@ -763,7 +767,7 @@ impl Builder<'_> {
         let mut hist: Option<String> = None;
         let known: &[&str] = match ins.keyword {
             Keyword::Copy => &["from", "chown", "chmod", "link"],
-            Keyword::Add => &["chown", "chmod", "link", "checksum"],
+            Keyword::Add => &["chown", "chmod", "link"],
             Keyword::Run => &["network"],
             Keyword::Healthcheck => &["interval", "timeout", "start-period", "start-interval", "retries"],
             _ => &[],
@@ -1234,6 +1238,7 @@ impl Builder<'_> {
             let exe = PathBuf::from("/proc/self/exe");
             let mut cmd = std::process::Command::new(exe);
             cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::null());
+            cmd.env("IMG_BUILD_PARENT", std::process::id().to_string());
             let (status, output) = if quiet {
                 let out = cmd.output().context("starting a RUN step")?;
                 let mut text = out.stdout;
@@ -1296,8 +1301,9 @@ impl Builder<'_> {
             bail!("line {}: {} takes SOURCE... DEST", ins.line, ins.keyword.name());
         }
         let dest_word = words.pop().expect("two words or more");
-        let dest_is_dir =
-            dest_word.ends_with('/') || words.len() > 1 || words.iter().any(|w| dockerignore::is_pattern(w));
+        // A directory: a trailing /, or several sources (after the globs
+        // are expanded, below).
+        let mut dest_is_dir = dest_word.ends_with('/');
         let dest = if dest_word.starts_with('/') { dest_word.clone() } else { format!("{}/{dest_word}", st.workdir()) };
         let dest = fsops::clean_abs(&dest);
         let chown = match ins.flag("chown") {
@@ -1352,8 +1358,9 @@ impl Builder<'_> {
             }
             sources.extend(found);
         }
+        dest_is_dir |= sources.len() > 1;
         let ignore = if from_context { Some(self.ignore.clone()) } else { None };
-        let digest = content_digest(&sources, ignore.as_ref())?;
+        let digest = content_digest(&sources, ignore.as_ref(), !from_context)?;
         let line = ins.line;
         let kw = ins.keyword.name();
         let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
@@ -1424,7 +1431,7 @@ impl Builder<'_> {
     fn source_root(&mut self, from: &str, line: usize) -> Result<PathBuf> {
         let stage = match from.parse::<usize>() {
             Ok(n) if n < self.stages.len() => Some(n),
-            Ok(_) => None,
+            Ok(n) => bail!("line {line}: --from={n}: there is no stage {n} before this one (stages count from 0)"),
             Err(_) => self.stages.iter().rposition(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase())),
         };
         let lowers = match stage {

@@ -121,16 +121,30 @@ pub fn capabilities(add: &[String]) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-/// Host device files bound into the step's /dev.
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Host device files bound into the step's /dev (no tty: a step has no
+/// terminal, so that it cannot type into the one the build runs in).
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+/// Parts of /proc made read-only, and files and directories of it hidden,
+/// as runc does for containers.
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+const PROC_MASKED_FILES: [&str; 6] = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug"];
+const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
 
 /// `img __build-run PLAN`: the step's namespaces, then its first process.
 pub fn helper(plan_path: &Path) -> Result<i32> {
     img_overlay::die_with_parent();
     let plan = read_plan(plan_path)?;
     let k = img_overlay::RealKernel;
+    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_overlay::getppid()) {
+        // The build died before this process asked to die with it.
+        bail!("the build that started this step is gone");
+    }
     k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
         .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
+    if !plan.host_network {
+        k.loopback_up().context("bringing up the loopback interface of a RUN step")?;
+    }
     // The running binary itself, even if its file was replaced meanwhile.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let status = Command::new(exe)
@@ -157,10 +171,13 @@ fn read_plan(p: &Path) -> Result<RunPlan> {
 pub fn init(plan_path: &Path) -> Result<i32> {
     img_overlay::die_with_parent();
     let plan = read_plan(plan_path)?;
+    // No controlling terminal; files made with docker's mask.
+    let _ = img_overlay::setsid();
+    img_overlay::umask(0o022);
     let k = img_overlay::RealKernel;
     prepare_root(&k, &plan)?;
-    std::os::unix::fs::chroot(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
-    std::env::set_current_dir("/").context("entering the new root")?;
+    // pivot_root, not chroot: nothing of the host's tree stays reachable.
+    k.pivot_into(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
     let (uid, gid) = resolve_user(&plan.user, Path::new("/"))?;
     k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
@@ -187,9 +204,32 @@ pub fn init(plan_path: &Path) -> Result<i32> {
 /// /proc, /dev, /dev/shm, the host name and the host's resolver files.
 pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
     let r = &plan.root;
-    k.mount_special("proc", &r.join("proc"), "", false).context("mounting /proc for RUN")?;
+    let proc = r.join("proc");
+    k.mount_special("proc", &proc, "", false).context("mounting /proc for RUN")?;
+    for p in PROC_READ_ONLY {
+        let p = proc.join(p);
+        if p.exists() {
+            k.bind_self_read_only(&p).with_context(|| format!("making {} read-only for RUN", p.display()))?;
+        }
+    }
+    for p in PROC_MASKED_FILES {
+        let p = proc.join(p);
+        if p.exists() {
+            k.bind(Path::new("/dev/null"), &p).with_context(|| format!("hiding {} from RUN", p.display()))?;
+        }
+    }
+    for p in PROC_MASKED_DIRS {
+        let p = proc.join(p);
+        if p.is_dir() {
+            k.mount_special("tmpfs", &p, "size=0", false)
+                .with_context(|| format!("hiding {} from RUN", p.display()))?;
+            k.bind_self_read_only(&p)?;
+        }
+    }
     let dev = r.join("dev");
-    k.mount_special("tmpfs", &dev, "mode=755,size=65536k", true).context("mounting /dev for RUN")?;
+    // nodev: device nodes a step makes there do not open; the host's bound
+    // in below keep their own mount's flags.
+    k.mount_special("tmpfs", &dev, "mode=755,size=65536k", false).context("mounting /dev for RUN")?;
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if !host.exists() {
@@ -216,6 +256,7 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
             let is_file = std::fs::symlink_metadata(&target).map(|m| m.is_file()).unwrap_or(false);
             if host.exists() && is_file {
                 k.bind(&host, &target).with_context(|| format!("binding /etc/{f} for RUN"))?;
+                k.bind_self_read_only(&target).with_context(|| format!("making /etc/{f} read-only for RUN"))?;
             }
         }
     }
@@ -223,10 +264,19 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
     Ok(())
 }
 
+/// A file of the image under `root`, its path resolved inside the root (an
+/// image's /etc/passwd may be a symlink to anywhere); "" if unreadable.
+fn read_in_root(root: &Path, path: &str) -> String {
+    super::fsops::resolve_in_root(root, path, true)
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default()
+}
+
 /// The home directory of `uid` in the image's /etc/passwd under `root`
 /// (/root for root, / for a user it does not list), as HOME for RUN.
 pub fn home_of(uid: u32, root: &Path) -> String {
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let passwd = read_in_root(root, "/etc/passwd");
     let home = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -248,7 +298,7 @@ pub fn resolve_user(spec: &str, root: &Path) -> Result<(u32, u32)> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let passwd = read_in_root(root, "/etc/passwd");
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -265,7 +315,7 @@ pub fn resolve_user(spec: &str, root: &Path) -> Result<(u32, u32)> {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+                let group = read_in_root(root, "/etc/group");
                 let f = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == g);
                 match f {
                     Some(f) => f[2].parse().with_context(|| format!("/etc/group gives group {g} a bad gid"))?,
@@ -331,7 +381,8 @@ mod tests {
         prepare_root(&k, &plan).unwrap();
         let calls = k.calls();
         assert!(calls[0].starts_with("mount proc "), "{calls:?}");
-        assert!(calls[1].starts_with("mount tmpfs ") && calls[1].ends_with("dev=true"), "{calls:?}");
+        assert!(calls[1].starts_with("mount tmpfs ") && calls[1].ends_with("dev=false"), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("bind-rw /dev/tty ")), "{calls:?}");
         assert!(calls.iter().any(|c| c.starts_with("bind-rw /dev/null ")), "{calls:?}");
         assert_eq!(calls.last().unwrap(), "sethostname build");
         std::fs::remove_dir_all(&r).unwrap();

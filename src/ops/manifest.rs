@@ -288,7 +288,15 @@ pub fn push(
     };
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
     progress.line("Writing manifest list to image destination");
-    super::push::put_manifest(&r, &reference, &mt, &body, client).with_context(|| format!("pushing {list} to {dest}"))
+    super::push::put_manifest(&r, &reference, &mt, &body, client).with_context(|| {
+        if all {
+            format!("pushing {list} to {dest}")
+        } else {
+            // Members of the store are pushed with their layers gzipped,
+            // which gives them other digests than the list names.
+            format!("pushing {list} to {dest} (without --all, the registry must hold every member as listed; push with --all to send the images too)")
+        }
+    })
 }
 
 #[cfg(test)]
