@@ -403,9 +403,10 @@ impl Builder<'_> {
         self.work.path().join(format!("{prefix}{}", self.next))
     }
 
-    fn say(&mut self, ins: &Instruction, text: &str) {
+    fn say(&mut self, ins: &Instruction, _text: &str) {
         self.step += 1;
-        (self.log)(&format!("STEP {}/{}: {} {}", self.step, self.total, ins.keyword.name(), text));
+        // As written, options included (COPY --from=a ...).
+        (self.log)(&format!("STEP {}/{}: {}", self.step, self.total, instruction_text(ins)));
     }
 
     fn run(&mut self, df: &dockerfile::Dockerfile) -> Result<Stage> {
