@@ -833,6 +833,22 @@ check_copy_globs_stay_inside() {
   fi
 }
 
+# USER gets the supplementary groups /etc/group lists it in, as docker and
+# buildah give them (found in review: it got none).
+check_user_gets_supplementary_groups() {
+  load_base
+  local c=$T/groups
+  mkdir -p "$c"
+  printf 'FROM localhost/base:1\nRUN echo "staff:x:50:user" >> /etc/group\nUSER user\nRUN /bin/busybox id > /tmp/id\n' > "$c/Dockerfile"
+  ibuild groups "$c"
+  bbuild groups "$c"
+  iexport groups; bexport groups
+  local i b
+  i=$(content "$T/groups-a.rootfs.tar" tmp/id); b=$(content "$T/groups-b.rootfs.tar" tmp/id)
+  [[ $i == *"50(staff)"* ]] || fail "USER user has no supplementary group staff: $i"
+  [[ $i == "$b" ]] || fail "img's id ($i) is not buildah's ($b)"
+}
+
 # 13. A hostile ADD archive ("../../escape", a symlink esc -> / and
 # esc/etc/evil through it, an absolute /abs-evil): nothing is written
 # outside the image, and in the image only under the ADD destination.

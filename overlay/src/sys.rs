@@ -198,6 +198,36 @@ pub fn loopback_up() -> io::Result<()> {
     }
 }
 
+/// Makes `cmd`'s process take the user `uid`, group `gid` and supplementary
+/// `groups` before it runs its program (setgroups, setgid, setuid in the
+/// child, between fork and exec). setgroups is skipped where the user
+/// namespace denies it (a rootless build mapping only its user).
+pub fn run_as(cmd: &mut std::process::Command, uid: u32, gid: u32, groups: Vec<u32>) {
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = groups.into_iter().map(|g| g as libc::gid_t).collect();
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes three system calls on memory it owns (`groups`, moved in and
+    // not reallocated); it allocates nothing and takes no locks, as code
+    // there must.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EPERM) {
+                    return Err(e);
+                }
+            }
+            if libc::setgid(gid as libc::gid_t) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setuid(uid as libc::uid_t) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// sethostname(2).
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which live

@@ -1004,7 +1004,12 @@ impl Builder<'_> {
             }
             Args::Shell(s) => {
                 let rest = s.trim_start();
-                let Some(cmd) = rest.get(..3).filter(|c| c.eq_ignore_ascii_case("cmd")).map(|_| rest[3..].trim_start())
+                // CMD as a word of its own (not the start of CMDX).
+                let Some(cmd) = rest
+                    .get(..3)
+                    .filter(|c| c.eq_ignore_ascii_case("cmd"))
+                    .filter(|_| rest[3..].starts_with([' ', '\t', '[']))
+                    .map(|_| rest[3..].trim_start())
                 else {
                     bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line);
                 };

@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use img_overlay::{Namespaces, Sandbox};
 use serde::{Deserialize, Serialize};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -182,7 +182,8 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
-    cmd.args(args).env_clear().current_dir(&plan.cwd).uid(uid).gid(gid);
+    cmd.args(args).env_clear().current_dir(&plan.cwd);
+    img_overlay::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
     for kv in &plan.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
@@ -273,6 +274,32 @@ fn read_in_root(root: &Path, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The groups of /etc/group that list the user of `uid` (by its name in
+/// /etc/passwd) as a member, and its primary group: its supplementary
+/// groups, as docker gives them to USER.
+pub fn supplementary_groups(uid: u32, gid: u32, root: &Path) -> Vec<u32> {
+    let passwd = read_in_root(root, "/etc/passwd");
+    let name = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[2] == uid.to_string())
+        .map(|f| f[0].to_string());
+    let mut out = vec![gid];
+    if let Some(name) = name {
+        for l in read_in_root(root, "/etc/group").lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name) {
+                if let Ok(g) = f[2].parse::<u32>() {
+                    if !out.contains(&g) {
+                        out.push(g);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The home directory of `uid` in the image's /etc/passwd under `root`
 /// (/root for root, / for a user it does not list), as HOME for RUN.
 pub fn home_of(uid: u32, root: &Path) -> String {
@@ -347,6 +374,10 @@ mod tests {
         assert!(resolve_user("nobody", &r).unwrap_err().to_string().contains("no user \"nobody\""));
         assert!(resolve_user("app:wheel", &r).unwrap_err().to_string().contains("no group \"wheel\""));
         assert_eq!(home_of(1000, &r), "/home/app");
+        std::fs::write(r.join("etc/group"), "root:x:0:\nstaff:x:50:app,other\ndisk:x:6:other\nwheel:x:10:app\n")
+            .unwrap();
+        assert_eq!(supplementary_groups(1000, 1001, &r), vec![1001, 50, 10]);
+        assert_eq!(supplementary_groups(2000, 0, &r), vec![0]);
         assert_eq!(home_of(0, &r), "/root");
         assert_eq!(home_of(5, &r), "/");
         std::fs::remove_dir_all(&r).unwrap();
