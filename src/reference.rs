@@ -635,7 +635,13 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
 /// Copies `s` for an error message, shortened to `ERROR_INPUT_MAX`
 /// characters: hostile input can be megabytes long.
 fn shorten(s: &str) -> String {
-    match s.char_indices().nth(ERROR_INPUT_MAX) {
+    shorten_to(s, ERROR_INPUT_MAX)
+}
+
+/// `s` cut to at most `n` characters, an ellipsis marking the cut (for
+/// messages that quote long or hostile input).
+pub fn shorten_to(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_string(),
     }

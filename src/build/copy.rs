@@ -7,6 +7,7 @@ use super::fsops::{self, Attrs};
 use super::run;
 use crate::digest::Digest;
 use crate::dockerignore::{self, Matcher};
+use crate::store::Compression;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 use std::os::unix::fs::MetadataExt;
@@ -108,7 +109,7 @@ pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>, o
     let mut h = Sha256::new();
     fn visit(h: &mut Sha256, p: &Path, rel: &str, ignore: Option<&Matcher>, top: bool, owners: bool) -> Result<()> {
         // Errors name the path (shortened: a deep tree's is long) once, here.
-        let at = || format!("reading {}", super::text::shorten(&p.display().to_string(), 200));
+        let at = || format!("reading {}", crate::reference::shorten_to(&p.display().to_string(), 200));
         visit_here(h, p, rel, top, owners).with_context(at)?;
         let md = if top { std::fs::metadata(p) } else { std::fs::symlink_metadata(p) };
         if md.with_context(at)?.is_dir() {
@@ -161,23 +162,17 @@ pub fn content_digest(sources: &[(PathBuf, String)], ignore: Option<&Matcher>, o
 
 /// ADD's archives: a tar, plain or compressed with gzip, xz or zstd (told by
 /// its first bytes, the tar by its `ustar` magic); None for any other file.
-pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
+pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read + Send>>> {
     use std::io::Read;
     let mut head = [0u8; 6];
-    let mut f = std::fs::File::open(p)?;
-    let n = f.read(&mut head)?;
-    let open = || std::fs::File::open(p);
-    let reader: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(open()?))
-    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
-        Box::new(liblzma::read::XzDecoder::new(open()?))
-    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::new(open()?)?)
-    } else {
-        Box::new(open()?)
-    };
+    let n = std::fs::File::open(p)?.read(&mut head)?;
+    let c = Compression::sniff(&head[..n]);
+    if c == Compression::Bzip2 {
+        // Not decoded here: the file is copied as it is.
+        return Ok(None);
+    }
     // Is it a tar? Look at the first header's magic.
-    let mut check = reader;
+    let mut check = c.decoder(std::fs::File::open(p)?)?;
     let mut block = vec![0u8; 512];
     let mut got = 0;
     while got < 512 {
@@ -191,16 +186,7 @@ pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read>>> {
         return Ok(None);
     }
     // Start again from the beginning, decoded the same way.
-    let again: Box<dyn Read> = if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(open()?))
-    } else if n >= 6 && head == [0xfd, b'7', b'z', b'X', b'Z', 0] {
-        Box::new(liblzma::read::XzDecoder::new(open()?))
-    } else if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::new(open()?)?)
-    } else {
-        Box::new(open()?)
-    };
-    Ok(Some(again))
+    Ok(Some(c.decoder(std::fs::File::open(p)?)?))
 }
 
 #[cfg(test)]

@@ -1194,7 +1194,7 @@ impl Builder<'_> {
         };
         let quiet = self.opts.quiet;
         let line = ins.line;
-        let shown = text::shorten(&args_text(&ins.args), 200);
+        let shown = crate::reference::shorten_to(&args_text(&ins.args), 200);
         let created_by = match &ins.args {
             Args::Exec(v) => v.join(" "),
             Args::Shell(_) => argv.join(" "),

@@ -151,14 +151,6 @@ pub fn valid_signal(s: &str) -> bool {
     NAMES.contains(&name) || name == "XFSZ" || name.starts_with("RTMIN") || name.starts_with("RTMAX")
 }
 
-/// `s` cut to at most `n` characters, an ellipsis marking the cut.
-pub fn shorten(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,8 +167,9 @@ mod tests {
 
     #[test]
     fn long_commands_are_shortened_in_messages() {
-        assert_eq!(shorten("echo hi", 200), "echo hi");
-        assert_eq!(shorten(&"é".repeat(300), 3), "ééé…");
+        use crate::reference::shorten_to;
+        assert_eq!(shorten_to("echo hi", 200), "echo hi");
+        assert_eq!(shorten_to(&"é".repeat(300), 3), "ééé…");
     }
 
     #[test]

@@ -49,14 +49,21 @@ pub fn layers_fs(store: &Store, layers: &[Digest], label: &str) -> Result<ImageF
 /// [`ensure_indexes`] for stored layers `layers` (bottom first).
 pub fn ensure_layer_indexes(store: &Store, layers: &[Digest]) -> Result<()> {
     for (i, d) in layers.iter().enumerate() {
-        let mut head = [0u8; 12];
-        let current = std::fs::File::open(store.layer_index_path(d))
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .is_ok_and(|()| index_file::has_current_header(&head));
-        if !current {
-            let (f, c) = open_layer(store, d)?;
-            build_index(store, d, i, f, c)?;
-        }
+        ensure_index(store, d, i)?;
+    }
+    Ok(())
+}
+
+/// Builds the index file of stored layer `d` (number `i` in its image)
+/// unless a current one is there.
+fn ensure_index(store: &Store, d: &Digest, i: usize) -> Result<()> {
+    let mut head = [0u8; 12];
+    let current = std::fs::File::open(store.layer_index_path(d))
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| index_file::has_current_header(&head));
+    if !current {
+        let (f, c) = open_layer(store, d)?;
+        build_index(store, d, i, f, c)?;
     }
     Ok(())
 }
@@ -206,15 +213,8 @@ pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
     } else {
         crate::ops::save::layers_of(store, img)?.into_iter().enumerate().collect()
     };
-    for (i, d) in stored.iter().map(|(i, d)| (*i, d)) {
-        let mut head = [0u8; 12];
-        let current = std::fs::File::open(store.layer_index_path(d))
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .is_ok_and(|()| index_file::has_current_header(&head));
-        if !current {
-            let (f, c) = open_layer(store, d)?;
-            build_index(store, d, i, f, c)?;
-        }
+    for (i, d) in &stored {
+        ensure_index(store, d, *i)?;
     }
     Ok(())
 }
