@@ -342,7 +342,7 @@ YML
         "$IMG" rmi "$REG/bench/medium:latest" >/dev/null
         NB=$(blobs medium | wc -l)
         out=$("$IMG" push --tls-verify=false bench/push-src:latest "$REG/push-check:latest" 2>&1)
-        echo "$out" | grep -q "$NB blobs uploaded, 0 already there, 0 mounted" || {
+        grep -q "$NB blobs uploaded, 0 already there, 0 mounted" <<<"$out" || {
             echo "bench: img push did not upload all $NB blobs:" >&2; echo "$out" >&2; exit 1; }
         unset IMG_ROOT
         SKCACHE=/var/lib/containers/cache

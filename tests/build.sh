@@ -67,6 +67,9 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- helpers
 
 fail() { echo "$*" >&2; exit 1; }
+# grep that reads its input to the end: under pipefail, grep -q can quit at
+# the first match and fail the pipeline with the writer's SIGPIPE
+has() { grep "$@" > /dev/null; }
 img() { "$IMG" "$@"; }
 bah() { buildah --root "$WORK/broot" --runroot "$WORK/brun" --storage-driver vfs "$@"; }
 tree() { python3 "$SUPPORT/build_tree.py" "$@"; }
@@ -270,7 +273,7 @@ check_run_sees_resolver_files() {
   [[ -n $want ]] || { echo "# the host's /etc/resolv.conf has no nameserver: not checked" > "$T/measure"; return 0; }
   [[ $(content "$a" tmp/resolv.seen | grep '^nameserver') == "$want" ]] ||
     fail "RUN's /etc/resolv.conf in an image without one: '$(content "$a" tmp/resolv.seen | paste -sd'|')', not the host's '$want'"
-  content "$a" tmp/hosts.seen | grep -qw localhost || fail "RUN's /etc/hosts in an image without one has no localhost: '$(content "$a" tmp/hosts.seen | paste -sd'|')'"
+  content "$a" tmp/hosts.seen | has -w localhost || fail "RUN's /etc/hosts in an image without one has no localhost: '$(content "$a" tmp/hosts.seen | paste -sd'|')'"
   tree artifacts "$T/resolv-a.tar" > "$T/found" || fail "the layers hold: $(cat "$T/found")"
 }
 
@@ -326,7 +329,7 @@ check_multistage_and_target_match_buildah() {
   [[ $(content "$a.rootfs.tar" second.txt) == second ]] || fail "the stage FROM builder is wrong"
   [[ $(entry "$a.rootfs.tar" extra.txt) == absent && $(entry "$a.rootfs.tar" out) == absent ]] || fail "--target final built more than final"
   [[ $(content "$T/ms-extra-a.rootfs.tar" extra.txt) == extra ]] || fail "the last stage did not run"
-  tree config "$T/ms-extra-a.tar" | grep -q '"STAGE=final"' || fail "FROM final lost final's ENV"
+  tree config "$T/ms-extra-a.tar" | has '"STAGE=final"' || fail "FROM final lost final's ENV"
   ibuild ms-builder --target builder "$T/ctx"
   [[ $(img inspect -f '{{.Id}}' localhost/ms-builder:1) != "$(img inspect -f '{{.Id}}' localhost/ms-final:1)" ]] || fail "--target builder is final"
   img export -o "$T/builder.tar" localhost/ms-builder:1
@@ -557,7 +560,7 @@ PY
   [[ $(content "$T/d.rootfs.tar" out) == out ]] || fail "the docker-archive's tree lacks /out"
 
   img build -q -o img:localhost/named:2 "$c" >/dev/null 2>&1 || fail "-o img:NAME failed"
-  images | grep -q ' localhost/named:2$' || fail "-o img:localhost/named:2 is not listed"
+  images | has ' localhost/named:2$' || fail "-o img:localhost/named:2 is not listed"
 
   local nodocker=$T/nodocker; mkdir -p "$nodocker"
   rc=0; env PATH="$nodocker:/usr/sbin:/usr/bin:/sbin:/bin" "$IMG" build -q -o docker-daemon:localhost/dd:1 "$c" >/dev/null 2>"$T/e3" || rc=$?
@@ -785,7 +788,7 @@ EOF
   cat > "$c/Dockerfile" <<'EOF'
 FROM localhost/base:1
 COPY esc /esc-bin
-RUN /esc-bin; : > /results; \
+RUN /esc-bin 2> /esc.err; echo "$?" > /esc.status; : > /results; \
     (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo proc-sys-writable >> /results; \
     (echo x >> /etc/hosts) 2>/dev/null && echo hosts-writable >> /results; \
     (echo x >> /etc/resolv.conf) 2>/dev/null && echo resolv-writable >> /results; \
@@ -798,7 +801,8 @@ EOF
   [[ ! -e $marker ]] || { rm -f "$marker"; fail "RUN wrote $marker on the host (chroot escape)"; }
   [[ $(md5sum /etc/hosts /etc/resolv.conf 2>/dev/null) == "$before" ]] || fail "RUN changed the host's /etc/hosts or /etc/resolv.conf"
   img export -o "$T/c.tar" confined:1
-  tar -tf "$T/c.tar" | grep -qx "${marker#/}" || fail "the escape program did not run (its file is not in the image)"
+  tar -tf "$T/c.tar" | has -x "${marker#/}" ||
+    fail "the escape program did not write its file in the image: it exited with $(content "$T/c.tar" esc.status), stderr '$(content "$T/c.tar" esc.err)'; the image holds: $(tar -tf "$T/c.tar" | grep -v '^bin/' | paste -sd' ')"
   local r; r=$(content "$T/c.tar" results)
   [[ -z $r ]] || fail "RUN was not confined: $(echo $r)"
   [[ $(entry "$T/c.tar" umask-probe | cut -d' ' -f2) == 644 ]] || fail "RUN's umask is not 022: $(entry "$T/c.tar" umask-probe)"
@@ -816,13 +820,13 @@ check_copy_globs_stay_inside() {
   printf 'FROM localhost/base:1\nCOPY lin[k]/passw? /x/\n' > "$c/Dockerfile"
   if "$IMG" build -q -t globs:1 "$c" > /dev/null 2> "$T/err"; then
     img export -o "$T/g.tar" globs:1
-    ! tar -xOf "$T/g.tar" x/passwd 2>/dev/null | grep -q '^root:' || fail "a context glob copied the host's /etc/passwd"
+    ! tar -xOf "$T/g.tar" x/passwd 2>/dev/null | has '^root:' || fail "a context glob copied the host's /etc/passwd"
   fi
   printf 'FROM localhost/base:1 AS a\nRUN /bin/busybox ln -s /etc /hostetc && /bin/busybox ln -s %s /hostpw\nFROM localhost/base:1\nCOPY --from=a /hoste*/passw* /stolen/\nCOPY --from=a /hostpw /pw\n' "$hostpw" > "$c/Dockerfile"
   if "$IMG" build -q -t globs:2 "$c" > /dev/null 2> "$T/err"; then
     img export -o "$T/g2.tar" globs:2
-    ! tar -xOf "$T/g2.tar" stolen/passwd 2>/dev/null | grep -q '^root:x:0:0:root:/root:/bin/bash' || fail "a --from glob copied the host's /etc/passwd"
-    ! tar -xOf "$T/g2.tar" pw 2>/dev/null | grep -q probe || fail "COPY --from followed a symlink to a host file"
+    ! tar -xOf "$T/g2.tar" stolen/passwd 2>/dev/null | has '^root:x:0:0:root:/root:/bin/bash' || fail "a --from glob copied the host's /etc/passwd"
+    ! tar -xOf "$T/g2.tar" pw 2>/dev/null | has probe || fail "COPY --from followed a symlink to a host file"
   fi
   printf 'FROM localhost/base:1\nRUN /bin/busybox ln -sf %s /etc/passwd\nCOPY --chown=probe Dockerfile /f\n' "$hostpw" > "$c/Dockerfile"
   if "$IMG" build -q -t globs:3 "$c" > /dev/null 2> "$T/err"; then
@@ -943,7 +947,7 @@ preflight() {
 setup() {
   cp "$GEN/base-docker.tar" "$WORK/bin/" && chmod a+r "$WORK/bin"/*
   bah pull -q "docker-archive:$GEN/base-docker.tar" >/dev/null || fail "buildah pull of the base failed"
-  bah images --format '{{.Name}}:{{.Tag}}' | grep -qx 'localhost/base:1' || fail "buildah's base is not localhost/base:1: $(bah images)"
+  bah images --format '{{.Name}}:{{.Tag}}' | has -x 'localhost/base:1' || fail "buildah's base is not localhost/base:1: $(bah images)"
 }
 
 START=$SECONDS

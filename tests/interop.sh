@@ -26,6 +26,9 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- helpers
 
 fail() { echo "$*" >&2; exit 1; }
+# grep that reads its input to the end: under pipefail, grep -q can quit at
+# the first match and fail the pipeline with the writer's SIGPIPE
+has() { grep "$@" > /dev/null; }
 
 img() { "$IMG" "$@"; }
 
@@ -185,7 +188,7 @@ roundtrip_podman() {
   pm "$T/pa" load -q -i "$GEN/$src" >/dev/null
   local id_a; id_a=$(pm_id "$T/pa" "$name")
   pm "$T/pa" save -q --format "$format" -o "$T/from-podman.tar" "$name"
-  img load -i "$T/from-podman.tar" | grep -qx "Loaded image: $name" || fail "img load did not print the name $name"
+  img load -i "$T/from-podman.tar" | has -x "Loaded image: $name" || fail "img load did not print the name $name"
   same "image ID (podman, img)" "$id_a" "$(img_id "$name")"
   img save --format "$format" -o "$T/from-img.tar" "$name"
   pm "$T/pb" load -q -i "$T/from-img.tar" >/dev/null
@@ -214,7 +217,7 @@ check_skopeo_oci_dir_load() {
   local id; id=$(pm_id "$T/pa" localhost/layered:1)
   skopeo copy -q "containers-storage:[vfs@$T/pa/root+$RUNS/$(echo "$T/pa" | cksum | cut -d' ' -f1)]localhost/layered:1" \
     "oci:$T/oci-dir:localhost/layered:1"
-  img load -i "$T/oci-dir" | grep -qx "Loaded image: localhost/layered:1" || fail "img load did not print the name"
+  img load -i "$T/oci-dir" | has -x "Loaded image: localhost/layered:1" || fail "img load did not print the name"
   same "image ID (podman, img)" "$id" "$(img_id localhost/layered:1)"
   img fsck >/dev/null || fail "img fsck failed"
   # A bare tag as ref.name (what umoci and `skopeo copy ... oci:DIR:TAG` write)
@@ -223,7 +226,7 @@ check_skopeo_oci_dir_load() {
   pm "$T/pa" load -q -i "$GEN/base-oci.tar" >/dev/null
   id=$(pm_id "$T/pa" localhost/base:1)
   grep -q "$id" "$T/out" || fail "img load -q printed '$(cat "$T/out")', not the ID $id"
-  img images -q --no-trunc | grep -q "$id" || fail "$id is not in img images"
+  img images -q --no-trunc | has "$id" || fail "$id is not in img images"
 }
 
 # img save --format oci-dir -> umoci unpack; skopeo reads it too
@@ -255,8 +258,8 @@ check_layered_export_matches_umoci() {
               "etc/to-dir type=dir" "etc/to-dir/inside.txt" "var/lib type=symlink"; do
     grep -q "^$here " "$T/list" || fail "$here is missing"
   done
-  tar -xOf "$T/export.tar" opt/app/config.txt 2>/dev/null | grep -qx version=2 ||
-    tar -xOf "$T/export.tar" ./opt/app/config.txt | grep -qx version=2 || fail "opt/app/config.txt is not layer 2's"
+  tar -xOf "$T/export.tar" opt/app/config.txt 2>/dev/null | has -x version=2 ||
+    tar -xOf "$T/export.tar" ./opt/app/config.txt | has -x version=2 || fail "opt/app/config.txt is not layer 2's"
   grep -q "^opt/app/config.txt type=file mode=0o600 " "$T/list" || fail "opt/app/config.txt mode: $(grep '^opt/app/config.txt ' "$T/list")"
 }
 
@@ -307,7 +310,7 @@ check_save_by_id_names_match_podman() {
     "$(tar -xOf "$T/img.tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"] or [])')"
   # and img load of podman's nameless archive gives the image, without a name
   rm -rf "$T/img"
-  img load -i "$T/podman.tar" | grep -q "$id" || fail "img load of a nameless archive did not print the ID"
+  img load -i "$T/podman.tar" | has "$id" || fail "img load of a nameless archive did not print the ID"
   same "img images --format json of a nameless image (Id RepoTags)" "$id []" \
     "$(img images --format json | python3 -c 'import json,sys; print(*["%s %s" % (i["Id"], i["RepoTags"]) for i in json.load(sys.stdin)])')"
 }
@@ -363,11 +366,11 @@ compressed() {
   for src in base-docker.tar layered-docker.tar layered-oci.tar; do
     "$tool" -c "$GEN/$src" > "$T/$src.$ext"
   done
-  img load -i "$T/base-docker.tar.$ext" | grep -qx "Loaded image: localhost/base:1" || fail "base-docker.tar.$ext"
-  img load < "$T/layered-docker.tar.$ext" | grep -qx "Loaded image: localhost/layered:1" || fail "layered-docker.tar.$ext from stdin"
+  img load -i "$T/base-docker.tar.$ext" | has -x "Loaded image: localhost/base:1" || fail "base-docker.tar.$ext"
+  img load < "$T/layered-docker.tar.$ext" | has -x "Loaded image: localhost/layered:1" || fail "layered-docker.tar.$ext from stdin"
   local id; id=$(img_id localhost/layered:1)
   img rmi -f localhost/layered:1 >/dev/null
-  img load -i "$T/layered-oci.tar.$ext" | grep -qx "Loaded image: localhost/layered:1" || fail "layered-oci.tar.$ext"
+  img load -i "$T/layered-oci.tar.$ext" | has -x "Loaded image: localhost/layered:1" || fail "layered-oci.tar.$ext"
   same "image ID" "$id" "$(img_id localhost/layered:1)"
   pm "$T/pa" load -q -i "$GEN/base-docker.tar" >/dev/null
   same "image ID (podman, img)" "$(pm_id "$T/pa" localhost/base:1)" "$(img_id localhost/base:1)"
@@ -436,7 +439,7 @@ import_to_podman() {
   pm "$T/pa" load -q -i "$T/saved.tar" >/dev/null
   same "image ID" "$(img_id localhost/imported:$ext)" "$(pm_id "$T/pa" localhost/imported:$ext)"
   same "CMD" '["/bin/sh"]' "$(pm "$T/pa" image inspect --format '{{json .Config.Cmd}}' localhost/imported:$ext)"
-  pm "$T/pa" image inspect --format '{{json .Config.Env}}' localhost/imported:$ext | grep -q '"A=1"' ||
+  pm "$T/pa" image inspect --format '{{json .Config.Env}}' localhost/imported:$ext | has '"A=1"' ||
     fail "ENV A=1 missing: $(pm "$T/pa" image inspect --format '{{json .Config.Env}}' localhost/imported:$ext)"
   trees --owners "$GEN/base-rootfs.tar" "$(pm_rootfs "$T/pa" localhost/imported:$ext)"
 }

@@ -69,6 +69,9 @@ trap cleanup EXIT
 # ---------------------------------------------------------------- helpers
 
 fail() { echo "$*" >&2; exit 1; }
+# grep that reads its input to the end: under pipefail, grep -q can quit at
+# the first match and fail the pipeline with the writer's SIGPIPE
+has() { grep "$@" > /dev/null; }
 img() { "$IMG" "$@"; }
 
 # trees [OPTIONS] A B: the two trees are alike (see tests/support/mount_tree.py)
@@ -330,19 +333,19 @@ check_mount_prints_dir_usable_at_once() {
   [[ $m == "$(realpath "$IMG_ROOT")/mounts/"* ]] || fail "default mountpoint $m is not under $IMG_ROOT/mounts/"
   [[ $(cat "$m/etc/hello") == "hello v2" ]] || fail "the mount is not usable at once"
   mounted "$m" || fail "$m is not in /proc/self/mountinfo"
-  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q ' - fuse' || fail "$m is not a FUSE mount"
-  awk -v d="$m" '$5 == d {print $6}' /proc/self/mountinfo | grep -qw ro || fail "$m is not mounted ro"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | has ' - fuse' || fail "$m is not a FUSE mount"
+  awk -v d="$m" '$5 == d {print $6}' /proc/self/mountinfo | has -w ro || fail "$m is not mounted ro"
   mkdir "$T/work" && cd "$T/work"
   out=$(img mount localhost/mountfs:1 rel) || fail "img mount at a relative DIR failed"
   [[ $out == "$T/work/rel" ]] || fail "img mount printed $out, not $T/work/rel"
-  ls "$out/data" | grep -qx big.bin || fail "$out is not usable at once"
+  ls "$out/data" | has -x big.bin || fail "$out is not usable at once"
 }
 
 # img mounts lists it; its JSON has the fields.
 check_mounts_lists_it() {
   load_image
   local m pid; m=$(img mount localhost/mountfs:1 "$T/m") || fail "img mount failed"
-  img mounts | grep -q "^$m " || fail "img mounts does not list $m: $(img mounts)"
+  img mounts | has "^$m " || fail "img mounts does not list $m: $(img mounts)"
   mounts_json | python3 -c '
 import json, sys, time
 rows = json.load(sys.stdin)
@@ -457,11 +460,11 @@ check_prune_spares_mounted_image() {
   img load -q -i "$GEN/full" >/dev/null || fail "img load failed"
   local m; m=$(img mount "$ID" "$T/m") || fail "img mount failed"
   img prune -f >/dev/null || fail "img prune failed"
-  img images -q --no-trunc | grep -q "$ID" || fail "img prune removed the mounted image"
+  img images -q --no-trunc | has "$ID" || fail "img prune removed the mounted image"
   trees --mtimes=all "$m" "$UMOCI"
   img umount "$m" >/dev/null || fail "img umount failed"
   img prune -f >/dev/null || fail "img prune failed"
-  ! img images -q --no-trunc | grep -q "$ID" || fail "img prune kept the image once unmounted"
+  ! img images -q --no-trunc | has "$ID" || fail "img prune kept the image once unmounted"
   img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
 }
 
@@ -700,7 +703,7 @@ check_writable_mount_commit() {
   grep -q "deleted" "$T/err" || fail "img commit did not say what it committed: $(cat "$T/err")"
   [[ $(img inspect -f '{{.Author}}|{{index .Config.Env 0}}' localhost/committed:1) == "Jane <jane@example.com>|COMMITTED=1" ]] ||
     fail "author or env not in the config: $(img inspect -f '{{.Author}}|{{.Config.Env}}' localhost/committed:1)"
-  img history localhost/committed:1 | sed -n 2p | grep -q "a test change" || fail "no history entry with the message"
+  img history localhost/committed:1 | sed -n 2p | has "a test change" || fail "no history entry with the message"
   [[ $(img inspect -f '{{len .RootFS.Layers}}' localhost/committed:1) == 5 ]] || fail "not one new layer on the 4"
   r=$(img mount localhost/committed:1 "$T/r") || fail "mounting the committed image failed"
   trees --mtimes=files "$m" "$r"
@@ -731,7 +734,7 @@ check_commit_keeps_links_as_links() {
   for p in leak:/etc/shadow hostroot:/ data/up:../../../../etc deep/er/pw:/etc/passwd; do
     grep -qE "^l.* ${p%%:*} -> ${p#*:}\$" "$T/list" || fail "${p%%:*} is not a link to ${p#*:} in the layer: $(grep " ${p%%:*}" "$T/list")"
   done
-  img export localhost/links:1 | tar -xO leak hostroot 2>/dev/null | grep -q . && fail "a link's target was read into the layer"
+  img export localhost/links:1 | tar -xO leak hostroot 2>/dev/null | has . && fail "a link's target was read into the layer"
   grep -q "root:" <(img export localhost/links:1 | tar -xO 2>/dev/null) && fail "the layer holds a line of /etc/shadow or /etc/passwd"
   img umount --discard "$m" >/dev/null
 }
@@ -928,7 +931,7 @@ check_rootless_mount() {
   m=$(as_user "$WORK/bin/img" mount "$ID") || fail "img mount as $TEST_USER failed"
   [[ $m == "$h/img-mount-test/mounts/"* ]] || fail "mounted at $m"
   mounted "$m" || fail "$m is not in /proc/self/mountinfo"
-  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q "user_id=$uid" || fail "not the user's FUSE mount"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | has "user_id=$uid" || fail "not the user's FUSE mount"
   pid=$(as_user "$WORK/bin/img" mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
   [[ $(awk '/^Uid:/ {print $2}' "/proc/$pid/status") == "$uid" ]] || fail "the server does not run as $TEST_USER"
   [[ $(as_user cat "$m/data/xattr-file") == "has a user xattr" ]] || fail "$TEST_USER cannot read the mount"
@@ -957,7 +960,7 @@ check_rootless_writable_mount_and_commit() {
   local h m; h=$(user_home)
   as_user "$WORK/bin/img" load -q -i "$GEN/full" >/dev/null || fail "img load as $TEST_USER failed"
   m=$(as_user "$WORK/bin/img" mount --rw "$ID" "$h/img-mount-test-rw") || fail "img mount --rw as $TEST_USER failed"
-  awk -v d="$m" '$5 == d' /proc/self/mountinfo | grep -q "user_id=$(id -u "$TEST_USER")" || fail "not the user's FUSE mount"
+  awk -v d="$m" '$5 == d' /proc/self/mountinfo | has "user_id=$(id -u "$TEST_USER")" || fail "not the user's FUSE mount"
   as_user cat "$m/etc/secret" >/dev/null || fail "the user cannot read a root-only file in their writable mount"
   as_user bash -c "$(declare -f make_changes); make_changes $m" 2> "$T/err" || fail "changes as $TEST_USER failed: $(cat "$T/err")"
   [[ $(as_user cat "$m/etc/hello") == overwritten ]] || fail "the overwrite is not seen"

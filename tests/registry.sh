@@ -22,6 +22,9 @@ cleanup() {
 trap cleanup EXIT
 
 fail() { echo "$*" >&2; exit 1; }
+# grep that reads its input to the end: under pipefail, grep -q can quit at
+# the first match and fail the pipeline with the writer's SIGPIPE
+has() { grep "$@" > /dev/null; }
 for t in docker-registry skopeo podman htpasswd curl python3 openssl; do
   command -v "$t" >/dev/null || { echo "not ok - tools: $t is missing (scripts/test.sh installs it)"; exit 1; }
 done
@@ -178,7 +181,7 @@ pull_by_digest_and_again_is_up_to_date() {
   digest=$(skopeo inspect --tls-verify=false "docker://$REG/test/base:1" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')
   "$IMG" pull -q --tls-verify=false "$REG/test/base@$digest" >/dev/null || fail "pull by digest failed"
-  "$IMG" pull --tls-verify=false "$REG/test/base:1" 2>&1 >/dev/null | grep -q "up to date" ||
+  "$IMG" pull --tls-verify=false "$REG/test/base:1" 2>&1 >/dev/null | has "up to date" ||
     fail "second pull did not reuse the stored image"
   [[ $(ls "$IMG_ROOT/ingest" | wc -l) == 0 ]] || fail "files left in ingest/"
 }
@@ -262,7 +265,7 @@ chunked_zstd_push_pulls_back_identical() {
   "$IMG" load -q -i "$GEN/base-oci.tar" >/dev/null || fail "load"
   "$IMG" push -q --tls-verify=false --chunk-size 64k --compression-format zstd localhost/base:1 "$REG/push/base:zstd" ||
     fail "chunked zstd push failed"
-  skopeo inspect --raw --tls-verify=false "docker://$REG/push/base:zstd" | grep -q 'tar+zstd' || fail "the layers are not zstd"
+  skopeo inspect --raw --tls-verify=false "docker://$REG/push/base:zstd" | has 'tar+zstd' || fail "the layers are not zstd"
   local before after
   before=$("$IMG" export localhost/base:1 | sha256sum)
   IMG_ROOT=$WORK/store-zstd-back "$IMG" pull -q --tls-verify=false "$REG/push/base:zstd" >/dev/null || fail "pull back"
@@ -415,7 +418,7 @@ lazy_mount_of_estargz_reads_only_what_is_read() {
   # (Expanded now: the locals are gone when the subshell exits.)
   trap "\"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$WORK/store-lazy-full \"$IMG\" umount $full >/dev/null 2>&1; IMG_ROOT=$t \"$IMG\" umount $m3 >/dev/null 2>&1" EXIT
   "$IMG" mount --tls-verify=false "docker://$REG/lazy/big:1" "$m" >/dev/null || fail "lazy mount"
-  "$IMG" images | grep "lazy/big" | grep -q "(partial)" || fail "img images does not show it partial: $("$IMG" images)"
+  "$IMG" images | grep "lazy/big" | has "(partial)" || fail "img images does not show it partial: $("$IMG" images)"
   [[ $("$IMG" inspect -f '{{.Partial}}' "$REG/lazy/big:1") == true ]] || fail "img inspect does not show it partial"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release reads $(cat "$m/etc/os-release" 2>&1)"
   local size held; size=$("$IMG" inspect -f '{{.Size}}' "$REG/lazy/big:1"); held=$(lazy_held)
@@ -441,7 +444,7 @@ lazy_mount_of_estargz_reads_only_what_is_read() {
   # img pull completes it from what was fetched.
   "$IMG" umount "$m" >/dev/null || fail "umount"
   "$IMG" pull -q --tls-verify=false "$REG/lazy/big:1" >/dev/null || fail "img pull of the partial image"
-  "$IMG" images | grep -q "(partial)" && fail "still partial after img pull"
+  "$IMG" images | has "(partial)" && fail "still partial after img pull"
   [[ -z $(ls -A "$IMG_ROOT/lazy" 2>/dev/null) ]] || fail "lazy/ kept $(ls "$IMG_ROOT/lazy") after the pull"
   "$IMG" fsck >/dev/null || fail "fsck after completing"
   "$IMG" save -o "$WORK/lazy.tar" "$REG/lazy/big:1" || fail "save of the completed image"
@@ -451,9 +454,9 @@ lazy_mount_of_estargz_reads_only_what_is_read() {
   cmp -s "$m3/usr/lib/blob07" "$full/usr/lib/blob07" || fail "a file read through token auth differs"
   local pid; pid=$(IMG_ROOT=$t "$IMG" mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
   [[ -r /proc/$pid/cmdline ]] || fail "no serving process $pid"
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "__serve-mount" || fail "pid $pid is not the serving process"
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q t0ken-pass && fail "the password is in the serving process's arguments"
-  tr '\0' '\n' < "/proc/$pid/environ" | grep -q t0ken-pass && fail "the password is in the serving process's environment"
+  tr '\0' ' ' < "/proc/$pid/cmdline" | has "__serve-mount" || fail "pid $pid is not the serving process"
+  tr '\0' ' ' < "/proc/$pid/cmdline" | has t0ken-pass && fail "the password is in the serving process's arguments"
+  tr '\0' '\n' < "/proc/$pid/environ" | has t0ken-pass && fail "the password is in the serving process's environment"
   true
 }
 
@@ -578,7 +581,7 @@ lazy_mount_of_zstd_chunked_reads_only_what_is_read() {
   mkdir -p "$m" "$full"
   trap "\"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$f \"$IMG\" umount $full >/dev/null 2>&1" EXIT
   "$IMG" mount --tls-verify=false "docker://$REG/lazy/big:zc" "$m" >/dev/null || fail "lazy mount"
-  "$IMG" images | grep "lazy/big" | grep -q "(partial)" || fail "img images does not show it partial: $("$IMG" images)"
+  "$IMG" images | grep "lazy/big" | has "(partial)" || fail "img images does not show it partial: $("$IMG" images)"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release reads $(cat "$m/etc/os-release" 2>&1)"
   local size held; size=$("$IMG" inspect -f '{{.Size}}' "$REG/lazy/big:zc"); held=$(lazy_held)
   (( size > 24000000 )) || fail "the image is only $size bytes"
@@ -599,7 +602,7 @@ lazy_mount_of_zstd_chunked_reads_only_what_is_read() {
     "$IMG" umount "$m" >/dev/null || fail "umount"
   done
   "$IMG" pull -q --tls-verify=false "$REG/lazy/big:zc" >/dev/null || fail "img pull of the partial image"
-  "$IMG" images | grep -q "(partial)" && fail "still partial after img pull"
+  "$IMG" images | has "(partial)" && fail "still partial after img pull"
   [[ -z $(ls -A "$IMG_ROOT/lazy" 2>/dev/null) ]] || fail "lazy/ kept $(ls "$IMG_ROOT/lazy") after the pull"
   "$IMG" fsck >/dev/null || fail "fsck after completing"
 }
@@ -638,7 +641,7 @@ lazy_mount_survives_a_registry_that_goes_away() {
   [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
   (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "what was fetched no longer reads"
-  ls "$m/usr/lib" | grep -q blob23 || fail "the tree does not list with the registry stopped"
+  ls "$m/usr/lib" | has blob23 || fail "the tree does not list with the registry stopped"
   kill -CONT "$LAZYREG_PID"
   cmp -s "$m/usr/lib/blob03" <(python3 -c '
 import random, sys
@@ -880,9 +883,9 @@ search_lists_matching_repositories() {
   local out
   out=$("$IMG" search --tls-verify=false --format '{{.Name}}' "$REG/bas") || fail "search failed"
   grep -qx "$REG/test/base" <<<"$out" || fail "test/base not found: $out"
-  grep -v "bas" <<<"$out" | grep -q . && fail "results that do not match: $out"
+  grep -v "bas" <<<"$out" | has . && fail "results that do not match: $out"
   [[ $("$IMG" search --tls-verify=false --limit 1 --format '{{.Name}}' "$REG/" | wc -l) == 1 ]] || fail "--limit 1"
-  "$IMG" search --tls-verify=false "$REG/" | head -1 | grep -q "^NAME *DESCRIPTION" || fail "no table header"
+  "$IMG" search --tls-verify=false "$REG/" | sed -n 1p | has "^NAME *DESCRIPTION" || fail "no table header"
   [[ -z $("$IMG" search --tls-verify=false --format '{{.Name}}' "$REG/zzznothing") ]] || fail "results for a term that matches nothing"
 }
 
@@ -993,7 +996,7 @@ PY
   local want
   want=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/multi:1" | sha256sum | cut -d' ' -f1)
   [[ $(cat "$WORK/multi.digest") == "sha256:$want" ]] || fail "the index digest changed: $(cat "$WORK/multi.digest") vs $want"
-  skopeo inspect --raw --tls-verify=false "docker://$MIRROR/copied/multi:1" | grep -q arm64 || fail "the copy is not the index"
+  skopeo inspect --raw --tls-verify=false "docker://$MIRROR/copied/multi:1" | has arm64 || fail "the copy is not the index"
   "$IMG" pull -q --tls-verify=false --platform linux/arm64 "$MIRROR/copied/multi:1" >/dev/null || fail "pull --platform from the copied index"
   local err
   err=$("$IMG" pull --tls-verify=false --platform linux/s390x "$MIRROR/copied/multi:1" 2>&1) && fail "pull of a missing platform succeeded"
@@ -1061,7 +1064,7 @@ secrets_never_leak() {
   "$IMG" pull --tls-verify=false --authfile "$af" "$AUTH/test/base:1" >/dev/null 2>&1 &
   local pid=$! leaked=0
   for _ in 1 2 3 4 5; do
-    [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q "s3cret-pass" && leaked=1
+    [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' < "/proc/$pid/cmdline" | has "s3cret-pass" && leaked=1
     sleep 0.02
   done
   wait "$pid" || true
@@ -1115,9 +1118,9 @@ PY
     fail "skopeo cannot read the image build -o docker:// pushed"
   local R=$WORK/s-manifest-remote
   IMG_ROOT=$R "$IMG" manifest create --tls-verify=false localhost/remote:1 "$REG/test/single:1" >/dev/null || fail "manifest create of a registry's image"
-  IMG_ROOT=$R "$IMG" manifest inspect localhost/remote:1 | grep -q "\"$single\"" || fail "the list does not name the registry's manifest $single"
+  IMG_ROOT=$R "$IMG" manifest inspect localhost/remote:1 | has "\"$single\"" || fail "the list does not name the registry's manifest $single"
   IMG_ROOT=$R "$IMG" manifest push -q --tls-verify=false localhost/remote:1 "$REG/test/single:list" >/dev/null || fail "manifest push of a list of a registry's image"
-  skopeo inspect --raw --tls-verify=false "docker://$REG/test/single:list" | grep -q "\"$single\"" || fail "the pushed list does not name $single"
+  skopeo inspect --raw --tls-verify=false "docker://$REG/test/single:list" | has "\"$single\"" || fail "the pushed list does not name $single"
   [[ -z $(IMG_ROOT=$R "$IMG" images -q) ]] || fail "a list of a registry's image stored images"
   # Taking an entry out, then the list.
   IMG_ROOT=$S "$IMG" manifest rm localhost/multi:1 localhost/app:arm || fail "manifest rm of an entry"
