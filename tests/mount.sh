@@ -801,7 +801,9 @@ check_commit_killed_leaves_store_clean() {
   head -c 64M /dev/urandom > "$m/random.bin"
   for i in 1 2 3 4 5 6; do
     delay=$(awk -v i="$i" 'BEGIN {printf "%.2f", i * 0.15}')
-    img commit -q "$m" localhost/killed:1 >/dev/null 2>&1 &
+    # The binary itself, not the img function: killing the subshell that
+    # runs a function would leave the commit running.
+    "$IMG" commit -q "$m" localhost/killed:1 >/dev/null 2>&1 &
     pid=$!
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
