@@ -3,7 +3,9 @@
 # they need, then the Rust unit and integration tests, the release build,
 # the test images, the interop suite against podman, skopeo and umoci, the
 # registry suite against a real docker-registry, and the mount suite on the
-# kernel's FUSE (it adds and removes a user, imgtest, for a rootless mount).
+# kernel's FUSE (it adds and removes a user, imgtest, for a rootless mount),
+# the build suite against buildah and the img serve suite with img, skopeo
+# and podman as clients.
 #
 # Usage: scripts/test.sh [--long]
 #   --long   also the long tests (exported as IMG_TEST_LONG=1)
@@ -86,12 +88,14 @@ if [[ $built == 1 ]]; then   # never test a stale binary
   step mount env IMG="$PWD/target/release/img" tests/mount.sh
   step hostile env IMG="$PWD/target/release/img" tests/hostile.sh
   step build env IMG="$PWD/target/release/img" tests/build.sh
+  step serve env IMG="$PWD/target/release/img" tests/serve.sh
 else
   not_run interop "no release build"
   not_run registry "no release build"
   not_run mount "no release build"
   not_run hostile "no release build"
   not_run build "no release build"
+  not_run serve "no release build"
 fi
 
 # Leave the machine as it was: no podman, registry or mount server left running.
@@ -99,6 +103,7 @@ fi
 left=$(pgrep -a 'podman|conmon'; pgrep -a 'registry')
 [[ -z $left ]] || printf '%s\nwarning: processes above still running\n' "$left"
 pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
+pgrep -af -- 'img serve' && echo "warning: img serve processes above still running"
 
 # Totals over the cargo test runs and the interop, registry, mount and hostile suites.
 passed=0 failed=0
@@ -106,7 +111,7 @@ if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry mount hostile build; do
+for suite in interop registry mount hostile build serve; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

@@ -11,6 +11,7 @@ mod manifest;
 mod mount;
 mod progress;
 mod registry;
+mod serve;
 mod system;
 
 use crate::store::Store;
@@ -87,6 +88,8 @@ enum Command {
     Umount(mount::UmountArgs),
     /// List image mounts
     Mounts(mount::MountsArgs),
+    /// Serve the store as an OCI registry, with users, namespaces and grants
+    Serve(serve::ServeArgs),
     #[command(name = "__serve-mount", hide = true)]
     ServeMount(mount::ServeArgs),
     /// Show store information
@@ -215,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),

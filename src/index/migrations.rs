@@ -139,4 +139,68 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 9: `img serve`: its users (passwords as PHC strings), namespaces and
+    // repositories with their visibility, grants, and what clients pushed:
+    // every manifest (its body and the blobs it refers to stay referenced
+    // while it is served), tags of manifests that are not images of the
+    // store (indexes, artifacts), and blobs uploaded into a repository
+    // that no manifest refers to yet.
+    r#"
+    CREATE TABLE serve_users (
+        name       TEXT PRIMARY KEY,
+        password   TEXT NOT NULL,
+        admin      INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE serve_namespaces (
+        name       TEXT PRIMARY KEY,
+        public     INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE serve_repositories (
+        name       TEXT PRIMARY KEY,
+        public     INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE serve_grants (
+        user   TEXT NOT NULL REFERENCES serve_users(name) ON DELETE CASCADE,
+        scope  TEXT NOT NULL,
+        access TEXT NOT NULL CHECK (access IN ('pull', 'push')),
+        PRIMARY KEY (user, scope)
+    ) STRICT;
+    CREATE TABLE served_manifests (
+        repository    TEXT NOT NULL,
+        digest        TEXT NOT NULL REFERENCES blobs(digest),
+        media_type    TEXT NOT NULL,
+        artifact_type TEXT NOT NULL DEFAULT '',
+        subject       TEXT NOT NULL DEFAULT '',
+        size          INTEGER NOT NULL,
+        pushed_at     INTEGER NOT NULL,
+        PRIMARY KEY (repository, digest)
+    ) STRICT;
+    CREATE INDEX served_manifests_subject ON served_manifests(repository, subject);
+    CREATE TABLE served_blob_refs (
+        repository TEXT NOT NULL,
+        manifest   TEXT NOT NULL,
+        digest     TEXT NOT NULL REFERENCES blobs(digest),
+        PRIMARY KEY (repository, manifest, digest),
+        FOREIGN KEY (repository, manifest) REFERENCES served_manifests(repository, digest) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX served_blob_refs_digest ON served_blob_refs(digest);
+    CREATE TABLE served_tags (
+        repository TEXT NOT NULL,
+        tag        TEXT NOT NULL,
+        digest     TEXT NOT NULL,
+        tagged_at  INTEGER NOT NULL,
+        PRIMARY KEY (repository, tag),
+        FOREIGN KEY (repository, digest) REFERENCES served_manifests(repository, digest) ON DELETE CASCADE
+    ) STRICT;
+    CREATE TABLE served_uploads (
+        repository TEXT NOT NULL,
+        digest     TEXT NOT NULL REFERENCES blobs(digest),
+        added_at   INTEGER NOT NULL,
+        PRIMARY KEY (repository, digest)
+    ) STRICT;
+    CREATE INDEX served_uploads_digest ON served_uploads(digest);
+    "#,
 ];

@@ -6,6 +6,9 @@
 //! a busy timeout plus a retry loop hides contention from users.
 
 mod migrations;
+mod serve;
+
+pub use serve::{ManifestBody, ServeUser, ServedManifest, ServedTag};
 
 use crate::digest::Digest;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -396,11 +399,14 @@ impl Index {
         .collect()
     }
 
-    /// Blob rows no image refers to.
+    /// Blob rows no image and nothing `img serve` serves refers to.
     pub fn unreferenced_blobs(&self) -> Result<Vec<(Digest, u64)>> {
         let mut st = self.conn.prepare_cached(
             "SELECT b.digest, b.size FROM blobs b
              WHERE NOT EXISTS (SELECT 1 FROM image_blobs ib WHERE ib.digest = b.digest)
+               AND NOT EXISTS (SELECT 1 FROM served_manifests m WHERE m.digest = b.digest)
+               AND NOT EXISTS (SELECT 1 FROM served_blob_refs r WHERE r.digest = b.digest)
+               AND NOT EXISTS (SELECT 1 FROM served_uploads u WHERE u.digest = b.digest)
              ORDER BY b.digest",
         )?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -418,7 +424,10 @@ impl Index {
             let mut out = Vec::new();
             let mut st = tx.prepare_cached(
                 "DELETE FROM blobs WHERE digest = ?1
-                 AND NOT EXISTS (SELECT 1 FROM image_blobs WHERE digest = ?1)",
+                 AND NOT EXISTS (SELECT 1 FROM image_blobs WHERE digest = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM served_manifests WHERE digest = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM served_blob_refs WHERE digest = ?1)
+                 AND NOT EXISTS (SELECT 1 FROM served_uploads WHERE digest = ?1)",
             )?;
             let mut doom = tx.prepare_cached("INSERT OR IGNORE INTO doomed_blobs(digest, added_at) VALUES (?1, ?2)")?;
             for d in candidates {
@@ -508,113 +517,7 @@ impl Index {
         blobs: &[(Digest, u64)],
         tags: &[TagName],
     ) -> Result<Vec<(String, Digest)>> {
-        self.write(|tx| {
-            let mut st =
-                tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
-            for (d, s) in blobs {
-                st.execute(params![d.as_str(), *s as i64, now()])?;
-            }
-            drop(st);
-            let mut st = tx.prepare_cached("DELETE FROM pending_blobs WHERE digest = ?1")?;
-            for (d, _) in blobs {
-                st.execute(params![d.as_str()])?;
-            }
-            drop(st);
-            let exists: bool =
-                tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![img.id.as_str()])?;
-            if !exists {
-                tx.execute(
-                    "INSERT INTO images(id, manifest_digest, manifest_media_type, created, size,
-                        architecture, os, variant, author, labels, added_at, kind)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    params![
-                        img.id.as_str(),
-                        img.manifest_digest.as_str(),
-                        img.manifest_media_type,
-                        img.created,
-                        img.size as i64,
-                        img.architecture,
-                        img.os,
-                        img.variant,
-                        img.author,
-                        img.labels,
-                        now(),
-                        img.kind,
-                    ],
-                )?;
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO image_blobs(image_id, role, position, digest) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                if img.kind != "embedded" {
-                    st.execute(params![img.id.as_str(), "manifest", 0, img.manifest_digest.as_str()])?;
-                }
-                st.execute(params![img.id.as_str(), "config", 0, img.config_digest.as_str()])?;
-                for (i, d) in img.layer_digests.iter().enumerate() {
-                    if img.remote_layers.iter().any(|r| r.position == i) {
-                        continue;
-                    }
-                    st.execute(params![img.id.as_str(), "layer", i as i64, d.as_str()])?;
-                }
-                drop(st);
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO remote_layers(image_id, position, digest, size, media_type, toc_digest, source)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for r in &img.remote_layers {
-                    st.execute(params![
-                        img.id.as_str(),
-                        r.position as i64,
-                        r.digest.as_str(),
-                        r.size as i64,
-                        r.media_type,
-                        r.toc_digest,
-                        r.source
-                    ])?;
-                }
-                drop(st);
-                let mut st = tx.prepare_cached(
-                    "INSERT INTO external_layers(image_id, position, media_type, path_in_host,
-                        path_in_container, digest, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                for (i, l) in img.external_layers.iter().enumerate() {
-                    st.execute(params![
-                        img.id.as_str(),
-                        i as i64,
-                        l.media_type,
-                        l.path_in_host,
-                        l.path_in_container,
-                        l.digest,
-                        l.size as i64
-                    ])?;
-                }
-            } else if img.remote_layers.is_empty() && img.kind != "embedded" {
-                // A partial image is completed: its layers are stored now.
-                let partial: bool = tx
-                    .prepare_cached("SELECT 1 FROM images WHERE id = ?1 AND kind = 'partial'")?
-                    .exists(params![img.id.as_str()])?;
-                if partial {
-                    let mut st = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO image_blobs(image_id, role, position, digest) VALUES (?1, 'layer', ?2, ?3)",
-                    )?;
-                    for (i, d) in img.layer_digests.iter().enumerate() {
-                        st.execute(params![img.id.as_str(), i as i64, d.as_str()])?;
-                    }
-                    drop(st);
-                    tx.execute("DELETE FROM remote_layers WHERE image_id = ?1", params![img.id.as_str()])?;
-                    tx.execute(
-                        "UPDATE images SET kind = ?2, size = ?3 WHERE id = ?1",
-                        params![img.id.as_str(), img.kind, img.size as i64],
-                    )?;
-                }
-            }
-            let mut moved = Vec::new();
-            for t in tags {
-                if let Some(prev) = tag_in_tx(tx, t, &img.id)? {
-                    moved.push((t.name.clone(), prev));
-                }
-            }
-            Ok(moved)
-        })
+        self.write(|tx| insert_image_tx(tx, img, blobs, tags))
     }
 
     /// Points `name` at `image_id`; returns the image it pointed at before, if another.
@@ -925,6 +828,117 @@ impl Index {
     pub fn checkpoint(&self) {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
+}
+
+/// `Index::insert_image` inside the caller's transaction.
+fn insert_image_tx(
+    tx: &Transaction,
+    img: &NewImage,
+    blobs: &[(Digest, u64)],
+    tags: &[TagName],
+) -> Result<Vec<(String, Digest)>> {
+    let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
+    for (d, s) in blobs {
+        st.execute(params![d.as_str(), *s as i64, now()])?;
+    }
+    drop(st);
+    let mut st = tx.prepare_cached("DELETE FROM pending_blobs WHERE digest = ?1")?;
+    for (d, _) in blobs {
+        st.execute(params![d.as_str()])?;
+    }
+    drop(st);
+    let exists: bool = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![img.id.as_str()])?;
+    if !exists {
+        tx.execute(
+            "INSERT INTO images(id, manifest_digest, manifest_media_type, created, size,
+                architecture, os, variant, author, labels, added_at, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                img.id.as_str(),
+                img.manifest_digest.as_str(),
+                img.manifest_media_type,
+                img.created,
+                img.size as i64,
+                img.architecture,
+                img.os,
+                img.variant,
+                img.author,
+                img.labels,
+                now(),
+                img.kind,
+            ],
+        )?;
+        let mut st =
+            tx.prepare_cached("INSERT INTO image_blobs(image_id, role, position, digest) VALUES (?1, ?2, ?3, ?4)")?;
+        if img.kind != "embedded" {
+            st.execute(params![img.id.as_str(), "manifest", 0, img.manifest_digest.as_str()])?;
+        }
+        st.execute(params![img.id.as_str(), "config", 0, img.config_digest.as_str()])?;
+        for (i, d) in img.layer_digests.iter().enumerate() {
+            if img.remote_layers.iter().any(|r| r.position == i) {
+                continue;
+            }
+            st.execute(params![img.id.as_str(), "layer", i as i64, d.as_str()])?;
+        }
+        drop(st);
+        let mut st = tx.prepare_cached(
+            "INSERT INTO remote_layers(image_id, position, digest, size, media_type, toc_digest, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for r in &img.remote_layers {
+            st.execute(params![
+                img.id.as_str(),
+                r.position as i64,
+                r.digest.as_str(),
+                r.size as i64,
+                r.media_type,
+                r.toc_digest,
+                r.source
+            ])?;
+        }
+        drop(st);
+        let mut st = tx.prepare_cached(
+            "INSERT INTO external_layers(image_id, position, media_type, path_in_host,
+                path_in_container, digest, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (i, l) in img.external_layers.iter().enumerate() {
+            st.execute(params![
+                img.id.as_str(),
+                i as i64,
+                l.media_type,
+                l.path_in_host,
+                l.path_in_container,
+                l.digest,
+                l.size as i64
+            ])?;
+        }
+    } else if img.remote_layers.is_empty() && img.kind != "embedded" {
+        // A partial image is completed: its layers are stored now.
+        let partial: bool = tx
+            .prepare_cached("SELECT 1 FROM images WHERE id = ?1 AND kind = 'partial'")?
+            .exists(params![img.id.as_str()])?;
+        if partial {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO image_blobs(image_id, role, position, digest) VALUES (?1, 'layer', ?2, ?3)",
+            )?;
+            for (i, d) in img.layer_digests.iter().enumerate() {
+                st.execute(params![img.id.as_str(), i as i64, d.as_str()])?;
+            }
+            drop(st);
+            tx.execute("DELETE FROM remote_layers WHERE image_id = ?1", params![img.id.as_str()])?;
+            tx.execute(
+                "UPDATE images SET kind = ?2, size = ?3 WHERE id = ?1",
+                params![img.id.as_str(), img.kind, img.size as i64],
+            )?;
+        }
+    }
+    let mut moved = Vec::new();
+    for t in tags {
+        if let Some(prev) = tag_in_tx(tx, t, &img.id)? {
+            moved.push((t.name.clone(), prev));
+        }
+    }
+    Ok(moved)
 }
 
 fn tag_in_tx(tx: &Transaction, name: &TagName, image_id: &Digest) -> Result<Option<Digest>> {

@@ -290,9 +290,11 @@ impl Client {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
+            let mut sent_auth = false;
             if same_host {
                 if let Some(auth) = self.auth_header(scope) {
                     req = req.header("Authorization", auth);
+                    sent_auth = true;
                 }
             }
             let req = req.body(body.map(|b| b.to_vec()).unwrap_or_default()).map_err(|e| RegistryError::Http {
@@ -328,7 +330,7 @@ impl Client {
             if status == 401 && same_host && !challenged {
                 challenged = true;
                 let header = resp.header("www-authenticate").unwrap_or_default();
-                if self.answer_challenge(&challenge::parse(header), scope)? {
+                if self.answer_challenge(&challenge::parse(header), scope, sent_auth)? {
                     continue;
                 }
             }
@@ -389,7 +391,10 @@ impl Client {
     }
 
     /// Returns whether a retry may succeed.
-    fn answer_challenge(&self, challenges: &[Challenge], scope: &str) -> Result<bool> {
+    /// `sent_auth`: the refused request carried credentials (else another
+    /// request may have turned Basic on meanwhile, and this one goes again
+    /// with them).
+    fn answer_challenge(&self, challenges: &[Challenge], scope: &str, sent_auth: bool) -> Result<bool> {
         if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
             let token = self.fetch_token(b, scope)?;
             if let Ok(mut t) = self.tokens.lock() {
@@ -400,7 +405,7 @@ impl Client {
         if challenges.iter().any(|c| c.scheme == "basic") && self.creds.is_some() {
             if let Ok(mut b) = self.basic.lock() {
                 if *b {
-                    return Ok(false);
+                    return Ok(!sent_auth);
                 }
                 *b = true;
             }

@@ -1,4 +1,114 @@
-//! The store as an OCI registry (`img serve`, being built): `route` parses
-//! the distribution API's URLs and checks the names it serves.
+//! The store as an OCI registry (`img serve`).
+//!
+//! `route` parses the distribution API's URLs and checks names; `http` is
+//! the HTTP/1.1 server (TLS by rustls); `auth` decides who may do what;
+//! `api` answers the API from the store; `page` is the image center;
+//! `admin` changes users, namespaces and grants (the CLI's `img serve
+//! admin`).
 
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod http;
+pub mod page;
 pub mod route;
+
+use anyhow::{bail, Context, Result};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What `img serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Client certificates are required, signed by these CAs.
+    pub tls_client_ca: Option<PathBuf>,
+    pub settings: api::Settings,
+}
+
+/// A bound, ready server.
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<http::TlsConfig>,
+    api: Arc<api::Api>,
+    pub address: std::net::SocketAddr,
+    pub open: bool,
+}
+
+/// Opens the store, reads the TLS files and binds the address.
+pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
+    // Created and migrated now; the lock is not held while serving.
+    let store = crate::store::Store::open(root)?;
+    let open = store.index().serve_user_count()? == 0;
+    drop(store);
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k, opts.tls_client_ca.as_deref())?),
+        (None, None) => {
+            if opts.tls_client_ca.is_some() {
+                bail!("--tls-client-ca needs --tls-cert and --tls-key");
+            }
+            None
+        }
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    let listener = TcpListener::bind(&opts.listen)
+        .with_context(|| format!("listening on {}; is another server there?", opts.listen))?;
+    let address = listener.local_addr()?;
+    let api = Arc::new(api::Api::new(root, opts.settings.clone()).context("preparing the upload directory")?);
+    api.collect_garbage();
+    Ok(Server { listener, tls, api, address, open })
+}
+
+impl Server {
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until the process ends; garbage is collected every minute.
+    pub fn run(self) -> Result<()> {
+        let gc = self.api.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            gc.collect_garbage();
+        });
+        http::serve(self.listener, self.tls, self.api)?;
+        Ok(())
+    }
+}
+
+fn tls_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<http::TlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", cert.display());
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
+                let c = c.with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+                roots.add(c).with_context(|| format!("{}: a CA certificate rustls refuses", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .with_context(|| format!("client CA {}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let cfg = builder.with_single_cert(certs, key).context("the TLS certificate and key do not go together")?;
+    Ok(Arc::new(cfg))
+}

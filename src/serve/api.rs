@@ -1,0 +1,924 @@
+//! The distribution API over the store: what each request does, who may
+//! do it, and the answers (the spec's JSON errors, its headers).
+//!
+//! Reads use a pool of index connections and open blob files directly
+//! (blobs are immutable and verified). Writes open the store for the
+//! moment they need it (its lock held shared, so `img prune` waits), never
+//! between requests. Uploads are written to `uploads/<id>` in the store's
+//! root, hashed as they arrive, and become blobs only when their digest is
+//! checked; a manifest is accepted only if every blob or manifest it
+//! names is in the repository.
+
+use super::auth::{self, Access, Credentials, Facts, Tokens};
+use super::http::{Body, Handler, Request, Response};
+use super::route::{self, Name, Reference, Route};
+use crate::digest::{Digest, Hasher};
+use crate::image::{self, Document};
+use crate::index::{Index, ManifestBody, ServedManifest};
+use crate::store::{StagedBlob, Store};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How `img serve` asks clients for credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `WWW-Authenticate: Bearer` with a token endpoint at `/token`
+    /// (Basic credentials are taken too).
+    Token,
+    /// `WWW-Authenticate: Basic`.
+    Basic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auth: AuthMode,
+    /// How long a token is valid.
+    pub token_ttl: Duration,
+    /// Uploads untouched for this long are dropped.
+    pub upload_ttl: Duration,
+    /// Print a line per request on stderr.
+    pub access_log: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            auth: AuthMode::Token,
+            token_ttl: Duration::from_secs(300),
+            upload_ttl: Duration::from_secs(3600),
+            access_log: false,
+        }
+    }
+}
+
+/// An upload in progress.
+struct Upload {
+    repo: String,
+    path: PathBuf,
+    file: File,
+    hasher: Hasher,
+    touched: Instant,
+}
+
+/// How long a verified Basic password is remembered (argon2 is slow on
+/// purpose; clients send the password with every request).
+const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(300);
+
+pub struct Api {
+    root: PathBuf,
+    settings: Settings,
+    tokens: Tokens,
+    pool: Mutex<Vec<Index>>,
+    uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
+    /// sha256(user NUL password NUL stored hash) of passwords verified lately.
+    verified: Mutex<HashMap<Digest, Instant>>,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+enum Caller {
+    Anonymous,
+    User { name: String, admin: bool },
+}
+
+/// An answer that ends a request early.
+type Reply<T> = Result<T, Response>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The spec's error answer.
+pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "errors": [{ "code": code, "message": message.into(), "detail": null }] });
+    Response::new(status).json(&body)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Response {
+    let msg = format!("{what}: {e:#}");
+    eprintln!("img serve: {msg}");
+    let status = if msg.contains("No space left") || msg.contains("no space left") { 507 } else { 500 };
+    error(status, "UNKNOWN", msg)
+}
+
+impl Api {
+    pub fn new(root: &Path, settings: Settings) -> std::io::Result<Api> {
+        let uploads = root.join("uploads");
+        std::fs::create_dir_all(&uploads)?;
+        Ok(Api {
+            root: root.to_path_buf(),
+            settings,
+            tokens: Tokens::new(auth::random_bytes(32)?),
+            pool: Mutex::new(Vec::new()),
+            uploads: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `f` with an index connection from the pool.
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> crate::index::Result<T>) -> Reply<T> {
+        let taken = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ix = match taken {
+            Some(ix) => ix,
+            None => Index::open(&self.root.join("img.db")).map_err(|e| internal("opening the image index", e))?,
+        };
+        let out = f(&mut ix).map_err(|e| internal("image index", e));
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 16 {
+            pool.push(ix);
+        }
+        out
+    }
+
+    /// Drops uploads untouched for longer than the settings allow, and
+    /// upload files no live upload owns (left by an earlier process) once
+    /// they are that old; forgets uploaded blobs that no manifest came for
+    /// within a day.
+    pub fn collect_garbage(&self) {
+        let ttl = self.settings.upload_ttl;
+        let mut live = Vec::new();
+        {
+            let mut ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            ups.retain(|_, u| {
+                let u = u.lock().unwrap_or_else(|e| e.into_inner());
+                let keep = u.touched.elapsed() < ttl;
+                if !keep {
+                    let _ = std::fs::remove_file(&u.path);
+                }
+                keep
+            });
+            live.extend(ups.keys().cloned());
+        }
+        if let Ok(rd) = std::fs::read_dir(self.root.join("uploads")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if live.contains(&name) {
+                    continue;
+                }
+                let old =
+                    e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_none_or(|a| a > ttl);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = self.with_index(|ix| ix.expire_served_uploads(now() - 86_400));
+        self.verified.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, t| t.elapsed() < PASSWORD_CACHE_TTL);
+    }
+
+    // ---- who is asking, and may they ---------------------------------------
+
+    /// The caller, from the request's credentials; a 401 for wrong ones.
+    fn caller(&self, req: &Request) -> Reply<Caller> {
+        match auth::credentials(req.header("authorization")) {
+            Credentials::Anonymous => Ok(Caller::Anonymous),
+            Credentials::Malformed => Err(self.challenge(req, None, "the Authorization header cannot be read")),
+            Credentials::Basic { user, password } => self.check_password(req, &user, &password),
+            Credentials::Bearer(t) => match self.tokens.check(&t, now()) {
+                Some(name) if name.is_empty() => Ok(Caller::Anonymous),
+                Some(name) => match self.with_index(|ix| ix.serve_user(&name))? {
+                    Some(u) => Ok(Caller::User { name: u.name, admin: u.admin }),
+                    None => Err(self.challenge(req, None, "the token's user no longer exists")),
+                },
+                None => Err(self.challenge(req, None, "the token is not valid or has expired; log in again")),
+            },
+        }
+    }
+
+    fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
+        let found = self.with_index(|ix| ix.serve_user(user))?;
+        let Some(u) = found else {
+            return Err(self.challenge(req, None, "wrong user name or password"));
+        };
+        let key = Digest::of_bytes(format!("{user}\0{password}\0{}", u.password).as_bytes());
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < PASSWORD_CACHE_TTL);
+        if !cached {
+            if !auth::verify_password(password, &u.password) {
+                return Err(self.challenge(req, None, "wrong user name or password"));
+            }
+            self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Instant::now());
+        }
+        Ok(Caller::User { name: u.name, admin: u.admin })
+    }
+
+    /// Whether no user is defined (the registry is open).
+    fn open(&self) -> Reply<bool> {
+        Ok(self.with_index(|ix| ix.serve_user_count())? == 0)
+    }
+
+    /// The caller's access to `name`.
+    fn access(&self, caller: &Caller, name: &Name) -> Reply<Access> {
+        let open = self.open()?;
+        let (user, admin) = match caller {
+            Caller::Anonymous => (None, false),
+            Caller::User { name, admin } => (Some(name.clone()), *admin),
+        };
+        let full = name.to_string();
+        let (grants, ns_public, repo_public) = self.with_index(|ix| {
+            let grants: Vec<(String, String)> = match &user {
+                Some(u) => ix.serve_grants(Some(u))?.into_iter().map(|(_, s, a)| (s, a)).collect(),
+                None => vec![],
+            };
+            Ok((grants, ix.serve_namespace(&name.namespace)?, ix.serve_repository_visibility(&full)?))
+        })?;
+        let facts = Facts { open, admin, grants: &grants, namespace_public: ns_public, repository_public: repo_public };
+        Ok(auth::access(&name.namespace, &name.repository, &facts))
+    }
+
+    /// Answers 401 (anonymous: log in) or 403 (logged in, not allowed),
+    /// the same whether the repository exists or not.
+    fn require(&self, req: &Request, caller: &Caller, name: &Name, want: Access) -> Reply<()> {
+        if self.access(caller, name)? >= want {
+            return Ok(());
+        }
+        let action = if want == Access::Push { "pull,push" } else { "pull" };
+        match caller {
+            Caller::Anonymous => {
+                Err(self.challenge(req, Some(&format!("repository:{name}:{action}")), "authentication required"))
+            }
+            Caller::User { name: user, .. } => Err(error(
+                403,
+                "DENIED",
+                format!(
+                    "{user} may not {} {name}; an admin grants it with img serve admin grant {user} {name} {}",
+                    want.name(),
+                    want.name()
+                ),
+            )),
+        }
+    }
+
+    /// A 401 with the challenge of the configured scheme.
+    fn challenge(&self, req: &Request, scope: Option<&str>, msg: &str) -> Response {
+        let value = match self.settings.auth {
+            AuthMode::Basic => "Basic realm=\"img serve\"".to_string(),
+            AuthMode::Token => {
+                let host = req.header("host").unwrap_or("127.0.0.1");
+                let scheme = if req.tls { "https" } else { "http" };
+                let mut v = format!("Bearer realm=\"{scheme}://{host}/token\",service=\"img-serve\"");
+                if let Some(s) = scope {
+                    v.push_str(&format!(",scope=\"{s}\""));
+                }
+                v
+            }
+        };
+        error(401, "UNAUTHORIZED", msg).header("WWW-Authenticate", value)
+    }
+
+    // ---- endpoints -----------------------------------------------------------
+
+    fn dispatch(&self, req: &Request, body: &mut dyn Read) -> Reply<Response> {
+        if req.path == "/token" {
+            return self.token(req);
+        }
+        if req.path == "/" || req.path == "/index.html" {
+            let caller = self.caller(req)?;
+            return self.image_center(req, &caller);
+        }
+        let r = match route::parse(&req.path) {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, status) = e.code();
+                let code = if code == "NOT_FOUND" { "NAME_UNKNOWN" } else { code };
+                return Ok(error(status, code, e.to_string()));
+            }
+        };
+        let caller = self.caller(req)?;
+        let m = req.method.as_str();
+        match (r, m) {
+            (Route::Base, "GET" | "HEAD") => {
+                if matches!(caller, Caller::Anonymous) && !self.open()? {
+                    return Err(self.challenge(req, None, "authentication required"));
+                }
+                Ok(Response::new(200).json(&serde_json::json!({})))
+            }
+            (Route::Catalog, "GET") => self.catalog(req, &caller),
+            (Route::Tags { name }, "GET") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.tags(req, &name)
+            }
+            (Route::Manifest { name, reference }, "GET" | "HEAD") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.get_manifest(&name, &reference)
+            }
+            (Route::Manifest { name, reference }, "PUT") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.put_manifest(req, &caller, &name, &reference, body)
+            }
+            (Route::Manifest { name, reference }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.delete_manifest(&name, &reference)
+            }
+            (Route::Blob { name, digest }, "GET" | "HEAD") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.get_blob(req, &name, &digest)
+            }
+            (Route::Blob { name, digest }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                if self.with_index(|ix| ix.unlink_served_upload(&name.to_string(), &digest))? {
+                    Ok(Response::new(202))
+                } else {
+                    Ok(error(404, "BLOB_UNKNOWN", format!("{name} has no uploaded blob {digest} to delete")))
+                }
+            }
+            (Route::UploadStart { name }, "POST") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.start_upload(req, &caller, &name, body)
+            }
+            (Route::Upload { name, id }, "PATCH") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.patch_upload(req, &name, &id, body)
+            }
+            (Route::Upload { name, id }, "PUT") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.finish_upload(req, &name, &id, body)
+            }
+            (Route::Upload { name, id }, "GET") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                let up = self.upload(&name, &id)?;
+                let u = up.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(upload_status(204, &name, &id, u.hasher.len()))
+            }
+            (Route::Upload { name, id }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                let up = self.upload(&name, &id)?;
+                self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                let u = up.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = std::fs::remove_file(&u.path);
+                Ok(Response::new(204))
+            }
+            (Route::Referrers { name, digest }, "GET") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.referrers(req, &name, &digest)
+            }
+            (_, m) => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on {}", req.path))),
+        }
+    }
+
+    /// `GET /token?service=…&scope=…`: a bearer token for the caller.
+    fn token(&self, req: &Request) -> Reply<Response> {
+        let caller = match auth::credentials(req.header("authorization")) {
+            Credentials::Basic { user, password } => self.check_password(req, &user, &password)?,
+            Credentials::Anonymous => Caller::Anonymous,
+            _ => return Err(error(401, "UNAUTHORIZED", "the token endpoint takes Basic credentials or none")),
+        };
+        let user = match &caller {
+            Caller::Anonymous => String::new(),
+            Caller::User { name, .. } => name.clone(),
+        };
+        let ttl = self.settings.token_ttl.as_secs() as i64;
+        let issued = now();
+        let token = self.tokens.issue(&user, issued + ttl);
+        Ok(Response::new(200).json(&serde_json::json!({
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl,
+            "issued_at": crate::timefmt::format_rfc3339(issued),
+        })))
+    }
+
+    fn catalog(&self, req: &Request, caller: &Caller) -> Reply<Response> {
+        let all = self.with_index(|ix| ix.served_repositories())?;
+        let mut visible = Vec::new();
+        for r in all {
+            let Ok(name) = route::parse_name(&r) else { continue };
+            if self.access(caller, &name)? >= Access::Pull {
+                visible.push(r);
+            }
+        }
+        let (page, next) = paginate(&visible, &req.query)?;
+        let mut resp = Response::new(200).json(&serde_json::json!({ "repositories": page }));
+        if let Some((n, last)) = next {
+            resp = resp.header("Link", format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""));
+        }
+        Ok(resp)
+    }
+
+    fn tags(&self, req: &Request, name: &Name) -> Reply<Response> {
+        let repo = name.to_string();
+        let tags = self.with_index(|ix| ix.served_tags(&repo))?;
+        if tags.is_empty() && !self.with_index(|ix| ix.served_repositories())?.contains(&repo) {
+            return Ok(error(404, "NAME_UNKNOWN", format!("repository {repo} is not known")));
+        }
+        let (page, next) = paginate(&tags, &req.query)?;
+        let mut resp = Response::new(200).json(&serde_json::json!({ "name": repo, "tags": page }));
+        if let Some((n, last)) = next {
+            resp = resp.header("Link", format!("</v2/{repo}/tags/list?n={n}&last={last}>; rel=\"next\""));
+        }
+        Ok(resp)
+    }
+
+    fn find_manifest(&self, name: &Name, reference: &Reference) -> Reply<Option<ManifestBody>> {
+        let repo = name.to_string();
+        self.with_index(|ix| match reference {
+            Reference::Tag(t) => ix.served_tag(&repo, t),
+            Reference::Digest(d) => ix.served_manifest(&repo, d),
+        })
+    }
+
+    fn manifest_bytes(&self, body: ManifestBody) -> Reply<(String, Vec<u8>)> {
+        match body {
+            ManifestBody::Inline { media_type, body } => Ok((media_type, body)),
+            ManifestBody::Blob { digest, media_type } => {
+                let p = self.root.join("blobs/sha256").join(digest.hex());
+                let mut buf = Vec::new();
+                File::open(&p)
+                    .and_then(|f| f.take(image::MAX_MANIFEST_SIZE + 1).read_to_end(&mut buf))
+                    .map_err(|e| internal(&format!("reading manifest {digest}"), e))?;
+                Ok((media_type, buf))
+            }
+        }
+    }
+
+    fn get_manifest(&self, name: &Name, reference: &Reference) -> Reply<Response> {
+        let Some(found) = self.find_manifest(name, reference)? else {
+            let what = match reference {
+                Reference::Tag(t) => format!("{name}:{t}"),
+                Reference::Digest(d) => format!("{name}@{d}"),
+            };
+            return Ok(error(404, "MANIFEST_UNKNOWN", format!("manifest {what} is not known")));
+        };
+        let (media_type, bytes) = self.manifest_bytes(found)?;
+        let d = Digest::of_bytes(&bytes);
+        Ok(Response::new(200)
+            .header("Docker-Content-Digest", d.as_str())
+            .header("ETag", format!("\"{d}\""))
+            .bytes(&media_type, bytes))
+    }
+
+    fn put_manifest(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        name: &Name,
+        reference: &Reference,
+        body: &mut dyn Read,
+    ) -> Reply<Response> {
+        let repo = name.to_string();
+        let mut bytes = Vec::new();
+        body.take(image::MAX_MANIFEST_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| error(400, "MANIFEST_INVALID", format!("reading the manifest: {e}")))?;
+        if bytes.len() as u64 > image::MAX_MANIFEST_SIZE {
+            return Err(error(413, "SIZE_INVALID", format!("the manifest is over {} bytes", image::MAX_MANIFEST_SIZE)));
+        }
+        let digest = Digest::of_bytes(&bytes);
+        if let Reference::Digest(want) = reference {
+            if *want != digest {
+                return Err(error(
+                    400,
+                    "DIGEST_INVALID",
+                    format!("the manifest's digest is {digest}, not {want} as its URL says"),
+                ));
+            }
+        }
+        let declared = req.header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_string());
+        let declared = declared.filter(|c| !c.is_empty() && c != "application/json" && c != "application/octet-stream");
+        let doc = image::parse_document(&format!("manifest for {repo}"), &bytes, declared.as_deref())
+            .map_err(|e| error(400, "MANIFEST_INVALID", e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let subject = v.pointer("/subject/digest").and_then(|s| s.as_str()).unwrap_or("").to_string();
+        if !subject.is_empty() && Digest::parse(&subject).is_err() {
+            return Err(error(
+                400,
+                "MANIFEST_INVALID",
+                format!("the manifest's subject {subject:?} is not a sha256 digest"),
+            ));
+        }
+        let mut artifact_type = v.get("artifactType").and_then(|s| s.as_str()).unwrap_or("").to_string();
+        let media_type = match &doc {
+            Document::Manifest(m) => m.media_type.clone(),
+            Document::Index(i) => i.media_type.clone(),
+        };
+        // What it refers to must be in this repository.
+        let mut refs = Vec::new();
+        let mut image_parts = None;
+        match &doc {
+            Document::Manifest(m) => {
+                for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+                    if !self.with_index(|ix| ix.served_blob(&repo, &d.digest))? {
+                        return Err(error(
+                            400,
+                            "MANIFEST_BLOB_UNKNOWN",
+                            format!("blob {} is not in {repo}; push it first", d.digest),
+                        ));
+                    }
+                    refs.push(d.digest.clone());
+                }
+                if artifact_type.is_empty()
+                    && m.config.media_type != image::OCI_CONFIG
+                    && m.config.media_type != image::DOCKER_CONFIG
+                {
+                    artifact_type = m.config.media_type.clone();
+                }
+                let runnable = (m.config.media_type == image::OCI_CONFIG
+                    || m.config.media_type == image::DOCKER_CONFIG)
+                    && m.layers.iter().all(|l| image::is_tar_layer(&l.media_type));
+                if runnable {
+                    image_parts = Some(m.clone());
+                }
+            }
+            Document::Index(i) => {
+                for d in &i.manifests {
+                    if self.with_index(|ix| ix.served_manifest(&repo, &d.digest))?.is_none() {
+                        return Err(error(
+                            400,
+                            "MANIFEST_BLOB_UNKNOWN",
+                            format!("manifest {} is not in {repo}; push it first", d.digest),
+                        ));
+                    }
+                }
+            }
+        }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        let _ = caller;
+        let served = ServedManifest {
+            digest: digest.clone(),
+            media_type,
+            size: bytes.len() as u64,
+            artifact_type,
+            subject: subject.clone(),
+            pushed_at: now(),
+        };
+        self.store_manifest(&repo, &served, &bytes, &refs, tag, image_parts.as_ref())?;
+        let mut resp = Response::new(201)
+            .header("Location", format!("/v2/{repo}/manifests/{digest}"))
+            .header("Docker-Content-Digest", digest.as_str());
+        if !subject.is_empty() {
+            resp = resp.header("OCI-Subject", subject);
+        }
+        Ok(resp)
+    }
+
+    /// Stores a pushed manifest's body and records it (and the image of the
+    /// store it makes, if it is one) in one transaction.
+    fn store_manifest(
+        &self,
+        repo: &str,
+        m: &ServedManifest,
+        bytes: &[u8],
+        refs: &[Digest],
+        tag: Option<&str>,
+        parts: Option<&image::Manifest>,
+    ) -> Reply<()> {
+        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let new_image = match parts {
+            Some(p) => {
+                let config = store
+                    .read_blob(&p.config.digest, image::MAX_CONFIG_SIZE)
+                    .map_err(|e| error(400, "MANIFEST_INVALID", format!("reading config {}: {e}", p.config.digest)))?;
+                let parsed = image::parse_config(&format!("config {}", p.config.digest), &config)
+                    .map_err(|e| error(400, "MANIFEST_INVALID", e.to_string()))?;
+                let size = p.layers.iter().map(|l| l.size).sum::<u64>() + p.config.size + bytes.len() as u64;
+                Some(crate::index::NewImage {
+                    id: p.config.digest.clone(),
+                    manifest_digest: m.digest.clone(),
+                    manifest_media_type: m.media_type.clone(),
+                    created: parsed.created,
+                    size,
+                    architecture: parsed.architecture(),
+                    os: parsed.os(),
+                    variant: parsed.variant(),
+                    author: parsed.author(),
+                    labels: parsed.labels_json(),
+                    kind: "oci".into(),
+                    config_digest: p.config.digest.clone(),
+                    layer_digests: p.layers.iter().map(|l| l.digest.clone()).collect(),
+                    external_layers: vec![],
+                    remote_layers: vec![],
+                })
+            }
+            None => None,
+        };
+        let stage = || -> crate::store::Result<StagedBlob> {
+            let mut w = store.blob_writer()?;
+            w.write_all(bytes).map_err(|e| crate::store::StoreError::Io {
+                action: "writing",
+                path: store.ingest_dir(),
+                source: e,
+            })?;
+            w.finish()
+        };
+        let mut staged = stage().map_err(|e| internal("storing the manifest", e))?;
+        let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing the manifest", e))?;
+        store
+            .index_mut()
+            .put_served_manifest(repo, m, refs, &blobs, tag, new_image.as_ref())
+            .map_err(|e| internal("recording the manifest", e))?;
+        Ok(())
+    }
+
+    fn delete_manifest(&self, name: &Name, reference: &Reference) -> Reply<Response> {
+        let repo = name.to_string();
+        let done = self.with_index(|ix| match reference {
+            Reference::Digest(d) => ix.delete_served_manifest(&repo, d),
+            Reference::Tag(t) => ix.delete_served_tag(&repo, t),
+        })?;
+        if done {
+            Ok(Response::new(202))
+        } else {
+            Ok(error(404, "MANIFEST_UNKNOWN", format!("{repo} has no such manifest")))
+        }
+    }
+
+    fn get_blob(&self, req: &Request, name: &Name, digest: &Digest) -> Reply<Response> {
+        let repo = name.to_string();
+        let unknown = || error(404, "BLOB_UNKNOWN", format!("blob {digest} is not in {repo}"));
+        if !self.with_index(|ix| ix.served_blob(&repo, digest))? {
+            return Ok(unknown());
+        }
+        let p = self.root.join("blobs/sha256").join(digest.hex());
+        let file = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(unknown()),
+            Err(e) => return Err(internal(&format!("opening blob {digest}"), e)),
+        };
+        let size = file.metadata().map_err(|e| internal("reading a blob's size", e))?.len();
+        let base = Response::new(200)
+            .header("Docker-Content-Digest", digest.as_str())
+            .header("ETag", format!("\"{digest}\""))
+            .header("Accept-Ranges", "bytes")
+            .header("Content-Type", "application/octet-stream");
+        if let Some(range) = req.header("range") {
+            let Some((start, end)) = route::byte_range(range, size) else {
+                return Ok(error(
+                    416,
+                    "RANGE_INVALID",
+                    format!("range {range:?} is not within the {size} bytes of {digest}"),
+                )
+                .header("Content-Range", format!("bytes */{size}")));
+            };
+            let mut r = base.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
+            r.status = 206;
+            r.body = Body::File { file, offset: start, len: end - start };
+            return Ok(r);
+        }
+        let mut r = base;
+        r.body = Body::File { file, offset: 0, len: size };
+        Ok(r)
+    }
+
+    // ---- uploads -------------------------------------------------------------
+
+    fn upload(&self, name: &Name, id: &str) -> Reply<Arc<Mutex<Upload>>> {
+        let found = self.uploads.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        match found {
+            Some(u) if u.lock().unwrap_or_else(|e| e.into_inner()).repo == name.to_string() => Ok(u),
+            _ => Err(error(
+                404,
+                "BLOB_UPLOAD_UNKNOWN",
+                format!("upload {id} of {name} is not known (it may have expired); start again"),
+            )),
+        }
+    }
+
+    fn start_upload(&self, req: &Request, caller: &Caller, name: &Name, body: &mut dyn Read) -> Reply<Response> {
+        let repo = name.to_string();
+        let q = route::query(&req.query);
+        let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        if let (Some(mount), Some(from)) = (get("mount"), get("from")) {
+            if let (Ok(d), Ok(src)) = (Digest::parse(&mount), route::parse_name(&from)) {
+                let readable = self.access(caller, &src)? >= Access::Pull;
+                if readable && self.with_index(|ix| ix.served_blob(&src.to_string(), &d))? {
+                    let size = std::fs::metadata(self.root.join("blobs/sha256").join(d.hex())).map(|m| m.len());
+                    if let Ok(size) = size {
+                        self.with_index(|ix| ix.link_served_uploads(&repo, &[(d.clone(), size)]))?;
+                        return Ok(Response::new(201)
+                            .header("Location", format!("/v2/{repo}/blobs/{d}"))
+                            .header("Docker-Content-Digest", d.as_str()));
+                    }
+                }
+            }
+            // Not mountable: an ordinary upload, as the spec says.
+        }
+        let id = crate::digest::hex_encode(&auth::random_bytes(16).map_err(|e| internal("making an upload id", e))?);
+        let path = self.root.join("uploads").join(&id);
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| internal("making an upload", e))?;
+        let up = Arc::new(Mutex::new(Upload {
+            repo: repo.clone(),
+            path,
+            file,
+            hasher: Hasher::new(),
+            touched: Instant::now(),
+        }));
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), up);
+        if get("digest").is_some() {
+            // A monolithic upload: the body is the blob.
+            return self.finish_upload(req, name, &id, body);
+        }
+        Ok(upload_status(202, name, &id, 0))
+    }
+
+    fn patch_upload(&self, req: &Request, name: &Name, id: &str, body: &mut dyn Read) -> Reply<Response> {
+        let up = self.upload(name, id)?;
+        let mut u = up.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cr) = req.header("content-range") {
+            let start =
+                cr.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']).split('-').next().unwrap_or("");
+            match start.parse::<u64>() {
+                Ok(s) if s == u.hasher.len() => {}
+                _ => {
+                    let have = u.hasher.len();
+                    return Ok(error(
+                        416,
+                        "BLOB_UPLOAD_INVALID",
+                        format!("chunk {cr:?} does not start at {have}, where the upload {id} is"),
+                    )
+                    .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
+                    .header("Range", range_header(have)));
+                }
+            }
+        }
+        append(&mut u, body).map_err(|e| self.abandon(id, &u, e))?;
+        Ok(upload_status(202, name, id, u.hasher.len()))
+    }
+
+    /// Drops a broken upload and says why.
+    fn abandon(&self, id: &str, u: &Upload, e: std::io::Error) -> Response {
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let _ = std::fs::remove_file(&u.path);
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            return error(507, "UNKNOWN", format!("no space left on the registry's disk while receiving upload {id}"));
+        }
+        error(400, "BLOB_UPLOAD_INVALID", format!("receiving upload {id}: {e}; start again"))
+    }
+
+    fn finish_upload(&self, req: &Request, name: &Name, id: &str, body: &mut dyn Read) -> Reply<Response> {
+        let repo = name.to_string();
+        let q = route::query(&req.query);
+        let Some(want) = q.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.clone()) else {
+            return Ok(error(400, "DIGEST_INVALID", "closing an upload needs ?digest="));
+        };
+        let want = match Digest::parse(&want) {
+            Ok(d) => d,
+            Err(e) => return Ok(error(400, "DIGEST_INVALID", e.to_string())),
+        };
+        let up = self.upload(name, id)?;
+        let mut u = up.lock().unwrap_or_else(|e| e.into_inner());
+        append(&mut u, body).map_err(|e| self.abandon(id, &u, e))?;
+        u.file.sync_all().map_err(|e| self.abandon(id, &u, e))?;
+        let size = u.hasher.len();
+        let got = u.hasher.clone().finish();
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        if got != want {
+            let _ = std::fs::remove_file(&u.path);
+            return Ok(error(
+                400,
+                "DIGEST_INVALID",
+                format!("the upload's {size} bytes have digest {got}, not {want}"),
+            ));
+        }
+        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let mut staged = StagedBlob::adopt_download(u.path.clone(), got.clone(), size, None);
+        let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing an upload", e))?;
+        drop(staged);
+        let _ = std::fs::remove_file(&u.path);
+        store.index_mut().link_served_uploads(&repo, &blobs).map_err(|e| internal("recording an upload", e))?;
+        Ok(Response::new(201)
+            .header("Location", format!("/v2/{repo}/blobs/{got}"))
+            .header("Docker-Content-Digest", got.as_str()))
+    }
+
+    fn referrers(&self, req: &Request, name: &Name, subject: &Digest) -> Reply<Response> {
+        let repo = name.to_string();
+        let q = route::query(&req.query);
+        let filter = q.iter().find(|(k, _)| k == "artifactType").map(|(_, v)| v.clone());
+        let list = self.with_index(|ix| ix.served_referrers(&repo, subject))?;
+        let manifests: Vec<serde_json::Value> = list
+            .iter()
+            .filter(|m| filter.as_ref().is_none_or(|f| &m.artifact_type == f))
+            .map(|m| {
+                let mut d =
+                    serde_json::json!({ "mediaType": m.media_type, "digest": m.digest.as_str(), "size": m.size });
+                if !m.artifact_type.is_empty() {
+                    d["artifactType"] = serde_json::Value::String(m.artifact_type.clone());
+                }
+                d
+            })
+            .collect();
+        let body = serde_json::json!({ "schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": manifests });
+        let mut resp = Response::new(200).bytes(image::OCI_INDEX, serde_json::to_vec(&body).unwrap_or_default());
+        if filter.is_some() {
+            resp = resp.header("OCI-Filters-Applied", "artifactType");
+        }
+        Ok(resp)
+    }
+
+    fn image_center(&self, req: &Request, caller: &Caller) -> Reply<Response> {
+        let listing = self.with_index(|ix| ix.served_tag_listing())?;
+        let mut visible = Vec::new();
+        for t in listing {
+            let Ok(name) = route::parse_name(&t.repository) else { continue };
+            if self.access(caller, &name)? >= Access::Pull {
+                visible.push(t);
+            }
+        }
+        let host = req.header("host").unwrap_or("127.0.0.1:5000");
+        Ok(Response::new(200).bytes("text/html; charset=utf-8", super::page::render(host, &visible).into_bytes()))
+    }
+}
+
+/// Appends a request body to an upload, hashing it.
+fn append(u: &mut Upload, body: &mut dyn Read) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        u.file.write_all(&buf[..n])?;
+        u.hasher.update(&buf[..n]);
+    }
+    u.touched = Instant::now();
+    Ok(())
+}
+
+fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_status(status: u16, name: &Name, id: &str, size: u64) -> Response {
+    Response::new(status)
+        .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
+        .header("Range", range_header(size))
+        .header("Docker-Upload-UUID", id)
+}
+
+/// A page of `items` by the query's `n` and `last`, and the `n` and
+/// `last` of the next page if there is one.
+/// A page, and the `n` and `last` of the next one.
+type Page<'a> = (&'a [String], Option<(usize, String)>);
+
+fn paginate<'a>(items: &'a [String], query: &str) -> Reply<Page<'a>> {
+    let q = route::query(query);
+    let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+    let start = match get("last") {
+        Some(l) => items.partition_point(|t| *t <= l),
+        None => 0,
+    };
+    let rest = &items[start..];
+    match get("n") {
+        None => Ok((rest, None)),
+        Some(n) => {
+            let n: usize =
+                n.parse().map_err(|_| error(400, "PAGINATION_NUMBER_INVALID", format!("n={n:?} is not a number")))?;
+            if n >= rest.len() {
+                Ok((rest, None))
+            } else {
+                let page = &rest[..n];
+                let last = page.last().cloned().unwrap_or_default();
+                Ok((page, if n == 0 { None } else { Some((n, last)) }))
+            }
+        }
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, req: &Request, body: &mut dyn Read) -> Response {
+        let resp = self.dispatch(req, body).unwrap_or_else(|r| r);
+        if self.settings.access_log {
+            let auth = req.header("authorization").map(|a| a.split(' ').next().unwrap_or("")).unwrap_or("-");
+            eprintln!("{} {} {} {} auth={auth}", req.peer.ip(), req.method, req.path, resp.status);
+        }
+        resp.header("Docker-Distribution-API-Version", "registry/2.0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_follow_n_and_last() {
+        let items: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let (p, next) = paginate(&items, "n=2").ok().unwrap();
+        assert_eq!(p, &items[..2]);
+        assert_eq!(next, Some((2, "b".to_string())));
+        let (p, next) = paginate(&items, "n=2&last=b").ok().unwrap();
+        assert_eq!(p, &items[2..]);
+        assert_eq!(next, None);
+        let (p, _) = paginate(&items, "last=bb").ok().unwrap();
+        assert_eq!(p, &items[2..]);
+        assert!(paginate(&items, "n=x").is_err());
+        let (p, next) = paginate(&items, "").ok().unwrap();
+        assert_eq!((p.len(), next), (4, None));
+    }
+}

@@ -1,0 +1,486 @@
+#!/usr/bin/env bash
+# Tests of img serve, the store as an OCI registry, with real clients:
+# img, skopeo and podman push to it and pull from it over HTTP and TLS
+# (mutual TLS too), anonymously, with Basic credentials and with tokens;
+# namespaces, public and private repositories, grants and their changes
+# while the server runs; what a caller without a grant learns (nothing);
+# the upload protocol's edge cases and bad names (curl); an interrupted
+# push; local img commands on the served store; clients at once.
+#
+# Usage: IMG=target/release/img tests/serve.sh [CHECK-NAME-SUBSTRING...]
+# Prints "ok - NAME" or "not ok - NAME" and the reason per check, then
+# "N passed, M failed"; exits non-zero if any check failed. A missing tool
+# is a failure. IMG_TEST_LONG=1 runs the load check for 60 s (else 10 s).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+IMG=$(realpath "${IMG:-target/release/img}")
+GEN=$PWD/testdata/gen
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-serve.XXXXXX")
+RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a short runroot
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$WORK" "$RUNS"
+}
+trap cleanup EXIT
+
+fail() { echo "$*" >&2; exit 1; }
+# grep that reads its input to the end (grep -q under pipefail can fail
+# the pipeline with the writer's SIGPIPE)
+has() { grep "$@" > /dev/null; }
+for t in skopeo podman curl python3 openssl sha256sum; do
+  command -v "$t" >/dev/null || { echo "not ok - tools: $t is missing (scripts/test.sh installs it)"; exit 1; }
+done
+[[ -f $GEN/base-oci.tar && -d $GEN/layered.oci ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
+
+pm() { # pm DIR ARGS...: podman with a private store
+  local s=$1; shift
+  local run; run=$RUNS/$(echo "$s" | cksum | cut -d' ' -f1)
+  podman --root "$s/root" --runroot "$run" --tmpdir "$s/tmp" --storage-driver vfs \
+    --events-backend file --cgroup-manager cgroupfs "$@"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A CA, a server certificate for 127.0.0.1 and a client certificate.
+PKI=$WORK/pki
+make_pki() (
+  mkdir -p "$PKI/ca-only" "$PKI/client" && cd "$PKI" || exit 1
+  local ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+  openssl genpkey "${ec[@]}" -out ca.key &&
+    openssl req -x509 -new -key ca.key -subj "/CN=img serve test CA" -days 2 -out ca.crt \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+    openssl genpkey "${ec[@]}" -out server.key &&
+    openssl req -x509 -new -key server.key -subj /CN=127.0.0.1 -days 2 -CA ca.crt -CAkey ca.key -out server.crt \
+      -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth &&
+    openssl genpkey "${ec[@]}" -out client.key &&
+    openssl req -x509 -new -key client.key -subj "/CN=img serve test client" -days 2 -CA ca.crt -CAkey ca.key \
+      -out client.cert -addext basicConstraints=critical,CA:FALSE \
+      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
+    cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
+) 2>"$WORK/pki.log" >&2
+
+# start_serve STORE VAR [ARGS...]: img serve on a free port of 127.0.0.1
+# over STORE; sets VAR to host:port once it answers. Not in a subshell, so
+# that cleanup knows the pid (SERVE_PID is the last one).
+start_serve() {
+  local store=$1 var=$2 port; port=$(free_port); shift 2
+  IMG_ROOT=$store "$IMG" serve --listen "127.0.0.1:$port" "$@" > "$store.serve.log" 2>&1 &
+  SERVE_PID=$!
+  PIDS+=("$SERVE_PID")
+  local scheme=http; [[ " $* " == *" --tls-cert "* ]] && scheme=https
+  for _ in $(seq 100); do
+    if curl -s -o /dev/null --cacert "$PKI/ca.crt" --cert "$PKI/client.cert" --key "$PKI/client.key" \
+      "$scheme://127.0.0.1:$port/v2/"; then
+      printf -v "$var" '%s' "127.0.0.1:$port"
+      return 0
+    fi
+    sleep 0.05
+  done
+  cat "$store.serve.log" >&2
+  return 1
+}
+
+img() { IMG_ROOT=${ROOT:?} "$IMG" "$@"; }
+admin() { IMG_ROOT=${SROOT:?} "$IMG" serve admin "$@"; }
+# status METHOD URL [CURL-ARGS...]: the HTTP status of a request
+status() { local m=$1 u=$2; shift 2; curl -s -o "$T/body" -w '%{http_code}' -X "$m" "$@" "$u"; }
+
+# A client store with the test images.
+client_images() {
+  img load -q -i "$GEN/base-docker.tar" >/dev/null && img load -q -i "$GEN/layered-oci.tar" >/dev/null ||
+    fail "loading the test images failed"
+}
+
+# img, skopeo and podman push to and pull from an open img serve (no users):
+# the digests agree, the pulled trees are the pushed ones, and the pushed
+# images are images of the serving store.
+check_clients_push_and_pull() {
+  local SROOT=$T/server R ROOT=$T/client
+  start_serve "$SROOT" R || fail "img serve did not start"
+  client_images
+  img push -q --tls-verify=false localhost/layered:1 "$R/team/layered:1" > "$T/push.out" 2>&1 || fail "img push: $(cat "$T/push.out")"
+  local want got
+  want=$(img inspect -f '{{.Digest}}' localhost/layered:1 2>/dev/null || true)
+  got=$(skopeo inspect --tls-verify=false "docker://$R/team/layered:1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])') ||
+    fail "skopeo inspect through img serve failed"
+  [[ -z $want || $want == "$got" ]] || fail "the served digest $got is not the pushed $want"
+  skopeo copy -q --src-tls-verify=false "docker://$R/team/layered:1" "oci:$T/oci:x" || fail "skopeo pull"
+  skopeo copy -q --dest-tls-verify=false --format v2s2 "oci:$T/oci:x" "docker://$R/team/viaskopeo:2" || fail "skopeo push"
+  pm "$T/pm" pull -q --tls-verify=false "$R/team/viaskopeo:2" >/dev/null || fail "podman pull"
+  pm "$T/pm" push -q --tls-verify=false "$R/team/viaskopeo:2" "$R/team/viapodman:3" || fail "podman push"
+  ROOT=$T/client2 img pull -q --tls-verify=false "$R/team/viapodman:3" >/dev/null || fail "img pull of podman's push"
+  img export -o "$T/a.tar" localhost/layered:1
+  ROOT=$T/client2 img export -o "$T/b.tar" "$R/team/viapodman:3"
+  [[ $(tar -tvf "$T/a.tar" | sort | md5sum) == $(tar -tvf "$T/b.tar" | sort | md5sum) ]] ||
+    fail "the tree that went img -> serve -> skopeo -> serve -> podman -> serve -> img changed"
+  local cat; cat=$(curl -s "http://$R/v2/_catalog")
+  [[ $cat == '{"repositories":["team/layered","team/viapodman","team/viaskopeo"]}' ]] || fail "catalog: $cat"
+  IMG_ROOT=$SROOT "$IMG" images --format '{{.Repository}}:{{.Tag}}' | sort > "$T/served"
+  printf 'localhost/team/layered:1\nlocalhost/team/viapodman:3\nlocalhost/team/viaskopeo:2\n' | diff - "$T/served" ||
+    fail "the serving store's images are not the pushed ones"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck of the serving store: $(IMG_ROOT=$SROOT "$IMG" fsck 2>&1 | tail -3)"
+}
+
+# An index of two platforms pushed with skopeo --all is served whole; img
+# pulls each platform from it; its members are kept by img prune.
+check_index_push_and_platform_pull() {
+  local SROOT=$T/server R ROOT=$T/client L=$T/multi
+  start_serve "$SROOT" R || fail "img serve did not start"
+  rm -rf "$L"; cp -r "$GEN/layered.oci" "$L"
+  python3 - "$L" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]
+ix = json.load(open(os.path.join(d, "index.json")))
+m = ix["manifests"][0]
+entry = lambda arch: {"mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
+                      "platform": {"os": "linux", "architecture": arch}}
+inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [entry("amd64"), entry("arm64")]}).encode()
+h = hashlib.sha256(inner).hexdigest()
+open(os.path.join(d, "blobs/sha256", h), "wb").write(inner)
+ix["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + h,
+                    "size": len(inner), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
+json.dump(ix, open(os.path.join(d, "index.json"), "w"))
+PY
+  skopeo copy -q --all --dest-tls-verify=false "oci:$L:multi" "docker://$R/team/multi:1" || fail "skopeo push of the index"
+  local raw; raw=$(skopeo inspect --raw --tls-verify=false "docker://$R/team/multi:1") || fail "skopeo inspect --raw"
+  has arm64 <<<"$raw" || fail "the served manifest is not the index: $raw"
+  [[ $(printf '%s' "$raw" | sha256sum | cut -d' ' -f1) == $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"][7:])' "$L/index.json") ]] ||
+    fail "the index changed on its way"
+  img pull -q --tls-verify=false --platform linux/arm64 "$R/team/multi:1" >/dev/null || fail "img pull --platform linux/arm64"
+  IMG_ROOT=$SROOT "$IMG" prune -f >/dev/null 2>&1
+  skopeo copy -q --src-tls-verify=false "docker://$R/team/multi:1" "oci:$T/after-prune:x" ||
+    fail "after img prune on the serving store, the index no longer pulls"
+}
+
+# Users, namespaces and grants: anonymous callers pull public repositories
+# only and see only those in the catalog; a pull grant pulls but neither
+# pushes nor deletes; a caller without a grant gets the same answer for a
+# private repository as for one that does not exist; changes take effect
+# while the server runs; Basic and token auth both work for img, skopeo and
+# podman.
+check_users_namespaces_and_grants() {
+  local SROOT=$T/server R ROOT=$T/client
+  mkdir -p "$SROOT"
+  printf 'adm1n-pass\n' | admin user add root1 --admin --password-stdin 2>/dev/null || fail "user add root1"
+  printf 'alice-pass\n' | admin user add alice --password-stdin 2>/dev/null || fail "user add alice"
+  printf 'bob-pass\n' | admin user add bob --password-stdin 2>/dev/null || fail "user add bob"
+  printf 'carol-pass\n' | admin user add carol --password-stdin 2>/dev/null || fail "user add carol"
+  admin namespace add team --private 2>/dev/null && admin namespace add pub --public 2>/dev/null || fail "namespace add"
+  admin grant alice team push 2>/dev/null && admin grant bob team/app pull 2>/dev/null || fail "grant"
+  admin grant alice nosuch push 2> "$T/err" && fail "a grant on a namespace that was not made was taken"
+  has "namespace add nosuch" "$T/err" || fail "unclear error: $(cat "$T/err")"
+  ! admin list --format json | has 'pass' || fail "admin list shows passwords"
+  sqlite3_has=$(command -v sqlite3 || true)
+  [[ -z $sqlite3_has ]] || ! sqlite3 "$SROOT/img.db" 'select password from serve_users' | has 'alice-pass' ||
+    fail "a password is stored in the clear"
+  start_serve "$SROOT" R || fail "img serve did not start"
+  client_images
+  # alice pushes with a token (skopeo and img log in through /token)
+  skopeo copy -q --dest-tls-verify=false --dest-creds alice:alice-pass "docker-archive:$GEN/base-docker.tar" \
+    "docker://$R/team/app:1" || fail "alice's push to team/app"
+  skopeo copy -q --dest-tls-verify=false --dest-creds alice:alice-pass "docker-archive:$GEN/base-docker.tar" \
+    "docker://$R/team/secret:1" || fail "alice's push to team/secret"
+  skopeo copy -q --dest-tls-verify=false --dest-creds root1:adm1n-pass "docker-archive:$GEN/base-docker.tar" \
+    "docker://$R/pub/open:1" || fail "the admin's push to pub/open"
+  # anonymous: public only, and the catalog shows only that
+  skopeo inspect --tls-verify=false --no-creds "docker://$R/pub/open:1" >/dev/null 2>&1 || fail "anonymous pull of a public repository"
+  skopeo inspect --tls-verify=false --no-creds "docker://$R/team/app:1" >/dev/null 2>&1 && fail "anonymous pull of a private repository"
+  local c; c=$(curl -s "http://$R/v2/_catalog")
+  [[ $c == '{"repositories":["pub/open"]}' ]] || fail "the anonymous catalog: $c"
+  # bob: pull on team/app only
+  skopeo copy -q --src-tls-verify=false --src-creds bob:bob-pass "docker://$R/team/app:1" "oci:$T/bob:x" || fail "bob's pull of team/app"
+  skopeo copy -q --dest-tls-verify=false --dest-creds bob:bob-pass "oci:$T/bob:x" "docker://$R/team/app:2" 2>/dev/null &&
+    fail "bob, with pull only, pushed"
+  local tok d
+  tok=$(curl -s -u bob:bob-pass "http://$R/token?service=img-serve&scope=repository:team/app:pull" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') ||
+    fail "no token for bob"
+  d=$(curl -s -I -H "Authorization: Bearer $tok" -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+    "http://$R/v2/team/app/manifests/1" | tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+  [[ -n $d ]] || fail "bob's token does not read team/app"
+  [[ $(status DELETE "http://$R/v2/team/app/manifests/$d" -H "Authorization: Bearer $tok") == 403 ]] || fail "bob deleted: $(cat "$T/body")"
+  c=$(curl -s -u bob:bob-pass "http://$R/v2/_catalog")
+  [[ $c == '{"repositories":["pub/open","team/app"]}' ]] || fail "bob's catalog: $c"
+  # carol (no grant): team/secret answers as team/nothing does
+  local s1 s2 b1 b2
+  s1=$(status GET "http://$R/v2/team/secret/tags/list" -u carol:carol-pass); b1=$(cat "$T/body")
+  s2=$(status GET "http://$R/v2/team/nothing/tags/list" -u carol:carol-pass); b2=$(cat "$T/body")
+  [[ $s1 == 403 && $s2 == 403 ]] || fail "carol: $s1 for a private repository, $s2 for a missing one"
+  [[ ${b1//secret/X} == "${b2//nothing/X}" ]] || fail "carol can tell a private repository from a missing one: $b1 / $b2"
+  s1=$(status GET "http://$R/v2/team/secret/tags/list"); s2=$(status GET "http://$R/v2/team/nothing/tags/list")
+  [[ $s1 == 401 && $s2 == 401 ]] || fail "anonymous: $s1 for a private repository, $s2 for a missing one"
+  # a wrong password is refused, and says nothing of the repository
+  [[ $(status GET "http://$R/v2/team/app/tags/list" -u bob:wrong) == 401 ]] || fail "a wrong password was taken"
+  # changes while the server runs: a grant, a revocation, a namespace made public
+  admin grant carol team/secret pull 2>/dev/null
+  [[ $(status GET "http://$R/v2/team/secret/tags/list" -u carol:carol-pass) == 200 ]] || fail "carol's new grant did not take effect"
+  admin revoke bob team/app 2>/dev/null
+  [[ $(status GET "http://$R/v2/team/app/tags/list" -u bob:bob-pass) == 403 ]] || fail "bob's revoked grant still works"
+  [[ $(status GET "http://$R/v2/team/app/manifests/1" -H "Authorization: Bearer $tok") == 403 ]] || fail "bob's token outlived his grant"
+  admin repository team/app --public 2>/dev/null
+  [[ $(status GET "http://$R/v2/team/app/tags/list") == 200 ]] || fail "a repository made public is not anonymous"
+  admin user rm carol 2>/dev/null
+  [[ $(status GET "http://$R/v2/team/secret/tags/list" -u carol:carol-pass) == 401 ]] || fail "a removed user still gets in"
+  # img and podman log in (tokens)
+  printf 'alice-pass\n' | img login -u alice --password-stdin --tls-verify=false "$R" >/dev/null 2>&1 || fail "img login"
+  img push -q --tls-verify=false localhost/layered:1 "$R/team/layered:1" >/dev/null 2>&1 || fail "img push as alice"
+  img logout "$R" >/dev/null 2>&1
+  ROOT=$T/c2 img pull -q --tls-verify=false "$R/team/layered:1" >/dev/null 2>&1 && fail "img pulled a private image without logging in"
+  pm "$T/pm" login --tls-verify=false -u alice -p alice-pass "$R" >/dev/null 2>&1 || fail "podman login"
+  pm "$T/pm" pull -q --tls-verify=false "$R/team/layered:1" >/dev/null || fail "podman pull as alice"
+}
+
+# --auth basic: clients are asked for Basic credentials.
+check_basic_auth() {
+  local SROOT=$T/server R ROOT=$T/client
+  mkdir -p "$SROOT"
+  printf 'alice-pass\n' | admin user add alice --password-stdin 2>/dev/null
+  admin namespace add team 2>/dev/null && admin grant alice team push 2>/dev/null
+  start_serve "$SROOT" R --auth basic || fail "img serve did not start"
+  curl -s -D - -o /dev/null "http://$R/v2/" | tr -d '\r' | has -i '^www-authenticate: basic' || fail "no Basic challenge"
+  client_images
+  printf 'alice-pass\n' | img login -u alice --password-stdin --tls-verify=false "$R" >/dev/null 2>&1 || fail "img login (Basic)"
+  img push -q --tls-verify=false localhost/base:1 "$R/team/base:1" >/dev/null 2>&1 || fail "img push (Basic)"
+  pm "$T/pm" login --tls-verify=false -u alice -p alice-pass "$R" >/dev/null 2>&1 || fail "podman login (Basic)"
+  pm "$T/pm" pull -q --tls-verify=false "$R/team/base:1" >/dev/null || fail "podman pull (Basic)"
+}
+
+# HTTPS with a CA of the test's, and mutual TLS.
+check_tls_and_mutual_tls() {
+  local SROOT=$T/server R M ROOT=$T/client
+  start_serve "$SROOT" R --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" || fail "img serve (TLS) did not start"
+  client_images
+  skopeo copy -q --dest-cert-dir "$PKI/ca-only" "docker-archive:$GEN/base-docker.tar" "docker://$R/team/base:1" || fail "skopeo push over TLS"
+  mkdir -p "$T/certs.d/$R" && cp "$PKI/ca.crt" "$T/certs.d/$R/"
+  img pull -q --cert-dir "$T/certs.d/$R" "$R/team/base:1" >/dev/null 2>"$T/err" ||
+    fail "img pull over TLS: $(cat "$T/err")"
+  curl -s -o /dev/null "https://$R/v2/" 2>/dev/null && fail "curl without the CA trusted the server"
+  start_serve "$T/server2" M --tls-cert "$PKI/server.crt" --tls-key "$PKI/server.key" --tls-client-ca "$PKI/ca.crt" ||
+    fail "img serve (mutual TLS) did not start"
+  curl -s -o /dev/null --cacert "$PKI/ca.crt" "https://$M/v2/" && fail "mutual TLS let a client without a certificate in"
+  skopeo copy -q --dest-cert-dir "$PKI/client" "docker-archive:$GEN/base-docker.tar" "docker://$M/team/base:1" ||
+    fail "skopeo push with a client certificate"
+  skopeo copy -q --dest-cert-dir "$PKI/ca-only" "docker-archive:$GEN/base-docker.tar" "docker://$M/team/nocert:1" 2>/dev/null &&
+    fail "skopeo pushed without a client certificate"
+  true
+}
+
+# The upload protocol, by hand: monolithic, chunked with Content-Range, a
+# chunk out of order (416 and where the upload is), the status of an upload
+# (to resume), a wrong digest on close (nothing stored), cancel, a
+# cross-repository mount, blobs by Range, a manifest naming a blob not in
+# the repository, and bad names.
+check_upload_protocol_edges() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R || fail "img serve did not start"
+  local u="http://$R/v2/team/up" data=$T/data loc s d
+  head -c 300000 /dev/urandom > "$data"
+  d=sha256:$(sha256sum "$data" | cut -d' ' -f1)
+  # monolithic
+  s=$(status POST "$u/blobs/uploads/?digest=$d" --data-binary "@$data" -H 'Content-Type: application/octet-stream')
+  [[ $s == 201 ]] || fail "monolithic upload: $s $(cat "$T/body")"
+  [[ $(status HEAD "$u/blobs/$d" -I) == 200 ]] || fail "HEAD of the uploaded blob"
+  curl -s -r 100-199 "$u/blobs/$d" > "$T/range" && cmp -s "$T/range" <(tail -c +101 "$data" | head -c 100) || fail "a Range read"
+  # chunked, with a chunk out of order and a status query in between
+  loc=$(curl -s -D - -o /dev/null -X POST "$u/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  [[ -n $loc ]] || fail "no Location for a new upload"
+  head -c 100000 "$data" > "$T/c1"; head -c 200000 "$data" | tail -c 100000 > "$T/c2"; tail -c +200001 "$data" > "$T/c3"
+  [[ $(status PATCH "http://$R$loc" --data-binary "@$T/c1" -H 'Content-Range: 0-99999' -H 'Content-Type: application/octet-stream') == 202 ]] ||
+    fail "first chunk: $(cat "$T/body")"
+  [[ $(status PATCH "http://$R$loc" --data-binary "@$T/c3" -H 'Content-Range: 200000-299999' -H 'Content-Type: application/octet-stream') == 416 ]] ||
+    fail "a chunk out of order was taken"
+  curl -s -D - -o /dev/null "http://$R$loc" | tr -d '\r' | has -x 'Range: 0-99999' || fail "the upload's status does not say where it is"
+  [[ $(status PATCH "http://$R$loc" --data-binary "@$T/c2" -H 'Content-Range: 100000-199999' -H 'Content-Type: application/octet-stream') == 202 ]] ||
+    fail "resumed chunk"
+  [[ $(status PUT "http://$R$loc?digest=$d" --data-binary "@$T/c3" -H 'Content-Type: application/octet-stream') == 201 ]] ||
+    fail "closing the upload with the last chunk: $(cat "$T/body")"
+  # a wrong digest on close: refused, nothing stored
+  local before; before=$(ls "$SROOT/blobs/sha256" | wc -l)
+  loc=$(curl -s -D - -o /dev/null -X POST "$u/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  s=$(status PUT "http://$R$loc?digest=sha256:$(printf x | sha256sum | cut -d' ' -f1)" --data-binary 'not x' -H 'Content-Type: application/octet-stream')
+  [[ $s == 400 ]] && has DIGEST_INVALID "$T/body" || fail "a wrong digest on close: $s $(cat "$T/body")"
+  [[ $(ls "$SROOT/blobs/sha256" | wc -l) == "$before" ]] || fail "a blob with a wrong digest was stored"
+  [[ -z $(ls "$SROOT/uploads") ]] || fail "the refused upload's file is left: $(ls "$SROOT/uploads")"
+  # cancel
+  loc=$(curl -s -D - -o /dev/null -X POST "$u/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  [[ $(status DELETE "http://$R$loc") == 204 ]] || fail "cancel"
+  [[ $(status PATCH "http://$R$loc" --data-binary x) == 404 ]] || fail "a cancelled upload goes on"
+  # cross-repository mount, and a blob of another repository is not there
+  [[ $(status HEAD "http://$R/v2/team/other/blobs/$d" -I) == 404 ]] || fail "a blob of team/up is visible in team/other"
+  [[ $(status POST "http://$R/v2/team/other/blobs/uploads/?mount=$d&from=team/up") == 201 ]] || fail "cross-repository mount"
+  [[ $(status HEAD "http://$R/v2/team/other/blobs/$d" -I) == 200 ]] || fail "the mounted blob is not in team/other"
+  # a manifest naming a blob its repository does not have
+  local cfg='{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' cd
+  cd=sha256:$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$cfg" > "$T/cfg"
+  [[ $(status POST "http://$R/v2/team/third/blobs/uploads/?digest=$cd" --data-binary "@$T/cfg") == 201 ]] || fail "config upload"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":300000}]}' \
+    "$cd" "${#cfg}" "$d" > "$T/manifest"
+  s=$(status PUT "http://$R/v2/team/third/manifests/1" --data-binary "@$T/manifest" -H 'Content-Type: application/vnd.oci.image.manifest.v1+json')
+  [[ $s == 400 ]] && has MANIFEST_BLOB_UNKNOWN "$T/body" || fail "a manifest with a blob of another repository: $s $(cat "$T/body")"
+  # a manifest whose media type lies (CVE-2021-41190)
+  s=$(status PUT "http://$R/v2/team/up/manifests/2" --data-binary "@$T/manifest" -H 'Content-Type: application/vnd.oci.image.index.v1+json')
+  [[ $s == 400 ]] || fail "a manifest declared as an index was taken: $s"
+  # bad names
+  for bad in "A/b" "t/app" "team/a" "team/UP" "-team/app" "team/app/x" "team/ap..p"; do
+    s=$(status GET "http://$R/v2/$bad/tags/list")
+    [[ $s == 400 || $s == 404 ]] && has -E 'NAME_INVALID|NAME_UNKNOWN' "$T/body" || fail "name $bad: $s $(cat "$T/body")"
+  done
+  s=$(status GET "http://$R/v2/t/app/tags/list"); has 'NAME_INVALID' "$T/body" && has '2' "$T/body" ||
+    fail "a one-letter namespace is not refused with the rule: $(cat "$T/body")"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck: $(IMG_ROOT=$SROOT "$IMG" fsck 2>&1 | tail -3)"
+}
+
+# A push cut off mid-blob (the client killed) leaves nothing visible: no
+# repository, no tag, no blob; the upload's file goes with the garbage.
+check_interrupted_push_leaves_nothing() {
+  local SROOT=$T/server R
+  mkdir -p "$SROOT"
+  printf 'upload_ttl = 1\n' > "$T/serve.toml"
+  start_serve "$SROOT" R --config "$T/serve.toml" || fail "img serve did not start"
+  local loc; loc=$(curl -s -D - -o /dev/null -X POST "http://$R/v2/team/cut/blobs/uploads/" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  python3 - "$R" "$loc" <<'PY'
+import socket, sys
+host, port = sys.argv[1].split(":")
+s = socket.create_connection((host, int(port)))
+s.sendall(("PATCH %s HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n" % sys.argv[2]).encode() + b"x" * 500000)
+s.close()
+PY
+  sleep 0.3
+  [[ $(curl -s "http://$R/v2/_catalog") == '{"repositories":[]}' ]] || fail "the catalog shows the cut push"
+  [[ $(ls "$SROOT/blobs/sha256" | wc -l) == 0 ]] || fail "a blob was stored from a cut push"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck after a cut push"
+  # the next server start collects the old upload file
+  kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+  sleep 1.1
+  start_serve "$SROOT" R --config "$T/serve.toml" || fail "img serve did not start again"
+  [[ -z $(ls "$SROOT/uploads") ]] || fail "the cut upload's file is left: $(ls -la "$SROOT/uploads")"
+}
+
+# The serving store is the store of the local commands: a local rmi takes
+# the tag away from the registry, a local tag adds one, img prune keeps
+# what is served; a served delete untags.
+check_local_commands_share_the_store() {
+  local SROOT=$T/server R ROOT=$T/client
+  start_serve "$SROOT" R || fail "img serve did not start"
+  client_images
+  img push -q --tls-verify=false localhost/base:1 "$R/team/base:1" >/dev/null 2>&1 || fail "push"
+  IMG_ROOT=$SROOT "$IMG" tag localhost/team/base:1 localhost/team/base:extra || fail "local tag"
+  [[ $(curl -s "http://$R/v2/team/base/tags/list") == '{"name":"team/base","tags":["1","extra"]}' ]] ||
+    fail "a local tag is not served: $(curl -s "http://$R/v2/team/base/tags/list")"
+  IMG_ROOT=$SROOT "$IMG" rmi localhost/team/base:extra >/dev/null || fail "local rmi"
+  [[ $(curl -s "http://$R/v2/team/base/tags/list") == '{"name":"team/base","tags":["1"]}' ]] || fail "a removed tag is still served"
+  IMG_ROOT=$SROOT "$IMG" load -q -i "$GEN/layered-docker.tar" >/dev/null
+  IMG_ROOT=$SROOT "$IMG" tag localhost/layered:1 localhost/local/made:1
+  skopeo inspect --tls-verify=false "docker://$R/local/made:1" >/dev/null || fail "a local image is not served"
+  local d; d=$(skopeo inspect --tls-verify=false --raw "docker://$R/team/base:1" | sha256sum | cut -d' ' -f1)
+  [[ $(status DELETE "http://$R/v2/team/base/manifests/sha256:$d") == 202 ]] || fail "delete of a manifest"
+  [[ $(status GET "http://$R/v2/team/base/manifests/1") == 404 ]] || fail "the deleted manifest's tag is still served"
+  img push -q --tls-verify=false localhost/base:1 "$R/team/base:2" >/dev/null 2>&1 || fail "push again"
+  # prune -a removes every image of the store, their tags with them; what
+  # was pushed stays served by digest
+  IMG_ROOT=$SROOT "$IMG" prune -a -f >/dev/null 2>&1
+  [[ $(status GET "http://$R/v2/team/base/manifests/2") == 404 ]] || fail "a tag outlived img prune -a"
+  skopeo copy -q --src-tls-verify=false "docker://$R/team/base@sha256:$d" "oci:$T/kept:x" ||
+    fail "img prune -a removed what the registry serves by digest"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck"
+}
+
+# Clients at once: pullers (skopeo) and pushers (img) for a while, with
+# local img commands on the same store; no error, nothing lost, fsck clean.
+check_clients_at_once() {
+  local SROOT=$T/server R secs=10 pullers=12 pushers=4
+  [[ -n ${IMG_TEST_LONG:-} ]] && { secs=60; pullers=50; pushers=10; }
+  start_serve "$SROOT" R || fail "img serve did not start"
+  ROOT=$T/seed
+  client_images
+  img push -q --tls-verify=false localhost/layered:1 "$R/team/layered:1" >/dev/null 2>&1 || fail "seed push"
+  local end=$((SECONDS + secs)) i pids=()
+  for i in $(seq "$pullers"); do
+    ( n=0; while ((SECONDS < end)); do
+        skopeo copy -q --src-tls-verify=false "docker://$R/team/layered:1" "oci:$T/pull$i:x" 2>>"$T/errors" || echo "pull $i failed" >> "$T/errors"
+        rm -rf "$T/pull$i"; n=$((n + 1))
+      done; echo "$n" > "$T/pulls.$i" ) &
+    pids+=($!)
+  done
+  for i in $(seq "$pushers"); do
+    ( n=0; while ((SECONDS < end)); do
+        IMG_ROOT=$T/seed "$IMG" push -q --tls-verify=false localhost/base:1 "$R/team/p$i:$n" >/dev/null 2>>"$T/errors" || echo "push $i failed" >> "$T/errors"
+        n=$((n + 1))
+      done; echo "$n" > "$T/pushes.$i" ) &
+    pids+=($!)
+  done
+  ( while ((SECONDS < end)); do
+      IMG_ROOT=$SROOT "$IMG" images >/dev/null 2>>"$T/errors" || echo "local images failed" >> "$T/errors"
+      IMG_ROOT=$SROOT "$IMG" inspect localhost/team/layered:1 >/dev/null 2>>"$T/errors" || echo "local inspect failed" >> "$T/errors"
+    done ) &
+  pids+=($!)
+  for p in "${pids[@]}"; do wait "$p"; done
+  [[ ! -s $T/errors ]] || fail "errors with clients at once: $(sort "$T/errors" | uniq -c | head -5)"
+  local pulls=0 pushes=0 f
+  for f in "$T"/pulls.*; do pulls=$((pulls + $(cat "$f"))); done
+  for f in "$T"/pushes.*; do pushes=$((pushes + $(cat "$f"))); done
+  ((pulls > 0 && pushes > 0)) || fail "no pulls or no pushes were made"
+  # every pushed tag is there and whole
+  local tags=0
+  for i in $(seq "$pushers"); do
+    tags=$((tags + $(curl -s "http://$R/v2/team/p$i/tags/list" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["tags"]))')))
+  done
+  [[ $tags == "$pushes" ]] || fail "$pushes pushes made $tags tags"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck after clients at once: $(IMG_ROOT=$SROOT "$IMG" fsck 2>&1 | tail -3)"
+  echo "$pullers pullers and $pushers pushers for ${secs}s: $pulls pulls, $pushes pushes, no error" > "$T/measure"
+}
+
+# The image center: what the caller may pull, nothing else.
+check_image_center_respects_visibility() {
+  local SROOT=$T/server R
+  mkdir -p "$SROOT"
+  printf 'alice-pass\n' | admin user add alice --password-stdin 2>/dev/null
+  printf 'root-pass\n' | admin user add boss --admin --password-stdin 2>/dev/null
+  admin namespace add team 2>/dev/null && admin namespace add pub --public 2>/dev/null && admin grant alice team pull 2>/dev/null
+  start_serve "$SROOT" R || fail "img serve did not start"
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:root-pass "docker-archive:$GEN/base-docker.tar" "docker://$R/pub/shown:1" || fail "push"
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:root-pass "docker-archive:$GEN/base-docker.tar" "docker://$R/team/hidden:1" || fail "push"
+  curl -s "http://$R/" > "$T/anon.html"
+  has 'pub/shown' "$T/anon.html" && has "img pull $R/pub/shown:1" "$T/anon.html" || fail "the page does not list the public image"
+  ! has 'hidden' "$T/anon.html" || fail "the anonymous page shows a private repository"
+  curl -s -u alice:alice-pass "http://$R/" > "$T/alice.html"
+  has 'team/hidden' "$T/alice.html" || fail "alice's page does not list what she may pull"
+}
+
+# ---------------------------------------------------------------- runner
+
+passed=0 failed=0
+run_check() {
+  local fn=$1 name=${1#check_}
+  local T=$WORK/$name
+  mkdir -p "$T"
+  ( set -eEuo pipefail; trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR; export T; "$fn" ) > "$T/log" 2>&1
+  local rc=$?
+  [[ -f $T/measure ]] && sed 's/^/# /' "$T/measure" >> "$WORK/measurements"
+  if [[ $rc == 0 ]]; then
+    echo "ok - $name"; passed=$((passed + 1))
+  else
+    echo "not ok - $name"; failed=$((failed + 1))
+    tail -n 25 "$T/log" | sed 's/^/#   /'
+  fi
+  # servers of this check
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  PIDS=()
+}
+
+START=$SECONDS
+echo "# img: $IMG ($("$IMG" --version 2>&1))"
+make_pki || { echo "not ok - pki"; cat "$WORK/pki.log"; exit 1; }
+for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
+  if [[ $# -gt 0 ]]; then
+    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
+    [[ $keep == 1 ]] || continue
+  fi
+  run_check "$fn"
+done
+[[ -f $WORK/measurements ]] && cat "$WORK/measurements"
+echo "# the suite took $((SECONDS - START)) s"
+echo "$passed passed, $failed failed"
+[[ $failed == 0 && $passed -gt 0 ]]
