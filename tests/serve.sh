@@ -449,6 +449,37 @@ check_image_center_respects_visibility() {
   has 'team/hidden' "$T/alice.html" || fail "alice's page does not list what she may pull"
 }
 
+# The admin HTTP API does what img serve admin does, for admins only: the
+# first admin is made while no user exists, then anonymous and ordinary
+# callers are refused.
+check_admin_http_api() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R || fail "img serve did not start"
+  local a="http://$R/admin/v1"
+  [[ $(status POST "$a/users" -d '{"name":"boss","password":"boss-pass","admin":true}') == 201 ]] || fail "the first admin: $(cat "$T/body")"
+  [[ $(status POST "$a/users" -d '{"name":"eve","password":"x"}') == 401 ]] || fail "an anonymous caller made a user once an admin exists"
+  [[ $(status POST "$a/users" -u boss:boss-pass -d '{"name":"dev","password":"dev-pass"}') == 201 ]] || fail "user: $(cat "$T/body")"
+  [[ $(status POST "$a/namespaces" -u dev:dev-pass -d '{"name":"team"}') == 403 ]] || fail "a user who is not an admin made a namespace"
+  [[ $(status POST "$a/namespaces" -u boss:boss-pass -d '{"name":"team","public":false}') == 201 ]] || fail "namespace: $(cat "$T/body")"
+  [[ $(status POST "$a/namespaces" -u boss:boss-pass -d '{"name":"x"}') == 400 ]] && has '2' "$T/body" || fail "a one-letter namespace: $(cat "$T/body")"
+  [[ $(status POST "$a/grants" -u boss:boss-pass -d '{"user":"dev","scope":"team","access":"push"}') == 204 ]] || fail "grant: $(cat "$T/body")"
+  skopeo copy -q --dest-tls-verify=false --dest-creds dev:dev-pass "docker-archive:$GEN/base-docker.tar" "docker://$R/team/app:1" ||
+    fail "dev's push after the API's grant"
+  [[ $(status GET "$a/list" -u boss:boss-pass) == 200 ]] || fail "list"
+  python3 - "$T/body" <<'PY2' || fail "the list: $(cat "$T/body")"
+import json, sys
+l = json.load(open(sys.argv[1]))
+assert [u["name"] for u in l["users"]] == ["boss", "dev"], l
+assert l["namespaces"] == [{"name": "team", "public": False}], l
+assert l["grants"] == [{"user": "dev", "scope": "team", "access": "push"}], l
+assert "pass" not in json.dumps(l)
+PY2
+  [[ $(status DELETE "$a/grants/dev/team" -u boss:boss-pass) == 204 ]] || fail "revoke: $(cat "$T/body")"
+  [[ $(status GET "http://$R/v2/team/app/tags/list" -u dev:dev-pass) == 403 ]] || fail "the API's revocation did not take effect"
+  [[ $(status DELETE "$a/users/dev" -u boss:boss-pass) == 204 ]] || fail "user removal"
+  [[ $(status DELETE "$a/users/dev" -u boss:boss-pass) == 404 ]] || fail "removing a user twice"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0

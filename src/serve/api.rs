@@ -284,6 +284,10 @@ impl Api {
             let caller = self.caller(req)?;
             return self.image_center(req, &caller);
         }
+        if let Some(rest) = req.path.strip_prefix("/admin/v1/") {
+            let caller = self.caller(req)?;
+            return self.admin_api(req, &caller, rest, body);
+        }
         let r = match route::parse(&req.path) {
             Ok(r) => r,
             Err(e) => {
@@ -818,6 +822,78 @@ impl Api {
             resp = resp.header("OCI-Filters-Applied", "artifactType");
         }
         Ok(resp)
+    }
+
+    /// The admin API, for admins only (anyone while no user exists, so
+    /// that the first one can be made):
+    /// `GET list`; `POST users` {name, password, admin}; `DELETE users/NAME`;
+    /// `POST namespaces` {name, public}; `DELETE namespaces/NAME`;
+    /// `PUT repositories/NS/REPO` {public: true|false|null};
+    /// `POST grants` {user, scope, access}; `DELETE grants/USER/SCOPE`.
+    fn admin_api(&self, req: &Request, caller: &Caller, rest: &str, body: &mut dyn Read) -> Reply<Response> {
+        let allowed = matches!(caller, Caller::User { admin: true, .. }) || self.open()?;
+        if !allowed {
+            return match caller {
+                Caller::Anonymous => Err(self.challenge(req, None, "the admin API needs an admin's credentials")),
+                Caller::User { name, .. } => Err(error(403, "DENIED", format!("{name} is not an admin"))),
+            };
+        }
+        let mut bytes = Vec::new();
+        body.take(64 * 1024)
+            .read_to_end(&mut bytes)
+            .map_err(|e| error(400, "UNSUPPORTED", format!("reading the request: {e}")))?;
+        let v: serde_json::Value = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| error(400, "UNSUPPORTED", format!("the request is not JSON: {e}")))?
+        };
+        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let bad = |e: anyhow::Error| error(400, "UNSUPPORTED", format!("{e:#}"));
+        let m = req.method.as_str();
+        let parts: Vec<&str> = rest.splitn(2, '/').collect();
+        match (m, parts.as_slice()) {
+            ("GET", ["list"]) => {
+                let l = super::admin::list(&store).map_err(bad)?;
+                Ok(Response::new(200).json(&serde_json::to_value(l).unwrap_or_default()))
+            }
+            ("POST", ["users"]) => {
+                let admin = v.get("admin").and_then(|a| a.as_bool()).unwrap_or(false);
+                let added = super::admin::user_add(&mut store, &s("name"), &s("password"), admin).map_err(bad)?;
+                Ok(Response::new(if added { 201 } else { 200 }))
+            }
+            ("DELETE", ["users", name]) => {
+                super::admin::user_rm(&mut store, name).map_err(|e| error(404, "NAME_UNKNOWN", format!("{e:#}")))?;
+                Ok(Response::new(204))
+            }
+            ("POST", ["namespaces"]) => {
+                let public = v.get("public").and_then(|a| a.as_bool()).unwrap_or(false);
+                let made = super::admin::namespace_add(&mut store, &s("name"), public).map_err(bad)?;
+                Ok(Response::new(if made { 201 } else { 200 }))
+            }
+            ("DELETE", ["namespaces", name]) => {
+                super::admin::namespace_rm(&mut store, name)
+                    .map_err(|e| error(404, "NAME_UNKNOWN", format!("{e:#}")))?;
+                Ok(Response::new(204))
+            }
+            ("PUT", ["repositories", name]) => {
+                let public = v.get("public").and_then(|a| a.as_bool());
+                super::admin::repository_visibility(&mut store, name, public).map_err(bad)?;
+                Ok(Response::new(204))
+            }
+            ("POST", ["grants"]) => {
+                super::admin::grant(&mut store, &s("user"), &s("scope"), &s("access")).map_err(bad)?;
+                Ok(Response::new(204))
+            }
+            ("DELETE", ["grants", rest]) => {
+                let (user, scope) = rest.split_once('/').unwrap_or((rest, ""));
+                super::admin::revoke(&mut store, user, scope)
+                    .map_err(|e| error(404, "NAME_UNKNOWN", format!("{e:#}")))?;
+                Ok(Response::new(204))
+            }
+            _ => Ok(error(404, "UNSUPPORTED", format!("no admin endpoint {m} /admin/v1/{rest}"))),
+        }
     }
 
     fn image_center(&self, req: &Request, caller: &Caller) -> Reply<Response> {
