@@ -39,6 +39,9 @@
 #         a small one (RUN, COPY, ENV), ten RUN steps, a multi-stage build
 #         with COPY --from, and a COPY of a 64 MB context of 2,000 files;
 #         each cold (--no-cache) and fully cached. About 3 minutes.
+#   serve img serve vs docker-registry with the same image (SERVE_IMAGE,
+#         medium by default): skopeo and podman pulls through each, and
+#         manifest GETs per second from 50 keep-alive clients (ab).
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -51,10 +54,10 @@ PODMAN_RUNS=3
 PULL_IMAGES=small,medium,large
 PULL_JOBS=
 MAX_WAIT=300
-ONLY=load,pull,mount,lazy,build
+ONLY=load,pull,mount,lazy,build,serve
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,lazy,build] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,lazy,build,serve] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -71,7 +74,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|lazy|build) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|lazy|build|serve) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -87,6 +90,7 @@ want pull && need+=(skopeo docker-registry curl unshare)
 want mount && need+=(umoci gzip dd find xargs)
 want lazy && need+=(skopeo docker-registry curl ip nsenter)
 want build && need+=(buildah)
+want serve && need+=(skopeo docker-registry curl ab)
 if want mount && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
 fi
@@ -787,6 +791,67 @@ for c in cases:
     ih, bh = med(f"build-cached-{c}")
     print(f"{c:10} {ic*1000:>7.0f}ms {bc*1000:>11.0f}ms {bc/ic:>5.1f}x   {ih*1000:>8.0f}ms {bh*1000:>13.0f}ms {bh/ih:>5.1f}x")
 print("goals: faster than buildah on every case; a cached rebuild under 200 ms")
+PY
+fi
+
+if want serve; then
+    SNAME=${SERVE_IMAGE:-medium}
+    gen_images "$SNAME"
+    SV=$WORK/serve
+    rm -rf "$SV"; mkdir -p "$SV"
+    free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    DREG=127.0.0.1:$(free)
+    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
+        "$SV/registry" "$DREG" > "$SV/registry.yml"
+    docker-registry serve "$SV/registry.yml" >"$SV/registry.log" 2>&1 </dev/null &
+    DREG_PID=$!
+    IREG=127.0.0.1:$(free)
+    IMG_ROOT=$SV/store "$IMG" serve --listen "$IREG" >"$SV/serve.log" 2>&1 </dev/null &
+    IREG_PID=$!
+    serve_cleanup() {
+        kill "$DREG_PID" "$IREG_PID" 2>/dev/null || true
+        wait "$DREG_PID" "$IREG_PID" 2>/dev/null || true
+        rm -rf "$SV" || true
+    }
+    CLEANUPS+=(serve_cleanup)
+    for r in "$DREG" "$IREG"; do
+        for i in $(seq 1 100); do curl -s -o /dev/null "http://$r/v2/" && break; sleep 0.1; done
+        skopeo copy -q --dest-tls-verify=false "oci:images/$SNAME:latest" "docker://$r/bench/$SNAME:1"
+        curl -s -o /dev/null "http://$r/v2/bench/$SNAME/manifests/1"
+    done
+    echo "bench: docker-registry $DREG, img serve $IREG" >&2
+    SPM="podman --root $SV/pm --runroot $SV/pm-run --storage-driver vfs"
+    hf "serve-skopeo" "$RUNS" 1 \
+        --prepare "rm -rf $SV/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$DREG/bench/$SNAME:1 oci:$SV/sk:x" \
+        --prepare "rm -rf $SV/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$IREG/bench/$SNAME:1 oci:$SV/sk:x"
+    hf "serve-podman" "$PODMAN_RUNS" 0 \
+        --prepare "rm -rf $SV/pm $SV/pm-run; sync" "$SPM pull -q --tls-verify=false $DREG/bench/$SNAME:1" \
+        --prepare "rm -rf $SV/pm $SV/pm-run; sync" "$SPM pull -q --tls-verify=false $IREG/bench/$SNAME:1"
+    rm -rf "$SV/sk" "$SV/pm" "$SV/pm-run"
+    ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+    for r in "$DREG" "$IREG"; do
+        for i in $(seq 1 "$RUNS"); do
+            wait_quiet "serve-rps"
+            ab -k -q -n 20000 -c 50 -H "$ACCEPT" "http://$r/v2/bench/$SNAME/manifests/1" 2>&1 |
+                awk -v r="$r" '/Requests per second/ {print r, $4} /Failed requests/ && $3 != 0 {print "failed", r, $3 > "/dev/stderr"}'
+        done
+    done > "$SV/rps.txt"
+    SIZE=$(du -sb "images/$SNAME/blobs" | cut -f1)
+    python3 - "$DREG" "$IREG" "$SIZE" "$RUNS" "$SV/rps.txt" <<'PY'
+import json, statistics, sys
+dreg, ireg, size, runs, rpsf = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+med = lambda n: [r["median"] for r in json.load(open(f"{n}.json"))["results"]]
+print(f"img serve vs docker-registry (both plain HTTP on 127.0.0.1, filesystem storage), the {size/1e6:.0f} MB image; medians")
+for tool in ("skopeo", "podman"):
+    d, i = med(f"serve-{tool}")
+    print(f"  {tool} pull   docker-registry {d:6.2f} s ({size/d/1e6:5.0f} MB/s)   img serve {i:6.2f} s ({size/i/1e6:5.0f} MB/s)   ratio {d/i:4.2f}x")
+rps = {}
+for line in open(rpsf):
+    r, v = line.split()
+    rps.setdefault(r, []).append(float(v))
+d, i = statistics.median(rps.get(dreg, [0])), statistics.median(rps.get(ireg, [0]))
+print(f"  manifest GETs, 50 clients (ab -k, {runs} runs of 20,000)   docker-registry {d:8.0f}/s   img serve {i:8.0f}/s   ratio {i/max(d,1):5.1f}x")
+print("goal: img serve at least as fast as docker-registry on every figure")
 PY
 fi
 

@@ -210,7 +210,14 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
             }
         };
         let http10 = find_version(&head) == Some(0);
-        let mut keep_alive = !http10 && !req.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+        // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only
+        // when asked to (ab -k, old proxies).
+        let conn = req.header("connection").unwrap_or("");
+        let mut keep_alive = if http10 {
+            conn.eq_ignore_ascii_case("keep-alive")
+        } else {
+            !conn.eq_ignore_ascii_case("close")
+        };
         let framing = match body_framing(&req) {
             Ok(f) => f,
             Err((status, msg)) => {
@@ -230,6 +237,7 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
             keep_alive = false;
         }
         let head_only = req.method == "HEAD";
+        let resp = if http10 && keep_alive { resp.header("Connection", "keep-alive") } else { resp };
         write_response(r.get_mut(), &resp, head_only, keep_alive)?;
         if !keep_alive {
             return Ok(());
