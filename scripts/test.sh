@@ -40,7 +40,8 @@ step() { # step NAME COMMAND...: run, time and record one step
 
 install_packages() {
   local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
-              python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah) missing=()
+              python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
+              chromium-headless-shell) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done

@@ -480,6 +480,42 @@ PY2
   [[ $(status DELETE "$a/users/dev" -u boss:boss-pass) == 404 ]] || fail "removing a user twice"
 }
 
+# The image center in a real browser (Debian's headless chromium): the
+# page renders (a screenshot with text in it), shows the public repository
+# and not the private one; once the private one is made public, the
+# rendered page grows by its table and names it.
+check_image_center_in_a_browser() {
+  local SROOT=$T/server R chrome
+  chrome=$(command -v chromium-headless-shell || command -v chromium) || fail "no chromium (scripts/test.sh installs chromium-headless-shell)"
+  mkdir -p "$SROOT"
+  printf 'root-pass\n' | admin user add boss --admin --password-stdin 2>/dev/null
+  admin namespace add team 2>/dev/null && admin namespace add pub --public 2>/dev/null
+  start_serve "$SROOT" R || fail "img serve did not start"
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:root-pass "docker-archive:$GEN/base-docker.tar" "docker://$R/pub/shown:1" || fail "push"
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:root-pass "docker-archive:$GEN/base-docker.tar" "docker://$R/team/hidden:1" || fail "push"
+  shoot() { # NAME: a screenshot and the DOM of the page, as chromium renders them
+    HOME=$T/home timeout 120 "$chrome" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,800 \
+      --screenshot="$T/$1.png" "http://$R/" >/dev/null 2>&1 || fail "chromium's screenshot failed"
+    HOME=$T/home timeout 120 "$chrome" --headless --no-sandbox --disable-gpu --dump-dom "http://$R/" > "$T/$1.html" 2>/dev/null ||
+      fail "chromium's DOM dump failed"
+    python3 tests/support/png_extent.py "$T/$1.png" > "$T/$1.extent" || fail "the screenshot is not a PNG"
+  }
+  shoot before
+  has "img pull $R/pub/shown:1" "$T/before.html" || fail "the rendered page does not offer the public image"
+  ! has 'team/hidden' "$T/before.html" || fail "the rendered page shows a private repository"
+  local w h top bottom left right dark
+  read -r w h top bottom left right dark < "$T/before.extent"
+  [[ $w == 1000 && $h == 800 ]] || fail "the screenshot is ${w}x$h"
+  ((bottom > top && dark > 500)) || fail "the screenshot shows no text: $(cat "$T/before.extent")"
+  admin repository team/hidden --public 2>/dev/null || fail "making team/hidden public"
+  shoot after
+  has "img pull $R/team/hidden:1" "$T/after.html" || fail "the page does not show the repository made public"
+  local b2 d2
+  read -r _ _ _ b2 _ _ d2 < "$T/after.extent"
+  ((b2 > bottom && d2 > dark)) || fail "the rendered page did not grow by a table: $(cat "$T/before.extent") then $(cat "$T/after.extent")"
+  echo "image center screenshots: text down to row $bottom, then $b2 with team/hidden public" > "$T/measure"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0
