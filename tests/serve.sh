@@ -114,10 +114,18 @@ check_clients_push_and_pull() {
   ROOT=$T/client2 img export -o "$T/b.tar" "$R/team/viapodman:3"
   [[ $(tar -tvf "$T/a.tar" | sort | md5sum) == $(tar -tvf "$T/b.tar" | sort | md5sum) ]] ||
     fail "the tree that went img -> serve -> skopeo -> serve -> podman -> serve -> img changed"
+  # The same image pushed again with other layer blobs (zstd) is another
+  # manifest: its tag names that manifest, not the first one (found in
+  # review: the tag moved to the store's image of the same config).
+  img push -q --tls-verify=false --compression-format zstd --digestfile "$T/zstd.digest" localhost/layered:1 "$R/team/layered:zstd" >/dev/null 2>&1 ||
+    fail "img push --compression-format zstd"
+  local zd; zd=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$R/team/layered:zstd" | sha256sum | cut -d' ' -f1)
+  [[ $zd == $(cat "$T/zstd.digest") ]] || fail "tag zstd serves $zd, not the pushed $(cat "$T/zstd.digest")"
+  skopeo inspect --raw --tls-verify=false "docker://$R/team/layered:1" | has 'tar+gzip' || fail "tag 1 lost its gzip manifest"
   local cat; cat=$(curl -s "http://$R/v2/_catalog")
   [[ $cat == '{"repositories":["team/layered","team/viapodman","team/viaskopeo"]}' ]] || fail "catalog: $cat"
   IMG_ROOT=$SROOT "$IMG" images --format '{{.Repository}}:{{.Tag}}' | sort > "$T/served"
-  printf 'localhost/team/layered:1\nlocalhost/team/viapodman:3\nlocalhost/team/viaskopeo:2\n' | diff - "$T/served" ||
+  printf 'localhost/team/layered:1\nlocalhost/team/layered:zstd\nlocalhost/team/viapodman:3\nlocalhost/team/viaskopeo:2\n' | diff - "$T/served" ||
     fail "the serving store's images are not the pushed ones"
   IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck of the serving store: $(IMG_ROOT=$SROOT "$IMG" fsck 2>&1 | tail -3)"
 }

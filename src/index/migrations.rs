@@ -192,6 +192,10 @@ pub const MIGRATIONS: &[&str] = &[
         tag        TEXT NOT NULL,
         digest     TEXT NOT NULL,
         tagged_at  INTEGER NOT NULL,
+        -- For a manifest of an image of the store that was stored from
+        -- another manifest: the image, whose tag of the same name must
+        -- exist for this row to count ('' for indexes and artifacts).
+        image_id   TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (repository, tag),
         FOREIGN KEY (repository, digest) REFERENCES served_manifests(repository, digest) ON DELETE CASCADE
     ) STRICT;

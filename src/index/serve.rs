@@ -222,7 +222,7 @@ impl Index {
         let mut st = self.conn.prepare_cached(
             "SELECT m.digest, m.media_type FROM served_tags s
              JOIN served_manifests m ON m.repository = s.repository AND m.digest = s.digest
-             WHERE s.repository = ?1 AND s.tag = ?2",
+             WHERE s.repository = ?1 AND s.tag = ?2 AND (s.image_id = '' OR EXISTS (SELECT 1 FROM tags x WHERE x.name = 'localhost/' || s.repository || ':' || s.tag AND x.image_id = s.image_id))",
         )?;
         let found: Option<(String, String)> =
             st.query_row(params![repo, tag], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
@@ -301,7 +301,7 @@ impl Index {
     /// The tags of `repo`, sorted, each once.
     pub fn served_tags(&self, repo: &str) -> Result<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
-        let mut st = self.conn.prepare_cached("SELECT tag FROM served_tags WHERE repository = ?1")?;
+        let mut st = self.conn.prepare_cached("SELECT s.tag FROM served_tags s WHERE s.repository = ?1 AND (s.image_id = '' OR EXISTS (SELECT 1 FROM tags x WHERE x.name = 'localhost/' || s.repository || ':' || s.tag AND x.image_id = s.image_id))")?;
         for r in st.query_map(params![repo], |r| r.get::<_, String>(0))? {
             out.push(r?);
         }
@@ -346,7 +346,7 @@ impl Index {
         let mut out = Vec::new();
         let mut st = self.conn.prepare_cached(
             "SELECT s.repository, s.tag, s.digest, m.media_type, m.size, s.tagged_at FROM served_tags s
-             JOIN served_manifests m ON m.repository = s.repository AND m.digest = s.digest",
+             JOIN served_manifests m ON m.repository = s.repository AND m.digest = s.digest WHERE (s.image_id = '' OR EXISTS (SELECT 1 FROM tags x WHERE x.name = 'localhost/' || s.repository || ':' || s.tag AND x.image_id = s.image_id))",
         )?;
         let rows = st.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get::<_, i64>(4)?, r.get(5)?))
@@ -449,19 +449,48 @@ impl Index {
                 repository: format!("localhost/{repo}"),
                 tag: t.to_string(),
             });
-            if let Some(img) = image {
-                let tags: Vec<TagName> = tag_name.iter().cloned().collect();
-                insert_image_tx(tx, img, &[], &tags)?;
-                if let Some(t) = tag {
-                    tx.execute("DELETE FROM served_tags WHERE repository = ?1 AND tag = ?2", params![repo, t])?;
-                }
-            } else if let (Some(t), Some(n)) = (tag, &tag_name) {
+            // The store knows an image by its config: one pushed again with
+            // other layer blobs (another compression, another manifest
+            // format) is another manifest of the same image. The store's
+            // tag names the image, and a served tag names this manifest.
+            let stored_as: Option<String> = match image {
+                Some(img) => tx
+                    .prepare_cached("SELECT manifest_digest FROM images WHERE id = ?1")?
+                    .query_row(params![img.id.as_str()], |r| r.get(0))
+                    .optional()?,
+                None => None,
+            };
+            let served_tag = |tx: &Transaction, t: &str, image_id: &str| {
                 tx.execute(
-                    "INSERT INTO served_tags(repository, tag, digest, tagged_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(repository, tag) DO UPDATE SET digest = excluded.digest, tagged_at = excluded.tagged_at",
-                    params![repo, t, m.digest.as_str(), now()],
-                )?;
-                tx.execute("DELETE FROM tags WHERE name = ?1", params![n.name])?;
+                    "INSERT INTO served_tags(repository, tag, digest, tagged_at, image_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(repository, tag) DO UPDATE SET digest = excluded.digest,
+                        tagged_at = excluded.tagged_at, image_id = excluded.image_id",
+                    params![repo, t, m.digest.as_str(), now(), image_id],
+                )
+            };
+            match (image, tag, &tag_name) {
+                (Some(img), _, _) => {
+                    let tags: Vec<TagName> = tag_name.iter().cloned().collect();
+                    insert_image_tx(tx, img, &[], &tags)?;
+                    if let Some(t) = tag {
+                        match stored_as {
+                            Some(d) if d != m.digest.as_str() => {
+                                served_tag(tx, t, img.id.as_str())?;
+                            }
+                            _ => {
+                                tx.execute(
+                                    "DELETE FROM served_tags WHERE repository = ?1 AND tag = ?2",
+                                    params![repo, t],
+                                )?;
+                            }
+                        }
+                    }
+                }
+                (None, Some(t), Some(n)) => {
+                    served_tag(tx, t, "")?;
+                    tx.execute("DELETE FROM tags WHERE name = ?1", params![n.name])?;
+                }
+                _ => {}
             }
             Ok(())
         })

@@ -213,11 +213,8 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
         // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only
         // when asked to (ab -k, old proxies).
         let conn = req.header("connection").unwrap_or("");
-        let mut keep_alive = if http10 {
-            conn.eq_ignore_ascii_case("keep-alive")
-        } else {
-            !conn.eq_ignore_ascii_case("close")
-        };
+        let mut keep_alive =
+            if http10 { conn.eq_ignore_ascii_case("keep-alive") } else { !conn.eq_ignore_ascii_case("close") };
         let framing = match body_framing(&req) {
             Ok(f) => f,
             Err((status, msg)) => {
