@@ -531,7 +531,14 @@ run_check() {
   local fn=$1 name=${1#check_}
   local T=$WORK/$name
   mkdir -p "$T"
-  ( set -eEuo pipefail; trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR; export T; "$fn" ) > "$T/log" 2>&1
+  (
+    set -eEuo pipefail
+    trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
+    # the check's servers go with it (they are started in this subshell)
+    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
+    export T
+    "$fn"
+  ) > "$T/log" 2>&1
   local rc=$?
   [[ -f $T/measure ]] && sed 's/^/# /' "$T/measure" >> "$WORK/measurements"
   if [[ $rc == 0 ]]; then
@@ -540,9 +547,6 @@ run_check() {
     echo "not ok - $name"; failed=$((failed + 1))
     tail -n 25 "$T/log" | sed 's/^/#   /'
   fi
-  # servers of this check
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  PIDS=()
 }
 
 START=$SECONDS
