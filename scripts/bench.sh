@@ -41,7 +41,8 @@
 #         each cold (--no-cache) and fully cached. About 3 minutes.
 #   serve img serve vs docker-registry with the same image (SERVE_IMAGE,
 #         medium by default): skopeo and podman pulls through each, and
-#         manifest GETs per second from 50 keep-alive clients (ab).
+#         manifest GETs per second from 50 keep-alive clients (ab); podman's
+#         store on /dev/shm.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -820,14 +821,18 @@ if want serve; then
         curl -s -o /dev/null "http://$r/v2/bench/$SNAME/manifests/1"
     done
     echo "bench: docker-registry $DREG, img serve $IREG" >&2
-    SPM="podman --root $SV/pm --runroot $SV/pm-run --storage-driver vfs"
+    # podman unpacks every layer (vfs): its store is on a tmpfs where there
+    # is one, so that the disk's noise does not drown the servers' part.
+    PMDIR=$SV
+    [ -d /dev/shm ] && PMDIR=/dev/shm/img-bench-serve
+    SPM="podman --root $PMDIR/pm --runroot $PMDIR/pm-run --storage-driver vfs"
     hf "serve-skopeo" "$RUNS" 1 \
         --prepare "rm -rf $SV/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$DREG/bench/$SNAME:1 oci:$SV/sk:x" \
         --prepare "rm -rf $SV/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$IREG/bench/$SNAME:1 oci:$SV/sk:x"
     hf "serve-podman" "$PODMAN_RUNS" 0 \
-        --prepare "rm -rf $SV/pm $SV/pm-run; sync" "$SPM pull -q --tls-verify=false $DREG/bench/$SNAME:1" \
-        --prepare "rm -rf $SV/pm $SV/pm-run; sync" "$SPM pull -q --tls-verify=false $IREG/bench/$SNAME:1"
-    rm -rf "$SV/sk" "$SV/pm" "$SV/pm-run"
+        --prepare "rm -rf $PMDIR/pm $PMDIR/pm-run; sync" "$SPM pull -q --tls-verify=false $DREG/bench/$SNAME:1" \
+        --prepare "rm -rf $PMDIR/pm $PMDIR/pm-run; sync" "$SPM pull -q --tls-verify=false $IREG/bench/$SNAME:1"
+    rm -rf "$SV/sk" "$PMDIR/pm" "$PMDIR/pm-run"
     ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
     for r in "$DREG" "$IREG"; do
         for i in $(seq 1 "$RUNS"); do
