@@ -247,6 +247,17 @@ mod tests {
         assert_eq!(credentials(Some("Digest x")), Credentials::Malformed);
     }
 
+    proptest::proptest! {
+        /// Any Authorization header reads without panicking; any token
+        /// string but a genuine one is refused.
+        #[test]
+        fn hostile_credentials_and_tokens_are_refused(h in "\\PC{0,80}", t in "[A-Za-z0-9._-]{0,80}") {
+            let _ = credentials(Some(&h));
+            let tokens = Tokens::new(b"k".to_vec());
+            proptest::prop_assert_eq!(tokens.check(&t, 0), None);
+        }
+    }
+
     #[test]
     fn scopes_parse() {
         assert_eq!(

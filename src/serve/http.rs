@@ -625,6 +625,43 @@ mod tests {
         assert!(read_head(&mut r).ok().unwrap().is_none());
     }
 
+    proptest::proptest! {
+        /// Any bytes as a head or a body: an answer or an error, never a
+        /// panic or a body longer than what was sent.
+        #[test]
+        fn hostile_heads_and_bodies_never_panic(head in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                               wire in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_head(&head, peer(), false);
+            let mut r = io::BufReader::with_capacity(16, &head[..]);
+            let _ = read_head(&mut r);
+            for h in ["PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "PUT / HTTP/1.1\r\nContent-Length: 40\r\n\r\n"] {
+                if let Ok(out) = body_of(h, &wire) {
+                    proptest::prop_assert!(out.len() <= wire.len());
+                }
+            }
+        }
+
+        /// A body sent chunked in any split reads back whole.
+        #[test]
+        fn chunked_bodies_round_trip(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+                                     cuts in proptest::collection::vec(1usize..300, 1..20)) {
+            let mut wire = Vec::new();
+            let mut rest = &data[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let out = body_of("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", &wire).unwrap();
+            proptest::prop_assert_eq!(out, data);
+        }
+    }
+
     #[test]
     fn endless_heads_are_refused() {
         let wire = vec![b'a'; MAX_HEAD + 10];
