@@ -570,6 +570,44 @@ check_killed_server_leaves_a_clean_store() {
   echo "server killed 5 times during 3 pushes each: $cut uploads cut short, $((listed - 1)) of the 15 pushes finished, each whole; fsck clean every time" > "$T/measure"
 }
 
+# An artifact (an SBOM-like manifest whose subject is an image) is pushed,
+# listed by the referrers API (with the artifactType filter), pulled back
+# as pushed, and deleted; it is not an image of the store.
+check_referrers_and_artifacts() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R || fail "img serve did not start"
+  skopeo copy -q --dest-tls-verify=false "docker-archive:$GEN/base-docker.tar" "docker://$R/team/app:1" || fail "push"
+  local subject size u="http://$R/v2/team/app"
+  subject=sha256:$(curl -s -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$u/manifests/1" | sha256sum | cut -d' ' -f1)
+  size=$(curl -s -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "$u/manifests/1" | wc -c)
+  printf '{}' > "$T/empty"; printf 'an sbom\n' > "$T/sbom"
+  local e s
+  e=sha256:$(sha256sum "$T/empty" | cut -d' ' -f1); s=sha256:$(sha256sum "$T/sbom" | cut -d' ' -f1)
+  [[ $(status POST "$u/blobs/uploads/?digest=$e" --data-binary "@$T/empty") == 201 ]] || fail "empty config"
+  [[ $(status POST "$u/blobs/uploads/?digest=$s" --data-binary "@$T/sbom") == 201 ]] || fail "sbom blob"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[{"mediaType":"text/plain","digest":"%s","size":8}],"subject":{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"%s","size":%d}}' \
+    "$e" "$s" "$subject" "$size" > "$T/art"
+  local a; a=sha256:$(sha256sum "$T/art" | cut -d' ' -f1)
+  s=$(curl -s -D "$T/h" -o "$T/body" -w '%{http_code}' -X PUT --data-binary "@$T/art" \
+    -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' "$u/manifests/$a")
+  [[ $s == 201 ]] || fail "artifact push: $s $(cat "$T/body")"
+  tr -d '\r' < "$T/h" | has -ix "oci-subject: $subject" || fail "no OCI-Subject header: $(cat "$T/h")"
+  curl -s "$u/referrers/$subject" > "$T/ref"
+  python3 - "$T/ref" "$a" <<'PY' || fail "referrers: $(cat "$T/ref")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["mediaType"] == "application/vnd.oci.image.index.v1+json", r
+assert [(m["digest"], m["artifactType"]) for m in r["manifests"]] == [(sys.argv[2], "application/vnd.example.sbom")], r
+PY
+  curl -s -D "$T/h" "$u/referrers/$subject?artifactType=application/vnd.other" > "$T/ref2"
+  tr -d '\r' < "$T/h" | has -ix 'oci-filters-applied: artifactType' || fail "the filter is not said to be applied"
+  has '"manifests":\[\]' "$T/ref2" || fail "the filter let another type through: $(cat "$T/ref2")"
+  curl -s "$u/manifests/$a" | cmp -s - "$T/art" || fail "the artifact does not read back as pushed"
+  IMG_ROOT=$SROOT "$IMG" images -q | wc -l | has -x 1 || fail "the artifact became an image of the store"
+  [[ $(status DELETE "$u/manifests/$a") == 202 ]] || fail "artifact delete"
+  has '"manifests":\[\]' <(curl -s "$u/referrers/$subject") || fail "a deleted artifact is still a referrer"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0
