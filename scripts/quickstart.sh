@@ -61,8 +61,10 @@ run img version
 # 3. A sample image from busybox-static, in a throwaway store.
 DEMO=$(mktemp -d /tmp/img-quickstart.XXXXXX)
 REGISTRY_PID=""
+SERVE_PID=""
 cleanup() {
   img umount -a --discard >/dev/null 2>&1 || true
+  [[ -z $SERVE_PID ]] || kill "$SERVE_PID" 2>/dev/null || true
   if [[ -n $REGISTRY_PID ]]; then
     kill "$REGISTRY_PID" 2>/dev/null
     for _ in $(seq 50); do kill -0 "$REGISTRY_PID" 2>/dev/null || break; sleep 0.1; done
@@ -145,5 +147,25 @@ run img history sample:3
 run img mount sample:3 "$DEMO/mnt3"
 run cat "$DEMO/mnt3/greeting" "$DEMO/mnt3/app/message.txt"
 run img umount "$DEMO/mnt3"
+
+# 9. Serve the store as a registry, with a user, a private namespace and a
+#    grant; push to it and pull from it.
+SPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 5001)
+say "img serve: the store as a registry on 127.0.0.1:$SPORT, with a user and a grant:"
+show "printf 'demo-pass\\n' | img --root $DEMO/served serve admin user add demo --password-stdin"
+printf 'demo-pass\n' | img --root "$DEMO/served" serve admin user add demo --password-stdin
+run img --root "$DEMO/served" serve admin namespace add team --private
+run img --root "$DEMO/served" serve admin grant demo team push
+run img --root "$DEMO/served" serve admin list
+img --root "$DEMO/served" serve --listen "127.0.0.1:$SPORT" 2>"$DEMO/serve.log" &
+SERVE_PID=$!
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$SPORT/v2/" && break; sleep 0.1; done
+show "printf 'demo-pass\\n' | img login -u demo --password-stdin --tls-verify=false 127.0.0.1:$SPORT"
+printf 'demo-pass\n' | img login -u demo --password-stdin --tls-verify=false "127.0.0.1:$SPORT"
+run img push --tls-verify=false sample:3 "127.0.0.1:$SPORT/team/sample:3"
+run img --root "$DEMO/store4" pull --tls-verify=false "127.0.0.1:$SPORT/team/sample:3"
+run img logout "127.0.0.1:$SPORT"
+run img --root "$DEMO/served" images
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 
 say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
