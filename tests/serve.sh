@@ -608,6 +608,31 @@ PY
   has '"manifests":\[\]' <(curl -s "$u/referrers/$subject") || fail "a deleted artifact is still a referrer"
 }
 
+# Tag lists and the catalog come in pages (n, last, Link: rel="next"),
+# sorted, each name once.
+check_pagination() {
+  local SROOT=$T/server R t
+  mkdir -p "$SROOT"
+  IMG_ROOT=$SROOT "$IMG" load -q -i "$GEN/base-docker.tar" >/dev/null
+  for t in a b c d e; do IMG_ROOT=$SROOT "$IMG" tag localhost/base:1 "localhost/team/app:$t"; done
+  IMG_ROOT=$SROOT "$IMG" tag localhost/base:1 localhost/team/web:1
+  IMG_ROOT=$SROOT "$IMG" tag localhost/base:1 docker.io/team/app:f   # another domain, the same path
+  start_serve "$SROOT" R || fail "img serve did not start"
+  local url="/v2/team/app/tags/list?n=2" got=() page
+  while [[ -n $url ]]; do
+    curl -s -D "$T/h" "http://$R$url" > "$T/page"
+    page=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["tags"]))' "$T/page")
+    got+=($page)
+    url=$(tr -d '\r' < "$T/h" | sed -n 's/^[Ll]ink: <\(.*\)>; rel="next"$/\1/p')
+    ((${#got[@]} <= 10)) || fail "pages do not end"
+  done
+  [[ ${got[*]} == "a b c d e f" ]] || fail "the pages hold: ${got[*]}"
+  # (localhost/base has no namespace: it is not served)
+  [[ $(curl -s "http://$R/v2/_catalog?n=1") == '{"repositories":["team/app"]}' ]] || fail "catalog n=1: $(curl -s "http://$R/v2/_catalog?n=1")"
+  [[ $(curl -s "http://$R/v2/_catalog?last=team/app") == '{"repositories":["team/web"]}' ]] || fail "catalog last=team/app: $(curl -s "http://$R/v2/_catalog?last=team/app")"
+  [[ $(status GET "http://$R/v2/team/app/tags/list?n=x") == 400 ]] || fail "n=x was taken"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0
