@@ -192,6 +192,11 @@ impl Api {
     fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
         let found = self.with_index(|ix| ix.serve_user(user))?;
         let Some(u) = found else {
+            // As long as a wrong password takes: the time does not tell
+            // which user names exist.
+            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+            let dummy = DUMMY.get_or_init(|| auth::hash_password("img serve").unwrap_or_default());
+            let _ = auth::verify_password(password, dummy);
             return Err(self.challenge(req, None, "wrong user name or password"));
         };
         let key = Digest::of_bytes(format!("{user}\0{password}\0{}", u.password).as_bytes());
