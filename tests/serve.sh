@@ -633,6 +633,43 @@ check_pagination() {
   [[ $(status GET "http://$R/v2/team/app/tags/list?n=x") == 400 ]] || fail "n=x was taken"
 }
 
+# Clients that trickle or stall (300 connections holding half a request
+# head) do not keep others out, and are dropped once their head has taken
+# 15 s.
+check_slow_clients_are_dropped() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R || fail "img serve did not start"
+  skopeo copy -q --dest-tls-verify=false "docker-archive:$GEN/base-docker.tar" "docker://$R/team/app:1" || fail "push"
+  python3 - "$R" > "$T/slow.out" 2>&1 <<'PY' &
+import socket, sys, time
+host, port = sys.argv[1].split(":")
+socks = []
+for i in range(300):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    socks.append(s)
+start = time.time()
+for s in socks:
+    s.settimeout(max(1, 40 - (time.time() - start)))
+closed = 0
+for s in socks:
+    try:
+        while s.recv(4096):
+            pass
+        closed += 1
+    except OSError:
+        pass
+print(f"{closed} of 300 dropped after {time.time() - start:.0f} s")
+PY
+  local slow=$!
+  sleep 1
+  local t0=$SECONDS
+  skopeo copy -q --src-tls-verify=false "docker://$R/team/app:1" "oci:$T/pulled:x" || fail "a pull beside the slow clients failed"
+  ((SECONDS - t0 < 10)) || fail "a pull beside the slow clients took $((SECONDS - t0)) s"
+  wait "$slow" || true
+  has -x '300 of 300 dropped after 1[5-9] s' "$T/slow.out" || fail "the slow clients were not dropped at 15 s: $(cat "$T/slow.out")"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0

@@ -16,6 +16,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// How long a connection may stay silent (between requests or within one).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request head may take once its first byte is in (a client
+/// that trickles its head is dropped after this).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connections served at once; more are answered 503 and closed.
 const MAX_CONNECTIONS: usize = 1024;
 /// Unread request body a handler leaves that is skipped to keep the
@@ -106,6 +109,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         411 => "Length Required",
         413 => "Payload Too Large",
         416 => "Range Not Satisfiable",
@@ -167,6 +171,9 @@ impl<T: Read + Write + Send> Stream for T {}
 
 fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> io::Result<()> {
     let peer = tcp.peer_addr()?;
+    // A second handle on the socket, to change its timeouts while the
+    // stream is owned by the reader (and TLS).
+    let ctl = tcp.try_clone()?;
     tcp.set_read_timeout(Some(IDLE_TIMEOUT))?;
     tcp.set_write_timeout(Some(IDLE_TIMEOUT))?;
     tcp.set_nodelay(true)?;
@@ -191,7 +198,26 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
         }
     }
     loop {
-        let head = match read_head(&mut r) {
+        let started = std::cell::Cell::new(None::<std::time::Instant>);
+        let on_bytes = || {
+            let t0 = match started.get() {
+                Some(t) => t,
+                None => {
+                    let now = std::time::Instant::now();
+                    started.set(Some(now));
+                    now
+                }
+            };
+            let left = HEAD_TIMEOUT.saturating_sub(t0.elapsed());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = ctl.set_read_timeout(Some(left));
+            true
+        };
+        let head = read_head(&mut r, &on_bytes);
+        let _ = ctl.set_read_timeout(Some(IDLE_TIMEOUT));
+        let head = match head {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
             Err(HeadError::Io(e)) => return Err(e),
@@ -260,9 +286,14 @@ enum HeadError {
 
 /// Reads a request head (through the blank line); None at a clean end of
 /// the connection between requests.
-fn read_head(r: &mut impl BufRead) -> Result<Option<Vec<u8>>, HeadError> {
+/// `on_bytes` is called whenever bytes of the head have arrived and more
+/// are awaited; it returns false when the head has taken too long.
+fn read_head(r: &mut impl BufRead, on_bytes: &dyn Fn() -> bool) -> Result<Option<Vec<u8>>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     loop {
+        if !head.is_empty() && !on_bytes() {
+            return Err(HeadError::Bad(408, format!("the request head took over {} s", HEAD_TIMEOUT.as_secs())));
+        }
         let n = {
             let buf = match r.fill_buf() {
                 Ok(b) => b,
@@ -618,11 +649,11 @@ mod tests {
     fn heads_are_read_through_the_blank_line_only() {
         let wire = b"\r\nGET / HTTP/1.1\r\nA: b\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
         let mut r = io::BufReader::with_capacity(7, &wire[..]);
-        let h = read_head(&mut r).ok().flatten().unwrap();
+        let h = read_head(&mut r, &|| true).ok().flatten().unwrap();
         assert_eq!(h, b"GET / HTTP/1.1\r\nA: b\r\n\r\n");
-        let h2 = read_head(&mut r).ok().flatten().unwrap();
+        let h2 = read_head(&mut r, &|| true).ok().flatten().unwrap();
         assert_eq!(h2, b"GET /next HTTP/1.1\r\n\r\n");
-        assert!(read_head(&mut r).ok().unwrap().is_none());
+        assert!(read_head(&mut r, &|| true).ok().unwrap().is_none());
     }
 
     proptest::proptest! {
@@ -633,7 +664,7 @@ mod tests {
                                                wire in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = parse_head(&head, peer(), false);
             let mut r = io::BufReader::with_capacity(16, &head[..]);
-            let _ = read_head(&mut r);
+            let _ = read_head(&mut r, &|| true);
             for h in ["PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "PUT / HTTP/1.1\r\nContent-Length: 40\r\n\r\n"] {
                 if let Ok(out) = body_of(h, &wire) {
                     proptest::prop_assert!(out.len() <= wire.len());
@@ -666,6 +697,6 @@ mod tests {
     fn endless_heads_are_refused() {
         let wire = vec![b'a'; MAX_HEAD + 10];
         let mut r = io::BufReader::new(&wire[..]);
-        assert!(matches!(read_head(&mut r), Err(HeadError::Bad(431, _))));
+        assert!(matches!(read_head(&mut r, &|| true), Err(HeadError::Bad(431, _))));
     }
 }
