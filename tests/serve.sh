@@ -17,7 +17,7 @@ IMG=$(realpath "${IMG:-target/release/img}")
 GEN=$PWD/testdata/gen
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-serve.XXXXXX")
 RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a short runroot
-PIDS=()
+PIDS=() MOUNTS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$WORK" "$RUNS"
@@ -670,6 +670,34 @@ PY
   has -x '300 of 300 dropped after 1[5-9] s' "$T/slow.out" || fail "the slow clients were not dropped at 15 s: $(cat "$T/slow.out")"
 }
 
+# A push to a store on a full disk (a 24 MB tmpfs): the client gets an
+# error that says so, the store is as it was (fsck, no blob, no upload
+# file), the space is given back, and a push that fits works after.
+check_full_disk_refuses_a_push() {
+  [[ $(id -u) == 0 ]] || fail "needs root to mount a tmpfs"
+  local SROOT=$T/small R ROOT=$T/client
+  mkdir -p "$SROOT" && mount -t tmpfs -o size=24m tmpfs "$SROOT" || fail "mounting a tmpfs"
+  MOUNTS+=("$SROOT")
+  start_serve "$SROOT" R || fail "img serve did not start"
+  mkdir -p "$T/big/data" && head -c 40M /dev/urandom > "$T/big/data/blob"
+  tar -C "$T/big" -cf "$T/big.tar" data
+  img import "$T/big.tar" localhost/big:1 >/dev/null || fail "img import"
+  local free0; free0=$(df -k --output=avail "$SROOT" | tail -1)
+  img push --tls-verify=false localhost/big:1 "$R/team/big:1" > "$T/push.out" 2>&1 && fail "a 40 MB push into 24 MB succeeded"
+  has -i 'no space left' "$T/push.out" || fail "the error does not say the disk is full: $(tail -3 "$T/push.out")"
+  echo "a push into a full store says: $(grep -i 'no space left' "$T/push.out" | head -1)" > "$T/measure"
+  [[ -z $(ls "$SROOT/uploads") ]] || fail "the refused upload's file is left"
+  # (the small config blob went in before the layer; it waits for a manifest, as uploads do)
+  [[ -z $(find "$SROOT/blobs/sha256" -type f -size +1M) ]] || fail "part of the layer was stored"
+  [[ $(curl -s "http://$R/v2/_catalog") == '{"repositories":[]}' ]] || fail "the refused push is listed"
+  IMG_ROOT=$SROOT "$IMG" fsck >/dev/null 2>&1 || fail "fsck after the full disk: $(IMG_ROOT=$SROOT "$IMG" fsck 2>&1 | tail -3)"
+  local free1; free1=$(df -k --output=avail "$SROOT" | tail -1)
+  ((free1 + 512 >= free0)) || fail "the space was not given back: $free0 KB free before, $free1 KB after"
+  client_images
+  img push -q --tls-verify=false localhost/base:1 "$R/team/small:1" >/dev/null 2>&1 || fail "a push that fits failed after the full disk"
+  [[ $(curl -s "http://$R/v2/_catalog") == '{"repositories":["team/small"]}' ]] || fail "catalog: $(curl -s "http://$R/v2/_catalog")"
+}
+
 # ---------------------------------------------------------------- runner
 
 passed=0 failed=0
@@ -681,7 +709,8 @@ run_check() {
     set -eEuo pipefail
     trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
     # the check's servers go with it (they are started in this subshell)
-    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
+    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+          for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done' EXIT
     export T
     "$fn"
   ) > "$T/log" 2>&1

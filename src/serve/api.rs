@@ -918,7 +918,9 @@ impl Api {
     }
 }
 
-/// Appends a request body to an upload, hashing it.
+/// Appends a request body to an upload, hashing it. When the upload
+/// cannot be written (a full disk), the rest of the body is read and
+/// dropped, so that the client is there to read the answer.
 fn append(u: &mut Upload, body: &mut dyn Read) -> std::io::Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -928,12 +930,18 @@ fn append(u: &mut Upload, body: &mut dyn Read) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        u.file.write_all(&buf[..n])?;
+        if let Err(e) = u.file.write_all(&buf[..n]) {
+            let _ = std::io::copy(&mut body.take(MAX_DISCARD), &mut std::io::sink());
+            return Err(e);
+        }
         u.hasher.update(&buf[..n]);
     }
     u.touched = Instant::now();
     Ok(())
 }
+
+/// The most of a body read and dropped after its upload failed.
+const MAX_DISCARD: u64 = 16 << 30;
 
 fn range_header(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
