@@ -16,6 +16,14 @@ pub struct Removed {
 /// Removes one image or name with docker's rules.
 pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
     let (img, by_tag) = resolve_name(store, name)?;
+    // A name that found the image but is not among its tags any more was
+    // untagged by another process meanwhile: that name is gone (found by
+    // the concurrency battery: it was taken for the image's ID, and the
+    // image's other tags made it a conflict).
+    let names_a_tag = crate::reference::Reference::parse(name).is_ok_and(|r| r.digest().is_none());
+    if by_tag.is_none() && names_a_tag && !img.id.hex().starts_with(name.trim_start_matches("sha256:")) {
+        return Err(super::NotFound(name.to_string()).into());
+    }
     let mut out = Removed::default();
     // A name that is one of the image's tags removes just that tag.
     if let Some(tag) = by_tag {
