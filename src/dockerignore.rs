@@ -35,7 +35,9 @@ impl Matcher {
             if exception {
                 p = p[1..].trim();
             }
-            let parts = clean(p);
+            let mut parts = clean(p);
+            // `**/**` is `**`; kept apart, each would try every depth again.
+            parts.dedup_by(|a, b| a == "**" && b == "**");
             for part in &parts {
                 if glob(part, "").is_err() {
                     return Err(format!(".dockerignore line {}: {p:?} is not a valid pattern", n + 1));
@@ -119,49 +121,127 @@ fn matches(pat: &[String], path: &[String]) -> bool {
 }
 
 /// Go's `filepath.Match` for one component (no `/` in either): whether
-/// `name` matches, or an error for a malformed pattern.
+/// `name` matches, or an error for a malformed pattern. Iterative, as Go's
+/// is (chunks between stars, each star tried at every later position), so
+/// a long pattern costs no stack and a pattern of many stars no
+/// exponential time (found by fuzzing: a 1 MiB pattern overflowed the
+/// stack of the recursive matcher).
 fn glob(pat: &str, name: &str) -> Result<bool, ()> {
     let p: Vec<char> = pat.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    glob_at(&p, &n)
-}
-
-fn glob_at(p: &[char], n: &[char]) -> Result<bool, ()> {
-    let Some((&c, rest)) = p.split_first() else { return Ok(n.is_empty()) };
-    match c {
-        '*' => {
-            // Check the rest of the pattern is well formed even when the
-            // name runs out.
-            for k in 0..=n.len() {
-                if glob_at(rest, &n[k..])? {
-                    return Ok(true);
+    let (mut pat, mut name): (&[char], &[char]) = (&p, &n);
+    'pattern: while !pat.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pat);
+        pat = rest;
+        if star && chunk.is_empty() {
+            // A trailing star matches what is left.
+            return Ok(true);
+        }
+        let here = match_chunk(chunk, name)?;
+        if let Some(t) = here {
+            if t.is_empty() || !pat.is_empty() {
+                name = t;
+                continue;
+            }
+        }
+        if star {
+            for i in 0..name.len() {
+                if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
+                    if pat.is_empty() && !t.is_empty() {
+                        continue;
+                    }
+                    name = t;
+                    continue 'pattern;
                 }
             }
-            Ok(false)
         }
-        '?' => match n.split_first() {
-            Some((_, nrest)) => glob_at(rest, nrest),
-            None => glob_at(rest, n).map(|_| false),
-        },
-        '[' => {
-            let (matched, after) = class(rest, n.first().copied())?;
-            match n.split_first() {
-                Some((_, nrest)) if matched => glob_at(after, nrest),
-                _ => glob_at(after, &[]).map(|_| false),
-            }
+        // No match; the rest of the pattern must still be well formed.
+        while !pat.is_empty() {
+            let (_, chunk, rest) = scan_chunk(pat);
+            pat = rest;
+            match_chunk(chunk, &[])?;
         }
-        '\\' => {
-            let (&e, after) = rest.split_first().ok_or(())?;
-            match n.split_first() {
-                Some((&x, nrest)) if x == e => glob_at(after, nrest),
-                _ => glob_at(after, &[]).map(|_| false),
-            }
-        }
-        c => match n.split_first() {
-            Some((&x, nrest)) if x == c => glob_at(rest, nrest),
-            _ => glob_at(rest, &[]).map(|_| false),
-        },
+        return Ok(false);
     }
+    Ok(name.is_empty())
+}
+
+/// Leading stars, the chunk up to the next star outside a class, and what
+/// follows.
+fn scan_chunk(mut p: &[char]) -> (bool, &[char], &[char]) {
+    let mut star = false;
+    while p.first() == Some(&'*') {
+        p = &p[1..];
+        star = true;
+    }
+    let mut in_class = false;
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '\\' if i + 1 < p.len() => i += 1,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '*' if !in_class => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (star, &p[..i], &p[i..])
+}
+
+/// Matches a chunk (no star) at the start of `s`: what is left of `s`, or
+/// None; an error for a malformed chunk (checked to its end either way).
+fn match_chunk<'a>(chunk: &[char], s: &'a [char]) -> Result<Option<&'a [char]>, ()> {
+    let mut failed = false;
+    let mut s = s;
+    let mut c = chunk;
+    while let Some((&first, rest)) = c.split_first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match first {
+            '[' => {
+                let ch = if failed { None } else { s.first().copied() };
+                let (matched, after) = class(rest, ch)?;
+                if !failed {
+                    if matched {
+                        s = &s[1..];
+                    } else {
+                        failed = true;
+                    }
+                }
+                c = after;
+            }
+            '?' => {
+                if !failed {
+                    s = &s[1..];
+                }
+                c = rest;
+            }
+            '\\' => {
+                let (&e, after) = rest.split_first().ok_or(())?;
+                if !failed {
+                    if s[0] == e {
+                        s = &s[1..];
+                    } else {
+                        failed = true;
+                    }
+                }
+                c = after;
+            }
+            lit => {
+                if !failed {
+                    if s[0] == lit {
+                        s = &s[1..];
+                    } else {
+                        failed = true;
+                    }
+                }
+                c = rest;
+            }
+        }
+    }
+    Ok(if failed { None } else { Some(s) })
 }
 
 /// A `[...]` class after its `[`: whether `ch` is in it, and the pattern
@@ -262,6 +342,31 @@ mod tests {
             assert_eq!(glob(bad, "a"), Err(()), "{bad}");
             assert!(Matcher::parse(bad).unwrap_err().contains("line 1"), "{bad}");
         }
+    }
+
+    /// Found by fuzzing: a 1 MiB pattern overflowed the stack of the
+    /// recursive matcher.
+    #[test]
+    fn long_patterns_cost_no_stack() {
+        let long = "a".repeat(1 << 20);
+        assert_eq!(glob(&long, "c.txt"), Ok(false));
+        assert_eq!(glob(&long, &long), Ok(true));
+        let m = Matcher::parse(&long).unwrap();
+        assert!(!m.excluded("a/b/c.txt"));
+    }
+
+    /// Many stars against a long name take linear time, not exponential.
+    #[test]
+    fn many_stars_match_in_linear_time() {
+        let pat = "*a".repeat(40) + "b";
+        let name = "a".repeat(200);
+        let t0 = std::time::Instant::now();
+        assert_eq!(glob(&pat, &name), Ok(false));
+        assert_eq!(glob(&pat, &(name.clone() + "b")), Ok(true));
+        let m = Matcher::parse("**/".repeat(500).trim_end_matches('/')).unwrap();
+        let deep = vec!["d"; 30].join("/");
+        let _ = m.excluded(&deep);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2), "took {:?}", t0.elapsed());
     }
 
     #[test]

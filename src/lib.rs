@@ -9,6 +9,8 @@ pub mod cli;
 pub mod digest;
 pub mod dockerfile;
 pub mod dockerignore;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod image;
 pub mod index;
 pub mod layerindex;

@@ -1,0 +1,81 @@
+//! One entry per parser of untrusted bytes, for the fuzz targets in
+//! `fuzz/` (cargo fuzz, nightly) and for the regression test that replays
+//! the inputs kept in `testdata/fuzz/<target>/` (stable). Each entry only
+//! has to return: an error is fine, a panic or a hang is the bug.
+
+/// The targets, by name.
+pub const TARGETS: &[&str] = &[
+    "reference",
+    "digest",
+    "document",
+    "config",
+    "challenge",
+    "template",
+    "registries_conf",
+    "daemon_json",
+    "dockerfile",
+    "dockerignore",
+    "http_head",
+    "route",
+    "layer_tar",
+];
+
+/// Feeds `data` to the parser named `target`. Unknown names panic (a
+/// mistake in the caller, not an input).
+pub fn run(target: &str, data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match target {
+        "reference" => {
+            if let Ok(r) = crate::reference::Reference::parse(&text) {
+                let _ = r.to_string();
+            }
+        }
+        "digest" => {
+            let _ = crate::digest::Digest::parse(&text);
+        }
+        "document" => {
+            let _ = crate::image::parse_document("input", data, None);
+            let _ = crate::image::parse_document("input", data, Some(crate::image::OCI_INDEX));
+        }
+        "config" => {
+            let _ = crate::image::parse_config("input", data);
+        }
+        "challenge" => {
+            let _ = crate::registry::challenge::parse(&text);
+        }
+        "template" => {
+            if let Ok(t) = crate::template::Template::parse(&text) {
+                let _ = t.execute(&serde_json::json!({"Id": "x", "Config": {"Env": ["A=1"]}, "RepoTags": ["a:1"]}));
+            }
+        }
+        "registries_conf" => {
+            let mut c = crate::registry::config::Config::default();
+            let _ = crate::registry::config::parse_registries_conf("input", &text, &mut c);
+        }
+        "daemon_json" => {
+            let mut c = crate::registry::config::Config::default();
+            let _ = crate::registry::config::parse_isulad_daemon_json("input", &text, &mut c);
+        }
+        "dockerfile" => {
+            let _ = crate::dockerfile::parse(data);
+        }
+        "dockerignore" => {
+            if let Ok(m) = crate::dockerignore::Matcher::parse(&text) {
+                let _ = m.excluded("a/b/c.txt");
+            }
+        }
+        "http_head" => {
+            let _ = crate::serve::http::parse_head(data, "127.0.0.1:1".parse().expect("an address"), false);
+        }
+        "route" => {
+            let (path, query) = text.split_once('?').unwrap_or((&text, ""));
+            let _ = crate::serve::route::parse(path);
+            let _ = crate::serve::route::query(query);
+            let _ = crate::serve::route::byte_range(&text, 1000);
+        }
+        "layer_tar" => {
+            let _ = crate::mount::scan::scan(data, 0, "input");
+        }
+        other => panic!("no fuzz target {other:?}"),
+    }
+}
