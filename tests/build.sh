@@ -707,10 +707,10 @@ check_killed_build_leaves_nothing() {
   as_user bash -c "'$WORK/bin/img' build -q '$c' >/dev/null 2>&1 & echo \$! > '$h/killed.pid'; wait" &
   local t
   for t in $(seq 1 100); do
-    [[ $(pgrep -f -c 'sleep 300') -ge 2 ]] && break
+    [[ $(pgrep -f -c '^sleep 300$') -ge 2 ]] && break
     sleep 0.1
   done
-  [[ $(pgrep -f -c 'sleep 300') -ge 2 ]] || fail "the two RUN steps did not start"
+  [[ $(pgrep -f -c '^sleep 300$') -ge 2 ]] || fail "the two RUN steps did not start"
   kill -KILL "$pid" "$(cat "$h/killed.pid")"
   wait 2>/dev/null || true
   for t in $(seq 1 50); do

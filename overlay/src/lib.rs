@@ -8,7 +8,8 @@
 mod sys;
 
 pub use sys::{
-    die_with_parent, getppid, map_read_only, release_free_memory, run_as, set_times_nofollow, setsid, umask, Mapped,
+    die_with_parent, getppid, map_read_only, release_free_memory, run_as, set_times_nofollow, setsid,
+    stdin_writers_gone, umask, Mapped,
 };
 
 use std::io;

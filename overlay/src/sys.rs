@@ -165,6 +165,16 @@ pub fn umask(mask: u32) {
 }
 
 /// The parent process's id.
+/// Whether every writer of the pipe read at standard input is gone (the
+/// read end reports a hang-up and holds no data), without waiting.
+pub fn stdin_writers_gone() -> bool {
+    let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+    // SAFETY: `p` is one valid pollfd that lives across the call, and the
+    // zero timeout makes poll(2) return at once.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLHUP != 0
+}
+
 pub fn getppid() -> u32 {
     // SAFETY: getppid(2) takes no arguments and cannot fail.
     unsafe { libc::getppid() as u32 }

@@ -147,13 +147,22 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     }
     // The running binary itself, even if its file was replaced meanwhile.
     let exe = std::path::PathBuf::from("/proc/self/exe");
-    let status = Command::new(exe)
+    // The first process's standard input is a pipe whose only writer is
+    // this process: once it has asked to die with this one, it checks the
+    // pipe, so that it does not run the command if this process died
+    // before (its parent is outside its PID namespace, so getppid cannot
+    // tell). Found by the killed-build check: a RUN command outlived a
+    // build killed at that moment.
+    let (r, w) = std::io::pipe().context("making a pipe for a RUN step")?;
+    let mut child = Command::new(exe)
         .arg("__build-run")
         .arg("--init")
         .arg(plan_path)
-        .stdin(Stdio::null())
-        .status()
+        .stdin(Stdio::from(r))
+        .spawn()
         .context("starting the first process of a RUN step")?;
+    let status = child.wait().context("waiting for a RUN step")?;
+    drop(w);
     Ok(exit_code(status))
 }
 
@@ -170,6 +179,9 @@ fn read_plan(p: &Path) -> Result<RunPlan> {
 /// `img __build-run --init PLAN`: process 1 of the step.
 pub fn init(plan_path: &Path) -> Result<i32> {
     img_overlay::die_with_parent();
+    if img_overlay::stdin_writers_gone() {
+        bail!("the process that started this RUN step is gone");
+    }
     let plan = read_plan(plan_path)?;
     // No controlling terminal; files made with docker's mask.
     let _ = img_overlay::setsid();
@@ -182,7 +194,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
-    cmd.args(args).env_clear().current_dir(&plan.cwd);
+    cmd.args(args).env_clear().current_dir(&plan.cwd).stdin(Stdio::null());
     img_overlay::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
     for kv in &plan.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
