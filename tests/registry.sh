@@ -975,21 +975,7 @@ copy_all_copies_a_multi_platform_index() {
   # An index of two platforms, made by hand from the layered OCI layout.
   local L=$WORK/multi
   rm -rf "$L"; cp -r "$GEN/layered.oci" "$L"
-  python3 - "$L" <<'PY'
-import hashlib, json, os, sys
-d = sys.argv[1]
-ix = json.load(open(os.path.join(d, "index.json")))
-m = ix["manifests"][0]
-entry = lambda arch: {"mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
-                      "platform": {"os": "linux", "architecture": arch}}
-inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                    "manifests": [entry("amd64"), entry("arm64")]}).encode()
-h = hashlib.sha256(inner).hexdigest()
-open(os.path.join(d, "blobs/sha256", h), "wb").write(inner)
-ix["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + h,
-                    "size": len(inner), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
-json.dump(ix, open(os.path.join(d, "index.json"), "w"))
-PY
+  python3 tests/support/multi_index.py "$L" || fail "making the two-platform index"
   skopeo copy -q --all --dest-tls-verify=false "oci:$L:multi" "docker://$REG/test/multi:1" || fail "skopeo push of the index"
   "$IMG" copy -q --all --src-tls-verify=false --dest-tls-verify=false --digestfile "$WORK/multi.digest" \
     "docker://$REG/test/multi:1" "docker://$MIRROR/copied/multi:1" || fail "copy --all failed"

@@ -136,21 +136,7 @@ check_index_push_and_platform_pull() {
   local SROOT=$T/server R ROOT=$T/client L=$T/multi
   start_serve "$SROOT" R || fail "img serve did not start"
   rm -rf "$L"; cp -r "$GEN/layered.oci" "$L"
-  python3 - "$L" <<'PY'
-import hashlib, json, os, sys
-d = sys.argv[1]
-ix = json.load(open(os.path.join(d, "index.json")))
-m = ix["manifests"][0]
-entry = lambda arch: {"mediaType": m["mediaType"], "digest": m["digest"], "size": m["size"],
-                      "platform": {"os": "linux", "architecture": arch}}
-inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                    "manifests": [entry("amd64"), entry("arm64")]}).encode()
-h = hashlib.sha256(inner).hexdigest()
-open(os.path.join(d, "blobs/sha256", h), "wb").write(inner)
-ix["manifests"] = [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + h,
-                    "size": len(inner), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]
-json.dump(ix, open(os.path.join(d, "index.json"), "w"))
-PY
+  python3 tests/support/multi_index.py "$L" || fail "making the two-platform index"
   skopeo copy -q --all --dest-tls-verify=false "oci:$L:multi" "docker://$R/team/multi:1" || fail "skopeo push of the index"
   local raw; raw=$(skopeo inspect --raw --tls-verify=false "docker://$R/team/multi:1") || fail "skopeo inspect --raw"
   has arm64 <<<"$raw" || fail "the served manifest is not the index: $raw"

@@ -830,13 +830,8 @@ impl Index {
     }
 }
 
-/// `Index::insert_image` inside the caller's transaction.
-fn insert_image_tx(
-    tx: &Transaction,
-    img: &NewImage,
-    blobs: &[(Digest, u64)],
-    tags: &[TagName],
-) -> Result<Vec<(String, Digest)>> {
+/// Rows for blobs now in `blobs/`, no longer pending.
+fn add_blob_rows_tx(tx: &Transaction, blobs: &[(Digest, u64)]) -> Result<()> {
     let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
     for (d, s) in blobs {
         st.execute(params![d.as_str(), *s as i64, now()])?;
@@ -846,7 +841,17 @@ fn insert_image_tx(
     for (d, _) in blobs {
         st.execute(params![d.as_str()])?;
     }
-    drop(st);
+    Ok(())
+}
+
+/// `Index::insert_image` inside the caller's transaction.
+fn insert_image_tx(
+    tx: &Transaction,
+    img: &NewImage,
+    blobs: &[(Digest, u64)],
+    tags: &[TagName],
+) -> Result<Vec<(String, Digest)>> {
+    add_blob_rows_tx(tx, blobs)?;
     let exists: bool = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![img.id.as_str()])?;
     if !exists {
         tx.execute(

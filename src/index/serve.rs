@@ -9,7 +9,7 @@
 //! `team/app:1`; `localhost` wins when both exist). Pushed images are
 //! stored as `localhost/NAMESPACE/REPOSITORY:TAG`.
 
-use super::{digest_col, insert_image_tx, now, Index, NewImage, Result, TagName};
+use super::{add_blob_rows_tx, digest_col, insert_image_tx, now, Index, NewImage, Result, TagName};
 use crate::digest::Digest;
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -547,19 +547,6 @@ impl Index {
             )?)
         })
     }
-}
-
-fn add_blob_rows_tx(tx: &Transaction, blobs: &[(Digest, u64)]) -> Result<()> {
-    let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
-    for (d, s) in blobs {
-        st.execute(params![d.as_str(), *s as i64, now()])?;
-    }
-    drop(st);
-    let mut st = tx.prepare_cached("DELETE FROM pending_blobs WHERE digest = ?1")?;
-    for (d, _) in blobs {
-        st.execute(params![d.as_str()])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

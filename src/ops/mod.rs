@@ -57,11 +57,32 @@ pub(crate) fn store_made_image(
     let mut all: Vec<&mut crate::store::StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
     all.extend(new_layers.iter_mut().map(|b| &mut **b));
     let blobs = store.commit_blobs(&mut all)?;
-    let parsed = img.parsed;
-    let new = crate::index::NewImage {
+    let new = stored_image(
+        img.parsed,
+        &config_digest,
+        manifest_blob.digest(),
+        img.manifest_media_type,
+        size,
+        img.layers.iter().map(|(d, _)| d.clone()).collect(),
+    );
+    store.index_mut().insert_image(&new, &blobs, tags)?;
+    Ok(config_digest)
+}
+
+/// The index record of an image whose blobs are all in the store: its ID
+/// is its config's digest, and the rest comes from the parsed config.
+pub(crate) fn stored_image(
+    parsed: &crate::image::Config,
+    config_digest: &Digest,
+    manifest_digest: &Digest,
+    manifest_media_type: &str,
+    size: u64,
+    layer_digests: Vec<Digest>,
+) -> crate::index::NewImage {
+    crate::index::NewImage {
         id: config_digest.clone(),
-        manifest_digest: manifest_blob.digest().clone(),
-        manifest_media_type: img.manifest_media_type.into(),
+        manifest_digest: manifest_digest.clone(),
+        manifest_media_type: manifest_media_type.into(),
         created: parsed.created,
         size,
         architecture: parsed.architecture(),
@@ -71,12 +92,10 @@ pub(crate) fn store_made_image(
         labels: parsed.labels_json(),
         kind: "oci".into(),
         config_digest: config_digest.clone(),
-        layer_digests: img.layers.iter().map(|(d, _)| d.clone()).collect(),
+        layer_digests,
         external_layers: vec![],
         remote_layers: vec![],
-    };
-    store.index_mut().insert_image(&new, &blobs, tags)?;
-    Ok(config_digest)
+    }
 }
 
 /// An error that means "no such image" (exit status and wording as docker).

@@ -594,23 +594,14 @@ impl Api {
                 let parsed = image::parse_config(&format!("config {}", p.config.digest), &config)
                     .map_err(|e| error(400, "MANIFEST_INVALID", e.to_string()))?;
                 let size = p.layers.iter().map(|l| l.size).sum::<u64>() + p.config.size + bytes.len() as u64;
-                Some(crate::index::NewImage {
-                    id: p.config.digest.clone(),
-                    manifest_digest: m.digest.clone(),
-                    manifest_media_type: m.media_type.clone(),
-                    created: parsed.created,
+                Some(crate::ops::stored_image(
+                    &parsed,
+                    &p.config.digest,
+                    &m.digest,
+                    &m.media_type,
                     size,
-                    architecture: parsed.architecture(),
-                    os: parsed.os(),
-                    variant: parsed.variant(),
-                    author: parsed.author(),
-                    labels: parsed.labels_json(),
-                    kind: "oci".into(),
-                    config_digest: p.config.digest.clone(),
-                    layer_digests: p.layers.iter().map(|l| l.digest.clone()).collect(),
-                    external_layers: vec![],
-                    remote_layers: vec![],
-                })
+                    p.layers.iter().map(|l| l.digest.clone()).collect(),
+                ))
             }
             None => None,
         };

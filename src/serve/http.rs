@@ -445,6 +445,20 @@ impl<R: BufRead> BodyReader<'_, R> {
         io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
     }
 
+    /// Reads at most `left` bytes of body into `out`; the end of the
+    /// stream before them is the error `early`.
+    fn read_up_to(&mut self, out: &mut [u8], left: u64, early: &str) -> io::Result<usize> {
+        let want = out.len().min(left.min(usize::MAX as u64) as usize);
+        match self.inner.read(&mut out[..want]) {
+            Ok(0) => Err(self.fail(early)),
+            Ok(n) => Ok(n),
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
     fn read_line(&mut self) -> io::Result<String> {
         let mut line = Vec::new();
         loop {
@@ -482,17 +496,7 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                     return Ok(0);
                 }
                 Framing::Length(left) => {
-                    let want = out.len().min(left.min(usize::MAX as u64) as usize);
-                    let n = match self.inner.read(&mut out[..want]) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.failed = true;
-                            return Err(e);
-                        }
-                    };
-                    if n == 0 {
-                        return Err(self.fail("the request body ended before its Content-Length"));
-                    }
+                    let n = self.read_up_to(out, left, "the request body ended before its Content-Length")?;
                     self.framing = Framing::Length(left - n as u64);
                     return Ok(n);
                 }
@@ -520,17 +524,7 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                     self.framing = Framing::Chunked { left: None, done: false };
                 }
                 Framing::Chunked { left: Some(left), .. } => {
-                    let want = out.len().min(left.min(usize::MAX as u64) as usize);
-                    let n = match self.inner.read(&mut out[..want]) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.failed = true;
-                            return Err(e);
-                        }
-                    };
-                    if n == 0 {
-                        return Err(self.fail("the request body ended in a chunk"));
-                    }
+                    let n = self.read_up_to(out, left, "the request body ended in a chunk")?;
                     self.framing = Framing::Chunked { left: Some(left - n as u64), done: false };
                     return Ok(n);
                 }
