@@ -20,6 +20,17 @@ const TTL: Duration = Duration::from_secs(3600);
 
 struct Adapter<S>(Arc<ImageFs<S>>);
 
+impl<S: BlobSource> Adapter<S> {
+    /// While the tree grows, answers are not kept by the kernel.
+    fn ttl(&self) -> Duration {
+        if self.0.settled() {
+            TTL
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
 fn time((secs, nanos): (i64, u32)) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::new(secs as u64, nanos)
@@ -105,14 +116,14 @@ impl<S: BlobSource + 'static> Filesystem for Adapter<S> {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.0.lookup(parent.0, name.as_bytes()) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.ttl(), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.0.attr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl(), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }

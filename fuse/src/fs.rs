@@ -2,7 +2,9 @@
 //! bytes, in plain types: what the FUSE adapter calls, and what tests call
 //! without a kernel. Read-only; errors are errno values.
 
-use crate::tree::{Node, NodeKind, Tree, ROOT};
+use crate::grow::Grow;
+use crate::tree::{Builder, Node, NodeKind, Tree, ROOT};
+use std::sync::Arc;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -51,8 +53,37 @@ pub struct Stats {
     pub errors: AtomicU64,
 }
 
+/// Read access to the nodes of a tree, whole or growing.
+pub(crate) trait Nodes {
+    fn node(&self, ino: u64) -> Option<&Node>;
+    fn count(&self) -> usize;
+}
+
+impl Nodes for Tree {
+    fn node(&self, ino: u64) -> Option<&Node> {
+        Tree::node(self, ino)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Nodes for Builder {
+    fn node(&self, ino: u64) -> Option<&Node> {
+        self.get(ino)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+enum Trees {
+    Whole(Tree),
+    Growing(Arc<Grow>),
+}
+
 pub struct ImageFs<S> {
-    tree: Tree,
+    trees: Trees,
     source: S,
     pub stats: Stats,
     /// Called with a description of each failed read (the mount logs them).
@@ -64,9 +95,48 @@ fn makedev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
 }
 
+fn attr_of(t: &dyn Nodes, ino: u64) -> Result<Attr, i32> {
+    let n = t.node(ino).ok_or(libc::ENOENT)?;
+    let (kind, rdev) = match &n.kind {
+        NodeKind::File(_) => (FileType::Regular, 0),
+        NodeKind::Dir(_) => (FileType::Directory, 0),
+        NodeKind::Symlink(_) => (FileType::Symlink, 0),
+        NodeKind::Fifo => (FileType::Fifo, 0),
+        NodeKind::Char { major, minor } => (FileType::CharDevice, makedev(*major, *minor)),
+        NodeKind::Block { major, minor } => (FileType::BlockDevice, makedev(*major, *minor)),
+    };
+    let size = n.size();
+    // Blocks count what is stored: a sparse file's holes take none.
+    let stored = match &n.kind {
+        NodeKind::File(d) => d.stored(),
+        _ => size,
+    };
+    Ok(Attr {
+        ino,
+        kind,
+        perm: (n.mode & 0o7777) as u16,
+        nlink: n.nlink.max(1),
+        uid: n.uid,
+        gid: n.gid,
+        size,
+        blocks: stored.div_ceil(512),
+        mtime: n.mtime,
+        rdev,
+    })
+}
+
 impl<S: BlobSource> ImageFs<S> {
     pub fn new(tree: Tree, source: S) -> ImageFs<S> {
-        ImageFs { tree, source, stats: Stats::default(), on_error: Box::new(|_| {}) }
+        ImageFs { trees: Trees::Whole(tree), source, stats: Stats::default(), on_error: Box::new(|_| {}) }
+    }
+
+    /// A filesystem of `layers` layers whose entries are still to come:
+    /// they are fed through the `Grow` returned (see `grow`). A call that
+    /// waits for a layer that makes no progress for `limit` fails with EIO.
+    pub fn growing(layers: usize, source: S, limit: std::time::Duration) -> (ImageFs<S>, Arc<Grow>) {
+        let g = Arc::new(Grow::new(layers, limit));
+        let fs = ImageFs { trees: Trees::Growing(g.clone()), source, stats: Stats::default(), on_error: Box::new(|_| {}) };
+        (fs, g)
     }
 
     pub fn with_error_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {
@@ -74,76 +144,89 @@ impl<S: BlobSource> ImageFs<S> {
         self
     }
 
-    pub fn tree(&self) -> &Tree {
-        &self.tree
+    /// Whether the tree is whole (answers given now will not change).
+    pub fn settled(&self) -> bool {
+        match &self.trees {
+            Trees::Whole(_) => true,
+            Trees::Growing(g) => g.frozen().is_some(),
+        }
     }
 
-    fn node(&self, ino: u64) -> Result<&Node, i32> {
-        self.tree.node(ino).ok_or(libc::ENOENT)
+    /// Waits until the tree is whole; why it cannot be.
+    pub fn settle(&self) -> Result<(), String> {
+        match &self.trees {
+            Trees::Whole(_) => Ok(()),
+            Trees::Growing(g) => g.settle().map(|_| ()),
+        }
+    }
+
+    /// The whole tree. A growing one must be settled first (`settle`).
+    pub fn tree(&self) -> &Tree {
+        match &self.trees {
+            Trees::Whole(t) => t,
+            Trees::Growing(g) => g.settle().expect("the tree of a filesystem that could not be settled"),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&dyn Nodes) -> R) -> R {
+        match &self.trees {
+            Trees::Whole(t) => f(t),
+            Trees::Growing(g) => g.with(f),
+        }
     }
 
     pub fn attr(&self, ino: u64) -> Result<Attr, i32> {
-        let n = self.node(ino)?;
-        let (kind, rdev) = match &n.kind {
-            NodeKind::File(_) => (FileType::Regular, 0),
-            NodeKind::Dir(_) => (FileType::Directory, 0),
-            NodeKind::Symlink(_) => (FileType::Symlink, 0),
-            NodeKind::Fifo => (FileType::Fifo, 0),
-            NodeKind::Char { major, minor } => (FileType::CharDevice, makedev(*major, *minor)),
-            NodeKind::Block { major, minor } => (FileType::BlockDevice, makedev(*major, *minor)),
-        };
-        let size = n.size();
-        // Blocks count what is stored: a sparse file's holes take none.
-        let stored = match &n.kind {
-            NodeKind::File(d) => d.stored(),
-            _ => size,
-        };
-        Ok(Attr {
-            ino,
-            kind,
-            perm: (n.mode & 0o7777) as u16,
-            nlink: n.nlink.max(1),
-            uid: n.uid,
-            gid: n.gid,
-            size,
-            blocks: stored.div_ceil(512),
-            mtime: n.mtime,
-            rdev,
-        })
+        self.with(|t| attr_of(t, ino))
     }
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, i32> {
-        let p = self.node(parent)?;
-        if !p.is_dir() {
-            return Err(libc::ENOTDIR);
-        }
+        let up = self.with(|t| {
+            let p = t.node(parent).ok_or(libc::ENOENT)?;
+            if !p.is_dir() {
+                return Err(libc::ENOTDIR);
+            }
+            Ok(p.parent)
+        })?;
         let ino = match name {
             b"." => parent,
-            b".." => p.parent,
-            _ => self.tree.lookup(parent, name).ok_or(libc::ENOENT)?,
+            b".." => up,
+            _ => match &self.trees {
+                Trees::Whole(t) => t.lookup(parent, name).ok_or(libc::ENOENT)?,
+                Trees::Growing(g) => g.child(parent, name)?.ok_or(libc::ENOENT)?,
+            },
         };
         self.attr(ino)
     }
 
     /// Directory entries from position `offset` on: (next offset, inode,
-    /// type, name), with `.` and `..` first.
+    /// type, name), with `.` and `..` first. A growing tree is listed
+    /// once it is whole.
     pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, i32> {
-        let n = self.node(ino)?;
-        let children = self.tree.children(ino).ok_or(libc::ENOTDIR)?;
+        let t = match &self.trees {
+            Trees::Whole(t) => t,
+            Trees::Growing(g) => {
+                if !self.with(|t| t.node(ino).map(|n| n.is_dir())).ok_or(libc::ENOENT)? {
+                    return Err(libc::ENOTDIR);
+                }
+                g.wait_frozen()?
+            }
+        };
+        let n = t.node(ino).ok_or(libc::ENOENT)?;
+        let children = t.children(ino).ok_or(libc::ENOTDIR)?;
         let mut out = Vec::new();
         let all = [(b".".as_slice(), ino), (b"..".as_slice(), n.parent)].into_iter().chain(children);
         for (i, (name, child)) in all.enumerate().skip(offset as usize) {
-            let kind = if i < 2 { FileType::Directory } else { self.attr(child)?.kind };
+            let kind = if i < 2 { FileType::Directory } else { attr_of(t, child)?.kind };
             out.push((i as u64 + 1, child, kind, name.to_vec()));
         }
         Ok(out)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, i32> {
-        match &self.node(ino)?.kind {
+        self.with(|t| match &t.node(ino).ok_or(libc::ENOENT)?.kind {
             NodeKind::Symlink(t) => Ok(t.clone()),
             _ => Err(libc::EINVAL),
-        }
+        })
     }
 
     /// Reads up to `size` bytes of a file at `offset`: a sparse file's
@@ -151,11 +234,11 @@ impl<S: BlobSource> ImageFs<S> {
     /// several segments). A failing source is EIO for this read, logged,
     /// never a crash.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, i32> {
-        let d = match &self.node(ino)?.kind {
-            NodeKind::File(d) => d,
-            NodeKind::Dir(_) => return Err(libc::EISDIR),
-            _ => return Err(libc::EINVAL),
-        };
+        let d = self.with(|t| match &t.node(ino).ok_or(libc::ENOENT)?.kind {
+            NodeKind::File(d) => Ok(d.clone()),
+            NodeKind::Dir(_) => Err(libc::EISDIR),
+            _ => Err(libc::EINVAL),
+        })?;
         if offset >= d.size {
             return Ok(Vec::new());
         }
@@ -206,29 +289,35 @@ impl<S: BlobSource> ImageFs<S> {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
-        self.node(ino)?.xattrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).ok_or(libc::ENODATA)
+        self.with(|t| {
+            t.node(ino).ok_or(libc::ENOENT)?.xattrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).ok_or(libc::ENODATA)
+        })
     }
 
     /// Attribute names, each followed by a NUL, as listxattr(2) returns them.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, i32> {
-        let mut out = Vec::new();
-        for (k, _) in &self.node(ino)?.xattrs {
-            out.extend_from_slice(k);
-            out.push(0);
-        }
-        Ok(out)
+        self.with(|t| {
+            let mut out = Vec::new();
+            for (k, _) in &t.node(ino).ok_or(libc::ENOENT)?.xattrs {
+                out.extend_from_slice(k);
+                out.push(0);
+            }
+            Ok(out)
+        })
     }
 
     /// (inodes, bytes stored for regular files: sparse files' holes left
-    /// out) for statfs.
+    /// out) for statfs; of the tree so far while it grows.
     pub fn totals(&self) -> (u64, u64) {
-        let mut bytes = 0u64;
-        for ino in 1..=self.tree.len() as u64 {
-            if let Some(Node { kind: NodeKind::File(d), .. }) = self.tree.node(ino) {
-                bytes = bytes.saturating_add(d.stored());
+        self.with(|t| {
+            let mut bytes = 0u64;
+            for ino in 1..=t.count() as u64 {
+                if let Some(Node { kind: NodeKind::File(d), .. }) = t.node(ino) {
+                    bytes = bytes.saturating_add(d.stored());
+                }
             }
-        }
-        (self.tree.len() as u64, bytes)
+            (t.count() as u64, bytes)
+        })
     }
 
     pub fn root(&self) -> u64 {

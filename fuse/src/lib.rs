@@ -7,10 +7,12 @@
 
 mod adapter;
 pub mod fs;
+pub mod grow;
 pub mod rw;
 pub mod tree;
 
 pub use adapter::{serve, serve_rw, MountConfig};
 pub use fs::{BlobSource, ImageFs};
+pub use grow::Grow;
 pub use rw::RwFs;
 pub use tree::{DataRef, Entry, Kind, Layer, Segment, SparseError, SparseMap, Tree, MAX_SEGMENTS};

@@ -293,9 +293,15 @@ fn split(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// The tree while it is built: directories' children in maps beside the
 /// nodes (`kids[ino - 1]`), frozen into the link table at the end.
-struct Builder {
+pub(crate) struct Builder {
     nodes: Vec<Node>,
     kids: Vec<Option<BTreeMap<Box<[u8]>, u64>>>,
+    /// Per node, the layer that made it or set its metadata last.
+    origin: Vec<u32>,
+    /// The layer being applied.
+    layer: u32,
+    /// Each directory's name in its parent.
+    dir_names: std::collections::HashMap<u64, Box<[u8]>>,
 }
 
 impl Builder {
@@ -307,6 +313,7 @@ impl Builder {
     }
     fn add(&mut self, n: Node) -> u64 {
         self.kids.push(n.is_dir().then(BTreeMap::new));
+        self.origin.push(self.layer);
         self.nodes.push(n);
         self.nodes.len() as u64
     }
@@ -370,7 +377,167 @@ impl Builder {
         }
         if self.node(ino).is_dir() {
             self.node_mut(dir).nlink += 1;
+            self.dir_names.insert(ino, name.into());
         }
+    }
+}
+
+impl Builder {
+    /// The tree of nothing but the root.
+    pub(crate) fn new() -> Builder {
+        let mut b = Builder { nodes: Vec::new(), kids: Vec::new(), origin: Vec::new(), layer: 0, dir_names: Default::default() };
+        b.add(dir_node(ROOT));
+        b
+    }
+
+    /// The node numbered `ino`, if there is one.
+    pub(crate) fn get(&self, ino: u64) -> Option<&Node> {
+        ino.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
+    }
+
+    /// The layer that made node `ino` or set its metadata last.
+    pub(crate) fn origin(&self, ino: u64) -> Option<usize> {
+        ino.checked_sub(1).and_then(|i| self.origin.get(i as usize)).map(|&l| l as usize)
+    }
+
+    pub(crate) fn lookup(&self, dir: u64, name: &[u8]) -> Option<u64> {
+        self.kids.get(dir.checked_sub(1)? as usize)?.as_ref()?.get(name).copied()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The path of directory `ino` (empty for the root).
+    pub(crate) fn path_of(&self, ino: u64) -> Option<Vec<u8>> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut cur = ino;
+        while cur != ROOT {
+            let n = self.get(cur).filter(|n| n.is_dir())?;
+            parts.push(self.dir_names.get(&cur)?);
+            if parts.len() > self.nodes.len() {
+                return None;
+            }
+            cur = n.parent;
+        }
+        parts.reverse();
+        Some(parts.join(&b'/'))
+    }
+
+    /// A layer's opaque markers, then its whiteouts: what they hide of
+    /// the layers below goes.
+    pub(crate) fn apply_markers(&mut self, opaque: &[Vec<u8>], whiteouts: &[Vec<u8>]) {
+        for dir in opaque {
+            if let Some(d) = self.resolve(dir).filter(|&d| self.node(d).is_dir()) {
+                let names: Vec<Box<[u8]>> = self.kids(d).map(|c| c.keys().cloned().collect()).unwrap_or_default();
+                for n in names {
+                    self.detach(d, &n);
+                }
+            }
+        }
+        for w in whiteouts {
+            let (parent, name) = parent_and_name(w);
+            if name.is_empty() {
+                continue;
+            }
+            if let Some(p) = self.resolve(parent).filter(|&p| self.node(p).is_dir()) {
+                self.detach(p, name);
+            }
+        }
+    }
+
+    /// Entry `e` of layer `li` (every layer below applied already).
+    pub(crate) fn apply_entry(&mut self, li: usize, e: Entry) -> Result<(), TreeError> {
+        self.layer = li as u32;
+        let b = self;
+        let Entry { path, kind, mode, uid, gid, mtime, xattrs } = e;
+        let err = |msg| TreeError::Entry { layer: li, path: String::from_utf8_lossy(&path).into_owned(), msg };
+        if split(&path).any(|c| c == b"." || c == b"..") {
+            return Err(err("the path is not clean"));
+        }
+        let (parent, name) = parent_and_name(&path);
+        if name.is_empty() {
+            // The root itself: only a directory may stand there.
+            if kind != Kind::Dir {
+                return Err(err("the root must be a directory"));
+            }
+            let r = b.node_mut(ROOT);
+            (r.mode, r.uid, r.gid, r.mtime, r.xattrs) = (mode, uid, gid, mtime, xattrs);
+            b.origin[0] = li as u32;
+            return Ok(());
+        }
+        let p = b.ensure_dir(parent);
+        let existing = b.child(p, name);
+        match kind {
+            Kind::Dir => {
+                if let Some(d) = existing.filter(|&d| b.node(d).is_dir()) {
+                    let n = b.node_mut(d);
+                    (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
+                    b.origin[(d - 1) as usize] = li as u32;
+                    return Ok(());
+                }
+                if existing.is_some() {
+                    b.detach(p, name);
+                }
+                let mut n = dir_node(p);
+                (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
+                let ino = b.add(n);
+                b.link(p, name, ino);
+            }
+            Kind::HardLink(target) => {
+                let t = b.resolve(&target).ok_or_else(|| err("a hard link to a path that does not exist"))?;
+                if b.node(t).is_dir() {
+                    return Err(err("a hard link to a directory"));
+                }
+                if existing == Some(t) {
+                    return Ok(());
+                }
+                if existing.is_some() {
+                    b.detach(p, name);
+                }
+                b.node_mut(t).nlink += 1;
+                b.link(p, name, t);
+            }
+            other => {
+                if existing.is_some() {
+                    b.detach(p, name);
+                }
+                let kind = match other {
+                    Kind::File(d) => NodeKind::File(d),
+                    Kind::Symlink(t) => NodeKind::Symlink(t),
+                    Kind::Fifo => NodeKind::Fifo,
+                    Kind::Char { major, minor } => NodeKind::Char { major, minor },
+                    Kind::Block { major, minor } => NodeKind::Block { major, minor },
+                    Kind::Dir | Kind::HardLink(_) => unreachable!("handled above"),
+                };
+                let ino = b.add(Node { kind, mode, uid, gid, mtime, nlink: 1, xattrs, parent: p });
+                b.link(p, name, ino);
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished tree, numbered as built (the inodes handed out while
+    /// it grew stay valid; those no name reaches any more stay too).
+    pub(crate) fn freeze_numbered(self) -> Result<Tree, TreeError> {
+        let Builder { mut nodes, kids, .. } = self;
+        if nodes.len() > u32::MAX as usize {
+            return Err(TreeError::TooLarge);
+        }
+        let (mut links, mut names) = (Vec::new(), Vec::new());
+        for (i, c) in kids.into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            let start = u32::try_from(links.len()).map_err(|_| TreeError::TooLarge)?;
+            for (name, ch) in c {
+                links.push(Link { off: names.len() as u64, len: name.len() as u32, ino: ch as u32 });
+                names.extend_from_slice(&name);
+            }
+            let len = links.len() as u32 - start;
+            nodes[i].kind = NodeKind::Dir(Children { start, len });
+        }
+        links.shrink_to_fit();
+        names.shrink_to_fit();
+        Ok(Tree { nodes, links, names })
     }
 }
 
@@ -391,89 +558,11 @@ impl Tree {
     /// tree or are freed as it is applied, and each layer is dropped once
     /// applied, so a large image is not held twice.
     pub fn build_from(layers: Vec<Layer>) -> Result<Tree, TreeError> {
-        let mut b = Builder { nodes: Vec::new(), kids: Vec::new() };
-        b.add(dir_node(ROOT));
+        let mut b = Builder::new();
         for (li, layer) in layers.into_iter().enumerate() {
-            for dir in &layer.opaque {
-                if let Some(d) = b.resolve(dir).filter(|&d| b.node(d).is_dir()) {
-                    let names: Vec<Box<[u8]>> = b.kids(d).map(|c| c.keys().cloned().collect()).unwrap_or_default();
-                    for n in names {
-                        b.detach(d, &n);
-                    }
-                }
-            }
-            for w in &layer.whiteouts {
-                let (parent, name) = parent_and_name(w);
-                if name.is_empty() {
-                    continue;
-                }
-                if let Some(p) = b.resolve(parent).filter(|&p| b.node(p).is_dir()) {
-                    b.detach(p, name);
-                }
-            }
+            b.apply_markers(&layer.opaque, &layer.whiteouts);
             for e in layer.entries {
-                let Entry { path, kind, mode, uid, gid, mtime, xattrs } = e;
-                let err = |msg| TreeError::Entry { layer: li, path: String::from_utf8_lossy(&path).into_owned(), msg };
-                if split(&path).any(|c| c == b"." || c == b"..") {
-                    return Err(err("the path is not clean"));
-                }
-                let (parent, name) = parent_and_name(&path);
-                if name.is_empty() {
-                    // The root itself: only a directory may stand there.
-                    if kind != Kind::Dir {
-                        return Err(err("the root must be a directory"));
-                    }
-                    let r = b.node_mut(ROOT);
-                    (r.mode, r.uid, r.gid, r.mtime, r.xattrs) = (mode, uid, gid, mtime, xattrs);
-                    continue;
-                }
-                let p = b.ensure_dir(parent);
-                let existing = b.child(p, name);
-                match kind {
-                    Kind::Dir => {
-                        if let Some(d) = existing.filter(|&d| b.node(d).is_dir()) {
-                            let n = b.node_mut(d);
-                            (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
-                            continue;
-                        }
-                        if existing.is_some() {
-                            b.detach(p, name);
-                        }
-                        let mut n = dir_node(p);
-                        (n.mode, n.uid, n.gid, n.mtime, n.xattrs) = (mode, uid, gid, mtime, xattrs);
-                        let ino = b.add(n);
-                        b.link(p, name, ino);
-                    }
-                    Kind::HardLink(target) => {
-                        let t = b.resolve(&target).ok_or_else(|| err("a hard link to a path that does not exist"))?;
-                        if b.node(t).is_dir() {
-                            return Err(err("a hard link to a directory"));
-                        }
-                        if existing == Some(t) {
-                            continue;
-                        }
-                        if existing.is_some() {
-                            b.detach(p, name);
-                        }
-                        b.node_mut(t).nlink += 1;
-                        b.link(p, name, t);
-                    }
-                    other => {
-                        if existing.is_some() {
-                            b.detach(p, name);
-                        }
-                        let kind = match other {
-                            Kind::File(d) => NodeKind::File(d),
-                            Kind::Symlink(t) => NodeKind::Symlink(t),
-                            Kind::Fifo => NodeKind::Fifo,
-                            Kind::Char { major, minor } => NodeKind::Char { major, minor },
-                            Kind::Block { major, minor } => NodeKind::Block { major, minor },
-                            Kind::Dir | Kind::HardLink(_) => unreachable!("handled above"),
-                        };
-                        let ino = b.add(Node { kind, mode, uid, gid, mtime, nlink: 1, xattrs, parent: p });
-                        b.link(p, name, ino);
-                    }
-                }
+                b.apply_entry(li, e)?;
             }
         }
         compact(b)
@@ -527,7 +616,7 @@ impl Tree {
 /// freezes the directories' maps into the link table and name arena (the
 /// nodes move; nothing is copied but the names).
 fn compact(b: Builder) -> Result<Tree, TreeError> {
-    let Builder { nodes, mut kids } = b;
+    let Builder { nodes, mut kids, .. } = b;
     let mut map = vec![0u64; nodes.len() + 1];
     let mut order = vec![ROOT];
     map[ROOT as usize] = ROOT;
