@@ -607,6 +607,59 @@ lazy_mount_of_zstd_chunked_reads_only_what_is_read() {
   "$IMG" fsck >/dev/null || fail "fsck after completing"
 }
 
+# A lazy mount of an image of plain gzip layers (a 25 MB base, a layer
+# that adds files, one that removes one) through a slow link (16 Mbit/s):
+# the layers stream from the mount on; a file early in the base layer reads
+# long before the base layer is in; the tree, once whole, equals a full
+# pull's (the whiteout applied); img pull then completes the image from
+# what the mount fetched, without fetching the layers again.
+lazy_mount_streams_plain_layers() {
+  make_lazy_image || fail "making the images"
+  local s=$WORK/store-lazy-src c=$WORK/stream-ctx m=$WORK/lazy-stream full=$WORK/lazy-stream-full
+  local f=$WORK/store-lazy-stream-full port; port=$(free_port)
+  mkdir -p "$c" "$m" "$full"
+  IMG_ROOT=$s "$IMG" mount --rw localhost/lazy:src "$c" >/dev/null || fail "writable mount"
+  mkdir "$c/app" && echo hello > "$c/app/hello" && rm "$c/usr/lib/blob05" || fail "changing the mount"
+  IMG_ROOT=$s "$IMG" commit -q "$c" localhost/lazy:layers >/dev/null || fail "commit"
+  IMG_ROOT=$s "$IMG" umount "$c" >/dev/null || fail "umount of the writable mount"
+  IMG_ROOT=$s "$IMG" push -q --tls-verify=false --compression-format gzip localhost/lazy:layers "$REG/lazy/layers:1" ||
+    fail "pushing it"
+  python3 scripts/slowlink.py "127.0.0.1:$port" "$REG" --delay-ms 1 --rate-mbit 16 > "$WORK/slowlink.out" &
+  local proxy=$!
+  trap "kill $proxy 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$f \"$IMG\" umount $full >/dev/null 2>&1" EXIT
+  for _ in $(seq 50); do [[ -s $WORK/slowlink.out ]] && break; sleep 0.1; done
+  local slow=127.0.0.1:$port
+  local base; base=$(skopeo inspect --raw --tls-verify=false "docker://$REG/lazy/layers:1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+  local t0=$EPOCHREALTIME
+  "$IMG" mount --tls-verify=false "docker://$slow/lazy/layers:1" "$m" >/dev/null || fail "lazy mount"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release reads $(cat "$m/etc/os-release" 2>&1)"
+  local took; took=$(python3 -c "print(round($EPOCHREALTIME - $t0, 2))")
+  local fetched size; fetched=$(lazy_stat BytesFetched); size=$("$IMG" inspect -f '{{.Size}}' "$slow/lazy/layers:1")
+  echo "os-release read $took s after the mount began, with $fetched of $size bytes fetched" >&2
+  (( fetched * 2 < size )) || fail "os-release was read only after $fetched of $size bytes came"
+  [[ $(cat "$m/app/hello") == hello ]] || fail "a file of the second layer"
+  # Listing waits for every layer; the whiteout holds.
+  ls "$m/usr/lib" | has blob23 || fail "usr/lib does not list blob23"
+  ls "$m/usr/lib" | has blob05 && fail "the removed file is listed"
+  [[ -e $m/usr/lib/blob05 ]] && fail "the removed file is there"
+  (( $(lazy_stat BytesFetched) >= size * 9 / 10 )) || fail "the layers did not stream whole: $(lazy_stat BytesFetched) of $size"
+  IMG_ROOT=$f "$IMG" pull -q --tls-verify=false "$REG/lazy/layers:1" >/dev/null || fail "full pull"
+  IMG_ROOT=$f "$IMG" mount "$REG/lazy/layers:1" "$full" >/dev/null || fail "mount of the full pull"
+  python3 tests/support/mount_tree.py cmp "$m" "$full" >&2 || fail "the streamed tree differs from the full pull's"
+  "$IMG" fsck >/dev/null || fail "fsck with a streamed mount"
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  # The pull takes the layers from what the mount fetched.
+  local gets; gets=$(grep -c "GET /v2/lazy/layers/blobs/$base" "$WORK/plain/log")
+  (( gets >= 1 )) || fail "the registry's log does not show the base layer fetched"
+  "$IMG" pull -q --tls-verify=false "$slow/lazy/layers:1" >/dev/null || fail "img pull of the streamed image"
+  [[ $(grep -c "GET /v2/lazy/layers/blobs/$base" "$WORK/plain/log") == "$gets" ]] ||
+    fail "img pull fetched the base layer again"
+  "$IMG" images | has "(partial)" && fail "still partial after img pull"
+  "$IMG" fsck >/dev/null || fail "fsck after completing"
+  true
+}
+
 # An image converted with a prefetch list: the mount fetches the files
 # before the landmark by itself, so reading them fetches nothing more.
 lazy_mount_prefetches_the_landmarked_files() {
@@ -1123,7 +1176,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   push_compression_format_estargz lazy_mount_of_estargz_reads_only_what_is_read \
   lazy_mount_survives_a_registry_that_goes_away lazy_mount_refuses_a_toc_that_does_not_match \
   lazy_mount_prefetches_the_landmarked_files zstd_chunked_convert_push_is_pulled_partially_by_podman \
-  lazy_mount_of_zstd_chunked_reads_only_what_is_read \
+  lazy_mount_of_zstd_chunked_reads_only_what_is_read lazy_mount_streams_plain_layers \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \

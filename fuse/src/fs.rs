@@ -130,13 +130,10 @@ impl<S: BlobSource> ImageFs<S> {
         ImageFs { trees: Trees::Whole(tree), source, stats: Stats::default(), on_error: Box::new(|_| {}) }
     }
 
-    /// A filesystem of `layers` layers whose entries are still to come:
-    /// they are fed through the `Grow` returned (see `grow`). A call that
-    /// waits for a layer that makes no progress for `limit` fails with EIO.
-    pub fn growing(layers: usize, source: S, limit: std::time::Duration) -> (ImageFs<S>, Arc<Grow>) {
-        let g = Arc::new(Grow::new(layers, limit));
-        let fs = ImageFs { trees: Trees::Growing(g.clone()), source, stats: Stats::default(), on_error: Box::new(|_| {}) };
-        (fs, g)
+    /// A filesystem whose layers' entries are still to come: they are fed
+    /// through `grow` (see `grow`).
+    pub fn growing(grow: Arc<Grow>, source: S) -> ImageFs<S> {
+        ImageFs { trees: Trees::Growing(grow), source, stats: Stats::default(), on_error: Box::new(|_| {}) }
     }
 
     pub fn with_error_log(mut self, f: impl Fn(&str) + Send + Sync + 'static) -> Self {

@@ -31,7 +31,6 @@
 
 use crate::tree::{Builder, Kind, Layer, Tree};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,8 +42,8 @@ pub struct Grow {
     cv: Condvar,
     frozen: OnceLock<Tree>,
     limit: Duration,
-    /// The layer a waiting call needs most (`usize::MAX`: none).
-    wanted: AtomicUsize,
+    /// The layer a waiting call needed last, and when.
+    wanted: Mutex<Option<(usize, Instant)>>,
 }
 
 struct State {
@@ -123,7 +122,7 @@ impl Grow {
             cv: Condvar::new(),
             frozen: OnceLock::new(),
             limit,
-            wanted: AtomicUsize::new(usize::MAX),
+            wanted: Mutex::new(None),
         };
         if layers == 0 {
             let mut st = g.lock();
@@ -190,15 +189,16 @@ impl Grow {
         self.lock().failed.clone()
     }
 
-    /// The layer a waiting call needs most, while one waits.
+    /// The layer a call waits for, while one waits (a wish lasts 250 ms
+    /// unless made again).
     pub fn wanted(&self) -> Option<usize> {
-        let w = self.wanted.load(Ordering::Relaxed);
-        (w != usize::MAX).then_some(w)
+        let w = *self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        w.filter(|(_, at)| at.elapsed() < Duration::from_millis(250)).map(|(l, _)| l)
     }
 
     /// Marks `layer` as the one a caller waits for (or none).
     pub fn want(&self, layer: Option<usize>) {
-        self.wanted.store(layer.unwrap_or(usize::MAX), Ordering::Relaxed);
+        *self.wanted.lock().unwrap_or_else(|p| p.into_inner()) = layer.map(|l| (l, Instant::now()));
     }
 
     /// Applies what can be applied, freezes the tree once every layer is
@@ -360,8 +360,8 @@ mod tests {
         Layer { entries, ..Layer::default() }
     }
     fn growing(n: usize, limit_ms: u64) -> (Arc<ImageFs<NoBytes>>, Arc<Grow>) {
-        let (fs, g) = ImageFs::growing(n, NoBytes, Duration::from_millis(limit_ms));
-        (Arc::new(fs), g)
+        let g = Arc::new(Grow::new(n, Duration::from_millis(limit_ms)));
+        (Arc::new(ImageFs::growing(g.clone(), NoBytes)), g)
     }
     /// Looks `path` up component by component.
     fn walk(fs: &ImageFs<NoBytes>, path: &str) -> Result<crate::fs::Attr, i32> {

@@ -9,6 +9,7 @@ pub mod index_file;
 pub mod lazy;
 pub mod scan;
 pub mod source;
+pub mod stream;
 pub mod upper;
 
 use crate::digest::Digest;
@@ -93,12 +94,12 @@ pub fn partial_fs(
     else {
         bail!("the manifest of {} is an index", img.id);
     };
-    let remote = store.index().remote_layers(&img.id)?;
+    let all_remote = store.index().remote_layers(&img.id)?;
     // One connection per repository, checked now: options that cannot work
     // are an error here; a registry that is away only fails the reads of
     // bytes not fetched yet.
     let mut repos: Vec<(String, Arc<crate::ops::lazy::RegistrySource>)> = Vec::new();
-    for r in &remote {
+    for r in &all_remote {
         if repos.iter().any(|(s, _)| *s == r.source) {
             continue;
         }
@@ -112,7 +113,9 @@ pub fn partial_fs(
         }
         repos.push((r.source.clone(), src));
     }
-    // Remote layers are built from their TOCs on threads of their own.
+    // Layers without a TOC are streamed; the others are built from their
+    // TOCs on threads of their own.
+    let (streamed, remote): (Vec<_>, Vec<_>) = all_remote.into_iter().partition(|r| r.toc_digest.is_empty());
     type Built = Result<(img_fuse::Layer, Arc<lazy::RemoteLayer>, Option<u64>)>;
     let root = store.root().to_path_buf();
     let id = img.id.clone();
@@ -161,10 +164,41 @@ pub fn partial_fs(
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     let mut prefetch = Vec::new();
+    let limit = crate::ops::lazy::lazy_timeout();
+    let grow = Arc::new(img_fuse::Grow::new(manifest.layers.len(), limit));
+    let mut jobs = Vec::new();
+    let diff_ids = if streamed.is_empty() {
+        Vec::new()
+    } else {
+        let c = store.read_blob(&img.id, crate::image::MAX_CONFIG_SIZE)?;
+        crate::image::parse_config(&format!("config of {}", img.id), &c)?.diff_ids
+    };
     for (i, l) in manifest.layers.iter().enumerate() {
+        if let Some(r) = streamed.iter().find(|r| r.position == i) {
+            let label = format!("{} (layer {i})", r.digest);
+            let src = repos.iter().find(|(n, _)| *n == r.source).map(|(_, s)| s.clone()).context("no source")?;
+            let layer = Arc::new(
+                stream::StreamLayer::new(i, label, &store.ingest_dir(), grow.clone(), limit)
+                    .context("making the spill file of a streamed layer")?,
+            );
+            let cache = lazy::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
+            let diff_id = diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
+            jobs.push(stream::Job {
+                layer: layer.clone(),
+                fetch: Arc::new(src.layer(r.digest.clone())),
+                cache: Some(Arc::new(cache)),
+                digest: r.digest.clone(),
+                size: r.size,
+                diff_id,
+                stats: stats.clone(),
+            });
+            scanned.push(None);
+            sources.push(source::LayerOpen::Stream(layer));
+            continue;
+        }
         let Some(pos) = built.iter().position(|(n, _)| *n == i) else {
             let (layer, spec) = stored_layer(store, &l.digest, i)?;
-            scanned.push(layer);
+            scanned.push(Some(layer));
             sources.push(source::LayerOpen::Stored(spec));
             continue;
         };
@@ -172,10 +206,9 @@ pub fn partial_fs(
         if let Some(end) = prefetch_end {
             prefetch.push((remote_layer.clone(), end));
         }
-        scanned.push(layer);
+        scanned.push(Some(layer));
         sources.push(source::LayerOpen::Remote(remote_layer));
     }
-    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
     let source = StoreSource::open_mixed(sources).context("opening the layer blobs")?;
     for (layer, end) in prefetch {
         std::thread::spawn(move || {
@@ -184,7 +217,23 @@ pub fn partial_fs(
             }
         });
     }
-    Ok(ImageFs::new(tree, source))
+    if jobs.is_empty() {
+        let scanned: Vec<img_fuse::Layer> = scanned.into_iter().flatten().collect();
+        let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
+        return Ok(ImageFs::new(tree, source));
+    }
+    // The layers at hand are in the tree at once; the streamed ones grow
+    // it as their entries come.
+    for (i, l) in scanned.into_iter().enumerate() {
+        if let Some(l) = l {
+            grow.feed(i, l);
+            grow.finish(i);
+        }
+    }
+    for j in jobs {
+        stream::start(j).context("starting a layer's stream")?;
+    }
+    Ok(ImageFs::growing(grow, source))
 }
 
 /// Builds the index files that image `img` lacks, so that the process

@@ -89,12 +89,24 @@ impl<R: Read> Seek for Tap<R> {
 /// Scans the uncompressed tar stream of layer number `index` (`label` names
 /// it in errors).
 pub fn scan(r: impl Read, index: usize, label: &str) -> Result<Layer, ScanError> {
+    scan_with(r, index, label, &mut |_| {})
+}
+
+/// `scan`, handing what was found so far to `sink` before each entry is
+/// read (it may take it: what it leaves is returned at the end).
+pub fn scan_with(
+    r: impl Read,
+    index: usize,
+    label: &str,
+    sink: &mut dyn FnMut(&mut Layer),
+) -> Result<Layer, ScanError> {
     let mut out = Layer::default();
     let state = Rc::new(RefCell::new(TapState::default()));
     let mut ar = tar::Archive::new(Tap { inner: r, state: state.clone(), scratch: Vec::new() });
     let read_err = |e| ScanError::Read { layer: label.to_string(), source: e };
     let mut entries = ar.entries_with_seek().map_err(read_err)?;
     loop {
+        sink(&mut out);
         {
             let mut st = state.borrow_mut();
             st.kept.clear();

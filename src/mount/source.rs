@@ -134,6 +134,8 @@ enum LayerData {
     },
     /// A layer not stored, read from its registry chunk by chunk.
     Remote(Arc<super::lazy::RemoteLayer>),
+    /// A layer without a TOC, read as it streams from its registry.
+    Stream(Arc<super::stream::StreamLayer>),
     /// A gzip layer with its random-access index: a read starts from the
     /// nearest checkpoint, and a reader left where the last read ended
     /// serves the next one if it continues from there.
@@ -206,6 +208,8 @@ impl BlockState {
 pub enum LayerOpen {
     Stored(LayerSpec),
     Remote(Arc<super::lazy::RemoteLayer>),
+    /// A layer without a TOC, read as it streams from its registry.
+    Stream(Arc<super::stream::StreamLayer>),
 }
 
 /// How to open one stored layer.
@@ -274,6 +278,10 @@ impl StoreSource {
                     out.push(LayerData::Remote(r));
                     continue;
                 }
+                LayerOpen::Stream(r) => {
+                    out.push(LayerData::Stream(r));
+                    continue;
+                }
                 LayerOpen::Stored(l) => l,
             };
             let blob = VerifiedBlob::open(l.path, l.chunks)?;
@@ -312,6 +320,7 @@ impl BlobSource for StoreSource {
             None => Err(io::Error::other(format!("no layer {layer}"))),
             Some(LayerData::Plain(b)) => b.read_at(offset, buf),
             Some(LayerData::Remote(r)) => r.read_at(offset, buf),
+            Some(LayerData::Stream(r)) => r.read_at(offset, buf),
             Some(LayerData::Gzip { blob, index, reader }) => {
                 let mut guard = reader.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 let reuse = guard.as_ref().is_some_and(|r| r.position() <= offset && offset - r.position() < REUSE);

@@ -206,8 +206,9 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             config.diff_ids.len()
         );
     }
-    // Layers the store lacks, a few at a time; with `lazy`, eStargz and zstd:chunked layers
-    // stay in the registry (their TOC is fetched and checked now).
+    // Layers the store lacks, a few at a time; with `lazy`, they stay in
+    // the registry: eStargz and zstd:chunked layers are read through their
+    // TOC (fetched and checked now), the others are streamed by a mount.
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
     let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();
     let source = format!("{}/{path}", client.registry);
@@ -216,6 +217,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         if store.index().has_blob(&l.digest)?
             || missing.iter().any(|(_, d, _)| d == &l.digest)
             || tocs.iter().any(|(_, t, _)| t.digest == l.digest)
+            || remote.iter().any(|r| r.digest == l.digest)
         {
             continue;
         }
@@ -224,6 +226,20 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
                 tocs.push((i, l, at));
                 continue;
             }
+            // No TOC: a mount streams it (an empty TOC digest says so).
+            if !remote.iter().any(|r| r.digest == l.digest) {
+                for (p, same) in manifest.layers.iter().enumerate().filter(|(_, m)| m.digest == l.digest) {
+                    remote.push(crate::index::RemoteLayer {
+                        position: p,
+                        digest: l.digest.clone(),
+                        size: l.size,
+                        media_type: same.media_type.clone(),
+                        toc_digest: String::new(),
+                        source: source.clone(),
+                    });
+                }
+            }
+            continue;
         }
         if !opts.lazy {
             // Bytes a lazy mount fetched are used, not fetched again.

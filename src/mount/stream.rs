@@ -1,0 +1,332 @@
+//! Layers without a table of contents (plain gzip, zstd, xz or none) of a
+//! partial image, streamed from the registry while the image is mounted.
+//!
+//! Each such layer is fetched from its start, in Range requests of growing
+//! size on a thread of its own (so the network and the decompression
+//! overlap), every layer at once. The compressed bytes go to the layer's
+//! `lazy/` cache, where a later `img pull` takes them instead of fetching
+//! them again. They are decompressed as they come: the tar stream goes to
+//! a spill file (unlinked at once: it goes with the process) and through
+//! the tar scanner, whose entries grow the mount's tree (`img_fuse::Grow`).
+//! A read waits until the stream has passed the bytes it asks for.
+//!
+//! Trust: the blob's digest and the DiffID are only known at the end, so
+//! names and bytes are served before they are checked, as a pull that
+//! unpacks while it downloads does. A layer whose digest or DiffID turns
+//! out wrong fails every read of it and every call still waiting for the
+//! tree; nothing read from it is stored (a later `img pull` checks the
+//! cached bytes against the digest and fetches afresh what is wrong).
+//!
+//! While a call waits for a layer, the others' fetches yield to it (a read
+//! far ahead promotes its layer). A fetch that fails is retried until it
+//! works; a call that waits for bytes that do not come for the limit gets
+//! EIO, and the mount goes on.
+
+use super::lazy::{Fetch, RangeCache, Stats};
+use super::scan;
+use crate::digest::{Digest, Hasher};
+use crate::store::Compression;
+use img_fuse::Grow;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The first Range request of a layer, doubled up to `LAST_CHUNK`.
+const FIRST_CHUNK: u64 = 256 << 10;
+const LAST_CHUNK: u64 = 4 << 20;
+
+/// One streamed layer as the filesystem reads it.
+pub struct StreamLayer {
+    index: usize,
+    label: String,
+    spill: File,
+    st: Mutex<Progress>,
+    cv: Condvar,
+    grow: Arc<Grow>,
+    limit: Duration,
+}
+
+struct Progress {
+    /// Bytes of the tar stream in the spill file.
+    avail: u64,
+    done: bool,
+    failed: Option<String>,
+    stamp: Instant,
+}
+
+impl StreamLayer {
+    /// Layer number `index` (`label` names it), its tar kept in a spill
+    /// file made in directory `dir`.
+    pub fn new(index: usize, label: String, dir: &Path, grow: Arc<Grow>, limit: Duration) -> io::Result<StreamLayer> {
+        std::fs::create_dir_all(dir)?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("tmp-stream-{}-{index}-{n}", std::process::id()));
+        let spill = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(StreamLayer {
+            index,
+            label,
+            spill,
+            st: Mutex::new(Progress { avail: 0, done: false, failed: None, stamp: Instant::now() }),
+            cv: Condvar::new(),
+            grow,
+            limit,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads bytes of the tar stream at `offset`, once they are in.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let want = offset.saturating_add(buf.len() as u64);
+        let mut st = self.lock();
+        loop {
+            if let Some(f) = &st.failed {
+                return Err(io::Error::other(f.clone()));
+            }
+            if st.avail >= want || st.done {
+                break;
+            }
+            self.grow.want(Some(self.index));
+            if st.stamp.elapsed() > self.limit {
+                return Err(io::Error::other(format!(
+                    "{}: no bytes came for {} s while streaming it (at {} of the tar, {} wanted)",
+                    self.label,
+                    self.limit.as_secs(),
+                    st.avail,
+                    want
+                )));
+            }
+            st = self.cv.wait_timeout(st, Duration::from_millis(50)).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let avail = st.avail;
+        drop(st);
+        if offset >= avail {
+            return Ok(0);
+        }
+        let n = ((avail - offset) as usize).min(buf.len());
+        self.spill.read_exact_at(&mut buf[..n], offset)?;
+        Ok(n)
+    }
+
+    fn advance(&self, bytes: &[u8]) -> io::Result<()> {
+        let at = self.lock().avail;
+        self.spill.write_all_at(bytes, at)?;
+        let mut st = self.lock();
+        st.avail = at + bytes.len() as u64;
+        st.stamp = Instant::now();
+        drop(st);
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    fn end(&self, failed: Option<String>) {
+        let mut st = self.lock();
+        st.done = true;
+        st.failed = failed;
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// Whether the whole layer is in and checked.
+    pub fn is_done(&self) -> bool {
+        let st = self.lock();
+        st.done && st.failed.is_none()
+    }
+}
+
+/// What a layer's stream needs.
+pub struct Job {
+    pub layer: Arc<StreamLayer>,
+    pub fetch: Arc<dyn Fetch>,
+    pub cache: Option<Arc<RangeCache>>,
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub stats: Arc<Stats>,
+}
+
+/// Streams the layer on a thread of its own.
+pub fn start(job: Job) -> io::Result<()> {
+    std::thread::Builder::new().name(format!("stream-{}", job.layer.index)).spawn(move || job.run())?;
+    Ok(())
+}
+
+/// The compressed bytes as they come from the fetching thread.
+struct ChanReader {
+    rx: Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => (self.buf, self.at) = (b, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The tar stream as the scanner reads it: each byte also goes to the
+/// spill file and the DiffID.
+struct Tee<'a, R> {
+    inner: R,
+    job: &'a Job,
+    diff: Hasher,
+    since_stamp: u64,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.job.layer.advance(&buf[..n])?;
+        self.diff.update(&buf[..n]);
+        self.since_stamp += n as u64;
+        if self.since_stamp > 256 << 10 {
+            self.since_stamp = 0;
+            self.job.layer.grow.progress(self.job.layer.index);
+        }
+        Ok(n)
+    }
+}
+
+impl Job {
+    fn run(self) {
+        let r = self.stream();
+        let i = self.layer.index;
+        match r {
+            Ok(()) => {
+                self.layer.end(None);
+                self.layer.grow.finish(i);
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", self.layer.label);
+                eprintln!("img mount: {msg}");
+                self.layer.end(Some(msg.clone()));
+                self.layer.grow.fail(i, &msg);
+            }
+        }
+    }
+
+    /// Fetches the blob from its start, in order, on a thread of its own
+    /// (bytes the cache holds are taken from there, fetched ones are kept
+    /// there); returns its digest once every byte went through.
+    fn fetcher(&self, tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> std::thread::JoinHandle<Option<Digest>> {
+        let (fetch, size, stats, grow, me) =
+            (self.fetch.clone(), self.size, self.stats.clone(), self.layer.grow.clone(), self.layer.index);
+        let cache = self.cache.clone();
+        std::thread::spawn(move || {
+            let mut hash = Hasher::new();
+            let (mut pos, mut chunk) = (0u64, FIRST_CHUNK);
+            let mut warned = false;
+            while pos < size {
+                // A call waiting for another layer goes first (for a
+                // second at most per request).
+                for _ in 0..50 {
+                    match grow.wanted() {
+                        Some(w) if w != me => std::thread::sleep(Duration::from_millis(20)),
+                        _ => break,
+                    }
+                }
+                let end = (pos + chunk).min(size);
+                let held = cache.as_ref().and_then(|c| c.get(pos, end).ok().flatten());
+                let bytes = match held {
+                    Some(b) => {
+                        stats.cache_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        b
+                    }
+                    None => loop {
+                        match fetch.fetch(pos, end) {
+                            Ok(b) => {
+                                stats.requests.fetch_add(1, Ordering::Relaxed);
+                                stats.fetched_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                                if let Some(c) = &cache {
+                                    let _ = c.put(pos, &b);
+                                }
+                                break b;
+                            }
+                            Err(e) => {
+                                stats.failures.fetch_add(1, Ordering::Relaxed);
+                                if !warned {
+                                    eprintln!("img mount: {e}; trying again");
+                                    warned = true;
+                                }
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                        }
+                    },
+                };
+                if bytes.len() as u64 != end - pos {
+                    return None;
+                }
+                hash.update(&bytes);
+                if tx.send(bytes).is_err() {
+                    return None;
+                }
+                pos = end;
+                chunk = (chunk * 2).min(LAST_CHUNK);
+            }
+            Some(hash.finish())
+        })
+    }
+
+    fn stream(&self) -> Result<(), String> {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let fetched = self.fetcher(tx);
+        let mut chan = ChanReader { rx, buf: Vec::new(), at: 0 };
+        let res = self.decode(&mut chan);
+        // The rest of the blob (past what the decoder needed) goes through
+        // the digest too; on an error, dropping the channel stops the fetches.
+        if res.is_ok() {
+            let _ = io::copy(&mut chan, &mut io::sink());
+        }
+        drop(chan);
+        let digest = fetched.join().ok().flatten();
+        res?;
+        match digest {
+            Some(d) if d == self.digest => Ok(()),
+            Some(d) => Err(format!("its bytes have digest {d}, not {}; its files cannot be read", self.digest)),
+            None => Err("its stream ended early".into()),
+        }
+    }
+
+    fn decode(&self, chan: &mut ChanReader) -> Result<(), String> {
+        let mut head = BufReader::with_capacity(64 << 10, chan);
+        let c = Compression::sniff(head.fill_buf().map_err(|e| e.to_string())?);
+        let dec = c.decoder(head).map_err(|e| e.to_string())?;
+        let mut tee = Tee { inner: dec, job: self, diff: Hasher::new(), since_stamp: 0 };
+        let (grow, i) = (self.layer.grow.clone(), self.layer.index);
+        let rest = scan::scan_with(&mut tee, i, &self.layer.label, &mut |part| {
+            if !(part.entries.is_empty() && part.whiteouts.is_empty() && part.opaque.is_empty()) {
+                grow.feed(i, std::mem::take(part));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        grow.feed(i, rest);
+        // The end of the archive and what follows it count in the DiffID.
+        io::copy(&mut tee, &mut io::sink()).map_err(|e| format!("decompressing it ({}): {e}", c.name()))?;
+        let diff = std::mem::replace(&mut tee.diff, Hasher::new()).finish();
+        if diff != self.diff_id {
+            return Err(format!(
+                "its uncompressed stream has digest {diff}, but the image's config gives DiffID {}; its files cannot be read",
+                self.diff_id
+            ));
+        }
+        Ok(())
+    }
+}
