@@ -660,6 +660,50 @@ lazy_mount_streams_plain_layers() {
   true
 }
 
+# A streamed lazy mount whose registry stops answering mid-stream: a read
+# of bytes not streamed yet fails with EIO within the timeout, what came
+# still reads, and the stream goes on once the registry is back. Unmounting
+# while the layer streams leaves a store fsck finds clean, whose image img
+# pull then completes.
+lazy_stream_survives_a_registry_that_goes_away() {
+  make_lazy_image || fail "making the images"
+  local m=$WORK/lazy-stream2 port; port=$(free_port); mkdir -p "$m"
+  skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/lazy/big:gzip" \
+    "docker://$LAZYREG/lazy/big:gzip" || fail "copying the gzip image"
+  python3 scripts/slowlink.py "127.0.0.1:$port" "$LAZYREG" --delay-ms 1 --rate-mbit 16 > "$WORK/slowlink2.out" &
+  local proxy=$!
+  trap "kill -CONT $LAZYREG_PID 2>/dev/null; kill $proxy 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  for _ in $(seq 50); do [[ -s $WORK/slowlink2.out ]] && break; sleep 0.1; done
+  local slow=127.0.0.1:$port
+  IMG_LAZY_TIMEOUT=2 "$IMG" mount --tls-verify=false "docker://$slow/lazy/big:gzip" "$m" >/dev/null || fail "lazy mount"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release"
+  kill -STOP "$LAZYREG_PID"
+  local t0=$SECONDS out
+  out=$(timeout 60 cat "$m/usr/lib/blob20" 2>&1 >/dev/null) && fail "a read with the registry stopped succeeded"
+  [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
+  (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "what came no longer reads"
+  kill -CONT "$LAZYREG_PID"
+  cmp -s "$m/usr/lib/blob20" <(python3 -c '
+import random, sys
+r = random.Random(7)
+for n in range(24):
+    b = r.randbytes(1 << 20)
+    if n == 20: sys.stdout.buffer.write(b)') || fail "blob20 does not read right once the registry is back: $(cat "$m/usr/lib/blob20" 2>&1 >/dev/null) $(cat "$IMG_ROOT"/mounts/*.log 2>/dev/null | tail -5)"
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  "$IMG" fsck >/dev/null || fail "fsck after the faults"
+  # Unmounted while the layer streams (a fresh store: nothing cached).
+  export IMG_ROOT=$IMG_ROOT-2
+  "$IMG" mount --tls-verify=false "docker://$slow/lazy/big:gzip" "$m" >/dev/null || fail "second lazy mount"
+  [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release, second mount"
+  "$IMG" umount "$m" >/dev/null || fail "umount while streaming"
+  "$IMG" fsck >/dev/null || fail "fsck after an unmount while streaming"
+  "$IMG" images | has "(partial)" || fail "the image is no longer partial"
+  "$IMG" pull -q --tls-verify=false "$slow/lazy/big:gzip" >/dev/null || fail "img pull after an unmount while streaming"
+  "$IMG" fsck >/dev/null || fail "fsck after the pull"
+  [[ -z $(ls -A "$IMG_ROOT/ingest" 2>/dev/null) ]] || fail "ingest/ kept $(ls "$IMG_ROOT/ingest")"
+}
+
 # An image converted with a prefetch list: the mount fetches the files
 # before the landmark by itself, so reading them fetches nothing more.
 lazy_mount_prefetches_the_landmarked_files() {
@@ -1177,6 +1221,7 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   lazy_mount_survives_a_registry_that_goes_away lazy_mount_refuses_a_toc_that_does_not_match \
   lazy_mount_prefetches_the_landmarked_files zstd_chunked_convert_push_is_pulled_partially_by_podman \
   lazy_mount_of_zstd_chunked_reads_only_what_is_read lazy_mount_streams_plain_layers \
+  lazy_stream_survives_a_registry_that_goes_away \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \
   tls_verify_false_allows_an_unknown_ca mtls_missing_client_certificate_is_a_clear_error \
   mtls_pull_with_client_certificate_in_certs_d mtls_pull_with_isulad_file_names \

@@ -253,10 +253,12 @@ impl Grow {
     }
 
     /// Sleeps until something changes, or fails when layer `on` made no
-    /// progress for the limit.
-    fn wait<'a>(&self, st: MutexGuard<'a, State>, on: usize) -> Result<MutexGuard<'a, State>, i32> {
+    /// progress for the limit (since `began`, when the call began, at least).
+    fn wait<'a>(&self, st: MutexGuard<'a, State>, on: usize, began: Instant) -> Result<MutexGuard<'a, State>, i32> {
         self.want(Some(on));
-        if st.layers.get(on).is_some_and(|p| p.stamp.elapsed() > self.limit) {
+        // No progress for the limit, counted from when the call began at
+        // the earliest.
+        if st.layers.get(on).is_some_and(|p| p.stamp.max(began).elapsed() > self.limit) {
             return Err(libc::EIO);
         }
         let (st, _) = self.cv.wait_timeout(st, TICK).unwrap_or_else(|p| p.into_inner());
@@ -266,6 +268,7 @@ impl Grow {
     /// The inode `name` in directory `parent` names once the answer is
     /// settled: `Ok(None)` when it does not exist.
     pub(crate) fn child(&self, parent: u64, name: &[u8]) -> Result<Option<u64>, i32> {
+        let began = Instant::now();
         let mut st = self.lock();
         loop {
             if let Some(t) = self.frozen.get() {
@@ -284,7 +287,7 @@ impl Grow {
                 Ok(ino) => return Ok(Some(ino)),
                 Err(b) => b,
             };
-            st = self.wait(st, on)?;
+            st = self.wait(st, on, began)?;
         }
     }
 
@@ -306,6 +309,7 @@ impl Grow {
     /// Waits until the whole tree is there (EIO when a layer stalls for
     /// the limit, or fails).
     pub(crate) fn wait_frozen(&self) -> Result<&Tree, i32> {
+        let began = Instant::now();
         let mut st = self.lock();
         loop {
             if let Some(t) = self.frozen.get() {
@@ -315,7 +319,7 @@ impl Grow {
                 return Err(libc::EIO);
             }
             let on = st.k;
-            st = self.wait(st, on)?;
+            st = self.wait(st, on, began)?;
         }
     }
 

@@ -298,13 +298,22 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let cfg = img_fuse::MountConfig {
         fs_name: format!("img:{}", &img.id.hex()[..12]),
         allow_other: crate::user::effective_uid() == Some(0),
-        // A read waiting on a registry holds a thread; others go on.
-        threads: if img.kind == "partial" { 4 } else { 2 },
+        // A read or lookup waiting on a registry holds a thread; others go on.
+        threads: if img.kind == "partial" { 8 } else { 2 },
     };
     let state = a.state.clone().map(mount::StateDir);
     if let (Some(st), false) = (&state, img_overlay::is_root()) {
-        // Rootless: the FUSE filesystem takes the writes itself.
+        // Rootless: the FUSE filesystem takes the writes itself, over the
+        // whole tree (streamed layers must be in first).
         let fs = Arc::into_inner(fs).expect("the filesystem is not shared yet");
+        if !fs.settled() {
+            eprintln!("img mount: a rootless writable mount is ready once the streamed layers are in");
+            if let Err(e) = fs.settle() {
+                let e = anyhow::anyhow!("mounting {}: {e}", img.id);
+                fail(&e);
+                return Err(e);
+            }
+        }
         let rw = std::sync::Arc::new(img_fuse::RwFs::new(fs, st.upper()));
         let res = img_fuse::serve_rw(rw, &a.dir, &cfg, || {
             println!("ready");

@@ -183,9 +183,10 @@ pub fn partial_fs(
             );
             let cache = lazy::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
             let diff_id = diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
+            let digest = r.digest.clone();
             jobs.push(stream::Job {
                 layer: layer.clone(),
-                fetch: Arc::new(src.layer(r.digest.clone())),
+                open: Arc::new(move |at| src.open_from(&digest, at).map_err(std::io::Error::other)),
                 cache: Some(Arc::new(cache)),
                 digest: r.digest.clone(),
                 size: r.size,

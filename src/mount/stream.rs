@@ -1,9 +1,9 @@
 //! Layers without a table of contents (plain gzip, zstd, xz or none) of a
 //! partial image, streamed from the registry while the image is mounted.
 //!
-//! Each such layer is fetched from its start, in Range requests of growing
-//! size on a thread of its own (so the network and the decompression
-//! overlap), every layer at once. The compressed bytes go to the layer's
+//! Each such layer is fetched from its start in one request (made again
+//! from where it broke off after an error) on a thread of its own, so the
+//! network and the decompression overlap, every layer at once. The compressed bytes go to the layer's
 //! `lazy/` cache, where a later `img pull` takes them instead of fetching
 //! them again. They are decompressed as they come: the tar stream goes to
 //! a spill file (unlinked at once: it goes with the process) and through
@@ -22,7 +22,7 @@
 //! works; a call that waits for bytes that do not come for the limit gets
 //! EIO, and the mount goes on.
 
-use super::lazy::{Fetch, RangeCache, Stats};
+use super::lazy::{RangeCache, Stats};
 use super::scan;
 use crate::digest::{Digest, Hasher};
 use crate::store::Compression;
@@ -36,9 +36,11 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// The first Range request of a layer, doubled up to `LAST_CHUNK`.
-const FIRST_CHUNK: u64 = 256 << 10;
-const LAST_CHUNK: u64 = 4 << 20;
+/// The most bytes passed on at a time.
+const PIECE: usize = 64 << 10;
+
+/// Opens a blob's bytes from an offset to its end.
+pub type OpenFrom = Arc<dyn Fn(u64) -> io::Result<Box<dyn Read + Send>> + Send + Sync>;
 
 /// One streamed layer as the filesystem reads it.
 pub struct StreamLayer {
@@ -87,6 +89,7 @@ impl StreamLayer {
     /// Reads bytes of the tar stream at `offset`, once they are in.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let want = offset.saturating_add(buf.len() as u64);
+        let began = Instant::now();
         let mut st = self.lock();
         loop {
             if let Some(f) = &st.failed {
@@ -96,7 +99,9 @@ impl StreamLayer {
                 break;
             }
             self.grow.want(Some(self.index));
-            if st.stamp.elapsed() > self.limit {
+            // No progress for the limit, counted from when this read began
+            // at the earliest.
+            if st.stamp.max(began).elapsed() > self.limit {
                 return Err(io::Error::other(format!(
                     "{}: no bytes came for {} s while streaming it (at {} of the tar, {} wanted)",
                     self.label,
@@ -146,7 +151,7 @@ impl StreamLayer {
 /// What a layer's stream needs.
 pub struct Job {
     pub layer: Arc<StreamLayer>,
-    pub fetch: Arc<dyn Fetch>,
+    pub open: OpenFrom,
     pub cache: Option<Arc<RangeCache>>,
     pub digest: Digest,
     pub size: u64,
@@ -223,63 +228,91 @@ impl Job {
         }
     }
 
-    /// Fetches the blob from its start, in order, on a thread of its own
-    /// (bytes the cache holds are taken from there, fetched ones are kept
-    /// there); returns its digest once every byte went through.
+    /// Fetches the blob from its start, in order, on a thread of its own:
+    /// bytes the cache holds from there, the rest in one request to the
+    /// end (made again from where it broke off after an error), kept in
+    /// the cache as they come. Returns the blob's digest once every byte
+    /// went through.
     fn fetcher(&self, tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> std::thread::JoinHandle<Option<Digest>> {
-        let (fetch, size, stats, grow, me) =
-            (self.fetch.clone(), self.size, self.stats.clone(), self.layer.grow.clone(), self.layer.index);
+        let (open, size, stats, grow, me) =
+            (self.open.clone(), self.size, self.stats.clone(), self.layer.grow.clone(), self.layer.index);
         let cache = self.cache.clone();
+        let label = self.layer.label.clone();
         std::thread::spawn(move || {
             let mut hash = Hasher::new();
-            let (mut pos, mut chunk) = (0u64, FIRST_CHUNK);
+            let mut pos = 0u64;
+            let mut wait = Duration::from_millis(100);
             let mut warned = false;
-            while pos < size {
-                // A call waiting for another layer goes first (for a
-                // second at most per request).
+            // A call waiting for another layer goes first (a second at most).
+            let yield_to_others = || {
                 for _ in 0..50 {
                     match grow.wanted() {
                         Some(w) if w != me => std::thread::sleep(Duration::from_millis(20)),
                         _ => break,
                     }
                 }
-                let end = (pos + chunk).min(size);
-                let held = cache.as_ref().and_then(|c| c.get(pos, end).ok().flatten());
-                let bytes = match held {
-                    Some(b) => {
-                        stats.cache_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        b
+            };
+            while pos < size {
+                yield_to_others();
+                let held = cache.as_ref().and_then(|c| c.ranges().into_iter().find(|&(s, e)| s <= pos && pos < e));
+                if let (Some(c), Some((_, e))) = (&cache, held) {
+                    let end = e.min(pos + PIECE as u64 * 16).min(size);
+                    let Ok(Some(b)) = c.get(pos, end) else { return None };
+                    stats.cache_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    hash.update(&b);
+                    pos = end;
+                    if tx.send(b).is_err() {
+                        return None;
                     }
-                    None => loop {
-                        match fetch.fetch(pos, end) {
-                            Ok(b) => {
-                                stats.requests.fetch_add(1, Ordering::Relaxed);
-                                stats.fetched_bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
-                                if let Some(c) = &cache {
-                                    let _ = c.put(pos, &b);
-                                }
-                                break b;
-                            }
-                            Err(e) => {
-                                stats.failures.fetch_add(1, Ordering::Relaxed);
-                                if !warned {
-                                    eprintln!("img mount: {e}; trying again");
-                                    warned = true;
-                                }
-                                std::thread::sleep(Duration::from_millis(500));
-                            }
+                    continue;
+                }
+                let mut body = match open(pos) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        if !warned {
+                            eprintln!("img mount: {label}: {e}; trying again");
+                            warned = true;
                         }
-                    },
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
                 };
-                if bytes.len() as u64 != end - pos {
-                    return None;
+                stats.requests.fetch_add(1, Ordering::Relaxed);
+                let mut since_yield = 0usize;
+                while pos < size {
+                    let mut buf = vec![0u8; PIECE.min((size - pos) as usize)];
+                    let n = match body.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            stats.failures.fetch_add(1, Ordering::Relaxed);
+                            if !warned {
+                                eprintln!("img mount: {label}: reading it at {pos}: {e}; trying again");
+                                warned = true;
+                            }
+                            break;
+                        }
+                    };
+                    buf.truncate(n);
+                    wait = Duration::from_millis(100);
+                    if let Some(c) = &cache {
+                        let _ = c.put(pos, &buf);
+                    }
+                    stats.fetched_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    hash.update(&buf);
+                    pos += n as u64;
+                    if tx.send(buf).is_err() {
+                        return None;
+                    }
+                    since_yield += n;
+                    if since_yield >= 1 << 20 {
+                        since_yield = 0;
+                        yield_to_others();
+                    }
                 }
-                hash.update(&bytes);
-                if tx.send(bytes).is_err() {
-                    return None;
-                }
-                pos = end;
-                chunk = (chunk * 2).min(LAST_CHUNK);
             }
             Some(hash.finish())
         })

@@ -188,17 +188,20 @@ impl RegistrySource {
         Ok(())
     }
 
+    /// The connection, made now if there is none.
+    fn client(&self) -> crate::registry::Result<Arc<Client>> {
+        if let Some(c) = self.client.lock().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        let c = Arc::new(Client::connect(&self.host, &self.opts)?);
+        if let Ok(mut slot) = self.client.lock() {
+            *slot = Some(c.clone());
+        }
+        Ok(c)
+    }
+
     fn once(&self, digest: &Digest, start: u64, end: u64) -> crate::registry::Result<Vec<u8>> {
-        let client = match self.client.lock().ok().and_then(|c| c.clone()) {
-            Some(c) => c,
-            None => {
-                let c = Arc::new(Client::connect(&self.host, &self.opts)?);
-                if let Ok(mut slot) = self.client.lock() {
-                    *slot = Some(c.clone());
-                }
-                c
-            }
-        };
+        let client = self.client()?;
         let r = Repo::new(&client, &self.path).blob_range(digest, start, end);
         if r.is_err() {
             if let Ok(mut slot) = self.client.lock() {
@@ -206,6 +209,22 @@ impl RegistrySource {
             }
         }
         r
+    }
+
+    /// Blob `digest` of this repository from byte `start` to its end, as
+    /// it comes (one request; the caller checks the bytes).
+    pub fn open_from(&self, digest: &Digest, start: u64) -> crate::registry::Result<Box<dyn io::Read + Send>> {
+        let client = self.client()?;
+        let r = Repo::new(&client, &self.path).blob_from(digest, start);
+        match r {
+            Ok(resp) => Ok(resp.body),
+            Err(e) => {
+                if let Ok(mut slot) = self.client.lock() {
+                    *slot = None;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Reads blob `digest` of this repository.
