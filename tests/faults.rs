@@ -712,6 +712,83 @@ fn a_lazy_mount_renews_its_token_and_unmounts_with_a_fetch_in_flight() {
     assert!(std::fs::read_dir(&lazy).map(|d| d.count() == 0).unwrap_or(true), "lazy/ was not emptied");
 }
 
+// Guards: a plain gzip layer of a lazy mount is streamed; a connection
+// reset halfway through it is resumed with a Range request from where it
+// broke off, and the files read whole. A registry that serves a layer with
+// other bytes (a changed gzip header: it still decompresses, only its
+// digest is wrong) gets the layer refused once its stream ends: reads and
+// lookups that still need it fail with EIO, the log names the digest, the
+// store stays clean, and img pull later completes the image from the
+// right bytes.
+#[test]
+fn a_streamed_layer_resumes_after_a_reset_and_a_lying_one_is_refused() {
+    if !std::path::Path::new("/dev/fuse").exists() || !img_is_root() {
+        panic!("this test mounts through FUSE: it needs /dev/fuse and root (scripts/test.sh runs it so)");
+    }
+    let mut rng = Rng::new(seed("lazy_stream", 12));
+    let (a, b) = (rng.bytes(2 << 20), rng.bytes(2 << 20));
+    let tar = TarBuilder::new().dir("data").file("data/a", &a).file("data/b", &b).build();
+    let image = ImageSpec::new(&["big:1"]).layer(Layer::new(tar, Comp::Gzip)).build();
+    let reg = registry_with(&image);
+    let blob = image.layers[0].blob.clone();
+    let path = layer_path(&image);
+    let half = blob.len() as u64 / 2;
+    reg.fault_on(&path, 1, Fault::ResetAfter(half));
+    let reference = reg.reference(NAME, "1");
+    let docker_ref = format!("docker://{reference}");
+    let env = [("IMG_LAZY_TIMEOUT", "3")];
+
+    let s = Store::new();
+    let dir = s.work().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (o, _) = img(&s, &["mount", "--tls-verify=false", &docker_ref, arg(&dir)], &env);
+    assert!(o.success(), "{}", o.describe());
+    let guard = Unmount(&s, dir.clone());
+    assert_eq!(std::fs::read(dir.join("data/b")).unwrap(), b, "{}", reg.describe());
+    assert_eq!(std::fs::read(dir.join("data/a")).unwrap(), a);
+    let reqs = gets(reg.requests_to(&path));
+    assert!(reqs.len() >= 2, "expected a second request after the reset\n{}", reg.describe());
+    assert_eq!(reqs[0].body_sent, half, "the fault did not happen as planned\n{}", reg.describe());
+    assert!(reqs[1].range_start().is_some_and(|n| n > 0), "no Range request after the reset\n{}", reg.describe());
+    let resent = body_bytes(&reqs) - blob.len() as u64;
+    assert!(resent < blob.len() as u64 / 10, "{resent} of {} bytes were sent twice\n{}", blob.len(), reg.describe());
+    drop(guard);
+    s.assert_fsck_clean();
+
+    // Other bytes: the gzip header's time changed.
+    let mut lie = blob.clone();
+    lie[4] ^= 0xff;
+    reg.clear_faults();
+    reg.fault_always(&path, Fault::Replace(lie));
+    let s = Store::new();
+    let dir = s.work().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (o, _) = img(&s, &["mount", "--tls-verify=false", &docker_ref, arg(&dir)], &env);
+    assert!(o.success(), "{}", o.describe());
+    let guard = Unmount(&s, dir.clone());
+    // A name not in the layer is known only at its end, which is refused.
+    let e = std::fs::metadata(dir.join("data/nope")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let e = std::fs::read(dir.join("data/b")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let log = std::fs::read_dir(s.root().join("mounts"))
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "log"))
+        .map(|f| std::fs::read_to_string(f.path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains(&format!("not {}", image.layers[0].digest())), "the log does not name the digest: {log}");
+    drop(guard);
+    s.assert_fsck_clean();
+    s.assert_ingest_empty();
+    reg.clear_faults();
+    let (o, _) = pull(&s, &reference, &[], &[]);
+    assert!(o.success(), "{}", o.describe());
+    assert_eq!(s.inspect(&reference).get("Partial"), None);
+    assert!(s.has_blob(&image.layers[0].digest()));
+    s.assert_fsck_clean();
+}
+
 fn img_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
