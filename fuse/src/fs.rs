@@ -4,9 +4,9 @@
 
 use crate::grow::Grow;
 use crate::tree::{Builder, Node, NodeKind, Tree, ROOT};
-use std::sync::Arc;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Where file contents come from: byte ranges of a layer's uncompressed
 /// tar stream (`DataRef` offsets).
@@ -287,7 +287,13 @@ impl<S: BlobSource> ImageFs<S> {
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
         self.with(|t| {
-            t.node(ino).ok_or(libc::ENOENT)?.xattrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).ok_or(libc::ENODATA)
+            t.node(ino)
+                .ok_or(libc::ENOENT)?
+                .xattrs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .ok_or(libc::ENODATA)
         })
     }
 

@@ -493,8 +493,11 @@ mod tests {
         proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..4).prop_map(|v| v.join("/"))
     }
 
+    /// Whiteouts, opaque directories, and entries (path, directory, mode).
+    type LayerSpec = (Vec<String>, Vec<String>, Vec<(String, bool, u16)>);
+
     /// A layer: markers, then entries at distinct paths (as writers make them).
-    fn arb_layer() -> impl Strategy<Value = (Vec<String>, Vec<String>, Vec<(String, bool, u16)>)> {
+    fn arb_layer() -> impl Strategy<Value = LayerSpec> {
         (
             proptest::collection::vec(arb_path(), 0..3),
             proptest::collection::vec(arb_path(), 0..2),
@@ -544,7 +547,7 @@ mod tests {
             let mut marks_fed = vec![false; built.len()];
             let mut answers = Vec::new();
             let probes: Vec<String> = built.iter().flat_map(|l| l.entries.iter().map(|e| String::from_utf8_lossy(&e.path).into_owned())).collect();
-            let mut step = |li: usize, n: usize, fed: &mut Vec<usize>, marks_fed: &mut Vec<bool>| {
+            let step = |li: usize, n: usize, fed: &mut Vec<usize>, marks_fed: &mut Vec<bool>| {
                 let l = &built[li];
                 let mut p = Layer::default();
                 if !marks_fed[li] {

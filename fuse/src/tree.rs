@@ -385,7 +385,13 @@ impl Builder {
 impl Builder {
     /// The tree of nothing but the root.
     pub(crate) fn new() -> Builder {
-        let mut b = Builder { nodes: Vec::new(), kids: Vec::new(), origin: Vec::new(), layer: 0, dir_names: Default::default() };
+        let mut b = Builder {
+            nodes: Vec::new(),
+            kids: Vec::new(),
+            origin: Vec::new(),
+            layer: 0,
+            dir_names: Default::default(),
+        };
         b.add(dir_node(ROOT));
         b
     }

@@ -182,7 +182,8 @@ pub fn partial_fs(
                     .context("making the spill file of a streamed layer")?,
             );
             let cache = lazy::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
-            let diff_id = diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
+            let diff_id =
+                diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
             let digest = r.digest.clone();
             jobs.push(stream::Job {
                 layer: layer.clone(),
