@@ -694,8 +694,8 @@ fn sigkill_during_push_leaves_the_store_alone_and_no_tag_without_blobs() {
         assert!(registry_tag_complete(&reg, name, "1", &image, "calibration"), "the push left no tag");
         d
     };
-    // 10 trials in the default run, 50 with IMG_TEST_LONG=1.
-    let trials = if long() { 50 } else { 10 };
+    // 20 trials in the default run, 100 with IMG_TEST_LONG=1.
+    let trials = if long() { 100 } else { 20 };
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
     let mut patches = 0;
     for trial in 0..trials {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Large hostile inputs (tests/support/hostile_corpus.py makes them here):
-# a gzip layer holding 512 MiB of zeros, a layer of 1,000,000 entries, a
+# a gzip layer holding 512 MiB of zeros (10 GiB with IMG_TEST_LONG=1, as
+# scripts/test.sh --long sets), a layer of 1,000,000 entries, a
 # 10,000-deep directory chain, names of 4,096 bytes, a gzip stream that is
 # not a tar, and a config with a 100 MB environment. Every command that
 # reads them (import, load, export, mount) takes them with bounded memory
@@ -114,7 +115,7 @@ check_import_and_load_stay_small() {
   img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1 | tail -3)"
 }
 
-# A gzip stream of 512 MiB of zeros is no tar: refused with what it is.
+# A gzip stream of zeros (the bomb's size) is no tar: refused with what it is.
 check_gzip_without_a_tar_is_refused() {
   img import "$C/bomb.tar.gz" keep:1 >/dev/null || fail "import of the base failed"
   local before kb; before=$(state)
@@ -147,7 +148,7 @@ check_export_is_bounded_and_whole() {
   done
   [[ $(tar -tf "$WORK/many-export.tar" | grep -c '/f') == 1000000 ]] || fail "the export of many lacks files"
   tar -xOf "$WORK/longnames-export.tar" --wildcards '*/15*' | has long || fail "the long name's file is not in the export"
-  [[ $(stat -c %s "$WORK/bomb-export.tar") -gt $((512 << 20)) ]] || fail "the bomb's export is short"
+  [[ $(stat -c %s "$WORK/bomb-export.tar") -gt $((BOMB_MB << 20)) ]] || fail "the bomb's export is short"
   rm -f "$WORK"/*-export.tar
 }
 
@@ -184,7 +185,7 @@ check_convert_is_bounded_or_refused() {
 
 # The mount serves them: a million files, the bottom of the chain, the
 # long path (opened one directory at a time: it is longer than PATH_MAX),
-# the end of the 512 MiB file.
+# the end of the bomb's file of zeros.
 check_mount_serves_them() {
   local x m pid hwm rss
   for x in bomb many deep longnames; do
@@ -262,13 +263,16 @@ PY
 passed=0 failed=0
 [[ $(id -u) == 0 ]] || { echo "not ok - setup: run as root (FUSE mounts)"; exit 1; }
 echo "# making the corpus in $C"
-python3 tests/support/hostile_corpus.py "$C" 512 || { echo "not ok - corpus"; exit 1; }
+BOMB_MB=512
+[[ ${IMG_TEST_LONG:-} == 1 ]] && BOMB_MB=10240
+echo "# the bomb holds $BOMB_MB MiB of zeros"
+python3 tests/support/hostile_corpus.py "$C" "$BOMB_MB" || { echo "not ok - corpus"; exit 1; }
 for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
   name=${fn#check_}
   [[ -n ${ONLY:-} && $name != *"$ONLY"* ]] && continue
   T=$WORK/$name
   mkdir -p "$T"
-  if ( set -e; export T IMG_ROOT=$WORK/store-$name; "$fn" ) > "$T/log" 2>&1; then
+  if ( set -e; export T BOMB_MB IMG_ROOT=$WORK/store-$name; "$fn" ) > "$T/log" 2>&1; then
     echo "ok - $name"; passed=$((passed + 1))
     grep '^# ' "$T/log" || true
   else

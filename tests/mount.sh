@@ -796,11 +796,22 @@ check_writable_umount_keeps_or_discards_changes() {
 # store stays clean (img fsck), the changes stay, and a new commit works.
 check_commit_killed_leaves_store_clean() {
   load_image
-  local m i pid delay listed finished=0
+  local m m2 i pid delay listed finished=0 full trials=20 seed=${IMG_TEST_SEED:-24601} t0
+  [[ ${IMG_TEST_LONG:-} == 1 ]] && trials=100
   m=$(img mount --rw localhost/mountfs:1 "$T/m") || fail "img mount --rw failed"
   head -c 64M /dev/urandom > "$m/random.bin"
-  for i in 1 2 3 4 5 6; do
-    delay=$(awk -v i="$i" 'BEGIN {printf "%.2f", i * 0.15}')
+  # How long a whole commit of the same changes takes (on another mount, so
+  # that the changes of $m stay uncommitted).
+  m2=$(img mount --rw localhost/mountfs:1 "$T/m2") || fail "the second img mount --rw failed"
+  cp "$m/random.bin" "$m2/random.bin"
+  t0=$EPOCHREALTIME
+  img commit -q "$m2" localhost/timing:1 >/dev/null || fail "the timing commit failed"
+  full=$(python3 -c "print(int(($EPOCHREALTIME - $t0) * 1000))")
+  img umount "$m2" >/dev/null && img rmi localhost/timing:1 >/dev/null || fail "removing the timing commit"
+  echo "# a whole commit takes $full ms; $trials kills at seeded moments up to 1.2 times that (seed $seed)" >&2
+  RANDOM=$seed
+  for i in $(seq "$trials"); do
+    delay=$(awk -v ms=$(( (RANDOM * 32768 + RANDOM) % (full * 12 / 10 + 1) )) 'BEGIN {printf "%.3f", ms / 1000}')
     # The binary itself, not the img function: killing the subshell that
     # runs a function would leave the commit running.
     "$IMG" commit -q "$m" localhost/killed:1 >/dev/null 2>&1 &
@@ -817,14 +828,17 @@ check_commit_killed_leaves_store_clean() {
       cmp -s "$T/k$i/random.bin" "$m/random.bin" || fail "the finished commit lost data"
       img umount "$T/k$i" >/dev/null
       img rmi localhost/killed:1 >/dev/null
-      finished=1
+      finished=$((finished + 1))
     fi
     img fsck >/dev/null 2>&1 || fail "img fsck after a commit killed at ${delay}s: $(img fsck 2>&1 | tail -3)"
   done
+  echo "# $((trials - finished)) of $trials commits killed before they finished" >&2
   # Killed commits do not count as commits.
-  [[ $finished == 1 ]] || ! img umount "$m" 2>/dev/null ||
+  (( finished > 0 )) || ! img umount "$m" 2>/dev/null ||
     fail "the changes were taken as committed; images: $(img images 2>&1); mounts: $(img mounts --format json 2>&1)"
   img commit -q "$m" localhost/after:1 >/dev/null || fail "img commit after the kills failed"
+  # No temporary file of the killed commits outlives the next command.
+  [[ -z $(ls -A "$IMG_ROOT/ingest" 2>/dev/null) ]] || fail "ingest/ kept $(ls "$IMG_ROOT/ingest")"
   img umount "$m" >/dev/null || fail "img umount after the commit failed"
   img prune -f >/dev/null 2>&1 || true
   img fsck >/dev/null || fail "img fsck at the end: $(img fsck 2>&1)"
