@@ -1050,6 +1050,7 @@ run_check() {
   fi
   if [[ $rc == 0 ]]; then
     echo "ok - $name"; passed=$((passed + 1))
+    grep '^# ' "$T/log" || true
   else
     echo "not ok - $name"; failed=$((failed + 1))
     tail -n 25 "$T/log" | sed 's/^/#   /'
