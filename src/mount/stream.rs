@@ -140,12 +140,6 @@ impl StreamLayer {
         drop(st);
         self.cv.notify_all();
     }
-
-    /// Whether the whole layer is in and checked.
-    pub fn is_done(&self) -> bool {
-        let st = self.lock();
-        st.done && st.failed.is_none()
-    }
 }
 
 /// What a layer's stream needs.
@@ -353,7 +347,7 @@ impl Job {
         grow.feed(i, rest);
         // The end of the archive and what follows it count in the DiffID.
         io::copy(&mut tee, &mut io::sink()).map_err(|e| format!("decompressing it ({}): {e}", c.name()))?;
-        let diff = std::mem::replace(&mut tee.diff, Hasher::new()).finish();
+        let diff = tee.diff.finish();
         if diff != self.diff_id {
             return Err(format!(
                 "its uncompressed stream has digest {diff}, but the image's config gives DiffID {}; its files cannot be read",
