@@ -9,7 +9,7 @@ mod sys;
 
 pub use sys::{
     die_with_parent, getppid, map_read_only, release_free_memory, run_as, set_times_nofollow, setsid,
-    stdin_writers_gone, umask, Mapped,
+    stdin_writers_gone, umask, wait_for_stdin_writers_gone, Mapped,
 };
 
 use std::io;

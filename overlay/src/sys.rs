@@ -164,7 +164,6 @@ pub fn umask(mask: u32) {
     }
 }
 
-/// The parent process's id.
 /// Whether every writer of the pipe read at standard input is gone (the
 /// read end reports a hang-up and holds no data), without waiting.
 pub fn stdin_writers_gone() -> bool {
@@ -175,6 +174,42 @@ pub fn stdin_writers_gone() -> bool {
     n == 1 && p.revents & libc::POLLHUP != 0
 }
 
+/// Blocks until every writer of the pipe read at standard input is gone
+/// (a hang-up, or the end of the data); what is written meanwhile is read
+/// and dropped. On standard input that is not a pipe (a file, /dev/null)
+/// it returns at its end.
+pub fn wait_for_stdin_writers_gone() {
+    let mut buf = [0u8; 512];
+    loop {
+        let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+        // SAFETY: `p` is one valid pollfd that lives across the call; a
+        // timeout of -1 waits until the descriptor is ready.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if p.revents & libc::POLLIN != 0 {
+            // SAFETY: `buf` is a writable buffer of `buf.len()` bytes that
+            // lives across the call.
+            let got = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if got > 0 {
+                continue;
+            }
+            if got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return;
+        }
+    }
+}
+
+/// The parent process's id.
 pub fn getppid() -> u32 {
     // SAFETY: getppid(2) takes no arguments and cannot fail.
     unsafe { libc::getppid() as u32 }

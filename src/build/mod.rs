@@ -1243,7 +1243,10 @@ impl Builder<'_> {
             // The running binary itself, even if its file was replaced meanwhile.
             let exe = PathBuf::from("/proc/self/exe");
             let mut cmd = std::process::Command::new(exe);
-            cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::null());
+            // Its standard input is a pipe whose only writer is this
+            // process: the step ends when the build goes (see run.rs).
+            let (alive_r, alive_w) = std::io::pipe().context("making a pipe for a RUN step")?;
+            cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::from(alive_r));
             cmd.env("IMG_BUILD_PARENT", std::process::id().to_string());
             let (status, output) = if quiet {
                 let out = cmd.output().context("starting a RUN step")?;
@@ -1256,6 +1259,7 @@ impl Builder<'_> {
                 cmd.stdout(std::process::Stdio::from(err));
                 (cmd.status().context("starting a RUN step")?, Vec::new())
             };
+            drop(alive_w);
             for p in made.iter().rev() {
                 let _ = std::fs::remove_dir(p);
             }

@@ -140,6 +140,16 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
         // The build died before this process asked to die with it.
         bail!("the build that started this step is gone");
     }
+    // Standard input is a pipe whose only writer is the build: should the
+    // build go without this process being told (the parent-death signal
+    // is a single path), the step goes with it (the first process then
+    // sees its own pipe close and ends, and the kernel ends the rest of
+    // its PID namespace). The thread comes first: a process that has
+    // unshared its PID namespace cannot make threads.
+    std::thread::spawn(|| {
+        img_overlay::wait_for_stdin_writers_gone();
+        std::process::exit(137);
+    });
     k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
         .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
     if !plan.host_network {
@@ -210,6 +220,13 @@ pub fn init(plan_path: &Path) -> Result<i32> {
             return Ok(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
         }
     };
+    // Should the process that started this one go, this one ends (and the
+    // kernel ends every process of the PID namespace with it), whether or
+    // not the parent-death signal came.
+    std::thread::spawn(|| {
+        img_overlay::wait_for_stdin_writers_gone();
+        std::process::exit(137);
+    });
     let status = child.wait().context("waiting for the command")?;
     Ok(exit_code(status))
 }
