@@ -31,7 +31,7 @@ pub struct Prepared {
     pub names: Vec<Reference>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Debug)]
 #[serde(rename_all = "PascalCase")]
 struct DockerManifestEntry {
     config: String,
@@ -103,22 +103,37 @@ fn check_layers(
     Ok(out)
 }
 
-fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> Result<Vec<Prepared>> {
-    let label = staged.label.clone();
-    image::check_duplicate_keys("manifest.json", manifest_json).map_err(|e| bad(&label, e.to_string()))?;
+/// A docker-archive `manifest.json`, parsed from untrusted bytes: each
+/// image's config and layer names (as written: they are resolved against
+/// the archive's own entries later) and its RepoTags as references. The
+/// error says what is wrong, for the caller to name the archive.
+fn parse_docker_manifest(
+    manifest_json: &[u8],
+) -> std::result::Result<Vec<(DockerManifestEntry, Vec<Reference>)>, String> {
+    image::check_duplicate_keys("manifest.json", manifest_json).map_err(|e| e.to_string())?;
     let entries: Vec<DockerManifestEntry> = serde_json::from_slice(manifest_json)
-        .map_err(|e| bad(&label, format!("manifest.json is not a docker-archive manifest: {e}")))?;
+        .map_err(|e| format!("manifest.json is not a docker-archive manifest: {e}"))?;
     if entries.is_empty() {
-        return Err(bad(&label, "manifest.json lists no images"));
+        return Err("manifest.json lists no images".into());
     }
     let mut out = Vec::new();
-    for (n, e) in entries.iter().enumerate() {
+    for (n, e) in entries.into_iter().enumerate() {
         let mut names = Vec::new();
         for t in e.repo_tags.iter().flatten() {
             let r = Reference::parse_with_default_tag(t)
-                .map_err(|err| bad(&label, format!("manifest.json image {n}: bad RepoTag {t:?}: {err}")))?;
+                .map_err(|err| format!("manifest.json image {n}: bad RepoTag {t:?}: {err}"))?;
             names.push(r);
         }
+        out.push((e, names));
+    }
+    Ok(out)
+}
+
+fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> Result<Vec<Prepared>> {
+    let label = staged.label.clone();
+    let entries = parse_docker_manifest(manifest_json).map_err(|e| bad(&label, e))?;
+    let mut out = Vec::new();
+    for (n, (e, names)) in entries.into_iter().enumerate() {
         let config_key = staged.key_of(&e.config).ok_or_else(|| {
             bad(&label, format!("manifest.json image {n}: config {:?} is not in the archive", e.config))
         })?;
@@ -297,4 +312,70 @@ fn oci_names(desc: &image::Descriptor) -> Vec<Reference> {
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn docker_manifests_parse_or_say_what_is_wrong() {
+        let ok = br#"[{"Config":"c.json","RepoTags":["app:1","base"],"Layers":["l1/layer.tar","l2/layer.tar"]}]"#;
+        let got = parse_docker_manifest(ok).unwrap();
+        assert_eq!(got[0].0.config, "c.json");
+        assert_eq!(got[0].0.layers, ["l1/layer.tar", "l2/layer.tar"]);
+        let names: Vec<String> = got[0].1.iter().map(|r| r.to_string()).collect();
+        assert_eq!(names, ["docker.io/library/app:1", "docker.io/library/base:latest"]);
+        let bad: [(&[u8], &str); 6] = [
+            (b"[]", "lists no images"),
+            (b"{}", "not a docker-archive manifest"),
+            (b"\xff", "manifest.json"),
+            (br#"[{"Config":"a","Layers":[],"Config":"b"}]"#, "Config"),
+            (br#"[{"Config":"a","Layers":[],"RepoTags":["App:1"]}]"#, "bad RepoTag"),
+            (br#"[{"Config":"a"}]"#, "Layers"),
+        ];
+        for (b, want) in bad {
+            let e = parse_docker_manifest(b).unwrap_err();
+            assert!(e.contains(want), "{:?}: {e}", String::from_utf8_lossy(b));
+        }
+    }
+
+    type Spec = (String, Vec<String>, Option<Vec<String>>);
+
+    fn arb_entries() -> impl Strategy<Value = Vec<Spec>> {
+        let names = proptest::collection::vec("[a-z]{1,8}(:[a-z0-9]{1,5})?", 0..3);
+        let entry = (".{0,20}", proptest::collection::vec(".{0,20}", 0..4), proptest::option::of(names));
+        proptest::collection::vec(entry, 1..4)
+    }
+
+    proptest! {
+        /// Any bytes are an error or entries, never a panic.
+        #[test]
+        fn any_bytes_are_an_error_or_entries(b in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_docker_manifest(&b);
+        }
+
+        /// Any well-formed manifest.json gives back its names as written.
+        #[test]
+        fn written_entries_read_back(entries in arb_entries()) {
+            let json: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|(c, l, t)| {
+                    let mut m = serde_json::json!({"Config": c, "Layers": l});
+                    if let Some(t) = t {
+                        m["RepoTags"] = serde_json::json!(t);
+                    }
+                    m
+                })
+                .collect();
+            let got = parse_docker_manifest(&serde_json::to_vec(&json).unwrap()).unwrap();
+            prop_assert_eq!(got.len(), entries.len());
+            for ((e, names), (c, l, t)) in got.iter().zip(&entries) {
+                prop_assert_eq!(&e.config, c);
+                prop_assert_eq!(&e.layers, l);
+                prop_assert_eq!(names.len(), t.as_ref().map_or(0, Vec::len));
+            }
+        }
+    }
 }
