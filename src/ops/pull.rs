@@ -227,18 +227,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
                 continue;
             }
             // No TOC: a mount streams it (an empty TOC digest says so).
-            if !remote.iter().any(|r| r.digest == l.digest) {
-                for (p, same) in manifest.layers.iter().enumerate().filter(|(_, m)| m.digest == l.digest) {
-                    remote.push(crate::index::RemoteLayer {
-                        position: p,
-                        digest: l.digest.clone(),
-                        size: l.size,
-                        media_type: same.media_type.clone(),
-                        toc_digest: String::new(),
-                        source: source.clone(),
-                    });
-                }
-            }
+            remote.extend(remote_rows(&manifest.layers, l, "", &source));
             continue;
         }
         if !opts.lazy {
@@ -264,19 +253,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let mut first_err = None;
     for ((i, l, at), r) in tocs.iter().zip(fetched_tocs) {
         match r {
-            // Every place the layer has in the image (a layer may repeat).
-            Ok(()) => {
-                for (p, same) in manifest.layers.iter().enumerate().filter(|(_, m)| m.digest == l.digest) {
-                    remote.push(crate::index::RemoteLayer {
-                        position: p,
-                        digest: l.digest.clone(),
-                        size: l.size,
-                        media_type: same.media_type.clone(),
-                        toc_digest: at.digest().to_string(),
-                        source: source.clone(),
-                    });
-                }
-            }
+            Ok(()) => remote.extend(remote_rows(&manifest.layers, l, at.digest().as_str(), &source)),
             Err(e) => {
                 if first_err.is_none() {
                     first_err = Some(e.context(format!("pulling {name}: layer {i}")));
@@ -365,6 +342,27 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         }
     }
     Ok(id)
+}
+
+/// The `remote_layers` rows of layer `l`: one for every place it has in
+/// the image (a layer may repeat), read from `source`, with its TOC digest
+/// (empty for a layer a mount streams).
+fn remote_rows<'a>(
+    layers: &'a [image::Descriptor],
+    l: &'a image::Descriptor,
+    toc_digest: &'a str,
+    source: &'a str,
+) -> impl Iterator<Item = crate::index::RemoteLayer> + 'a {
+    layers.iter().enumerate().filter(move |(_, m)| m.digest == l.digest).map(move |(p, same)| {
+        crate::index::RemoteLayer {
+            position: p,
+            digest: l.digest.clone(),
+            size: l.size,
+            media_type: same.media_type.clone(),
+            toc_digest: toc_digest.to_string(),
+            source: source.to_string(),
+        }
+    })
 }
 
 /// Fetches the manifest `reference` names and, from an index, the one for
