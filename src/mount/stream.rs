@@ -25,14 +25,14 @@
 use super::lazy::{RangeCache, Stats};
 use super::scan;
 use crate::digest::{Digest, Hasher};
-use crate::store::Compression;
+use crate::store::{ChannelReader, Compression};
 use img_fuse::Grow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -157,28 +157,6 @@ pub struct Job {
 pub fn start(job: Job) -> io::Result<()> {
     std::thread::Builder::new().name(format!("stream-{}", job.layer.index)).spawn(move || job.run())?;
     Ok(())
-}
-
-/// The compressed bytes as they come from the fetching thread.
-struct ChanReader {
-    rx: Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => (self.buf, self.at) = (b, 0),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// The tar stream as the scanner reads it: each byte also goes to the
@@ -315,7 +293,7 @@ impl Job {
     fn stream(&self) -> Result<(), String> {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let fetched = self.fetcher(tx);
-        let mut chan = ChanReader { rx, buf: Vec::new(), at: 0 };
+        let mut chan = ChannelReader::new(rx);
         let res = self.decode(&mut chan);
         // The rest of the blob (past what the decoder needed) goes through
         // the digest too; on an error, dropping the channel stops the fetches.
@@ -332,7 +310,7 @@ impl Job {
         }
     }
 
-    fn decode(&self, chan: &mut ChanReader) -> Result<(), String> {
+    fn decode(&self, chan: &mut ChannelReader) -> Result<(), String> {
         let mut head = BufReader::with_capacity(64 << 10, chan);
         let c = Compression::sniff(head.fill_buf().map_err(|e| e.to_string())?);
         let dec = c.decoder(head).map_err(|e| e.to_string())?;

@@ -89,10 +89,18 @@ struct DiffIdTap {
     handle: Option<JoinHandle<io::Result<(Digest, u64)>>>,
 }
 
-struct ChannelReader {
+/// The bytes sent through a channel, in order, as one stream (its end
+/// when the sender is dropped).
+pub struct ChannelReader {
     rx: Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: Receiver<Vec<u8>>) -> ChannelReader {
+        ChannelReader { rx, cur: Vec::new(), pos: 0 }
+    }
 }
 
 impl Read for ChannelReader {
@@ -117,7 +125,7 @@ impl DiffIdTap {
     fn start(compression: Compression) -> DiffIdTap {
         let (tx, rx) = sync_channel::<Vec<u8>>(4);
         let handle = std::thread::spawn(move || -> io::Result<(Digest, u64)> {
-            let reader = ChannelReader { rx, cur: Vec::new(), pos: 0 };
+            let reader = ChannelReader::new(rx);
             let mut dec = compression.decoder(reader)?;
             let mut h = Hasher::new();
             let mut buf = vec![0u8; 128 * 1024];
