@@ -104,11 +104,6 @@ impl Touch {
     }
 }
 
-/// Why a call could not be answered now.
-enum Blocked {
-    On(usize),
-}
-
 impl Grow {
     /// A tree of `layers` layers, none fed yet. A call that waits longer
     /// than `limit` without the layer it waits on making progress fails.
@@ -283,26 +278,27 @@ impl Grow {
                 path.push(b'/');
             }
             path.extend_from_slice(name);
-            let Blocked::On(on) = match Self::settled(&st, parent, name, &path) {
+            match Self::settled(&st, parent, name, &path) {
                 Ok(ino) => return Ok(Some(ino)),
-                Err(b) => b,
-            };
-            st = self.wait(st, on, began)?;
+                Err(on) => st = self.wait(st, on, began)?,
+            }
         }
     }
 
-    fn settled(st: &State, parent: u64, name: &[u8], path: &[u8]) -> Result<u64, Blocked> {
+    /// The inode `name` in `parent` (at `path`) names, if that answer is
+    /// settled; else the layer it waits for.
+    fn settled(st: &State, parent: u64, name: &[u8], path: &[u8]) -> Result<u64, usize> {
         let k = st.k;
         let above = &st.layers[k + 1..];
         if let Some(i) = above.iter().position(|p| !p.complete) {
-            return Err(Blocked::On(k + 1 + i));
+            return Err(k + 1 + i);
         }
         if above.iter().any(|p| p.touch.as_ref().is_none_or(|t| t.touches(path))) {
-            return Err(Blocked::On(k));
+            return Err(k);
         }
         match st.b.lookup(parent, name) {
             Some(ino) if st.b.origin(ino) == Some(k) => Ok(ino),
-            _ => Err(Blocked::On(k)),
+            _ => Err(k),
         }
     }
 
