@@ -199,47 +199,25 @@ fn match_chunk<'a>(chunk: &[char], s: &'a [char]) -> Result<Option<&'a [char]>, 
         if !failed && s.is_empty() {
             failed = true;
         }
-        match first {
-            '[' => {
-                let ch = if failed { None } else { s.first().copied() };
-                let (matched, after) = class(rest, ch)?;
-                if !failed {
-                    if matched {
-                        s = &s[1..];
-                    } else {
-                        failed = true;
-                    }
-                }
-                c = after;
-            }
-            '?' => {
-                if !failed {
-                    s = &s[1..];
-                }
-                c = rest;
-            }
+        // Whether this element matches the next character (ignored once
+        // the match has failed), and the rest of the chunk.
+        let (matched, after) = match first {
+            '[' => class(rest, if failed { None } else { s.first().copied() })?,
+            '?' => (true, rest),
             '\\' => {
                 let (&e, after) = rest.split_first().ok_or(())?;
-                if !failed {
-                    if s[0] == e {
-                        s = &s[1..];
-                    } else {
-                        failed = true;
-                    }
-                }
-                c = after;
+                (!failed && s[0] == e, after)
             }
-            lit => {
-                if !failed {
-                    if s[0] == lit {
-                        s = &s[1..];
-                    } else {
-                        failed = true;
-                    }
-                }
-                c = rest;
+            lit => (!failed && s[0] == lit, rest),
+        };
+        if !failed {
+            if matched {
+                s = &s[1..];
+            } else {
+                failed = true;
             }
         }
+        c = after;
     }
     Ok(if failed { None } else { Some(s) })
 }
