@@ -712,6 +712,16 @@ fn a_lazy_mount_renews_its_token_and_unmounts_with_a_fetch_in_flight() {
     assert!(std::fs::read_dir(&lazy).map(|d| d.count() == 0).unwrap_or(true), "lazy/ was not emptied");
 }
 
+/// Mounts `docker_ref` lazily at `mnt` in `s`'s work directory: the
+/// directory, and a guard that unmounts it.
+fn lazy_mount<'a>(s: &'a Store, docker_ref: &str, env: &[(&str, &str)]) -> (std::path::PathBuf, Unmount<'a>) {
+    let dir = s.work().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (o, _) = img(s, &["mount", "--tls-verify=false", docker_ref, arg(&dir)], env);
+    assert!(o.success(), "{}", o.describe());
+    (dir.clone(), Unmount(s, dir))
+}
+
 // Guards: a plain gzip layer of a lazy mount is streamed; a connection
 // reset halfway through it is resumed with a Range request from where it
 // broke off, and the files read whole. A registry that serves a layer with
@@ -739,11 +749,7 @@ fn a_streamed_layer_resumes_after_a_reset_and_a_lying_one_is_refused() {
     let env = [("IMG_LAZY_TIMEOUT", "3")];
 
     let s = Store::new();
-    let dir = s.work().join("mnt");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (o, _) = img(&s, &["mount", "--tls-verify=false", &docker_ref, arg(&dir)], &env);
-    assert!(o.success(), "{}", o.describe());
-    let guard = Unmount(&s, dir.clone());
+    let (dir, guard) = lazy_mount(&s, &docker_ref, &env);
     assert_eq!(std::fs::read(dir.join("data/b")).unwrap(), b, "{}", reg.describe());
     assert_eq!(std::fs::read(dir.join("data/a")).unwrap(), a);
     let reqs = gets(reg.requests_to(&path));
@@ -761,11 +767,7 @@ fn a_streamed_layer_resumes_after_a_reset_and_a_lying_one_is_refused() {
     reg.clear_faults();
     reg.fault_always(&path, Fault::Replace(lie));
     let s = Store::new();
-    let dir = s.work().join("mnt");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (o, _) = img(&s, &["mount", "--tls-verify=false", &docker_ref, arg(&dir)], &env);
-    assert!(o.success(), "{}", o.describe());
-    let guard = Unmount(&s, dir.clone());
+    let (dir, guard) = lazy_mount(&s, &docker_ref, &env);
     // A name not in the layer is known only at its end, which is refused.
     let e = std::fs::metadata(dir.join("data/nope")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");

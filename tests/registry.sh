@@ -407,6 +407,35 @@ lazy_held() {
   python3 scripts/lazy-held.py "$IMG_ROOT/lazy"
 }
 
+# start_slowlink TARGET: a 16 Mbit/s link (scripts/slowlink.py) to
+# host:port TARGET on a free port; sets SLOW to its address and SLOW_PID.
+start_slowlink() {
+  local port out=$WORK/slowlink-$RANDOM.out; port=$(free_port)
+  python3 scripts/slowlink.py "127.0.0.1:$port" "$1" --delay-ms 1 --rate-mbit 16 > "$out" &
+  SLOW_PID=$!
+  for _ in $(seq 50); do [[ -s $out ]] && break; sleep 0.1; done
+  [[ -s $out ]] || fail "scripts/slowlink.py did not start"
+  SLOW=127.0.0.1:$port
+}
+
+# lazy_blob N: the bytes of usr/lib/blobNN of make_lazy_image's tree.
+lazy_blob() {
+  python3 -c '
+import random, sys
+r = random.Random(7)
+for n in range(24):
+    b = r.randbytes(1 << 20)
+    if n == int(sys.argv[1]): sys.stdout.buffer.write(b)' "$1"
+}
+
+# read_fails_in_time FILE: reading FILE fails with EIO within 20 s.
+read_fails_in_time() {
+  local t0=$SECONDS out
+  out=$(timeout 60 cat "$1" 2>&1 >/dev/null) && fail "a read of $1 with the registry stopped succeeded"
+  [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
+  (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
+}
+
 # img mount docker://REF of an eStargz image: mounted at once and marked
 # partial; reading /etc/os-release fetches under 1% of the image; a second
 # mount reads it from the store; the tree equals a full pull's; img pull
@@ -616,7 +645,7 @@ lazy_mount_of_zstd_chunked_reads_only_what_is_read() {
 lazy_mount_streams_plain_layers() {
   make_lazy_image || fail "making the images"
   local s=$WORK/store-lazy-src c=$WORK/stream-ctx m=$WORK/lazy-stream full=$WORK/lazy-stream-full
-  local f=$WORK/store-lazy-stream-full port; port=$(free_port)
+  local f=$WORK/store-lazy-stream-full
   mkdir -p "$c" "$m" "$full"
   IMG_ROOT=$s "$IMG" mount --rw localhost/lazy:src "$c" >/dev/null || fail "writable mount"
   mkdir "$c/app" && echo hello > "$c/app/hello" && rm "$c/usr/lib/blob05" || fail "changing the mount"
@@ -624,11 +653,9 @@ lazy_mount_streams_plain_layers() {
   IMG_ROOT=$s "$IMG" umount "$c" >/dev/null || fail "umount of the writable mount"
   IMG_ROOT=$s "$IMG" push -q --tls-verify=false --compression-format gzip localhost/lazy:layers "$REG/lazy/layers:1" ||
     fail "pushing it"
-  python3 scripts/slowlink.py "127.0.0.1:$port" "$REG" --delay-ms 1 --rate-mbit 16 > "$WORK/slowlink.out" &
-  local proxy=$!
-  trap "kill $proxy 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$f \"$IMG\" umount $full >/dev/null 2>&1" EXIT
-  for _ in $(seq 50); do [[ -s $WORK/slowlink.out ]] && break; sleep 0.1; done
-  local slow=127.0.0.1:$port
+  start_slowlink "$REG"
+  trap "kill $SLOW_PID 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$f \"$IMG\" umount $full >/dev/null 2>&1" EXIT
+  local slow=$SLOW
   local base; base=$(skopeo inspect --raw --tls-verify=false "docker://$REG/lazy/layers:1" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
   local t0=$EPOCHREALTIME
@@ -667,29 +694,19 @@ lazy_mount_streams_plain_layers() {
 # pull then completes.
 lazy_stream_survives_a_registry_that_goes_away() {
   make_lazy_image || fail "making the images"
-  local m=$WORK/lazy-stream2 port; port=$(free_port); mkdir -p "$m"
+  local m=$WORK/lazy-stream2; mkdir -p "$m"
   skopeo copy -q --src-tls-verify=false --dest-tls-verify=false "docker://$REG/lazy/big:gzip" \
     "docker://$LAZYREG/lazy/big:gzip" || fail "copying the gzip image"
-  python3 scripts/slowlink.py "127.0.0.1:$port" "$LAZYREG" --delay-ms 1 --rate-mbit 16 > "$WORK/slowlink2.out" &
-  local proxy=$!
-  trap "kill -CONT $LAZYREG_PID 2>/dev/null; kill $proxy 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1" EXIT
-  for _ in $(seq 50); do [[ -s $WORK/slowlink2.out ]] && break; sleep 0.1; done
-  local slow=127.0.0.1:$port
+  start_slowlink "$LAZYREG"
+  trap "kill -CONT $LAZYREG_PID 2>/dev/null; kill $SLOW_PID 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  local slow=$SLOW
   IMG_LAZY_TIMEOUT=2 "$IMG" mount --tls-verify=false "docker://$slow/lazy/big:gzip" "$m" >/dev/null || fail "lazy mount"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release"
   kill -STOP "$LAZYREG_PID"
-  local t0=$SECONDS out
-  out=$(timeout 60 cat "$m/usr/lib/blob20" 2>&1 >/dev/null) && fail "a read with the registry stopped succeeded"
-  [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
-  (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
+  read_fails_in_time "$m/usr/lib/blob20"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "what came no longer reads"
   kill -CONT "$LAZYREG_PID"
-  cmp -s "$m/usr/lib/blob20" <(python3 -c '
-import random, sys
-r = random.Random(7)
-for n in range(24):
-    b = r.randbytes(1 << 20)
-    if n == 20: sys.stdout.buffer.write(b)') || fail "blob20 does not read right once the registry is back: $(cat "$m/usr/lib/blob20" 2>&1 >/dev/null) $(cat "$IMG_ROOT"/mounts/*.log 2>/dev/null | tail -5)"
+  cmp -s "$m/usr/lib/blob20" <(lazy_blob 20) || fail "blob20 does not read right once the registry is back: $(cat "$m/usr/lib/blob20" 2>&1 >/dev/null) $(cat "$IMG_ROOT"/mounts/*.log 2>/dev/null | tail -5)"
   "$IMG" umount "$m" >/dev/null || fail "umount"
   "$IMG" fsck >/dev/null || fail "fsck after the faults"
   # Unmounted while the layer streams (a fresh store: nothing cached).
@@ -733,19 +750,11 @@ lazy_mount_survives_a_registry_that_goes_away() {
   IMG_LAZY_TIMEOUT=2 "$IMG" mount --tls-verify=false "docker://$LAZYREG/lazy/big:1" "$m" >/dev/null || fail "lazy mount"
   cat "$m/etc/os-release" >/dev/null || fail "os-release"
   kill -STOP "$LAZYREG_PID"
-  local t0=$SECONDS out
-  out=$(timeout 60 cat "$m/usr/lib/blob03" 2>&1 >/dev/null) && fail "a read with the registry stopped succeeded"
-  [[ $out == *"Input/output error"* ]] || fail "the read failed with: $out"
-  (( SECONDS - t0 <= 20 )) || fail "the read took $((SECONDS - t0)) s to fail"
+  read_fails_in_time "$m/usr/lib/blob03"
   [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "what was fetched no longer reads"
   ls "$m/usr/lib" | has blob23 || fail "the tree does not list with the registry stopped"
   kill -CONT "$LAZYREG_PID"
-  cmp -s "$m/usr/lib/blob03" <(python3 -c '
-import random, sys
-r = random.Random(7)
-for n in range(24):
-    b = r.randbytes(1 << 20)
-    if n == 3: sys.stdout.buffer.write(b)') || fail "blob03 does not read right once the registry is back"
+  cmp -s "$m/usr/lib/blob03" <(lazy_blob 3) || fail "blob03 does not read right once the registry is back"
   (( $(lazy_stat FailedFetches) >= 1 )) || fail "the failed fetch was not counted"
   "$IMG" umount "$m" >/dev/null || fail "umount"
   "$IMG" fsck >/dev/null || fail "fsck after the faults"
