@@ -65,7 +65,8 @@ pub fn run(target: &str, data: &[u8]) {
             }
         }
         "http_head" => {
-            let _ = crate::serve::http::parse_head(data, "127.0.0.1:1".parse().expect("an address"), false);
+            let a: std::net::SocketAddr = "127.0.0.1:1".parse().expect("an address");
+            let _ = crate::serve::http::parse_head(data, a, a, false);
         }
         "route" => {
             let (path, query) = text.split_once('?').unwrap_or((&text, ""));

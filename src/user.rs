@@ -5,3 +5,10 @@ pub fn effective_uid() -> Option<u32> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Reads a password from standard input: on a terminal after `prompt`,
+/// with the terminal's echo off (as podman and getpass read one); else the
+/// first line, without its line end.
+pub fn read_password(prompt: &str) -> std::io::Result<String> {
+    img_overlay::read_secret_line(prompt)
+}

@@ -8,7 +8,7 @@
 mod sys;
 
 pub use sys::{
-    die_with_parent, getppid, map_read_only, release_free_memory, run_as, set_times_nofollow, setsid,
+    die_with_parent, getppid, map_read_only, read_secret_line, release_free_memory, run_as, set_times_nofollow, setsid,
     stdin_writers_gone, umask, wait_for_stdin_writers_gone, Mapped,
 };
 

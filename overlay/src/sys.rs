@@ -392,3 +392,37 @@ pub fn map_read_only(file: &std::fs::File) -> io::Result<Mapped> {
     let m = unsafe { memmap2::MmapOptions::new().map(file)? };
     Ok(Mapped(m))
 }
+
+/// Reads one line from standard input with the terminal's echo off when
+/// standard input is a terminal (as getpass does), after writing `prompt`
+/// to standard error; the terminal's settings are put back whatever
+/// happens. The line comes without its line end.
+pub fn read_secret_line(prompt: &str) -> io::Result<String> {
+    use std::io::{BufRead, Write};
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data that tcgetattr fills; an all-zero value
+    // is a valid (if meaningless) termios before it is filled.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 is open for the whole process; `saved` is a valid,
+    // writable termios.
+    let is_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if is_tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK);
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: as above; `quiet` is a termios copied from the terminal's own.
+        if unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        eprint!("{prompt}");
+        let _ = io::stderr().flush();
+    }
+    let mut line = String::new();
+    let read = io::stdin().lock().read_line(&mut line);
+    if is_tty {
+        // SAFETY: as above; `saved` holds the settings the terminal had.
+        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &saved) };
+    }
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}

@@ -289,14 +289,7 @@ pub fn login(a: LoginArgs) -> Result<()> {
     let password = match (a.password, a.password_stdin) {
         (Some(_), true) => bail!("use either --password or --password-stdin"),
         (Some(p), false) => p,
-        (None, _) => {
-            if !a.password_stdin && std::io::stdin().is_terminal() {
-                eprint!("Password: ");
-            }
-            let mut l = String::new();
-            std::io::stdin().lock().read_line(&mut l)?;
-            l.trim_end_matches(['\n', '\r']).to_string()
-        }
+        (None, _) => crate::user::read_password("Password: ")?,
     };
     if username.is_empty() || password.is_empty() {
         bail!("user name and password must not be empty");

@@ -4,7 +4,6 @@ use super::Ctx;
 use crate::serve::{self, admin, api};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -30,7 +29,12 @@ pub struct ServeArgs {
     /// Print a line per request on standard error (address, method, path, status)
     #[arg(long)]
     access_log: bool,
-    /// A TOML file with the settings above (listen, tls_cert, tls_key, tls_client_ca, auth, token_ttl, upload_ttl in seconds); flags win
+    /// Let anyone pull and push without logging in, while the store has no users (only on a loopback address)
+    #[arg(long)]
+    open: bool,
+    /// A TOML file with the settings above (listen, tls_cert, tls_key, tls_client_ca, auth, open) and limits:
+    /// token_ttl, upload_ttl, idle_timeout, head_timeout (seconds), max_connections,
+    /// max_connections_per_address, max_uploads_per_user, max_upload_bytes_per_user; flags win
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -89,17 +93,20 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Add a user, or set an existing one's password
+    /// Add a user, or set an existing one's password (and admin rights only if --admin or --no-admin is given)
     Add {
         name: String,
         /// Read the password from standard input
         #[arg(long)]
         password_stdin: bool,
         /// The user may do everything, in every namespace
-        #[arg(long)]
+        #[arg(long, conflicts_with = "no_admin")]
         admin: bool,
+        /// Take an existing user's admin rights away (never the last admin's)
+        #[arg(long)]
+        no_admin: bool,
     },
-    /// Remove a user and their grants
+    /// Remove a user and their grants (never the last admin)
     #[command(visible_alias = "remove")]
     Rm { name: String },
 }
@@ -127,8 +134,30 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     auth: Option<String>,
+    open: Option<bool>,
     token_ttl: Option<u64>,
     upload_ttl: Option<u64>,
+    idle_timeout: Option<u64>,
+    head_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    max_uploads_per_user: Option<usize>,
+    max_upload_bytes_per_user: Option<u64>,
+}
+
+/// A number of seconds from the configuration, within bounds.
+fn seconds(file: &std::path::Path, key: &str, v: u64, max: u64) -> Result<std::time::Duration> {
+    if v == 0 || v > max {
+        bail!("{}: {key} = {v} is not between 1 and {max} seconds", file.display());
+    }
+    Ok(std::time::Duration::from_secs(v))
+}
+
+fn count<T: PartialOrd + std::fmt::Display + From<u8>>(file: &std::path::Path, key: &str, v: T) -> Result<T> {
+    if v < T::from(1u8) {
+        bail!("{}: {key} = {v} must be at least 1", file.display());
+    }
+    Ok(v)
 }
 
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
@@ -147,12 +176,34 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         "basic" => api::AuthMode::Basic,
         other => bail!("--auth {other:?}: give token or basic"),
     };
-    let mut settings = api::Settings { auth, access_log: a.access_log, ..Default::default() };
+    let mut settings =
+        api::Settings { auth, access_log: a.access_log, open: a.open || file.open == Some(true), ..Default::default() };
+    let mut limits = serve::http::Limits::default();
+    let path = a.config.clone().unwrap_or_default();
+    let day = 86_400;
     if let Some(t) = file.token_ttl {
-        settings.token_ttl = std::time::Duration::from_secs(t.max(1));
+        settings.token_ttl = seconds(&path, "token_ttl", t, day)?;
     }
     if let Some(t) = file.upload_ttl {
-        settings.upload_ttl = std::time::Duration::from_secs(t.max(1));
+        settings.upload_ttl = seconds(&path, "upload_ttl", t, 7 * day)?;
+    }
+    if let Some(t) = file.idle_timeout {
+        limits.idle = seconds(&path, "idle_timeout", t, 3600)?;
+    }
+    if let Some(t) = file.head_timeout {
+        limits.head = seconds(&path, "head_timeout", t, 600)?;
+    }
+    if let Some(n) = file.max_connections {
+        limits.max_connections = count(&path, "max_connections", n)?;
+    }
+    if let Some(n) = file.max_connections_per_address {
+        limits.max_per_address = count(&path, "max_connections_per_address", n)?;
+    }
+    if let Some(n) = file.max_uploads_per_user {
+        settings.max_uploads_per_user = count(&path, "max_uploads_per_user", n)?;
+    }
+    if let Some(n) = file.max_upload_bytes_per_user {
+        settings.upload_bytes_per_user = count(&path, "max_upload_bytes_per_user", n)?;
     }
     let opts = serve::ServeOptions {
         listen: a.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
@@ -160,26 +211,28 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         tls_key: a.tls_key.or(file.tls_key),
         tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
         settings,
+        limits,
     };
     let server = serve::bind(ctx.root(), &opts)?;
     let scheme = if server.tls() { "https" } else { "http" };
     eprintln!("img serve: serving {} at {scheme}://{}", ctx.root().display(), server.address);
-    if server.open {
-        eprintln!(
-            "img serve: no users yet, so anyone may pull and push; add one with img serve admin user add NAME --admin"
-        );
+    match server.mode {
+        serve::Mode::Open => eprintln!(
+            "img serve: --open: anyone who reaches {} may pull and push, until a user is added",
+            server.address
+        ),
+        serve::Mode::NoUsers => eprintln!(
+            "img serve: no users yet: anonymous callers may pull public namespaces only, nobody may push; \
+             add an admin with img serve admin user add NAME --admin"
+        ),
+        serve::Mode::Users => {}
     }
     server.run()
 }
 
 fn read_password(name: &str, from_stdin: bool) -> Result<String> {
-    let stdin = std::io::stdin();
-    if !from_stdin && stdin.is_terminal() {
-        eprint!("Password for {name}: ");
-    }
-    let mut l = String::new();
-    stdin.lock().read_line(&mut l)?;
-    let p = l.trim_end_matches(['\n', '\r']).to_string();
+    let prompt = if from_stdin { String::new() } else { format!("Password for {name}: ") };
+    let p = crate::user::read_password(&prompt)?;
     if p.is_empty() {
         bail!("no password given for {name} (give it on standard input with --password-stdin)");
     }
@@ -189,15 +242,28 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String> {
 fn run_admin(ctx: &Ctx, c: AdminCommand) -> Result<()> {
     let mut store = ctx.open_store()?;
     match c {
-        AdminCommand::User { command: UserCommand::Add { name, password_stdin, admin: is_admin } } => {
+        AdminCommand::User { command: UserCommand::Add { name, password_stdin, admin: is_admin, no_admin } } => {
             admin::check_user_name(&name)?;
             let password = read_password(&name, password_stdin)?;
-            let added = admin::user_add(&mut store, &name, &password, is_admin)?;
-            eprintln!(
-                "{} user {name}{}",
-                if added { "added" } else { "changed" },
-                if is_admin { " (admin)" } else { "" }
-            );
+            let want = if is_admin {
+                Some(true)
+            } else if no_admin {
+                Some(false)
+            } else {
+                None
+            };
+            let change = admin::user_add(&mut store, &name, &password, want)?;
+            let is_admin_now = admin::list(&store)?.users.iter().any(|u| u.name == name && u.admin);
+            let role = if is_admin_now { "an admin" } else { "not an admin" };
+            match (change, want) {
+                (admin::UserChange::Added, _) => eprintln!("added user {name} ({role})"),
+                (admin::UserChange::Changed, None) => {
+                    eprintln!("user {name} exists: changed the password; admin rights unchanged ({role})")
+                }
+                (admin::UserChange::Changed, Some(_)) => {
+                    eprintln!("user {name} exists: changed the password; now {role}")
+                }
+            }
         }
         AdminCommand::User { command: UserCommand::Rm { name } } => {
             admin::user_rm(&mut store, &name)?;

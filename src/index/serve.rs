@@ -322,6 +322,15 @@ impl Index {
         Ok(out)
     }
 
+    /// Whether `repo` serves something: a manifest pushed to it, or a tag.
+    pub fn served_repository_exists(&self, repo: &str) -> Result<bool> {
+        let pushed = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM served_manifests WHERE repository = ?1)")?
+            .query_row(params![repo], |r| r.get::<_, bool>(0))?;
+        Ok(pushed || !self.served_tags(repo)?.is_empty())
+    }
+
     /// Every repository that serves something (not checked as names).
     pub fn served_repositories(&self) -> Result<Vec<String>> {
         let sql = format!(

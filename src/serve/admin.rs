@@ -7,18 +7,50 @@ use crate::index::ServeUser;
 use crate::store::Store;
 use anyhow::{bail, Result};
 
-/// Adds a user or sets their password (and admin flag); true if added.
-pub fn user_add(store: &mut Store, name: &str, password: &str, admin: bool) -> Result<bool> {
+/// What `user_add` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    Added,
+    /// The user existed: their password was set, and their admin flag
+    /// only if one was given.
+    Changed,
+}
+
+/// Adds a user, or sets an existing one's password; `admin` None leaves an
+/// existing user's admin flag as it is (a new user is not an admin).
+/// Taking the last admin's rights away is refused.
+pub fn user_add(store: &mut Store, name: &str, password: &str, admin: Option<bool>) -> Result<UserChange> {
     check_user_name(name)?;
     if password.is_empty() {
         bail!("user {name}: the password is empty");
     }
+    let existing = store.index().serve_user(name)?;
+    let admin_now = match (&existing, admin) {
+        (_, Some(a)) => a,
+        (Some(u), None) => u.admin,
+        (None, None) => false,
+    };
+    if existing.as_ref().is_some_and(|u| u.admin) && !admin_now && admin_count(store)? == 1 {
+        bail!("{name} is the last admin; make another admin first (img serve admin user add NAME --admin)");
+    }
     let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password of {name}: {e}"))?;
-    Ok(store.index_mut().put_serve_user(&ServeUser { name: name.into(), password: hash, admin })?)
+    let added = store.index_mut().put_serve_user(&ServeUser { name: name.into(), password: hash, admin: admin_now })?;
+    Ok(if added { UserChange::Added } else { UserChange::Changed })
 }
 
-/// Removes a user and their grants.
+fn admin_count(store: &Store) -> Result<usize> {
+    Ok(store.index().serve_users()?.iter().filter(|u| u.admin).count())
+}
+
+/// Removes a user and their grants; the last admin cannot be removed.
 pub fn user_rm(store: &mut Store, name: &str) -> Result<()> {
+    match store.index().serve_user(name)? {
+        None => bail!("no user {name:?}; img serve admin list shows them"),
+        Some(u) if u.admin && admin_count(store)? == 1 => {
+            bail!("{name} is the last admin and cannot be removed; make another admin first (img serve admin user add NAME --admin)")
+        }
+        Some(_) => {}
+    }
     if !store.index_mut().remove_serve_user(name)? {
         bail!("no user {name:?}; img serve admin list shows them");
     }

@@ -6,8 +6,18 @@
 //! moment they need it (its lock held shared, so `img prune` waits), never
 //! between requests. Uploads are written to `uploads/<id>` in the store's
 //! root, hashed as they arrive, and become blobs only when their digest is
-//! checked; a manifest is accepted only if every blob or manifest it
-//! names is in the repository.
+//! checked; no file stays open between an upload's requests, and each
+//! caller may have a bounded number and size of uploads in progress. A
+//! manifest is accepted only if every blob or manifest it names is in the
+//! repository, with the size it says.
+//!
+//! Who may do what (the README says it for users): an admin everything,
+//! a user what their grants give, an anonymous caller pull on public
+//! namespaces and repositories. Without users nobody can log in, so the
+//! server serves only what is public, read-only, unless it was started
+//! with `--open` (loopback only, and only while the store has no users).
+//! The admin API needs an admin's credentials, always; the first admin is
+//! made on the machine with `img serve admin user add NAME --admin`.
 
 use super::auth::{self, Access, Credentials, Facts, Tokens};
 use super::http::{Body, Handler, Request, Response};
@@ -20,6 +30,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +47,12 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub auth: AuthMode,
+    /// Anyone may pull and push while the store has no users (`--open`).
+    pub open: bool,
+    /// Uploads one caller may have in progress.
+    pub max_uploads_per_user: usize,
+    /// Bytes one caller may have in uploads in progress.
+    pub upload_bytes_per_user: u64,
     /// How long a token is valid.
     pub token_ttl: Duration,
     /// Uploads untouched for this long are dropped.
@@ -48,6 +65,9 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             auth: AuthMode::Token,
+            open: false,
+            max_uploads_per_user: 64,
+            upload_bytes_per_user: 16 << 30,
             token_ttl: Duration::from_secs(300),
             upload_ttl: Duration::from_secs(3600),
             access_log: false,
@@ -55,27 +75,42 @@ impl Default for Settings {
     }
 }
 
-/// An upload in progress.
+/// An upload in progress. Its file is opened for each request that
+/// writes to it, so that an abandoned upload holds no descriptor.
 struct Upload {
     repo: String,
+    /// Who started it (a user's name, or `@ADDRESS` for anonymous callers).
+    owner: String,
     path: PathBuf,
-    file: File,
-    hasher: Hasher,
-    touched: Instant,
+    /// Bytes received (read without taking `hasher`, for quotas).
+    size: AtomicU64,
+    touched: Mutex<Instant>,
+    /// Held while a request writes to the upload.
+    hasher: Mutex<Hasher>,
 }
 
-/// How long a verified Basic password is remembered (argon2 is slow on
-/// purpose; clients send the password with every request).
-const PASSWORD_CACHE_TTL: Duration = Duration::from_secs(300);
+impl Upload {
+    fn idle(&self) -> Duration {
+        self.touched.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
+/// An upload untouched this long may be dropped to make room for its
+/// owner's next one.
+const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
+/// How long a refresh token (POST /token with access_type=offline) lives.
+const REFRESH_TTL: i64 = 7 * 86_400;
 
 pub struct Api {
     root: PathBuf,
     settings: Settings,
     tokens: Tokens,
     pool: Mutex<Vec<Index>>,
-    uploads: Mutex<HashMap<String, Arc<Mutex<Upload>>>>,
-    /// sha256(user NUL password NUL stored hash) of passwords verified lately.
-    verified: Mutex<HashMap<Digest, Instant>>,
+    uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    logins: super::login::Logins,
+    /// The store has had a user while this server ran: `--open` is over.
+    had_users: std::sync::atomic::AtomicBool,
 }
 
 /// Who is asking.
@@ -83,6 +118,16 @@ pub struct Api {
 enum Caller {
     Anonymous,
     User { name: String, admin: bool },
+}
+
+impl Caller {
+    /// Who owns the uploads this caller starts.
+    fn owner(&self, req: &Request) -> String {
+        match self {
+            Caller::Anonymous => format!("@{}", req.peer.ip()),
+            Caller::User { name, .. } => name.clone(),
+        }
+    }
 }
 
 /// An answer that ends a request early.
@@ -115,7 +160,8 @@ impl Api {
             tokens: Tokens::new(auth::random_bytes(32)?),
             pool: Mutex::new(Vec::new()),
             uploads: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            logins: super::login::Logins::new(2),
+            had_users: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -144,8 +190,7 @@ impl Api {
         {
             let mut ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
             ups.retain(|_, u| {
-                let u = u.lock().unwrap_or_else(|e| e.into_inner());
-                let keep = u.touched.elapsed() < ttl;
+                let keep = u.idle() < ttl;
                 if !keep {
                     let _ = std::fs::remove_file(&u.path);
                 }
@@ -167,7 +212,6 @@ impl Api {
             }
         }
         let _ = self.with_index(|ix| ix.expire_served_uploads(now() - 86_400));
-        self.verified.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, t| t.elapsed() < PASSWORD_CACHE_TTL);
     }
 
     // ---- who is asking, and may they ---------------------------------------
@@ -178,49 +222,62 @@ impl Api {
             Credentials::Anonymous => Ok(Caller::Anonymous),
             Credentials::Malformed => Err(self.challenge(req, None, "the Authorization header cannot be read")),
             Credentials::Basic { user, password } => self.check_password(req, &user, &password),
-            Credentials::Bearer(t) => match self.tokens.check(&t, now()) {
-                Some(name) if name.is_empty() => Ok(Caller::Anonymous),
-                Some(name) => match self.with_index(|ix| ix.serve_user(&name))? {
-                    Some(u) => Ok(Caller::User { name: u.name, admin: u.admin }),
-                    None => Err(self.challenge(req, None, "the token's user no longer exists")),
-                },
+            Credentials::Bearer(_) if self.settings.auth == AuthMode::Basic => {
+                Err(self.challenge(req, None, "this server takes Basic credentials, not tokens"))
+            }
+            Credentials::Bearer(t) => match self.tokens.check("access", &t, now()) {
+                Some((name, _)) if name.is_empty() => Ok(Caller::Anonymous),
+                Some((name, gen)) => self.token_user(req, &name, &gen),
                 None => Err(self.challenge(req, None, "the token is not valid or has expired; log in again")),
             },
         }
     }
 
-    fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
-        let found = self.with_index(|ix| ix.serve_user(user))?;
-        let Some(u) = found else {
-            // As long as a wrong password takes: the time does not tell
-            // which user names exist.
-            static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-            let dummy = DUMMY.get_or_init(|| auth::hash_password("img serve").unwrap_or_default());
-            let _ = auth::verify_password(password, dummy);
-            return Err(self.challenge(req, None, "wrong user name or password"));
-        };
-        let key = Digest::of_bytes(format!("{user}\0{password}\0{}", u.password).as_bytes());
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .is_some_and(|t| t.elapsed() < PASSWORD_CACHE_TTL);
-        if !cached {
-            if !auth::verify_password(password, &u.password) {
-                return Err(self.challenge(req, None, "wrong user name or password"));
-            }
-            self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Instant::now());
+    /// The user a token names, if their password is still the one it was
+    /// issued under.
+    fn token_user(&self, req: &Request, name: &str, gen: &str) -> Reply<Caller> {
+        match self.with_index(|ix| ix.serve_user(name))? {
+            Some(u) if auth::generation(&u.password) == gen => Ok(Caller::User { name: u.name, admin: u.admin }),
+            Some(_) => Err(self.challenge(req, None, "the token's password was changed; log in again")),
+            None => Err(self.challenge(req, None, "the token's user no longer exists")),
         }
-        Ok(Caller::User { name: u.name, admin: u.admin })
     }
 
-    /// Whether no user is defined (the registry is open).
+    fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
+        use super::login::Outcome;
+        let found = self.with_index(|ix| ix.serve_user(user))?;
+        // A name that is no user is checked against a dummy hash: the time
+        // does not tell which user names exist.
+        let stored = found.as_ref().map(|u| u.password.as_str()).unwrap_or_else(|| super::login::dummy_hash());
+        match (self.logins.check(req.peer.ip(), user, password, stored), found) {
+            (Outcome::Right, Some(u)) => Ok(Caller::User { name: u.name, admin: u.admin }),
+            (Outcome::Right | Outcome::Wrong, _) => Err(self.challenge(req, None, "wrong user name or password")),
+            (Outcome::Busy(secs), _) => Err(error(
+                429,
+                "TOOMANYREQUESTS",
+                format!("too many login attempts from {} or for {user}; retry in {secs} s", req.peer.ip()),
+            )
+            .header("Retry-After", secs.to_string())),
+        }
+    }
+
+    /// Whether anyone may pull and push: `--open`, and the store has had
+    /// no user since the server started.
     fn open(&self) -> Reply<bool> {
-        Ok(self.with_index(|ix| ix.serve_user_count())? == 0)
+        use std::sync::atomic::Ordering;
+        if !self.settings.open || self.had_users.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        if self.with_index(|ix| ix.serve_user_count())? > 0 {
+            self.had_users.store(true, Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
-    /// The caller's access to `name`.
+    /// The caller's access to `name`. A repository that does not exist
+    /// gives nothing to a caller who cannot push to it, so that a missing
+    /// repository answers as a private one does.
     fn access(&self, caller: &Caller, name: &Name) -> Reply<Access> {
         let open = self.open()?;
         if open || matches!(caller, Caller::User { admin: true, .. }) {
@@ -239,7 +296,11 @@ impl Api {
             Ok((grants, ix.serve_namespace(&name.namespace)?, ix.serve_repository_visibility(&full)?))
         })?;
         let facts = Facts { open, admin, grants: &grants, namespace_public: ns_public, repository_public: repo_public };
-        Ok(auth::access(&name.namespace, &name.repository, &facts))
+        let a = auth::access(&name.namespace, &name.repository, &facts);
+        if a == Access::Pull && !self.with_index(|ix| ix.served_repository_exists(&full))? {
+            return Ok(Access::None);
+        }
+        Ok(a)
     }
 
     /// Answers 401 (anonymous: log in) or 403 (logged in, not allowed),
@@ -270,9 +331,7 @@ impl Api {
         let value = match self.settings.auth {
             AuthMode::Basic => "Basic realm=\"img serve\"".to_string(),
             AuthMode::Token => {
-                let host = req.header("host").unwrap_or("127.0.0.1");
-                let scheme = if req.tls { "https" } else { "http" };
-                let mut v = format!("Bearer realm=\"{scheme}://{host}/token\",service=\"img-serve\"");
+                let mut v = format!("Bearer realm=\"{}/token\",service=\"img-serve\"", own_origin(req));
                 if let Some(s) = scope {
                     v.push_str(&format!(",scope=\"{s}\""));
                 }
@@ -285,8 +344,31 @@ impl Api {
     // ---- endpoints -----------------------------------------------------------
 
     fn dispatch(&self, req: &Request, body: &mut dyn Read) -> Reply<Response> {
+        let admin = req.path.starts_with("/admin/");
+        // A web page of another site may not change anything here, nor use
+        // the admin API (with credentials a browser holds for this server).
+        let safe = matches!(req.method.as_str(), "GET" | "HEAD");
+        if let Some(origin) = req.header("origin") {
+            if (admin || !safe) && !origin.eq_ignore_ascii_case(&own_origin(req)) {
+                return Ok(error(
+                    403,
+                    "DENIED",
+                    format!(
+                        "requests from {origin:?} may not {} {}: cross-site requests are refused",
+                        req.method, req.path
+                    ),
+                ));
+            }
+        }
         if req.path == "/token" {
-            return self.token(req);
+            if self.settings.auth == AuthMode::Basic {
+                return Ok(error(404, "UNSUPPORTED", "this server takes Basic credentials; it issues no tokens"));
+            }
+            return match req.method.as_str() {
+                "GET" => self.token(req),
+                "POST" => self.token_form(req, body),
+                m => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on /token"))),
+            };
         }
         if req.path == "/" || req.path == "/index.html" {
             let caller = self.caller(req)?;
@@ -348,24 +430,23 @@ impl Api {
             }
             (Route::Upload { name, id }, "PATCH") => {
                 self.require(req, &caller, &name, Access::Push)?;
-                self.patch_upload(req, &name, &id, body)
+                self.patch_upload(req, &caller, &name, &id, body)
             }
             (Route::Upload { name, id }, "PUT") => {
                 self.require(req, &caller, &name, Access::Push)?;
-                self.finish_upload(req, &name, &id, body)
+                self.finish_upload(req, &caller, &name, &id, body)
             }
             (Route::Upload { name, id }, "GET") => {
                 self.require(req, &caller, &name, Access::Push)?;
                 let up = self.upload(&name, &id)?;
-                let u = up.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(upload_status(204, &name, &id, u.hasher.len()))
+                Ok(upload_status(204, &name, &id, up.size.load(Ordering::SeqCst)))
             }
             (Route::Upload { name, id }, "DELETE") => {
                 self.require(req, &caller, &name, Access::Push)?;
                 let up = self.upload(&name, &id)?;
                 self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                let u = up.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = std::fs::remove_file(&u.path);
+                let _held = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = std::fs::remove_file(&up.path);
                 Ok(Response::new(204))
             }
             (Route::Referrers { name, digest }, "GET") => {
@@ -383,19 +464,88 @@ impl Api {
             Credentials::Anonymous => Caller::Anonymous,
             _ => return Err(error(401, "UNAUTHORIZED", "the token endpoint takes Basic credentials or none")),
         };
-        let user = match &caller {
-            Caller::Anonymous => String::new(),
-            Caller::User { name, .. } => name.clone(),
-        };
+        let (user, gen) = self.identity(&caller)?;
         let ttl = self.settings.token_ttl.as_secs() as i64;
         let issued = now();
-        let token = self.tokens.issue(&user, issued + ttl);
+        let token = self.tokens.issue("access", &user, &gen, issued.saturating_add(ttl));
         Ok(Response::new(200).json(&serde_json::json!({
             "token": token,
             "access_token": token,
             "expires_in": ttl,
             "issued_at": crate::timefmt::format_rfc3339(issued),
         })))
+    }
+
+    /// A caller's name and password generation, for tokens.
+    fn identity(&self, caller: &Caller) -> Reply<(String, String)> {
+        match caller {
+            Caller::Anonymous => Ok((String::new(), String::new())),
+            Caller::User { name, .. } => match self.with_index(|ix| ix.serve_user(name))? {
+                Some(u) => Ok((u.name, auth::generation(&u.password))),
+                None => Err(error(401, "UNAUTHORIZED", format!("user {name} no longer exists"))),
+            },
+        }
+    }
+
+    /// `POST /token`, the OAuth2 form of the token spec that containerd
+    /// uses: `grant_type=password` with `username` and `password`, or
+    /// `grant_type=refresh_token` with `refresh_token`; a refresh token
+    /// comes back when `access_type=offline`. Wrong credentials get 401.
+    fn token_form(&self, req: &Request, body: &mut dyn Read) -> Reply<Response> {
+        let mut bytes = Vec::new();
+        body.take(64 * 1024)
+            .read_to_end(&mut bytes)
+            .map_err(|e| error(400, "UNSUPPORTED", format!("reading the token request: {e}")))?;
+        let form = route::query(&String::from_utf8_lossy(&bytes));
+        let get = |k: &str| form.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let denied = |msg: &str| error(401, "UNAUTHORIZED", msg.to_string());
+        let (user, gen) = match get("grant_type").as_str() {
+            "password" => {
+                let caller = self.check_password(req, &get("username"), &get("password")).map_err(|r| {
+                    if r.status == 429 {
+                        r
+                    } else {
+                        denied("wrong user name or password")
+                    }
+                })?;
+                self.identity(&caller)?
+            }
+            "refresh_token" => {
+                let Some((name, gen)) = self.tokens.check("refresh", &get("refresh_token"), now()) else {
+                    return Err(denied("the refresh token is not valid or has expired; log in again"));
+                };
+                match self.with_index(|ix| ix.serve_user(&name))? {
+                    Some(u) if auth::generation(&u.password) == gen => (u.name, gen),
+                    _ => return Err(denied("the refresh token's user or password changed; log in again")),
+                }
+            }
+            other => {
+                return Ok(error(
+                    400,
+                    "UNSUPPORTED",
+                    format!("grant_type {other:?} is not supported: give password or refresh_token"),
+                ))
+            }
+        };
+        let ttl = self.settings.token_ttl.as_secs() as i64;
+        let issued = now();
+        let token = self.tokens.issue("access", &user, &gen, issued.saturating_add(ttl));
+        let mut answer = serde_json::json!({
+            "access_token": token,
+            "token": token,
+            "expires_in": ttl,
+            "issued_at": crate::timefmt::format_rfc3339(issued),
+            "scope": get("scope"),
+        });
+        if get("access_type") == "offline" || get("grant_type") == "refresh_token" {
+            answer["refresh_token"] = serde_json::Value::String(self.tokens.issue(
+                "refresh",
+                &user,
+                &gen,
+                issued.saturating_add(REFRESH_TTL),
+            ));
+        }
+        Ok(Response::new(200).json(&answer))
     }
 
     fn catalog(&self, req: &Request, caller: &Caller) -> Reply<Response> {
@@ -522,6 +672,16 @@ impl Api {
                             400,
                             "MANIFEST_BLOB_UNKNOWN",
                             format!("blob {} is not in {repo}; push it first", d.digest),
+                        ));
+                    }
+                    let size = std::fs::metadata(self.root.join("blobs/sha256").join(d.digest.hex()))
+                        .map_err(|e| internal(&format!("reading the size of blob {}", d.digest), e))?
+                        .len();
+                    if size != d.size {
+                        return Err(error(
+                            400,
+                            "SIZE_INVALID",
+                            format!("the manifest says blob {} has {} bytes; it has {size}", d.digest, d.size),
                         ));
                     }
                     refs.push(d.digest.clone());
@@ -675,15 +835,51 @@ impl Api {
 
     // ---- uploads -------------------------------------------------------------
 
-    fn upload(&self, name: &Name, id: &str) -> Reply<Arc<Mutex<Upload>>> {
+    fn upload(&self, name: &Name, id: &str) -> Reply<Arc<Upload>> {
         let found = self.uploads.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
         match found {
-            Some(u) if u.lock().unwrap_or_else(|e| e.into_inner()).repo == name.to_string() => Ok(u),
+            Some(u) if u.repo == name.to_string() => Ok(u),
             _ => Err(error(
                 404,
                 "BLOB_UPLOAD_UNKNOWN",
                 format!("upload {id} of {name} is not known (it may have expired); start again"),
             )),
+        }
+    }
+
+    /// Bytes `owner` may still add to uploads in progress.
+    fn upload_room(&self, owner: &str) -> u64 {
+        let ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let used: u64 = ups.values().filter(|u| u.owner == owner).map(|u| u.size.load(Ordering::SeqCst)).sum();
+        self.settings.upload_bytes_per_user.saturating_sub(used)
+    }
+
+    /// Makes room for one more upload of `owner`: at the limit, the
+    /// owner's upload untouched longest goes if it has been idle a while;
+    /// else the caller is told to finish or cancel one.
+    fn room_for_upload(&self, owner: &str) -> Reply<()> {
+        let mut ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        let mine: Vec<(String, Duration)> =
+            ups.iter().filter(|(_, u)| u.owner == owner).map(|(id, u)| (id.clone(), u.idle())).collect();
+        if mine.len() < self.settings.max_uploads_per_user {
+            return Ok(());
+        }
+        match mine.into_iter().max_by_key(|(_, idle)| *idle) {
+            Some((id, idle)) if idle >= UPLOAD_IDLE => {
+                if let Some(u) = ups.remove(&id) {
+                    let _ = std::fs::remove_file(&u.path);
+                }
+                Ok(())
+            }
+            _ => Err(error(
+                429,
+                "TOOMANYREQUESTS",
+                format!(
+                    "{owner} has {} uploads in progress, as many as one may; finish or cancel one (DELETE its Location), or wait a minute",
+                    self.settings.max_uploads_per_user
+                ),
+            )
+            .header("Retry-After", "60")),
         }
     }
 
@@ -706,38 +902,48 @@ impl Api {
             }
             // Not mountable: an ordinary upload, as the spec says.
         }
+        let owner = caller.owner(req);
+        self.room_for_upload(&owner)?;
         let id = crate::digest::hex_encode(&auth::random_bytes(16).map_err(|e| internal("making an upload id", e))?);
         let path = self.root.join("uploads").join(&id);
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(&path)
             .map_err(|e| internal("making an upload", e))?;
-        let up = Arc::new(Mutex::new(Upload {
+        let up = Arc::new(Upload {
             repo: repo.clone(),
+            owner,
             path,
-            file,
-            hasher: Hasher::new(),
-            touched: Instant::now(),
-        }));
+            size: AtomicU64::new(0),
+            touched: Mutex::new(Instant::now()),
+            hasher: Mutex::new(Hasher::new()),
+        });
         self.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), up);
         if get("digest").is_some() {
             // A monolithic upload: the body is the blob.
-            return self.finish_upload(req, name, &id, body);
+            return self.finish_upload(req, caller, name, &id, body);
         }
         Ok(upload_status(202, name, &id, 0))
     }
 
-    fn patch_upload(&self, req: &Request, name: &Name, id: &str, body: &mut dyn Read) -> Reply<Response> {
+    fn patch_upload(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+    ) -> Reply<Response> {
         let up = self.upload(name, id)?;
-        let mut u = up.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cr) = req.header("content-range") {
             let start =
                 cr.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']).split('-').next().unwrap_or("");
             match start.parse::<u64>() {
-                Ok(s) if s == u.hasher.len() => {}
+                Ok(s) if s == h.len() => {}
                 _ => {
-                    let have = u.hasher.len();
+                    let have = h.len();
                     return Ok(error(
                         416,
                         "BLOB_UPLOAD_INVALID",
@@ -748,8 +954,9 @@ impl Api {
                 }
             }
         }
-        append(&mut u, body).map_err(|e| self.abandon(id, &u, e))?;
-        Ok(upload_status(202, name, id, u.hasher.len()))
+        let room = self.upload_room(&caller.owner(req));
+        append(&up, &mut h, body, room).map_err(|e| self.abandon(id, &up, e))?;
+        Ok(upload_status(202, name, id, h.len()))
     }
 
     /// Drops a broken upload and says why.
@@ -759,10 +966,27 @@ impl Api {
         if e.raw_os_error() == Some(libc::ENOSPC) {
             return error(507, "UNKNOWN", format!("no space left on the registry's disk while receiving upload {id}"));
         }
+        if e.kind() == std::io::ErrorKind::QuotaExceeded {
+            return error(
+                413,
+                "SIZE_INVALID",
+                format!(
+                    "upload {id} goes over the {} bytes {} may have in uploads in progress; finish or cancel others first",
+                    self.settings.upload_bytes_per_user, u.owner
+                ),
+            );
+        }
         error(400, "BLOB_UPLOAD_INVALID", format!("receiving upload {id}: {e}; start again"))
     }
 
-    fn finish_upload(&self, req: &Request, name: &Name, id: &str, body: &mut dyn Read) -> Reply<Response> {
+    fn finish_upload(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+    ) -> Reply<Response> {
         let repo = name.to_string();
         let q = route::query(&req.query);
         let Some(want) = q.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.clone()) else {
@@ -773,14 +997,15 @@ impl Api {
             Err(e) => return Ok(error(400, "DIGEST_INVALID", e.to_string())),
         };
         let up = self.upload(name, id)?;
-        let mut u = up.lock().unwrap_or_else(|e| e.into_inner());
-        append(&mut u, body).map_err(|e| self.abandon(id, &u, e))?;
-        u.file.sync_all().map_err(|e| self.abandon(id, &u, e))?;
-        let size = u.hasher.len();
-        let got = u.hasher.clone().finish();
+        let mut h = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.upload_room(&caller.owner(req));
+        append(&up, &mut h, body, room).map_err(|e| self.abandon(id, &up, e))?;
+        File::open(&up.path).and_then(|f| f.sync_all()).map_err(|e| self.abandon(id, &up, e))?;
+        let size = h.len();
+        let got = h.clone().finish();
         self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         if got != want {
-            let _ = std::fs::remove_file(&u.path);
+            let _ = std::fs::remove_file(&up.path);
             return Ok(error(
                 400,
                 "DIGEST_INVALID",
@@ -788,10 +1013,10 @@ impl Api {
             ));
         }
         let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
-        let mut staged = StagedBlob::adopt_download(u.path.clone(), got.clone(), size, None);
+        let mut staged = StagedBlob::adopt_download(up.path.clone(), got.clone(), size, None);
         let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing an upload", e))?;
         drop(staged);
-        let _ = std::fs::remove_file(&u.path);
+        let _ = std::fs::remove_file(&up.path);
         store.index_mut().link_served_uploads(&repo, &blobs).map_err(|e| internal("recording an upload", e))?;
         Ok(Response::new(201)
             .header("Location", format!("/v2/{repo}/blobs/{got}"))
@@ -823,19 +1048,37 @@ impl Api {
         Ok(resp)
     }
 
-    /// The admin API, for admins only (anyone while no user exists, so
-    /// that the first one can be made):
+    /// The admin API, for admins only, always (the first admin is made on
+    /// the machine with `img serve admin user add NAME --admin`); bodies
+    /// are `application/json`:
     /// `GET list`; `POST users` {name, password, admin}; `DELETE users/NAME`;
     /// `POST namespaces` {name, public}; `DELETE namespaces/NAME`;
     /// `PUT repositories/NS/REPO` {public: true|false|null};
     /// `POST grants` {user, scope, access}; `DELETE grants/USER/SCOPE`.
     fn admin_api(&self, req: &Request, caller: &Caller, rest: &str, body: &mut dyn Read) -> Reply<Response> {
-        let allowed = matches!(caller, Caller::User { admin: true, .. }) || self.open()?;
-        if !allowed {
-            return match caller {
-                Caller::Anonymous => Err(self.challenge(req, None, "the admin API needs an admin's credentials")),
-                Caller::User { name, .. } => Err(error(403, "DENIED", format!("{name} is not an admin"))),
-            };
+        match caller {
+            Caller::User { admin: true, .. } => {}
+            Caller::Anonymous => {
+                return Err(self.challenge(
+                    req,
+                    None,
+                    "the admin API needs an admin's credentials (the first admin is made with img serve admin user add NAME --admin)",
+                ))
+            }
+            Caller::User { name, .. } => return Err(error(403, "DENIED", format!("{name} is not an admin"))),
+        }
+        if matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
+            let ct = req.header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            if ct.as_deref() != Some("application/json") {
+                return Ok(error(
+                    415,
+                    "UNSUPPORTED",
+                    format!(
+                        "the admin API takes Content-Type application/json, not {}",
+                        ct.as_deref().unwrap_or("none")
+                    ),
+                ));
+            }
         }
         let mut bytes = Vec::new();
         body.take(64 * 1024)
@@ -858,12 +1101,17 @@ impl Api {
                 Ok(Response::new(200).json(&serde_json::to_value(l).unwrap_or_default()))
             }
             ("POST", ["users"]) => {
-                let admin = v.get("admin").and_then(|a| a.as_bool()).unwrap_or(false);
+                let admin = v.get("admin").and_then(|a| a.as_bool());
                 let added = super::admin::user_add(&mut store, &s("name"), &s("password"), admin).map_err(bad)?;
-                Ok(Response::new(if added { 201 } else { 200 }))
+                self.logins.forget_verified();
+                Ok(Response::new(if added == super::admin::UserChange::Added { 201 } else { 200 }))
             }
             ("DELETE", ["users", name]) => {
-                super::admin::user_rm(&mut store, name).map_err(|e| error(404, "NAME_UNKNOWN", format!("{e:#}")))?;
+                super::admin::user_rm(&mut store, name).map_err(|e| {
+                    let status = if format!("{e:#}").starts_with("no user") { 404 } else { 409 };
+                    error(status, if status == 404 { "NAME_UNKNOWN" } else { "DENIED" }, format!("{e:#}"))
+                })?;
+                self.logins.forget_verified();
                 Ok(Response::new(204))
             }
             ("POST", ["namespaces"]) => {
@@ -904,16 +1152,36 @@ impl Api {
                 visible.push(t);
             }
         }
-        let host = req.header("host").unwrap_or("127.0.0.1:5000");
+        let origin = own_origin(req);
+        let host = origin.split_once("://").map(|(_, h)| h).unwrap_or(&origin);
         Ok(Response::new(200).bytes("text/html; charset=utf-8", super::page::render(host, &visible).into_bytes()))
     }
 }
 
-/// Appends a request body to an upload, hashing it. When the upload
-/// cannot be written (a full disk), the rest of the body is read and
-/// dropped, so that the client is there to read the answer.
-fn append(u: &mut Upload, body: &mut dyn Read) -> std::io::Result<()> {
+/// This server's origin as the client addressed it: the scheme and the
+/// Host header when that is a plain `host[:port]`, else the address the
+/// connection came to (a Host header is never echoed as it came).
+fn own_origin(req: &Request) -> String {
+    let scheme = if req.tls { "https" } else { "http" };
+    let host =
+        req.header("host").filter(|h| valid_host(h)).map(str::to_string).unwrap_or_else(|| req.local.to_string());
+    format!("{scheme}://{host}")
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+/// Appends a request body to an upload, hashing it, up to `room` bytes
+/// (more is the error `QuotaExceeded`). The file is open only for this.
+/// When the upload cannot be written (a full disk), the rest of the body
+/// is read and dropped, so that the client is there to read the answer.
+fn append(u: &Upload, hasher: &mut Hasher, body: &mut dyn Read, room: u64) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().append(true).open(&u.path)?;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut added = 0u64;
     loop {
         let n = match body.read(&mut buf) {
             Ok(0) => break,
@@ -921,13 +1189,18 @@ fn append(u: &mut Upload, body: &mut dyn Read) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if let Err(e) = u.file.write_all(&buf[..n]) {
+        added += n as u64;
+        if added > room {
+            return Err(std::io::Error::new(std::io::ErrorKind::QuotaExceeded, "over the caller's upload quota"));
+        }
+        if let Err(e) = file.write_all(&buf[..n]) {
             let _ = std::io::copy(&mut body.take(MAX_DISCARD), &mut std::io::sink());
             return Err(e);
         }
-        u.hasher.update(&buf[..n]);
+        hasher.update(&buf[..n]);
+        u.size.store(hasher.len(), Ordering::SeqCst);
     }
-    u.touched = Instant::now();
+    *u.touched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     Ok(())
 }
 

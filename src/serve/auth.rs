@@ -1,8 +1,10 @@
 //! Who may do what in `img serve`: passwords (argon2id, PHC strings),
-//! bearer tokens (the user's name and an expiry, signed with HMAC-SHA256
-//! under a key of the serving process), `Authorization` headers, and the
-//! access a caller has to a repository. Tokens carry no rights: grants are
-//! looked up at every request, so a change takes effect at once.
+//! bearer tokens (the user's name, the generation of their password and an
+//! expiry, signed with HMAC-SHA256 under a key of the serving process),
+//! `Authorization` headers, and the access a caller has to a repository.
+//! Tokens carry no rights: grants are looked up at every request, so a
+//! change takes effect at once; a token dies with its user's password (a
+//! new password, or the user removed and made again, is a new generation).
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -144,15 +146,17 @@ impl Tokens {
         m.finalize().into_bytes().to_vec()
     }
 
-    /// A token for `user` ("" for an anonymous caller) valid until `expires`.
-    pub fn issue(&self, user: &str, expires: i64) -> String {
-        let payload = serde_json::json!({ "sub": user, "exp": expires }).to_string();
+    /// A token of `kind` ("access" or "refresh") for `user` ("" for an
+    /// anonymous caller) of password generation `gen`, valid until `expires`.
+    pub fn issue(&self, kind: &str, user: &str, gen: &str, expires: i64) -> String {
+        let payload = serde_json::json!({ "typ": kind, "sub": user, "gen": gen, "exp": expires }).to_string();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         format!("{}.{}", b64.encode(payload.as_bytes()), b64.encode(self.mac(payload.as_bytes())))
     }
 
-    /// The user a token names, if it is genuine and not expired at `now`.
-    pub fn check(&self, token: &str, now: i64) -> Option<String> {
+    /// The user and password generation a token of `kind` names, if it is
+    /// genuine and not expired at `now`.
+    pub fn check(&self, kind: &str, token: &str, now: i64) -> Option<(String, String)> {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let (p, s) = token.split_once('.')?;
         let payload = b64.decode(p).ok()?;
@@ -162,11 +166,20 @@ impl Tokens {
         m.verify_slice(&sig).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&payload).ok()?;
         let exp = v.get("exp")?.as_i64()?;
-        if exp <= now {
+        if exp <= now || v.get("typ")?.as_str()? != kind {
             return None;
         }
-        Some(v.get("sub")?.as_str()?.to_string())
+        Some((v.get("sub")?.as_str()?.to_string(), v.get("gen")?.as_str()?.to_string()))
     }
+}
+
+/// The generation of a stored password hash: it changes with every new
+/// password (each hash has its own salt), so tokens that carry it die
+/// with the password.
+pub fn generation(stored_hash: &str) -> String {
+    use sha2::Digest;
+    let d = Sha256::digest(stored_hash.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `scope` values of a token request: `repository:NAME:ACTIONS`.
@@ -222,16 +235,17 @@ mod tests {
     #[test]
     fn tokens_are_checked_for_signature_and_expiry() {
         let t = Tokens::new(b"key-one".to_vec());
-        let tok = t.issue("alice", 1000);
-        assert_eq!(t.check(&tok, 999).as_deref(), Some("alice"));
-        assert_eq!(t.check(&tok, 1000), None, "expired");
-        assert_eq!(Tokens::new(b"key-two".to_vec()).check(&tok, 1), None, "another key");
+        let tok = t.issue("access", "alice", "g1", 1000);
+        assert_eq!(t.check("access", &tok, 999), Some(("alice".into(), "g1".into())));
+        assert_eq!(t.check("refresh", &tok, 999), None, "an access token is not a refresh token");
+        assert_eq!(t.check("access", &tok, 1000), None, "expired");
+        assert_eq!(Tokens::new(b"key-two".to_vec()).check("access", &tok, 1), None, "another key");
         let (p, s) = tok.split_once('.').unwrap();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let forged = b64.encode(br#"{"sub":"admin","exp":1000}"#);
-        assert_eq!(t.check(&format!("{forged}.{s}"), 1), None, "payload changed");
-        assert_eq!(t.check(p, 1), None);
-        assert_eq!(t.check("", 1), None);
+        let forged = b64.encode(br#"{"typ":"access","sub":"admin","gen":"g1","exp":1000}"#);
+        assert_eq!(t.check("access", &format!("{forged}.{s}"), 1), None, "payload changed");
+        assert_eq!(t.check("access", p, 1), None);
+        assert_eq!(t.check("access", "", 1), None);
     }
 
     #[test]
@@ -254,8 +268,19 @@ mod tests {
         fn hostile_credentials_and_tokens_are_refused(h in "\\PC{0,80}", t in "[A-Za-z0-9._-]{0,80}") {
             let _ = credentials(Some(&h));
             let tokens = Tokens::new(b"k".to_vec());
-            proptest::prop_assert_eq!(tokens.check(&t, 0), None);
+            proptest::prop_assert_eq!(tokens.check("access", &t, 0), None);
         }
+    }
+
+    /// Found: a token kept working after its user's password changed, and
+    /// after the user was removed and added again.
+    #[test]
+    fn token_survives_password_change_no_more() {
+        let one = hash_password("one").unwrap();
+        let again = hash_password("one").unwrap();
+        assert_ne!(generation(&one), generation(&again), "the same password again is a new generation");
+        assert_eq!(generation(&one), generation(&one));
+        assert_eq!(generation(&one).len(), 16);
     }
 
     #[test]

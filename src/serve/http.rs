@@ -1,29 +1,54 @@
 //! A small HTTP/1.1 server for `img serve`: a thread per connection (up
-//! to a limit), keep-alive, request bodies by length or chunked, `Expect:
-//! 100-continue`, responses from memory or from a file region, TLS through
-//! rustls. Request heads are parsed with httparse and bounded in size and
-//! time, so a client that trickles or sends nonsense ties up one thread
-//! for a bounded time and is then dropped.
+//! to a limit in all and a smaller one per client address), keep-alive,
+//! request bodies by length or chunked, `Expect: 100-continue`, responses
+//! from memory or from a file region, TLS through rustls. Request heads are
+//! parsed strictly (RFC 9112) with httparse and bounded in size and time;
+//! bodies and responses must move at a least rate; so a client that
+//! trickles, stalls or sends nonsense ties up one thread for a bounded time
+//! and is then dropped.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The largest request head (request line and headers).
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
-/// How long a connection may stay silent (between requests or within one).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a request head may take once its first byte is in (a client
-/// that trickles its head is dropped after this).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
-/// Connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 1024;
 /// Unread request body a handler leaves that is skipped to keep the
 /// connection; more and the connection is closed instead.
 const MAX_DRAIN: u64 = 1 << 20;
+/// The least rate a request body or a response must move at, after a grace
+/// period: a client below it is dropped (one that trickles a byte every
+/// 40 s is gone after the grace period).
+const MIN_RATE: u64 = 1024;
+const RATE_GRACE: Duration = Duration::from_secs(20);
+
+/// What one client, and all of them, may hold of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections served at once from one client address.
+    pub max_per_address: usize,
+    /// How long a connection may stay silent between requests.
+    pub idle: Duration,
+    /// How long a request head may take, from the connection's start for
+    /// its first request and from its first byte for the next ones.
+    pub head: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_per_address: 64,
+            idle: Duration::from_secs(60),
+            head: Duration::from_secs(15),
+        }
+    }
+}
 
 /// A parsed request head.
 #[derive(Debug, Clone)]
@@ -36,6 +61,8 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
     pub peer: SocketAddr,
+    /// The server's own address on this connection.
+    pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
 }
@@ -130,9 +157,55 @@ pub trait Handler: Send + Sync + 'static {
 /// TLS for the listener.
 pub type TlsConfig = Arc<rustls::ServerConfig>;
 
+/// Connections held, in all and per client address.
+#[derive(Default)]
+struct Held {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in `Held`, given back when it ends.
+struct Slot {
+    held: Arc<Mutex<Held>>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        h.total = h.total.saturating_sub(1);
+        if let Some(n) = h.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                h.by_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Takes a place for a connection from `ip`, or says why there is none.
+fn take_slot(held: &Arc<Mutex<Held>>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
+    let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+    if h.total >= limits.max_connections {
+        return Err("the server is serving as many connections as it may");
+    }
+    let n = h.by_address.entry(ip).or_insert(0);
+    if *n >= limits.max_per_address {
+        return Err("this address has as many connections open as it may");
+    }
+    *n += 1;
+    h.total += 1;
+    Ok(Slot { held: held.clone(), ip })
+}
+
 /// Serves `listener` until the process ends.
-pub fn serve(listener: TcpListener, tls: Option<TlsConfig>, handler: Arc<dyn Handler>) -> io::Result<()> {
-    let active = Arc::new(AtomicUsize::new(0));
+pub fn serve(
+    listener: TcpListener,
+    tls: Option<TlsConfig>,
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+) -> io::Result<()> {
+    let held = Arc::new(Mutex::new(Held::default()));
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -146,16 +219,25 @@ pub fn serve(listener: TcpListener, tls: Option<TlsConfig>, handler: Arc<dyn Han
                 continue;
             }
         };
-        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-            let mut s = stream;
-            let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (tls, handler, active) = (tls.clone(), handler.clone(), active.clone());
+        let Ok(peer) = stream.peer_addr() else { continue };
+        let slot = match take_slot(&held, peer.ip(), &limits) {
+            Ok(s) => s,
+            Err(why) => {
+                // Never wait on a client that is over its limit.
+                let _ = stream.set_nonblocking(true);
+                let msg = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
+                    why.len() + 1
+                );
+                let mut s = stream;
+                let _ = s.write_all(msg.as_bytes());
+                continue;
+            }
+        };
+        let (tls, handler) = (tls.clone(), handler.clone());
         let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
-            let _ = connection(stream, tls, &*handler);
-            active.fetch_sub(1, Ordering::SeqCst);
+            let _ = connection(stream, tls, &*handler, &limits);
+            drop(slot);
         });
         if spawned.is_err() {
             // The thread was not made: the connection is dropped.
@@ -169,13 +251,17 @@ pub fn serve(listener: TcpListener, tls: Option<TlsConfig>, handler: Arc<dyn Han
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
-fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> io::Result<()> {
+fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, limits: &Limits) -> io::Result<()> {
+    let accepted = Instant::now();
     let peer = tcp.peer_addr()?;
+    let local = tcp.local_addr()?;
     // A second handle on the socket, to change its timeouts while the
     // stream is owned by the reader (and TLS).
     let ctl = tcp.try_clone()?;
-    tcp.set_read_timeout(Some(IDLE_TIMEOUT))?;
-    tcp.set_write_timeout(Some(IDLE_TIMEOUT))?;
+    // The first request head (and a TLS handshake before it) must be in
+    // within the head time of the connection's start.
+    tcp.set_read_timeout(Some(limits.head))?;
+    tcp.set_write_timeout(Some(limits.idle))?;
     tcp.set_nodelay(true)?;
     let is_tls = tls.is_some();
     let stream: Box<dyn Stream> = match tls {
@@ -190,48 +276,60 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
         // A TLS handshake on the plain port (a client trying HTTPS first)
         // gets an HTTP answer at once, as Go's servers give, so that the
         // client falls back to HTTP instead of waiting for a handshake.
-        if r.fill_buf().map(|b| b.first() == Some(&0x16)).unwrap_or(false) {
-            let _ = r.get_mut().write_all(
-                b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
-            );
-            return Ok(());
+        match r.fill_buf() {
+            Ok([0x16, ..]) => {
+                let _ = r.get_mut().write_all(
+                    b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                );
+                return Ok(());
+            }
+            Ok([]) | Err(_) => return Ok(()),
+            Ok(_) => {}
         }
     }
+    let mut first = true;
     loop {
-        let started = std::cell::Cell::new(None::<std::time::Instant>);
+        // The first head is timed from the connection's start; a later one
+        // may wait the idle time for its first byte, then the head time.
+        let started = std::cell::Cell::new(first.then_some(accepted));
+        let wait = if first { limits.head.saturating_sub(accepted.elapsed()) } else { limits.idle };
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let _ = ctl.set_read_timeout(Some(wait));
+        first = false;
         let on_bytes = || {
             let t0 = match started.get() {
                 Some(t) => t,
                 None => {
-                    let now = std::time::Instant::now();
+                    let now = Instant::now();
                     started.set(Some(now));
                     now
                 }
             };
-            let left = HEAD_TIMEOUT.saturating_sub(t0.elapsed());
+            let left = limits.head.saturating_sub(t0.elapsed());
             if left.is_zero() {
                 return false;
             }
             let _ = ctl.set_read_timeout(Some(left));
             true
         };
-        let head = read_head(&mut r, &on_bytes);
-        let _ = ctl.set_read_timeout(Some(IDLE_TIMEOUT));
+        let head = read_head(&mut r, &on_bytes, limits.head);
         let head = match head {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
             Err(HeadError::Io(e)) => return Err(e),
             Err(HeadError::Bad(status, msg)) => {
                 let resp = Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(r.get_mut(), &resp, false, false);
+                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
                 return Ok(());
             }
         };
-        let req = match parse_head(&head, peer, is_tls) {
+        let req = match parse_head(&head, peer, local, is_tls) {
             Ok(r) => r,
             Err(msg) => {
                 let resp = Response::new(400).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(r.get_mut(), &resp, false, false);
+                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
                 return Ok(());
             }
         };
@@ -245,26 +343,71 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler) -> 
             Ok(f) => f,
             Err((status, msg)) => {
                 let resp = Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(r.get_mut(), &resp, false, false);
+                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
                 return Ok(());
             }
         };
-        if req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue")) && framing != Framing::None {
-            r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            r.get_mut().flush()?;
-        }
-        let mut body = BodyReader { inner: &mut r, framing, failed: false };
+        // `100 Continue` is sent when the handler first reads the body, so
+        // that a request it refuses (before authentication) gets none.
+        let expect = req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+        let mut body = BodyReader::new(&mut r, framing, Some(&ctl), expect && framing != Framing::None);
         let resp = handler.handle(&req, &mut body);
-        // What the handler did not read is skipped, up to a limit.
-        if body.failed || drain(&mut body).is_err() {
+        if body.continue_pending {
+            // The client still holds its body back: close rather than wait.
+            keep_alive = false;
+        } else if body.failed || drain(&mut body).is_err() {
+            // What the handler did not read is skipped, up to a limit.
             keep_alive = false;
         }
         let head_only = req.method == "HEAD";
         let resp = if http10 && keep_alive { resp.header("Connection", "keep-alive") } else { resp };
-        write_response(r.get_mut(), &resp, head_only, keep_alive)?;
+        write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, head_only, keep_alive)?;
         if !keep_alive {
             return Ok(());
         }
+    }
+}
+
+/// A response writer that gives up when the client reads slower than
+/// `MIN_RATE` after the grace period.
+struct Paced<'a> {
+    inner: &'a mut dyn Write,
+    clock: Option<&'a TcpStream>,
+    started: Instant,
+    sent: u64,
+}
+
+impl<'a> Paced<'a> {
+    fn new(inner: &'a mut dyn Write, clock: Option<&'a TcpStream>) -> Paced<'a> {
+        Paced { inner, clock, started: Instant::now(), sent: 0 }
+    }
+}
+
+/// What is left of the time a transfer of `done` bytes may have taken.
+fn time_left(started: Instant, done: u64) -> Duration {
+    (RATE_GRACE + Duration::from_secs(done / MIN_RATE)).saturating_sub(started.elapsed())
+}
+
+impl Write for Paced<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        if let Some(ctl) = self.clock {
+            let left = time_left(self.started, self.sent);
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client reads slower than 1 KiB/s"));
+            }
+            ctl.set_write_timeout(Some(left))?;
+        }
+        let n = self.inner.write(b)?;
+        self.sent += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(ctl) = self.clock {
+            let left = time_left(self.started, self.sent).max(Duration::from_millis(1));
+            ctl.set_write_timeout(Some(left))?;
+        }
+        self.inner.flush()
     }
 }
 
@@ -288,11 +431,11 @@ enum HeadError {
 /// the connection between requests.
 /// `on_bytes` is called whenever bytes of the head have arrived and more
 /// are awaited; it returns false when the head has taken too long.
-fn read_head(r: &mut impl BufRead, on_bytes: &dyn Fn() -> bool) -> Result<Option<Vec<u8>>, HeadError> {
+fn read_head(r: &mut impl BufRead, on_bytes: &dyn Fn() -> bool, limit: Duration) -> Result<Option<Vec<u8>>, HeadError> {
     let mut head = Vec::with_capacity(1024);
     loop {
         if !head.is_empty() && !on_bytes() {
-            return Err(HeadError::Bad(408, format!("the request head took over {} s", HEAD_TIMEOUT.as_secs())));
+            return Err(HeadError::Bad(408, format!("the request head took over {} s", limit.as_secs())));
         }
         let n = {
             let buf = match r.fill_buf() {
@@ -329,10 +472,12 @@ fn read_head(r: &mut impl BufRead, on_bytes: &dyn Fn() -> bool) -> Result<Option
             // Leading blank lines between requests are allowed (RFC 9112 2.2).
             let trimmed = head.iter().position(|&b| b != b'\r' && b != b'\n');
             match trimmed {
-                Some(0) => return Ok(Some(head)),
                 Some(i) => {
                     head.drain(..i);
                     if find_head_end(&head).is_some() {
+                        if head.len() > MAX_HEAD {
+                            return Err(HeadError::Bad(431, format!("the request head is over {MAX_HEAD} bytes")));
+                        }
                         return Ok(Some(head));
                     }
                 }
@@ -374,7 +519,7 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
 }
 
 /// Parses a request head.
-pub fn parse_head(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Request, String> {
+pub fn parse_head(head: &[u8], peer: SocketAddr, local: SocketAddr, tls: bool) -> Result<Request, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
@@ -393,7 +538,7 @@ pub fn parse_head(head: &[u8], peer: SocketAddr, tls: bool) -> Result<Request, S
         let v = std::str::from_utf8(h.value).map_err(|_| format!("header {} is not UTF-8", h.name))?;
         hs.push((h.name.to_ascii_lowercase(), v.trim().to_string()));
     }
-    Ok(Request { method, path: path.to_string(), query: query.to_string(), headers: hs, peer, tls })
+    Ok(Request { method, path: path.to_string(), query: query.to_string(), headers: hs, peer, local, tls })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,49 +554,126 @@ enum Framing {
 }
 
 fn body_framing(req: &Request) -> Result<Framing, (u16, String)> {
-    if let Some(te) = req.header("transfer-encoding") {
-        if !te.eq_ignore_ascii_case("chunked") {
-            return Err((501, format!("transfer-encoding {te:?} is not supported (only chunked)")));
-        }
-        if req.header("content-length").is_some() {
-            return Err((400, "both Transfer-Encoding and Content-Length".into()));
-        }
-        return Ok(Framing::Chunked { left: None, done: false });
-    }
+    let encodings: Vec<&str> =
+        req.headers.iter().filter(|(k, _)| k == "transfer-encoding").map(|(_, v)| v.as_str()).collect();
     let lengths: Vec<&str> =
         req.headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str()).collect();
+    match encodings.as_slice() {
+        [] => {}
+        [te] => {
+            if !te.eq_ignore_ascii_case("chunked") {
+                return Err((501, format!("transfer-encoding {te:?} is not supported (only chunked)")));
+            }
+            if !lengths.is_empty() {
+                return Err((400, "both Transfer-Encoding and Content-Length".into()));
+            }
+            return Ok(Framing::Chunked { left: None, done: false });
+        }
+        _ => return Err((400, "more than one Transfer-Encoding header".into())),
+    }
     match lengths.as_slice() {
         [] => Ok(Framing::None),
-        [l] => match l.parse::<u64>() {
-            Ok(0) => Ok(Framing::None),
-            Ok(n) => Ok(Framing::Length(n)),
-            Err(_) => Err((400, format!("Content-Length {l:?} is not a number"))),
+        [l] => match parse_length(l) {
+            Some(0) => Ok(Framing::None),
+            Some(n) => Ok(Framing::Length(n)),
+            None => Err((400, format!("Content-Length {l:?} is not a number of bytes"))),
         },
         _ => Err((400, "more than one Content-Length".into())),
     }
 }
 
+/// A Content-Length value: 1 to 19 ASCII digits, nothing else (no sign,
+/// no space, no list).
+fn parse_length(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The reader a body comes from: it can also tell the client to go on.
+trait Conn: BufRead {
+    fn send_continue(&mut self) -> io::Result<()>;
+}
+
+impl Conn for BufReader<Box<dyn Stream>> {
+    fn send_continue(&mut self) -> io::Result<()> {
+        let w = self.get_mut();
+        w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        w.flush()
+    }
+}
+
+impl Conn for BufReader<&[u8]> {
+    fn send_continue(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A request body, by its framing.
-struct BodyReader<'a, R: BufRead> {
+struct BodyReader<'a, R: Conn> {
     inner: &'a mut R,
     framing: Framing,
     /// The body broke off or was malformed: the connection cannot go on.
     failed: bool,
+    /// The socket, to time reads by (none in unit tests).
+    clock: Option<&'a TcpStream>,
+    started: Instant,
+    received: u64,
+    /// The client waits for `100 Continue` before it sends the body.
+    continue_pending: bool,
 }
 
-impl<R: BufRead> BodyReader<'_, R> {
+impl<'a, R: Conn> BodyReader<'a, R> {
+    fn new(inner: &'a mut R, framing: Framing, clock: Option<&'a TcpStream>, expect_continue: bool) -> Self {
+        BodyReader {
+            inner,
+            framing,
+            failed: false,
+            clock,
+            started: Instant::now(),
+            received: 0,
+            continue_pending: expect_continue,
+        }
+    }
+
     fn fail(&mut self, msg: &str) -> io::Error {
         self.failed = true;
         io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
     }
 
+    /// Before each read: the body must have come at `MIN_RATE` since the
+    /// grace period; the socket waits no longer than that allows.
+    fn pace(&mut self) -> io::Result<()> {
+        if self.continue_pending {
+            self.continue_pending = false;
+            self.started = Instant::now();
+            if let Err(e) = self.inner.send_continue() {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        let Some(ctl) = self.clock else { return Ok(()) };
+        let left = time_left(self.started, self.received);
+        if left.is_zero() {
+            self.failed = true;
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the request body came slower than 1 KiB/s"));
+        }
+        let _ = ctl.set_read_timeout(Some(left));
+        Ok(())
+    }
+
     /// Reads at most `left` bytes of body into `out`; the end of the
     /// stream before them is the error `early`.
     fn read_up_to(&mut self, out: &mut [u8], left: u64, early: &str) -> io::Result<usize> {
+        self.pace()?;
         let want = out.len().min(left.min(usize::MAX as u64) as usize);
         match self.inner.read(&mut out[..want]) {
             Ok(0) => Err(self.fail(early)),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.received += n as u64;
+                Ok(n)
+            }
             Err(e) => {
                 self.failed = true;
                 Err(e)
@@ -459,34 +681,40 @@ impl<R: BufRead> BodyReader<'_, R> {
         }
     }
 
-    fn read_line(&mut self) -> io::Result<String> {
+    /// One line of chunk framing, with its CRLF.
+    fn read_line(&mut self) -> io::Result<Vec<u8>> {
         let mut line = Vec::new();
         loop {
-            let buf = self.inner.fill_buf()?;
+            self.pace()?;
+            let buf = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            };
             if buf.is_empty() {
                 return Err(self.fail("the request body ended in a chunk header"));
             }
-            match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    line.extend_from_slice(&buf[..=i]);
-                    self.inner.consume(i + 1);
-                    break;
-                }
-                None => {
-                    let n = buf.len();
-                    line.extend_from_slice(buf);
-                    self.inner.consume(n);
-                }
+            let (n, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            line.extend_from_slice(&buf[..n]);
+            self.inner.consume(n);
+            self.received += n as u64;
+            if done {
+                break;
             }
             if line.len() > 4096 {
                 return Err(self.fail("a chunk header is over 4096 bytes"));
             }
         }
-        Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+        Ok(line)
     }
 }
 
-impl<R: BufRead> Read for BodyReader<'_, R> {
+impl<R: Conn> Read for BodyReader<'_, R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
             match self.framing {
@@ -503,13 +731,23 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                 Framing::Chunked { done: true, .. } => return Ok(0),
                 Framing::Chunked { left: None, .. } => {
                     let line = self.read_line()?;
-                    let size = line.split(';').next().unwrap_or("").trim();
-                    let size = u64::from_str_radix(size, 16).map_err(|_| self.fail("a chunk size is not hex"))?;
+                    let size = match httparse::parse_chunk_size(&line) {
+                        Ok(httparse::Status::Complete((used, size)))
+                            if used == line.len() && line.first().is_some_and(u8::is_ascii_hexdigit) =>
+                        {
+                            size
+                        }
+                        _ => return Err(self.fail("a chunk size is not hex digits ending with CRLF")),
+                    };
                     if size == 0 {
                         // Trailers, up to the blank line.
                         loop {
-                            if self.read_line()?.is_empty() {
+                            let l = self.read_line()?;
+                            if l == b"\r\n" {
                                 break;
+                            }
+                            if !l.ends_with(b"\r\n") {
+                                return Err(self.fail("a trailer does not end with CRLF"));
                             }
                         }
                         self.framing = Framing::Chunked { left: None, done: true };
@@ -518,7 +756,7 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                     self.framing = Framing::Chunked { left: Some(size), done: false };
                 }
                 Framing::Chunked { left: Some(0), .. } => {
-                    if !self.read_line()?.is_empty() {
+                    if self.read_line()? != b"\r\n" {
                         return Err(self.fail("a chunk does not end with CRLF"));
                     }
                     self.framing = Framing::Chunked { left: None, done: false };
@@ -533,7 +771,7 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
     }
 }
 
-fn drain<R: BufRead>(body: &mut BodyReader<R>) -> io::Result<()> {
+fn drain<R: Conn>(body: &mut BodyReader<R>) -> io::Result<()> {
     let n = io::copy(&mut body.take(MAX_DRAIN + 1), &mut io::sink())?;
     if n > MAX_DRAIN {
         return Err(io::Error::other("too much unread body"));
@@ -603,11 +841,15 @@ mod tests {
         "127.0.0.1:1".parse().unwrap()
     }
 
+    fn parse(head: &[u8]) -> Result<Request, String> {
+        parse_head(head, peer(), peer(), false)
+    }
+
     fn body_of(head: &str, wire: &[u8]) -> io::Result<Vec<u8>> {
-        let req = parse_head(head.as_bytes(), peer(), false).unwrap();
+        let req = parse(head.as_bytes()).unwrap();
         let framing = body_framing(&req).map_err(|(_, m)| io::Error::other(m))?;
         let mut r = io::BufReader::new(wire);
-        let mut b = BodyReader { inner: &mut r, framing, failed: false };
+        let mut b = BodyReader::new(&mut r, framing, None, false);
         let mut out = Vec::new();
         b.read_to_end(&mut out)?;
         Ok(out)
@@ -615,16 +857,14 @@ mod tests {
 
     #[test]
     fn heads_parse_with_query_and_lower_case_names() {
-        let r =
-            parse_head(b"GET /v2/a/b/tags/list?n=2&last=x HTTP/1.1\r\nHost: h\r\nX-Thing:  v \r\n\r\n", peer(), false)
-                .unwrap();
+        let r = parse(b"GET /v2/a/b/tags/list?n=2&last=x HTTP/1.1\r\nHost: h\r\nX-Thing:  v \r\n\r\n").unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.path, "/v2/a/b/tags/list");
         assert_eq!(r.query, "n=2&last=x");
         assert_eq!(r.header("x-thing"), Some("v"));
         assert_eq!(r.header("HOST"), Some("h"));
-        assert!(parse_head(b"GET http://x/ HTTP/1.1\r\n\r\n", peer(), false).is_err());
-        assert!(parse_head(b"GARBAGE\r\n\r\n", peer(), false).is_err());
+        assert!(parse(b"GET http://x/ HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse(b"GARBAGE\r\n\r\n").is_err());
     }
 
     #[test]
@@ -643,11 +883,11 @@ mod tests {
     fn heads_are_read_through_the_blank_line_only() {
         let wire = b"\r\nGET / HTTP/1.1\r\nA: b\r\n\r\nGET /next HTTP/1.1\r\n\r\n";
         let mut r = io::BufReader::with_capacity(7, &wire[..]);
-        let h = read_head(&mut r, &|| true).ok().flatten().unwrap();
+        let h = read_head(&mut r, &|| true, Duration::from_secs(1)).ok().flatten().unwrap();
         assert_eq!(h, b"GET / HTTP/1.1\r\nA: b\r\n\r\n");
-        let h2 = read_head(&mut r, &|| true).ok().flatten().unwrap();
+        let h2 = read_head(&mut r, &|| true, Duration::from_secs(1)).ok().flatten().unwrap();
         assert_eq!(h2, b"GET /next HTTP/1.1\r\n\r\n");
-        assert!(read_head(&mut r, &|| true).ok().unwrap().is_none());
+        assert!(read_head(&mut r, &|| true, Duration::from_secs(1)).ok().unwrap().is_none());
     }
 
     proptest::proptest! {
@@ -656,9 +896,9 @@ mod tests {
         #[test]
         fn hostile_heads_and_bodies_never_panic(head in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
                                                wire in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
-            let _ = parse_head(&head, peer(), false);
+            let _ = parse(&head);
             let mut r = io::BufReader::with_capacity(16, &head[..]);
-            let _ = read_head(&mut r, &|| true);
+            let _ = read_head(&mut r, &|| true, Duration::from_secs(1));
             for h in ["PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "PUT / HTTP/1.1\r\nContent-Length: 40\r\n\r\n"] {
                 if let Ok(out) = body_of(h, &wire) {
                     proptest::prop_assert!(out.len() <= wire.len());
@@ -691,6 +931,132 @@ mod tests {
     fn endless_heads_are_refused() {
         let wire = vec![b'a'; MAX_HEAD + 10];
         let mut r = io::BufReader::new(&wire[..]);
-        assert!(matches!(read_head(&mut r, &|| true), Err(HeadError::Bad(431, _))));
+        assert!(matches!(read_head(&mut r, &|| true, Duration::from_secs(1)), Err(HeadError::Bad(431, _))));
+    }
+
+    /// A head over the limit is refused even when its end arrives in the
+    /// same read (found: a 131,000-byte head was taken).
+    #[test]
+    fn head_over_64k_in_one_read_is_refused() {
+        let mut wire = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', 131_000));
+        wire.extend_from_slice(b"\r\n\r\n");
+        let mut r = io::BufReader::with_capacity(256 * 1024, &wire[..]);
+        assert!(matches!(read_head(&mut r, &|| true, Duration::from_secs(1)), Err(HeadError::Bad(431, _))));
+    }
+
+    /// Content-Length is digits only (found: `+38` was taken, and the
+    /// request hidden in such a body was never answered).
+    #[test]
+    fn content_length_with_a_sign_is_refused() {
+        for bad in ["+38", "-1", "3 3", "3,3", "0x10", "", "99999999999999999999"] {
+            let head = format!("PUT / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            if let Ok(req) = parse(head.as_bytes()) {
+                assert!(body_framing(&req).is_err(), "Content-Length {bad:?} was taken");
+            }
+        }
+        assert_eq!(body_of("PUT / HTTP/1.1\r\nContent-Length: 003\r\n\r\n", b"abc").unwrap(), b"abc");
+    }
+
+    /// A chunk size is hex digits and CRLF (found: `+0` was taken, as
+    /// `from_str_radix` takes a sign).
+    #[test]
+    fn chunk_size_with_a_sign_is_refused() {
+        let h = "PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for bad in [
+            &b"+0\r\n\r\n"[..],
+            b"+3\r\nabc\r\n0\r\n\r\n",
+            b"\r\n\r\n",
+            b" 3\r\nabc\r\n0\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc \r\n0\r\n\r\n",
+            b"0\r\n\n",
+        ] {
+            assert!(body_of(h, bad).is_err(), "{:?} was taken", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(body_of(h, b"3\r\nabc\r\n0\r\n\r\n").unwrap(), b"abc");
+    }
+
+    /// Two Transfer-Encoding headers are refused, not read as chunked.
+    #[test]
+    fn two_transfer_encoding_headers_are_refused() {
+        let req = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(body_framing(&req).err().map(|e| e.0), Some(400));
+        let req = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n").unwrap();
+        assert!(body_framing(&req).is_err());
+        let req = parse(b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(body_framing(&req).is_err());
+    }
+
+    struct Recorder<'a> {
+        inner: io::BufReader<&'a [u8]>,
+        continues: usize,
+    }
+
+    impl Read for Recorder<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.inner.read(b)
+        }
+    }
+
+    impl BufRead for Recorder<'_> {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            self.inner.fill_buf()
+        }
+        fn consume(&mut self, n: usize) {
+            self.inner.consume(n)
+        }
+    }
+
+    impl Conn for Recorder<'_> {
+        fn send_continue(&mut self) -> io::Result<()> {
+            self.continues += 1;
+            Ok(())
+        }
+    }
+
+    /// `100 Continue` goes out only when the handler reads the body (found:
+    /// it was sent before authentication).
+    #[test]
+    fn continue_is_sent_before_authentication_no_more() {
+        let mut r = Recorder { inner: io::BufReader::new(&b"abc"[..]), continues: 0 };
+        {
+            let b = BodyReader::new(&mut r, Framing::Length(3), None, true);
+            assert!(b.continue_pending);
+        }
+        assert_eq!(r.continues, 0, "a body not read asks for nothing");
+        let mut b = BodyReader::new(&mut r, Framing::Length(3), None, true);
+        let mut out = Vec::new();
+        b.read_to_end(&mut out).unwrap();
+        assert!(!b.continue_pending);
+        assert_eq!(out, b"abc");
+        assert_eq!(r.continues, 1);
+    }
+
+    #[test]
+    fn transfers_have_a_least_rate() {
+        let t0 = Instant::now();
+        assert!(time_left(t0, 0) > Duration::from_secs(19));
+        assert!(time_left(t0 - RATE_GRACE, 0).is_zero(), "nothing in the grace period");
+        assert!(!time_left(t0 - RATE_GRACE, 10 * MIN_RATE).is_zero());
+        assert!(time_left(t0 - RATE_GRACE - Duration::from_secs(40), 1).is_zero(), "a byte every 40 s");
+    }
+
+    #[test]
+    fn connections_are_capped_per_address() {
+        let held = Arc::new(Mutex::new(Held::default()));
+        let limits = Limits { max_connections: 5, max_per_address: 2, ..Limits::default() };
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.1".parse().unwrap();
+        let s1 = take_slot(&held, a, &limits).unwrap();
+        let _s2 = take_slot(&held, a, &limits).unwrap();
+        assert!(take_slot(&held, a, &limits).is_err(), "a third from one address");
+        let _s3 = take_slot(&held, b, &limits).unwrap();
+        drop(s1);
+        let _s4 = take_slot(&held, a, &limits).unwrap();
+        let c: IpAddr = "127.0.0.3".parse().unwrap();
+        let _s5 = take_slot(&held, c, &limits).unwrap();
+        let _s6 = take_slot(&held, c, &limits).unwrap();
+        assert!(take_slot(&held, "127.0.0.4".parse().unwrap(), &limits).is_err(), "over the total");
     }
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod http;
+pub mod login;
 pub mod page;
 pub mod route;
 
@@ -27,6 +28,18 @@ pub struct ServeOptions {
     /// Client certificates are required, signed by these CAs.
     pub tls_client_ca: Option<PathBuf>,
     pub settings: api::Settings,
+    pub limits: http::Limits,
+}
+
+/// Who may do what when the server starts (see `api` for the model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Users exist: callers log in; anonymous callers pull what is public.
+    Users,
+    /// No users: anonymous callers pull what is public; nobody pushes.
+    NoUsers,
+    /// `--open` on a store without users: anyone pulls and pushes.
+    Open,
 }
 
 /// A bound, ready server.
@@ -35,15 +48,21 @@ pub struct Server {
     tls: Option<http::TlsConfig>,
     api: Arc<api::Api>,
     pub address: std::net::SocketAddr,
-    pub open: bool,
+    pub mode: Mode,
+    limits: http::Limits,
 }
 
 /// Opens the store, reads the TLS files and binds the address.
 pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
     // Created and migrated now; the lock is not held while serving.
     let store = crate::store::Store::open(root)?;
-    let open = store.index().serve_user_count()? == 0;
+    let users = store.index().serve_user_count()?;
     drop(store);
+    if opts.settings.open && users > 0 {
+        bail!(
+            "--open: the store has {users} user(s), and --open would let anyone push beside them; drop --open (img serve admin list shows the users)"
+        );
+    }
     let tls = match (&opts.tls_cert, &opts.tls_key) {
         (Some(c), Some(k)) => Some(tls_config(c, k, opts.tls_client_ca.as_deref())?),
         (None, None) => {
@@ -57,9 +76,19 @@ pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
     let listener = TcpListener::bind(&opts.listen)
         .with_context(|| format!("listening on {}; is another server there?", opts.listen))?;
     let address = listener.local_addr()?;
+    if opts.settings.open && !address.ip().is_loopback() {
+        bail!(
+            "--open lets anyone push and is allowed on a loopback address only, not {address}; add users (img serve admin user add NAME --admin) to serve other machines"
+        );
+    }
+    let mode = match (users, opts.settings.open) {
+        (0, true) => Mode::Open,
+        (0, false) => Mode::NoUsers,
+        _ => Mode::Users,
+    };
     let api = Arc::new(api::Api::new(root, opts.settings.clone()).context("preparing the upload directory")?);
     api.collect_garbage();
-    Ok(Server { listener, tls, api, address, open })
+    Ok(Server { listener, tls, api, address, mode, limits: opts.limits })
 }
 
 impl Server {
@@ -74,7 +103,7 @@ impl Server {
             std::thread::sleep(std::time::Duration::from_secs(60));
             gc.collect_garbage();
         });
-        http::serve(self.listener, self.tls, self.api)?;
+        http::serve(self.listener, self.tls, self.api, self.limits)?;
         Ok(())
     }
 }
