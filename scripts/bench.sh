@@ -813,7 +813,7 @@ if want serve; then
     docker-registry serve "$SV/registry.yml" >"$SV/registry.log" 2>&1 </dev/null &
     DREG_PID=$!
     IREG=127.0.0.1:$(free)
-    IMG_ROOT=$SV/store "$IMG" serve --listen "$IREG" >"$SV/serve.log" 2>&1 </dev/null &
+    IMG_ROOT=$SV/store "$IMG" serve --open --listen "$IREG" >"$SV/serve.log" 2>&1 </dev/null &
     IREG_PID=$!
     serve_cleanup() {
         kill "$DREG_PID" "$IREG_PID" 2>/dev/null || true
