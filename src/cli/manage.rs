@@ -1,7 +1,7 @@
 use super::{AlreadyReported, Ctx};
 use crate::ops::{self, remove};
 use crate::timefmt::human_size;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use std::io::{BufRead, Write};
 
@@ -23,20 +23,18 @@ pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct RmiArgs {
-    /// Remove images even when they have several tags
+    /// Remove images even when they have several tags or are mounted (never changes not committed)
     #[arg(short, long)]
     force: bool,
     /// Remove all images
     #[arg(short, long)]
     all: bool,
-    #[arg(value_name = "IMAGE")]
+    /// Images to remove: names (a name untags) or IDs
+    #[arg(value_name = "IMAGE", required_unless_present = "all")]
     names: Vec<String>,
 }
 
 pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
-    if a.names.is_empty() && !a.all {
-        bail!("img rmi needs at least one image (or -a to remove all)");
-    }
     let mut store = ctx.open_store()?;
     let names: Vec<String> =
         if a.all { store.index().images()?.iter().map(|i| i.id.to_string()).collect() } else { a.names.clone() };

@@ -113,15 +113,22 @@ fn start(
     drop(store);
     // One process serves the mount; it says "ready" (or the error) on its
     // stdout once the mount is in place, then keeps serving.
-    let logs = ctx.root().join("mounts");
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let log_path = logs.join(format!("{}.log", img.id.hex()));
+    let log_path = {
+        let store = ctx.open_store()?;
+        mount::log_path(&store, dir)
+    };
+    if let Some(logs) = log_path.parent() {
+        std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    }
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let exe = std::env::current_exe().context("finding the img executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root").arg(ctx.root()).arg("__serve-mount").arg(img.id.as_str()).arg(dir);
     if let Some(st) = &state {
         cmd.arg("--state").arg(&st.0);
+    }
+    if !committed.is_empty() {
+        cmd.arg("--committed").arg(&committed);
     }
     // A partial image's server reads from the registry: it gets the same
     // registry options (credentials through its stdin, never arguments),
@@ -178,16 +185,8 @@ fn start(
             if msg.is_empty() { format!("the serving process failed; see {}", log_path.display()) } else { msg }
         );
     }
-    let mut store = ctx.open_store()?;
-    store.index_mut().add_mount(&MountRecord {
-        mountpoint: dir.to_string_lossy().into_owned(),
-        image_id: img.id.clone(),
-        pid: child.id() as i64,
-        writable: a.rw,
-        created_at: now(),
-        state_dir: state.map(|s| s.0.to_string_lossy().into_owned()).unwrap_or_default(),
-        committed,
-    })?;
+    // The serving process recorded the mount before it said "ready", so
+    // that the mount is listed even if this command is killed now.
     let mut out = super::stdout();
     writeln!(out, "{}", dir.display())?;
     out.flush()?;
@@ -252,12 +251,43 @@ pub struct ServeArgs {
     /// USER:PASS on the first line of stdin
     #[arg(long)]
     creds_stdin: bool,
+    /// The fingerprint of the changes last committed (a writable mount taken up again)
+    #[arg(long, default_value = "")]
+    committed: String,
+}
+
+/// Records the mount this process serves, before it says "ready": a mount
+/// that exists is listed, whatever happens to the command that asked for it.
+fn record_mount(
+    ctx: &Ctx,
+    a: &ServeArgs,
+    img: &crate::index::ImageRecord,
+    state: &Option<mount::StateDir>,
+) -> std::io::Result<()> {
+    let mut store = ctx.open_store().map_err(std::io::Error::other)?;
+    store
+        .index_mut()
+        .add_mount(&MountRecord {
+            mountpoint: a.dir.to_string_lossy().into_owned(),
+            image_id: img.id.clone(),
+            pid: std::process::id() as i64,
+            writable: state.is_some(),
+            created_at: now(),
+            state_dir: state.as_ref().map(|s| s.0.to_string_lossy().into_owned()).unwrap_or_default(),
+            committed: a.committed.clone(),
+        })
+        .map_err(std::io::Error::other)
+}
+
+/// Tells `img mount` (which may be gone: a closed pipe is no error).
+fn say(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
-    let fail = |e: &anyhow::Error| {
-        println!("error: {}", crate::error_chain(e));
-    };
+    let fail = |e: &anyhow::Error| say(&format!("error: {}", crate::error_chain(e)));
     let prepared = (|| -> Result<_> {
         let store = ctx.open_store()?;
         let img = resolve_image(&store, &a.id)?;
@@ -316,8 +346,8 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         }
         let rw = std::sync::Arc::new(img_fuse::RwFs::new(fs, st.upper()));
         let res = img_fuse::serve_rw(rw, &a.dir, &cfg, || {
-            println!("ready");
-            let _ = std::io::stdout().flush();
+            record_mount(ctx, &a, &img, &state)?;
+            say("ready");
             Ok(())
         });
         return finish_serve(ctx, &a, &state, res);
@@ -335,8 +365,13 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
             img_overlay::RealKernel.mount_overlay(&ov).map_err(std::io::Error::other)?;
             watch_overlay(a.dir.clone(), st.lower());
         }
-        println!("ready");
-        let _ = std::io::stdout().flush();
+        if let Err(e) = record_mount(ctx, &a, &img, &state) {
+            if state.is_some() {
+                let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
+            }
+            return Err(e);
+        }
+        say("ready");
         Ok(())
     });
     finish_serve(ctx, &a, &state, res)
@@ -363,23 +398,28 @@ fn write_stats(path: PathBuf, stats: Arc<mount::lazy::Stats>) {
 /// After the mount went away: forget it, unless it holds changes not committed.
 fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: std::io::Result<()>) -> Result<()> {
     if let Err(e) = &res {
-        println!("error: {e}");
+        say(&format!("error: {e}"));
     }
-    if state.is_some() && mount::is_mounted(&a.dir) {
-        // The tree under the overlay went away (unmounted by hand): the
-        // overlay cannot work without it.
-        let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
-    }
-    // Unmounted: forget the mount, unless it holds changes not committed.
+    // Only this process's own record, and its own overlay: another mount
+    // may be at the same directory by now (found by four processes
+    // mounting and unmounting one image: an old server removed the record
+    // of the new mount, which then could not be listed or unmounted).
     if let Ok(mut store) = ctx.open_store() {
-        let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
         let dir = a.dir.to_string_lossy();
-        let record = store.index().mounts().ok().and_then(|ms| ms.into_iter().find(|m| m.mountpoint == dir));
-        let keep = record.as_ref().map(|r| mount::has_uncommitted_changes(r).unwrap_or(true)).unwrap_or(false);
-        if !keep {
-            let _ = store.index_mut().remove_mount(&dir);
-            if let Some(st) = &state {
-                if record.is_some() {
+        let me = std::process::id() as i64;
+        let record =
+            store.index().mounts().ok().and_then(|ms| ms.into_iter().find(|m| m.mountpoint == dir && m.pid == me));
+        if let Some(r) = record {
+            if state.is_some() && mount::is_mounted(&a.dir) {
+                // The tree under the overlay went away (unmounted by hand):
+                // the overlay cannot work without it.
+                let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
+            }
+            let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
+            // Forget the mount, unless it holds changes not committed.
+            if !mount::has_uncommitted_changes(&r).unwrap_or(true) {
+                let _ = store.index_mut().remove_mount_of(&dir, me);
+                if let Some(st) = &state {
                     let _ = std::fs::remove_dir_all(&st.0);
                 }
             }
@@ -505,9 +545,20 @@ pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
         }
         chosen.extend(found);
     }
+    // Every mount asked for is tried; one holding changes not committed
+    // is refused (and kept) without stopping the others.
+    let mut refused = 0;
     for s in chosen {
-        mount::unmount(&mut store, &s, a.discard)?;
-        println!("{}", s.record.mountpoint);
+        match mount::unmount(&mut store, &s, a.discard) {
+            Ok(()) => println!("{}", s.record.mountpoint),
+            Err(e) => {
+                eprintln!("error: {}", crate::error_chain(&e));
+                refused += 1;
+            }
+        }
+    }
+    if refused > 0 {
+        return Err(super::AlreadyReported("umount").into());
     }
     Ok(())
 }

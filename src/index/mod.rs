@@ -577,6 +577,13 @@ impl Index {
         })
     }
 
+    /// Forgets the mount at `mountpoint` if process `pid` serves it.
+    pub fn remove_mount_of(&mut self, mountpoint: &str, pid: i64) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute("DELETE FROM mounts WHERE mountpoint = ?1 AND pid = ?2", params![mountpoint, pid])? > 0)
+        })
+    }
+
     /// Records the fingerprint of a writable mount's upper directory at commit.
     pub fn set_mount_committed(&mut self, mountpoint: &str, fingerprint: &str) -> Result<()> {
         self.write(|tx| {

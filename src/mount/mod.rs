@@ -476,12 +476,27 @@ pub fn has_uncommitted_changes(m: &MountRecord) -> Result<bool> {
 /// writable mount with changes not yet committed is refused unless
 /// `discard`. The server forgets a mount when it ends; this covers a server
 /// that died.
-pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
-    let dir = &m.record.mountpoint;
-    if !discard && has_uncommitted_changes(&m.record)? {
+/// Refuses (with what to do) if `m` holds changes not committed.
+pub fn refuse_uncommitted(m: &MountRecord) -> Result<()> {
+    let dir = &m.mountpoint;
+    if has_uncommitted_changes(m)? {
         bail!(
             "{dir} has changes that are not committed; run img commit {dir} IMAGE to keep them, or img umount --discard {dir}"
         );
+    }
+    Ok(())
+}
+
+/// The log of the process serving the mount at `mountpoint`.
+pub fn log_path(store: &Store, mountpoint: &Path) -> PathBuf {
+    let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+    store.root().join("mounts").join(format!("serve-{}.log", &key.hex()[..16]))
+}
+
+pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
+    let dir = &m.record.mountpoint;
+    if !discard {
+        refuse_uncommitted(&m.record)?;
     }
     detach(m)?;
     if m.record.writable && !m.record.state_dir.is_empty() {
@@ -493,7 +508,8 @@ pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
             }
         }
     }
-    store.index_mut().remove_mount(dir)?;
+    // This record only: another mount may be at the same directory by now.
+    store.index_mut().remove_mount_of(dir, m.record.pid)?;
     Ok(())
 }
 

@@ -42,14 +42,16 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
             &img.id.hex()[..12]
         );
     }
-    if force {
-        // As podman's rmi -f removes the containers using an image: the
-        // image's mounts go first, so none is left without its blobs.
-        for m in crate::mount::mounts(store)?.into_iter().filter(|m| m.record.image_id == img.id) {
-            crate::mount::unmount(store, &m, true)?;
-        }
-    } else {
-        if let Some(m) = live_mounts(store)?.into_iter().find(|m| m.record.image_id == img.id) {
+    // Changes not committed are never thrown away here, -f or not: only
+    // img umount --discard does that (found: rmi -f unmounted a writable
+    // mount and lost its changes).
+    let mine: Vec<crate::mount::MountState> =
+        crate::mount::mounts(store)?.into_iter().filter(|m| m.record.image_id == img.id).collect();
+    for m in &mine {
+        crate::mount::refuse_uncommitted(&m.record)?;
+    }
+    if !force {
+        if let Some(m) = mine.iter().find(|m| m.serving) {
             bail!(
                 "image {} is mounted at {}; run img umount {} first, or img rmi -f",
                 &img.id.hex()[..12],
@@ -58,17 +60,18 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
             );
         }
     }
+    // As podman's rmi -f removes the containers using an image: the
+    // image's mounts go first (and records of dead ones), so none is left
+    // without its blobs.
+    for m in &mine {
+        crate::mount::unmount(store, m, false)?;
+    }
     let del = store.index_mut().delete_image(&img.id)?;
     out.untagged.extend(del.untagged);
     if del.deleted {
         out.deleted.push(img.id.clone());
     }
     Ok(out)
-}
-
-/// Mounts whose serving process is alive.
-fn live_mounts(store: &Store) -> Result<Vec<crate::mount::MountState>> {
-    Ok(crate::mount::mounts(store)?.into_iter().filter(|m| m.serving).collect())
 }
 
 /// Deletes the blobs that removals left unreferenced, if no other img
@@ -93,7 +96,15 @@ pub struct PruneReport {
 pub fn prune(store: &mut Store, all: bool, on_wait: impl FnOnce()) -> Result<PruneReport> {
     store.lock_exclusive(on_wait)?;
     let mut report = PruneReport::default();
-    let mounted: Vec<Digest> = live_mounts(store)?.into_iter().map(|m| m.record.image_id).collect();
+    // Mounted images stay, and so do images whose writable mount (its
+    // server gone) holds changes not committed: they are the base a commit
+    // of the changes needs.
+    let mut mounted: Vec<Digest> = Vec::new();
+    for m in crate::mount::mounts(store)? {
+        if m.serving || crate::mount::has_uncommitted_changes(&m.record)? {
+            mounted.push(m.record.image_id);
+        }
+    }
     for img in store.index().images()? {
         if (all || img.tags.is_empty()) && !mounted.contains(&img.id) {
             let del = store.index_mut().delete_image(&img.id)?;
