@@ -586,6 +586,34 @@ PY
   img fsck >"$T/fsck" 2>&1 || fail "img fsck: $(cat "$T/fsck")"
 }
 
+# An -o output writes only its output: -o docker-archive:FILE:busybox:latest
+# with FROM busybox retagged the store's busybox:latest to the new image
+# (the base became <none> and the next identical build stacked another
+# layer); -o isulad:busybox did the same; a failed -o left its name tagged.
+check_output_does_not_retag_the_store() {
+  load_base
+  img tag localhost/base:1 docker.io/library/busybox:latest
+  local c=$T/ctx base id1 id2
+  base=$(img inspect -f '{{.Id}}' busybox:latest)
+  mkdir -p "$c"
+  printf 'FROM busybox\nRUN echo x > /x\n' > "$c/Dockerfile"
+  id1=$(img build -q -o "docker-archive:$T/a.tar:busybox:latest" "$c" 2>"$T/e1") || fail "build -o docker-archive: $(tail -3 "$T/e1")"
+  [[ $(img inspect -f '{{.Id}}' busybox:latest) == "$base" ]] || fail "-o docker-archive retagged busybox:latest"
+  tar -xOf "$T/a.tar" manifest.json | python3 -c 'import json,sys; t=json.load(sys.stdin)[0]["RepoTags"]; assert t in (["busybox:latest"], ["docker.io/library/busybox:latest"]), t' ||
+    fail "the archive is not named busybox:latest: $(tar -xOf "$T/a.tar" manifest.json)"
+  id2=$(img build -q -o "docker-archive:$T/b.tar:busybox:latest" "$c" 2>"$T/e2") || fail "the second build: $(tail -3 "$T/e2")"
+  [[ $id1 == "$id2" ]] || fail "the same build again made another image ($id1, then $id2)"
+  [[ $(img inspect -f '{{len .RootFS.Layers}}' "$id2") == $(( $(img inspect -f '{{len .RootFS.Layers}}' "$base") + 1 )) ]] ||
+    fail "the build stacked more than one layer on the base"
+  img build -q -o isulad:busybox "$c" >/dev/null 2>&1 || true   # without isula it fails; with it, it loads
+  [[ $(img inspect -f '{{.Id}}' busybox:latest) == "$base" ]] || fail "-o isulad:busybox retagged busybox:latest"
+  img build -q -o "docker-archive:/nonexistent/dir/x.tar:a:1" "$c" >/dev/null 2>&1 && fail "-o to a missing directory succeeded"
+  ! img inspect a:1 >/dev/null 2>&1 || fail "a failed -o left a:1 tagged"
+  img build -q -t localhost/named:1 -o "docker-archive:$T/c.tar:other:2" "$c" >/dev/null 2>&1 || fail "-t with -o"
+  img inspect localhost/named:1 >/dev/null 2>&1 || fail "-t did not name the image in the store"
+  ! img inspect other:2 >/dev/null 2>&1 || fail "the -o name was tagged in the store"
+}
+
 # 11. Two builds at once into one store (different Dockerfiles, a shared
 # base): both succeed, both images are right, fsck is clean.
 check_concurrent_builds() {

@@ -105,17 +105,22 @@ fn parse_output(o: &str) -> Result<Output> {
 
 pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     let output = a.output.as_deref().map(parse_output).transpose()?.unwrap_or(Output::Store(None));
+    // Only -t and -o img:NAME name images in the store; another output's
+    // name is the name in that output alone (isula-build's meaning; found:
+    // -o docker-archive:FILE:busybox:latest retagged the base image).
     let mut names = a.tags.clone();
-    match &output {
-        Output::Store(Some(n)) | Output::Archive(_, _, Some(n)) | Output::Load(_, n) => names.push(n.clone()),
-        Output::Registry(r) => names.push(r.clone()),
-        _ => {}
+    if let Output::Store(Some(n)) = &output {
+        names.push(n.clone());
     }
-    if let Output::Load(_, n) = &output {
-        if n.is_empty() {
-            bail!("-o {}: give the image a name", a.output.as_deref().unwrap_or(""));
+    let output_name = match &output {
+        Output::Archive(_, _, Some(n)) | Output::Load(_, n) => {
+            if n.is_empty() {
+                bail!("-o {}: give the image a name", a.output.as_deref().unwrap_or(""));
+            }
+            Some(parse_target_name(n)?.name)
         }
-    }
+        _ => None,
+    };
     let tags = names.iter().map(|n| parse_target_name(n)).collect::<Result<Vec<_>>>()?;
     let mut build_args = Vec::new();
     for kv in &a.build_args {
@@ -195,10 +200,16 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     }
     match output {
         Output::Store(_) => {}
-        Output::Archive(format, path, name) => {
-            let src = name.clone().unwrap_or_else(|| id.as_str().to_string());
-            save::save(&store, &[src], format, &save::Output::File(path.clone()))
-                .with_context(|| format!("writing the image to {}", path.display()))?;
+        Output::Archive(format, path, _) => {
+            let rename = output_name.clone().map(|n| vec![n]);
+            save::save_as(
+                &store,
+                &[id.as_str().to_string()],
+                rename.as_deref(),
+                format,
+                &save::Output::File(path.clone()),
+            )
+            .with_context(|| format!("writing the image to {}", path.display()))?;
         }
         Output::Registry(dest) => {
             let opts = push::PushOptions {
@@ -216,18 +227,21 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         Output::Load(tool, name) => {
             let dir = store.temp_dir()?;
             let tar = dir.path().join("image.tar");
-            save::save(
+            let rename = output_name.clone().map(|n| vec![n]);
+            save::save_as(
                 &store,
-                std::slice::from_ref(&name),
+                &[id.as_str().to_string()],
+                rename.as_deref(),
                 save::Format::DockerArchive,
                 &save::Output::File(tar.clone()),
             )?;
+            let short = &id.hex()[..12];
             let st = std::process::Command::new(tool).arg("load").arg("-i").arg(&tar).status();
             match st {
                 Ok(s) if s.success() => {}
-                Ok(s) => bail!("{tool} load of {name} failed ({s}); the image is in img's store as {name}"),
+                Ok(s) => bail!("{tool} load of {name} failed ({s}); the image is in img's store as {short}"),
                 Err(e) => bail!(
-                    "cannot run {tool} ({e}): -o {} needs {tool} installed; the image is in img's store as {name}",
+                    "cannot run {tool} ({e}): -o {} needs {tool} installed; the image is in img's store as {short}",
                     if tool == "docker" { "docker-daemon:NAME" } else { "isulad:NAME" }
                 ),
             }
