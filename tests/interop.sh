@@ -229,6 +229,18 @@ check_skopeo_oci_dir_load() {
   img images -q --no-trunc | has "$id" || fail "$id is not in img images"
 }
 
+# An OCI archive whose ref.name is a bare name (skopeo copy ... oci-archive:FILE:NAME)
+# was loaded without a name; podman names it localhost/NAME:latest, and so does img.
+check_oci_archive_bare_name_loads_as_podman_names_it() {
+  skopeo copy -q "oci-archive:$GEN/base-oci.tar" "oci-archive:$T/bare.tar:myapp"
+  pm "$T/pb" load -q -i "$T/bare.tar" >/dev/null || fail "podman load"
+  local want got
+  want=$(pm "$T/pb" images --format '{{.Repository}}:{{.Tag}}' | head -1)
+  img load -q -i "$T/bare.tar" >/dev/null || fail "img load"
+  got=$(img images --format '{{.Repository}}:{{.Tag}}' | grep myapp || true)
+  [[ $want == localhost/myapp:latest && $got == "$want" ]] || fail "podman names it $want, img $got"
+}
+
 # img save --format oci-dir -> umoci unpack; skopeo reads it too
 check_img_oci_dir_umoci_unpack() {
   img load -q -i "$GEN/layered-docker.tar" >/dev/null

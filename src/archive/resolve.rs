@@ -297,7 +297,9 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
 }
 
 /// Names an OCI index entry carries: containerd's full name annotation, or
-/// a `ref.name` that is a full reference. A bare tag names no repository.
+/// a `ref.name` that is a full reference, or a bare name, which becomes
+/// `localhost/NAME:latest` as podman loads it (found: such an image was
+/// loaded without a name).
 fn oci_names(desc: &image::Descriptor) -> Vec<Reference> {
     if let Some(full) = desc.annotation("io.containerd.image.name") {
         if let Ok(r) = Reference::parse_with_default_tag(full) {
@@ -309,6 +311,8 @@ fn oci_names(desc: &image::Descriptor) -> Vec<Reference> {
             if let Ok(r) = Reference::parse_with_default_tag(name) {
                 return vec![r];
             }
+        } else if let Ok(r) = Reference::parse_with_default_tag(&format!("localhost/{name}")) {
+            return vec![r];
         }
     }
     Vec::new()
@@ -318,6 +322,22 @@ fn oci_names(desc: &image::Descriptor) -> Vec<Reference> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn oci_layout_with_bare_name_is_named_as_podman_names_it() {
+        let d = |k: &str, v: &str| image::Descriptor {
+            media_type: image::OCI_MANIFEST.into(),
+            digest: crate::digest::Digest::of_bytes(b""),
+            size: 0,
+            annotations: vec![(k.to_string(), v.to_string())],
+            platform: None,
+        };
+        let names = |desc| oci_names(&desc).iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(d("org.opencontainers.image.ref.name", "myapp")), ["localhost/myapp:latest"]);
+        assert_eq!(names(d("org.opencontainers.image.ref.name", "team/app:2")), ["docker.io/team/app:2"]);
+        assert_eq!(names(d("org.opencontainers.image.ref.name", "Not A Name")), Vec::<String>::new());
+        assert_eq!(names(d("io.containerd.image.name", "docker.io/library/x:1")), ["docker.io/library/x:1"]);
+    }
 
     #[test]
     fn docker_manifests_parse_or_say_what_is_wrong() {

@@ -32,6 +32,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 pub use text::parse_build_static;
+
+/// The largest Dockerfile and .dockerignore a build takes (isula-build's limit).
+const MAX_BUILD_FILE: u64 = 1 << 20;
 use text::{
     args_text, default_shell, heredoc_script, instruction_text, lookup_in, parse_duration, split_platform, valid_signal,
 };
@@ -354,12 +357,21 @@ pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)
         bail!("the build context {} is not a directory", context.display());
     }
     let df_path = opts.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile"));
+    // A Dockerfile and a .dockerignore are at most 1 MiB, as isula-build takes them.
+    let too_big = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() > MAX_BUILD_FILE);
+    if too_big(&df_path) {
+        bail!("the Dockerfile {} is over 1 MiB; a Dockerfile is at most 1 MiB", df_path.display());
+    }
     let df_bytes = std::fs::read(&df_path).with_context(|| {
         format!("reading the Dockerfile {}; give one with -f or put a Dockerfile in the context", df_path.display())
     })?;
     let df = dockerfile::parse(&df_bytes).with_context(|| format!("{}", df_path.display()))?;
-    let ignore = match std::fs::read_to_string(context.join(".dockerignore")) {
-        Ok(t) => Matcher::parse(&t).map_err(|e| anyhow!("{}: {e}", context.join(".dockerignore").display()))?,
+    let ignore_path = context.join(".dockerignore");
+    if too_big(&ignore_path) {
+        bail!("{} is over 1 MiB; a .dockerignore is at most 1 MiB", ignore_path.display());
+    }
+    let ignore = match std::fs::read_to_string(&ignore_path) {
+        Ok(t) => Matcher::parse(&t).map_err(|e| anyhow!("{}: {e}", ignore_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Matcher::default(),
         Err(e) => return Err(e).context("reading .dockerignore"),
     };

@@ -17,6 +17,12 @@ pub fn parse_build_static(opts: &str) -> Result<u64> {
         match k.trim() {
             "build-time" => {
                 let v = v.trim();
+                // isula-build's manual writes the time both as HH:MM:SS and as HH-MM-SS.
+                let v = match v.split_once(' ') {
+                    Some((date, time)) if !v.contains('T') => format!("{date} {}", time.replace('-', ":")),
+                    _ => v.to_string(),
+                };
+                let v = v.as_str();
                 let rfc = if v.contains('T') { v.to_string() } else { format!("{}Z", v.replacen(' ', "T", 1)) };
                 let t = crate::timefmt::parse_rfc3339(&rfc)
                     .filter(|t| *t >= 0)
@@ -161,6 +167,8 @@ mod tests {
         assert_eq!(parse_build_static("").unwrap(), 0);
         assert_eq!(parse_build_static("build-time=2020-05-23 10:55:33").unwrap(), 1_590_231_333);
         assert_eq!(parse_build_static("build-time=2020-05-23T10:55:33Z").unwrap(), 1_590_231_333);
+        // the form isula-build's manual gives for the flag (HH-MM-SS)
+        assert_eq!(parse_build_static("build-time=2020-05-23 10-55-33").unwrap(), 1_590_231_333);
         assert!(parse_build_static("build-time=yesterday").unwrap_err().to_string().contains("YYYY-MM-DD"));
         assert!(parse_build_static("color=red").unwrap_err().to_string().contains("unknown option"));
     }

@@ -1,3 +1,4 @@
+use super::dialect::Done;
 use super::Ctx;
 use crate::archive::source::Input;
 use crate::ops::{import, load, save};
@@ -24,6 +25,7 @@ pub struct SaveArgs {
     /// Archive format
     #[arg(long, value_enum, default_value = "docker-archive")]
     format: SaveFormat,
+    /// Images to save (names keep their names in the archive; IDs save the image unnamed)
     #[arg(required = true, value_name = "IMAGE")]
     names: Vec<String>,
 }
@@ -44,7 +46,13 @@ pub fn save(ctx: &Ctx, a: SaveArgs) -> Result<()> {
         SaveFormat::OciDir => save::Format::OciDir,
     };
     let store = ctx.open_store()?;
-    save::save(&store, &a.names, format, &out)
+    save::save(&store, &a.names, format, &out)?;
+    if let (save::Output::File(_), Some(lines)) = (&out, super::dialect::done_lines(&Done::Saved(&a.names))) {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +87,11 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
             vec![load::load_embedded(&mut store, p, a.copy)?]
         }
         LoadType::Auto => {
+            if let Some(p) = &a.input {
+                if load::is_embedded_manifest(p) {
+                    bail!("{} is an iSulad embedded image manifest; load it with --type embedded", p.display());
+                }
+            }
             let input = match &a.input {
                 Some(p) if p.as_os_str() != "-" => Input::Path(p.clone()),
                 _ => {
@@ -92,6 +105,14 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
         }
     };
     let mut out = super::stdout();
+    let ids = loaded.iter().map(|l| l.id.hex().to_string()).collect();
+    if let Some(lines) = super::dialect::done_lines(&Done::Loaded { input: a.input.as_deref(), ids }) {
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
     for l in &loaded {
         if a.quiet {
             writeln!(out, "{}", l.id)?;
@@ -130,7 +151,14 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         &mut store,
         &import::ImportOptions { file, reference: a.reference, changes: a.change, message: a.message },
     )?;
-    writeln!(std::io::stdout().lock(), "{id}")?;
+    match super::dialect::done_lines(&Done::Imported(id.hex().to_string())) {
+        Some(lines) => {
+            for l in lines {
+                writeln!(std::io::stdout().lock(), "{l}")?;
+            }
+        }
+        None => writeln!(std::io::stdout().lock(), "{id}")?,
+    }
     Ok(())
 }
 

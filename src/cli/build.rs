@@ -58,11 +58,11 @@ pub struct BuildArgs {
     /// Image format: oci or docker
     #[arg(long, default_value = "oci")]
     format: String,
+    /// The build context: a directory (the current one by default, as isula-build takes it)
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    context: PathBuf,
     #[command(flatten)]
     registry: RegistryFlags,
-    /// The build context: a directory
-    #[arg(value_name = "CONTEXT")]
-    context: PathBuf,
 }
 
 /// Where a build's image goes.
@@ -248,7 +248,11 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         }
     }
     let mut out = super::stdout();
-    if quiet {
+    if let Some(lines) = super::dialect::done_lines(&super::dialect::Done::Built(id.hex().to_string())) {
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+    } else if quiet {
         writeln!(out, "{}", id.as_str())?;
     } else {
         for n in &names {

@@ -134,6 +134,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                 print_table(&mut out, &lines)?;
             }
         }
+        _ if super::dialect::print_images(&mut out, &rows)? => {}
         _ => {
             let mut table = Vec::new();
             let mut head = vec!["REPOSITORY", "TAG"];

@@ -74,6 +74,9 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
     let mut failed = false;
     for n in &a.names {
         match resolve_image(&store, n).and_then(|img| ops_inspect::inspect(&store, &img)) {
+            Ok(d) if super::dialect::current() == super::dialect::Dialect::Isula => {
+                docs.push(super::dialect::isula_inspect(&d))
+            }
             Ok(d) => docs.push(d),
             Err(e) => {
                 eprintln!("error: {}", super::chain(&e));

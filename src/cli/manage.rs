@@ -43,14 +43,21 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     let mut out = super::stdout();
     for n in &names {
         match remove::rmi_one(&mut store, n, force) {
-            Ok(r) => {
-                for t in &r.untagged {
-                    writeln!(out, "Untagged: {t}")?;
+            Ok(r) => match super::dialect::done_lines(&super::dialect::Done::Removed(n)) {
+                Some(lines) => {
+                    for l in lines {
+                        writeln!(out, "{l}")?;
+                    }
                 }
-                for d in &r.deleted {
-                    writeln!(out, "Deleted: {d}")?;
+                None => {
+                    for t in &r.untagged {
+                        writeln!(out, "Untagged: {t}")?;
+                    }
+                    for d in &r.deleted {
+                        writeln!(out, "Deleted: {d}")?;
+                    }
                 }
-            }
+            },
             Err(e) => {
                 eprintln!("error: {}", super::chain(&e));
                 failed = true;

@@ -65,8 +65,8 @@ pub struct AnnotateArgs {
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// Push the list's images too
-    #[arg(long)]
+    /// Push the list's images too (the default, as podman 4's; --all=false pushes the list alone)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     all: bool,
     /// Print nothing but errors
     #[arg(short, long)]

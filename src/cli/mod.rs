@@ -4,6 +4,7 @@
 
 mod archive;
 mod build;
+pub(crate) mod dialect;
 mod images;
 mod inspect;
 mod manage;
@@ -77,7 +78,7 @@ enum Command {
     Build(build::BuildArgs),
     #[command(name = "__build-run", hide = true)]
     BuildRun(build::BuildRunArgs),
-    /// Rewrite an image's layers in a lazily pullable format (eStargz)
+    /// Rewrite an image's layers in another format (eStargz or zstd:chunked, for lazy pulls)
     Convert(manage::ConvertArgs),
     /// Mount an image's root filesystem (served from the layer blobs; --rw for a writable one)
     Mount(mount::MountArgs),
@@ -108,20 +109,52 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    #[command(name = "__man", hide = true)]
+    Man {
+        /// Where to write the man pages (img.1, img-COMMAND.1, ...)
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// List images (img images)
     #[command(visible_alias = "list")]
     Ls(images::ImagesArgs),
+    /// Show detailed information on images (img inspect)
     Inspect(inspect::InspectArgs),
+    /// Show the history of an image (img history)
     History(inspect::HistoryArgs),
+    /// Give an image more names (img tag)
     Tag(manage::TagArgs),
+    /// Remove images (img rmi)
     Rm(manage::RmiArgs),
+    /// Remove dangling images and unreferenced blobs (img prune)
     Prune(manage::PruneArgs),
+    /// Write images to an archive (img save)
     Save(archive::SaveArgs),
+    /// Load images from an archive (img load)
     Load(archive::LoadArgs),
+    /// Make an image from a root filesystem tarball (img import)
     Import(archive::ImportArgs),
+    /// Write an image's root filesystem as a tarball (img export)
+    Export(archive::ExportArgs),
+    /// Build an image from a Dockerfile (img build)
+    Build(build::BuildArgs),
+    /// Pull an image from a registry (img pull)
+    Pull(registry::PullArgs),
+    /// Push an image to a registry (img push)
+    Push(registry::PushArgs),
+    /// Mount an image's root filesystem (img mount)
+    Mount(mount::MountArgs),
+    /// Unmount image mounts (img umount)
+    #[command(visible_alias = "unmount")]
+    Umount(mount::UmountArgs),
 }
 
 /// Shared context for command handlers.
@@ -146,7 +179,17 @@ pub struct AlreadyReported(pub &'static str);
 
 /// Runs img with `args`; returns the process exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv = match dialect::translate(std::env::args_os().collect()) {
+        dialect::Translation::Args(d, argv) => {
+            dialect::set(d);
+            argv
+        }
+        dialect::Translation::Refused(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(125);
+        }
+    };
+    let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 125 } else { 0 };
@@ -201,21 +244,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Save(a) | Command::Image { command: ImageCommand::Save(a) } => archive::save(&ctx, a),
         Command::Load(a) | Command::Image { command: ImageCommand::Load(a) } => archive::load(&ctx, a),
         Command::Import(a) | Command::Image { command: ImageCommand::Import(a) } => archive::import(&ctx, a),
-        Command::Export(a) => archive::export(&ctx, a),
-        Command::Pull(a) => registry::pull(&ctx, a),
-        Command::Push(a) => registry::push(&ctx, a),
+        Command::Export(a) | Command::Image { command: ImageCommand::Export(a) } => archive::export(&ctx, a),
+        Command::Pull(a) | Command::Image { command: ImageCommand::Pull(a) } => registry::pull(&ctx, a),
+        Command::Push(a) | Command::Image { command: ImageCommand::Push(a) } => registry::push(&ctx, a),
         Command::Login(a) => registry::login(a),
         Command::Logout(a) => registry::logout(a),
         Command::Tags(a) => registry::tags(a),
         Command::Search(a) => registry::search(a),
         Command::Copy(a) => registry::copy(&ctx, a),
-        Command::Mount(a) => mount::mount(&ctx, a),
+        Command::Mount(a) | Command::Image { command: ImageCommand::Mount(a) } => mount::mount(&ctx, a),
         Command::Commit(a) => mount::commit(&ctx, a),
         Command::Convert(a) => manage::convert(&ctx, a),
-        Command::Build(a) => build::build(&ctx, a),
+        Command::Build(a) | Command::Image { command: ImageCommand::Build(a) } => build::build(&ctx, a),
         Command::Manifest { command } => manifest::run(&ctx, command),
         Command::BuildRun(a) => build::build_run(a),
-        Command::Umount(a) => mount::umount(&ctx, a),
+        Command::Umount(a) | Command::Image { command: ImageCommand::Umount(a) } => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
@@ -223,7 +266,40 @@ fn run(cli: Cli) -> Result<()> {
         Command::Version(a) => system::version(a),
         Command::Fsck(a) => system::fsck(&ctx, a),
         Command::System { command } => system::system(&ctx, command),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut cmd = Cli::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "img", &mut buf);
+            let mut out = stdout();
+            out.write_all(&buf)?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Man { dir } => write_man_pages(&dir),
     }
+}
+
+/// Writes a man page for img and for each of its commands (hidden ones left out).
+fn write_man_pages(dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fn write(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> Result<()> {
+        use anyhow::Context;
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.clone().name(name.to_string())).render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+        }
+        Ok(())
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    write(&cmd, "img", dir)
 }
 
 /// Renders a Go template over `data`, or JSON for `--format json`.

@@ -139,6 +139,8 @@ fn start(
         let o = a.registry.options()?;
         if o.insecure {
             cmd.arg("--tls-verify=false");
+        } else if !o.loopback_plain_http {
+            cmd.arg("--tls-verify=true");
         }
         if let Some(f) = &o.authfile {
             cmd.arg("--authfile").arg(f);
@@ -242,8 +244,8 @@ pub struct ServeArgs {
     /// `lower`, and overlayfs with its `upper` mounted at DIR.
     #[arg(long)]
     state: Option<PathBuf>,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: bool,
+    #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
     #[arg(long)]
     authfile: Option<PathBuf>,
     #[arg(long)]
@@ -300,7 +302,8 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
                 creds = Some(crate::registry::authfile::Credentials { username: u.into(), password: p.into() });
             }
             let opts = crate::registry::ClientOptions {
-                insecure: !a.tls_verify,
+                insecure: a.tls_verify == Some(false),
+                loopback_plain_http: a.tls_verify.is_none(),
                 creds,
                 authfile: a.authfile.clone(),
                 cert_dir: a.cert_dir.clone(),

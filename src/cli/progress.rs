@@ -37,7 +37,7 @@ impl Progress for Reporter {
             Reporter::Lines => eprintln!("{msg}"),
             Reporter::Bars { multi, .. } => {
                 // Per-blob lines are shown by the bars.
-                if !msg.starts_with("Copying blob ") {
+                if !msg.starts_with("Copying blob ") && !msg.starts_with("Copying config ") {
                     let _ = multi.println(msg);
                 }
             }

@@ -1,3 +1,4 @@
+use super::dialect::Done;
 use super::Ctx;
 use crate::ops::pull::{self, PullOptions};
 use crate::ops::push::{self, LayerCompression, PushOptions};
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Registry options")]
 pub(crate) struct RegistryFlags {
-    /// Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS for this registry)
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    tls_verify: bool,
+    /// Require HTTPS and verify certificates (false allows plain HTTP and unverified TLS for this registry;
+    /// unless it is given, a registry on localhost or 127.0.0.0/8 may answer in plain HTTP, as docker allows)
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
     /// Credentials for the registry (USER:PASS)
     #[arg(long, value_name = "USER:PASS")]
     creds: Option<String>,
@@ -35,7 +37,8 @@ impl RegistryFlags {
             None => None,
         };
         Ok(ClientOptions {
-            insecure: !self.tls_verify,
+            insecure: self.tls_verify == Some(false),
+            loopback_plain_http: self.tls_verify.is_none(),
             creds,
             authfile: self.authfile.clone(),
             cert_dir: self.cert_dir.clone(),
@@ -63,12 +66,19 @@ pub struct PullArgs {
     /// and a later img pull completes the image
     #[arg(long)]
     lazy: bool,
+    /// Accepted for docker compatibility (img checks digests, not docker content trust)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    disable_content_trust: Option<bool>,
     /// The image (NAME[:TAG] or NAME@DIGEST)
     #[arg(value_name = "IMAGE")]
     reference: String,
 }
 
 pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
+    let _ = a.disable_content_trust;
+    if a.reference.trim().is_empty() {
+        bail!("the image reference is empty; give one, as img pull registry.example.com/team/app:1");
+    }
     let mut store = ctx.open_store()?;
     let opts = PullOptions {
         reference: a.reference.strip_prefix("docker://").unwrap_or(&a.reference).to_string(),
@@ -80,6 +90,12 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);
     let mut out = super::stdout();
+    if let Some(lines) = super::dialect::done_lines(&Done::Pulling(&a.reference)) {
+        for l in lines {
+            writeln!(out, "{l}")?;
+        }
+        out.flush()?;
+    }
     if a.all_tags {
         let ids = pull::pull_all_tags(&mut store, &opts, &progress)?;
         for id in ids {
@@ -87,7 +103,15 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         }
     } else {
         let id = pull::pull(&mut store, &opts, &progress)?;
-        writeln!(out, "{}", id.hex())?;
+        let digest = crate::ops::resolve_image(&store, id.as_str()).ok().map(|i| i.manifest_digest.to_string());
+        match super::dialect::done_lines(&Done::Pulled { reference: &a.reference, digest }) {
+            Some(lines) => {
+                for l in lines {
+                    writeln!(out, "{l}")?;
+                }
+            }
+            None => writeln!(out, "{}", id.hex())?,
+        }
     }
     out.flush()?;
     Ok(())
@@ -112,6 +136,9 @@ pub struct PushArgs {
     /// Print nothing but errors
     #[arg(short, long)]
     quiet: bool,
+    /// Accepted for docker compatibility (img checks digests, not docker content trust)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    disable_content_trust: Option<bool>,
     /// The local image (name or ID)
     #[arg(value_name = "IMAGE")]
     source: String,
@@ -136,6 +163,7 @@ fn parse_size(s: &str) -> Result<u64> {
 }
 
 pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
+    let _ = a.disable_content_trust;
     let store = ctx.open_store()?;
     let opts = PushOptions {
         source: a.source.clone(),
@@ -153,7 +181,11 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
     if let Some(f) = &a.digestfile {
         std::fs::write(f, digest.as_str()).with_context(|| format!("writing the digest to {}", f.display()))?;
     }
-    if !quiet {
+    if let Some(lines) = super::dialect::done_lines(&Done::Pushed(a.dest.as_deref().unwrap_or(&a.source))) {
+        for l in lines {
+            println!("{l}");
+        }
+    } else if !quiet {
         eprintln!(
             "Pushed {} ({digest}): {} blobs uploaded, {} already there, {} mounted",
             pushed.reference, pushed.uploaded, pushed.skipped, pushed.mounted
@@ -208,7 +240,7 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
     use crate::ops::copy::{self, CopyOptions, Transport};
     let side = |verify: bool, creds: &Option<String>, cert_dir: &Option<PathBuf>| -> Result<ClientOptions> {
         RegistryFlags {
-            tls_verify: verify,
+            tls_verify: Some(verify),
             creds: creds.clone(),
             authfile: a.authfile.clone(),
             cert_dir: cert_dir.clone(),
@@ -300,13 +332,30 @@ pub fn login(a: LoginArgs) -> Result<()> {
     // Verify against the registry before saving: /v2/ with the credentials.
     let client = Client::connect(&host, &opts).with_context(|| format!("logging in to {host}"))?;
     let url = client.url("/v2/");
-    let resp = client.request("GET", &url, &[], "", None).with_context(|| format!("logging in to {host}"))?;
+    // A refusal of these credentials says so, not "run img login" (found:
+    // the advice was the command that had just failed).
+    let refused = |status: u16| {
+        anyhow::anyhow!(
+            "logging in to {host}: the registry refused the user name or password of {} ({status}); check them and try again; the credentials were not saved",
+            creds.username
+        )
+    };
+    let resp = match client.request("GET", &url, &[], "", None) {
+        Err(crate::registry::RegistryError::Unauthorized { status, .. }) => return Err(refused(status)),
+        r => r.with_context(|| format!("logging in to {host}"))?,
+    };
+    if resp.status == 401 || resp.status == 403 {
+        return Err(refused(resp.status));
+    }
     if resp.status != 200 {
         return Err(client.status_error(&format!("logging in to {host}"), resp))
             .context("the credentials were not saved");
     }
     authfile::store(&path, &host, &creds)?;
-    eprintln!("Login Succeeded!");
+    match super::dialect::done_lines(&Done::LoggedIn) {
+        Some(lines) => lines.iter().for_each(|l| println!("{l}")),
+        None => eprintln!("Login Succeeded!"),
+    }
     Ok(())
 }
 
@@ -327,14 +376,20 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
     match (a.all, &a.registry_host) {
         (true, _) => {
             authfile::remove(&path, None)?;
-            eprintln!("Removed login credentials for all registries");
+            match super::dialect::done_lines(&Done::LoggedOut { all: true }) {
+                Some(lines) => lines.iter().for_each(|l| println!("{l}")),
+                None => eprintln!("Removed login credentials for all registries"),
+            }
         }
         (false, Some(r)) => {
             let host = host_of(r);
             if !authfile::remove(&path, Some(&host))? {
                 bail!("not logged in to {host}");
             }
-            eprintln!("Removed login credentials for {host}");
+            match super::dialect::done_lines(&Done::LoggedOut { all: false }) {
+                Some(lines) => lines.iter().for_each(|l| println!("{l}")),
+                None => eprintln!("Removed login credentials for {host}"),
+            }
         }
         (false, None) => bail!("give a registry, or -a for all"),
     }

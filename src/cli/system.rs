@@ -27,6 +27,13 @@ fn dir_size(p: &std::path::Path) -> u64 {
 
 pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
     let store = ctx.open_store()?;
+    // The registry configuration (registries.conf, isula-build's
+    // registries.toml, iSulad's daemon.json) and the auth file, as read.
+    let mut config_files = crate::registry::config::files_in_use();
+    let auth = crate::registry::authfile::default_path();
+    if auth.is_file() {
+        config_files.push(auth);
+    }
     let (images, tags, blobs, blob_bytes) = store.index().counts()?;
     let db_bytes: u64 = ["img.db", "img.db-wal"]
         .iter()
@@ -51,7 +58,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
             "Os": std::env::consts::OS,
             "Arch": crate::archive::resolve::host_platform().1,
         },
-        "ConfigFiles": [],
+        "ConfigFiles": config_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     });
     let mut out = super::stdout();
     match a.format.as_deref() {
@@ -74,7 +81,14 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
             writeln!(out, "  blobs: {blobs} ({})", human_size(blob_bytes))?;
             writeln!(out, "  index: {}", human_size(db_bytes))?;
             writeln!(out, "host: {}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1)?;
-            writeln!(out, "config files: none")?;
+            if config_files.is_empty() {
+                writeln!(out, "config files: none")?;
+            } else {
+                writeln!(out, "config files:")?;
+                for f in &config_files {
+                    writeln!(out, "  {}", f.display())?;
+                }
+            }
         }
     }
     out.flush()?;

@@ -20,6 +20,17 @@ pub struct Loaded {
     pub names: Vec<String>,
 }
 
+/// Whether `p` looks like an iSulad embedded image manifest (JSON naming
+/// its media type), so that a load without --type embedded can say so.
+pub fn is_embedded_manifest(p: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let read = std::fs::File::open(p).and_then(|f| f.take(4096).read_to_end(&mut head));
+    read.is_ok()
+        && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && String::from_utf8_lossy(&head).contains("application/embedded.manifest+json")
+}
+
 /// Loads every image in `input`.
 pub fn load(store: &mut Store, input: &Input) -> Result<Vec<Loaded>> {
     let mut staged = Staged::read(store, input)?;

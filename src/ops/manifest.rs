@@ -287,16 +287,18 @@ pub fn push(
         (mt, body)
     };
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
-    progress.line("Writing manifest list to image destination");
-    super::push::put_manifest(&r, &reference, &mt, &body, client).with_context(|| {
+    let d = super::push::put_manifest(&r, &reference, &mt, &body, client).with_context(|| {
         if all {
             format!("pushing {list} to {dest}")
         } else {
             // Members of the store are pushed with their layers gzipped,
             // which gives them other digests than the list names.
-            format!("pushing {list} to {dest} (without --all, the registry must hold every member as listed; push with --all to send the images too)")
+            format!("pushing {list} to {dest} (with --all=false, the registry must hold every member as listed; push without it to send the images too)")
         }
-    })
+    })?;
+    // Said once it is so (found: it was said before a push that then failed).
+    progress.line("Wrote the manifest list to the destination");
+    Ok(d)
 }
 
 #[cfg(test)]

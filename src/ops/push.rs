@@ -81,6 +81,8 @@ const MAX_ATTEMPTS: u32 = 3;
 
 /// One blob to send: where its bytes are and what the manifest calls it.
 struct Item {
+    /// "blob" or "config", as the messages name it.
+    kind: &'static str,
     digest: Digest,
     size: u64,
     path: PathBuf,
@@ -173,7 +175,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 layers.push((l.media_type.clone(), l.digest.clone(), l.size));
                 annotations.push(l.annotations.clone());
                 diff_ids.push(None);
-                items.push(Item { digest: l.digest.clone(), size: l.size, path, mount_from: candidates });
+                items.push(Item { kind: "blob", digest: l.digest.clone(), size: l.size, path, mount_from: candidates });
             }
             Some(LayerCompression::Toc(f)) => {
                 changed = true;
@@ -184,7 +186,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 layers.push((c.media_type.to_string(), digest.clone(), size));
                 annotations.push(c.annotations);
                 diff_ids.push(Some(c.diff_id));
-                items.push(Item { digest, size, path: out, mount_from: vec![] });
+                items.push(Item { kind: "blob", digest, size, path: out, mount_from: vec![] });
             }
             Some(c) => {
                 changed = true;
@@ -200,7 +202,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
                 layers.push((mt.to_string(), digest.clone(), size));
                 annotations.push(Vec::new());
                 diff_ids.push(None);
-                items.push(Item { digest, size, path: out, mount_from: vec![] });
+                items.push(Item { kind: "blob", digest, size, path: out, mount_from: vec![] });
             }
         }
     }
@@ -224,10 +226,11 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         let digest = Digest::of_bytes(&out);
         let path = staging.path().join("config");
         std::fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
-        items.push(Item { digest: digest.clone(), size: out.len() as u64, path, mount_from: vec![] });
+        items.push(Item { kind: "config", digest: digest.clone(), size: out.len() as u64, path, mount_from: vec![] });
         (digest, out.len() as u64)
     } else {
         items.push(Item {
+            kind: "config",
             digest: manifest.config.digest.clone(),
             size: manifest.config.size,
             path: store.blob_path(&manifest.config.digest),
@@ -332,7 +335,7 @@ fn send_all(repo: &Repo, items: &[Item], opts: &PushOptions, progress: &dyn Prog
 fn send_blob(repo: &Repo, item: &Item, chunk: Option<u64>, progress: &dyn Progress) -> Result<Outcome> {
     let d = &item.digest;
     if repo.has_blob(d, &repo.push_scope())? {
-        progress.line(&format!("Copying blob {} skipped: already exists", d.short()));
+        progress.line(&format!("Copying {} {} skipped: already exists", item.kind, d.short()));
         return Ok(Outcome::Skipped);
     }
     let mut attempt = 0;
@@ -369,7 +372,7 @@ fn try_send(
     if let Some(from) = item.mount_from.first() {
         match repo.start_upload(Some((d, from)))? {
             Upload::Mounted => {
-                progress.line(&format!("Copying blob {} mounted from {from}", d.short()));
+                progress.line(&format!("Copying {} {} mounted from {from}", item.kind, d.short()));
                 return Ok(Outcome::Mounted);
             }
             Upload::Location(l) => location = Some(l),
@@ -382,7 +385,7 @@ fn try_send(
             Upload::Mounted => return Ok(Outcome::Mounted),
         },
     };
-    progress.line(&format!("Copying blob {}", d.short()));
+    progress.line(&format!("Copying {} {}", item.kind, d.short()));
     let io = |e: std::io::Error| RegistryError::Refused {
         what: format!("blob {d}"),
         msg: format!("reading {}: {e}", item.path.display()),
@@ -406,7 +409,7 @@ fn try_send(
         _ => repo.put_blob(&location, d, &mut BufReader::with_capacity(256 * 1024, file), item.size)?,
     }
     progress.blob_end(d, true);
-    progress.line(&format!("Copying blob {} done", d.short()));
+    progress.line(&format!("Copying {} {} done", item.kind, d.short()));
     Ok(Outcome::Uploaded)
 }
 

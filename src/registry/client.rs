@@ -72,6 +72,19 @@ pub struct ClientOptions {
     pub authfile: Option<std::path::PathBuf>,
     /// Extra certificate directory (`--cert-dir`).
     pub cert_dir: Option<std::path::PathBuf>,
+    /// A registry on a loopback address may answer in plain HTTP (docker's
+    /// default; off when `--tls-verify` is given).
+    pub loopback_plain_http: bool,
+}
+
+/// Whether `host` (`name[:port]`) is this machine: `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }).unwrap_or(host)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 pub struct Response {
@@ -168,7 +181,8 @@ impl Client {
     /// https does not answer) by pinging `/v2/`.
     pub fn connect(registry: &str, opts: &ClientOptions) -> Result<Client> {
         let host = endpoint_host(registry);
-        let settings = tls::settings_for(registry, opts.insecure, opts.cert_dir.as_deref())
+        let insecure = opts.insecure || (opts.loopback_plain_http && is_loopback_host(registry));
+        let settings = tls::settings_for(registry, insecure, opts.cert_dir.as_deref())
             .map_err(|msg| RegistryError::Tls { registry: registry.to_string(), msg })?;
         let agent = build_agent(&settings);
         let creds = match &opts.creds {
@@ -185,7 +199,7 @@ impl Client {
         };
         match client.ping() {
             Ok(()) => Ok(client),
-            Err(e) if opts.insecure => {
+            Err(e) if insecure => {
                 client.base = format!("http://{host}");
                 client.ping().map_err(|e2| RegistryError::Http {
                     registry: registry.to_string(),
@@ -591,6 +605,25 @@ pub fn urlencode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn loopback_hosts_are_known() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "LOCALHOST:1",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.3.4.5:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["example.com", "localhost.example.com:5000", "10.0.0.1:5000", "128.0.0.1", "[::2]:1", "docker.io"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
     use super::*;
 
     #[test]

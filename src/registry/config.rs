@@ -293,31 +293,50 @@ fn main_conf_path() -> PathBuf {
     PathBuf::from("/etc/containers/registries.conf")
 }
 
-/// Reads the configuration from the files podman and iSulad use.
-pub fn load() -> Result<Config, ConfigError> {
-    let mut c = Config::default();
+/// The files of registries.conf's format that are read, in order: podman's
+/// (with its drop-in directory), then isula-build's registries.toml.
+fn registries_conf_files() -> Vec<PathBuf> {
     let main = main_conf_path();
-    if let Some(text) = read_small(&main)? {
-        parse_registries_conf(&main.display().to_string(), &text, &mut c)?;
-    }
-    let dropins = main.with_extension("conf.d");
-    if let Ok(rd) = std::fs::read_dir(&dropins) {
+    let mut out = vec![main.clone()];
+    if let Ok(rd) = std::fs::read_dir(main.with_extension("conf.d")) {
         let mut files: Vec<PathBuf> =
             rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect();
         files.sort();
-        for f in files {
-            if let Some(text) = read_small(&f)? {
-                parse_registries_conf(&f.display().to_string(), &text, &mut c)?;
-            }
+        out.extend(files);
+    }
+    out.push(
+        std::env::var_os("IMG_ISULA_BUILD_REGISTRIES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/etc/isula-build/registries.toml".into()),
+    );
+    out
+}
+
+fn isulad_daemon_json() -> PathBuf {
+    std::env::var_os("IMG_ISULAD_DAEMON_JSON").map(PathBuf::from).unwrap_or_else(|| "/etc/isulad/daemon.json".into())
+}
+
+/// Reads the configuration from the files podman, isula-build and iSulad use.
+pub fn load() -> Result<Config, ConfigError> {
+    let mut c = Config::default();
+    for f in registries_conf_files() {
+        if let Some(text) = read_small(&f)? {
+            parse_registries_conf(&f.display().to_string(), &text, &mut c)?;
         }
     }
-    let isulad = std::env::var_os("IMG_ISULAD_DAEMON_JSON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/etc/isulad/daemon.json".into());
+    let isulad = isulad_daemon_json();
     if let Some(text) = read_small(&isulad)? {
         parse_isulad_daemon_json(&isulad.display().to_string(), &text, &mut c)?;
     }
     Ok(c)
+}
+
+/// The configuration files that exist and are read (`img info` lists them).
+pub fn files_in_use() -> Vec<PathBuf> {
+    let mut files = registries_conf_files();
+    files.push(isulad_daemon_json());
+    files.retain(|f| f.is_file());
+    files
 }
 
 /// True if `name` (`host[:port]/path`) falls under `prefix`.

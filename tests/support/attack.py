@@ -180,13 +180,16 @@ def flood(a, src, threads, seconds, user):
 def uploads(a, src, repo, n, auth):
     counts = {}
     for _ in range(n):
-        s = connect(a, src)
         head = "POST /v2/%s/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n" % repo
         if auth:
             head += "Authorization: Basic %s\r\n" % base64.b64encode(auth.encode()).decode()
-        s.sendall((head + "\r\n").encode())
-        st = status_of(read_answer(s))
-        s.close()
+        try:
+            s = connect(a, src)
+            s.sendall((head + "\r\n").encode())
+            st = status_of(read_answer(s))
+            s.close()
+        except OSError:
+            st = -1  # reset or refused
         counts[st] = counts.get(st, 0) + 1
     print(json.dumps({str(k): v for k, v in sorted(counts.items())}))
 
