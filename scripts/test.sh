@@ -90,6 +90,7 @@ if [[ $built == 1 ]]; then   # never test a stale binary
   step hostile env IMG="$PWD/target/release/img" tests/hostile.sh
   step build env IMG="$PWD/target/release/img" tests/build.sh
   step serve env IMG="$PWD/target/release/img" tests/serve.sh
+  step seeds env IMG="$PWD/target/release/img" tests/seeds.sh
 else
   not_run interop "no release build"
   not_run registry "no release build"
@@ -97,6 +98,7 @@ else
   not_run hostile "no release build"
   not_run build "no release build"
   not_run serve "no release build"
+  not_run seeds "no release build"
 fi
 
 # Leave the machine as it was: no podman, registry or mount server left running.
@@ -112,7 +114,7 @@ if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry mount hostile build serve; do
+for suite in interop registry mount hostile build serve seeds; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

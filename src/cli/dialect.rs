@@ -302,6 +302,11 @@ fn isula(words: &[String]) -> Result<Vec<Arg>, String> {
 
 // ---- what the dialects print ------------------------------------------------
 
+/// A repository as docker's familiar form writes it (`docker.io/library/x` is `x`).
+pub fn familiar(repo: &str) -> String {
+    repo.strip_prefix("docker.io/library/").or_else(|| repo.strip_prefix("docker.io/")).unwrap_or(repo).to_string()
+}
+
 /// A size as isula prints it: decimal units, three decimals for MB
 /// (`1.376 MB`).
 pub fn isula_size(bytes: u64) -> String {
@@ -419,8 +424,10 @@ pub fn isula_inspect(doc: &Value) -> Value {
 /// Prints the image list as isula or isula-build does; false in img's own
 /// dialect (the caller prints its table).
 pub fn print_images(out: &mut impl std::io::Write, rows: &[crate::ops::images::Row]) -> std::io::Result<bool> {
+    // As isula and isula-build show them: docker.io/library/ left out.
     let name = |r: &crate::ops::images::Row| {
-        (r.repository.clone().unwrap_or_else(|| "<none>".into()), r.tag.clone().unwrap_or_else(|| "<none>".into()))
+        let repo = r.repository.clone().unwrap_or_else(|| "<none>".into());
+        (familiar(&repo), r.tag.clone().unwrap_or_else(|| "<none>".into()))
     };
     match current() {
         Dialect::Img => Ok(false),

@@ -101,6 +101,14 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let report = remove::prune(&mut store, a.all, || eprintln!("waiting for other img processes to finish..."))?;
     let mut out = super::stdout();
+    if super::dialect::current() == super::dialect::Dialect::IsulaBuild {
+        // isula-build ctr-img rm -p: a line per image removed.
+        for d in report.removed.iter().flat_map(|r| &r.deleted) {
+            writeln!(out, "Deleted: {d}")?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;
         for r in &report.removed {

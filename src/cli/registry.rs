@@ -409,13 +409,20 @@ pub struct SearchArgs {
     /// Don't truncate output (accepted for compatibility: nothing is truncated)
     #[arg(long)]
     no_trunc: bool,
+    /// Filter the results, as docker does: is-official=BOOL, is-automated=BOOL, stars=N
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    filter: Vec<String>,
     /// REGISTRY/TERM: repositories of REGISTRY whose name contains TERM
     #[arg(value_name = "TERM")]
     term: String,
 }
 
 pub fn search(a: SearchArgs) -> Result<()> {
-    let results = crate::ops::remote::search(&a.term, a.limit, &a.registry.options()?)?;
+    let filter = crate::ops::remote::SearchFilter::parse(&a.filter)?;
+    let results: Vec<_> = crate::ops::remote::search(&a.term, a.limit, &a.registry.options()?)?
+        .into_iter()
+        .filter(|r| filter.keeps(r))
+        .collect();
     let mut out = super::stdout();
     match a.format.as_deref() {
         Some("json") => {
@@ -423,8 +430,17 @@ pub fn search(a: SearchArgs) -> Result<()> {
             writeln!(out)?;
         }
         None | Some("table") => {
-            let mut rows = vec![vec!["NAME".to_string(), "DESCRIPTION".to_string()]];
-            rows.extend(results.iter().map(|r| vec![r.name.clone(), r.description.clone()]));
+            let mut rows: Vec<Vec<String>> =
+                vec![["NAME", "DESCRIPTION", "STARS", "OFFICIAL", "AUTOMATED"].iter().map(|s| s.to_string()).collect()];
+            rows.extend(results.iter().map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.description.clone(),
+                    r.stars.to_string(),
+                    r.official.clone(),
+                    r.automated.clone(),
+                ]
+            }));
             super::print_table(&mut out, &rows)?;
         }
         Some(f) => {

@@ -207,4 +207,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX served_uploads_digest ON served_uploads(digest);
     "#,
+    // 10: where the members of a manifest list that are not in the store
+    // came from (a JSON object, digest to REGISTRY/REPOSITORY), so that
+    // `img manifest push` can copy them to the destination.
+    r#"
+    ALTER TABLE manifest_lists ADD COLUMN sources TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];

@@ -364,9 +364,30 @@ impl Index {
     pub fn put_manifest_list(&mut self, name: &str, media_type: &str, body: &[u8]) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO manifest_lists(name, media_type, body, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO manifest_lists(name, media_type, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET media_type = excluded.media_type, body = excluded.body,
+                 updated_at = excluded.updated_at",
                 params![name, media_type, body, now()],
             )?;
+            Ok(())
+        })
+    }
+
+    /// Where the members of list `name` that are not in the store came
+    /// from: digest to `REGISTRY/REPOSITORY`.
+    pub fn manifest_list_sources(&self, name: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut st = self.conn.prepare_cached("SELECT sources FROM manifest_lists WHERE name = ?1")?;
+        let text: Option<String> = st.query_row(params![name], |r| r.get(0)).optional()?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+    }
+
+    /// Records where member `digest` of list `name` came from.
+    pub fn add_manifest_list_source(&mut self, name: &str, digest: &str, source: &str) -> Result<()> {
+        let mut all = self.manifest_list_sources(name)?;
+        all.insert(digest.to_string(), source.to_string());
+        let text = serde_json::to_string(&all).unwrap_or_else(|_| "{}".into());
+        self.write(|tx| {
+            tx.execute("UPDATE manifest_lists SET sources = ?2 WHERE name = ?1", params![name, text])?;
             Ok(())
         })
     }

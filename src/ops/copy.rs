@@ -257,6 +257,14 @@ fn connect(reference: &str, base: &ClientOptions) -> Result<(Reference, Client)>
 }
 
 /// Registry to registry, blob by blob, streamed.
+/// Copies `src` to `dst` (registry references), both read and written
+/// with `client`; returns the destination manifest's digest.
+pub fn copy_by_digest(src: &str, dst: &str, client: &ClientOptions, progress: &dyn Progress) -> Result<Digest> {
+    let opts =
+        CopyOptions { src_client: client.clone(), dst_client: client.clone(), platform: None, all: false, jobs: 3 };
+    registry_to_registry(src, dst, &opts, progress)
+}
+
 fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn Progress) -> Result<Digest> {
     let (sr, sclient) = connect(src, &opts.src_client)?;
     let (dr, dclient) = connect(dst, &opts.dst_client)?;

@@ -86,20 +86,35 @@ pub fn create(
         bail!("{list}: an image has that name; give the list another");
     }
     let mut v = json!({"schemaVersion": 2, "manifests": []});
+    let mut sources = Vec::new();
     for i in images {
-        add_to(store, &mut v, i, client)?;
+        sources.extend(add_to(store, &mut v, i, client)?);
     }
-    save(store, &key, v)
+    let body = save(store, &key, v)?;
+    record_sources(store, &key, &sources)?;
+    Ok(body)
+}
+
+/// Records where members from a registry came from (for manifest push).
+fn record_sources(store: &mut Store, key: &str, sources: &[(String, String)]) -> Result<()> {
+    for (digest, repo) in sources {
+        store.index_mut().add_manifest_list_source(key, digest, repo)?;
+    }
+    Ok(())
 }
 
 /// The list entry of `image`: an image of the store, or else one in a
 /// registry (its manifest and config read from there).
-fn entry_of(store: &Store, image: &str, client: &ClientOptions) -> Result<Value> {
+/// With the entry, the `REGISTRY/REPOSITORY` an image from a registry came from.
+fn entry_of(store: &Store, image: &str, client: &ClientOptions) -> Result<(Value, Option<String>)> {
     match image_of(store, image) {
-        Ok(img) => entry(store, &img),
+        Ok(img) => Ok((entry(store, &img)?, None)),
         Err(e) if e.downcast_ref::<super::NotFound>().is_some() && !super::is_short_name(image) => {
-            remote_entry(image, client)
-                .with_context(|| format!("{image} is not in the store, and reading it from its registry failed"))
+            let v = remote_entry(image, client)
+                .with_context(|| format!("{image} is not in the store, and reading it from its registry failed"))?;
+            let r =
+                crate::reference::Reference::parse_with_default_tag(image.strip_prefix("docker://").unwrap_or(image))?;
+            Ok((v, Some(format!("{}/{}", r.domain(), r.path()))))
         }
         Err(e) => Err(e),
     }
@@ -133,19 +148,23 @@ fn remote_entry(image: &str, client: &ClientOptions) -> Result<Value> {
     }))
 }
 
-fn add_to(store: &Store, v: &mut Value, image: &str, client: &ClientOptions) -> Result<()> {
-    let e = entry_of(store, image, client)?;
+/// Adds `image`'s entry; returns (digest, source) for an image from a registry.
+fn add_to(store: &Store, v: &mut Value, image: &str, client: &ClientOptions) -> Result<Option<(String, String)>> {
+    let (e, source) = entry_of(store, image, client)?;
+    let digest = e["digest"].as_str().unwrap_or_default().to_string();
     let ms = v["manifests"].as_array_mut().context("the list has no manifests array")?;
     ms.retain(|m| m["digest"] != e["digest"]);
     ms.push(e);
-    Ok(())
+    Ok(source.map(|s| (digest, s)))
 }
 
 /// `img manifest add LIST IMAGE`.
 pub fn add(store: &mut Store, list: &str, image: &str, client: &ClientOptions) -> Result<Vec<u8>> {
     let (key, mut v) = load(store, list)?;
-    add_to(store, &mut v, image, client)?;
-    save(store, &key, v)
+    let source = add_to(store, &mut v, image, client)?;
+    let body = save(store, &key, v)?;
+    record_sources(store, &key, &source.into_iter().collect::<Vec<_>>())?;
+    Ok(body)
 }
 
 /// Platform fields `img manifest annotate` sets.
@@ -173,10 +192,11 @@ fn find(store: &Store, v: &Value, list: &str, image: &str) -> Result<usize> {
 /// An image not in the list yet is added first, as isula-build does.
 pub fn annotate(store: &mut Store, list: &str, image: &str, a: &Annotation, client: &ClientOptions) -> Result<Vec<u8>> {
     let (key, mut v) = load(store, list)?;
+    let mut sources = Vec::new();
     let i = match find(store, &v, list, image) {
         Ok(i) => i,
         Err(_) => {
-            add_to(store, &mut v, image, client)?;
+            sources.extend(add_to(store, &mut v, image, client)?);
             v["manifests"].as_array().map(|m| m.len() - 1).unwrap_or(0)
         }
     };
@@ -196,7 +216,9 @@ pub fn annotate(store: &mut Store, list: &str, image: &str, a: &Annotation, clie
     if !a.os_features.is_empty() {
         p["os.features"] = json!(a.os_features);
     }
-    save(store, &key, v)
+    let body = save(store, &key, v)?;
+    record_sources(store, &key, &sources)?;
+    Ok(body)
 }
 
 /// `img manifest rm LIST [IMAGE]`: an entry, or the whole list.
@@ -249,11 +271,26 @@ pub fn push(
     let mut v = v;
     if all {
         let images = store.index().images()?;
+        let sources = store.index().manifest_list_sources(&key)?;
         for (i, m) in members.iter().enumerate() {
             let d = m["digest"].as_str().unwrap_or_default();
             let Some(img) = images.iter().find(|i| i.manifest_digest.as_str() == d) else {
-                // Added from a registry: the destination must hold it already.
-                progress.line(&format!("{d} is not in the store: not pushed (the registry must have it)"));
+                // Added from a registry: copied from there to the
+                // destination's repository, by digest (as podman does).
+                match sources.get(d) {
+                    Some(src) if *src != repo_name => {
+                        progress.line(&format!("Copying {d} from {src}"));
+                        super::copy::copy_by_digest(
+                            &format!("{src}@{d}"),
+                            &format!("{repo_name}@{d}"),
+                            client,
+                            progress,
+                        )
+                        .with_context(|| format!("copying {list}'s member {d} from {src} to {repo_name}"))?;
+                    }
+                    Some(_) => {}
+                    None => progress.line(&format!("{d} is not in the store: not pushed (the registry must have it)")),
+                }
                 continue;
             };
             progress.line(&format!("Pushing {d}"));

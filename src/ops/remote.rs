@@ -5,7 +5,7 @@ use super::pull::{fetch_manifest, parse_platform};
 use crate::image;
 use crate::reference::Reference;
 use crate::registry::{self, Client, ClientOptions, Repo};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 /// One search hit, in the shape podman's `search --format` knows.
@@ -19,6 +19,46 @@ pub struct SearchResult {
     pub official: String,
     pub automated: String,
     pub tag: String,
+}
+
+/// docker search's filters: `is-official=BOOL`, `is-automated=BOOL`, `stars=N`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SearchFilter {
+    official: Option<bool>,
+    automated: Option<bool>,
+    stars: u64,
+}
+
+impl SearchFilter {
+    pub fn parse(filters: &[String]) -> Result<SearchFilter> {
+        let mut f = SearchFilter::default();
+        for kv in filters {
+            let (k, v) = kv.split_once('=').with_context(|| format!("--filter {kv:?}: write KEY=VALUE"))?;
+            let boolean = || match v {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => bail!("--filter {kv:?}: {k} is true or false"),
+            };
+            match k {
+                "is-official" => f.official = Some(boolean()?),
+                "is-automated" => f.automated = Some(boolean()?),
+                "stars" => {
+                    f.stars = v.parse().with_context(|| format!("--filter {kv:?}: stars is a number"))?;
+                }
+                _ => bail!("--filter {kv:?}: unknown filter {k}; use is-official, is-automated or stars"),
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether `r` passes (a registry's catalog gives no stars, and nothing
+    /// in it is official or automated, so those filters leave nothing).
+    pub fn keeps(&self, r: &SearchResult) -> bool {
+        let yes = |s: &str| !s.is_empty();
+        self.official.is_none_or(|o| o == yes(&r.official))
+            && self.automated.is_none_or(|a| a == yes(&r.automated))
+            && r.stars >= self.stars
+    }
 }
 
 /// Splits `REGISTRY/TERM` (the first part is a registry when it has a dot,
@@ -122,4 +162,35 @@ pub fn inspect(
         "LayersData": layers_data,
         "Env": cfg.get("Env").cloned().unwrap_or(Value::Null),
     })))
+}
+
+#[cfg(test)]
+mod search_filter_tests {
+    use super::*;
+
+    fn r(stars: u64, official: &str) -> SearchResult {
+        SearchResult {
+            index: "x".into(),
+            name: "x/app".into(),
+            description: String::new(),
+            stars,
+            official: official.into(),
+            automated: String::new(),
+            tag: String::new(),
+        }
+    }
+
+    #[test]
+    fn search_filters_are_docker_s() {
+        let f = |v: &[&str]| SearchFilter::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(f(&["is-official=true"]).unwrap().keeps(&r(0, "[OK]")));
+        assert!(!f(&["is-official=true"]).unwrap().keeps(&r(0, "")));
+        assert!(f(&["is-official=false"]).unwrap().keeps(&r(0, "")));
+        assert!(!f(&["stars=10"]).unwrap().keeps(&r(3, "")));
+        assert!(f(&["stars=10"]).unwrap().keeps(&r(10, "")));
+        assert!(f(&[]).unwrap().keeps(&r(0, "")));
+        assert!(f(&["stars=x"]).is_err());
+        assert!(f(&["color=red"]).unwrap_err().to_string().contains("unknown filter"));
+        assert!(f(&["is-official=yes"]).is_err());
+    }
 }
