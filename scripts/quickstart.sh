@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start on a fresh Debian machine: build img, install it, make a small
 # image from busybox-static and try the main commands on it.
-# The demo uses a throwaway store (IMG_ROOT) and leaves your own store alone.
+# The demo uses a throwaway store (IMG_ROOT); at the end it loads the sample
+# images (sample:1, sample:2, sample:3) into your own store to try the rest on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,12 @@ fi
 run cargo build --release
 if [[ $(id -u) == 0 ]]; then BIN_DIR=/usr/local/bin; else BIN_DIR=$HOME/.local/bin; fi
 run install -D -m 0755 target/release/img "$BIN_DIR/img"
+# Man pages and bash completion, where the system looks for them.
+scripts/make-man.sh target/release/img target/man >/dev/null
+if [[ $(id -u) == 0 ]]; then MAN_DIR=/usr/local/share/man/man1 COMP_DIR=/usr/share/bash-completion/completions
+else MAN_DIR=$HOME/.local/share/man/man1 COMP_DIR=$HOME/.local/share/bash-completion/completions; fi
+mkdir -p "$MAN_DIR" "$COMP_DIR" && cp target/man/man1/*.1 "$MAN_DIR/" && cp target/man/completions/img.bash "$COMP_DIR/img"
+say "Man pages in $MAN_DIR (man img-pull), bash completion in $COMP_DIR/img"
 case ":$PATH:" in *":$BIN_DIR:"*) ;; *) say "Add $BIN_DIR to your PATH to call img by name."
   export PATH=$BIN_DIR:$PATH ;; esac
 run img version
@@ -168,4 +175,9 @@ run img logout "127.0.0.1:$SPORT"
 run img --root "$DEMO/served" images
 kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
 
-say "Done. Try 'img --help'; 'img save NAME | podman load' hands an image to podman."
+# 10. Leave the sample images in your own store, to try the rest on.
+OWN=$(env -u IMG_ROOT img info -f '{{.Store.Root}}')
+say "The sample images stay in your own store ($OWN) to try the README's commands on:"
+img save sample:1 sample:2 sample:3 | env -u IMG_ROOT img load
+run env -u IMG_ROOT img images 'sample*'
+say "Done. Try 'img --help', 'img inspect sample:3'; 'img save sample:3 | podman load' hands an image to podman."

@@ -7,19 +7,31 @@
 # the build suite against buildah and the img serve suite with img, skopeo
 # and podman as clients.
 #
-# Usage: scripts/test.sh [--long]
-#   --long   also the long tests (exported as IMG_TEST_LONG=1)
+# Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
+#   --long         also the long tests (exported as IMG_TEST_LONG=1)
+#   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
+#                  hostile, build, serve or seeds
+#   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-for arg in "$@"; do
-  case $arg in
+SUITE="" ONLY=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
     --long) export IMG_TEST_LONG=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "test.sh: unknown option $arg" >&2; exit 2 ;;
+    --suite) SUITE=${2:?--suite needs a name}; shift ;;
+    --only) ONLY+=("${2:?--only needs a check name}"); shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
   esac
+  shift
 done
+SUITES=(interop registry mount hostile build serve seeds)
+case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
+[[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
+# wanted NAME: whether the run includes suite NAME
+wanted() { [[ -z $SUITE || $SUITE == "$1" ]]; }
 
 START=$SECONDS
 LOGS=$(mktemp -d /tmp/img-test.XXXXXX)
@@ -76,30 +88,21 @@ not_run() { results+=("$1: FAILED (not run: $2)"); failures=$((failures + 1)); }
 step packages install_packages
 built=0
 if command -v cargo >/dev/null; then
-  step cargo-test cargo test --release --workspace
-  step cargo-build cargo build --release && built=1
+  if wanted cargo; then step cargo-test cargo test --release --workspace -- "${ONLY[@]}"; fi
+  if [[ $SUITE != cargo ]]; then step cargo-build cargo build --release && built=1; fi
 else
   echo "cargo is not on PATH and not in ~/.cargo/bin (install it with rustup)"
   not_run cargo "cargo not found"
 fi
-step testdata scripts/make-testdata.sh
-if [[ $built == 1 ]]; then   # never test a stale binary
-  step interop env IMG="$PWD/target/release/img" tests/interop.sh
-  step registry env IMG="$PWD/target/release/img" tests/registry.sh
-  step mount env IMG="$PWD/target/release/img" tests/mount.sh
-  step hostile env IMG="$PWD/target/release/img" tests/hostile.sh
-  step build env IMG="$PWD/target/release/img" tests/build.sh
-  step serve env IMG="$PWD/target/release/img" tests/serve.sh
-  step seeds env IMG="$PWD/target/release/img" tests/seeds.sh
-else
-  not_run interop "no release build"
-  not_run registry "no release build"
-  not_run mount "no release build"
-  not_run hostile "no release build"
-  not_run build "no release build"
-  not_run serve "no release build"
-  not_run seeds "no release build"
-fi
+[[ $SUITE == cargo ]] || step testdata scripts/make-testdata.sh
+for suite in "${SUITES[@]}"; do
+  wanted "$suite" || continue
+  if [[ $built == 1 ]]; then   # never test a stale binary
+    step "$suite" env IMG="$PWD/target/release/img" "tests/$suite.sh" "${ONLY[@]}"
+  else
+    not_run "$suite" "no release build"
+  fi
+done
 
 # Leave the machine as it was: no podman, registry or mount server left running.
 # (pgrep matches names of at most 15 characters: one short pattern each)
@@ -114,7 +117,7 @@ if [[ -f $LOGS/cargo-test.log ]]; then
   while read -r p f; do passed=$((passed + p)); failed=$((failed + f)); done < <(
     sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$LOGS/cargo-test.log")
 fi
-for suite in interop registry mount hostile build serve seeds; do
+for suite in "${SUITES[@]}"; do
   if [[ -f $LOGS/$suite.log ]]; then
     read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$LOGS/$suite.log" | tail -1) &&
       { passed=$((passed + p)); failed=$((failed + f)); }

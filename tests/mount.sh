@@ -364,6 +364,20 @@ assert isinstance(r["Created"], (int, float)) and abs(r["Created"] - time.time()
   [[ $(servers) == "$pid" ]] || fail "Pid $pid is not the one process serving the store ($(servers | xargs))"
 }
 
+# img mounts showed the image's first tag whatever name was mounted: it
+# shows the name given to img mount (the first tag for an ID).
+check_mounts_shows_the_name_mounted() {
+  load_image
+  img tag localhost/mountfs:1 localhost/zz-second:2
+  local m; m=$(img mount localhost/zz-second:2 "$T/m") || fail "img mount failed"
+  [[ $(field "$m" Image) == localhost/zz-second:2 ]] || fail "img mounts shows $(field "$m" Image)"
+  img mounts | has "localhost/zz-second:2" || fail "the table: $(img mounts)"
+  img umount "$m" >/dev/null
+  m=$(img mount "${ID:0:12}" "$T/m") || fail "img mount by ID failed"
+  [[ $(field "$m" Image) == localhost/mountfs:1 ]] || fail "by ID, img mounts shows $(field "$m" Image)"
+  img umount "$m" >/dev/null
+}
+
 # img umount DIR removes it: not a mountpoint, no row, no server; the
 # directory it was given stays, empty.
 check_umount_by_dir() {

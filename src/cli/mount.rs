@@ -130,6 +130,10 @@ fn start(
     if !committed.is_empty() {
         cmd.arg("--committed").arg(&committed);
     }
+    let name = mounted_name(&a.image, img);
+    if !name.is_empty() {
+        cmd.arg("--name").arg(&name);
+    }
     // A partial image's server reads from the registry: it gets the same
     // registry options (credentials through its stdin, never arguments),
     // and gives up on a registry that stops answering in bounded time.
@@ -228,6 +232,7 @@ fn mount_embedded(
         created_at: now(),
         state_dir: String::new(),
         committed: String::new(),
+        name: mounted_name(&a.image, img),
     })?;
     let mut out = super::stdout();
     writeln!(out, "{}", dir.display())?;
@@ -256,6 +261,20 @@ pub struct ServeArgs {
     /// The fingerprint of the changes last committed (a writable mount taken up again)
     #[arg(long, default_value = "")]
     committed: String,
+    /// The name the mount was asked for
+    #[arg(long, default_value = "")]
+    name: String,
+}
+
+/// The name `img mounts` shows for a mount asked for as `asked`: the name
+/// as given (an ID or ID prefix gives none: the image's first tag is shown).
+fn mounted_name(asked: &str, img: &crate::index::ImageRecord) -> String {
+    let asked = asked.strip_prefix("docker://").unwrap_or(asked);
+    let hex = asked.strip_prefix("sha256:").unwrap_or(asked);
+    if hex.len() >= 4 && img.id.hex().starts_with(hex) {
+        return String::new();
+    }
+    asked.to_string()
 }
 
 /// Records the mount this process serves, before it says "ready": a mount
@@ -277,6 +296,7 @@ fn record_mount(
             created_at: now(),
             state_dir: state.as_ref().map(|s| s.0.to_string_lossy().into_owned()).unwrap_or_default(),
             committed: a.committed.clone(),
+            name: a.name.clone(),
         })
         .map_err(std::io::Error::other)
 }
@@ -601,7 +621,13 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
         live.push(s);
     }
     let mut out = super::stdout();
-    let names = |id: &crate::digest::Digest| -> String {
+    // The name the mount was asked for (found: the image's first tag was
+    // shown, whatever name was mounted), else the first tag, else the ID.
+    let names = |s: &mount::MountState| -> String {
+        if !s.record.name.is_empty() {
+            return s.record.name.clone();
+        }
+        let id = &s.record.image_id;
         store
             .index()
             .image(id)
@@ -617,7 +643,7 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
                 .map(|s| {
                     serde_json::json!({
                         "Mountpoint": s.record.mountpoint,
-                        "Image": names(&s.record.image_id),
+                        "Image": names(s),
                         "ImageId": s.record.image_id.hex(),
                         "Pid": s.record.pid,
                         "ReadOnly": !s.record.writable,
@@ -639,7 +665,7 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
             for s in &live {
                 rows.push(vec![
                     s.record.mountpoint.clone(),
-                    names(&s.record.image_id),
+                    names(s),
                     s.record.pid.to_string(),
                     match (s.record.writable, s.serving) {
                         (false, _) => "ro".into(),

@@ -213,4 +213,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE manifest_lists ADD COLUMN sources TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 11: the name a mount was asked for (`img mounts` shows it).
+    r#"
+    ALTER TABLE mounts ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    "#,
 ];

@@ -129,6 +129,8 @@ pub struct MountRecord {
     pub state_dir: String,
     /// The fingerprint of the upper directory when it was last committed.
     pub committed: String,
+    /// The name the mount was asked for (empty: an ID, or not known).
+    pub name: String,
 }
 
 /// A layer kept outside the store (iSulad embedded images).
@@ -591,8 +593,8 @@ impl Index {
     pub fn add_mount(&mut self, m: &MountRecord) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at, state_dir, committed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at, m.state_dir, m.committed],
+                "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at, state_dir, committed, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at, m.state_dir, m.committed, m.name],
             )?;
             Ok(())
         })
@@ -619,7 +621,7 @@ impl Index {
 
     pub fn mounts(&self) -> Result<Vec<MountRecord>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT mountpoint, image_id, pid, writable, created_at, state_dir, committed FROM mounts ORDER BY created_at, mountpoint",
+            "SELECT mountpoint, image_id, pid, writable, created_at, state_dir, committed, name FROM mounts ORDER BY created_at, mountpoint",
         )?;
         let rows = st.query_map([], |r| {
             Ok((
@@ -630,11 +632,12 @@ impl Index {
                 r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (mountpoint, id, pid, writable, created_at, state_dir, committed) = row?;
+            let (mountpoint, id, pid, writable, created_at, state_dir, committed, name) = row?;
             out.push(MountRecord {
                 mountpoint,
                 image_id: digest_col(id)?,
@@ -643,6 +646,7 @@ impl Index {
                 created_at,
                 state_dir,
                 committed,
+                name,
             });
         }
         Ok(out)
