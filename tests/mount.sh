@@ -93,6 +93,9 @@ load_image() {
   local id
   id=$(img load -q -i "${1:-$GEN/full}") || fail "img load failed"
   img tag "$id" localhost/mountfs:1 || fail "img tag failed"
+  # The layouts' bare ref.name "1" names the image localhost/1:latest (as
+  # podman names it): the checks want localhost/mountfs:1 alone.
+  img rmi localhost/1:latest >/dev/null 2>&1 || true
 }
 
 # The digest (hex) of layer N (from 1) of the full image.
@@ -374,7 +377,7 @@ check_mounts_shows_the_name_mounted() {
   img mounts | has "localhost/zz-second:2" || fail "the table: $(img mounts)"
   img umount "$m" >/dev/null
   m=$(img mount "${ID:0:12}" "$T/m") || fail "img mount by ID failed"
-  [[ $(field "$m" Image) == localhost/mountfs:1 ]] || fail "by ID, img mounts shows $(field "$m" Image)"
+  [[ $(field "$m" Image) == localhost/mountfs:1 ]] || fail "by ID, img mounts shows $(field "$m" Image), not the first tag"
   img umount "$m" >/dev/null
 }
 
