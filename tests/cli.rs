@@ -109,6 +109,25 @@ fn load_oci_archive() {
     s.assert_fsck_clean();
 }
 
+// Guards: an archive that is both an OCI layout and a docker-archive (as
+// `ctr images export` and docker save from 25 on write) loads through its
+// index.json, keeping the manifest digest; its manifest.json would make a
+// new manifest with another digest.
+#[test]
+fn load_oci_archive_with_manifest_json_keeps_the_manifest_digest() {
+    let s = Store::new();
+    let img = two_layer_image(&["app:1"]);
+    let mut a = Archive::oci(&[&img]);
+    let layers: Vec<String> = img.layers.iter().map(|l| blob_name(&l.digest())).collect();
+    let manifest = json!([{"Config": blob_name(&img.id), "RepoTags": ["app:1"], "Layers": layers}]);
+    a.set("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    let out = s.load("ctr-export.tar", &a.tar());
+    assert_eq!(out, "Loaded image: docker.io/library/app:1\n");
+    assert_stored(&s, &img);
+    assert_eq!(s.inspect("app:1")["Digest"], json!(img.manifest_digest.to_string()));
+    s.assert_fsck_clean();
+}
+
 // Guards: an OCI layout directory loads like an OCI archive.
 #[test]
 fn load_oci_layout_directory() {

@@ -42,7 +42,14 @@ struct DockerManifestEntry {
 
 /// Finds and verifies every image in the archive.
 pub fn resolve(store: &Store, staged: &mut Staged) -> Result<Vec<Prepared>> {
-    if let Some(m) = staged.meta("manifest.json").map(|m| m.to_vec()) {
+    // An archive that is both an OCI layout and a docker-archive (ctr images
+    // export, docker save from 25 on) is read as OCI: its index names the
+    // images' own manifests, so their digests are kept, where manifest.json
+    // would make new manifests with other digests.
+    let both = staged.meta("oci-layout").is_some() && staged.meta("manifest.json").is_some();
+    if let Some(ix) = staged.meta("index.json").filter(|_| both).map(|m| m.to_vec()) {
+        resolve_oci(store, staged, &ix)
+    } else if let Some(m) = staged.meta("manifest.json").map(|m| m.to_vec()) {
         resolve_docker(store, staged, &m)
     } else if let Some(ix) = staged.meta("index.json").map(|m| m.to_vec()) {
         resolve_oci(store, staged, &ix)
