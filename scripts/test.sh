@@ -4,13 +4,15 @@
 # the test images, the interop suite against podman, skopeo and umoci, the
 # registry suite against a real docker-registry, and the mount suite on the
 # kernel's FUSE (it adds and removes a user, imgtest, for a rootless mount),
-# the build suite against buildah and the img serve suite with img, skopeo
-# and podman as clients.
+# the build suite against buildah, the img serve suite with img, skopeo and
+# podman as clients, the seeds suite (the examples of isula-build's, isula's
+# and docker's documents, typed as written) and the clients suite with
+# docker 20.10 and containerd's ctr on daemons of its own.
 #
 # Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
 #   --long         also the long tests (exported as IMG_TEST_LONG=1)
 #   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
-#                  hostile, build, serve or seeds
+#                  hostile, build, serve, seeds or clients
 #   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
@@ -27,7 +29,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-SUITES=(interop registry mount hostile build serve seeds)
+SUITES=(interop registry mount hostile build serve seeds clients)
 case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
 [[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
 # wanted NAME: whether the run includes suite NAME
@@ -53,7 +55,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 install_packages() {
   local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
-              chromium-headless-shell) missing=()
+              chromium-headless-shell uidmap runc docker.io containerd) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done
@@ -71,7 +73,7 @@ install_packages() {
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq &&
-    apt-get install -y -qq "${missing[@]}" </dev/null >"$LOGS/apt.log" 2>&1
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >"$LOGS/apt.log" 2>&1
   local rc=$?
   [[ $rc == 0 ]] || tail -n 30 "$LOGS/apt.log"
   [[ -z $policy ]] || rm -f "$policy"
@@ -106,7 +108,7 @@ done
 
 # Leave the machine as it was: no podman, registry or mount server left running.
 # (pgrep matches names of at most 15 characters: one short pattern each)
-left=$(pgrep -a 'podman|conmon'; pgrep -a 'registry')
+left=$(pgrep -a 'podman|conmon'; pgrep -a 'registry'; pgrep -a 'dockerd|containerd')
 [[ -z $left ]] || printf '%s\nwarning: processes above still running\n' "$left"
 pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
 pgrep -af -- 'img serve' && echo "warning: img serve processes above still running"

@@ -17,6 +17,8 @@ IMG=$(realpath "${IMG:-target/release/img}")
 GEN=$PWD/testdata/gen
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-serve.XXXXXX")
 RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a short runroot
+# img login and podman login write here, never to the user's own auth file.
+export REGISTRY_AUTH_FILE=$WORK/auth.json
 PIDS=() MOUNTS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
