@@ -36,6 +36,11 @@ case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unkno
 wanted() { [[ -z $SUITE || $SUITE == "$1" ]]; }
 
 START=$SECONDS
+# What the temporary directories hold before: every test cleans up what it
+# made, and the run checks that it did.
+temp_entries() { ls -d "${TMPDIR:-/tmp}"/img-* /var/tmp/img-* 2>/dev/null | grep -v "^$LOGS\$" | sort; }
+LOGS=""
+BEFORE=$(temp_entries)
 LOGS=$(mktemp -d /tmp/img-test.XXXXXX)
 trap 'rm -rf "$LOGS"' EXIT
 results=() failures=0
@@ -112,6 +117,17 @@ left=$(pgrep -a 'podman|conmon'; pgrep -a 'registry'; pgrep -a 'dockerd|containe
 [[ -z $left ]] || printf '%s\nwarning: processes above still running\n' "$left"
 pgrep -af -- '__serve-mount' && echo "warning: img mount servers above still running"
 pgrep -af -- 'img serve' && echo "warning: img serve processes above still running"
+
+# Nothing the tests made is left in the temporary directories.
+leftovers() {
+  local after new
+  after=$(temp_entries)
+  new=$(comm -13 <(printf '%s\n' "$BEFORE") <(printf '%s\n' "$after") | grep . || true)
+  [[ -z $new ]] && { echo "the tests left nothing in the temporary directories"; return 0; }
+  printf 'left by the tests:\n%s\n' "$new"
+  return 1
+}
+step leftovers leftovers
 
 # Totals over the cargo test runs and the interop, registry, mount and hostile suites.
 passed=0 failed=0

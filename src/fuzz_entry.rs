@@ -18,6 +18,8 @@ pub const TARGETS: &[&str] = &[
     "http_head",
     "route",
     "layer_tar",
+    "estargz_toc",
+    "zstd_chunked_toc",
 ];
 
 /// Feeds `data` to the parser named `target`. Unknown names panic (a
@@ -76,6 +78,25 @@ pub fn run(target: &str, data: &[u8]) {
         }
         "layer_tar" => {
             let _ = crate::mount::scan::scan(data, 0, "input");
+        }
+        "estargz_toc" => {
+            // A registry's bytes: the footer, the TOC's JSON, and the tree
+            // a lazy mount builds from its entries (names, links, chunks).
+            let _ = crate::layerindex::estargz::parse_footer(data);
+            let _ = crate::layerindex::estargz::parse_toc(data, None);
+            if let Ok(entries) = crate::layerindex::estargz::toc_entries(data) {
+                let _ = crate::mount::lazy::toc_layer(&entries, 0, data.len() as u64, "input");
+            }
+        }
+        "zstd_chunked_toc" => {
+            let _ = crate::layerindex::zstd_chunked::parse_footer(data);
+            let _ = crate::layerindex::zstd_chunked::parse_position(&text);
+            let pos = crate::layerindex::zstd_chunked::Position {
+                offset: 0,
+                len: data.len() as u64,
+                ulen: (data.len() as u64).saturating_mul(4),
+            };
+            let _ = crate::layerindex::zstd_chunked::read_toc(data, pos, &crate::digest::Digest::of_bytes(data));
         }
         other => panic!("no fuzz target {other:?}"),
     }

@@ -21,6 +21,8 @@ pub mod registry;
 pub mod serve;
 pub mod store;
 pub mod template;
+#[cfg(test)]
+pub(crate) mod testdir;
 pub mod timefmt;
 pub mod user;
 

@@ -1020,11 +1020,8 @@ fn with_busy_retry<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("img-index-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn temp_dir(name: &str) -> crate::testdir::TestDir {
+        crate::testdir::TestDir::new(&format!("index-{name}"))
     }
 
     fn d(n: u8) -> Digest {

@@ -1288,7 +1288,8 @@ mod tests {
     fn streams_from_gnu_gzip() {
         // Classic zlib cuts blocks differently from zlib-rs, and gzip stores
         // the file name (FNAME) when it compresses a file.
-        let dir = std::env::temp_dir().join(format!("img-layerindex-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("layerindex");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let mut data = text(1_500_000, 110);
         data.extend_from_slice(&random(300_000, 111));

@@ -74,7 +74,8 @@ mod tests {
     #[test]
     fn layer_0_is_the_root_and_the_others_go_at_their_paths() {
         let k = RecordingKernel::default();
-        let dir = std::env::temp_dir().join(format!("img-embedded-test-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("embedded-test");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(dir.join("opt/app")).unwrap();
         let layers = [
             layer(crate::archive::embedded::LAYER_DIR, "/", ""),
@@ -93,7 +94,8 @@ mod tests {
     #[test]
     fn a_failed_layer_takes_the_root_down_again() {
         let k = RecordingKernel::default();
-        let dir = std::env::temp_dir().join(format!("img-embedded-fail-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("embedded-fail");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let layers = [
             layer(crate::archive::embedded::LAYER_SQUASHFS, "/dev/vdb", ""),

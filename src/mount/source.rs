@@ -431,7 +431,8 @@ mod tests {
 
     #[test]
     fn damaged_chunks_are_errors_and_good_ones_read() {
-        let dir = std::env::temp_dir().join(format!("img-vb-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("vb");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("blob");
         let data: Vec<u8> = (0..(CHUNK * 2 + 100)).map(|i| (i % 251) as u8).collect();
@@ -459,7 +460,8 @@ mod tests {
     /// order, starting far reads at their frame.
     #[test]
     fn multi_frame_zstd_reads_from_the_frame_of_the_offset() {
-        let dir = std::env::temp_dir().join(format!("img-zf-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("zf");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("blob");
         let parts: Vec<Vec<u8>> =
@@ -499,7 +501,8 @@ mod tests {
     /// right bytes, and never more than the cache's blocks in memory.
     #[test]
     fn unindexed_layers_read_through_a_bounded_block_cache() {
-        let dir = std::env::temp_dir().join(format!("img-blk-{}", std::process::id()));
+        let dir_dir = crate::testdir::TestDir::new("blk");
+        let dir = dir_dir.to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("blob");
         let whole: Vec<u8> = (0..(40u32 << 20) + 1234).map(|i| ((i / 3) % 251) as u8).collect();

@@ -416,15 +416,9 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
-    fn tempdir() -> std::path::PathBuf {
+    fn tempdir() -> crate::testdir::TestDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "img-upper-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        crate::testdir::TestDir::new(&format!("upper-{}", N.fetch_add(1, Ordering::SeqCst)))
     }
 }
