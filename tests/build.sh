@@ -84,6 +84,8 @@ images() { img images -a --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' 
 
 # trees [OPTIONS] A B: alike, as tests/support/build_tree.py cmp says
 trees() { tree cmp "$@" >/dev/null 2>"$T/cmp" || fail "file trees differ: $(head -c 3000 "$T/cmp")"; }
+# raw_env ARCHIVE: the config's Env as it is (order kept), as JSON
+raw_env() { tree env "$1"; }
 # configs [--fields=...] A B: the image configs' compared fields are alike
 configs() { tree cmp-config "$@" >/dev/null 2>"$T/cmpc" || fail "configs differ: $(head -c 3000 "$T/cmpc")"; }
 
@@ -298,6 +300,49 @@ EOF
     [[ $(content "$a" $f) == "$(content "$b" $f)" ]] ||
       problems+=("RUN's environment ($f): img: $(content "$a" $f | paste -sd' '); buildah: $(content "$b" $f | paste -sd' ')")
   done
+  [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
+}
+
+# An image built FROM a base without Env (made by img import) had no PATH in
+# its config, so that `ctr run` of it could not find its commands: docker
+# and buildah append their default PATH after the base's variables when the
+# base sets none (FROM scratch too), and keep a PATH the base or an ENV
+# sets. The configs' Env, in order, and what RUN sees are buildah's.
+check_base_without_path_gets_default_path() {
+  local c=$T/ctx name df problems=()
+  img import "$GEN/base-rootfs.tar" localhost/bare:1 >/dev/null || fail "img import failed"
+  img import -c 'ENV FOO=bar' "$GEN/base-rootfs.tar" localhost/foo:1 >/dev/null || fail "img import -c failed"
+  for name in bare foo; do
+    img save --format docker-archive -o "$T/$name.tar" "localhost/$name:1" || fail "img save $name failed"
+    bah pull -q "docker-archive:$T/$name.tar" >/dev/null 2>"$T/pull.err" || fail "buildah pull of $name failed: $(cat "$T/pull.err")"
+  done
+  [[ $(raw_env "$T/bare.tar") == null ]] || fail "the imported base has an Env: $(raw_env "$T/bare.tar")"
+  mkdir -p "$c"; echo a > "$c/a.txt"
+  for name in bare foo scratch setpath; do
+    case $name in
+      bare) df='FROM localhost/bare:1\nENV X=1\nRUN echo "$PATH" > /path.txt\nRUN env | grep ^PATH= > /env-path.txt\n' ;;
+      foo) df='FROM localhost/foo:1\nRUN echo "$PATH" > /path.txt\n' ;;
+      scratch) df='FROM scratch\nCOPY a.txt /\n' ;;
+      setpath) df='FROM localhost/bare:1\nENV PATH=/opt/bin:/bin\nRUN echo "$PATH" > /path.txt\n' ;;
+    esac
+    printf "$df" > "$c/Dockerfile"
+    ibuild "p-$name" "$c"
+    iexport "p-$name"
+    bbuild "p-$name" "$c"
+    bexport "p-$name"
+    local ie be
+    ie=$(raw_env "$T/p-$name-a.tar"); be=$(raw_env "$T/p-$name-b.tar")
+    [[ $ie == "$be" ]] || problems+=("FROM $name: img's Env $ie, buildah's $be")
+    if [[ $name != scratch ]]; then
+      [[ $(content "$T/p-$name-a.rootfs.tar" path.txt) == "$(content "$T/p-$name-b.rootfs.tar" path.txt)" ]] ||
+        problems+=("FROM $name: RUN saw PATH=$(content "$T/p-$name-a.rootfs.tar" path.txt), buildah's RUN $(content "$T/p-$name-b.rootfs.tar" path.txt)")
+    fi
+  done
+  local want='["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "X=1"]'
+  [[ $(raw_env "$T/p-bare-a.tar") == "$want" ]] || problems+=("FROM bare: Env $(raw_env "$T/p-bare-a.tar"), not $want")
+  [[ $(content "$T/p-bare-a.rootfs.tar" env-path.txt) == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ]] ||
+    problems+=("RUN's environment: $(content "$T/p-bare-a.rootfs.tar" env-path.txt)")
+  [[ $(raw_env "$T/p-setpath-a.tar") == '["PATH=/opt/bin:/bin"]' ]] || problems+=("ENV PATH: $(raw_env "$T/p-setpath-a.tar")")
   [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
 }
 

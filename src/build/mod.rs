@@ -54,6 +54,7 @@ const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// The PATH docker and buildah give a stage whose base image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Clone, Default)]
@@ -189,6 +190,30 @@ struct Stage {
 }
 
 impl Stage {
+    /// A stage starting from `config`, as FROM gives it: with docker's
+    /// default PATH, after the base's variables, when the base sets no PATH
+    /// (a scratch stage, an image made by `img import`), as docker and
+    /// buildah add it; the built image keeps it.
+    fn new(config: Map<String, Value>, shell: Vec<String>, key: String) -> Stage {
+        let mut s = Stage {
+            name: None,
+            lowers: Vec::new(),
+            layers: Vec::new(),
+            config,
+            args: Vec::new(),
+            shell,
+            cmd_set: false,
+            key,
+            mounted: 0,
+            last_created: None,
+            squash_upper: None,
+        };
+        if !s.env().iter().any(|(k, _)| k == "PATH") {
+            s.set_env("PATH", DEFAULT_PATH);
+        }
+        s
+    }
+
     fn cfg(&mut self) -> &mut Map<String, Value> {
         let c = self.config.entry("config").or_insert_with(|| json!({}));
         if !c.is_object() {
@@ -560,19 +585,9 @@ impl Builder<'_> {
             config.insert("config".into(), json!({}));
             config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
             config.insert("history".into(), json!([]));
-            return Ok(Stage {
-                name: None,
-                lowers: vec![empty],
-                layers: Vec::new(),
-                config,
-                args: Vec::new(),
-                shell: default_shell(),
-                cmd_set: false,
-                key: hex_sha256(format!("scratch {os}/{arch}").as_bytes()),
-                mounted: 0,
-                last_created: None,
-                squash_upper: None,
-            });
+            let mut s = Stage::new(config, default_shell(), hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
+            s.lowers = vec![empty];
+            return Ok(s);
         }
         let by_name = self.stages.iter().rposition(|s| s.name.as_deref() == Some(&base.to_ascii_lowercase()));
         if let Some(n) = by_name {
@@ -626,19 +641,9 @@ impl Builder<'_> {
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(default_shell);
-        Ok(Stage {
-            name: None,
-            lowers: Vec::new(),
-            layers,
-            config,
-            args: Vec::new(),
-            shell,
-            cmd_set: false,
-            key: hex_sha256(format!("image {}", img.id).as_bytes()),
-            mounted: 0,
-            last_created: None,
-            squash_upper: None,
-        })
+        let mut s = Stage::new(config, shell, hex_sha256(format!("image {}", img.id).as_bytes()));
+        s.layers = layers;
+        Ok(s)
     }
 
     /// The image a FROM or `--from` names, from the store, pulled if missing.
@@ -1175,9 +1180,6 @@ impl Builder<'_> {
                 }
             }
         }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
         if !env.iter().any(|(k, _)| k == "HOSTNAME") {
             env.push(("HOSTNAME".into(), "img-build".into()));
         }
@@ -1585,4 +1587,27 @@ use std::os::fd::AsFd;
 
 fn hex_sha256(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(config: Value) -> Vec<String> {
+        let Value::Object(c) = config else { panic!("an object") };
+        let s = Stage::new(c, default_shell(), String::new());
+        s.env().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    // An image built FROM a base without Env (made by img import, or
+    // scratch) had no PATH, where docker and buildah give it theirs.
+    #[test]
+    fn a_base_without_path_gets_the_default_path() {
+        let path = format!("PATH={DEFAULT_PATH}");
+        assert_eq!(env_of(json!({})), vec![path.clone()]);
+        assert_eq!(env_of(json!({"config": {}})), vec![path.clone()]);
+        assert_eq!(env_of(json!({"config": {"Env": ["FOO=bar"]}})), vec!["FOO=bar".to_string(), path]);
+        assert_eq!(env_of(json!({"config": {"Env": ["PATH=/x", "A=1"]}})), vec!["PATH=/x", "A=1"]);
+        assert_eq!(env_of(json!({"config": {"Env": ["A=1", "PATH="]}})), vec!["A=1", "PATH="]);
+    }
 }

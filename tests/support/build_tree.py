@@ -25,6 +25,9 @@
       Print the image config's fields that tests/build.sh compares, as
       sorted JSON (Labels without io.buildah.version, Env sorted; empty
       values dropped).
+  build_tree.py env ARCHIVE
+      Print the image config's Env as it is (order kept, null if none), as
+      JSON.
   build_tree.py cmp-config [--fields=F,G] A B
       Compare those fields of two archives; exit 1 and print differences.
 Plain Python 3 and no packages.
@@ -256,6 +259,10 @@ def main():
         return artifacts(args[0])
     if cmd == "config":
         print(json.dumps(config(args[0]), sort_keys=True))
+        return 0
+    if cmd == "env":
+        c, _ = archive(args[0])
+        print(json.dumps((c.get("config") or {}).get("Env")))
         return 0
     if cmd == "cmp-config":
         a, b = config(args[0]), config(args[1])
