@@ -346,6 +346,50 @@ check_base_without_path_gets_default_path() {
   [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
 }
 
+# The history of a multi-source COPY (COPY a b /dir/) said dir:HASH in /dir
+# where docker and buildah write multi:HASH in /dir/: each COPY and ADD
+# says file:, dir: or multi: as buildah does, with the destination as
+# written (the hashes are each tool's own); multi's is the sha256 of the
+# sources' KIND:HASH joined by commas, as docker makes it; --chown comes
+# as docker writes it (buildah leaves it out).
+check_multi_source_copy_history_says_multi() {
+  load_base
+  local c=$T/ctx
+  mkdir -p "$c/d/sub"; echo a > "$c/a.txt"; echo b > "$c/b.txt"; echo n > "$c/d/sub/n"
+  cat > "$c/Dockerfile" <<'EOF'
+FROM localhost/base:1
+WORKDIR /w
+COPY a.txt /one/
+COPY d /two/
+COPY a.txt b.txt /multi/
+COPY a.txt d /mixed/
+COPY *.txt /glob/
+COPY b* /g1/
+COPY a.txt rel
+ADD a.txt /add/
+ADD a.txt b.txt /add-multi/
+COPY --chown=1000:1000 a.txt /owned
+EOF
+  touch_all "$c"
+  ibuild hist "$c"; iexport hist
+  bbuild hist "$c"; bexport hist
+  tree history "$T/hist-a.tar" | tail -n +2 > "$T/a.hist"
+  tree history "$T/hist-b.tar" | tail -n +2 > "$T/b.hist"
+  local masked_a masked_b
+  masked_a=$(grep -v -- --chown "$T/a.hist" | sed -E 's/[0-9a-f]{64}/HASH/')
+  masked_b=$(grep -v 'in /owned $' "$T/b.hist" | sed -E 's/[0-9a-f]{64}/HASH/')
+  [[ $masked_a == "$masked_b" ]] || fail "history differs from buildah's:$(diff <(echo "$masked_a") <(echo "$masked_b") | sed 's/^/ /' | paste -sd'|')"
+  grep -qE '^/bin/sh -c #\(nop\) COPY --chown=1000:1000file:[0-9a-f]{64} in /owned $' "$T/a.hist" ||
+    fail "COPY --chown's history is not docker's: $(grep owned "$T/a.hist")"
+  local ha hb want
+  ha=$(sed -nE 's|^/bin/sh -c #\(nop\) COPY file:([0-9a-f]{64}) in /one/ $|\1|p' "$T/a.hist")
+  hb=$(sed -nE 's|^/bin/sh -c #\(nop\) COPY file:([0-9a-f]{64}) in /g1/ $|\1|p' "$T/a.hist")
+  [[ -n $ha && -n $hb ]] || fail "no file: entries for a.txt and b.txt: $(cat "$T/a.hist")"
+  want=$(printf 'file:%s,file:%s' "$ha" "$hb" | sha256sum | cut -c1-64)
+  has -xF "/bin/sh -c #(nop) COPY multi:$want in /multi/ " "$T/a.hist" ||
+    fail "multi's hash is not sha256(file:A,file:B) ($want): $(grep /multi/ "$T/a.hist")"
+}
+
 # 3. Multi-stage: COPY --from by name and index keeps owner, mode, mtime;
 # FROM an earlier stage; --target stops there. Like buildah's.
 check_multistage_and_target_match_buildah() {

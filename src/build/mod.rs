@@ -33,7 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 pub use text::parse_build_static;
 use text::{
-    args_text, default_shell, heredoc_script, instruction_text, lookup_in, parse_duration, split_platform, valid_signal,
+    args_text, copy_created_by, copy_summary, default_shell, heredoc_script, instruction_text, lookup_in,
+    parse_duration, split_platform, valid_signal,
 };
 
 /// The time stamped on everything of a `--build-static` build, unless
@@ -1372,17 +1373,19 @@ impl Builder<'_> {
         }
         dest_is_dir |= sources.len() > 1;
         let ignore = if from_context { Some(self.ignore.clone()) } else { None };
-        let digest = content_digest(&sources, ignore.as_ref(), !from_context)?;
+        // Each source's kind and digest, for the history and the cache.
+        let mut digests = Vec::new();
+        for s in &sources {
+            let kind = if std::fs::metadata(&s.0).is_ok_and(|m| m.is_dir()) { "dir" } else { "file" };
+            let d = content_digest(std::slice::from_ref(s), ignore.as_ref(), !from_context)?;
+            digests.push((kind, d.hex().to_string()));
+        }
+        let summary = copy_summary(&digests);
         let line = ins.line;
         let kw = ins.keyword.name();
         let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
-        let kind = if sources.len() == 1 && std::fs::metadata(&sources[0].0).map(|m| m.is_file()).unwrap_or(false) {
-            "file"
-        } else {
-            "dir"
-        };
-        let created_by = format!("/bin/sh -c #(nop) {what} {kind}:{} in {dest} ", digest.hex());
-        let key = self.step_key(st, ins, &format!("{digest} {dest} {chown:?} {chmod:?} {from_context}"));
+        let created_by = copy_created_by(what, chown.as_deref(), &summary, &dest_word);
+        let key = self.step_key(st, ins, &format!("{summary} {dest} {chown:?} {chmod:?} {from_context}"));
         if let Some(c) = self.cached(&key)? {
             self.use_cached(st, key, c, created_by);
             return Ok(());
