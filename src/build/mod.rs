@@ -1216,7 +1216,7 @@ impl Builder<'_> {
             plan.root = root.to_path_buf();
             // The mount points RUN needs; made for it, removed after.
             let mut made = Vec::new();
-            for d in ["proc", "dev"] {
+            for d in ["proc", "dev", "sys"] {
                 let p = root.join(d);
                 if std::fs::symlink_metadata(&p).is_err() {
                     std::fs::create_dir(&p).with_context(|| format!("making /{d} for RUN"))?;
