@@ -6,8 +6,9 @@
 # (tests/support/build_tree.py: names, types, modes, owners, sizes,
 # contents, link targets, mtimes of all that was not made during the build)
 # and configs compared; that img's layers hold none of the mount points RUN
-# needs (buildah's do); the environment and resolver files RUN sees;
-# multi-stage builds and --target; ONBUILD; a failing RUN and bad input (the
+# needs (buildah's do); the environment and resolver files RUN sees, and
+# its /dev and /sys (runc's, as root and rootless); the default PATH of a
+# base without one; COPY's history; multi-stage builds and --target; ONBUILD; a failing RUN and bad input (the
 # store unchanged, fsck clean); .dockerignore; heredocs (img alone); the
 # layer cache; --build-static; the outputs (docker-archive, oci-archive,
 # --iidfile, docker-daemon and isulad without their tools); three builds at
