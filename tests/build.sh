@@ -6,8 +6,9 @@
 # (tests/support/build_tree.py: names, types, modes, owners, sizes,
 # contents, link targets, mtimes of all that was not made during the build)
 # and configs compared; that img's layers hold none of the mount points RUN
-# needs (buildah's do); the environment and resolver files RUN sees;
-# multi-stage builds and --target; ONBUILD; a failing RUN and bad input (the
+# needs (buildah's do); the environment and resolver files RUN sees, and
+# its /dev and /sys (runc's, as root and rootless); the default PATH of a
+# base without one; COPY's history; multi-stage builds and --target; ONBUILD; a failing RUN and bad input (the
 # store unchanged, fsck clean); .dockerignore; heredocs (img alone); the
 # layer cache; --build-static; the outputs (docker-archive, oci-archive,
 # --iidfile, docker-daemon and isulad without their tools); three builds at
@@ -84,6 +85,8 @@ images() { img images -a --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' 
 
 # trees [OPTIONS] A B: alike, as tests/support/build_tree.py cmp says
 trees() { tree cmp "$@" >/dev/null 2>"$T/cmp" || fail "file trees differ: $(head -c 3000 "$T/cmp")"; }
+# raw_env ARCHIVE: the config's Env as it is (order kept), as JSON
+raw_env() { tree env "$1"; }
 # configs [--fields=...] A B: the image configs' compared fields are alike
 configs() { tree cmp-config "$@" >/dev/null 2>"$T/cmpc" || fail "configs differ: $(head -c 3000 "$T/cmpc")"; }
 
@@ -299,6 +302,93 @@ EOF
       problems+=("RUN's environment ($f): img: $(content "$a" $f | paste -sd' '); buildah: $(content "$b" $f | paste -sd' ')")
   done
   [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
+}
+
+# An image built FROM a base without Env (made by img import) had no PATH in
+# its config, so that `ctr run` of it could not find its commands: docker
+# and buildah append their default PATH after the base's variables when the
+# base sets none (FROM scratch too), and keep a PATH the base or an ENV
+# sets. The configs' Env, in order, and what RUN sees are buildah's.
+check_base_without_path_gets_default_path() {
+  local c=$T/ctx name df problems=()
+  img import "$GEN/base-rootfs.tar" localhost/bare:1 >/dev/null || fail "img import failed"
+  img import -c 'ENV FOO=bar' "$GEN/base-rootfs.tar" localhost/foo:1 >/dev/null || fail "img import -c failed"
+  for name in bare foo; do
+    img save --format docker-archive -o "$T/$name.tar" "localhost/$name:1" || fail "img save $name failed"
+    bah pull -q "docker-archive:$T/$name.tar" >/dev/null 2>"$T/pull.err" || fail "buildah pull of $name failed: $(cat "$T/pull.err")"
+  done
+  [[ $(raw_env "$T/bare.tar") == null ]] || fail "the imported base has an Env: $(raw_env "$T/bare.tar")"
+  mkdir -p "$c"; echo a > "$c/a.txt"
+  for name in bare foo scratch setpath; do
+    case $name in
+      bare) df='FROM localhost/bare:1\nENV X=1\nRUN echo "$PATH" > /path.txt\nRUN env | grep ^PATH= > /env-path.txt\n' ;;
+      foo) df='FROM localhost/foo:1\nRUN echo "$PATH" > /path.txt\n' ;;
+      scratch) df='FROM scratch\nCOPY a.txt /\n' ;;
+      setpath) df='FROM localhost/bare:1\nENV PATH=/opt/bin:/bin\nRUN echo "$PATH" > /path.txt\n' ;;
+    esac
+    printf "$df" > "$c/Dockerfile"
+    ibuild "p-$name" "$c"
+    iexport "p-$name"
+    bbuild "p-$name" "$c"
+    bexport "p-$name"
+    local ie be
+    ie=$(raw_env "$T/p-$name-a.tar"); be=$(raw_env "$T/p-$name-b.tar")
+    [[ $ie == "$be" ]] || problems+=("FROM $name: img's Env $ie, buildah's $be")
+    if [[ $name != scratch ]]; then
+      [[ $(content "$T/p-$name-a.rootfs.tar" path.txt) == "$(content "$T/p-$name-b.rootfs.tar" path.txt)" ]] ||
+        problems+=("FROM $name: RUN saw PATH=$(content "$T/p-$name-a.rootfs.tar" path.txt), buildah's RUN $(content "$T/p-$name-b.rootfs.tar" path.txt)")
+    fi
+  done
+  local want='["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "X=1"]'
+  [[ $(raw_env "$T/p-bare-a.tar") == "$want" ]] || problems+=("FROM bare: Env $(raw_env "$T/p-bare-a.tar"), not $want")
+  [[ $(content "$T/p-bare-a.rootfs.tar" env-path.txt) == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ]] ||
+    problems+=("RUN's environment: $(content "$T/p-bare-a.rootfs.tar" env-path.txt)")
+  [[ $(raw_env "$T/p-setpath-a.tar") == '["PATH=/opt/bin:/bin"]' ]] || problems+=("ENV PATH: $(raw_env "$T/p-setpath-a.tar")")
+  [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
+}
+
+# The history of a multi-source COPY (COPY a b /dir/) said dir:HASH in /dir
+# where docker and buildah write multi:HASH in /dir/: each COPY and ADD
+# says file:, dir: or multi: as buildah does, with the destination as
+# written (the hashes are each tool's own); multi's is the sha256 of the
+# sources' KIND:HASH joined by commas, as docker makes it; --chown comes
+# as docker writes it (buildah leaves it out).
+check_multi_source_copy_history_says_multi() {
+  load_base
+  local c=$T/ctx
+  mkdir -p "$c/d/sub"; echo a > "$c/a.txt"; echo b > "$c/b.txt"; echo n > "$c/d/sub/n"
+  cat > "$c/Dockerfile" <<'EOF'
+FROM localhost/base:1
+WORKDIR /w
+COPY a.txt /one/
+COPY d /two/
+COPY a.txt b.txt /multi/
+COPY a.txt d /mixed/
+COPY *.txt /glob/
+COPY b* /g1/
+COPY a.txt rel
+ADD a.txt /add/
+ADD a.txt b.txt /add-multi/
+COPY --chown=1000:1000 a.txt /owned
+EOF
+  touch_all "$c"
+  ibuild hist "$c"; iexport hist
+  bbuild hist "$c"; bexport hist
+  tree history "$T/hist-a.tar" | tail -n +2 > "$T/a.hist"
+  tree history "$T/hist-b.tar" | tail -n +2 > "$T/b.hist"
+  local masked_a masked_b
+  masked_a=$(grep -v -- --chown "$T/a.hist" | sed -E 's/[0-9a-f]{64}/HASH/')
+  masked_b=$(grep -v 'in /owned $' "$T/b.hist" | sed -E 's/[0-9a-f]{64}/HASH/')
+  [[ $masked_a == "$masked_b" ]] || fail "history differs from buildah's:$(diff <(echo "$masked_a") <(echo "$masked_b") | sed 's/^/ /' | paste -sd'|')"
+  grep -qE '^/bin/sh -c #\(nop\) COPY --chown=1000:1000file:[0-9a-f]{64} in /owned $' "$T/a.hist" ||
+    fail "COPY --chown's history is not docker's: $(grep owned "$T/a.hist")"
+  local ha hb want
+  ha=$(sed -nE 's|^/bin/sh -c #\(nop\) COPY file:([0-9a-f]{64}) in /one/ $|\1|p' "$T/a.hist")
+  hb=$(sed -nE 's|^/bin/sh -c #\(nop\) COPY file:([0-9a-f]{64}) in /g1/ $|\1|p' "$T/a.hist")
+  [[ -n $ha && -n $hb ]] || fail "no file: entries for a.txt and b.txt: $(cat "$T/a.hist")"
+  want=$(printf 'file:%s,file:%s' "$ha" "$hb" | sha256sum | cut -c1-64)
+  has -xF "/bin/sh -c #(nop) COPY multi:$want in /multi/ " "$T/a.hist" ||
+    fail "multi's hash is not sha256(file:A,file:B) ($want): $(grep /multi/ "$T/a.hist")"
 }
 
 # 3. Multi-stage: COPY --from by name and index keeps owner, mode, mtime;
@@ -788,10 +878,102 @@ check_full_disk_refusal() {
   return $rc
 }
 
+# RUN lacked what docker and buildah give a step: no /dev/pts, /dev/ptmx,
+# /dev/tty or /dev/mqueue, and /sys was an empty directory (apt could not
+# log, script could not make a pty, lscpu failed). As root and as an
+# ordinary user (with subordinate ids, and without), on the host's network
+# and on one of its own, a step now
+# has what runc's default spec gives a container: a devpts instance of its
+# own (ptmxmode=666, /dev/ptmx a link to pts/ptmx), /dev/tty (which opens
+# only in a terminal the step makes: it has none of its own), /dev/shm,
+# /dev/mqueue, and /sys with every mount read-only and /sys/firmware
+# hidden; a pty works (busybox telnetd gives its shell one, where tty names
+# it and /dev/tty writes to it). An ordinary user's step on the host's
+# network has the host's /sys bound read-only (the kernel gives a new sysfs
+# only to the user namespace owning the network namespace), as rootless runc.
+check_run_has_dev_pts_tty_mqueue_and_sys() {
+  ensure_test_user
+  load_base
+  local c=$WORK/run-dev h problems=() who net; h=$(user_home)
+  mkdir -p "$c"
+  cat > "$c/probe.sh" <<'EOF'
+# One line per probe: "ok NAME" or "no NAME".
+p() { name=$1; shift; if "$@" >/dev/null 2>&1; then echo "ok $name"; else echo "no $name"; fi; }
+mounted() { mount | grep -q "^$1 on $2 type $3 ("; }
+# opt DIR OPTION: the mount on top at DIR has OPTION
+opt() { awk -v d="$1" -v o="$2" '$2 == d {x = "," $4 ","} END {exit index(x, "," o ",") == 0}' /proc/mounts; }
+p devpts mounted devpts /dev/pts devpts
+p devpts-own-instance test "$(ls /dev/pts)" = ptmx
+p devpts-ptmxmode opt /dev/pts ptmxmode=666
+p devpts-nosuid opt /dev/pts nosuid
+p ptmx-link test "$(readlink /dev/ptmx)" = pts/ptmx
+p ptmx-char test -c /dev/ptmx
+p tty-char test -c /dev/tty
+p tty-without-terminal sh -c '! (: > /dev/tty)'
+p mqueue mounted mqueue /dev/mqueue mqueue
+p shm mounted tmpfs /dev/shm tmpfs
+p sys-cpus test -s /sys/devices/system/cpu/online
+p sys-kernel test -d /sys/kernel/mm
+p sys-read-only opt /sys ro
+p sys-all-read-only awk '$2 ~ /^\/sys(\/|$)/ {o[$2] = "," $4 ","} END {for (d in o) if (index(o[d], ",ro,") == 0) bad = 1; exit bad}' /proc/mounts
+p sys-firmware-hidden test -z "$(ls -A /sys/firmware)"
+EOF
+  cat > "$c/pty.sh" <<'EOF'
+# busybox telnetd gives the shell it starts a pty as its terminal.
+/bin/busybox telnetd -F -p 2323 -l /bin/sh &
+i=0; until netstat -ltn | grep -q ':2323 ' || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done
+(echo 'tty > /tmp/pty-name; echo via-tty > /dev/tty; exit'
+ i=0; until [ -s /tmp/pty-name ] || [ $i -ge 50 ]; do sleep 0.1; i=$((i + 1)); done; sleep 0.3) |
+  telnet 127.0.0.1 2323 > /tmp/telnet.out 2>&1
+kill $!
+grep -q via-tty /tmp/telnet.out && echo "ok pty-tty" || echo "no pty-tty"
+echo "pty $(cat /tmp/pty-name)"
+EOF
+  cat > "$c/Dockerfile" <<'EOF'
+FROM localhost/base:1
+COPY probe.sh pty.sh /
+RUN sh /probe.sh > /host-net.out
+RUN --network=none sh /probe.sh > /own-net.out
+RUN --network=none sh /pty.sh > /pty.out
+RUN wc -l < /proc/self/uid_map > /uid-map-lines
+EOF
+  chmod -R a+rX "$c"
+  local want; want=$(sed -n 's/^p \([a-z-]*\) .*/ok \1/p' "$c/probe.sh")
+  ibuild devs "$c"
+  img export -o "$T/root.tar" localhost/devs:1
+  as_user "$WORK/bin/img" load -q -i "$WORK/bin/base-docker.tar" >/dev/null || fail "img load as $TEST_USER failed"
+  as_user "$WORK/bin/img" build -q -t localhost/devs:1 "$c" >/dev/null 2>"$T/user.err" ||
+    fail "img build as $TEST_USER failed: $(tail -5 "$T/user.err")"
+  as_user "$WORK/bin/img" export -o "$h/img-build-test/devs.tar" localhost/devs:1 || fail "img export as $TEST_USER failed"
+  cp "$h/img-build-test/devs.tar" "$T/user.tar"
+  # Without newuidmap only the user's own ids are mapped: no group 5 for
+  # the ptys.
+  mkdir -p "$WORK/nomap-bin"; ln -sf "$(command -v fusermount3)" "$WORK/nomap-bin/"
+  as_user env PATH="$WORK/nomap-bin" "$WORK/bin/img" build -q --no-cache -t localhost/devs:2 "$c" >/dev/null 2>"$T/nomap.err" ||
+    fail "img build as $TEST_USER without newuidmap failed: $(tail -5 "$T/nomap.err")"
+  as_user "$WORK/bin/img" export -o "$h/img-build-test/devs2.tar" localhost/devs:2 || fail "img export as $TEST_USER failed"
+  cp "$h/img-build-test/devs2.tar" "$T/user-unmapped.tar"
+  as_user rm -rf "$h/img-build-test"
+  for who in root user user-unmapped; do
+    for net in host-net own-net; do
+      [[ $(content "$T/$who.tar" $net.out) == "$want" ]] ||
+        problems+=("as $who, $net: $(diff <(echo "$want") <(content "$T/$who.tar" $net.out) | grep '^>' | paste -sd' '; true)")
+    done
+    [[ $(content "$T/$who.tar" pty.out) == "ok pty-tty"$'\n'"pty /dev/pts/0" ]] ||
+      problems+=("as $who, a pty: $(content "$T/$who.tar" pty.out | paste -sd' ')")
+  done
+  # (what the checks rest on: the user's builds mapped their ids as said)
+  [[ $(content "$T/user.tar" uid-map-lines) -gt 1 && $(content "$T/user-unmapped.tar" uid-map-lines) == 1 ]] ||
+    problems+=("the user's builds mapped $(content "$T/user.tar" uid-map-lines) and $(content "$T/user-unmapped.tar" uid-map-lines) id ranges, not several and 1")
+  [[ ${#problems[@]} == 0 ]] || fail "$(printf '%s\n' "${problems[@]}")"
+  chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
+}
+
 # RUN is confined (found in review): a chroot escape (mkdir, chroot, 64 x
 # chdir .., chroot .) reaches the image's root, not the host's; /proc/sys,
-# /etc/hosts and /etc/resolv.conf are read-only; there is no /dev/tty; a
-# device node made in /dev does not open; files get docker's umask.
+# /etc/hosts and /etc/resolv.conf are read-only; /dev/tty does not open (the
+# step has no terminal: it cannot reach the build's); a device node made in
+# /dev does not open; files get docker's umask.
 check_run_is_confined() {
   command -v gcc >/dev/null || fail "gcc is missing (it builds the escape program)"
   load_base
@@ -820,7 +1002,7 @@ RUN /esc-bin 2> /esc.err; echo "$?" > /esc.status; : > /results; \
     (echo 1 > /proc/sys/vm/drop_caches) 2>/dev/null && echo proc-sys-writable >> /results; \
     (echo x >> /etc/hosts) 2>/dev/null && echo hosts-writable >> /results; \
     (echo x >> /etc/resolv.conf) 2>/dev/null && echo resolv-writable >> /results; \
-    [ -e /dev/tty ] && echo tty >> /results; \
+    [ -c /dev/tty ] && (: > /dev/tty) 2>/dev/null && echo tty-opens >> /results; \
     /bin/busybox mknod /dev/disk b 254 0 2>/dev/null; (/bin/busybox head -c 1 /dev/disk > /dev/null) 2>/dev/null && echo device-opens >> /results; \
     /bin/busybox touch /umask-probe; true
 EOF

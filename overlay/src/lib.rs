@@ -269,9 +269,17 @@ pub trait Sandbox {
     /// takes effect for its children); mounts in a new mount namespace are
     /// made private, so that nothing mounted there reaches the host.
     fn unshare(&self, ns: Namespaces) -> io::Result<()>;
-    /// Mounts a `fstype` filesystem (proc, tmpfs, sysfs) at `target`,
-    /// without setuid bits, and without devices unless `dev`.
+    /// Mounts a `fstype` filesystem (proc, tmpfs, devpts, mqueue) at
+    /// `target`, without setuid bits, and without devices unless `dev`
+    /// (proc, sysfs, devpts and mqueue without executables either).
     fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()>;
+    /// Mounts a `fstype` filesystem (sysfs) at `target` read-only, without
+    /// setuid bits, devices or executables.
+    fn mount_special_read_only(&self, fstype: &str, target: &Path, data: &str) -> io::Result<()>;
+    /// Binds the tree at `src` (the directory and the mounts under it) at
+    /// `target`, every mount of it read-only, without setuid bits, devices
+    /// or executables.
+    fn bind_tree_read_only(&self, src: &Path, target: &Path) -> io::Result<()>;
     /// Binds `src` (a file or a directory) at `target`, writable.
     fn bind(&self, src: &Path, target: &Path) -> io::Result<()>;
     fn sethostname(&self, name: &str) -> io::Result<()>;
@@ -304,10 +312,43 @@ impl Sandbox for RealKernel {
         if !dev {
             flags |= libc::MS_NODEV;
         }
-        if fstype == "proc" || fstype == "sysfs" {
+        if ["proc", "sysfs", "devpts", "mqueue"].contains(&fstype) {
             flags |= libc::MS_NOEXEC;
         }
         sys::mount(fstype, target, fstype, flags, data)
+    }
+
+    fn mount_special_read_only(&self, fstype: &str, target: &Path, data: &str) -> io::Result<()> {
+        let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        sys::mount(fstype, target, fstype, flags, data)
+    }
+
+    fn bind_tree_read_only(&self, src: &Path, target: &Path) -> io::Result<()> {
+        let src_text = src.to_str().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: a path that is not UTF-8 cannot be bound", src.display()),
+            )
+        })?;
+        // Recursive: inside a user namespace, a mount whose submounts are
+        // locked (those it was given by the namespace's maker) can only be
+        // bound with them.
+        sys::mount(src_text, target, "none", libc::MS_BIND | libc::MS_REC, "")?;
+        // Each mount of the tree is read-only once remounted so (the
+        // flags a mount has are kept: inside a user namespace, those it
+        // was given cannot be dropped).
+        let target = std::fs::canonicalize(target)?;
+        let mounts = mounts_under(&std::fs::read_to_string("/proc/self/mountinfo")?, &target);
+        if mounts.first().map(|(p, _)| p) != Some(&target) {
+            return Err(io::Error::other(format!(
+                "{} is not listed in /proc/self/mountinfo after the bind",
+                target.display()
+            )));
+        }
+        for (p, flags) in mounts {
+            sys::remount_bind_read_only(&p, flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?;
+        }
+        Ok(())
     }
 
     fn bind(&self, src: &Path, target: &Path) -> io::Result<()> {
@@ -363,6 +404,14 @@ impl Sandbox for RecordingKernel {
         self.record(format!("mount {fstype} {} {data} dev={dev}", target.display()))
     }
 
+    fn mount_special_read_only(&self, fstype: &str, target: &Path, data: &str) -> io::Result<()> {
+        self.record(format!("mount-ro {fstype} {} {data}", target.display()))
+    }
+
+    fn bind_tree_read_only(&self, src: &Path, target: &Path) -> io::Result<()> {
+        self.record(format!("rbind-ro {} {}", src.display(), target.display()))
+    }
+
     fn bind(&self, src: &Path, target: &Path) -> io::Result<()> {
         self.record(format!("bind-rw {} {}", src.display(), target.display()))
     }
@@ -390,6 +439,65 @@ impl Sandbox for RecordingKernel {
     fn loopback_up(&self) -> io::Result<()> {
         self.record("loopback up".into())
     }
+}
+
+/// The mounts at `dir` or under it that `mountinfo` (the text of
+/// /proc/self/mountinfo) lists, in its order (a mount before those on top
+/// of it), each with the flags of its own options (read-only, nosuid,
+/// nodev, noexec and the access time ones) for a remount that keeps them.
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<(PathBuf, libc::c_ulong)> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 6 {
+            continue;
+        }
+        let point = PathBuf::from(unescape_mountinfo(f[4]));
+        if !point.starts_with(dir) {
+            continue;
+        }
+        let mut flags = 0;
+        for o in f[5].split(',') {
+            flags |= match o {
+                "ro" => libc::MS_RDONLY,
+                "nosuid" => libc::MS_NOSUID,
+                "nodev" => libc::MS_NODEV,
+                "noexec" => libc::MS_NOEXEC,
+                "noatime" => libc::MS_NOATIME,
+                "nodiratime" => libc::MS_NODIRATIME,
+                "relatime" => libc::MS_RELATIME,
+                "strictatime" => libc::MS_STRICTATIME,
+                _ => 0,
+            };
+        }
+        out.push((point, flags));
+    }
+    out
+}
+
+/// A mountinfo path: blanks, tabs, newlines and backslashes come as octal
+/// escapes (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let oct = |c: &u8| (b'0'..=b'7').contains(c);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = (b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(oct))
+            .then(|| b[i + 1..i + 4].iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match code {
+            Some(c) => {
+                out.push(c);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Makes the calling process root of a new user namespace (with a new
@@ -514,6 +622,26 @@ mod tests {
         k.unshare(Namespaces { pid: true, ..Default::default() }).unwrap();
         k.mount_special("proc", Path::new("/r/proc"), "", false).unwrap();
         assert_eq!(k.calls()[1], "mount proc /r/proc  dev=false");
+    }
+
+    #[test]
+    fn mounts_under_a_directory_keep_their_flags() {
+        let info = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+69 47 0:22 / /r/sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs rw
+70 69 0:28 / /r/sys/fs/cgroup rw,nosuid,noatime - tmpfs tmpfs rw,mode=755
+71 70 0:29 / /r/sys/fs/cgroup/a\\040b rw,relatime shared:5 - cgroup cgroup rw,cpu
+72 27 0:30 / /r/system rw - tmpfs tmpfs rw
+";
+        let m = mounts_under(info, Path::new("/r/sys"));
+        let want: Vec<(PathBuf, libc::c_ulong)> = vec![
+            ("/r/sys".into(), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME),
+            ("/r/sys/fs/cgroup".into(), libc::MS_NOSUID | libc::MS_NOATIME),
+            ("/r/sys/fs/cgroup/a b".into(), libc::MS_RELATIME),
+        ];
+        assert_eq!(m, want);
+        assert_eq!(unescape_mountinfo("a\\134b\\011c\\0"), "a\\b\tc\\0");
+        assert_eq!(unescape_mountinfo("\\777\\040"), "\\777 ");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub use text::parse_build_static;
 /// The largest Dockerfile and .dockerignore a build takes (isula-build's limit).
 const MAX_BUILD_FILE: u64 = 1 << 20;
 use text::{
-    args_text, default_shell, heredoc_script, instruction_text, lookup_in, parse_duration, split_platform, valid_signal,
+    args_text, copy_created_by, copy_summary, default_shell, heredoc_script, instruction_text, lookup_in,
+    parse_duration, split_platform, valid_signal,
 };
 
 /// The time stamped on everything of a `--build-static` build, unless
@@ -57,6 +58,7 @@ const PROXY_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// The PATH docker and buildah give a stage whose base image sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Clone, Default)]
@@ -192,6 +194,30 @@ struct Stage {
 }
 
 impl Stage {
+    /// A stage starting from `config`, as FROM gives it: with docker's
+    /// default PATH, after the base's variables, when the base sets no PATH
+    /// (a scratch stage, an image made by `img import`), as docker and
+    /// buildah add it; the built image keeps it.
+    fn new(config: Map<String, Value>, shell: Vec<String>, key: String) -> Stage {
+        let mut s = Stage {
+            name: None,
+            lowers: Vec::new(),
+            layers: Vec::new(),
+            config,
+            args: Vec::new(),
+            shell,
+            cmd_set: false,
+            key,
+            mounted: 0,
+            last_created: None,
+            squash_upper: None,
+        };
+        if !s.env().iter().any(|(k, _)| k == "PATH") {
+            s.set_env("PATH", DEFAULT_PATH);
+        }
+        s
+    }
+
     fn cfg(&mut self) -> &mut Map<String, Value> {
         let c = self.config.entry("config").or_insert_with(|| json!({}));
         if !c.is_object() {
@@ -572,19 +598,9 @@ impl Builder<'_> {
             config.insert("config".into(), json!({}));
             config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
             config.insert("history".into(), json!([]));
-            return Ok(Stage {
-                name: None,
-                lowers: vec![empty],
-                layers: Vec::new(),
-                config,
-                args: Vec::new(),
-                shell: default_shell(),
-                cmd_set: false,
-                key: hex_sha256(format!("scratch {os}/{arch}").as_bytes()),
-                mounted: 0,
-                last_created: None,
-                squash_upper: None,
-            });
+            let mut s = Stage::new(config, default_shell(), hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
+            s.lowers = vec![empty];
+            return Ok(s);
         }
         let by_name = self.stages.iter().rposition(|s| s.name.as_deref() == Some(&base.to_ascii_lowercase()));
         if let Some(n) = by_name {
@@ -638,19 +654,9 @@ impl Builder<'_> {
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(default_shell);
-        Ok(Stage {
-            name: None,
-            lowers: Vec::new(),
-            layers,
-            config,
-            args: Vec::new(),
-            shell,
-            cmd_set: false,
-            key: hex_sha256(format!("image {}", img.id).as_bytes()),
-            mounted: 0,
-            last_created: None,
-            squash_upper: None,
-        })
+        let mut s = Stage::new(config, shell, hex_sha256(format!("image {}", img.id).as_bytes()));
+        s.layers = layers;
+        Ok(s)
     }
 
     /// The image a FROM or `--from` names, from the store, pulled if missing.
@@ -1187,9 +1193,6 @@ impl Builder<'_> {
                 }
             }
         }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
-        }
         if !env.iter().any(|(k, _)| k == "HOSTNAME") {
             env.push(("HOSTNAME".into(), "img-build".into()));
         }
@@ -1225,7 +1228,7 @@ impl Builder<'_> {
             plan.root = root.to_path_buf();
             // The mount points RUN needs; made for it, removed after.
             let mut made = Vec::new();
-            for d in ["proc", "dev"] {
+            for d in ["proc", "dev", "sys"] {
                 let p = root.join(d);
                 if std::fs::symlink_metadata(&p).is_err() {
                     std::fs::create_dir(&p).with_context(|| format!("making /{d} for RUN"))?;
@@ -1382,17 +1385,19 @@ impl Builder<'_> {
         }
         dest_is_dir |= sources.len() > 1;
         let ignore = if from_context { Some(self.ignore.clone()) } else { None };
-        let digest = content_digest(&sources, ignore.as_ref(), !from_context)?;
+        // Each source's kind and digest, for the history and the cache.
+        let mut digests = Vec::new();
+        for s in &sources {
+            let kind = if std::fs::metadata(&s.0).is_ok_and(|m| m.is_dir()) { "dir" } else { "file" };
+            let d = content_digest(std::slice::from_ref(s), ignore.as_ref(), !from_context)?;
+            digests.push((kind, d.hex().to_string()));
+        }
+        let summary = copy_summary(&digests);
         let line = ins.line;
         let kw = ins.keyword.name();
         let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
-        let kind = if sources.len() == 1 && std::fs::metadata(&sources[0].0).map(|m| m.is_file()).unwrap_or(false) {
-            "file"
-        } else {
-            "dir"
-        };
-        let created_by = format!("/bin/sh -c #(nop) {what} {kind}:{} in {dest} ", digest.hex());
-        let key = self.step_key(st, ins, &format!("{digest} {dest} {chown:?} {chmod:?} {from_context}"));
+        let created_by = copy_created_by(what, chown.as_deref(), &summary, &dest_word);
+        let key = self.step_key(st, ins, &format!("{summary} {dest} {chown:?} {chmod:?} {from_context}"));
         if let Some(c) = self.cached(&key)? {
             self.use_cached(st, key, c, created_by);
             return Ok(());
@@ -1597,4 +1602,27 @@ use std::os::fd::AsFd;
 
 fn hex_sha256(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(config: Value) -> Vec<String> {
+        let Value::Object(c) = config else { panic!("an object") };
+        let s = Stage::new(c, default_shell(), String::new());
+        s.env().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
+    // An image built FROM a base without Env (made by img import, or
+    // scratch) had no PATH, where docker and buildah give it theirs.
+    #[test]
+    fn a_base_without_path_gets_the_default_path() {
+        let path = format!("PATH={DEFAULT_PATH}");
+        assert_eq!(env_of(json!({})), vec![path.clone()]);
+        assert_eq!(env_of(json!({"config": {}})), vec![path.clone()]);
+        assert_eq!(env_of(json!({"config": {"Env": ["FOO=bar"]}})), vec!["FOO=bar".to_string(), path]);
+        assert_eq!(env_of(json!({"config": {"Env": ["PATH=/x", "A=1"]}})), vec!["PATH=/x", "A=1"]);
+        assert_eq!(env_of(json!({"config": {"Env": ["A=1", "PATH="]}})), vec!["A=1", "PATH="]);
+    }
 }

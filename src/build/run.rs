@@ -3,9 +3,11 @@
 //! The build process starts `img __build-run PLAN`, which moves into new
 //! mount, PID, IPC and UTS namespaces (and a network namespace for
 //! `--network none`) and starts `img __build-run --init PLAN`, the first
-//! process of the new PID namespace. That one mounts /proc, a minimal /dev
-//! (a tmpfs with the host's null, zero, full, random, urandom and tty bound
-//! in) and /dev/shm in the root, sets the host name, changes root, and runs
+//! process of the new PID namespace. That one mounts in the root what
+//! runc's default spec gives a container: /proc, a minimal /dev (a tmpfs
+//! with the host's null, zero, full, random, urandom and tty bound in, a
+//! devpts instance of its own with /dev/ptmx, /dev/shm and /dev/mqueue) and
+//! a read-only /sys; then it sets the host name, changes root, and runs
 //! the command as the stage's user with the stage's environment, then
 //! reaps what is left and exits with the command's status. Both die with
 //! their parent, so a killed build leaves no command running; everything
@@ -121,15 +123,24 @@ pub fn capabilities(add: &[String]) -> Result<Vec<u32>> {
     Ok(out)
 }
 
-/// Host device files bound into the step's /dev (no tty: a step has no
-/// terminal, so that it cannot type into the one the build runs in).
-const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// Host device files bound into the step's /dev. /dev/tty is the opener's
+/// own controlling terminal: the step has none (a new session), so it
+/// opens only in a terminal the step makes itself (a pty of its devpts),
+/// never the one the build runs in.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Parts of /proc made read-only, and files and directories of it hidden,
 /// as runc does for containers.
 const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
 const PROC_MASKED_FILES: [&str; 6] = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug"];
 const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
+/// Directories of /sys hidden, as docker does.
+const SYS_MASKED_DIRS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
+
+/// The options of the step's devpts (runc's): a new instance, so that the
+/// step sees only its own ptys, whose ptmx anyone may open, ptys of group
+/// tty (5).
+const DEVPTS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
 
 /// `img __build-run PLAN`: the step's namespaces, then its first process.
 pub fn helper(plan_path: &Path) -> Result<i32> {
@@ -231,7 +242,8 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     Ok(exit_code(status))
 }
 
-/// /proc, /dev, /dev/shm, the host name and the host's resolver files.
+/// /proc, /dev (with /dev/pts, /dev/shm and /dev/mqueue), /sys, the host
+/// name and the host's resolver files.
 pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
     let r = &plan.root;
     let proc = r.join("proc");
@@ -249,12 +261,7 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
         }
     }
     for p in PROC_MASKED_DIRS {
-        let p = proc.join(p);
-        if p.is_dir() {
-            k.mount_special("tmpfs", &p, "size=0", false)
-                .with_context(|| format!("hiding {} from RUN", p.display()))?;
-            k.bind_self_read_only(&p)?;
-        }
+        hide_dir(k, &proc.join(p))?;
     }
     let dev = r.join("dev");
     // nodev: device nodes a step makes there do not open; the host's bound
@@ -279,6 +286,38 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
     }
     std::fs::create_dir(dev.join("shm"))?;
     k.mount_special("tmpfs", &dev.join("shm"), "mode=1777,size=65536k", false).context("mounting /dev/shm for RUN")?;
+    // Its ptys are devices: this mount is not nodev.
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts)?;
+    if k.mount_special("devpts", &pts, DEVPTS, true).is_err() {
+        // A user namespace that maps only the caller's ids has no group 5.
+        let without_gid = DEVPTS.trim_end_matches(",gid=5");
+        k.mount_special("devpts", &pts, without_gid, true).context("mounting /dev/pts for RUN")?;
+    }
+    std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
+    std::fs::create_dir(dev.join("mqueue"))?;
+    k.mount_special("mqueue", &dev.join("mqueue"), "", false).context("mounting /dev/mqueue for RUN")?;
+    // A /sys only where the image has a directory for it (the build makes
+    // one where it has none).
+    let sys = r.join("sys");
+    if std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir()) {
+        match k.mount_special_read_only("sysfs", &sys, "") {
+            Ok(()) => {}
+            // The kernel gives a new sysfs only to a process that is root
+            // of the user namespace owning its network namespace: a
+            // rootless step on the host's network is not. There, the
+            // host's /sys, bound read-only, as rootless runc does.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                k.bind_tree_read_only(Path::new("/sys"), &sys).context(
+                    "binding the host's /sys read-only for RUN (a step on a network of its own, RUN --network=none, mounts a /sys of its own)",
+                )?
+            }
+            Err(e) => return Err(e).context("mounting /sys read-only for RUN"),
+        }
+        for p in SYS_MASKED_DIRS {
+            hide_dir(k, &sys.join(p))?;
+        }
+    }
     if plan.host_network {
         for f in ["resolv.conf", "hosts"] {
             let (host, target) = (Path::new("/etc").join(f), r.join("etc").join(f));
@@ -291,6 +330,15 @@ pub fn prepare_root(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
         }
     }
     k.sethostname(&plan.hostname).context("setting the host name for RUN")?;
+    Ok(())
+}
+
+/// Hides directory `p` (if there) under an empty read-only tmpfs.
+fn hide_dir(k: &dyn Sandbox, p: &Path) -> Result<()> {
+    if p.is_dir() {
+        k.mount_special("tmpfs", p, "size=0", false).with_context(|| format!("hiding {} from RUN", p.display()))?;
+        k.bind_self_read_only(p).with_context(|| format!("hiding {} from RUN", p.display()))?;
+    }
     Ok(())
 }
 
@@ -423,11 +471,16 @@ mod tests {
         assert!(capabilities(&["CAP_FLY".into()]).unwrap_err().to_string().contains("no such capability"));
     }
 
-    #[test]
-    fn the_root_gets_proc_dev_and_a_host_name() {
-        let r = std::env::temp_dir().join(format!("img-run-prep-{}", std::process::id()));
-        std::fs::create_dir_all(r.join("dev")).unwrap();
+    fn prepared(name: &str, fail: &[&str]) -> Vec<String> {
+        let r = std::env::temp_dir().join(format!("img-run-prep-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&r);
+        for d in ["dev", "sys/firmware", "sys/kernel"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
         let k = img_overlay::RecordingKernel::default();
+        for f in fail {
+            k.fail.lock().unwrap().push(f.replace("ROOT", &r.display().to_string()));
+        }
         let plan = RunPlan {
             root: r.clone(),
             argv: vec!["true".into()],
@@ -439,12 +492,54 @@ mod tests {
             caps: vec![],
         };
         prepare_root(&k, &plan).unwrap();
-        let calls = k.calls();
-        assert!(calls[0].starts_with("mount proc "), "{calls:?}");
-        assert!(calls[1].starts_with("mount tmpfs ") && calls[1].ends_with("dev=false"), "{calls:?}");
-        assert!(!calls.iter().any(|c| c.starts_with("bind-rw /dev/tty ")), "{calls:?}");
-        assert!(calls.iter().any(|c| c.starts_with("bind-rw /dev/null ")), "{calls:?}");
-        assert_eq!(calls.last().unwrap(), "sethostname build");
+        assert_eq!(std::fs::read_link(r.join("dev/ptmx")).unwrap(), Path::new("pts/ptmx"));
         std::fs::remove_dir_all(&r).unwrap();
+        k.calls().iter().map(|c| c.replace(&r.display().to_string(), "ROOT")).collect()
+    }
+
+    // RUN had no /dev/pts, /dev/ptmx, /dev/tty or /dev/mqueue, and /sys was
+    // an empty directory: apt could not log, script could not make a pty,
+    // lscpu failed.
+    #[test]
+    fn the_root_gets_what_runc_gives_a_container() {
+        let calls = prepared("plain", &[]);
+        let has = |c: &str| calls.iter().any(|x| x == c);
+        assert!(calls[0].starts_with("mount proc "), "{calls:?}");
+        assert!(calls[1].starts_with("mount tmpfs ROOT/dev ") && calls[1].ends_with("dev=false"), "{calls:?}");
+        for want in [
+            "bind-rw /dev/null ROOT/dev/null",
+            "mount tmpfs ROOT/dev/shm mode=1777,size=65536k dev=false",
+            "mount devpts ROOT/dev/pts newinstance,ptmxmode=0666,mode=0620,gid=5 dev=true",
+            "mount mqueue ROOT/dev/mqueue  dev=false",
+            "mount-ro sysfs ROOT/sys ",
+            "mount tmpfs ROOT/sys/firmware size=0 dev=false",
+            "bind-ro ROOT/sys/firmware",
+        ] {
+            assert!(has(want), "{want}: {calls:?}");
+        }
+        // The host's /dev/tty where there is one (a step opens it only in a
+        // terminal of its own).
+        assert_eq!(has("bind-rw /dev/tty ROOT/dev/tty"), Path::new("/dev/tty").exists(), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("rbind-ro")), "{calls:?}");
+        assert_eq!(calls.last().unwrap(), "sethostname build");
+    }
+
+    // In a user namespace that does not own the network namespace the
+    // kernel refuses a new sysfs, and one mapping only the caller's ids has
+    // no group 5 for devpts.
+    #[test]
+    fn a_rootless_step_gets_the_hosts_sys_read_only_and_ptys_without_group_tty() {
+        let calls = prepared(
+            "rootless",
+            &["mount-ro sysfs ", "mount devpts ROOT/dev/pts newinstance,ptmxmode=0666,mode=0620,gid=5 "],
+        );
+        let has = |c: &str| calls.iter().any(|x| x == c);
+        for want in [
+            "mount devpts ROOT/dev/pts newinstance,ptmxmode=0666,mode=0620 dev=true",
+            "rbind-ro /sys ROOT/sys",
+            "mount tmpfs ROOT/sys/firmware size=0 dev=false",
+        ] {
+            assert!(has(want), "{want}: {calls:?}");
+        }
     }
 }

@@ -111,6 +111,30 @@ pub fn heredoc_script(line: &str, docs: &[dockerfile::Heredoc]) -> String {
     s
 }
 
+/// What a COPY or ADD copies, as docker names it in the history:
+/// `file:HASH` for one file, `dir:HASH` for one directory, and for several
+/// sources (after globs) `multi:` and the sha256 of their `KIND:HASH`
+/// joined by commas. `sources` are each one's kind ("file" or "dir") and
+/// hex digest.
+pub fn copy_summary(sources: &[(&str, String)]) -> String {
+    match sources {
+        [(kind, hex)] => format!("{kind}:{hex}"),
+        _ => {
+            use sha2::{Digest as _, Sha256};
+            let all: Vec<String> = sources.iter().map(|(k, h)| format!("{k}:{h}")).collect();
+            format!("multi:{}", crate::digest::hex_encode(&Sha256::digest(all.join(",").as_bytes())))
+        }
+    }
+}
+
+/// The history entry of a COPY or ADD, as docker writes it: the summary
+/// of what is copied (`--chown=` before it, with no blank, as docker has
+/// it), then the destination as the instruction gives it.
+pub fn copy_created_by(what: &str, chown: Option<&str>, summary: &str, dest: &str) -> String {
+    let chown = chown.map(|c| format!("--chown={c}")).unwrap_or_default();
+    format!("/bin/sh -c #(nop) {what} {chown}{summary} in {dest} ")
+}
+
 /// A Go duration ("1m30s", "500ms", "2h") in nanoseconds.
 pub fn parse_duration(s: &str) -> Option<u64> {
     if s.is_empty() {
@@ -161,6 +185,7 @@ pub fn valid_signal(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::dockerfile::Keyword;
+    use sha2::Digest as _;
 
     #[test]
     fn build_static_takes_isula_builds_build_time() {
@@ -178,6 +203,28 @@ mod tests {
         use crate::reference::shorten_to;
         assert_eq!(shorten_to("echo hi", 200), "echo hi");
         assert_eq!(shorten_to(&"é".repeat(300), 3), "ééé…");
+    }
+
+    // A multi-source COPY's history said dir:HASH in /dir where docker and
+    // buildah write multi:HASH in /dir/.
+    #[test]
+    fn copy_history_is_dockers() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(copy_summary(&[("file", a.clone())]), format!("file:{a}"));
+        assert_eq!(copy_summary(&[("dir", b.clone())]), format!("dir:{b}"));
+        // sha256("file:aaa…,dir:bbb…")
+        let multi = copy_summary(&[("file", a.clone()), ("dir", b.clone())]);
+        let want = crate::digest::hex_encode(&sha2::Sha256::digest(format!("file:{a},dir:{b}").as_bytes()));
+        assert_eq!(multi, format!("multi:{want}"));
+        assert_ne!(multi, copy_summary(&[("dir", b.clone()), ("file", a.clone())]));
+        assert_eq!(
+            copy_created_by("COPY", None, &multi, "/dir/"),
+            format!("/bin/sh -c #(nop) COPY multi:{want} in /dir/ ")
+        );
+        assert_eq!(
+            copy_created_by("ADD", Some("1000:1000"), &format!("file:{a}"), "rel"),
+            format!("/bin/sh -c #(nop) ADD --chown=1000:1000file:{a} in rel ")
+        );
     }
 
     #[test]

@@ -25,6 +25,11 @@
       Print the image config's fields that tests/build.sh compares, as
       sorted JSON (Labels without io.buildah.version, Env sorted; empty
       values dropped).
+  build_tree.py env ARCHIVE
+      Print the image config's Env as it is (order kept, null if none), as
+      JSON.
+  build_tree.py history ARCHIVE
+      Print the created_by of each history entry of the image, one a line.
   build_tree.py cmp-config [--fields=F,G] A B
       Compare those fields of two archives; exit 1 and print differences.
 Plain Python 3 and no packages.
@@ -256,6 +261,15 @@ def main():
         return artifacts(args[0])
     if cmd == "config":
         print(json.dumps(config(args[0]), sort_keys=True))
+        return 0
+    if cmd == "env":
+        c, _ = archive(args[0])
+        print(json.dumps((c.get("config") or {}).get("Env")))
+        return 0
+    if cmd == "history":
+        c, _ = archive(args[0])
+        for h in c.get("history") or []:
+            print(h.get("created_by", ""))
         return 0
     if cmd == "cmp-config":
         a, b = config(args[0]), config(args[1])
