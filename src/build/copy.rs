@@ -193,11 +193,8 @@ pub fn archive_reader(p: &Path) -> Result<Option<Box<dyn std::io::Read + Send>>>
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("img-copy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn tmp(name: &str) -> crate::testdir::TestDir {
+        crate::testdir::TestDir::new(&format!("copy-{name}"))
     }
 
     // Found in review: {a -> bc, c} and {a -> b, cc} had the same digest, so
@@ -209,8 +206,8 @@ mod tests {
         std::fs::write(x.join("c"), b"").unwrap();
         std::os::unix::fs::symlink("b", y.join("a")).unwrap();
         std::fs::write(y.join("cc"), b"").unwrap();
-        let dx = content_digest(&[(x.clone(), String::new())], None, false).unwrap();
-        let dy = content_digest(&[(y.clone(), String::new())], None, false).unwrap();
+        let dx = content_digest(&[(x.to_path_buf(), String::new())], None, false).unwrap();
+        let dy = content_digest(&[(y.to_path_buf(), String::new())], None, false).unwrap();
         assert_ne!(dx, dy);
         std::fs::remove_dir_all(&x).unwrap();
         std::fs::remove_dir_all(&y).unwrap();

@@ -264,11 +264,8 @@ pub fn extract_tar(r: impl io::Read, root: &Path, dest: &str, label: &str) -> Re
 mod tests {
     use super::*;
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("img-fsops-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
+    fn tmp(name: &str) -> crate::testdir::TestDir {
+        crate::testdir::TestDir::new(&format!("fsops-{name}"))
     }
 
     #[test]

@@ -437,7 +437,8 @@ mod tests {
 
     #[test]
     fn users_resolve_through_the_images_files() {
-        let r = std::env::temp_dir().join(format!("img-run-user-{}", std::process::id()));
+        let r_dir = crate::testdir::TestDir::new("run-user");
+        let r = r_dir.to_path_buf();
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::write(r.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n")
             .unwrap();
@@ -472,8 +473,8 @@ mod tests {
     }
 
     fn prepared(name: &str, fail: &[&str]) -> Vec<String> {
-        let r = std::env::temp_dir().join(format!("img-run-prep-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&r);
+        let r_dir = crate::testdir::TestDir::new(&format!("run-prep-{name}"));
+        let r = r_dir.to_path_buf();
         for d in ["dev", "sys/firmware", "sys/kernel"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }

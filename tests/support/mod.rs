@@ -59,7 +59,10 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("img-cli-{tag}-{}-{n}", std::process::id()));
+        // Named after the test too (libtest names its threads so), so that
+        // anything left behind says which test made it.
+        let test = std::thread::current().name().unwrap_or("main").rsplit("::").next().unwrap_or("main").to_string();
+        let p = std::env::temp_dir().join(format!("img-cli-{tag}-{test}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).expect("creating a temp dir");
         TempDir(p)
