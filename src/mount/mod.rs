@@ -4,6 +4,7 @@
 //! `img_fuse::Tree` merges them, and `source` reads the bytes on demand.
 //! One background process serves each mount, recorded in the index.
 
+pub mod bundle;
 pub mod embedded;
 pub mod index_file;
 pub mod lazy;
