@@ -4,11 +4,18 @@
 //! conversion.md says, onto the defaults of `runc spec` (`runc spec
 //! --rootless` when img does not run as root).
 //!
-//! The conversion ([`convert`], [`resolve_user`], [`mount_points`]) is pure.
+//! The conversion ([`convert`], [`resolve_user`], [`mount_points`]) is pure;
+//! writing the bundle and removing its config.json when the mount goes are
+//! below it.
 
+use crate::digest::Digest;
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// The OCI runtime spec version written.
 const OCI_VERSION: &str = "1.0.2";
@@ -21,6 +28,8 @@ const RUNTIME_MOUNT_POINTS: [&str; 3] = ["/proc", "/dev", "/sys"];
 /// `org.systemd.property.*` to the container's systemd unit; crun reads
 /// `run.oci.*`): an image's labels do not become those.
 const RUNTIME_ANNOTATION_PREFIXES: [&str; 2] = ["org.systemd.property.", "run.oci."];
+/// The most of /etc/passwd or /etc/group read.
+const MAX_ID_FILE: u64 = 4 << 20;
 
 /// What the conversion cannot do, each naming what is wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -500,6 +509,179 @@ pub fn convert(image: &Value, files: &IdFiles, opts: &Options) -> Result<Convert
         s.process.user = User::default();
     }
     Ok(Converted { spec: s, warnings })
+}
+
+// ---------------------------------------------------------------- the bundle on disk
+
+/// What `img mount --bundle` wrote, kept beside the mount's other files in
+/// the store so that the config.json goes with the mount.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// The bundle directory.
+    bundle: String,
+    /// The sha256 of the config.json written there.
+    config: String,
+}
+
+/// Where the record of the bundle around the mount at `mountpoint` is.
+fn record_path(store: &Store, mountpoint: &Path) -> PathBuf {
+    let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+    store.root().join("mounts").join(format!("bundle-{}.json", &key.hex()[..16]))
+}
+
+fn read_record(store_root: &Path, mountpoint: &Path) -> Option<Record> {
+    let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+    let p = store_root.join("mounts").join(format!("bundle-{}.json", &key.hex()[..16]));
+    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+}
+
+/// The bundle directory around the mount at `mountpoint`, if it is one.
+pub fn bundle_of(store: &Store, mountpoint: &Path) -> Option<PathBuf> {
+    read_record(store.root(), mountpoint).map(|r| PathBuf::from(r.bundle))
+}
+
+/// The config.json of bundle `dir`.
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("config.json")
+}
+
+/// The mountpoint of bundle `dir`.
+pub fn rootfs_path(dir: &Path) -> PathBuf {
+    dir.join("rootfs")
+}
+
+/// A bundle to be made: where, and what its mount needs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The bundle directory (absolute).
+    pub dir: PathBuf,
+    /// Where the image is mounted: `dir/rootfs`.
+    pub rootfs: PathBuf,
+    /// The image's config blob, as JSON.
+    pub config: Value,
+    /// What the mount must have (see [`mount_points`]).
+    pub mount_points: Vec<Vec<u8>>,
+}
+
+/// Checks that image `img` can be made a bundle at `dir` (absolute), and
+/// says what its mount needs. A config.json that img did not write for a
+/// mount there is refused (the user's own would be lost).
+pub fn plan(store: &Store, img: &crate::index::ImageRecord, dir: &Path) -> Result<Plan> {
+    if img.kind == "embedded" {
+        bail!("{} is an iSulad embedded image, which cannot be made a bundle; img save it, load the archive and make a bundle of that", img.id);
+    }
+    let cfg = config_path(dir);
+    if let Ok(bytes) = std::fs::read(&cfg) {
+        let ours = read_record(store.root(), &rootfs_path(dir))
+            .is_some_and(|r| Path::new(&r.bundle) == dir && r.config == Digest::of_bytes(&bytes).hex());
+        if !ours {
+            bail!(
+                "{} exists; move it away, or mount the image alone with img mount IMAGE {} to run that config",
+                cfg.display(),
+                rootfs_path(dir).display()
+            );
+        }
+    }
+    let bytes = store.read_blob(&img.id, crate::image::MAX_CONFIG_SIZE)?;
+    let config = crate::image::parse_config(&format!("the config of {}", img.id), &bytes)?.raw;
+    let mount_points = mount_points(&config).into_iter().map(String::into_bytes).collect();
+    Ok(Plan { dir: dir.to_path_buf(), rootfs: rootfs_path(dir), config, mount_points })
+}
+
+/// Writes the bundle of `plan` once its mount is up (writable if `rw`;
+/// `tty` gives the process a terminal); returns the conversion's warnings.
+/// On failure the mount goes again (a writable mount holding changes not
+/// committed stays, as img umount keeps it).
+pub fn finish(store: &mut Store, plan: &Plan, rw: bool, tty: bool) -> Result<Vec<String>> {
+    let written = (|| {
+        let rootless = if img_overlay::is_root() {
+            None
+        } else {
+            Some((
+                crate::user::effective_uid().context("reading the effective uid")?,
+                crate::user::effective_gid().context("reading the effective gid")?,
+            ))
+        };
+        write(store, &plan.dir, &plan.config, &Options { readonly: !rw, terminal: tty, rootless })
+    })()
+    .with_context(|| format!("making the bundle {}", plan.dir.display()));
+    if written.is_err() {
+        let here = plan.rootfs.to_string_lossy();
+        if let Some(m) = super::mounts(store)?.into_iter().find(|m| m.record.mountpoint == here) {
+            let _ = super::unmount(store, &m, false);
+        }
+    }
+    written
+}
+
+/// A file of the mounted image (its path resolved inside the root), or
+/// nothing if it is not there.
+fn read_in_root(root: &Path, path: &str) -> Result<Option<String>> {
+    let p = crate::build::fsops::resolve_in_root(root, path, true)
+        .with_context(|| format!("finding {path} in the image"))?;
+    let f = match std::fs::File::open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {path} of the image")),
+    };
+    let mut bytes = Vec::new();
+    f.take(MAX_ID_FILE).read_to_end(&mut bytes).with_context(|| format!("reading {path} of the image"))?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Writes `dir/config.json` for the image `config` mounted at
+/// `dir/rootfs`, and records it for the mount (first, so that a config.json
+/// on disk is always one the mount's end removes). Returns the warnings
+/// of the conversion.
+fn write(store: &Store, dir: &Path, config: &Value, opts: &Options) -> Result<Vec<String>> {
+    let rootfs = rootfs_path(dir);
+    for p in mount_points(config) {
+        if !crate::build::fsops::resolve_in_root(&rootfs, &p, true).is_ok_and(|p| p.is_dir()) {
+            bail!(
+                "the image has no directory {p}, which the runtime mounts on or changes into, and the mount could not add one (something else is there, or the image's layers were still streaming: img pull the image, then make the bundle again)"
+            );
+        }
+    }
+    let files = IdFiles { passwd: read_in_root(&rootfs, "/etc/passwd")?, group: read_in_root(&rootfs, "/etc/group")? };
+    let converted = convert(config, &files, opts)?;
+    let mut bytes = serde_json::to_vec_pretty(&converted.spec)?;
+    bytes.push(b'\n');
+    let record =
+        Record { bundle: dir.to_string_lossy().into_owned(), config: Digest::of_bytes(&bytes).hex().to_string() };
+    let rp = record_path(store, &rootfs);
+    write_atomically(&rp, &serde_json::to_vec(&record)?)?;
+    write_atomically(&config_path(dir), &bytes)?;
+    Ok(converted.warnings)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The record of the bundle around the mount at `mountpoint`, if it is
+/// one: read before the mount goes, for [`forget`].
+pub fn record_of(store_root: &Path, mountpoint: &Path) -> Option<Record> {
+    read_record(store_root, mountpoint)
+}
+
+/// The mount at `mountpoint`, a bundle's as `record` says, is gone: the
+/// bundle's config.json goes too, unless it was changed since img wrote it
+/// (then it stays, and the returned note says so). The server and img
+/// umount may both do this at once.
+pub fn forget(store_root: &Path, mountpoint: &Path, record: &Record) -> Option<String> {
+    let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
+    let _ = std::fs::remove_file(store_root.join("mounts").join(format!("bundle-{}.json", &key.hex()[..16])));
+    let cfg = config_path(Path::new(&record.bundle));
+    let bytes = std::fs::read(&cfg).ok()?;
+    if Digest::of_bytes(&bytes).hex() == record.config {
+        let _ = std::fs::remove_file(&cfg);
+        None
+    } else {
+        Some(format!("{} was changed since img mount wrote it, so it stays", cfg.display()))
+    }
 }
 
 #[cfg(test)]
