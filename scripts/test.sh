@@ -58,7 +58,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 }
 
 install_packages() {
-  local want=(podman skopeo umoci busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
+  local want=(podman skopeo umoci runc busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
               chromium-headless-shell uidmap runc docker.io containerd) missing=()
   for p in "${want[@]}"; do

@@ -2,8 +2,17 @@
 
 /// The effective uid, from `/proc/self/status` (the second field of `Uid:`).
 pub fn effective_uid() -> Option<u32> {
+    effective_id("Uid:")
+}
+
+/// The effective gid, from `/proc/self/status` (the second field of `Gid:`).
+pub fn effective_gid() -> Option<u32> {
+    effective_id("Gid:")
+}
+
+fn effective_id(field: &str) -> Option<u32> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines().find_map(|l| l.strip_prefix(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Reads a password from standard input: on a terminal after `prompt`,

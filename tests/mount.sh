@@ -11,7 +11,9 @@
 # compared with GNU tar, umoci and img export), a hostile sparse map, rmi
 # and prune of a mounted image,
 # and a rootless mount by an unprivileged user (imgtest, made here and
-# removed again; /dev/fuse is 0666 during that check only).
+# removed again; /dev/fuse is 0666 during that check only); bundles
+# (img mount --bundle) run by runc, as root and as that user, read-only and
+# writable, on the busybox image of testdata/gen (scripts/make-testdata.sh).
 #
 # Usage: IMG=target/release/img tests/mount.sh [CHECK-NAME-SUBSTRING...]
 # Prints "ok - NAME" or "not ok - NAME" and the reason per check, then
@@ -31,12 +33,18 @@ UMOCI=$TMPFS/umoci/rootfs
 TREE=$WORK/bin/mount_tree.py
 export IMG_ROOT=/nonexistent      # each check sets its own
 TEST_USER=imgtest
+RUNC=$(command -v runc)           # (the test user's PATH has no sbin)
 USER_MADE=0                       # 1 once this run made $TEST_USER
 FUSE_MODE=""                      # /dev/fuse's mode while the rootless check changes it
 
 # Every mount and server this run made goes, whatever happened.
 cleanup() {
-  local s m pid
+  local s m pid r c
+  # Containers of the bundle checks (runc run removes them when they end).
+  for r in "$WORK"/*/runc "$(user_home)/img-mount-test-runc"; do
+    [[ -d $r && -n $RUNC ]] || continue
+    for c in $("$RUNC" --root "$r" list -q 2>/dev/null); do "$RUNC" --root "$r" delete -f "$c" >/dev/null 2>&1; done
+  done
   for s in "$WORK"/store-*; do
     [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
   done
@@ -59,7 +67,7 @@ cleanup() {
   if [[ $USER_MADE == 1 ]]; then
     userdel -r "$TEST_USER" >/dev/null 2>&1
   elif [[ -n $home ]]; then
-    as_user rm -rf "$home/img-mount-test" "$home/img-mount-test.tar" 2>/dev/null
+    as_user rm -rf "$home/img-mount-test" "$home/img-mount-test.tar" "$home"/img-mount-test-* 2>/dev/null
   fi
   mountpoint -q "$TMPFS" && umount -l "$TMPFS"
   rm -rf "$WORK"
@@ -1027,6 +1035,107 @@ check_killed_mount_leaves_no_orphan() {
   echo "# img mount killed at random in its first 30 ms, $trials times: $listed mounts came up, each listed; none left after umount -a"
 }
 
+# 3c. Bundles: img mount --bundle DIR makes DIR an OCI runtime bundle
+# that runc runs as it is: DIR/rootfs the mount, DIR/config.json the
+# image's config converted onto runc's default spec.
+
+# The command the bundle checks' image runs (its Entrypoint is sh -c): what
+# the config gives the process, and a file of the committed layer.
+BUNDLE_CMD='echo $GREETING from $(pwd) as $(id -u):$(id -g) home $HOME; cat note.txt'
+
+# bundle_image USER W [as_user]: makes localhost/run:1 from the testdata
+# busybox image (Cmd /bin/sh, Env PATH, no /proc, /dev or /sys) in the
+# store of root (or of the test user): a file added through a writable
+# mount at W, and a config that sets Entrypoint, Cmd, Env, WorkingDir and
+# User USER.
+bundle_image() {
+  local user=$1 w=$2 run=${3:-} bin=$IMG
+  [[ -z $run ]] || bin=$WORK/bin/img
+  $run "$bin" load -q -i "$GEN/base-docker.tar" >/dev/null || fail "loading the busybox image failed"
+  $run "$bin" mount --rw localhost/base:1 "$w" >/dev/null || fail "img mount --rw of the busybox image failed"
+  $run sh -c "echo 'from the committed layer' > '$w/opt/app/note.txt'" || fail "writing into $w failed"
+  $run "$bin" commit -q -c 'ENTRYPOINT ["/bin/sh", "-c"]' -c "CMD [\"$BUNDLE_CMD\"]" -c 'ENV GREETING=hello' \
+    -c 'WORKDIR /opt/app' -c "USER $user" -c 'STOPSIGNAL SIGQUIT' -c 'EXPOSE 8080/tcp' -c 'LABEL org.example.k=v' \
+    "$w" localhost/run:1 >/dev/null || fail "img commit of the bundle image failed"
+  $run "$bin" umount "$w" >/dev/null || fail "img umount of $w failed"
+}
+
+# config FILE EXPR: a Python expression over the config.json FILE (as c)
+config() { python3 -c "import json, sys; c = json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# As root: runc runs the image's Entrypoint and Cmd with its Env, WorkingDir
+# and User (a name and a group, resolved with the image's /etc/passwd and
+# /etc/group), on a read-only root that has /proc, /dev and /sys although
+# the image has none; img umount DIR takes the mount and the config.json.
+check_bundle_runs_under_runc() {
+  bundle_image user:nogroup "$T/w"
+  local b out
+  b=$(img mount --bundle "$T/b" localhost/run:1 2> "$T/err") || fail "img mount --bundle failed: $(cat "$T/err")"
+  [[ $b == "$T/b" ]] || fail "img mount --bundle printed $b"
+  [[ ! -s $T/err ]] || fail "img mount --bundle warned: $(cat "$T/err")"
+  mounted "$b/rootfs" || fail "$b/rootfs is not a mountpoint"
+  [[ -d $b/rootfs/proc && -d $b/rootfs/dev && -d $b/rootfs/sys ]] || fail "the mount points are missing"
+  [[ $(field "$b/rootfs" Bundle) == "$b" ]] || fail "img mounts does not name the bundle: $(mounts_json)"
+  out=$(cd / && timeout 60 "$RUNC" --root "$T/runc" run -b "$b" c1 < /dev/null 2> "$T/err") ||
+    fail "runc run failed: $(cat "$T/err")"
+  [[ $out == $'hello from /opt/app as 1000:65534 home /home/user\nfrom the committed layer' ]] ||
+    fail "the container printed: $out"
+  [[ $(config "$b/config.json" 'c["root"], c["process"]["terminal"], c["process"]["user"], c["process"]["args"]') == \
+     "{'path': 'rootfs', 'readonly': True} False {'uid': 1000, 'gid': 65534} ['/bin/sh', '-c', '$BUNDLE_CMD']" ]] ||
+    fail "config.json: $(config "$b/config.json" 'c["root"], c["process"]')"
+  [[ $(config "$b/config.json" 'sorted(c["annotations"].items())[:2], sorted(c["annotations"].items())[3:], c["annotations"]["org.opencontainers.image.created"][:2]') == \
+     "[('org.example.k', 'v'), ('org.opencontainers.image.architecture', 'amd64')] [('org.opencontainers.image.exposedPorts', '8080/tcp'), ('org.opencontainers.image.os', 'linux'), ('org.opencontainers.image.stopSignal', 'SIGQUIT')] 20" ]] ||
+    fail "annotations: $(config "$b/config.json" 'c["annotations"]')"
+  [[ $(config "$b/config.json" '[n["type"] for n in c["linux"]["namespaces"]]') == "['pid', 'network', 'ipc', 'uts', 'mount']" ]] ||
+    fail "namespaces: $(config "$b/config.json" 'c["linux"]["namespaces"]')"
+  # The root is read-only for the container (a config changed by hand).
+  config "$b/config.json" 'json.dumps({**c, "process": {**c["process"], "user": {"uid": 0, "gid": 0}, "args": ["sh", "-c", "echo x > /new"]}})' > "$T/c" &&
+    cp "$T/c" "$b/config.json"
+  ! (cd / && timeout 60 "$RUNC" --root "$T/runc" run -b "$b" c2 < /dev/null > "$T/out" 2>&1) || fail "the container wrote into its root"
+  has -i "read-only" "$T/out" || fail "the write failed otherwise: $(cat "$T/out")"
+  # img umount DIR: the mount goes; a config.json changed by hand stays (said so).
+  img umount "$b" > /dev/null 2> "$T/err" || fail "img umount $b failed: $(cat "$T/err")"
+  ! mounted "$b/rootfs" || fail "$b/rootfs is still mounted"
+  [[ -f $b/config.json ]] || fail "the changed config.json was removed"
+  has "was changed" "$T/err" || fail "img umount does not say the config.json stays: $(cat "$T/err")"
+  # ... and a new bundle there does not overwrite it.
+  ! img mount --bundle "$b" localhost/run:1 > /dev/null 2> "$T/err" || fail "img mount --bundle overwrote a config.json"
+  has "config.json exists" "$T/err" || fail "the refusal does not say why: $(cat "$T/err")"
+  ! mounted "$b/rootfs" || fail "the refused bundle left a mount"
+  rm "$b/config.json"
+  # An unchanged config.json goes with the mount, here by its rootfs.
+  img mount --bundle "$b" localhost/run:1 > /dev/null 2>&1 || fail "mounting the bundle again failed"
+  img umount "$b/rootfs" > /dev/null || fail "img umount $b/rootfs failed"
+  [[ ! -e $b/config.json && -d $b/rootfs && -z $(ls -A "$b/rootfs") ]] || fail "left in $b: $(ls -AR "$b")"
+  [[ $(mounts_json) == "[]" ]] || fail "still listed: $(mounts_json)"
+  [[ -z $(ls "$IMG_ROOT/mounts" | grep '^bundle-') ]] || fail "records left: $(ls "$IMG_ROOT/mounts")"
+}
+
+# A writable bundle: what the container writes is in the mount, and img
+# commit DIR takes it; the mount points the image lacks are not committed.
+check_bundle_rw_commit() {
+  bundle_image root "$T/w"
+  img mount --rw localhost/run:1 "$T/w2" > /dev/null || fail "img mount --rw failed"
+  img commit -q -c 'CMD ["echo written in the container > out.txt; id -u > ran-as"]' "$T/w2" localhost/writer:1 > /dev/null ||
+    fail "img commit of the writer image failed"
+  img umount "$T/w2" > /dev/null
+  local b=$T/rw m
+  img mount --rw --bundle "$b" localhost/writer:1 > /dev/null 2> "$T/err" || fail "img mount --rw --bundle failed: $(cat "$T/err")"
+  [[ $(config "$b/config.json" 'c["root"]["readonly"]') == False ]] || fail "root.readonly is not false"
+  (cd / && timeout 60 "$RUNC" --root "$T/runc" run -b "$b" c1 < /dev/null > "$T/out" 2>&1) || fail "runc run failed: $(cat "$T/out")"
+  [[ $(cat "$b/rootfs/opt/app/out.txt") == "written in the container" && $(cat "$b/rootfs/opt/app/ran-as") == 0 ]] ||
+    fail "the container's files are not in the mount: $(ls -la "$b/rootfs/opt/app")"
+  ! img umount "$b" 2> /dev/null || fail "img umount took changes not committed"
+  img commit "$b" localhost/written:1 > /dev/null 2> "$T/err" || fail "img commit $b failed: $(cat "$T/err")"
+  has "added or changed, 0 deleted" "$T/err" || fail "the commit: $(cat "$T/err")"
+  img umount "$b" > /dev/null || fail "img umount after the commit failed"
+  [[ ! -e $b/config.json ]] || fail "the config.json stayed"
+  m=$(img mount localhost/written:1 "$T/check") || fail "mounting the commit failed"
+  [[ $(cat "$m/opt/app/out.txt") == "written in the container" ]] || fail "the commit lacks the container's file"
+  [[ ! -e $m/proc && ! -e $m/dev && ! -e $m/sys ]] || fail "the bundle's mount points were committed: $(ls "$m")"
+  img umount "$m" > /dev/null
+}
+
 # 4. Rootless: an ordinary user mounts an image of their own store through
 # fusermount3 and reads it from their own shell (no namespace entered).
 user_home() { getent passwd "$TEST_USER" | cut -d: -f6; }
@@ -1103,6 +1212,42 @@ check_rootless_writable_mount_and_commit() {
   chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
 }
 
+# Rootless bundles (runc --root in a directory of the user): the caller
+# mapped to root in a user namespace as runc spec --rootless does; the
+# image's User (another user) cannot be mapped, so the process runs as root
+# there, with a warning. A writable one: the container's file is committed.
+check_rootless_bundle_runs_under_runc() {
+  ensure_test_user
+  local h uid gid b out; h=$(user_home) uid=$(id -u "$TEST_USER") gid=$(id -g "$TEST_USER")
+  local u=("$WORK/bin/img")
+  bundle_image user "$h/img-mount-test-w" as_user
+  b=$(as_user "${u[@]}" mount --bundle "$h/img-mount-test-b" localhost/run:1 2> "$T/err") ||
+    fail "img mount --bundle as $TEST_USER failed: $(cat "$T/err")"
+  has "runs as root in the container" "$T/err" || fail "no warning that the image's user is not kept: $(cat "$T/err")"
+  awk -v d="$b/rootfs" '$5 == d' /proc/self/mountinfo | has "user_id=$uid" || fail "not the user's FUSE mount"
+  [[ $(config "$b/config.json" 'c["linux"]["uidMappings"], c["linux"]["gidMappings"], [n["type"] for n in c["linux"]["namespaces"]]') == \
+     "[{'containerID': 0, 'hostID': $uid, 'size': 1}] [{'containerID': 0, 'hostID': $gid, 'size': 1}] ['pid', 'ipc', 'uts', 'mount', 'user']" ]] ||
+    fail "not rootless: $(config "$b/config.json" 'c["linux"]')"
+  out=$(as_user "$RUNC" --root "$h/img-mount-test-runc" run -b "$b" c1 < /dev/null 2> "$T/err") ||
+    fail "runc run as $TEST_USER failed: $(cat "$T/err")"
+  [[ $out == $'hello from /opt/app as 0:0 home /home/user\nfrom the committed layer' ]] || fail "the container printed: $out"
+  as_user "${u[@]}" umount "$b" > /dev/null || fail "img umount $b as $TEST_USER failed"
+  [[ ! -e $b/config.json ]] && ! mounted "$b/rootfs" || fail "the bundle was not taken down"
+  # Writable: the container (root there, the user outside) writes; the commit has it.
+  b=$(as_user "${u[@]}" mount --rw --bundle "$h/img-mount-test-rw" localhost/base:1) || fail "img mount --rw --bundle as $TEST_USER failed"
+  config "$b/config.json" 'json.dumps({**c, "process": {**c["process"], "args": ["sh", "-c", "echo made rootless > /opt/app/out.txt"]}})' > "$T/c" &&
+    as_user cp "$T/c" "$b/config.json"
+  as_user "$RUNC" --root "$h/img-mount-test-runc" run -b "$b" c2 < /dev/null > "$T/out" 2>&1 || fail "runc run of the writable bundle failed: $(cat "$T/out")"
+  as_user "${u[@]}" commit -q "$b" localhost/rootless-written:1 > /dev/null 2> "$T/err" || fail "img commit $b failed: $(cat "$T/err")"
+  as_user "${u[@]}" umount "$b" > /dev/null 2> "$T/err" || fail "img umount $b failed: $(cat "$T/err")"
+  out=$(as_user "${u[@]}" mount localhost/rootless-written:1 "$h/img-mount-test-check") || fail "mounting the commit failed"
+  [[ $(as_user cat "$out/opt/app/out.txt") == "made rootless" ]] || fail "the commit lacks the container's file"
+  [[ ! -e $out/proc ]] || fail "the bundle's mount points were committed"
+  as_user "${u[@]}" umount "$out" > /dev/null
+  as_user rm -rf "$h"/img-mount-test-*
+  chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
+}
+
 # ---------------------------------------------------------------- measurements
 # Not asserted: printed as "# " lines.
 now() { date +%s.%N; }
@@ -1171,11 +1316,12 @@ run_check() {
 preflight() {
   [[ $(id -u) == 0 ]] || fail "must run as root (FUSE as root, umoci unpack keeping owners, a test user)"
   local missing=() t
-  for t in fusermount3 umoci podman setfattr mksquashfs python3 tar zstd gzip useradd userdel runuser getent mountpoint "$IMG"; do
+  for t in fusermount3 umoci podman runc setfattr mksquashfs python3 tar zstd gzip useradd userdel runuser getent mountpoint "$IMG"; do
     command -v "$t" >/dev/null || missing+=("$t")
   done
   [[ -c /dev/fuse ]] || missing+=("/dev/fuse")
-  [[ ${#missing[@]} == 0 ]] || fail "missing: ${missing[*]} (scripts/test.sh installs fuse3 umoci python3 zstd)"
+  [[ -f testdata/gen/base-docker.tar ]] || missing+=("testdata/gen/base-docker.tar (run scripts/make-testdata.sh)")
+  [[ ${#missing[@]} == 0 ]] || fail "missing: ${missing[*]} (scripts/test.sh installs fuse3 umoci runc python3 zstd)"
   grep -qw fuse /proc/filesystems || fail "the kernel has no FUSE"
 }
 
@@ -1187,6 +1333,7 @@ setup() {
   python3 "$SUPPORT/mount_image.py" full "$GEN/full" "$GEN/twin" &&
     python3 "$SUPPORT/mount_image.py" sparse "$GEN/sparse" "$GEN/sparse-pax" &&
     python3 "$SUPPORT/mount_image.py" hostile "$GEN/hostile" || fail "making the image layouts failed"
+  cp testdata/gen/base-docker.tar "$GEN/" || fail "copying the busybox image failed"
   chmod -R a+rX "$GEN"
   mount -t tmpfs -o size=3g,mode=755 img-mount-test "$TMPFS" || fail "mounting a tmpfs failed"
   local i n=1 t0

@@ -371,6 +371,30 @@ impl Builder {
         }
         cur
     }
+    /// Directories at `path` and above it where nothing is; stops at the
+    /// first name that is not a directory. A path that is not clean is
+    /// left alone.
+    fn add_missing_dirs(&mut self, path: &[u8]) {
+        if split(path).any(|c| c == b"." || c == b"..") {
+            return;
+        }
+        let root = self.node(ROOT);
+        let (uid, gid, mtime) = (root.uid, root.gid, root.mtime);
+        let mut cur = ROOT;
+        for c in split(path) {
+            cur = match self.child(cur, c) {
+                Some(ino) if self.node(ino).is_dir() => ino,
+                Some(_) => return,
+                None => {
+                    let mut n = dir_node(cur);
+                    (n.uid, n.gid, n.mtime) = (uid, gid, mtime);
+                    let ino = self.add(n);
+                    self.link(cur, c, ino);
+                    ino
+                }
+            };
+        }
+    }
     fn link(&mut self, dir: u64, name: &[u8], ino: u64) {
         if let Some(c) = self.kids[(dir - 1) as usize].as_mut() {
             c.insert(name.into(), ino);
@@ -564,12 +588,24 @@ impl Tree {
     /// tree or are freed as it is applied, and each layer is dropped once
     /// applied, so a large image is not held twice.
     pub fn build_from(layers: Vec<Layer>) -> Result<Tree, TreeError> {
+        Tree::build_with_dirs(layers, &[])
+    }
+
+    /// `build_from`, then an empty directory at each path of `dirs` that
+    /// the layers leave missing (and at the missing directories above it):
+    /// mount points a container runtime needs on a root it cannot write.
+    /// They are the root's (mode 0755, the root's owner and mtime); a path
+    /// that meets a file or a symlink stays as the layers made it.
+    pub fn build_with_dirs(layers: Vec<Layer>, dirs: &[Vec<u8>]) -> Result<Tree, TreeError> {
         let mut b = Builder::new();
         for (li, layer) in layers.into_iter().enumerate() {
             b.apply_markers(&layer.opaque, &layer.whiteouts);
             for e in layer.entries {
                 b.apply_entry(li, e)?;
             }
+        }
+        for d in dirs {
+            b.add_missing_dirs(d);
         }
         compact(b)
     }
@@ -719,6 +755,32 @@ mod tests {
         };
         let t = Tree::build(&[l0, l1]).unwrap();
         assert_eq!(listing(&t), vec!["a dir 755", "a/x file L1@0+5 n1", "b dir 755", "b/new file L1@5+1 n1"],);
+    }
+
+    #[test]
+    fn mount_points_are_added_only_where_nothing_is() {
+        let root = Entry { mode: 0o700, uid: 7, gid: 8, mtime: (42, 0), ..dir("") };
+        let l0 = layer(vec![root, dir("dev"), file("sys", 0, 0, 1), entry("vol", Kind::Symlink(b"/x".to_vec()))]);
+        let dirs: Vec<Vec<u8>> = ["/proc", "dev", "sys/fs", "vol/a", "/var/lib/data", "../up", "a/../b"]
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        let t = Tree::build_with_dirs(vec![l0], &dirs).unwrap();
+        assert_eq!(
+            listing(&t),
+            vec![
+                "dev dir 755",
+                "proc dir 755",
+                "sys file L0@0+1 n1",
+                "var dir 755",
+                "var/lib dir 755",
+                "var/lib/data dir 755",
+                "vol -> /x",
+            ]
+        );
+        let p = t.node(t.resolve(b"proc").unwrap()).unwrap();
+        assert_eq!((p.uid, p.gid, p.mtime), (7, 8, (42, 0)));
+        assert_eq!(t.node(1).unwrap().nlink, 2 + 3, "the root counts its subdirectories");
     }
 
     #[test]

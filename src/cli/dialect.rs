@@ -105,7 +105,7 @@ pub fn translate(argv: Vec<OsString>) -> Translation {
             }
             Some(c) if CONTAINER_COMMANDS.contains(&c) => {
                 return Translation::Refused(format!(
-                    "img {c}: img handles images, not containers; to run an image, write a runtime bundle with img mount (see img mount --help) and start it with runc"
+                    "img {c}: img handles images, not containers; to run an image, make it a runtime bundle with img mount --bundle DIR IMAGE and start it with runc run -b DIR NAME"
                 ))
             }
             _ => {
@@ -291,7 +291,7 @@ fn isula(words: &[String]) -> Result<Vec<Arg>, String> {
     }
     if !ISULA_COMMANDS.contains(&cmd) {
         return Err(format!(
-            "isula {cmd}: img handles images only ({}); to run an image, write a runtime bundle with img mount and start it with runc",
+            "isula {cmd}: img handles images only ({}); to run an image, make it a runtime bundle with img mount --bundle DIR IMAGE and start it with runc run -b DIR NAME",
             ISULA_COMMANDS.join(", ")
         ));
     }

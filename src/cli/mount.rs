@@ -1,12 +1,14 @@
 use super::{print_table, Ctx};
 use crate::index::MountRecord;
 use crate::mount;
+use crate::mount::bundle;
 use crate::ops::resolve_image;
 use crate::timefmt::{human_ago, now};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use img_overlay::Kernel;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,8 +20,18 @@ pub struct MountArgs {
     #[arg(value_name = "IMAGE")]
     image: String,
     /// Where to mount it (created if missing); a directory under the store by default
-    #[arg(value_name = "DIR")]
+    #[arg(value_name = "DIR", conflicts_with_all = ["bundle", "tty"])]
     dir: Option<PathBuf>,
+    /// Make DIR (created if missing) an OCI runtime bundle: the image
+    /// mounted at DIR/rootfs, and DIR/config.json its config converted onto
+    /// runc's default spec (rootless when img is not run as root), so that
+    /// `runc run -b DIR NAME` runs it. img umount DIR removes the mount and
+    /// the config.json (kept if changed since)
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
+    /// With --bundle: give the process a terminal (runc run then needs one)
+    #[arg(long, requires = "bundle")]
+    tty: bool,
     /// Mount it writable: changes go to a directory in the store (overlayfs
     /// over the image) until img commit or img umount --discard
     #[arg(long)]
@@ -57,12 +69,47 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         }
         None => resolve_image(&store, &a.image)?,
     };
-    let (dir, created) = absolute(&a.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
-    let res = start(ctx, store, &a, &img, &dir);
-    if res.is_err() && created {
-        let _ = std::fs::remove_dir(&dir);
+    let Some(bundle_dir) = &a.bundle else {
+        let (dir, created) = absolute(&a.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
+        let res = start(ctx, store, &a, &img, &dir, &[]);
+        if res.is_err() && created {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        res?;
+        return print_dir(&dir);
+    };
+    let (bundle_dir, bundle_created) = absolute(bundle_dir)?;
+    let res = (|| {
+        let plan = bundle::plan(&store, &img, &bundle_dir)?;
+        let (dir, created) = absolute(&plan.rootfs)?;
+        let res = start(ctx, store, &a, &img, &dir, &plan.mount_points)
+            .and_then(|()| bundle::finish(&mut ctx.open_store()?, &plan, a.rw, a.tty));
+        if res.is_err() && created {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        res
+    })();
+    match res {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            print_dir(&bundle_dir)
+        }
+        Err(e) => {
+            if bundle_created {
+                let _ = std::fs::remove_dir(&bundle_dir);
+            }
+            Err(e)
+        }
     }
-    res
+}
+
+fn print_dir(dir: &Path) -> Result<()> {
+    let mut out = super::stdout();
+    writeln!(out, "{}", dir.display())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn start(
@@ -71,6 +118,7 @@ fn start(
     a: &MountArgs,
     img: &crate::index::ImageRecord,
     dir: &Path,
+    mount_points: &[Vec<u8>],
 ) -> Result<()> {
     if mount::is_mounted(dir) {
         bail!("{} is already a mountpoint; img umount it first", dir.display());
@@ -134,6 +182,9 @@ fn start(
     if !name.is_empty() {
         cmd.arg("--name").arg(&name);
     }
+    for p in mount_points {
+        cmd.arg("--mount-point").arg(std::ffi::OsStr::from_bytes(p));
+    }
     // A partial image's server reads from the registry: it gets the same
     // registry options (credentials through its stdin, never arguments),
     // and gives up on a registry that stops answering in bounded time.
@@ -193,9 +244,6 @@ fn start(
     }
     // The serving process recorded the mount before it said "ready", so
     // that the mount is listed even if this command is killed now.
-    let mut out = super::stdout();
-    writeln!(out, "{}", dir.display())?;
-    out.flush()?;
     Ok(())
 }
 
@@ -234,9 +282,6 @@ fn mount_embedded(
         committed: String::new(),
         name: mounted_name(&a.image, img),
     })?;
-    let mut out = super::stdout();
-    writeln!(out, "{}", dir.display())?;
-    out.flush()?;
     Ok(())
 }
 
@@ -264,6 +309,9 @@ pub struct ServeArgs {
     /// The name the mount was asked for
     #[arg(long, default_value = "")]
     name: String,
+    /// An empty directory there if the image has none (a bundle's mount points)
+    #[arg(long = "mount-point", value_name = "PATH")]
+    mount_points: Vec<PathBuf>,
 }
 
 /// The name `img mounts` shows for a mount asked for as `asked`: the name
@@ -310,6 +358,7 @@ fn say(line: &str) {
 
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let fail = |e: &anyhow::Error| say(&format!("error: {}", crate::error_chain(e)));
+    let mount_points: Vec<Vec<u8>> = a.mount_points.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
     let prepared = (|| -> Result<_> {
         let store = ctx.open_store()?;
         let img = resolve_image(&store, &a.id)?;
@@ -329,11 +378,11 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
                 cert_dir: a.cert_dir.clone(),
             };
             let stats = Arc::new(mount::lazy::Stats::default());
-            let fs = mount::partial_fs(&store, &img, &opts, stats.clone())?;
+            let fs = mount::partial_fs(&store, &img, &opts, stats.clone(), &mount_points)?;
             write_stats(mount::stats_path(&store, &a.dir), stats);
             fs
         } else {
-            mount::image_fs(&store, &img)?
+            mount::image_fs(&store, &img, &mount_points)?
         };
         Ok((img, fs))
     })();
@@ -427,7 +476,10 @@ fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: 
     // may be at the same directory by now (found by four processes
     // mounting and unmounting one image: an old server removed the record
     // of the new mount, which then could not be listed or unmounted).
-    if let Ok(mut store) = ctx.open_store() {
+    // A store removed meanwhile is not made again (found: a test's store
+    // came back after its test had removed it).
+    let store = if ctx.root().join("img.db").exists() { ctx.open_store().ok() } else { None };
+    if let Some(mut store) = store {
         let dir = a.dir.to_string_lossy();
         let me = std::process::id() as i64;
         let record =
@@ -439,6 +491,10 @@ fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: 
                 let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
             }
             let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
+            let bundle = bundle::record_of(store.root(), &a.dir);
+            if let Some(note) = bundle.and_then(|b| bundle::forget(store.root(), &a.dir, &b)) {
+                eprintln!("img mount: {note}");
+            }
             // Forget the mount, unless it holds changes not committed.
             if !mount::has_uncommitted_changes(&r).unwrap_or(true) {
                 let _ = store.index_mut().remove_mount_of(&dir, me);
@@ -465,7 +521,7 @@ fn watch_overlay(dir: PathBuf, lower: PathBuf) {
 
 #[derive(Args)]
 pub struct CommitArgs {
-    /// The writable mount (its directory, or the image mounted writable once)
+    /// The writable mount (its directory or its bundle's, or the image mounted writable once)
     #[arg(value_name = "DIR|IMAGE")]
     mount: String,
     /// The new image's name
@@ -494,9 +550,8 @@ pub struct CommitArgs {
 /// Finds the mount `target` names: a mount directory, or an image with one
 /// writable mount.
 fn find_mount(states: &[mount::MountState], store: &crate::store::Store, target: &str) -> Result<mount::MountState> {
-    let as_dir = Path::new(target).canonicalize().ok().map(|p| p.to_string_lossy().into_owned());
-    if let Some(s) = states.iter().find(|s| Some(&s.record.mountpoint) == as_dir.as_ref()) {
-        return Ok(s.clone());
+    if let Some(s) = mounts_at(states, target).into_iter().next() {
+        return Ok(s);
     }
     if let Ok(img) = resolve_image(store, target) {
         let rw: Vec<_> = states.iter().filter(|s| s.record.image_id == img.id && s.record.writable).collect();
@@ -507,6 +562,20 @@ fn find_mount(states: &[mount::MountState], store: &crate::store::Store, target:
         }
     }
     bail!("{target} is not a writable img mount (see img mounts; mount one with img mount --rw)")
+}
+
+/// The mounts at directory `target`, or at `target/rootfs` when `target`
+/// is the directory of a bundle (img mount --bundle).
+fn mounts_at(states: &[mount::MountState], target: &str) -> Vec<mount::MountState> {
+    let Ok(dir) = Path::new(target).canonicalize() else { return Vec::new() };
+    for d in [dir.clone(), bundle::rootfs_path(&dir)] {
+        let d = d.to_string_lossy();
+        let found: Vec<_> = states.iter().filter(|s| s.record.mountpoint == d).cloned().collect();
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    Vec::new()
 }
 
 pub fn commit(ctx: &Ctx, a: CommitArgs) -> Result<()> {
@@ -534,7 +603,8 @@ pub fn commit(ctx: &Ctx, a: CommitArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct UmountArgs {
-    /// Mount directories, or images whose mounts to remove
+    /// Mount directories (or bundle directories of img mount --bundle), or
+    /// images whose mounts to remove
     #[arg(value_name = "DIR|IMAGE", required_unless_present = "all")]
     targets: Vec<String>,
     /// Unmount every img mount
@@ -553,8 +623,7 @@ pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
         chosen = states.clone();
     }
     for t in &a.targets {
-        let as_dir = Path::new(t).canonicalize().ok().map(|p| p.to_string_lossy().into_owned());
-        let by_dir: Vec<_> = states.iter().filter(|s| Some(&s.record.mountpoint) == as_dir.as_ref()).cloned().collect();
+        let by_dir = mounts_at(&states, t);
         let found = if !by_dir.is_empty() {
             by_dir
         } else {
@@ -650,6 +719,7 @@ pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
                         "Mounted": s.mounted,
                         "Serving": s.serving,
                         "Created": s.record.created_at,
+                        "Bundle": bundle::bundle_of(&store, Path::new(&s.record.mountpoint)),
                         "Lazy": std::fs::read(mount::stats_path(&store, std::path::Path::new(&s.record.mountpoint)))
                             .ok()
                             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),

@@ -4,6 +4,7 @@
 //! `img_fuse::Tree` merges them, and `source` reads the bytes on demand.
 //! One background process serves each mount, recorded in the index.
 
+pub mod bundle;
 pub mod embedded;
 pub mod index_file;
 pub mod lazy;
@@ -22,19 +23,29 @@ use source::StoreSource;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-/// The filesystem of image `img`, ready to serve.
+/// The filesystem of image `img`, ready to serve, with an empty directory
+/// at each of `mount_points` the image lacks (see [`Tree::build_with_dirs`]).
 /// (A partial image needs registry options: see [`partial_fs`].)
-pub fn image_fs(store: &Store, img: &ImageRecord) -> Result<ImageFs<StoreSource>> {
+pub fn image_fs(store: &Store, img: &ImageRecord, mount_points: &[Vec<u8>]) -> Result<ImageFs<StoreSource>> {
     if img.kind == "embedded" {
         bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
     }
     let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
-    layers_fs(store, &layers, &img.id.to_string())
+    layers_fs_with(store, &layers, &img.id.to_string(), mount_points)
 }
 
 /// The filesystem of stored layers `layers` (bottom first), named `label`
 /// in errors.
 pub fn layers_fs(store: &Store, layers: &[Digest], label: &str) -> Result<ImageFs<StoreSource>> {
+    layers_fs_with(store, layers, label, &[])
+}
+
+fn layers_fs_with(
+    store: &Store,
+    layers: &[Digest],
+    label: &str,
+    mount_points: &[Vec<u8>],
+) -> Result<ImageFs<StoreSource>> {
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     for (i, d) in layers.iter().enumerate() {
@@ -42,7 +53,7 @@ pub fn layers_fs(store: &Store, layers: &[Digest], label: &str) -> Result<ImageF
         scanned.push(layer);
         sources.push(spec);
     }
-    let tree = Tree::build_from(scanned).with_context(|| format!("mounting {label}"))?;
+    let tree = Tree::build_with_dirs(scanned, mount_points).with_context(|| format!("mounting {label}"))?;
     let source = StoreSource::open(sources).context("opening the layer blobs")?;
     Ok(ImageFs::new(tree, source))
 }
@@ -81,11 +92,14 @@ fn stored_layer(store: &Store, d: &Digest, i: usize) -> Result<(img_fuse::Layer,
 /// image's, the others read from their registry (reached with `opts`)
 /// through their TOC, fetches counted in `stats`. Layers with a prefetch
 /// landmark start fetching the files before it in the background.
+/// `mount_points` are added as [`image_fs`] adds them, but to a tree that
+/// grows while layers stream (which cannot know what is missing).
 pub fn partial_fs(
     store: &Store,
     img: &ImageRecord,
     opts: &crate::registry::ClientOptions,
     stats: std::sync::Arc<lazy::Stats>,
+    mount_points: &[Vec<u8>],
 ) -> Result<ImageFs<StoreSource>> {
     use std::sync::Arc;
     let manifest = store.read_blob(&img.manifest_digest, crate::image::MAX_MANIFEST_SIZE)?;
@@ -221,7 +235,7 @@ pub fn partial_fs(
     }
     if jobs.is_empty() {
         let scanned: Vec<img_fuse::Layer> = scanned.into_iter().flatten().collect();
-        let tree = Tree::build_from(scanned).with_context(|| format!("mounting {}", img.id))?;
+        let tree = Tree::build_with_dirs(scanned, mount_points).with_context(|| format!("mounting {}", img.id))?;
         return Ok(ImageFs::new(tree, source));
     }
     // The layers at hand are in the tree at once; the streamed ones grow
@@ -498,7 +512,11 @@ pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
     if !discard {
         refuse_uncommitted(&m.record)?;
     }
+    let bundle = bundle::record_of(store.root(), Path::new(dir));
     detach(m)?;
+    if let Some(note) = bundle.and_then(|b| bundle::forget(store.root(), Path::new(dir), &b)) {
+        eprintln!("note: {note}");
+    }
     if m.record.writable && !m.record.state_dir.is_empty() {
         wait_for_exit(m.record.pid);
         let state = Path::new(&m.record.state_dir);
