@@ -1038,14 +1038,163 @@ fn inspect_template_id() {
     assert_eq!(o.out(), format!("{}\n{}\n", l.old.hex(), l.new.hex()), "{}", o.describe());
 }
 
-// Guards: inspect -f '{{json .Config}}' prints the config as JSON.
+// Guards: inspect -f '{{json .Config}}' prints the config as JSON: the
+// image's own fields as they are, docker's others at their zero values.
 #[test]
 fn inspect_template_json_config() {
     let l = listing();
     let o = template(&l.s, "{{json .Config}}", "app:2");
     assert!(o.success(), "{}", o.describe());
     let v: Value = serde_json::from_str(o.out().trim()).unwrap_or_else(|e| panic!("not JSON ({e})\n{}", o.describe()));
-    assert_eq!(v, l.mid.config_json["config"]);
+    for (k, want) in l.mid.config_json["config"].as_object().unwrap() {
+        assert_eq!(&v[k], want, "Config.{k}");
+    }
+    assert_eq!(v["Entrypoint"], Value::Null);
+    assert_eq!(v["WorkingDir"], json!(""));
+}
+
+/// docker's `ImageInspect` fields (API 1.41, docker 20.10).
+const DOCKER_IMAGE_INSPECT: &[&str] = &[
+    "Id",
+    "RepoTags",
+    "RepoDigests",
+    "Parent",
+    "Comment",
+    "Created",
+    "Container",
+    "ContainerConfig",
+    "DockerVersion",
+    "Author",
+    "Config",
+    "Architecture",
+    "Variant",
+    "Os",
+    "OsVersion",
+    "Size",
+    "VirtualSize",
+    "GraphDriver",
+    "RootFS",
+    "Metadata",
+];
+
+/// docker's `container.Config` fields.
+const DOCKER_CONTAINER_CONFIG: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+];
+
+// Guards: templates on fields an image lacks print what docker prints
+// instead of failing with "can't evaluate field ... in type map": on an
+// image whose config has only Cmd and Env, `{{json .Config.Entrypoint}}`
+// is null, `{{.ContainerConfig.Hostname}}` and `{{.Config.User}}` are
+// empty, and on one without Env `{{json .Config.Env}}` is null (the
+// README's `{{.Id}} {{json .Config.Env}}` too).
+#[test]
+fn inspect_template_on_fields_the_image_lacks() {
+    let s = Store::new();
+    let plain = ImageSpec::new(&["plain:1"]).layer(Layer::simple("plain", Comp::None)).build();
+    let mut spec = ImageSpec::new(&["noenv:1"]).layer(Layer::simple("noenv", Comp::None));
+    spec.env.clear();
+    let noenv = spec.build();
+    assert!(noenv.config_json["config"].get("Env").is_none(), "the fixture has no Env");
+    s.load("both.tar", &Archive::docker(&[&plain, &noenv]).tar());
+    assert_template(&s, "{{json .Config.Entrypoint}}", "plain:1", "null\n");
+    assert_template(&s, "{{.ContainerConfig.Hostname}}", "plain:1", "\n");
+    assert_template(&s, "{{.Config.User}}", "plain:1", "\n");
+    assert_template(&s, "{{json .Config.Cmd}}", "plain:1", "[\"/bin/sh\"]\n");
+    assert_template(&s, "{{json .Config.Env}}", "noenv:1", "null\n");
+    assert_template(&s, "{{.Id}} {{json .Config.Env}}", "noenv:1", &format!("{} null\n", noenv.hex()));
+    assert_template(
+        &s,
+        "{{.Config.ArgsEscaped}} {{json .Config.Healthcheck}} {{.Variant}}|",
+        "plain:1",
+        "false null |\n",
+    );
+    assert_template(&s, "{{.DockerVersion}}|{{.Container}}|{{.Parent}}|{{.OsVersion}}|", "plain:1", "||||\n");
+    // Every field of docker's document is there for templates, at docker's zero values.
+    let o = template(&s, "{{json .}}", "plain:1");
+    assert!(o.success(), "{}", o.describe());
+    let v: Value = serde_json::from_str(o.out().trim()).unwrap();
+    for k in DOCKER_IMAGE_INSPECT {
+        assert!(v.get(*k).is_some(), "{k} missing for templates\n{v:#}");
+    }
+    for c in ["Config", "ContainerConfig"] {
+        for k in DOCKER_CONTAINER_CONFIG {
+            assert!(v[c].get(*k).is_some(), "{c}.{k} missing for templates");
+        }
+    }
+    assert_eq!(v["ContainerConfig"]["Env"], Value::Null);
+    assert_eq!(v["ContainerConfig"]["Tty"], json!(false));
+    assert_eq!(v["Metadata"]["LastTagTime"], json!("0001-01-01T00:00:00Z"));
+    assert_eq!(v["GraphDriver"], json!({"Data": null, "Name": ""}));
+    // Without a template, JSON as docker prints it: empty omitempty fields
+    // left out, the others there with their zero values.
+    let printed = s.inspect("plain:1");
+    let cfg = &printed["Config"];
+    for gone in [
+        "ExposedPorts",
+        "Healthcheck",
+        "ArgsEscaped",
+        "NetworkDisabled",
+        "MacAddress",
+        "StopSignal",
+        "StopTimeout",
+        "Shell",
+    ] {
+        assert!(cfg.get(gone).is_none(), "Config.{gone} is printed though empty\n{printed:#}");
+    }
+    assert!(printed.get("Variant").is_none() && printed.get("OsVersion").is_none());
+    assert_eq!(cfg["Entrypoint"], Value::Null);
+    assert_eq!(cfg["User"], json!(""));
+    assert_eq!(printed["ContainerConfig"]["Hostname"], json!(""));
+    assert_eq!(printed["RootFS"]["Layers"], json!(plain.diff_ids()));
+    // img's own fields stay.
+    for k in ["Digest", "Layers", "History", "Labels", "ManifestType", "User"] {
+        assert!(printed.get(k).is_some(), "{k} missing");
+    }
+}
+
+// Guards: `img inspect --type image` and docker's `-s/--size` are
+// accepted; `--type container` is refused as a usage error saying that
+// img handles images only.
+#[test]
+fn inspect_type_and_size_flags() {
+    let l = listing();
+    for args in [&["--type", "image"][..], &["-s"], &["--size"], &["--type=image", "-s"]] {
+        let mut a = vec!["inspect", "-f", "{{.Id}}"];
+        a.extend_from_slice(args);
+        a.push("app:2");
+        assert_eq!(l.s.ok(&a), format!("{}\n", l.mid.hex()), "{args:?}");
+    }
+    for t in ["container", "volume", "nonsense"] {
+        let o = l.s.run(&["inspect", "--type", t, "app:2"]);
+        assert_eq!(o.code(), Some(125), "--type {t}\n{}", o.describe());
+        assert!(o.stderr.contains("images only") && o.stderr.contains(t), "--type {t}\n{}", o.describe());
+        assert!(o.stdout.is_empty(), "{}", o.describe());
+    }
 }
 
 // Guards: inspect -f '{{index .Labels "k"}}'.

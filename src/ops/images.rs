@@ -84,6 +84,19 @@ fn name_matches(pattern: &str, repository: &str, tag: &str) -> bool {
         .any(|cand| reference::glob_match(pattern, cand))
 }
 
+/// The image's `repository@digest` names: one for each repository it has a
+/// tag in (however many tags), in the order of its tags.
+pub fn repo_digests(img: &ImageRecord) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in &img.tags {
+        let d = format!("{}@{}", super::split_name(t).0, img.manifest_digest);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
     let filters = parse_filters(store, &opts.filters)?;
     let images = store.index().images_brief()?;
