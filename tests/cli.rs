@@ -2030,8 +2030,12 @@ fn convert_to_estargz_and_its_refusals() {
     s.assert_fsck_clean();
 
     let before = s.snapshot();
+    // An unknown format is a usage error.
+    let o = s.run(&["convert", "--format", "squashfs", "three:1", "x:1"]);
+    assert_eq!(o.code(), Some(125), "{}", o.describe());
+    assert!(o.stderr.contains("unknown format \"squashfs\""), "{}", o.describe());
+    assert_eq!(s.snapshot(), before);
     for (args, want) in [
-        (vec!["convert", "--format", "squashfs", "three:1", "x:1"], "unknown format"),
         (
             vec!["convert", "--format", "zstd:chunked", "--prefetch-list", "/etc/hostname", "three:1", "x:1"],
             "no prefetch list",
@@ -2996,4 +3000,54 @@ fn sigkill_during_build_leaves_a_clean_store() {
         s.assert_fsck_clean();
     }
     assert!(killed > 0, "no trial killed a build in progress (a build takes {dur:?})");
+}
+
+// Guards: `img version -f '{{.Client.Version}}'`, docker's template, works
+// (it printed the table, ignoring the template).
+#[test]
+fn version_template_client_version() {
+    let s = Store::new();
+    let v = env!("CARGO_PKG_VERSION");
+    assert_eq!(s.ok(&["version", "-f", "{{.Client.Version}}"]), format!("{v}\n"));
+    assert_eq!(s.ok(&["version", "--format", "{{.Version}} {{.Client.Os}}"]), format!("{v} linux\n"));
+    let j: Value = serde_json::from_str(&s.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(j["Client"]["Version"], json!(v));
+}
+
+// Guards: a --format value a command does not know is a usage error (exit
+// 125) naming the value and the values it takes, instead of being ignored
+// (`img version --format yaml` printed the table) or printed once per item.
+#[test]
+fn unknown_format_values_are_usage_errors() {
+    let s = Store::new();
+    s.load("i.tar", &Archive::docker(&[&two_layer_image(&["app:1"])]).tar());
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["images", "--format", "yaml"], &["table", "json", "template"]),
+        (&["inspect", "-f", "yaml", "app:1"], &["json", "template"]),
+        (&["history", "--format", "yaml", "app:1"], &["table", "json", "template"]),
+        (&["version", "--format", "yaml"], &["json", "template"]),
+        (&["info", "--format", "yaml"], &["json", "template"]),
+        (&["fsck", "--format", "yaml"], &["json"]),
+        (&["system", "df", "--format", "yaml"], &["table", "json"]),
+        (&["mounts", "--format", "yaml"], &["table", "json"]),
+        (&["search", "--format", "yaml", "localhost:1/x"], &["table", "json", "template"]),
+        (&["convert", "--format", "yaml", "app:1", "app:2"], &["estargz", "zstd:chunked"]),
+        (&["build", "--format", "yaml", "."], &["oci", "docker"]),
+    ];
+    for (args, takes) in cases {
+        let o = s.run(args);
+        assert_eq!(o.code(), Some(125), "{args:?}\n{}", o.describe());
+        assert!(o.stderr.contains("\"yaml\""), "the value is not named\n{}", o.describe());
+        for t in *takes {
+            assert!(o.stderr.contains(t), "{t} is not offered\n{}", o.describe());
+        }
+        assert!(o.stdout.is_empty(), "{}", o.describe());
+    }
+    // The values each takes still work.
+    s.ok(&["images", "--format", "table"]);
+    s.ok(&["images", "--format", "table {{.Repository}}\\t{{.Size}}"]);
+    s.ok(&["history", "--format", "json", "app:1"]);
+    s.ok(&["system", "df", "--format", "json"]);
+    s.ok(&["fsck", "--format", "json"]);
+    s.ok(&["info", "--format", "{{.Store.Images}}"]);
 }

@@ -26,7 +26,7 @@ pub struct ImagesArgs {
     #[arg(short, long = "filter", value_name = "FILTER")]
     filter: Vec<String>,
     /// Output format: table, json, or a Go template
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], true))]
     format: Option<String>,
 }
 

@@ -138,7 +138,7 @@ pub struct HistoryArgs {
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     human: bool,
     /// Output format: table, json, or a Go template
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], true))]
     format: Option<String>,
     #[arg(value_name = "IMAGE")]
     name: String,
