@@ -1001,6 +1001,54 @@ fn images_format_json() {
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
 
+/// One image with a plain and a gzip layer, both compressible, made from the
+/// same tars with the compression `comp`: the same config, so the same ID.
+fn compressible_image(tags: &[&str], comp: Comp) -> Image {
+    let big = |seed: &str| {
+        TarBuilder::new().dir(seed).file(&format!("{seed}/data"), format!("{seed} ").repeat(20_000)).build()
+    };
+    ImageSpec::new(tags).layer(Layer::new(big("one"), comp)).layer(Layer::new(big("two"), Comp::Gzip)).build()
+}
+
+/// `Size` of each image in `img images --format json`, by ID.
+fn listed_sizes(s: &Store) -> Vec<(String, u64)> {
+    s.images().iter().map(|i| (i["Id"].as_str().unwrap().to_string(), i["Size"].as_u64().unwrap())).collect()
+}
+
+// Guards: an image's size is its layers' uncompressed size, as docker and
+// podman show it, the same however it arrived: a docker-archive with plain
+// layers and an OCI archive with gzip ones gave 2 MB and 1.06 MB.
+#[test]
+fn images_size_is_uncompressed_however_the_image_arrived() {
+    let plain = compressible_image(&["app:1"], Comp::None);
+    let gzip = compressible_image(&["app:1"], Comp::Gzip);
+    assert_eq!(plain.id, gzip.id, "the same image");
+    let want: u64 = plain.layers.iter().map(|l| l.tar.len() as u64).sum();
+    assert!(gzip.layers.iter().map(|l| l.blob.len() as u64).sum::<u64>() < want / 4, "the layers compress");
+    let (a, b) = (Store::new(), Store::new());
+    a.load("docker.tar", &Archive::docker(&[&plain]).tar());
+    b.load("oci.tar", &Archive::oci(&[&gzip]).tar());
+    for s in [&a, &b] {
+        assert_eq!(listed_sizes(s), vec![(plain.hex().to_string(), want)]);
+        assert_eq!(s.inspect("app:1")["Size"], json!(want));
+        assert_eq!(s.ok(&["images", "--format", "{{.Size}}"]), format!("{}\n", img::timefmt::human_size(want)));
+    }
+}
+
+// Guards: `img images --format json` lists each RepoDigest once, not once
+// per tag of its repository.
+#[test]
+fn images_json_repo_digests_once_per_repository() {
+    let s = Store::new();
+    let i = ImageSpec::new(&["app:1", "app:2", "web:1"]).layer(Layer::simple("rd", Comp::None)).build();
+    s.load("i.tar", &Archive::oci(&[&i]).tar());
+    let listed = s.images();
+    let d = i.manifest_digest.to_string();
+    let want = json!([format!("docker.io/library/app@{d}"), format!("docker.io/library/web@{d}")]);
+    assert_eq!(listed[0]["RepoDigests"], want);
+    assert_eq!(s.inspect("app:1")["RepoDigests"], want);
+}
+
 // Guards: --format with a Go template renders each row.
 #[test]
 fn images_format_template() {

@@ -82,11 +82,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                     continue;
                 }
                 let img = &r.image;
-                let repo_digests: Vec<String> = img
-                    .tags
-                    .iter()
-                    .map(|t| format!("{}@{}", crate::ops::split_name(t).0, img.manifest_digest))
-                    .collect();
+                let repo_digests = images::repo_digests(img);
                 list.push(json!({
                     "Id": img.id.hex(),
                     "ParentId": "",

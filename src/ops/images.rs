@@ -150,7 +150,36 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
 
 #[cfg(test)]
 mod tests {
-    use super::name_matches;
+    use super::{name_matches, repo_digests};
+
+    #[test]
+    fn repo_digests_name_each_repository_once() {
+        let d = crate::digest::Digest::of_bytes(b"manifest");
+        let img = crate::index::ImageRecord {
+            id: crate::digest::Digest::of_bytes(b"config"),
+            manifest_digest: d.clone(),
+            manifest_media_type: String::new(),
+            created: None,
+            size: 0,
+            architecture: String::new(),
+            os: String::new(),
+            variant: String::new(),
+            author: String::new(),
+            labels: "{}".into(),
+            added_at: 0,
+            kind: "oci".into(),
+            tags: vec![
+                "docker.io/library/app:1".into(),
+                "docker.io/library/app:2".into(),
+                "docker.io/library/web:1".into(),
+                "docker.io/library/app:3".into(),
+            ],
+        };
+        assert_eq!(
+            repo_digests(&img),
+            vec![format!("docker.io/library/app@{d}"), format!("docker.io/library/web@{d}")]
+        );
+    }
 
     #[test]
     fn patterns_match_like_docker() {
