@@ -826,3 +826,19 @@ fn pulled_image_size_is_uncompressed_like_a_loaded_one() {
     assert_eq!(loaded.images()[0]["Id"], json!(packed.hex()), "the same image");
     assert_eq!(loaded.images()[0]["Size"], json!(want));
 }
+
+// Guards: `img inspect --raw docker://REF` prints the manifest as served
+// and ends with a newline (the shell prompt was glued to it).
+#[test]
+fn inspect_raw_ends_with_a_newline() {
+    let image = small_image();
+    assert!(!image.manifest.ends_with(b"\n"));
+    let reg = registry_with(&image);
+    let s = Store::new();
+    let target = format!("docker://{}", reg.reference(NAME, "1"));
+    let (o, _) = img(&s, &["inspect", "--raw", "--tls-verify=false", &target], &[]);
+    assert!(o.success(), "{}", o.describe());
+    let mut want = image.manifest.clone();
+    want.push(b'\n');
+    assert_eq!(o.stdout, want, "{}", o.describe());
+}

@@ -58,7 +58,13 @@ fn inspect_remote(a: &InspectArgs) -> Result<()> {
     let res = remote::inspect(name, a.platform.as_deref(), what, &a.registry.options()?)?;
     let mut out = super::stdout();
     match res {
-        RemoteInspect::Raw(bytes) => out.write_all(&bytes)?,
+        RemoteInspect::Raw(bytes) => {
+            // The bytes as served, ended by a newline as every other output is.
+            out.write_all(&bytes)?;
+            if !bytes.ends_with(b"\n") {
+                writeln!(out)?;
+            }
+        }
         RemoteInspect::Config(v) | RemoteInspect::Summary(v) => match a.format.as_deref() {
             None | Some("json") => {
                 serde_json::to_writer_pretty(&mut out, &v)?;
