@@ -1182,6 +1182,14 @@ fn inspect_template_on_fields_the_image_lacks() {
         "false null |\n",
     );
     assert_template(&s, "{{.DockerVersion}}|{{.Container}}|{{.Parent}}|{{.OsVersion}}|", "plain:1", "||||\n");
+    // Nil slices, maps and pointers print as docker's Go templates print them.
+    assert_template(
+        &s,
+        "{{.Config.Entrypoint}} {{.Config.Labels}} {{.Config.Healthcheck}} {{.Config.StopTimeout}} {{.GraphDriver.Data}}",
+        "plain:1",
+        "[] map[] <nil> <nil> map[]\n",
+    );
+    assert_template(&s, "{{.Config.Env}} {{len .Config.Env}} {{.ContainerConfig.Cmd}}", "noenv:1", "[] 0 []\n");
     // Every field of docker's document is there for templates, at docker's zero values.
     let o = template(&s, "{{json .}}", "plain:1");
     assert!(o.success(), "{}", o.describe());

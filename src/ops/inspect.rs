@@ -3,6 +3,7 @@
 use crate::image::{self, Document};
 use crate::index::ImageRecord;
 use crate::store::Store;
+use crate::template::{typed_nil, without_typed_nils, Nil};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
@@ -43,6 +44,20 @@ enum Kind {
     StrSlice,
     Map,
     Ptr,
+}
+
+impl Kind {
+    /// The Go nil of a slice, map or pointer field, which templates print
+    /// as `[]`, `map[]` or `<nil>` and JSON as `null`.
+    fn nil(self) -> Value {
+        match self {
+            Kind::Str => json!(""),
+            Kind::Bool => json!(false),
+            Kind::Slice | Kind::StrSlice => typed_nil(Nil::Slice),
+            Kind::Map => typed_nil(Nil::Map),
+            Kind::Ptr => typed_nil(Nil::Pointer),
+        }
+    }
 }
 
 /// docker's `container.Config` (API 1.41, docker 20.10), in its order: each
@@ -91,9 +106,7 @@ pub fn container_config(raw: Option<&Value>) -> Value {
         let v =
             raw.and_then(|m| m.get(name).or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|e| e.1)));
         let v = match (v, kind) {
-            (None | Some(Value::Null), Kind::Str) => json!(""),
-            (None | Some(Value::Null), Kind::Bool) => json!(false),
-            (None, _) => Value::Null,
+            (None | Some(Value::Null), _) => kind.nil(),
             (Some(Value::String(s)), Kind::StrSlice) => json!([s]),
             (Some(v), _) => v.clone(),
         };
@@ -136,7 +149,7 @@ fn omit_empty_config(v: &mut Value) {
 /// the whole document, as docker's run on its Go struct, where those fields
 /// are still there at their zero values.
 pub fn as_printed(doc: &Value) -> Value {
-    let mut d = doc.clone();
+    let mut d = without_typed_nils(doc).into_owned();
     if let Value::Object(m) = &mut d {
         for k in ["Variant", "OsVersion"] {
             if m.get(k).is_some_and(|v| is_empty(v, Kind::Str)) {
@@ -173,7 +186,7 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
     let cfg = container_config(config.get("config"));
     let labels = cfg["Labels"].clone();
     let user = cfg["User"].clone();
-    let diff_ids = config.pointer("/rootfs/diff_ids").filter(|v| v.is_array()).cloned().unwrap_or(Value::Null);
+    let diff_ids = config.pointer("/rootfs/diff_ids").filter(|v| v.is_array()).cloned().unwrap_or(Kind::Slice.nil());
     let mut doc = json!({
         "Id": img.id.hex(),
         "RepoTags": img.tags,
@@ -192,7 +205,7 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
         "OsVersion": string_of("os.version"),
         "Size": img.size,
         "VirtualSize": img.size,
-        "GraphDriver": {"Data": null, "Name": ""},
+        "GraphDriver": {"Data": Kind::Map.nil(), "Name": ""},
         "RootFS": {"Type": "layers", "Layers": diff_ids, "BaseLayer": ""},
         "Metadata": {"LastTagTime": ZERO_TIME},
         "Digest": img.manifest_digest.as_str(),
@@ -298,17 +311,20 @@ mod tests {
         for n in names {
             assert!(m.contains_key(n), "{n} missing");
         }
-        assert_eq!(c["Entrypoint"], Value::Null);
+        assert_eq!(c["Entrypoint"], typed_nil(Nil::Slice));
         assert_eq!(c["User"], json!(""));
         assert_eq!(c["Hostname"], json!(""));
         assert_eq!(c["Tty"], json!(false));
-        assert_eq!(c["Labels"], Value::Null);
-        assert_eq!(c["Healthcheck"], Value::Null);
+        assert_eq!(c["Labels"], typed_nil(Nil::Map));
+        assert_eq!(c["Healthcheck"], typed_nil(Nil::Pointer));
         assert_eq!(c["Cmd"], json!(["/bin/sh"]));
         assert_eq!(c["Env"], json!(["PATH=/bin"]));
         // No config at all: every field at its zero value.
         let z = container_config(None);
-        assert_eq!(z["Env"], Value::Null);
+        assert_eq!(z["Env"], typed_nil(Nil::Slice));
+        // Templates print the nils as Go does, json as null.
+        let t = |src: &str| crate::template::render(src, &z).unwrap();
+        assert_eq!(t("{{.Env}} {{.Labels}} {{.Healthcheck}} {{json .Env}} {{len .Volumes}}"), "[] map[] <nil> null 0");
         assert_eq!(z["WorkingDir"], json!(""));
     }
 
