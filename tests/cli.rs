@@ -1035,6 +1035,27 @@ fn images_size_is_uncompressed_however_the_image_arrived() {
     }
 }
 
+// Guards: layers stored by an img that did not record their uncompressed
+// size (a store from before the index had it) count at their stored size;
+// img fsck says how many there are, and img fsck --repair measures them.
+#[test]
+fn fsck_repair_measures_layers_stored_by_an_older_img() {
+    let s = Store::new();
+    let gzip = compressible_image(&["app:1"], Comp::Gzip);
+    s.load("oci.tar", &Archive::oci(&[&gzip]).tar());
+    let want: u64 = gzip.layers.iter().map(|l| l.tar.len() as u64).sum();
+    let stored: u64 = gzip.layers.iter().map(|l| l.blob.len() as u64).sum();
+    s.db().execute("UPDATE blobs SET diff_size = NULL", []).unwrap();
+    assert_eq!(listed_sizes(&s), vec![(gzip.hex().to_string(), stored)]);
+    let o = s.run(&["fsck"]);
+    assert!(o.success() && o.out().contains(": clean"), "not measured is not a problem\n{}", o.describe());
+    assert!(o.out().contains("2 layers") && o.out().contains("img fsck --repair"), "{}", o.describe());
+    let o = s.run(&["fsck", "--repair"]);
+    assert!(o.success() && o.out().contains("measured"), "{}", o.describe());
+    assert_eq!(listed_sizes(&s), vec![(gzip.hex().to_string(), want)]);
+    assert!(!s.ok(&["fsck"]).contains("note:"), "nothing left to measure");
+}
+
 // Guards: `img images --format json` lists each RepoDigest once, not once
 // per tag of its repository.
 #[test]

@@ -777,11 +777,14 @@ impl Index {
         Ok(v.flatten().map(|n| n.max(0) as u64))
     }
 
-    /// Layer blobs of stored images whose uncompressed size is not recorded.
+    /// Layer blobs of stored images whose uncompressed size is not recorded
+    /// (the layers of embedded images, squashfs files whose size is their
+    /// manifest's, are not counted).
     pub fn unmeasured_layers(&self) -> Result<Vec<Digest>> {
         let mut st = self.conn.prepare_cached(
             "SELECT DISTINCT b.digest FROM blobs b JOIN image_blobs ib ON ib.digest = b.digest
-             WHERE ib.role = 'layer' AND b.diff_size IS NULL ORDER BY b.digest",
+             JOIN images i ON i.id = ib.image_id
+             WHERE ib.role = 'layer' AND i.kind != 'embedded' AND b.diff_size IS NULL ORDER BY b.digest",
         )?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| digest_col(r?)).collect()
