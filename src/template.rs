@@ -28,6 +28,12 @@
 //! string. `index` on an object with a missing key also yields an empty
 //! string, as indexing a Go `map[string]string` does.
 //!
+//! A Go struct's nil slice, map or pointer prints as `[]`, `map[]` or
+//! `<nil>`, where JSON has only `null`. Data may hold such a typed nil as
+//! the object [`typed_nil`] makes: it prints as Go prints that nil, and is
+//! `null` for everything else (`json` writes `null`, `len` is zero, it is
+//! false, ranging over it runs `else`).
+//!
 //! Numbers follow JSON: integers print without a decimal point, floats print
 //! as Go's `%v` does. Unlike Go, `printf` converts integers for the float
 //! verbs and integral floats for `%d`, and comparisons accept an integer and
@@ -152,6 +158,72 @@ pub fn go_print(v: &Value) -> String {
     let mut o = Out::new(usize::MAX);
     print_top(&mut o, v);
     o.s
+}
+
+/// The kinds of Go nil that print differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nil {
+    /// A nil slice: `[]`.
+    Slice,
+    /// A nil map: `map[]`.
+    Map,
+    /// A nil pointer: `<nil>`.
+    Pointer,
+}
+
+/// The key of the object that stands for a typed nil: a NUL byte cannot be
+/// typed in a template's field name.
+const NIL_KEY: &str = "\u{0}nil";
+
+/// A typed nil for template data (see the module's documentation).
+pub fn typed_nil(kind: Nil) -> Value {
+    let name = match kind {
+        Nil::Slice => "slice",
+        Nil::Map => "map",
+        Nil::Pointer => "pointer",
+    };
+    let mut m = Map::new();
+    m.insert(NIL_KEY.to_string(), Value::String(name.to_string()));
+    Value::Object(m)
+}
+
+/// How Go prints the typed nil `v`, if it is one.
+fn typed_nil_text(v: &Value) -> Option<&'static str> {
+    let Value::Object(m) = v else { return None };
+    if m.len() != 1 {
+        return None;
+    }
+    match m.get(NIL_KEY)?.as_str()? {
+        "slice" => Some("[]"),
+        "map" => Some("map[]"),
+        "pointer" => Some("<nil>"),
+        _ => None,
+    }
+}
+
+fn has_typed_nil(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(has_typed_nil),
+        Value::Object(m) => typed_nil_text(v).is_some() || m.values().any(has_typed_nil),
+        _ => false,
+    }
+}
+
+/// `v` with every typed nil made `null`: what it is as JSON.
+pub fn without_typed_nils(v: &Value) -> std::borrow::Cow<'_, Value> {
+    fn strip(v: &Value) -> Value {
+        match v {
+            _ if typed_nil_text(v).is_some() => Value::Null,
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            Value::Object(m) => Value::Object(m.iter().map(|(k, e)| (k.clone(), strip(e))).collect()),
+            other => other.clone(),
+        }
+    }
+    if has_typed_nil(v) {
+        std::borrow::Cow::Owned(strip(v))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
 }
 
 /// Returns the 1-based line and the 0-based byte column of `pos` in `src`.
@@ -1387,7 +1459,18 @@ enum Val<'a> {
 }
 
 impl Val<'_> {
+    /// The value, a typed nil being `null`.
     fn get(&self) -> &Value {
+        let v = self.raw();
+        if typed_nil_text(v).is_some() {
+            &NULL
+        } else {
+            v
+        }
+    }
+
+    /// The value as the data has it, for printing.
+    fn raw(&self) -> &Value {
         match self {
             Val::Ref(v) => v,
             Val::Own(v) => v,
@@ -1542,7 +1625,7 @@ impl<'a> Exec<'a> {
                     let v = self.eval_pipeline(pipe, dot)?;
                     if pipe.decl.is_empty() {
                         let mut o = Out::new(MAX_OUTPUT - self.out.len());
-                        print_top(&mut o, v.get());
+                        print_top(&mut o, v.raw());
                         if o.over {
                             return Err(self.too_much_output(pipe.span));
                         }
@@ -1745,7 +1828,11 @@ impl<'a> Exec<'a> {
     fn eval_fields(&mut self, mut v: Val<'a>, names: &'a [String], span: Span) -> ExecResult<Val<'a>> {
         for name in names {
             let found = match v.get() {
-                Value::Null => continue,
+                Value::Null => {
+                    // A field of nil is nil, however the nil was typed.
+                    v = Val::Ref(&NULL);
+                    continue;
+                }
                 Value::Object(m) => m.contains_key(name),
                 other => {
                     let msg = format!("can't evaluate field {name} in type {}", short_type(other));
@@ -1815,7 +1902,8 @@ impl<'a> Exec<'a> {
         let calling = |msg: &str| format!("error calling {}: {msg}", f.name());
         match f {
             Func::Json => {
-                let s = serde_json::to_string(args[0].get()).map_err(|e| self.err(span, calling(&e.to_string())))?;
+                let s = serde_json::to_string(&without_typed_nils(args[0].get()))
+                    .map_err(|e| self.err(span, calling(&e.to_string())))?;
                 self.string_result(s, FORMAT_COST, span)
             }
             Func::Index => self.index(args, span),
@@ -1897,7 +1985,7 @@ impl<'a> Exec<'a> {
             }
             Func::Printf => {
                 let format = self.str_arg(&args[0], span)?;
-                let vals: Vec<&Value> = args[1..].iter().map(Val::get).collect();
+                let vals: Vec<&Value> = args[1..].iter().map(Val::raw).collect();
                 match sprintf(format, &vals, MAX_OUTPUT) {
                     Some(s) => self.string_result(s, FORMAT_COST, span),
                     None => Err(self.err(span, calling(&format!("result exceeds the limit of {MAX_OUTPUT} bytes")))),
@@ -1911,7 +1999,7 @@ impl<'a> Exec<'a> {
                     if i > 0 && (f == Func::Println || (!is_string && !prev_string)) {
                         o.push(' ');
                     }
-                    fmt_arg(&mut o, a.get(), 'v', &Spec::default(), false);
+                    fmt_arg(&mut o, a.raw(), 'v', &Spec::default(), false);
                     prev_string = is_string;
                 }
                 if f == Func::Println {
@@ -2167,7 +2255,9 @@ impl Out {
 
 /// Prints a value as an action shows it: `null` is `<no value>`.
 fn print_top(o: &mut Out, v: &Value) {
-    if v.is_null() {
+    if let Some(t) = typed_nil_text(v) {
+        o.push_str(t);
+    } else if v.is_null() {
         o.push_str("<no value>");
     } else {
         fmt_arg(o, v, 'v', &Spec::default(), false);
@@ -2225,6 +2315,10 @@ fn fmt_arg(o: &mut Out, v: &Value, verb: char, sp: &Spec, nested: bool) {
     }
     if verb == 'T' {
         pad_str(o, go_type(v), sp);
+        return;
+    }
+    if let Some(t) = typed_nil_text(v) {
+        pad_str(o, t, sp);
         return;
     }
     match v {
@@ -3320,5 +3414,27 @@ mod tests {
             let back: f64 = s.parse().expect("Go's float output parses");
             prop_assert_eq!(back, f);
         }
+    }
+
+    #[test]
+    fn typed_nils_print_as_go_prints_them() {
+        let data = serde_json::json!({
+            "S": typed_nil(Nil::Slice), "M": typed_nil(Nil::Map), "P": typed_nil(Nil::Pointer),
+            "Nested": {"E": typed_nil(Nil::Slice), "X": 1},
+        });
+        let r = |src: &str| render(src, &data).unwrap();
+        assert_eq!(r("{{.S}} {{.M}} {{.P}}"), "[] map[] <nil>");
+        assert_eq!(r("{{json .S}} {{json .M}} {{json .P}} {{json .Nested}}"), r#"null null null {"E":null,"X":1}"#);
+        assert_eq!(r("{{.Nested}}"), "map[E:[] X:1]");
+        assert_eq!(
+            r("{{len .S}} {{len .M}} {{if .S}}yes{{else}}no{{end}} {{range .S}}x{{else}}empty{{end}}"),
+            "0 0 no empty"
+        );
+        assert_eq!(r("{{.M.Anything}}|{{index .M \"k\"}}|{{printf \"%v\" .S}}|{{print .M}}"), "<no value>||[]|map[]");
+        assert_eq!(r("{{with .P}}set{{else}}nil{{end}} {{eq .S nil}}"), "nil true");
+        assert_eq!(without_typed_nils(&data).into_owned()["Nested"], serde_json::json!({"E": null, "X": 1}));
+        // Only the exact shape is a typed nil.
+        let other = serde_json::json!({"\u{0}nil": "slice", "k": 1});
+        assert_eq!(render("{{json .}}", &other).unwrap(), r#"{"\u0000nil":"slice","k":1}"#);
     }
 }

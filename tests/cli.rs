@@ -1001,6 +1001,75 @@ fn images_format_json() {
     assert_eq!(v.as_array().unwrap().len(), 1);
 }
 
+/// One image with a plain and a gzip layer, both compressible, made from the
+/// same tars with the compression `comp`: the same config, so the same ID.
+fn compressible_image(tags: &[&str], comp: Comp) -> Image {
+    let big = |seed: &str| {
+        TarBuilder::new().dir(seed).file(&format!("{seed}/data"), format!("{seed} ").repeat(20_000)).build()
+    };
+    ImageSpec::new(tags).layer(Layer::new(big("one"), comp)).layer(Layer::new(big("two"), Comp::Gzip)).build()
+}
+
+/// `Size` of each image in `img images --format json`, by ID.
+fn listed_sizes(s: &Store) -> Vec<(String, u64)> {
+    s.images().iter().map(|i| (i["Id"].as_str().unwrap().to_string(), i["Size"].as_u64().unwrap())).collect()
+}
+
+// Guards: an image's size is its layers' uncompressed size, as docker and
+// podman show it, the same however it arrived: a docker-archive with plain
+// layers and an OCI archive with gzip ones gave 2 MB and 1.06 MB.
+#[test]
+fn images_size_is_uncompressed_however_the_image_arrived() {
+    let plain = compressible_image(&["app:1"], Comp::None);
+    let gzip = compressible_image(&["app:1"], Comp::Gzip);
+    assert_eq!(plain.id, gzip.id, "the same image");
+    let want: u64 = plain.layers.iter().map(|l| l.tar.len() as u64).sum();
+    assert!(gzip.layers.iter().map(|l| l.blob.len() as u64).sum::<u64>() < want / 4, "the layers compress");
+    let (a, b) = (Store::new(), Store::new());
+    a.load("docker.tar", &Archive::docker(&[&plain]).tar());
+    b.load("oci.tar", &Archive::oci(&[&gzip]).tar());
+    for s in [&a, &b] {
+        assert_eq!(listed_sizes(s), vec![(plain.hex().to_string(), want)]);
+        assert_eq!(s.inspect("app:1")["Size"], json!(want));
+        assert_eq!(s.ok(&["images", "--format", "{{.Size}}"]), format!("{}\n", img::timefmt::human_size(want)));
+    }
+}
+
+// Guards: layers stored by an img that did not record their uncompressed
+// size (a store from before the index had it) count at their stored size;
+// img fsck says how many there are, and img fsck --repair measures them.
+#[test]
+fn fsck_repair_measures_layers_stored_by_an_older_img() {
+    let s = Store::new();
+    let gzip = compressible_image(&["app:1"], Comp::Gzip);
+    s.load("oci.tar", &Archive::oci(&[&gzip]).tar());
+    let want: u64 = gzip.layers.iter().map(|l| l.tar.len() as u64).sum();
+    let stored: u64 = gzip.layers.iter().map(|l| l.blob.len() as u64).sum();
+    s.db().execute("UPDATE blobs SET diff_size = NULL", []).unwrap();
+    assert_eq!(listed_sizes(&s), vec![(gzip.hex().to_string(), stored)]);
+    let o = s.run(&["fsck"]);
+    assert!(o.success() && o.out().contains(": clean"), "not measured is not a problem\n{}", o.describe());
+    assert!(o.out().contains("2 layers") && o.out().contains("img fsck --repair"), "{}", o.describe());
+    let o = s.run(&["fsck", "--repair"]);
+    assert!(o.success() && o.out().contains("measured"), "{}", o.describe());
+    assert_eq!(listed_sizes(&s), vec![(gzip.hex().to_string(), want)]);
+    assert!(!s.ok(&["fsck"]).contains("note:"), "nothing left to measure");
+}
+
+// Guards: `img images --format json` lists each RepoDigest once, not once
+// per tag of its repository.
+#[test]
+fn images_json_repo_digests_once_per_repository() {
+    let s = Store::new();
+    let i = ImageSpec::new(&["app:1", "app:2", "web:1"]).layer(Layer::simple("rd", Comp::None)).build();
+    s.load("i.tar", &Archive::oci(&[&i]).tar());
+    let listed = s.images();
+    let d = i.manifest_digest.to_string();
+    let want = json!([format!("docker.io/library/app@{d}"), format!("docker.io/library/web@{d}")]);
+    assert_eq!(listed[0]["RepoDigests"], want);
+    assert_eq!(s.inspect("app:1")["RepoDigests"], want);
+}
+
 // Guards: --format with a Go template renders each row.
 #[test]
 fn images_format_template() {
@@ -1038,14 +1107,171 @@ fn inspect_template_id() {
     assert_eq!(o.out(), format!("{}\n{}\n", l.old.hex(), l.new.hex()), "{}", o.describe());
 }
 
-// Guards: inspect -f '{{json .Config}}' prints the config as JSON.
+// Guards: inspect -f '{{json .Config}}' prints the config as JSON: the
+// image's own fields as they are, docker's others at their zero values.
 #[test]
 fn inspect_template_json_config() {
     let l = listing();
     let o = template(&l.s, "{{json .Config}}", "app:2");
     assert!(o.success(), "{}", o.describe());
     let v: Value = serde_json::from_str(o.out().trim()).unwrap_or_else(|e| panic!("not JSON ({e})\n{}", o.describe()));
-    assert_eq!(v, l.mid.config_json["config"]);
+    for (k, want) in l.mid.config_json["config"].as_object().unwrap() {
+        assert_eq!(&v[k], want, "Config.{k}");
+    }
+    assert_eq!(v["Entrypoint"], Value::Null);
+    assert_eq!(v["WorkingDir"], json!(""));
+}
+
+/// docker's `ImageInspect` fields (API 1.41, docker 20.10).
+const DOCKER_IMAGE_INSPECT: &[&str] = &[
+    "Id",
+    "RepoTags",
+    "RepoDigests",
+    "Parent",
+    "Comment",
+    "Created",
+    "Container",
+    "ContainerConfig",
+    "DockerVersion",
+    "Author",
+    "Config",
+    "Architecture",
+    "Variant",
+    "Os",
+    "OsVersion",
+    "Size",
+    "VirtualSize",
+    "GraphDriver",
+    "RootFS",
+    "Metadata",
+];
+
+/// docker's `container.Config` fields.
+const DOCKER_CONTAINER_CONFIG: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+];
+
+// Guards: templates on fields an image lacks print what docker prints
+// instead of failing with "can't evaluate field ... in type map": on an
+// image whose config has only Cmd and Env, `{{json .Config.Entrypoint}}`
+// is null, `{{.ContainerConfig.Hostname}}` and `{{.Config.User}}` are
+// empty, and on one without Env `{{json .Config.Env}}` is null (the
+// README's `{{.Id}} {{json .Config.Env}}` too).
+#[test]
+fn inspect_template_on_fields_the_image_lacks() {
+    let s = Store::new();
+    let plain = ImageSpec::new(&["plain:1"]).layer(Layer::simple("plain", Comp::None)).build();
+    let mut spec = ImageSpec::new(&["noenv:1"]).layer(Layer::simple("noenv", Comp::None));
+    spec.env.clear();
+    let noenv = spec.build();
+    assert!(noenv.config_json["config"].get("Env").is_none(), "the fixture has no Env");
+    s.load("both.tar", &Archive::docker(&[&plain, &noenv]).tar());
+    assert_template(&s, "{{json .Config.Entrypoint}}", "plain:1", "null\n");
+    assert_template(&s, "{{.ContainerConfig.Hostname}}", "plain:1", "\n");
+    assert_template(&s, "{{.Config.User}}", "plain:1", "\n");
+    assert_template(&s, "{{json .Config.Cmd}}", "plain:1", "[\"/bin/sh\"]\n");
+    assert_template(&s, "{{json .Config.Env}}", "noenv:1", "null\n");
+    assert_template(&s, "{{.Id}} {{json .Config.Env}}", "noenv:1", &format!("{} null\n", noenv.hex()));
+    assert_template(
+        &s,
+        "{{.Config.ArgsEscaped}} {{json .Config.Healthcheck}} {{.Variant}}|",
+        "plain:1",
+        "false null |\n",
+    );
+    assert_template(&s, "{{.DockerVersion}}|{{.Container}}|{{.Parent}}|{{.OsVersion}}|", "plain:1", "||||\n");
+    // Nil slices, maps and pointers print as docker's Go templates print them.
+    assert_template(
+        &s,
+        "{{.Config.Entrypoint}} {{.Config.Labels}} {{.Config.Healthcheck}} {{.Config.StopTimeout}} {{.GraphDriver.Data}}",
+        "plain:1",
+        "[] map[] <nil> <nil> map[]\n",
+    );
+    assert_template(&s, "{{.Config.Env}} {{len .Config.Env}} {{.ContainerConfig.Cmd}}", "noenv:1", "[] 0 []\n");
+    // Every field of docker's document is there for templates, at docker's zero values.
+    let o = template(&s, "{{json .}}", "plain:1");
+    assert!(o.success(), "{}", o.describe());
+    let v: Value = serde_json::from_str(o.out().trim()).unwrap();
+    for k in DOCKER_IMAGE_INSPECT {
+        assert!(v.get(*k).is_some(), "{k} missing for templates\n{v:#}");
+    }
+    for c in ["Config", "ContainerConfig"] {
+        for k in DOCKER_CONTAINER_CONFIG {
+            assert!(v[c].get(*k).is_some(), "{c}.{k} missing for templates");
+        }
+    }
+    assert_eq!(v["ContainerConfig"]["Env"], Value::Null);
+    assert_eq!(v["ContainerConfig"]["Tty"], json!(false));
+    assert_eq!(v["Metadata"]["LastTagTime"], json!("0001-01-01T00:00:00Z"));
+    assert_eq!(v["GraphDriver"], json!({"Data": null, "Name": ""}));
+    // Without a template, JSON as docker prints it: empty omitempty fields
+    // left out, the others there with their zero values.
+    let printed = s.inspect("plain:1");
+    let cfg = &printed["Config"];
+    for gone in [
+        "ExposedPorts",
+        "Healthcheck",
+        "ArgsEscaped",
+        "NetworkDisabled",
+        "MacAddress",
+        "StopSignal",
+        "StopTimeout",
+        "Shell",
+    ] {
+        assert!(cfg.get(gone).is_none(), "Config.{gone} is printed though empty\n{printed:#}");
+    }
+    assert!(printed.get("Variant").is_none() && printed.get("OsVersion").is_none());
+    assert_eq!(cfg["Entrypoint"], Value::Null);
+    assert_eq!(cfg["User"], json!(""));
+    assert_eq!(printed["ContainerConfig"]["Hostname"], json!(""));
+    assert_eq!(printed["RootFS"]["Layers"], json!(plain.diff_ids()));
+    // img's own fields stay.
+    for k in ["Digest", "Layers", "History", "Labels", "ManifestType", "User"] {
+        assert!(printed.get(k).is_some(), "{k} missing");
+    }
+}
+
+// Guards: `img inspect --type image` and docker's `-s/--size` are
+// accepted; `--type container` is refused as a usage error saying that
+// img handles images only.
+#[test]
+fn inspect_type_and_size_flags() {
+    let l = listing();
+    for args in [&["--type", "image"][..], &["-s"], &["--size"], &["--type=image", "-s"]] {
+        let mut a = vec!["inspect", "-f", "{{.Id}}"];
+        a.extend_from_slice(args);
+        a.push("app:2");
+        assert_eq!(l.s.ok(&a), format!("{}\n", l.mid.hex()), "{args:?}");
+    }
+    for t in ["container", "volume", "nonsense"] {
+        let o = l.s.run(&["inspect", "--type", t, "app:2"]);
+        assert_eq!(o.code(), Some(125), "--type {t}\n{}", o.describe());
+        assert!(o.stderr.contains("images only") && o.stderr.contains(t), "--type {t}\n{}", o.describe());
+        assert!(o.stdout.is_empty(), "{}", o.describe());
+    }
 }
 
 // Guards: inspect -f '{{index .Labels "k"}}'.
@@ -1881,8 +2107,12 @@ fn convert_to_estargz_and_its_refusals() {
     s.assert_fsck_clean();
 
     let before = s.snapshot();
+    // An unknown format is a usage error.
+    let o = s.run(&["convert", "--format", "squashfs", "three:1", "x:1"]);
+    assert_eq!(o.code(), Some(125), "{}", o.describe());
+    assert!(o.stderr.contains("unknown format \"squashfs\""), "{}", o.describe());
+    assert_eq!(s.snapshot(), before);
     for (args, want) in [
-        (vec!["convert", "--format", "squashfs", "three:1", "x:1"], "unknown format"),
         (
             vec!["convert", "--format", "zstd:chunked", "--prefetch-list", "/etc/hostname", "three:1", "x:1"],
             "no prefetch list",
@@ -2847,4 +3077,54 @@ fn sigkill_during_build_leaves_a_clean_store() {
         s.assert_fsck_clean();
     }
     assert!(killed > 0, "no trial killed a build in progress (a build takes {dur:?})");
+}
+
+// Guards: `img version -f '{{.Client.Version}}'`, docker's template, works
+// (it printed the table, ignoring the template).
+#[test]
+fn version_template_client_version() {
+    let s = Store::new();
+    let v = env!("CARGO_PKG_VERSION");
+    assert_eq!(s.ok(&["version", "-f", "{{.Client.Version}}"]), format!("{v}\n"));
+    assert_eq!(s.ok(&["version", "--format", "{{.Version}} {{.Client.Os}}"]), format!("{v} linux\n"));
+    let j: Value = serde_json::from_str(&s.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(j["Client"]["Version"], json!(v));
+}
+
+// Guards: a --format value a command does not know is a usage error (exit
+// 125) naming the value and the values it takes, instead of being ignored
+// (`img version --format yaml` printed the table) or printed once per item.
+#[test]
+fn unknown_format_values_are_usage_errors() {
+    let s = Store::new();
+    s.load("i.tar", &Archive::docker(&[&two_layer_image(&["app:1"])]).tar());
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["images", "--format", "yaml"], &["table", "json", "template"]),
+        (&["inspect", "-f", "yaml", "app:1"], &["json", "template"]),
+        (&["history", "--format", "yaml", "app:1"], &["table", "json", "template"]),
+        (&["version", "--format", "yaml"], &["json", "template"]),
+        (&["info", "--format", "yaml"], &["json", "template"]),
+        (&["fsck", "--format", "yaml"], &["json"]),
+        (&["system", "df", "--format", "yaml"], &["table", "json"]),
+        (&["mounts", "--format", "yaml"], &["table", "json"]),
+        (&["search", "--format", "yaml", "localhost:1/x"], &["table", "json", "template"]),
+        (&["convert", "--format", "yaml", "app:1", "app:2"], &["estargz", "zstd:chunked"]),
+        (&["build", "--format", "yaml", "."], &["oci", "docker"]),
+    ];
+    for (args, takes) in cases {
+        let o = s.run(args);
+        assert_eq!(o.code(), Some(125), "{args:?}\n{}", o.describe());
+        assert!(o.stderr.contains("\"yaml\""), "the value is not named\n{}", o.describe());
+        for t in *takes {
+            assert!(o.stderr.contains(t), "{t} is not offered\n{}", o.describe());
+        }
+        assert!(o.stdout.is_empty(), "{}", o.describe());
+    }
+    // The values each takes still work.
+    s.ok(&["images", "--format", "table"]);
+    s.ok(&["images", "--format", "table {{.Repository}}\\t{{.Size}}"]);
+    s.ok(&["history", "--format", "json", "app:1"]);
+    s.ok(&["system", "df", "--format", "json"]);
+    s.ok(&["fsck", "--format", "json"]);
+    s.ok(&["info", "--format", "{{.Store.Images}}"]);
 }

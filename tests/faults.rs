@@ -797,3 +797,48 @@ fn img_is_root() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
+
+// ---- what a pull records and shows ----------------------------------------------
+
+// Guards: a pulled image's size is its layers' uncompressed size, the same
+// as for the image loaded from an archive of plain layers (a pull showed
+// the compressed 1.06 MB where a load of the same image showed 2 MB).
+#[test]
+fn pulled_image_size_is_uncompressed_like_a_loaded_one() {
+    let big = |seed: &str| {
+        TarBuilder::new().dir(seed).file(&format!("{seed}/data"), format!("{seed} ").repeat(20_000)).build()
+    };
+    let spec = |comp: Comp| {
+        ImageSpec::new(&["app:1"]).layer(Layer::new(big("one"), comp)).layer(Layer::new(big("two"), Comp::Zstd)).build()
+    };
+    let (packed, plain) = (spec(Comp::Gzip), spec(Comp::None));
+    let want: u64 = plain.layers.iter().map(|l| l.tar.len() as u64).sum();
+    assert!(packed.layers.iter().map(|l| l.blob.len() as u64).sum::<u64>() < want / 4, "the layers compress");
+    let reg = registry_with(&packed);
+    let s = Store::new();
+    let reference = reg.reference(NAME, "1");
+    let (o, _) = pull(&s, &reference, &[], &[]);
+    assert_pulled(&s, &o, &packed, &reference, &reg);
+    assert_eq!(s.images()[0]["Size"], json!(want));
+    assert_eq!(s.inspect(&reference)["Size"], json!(want));
+    let loaded = Store::new();
+    loaded.load("plain.tar", &Archive::docker(&[&plain]).tar());
+    assert_eq!(loaded.images()[0]["Id"], json!(packed.hex()), "the same image");
+    assert_eq!(loaded.images()[0]["Size"], json!(want));
+}
+
+// Guards: `img inspect --raw docker://REF` prints the manifest as served
+// and ends with a newline (the shell prompt was glued to it).
+#[test]
+fn inspect_raw_ends_with_a_newline() {
+    let image = small_image();
+    assert!(!image.manifest.ends_with(b"\n"));
+    let reg = registry_with(&image);
+    let s = Store::new();
+    let target = format!("docker://{}", reg.reference(NAME, "1"));
+    let (o, _) = img(&s, &["inspect", "--raw", "--tls-verify=false", &target], &[]);
+    assert!(o.success(), "{}", o.describe());
+    let mut want = image.manifest.clone();
+    want.push(b'\n');
+    assert_eq!(o.stdout, want, "{}", o.describe());
+}

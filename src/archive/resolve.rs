@@ -28,6 +28,8 @@ pub struct Prepared {
     pub config: Config,
     /// Bytes of manifest, config and layers.
     pub size: u64,
+    /// Each layer's uncompressed size (measured while its DiffID was checked).
+    pub layer_diff_sizes: Vec<(Digest, u64)>,
     pub names: Vec<Reference>,
 }
 
@@ -71,7 +73,7 @@ fn check_layers(
     staged: &mut Staged,
     config: &Config,
     layers: &[(String, Option<(Digest, u64)>)],
-) -> Result<Vec<(Digest, u64, Compression)>> {
+) -> Result<Vec<(Digest, u64, Compression, u64)>> {
     let label = staged.label.clone();
     if layers.len() != config.diff_ids.len() {
         return Err(bad(
@@ -105,7 +107,7 @@ fn check_layers(
                 ))
             }
         }
-        out.push((blob.digest().clone(), blob.size(), blob.compression()));
+        out.push((blob.digest().clone(), blob.size(), blob.compression(), blob.uncompressed_size()));
     }
     Ok(out)
 }
@@ -155,9 +157,9 @@ fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> R
         let specs: Vec<(String, Option<(Digest, u64)>)> = layer_keys.iter().map(|k| (k.clone(), None)).collect();
         let layers = check_layers(store, staged, &config, &specs)?;
         // Docker's media types when they fit, OCI's for zstd layers.
-        let docker = layers.iter().all(|(_, _, c)| matches!(c, Compression::None | Compression::Gzip));
+        let docker = layers.iter().all(|(_, _, c, _)| matches!(c, Compression::None | Compression::Gzip));
         let mut layer_descs = Vec::new();
-        for (i, (d, s, c)) in layers.iter().enumerate() {
+        for (i, (d, s, c, _)) in layers.iter().enumerate() {
             let mt = image::layer_media_type(docker, *c).ok_or_else(|| {
                 bad(
                     &label,
@@ -178,7 +180,7 @@ fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> R
         let manifest = image::build_manifest(mt, (cfg_mt, &config_digest, config_size), &layer_descs);
         let manifest_key = format!("\0manifest-{n}");
         staged.add_bytes(store, &manifest_key, &manifest)?;
-        let size = manifest.len() as u64 + config_size + layers.iter().map(|(_, s, _)| s).sum::<u64>();
+        let size = manifest.len() as u64 + config_size + layers.iter().map(|(_, s, _, _)| s).sum::<u64>();
         out.push(Prepared {
             id: config_digest,
             manifest_key,
@@ -186,7 +188,8 @@ fn resolve_docker(store: &Store, staged: &mut Staged, manifest_json: &[u8]) -> R
             manifest_media_type: mt.to_string(),
             config_key,
             layer_keys,
-            layer_digests: layers.into_iter().map(|(d, _, _)| d).collect(),
+            layer_diff_sizes: layers.iter().map(|(d, _, _, n)| (d.clone(), *n)).collect(),
+            layer_digests: layers.into_iter().map(|(d, _, _, _)| d).collect(),
             config,
             size,
             names,
@@ -286,7 +289,7 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
         }
         let layers = check_layers(store, staged, &config, &specs)?;
         let manifest_key = blob_key(&manifest_desc.digest);
-        let size = manifest_desc.size + config_size + layers.iter().map(|(_, s, _)| s).sum::<u64>();
+        let size = manifest_desc.size + config_size + layers.iter().map(|(_, s, _, _)| s).sum::<u64>();
         out.push(Prepared {
             id: config_digest,
             manifest_key,
@@ -294,7 +297,8 @@ fn resolve_oci(store: &Store, staged: &mut Staged, index_json: &[u8]) -> Result<
             manifest_media_type: manifest.media_type.clone(),
             config_key,
             layer_keys: specs.into_iter().map(|(k, _)| k).collect(),
-            layer_digests: layers.into_iter().map(|(d, _, _)| d).collect(),
+            layer_diff_sizes: layers.iter().map(|(d, _, _, n)| (d.clone(), *n)).collect(),
+            layer_digests: layers.into_iter().map(|(d, _, _, _)| d).collect(),
             config,
             size,
             names,

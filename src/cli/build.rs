@@ -56,7 +56,7 @@ pub struct BuildArgs {
     #[arg(long)]
     target: Option<String>,
     /// Image format: oci or docker
-    #[arg(long, default_value = "oci")]
+    #[arg(long, default_value = "oci", value_parser = super::format_parser(&["oci", "docker"], false))]
     format: String,
     /// The build context: a directory (the current one by default, as isula-build takes it)
     #[arg(value_name = "CONTEXT", default_value = ".")]

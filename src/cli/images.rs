@@ -26,7 +26,7 @@ pub struct ImagesArgs {
     #[arg(short, long = "filter", value_name = "FILTER")]
     filter: Vec<String>,
     /// Output format: table, json, or a Go template
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], true))]
     format: Option<String>,
 }
 
@@ -82,11 +82,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                     continue;
                 }
                 let img = &r.image;
-                let repo_digests: Vec<String> = img
-                    .tags
-                    .iter()
-                    .map(|t| format!("{}@{}", crate::ops::split_name(t).0, img.manifest_digest))
-                    .collect();
+                let repo_digests = images::repo_digests(img);
                 list.push(json!({
                     "Id": img.id.hex(),
                     "ParentId": "",

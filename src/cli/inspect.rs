@@ -7,9 +7,15 @@ use std::io::Write;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Format the output with a Go template ('{{.Id}}', '{{json .Config}}')
-    #[arg(short, long)]
+    /// Format the output with a Go template ('{{.Id}}', '{{json .Config}}'), or json
+    #[arg(short, long, value_parser = super::format_parser(&["json"], true))]
     format: Option<String>,
+    /// What to inspect: image (img has images only; accepted for docker compatibility)
+    #[arg(long = "type", value_name = "TYPE", value_parser = inspect_type)]
+    kind: Option<String>,
+    /// Accepted for docker compatibility: an image's Size is always shown
+    #[arg(short, long)]
+    size: bool,
     /// For docker://REF: print the manifest as the registry serves it
     #[arg(long)]
     raw: bool,
@@ -24,6 +30,17 @@ pub struct InspectArgs {
     /// Images to inspect (names, IDs or ID prefixes), or docker://REF to read one from a registry without pulling it
     #[arg(required = true, value_name = "IMAGE")]
     names: Vec<String>,
+}
+
+/// `--type`: docker's object types; img has images only.
+fn inspect_type(s: &str) -> std::result::Result<String, String> {
+    match s {
+        "image" => Ok(s.to_string()),
+        "container" | "network" | "node" | "plugin" | "secret" | "service" | "volume" | "config" | "task" => {
+            Err(format!("img handles images only, not {s}s: use --type image, or leave --type out"))
+        }
+        _ => Err(format!("unknown type {s:?}: img handles images only; use --type image")),
+    }
 }
 
 fn inspect_remote(a: &InspectArgs) -> Result<()> {
@@ -41,7 +58,13 @@ fn inspect_remote(a: &InspectArgs) -> Result<()> {
     let res = remote::inspect(name, a.platform.as_deref(), what, &a.registry.options()?)?;
     let mut out = super::stdout();
     match res {
-        RemoteInspect::Raw(bytes) => out.write_all(&bytes)?,
+        RemoteInspect::Raw(bytes) => {
+            // The bytes as served, ended by a newline as every other output is.
+            out.write_all(&bytes)?;
+            if !bytes.ends_with(b"\n") {
+                writeln!(out)?;
+            }
+        }
         RemoteInspect::Config(v) | RemoteInspect::Summary(v) => match a.format.as_deref() {
             None | Some("json") => {
                 serde_json::to_writer_pretty(&mut out, &v)?;
@@ -59,6 +82,9 @@ fn inspect_remote(a: &InspectArgs) -> Result<()> {
 }
 
 pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
+    // --type can only be image (checked while parsing); --size changes
+    // nothing for images, whose Size is always there.
+    let _ = (&a.kind, a.size);
     if a.names.iter().any(|n| n.starts_with("docker://")) {
         return inspect_remote(&a);
     }
@@ -88,7 +114,8 @@ pub fn run(ctx: &Ctx, a: InspectArgs) -> Result<()> {
     match template {
         None => {
             if !docs.is_empty() || !failed {
-                serde_json::to_writer_pretty(&mut out, &docs)?;
+                let printed: Vec<serde_json::Value> = docs.iter().map(ops_inspect::as_printed).collect();
+                serde_json::to_writer_pretty(&mut out, &printed)?;
                 writeln!(out)?;
             }
         }
@@ -117,7 +144,7 @@ pub struct HistoryArgs {
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     human: bool,
     /// Output format: table, json, or a Go template
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], true))]
     format: Option<String>,
     #[arg(value_name = "IMAGE")]
     name: String,

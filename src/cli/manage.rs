@@ -129,7 +129,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
 #[derive(Args)]
 pub struct ConvertArgs {
     /// Layer format to write: estargz or zstd:chunked
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", value_parser = super::format_parser(&["estargz", "zstd:chunked"], false))]
     format: String,
     /// Largest piece of a file fetched at once by lazy pullers (bytes)
     #[arg(long, default_value_t = crate::layerindex::estargz::DEFAULT_CHUNK_SIZE, value_name = "BYTES")]

@@ -341,3 +341,29 @@ pub(crate) fn print_table(out: &mut impl std::io::Write, rows: &[Vec<String>]) -
 pub(crate) fn stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
     std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock())
 }
+
+/// A `--format` value parser: one of `keywords`, or, when `templates` is
+/// true, a Go template (anything with an action, `{{...}}`; after `table `
+/// when `table` is one of the keywords). Any other value is a usage error
+/// that names it and what the flag takes, rather than a format silently
+/// ignored or a word printed once per item.
+pub(crate) fn format_parser(
+    keywords: &'static [&'static str],
+    templates: bool,
+) -> impl Fn(&str) -> std::result::Result<String, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        if keywords.contains(&s) || (templates && s.contains("{{")) {
+            return Ok(s.to_string());
+        }
+        let mut takes: Vec<String> = keywords.iter().map(|k| k.to_string()).collect();
+        if templates {
+            takes.push("a Go template ('{{...}}')".to_string());
+        }
+        let takes = match takes.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Err(format!("unknown format {s:?}: use {takes}"))
+    }
+}

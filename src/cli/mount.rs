@@ -540,7 +540,7 @@ pub struct CommitArgs {
     #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pause: Option<bool>,
     /// Image format: oci or docker (default: the mounted image's)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::format_parser(&["oci", "docker"], false))]
     format: Option<String>,
     /// Print only the image ID
     #[arg(short, long)]
@@ -658,7 +658,7 @@ pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
 #[derive(Args)]
 pub struct MountsArgs {
     /// Output format: table or json
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], false))]
     format: Option<String>,
 }
 

@@ -404,7 +404,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 25, value_name = "N")]
     limit: usize,
     /// Output format: table, json, or a Go template ('{{.Name}}')
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], true))]
     format: Option<String>,
     /// Don't truncate output (accepted for compatibility: nothing is truncated)
     #[arg(long)]

@@ -86,7 +86,7 @@ enum AdminCommand {
     #[command(visible_alias = "ls")]
     List {
         /// json for JSON
-        #[arg(long)]
+        #[arg(long, value_parser = super::format_parser(&["json"], false))]
         format: Option<String>,
     },
 }

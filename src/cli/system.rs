@@ -9,7 +9,7 @@ use std::io::Write;
 #[derive(Args)]
 pub struct InfoArgs {
     /// Output format: json or a Go template
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = super::format_parser(&["json"], true))]
     format: Option<String>,
 }
 
@@ -97,21 +97,35 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct VersionArgs {
-    /// Output format: json
-    #[arg(short, long)]
+    /// Output format: json, or a Go template ('{{.Client.Version}}')
+    #[arg(short, long, value_parser = super::format_parser(&["json"], true))]
     format: Option<String>,
 }
 
 pub fn version(a: VersionArgs) -> Result<()> {
     let mut out = super::stdout();
+    let (os, arch) = (std::env::consts::OS, crate::archive::resolve::host_platform().1);
+    // `Client` as docker and podman name it, so that their templates
+    // ('{{.Client.Version}}') work; img has no server.
+    let client = json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "Os": os,
+        "Arch": arch,
+        "OsArch": format!("{os}/{arch}"),
+        "StoreFormat": crate::index::STORE_FORMAT,
+    });
     let doc = json!({
         "Version": env!("CARGO_PKG_VERSION"),
         "StoreFormat": crate::index::STORE_FORMAT,
-        "OsArch": format!("{}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1),
+        "OsArch": format!("{os}/{arch}"),
+        "Client": client,
     });
     if a.format.as_deref() == Some("json") {
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
+    } else if let Some(f) = a.format.as_deref() {
+        let t = super::parse_template(&f.replace("\\t", "\t").replace("\\n", "\n"))?;
+        writeln!(out, "{}", super::render_template(&t, &doc)?)?;
     } else {
         writeln!(out, "Version:      {}", env!("CARGO_PKG_VERSION"))?;
         writeln!(out, "Store format: {}", crate::index::STORE_FORMAT)?;
@@ -127,7 +141,7 @@ pub struct FsckArgs {
     #[arg(long)]
     repair: bool,
     /// Output format: json
-    #[arg(long)]
+    #[arg(long, value_parser = super::format_parser(&["json"], false))]
     format: Option<String>,
 }
 
@@ -186,8 +200,8 @@ pub struct DfArgs {
     /// Show each image
     #[arg(short, long)]
     verbose: bool,
-    /// Output format: json
-    #[arg(long)]
+    /// Output format: table or json
+    #[arg(long, value_parser = super::format_parser(&["table", "json"], false))]
     format: Option<String>,
 }
 

@@ -217,4 +217,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE mounts ADD COLUMN name TEXT NOT NULL DEFAULT '';
     "#,
+    // 12: the uncompressed size of each layer blob, measured when the layer
+    // is stored (an image's size, as docker and podman show it, is the sum
+    // of its layers'); NULL where it is not known: layers stored before,
+    // until `img fsck --repair` measures them.
+    r#"
+    ALTER TABLE blobs ADD COLUMN diff_size INTEGER CHECK (diff_size IS NULL OR diff_size >= 0);
+    "#,
 ];

@@ -66,7 +66,10 @@ pub struct ImageRecord {
     pub manifest_media_type: String,
     /// Seconds since the epoch, from the config's `created`.
     pub created: Option<i64>,
-    /// Bytes of manifest, config and layers (external layers included).
+    /// The image's size as docker and podman show it: the sum of its
+    /// layers' uncompressed sizes (a layer's stored size where that is not
+    /// known, as for the layers of a partial image still in the registry).
+    /// For embedded images, the size their manifest gives.
     pub size: u64,
     pub architecture: String,
     pub os: String,
@@ -101,6 +104,9 @@ pub struct NewImage {
     /// Layers of a partial image (kind "partial") that are not stored:
     /// they get no blob reference, only a `remote_layers` row.
     pub remote_layers: Vec<RemoteLayer>,
+    /// The uncompressed sizes of layer blobs, where measured, recorded
+    /// for blobs that have none yet.
+    pub layer_diff_sizes: Vec<(Digest, u64)>,
 }
 
 /// A layer of a partial image that is read from its registry on demand.
@@ -713,6 +719,7 @@ impl Index {
                 tags.entry(id).or_default().push(name);
             }
         }
+        let totals = self.layer_totals(only)?;
         let mut st = self.conn.prepare_cached(&sql)?;
         let bad = |i: usize, s: String| {
             rusqlite::Error::FromSqlConversionFailure(
@@ -725,17 +732,23 @@ impl Index {
             let id: String = r.get(0)?;
             let tags = tags.remove(&id).unwrap_or_default();
             let md: String = r.get(1)?;
+            let kind: String = r.get(9)?;
+            let size = if kind == "embedded" {
+                r.get::<_, i64>(4)?.max(0) as u64
+            } else {
+                totals.get(&id).copied().unwrap_or(0)
+            };
             Ok(ImageRecord {
                 id: Digest::parse(&id).map_err(|_| bad(0, id.clone()))?,
                 manifest_digest: Digest::parse(&md).map_err(|_| bad(1, md.clone()))?,
                 manifest_media_type: r.get(2)?,
                 created: r.get(3)?,
-                size: r.get::<_, i64>(4)? as u64,
+                size,
                 architecture: r.get(5)?,
                 os: r.get(6)?,
                 variant: r.get(7)?,
                 author: r.get(8)?,
-                kind: r.get(9)?,
+                kind,
                 labels: r.get(10)?,
                 added_at: r.get(11)?,
                 tags,
@@ -755,6 +768,59 @@ impl Index {
             }
         }
         Ok(out)
+    }
+
+    /// The uncompressed size recorded for a layer blob, if any.
+    pub fn diff_size(&self, d: &Digest) -> Result<Option<u64>> {
+        let mut st = self.conn.prepare_cached("SELECT diff_size FROM blobs WHERE digest = ?1")?;
+        let v: Option<Option<i64>> = st.query_row(params![d.as_str()], |r| r.get(0)).optional()?;
+        Ok(v.flatten().map(|n| n.max(0) as u64))
+    }
+
+    /// Layer blobs of stored images whose uncompressed size is not recorded
+    /// (the layers of embedded images, squashfs files whose size is their
+    /// manifest's, are not counted).
+    pub fn unmeasured_layers(&self) -> Result<Vec<Digest>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT b.digest FROM blobs b JOIN image_blobs ib ON ib.digest = b.digest
+             JOIN images i ON i.id = ib.image_id
+             WHERE ib.role = 'layer' AND i.kind != 'embedded' AND b.diff_size IS NULL ORDER BY b.digest",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest_col(r?)).collect()
+    }
+
+    /// Records the uncompressed sizes of layer blobs that have none.
+    pub fn set_diff_sizes(&mut self, sizes: &[(Digest, u64)]) -> Result<()> {
+        self.write(|tx| set_diff_sizes_tx(tx, sizes))
+    }
+
+    /// Each image's layer total: uncompressed sizes where known, stored
+    /// sizes elsewhere, and for a partial image its layers in the registry
+    /// at their compressed size. Flat grouped queries, like `query_images`.
+    fn layer_totals(&self, only: Option<&Digest>) -> Result<std::collections::HashMap<String, u64>> {
+        let mut totals: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        let filter = if only.is_some() { "AND ib.image_id = ?1" } else { "" };
+        let stored = format!(
+            "SELECT ib.image_id, sum(coalesce(b.diff_size, b.size)) FROM image_blobs ib
+             JOIN blobs b ON b.digest = ib.digest WHERE ib.role = 'layer' {filter} GROUP BY ib.image_id"
+        );
+        let remote = format!(
+            "SELECT image_id, sum(size) FROM remote_layers {} GROUP BY image_id",
+            if only.is_some() { "WHERE image_id = ?1" } else { "" }
+        );
+        for sql in [stored, remote] {
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let map = |r: &rusqlite::Row| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?));
+            let rows: Vec<(String, i64)> = match only {
+                Some(id) => st.query_map(params![id.as_str()], map)?.collect::<rusqlite::Result<_>>()?,
+                None => st.query_map([], map)?.collect::<rusqlite::Result<_>>()?,
+            };
+            for (id, n) in rows {
+                *totals.entry(id).or_default() += n.max(0) as u64;
+            }
+        }
+        Ok(totals)
     }
 
     /// The blobs of an image by role, in order: (role, position, digest).
@@ -863,6 +929,14 @@ impl Index {
 }
 
 /// Rows for blobs now in `blobs/`, no longer pending.
+fn set_diff_sizes_tx(tx: &Transaction, sizes: &[(Digest, u64)]) -> Result<()> {
+    let mut st = tx.prepare_cached("UPDATE blobs SET diff_size = ?2 WHERE digest = ?1 AND diff_size IS NULL")?;
+    for (d, n) in sizes {
+        st.execute(params![d.as_str(), *n as i64])?;
+    }
+    Ok(())
+}
+
 fn add_blob_rows_tx(tx: &Transaction, blobs: &[(Digest, u64)]) -> Result<()> {
     let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
     for (d, s) in blobs {
@@ -884,6 +958,7 @@ fn insert_image_tx(
     tags: &[TagName],
 ) -> Result<Vec<(String, Digest)>> {
     add_blob_rows_tx(tx, blobs)?;
+    set_diff_sizes_tx(tx, &img.layer_diff_sizes)?;
     let exists: bool = tx.prepare_cached("SELECT 1 FROM images WHERE id = ?1")?.exists(params![img.id.as_str()])?;
     if !exists {
         tx.execute(
@@ -1045,6 +1120,7 @@ mod tests {
             layer_digests: layers.iter().map(|l| d(*l)).collect(),
             external_layers: vec![],
             remote_layers: vec![],
+            layer_diff_sizes: vec![],
         }
     }
 
@@ -1102,6 +1178,27 @@ mod tests {
         c.execute_batch("CREATE TABLE x(a)").unwrap();
         drop(c);
         assert!(matches!(Index::open(&p).err().unwrap(), IndexError::NotAnIndex { .. }));
+    }
+
+    #[test]
+    fn image_size_is_its_layers_uncompressed_size() {
+        let dir = temp_dir("sizes");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        // Layer 20 appears twice; 21 is not measured: its stored size (1) counts.
+        let mut a = new_image(1, &[20, 21, 20]);
+        a.layer_diff_sizes = vec![(d(20), 100)];
+        ix.insert_image(&a, &blobs_of(&a), &[tag("docker.io/library/a:1")]).unwrap();
+        assert_eq!(ix.image(&a.id).unwrap().unwrap().size, 201);
+        assert_eq!(ix.unmeasured_layers().unwrap(), vec![d(21)]);
+        ix.set_diff_sizes(&[(d(21), 50), (d(20), 7)]).unwrap();
+        assert_eq!(ix.diff_size(&d(20)).unwrap(), Some(100), "a recorded size is not replaced");
+        assert_eq!(ix.image(&a.id).unwrap().unwrap().size, 250);
+        assert_eq!(ix.images_brief().unwrap()[0].size, 250);
+        assert!(ix.unmeasured_layers().unwrap().is_empty());
+        // The same layers reached another way: the same size.
+        let b = new_image(2, &[20, 21, 20]);
+        ix.insert_image(&b, &blobs_of(&b), &[]).unwrap();
+        assert_eq!(ix.image(&b.id).unwrap().unwrap().size, 250);
     }
 
     #[test]

@@ -133,6 +133,22 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             unref.len()
         ));
     }
+    // Layers stored by an img that did not measure them count at their
+    // stored (compressed) size in img images until they are measured.
+    let unmeasured: Vec<Digest> =
+        store.index().unmeasured_layers()?.into_iter().filter(|d| !corrupt.contains(d)).collect();
+    if !unmeasured.is_empty() {
+        if repair {
+            let sizes = super::measure_layers(store, &unmeasured)?;
+            store.index_mut().set_diff_sizes(&sizes)?;
+            r.notes.push(format!("measured the uncompressed size of {} layers stored by an older img", sizes.len()));
+        } else {
+            r.notes.push(format!(
+                "{} layers stored by an older img have no uncompressed size recorded, so images count them at their stored size; img fsck --repair measures them",
+                unmeasured.len()
+            ));
+        }
+    }
     let pending = store.index().pending()?;
     if !pending.is_empty() {
         r.notes.push(format!("{} blobs are being ingested by another img process", pending.len()));

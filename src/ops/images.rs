@@ -84,6 +84,19 @@ fn name_matches(pattern: &str, repository: &str, tag: &str) -> bool {
         .any(|cand| reference::glob_match(pattern, cand))
 }
 
+/// The image's `repository@digest` names: one for each repository it has a
+/// tag in (however many tags), in the order of its tags.
+pub fn repo_digests(img: &ImageRecord) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in &img.tags {
+        let d = format!("{}@{}", super::split_name(t).0, img.manifest_digest);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
     let filters = parse_filters(store, &opts.filters)?;
     let images = store.index().images_brief()?;
@@ -137,7 +150,36 @@ pub fn list(store: &Store, opts: &ListOptions) -> Result<Vec<Row>> {
 
 #[cfg(test)]
 mod tests {
-    use super::name_matches;
+    use super::{name_matches, repo_digests};
+
+    #[test]
+    fn repo_digests_name_each_repository_once() {
+        let d = crate::digest::Digest::of_bytes(b"manifest");
+        let img = crate::index::ImageRecord {
+            id: crate::digest::Digest::of_bytes(b"config"),
+            manifest_digest: d.clone(),
+            manifest_media_type: String::new(),
+            created: None,
+            size: 0,
+            architecture: String::new(),
+            os: String::new(),
+            variant: String::new(),
+            author: String::new(),
+            labels: "{}".into(),
+            added_at: 0,
+            kind: "oci".into(),
+            tags: vec![
+                "docker.io/library/app:1".into(),
+                "docker.io/library/app:2".into(),
+                "docker.io/library/web:1".into(),
+                "docker.io/library/app:3".into(),
+            ],
+        };
+        assert_eq!(
+            repo_digests(&img),
+            vec![format!("docker.io/library/app@{d}"), format!("docker.io/library/web@{d}")]
+        );
+    }
 
     #[test]
     fn patterns_match_like_docker() {

@@ -69,6 +69,7 @@ fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Resu
         layer_digests: p.layer_digests.clone(),
         external_layers: vec![],
         remote_layers: vec![],
+        layer_diff_sizes: p.layer_diff_sizes.clone(),
     };
     crate::crashpoint("before_index_commit");
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
@@ -114,6 +115,7 @@ pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<L
         layer_digests,
         external_layers: external,
         remote_layers: vec![],
+        layer_diff_sizes: vec![],
     };
     store.index_mut().insert_image(&new, &blobs, std::slice::from_ref(&tag))?;
     Ok(Loaded { id: config_digest, names: vec![tag.name] })

@@ -57,7 +57,7 @@ pub(crate) fn store_made_image(
     let mut all: Vec<&mut crate::store::StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
     all.extend(new_layers.iter_mut().map(|b| &mut **b));
     let blobs = store.commit_blobs(&mut all)?;
-    let new = stored_image(
+    let mut new = stored_image(
         img.parsed,
         &config_digest,
         manifest_blob.digest(),
@@ -65,6 +65,7 @@ pub(crate) fn store_made_image(
         size,
         img.layers.iter().map(|(d, _)| d.clone()).collect(),
     );
+    new.layer_diff_sizes = measure_layers(store, &new.layer_digests)?;
     store.index_mut().insert_image(&new, &blobs, tags)?;
     Ok(config_digest)
 }
@@ -95,7 +96,25 @@ pub(crate) fn stored_image(
         layer_digests,
         external_layers: vec![],
         remote_layers: vec![],
+        layer_diff_sizes: vec![],
     }
+}
+
+/// The uncompressed sizes of the stored layer blobs `layers` that the index
+/// does not know yet, measured by decompressing them (nothing is kept); a
+/// layer that is not stored or does not decompress is left out, and its
+/// stored size stands for it.
+pub(crate) fn measure_layers(store: &Store, layers: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+    let mut out: Vec<(Digest, u64)> = Vec::new();
+    for d in layers {
+        if out.iter().any(|(x, _)| x == d) || store.index().diff_size(d)?.is_some() {
+            continue;
+        }
+        if let Ok(n) = crate::store::uncompressed_size(&store.blob_path(d)) {
+            out.push((d.clone(), n));
+        }
+    }
+    Ok(out)
 }
 
 /// An error that means "no such image" (exit status and wording as docker).

@@ -273,7 +273,9 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let jobs = opts.jobs.clamp(1, 16);
     let paths = store.paths();
     let queue = std::sync::Mutex::new(missing.iter());
-    let results: Vec<Result<StagedBlob>> = std::thread::scope(|s| {
+    // Each download is measured uncompressed by its worker (the image's
+    // size is its layers' uncompressed size), while the others go on.
+    let results: Vec<Result<(StagedBlob, Option<u64>)>> = std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..jobs.min(missing.len().max(1)) {
             let tx = tx.clone();
@@ -283,7 +285,10 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             s.spawn(move || loop {
                 let next = queue.lock().ok().and_then(|mut q| q.next().cloned());
                 let Some((_, d, size)) = next else { break };
-                let r = download(paths, repo, &d, size, progress, false);
+                let r = download(paths, repo, &d, size, progress, false).map(|b| {
+                    let n = crate::store::uncompressed_size(b.path()).ok();
+                    (b, n)
+                });
                 let failed = r.is_err();
                 let _ = tx.send(r);
                 if failed {
@@ -295,8 +300,13 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         rx.iter().collect()
     });
     let mut staged = Vec::new();
+    let mut diff_sizes = Vec::new();
     for r in results {
-        staged.push(r.with_context(|| format!("pulling {name}"))?);
+        let (b, n) = r.with_context(|| format!("pulling {name}"))?;
+        if let Some(n) = n {
+            diff_sizes.push((b.digest().clone(), n));
+        }
+        staged.push(b);
     }
     if staged.len() != missing.len() {
         bail!("pulling {name}: not every layer was downloaded");
@@ -314,6 +324,14 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             blobs.push((l.digest.clone(), l.size));
         }
     }
+    // Stored layers that no img before measured are measured now.
+    let others: Vec<Digest> = manifest
+        .layers
+        .iter()
+        .filter(|l| !diff_sizes.iter().any(|(d, _)| d == &l.digest) && !remote.iter().any(|r| r.digest == l.digest))
+        .map(|l| l.digest.clone())
+        .collect();
+    diff_sizes.extend(super::measure_layers(store, &others)?);
     let size = fetched.bytes.len() as u64 + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
     let new = NewImage {
         id: id.clone(),
@@ -331,6 +349,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],
         remote_layers: remote,
+        layer_diff_sizes: diff_sizes,
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
     if !opts.lazy && store.root().join("lazy").is_dir() {

@@ -754,14 +754,18 @@ impl Api {
                 let parsed = image::parse_config(&format!("config {}", p.config.digest), &config)
                     .map_err(|e| error(400, "MANIFEST_INVALID", e.to_string()))?;
                 let size = p.layers.iter().map(|l| l.size).sum::<u64>() + p.config.size + bytes.len() as u64;
-                Some(crate::ops::stored_image(
+                let mut img = crate::ops::stored_image(
                     &parsed,
                     &p.config.digest,
                     &m.digest,
                     &m.media_type,
                     size,
                     p.layers.iter().map(|l| l.digest.clone()).collect(),
-                ))
+                );
+                // Its size is its layers' uncompressed size, as for a pulled image.
+                img.layer_diff_sizes = crate::ops::measure_layers(&store, &img.layer_digests)
+                    .map_err(|e| internal("measuring the layers", e))?;
+                Some(img)
             }
             None => None,
         };

@@ -8,7 +8,7 @@
 use super::{io_err, make_read_only, Result, StoreError};
 use crate::digest::{Digest, Hasher};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +67,30 @@ impl Compression {
                 return Err(io::Error::other("bzip2 compression is not supported; decompress the file first"))
             }
         })
+    }
+}
+
+/// The uncompressed size of a layer file, plain or compressed: its bytes
+/// decompressed and counted, nothing kept.
+pub fn uncompressed_size(path: &Path) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let mut head = Vec::with_capacity(6);
+    (&mut f).take(6).read_to_end(&mut head)?;
+    let c = Compression::sniff(&head);
+    if c == Compression::None {
+        return Ok(f.metadata()?.len());
+    }
+    f.seek(io::SeekFrom::Start(0))?;
+    let mut dec = c.decoder(io::BufReader::with_capacity(256 * 1024, f))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match dec.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -466,6 +490,24 @@ mod tests {
         let p = s.path().to_path_buf();
         drop(s);
         assert!(!p.exists(), "dropping an uncommitted blob removes its temp file");
+    }
+
+    #[test]
+    fn uncompressed_size_of_plain_gzip_and_zstd_files() {
+        let d = dir("measure");
+        let raw = b"layer content ".repeat(50_000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&raw[..], 3).unwrap();
+        for (name, bytes) in [("plain", &raw[..]), ("gz", &gz[..]), ("zst", &zs[..])] {
+            let p = d.join(name);
+            fs::write(&p, bytes).unwrap();
+            assert_eq!(uncompressed_size(&p).unwrap(), raw.len() as u64, "{name}");
+        }
+        let bad = d.join("bad");
+        fs::write(&bad, &gz[..gz.len() / 2]).unwrap();
+        assert!(uncompressed_size(&bad).is_err(), "a cut gzip stream has no size");
     }
 
     #[test]

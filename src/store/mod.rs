@@ -11,7 +11,7 @@
 mod blobs;
 mod lock;
 
-pub use blobs::{BlobWriter, ChannelReader, Compression, StagedBlob};
+pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob};
 pub use lock::LockFile;
 
 use crate::digest::Digest;

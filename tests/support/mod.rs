@@ -673,7 +673,8 @@ impl ImageSpec {
                 .map(|i| json!({"created": self.created, "created_by": format!("layer {i}")}))
                 .collect()
         });
-        let mut cfg = json!({"Env": self.env});
+        // An empty env list makes a config without Env.
+        let mut cfg = if self.env.is_empty() { json!({}) } else { json!({"Env": self.env}) };
         if let Some(c) = &self.cmd {
             cfg["Cmd"] = json!(c);
         }
