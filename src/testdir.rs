@@ -14,10 +14,6 @@ impl TestDir {
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
         TestDir(d)
     }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
 }
 
 impl std::ops::Deref for TestDir {
