@@ -18,6 +18,7 @@ pub mod mount;
 pub mod ops;
 pub mod reference;
 pub mod registry;
+pub mod rootpath;
 pub mod serve;
 pub mod store;
 pub mod template;

@@ -617,8 +617,8 @@ pub fn finish(store: &mut Store, plan: &Plan, rw: bool, tty: bool) -> Result<Vec
 /// A file of the mounted image (its path resolved inside the root), or
 /// nothing if it is not there.
 fn read_in_root(root: &Path, path: &str) -> Result<Option<String>> {
-    let p = crate::build::fsops::resolve_in_root(root, path, true)
-        .with_context(|| format!("finding {path} in the image"))?;
+    let p =
+        crate::rootpath::resolve_in_root(root, path, true).with_context(|| format!("finding {path} in the image"))?;
     let f = match std::fs::File::open(&p) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -636,7 +636,7 @@ fn read_in_root(root: &Path, path: &str) -> Result<Option<String>> {
 fn write(store: &Store, dir: &Path, config: &Value, opts: &Options) -> Result<Vec<String>> {
     let rootfs = rootfs_path(dir);
     for p in mount_points(config) {
-        if !crate::build::fsops::resolve_in_root(&rootfs, &p, true).is_ok_and(|p| p.is_dir()) {
+        if !crate::rootpath::resolve_in_root(&rootfs, &p, true).is_ok_and(|p| p.is_dir()) {
             bail!(
                 "the image has no directory {p}, which the runtime mounts on or changes into, and the mount could not add one (something else is there, or the image's layers were still streaming: img pull the image, then make the bundle again)"
             );
