@@ -77,6 +77,12 @@ pub struct ClientOptions {
     pub loopback_plain_http: bool,
 }
 
+/// Whether a failed https ping reached a TLS server (whose certificate, say,
+/// was refused): then it is no plain-HTTP registry to fall back to.
+fn speaks_tls(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Tls { msg, .. } if !msg.contains("does not speak TLS"))
+}
+
 /// Whether `host` (`name[:port]`) is this machine: `localhost`, 127.0.0.0/8 or ::1.
 pub fn is_loopback_host(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
@@ -181,8 +187,10 @@ impl Client {
     /// https does not answer) by pinging `/v2/`.
     pub fn connect(registry: &str, opts: &ClientOptions) -> Result<Client> {
         let host = endpoint_host(registry);
-        let insecure = opts.insecure || (opts.loopback_plain_http && is_loopback_host(registry));
-        let settings = tls::settings_for(registry, insecure, opts.cert_dir.as_deref())
+        // A registry on this machine may answer in plain HTTP (docker's
+        // rule); its TLS, when it speaks TLS, is still verified.
+        let plain_http_allowed = opts.loopback_plain_http && is_loopback_host(registry);
+        let settings = tls::settings_for(registry, opts.insecure, opts.cert_dir.as_deref())
             .map_err(|msg| RegistryError::Tls { registry: registry.to_string(), msg })?;
         let agent = build_agent(&settings);
         let creds = match &opts.creds {
@@ -199,7 +207,7 @@ impl Client {
         };
         match client.ping() {
             Ok(()) => Ok(client),
-            Err(e) if insecure => {
+            Err(e) if opts.insecure || (plain_http_allowed && !speaks_tls(&e)) => {
                 client.base = format!("http://{host}");
                 client.ping().map_err(|e2| RegistryError::Http {
                     registry: registry.to_string(),
