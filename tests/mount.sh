@@ -483,6 +483,10 @@ check_rmi_of_mounted_image() {
 # once unmounted.
 check_prune_spares_mounted_image() {
   img load -q -i "$GEN/full" >/dev/null || fail "img load failed"
+  # The layout's bare ref.name names it localhost/1:latest: another image
+  # takes that name, so that this one is dangling.
+  img tag "$(img load -q -i "$GEN/sparse" | tail -1)" localhost/1:latest || fail "img load of another image failed"
+  img images -q --no-trunc --filter dangling=true | has "$ID" || fail "the image is not dangling: $(img images)"
   local m; m=$(img mount "$ID" "$T/m") || fail "img mount failed"
   img prune -f >/dev/null || fail "img prune failed"
   img images -q --no-trunc | has "$ID" || fail "img prune removed the mounted image"
