@@ -82,7 +82,9 @@ want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 cd "$(dirname "$0")/.."
 cargo build --release -q
-IMG=$PWD/target/release/img
+# The binary just built, wherever cargo puts it (CARGO_TARGET_DIR is honoured).
+IMG=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/img
+[[ -x $IMG ]] || { echo "bench: no binary at $IMG after cargo build" >&2; exit 1; }
 REPO=$PWD
 GEN=$PWD/scripts/bench-images.py
 SLOWLINK=$PWD/scripts/slowlink.py
