@@ -1068,37 +1068,12 @@ check_manifest_with_a_wrong_size_is_refused() {
 check_passwords_are_not_echoed() {
   local SROOT=$T/server R ROOT=$T/client
   mkdir -p "$SROOT"
-  cat > "$T/drive_tty.py" <<'PY'
-import os, pty, select, sys, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-out, sent = b"", False
-end = time.time() + 30
-while time.time() < end:
-    r, _, _ = select.select([fd], [], [], 0.2)
-    if r:
-        try:
-            b = os.read(fd, 4096)
-        except OSError:
-            break
-        if not b:
-            break
-        out += b
-    if not sent and b"assword" in out:
-        time.sleep(0.2)
-        os.write(fd, sys.argv[1].encode() + b"\n")
-        sent = True
-_, st = os.waitpid(pid, 0)
-sys.stdout.write(out.decode("latin-1"))
-sys.exit(os.waitstatus_to_exitcode(st))
-PY
-  IMG_ROOT=$SROOT python3 "$T/drive_tty.py" 'Typed-S3cret' "$IMG" serve admin user add alice > "$T/add.out" || fail "user add at a terminal: $(cat "$T/add.out")"
+  IMG_ROOT=$SROOT python3 tests/support/drive_tty.py 'Typed-S3cret' "$IMG" serve admin user add alice > "$T/add.out" || fail "user add at a terminal: $(cat "$T/add.out")"
   has 'assword' "$T/add.out" || fail "no prompt: $(cat "$T/add.out")"
   ! has 'Typed-S3cret' "$T/add.out" || fail "the password was echoed: $(cat "$T/add.out")"
   admin namespace add team 2>/dev/null && admin grant alice team pull 2>/dev/null
   start_serve "$SROOT" R || fail "img serve did not start"
-  IMG_ROOT=$ROOT python3 "$T/drive_tty.py" 'Typed-S3cret' "$IMG" login -u alice --tls-verify=false "$R" > "$T/login.out" ||
+  IMG_ROOT=$ROOT python3 tests/support/drive_tty.py 'Typed-S3cret' "$IMG" login -u alice --tls-verify=false "$R" > "$T/login.out" ||
     fail "img login at a terminal: $(cat "$T/login.out")"
   ! has 'Typed-S3cret' "$T/login.out" || fail "img login echoed the password: $(cat "$T/login.out")"
   has -i 'login succeeded' "$T/login.out" || fail "img login: $(cat "$T/login.out")"
