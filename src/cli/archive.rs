@@ -47,10 +47,8 @@ pub fn save(ctx: &Ctx, a: SaveArgs) -> Result<()> {
     };
     let store = ctx.open_store()?;
     save::save(&store, &a.names, format, &out)?;
-    if let (save::Output::File(_), Some(lines)) = (&out, super::dialect::done_lines(&Done::Saved(&a.names))) {
-        for l in lines {
-            println!("{l}");
-        }
+    if let save::Output::File(_) = &out {
+        super::dialect::print_done(&mut std::io::stdout(), &Done::Saved(&a.names))?;
     }
     Ok(())
 }
@@ -106,10 +104,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
     };
     let mut out = super::stdout();
     let ids = loaded.iter().map(|l| l.id.hex().to_string()).collect();
-    if let Some(lines) = super::dialect::done_lines(&Done::Loaded { input: a.input.as_deref(), ids }) {
-        for l in lines {
-            writeln!(out, "{l}")?;
-        }
+    if super::dialect::print_done(&mut out, &Done::Loaded { input: a.input.as_deref(), ids })? {
         out.flush()?;
         return Ok(());
     }
@@ -151,13 +146,9 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<()> {
         &mut store,
         &import::ImportOptions { file, reference: a.reference, changes: a.change, message: a.message },
     )?;
-    match super::dialect::done_lines(&Done::Imported(id.hex().to_string())) {
-        Some(lines) => {
-            for l in lines {
-                writeln!(std::io::stdout().lock(), "{l}")?;
-            }
-        }
-        None => writeln!(std::io::stdout().lock(), "{id}")?,
+    let mut out = std::io::stdout().lock();
+    if !super::dialect::print_done(&mut out, &Done::Imported(id.hex().to_string()))? {
+        writeln!(out, "{id}")?;
     }
     Ok(())
 }

@@ -248,17 +248,15 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         }
     }
     let mut out = super::stdout();
-    if let Some(lines) = super::dialect::done_lines(&super::dialect::Done::Built(id.hex().to_string())) {
-        for l in lines {
-            writeln!(out, "{l}")?;
+    if !super::dialect::print_done(&mut out, &super::dialect::Done::Built(id.hex().to_string()))? {
+        if quiet {
+            writeln!(out, "{}", id.as_str())?;
+        } else {
+            for n in &names {
+                eprintln!("Tagged {n}");
+            }
+            writeln!(out, "{}", id.hex())?;
         }
-    } else if quiet {
-        writeln!(out, "{}", id.as_str())?;
-    } else {
-        for n in &names {
-            eprintln!("Tagged {n}");
-        }
-        writeln!(out, "{}", id.hex())?;
     }
     Ok(())
 }

@@ -479,8 +479,18 @@ pub enum Done<'a> {
     LoggedOut { all: bool },
 }
 
+/// Prints the lines `done` has in this dialect; false when it has none
+/// (the caller prints img's own).
+pub fn print_done(out: &mut impl std::io::Write, done: &Done) -> std::io::Result<bool> {
+    let Some(lines) = done_lines(done) else { return Ok(false) };
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(true)
+}
+
 /// The lines `done` prints in this dialect (none: print img's own).
-pub fn done_lines(done: &Done) -> Option<Vec<String>> {
+fn done_lines(done: &Done) -> Option<Vec<String>> {
     let d = current();
     let lines = match (d, done) {
         (Dialect::Img, _) => return None,

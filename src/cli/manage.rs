@@ -43,13 +43,8 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     let mut out = super::stdout();
     for n in &names {
         match remove::rmi_one(&mut store, n, force) {
-            Ok(r) => match super::dialect::done_lines(&super::dialect::Done::Removed(n)) {
-                Some(lines) => {
-                    for l in lines {
-                        writeln!(out, "{l}")?;
-                    }
-                }
-                None => {
+            Ok(r) => {
+                if !super::dialect::print_done(&mut out, &super::dialect::Done::Removed(n))? {
                     for t in &r.untagged {
                         writeln!(out, "Untagged: {t}")?;
                     }
@@ -57,7 +52,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
                         writeln!(out, "Deleted: {d}")?;
                     }
                 }
-            },
+            }
             Err(e) => {
                 eprintln!("error: {}", super::chain(&e));
                 failed = true;

@@ -90,10 +90,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);
     let mut out = super::stdout();
-    if let Some(lines) = super::dialect::done_lines(&Done::Pulling(&a.reference)) {
-        for l in lines {
-            writeln!(out, "{l}")?;
-        }
+    if super::dialect::print_done(&mut out, &Done::Pulling(&a.reference))? {
         out.flush()?;
     }
     if a.all_tags {
@@ -104,13 +101,8 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     } else {
         let id = pull::pull(&mut store, &opts, &progress)?;
         let digest = crate::ops::resolve_image(&store, id.as_str()).ok().map(|i| i.manifest_digest.to_string());
-        match super::dialect::done_lines(&Done::Pulled { reference: &a.reference, digest }) {
-            Some(lines) => {
-                for l in lines {
-                    writeln!(out, "{l}")?;
-                }
-            }
-            None => writeln!(out, "{}", id.hex())?,
+        if !super::dialect::print_done(&mut out, &Done::Pulled { reference: &a.reference, digest })? {
+            writeln!(out, "{}", id.hex())?;
         }
     }
     out.flush()?;
@@ -181,11 +173,9 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
     if let Some(f) = &a.digestfile {
         std::fs::write(f, digest.as_str()).with_context(|| format!("writing the digest to {}", f.display()))?;
     }
-    if let Some(lines) = super::dialect::done_lines(&Done::Pushed(a.dest.as_deref().unwrap_or(&a.source))) {
-        for l in lines {
-            println!("{l}");
-        }
-    } else if !quiet {
+    let said =
+        super::dialect::print_done(&mut std::io::stdout(), &Done::Pushed(a.dest.as_deref().unwrap_or(&a.source)))?;
+    if !said && !quiet {
         eprintln!(
             "Pushed {} ({digest}): {} blobs uploaded, {} already there, {} mounted",
             pushed.reference, pushed.uploaded, pushed.skipped, pushed.mounted
@@ -352,9 +342,8 @@ pub fn login(a: LoginArgs) -> Result<()> {
             .context("the credentials were not saved");
     }
     authfile::store(&path, &host, &creds)?;
-    match super::dialect::done_lines(&Done::LoggedIn) {
-        Some(lines) => lines.iter().for_each(|l| println!("{l}")),
-        None => eprintln!("Login Succeeded!"),
+    if !super::dialect::print_done(&mut std::io::stdout(), &Done::LoggedIn)? {
+        eprintln!("Login Succeeded!");
     }
     Ok(())
 }
@@ -376,9 +365,8 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
     match (a.all, &a.registry_host) {
         (true, _) => {
             authfile::remove(&path, None)?;
-            match super::dialect::done_lines(&Done::LoggedOut { all: true }) {
-                Some(lines) => lines.iter().for_each(|l| println!("{l}")),
-                None => eprintln!("Removed login credentials for all registries"),
+            if !super::dialect::print_done(&mut std::io::stdout(), &Done::LoggedOut { all: true })? {
+                eprintln!("Removed login credentials for all registries");
             }
         }
         (false, Some(r)) => {
@@ -386,9 +374,8 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
             if !authfile::remove(&path, Some(&host))? {
                 bail!("not logged in to {host}");
             }
-            match super::dialect::done_lines(&Done::LoggedOut { all: false }) {
-                Some(lines) => lines.iter().for_each(|l| println!("{l}")),
-                None => eprintln!("Removed login credentials for {host}"),
+            if !super::dialect::print_done(&mut std::io::stdout(), &Done::LoggedOut { all: false })? {
+                eprintln!("Removed login credentials for {host}");
             }
         }
         (false, None) => bail!("give a registry, or -a for all"),

@@ -465,15 +465,20 @@ impl Api {
             _ => return Err(error(401, "UNAUTHORIZED", "the token endpoint takes Basic credentials or none")),
         };
         let (user, gen) = self.identity(&caller)?;
+        Ok(Response::new(200).json(&self.access_token(&user, &gen, now())))
+    }
+
+    /// The answer of the token endpoint: an access token for `user` of
+    /// password generation `gen`, issued at `issued`.
+    fn access_token(&self, user: &str, gen: &str, issued: i64) -> serde_json::Value {
         let ttl = self.settings.token_ttl.as_secs() as i64;
-        let issued = now();
-        let token = self.tokens.issue("access", &user, &gen, issued.saturating_add(ttl));
-        Ok(Response::new(200).json(&serde_json::json!({
+        let token = self.tokens.issue("access", user, gen, issued.saturating_add(ttl));
+        serde_json::json!({
             "token": token,
             "access_token": token,
             "expires_in": ttl,
             "issued_at": crate::timefmt::format_rfc3339(issued),
-        })))
+        })
     }
 
     /// A caller's name and password generation, for tokens.
@@ -527,16 +532,9 @@ impl Api {
                 ))
             }
         };
-        let ttl = self.settings.token_ttl.as_secs() as i64;
         let issued = now();
-        let token = self.tokens.issue("access", &user, &gen, issued.saturating_add(ttl));
-        let mut answer = serde_json::json!({
-            "access_token": token,
-            "token": token,
-            "expires_in": ttl,
-            "issued_at": crate::timefmt::format_rfc3339(issued),
-            "scope": get("scope"),
-        });
+        let mut answer = self.access_token(&user, &gen, issued);
+        answer["scope"] = serde_json::Value::String(get("scope"));
         if get("access_type") == "offline" || get("grant_type") == "refresh_token" {
             answer["refresh_token"] = serde_json::Value::String(self.tokens.issue(
                 "refresh",
