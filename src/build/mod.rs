@@ -305,8 +305,8 @@ impl FuseMount {
 
 impl Drop for FuseMount {
     fn drop(&mut self) {
-        use img_overlay::Kernel;
-        let _ = img_overlay::RealKernel.unmount(&self.dir, img_overlay::Unmount::Lazy);
+        use img_sys::Kernel;
+        let _ = img_sys::RealKernel.unmount(&self.dir, img_sys::Unmount::Lazy);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -330,7 +330,7 @@ impl Prune {
         let empty = std::fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false);
         let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
             .iter()
-            .any(|n| img_overlay::xattr(&p, n).ok().flatten().is_some());
+            .any(|n| img_sys::xattr(&p, n).ok().flatten().is_some());
         if md.is_dir() && empty && !opaque && md.mode() == self.mode && md.uid() == self.uid && md.gid() == self.gid {
             let _ = std::fs::remove_dir(&p);
         }
@@ -342,9 +342,9 @@ struct OverlayGuard(PathBuf);
 
 impl Drop for OverlayGuard {
     fn drop(&mut self) {
-        use img_overlay::Kernel;
-        if img_overlay::RealKernel.unmount(&self.0, img_overlay::Unmount::Normal).is_err() {
-            let _ = img_overlay::RealKernel.unmount(&self.0, img_overlay::Unmount::Lazy);
+        use img_sys::Kernel;
+        if img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Normal).is_err() {
+            let _ = img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Lazy);
         }
     }
 }
@@ -1098,7 +1098,7 @@ impl Builder<'_> {
         for d in [&work, &merged] {
             std::fs::create_dir(d).with_context(|| format!("making {}", d.display()))?;
         }
-        let ov = img_overlay::OverlayMount {
+        let ov = img_sys::OverlayMount {
             lower: st.lowers.clone(),
             upper: upper.clone(),
             work: work.clone(),
@@ -1106,8 +1106,8 @@ impl Builder<'_> {
             userxattr: self.opts.rootless,
         };
         {
-            use img_overlay::Kernel;
-            img_overlay::RealKernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
+            use img_sys::Kernel;
+            img_sys::RealKernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
         }
         let guard = OverlayGuard(merged.clone());
         let res = f(&merged);
@@ -1484,14 +1484,14 @@ impl Builder<'_> {
         // Several layers: a read-only overlay of them (no upper directory).
         let target = self.fresh("ro");
         std::fs::create_dir(&target)?;
-        let data = img_overlay::OverlayMount {
+        let data = img_sys::OverlayMount {
             lower: lowers,
             upper: PathBuf::new(),
             work: PathBuf::new(),
             target: target.clone(),
             userxattr: self.opts.rootless,
         };
-        img_overlay::mount_read_only_overlay(&data).context("mounting a stage's files for COPY --from")?;
+        img_sys::mount_read_only_overlay(&data).context("mounting a stage's files for COPY --from")?;
         self.read_only.push(OverlayGuard(target.clone()));
         Ok(target)
     }

@@ -14,7 +14,7 @@
 //! mounted lives in the step's namespace and goes with it.
 
 use anyhow::{bail, Context, Result};
-use img_overlay::{Namespaces, Sandbox};
+use img_sys::{Namespaces, Sandbox};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -144,10 +144,10 @@ const DEVPTS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
 
 /// `img __build-run PLAN`: the step's namespaces, then its first process.
 pub fn helper(plan_path: &Path) -> Result<i32> {
-    img_overlay::die_with_parent();
+    img_sys::die_with_parent();
     let plan = read_plan(plan_path)?;
-    let k = img_overlay::RealKernel;
-    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_overlay::getppid()) {
+    let k = img_sys::RealKernel;
+    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_sys::getppid()) {
         // The build died before this process asked to die with it.
         bail!("the build that started this step is gone");
     }
@@ -158,7 +158,7 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     // its PID namespace). The thread comes first: a process that has
     // unshared its PID namespace cannot make threads.
     std::thread::spawn(|| {
-        img_overlay::wait_for_stdin_writers_gone();
+        img_sys::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
     k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
@@ -199,15 +199,15 @@ fn read_plan(p: &Path) -> Result<RunPlan> {
 
 /// `img __build-run --init PLAN`: process 1 of the step.
 pub fn init(plan_path: &Path) -> Result<i32> {
-    img_overlay::die_with_parent();
-    if img_overlay::stdin_writers_gone() {
+    img_sys::die_with_parent();
+    if img_sys::stdin_writers_gone() {
         bail!("the process that started this RUN step is gone");
     }
     let plan = read_plan(plan_path)?;
     // No controlling terminal; files made with docker's mask.
-    let _ = img_overlay::setsid();
-    img_overlay::umask(0o022);
-    let k = img_overlay::RealKernel;
+    let _ = img_sys::setsid();
+    img_sys::umask(0o022);
+    let k = img_sys::RealKernel;
     prepare_root(&k, &plan)?;
     // pivot_root, not chroot: nothing of the host's tree stays reachable.
     k.pivot_into(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
@@ -216,7 +216,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir(&plan.cwd).stdin(Stdio::null());
-    img_overlay::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
+    img_sys::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
     for kv in &plan.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
@@ -235,7 +235,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     // kernel ends every process of the PID namespace with it), whether or
     // not the parent-death signal came.
     std::thread::spawn(|| {
-        img_overlay::wait_for_stdin_writers_gone();
+        img_sys::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
     let status = child.wait().context("waiting for the command")?;
@@ -478,7 +478,7 @@ mod tests {
         for d in ["dev", "sys/firmware", "sys/kernel"] {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
-        let k = img_overlay::RecordingKernel::default();
+        let k = img_sys::RecordingKernel::default();
         for f in fail {
             k.fail.lock().unwrap().push(f.replace("ROOT", &r.display().to_string()));
         }

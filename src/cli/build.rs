@@ -147,7 +147,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     build::run::capabilities(&a.cap_add)?;
     // The namespaces come first, while this process has one thread; the
     // store's place was decided before (it depends on who the user is).
-    let rootless = !img_overlay::is_root();
+    let rootless = !img_sys::is_root();
     if rootless {
         if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
             bail!("building as an ordinary user needs /dev/fuse readable and writable by you (chmod 0666 /dev/fuse, as most distributions ship it)");
@@ -155,21 +155,21 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         let ns = "entering a user namespace for the build (the kernel must allow unprivileged user namespaces)";
         if std::env::var("IMG_BUILD_USERNS").as_deref() == Ok("child") {
             // The parent maps the user's subordinate ids into this namespace.
-            img_overlay::die_with_parent();
-            img_overlay::unshare_user_namespace().context(ns)?;
+            img_sys::die_with_parent();
+            img_sys::unshare_user_namespace().context(ns)?;
             let mut go = String::new();
             std::io::stdin().read_line(&mut go).context("waiting for the user namespace's mapping")?;
             if go.trim() != "go" {
                 bail!("the user namespace was not mapped");
             }
-            img_overlay::enter_mount_namespace().context(ns)?;
+            img_sys::enter_mount_namespace().context(ns)?;
         } else if let Some(maps) = subordinate_ids() {
             return run_mapped(maps);
         } else {
-            img_overlay::enter_user_namespace().context(ns)?;
+            img_sys::enter_user_namespace().context(ns)?;
         }
     } else {
-        img_overlay::enter_mount_namespace().context("making a mount namespace for the build")?;
+        img_sys::enter_mount_namespace().context("making a mount namespace for the build")?;
     }
     let opts = BuildOptions {
         context: a.context.clone(),

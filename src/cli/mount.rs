@@ -6,7 +6,7 @@ use crate::ops::resolve_image;
 use crate::timefmt::{human_ago, now};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use img_overlay::Kernel;
+use img_sys::Kernel;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -258,7 +258,7 @@ fn mount_embedded(
     if a.rw {
         bail!("{} is an iSulad embedded image, which mounts read-only; drop --rw", a.image);
     }
-    if !img_overlay::is_root() {
+    if !img_sys::is_root() {
         bail!(
             "{} is an iSulad embedded image: its layers are kernel squashfs and bind mounts, which need root",
             a.image
@@ -271,7 +271,7 @@ fn mount_embedded(
         );
     }
     let layers = store.index().external_layers(&img.id)?;
-    mount::embedded::mount(&img_overlay::RealKernel, &layers, dir)?;
+    mount::embedded::mount(&img_sys::RealKernel, &layers, dir)?;
     store.index_mut().add_mount(&MountRecord {
         mountpoint: dir.to_string_lossy().into_owned(),
         image_id: img.id.clone(),
@@ -395,7 +395,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     };
     // The layers' entries the tree was built from are free now: this
     // process serves for long, so what it keeps should be the tree alone.
-    img_overlay::release_free_memory();
+    img_sys::release_free_memory();
     let fs = std::sync::Arc::new(fs.with_error_log(|m| eprintln!("img mount: {m}")));
     let cfg = img_fuse::MountConfig {
         fs_name: format!("img:{}", &img.id.hex()[..12]),
@@ -404,7 +404,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         threads: if img.kind == "partial" { 8 } else { 2 },
     };
     let state = a.state.clone().map(mount::StateDir);
-    if let (Some(st), false) = (&state, img_overlay::is_root()) {
+    if let (Some(st), false) = (&state, img_sys::is_root()) {
         // Rootless: the FUSE filesystem takes the writes itself, over the
         // whole tree (streamed layers must be in first).
         let fs = Arc::into_inner(fs).expect("the filesystem is not shared yet");
@@ -427,19 +427,19 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let fuse_dir = state.as_ref().map(|s| s.lower()).unwrap_or_else(|| a.dir.clone());
     let res = img_fuse::serve(fs, &fuse_dir, &cfg, || {
         if let Some(st) = &state {
-            let ov = img_overlay::OverlayMount {
+            let ov = img_sys::OverlayMount {
                 lower: vec![st.lower()],
                 upper: st.upper(),
                 work: st.work(),
                 target: a.dir.clone(),
                 userxattr: false,
             };
-            img_overlay::RealKernel.mount_overlay(&ov).map_err(std::io::Error::other)?;
+            img_sys::RealKernel.mount_overlay(&ov).map_err(std::io::Error::other)?;
             watch_overlay(a.dir.clone(), st.lower());
         }
         if let Err(e) = record_mount(ctx, &a, &img, &state) {
             if state.is_some() {
-                let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
+                let _ = img_sys::RealKernel.unmount(&a.dir, img_sys::Unmount::Lazy);
             }
             return Err(e);
         }
@@ -488,7 +488,7 @@ fn finish_serve(ctx: &Ctx, a: &ServeArgs, state: &Option<mount::StateDir>, res: 
             if state.is_some() && mount::is_mounted(&a.dir) {
                 // The tree under the overlay went away (unmounted by hand):
                 // the overlay cannot work without it.
-                let _ = img_overlay::RealKernel.unmount(&a.dir, img_overlay::Unmount::Lazy);
+                let _ = img_sys::RealKernel.unmount(&a.dir, img_sys::Unmount::Lazy);
             }
             let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
             let bundle = bundle::record_of(store.root(), &a.dir);
@@ -513,7 +513,7 @@ fn watch_overlay(dir: PathBuf, lower: PathBuf) {
     std::thread::spawn(move || loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if !mount::is_mounted(&dir) {
-            let _ = img_overlay::RealKernel.unmount(&lower, img_overlay::Unmount::Lazy);
+            let _ = img_sys::RealKernel.unmount(&lower, img_sys::Unmount::Lazy);
             return;
         }
     });

@@ -594,7 +594,7 @@ pub fn plan(store: &Store, img: &crate::index::ImageRecord, dir: &Path) -> Resul
 /// committed stays, as img umount keeps it).
 pub fn finish(store: &mut Store, plan: &Plan, rw: bool, tty: bool) -> Result<Vec<String>> {
     let written = (|| {
-        let rootless = if img_overlay::is_root() {
+        let rootless = if img_sys::is_root() {
             None
         } else {
             Some((

@@ -5,7 +5,7 @@
 
 use crate::index::ExternalLayer;
 use anyhow::{bail, Context, Result};
-use img_overlay::{Kernel, Unmount};
+use img_sys::{Kernel, Unmount};
 use std::path::{Component, Path, PathBuf};
 
 /// Where layer `l` goes under `dir`: its `pathInContainer`, which must be
@@ -59,7 +59,7 @@ pub fn mount(kernel: &dyn Kernel, layers: &[ExternalLayer], dir: &Path) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use img_overlay::RecordingKernel;
+    use img_sys::RecordingKernel;
 
     fn layer(mt: &str, host: &str, container: &str) -> ExternalLayer {
         ExternalLayer {

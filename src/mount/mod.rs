@@ -374,7 +374,7 @@ fn build_index(
 /// index from the page cache when it needs them, and never copies them.
 pub(crate) fn map_index(path: &Path) -> Option<SharedBytes> {
     let file = std::fs::File::open(path).ok()?;
-    let map = img_overlay::map_read_only(&file).ok()?;
+    let map = img_sys::map_read_only(&file).ok()?;
     Some(SharedBytes::new(std::sync::Arc::new(map)))
 }
 
@@ -534,9 +534,9 @@ pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
 /// Takes a mount's directories out of the tree (the overlay first, then
 /// the FUSE tree under it), lazily when the server is dead.
 pub fn detach(m: &MountState) -> Result<()> {
-    let kernel = img_overlay::RealKernel;
+    let kernel = img_sys::RealKernel;
     // An embedded image's layers are mounts under its root: detached with it.
-    let how = if m.serving && m.record.pid != 0 { img_overlay::Unmount::Normal } else { img_overlay::Unmount::Lazy };
+    let how = if m.serving && m.record.pid != 0 { img_sys::Unmount::Normal } else { img_sys::Unmount::Lazy };
     if m.mounted {
         kernel.unmount(Path::new(&m.record.mountpoint), how).map_err(busy_hint)?;
     }
@@ -549,7 +549,7 @@ pub fn detach(m: &MountState) -> Result<()> {
     Ok(())
 }
 
-fn busy_hint(e: img_overlay::MountError) -> anyhow::Error {
+fn busy_hint(e: img_sys::MountError) -> anyhow::Error {
     let s = e.to_string();
     if s.contains("busy") {
         anyhow::anyhow!("{s}; close the files and shells using it and try again")
@@ -569,4 +569,4 @@ fn wait_for_exit(pid: i64) {
     }
 }
 
-use img_overlay::Kernel;
+use img_sys::Kernel;

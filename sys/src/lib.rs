@@ -1,4 +1,4 @@
-//! The kernel side of `img mount`: overlayfs mounts for writable mounts,
+//! Every system call img makes outside std: overlayfs mounts for writable mounts,
 //! unmounting (directly as root, through `fusermount3` otherwise),
 //! extended attributes and read-only file mappings. Every mount system call and all of img's
 //! `unsafe` code live in this crate (in `sys.rs`), behind the [`Kernel`]
@@ -657,7 +657,7 @@ mod tests {
 
     #[test]
     fn xattrs_of_a_plain_file_are_readable() {
-        let d = std::env::temp_dir().join(format!("img-overlay-test-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("img-sys-test-{}", std::process::id()));
         std::fs::write(&d, b"x").unwrap();
         // tmp filesystems may carry security labels; nothing else is there.
         let xs = xattrs(&d).unwrap();
