@@ -105,7 +105,7 @@ fi
 for suite in "${SUITES[@]}"; do
   wanted "$suite" || continue
   if [[ $built == 1 ]]; then   # never test a stale binary
-    step "$suite" env IMG="$PWD/target/release/img" "tests/$suite.sh" "${ONLY[@]}"
+    step "$suite" env IMG="${CARGO_TARGET_DIR:-$PWD/target}/release/img" "tests/$suite.sh" "${ONLY[@]}"
   else
     not_run "$suite" "no release build"
   fi
