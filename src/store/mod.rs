@@ -10,9 +10,11 @@
 
 mod blobs;
 mod lock;
+mod paths;
 
 pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob};
 pub use lock::LockFile;
+pub use paths::StorePaths;
 
 use crate::digest::Digest;
 use crate::index::{Index, IndexError};
@@ -108,21 +110,6 @@ pub struct Recovery {
     pub recovered_blobs: u64,
 }
 
-/// Where things are in a store; cheap to share between threads.
-#[derive(Debug, Clone)]
-pub struct StorePaths {
-    root: PathBuf,
-}
-
-impl StorePaths {
-    pub fn ingest_dir(&self) -> PathBuf {
-        self.root.join("ingest")
-    }
-    pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(d.hex())
-    }
-}
-
 pub struct Store {
     root: PathBuf,
     index: Index,
@@ -150,19 +137,19 @@ impl Store {
     /// The returned store holds the lock file shared.
     pub fn open(root: &Path) -> Result<Store> {
         create_dir_private(root)?;
-        for sub in ["blobs", "blobs/sha256", "ingest"] {
-            let p = root.join(sub);
+        let paths = StorePaths::new(root);
+        for p in [paths.blobs_parent(), paths.blobs_dir(), paths.ingest_dir()] {
             if !p.is_dir() {
                 create_dir_private(&p)?;
             }
         }
-        let lock = LockFile::open(&root.join("gc.lock")).map_err(io_err("opening lock file", &root.join("gc.lock")))?;
-        let index = Index::open(&root.join("img.db"))?;
+        let lock = LockFile::open(&paths.lock_file()).map_err(io_err("opening lock file", &paths.lock_file()))?;
+        let index = Index::open(&paths.db())?;
         let mut store =
             Store { root: root.to_path_buf(), index, lock, exclusive: false, recovery: Recovery::default() };
         store.recover_if_idle()?;
         if !store.exclusive {
-            store.lock.lock_shared().map_err(io_err("locking", &store.root.join("gc.lock")))?;
+            store.lock.lock_shared().map_err(io_err("locking", &store.paths().lock_file()))?;
         }
         Ok(store)
     }
@@ -183,16 +170,17 @@ impl Store {
         &self.recovery
     }
 
+    /// The store's layout: where each of its files is.
     pub fn paths(&self) -> StorePaths {
-        StorePaths { root: self.root.clone() }
+        StorePaths::new(&self.root)
     }
 
     pub fn ingest_dir(&self) -> PathBuf {
-        self.root.join("ingest")
+        self.paths().ingest_dir()
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(d.hex())
+        self.paths().blob_path(d)
     }
 
     /// Opens a stored blob for reading.
@@ -224,14 +212,14 @@ impl Store {
     /// Where the layer index of blob `d` is kept (derived data, rebuilt when
     /// missing or damaged; removed with the blob).
     pub fn layer_index_path(&self, d: &Digest) -> PathBuf {
-        self.root.join("indexes").join(d.hex())
+        self.paths().layer_index(d)
     }
 
     /// Writes derived data for blob `d` (a layer index) atomically: a temp
     /// file in `ingest/`, then a rename.
     pub fn write_layer_index(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        let dir = self.root.join("indexes");
+        let dir = self.paths().layer_indexes_dir();
         if !dir.is_dir() {
             create_dir_private(&dir)?;
         }
@@ -265,7 +253,7 @@ impl Store {
         // Recorded first: if this process dies after a rename below, the
         // next process to open the store indexes the blob (see recover_if_idle).
         self.index.add_pending(&digests)?;
-        let dir = self.root.join("blobs/sha256");
+        let dir = self.paths().blobs_dir();
         let mut out = Vec::with_capacity(staged.len());
         for s in staged.iter_mut() {
             let target = self.blob_path(s.digest());
@@ -283,7 +271,7 @@ impl Store {
         if self.exclusive {
             return Ok(());
         }
-        let path = self.root.join("gc.lock");
+        let path = self.paths().lock_file();
         self.lock.unlock().map_err(io_err("unlocking", &path))?;
         if !self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             on_wait();
@@ -299,7 +287,7 @@ impl Store {
         if self.exclusive {
             return Ok(true);
         }
-        let path = self.root.join("gc.lock");
+        let path = self.paths().lock_file();
         self.lock.unlock().map_err(io_err("unlocking", &path))?;
         if self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             self.exclusive = true;
@@ -320,7 +308,7 @@ impl Store {
         {
             return Ok(());
         }
-        let path = self.root.join("gc.lock");
+        let path = self.paths().lock_file();
         if self.lock.try_lock_exclusive().map_err(io_err("locking", &path))? {
             self.exclusive = true;
             self.recover_locked()?;
@@ -338,7 +326,7 @@ impl Store {
     /// Whether `lazy/` holds files of layers no partial image reads (left
     /// by a lazy pull that was refused or killed).
     fn lazy_orphans(&self) -> Result<bool> {
-        let Ok(entries) = fs::read_dir(self.root.join("lazy")) else { return Ok(false) };
+        let Ok(entries) = fs::read_dir(self.paths().lazy_dir()) else { return Ok(false) };
         let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         if names.is_empty() {
             return Ok(false);
@@ -358,7 +346,7 @@ impl Store {
                 // pull that finished it took it through a link of its own).
                 let name = e.file_name().to_string_lossy().into_owned();
                 if let Some(hex) = name.strip_prefix("partial-") {
-                    let stored = self.root.join("blobs/sha256").join(hex).is_file();
+                    let stored = self.paths().blob_path_hex(hex).is_file();
                     let fresh = !stored
                         && e.metadata()
                             .and_then(|m| m.modified())
@@ -388,7 +376,7 @@ impl Store {
                     let _ = fs::remove_file(self.blob_path(d));
                 }
             }
-            sync_dir(&self.root.join("blobs/sha256"))?;
+            sync_dir(&self.paths().blobs_dir())?;
             self.index.clear_doomed(&doomed)?;
         }
         let pending = self.index.pending()?;
@@ -439,7 +427,7 @@ impl Store {
         }
         self.index.clear_doomed(&deleted)?;
         if n > 0 {
-            sync_dir(&self.root.join("blobs/sha256"))?;
+            sync_dir(&self.paths().blobs_dir())?;
             self.index.checkpoint();
         }
         self.remove_unused_lazy_caches()?;
@@ -451,7 +439,7 @@ impl Store {
     /// Needs the exclusive lock: a lazy pull in progress holds it shared.
     pub fn remove_unused_lazy_caches(&mut self) -> Result<()> {
         assert!(self.exclusive, "cache deletion needs the exclusive lock");
-        let dir = self.root.join("lazy");
+        let dir = self.paths().lazy_dir();
         let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
         let used: Vec<String> = self.index.remote_layer_digests()?.iter().map(|d| d.hex().to_string()).collect();
         for e in entries.flatten() {
@@ -474,7 +462,7 @@ impl Store {
         for d in digests {
             let _ = fs::remove_file(self.blob_path(d));
         }
-        sync_dir(&self.root.join("blobs/sha256"))?;
+        sync_dir(&self.paths().blobs_dir())?;
         self.index.clear_doomed(digests)?;
         Ok(())
     }
@@ -486,7 +474,7 @@ impl Store {
         assert!(self.exclusive, "blob deletion needs the exclusive lock");
         let mut removed = Vec::new();
         for (name, size) in self.unindexed_blob_files()? {
-            if fs::remove_file(self.root.join("blobs/sha256").join(&name)).is_ok() {
+            if fs::remove_file(self.paths().blob_path_hex(&name)).is_ok() {
                 removed.push((name, size));
             }
         }
@@ -495,7 +483,7 @@ impl Store {
 
     /// Files in `blobs/sha256/` with no index row: (digest or raw name, size).
     pub fn unindexed_blob_files(&self) -> Result<Vec<(String, u64)>> {
-        let dir = self.root.join("blobs/sha256");
+        let dir = self.paths().blobs_dir();
         let known: std::collections::HashSet<Digest> = self.index.blobs()?.into_iter().map(|(d, _)| d).collect();
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("reading", &dir))? {
