@@ -8,6 +8,47 @@ use super::{digest_col, now, Index, IndexError, RemoteLayer, Result, TagName};
 use crate::digest::Digest;
 use rusqlite::{params, Transaction};
 
+/// What an image is made of, as the `images.kind` column records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    /// Every blob (manifest, config, layers) is in the store.
+    Oci,
+    /// An iSulad embedded image: its config is stored, its layers are
+    /// files outside the store (`external_layers`).
+    Embedded,
+    /// Made by a lazy pull: some layers are read from their registry on
+    /// demand (`remote_layers`) until `img pull` completes the image.
+    Partial,
+}
+
+impl ImageKind {
+    /// The text the index stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Oci => "oci",
+            ImageKind::Embedded => "embedded",
+            ImageKind::Partial => "partial",
+        }
+    }
+
+    /// The kind stored as `s`; an unknown kind (written by a newer img) is
+    /// refused rather than read as another.
+    pub fn parse(s: &str) -> Result<ImageKind> {
+        match s {
+            "oci" => Ok(ImageKind::Oci),
+            "embedded" => Ok(ImageKind::Embedded),
+            "partial" => Ok(ImageKind::Partial),
+            _ => Err(IndexError::UnknownKind(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An image as the index records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRecord {
@@ -28,8 +69,7 @@ pub struct ImageRecord {
     /// The config's labels as a JSON object.
     pub labels: String,
     pub added_at: i64,
-    /// "oci" for images whose blobs are in the store, "embedded" for iSulad embedded images.
-    pub kind: String,
+    pub kind: ImageKind,
     /// Fully qualified `repository:tag` names, sorted.
     pub tags: Vec<String>,
 }
@@ -47,11 +87,11 @@ pub struct NewImage {
     pub variant: String,
     pub author: String,
     pub labels: String,
-    pub kind: String,
+    pub kind: ImageKind,
     pub config_digest: Digest,
     pub layer_digests: Vec<Digest>,
     pub external_layers: Vec<ExternalLayer>,
-    /// Layers of a partial image (kind "partial") that are not stored:
+    /// Layers of a partial image (`ImageKind::Partial`) that are not stored:
     /// they get no blob reference, only a `remote_layers` row.
     pub remote_layers: Vec<RemoteLayer>,
     /// The uncompressed sizes of layer blobs, where measured, recorded
@@ -125,7 +165,7 @@ impl Index {
     }
 
     /// Every image with its tags, newest first, without the descriptive
-    /// columns (media type, platform, author, kind are left empty): what a
+    /// columns (media type, platform, author are left empty): what a
     /// listing needs, at a fraction of the allocations.
     pub fn images_brief(&self) -> Result<Vec<ImageRecord>> {
         self.query_images(None, false)
@@ -172,7 +212,9 @@ impl Index {
             let tags = tags.remove(&id).unwrap_or_default();
             let md: String = r.get(1)?;
             let kind: String = r.get(9)?;
-            let size = if kind == "embedded" {
+            let kind = ImageKind::parse(&kind)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?;
+            let size = if kind == ImageKind::Embedded {
                 r.get::<_, i64>(4)?.max(0) as u64
             } else {
                 totals.get(&id).copied().unwrap_or(0)
@@ -197,12 +239,12 @@ impl Index {
         match only {
             Some(id) => {
                 for r in st.query_map(params![id.as_str()], map)? {
-                    out.push(r?);
+                    out.push(r.map_err(row_error)?);
                 }
             }
             None => {
                 for r in st.query_map([], map)? {
-                    out.push(r?);
+                    out.push(r.map_err(row_error)?);
                 }
             }
         }
@@ -269,6 +311,18 @@ impl Index {
     }
 }
 
+/// A row that did not convert: the index's own error when a column held
+/// what the index refuses (an invalid digest, an unknown kind), as such.
+fn row_error(e: rusqlite::Error) -> IndexError {
+    if let rusqlite::Error::FromSqlConversionFailure(i, t, inner) = e {
+        return match inner.downcast::<IndexError>() {
+            Ok(ie) => *ie,
+            Err(inner) => IndexError::Sql(rusqlite::Error::FromSqlConversionFailure(i, t, inner)),
+        };
+    }
+    IndexError::Sql(e)
+}
+
 /// `Index::insert_image` inside the caller's transaction.
 pub(super) fn insert_image_tx(
     tx: &Transaction,
@@ -296,12 +350,12 @@ pub(super) fn insert_image_tx(
                 img.author,
                 img.labels,
                 now(),
-                img.kind,
+                img.kind.as_str(),
             ],
         )?;
         let mut st =
             tx.prepare_cached("INSERT INTO image_blobs(image_id, role, position, digest) VALUES (?1, ?2, ?3, ?4)")?;
-        if img.kind != "embedded" {
+        if img.kind != ImageKind::Embedded {
             st.execute(params![img.id.as_str(), "manifest", 0, img.manifest_digest.as_str()])?;
         }
         st.execute(params![img.id.as_str(), "config", 0, img.config_digest.as_str()])?;
@@ -343,7 +397,7 @@ pub(super) fn insert_image_tx(
                 l.size as i64
             ])?;
         }
-    } else if img.remote_layers.is_empty() && img.kind != "embedded" {
+    } else if img.remote_layers.is_empty() && img.kind != ImageKind::Embedded {
         // A partial image is completed: its layers are stored now.
         let partial: bool = tx
             .prepare_cached("SELECT 1 FROM images WHERE id = ?1 AND kind = 'partial'")?
@@ -359,7 +413,7 @@ pub(super) fn insert_image_tx(
             tx.execute("DELETE FROM remote_layers WHERE image_id = ?1", params![img.id.as_str()])?;
             tx.execute(
                 "UPDATE images SET kind = ?2, size = ?3 WHERE id = ?1",
-                params![img.id.as_str(), img.kind, img.size as i64],
+                params![img.id.as_str(), img.kind.as_str(), img.size as i64],
             )?;
         }
     }
@@ -420,6 +474,25 @@ mod tests {
         let gone = ix.delete_unreferenced_blob_rows(&[d(10), d(11)]).unwrap();
         assert_eq!(gone, vec![d(11)]);
         assert!(ix.integrity_problems().unwrap().is_empty());
+    }
+
+    #[test]
+    fn kinds_read_as_written_and_unknown_ones_are_refused() {
+        for k in [ImageKind::Oci, ImageKind::Embedded, ImageKind::Partial] {
+            assert_eq!(ImageKind::parse(k.as_str()).unwrap(), k);
+        }
+        let dir = temp_dir("kinds");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        let mut a = new_image(1, &[]);
+        a.kind = ImageKind::Embedded;
+        ix.insert_image(&a, &blobs_of(&a), &[]).unwrap();
+        assert_eq!(ix.image(&a.id).unwrap().unwrap().kind, ImageKind::Embedded);
+        let kind: String =
+            ix.conn.query_row("SELECT kind FROM images WHERE id = ?1", [a.id.as_str()], |r| r.get(0)).unwrap();
+        assert_eq!(kind, "embedded", "the stored text is unchanged");
+        ix.conn.execute("UPDATE images SET kind = 'squashed' WHERE id = ?1", [a.id.as_str()]).unwrap();
+        let err = ix.image(&a.id).unwrap_err().to_string();
+        assert_eq!(err, "image index holds an image of unknown kind \"squashed\"; upgrade img");
     }
 
     #[test]

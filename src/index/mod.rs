@@ -17,7 +17,7 @@ mod tags;
 mod usage;
 
 pub use build_cache::CacheEntry;
-pub use images::{Deleted, ExternalLayer, ImageRecord, NewImage};
+pub use images::{Deleted, ExternalLayer, ImageKind, ImageRecord, NewImage};
 pub use mounts::MountRecord;
 pub use remote_layers::RemoteLayer;
 pub use serve::{ManifestBody, ServeUser, ServedManifest, ServedTag};
@@ -63,6 +63,8 @@ pub enum IndexError {
     ImageGone(Digest),
     #[error("image index holds an invalid digest {0:?}; run img fsck")]
     BadDigest(String),
+    #[error("image index holds an image of unknown kind {0:?}; upgrade img")]
+    UnknownKind(String),
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -251,7 +253,7 @@ pub(crate) mod tests {
             variant: String::new(),
             author: String::new(),
             labels: "{}".into(),
-            kind: "oci".into(),
+            kind: ImageKind::Oci,
             config_digest: d(config),
             layer_digests: layers.iter().map(|l| d(*l)).collect(),
             external_layers: vec![],

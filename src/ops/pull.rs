@@ -187,7 +187,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let id = manifest.config.digest.clone();
     let tags: Vec<_> = tag.into_iter().collect();
     let have = store.index().image(&id)?;
-    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != "partial");
+    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != crate::index::ImageKind::Partial);
     if complete_enough && store.index_mut().tag_existing(&tags, &id)? {
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
@@ -344,7 +344,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         variant: config.variant(),
         author: config.author(),
         labels: config.labels_json(),
-        kind: if remote.is_empty() { "oci".into() } else { "partial".into() },
+        kind: if remote.is_empty() { crate::index::ImageKind::Oci } else { crate::index::ImageKind::Partial },
         config_digest: id.clone(),
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],
