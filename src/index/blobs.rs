@@ -4,6 +4,7 @@
 
 use super::{digest_col, now, Index, Result};
 use crate::digest::Digest;
+use crate::store::StoredBlobs;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 impl Index {
@@ -24,11 +25,11 @@ impl Index {
         rows.map(|r| digest_col(r?)).collect()
     }
 
-    /// Turns pending digests whose file exists into blob rows, and forgets
-    /// the rest. `sizes` gives the size of each file that exists.
-    pub fn resolve_pending(&mut self, present: &[(Digest, u64)], absent: &[Digest]) -> Result<()> {
+    /// Turns pending digests whose file exists (`present`, with their sizes)
+    /// into blob rows, and forgets the rest.
+    pub fn resolve_pending(&mut self, present: &StoredBlobs, absent: &[Digest]) -> Result<()> {
         self.write(|tx| {
-            for (d, size) in present {
+            for (d, size) in present.iter() {
                 tx.execute(
                     "INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)",
                     params![d.as_str(), *size as i64, now()],
@@ -121,11 +122,11 @@ impl Index {
     }
 
     /// Adds rows for blob files that exist on disk but are not indexed.
-    pub fn add_blob_rows(&mut self, blobs: &[(Digest, u64)]) -> Result<()> {
+    pub fn add_blob_rows(&mut self, blobs: &StoredBlobs) -> Result<()> {
         self.write(|tx| {
             let mut st =
                 tx.prepare_cached("INSERT OR IGNORE INTO blobs(digest, size, added_at) VALUES (?1, ?2, ?3)")?;
-            for (d, s) in blobs {
+            for (d, s) in blobs.iter() {
                 st.execute(params![d.as_str(), *s as i64, now()])?;
             }
             Ok(())

@@ -6,6 +6,7 @@ use super::blobs::{add_blob_rows_tx, set_diff_sizes_tx};
 use super::tags::tag_in_tx;
 use super::{digest_col, now, Index, IndexError, RemoteLayer, Result, TagName};
 use crate::digest::Digest;
+use crate::store::StoredBlobs;
 use rusqlite::{params, Transaction};
 
 /// What an image is made of, as the `images.kind` column records it.
@@ -119,11 +120,13 @@ pub struct Deleted {
 impl Index {
     /// Inserts an image, its blob references and tags in one transaction.
     /// Tags already pointing elsewhere move to this image; returns, for each
-    /// moved tag, the image it left.
+    /// moved tag, the image it left. `blobs` (the image's blobs that are
+    /// stored, as `Store::commit_blobs` or `Store::stored_blobs` found them)
+    /// get rows if they have none.
     pub fn insert_image(
         &mut self,
         img: &NewImage,
-        blobs: &[(Digest, u64)],
+        blobs: &StoredBlobs,
         tags: &[TagName],
     ) -> Result<Vec<(String, Digest)>> {
         self.write(|tx| insert_image_tx(tx, img, blobs, tags))

@@ -262,10 +262,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn blobs_of(img: &NewImage) -> Vec<(Digest, u64)> {
+    /// The image's blobs, taken as stored (these tests have no blob files).
+    pub(crate) fn blobs_of(img: &NewImage) -> crate::store::StoredBlobs {
         let mut v = vec![(img.manifest_digest.clone(), 1), (img.config_digest.clone(), 1)];
         v.extend(img.layer_digests.iter().map(|l| (l.clone(), 1)));
-        v
+        crate::store::StoredBlobs::assumed(v)
     }
 
     pub(crate) fn tag(name: &str) -> TagName {

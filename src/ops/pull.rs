@@ -319,11 +319,13 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     parts.extend(staged.iter_mut());
     let mut blobs = store.commit_blobs(&mut parts)?;
     // Layers already in the store are referenced as they are.
-    for l in &manifest.layers {
-        if !blobs.iter().any(|(d, _)| d == &l.digest) && !remote.iter().any(|r| r.digest == l.digest) {
-            blobs.push((l.digest.clone(), l.size));
-        }
-    }
+    let kept: Vec<Digest> = manifest
+        .layers
+        .iter()
+        .filter(|l| !blobs.contains(&l.digest) && !remote.iter().any(|r| r.digest == l.digest))
+        .map(|l| l.digest.clone())
+        .collect();
+    blobs = blobs.merge(store.stored_blobs(&kept)?);
     // Stored layers that no img before measured are measured now.
     let others: Vec<Digest> = manifest
         .layers
