@@ -147,7 +147,7 @@ fn start(
     if std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
         bail!("{} is not empty; mount on an empty directory", dir.display());
     }
-    if img.kind == "embedded" {
+    if img.kind == crate::index::ImageKind::Embedded {
         return mount_embedded(store, a, img, dir);
     }
     // Indexes missing are built here, not in the long-lived server.
@@ -188,7 +188,7 @@ fn start(
     // A partial image's server reads from the registry: it gets the same
     // registry options (credentials through its stdin, never arguments),
     // and gives up on a registry that stops answering in bounded time.
-    let partial = img.kind == "partial";
+    let partial = img.kind == crate::index::ImageKind::Partial;
     let mut secret = None;
     if partial {
         let o = a.registry.options()?;
@@ -362,7 +362,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     let prepared = (|| -> Result<_> {
         let store = ctx.open_store()?;
         let img = resolve_image(&store, &a.id)?;
-        let fs = if img.kind == "partial" {
+        let fs = if img.kind == crate::index::ImageKind::Partial {
             let mut creds = None;
             if a.creds_stdin {
                 let mut line = String::new();
@@ -401,7 +401,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         fs_name: format!("img:{}", &img.id.hex()[..12]),
         allow_other: crate::user::effective_uid() == Some(0),
         // A read or lookup waiting on a registry holds a thread; others go on.
-        threads: if img.kind == "partial" { 8 } else { 2 },
+        threads: if img.kind == crate::index::ImageKind::Partial { 8 } else { 2 },
     };
     let state = a.state.clone().map(mount::StateDir);
     if let (Some(st), false) = (&state, img_sys::is_root()) {

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 /// at each of `mount_points` the image lacks (see [`Tree::build_with_dirs`]).
 /// (A partial image needs registry options: see [`partial_fs`].)
 pub fn image_fs(store: &Store, img: &ImageRecord, mount_points: &[Vec<u8>]) -> Result<ImageFs<StoreSource>> {
-    if img.kind == "embedded" {
+    if img.kind == crate::index::ImageKind::Embedded {
         bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
     }
     let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
@@ -256,11 +256,11 @@ pub fn partial_fs(
 /// serving its mount only maps them: the memory a build takes is then
 /// given back when this (short-lived) process ends, not kept by the server.
 pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
-    if img.kind == "embedded" {
+    if img.kind == crate::index::ImageKind::Embedded {
         return Ok(());
     }
     // A partial image's stored layers are indexed as any image's.
-    let stored: Vec<(usize, Digest)> = if img.kind == "partial" {
+    let stored: Vec<(usize, Digest)> = if img.kind == crate::index::ImageKind::Partial {
         let remote = store.index().remote_layers(&img.id)?;
         let mut all: Vec<(usize, Digest)> = Vec::new();
         let mut n = 0;

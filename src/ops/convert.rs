@@ -140,7 +140,7 @@ fn record_conversion(config: &mut Map<String, Value>, format: TocFormat) {
 
 /// Converts image `src` and names the result `target`.
 pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &ConvertOptions) -> Result<Converted> {
-    if src.kind == "embedded" {
+    if src.kind == crate::index::ImageKind::Embedded {
         bail!("{} is an iSulad embedded image; img save it and load the archive to convert it", src.id);
     }
     super::require_complete(src, &src.tags.first().cloned().unwrap_or_else(|| src.id.hex()[..12].to_string()))?;

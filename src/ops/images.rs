@@ -167,7 +167,7 @@ mod tests {
             author: String::new(),
             labels: "{}".into(),
             added_at: 0,
-            kind: "oci".into(),
+            kind: crate::index::ImageKind::Oci,
             tags: vec![
                 "docker.io/library/app:1".into(),
                 "docker.io/library/app:2".into(),

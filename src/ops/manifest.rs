@@ -62,7 +62,7 @@ fn entry(store: &Store, img: &ImageRecord) -> Result<Value> {
 
 fn image_of(store: &Store, name: &str) -> Result<ImageRecord> {
     let img = super::resolve_image(store, name)?;
-    if img.kind == "embedded" {
+    if img.kind == crate::index::ImageKind::Embedded {
         bail!("{name} is an iSulad embedded image, which a manifest list cannot hold; save and load it first");
     }
     super::require_complete(&img, name)?;

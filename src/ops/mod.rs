@@ -91,7 +91,7 @@ pub(crate) fn stored_image(
         variant: parsed.variant(),
         author: parsed.author(),
         labels: parsed.labels_json(),
-        kind: "oci".into(),
+        kind: crate::index::ImageKind::Oci,
         config_digest: config_digest.clone(),
         layer_digests,
         external_layers: vec![],
@@ -125,7 +125,7 @@ pub struct NotFound(pub String);
 /// Refuses a partial image (made by a lazy pull, some layers not stored)
 /// for an operation that needs every layer.
 pub fn require_complete(img: &ImageRecord, name: &str) -> Result<()> {
-    if img.kind == "partial" {
+    if img.kind == crate::index::ImageKind::Partial {
         bail!("{name} is only partly pulled (it was pulled lazily for a mount); run img pull {name} to complete it");
     }
     Ok(())

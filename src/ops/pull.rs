@@ -187,7 +187,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let id = manifest.config.digest.clone();
     let tags: Vec<_> = tag.into_iter().collect();
     let have = store.index().image(&id)?;
-    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != "partial");
+    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != crate::index::ImageKind::Partial);
     if complete_enough && store.index_mut().tag_existing(&tags, &id)? {
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
@@ -319,11 +319,13 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     parts.extend(staged.iter_mut());
     let mut blobs = store.commit_blobs(&mut parts)?;
     // Layers already in the store are referenced as they are.
-    for l in &manifest.layers {
-        if !blobs.iter().any(|(d, _)| d == &l.digest) && !remote.iter().any(|r| r.digest == l.digest) {
-            blobs.push((l.digest.clone(), l.size));
-        }
-    }
+    let kept: Vec<Digest> = manifest
+        .layers
+        .iter()
+        .filter(|l| !blobs.contains(&l.digest) && !remote.iter().any(|r| r.digest == l.digest))
+        .map(|l| l.digest.clone())
+        .collect();
+    blobs = blobs.merge(store.stored_blobs(&kept)?);
     // Stored layers that no img before measured are measured now.
     let others: Vec<Digest> = manifest
         .layers
@@ -344,7 +346,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         variant: config.variant(),
         author: config.author(),
         labels: config.labels_json(),
-        kind: if remote.is_empty() { "oci".into() } else { "partial".into() },
+        kind: if remote.is_empty() { crate::index::ImageKind::Oci } else { crate::index::ImageKind::Partial },
         config_digest: id.clone(),
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],

@@ -454,6 +454,85 @@ impl StagedBlob {
     }
 }
 
+/// Blobs that are complete files under `blobs/sha256/`, with their sizes:
+/// what the index asks for before it records blob rows.
+///
+/// It carries the invariant "an index row refers only to a blob that
+/// exists" in the type, instead of in the order of calls at each ingest:
+/// - its field is private to this module and it has no public constructor
+///   (nor `Default`, `From`, `DerefMut` or `Deserialize`), so no code
+///   outside `store` can make one or add a digest to one;
+/// - inside `store` it is made only by `Store::commit_blobs`, after each
+///   staged file is linked into `blobs/sha256/` and the directory fsynced,
+///   and by `Store::stored_blobs` and the crash recovery, after `stat` found
+///   each file there;
+/// - `Index::insert_image`, `Index::add_blob_rows` and
+///   `Index::resolve_pending` take one, and record rows only for the blobs
+///   it holds;
+/// - blob files are deleted only under the exclusive `gc.lock`, which a
+///   process that may add references holds shared for its whole run, so
+///   the files are still in place when the rows are written.
+///
+/// An ingest that indexes before it commits does not compile:
+///
+/// ```compile_fail
+/// // Outside the store no one can claim that blobs are stored.
+/// let forged = img::store::StoredBlobs(vec![]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoredBlobs(Vec<(Digest, u64)>);
+
+impl StoredBlobs {
+    /// Blobs found in `blobs/sha256/` (linked there, or seen by `stat`).
+    pub(super) fn found(blobs: Vec<(Digest, u64)>) -> StoredBlobs {
+        StoredBlobs(blobs)
+    }
+
+    /// For the index's own tests, whose rows need no files.
+    #[cfg(test)]
+    pub(crate) fn assumed(blobs: Vec<(Digest, u64)>) -> StoredBlobs {
+        StoredBlobs(blobs)
+    }
+
+    /// Both sets of stored blobs (each blob once).
+    pub fn merge(mut self, other: StoredBlobs) -> StoredBlobs {
+        for b in other.0 {
+            if !self.0.iter().any(|(d, _)| d == &b.0) {
+                self.0.push(b);
+            }
+        }
+        self
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.0.iter().any(|(x, _)| x == d)
+    }
+}
+
+impl std::ops::Deref for StoredBlobs {
+    type Target = [(Digest, u64)];
+    fn deref(&self) -> &[(Digest, u64)] {
+        &self.0
+    }
+}
+
+impl super::Store {
+    /// Proof that blobs already in the store are there: each file is
+    /// looked up in `blobs/sha256/` (its size is the file's). A missing one
+    /// is an error naming it.
+    pub fn stored_blobs(&self, digests: &[Digest]) -> Result<StoredBlobs> {
+        let mut out = Vec::with_capacity(digests.len());
+        for d in digests {
+            let path = self.blob_path(d);
+            match fs::metadata(&path) {
+                Ok(m) if m.is_file() => out.push((d.clone(), m.len())),
+                _ => return Err(StoreError::MissingBlob { digest: d.clone(), path }),
+            }
+        }
+        Ok(StoredBlobs(out))
+    }
+}
+
 impl Drop for StagedBlob {
     fn drop(&mut self) {
         if !self.committed && self.download.is_none() {
@@ -517,6 +596,31 @@ mod tests {
         w.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
         let s = w.finish().unwrap();
         assert!(s.diff_id().unwrap().is_err());
+    }
+
+    #[test]
+    fn stored_blobs_are_only_files_in_place() {
+        let d = dir("stored");
+        let mut store = super::super::Store::open(&d.join("store")).unwrap();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"config").unwrap();
+        let mut staged = w.finish().unwrap();
+        let digest = staged.digest().clone();
+        let stored = store.commit_blobs(&mut [&mut staged]).unwrap();
+        assert_eq!(&stored[..], &[(digest.clone(), 6)]);
+        assert!(store.blob_path(&digest).is_file(), "committed means linked into blobs/");
+        // Blobs already stored are proven by looking: the same proof.
+        let again = store.stored_blobs(std::slice::from_ref(&digest)).unwrap();
+        assert_eq!(&again[..], &stored[..]);
+        // A blob that is not there cannot be claimed.
+        let absent = Digest::of_bytes(b"never written");
+        let err = store.stored_blobs(&[digest.clone(), absent.clone()]).unwrap_err();
+        assert!(matches!(&err, StoreError::MissingBlob { digest, .. } if digest == &absent), "{err}");
+        // The index records rows for the blobs proven stored, once each.
+        let both = stored.merge(again);
+        assert_eq!(both.len(), 1);
+        store.index_mut().add_blob_rows(&both).unwrap();
+        assert_eq!(store.index().blobs().unwrap(), vec![(digest, 6)]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod blobs;
 mod lock;
 mod paths;
 
-pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob};
+pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob, StoredBlobs};
 pub use lock::LockFile;
 pub use paths::StorePaths;
 
@@ -245,10 +245,10 @@ impl Store {
     }
 
     /// Moves staged blobs into `blobs/sha256/` (each becomes visible only
-    /// complete and verified) and returns their digests and sizes for the
-    /// index transaction that references them. Staged blobs whose digest is
-    /// already stored are dropped.
-    pub fn commit_blobs(&mut self, staged: &mut [&mut StagedBlob]) -> Result<Vec<(Digest, u64)>> {
+    /// complete and verified) and returns them as `StoredBlobs`, which the
+    /// index transaction that references them requires. Staged blobs whose
+    /// digest is already stored are dropped.
+    pub fn commit_blobs(&mut self, staged: &mut [&mut StagedBlob]) -> Result<StoredBlobs> {
         let digests: Vec<Digest> = staged.iter().map(|s| s.digest().clone()).collect();
         // Recorded first: if this process dies after a rename below, the
         // next process to open the store indexes the blob (see recover_if_idle).
@@ -262,7 +262,7 @@ impl Store {
         }
         sync_dir(&dir)?;
         crate::crashpoint("after_blob_rename_before_index");
-        Ok(out)
+        Ok(StoredBlobs::found(out))
     }
 
     /// Takes the lock exclusively, waiting for ingests in progress to end.
@@ -390,7 +390,7 @@ impl Store {
                 }
             }
             self.recovery.recovered_blobs += present.len() as u64;
-            self.index.resolve_pending(&present, &absent)?;
+            self.index.resolve_pending(&StoredBlobs::found(present), &absent)?;
         }
         Ok(())
     }
