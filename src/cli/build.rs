@@ -3,7 +3,8 @@
 use super::registry::RegistryFlags;
 use super::Ctx;
 use crate::build::{self, BuildOptions};
-use crate::ops::{parse_target_name, push, save};
+use crate::ops::build::{deliver, Output};
+use crate::ops::{parse_target_name, save};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
@@ -63,15 +64,6 @@ pub struct BuildArgs {
     context: PathBuf,
     #[command(flatten)]
     registry: RegistryFlags,
-}
-
-/// Where a build's image goes.
-#[derive(Debug, PartialEq, Eq)]
-enum Output {
-    Store(Option<String>),
-    Archive(save::Format, PathBuf, Option<String>),
-    Registry(String),
-    Load(&'static str, String),
 }
 
 fn parse_output(o: &str) -> Result<Output> {
@@ -175,55 +167,8 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     if let Some(f) = &a.iidfile {
         std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
-    match output {
-        Output::Store(_) => {}
-        Output::Archive(format, path, _) => {
-            let rename = output_name.clone().map(|n| vec![n]);
-            save::save_as(
-                &store,
-                &[id.as_str().to_string()],
-                rename.as_deref(),
-                format,
-                &save::Output::File(path.clone()),
-            )
-            .with_context(|| format!("writing the image to {}", path.display()))?;
-        }
-        Output::Registry(dest) => {
-            let opts = push::PushOptions {
-                source: id.as_str().to_string(),
-                dest: Some(dest.clone()),
-                client,
-                compression: None,
-                chunk_size: None,
-                jobs: 3,
-                by_digest: false,
-            };
-            let progress = super::progress::Reporter::new(quiet);
-            push::push(&store, &opts, &progress).with_context(|| format!("pushing the image to {dest}"))?;
-        }
-        Output::Load(tool, name) => {
-            let dir = store.temp_dir()?;
-            let tar = dir.path().join("image.tar");
-            let rename = output_name.clone().map(|n| vec![n]);
-            save::save_as(
-                &store,
-                &[id.as_str().to_string()],
-                rename.as_deref(),
-                save::Format::DockerArchive,
-                &save::Output::File(tar.clone()),
-            )?;
-            let short = &id.hex()[..12];
-            let st = std::process::Command::new(tool).arg("load").arg("-i").arg(&tar).status();
-            match st {
-                Ok(s) if s.success() => {}
-                Ok(s) => bail!("{tool} load of {name} failed ({s}); the image is in img's store as {short}"),
-                Err(e) => bail!(
-                    "cannot run {tool} ({e}): -o {} needs {tool} installed; the image is in img's store as {short}",
-                    if tool == "docker" { "docker-daemon:NAME" } else { "isulad:NAME" }
-                ),
-            }
-        }
-    }
+    let progress = super::progress::Reporter::new(quiet);
+    deliver(&store, &id, &output, output_name.as_deref(), client, &progress)?;
     let mut out = super::stdout();
     if !super::dialect::print_done(&mut out, &super::dialect::Done::Built(id.hex().to_string()))? {
         if quiet {
