@@ -15,6 +15,7 @@ mod copy;
 pub mod fsops;
 pub mod run;
 mod text;
+pub mod userns;
 
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, Keyword};

@@ -3,7 +3,8 @@
 use super::registry::RegistryFlags;
 use super::Ctx;
 use crate::build::{self, BuildOptions};
-use crate::ops::{parse_target_name, push, save};
+use crate::ops::build::{deliver, Output};
+use crate::ops::{parse_target_name, save};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
@@ -63,15 +64,6 @@ pub struct BuildArgs {
     context: PathBuf,
     #[command(flatten)]
     registry: RegistryFlags,
-}
-
-/// Where a build's image goes.
-#[derive(Debug, PartialEq, Eq)]
-enum Output {
-    Store(Option<String>),
-    Archive(save::Format, PathBuf, Option<String>),
-    Registry(String),
-    Load(&'static str, String),
 }
 
 fn parse_output(o: &str) -> Result<Output> {
@@ -147,30 +139,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     build::run::capabilities(&a.cap_add)?;
     // The namespaces come first, while this process has one thread; the
     // store's place was decided before (it depends on who the user is).
-    let rootless = !img_sys::is_root();
-    if rootless {
-        if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
-            bail!("building as an ordinary user needs /dev/fuse readable and writable by you (chmod 0666 /dev/fuse, as most distributions ship it)");
-        }
-        let ns = "entering a user namespace for the build (the kernel must allow unprivileged user namespaces)";
-        if std::env::var("IMG_BUILD_USERNS").as_deref() == Ok("child") {
-            // The parent maps the user's subordinate ids into this namespace.
-            img_sys::die_with_parent();
-            img_sys::unshare_user_namespace().context(ns)?;
-            let mut go = String::new();
-            std::io::stdin().read_line(&mut go).context("waiting for the user namespace's mapping")?;
-            if go.trim() != "go" {
-                bail!("the user namespace was not mapped");
-            }
-            img_sys::enter_mount_namespace().context(ns)?;
-        } else if let Some(maps) = subordinate_ids() {
-            return run_mapped(maps);
-        } else {
-            img_sys::enter_user_namespace().context(ns)?;
-        }
-    } else {
-        img_sys::enter_mount_namespace().context("making a mount namespace for the build")?;
-    }
+    let rootless = build::userns::enter()?;
     let opts = BuildOptions {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
@@ -198,55 +167,8 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     if let Some(f) = &a.iidfile {
         std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
-    match output {
-        Output::Store(_) => {}
-        Output::Archive(format, path, _) => {
-            let rename = output_name.clone().map(|n| vec![n]);
-            save::save_as(
-                &store,
-                &[id.as_str().to_string()],
-                rename.as_deref(),
-                format,
-                &save::Output::File(path.clone()),
-            )
-            .with_context(|| format!("writing the image to {}", path.display()))?;
-        }
-        Output::Registry(dest) => {
-            let opts = push::PushOptions {
-                source: id.as_str().to_string(),
-                dest: Some(dest.clone()),
-                client,
-                compression: None,
-                chunk_size: None,
-                jobs: 3,
-                by_digest: false,
-            };
-            let progress = super::progress::Reporter::new(quiet);
-            push::push(&store, &opts, &progress).with_context(|| format!("pushing the image to {dest}"))?;
-        }
-        Output::Load(tool, name) => {
-            let dir = store.temp_dir()?;
-            let tar = dir.path().join("image.tar");
-            let rename = output_name.clone().map(|n| vec![n]);
-            save::save_as(
-                &store,
-                &[id.as_str().to_string()],
-                rename.as_deref(),
-                save::Format::DockerArchive,
-                &save::Output::File(tar.clone()),
-            )?;
-            let short = &id.hex()[..12];
-            let st = std::process::Command::new(tool).arg("load").arg("-i").arg(&tar).status();
-            match st {
-                Ok(s) if s.success() => {}
-                Ok(s) => bail!("{tool} load of {name} failed ({s}); the image is in img's store as {short}"),
-                Err(e) => bail!(
-                    "cannot run {tool} ({e}): -o {} needs {tool} installed; the image is in img's store as {short}",
-                    if tool == "docker" { "docker-daemon:NAME" } else { "isulad:NAME" }
-                ),
-            }
-        }
-    }
+    let progress = super::progress::Reporter::new(quiet);
+    deliver(&store, &id, &output, output_name.as_deref(), client, &progress)?;
     let mut out = super::stdout();
     if !super::dialect::print_done(&mut out, &super::dialect::Done::Built(id.hex().to_string()))? {
         if quiet {
@@ -259,100 +181,6 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The caller's uid and gid and their subordinate ranges (start, count)
-/// in /etc/subuid and /etc/subgid, when newuidmap and newgidmap can map them.
-struct IdMaps {
-    uid: u32,
-    gid: u32,
-    subuid: (u64, u64),
-    subgid: (u64, u64),
-}
-
-fn subordinate_ids() -> Option<IdMaps> {
-    let uid = crate::user::effective_uid()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let gid: u32 = status.lines().find_map(|l| l.strip_prefix("Gid:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let name = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == uid.to_string())
-        .map(|f| f[0].to_string())
-        .unwrap_or_default();
-    let range = |file: &str, id: u32| -> Option<(u64, u64)> {
-        let text = std::fs::read_to_string(file).ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.trim().split(':').collect();
-            if f.len() == 3 && (f[0] == name || f[0] == id.to_string()) {
-                Some((f[1].parse().ok()?, f[2].parse().ok()?))
-            } else {
-                None
-            }
-        })
-    };
-    let (subuid, subgid) = (range("/etc/subuid", uid)?, range("/etc/subgid", gid)?);
-    let found =
-        |t: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()));
-    (found("newuidmap") && found("newgidmap") && subuid.1 > 0 && subgid.1 > 0).then_some(IdMaps {
-        uid,
-        gid,
-        subuid,
-        subgid,
-    })
-}
-
-/// Runs this build again in a child that makes a user namespace, maps the
-/// caller to root there and the caller's subordinate ids to 1..N (as
-/// rootless podman does, so that an image's other users exist in the
-/// build), and exits with the child's status.
-fn run_mapped(m: IdMaps) -> Result<()> {
-    use std::process::{Command, Stdio};
-    // The running binary itself, even if its file was replaced meanwhile.
-    let exe = std::path::PathBuf::from("/proc/self/exe");
-    let mut child = Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("IMG_BUILD_USERNS", "child")
-        .stdin(Stdio::piped())
-        .spawn()
-        .context("starting the build in a user namespace")?;
-    let pid = child.id();
-    let mine = std::fs::read_link("/proc/self/ns/user").context("reading this process's user namespace")?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        if std::fs::read_link(format!("/proc/{pid}/ns/user")).is_ok_and(|l| l != mine) {
-            break;
-        }
-        if let Some(st) = child.try_wait()? {
-            std::process::exit(build::run::exit_code(st));
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("the build did not enter its user namespace within 10 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    for (tool, id, (start, count)) in [("newuidmap", m.uid, m.subuid), ("newgidmap", m.gid, m.subgid)] {
-        let out = Command::new(tool)
-            .arg(pid.to_string())
-            .args(["0", &id.to_string(), "1", "1", &start.to_string(), &count.to_string()])
-            .output();
-        let ok = matches!(&out, Ok(o) if o.status.success());
-        if !ok {
-            let _ = child.kill();
-            let msg = match out {
-                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-                Err(e) => e.to_string(),
-            };
-            bail!("{tool} could not map your subordinate ids into the build's user namespace: {msg}; check /etc/subuid and /etc/subgid");
-        }
-    }
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(b"go\n").context("starting the build in its user namespace")?;
-    }
-    let st = child.wait().context("waiting for the build")?;
-    std::process::exit(build::run::exit_code(st))
 }
 
 #[derive(Args)]

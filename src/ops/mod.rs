@@ -2,6 +2,7 @@
 //! and return values. No clap types and no printing here (the `cli` module
 //! renders results); progress goes through the `Progress` callback.
 
+pub mod build;
 pub mod commit;
 pub mod convert;
 pub mod copy;
