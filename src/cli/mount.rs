@@ -208,7 +208,7 @@ fn start(
             secret = Some(format!("{}:{}\n", c.username, c.password));
         }
         if std::env::var_os("IMG_REGISTRY_TIMEOUT").is_none() {
-            cmd.env("IMG_REGISTRY_TIMEOUT", crate::ops::lazy::lazy_timeout().as_secs().to_string());
+            cmd.env("IMG_REGISTRY_TIMEOUT", mount::lazy::lazy_timeout().as_secs().to_string());
         }
     }
     let mut child = cmd
@@ -378,11 +378,19 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
                 cert_dir: a.cert_dir.clone(),
             };
             let stats = Arc::new(mount::lazy::Stats::default());
-            let fs = mount::partial_fs(&store, &img, &opts, stats.clone(), &mount_points)?;
+            let options_for = |host: &str| crate::ops::pull::options_for(host, &opts);
+            let fs = mount::partial_fs(&store, &img, &options_for, stats.clone(), &mount_points)?;
             write_stats(mount::stats_path(&store, &a.dir), stats);
             fs
         } else {
-            mount::image_fs(&store, &img, &mount_points)?
+            if img.kind == crate::index::ImageKind::Embedded {
+                bail!(
+                    "mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive",
+                    img.id
+                );
+            }
+            let layers = crate::ops::save::layers_of(&store, &img)?;
+            mount::layers_fs_with(&store, &layers, &img.id.to_string(), &mount_points)?
         };
         Ok((img, fs))
     })();
