@@ -378,7 +378,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
                 cert_dir: a.cert_dir.clone(),
             };
             let stats = Arc::new(mount::lazy::Stats::default());
-            let options_for = |host: &str| crate::ops::pull::options_for(host, &opts);
+            let options_for = |host: &str| crate::ops::options::options_for(host, &opts);
             let fs = mount::partial_fs(&store, &img, &options_for, stats.clone(), &mount_points)?;
             write_stats(mount::stats_path(&store, &a.dir), stats);
             fs

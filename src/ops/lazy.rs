@@ -73,7 +73,7 @@ pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, s
     if !data_path.exists() {
         return Ok(());
     }
-    let part = super::pull::partial_path(paths, d);
+    let part = super::download::partial_path(paths, d);
     if std::fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
         return Ok(());
     }

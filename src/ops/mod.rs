@@ -5,6 +5,7 @@
 pub mod commit;
 pub mod convert;
 pub mod copy;
+pub mod download;
 pub mod fsck;
 pub mod images;
 pub mod import;
@@ -12,6 +13,8 @@ pub mod inspect;
 pub mod lazy;
 pub mod load;
 pub mod manifest;
+pub mod options;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod remote;
