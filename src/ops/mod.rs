@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod lazy;
 pub mod load;
 pub mod manifest;
+pub mod mount;
 pub mod options;
 pub mod progress;
 pub mod pull;
