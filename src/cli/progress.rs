@@ -2,7 +2,7 @@
 //! terminal, plain lines otherwise, nothing when quiet.
 
 use crate::digest::Digest;
-use crate::ops::pull::Progress;
+use crate::ops::progress::Progress;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;

@@ -317,7 +317,7 @@ pub fn login(a: LoginArgs) -> Result<()> {
         bail!("user name and password must not be empty");
     }
     let creds = Credentials { username, password };
-    let mut opts = pull::options_for(&host, &a.registry.options()?)?;
+    let mut opts = crate::ops::options::options_for(&host, &a.registry.options()?)?;
     opts.creds = Some(creds.clone());
     // Verify against the registry before saving: /v2/ with the credentials.
     let client = Client::connect(&host, &opts).with_context(|| format!("logging in to {host}"))?;
@@ -452,7 +452,7 @@ pub struct TagsArgs {
 
 pub fn tags(a: TagsArgs) -> Result<()> {
     let r = crate::reference::Reference::parse(a.repository.strip_prefix("docker://").unwrap_or(&a.repository))?;
-    let client = Client::connect(r.domain(), &pull::options_for(r.domain(), &a.registry.options()?)?)?;
+    let client = Client::connect(r.domain(), &crate::ops::options::options_for(r.domain(), &a.registry.options()?)?)?;
     let repo = crate::registry::Repo::new(&client, r.path());
     let mut out = super::stdout();
     for t in repo.tags()? {

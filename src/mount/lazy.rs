@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod registry;
+
+pub use registry::{lazy_timeout, RegistryFetch, RegistrySource};
+
 /// The most one chunk may take, compressed or not; stargz-snapshotter
 /// writes 4 MiB chunks.
 pub const MAX_CHUNK: u64 = 64 << 20;
@@ -465,6 +469,13 @@ impl TocAt {
             TocAt::Estargz(d) | TocAt::ZstdChunked(d, _) => d,
         }
     }
+}
+
+/// What a stored remote layer's row says of its TOC (the media type gives
+/// the format; a zstd:chunked TOC is found through the layer's footer).
+pub fn toc_at_of_row(r: &crate::index::RemoteLayer) -> anyhow::Result<TocAt> {
+    let d = Digest::parse(&r.toc_digest).with_context(|| format!("layer {}: its TOC digest", r.digest))?;
+    Ok(if r.media_type.ends_with("zstd") { TocAt::ZstdChunked(d, None) } else { TocAt::Estargz(d) })
 }
 
 /// Layer `d` (`size` bytes, number `index` of its image) from its TOC,

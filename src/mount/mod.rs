@@ -23,24 +23,17 @@ use source::StoreSource;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-/// The filesystem of image `img`, ready to serve, with an empty directory
-/// at each of `mount_points` the image lacks (see [`Tree::build_with_dirs`]).
-/// (A partial image needs registry options: see [`partial_fs`].)
-pub fn image_fs(store: &Store, img: &ImageRecord, mount_points: &[Vec<u8>]) -> Result<ImageFs<StoreSource>> {
-    if img.kind == crate::index::ImageKind::Embedded {
-        bail!("mounting {}: iSulad embedded images cannot be mounted yet; img save it and load the archive", img.id);
-    }
-    let layers: Vec<Digest> = crate::ops::save::layers_of(store, img)?;
-    layers_fs_with(store, &layers, &img.id.to_string(), mount_points)
-}
-
 /// The filesystem of stored layers `layers` (bottom first), named `label`
 /// in errors.
 pub fn layers_fs(store: &Store, layers: &[Digest], label: &str) -> Result<ImageFs<StoreSource>> {
     layers_fs_with(store, layers, label, &[])
 }
 
-fn layers_fs_with(
+/// [`layers_fs`] with an empty directory at each of `mount_points` the
+/// layers lack (see [`Tree::build_with_dirs`]): the filesystem of a
+/// complete image, ready to serve. (A partial image needs registry
+/// options: see [`partial_fs`].)
+pub fn layers_fs_with(
     store: &Store,
     layers: &[Digest],
     label: &str,
@@ -89,15 +82,16 @@ fn stored_layer(store: &Store, d: &Digest, i: usize) -> Result<(img_fuse::Layer,
 }
 
 /// The filesystem of partial image `img`: its stored layers as any
-/// image's, the others read from their registry (reached with `opts`)
-/// through their TOC, fetches counted in `stats`. Layers with a prefetch
+/// image's, the others read from their registry
+/// through their TOC (with the client options `options_for` gives for
+/// each registry host), fetches counted in `stats`. Layers with a prefetch
 /// landmark start fetching the files before it in the background.
 /// `mount_points` are added as [`image_fs`] adds them, but to a tree that
 /// grows while layers stream (which cannot know what is missing).
 pub fn partial_fs(
     store: &Store,
     img: &ImageRecord,
-    opts: &crate::registry::ClientOptions,
+    options_for: &dyn Fn(&str) -> Result<crate::registry::ClientOptions>,
     stats: std::sync::Arc<lazy::Stats>,
     mount_points: &[Vec<u8>],
 ) -> Result<ImageFs<StoreSource>> {
@@ -112,12 +106,12 @@ pub fn partial_fs(
     // One connection per repository, checked now: options that cannot work
     // are an error here; a registry that is away only fails the reads of
     // bytes not fetched yet.
-    let mut repos: Vec<(String, Arc<crate::ops::lazy::RegistrySource>)> = Vec::new();
+    let mut repos: Vec<(String, Arc<lazy::RegistrySource>)> = Vec::new();
     for r in &all_remote {
         if repos.iter().any(|(s, _)| *s == r.source) {
             continue;
         }
-        let src = crate::ops::lazy::RegistrySource::new(&r.source, opts)?;
+        let src = lazy::RegistrySource::new(&r.source, options_for)?;
         match src.connect() {
             Ok(()) => {}
             Err(e @ crate::registry::RegistryError::Http { .. }) => {
@@ -145,7 +139,7 @@ pub fn partial_fs(
                     s.spawn(move || -> Built {
                         let i = r.position;
                         let src = src.context("no source")?;
-                        let at = crate::ops::lazy::toc_at_of_row(r).with_context(|| format!("layer {i} of {id}"))?;
+                        let at = lazy::toc_at_of_row(r).with_context(|| format!("layer {i} of {id}"))?;
                         let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
                         let cache =
                             lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
@@ -178,7 +172,7 @@ pub fn partial_fs(
     let mut scanned = Vec::new();
     let mut sources = Vec::new();
     let mut prefetch = Vec::new();
-    let limit = crate::ops::lazy::lazy_timeout();
+    let limit = lazy::lazy_timeout();
     let grow = Arc::new(img_fuse::Grow::new(manifest.layers.len(), limit));
     let mut jobs = Vec::new();
     let diff_ids = if streamed.is_empty() {
@@ -276,7 +270,8 @@ pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
         }
         all
     } else {
-        crate::ops::save::layers_of(store, img)?.into_iter().enumerate().collect()
+        let layers = store.index().image_blobs(&img.id)?.into_iter().filter(|(r, _)| r == "layer");
+        layers.map(|(_, d)| d).enumerate().collect()
     };
     for (i, d) in &stored {
         ensure_index(store, d, *i)?;

@@ -7,7 +7,9 @@
 //! pair goes through a store: the local one when it is an end, otherwise a
 //! temporary store under `ingest/` that is removed afterwards.
 
-use super::pull::{self, fetch_manifest, options_for, parse_platform, Progress};
+use super::options::{options_for, parse_platform};
+use super::progress::Progress;
+use super::pull::{self, fetch_manifest};
 use super::{load, push, save};
 use crate::archive::source::Input;
 use crate::digest::{Digest, HashingReader};

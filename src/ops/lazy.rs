@@ -1,20 +1,17 @@
 //! Lazy pulls: the eStargz and zstd:chunked layers of an image stay in the registry and a
 //! mount reads them on demand (`mount::lazy`); here the TOC is fetched and
-//! checked at pull time, bytes are fetched for a mount with a bounded
-//! retry, and a later full pull takes what the mount fetched.
+//! checked at pull time, and a later full pull takes what the mount fetched.
 
 use crate::digest::{Digest, Hasher};
 use crate::image::Descriptor;
 use crate::layerindex::estargz::TOC_DIGEST_ANNOTATION;
 use crate::layerindex::zstd_chunked;
 use crate::mount::lazy::{cache_paths, read_toc_layer, Fetch, RangeCache, TocAt};
-use crate::registry::{Client, ClientOptions, Repo};
+use crate::registry::Repo;
 use crate::store::StorePaths;
 use anyhow::{Context, Result};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// Where the TOC of a lazily readable layer is: an eStargz layer (a gzip
 /// layer whose descriptor has the TOC digest annotation) or a zstd:chunked
@@ -31,13 +28,6 @@ pub fn toc_at(l: &Descriptor) -> Option<TocAt> {
         return Some(TocAt::ZstdChunked(d, Some(pos)));
     }
     None
-}
-
-/// What a stored remote layer's row says of its TOC (the media type gives
-/// the format; a zstd:chunked TOC is found through the layer's footer).
-pub fn toc_at_of_row(r: &crate::index::RemoteLayer) -> Result<TocAt> {
-    let d = Digest::parse(&r.toc_digest).with_context(|| format!("layer {}: its TOC digest", r.digest))?;
-    Ok(if r.media_type.ends_with("zstd") { TocAt::ZstdChunked(d, None) } else { TocAt::Estargz(d) })
 }
 
 /// Reads a layer through a `Repo` already connected.
@@ -83,7 +73,7 @@ pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, s
     if !data_path.exists() {
         return Ok(());
     }
-    let part = super::pull::partial_path(paths, d);
+    let part = super::download::partial_path(paths, d);
     if std::fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
         return Ok(());
     }
@@ -144,129 +134,4 @@ pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, s
         forget_cache(root, d);
     }
     Ok(())
-}
-
-/// How long a read of bytes not fetched yet keeps trying a registry that
-/// does not answer before it fails (EIO): `IMG_LAZY_TIMEOUT` seconds, 5 by
-/// default.
-pub fn lazy_timeout() -> Duration {
-    crate::registry::client::env_seconds("IMG_LAZY_TIMEOUT", 5)
-}
-
-/// One repository a mount reads layers from: a connection made when first
-/// needed (or by [`RegistrySource::connect`]) and shared by its layers,
-/// made again after a failure.
-pub struct RegistrySource {
-    host: String,
-    path: String,
-    opts: ClientOptions,
-    client: Mutex<Option<Arc<Client>>>,
-    timeout: Duration,
-}
-
-impl RegistrySource {
-    /// `source` is `registry/repository`, as `remote_layers` records it.
-    pub fn new(source: &str, opts: &ClientOptions) -> Result<Arc<RegistrySource>> {
-        let (host, path) =
-            source.split_once('/').with_context(|| format!("the recorded source {source:?} names no repository"))?;
-        Ok(Arc::new(RegistrySource {
-            host: host.to_string(),
-            path: path.to_string(),
-            opts: super::pull::options_for(host, opts)?,
-            client: Mutex::new(None),
-            timeout: lazy_timeout(),
-        }))
-    }
-
-    /// Connects now (a mount checks that its registry answers before it
-    /// is ready, so that wrong options are an error, not EIO later).
-    pub fn connect(&self) -> crate::registry::Result<()> {
-        let c = Arc::new(Client::connect(&self.host, &self.opts)?);
-        if let Ok(mut slot) = self.client.lock() {
-            *slot = Some(c);
-        }
-        Ok(())
-    }
-
-    /// The connection, made now if there is none.
-    fn client(&self) -> crate::registry::Result<Arc<Client>> {
-        if let Some(c) = self.client.lock().ok().and_then(|c| c.clone()) {
-            return Ok(c);
-        }
-        let c = Arc::new(Client::connect(&self.host, &self.opts)?);
-        if let Ok(mut slot) = self.client.lock() {
-            *slot = Some(c.clone());
-        }
-        Ok(c)
-    }
-
-    fn once(&self, digest: &Digest, start: u64, end: u64) -> crate::registry::Result<Vec<u8>> {
-        let client = self.client()?;
-        let r = Repo::new(&client, &self.path).blob_range(digest, start, end);
-        if r.is_err() {
-            if let Ok(mut slot) = self.client.lock() {
-                *slot = None;
-            }
-        }
-        r
-    }
-
-    /// Blob `digest` of this repository from byte `start` to its end, as
-    /// it comes (one request; the caller checks the bytes).
-    pub fn open_from(&self, digest: &Digest, start: u64) -> crate::registry::Result<Box<dyn io::Read + Send>> {
-        let client = self.client()?;
-        let r = Repo::new(&client, &self.path).blob_from(digest, start);
-        match r {
-            Ok(resp) => Ok(resp.body),
-            Err(e) => {
-                if let Ok(mut slot) = self.client.lock() {
-                    *slot = None;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Reads blob `digest` of this repository.
-    pub fn layer(self: &Arc<Self>, digest: Digest) -> RegistryFetch {
-        RegistryFetch { source: self.clone(), digest }
-    }
-}
-
-/// Reads one blob from its repository for a mount; each fetch is retried
-/// until `lazy_timeout` has passed.
-pub struct RegistryFetch {
-    source: Arc<RegistrySource>,
-    digest: Digest,
-}
-
-impl Fetch for RegistryFetch {
-    fn fetch(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
-        let began = Instant::now();
-        let mut wait = Duration::from_millis(100);
-        let src = &self.source;
-        loop {
-            match src.once(&self.digest, start, end) {
-                Ok(b) => return Ok(b),
-                Err(e) => {
-                    let refused = matches!(
-                        e,
-                        crate::registry::RegistryError::Refused { .. }
-                            | crate::registry::RegistryError::NotFound { .. }
-                            | crate::registry::RegistryError::Unauthorized { .. }
-                            | crate::registry::RegistryError::Tls { .. }
-                            | crate::registry::RegistryError::AuthFile(_)
-                    );
-                    if refused || began.elapsed() + wait > src.timeout {
-                        return Err(io::Error::other(format!(
-                            "fetching bytes {start}..{end} of layer {} from {}/{}: {e}",
-                            self.digest, src.host, src.path
-                        )));
-                    }
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(1));
-                }
-            }
-        }
-    }
 }

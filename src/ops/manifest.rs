@@ -1,7 +1,7 @@
 //! `img manifest`: manifest lists (image indexes) made of images in the
 //! store, kept in the index by name and pushed with their images.
 
-use super::pull::Progress;
+use super::progress::Progress;
 use crate::digest::Digest;
 use crate::image;
 use crate::index::ImageRecord;

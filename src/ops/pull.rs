@@ -3,18 +3,18 @@
 //! hashed as they stream, resumed with HTTP Range after a reset or a kill,
 //! and deduplicated across processes by a lock on each partial file.
 
+use super::download::download;
+use super::options::{options_for, parse_platform};
+use super::progress::Progress;
 use super::tag_name;
-use crate::digest::{Digest, Hasher};
+use crate::digest::Digest;
 use crate::image::{self, Document};
 use crate::index::NewImage;
 use crate::reference::Reference;
-use crate::registry::{config, Client, ClientOptions, FetchedManifest, RegistryError, Repo};
-use crate::store::{StagedBlob, Store, StorePaths};
+use crate::registry::{config, Client, ClientOptions, FetchedManifest, Repo};
+use crate::store::{StagedBlob, Store};
 use anyhow::{bail, Context, Result};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::io::Write;
 
 #[derive(Clone)]
 pub struct PullOptions {
@@ -28,27 +28,6 @@ pub struct PullOptions {
     /// mount (the image is recorded as partial).
     pub lazy: bool,
 }
-
-/// Progress for stderr: lines, and optionally byte counts per blob (for
-/// progress bars).
-pub trait Progress: Sync {
-    fn line(&self, msg: &str);
-    /// A transfer of `size` bytes of blob `d` starts (or resumes at `done`).
-    fn blob_start(&self, _d: &Digest, _size: u64, _done: u64) {}
-    /// `done` bytes of blob `d` are transferred.
-    fn blob_bytes(&self, _d: &Digest, _done: u64) {}
-    /// The transfer of blob `d` ended (`ok` false: it failed).
-    fn blob_end(&self, _d: &Digest, _ok: bool) {}
-}
-
-impl<F: Fn(&str) + Sync> Progress for F {
-    fn line(&self, msg: &str) {
-        self(msg)
-    }
-}
-
-/// Attempts per blob before giving up on a flaky connection.
-const MAX_ATTEMPTS: u32 = 6;
 
 /// Where to look for `input`: a short name (`busybox`) under each search
 /// registry in turn (docker.io when none is configured), a full name as it
@@ -70,29 +49,6 @@ pub fn candidates(input: &str, conf: &config::Config) -> Result<Vec<(Reference, 
         out.push((r, eps));
     }
     Ok(out)
-}
-
-/// `base` with the registries configuration applied for `host`: insecure
-/// when configured so; an error when the registry is blocked.
-pub fn options_for(host: &str, base: &ClientOptions) -> Result<ClientOptions> {
-    let conf = config::load()?;
-    if let Some(r) = conf.find(host).filter(|r| r.blocked) {
-        bail!("{host} is blocked by the registries configuration (registry prefix {:?})", r.prefix);
-    }
-    let mut o = base.clone();
-    o.insecure |= conf.insecure(host);
-    Ok(o)
-}
-
-pub fn parse_platform(p: Option<&str>) -> Result<(String, String, String)> {
-    let (os, arch) = crate::archive::resolve::host_platform();
-    let Some(p) = p else { return Ok((os.into(), arch.into(), String::new())) };
-    let parts: Vec<&str> = p.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] => Ok((os.to_string(), arch.to_string(), String::new())),
-        [os, arch, variant] => Ok((os.to_string(), arch.to_string(), variant.to_string())),
-        _ => bail!("invalid --platform {p:?}: expected OS/ARCH[/VARIANT], like linux/arm64/v8"),
-    }
 }
 
 /// Pulls every tag of a repository (`pull --all-tags`); returns the IDs,
@@ -468,176 +424,4 @@ pub fn fetch_manifest(
         }
     };
     Ok((top, fetched, manifest))
-}
-
-pub fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
-    store.ingest_dir().join(format!("partial-{}", d.hex()))
-}
-
-/// Downloads one blob into `ingest/partial-<hex>`, resuming what is there,
-/// and returns it staged and verified.
-fn download(
-    store: &StorePaths,
-    repo: &Repo,
-    d: &Digest,
-    size: u64,
-    progress: &dyn Progress,
-    quiet: bool,
-) -> Result<StagedBlob> {
-    let path = partial_path(store, d);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            progress.line(&format!("waiting for another img process downloading {}", d.short()));
-            if let Some(done) = wait_for_other(store, &mut file, &path, d, size)? {
-                return Ok(done);
-            }
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
-    }
-    // Another process may have finished it while we waited.
-    if store.blob_path(d).exists() {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        return Ok(StagedBlob::adopt_download(store.blob_path(d), d.clone(), size, None).already_stored());
-    }
-    let mut hasher = rehash(&mut file, &path)?;
-    if hasher.len() > size {
-        file.set_len(0)?;
-        hasher = Hasher::new();
-    }
-    if !quiet {
-        progress.line(&format!("Copying blob {}", d.short()));
-        progress.blob_start(d, size, hasher.len());
-    }
-    // Errors in reaching the blob were already retried by the client; a
-    // body that breaks off is resumed from where it stopped.
-    let mut attempt = 0;
-    let mut buf = vec![0u8; 256 * 1024];
-    while hasher.len() < size {
-        attempt += 1;
-        let offset = hasher.len();
-        let mut resp = match repo.blob_from(d, offset) {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(e, RegistryError::Refused { .. }) {
-                    drop(file);
-                    let _ = std::fs::remove_file(&path);
-                }
-                return Err(e.into());
-            }
-        };
-        let broke = loop {
-            let n = match resp.body.read(&mut buf) {
-                Ok(0) => break None,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(e),
-            };
-            if hasher.len() + n as u64 > size {
-                drop(file);
-                let _ = std::fs::remove_file(&path);
-                bail!("blob {d}: the registry sent more than the {size} bytes the manifest says; the download was discarded");
-            }
-            if let Err(e) = file.write_all(&buf[..n]) {
-                let e = crate::store::io_err("writing", &path)(e);
-                if matches!(e, crate::store::StoreError::NoSpace { .. }) {
-                    // Give the space back: a resume would fail the same way.
-                    drop(file);
-                    let _ = std::fs::remove_file(&path);
-                }
-                return Err(e.into());
-            }
-            hasher.update(&buf[..n]);
-            if !quiet {
-                progress.blob_bytes(d, hasher.len());
-            }
-        };
-        if hasher.len() == size {
-            break;
-        }
-        // A body that stalls past the timeout is resumed like a reset one.
-        let why = match &broke {
-            Some(e) => e.to_string(),
-            None => "connection closed".to_string(),
-        };
-        if attempt >= MAX_ATTEMPTS {
-            bail!(
-                "blob {d}: the download kept breaking off ({why}; {} of {size} bytes); run img pull again to resume",
-                hasher.len()
-            );
-        }
-        progress.line(&format!("blob {}: {why} at {} of {size} bytes; resuming", d.short(), hasher.len()));
-        if hasher.len() == offset {
-            std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
-        }
-    }
-    let got = hasher.finish();
-    if &got != d {
-        drop(file);
-        let _ = std::fs::remove_file(&path);
-        bail!("blob {d}: digest mismatch: expected {d}, got {got}; the download was discarded");
-    }
-    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
-    if !quiet {
-        progress.blob_end(d, true);
-        progress.line(&format!("Copying blob {} done", d.short()));
-    }
-    Ok(StagedBlob::adopt_download(path, d.clone(), size, Some(file)))
-}
-
-/// Hashes what a partial file holds, so the download continues from there.
-/// Waits until the process downloading `d` into `path` lets go of it
-/// (then the caller holds the lock: Ok(None)), or until the blob is stored,
-/// or until the download is complete and verified. A finished download
-/// stays locked until its own image is stored, and two pulls can each hold
-/// one the other needs: waiting for the lock alone would deadlock, so a
-/// complete download is taken as it is, through a link of our own.
-fn wait_for_other(
-    store: &StorePaths,
-    file: &mut File,
-    path: &Path,
-    d: &Digest,
-    size: u64,
-) -> Result<Option<StagedBlob>> {
-    let mut checked_len = None;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(None),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
-        }
-        if store.blob_path(d).exists() {
-            return Ok(Some(StagedBlob::adopt_download(store.blob_path(d), d.clone(), size, None).already_stored()));
-        }
-        let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-        if len == size && checked_len != Some(len) {
-            checked_len = Some(len);
-            let mine = store.ingest_dir().join(format!("tmp-{}-{}", std::process::id(), d.hex()));
-            let _ = std::fs::remove_file(&mine);
-            if std::fs::hard_link(path, &mine).is_ok() {
-                let mut f = File::open(&mine).with_context(|| format!("opening {}", mine.display()))?;
-                let h = rehash(&mut f, &mine)?;
-                if h.len() == size && h.finish() == *d {
-                    return Ok(Some(StagedBlob::adopt_download(mine, d.clone(), size, None)));
-                }
-                let _ = std::fs::remove_file(&mine);
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn rehash(file: &mut File, path: &Path) -> Result<Hasher> {
-    file.seek(SeekFrom::Start(0))?;
-    crate::digest::hash_reader(file).with_context(|| format!("reading {}", path.display()))
 }

@@ -6,7 +6,7 @@
 //! podman does); the manifest is pushed last, so a failure never leaves a
 //! tag pointing at missing blobs.
 
-use super::pull::Progress;
+use super::progress::Progress;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, Document};
 use crate::index::ImageRecord;

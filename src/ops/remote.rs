@@ -1,7 +1,8 @@
 //! Reading a registry without pulling: `img search` (the catalog API) and
 //! `img inspect docker://REF` (manifest and config only).
 
-use super::pull::{fetch_manifest, parse_platform};
+use super::options::{options_for, parse_platform};
+use super::pull::fetch_manifest;
 use crate::image;
 use crate::reference::Reference;
 use crate::registry::{self, Client, ClientOptions, Repo};
@@ -72,7 +73,7 @@ pub fn search(query: &str, limit: usize, opts: &ClientOptions) -> Result<Vec<Sea
         _ => ("docker.io", q),
     };
     let what = format!("searching {registry} for {term:?}");
-    let opts = super::pull::options_for(registry, opts)?;
+    let opts = options_for(registry, opts)?;
     let client = Client::connect(registry, &opts).with_context(|| what.clone())?;
     let repos = registry::catalog(&client, 1_000_000).with_context(|| what.clone())?;
     let term = term.to_lowercase();
@@ -118,7 +119,7 @@ pub fn inspect(
     let r = Reference::parse_with_default_tag(refstr).with_context(|| format!("invalid image reference {refstr:?}"))?;
     let name = r.to_string();
     let ctx = || format!("inspecting {name}");
-    let opts = super::pull::options_for(r.domain(), opts)?;
+    let opts = options_for(r.domain(), opts)?;
     let client = Client::connect(r.domain(), &opts).with_context(ctx)?;
     let repo = Repo::new(&client, r.path());
     let reference = r.digest().or(r.tag()).unwrap_or("latest").to_string();
