@@ -1,7 +1,7 @@
 //! Where a built image goes besides the store (`img build -o`): an
 //! archive, a registry, or docker's or iSulad's daemon.
 
-use super::pull::Progress;
+use super::progress::Progress;
 use super::{push, save};
 use crate::digest::Digest;
 use crate::registry::ClientOptions;
