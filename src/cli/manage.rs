@@ -37,7 +37,7 @@ pub struct RmiArgs {
 pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let names: Vec<String> =
-        if a.all { store.index().images()?.iter().map(|i| i.id.to_string()).collect() } else { a.names.clone() };
+        if a.all { remove::all_image_ids(&store)?.iter().map(|d| d.to_string()).collect() } else { a.names.clone() };
     let force = a.force || a.all;
     let mut failed = false;
     let mut out = super::stdout();

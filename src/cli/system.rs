@@ -13,18 +13,6 @@ pub struct InfoArgs {
     format: Option<String>,
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if let Ok(m) = e.metadata() {
-                total += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
-            }
-        }
-    }
-    total
-}
-
 pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
     let store = ctx.open_store()?;
     // The registry configuration (registries.conf, isula-build's
@@ -34,25 +22,20 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
     if auth.is_file() {
         config_files.push(auth);
     }
-    let (images, tags, blobs, blob_bytes) = store.index().counts()?;
-    let db_bytes: u64 = ["img.db", "img.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(store.root().join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let i = crate::ops::df::info(&store)?;
     let doc = json!({
         "Version": env!("CARGO_PKG_VERSION"),
         "Store": {
-            "Root": store.root().display().to_string(),
-            "Index": store.index().path().display().to_string(),
+            "Root": i.root.display().to_string(),
+            "Index": i.index_path.display().to_string(),
             "FormatVersion": crate::index::STORE_FORMAT,
-            "SchemaVersion": store.index().schema_version()?,
-            "Images": images,
-            "Tags": tags,
-            "Blobs": blobs,
-            "BlobBytes": blob_bytes,
-            "IndexBytes": db_bytes,
-            "IngestBytes": dir_size(&store.ingest_dir()),
+            "SchemaVersion": i.schema_version,
+            "Images": i.images,
+            "Tags": i.tags,
+            "Blobs": i.blobs,
+            "BlobBytes": i.blob_bytes,
+            "IndexBytes": i.index_bytes,
+            "IngestBytes": i.ingest_bytes,
         },
         "Host": {
             "Os": std::env::consts::OS,
@@ -73,13 +56,13 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
         None => {
             writeln!(out, "version: {}", env!("CARGO_PKG_VERSION"))?;
             writeln!(out, "store:")?;
-            writeln!(out, "  root: {}", store.root().display())?;
+            writeln!(out, "  root: {}", i.root.display())?;
             writeln!(out, "  format version: {}", crate::index::STORE_FORMAT)?;
-            writeln!(out, "  schema version: {}", store.index().schema_version()?)?;
-            writeln!(out, "  images: {images}")?;
-            writeln!(out, "  tags: {tags}")?;
-            writeln!(out, "  blobs: {blobs} ({})", human_size(blob_bytes))?;
-            writeln!(out, "  index: {}", human_size(db_bytes))?;
+            writeln!(out, "  schema version: {}", i.schema_version)?;
+            writeln!(out, "  images: {}", i.images)?;
+            writeln!(out, "  tags: {}", i.tags)?;
+            writeln!(out, "  blobs: {} ({})", i.blobs, human_size(i.blob_bytes))?;
+            writeln!(out, "  index: {}", human_size(i.index_bytes))?;
             writeln!(out, "host: {}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1)?;
             if config_files.is_empty() {
                 writeln!(out, "config files: none")?;
@@ -213,41 +196,26 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> Result<()> {
 
 fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
     let store = ctx.open_store()?;
-    let images = store.index().images()?;
-    let uses = store.index().blob_use_counts()?;
-    let total: u64 = uses.iter().map(|(_, s, _)| s).sum();
-    let unused: u64 = uses.iter().filter(|(_, _, n)| *n == 0).map(|(_, s, _)| s).sum();
-    let dangling: Vec<_> = images.iter().filter(|i| i.tags.is_empty()).collect();
-    // Bytes that only dangling images use are reclaimable by prune too.
-    let mut reclaim = unused;
-    for (d, s, n) in &uses {
-        if *n == 1
-            && dangling
-                .iter()
-                .any(|i| store.index().image_blobs(&i.id).map(|b| b.iter().any(|(_, x)| x == d)).unwrap_or(false))
-        {
-            reclaim += s;
-        }
-    }
+    let u = crate::ops::df::df(&store)?;
     let mut out = super::stdout();
     if a.format.as_deref() == Some("json") {
         serde_json::to_writer_pretty(
             &mut out,
-            &json!([{ "Type": "Images", "Total": images.len(), "Active": images.len() - dangling.len(), "Size": total, "Reclaimable": reclaim }]),
+            &json!([{ "Type": "Images", "Total": u.images, "Active": u.active, "Size": u.size, "Reclaimable": u.reclaimable }]),
         )?;
         writeln!(out)?;
         out.flush()?;
         return Ok(());
     }
-    let pct = (reclaim * 100).checked_div(total).unwrap_or(0);
+    let pct = (u.reclaimable * 100).checked_div(u.size).unwrap_or(0);
     let rows = vec![
         vec!["TYPE".into(), "TOTAL".into(), "ACTIVE".into(), "SIZE".into(), "RECLAIMABLE".into()],
         vec![
             "Images".into(),
-            images.len().to_string(),
-            (images.len() - dangling.len()).to_string(),
-            human_size(total),
-            format!("{} ({pct}%)", human_size(reclaim)),
+            u.images.to_string(),
+            u.active.to_string(),
+            human_size(u.size),
+            format!("{} ({pct}%)", human_size(u.reclaimable)),
         ],
     ];
     super::print_table(&mut out, &rows)?;
@@ -261,26 +229,15 @@ fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {
             "SHARED SIZE".into(),
             "UNIQUE SIZE".into(),
         ]];
-        for img in &images {
-            let blobs = store.index().image_blobs(&img.id)?;
-            let (mut shared, mut unique) = (0, 0);
-            for (_, d) in &blobs {
-                if let Some((_, s, n)) = uses.iter().find(|(x, _, _)| x == d) {
-                    if *n > 1 {
-                        shared += s
-                    } else {
-                        unique += s
-                    }
-                }
-            }
-            let (repo, tag) = img.tags.first().map(|t| crate::ops::split_name(t)).unwrap_or(("<none>", "<none>"));
+        for img in &u.per_image {
+            let (repo, tag) = img.name.as_deref().map(crate::ops::split_name).unwrap_or(("<none>", "<none>"));
             rows.push(vec![
                 repo.into(),
                 tag.into(),
                 img.id.hex()[..12].into(),
                 human_size(img.size),
-                human_size(shared),
-                human_size(unique),
+                human_size(img.shared),
+                human_size(img.unique),
             ]);
         }
         super::print_table(&mut out, &rows)?;

@@ -22,6 +22,7 @@ pub use mounts::MountRecord;
 pub use remote_layers::RemoteLayer;
 pub use serve::{ManifestBody, ServeUser, ServedManifest, ServedTag};
 pub use tags::TagName;
+pub use usage::BlobUsage;
 
 // For the served registry's tables (`serve.rs`), whose transactions add
 // blob rows and images as the other tables' code does.

@@ -6,6 +6,7 @@ pub mod build;
 pub mod commit;
 pub mod convert;
 pub mod copy;
+pub mod df;
 pub mod download;
 pub mod fsck;
 pub mod images;

@@ -13,6 +13,11 @@ pub struct Removed {
     pub deleted: Vec<Digest>,
 }
 
+/// Every image's ID, newest first: what `img rmi --all` removes.
+pub fn all_image_ids(store: &Store) -> Result<Vec<Digest>> {
+    Ok(store.index().images_brief()?.into_iter().map(|i| i.id).collect())
+}
+
 /// Removes one image or name with docker's rules.
 pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
     let (img, by_tag) = resolve_name(store, name)?;
