@@ -21,7 +21,6 @@ pub mod registry;
 pub mod rootpath;
 pub mod serve;
 pub mod store;
-pub mod template;
 #[cfg(test)]
 pub(crate) mod testdir;
 pub mod timefmt;
