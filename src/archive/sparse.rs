@@ -281,8 +281,8 @@ pub fn name_and_pax_sparse<R: Read>(e: &mut tar::Entry<'_, R>) -> (String, Resul
         }
     }
     let name = match p.name() {
-        Some(n) => super::layer::name_string(n),
-        None => super::layer::name_string(&e.path_bytes()),
+        Some(n) => super::name::name_string(n),
+        None => super::name::name_string(&e.path_bytes()),
     };
     (name, p.finish())
 }
