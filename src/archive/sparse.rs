@@ -13,7 +13,7 @@
 //! `SparseMap::new` (in order, not overlapping, within the real size) and
 //! their lengths must add up to the data the entry stores.
 
-use img_fuse::{SparseMap, MAX_SEGMENTS};
+use img_sparse::{SparseMap, MAX_SEGMENTS};
 use std::io::{self, Read};
 
 /// A map that cannot be used, said in words for an error about its entry.
