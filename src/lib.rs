@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod build;
 pub mod cli;
+pub mod compression;
 pub mod digest;
 pub mod dockerfile;
 pub mod dockerignore;

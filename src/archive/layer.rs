@@ -8,8 +8,9 @@
 
 pub use crate::archive::name::{name_bytes, name_path, name_string};
 use crate::archive::sparse;
+use crate::compression::Compression;
 use crate::digest::Digest;
-use crate::store::{Compression, Store, StoreError};
+use crate::store::{Store, StoreError};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
 
