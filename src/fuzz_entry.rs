@@ -46,7 +46,7 @@ pub fn run(target: &str, data: &[u8]) {
             let _ = crate::registry::challenge::parse(&text);
         }
         "template" => {
-            if let Ok(t) = crate::template::Template::parse(&text) {
+            if let Ok(t) = img_gotemplate::Template::parse(&text) {
                 let _ = t.execute(&serde_json::json!({"Id": "x", "Config": {"Env": ["A=1"]}, "RepoTags": ["a:1"]}));
             }
         }

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod build;
 pub mod cli;
+pub mod compression;
 pub mod digest;
 pub mod dockerfile;
 pub mod dockerignore;
@@ -21,7 +22,6 @@ pub mod registry;
 pub mod rootpath;
 pub mod serve;
 pub mod store;
-pub mod template;
 #[cfg(test)]
 pub(crate) mod testdir;
 pub mod timefmt;

@@ -44,9 +44,10 @@ as_user() {
   (cd / && runuser -u "$TEST_USER" -- env -i HOME="$h" IMG_ROOT="$h/img-build-test" PATH=/usr/bin:/bin LANG=C.UTF-8 "$@")
 }
 
+source tests/lib.sh
 # Whatever happened: buildah's containers, mounts under our directories,
-# /dev/fuse's mode, the test user, the work directory.
-cleanup() {
+# /dev/fuse's mode, the test user (tests/lib.sh removes the work directory).
+suite_cleanup() {
   local m
   [[ -d $WORK/broot ]] && bah rm --all >/dev/null 2>&1
   for m in $(awk -v w="$WORK" -v h="$(user_home)" 'index($5, w "/") == 1 || (h != "" && index($5, h "/") == 1) {print $5}' \
@@ -61,16 +62,10 @@ cleanup() {
   elif [[ -n $(user_home) ]]; then
     as_user rm -rf "$(user_home)/img-build-test" 2>/dev/null
   fi
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 # ---------------------------------------------------------------- helpers
 
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end: under pipefail, grep -q can quit at
-# the first match and fail the pipeline with the writer's SIGPIPE
-has() { grep "$@" > /dev/null; }
 img() { "$IMG" "$@"; }
 bah() { buildah --root "$WORK/broot" --runroot "$WORK/brun" --storage-driver vfs "$@"; }
 tree() { python3 "$SUPPORT/build_tree.py" "$@"; }
@@ -1114,28 +1109,13 @@ PY
 
 # ---------------------------------------------------------------- runner
 
-passed=0 failed=0
-run_check() {
-  local fn=$1 name=${1#check_}
-  local T=$WORK/$name t0=$SECONDS
-  mkdir -p "$T"
-  (
-    set -euo pipefail
-    export T IMG_ROOT=$WORK/store-$name
-    "$fn"
-  ) > "$T/log" 2>&1
-  local rc=$?
-  [[ -n ${BUILD_TIMING:-} ]] && echo "# $name took $((SECONDS - t0))s"
+# Each check has its own store, removed when it ends, with /dev/fuse's mode
+# put back if the check changed it.
+before_check() { export IMG_ROOT=$WORK/store-$name; }
+after_check() {
+  [[ -n ${BUILD_TIMING:-} ]] && echo "# $name took $((SECONDS - CHECK_START))s"
   [[ -f $WORK/user-made ]] && USER_MADE=1
   [[ -f $WORK/fuse-mode ]] && chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm -f "$WORK/fuse-mode"
-  [[ -f $T/measure ]] && grep -v '^#' "$T/measure" | sed 's/^/# /' >> "$WORK/measurements"
-  [[ -f $T/measure ]] && grep '^#' "$T/measure" >> "$WORK/measurements"
-  if [[ $rc == 0 ]]; then
-    echo "ok - $name"; passed=$((passed + 1))
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    tail -n 25 "$T/log" | sed 's/^/#   /'
-  fi
   rm -rf "$WORK/store-$name"
 }
 
@@ -1160,21 +1140,10 @@ setup() {
   bah images --format '{{.Name}}:{{.Tag}}' | has -x 'localhost/base:1' || fail "buildah's base is not localhost/base:1: $(bah images)"
 }
 
-START=$SECONDS
 echo "# img: $IMG_GIVEN ($("$IMG" --version 2>&1)); $(buildah --version)"
 if ! (preflight && setup) 2>"$WORK/setup.err"; then
   echo "not ok - setup"; sed 's/^/#   /' "$WORK/setup.err"
   echo "0 passed, 1 failed"
   exit 1
 fi
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  if [[ $# -gt 0 ]]; then
-    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
-    [[ $keep == 1 ]] || continue
-  fi
-  run_check "$fn"
-done
-[[ -f $WORK/measurements ]] && cat "$WORK/measurements"
-echo "# the suite took $((SECONDS - START)) s"
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+run_checks "$@"

@@ -2338,12 +2338,9 @@ fn lock_trouble(stderr: &str) -> bool {
 }
 
 /// img build mounts FUSE and overlayfs: as root, with /dev/fuse.
+/// Whether builds can run here, for tests that mix them in when they can.
 fn can_build() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
-        && std::path::Path::new("/dev/fuse").exists()
+    is_root() && std::path::Path::new("/dev/fuse").exists()
 }
 
 // Guards: 8 processes mixing commands (builds among them) for ~10 s in one store: no lock errors, only semantic failures, a consistent store.
@@ -3029,8 +3026,7 @@ fn export_and_save_to_dash_write_standard_output() {
 // after the next command, a clean fsck, and the build run again succeeds.
 #[test]
 fn sigkill_during_build_leaves_a_clean_store() {
-    if !can_build() {
-        eprintln!("skipped: img build needs root and /dev/fuse");
+    if !need_root("img build") {
         return;
     }
     let mut rng = Rng::new(seed("sigkill_during_build", 0x5eed_b11d));

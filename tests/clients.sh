@@ -35,7 +35,7 @@ DOCKERD=${DOCKERD:-/usr/sbin/dockerd}
 WORK=$(mktemp -d /tmp/img-clients.XXXXXX)
 CD=$WORK/containerd DD=$WORK/docker
 CSOCK=$CD/c.sock DSOCK=$DD/d.sock
-PIDS=()
+source tests/lib.sh
 CONTAINERD_PID= DOCKERD_PID=
 
 # Root's default places of docker and containerd, and which of them exist
@@ -65,25 +65,15 @@ stop_daemons() {
   has -x /run/docker <<<"$before_places" || { rmdir /run/docker/plugins /run/docker 2>/dev/null || true; }
   has -x /run/containerd <<<"$before_places" || { rmdir /run/containerd/s /run/containerd 2>/dev/null || true; }
 }
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  stop_daemons
-  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
-}
-trap cleanup EXIT
+suite_cleanup() { stop_daemons; }
 trap 'exit 130' INT TERM HUP   # the daemons are stopped then too
 
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end (grep -q under pipefail can fail
-# the pipeline with the writer's SIGPIPE)
-has() { grep "$@" > /dev/null; }
 for t in "$DOCKER" "$DOCKERD" containerd ctr runc curl python3; do
   command -v "$t" >/dev/null ||
     { echo "not ok - tools: $t is missing (apt-get install --no-install-recommends docker.io containerd)"; exit 1; }
 done
 [[ -f $GEN/base-docker.tar && -f $GEN/layered-oci.tar ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # One port for every check's img serve, in turn: dockerd is told at start
 # that 127.0.0.1:PORT is an insecure (plain HTTP) registry.
 PORT=$(free_port)
@@ -565,46 +555,17 @@ check_img_load_ctr_export() {
 
 # ---------------------------------------------------------------- runner
 
-passed=0 failed=0
-run_check() {
-  local fn=$1 name=${1#check_}
-  local T=$WORK/$name t0=$SECONDS
-  mkdir -p "$T"
-  (
-    set -eEuo pipefail
-    trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
-    # the check's servers go with it (they are started in this subshell)
-    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
-    export T
-    "$fn"
-  ) > "$T/log" 2>&1
-  local rc=$?
-  echo "# $name took $((SECONDS - t0)) s" >> "$WORK/measurements"
-  if [[ $rc == 0 ]]; then
-    echo "ok - $name"; passed=$((passed + 1))
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    tail -n 25 "$T/log" | sed 's/^/#   /'
-  fi
-}
+after_check() { echo "# $name took $((SECONDS - CHECK_START)) s" >> "$WORK/measurements"; }
 
-START=$SECONDS
 echo "# img: $IMG ($("$IMG" --version 2>&1))"
 echo "# docker: $("$DOCKER" --version 2>&1); $(containerd --version 2>&1 | cut -d' ' -f1,3); runc $(runc --version 2>&1 | head -1 | cut -d' ' -f3)"
-checks=()
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  if [[ $# -gt 0 ]]; then
-    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
-    [[ $keep == 1 ]] || continue
-  fi
-  checks+=("$fn")
-done
+mapfile -t CHECKS < <(selected_checks "$@")
 # containerd for every check (dockerd runs on it); dockerd only when a
 # check needs it
 t0=$SECONDS
 start_containerd ||
   CONTAINERD_DOWN="$WHY; $(grep -i 'level=\(error\|fatal\)' "$CD/log" | tail -3) (log: $(tail -c 600 "$CD/log"))"
-if for fn in "${checks[@]}"; do declare -f "$fn"; done | has -w need_dockerd; then
+if for fn in "${CHECKS[@]}"; do declare -f "$fn"; done | has -w need_dockerd; then
   if [[ -n ${CONTAINERD_DOWN:-} ]]; then
     DOCKERD_DOWN="it runs on the test's containerd, which did not start"
   else
@@ -616,20 +577,19 @@ if for fn in "${checks[@]}"; do declare -f "$fn"; done | has -w need_dockerd; th
 fi
 export CONTAINERD_DOWN DOCKERD_DOWN
 echo "# the daemons started in $((SECONDS - t0)) s"
-for fn in "${checks[@]}"; do run_check "$fn"; done
 
-# The daemons stopped, nothing is left in root's default places.
-stop_daemons
-left=$(diff <(echo "$before_places") <(existing) | sed -n 's/^> /made: /p'
-       for f in "${DEFAULT_AUTH[@]}"; do [[ -f $f ]] && has -F "127.0.0.1:$PORT" "$f" && echo "credentials in $f"; done
-       pgrep -af -- "$WORK" | sed 's/^/still running: /')
-if [[ -z $left ]]; then
-  echo "ok - leaves_nothing_behind"; passed=$((passed + 1))
-else
-  echo "not ok - leaves_nothing_behind"; failed=$((failed + 1))
-  sed 's/^/#   /' <<<"$left"
-fi
-[[ -f $WORK/measurements ]] && cat "$WORK/measurements"
-echo "# the suite took $((SECONDS - START)) s"
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+# After the checks: the daemons stopped, nothing is left in root's default
+# places.
+after_checks() {
+  stop_daemons
+  left=$(diff <(echo "$before_places") <(existing) | sed -n 's/^> /made: /p'
+         for f in "${DEFAULT_AUTH[@]}"; do [[ -f $f ]] && has -F "127.0.0.1:$PORT" "$f" && echo "credentials in $f"; done
+         pgrep -af -- "$WORK" | sed 's/^/still running: /')
+  if [[ -z $left ]]; then
+    echo "ok - leaves_nothing_behind"; passed=$((passed + 1))
+  else
+    echo "not ok - leaves_nothing_behind"; failed=$((failed + 1))
+    sed 's/^/#   /' <<<"$left"
+  fi
+}
+run_checks

@@ -623,8 +623,8 @@ impl Drop for Unmount<'_> {
 // image. The image is made eStargz by img itself and served as it is.
 #[test]
 fn a_lazy_mount_renews_its_token_and_unmounts_with_a_fetch_in_flight() {
-    if !std::path::Path::new("/dev/fuse").exists() || !img_is_root() {
-        panic!("this test mounts through FUSE: it needs /dev/fuse and root (scripts/test.sh runs it so)");
+    if !need_root("this test mounts through FUSE") {
+        return;
     }
     let src = Store::new();
     let mut rng = Rng::new(seed("lazy_token", 11));
@@ -732,8 +732,8 @@ fn lazy_mount<'a>(s: &'a Store, docker_ref: &str, env: &[(&str, &str)]) -> (std:
 // right bytes.
 #[test]
 fn a_streamed_layer_resumes_after_a_reset_and_a_lying_one_is_refused() {
-    if !std::path::Path::new("/dev/fuse").exists() || !img_is_root() {
-        panic!("this test mounts through FUSE: it needs /dev/fuse and root (scripts/test.sh runs it so)");
+    if !need_root("this test mounts through FUSE") {
+        return;
     }
     let mut rng = Rng::new(seed("lazy_stream", 12));
     let (a, b) = (rng.bytes(2 << 20), rng.bytes(2 << 20));
@@ -789,13 +789,6 @@ fn a_streamed_layer_resumes_after_a_reset_and_a_lying_one_is_refused() {
     assert_eq!(s.inspect(&reference).get("Partial"), None);
     assert!(s.has_blob(&image.layers[0].digest()));
     s.assert_fsck_clean();
-}
-
-fn img_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
 }
 
 // ---- what a pull records and shows ----------------------------------------------

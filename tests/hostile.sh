@@ -9,15 +9,17 @@
 # measured with GNU time or /proc, and asserted) or refuses them
 # with a clear error, leaving the store as it was and clean (img fsck).
 #
-# Usage: IMG=target/release/img tests/hostile.sh   (as root: it mounts FUSE;
-# ONLY=WORD runs the checks whose names hold WORD)
-# Prints "ok - NAME" / "not ok - NAME" per check and "N passed, M failed".
+# Usage: IMG=target/release/img tests/hostile.sh [CHECK-NAME-SUBSTRING...]
+# (as root: it mounts FUSE; ONLY=WORD runs the checks whose names hold WORD
+# too). Prints "ok - NAME" / "not ok - NAME" per check and "N passed, M
+# failed" (tests/lib.sh runs the checks).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 IMG=$(realpath "${IMG:-target/release/img}")
 WORK=$(mktemp -d /tmp/img-hostile.XXXXXX)
 C=$WORK/corpus
-cleanup() {
+source tests/lib.sh
+suite_cleanup() {
   for s in "$WORK"/store-*; do
     [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
   done
@@ -29,14 +31,8 @@ cleanup() {
     compgen -G "$CG_BASE/img-hostile-$$-*" >/dev/null || break
     sleep 0.5
   done
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end: under pipefail, grep -q can quit at
-# the first match and fail the pipeline with the writer's SIGPIPE
-has() { grep "$@" > /dev/null; }
 img() { "$IMG" "$@"; }
 
 # A memory cgroup per limited command, under the one this shell is in
@@ -260,26 +256,14 @@ PY
   img fsck >/dev/null || fail "img fsck"
 }
 
-passed=0 failed=0
 [[ $(id -u) == 0 ]] || { echo "not ok - setup: run as root (FUSE mounts)"; exit 1; }
 echo "# making the corpus in $C"
 BOMB_MB=512
 [[ ${IMG_TEST_LONG:-} == 1 ]] && BOMB_MB=10240
 echo "# the bomb holds $BOMB_MB MiB of zeros"
 python3 tests/support/hostile_corpus.py "$C" "$BOMB_MB" || { echo "not ok - corpus"; exit 1; }
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  name=${fn#check_}
-  [[ -n ${ONLY:-} && $name != *"$ONLY"* ]] && continue
-  T=$WORK/$name
-  mkdir -p "$T"
-  if ( set -e; export T BOMB_MB IMG_ROOT=$WORK/store-$name; "$fn" ) > "$T/log" 2>&1; then
-    echo "ok - $name"; passed=$((passed + 1))
-    grep '^# ' "$T/log" || true
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    sed 's/^/#   /' "$T/log" | tail -12
-  fi
-  IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
-done
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+# Each check has its own store, whose mounts go when it ends.
+before_check() { export BOMB_MB IMG_ROOT=$WORK/store-$name; }
+after_check() { IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1; }
+LOG_NOTES=1
+run_checks "$@"

@@ -16,19 +16,15 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-interop.XXXXXX")
 RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a runroot under 50 characters
 export IMG_ROOT=/nonexistent   # each check sets its own
 
-cleanup() {
+source tests/lib.sh
+suite_cleanup() {
   # vfs stores need no mounts, but unmount anything left under WORK anyway.
   grep -o " $WORK[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  rm -rf "$WORK" "$RUNS"
+  rm -rf "$RUNS"
 }
-trap cleanup EXIT
 
 # ---------------------------------------------------------------- helpers
 
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end: under pipefail, grep -q can quit at
-# the first match and fail the pipeline with the writer's SIGPIPE
-has() { grep "$@" > /dev/null; }
 
 img() { "$IMG" "$@"; }
 
@@ -496,26 +492,14 @@ PY
 
 # ---------------------------------------------------------------- runner
 
-passed=0 failed=0
-run_check() {
-  local fn=$1 name=${1#check_}
-  local T=$WORK/$name
-  mkdir -p "$T"
-  (
-    set -euo pipefail
-    export T IMG_ROOT=$T/img
-    "$fn"
-  ) > "$T/log" 2>&1
-  local rc=$?
+# Each check has its own store; its podman stores' mounts go when it ends,
+# and so does its directory.
+before_check() { export IMG_ROOT=$T/img; }
+after_check() {
   for s in "$T"/p?; do [[ -d $s ]] && pm "$s" image unmount -a >/dev/null 2>&1; done
-  if [[ $rc == 0 ]]; then
-    echo "ok - $name"; passed=$((passed + 1))
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    tail -n 25 "$T/log" | sed 's/^/#   /'
-  fi
   rm -rf "$T"
 }
+skip_check() { [[ $1 == check_long_* && ${IMG_TEST_LONG:-} != 1 ]]; }
 
 preflight() {
   local missing=()
@@ -532,13 +516,4 @@ if ! (preflight) 2>"$WORK/preflight"; then
   echo "0 passed, 1 failed"
   exit 1
 fi
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  if [[ $# -gt 0 ]]; then
-    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
-    [[ $keep == 1 ]] || continue
-  fi
-  [[ $fn == check_long_* && ${IMG_TEST_LONG:-} != 1 ]] && continue
-  run_check "$fn"
-done
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+run_checks "$@"

@@ -3,17 +3,33 @@
 # A suite defines check_* functions and then calls `run_checks "$@"`: each
 # check runs in a subshell with `set -eEuo pipefail`, its own directory $T
 # under $WORK, and its servers (pids added to PIDS) stopped when it ends;
-# it prints "ok - NAME" or "not ok - NAME" and the end of its log, then
-# "N passed, M failed"; a line "# ..." a check writes to $T/measure is
-# printed after the checks. Arguments are substrings of the checks to run.
-# Suites set WORK (removed at exit, with every server in PIDS) before
-# sourcing this file.
+# mount points it adds to MOUNTS are unmounted (lazily) when it ends; it
+# prints "ok - NAME" or "not ok - NAME" and the end of its log, then
+# "N passed, M failed"; a line a check writes to $T/measure is printed
+# after the checks, after "# " unless it starts with "#". Arguments (and $ONLY, if set) are substrings of
+# the checks to run. Suites set WORK (removed at exit, with every server in
+# PIDS) before sourcing this file.
+#
+# What a suite may set or define to change that (each optional):
+#   CHECKS=(NAME...)      the checks to run, in this order (default: every
+#                         check_* function, by name)
+#   CHECK_ERREXIT=0       run checks without set -e: a check fails only
+#                         where it says so (fail), as its commands expect
+#   LOG_NOTES=1           print the "# ..." lines of a passing check's log
+#                         after its "ok" line
+#   before_check          runs in the check's subshell before it ($name, $T)
+#   after_check RC        runs in the suite's shell after it ($name, $T,
+#                         $CHECK_START: $SECONDS when it began)
+#   skip_check FN         true for a check not to run this time
+#   after_checks          runs after the last check, before the totals
+#   suite_cleanup         runs at exit before the servers stop and WORK goes
 
 : "${WORK:?set WORK before sourcing tests/lib.sh}"
-PIDS=()
+PIDS=() MOUNTS=()
 lib_cleanup() {
+  declare -F suite_cleanup >/dev/null && suite_cleanup
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$WORK"
+  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$WORK"
 }
 trap lib_cleanup EXIT
 
@@ -22,6 +38,34 @@ fail() { echo "$*" >&2; exit 1; }
 # the pipeline with the writer's SIGPIPE)
 has() { grep "$@" > /dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# make_pki DIR: the test PKI in DIR: a CA; a server certificate for
+# 127.0.0.1 and a client certificate, both from it; an RSA key and
+# self-signed certificate that sign tokens. ca-only/ and client/ are
+# certificate directories (--cert-dir, --dest-cert-dir) with the CA, and
+# with the CA and the client certificate. openssl's output goes to
+# DIR.log.
+make_pki() (
+  local dir=$1
+  mkdir -p "$dir/ca-only" "$dir/client" && cd "$dir" || return 1
+  local ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+  {
+    openssl genpkey "${ec[@]}" -out ca.key &&
+      openssl req -x509 -new -key ca.key -subj "/CN=img test CA" -days 2 -out ca.crt \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+      openssl genpkey "${ec[@]}" -out server.key &&
+      openssl req -x509 -new -key server.key -subj /CN=127.0.0.1 -days 2 -CA ca.crt -CAkey ca.key -out server.crt \
+        -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
+        -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth &&
+      openssl genpkey "${ec[@]}" -out client.key &&
+      openssl req -x509 -new -key client.key -subj "/CN=img test client" -days 2 -CA ca.crt -CAkey ca.key \
+        -out client.cert -addext basicConstraints=critical,CA:FALSE \
+        -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
+      openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sign.key &&
+      openssl req -x509 -new -key sign.key -subj "/CN=img test token signer" -days 2 -out sign.crt &&
+      cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
+  } 2>"$dir.log" >&2
+)
 
 # need TOOL...: a missing tool is a failure of the whole suite.
 need() {
@@ -67,35 +111,58 @@ run_check() {
   local T=$WORK/$name
   # the suite's own servers (started before the checks) outlive each check
   SUITE_PIDS=${#PIDS[@]}
+  CHECK_START=$SECONDS
   mkdir -p "$T"
   (
-    set -eEuo pipefail
-    trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
-    trap 'for p in "${PIDS[@]:SUITE_PIDS}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
+    if [[ ${CHECK_ERREXIT:-1} == 1 ]]; then
+      set -eEuo pipefail
+      trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
+    else
+      set -uo pipefail
+    fi
+    trap 'for p in "${PIDS[@]:SUITE_PIDS}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+          for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done' EXIT
     export T
+    if declare -F before_check >/dev/null; then before_check; fi
     "$fn"
   ) > "$T/log" 2>&1
   local rc=$?
-  [[ -f $T/measure ]] && sed 's/^/# /' "$T/measure" >> "$WORK/measurements"
+  [[ -f $T/measure ]] && sed '/^#/!s/^/# /' "$T/measure" >> "$WORK/measurements"
   if [[ $rc == 0 ]]; then
     echo "ok - $name"; passed=$((passed + 1))
+    if [[ ${LOG_NOTES:-0} == 1 ]]; then grep '^# ' "$T/log" || true; fi
   else
     echo "not ok - $name"; failed=$((failed + 1))
     tail -n 25 "$T/log" | sed 's/^/#   /'
   fi
+  if declare -F after_check >/dev/null; then after_check "$rc"; fi
+  return 0
 }
 
-# run_checks [SUBSTRING...]: every check_* function (or those whose name
-# holds one of the substrings); returns non-zero if any failed or none ran.
-run_checks() {
-  local start=$SECONDS fn keep pat
-  for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-    if [[ $# -gt 0 ]]; then
-      keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
+# selected_checks [SUBSTRING...]: the checks run_checks runs, one a line:
+# CHECKS, or every check_* function, or those whose name holds one of the
+# substrings (or $ONLY), less those skip_check skips.
+selected_checks() {
+  local fn keep pat pats=("$@") fns
+  [[ -n ${ONLY:-} ]] && pats+=("$ONLY")
+  if declare -p CHECKS &>/dev/null; then fns=("${CHECKS[@]}"); else mapfile -t fns < <(declare -F | awk '{print $3}' | grep '^check_'); fi
+  for fn in "${fns[@]}"; do
+    if [[ ${#pats[@]} -gt 0 ]]; then
+      keep=0; for pat in "${pats[@]}"; do [[ $fn == *"$pat"* ]] && keep=1; done
       [[ $keep == 1 ]] || continue
     fi
-    run_check "$fn"
+    if declare -F skip_check >/dev/null && skip_check "$fn"; then continue; fi
+    echo "$fn"
   done
+}
+
+# run_checks [SUBSTRING...]: runs the selected checks; returns non-zero if
+# any failed or none ran.
+run_checks() {
+  local start=$SECONDS fn fns
+  mapfile -t fns < <(selected_checks "$@")
+  for fn in "${fns[@]}"; do run_check "$fn"; done
+  if declare -F after_checks >/dev/null; then after_checks; fi
   [[ -f $WORK/measurements ]] && cat "$WORK/measurements"
   echo "# the suite took $((SECONDS - start)) s"
   echo "$passed passed, $failed failed"

@@ -37,8 +37,9 @@ RUNC=$(command -v runc)           # (the test user's PATH has no sbin)
 USER_MADE=0                       # 1 once this run made $TEST_USER
 FUSE_MODE=""                      # /dev/fuse's mode while the rootless check changes it
 
+source tests/lib.sh
 # Every mount and server this run made goes, whatever happened.
-cleanup() {
+suite_cleanup() {
   local s m pid r c
   # Containers of the bundle checks (runc run removes them when they end).
   for r in "$WORK"/*/runc "$(user_home)/img-mount-test-runc"; do
@@ -70,16 +71,10 @@ cleanup() {
     as_user rm -rf "$home/img-mount-test" "$home/img-mount-test.tar" "$home"/img-mount-test-* 2>/dev/null
   fi
   mountpoint -q "$TMPFS" && umount -l "$TMPFS"
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 # ---------------------------------------------------------------- helpers
 
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end: under pipefail, grep -q can quit at
-# the first match and fail the pipeline with the writer's SIGPIPE
-has() { grep "$@" > /dev/null; }
 img() { "$IMG" "$@"; }
 
 # trees [OPTIONS] A B: the two trees are alike (see tests/support/mount_tree.py)
@@ -1288,34 +1283,22 @@ measure() {
 
 # ---------------------------------------------------------------- runner
 
-passed=0 failed=0
-run_check() {
-  local fn=$1 name=${1#check_}
-  local T=$WORK/$name t0=$SECONDS
-  mkdir -p "$T"
-  (
-    set -euo pipefail
-    export T IMG_ROOT=$WORK/store-$name
-    "$fn"
-  ) > "$T/log" 2>&1
-  local rc=$?
-  [[ -n ${MOUNT_TIMING:-} ]] && echo "# $name took $((SECONDS - t0))s"
+# Each check has its own store; its mounts go when it ends, whatever it
+# left (the rootless check's too, with /dev/fuse's mode put back).
+before_check() { export IMG_ROOT=$WORK/store-$name; }
+after_check() {
+  [[ -n ${MOUNT_TIMING:-} ]] && echo "# $name took $((SECONDS - CHECK_START))s"
   [[ -f $WORK/user-made ]] && USER_MADE=1
   [[ -f $WORK/fuse-mode ]] && FUSE_MODE=$(cat "$WORK/fuse-mode")
-  # This check's mounts go now, whatever it left.
   IMG_ROOT=$WORK/store-$name timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
   if [[ -n $FUSE_MODE ]]; then
     as_user "$WORK/bin/img" umount -a --discard >/dev/null 2>&1
     chmod "$FUSE_MODE" /dev/fuse && FUSE_MODE="" && rm -f "$WORK/fuse-mode"
   fi
-  if [[ $rc == 0 ]]; then
-    echo "ok - $name"; passed=$((passed + 1))
-    grep '^# ' "$T/log" || true
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    tail -n 25 "$T/log" | sed 's/^/#   /'
-  fi
+  return 0
 }
+LOG_NOTES=1
+after_checks() { (measure) 2>&1 || echo "# measurements failed"; }
 
 preflight() {
   [[ $(id -u) == 0 ]] || fail "must run as root (FUSE as root, umoci unpack keeping owners, a test user)"
@@ -1358,13 +1341,4 @@ if ! (preflight && setup) 2>"$WORK/setup.err"; then
 fi
 ID=$(image_id)
 mapfile -t UMOCI_TIMES < "$WORK/umoci-times"
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  if [[ $# -gt 0 ]]; then
-    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
-    [[ $keep == 1 ]] || continue
-  fi
-  run_check "$fn"
-done
-(measure) 2>&1 || echo "# measurements failed"
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+run_checks "$@"

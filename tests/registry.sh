@@ -5,29 +5,19 @@
 # issuer (tests/support/token_issuer.py); images are put there with skopeo
 # from testdata/gen/.
 #
-# Usage: IMG=target/release/img tests/registry.sh (ONLY=WORD runs the checks
-# whose names hold WORD)
-# Prints "ok - NAME" or "not ok - NAME" per check; exits non-zero if any
-# failed. A missing tool is a failure.
+# Usage: IMG=target/release/img tests/registry.sh [CHECK-NAME-SUBSTRING...]
+# (ONLY=WORD runs the checks whose names hold WORD too)
+# Prints "ok - NAME" or "not ok - NAME" per check and "N passed, M failed"
+# (tests/lib.sh runs the checks); exits non-zero if any failed. A missing
+# tool is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 IMG=$(realpath "${IMG:-target/release/img}")
 GEN=$PWD/testdata/gen
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-registry.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$WORK" "$RUNS"
-}
-trap cleanup EXIT
-
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end: under pipefail, grep -q can quit at
-# the first match and fail the pipeline with the writer's SIGPIPE
-has() { grep "$@" > /dev/null; }
-for t in docker-registry skopeo podman htpasswd curl python3 openssl; do
-  command -v "$t" >/dev/null || { echo "not ok - tools: $t is missing (scripts/test.sh installs it)"; exit 1; }
-done
+source tests/lib.sh
+suite_cleanup() { rm -rf "$RUNS"; }
+need docker-registry skopeo podman htpasswd curl python3 openssl
 [[ -f $GEN/base-oci.tar ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
 
 RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a runroot under 50 characters
@@ -39,33 +29,8 @@ pm() {
     --events-backend file --cgroup-manager cgroupfs "$@"
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# The test PKI in $PKI: a CA; a server certificate for 127.0.0.1 and a
-# client certificate, both from it; an RSA key and self-signed certificate
-# that sign the tokens. ca-only/ and client/ are certificate directories
-# (--cert-dir, --dest-cert-dir) with the CA, and with the CA and the client
-# certificate.
+# The test PKI (tests/lib.sh's make_pki).
 PKI=$WORK/pki
-make_pki() {
-  mkdir -p "$PKI/ca-only" "$PKI/client" && cd "$PKI" || return 1
-  local ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
-  openssl genpkey "${ec[@]}" -out ca.key &&
-    openssl req -x509 -new -key ca.key -subj "/CN=img test CA" -days 2 -out ca.crt \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
-    openssl genpkey "${ec[@]}" -out server.key &&
-    openssl req -x509 -new -key server.key -subj /CN=127.0.0.1 -days 2 -CA ca.crt -CAkey ca.key -out server.crt \
-      -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
-      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth &&
-    openssl genpkey "${ec[@]}" -out client.key &&
-    openssl req -x509 -new -key client.key -subj "/CN=img test client" -days 2 -CA ca.crt -CAkey ca.key \
-      -out client.cert -addext basicConstraints=critical,CA:FALSE \
-      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
-    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sign.key &&
-    openssl req -x509 -new -key sign.key -subj "/CN=img test token signer" -days 2 -out sign.crt &&
-    cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
-} 2>"$WORK/pki.log" >&2
-
 # start_registry NAME VAR [OPTION...]: sets VAR to host:port once it
 # answers. Options: htpasswd=FILE (Basic auth), tls (HTTPS with the server
 # certificate of $PKI), clientcas (and require a client certificate from its
@@ -128,18 +93,7 @@ own_home() {
   mkdir -p "$HOME"
 }
 
-passed=0 failed=0
-check() { # check NAME: runs the function NAME in a subshell with a fresh store
-  local name=$1 out
-  export IMG_ROOT=$WORK/store-$name
-  if out=$( ("$name") 2>&1 ); then
-    echo "ok - $name"; passed=$((passed + 1))
-  else
-    echo "not ok - $name"; echo "$out" | sed 's/^/    /' | tail -n 20; failed=$((failed + 1))
-  fi
-}
-
-(make_pki) || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
+make_pki "$PKI" || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
 start_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
 htpasswd -Bbc "$WORK/htpasswd" alice s3cret-pass >/dev/null 2>&1
 start_registry auth AUTH htpasswd="$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
@@ -1228,7 +1182,7 @@ PY
   grep -q "no such manifest list" <<<"$err" || fail "unclear error for a missing list: $err"
 }
 
-for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
+CHECKS=(pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   localhost_registry_needs_no_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
@@ -1245,9 +1199,9 @@ for c in pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulle
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
   copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
-  pull_all_tags_pulls_every_tag secrets_never_leak manifest_list_of_built_images_is_pulled_per_platform; do
-  [[ -n ${ONLY:-} && $c != *"$ONLY"* ]] && continue
-  check "$c"
-done
-echo "$passed passed, $failed failed"
-[[ $failed == 0 ]]
+  pull_all_tags_pulls_every_tag secrets_never_leak manifest_list_of_built_images_is_pulled_per_platform)
+# Each check has its own store and runs without set -e: it fails where it
+# says so.
+before_check() { export IMG_ROOT=$WORK/store-$name; }
+CHECK_ERREXIT=0
+run_checks "$@"

@@ -19,20 +19,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-serve.XXXXXX")
 RUNS=$(mktemp -d /tmp/img-run.XXXXXX)   # podman wants a short runroot
 # img login and podman login write here, never to the user's own auth file.
 export REGISTRY_AUTH_FILE=$WORK/auth.json
-PIDS=() MOUNTS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$WORK" "$RUNS"
-}
-trap cleanup EXIT
-
-fail() { echo "$*" >&2; exit 1; }
-# grep that reads its input to the end (grep -q under pipefail can fail
-# the pipeline with the writer's SIGPIPE)
-has() { grep "$@" > /dev/null; }
-for t in skopeo podman curl python3 openssl sha256sum; do
-  command -v "$t" >/dev/null || { echo "not ok - tools: $t is missing (scripts/test.sh installs it)"; exit 1; }
-done
+source tests/lib.sh
+suite_cleanup() { rm -rf "$RUNS"; }
+need skopeo podman curl python3 openssl sha256sum
 [[ -f $GEN/base-oci.tar && -d $GEN/layered.oci ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
 
 pm() { # pm DIR ARGS...: podman with a private store
@@ -41,26 +30,9 @@ pm() { # pm DIR ARGS...: podman with a private store
   podman --root "$s/root" --runroot "$run" --tmpdir "$s/tmp" --storage-driver vfs \
     --events-backend file --cgroup-manager cgroupfs "$@"
 }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# A CA, a server certificate for 127.0.0.1 and a client certificate.
+# A CA, a server certificate for 127.0.0.1 and a client certificate
+# (tests/lib.sh's make_pki).
 PKI=$WORK/pki
-make_pki() (
-  mkdir -p "$PKI/ca-only" "$PKI/client" && cd "$PKI" || exit 1
-  local ec=(-algorithm EC -pkeyopt ec_paramgen_curve:P-256)
-  openssl genpkey "${ec[@]}" -out ca.key &&
-    openssl req -x509 -new -key ca.key -subj "/CN=img serve test CA" -days 2 -out ca.crt \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
-    openssl genpkey "${ec[@]}" -out server.key &&
-    openssl req -x509 -new -key server.key -subj /CN=127.0.0.1 -days 2 -CA ca.crt -CAkey ca.key -out server.crt \
-      -addext subjectAltName=IP:127.0.0.1 -addext basicConstraints=critical,CA:FALSE \
-      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=serverAuth &&
-    openssl genpkey "${ec[@]}" -out client.key &&
-    openssl req -x509 -new -key client.key -subj "/CN=img serve test client" -days 2 -CA ca.crt -CAkey ca.key \
-      -out client.cert -addext basicConstraints=critical,CA:FALSE \
-      -addext keyUsage=critical,digitalSignature -addext extendedKeyUsage=clientAuth &&
-    cp ca.crt ca-only/ && cp ca.crt client.cert client.key client/
-) 2>"$WORK/pki.log" >&2
 
 # start_serve STORE VAR [ARGS...]: img serve on a free port of 127.0.0.1
 # over STORE; sets VAR to host:port once it answers. Not in a subshell, so
@@ -1106,41 +1078,6 @@ check_post_token_flow() {
 
 # ---------------------------------------------------------------- runner
 
-passed=0 failed=0
-run_check() {
-  local fn=$1 name=${1#check_}
-  local T=$WORK/$name
-  mkdir -p "$T"
-  (
-    set -eEuo pipefail
-    trap 'echo "stopped at line $LINENO: $BASH_COMMAND" >&2' ERR
-    # the check's servers go with it (they are started in this subshell)
-    trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-          for m in "${MOUNTS[@]}"; do umount -l "$m" 2>/dev/null || true; done' EXIT
-    export T
-    "$fn"
-  ) > "$T/log" 2>&1
-  local rc=$?
-  [[ -f $T/measure ]] && sed 's/^/# /' "$T/measure" >> "$WORK/measurements"
-  if [[ $rc == 0 ]]; then
-    echo "ok - $name"; passed=$((passed + 1))
-  else
-    echo "not ok - $name"; failed=$((failed + 1))
-    tail -n 25 "$T/log" | sed 's/^/#   /'
-  fi
-}
-
-START=$SECONDS
 echo "# img: $IMG ($("$IMG" --version 2>&1))"
-make_pki || { echo "not ok - pki"; cat "$WORK/pki.log"; exit 1; }
-for fn in $(declare -F | awk '{print $3}' | grep '^check_'); do
-  if [[ $# -gt 0 ]]; then
-    keep=0; for pat in "$@"; do [[ $fn == *"$pat"* ]] && keep=1; done
-    [[ $keep == 1 ]] || continue
-  fi
-  run_check "$fn"
-done
-[[ -f $WORK/measurements ]] && cat "$WORK/measurements"
-echo "# the suite took $((SECONDS - START)) s"
-echo "$passed passed, $failed failed"
-[[ $failed == 0 && $passed -gt 0 ]]
+make_pki "$PKI" || { echo "not ok - pki"; cat "$WORK/pki.log"; exit 1; }
+run_checks "$@"

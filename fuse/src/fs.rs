@@ -3,7 +3,8 @@
 //! without a kernel. Read-only; errors are errno values.
 
 use crate::grow::Grow;
-use crate::tree::{Builder, Node, NodeKind, Tree, ROOT};
+use crate::nodes::Nodes;
+use crate::tree::{Node, NodeKind, Tree, ROOT};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,30 +52,6 @@ pub struct Stats {
     pub reads: AtomicU64,
     pub bytes_read: AtomicU64,
     pub errors: AtomicU64,
-}
-
-/// Read access to the nodes of a tree, whole or growing.
-pub(crate) trait Nodes {
-    fn node(&self, ino: u64) -> Option<&Node>;
-    fn count(&self) -> usize;
-}
-
-impl Nodes for Tree {
-    fn node(&self, ino: u64) -> Option<&Node> {
-        Tree::node(self, ino)
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
-}
-
-impl Nodes for Builder {
-    fn node(&self, ino: u64) -> Option<&Node> {
-        self.get(ino)
-    }
-    fn count(&self) -> usize {
-        self.len()
-    }
 }
 
 enum Trees {

@@ -29,6 +29,7 @@
 //! limit given is EIO for that call; the mount goes on, and a later call
 //! waits again.
 
+use crate::nodes::Nodes;
 use crate::tree::{Builder, Kind, Layer, Tree};
 use std::collections::HashSet;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -236,7 +237,7 @@ impl Grow {
 
     /// Calls `f` with the tree as it is now: the whole one, or the one
     /// growing (under the lock: `f` must not wait).
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn crate::fs::Nodes) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&dyn Nodes) -> R) -> R {
         if let Some(t) = self.frozen.get() {
             return f(t);
         }

@@ -8,6 +8,7 @@
 mod adapter;
 pub mod fs;
 pub mod grow;
+mod nodes;
 pub mod rw;
 pub mod tree;
 

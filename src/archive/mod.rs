@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod layer;
+pub mod name;
 pub mod resolve;
 pub mod source;
 pub mod sparse;

@@ -4,10 +4,11 @@
 //! (every blob checked against its descriptor's digest and size).
 
 use super::source::{SourceError, Staged};
+use crate::compression::Compression;
 use crate::digest::Digest;
 use crate::image::{self, Config, Document};
 use crate::reference::Reference;
-use crate::store::{Compression, Store};
+use crate::store::Store;
 
 type Result<T> = std::result::Result<T, SourceError>;
 

@@ -10,7 +10,8 @@
 //! cleaning, so `../` or absolute names can never reach a host file
 //! (jib #4522, containers/image `findTarComponent`).
 
-use crate::store::{Compression, StagedBlob, Store, StoreError};
+use crate::compression::Compression;
+use crate::store::{StagedBlob, Store, StoreError};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};

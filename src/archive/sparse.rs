@@ -13,7 +13,7 @@
 //! `SparseMap::new` (in order, not overlapping, within the real size) and
 //! their lengths must add up to the data the entry stores.
 
-use img_fuse::{SparseMap, MAX_SEGMENTS};
+use img_sparse::{SparseMap, MAX_SEGMENTS};
 use std::io::{self, Read};
 
 /// A map that cannot be used, said in words for an error about its entry.
@@ -281,8 +281,8 @@ pub fn name_and_pax_sparse<R: Read>(e: &mut tar::Entry<'_, R>) -> (String, Resul
         }
     }
     let name = match p.name() {
-        Some(n) => super::layer::name_string(n),
-        None => super::layer::name_string(&e.path_bytes()),
+        Some(n) => super::name::name_string(n),
+        None => super::name::name_string(&e.path_bytes()),
     };
     (name, p.finish())
 }

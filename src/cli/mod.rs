@@ -303,13 +303,13 @@ fn write_man_pages(dir: &std::path::Path) -> Result<()> {
 }
 
 /// Renders a Go template over `data`, or JSON for `--format json`.
-pub(crate) fn render_template(tmpl: &crate::template::Template, data: &serde_json::Value) -> Result<String> {
+pub(crate) fn render_template(tmpl: &img_gotemplate::Template, data: &serde_json::Value) -> Result<String> {
     tmpl.execute(data).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Parses a `--format` template, turning `\t` and `\n` escapes into characters as docker does.
-pub(crate) fn parse_template(src: &str) -> Result<crate::template::Template> {
-    crate::template::Template::parse(src).map_err(|e| anyhow::anyhow!("{e}"))
+pub(crate) fn parse_template(src: &str) -> Result<img_gotemplate::Template> {
+    img_gotemplate::Template::parse(src).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Prints a table with columns padded like docker's tabwriter (3 spaces).

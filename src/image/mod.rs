@@ -367,8 +367,8 @@ pub fn parse_config(what: &str, bytes: &[u8]) -> Result<Config> {
 }
 
 /// The layer media type for a compression, in the OCI or Docker family.
-pub fn layer_media_type(docker: bool, c: crate::store::Compression) -> Option<&'static str> {
-    use crate::store::Compression as C;
+pub fn layer_media_type(docker: bool, c: crate::compression::Compression) -> Option<&'static str> {
+    use crate::compression::Compression as C;
     Some(match (docker, c) {
         (true, C::None) => DOCKER_LAYER,
         (true, C::Gzip) => DOCKER_LAYER_GZIP,

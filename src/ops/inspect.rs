@@ -3,8 +3,8 @@
 use crate::image::{self, Document};
 use crate::index::ImageRecord;
 use crate::store::Store;
-use crate::template::{typed_nil, without_typed_nils, Nil};
 use anyhow::{Context, Result};
+use img_gotemplate::{typed_nil, without_typed_nils, Nil};
 use serde_json::{json, Value};
 
 /// A layer as a manifest lists it: media type, digest, size.
@@ -323,7 +323,7 @@ mod tests {
         let z = container_config(None);
         assert_eq!(z["Env"], typed_nil(Nil::Slice));
         // Templates print the nils as Go does, json as null.
-        let t = |src: &str| crate::template::render(src, &z).unwrap();
+        let t = |src: &str| img_gotemplate::render(src, &z).unwrap();
         assert_eq!(t("{{.Env}} {{.Labels}} {{.Healthcheck}} {{json .Env}} {{len .Volumes}}"), "[] map[] <nil> null 0");
         assert_eq!(z["WorkingDir"], json!(""));
     }

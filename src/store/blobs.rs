@@ -6,6 +6,7 @@
 //! verified against its config without a second pass over the file.
 
 use super::{io_err, make_read_only, Result, StoreError};
+use crate::compression::Compression;
 use crate::digest::{Digest, Hasher};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -14,61 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
-
-/// Compression of a layer stream, recognised by its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-    Xz,
-    Bzip2,
-}
-
-impl Compression {
-    /// Recognises the compression from the first bytes of a stream.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Compression::Xz
-        } else if head.starts_with(b"BZh") {
-            Compression::Bzip2
-        } else {
-            Compression::None
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::Xz => "xz",
-            Compression::Bzip2 => "bzip2",
-        }
-    }
-
-    /// Wraps `r` in the matching decompressor.
-    pub fn decoder<'a, R: Read + Send + 'a>(self, r: R) -> io::Result<Box<dyn Read + Send + 'a>> {
-        Ok(match self {
-            Compression::None => Box::new(r),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
-            Compression::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(r)?;
-                // Refuse frames asking for windows over 128 MiB (memory bomb).
-                d.window_log_max(27)?;
-                Box::new(d)
-            }
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
-            Compression::Bzip2 => {
-                return Err(io::Error::other("bzip2 compression is not supported; decompress the file first"))
-            }
-        })
-    }
-}
 
 /// The uncompressed size of a layer file, plain or compressed: its bytes
 /// decompressed and counted, nothing kept.

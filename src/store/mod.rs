@@ -12,7 +12,8 @@ mod blobs;
 mod lock;
 mod paths;
 
-pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob, StoredBlobs};
+pub use crate::compression::Compression;
+pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, StagedBlob, StoredBlobs};
 pub use lock::LockFile;
 pub use paths::StorePaths;
 

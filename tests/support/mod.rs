@@ -24,6 +24,32 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 
+// ---- tests that need root ------------------------------------------------------
+
+/// Whether this process runs as root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// The one rule for a test that needs root and /dev/fuse (`why` says what
+/// for): true when it can run. Without them the test fails, saying to run
+/// it as root, so that it never passes without having run; with
+/// IMG_TEST_SKIP_ROOT=1 it prints that it skipped and returns false, and
+/// the caller returns.
+pub fn need_root(why: &str) -> bool {
+    if is_root() && Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    if std::env::var("IMG_TEST_SKIP_ROOT").as_deref() == Ok("1") {
+        eprintln!("skipped: {why}: it needs root and /dev/fuse (IMG_TEST_SKIP_ROOT=1)");
+        return false;
+    }
+    panic!("{why}: it needs root and /dev/fuse; run it as root (scripts/test.sh does), or set IMG_TEST_SKIP_ROOT=1 to skip it")
+}
+
 // ---- long runs and seeds -------------------------------------------------------
 
 /// IMG_TEST_LONG=1 (`scripts/test.sh --long`): more trials, longer mixes.
