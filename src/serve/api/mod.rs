@@ -20,21 +20,22 @@
 //! made on the machine with `img serve admin user add NAME --admin`.
 
 use super::auth::{self, Access, Credentials, Facts, Tokens};
-use super::http::{Body, Handler, Request, Response};
+use super::http::{Handler, Request, Response};
 use super::route::{self, Name, Route};
-use crate::digest::{Digest, Hasher};
 use crate::index::Index;
-use crate::store::{StagedBlob, Store};
+use crate::store::Store;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod blobs;
 mod manifests;
 mod token;
+mod uploads;
+
+use uploads::Upload;
 
 /// How `img serve` asks clients for credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,30 +77,6 @@ impl Default for Settings {
         }
     }
 }
-
-/// An upload in progress. Its file is opened for each request that
-/// writes to it, so that an abandoned upload holds no descriptor.
-struct Upload {
-    repo: String,
-    /// Who started it (a user's name, or `@ADDRESS` for anonymous callers).
-    owner: String,
-    path: PathBuf,
-    /// Bytes received (read without taking `hasher`, for quotas).
-    size: AtomicU64,
-    touched: Mutex<Instant>,
-    /// Held while a request writes to the upload.
-    hasher: Mutex<Hasher>,
-}
-
-impl Upload {
-    fn idle(&self) -> Duration {
-        self.touched.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
-    }
-}
-
-/// An upload untouched this long may be dropped to make room for its
-/// owner's next one.
-const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 
 pub struct Api {
     root: PathBuf,
@@ -417,11 +394,7 @@ impl Api {
             }
             (Route::Blob { name, digest }, "DELETE") => {
                 self.require(req, &caller, &name, Access::Push)?;
-                if self.with_index(|ix| ix.unlink_served_upload(&name.to_string(), &digest))? {
-                    Ok(Response::new(202))
-                } else {
-                    Ok(error(404, "BLOB_UNKNOWN", format!("{name} has no uploaded blob {digest} to delete")))
-                }
+                self.delete_blob(&name, &digest)
             }
             (Route::UploadStart { name }, "POST") => {
                 self.require(req, &caller, &name, Access::Push)?;
@@ -437,16 +410,11 @@ impl Api {
             }
             (Route::Upload { name, id }, "GET") => {
                 self.require(req, &caller, &name, Access::Push)?;
-                let up = self.upload(&name, &id)?;
-                Ok(upload_status(204, &name, &id, up.size.load(Ordering::SeqCst)))
+                self.upload_progress(&name, &id)
             }
             (Route::Upload { name, id }, "DELETE") => {
                 self.require(req, &caller, &name, Access::Push)?;
-                let up = self.upload(&name, &id)?;
-                self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                let _held = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = std::fs::remove_file(&up.path);
-                Ok(Response::new(204))
+                self.cancel_upload(&name, &id)
             }
             (Route::Referrers { name, digest }, "GET") => {
                 self.require(req, &caller, &name, Access::Pull)?;
@@ -487,232 +455,7 @@ impl Api {
         Ok(resp)
     }
 
-    fn get_blob(&self, req: &Request, name: &Name, digest: &Digest) -> Reply<Response> {
-        let repo = name.to_string();
-        let unknown = || error(404, "BLOB_UNKNOWN", format!("blob {digest} is not in {repo}"));
-        if !self.with_index(|ix| ix.served_blob(&repo, digest))? {
-            return Ok(unknown());
-        }
-        let p = self.root.join("blobs/sha256").join(digest.hex());
-        let file = match File::open(&p) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(unknown()),
-            Err(e) => return Err(internal(&format!("opening blob {digest}"), e)),
-        };
-        let size = file.metadata().map_err(|e| internal("reading a blob's size", e))?.len();
-        let base = Response::new(200)
-            .header("Docker-Content-Digest", digest.as_str())
-            .header("ETag", format!("\"{digest}\""))
-            .header("Accept-Ranges", "bytes")
-            .header("Content-Type", "application/octet-stream");
-        if let Some(range) = req.header("range") {
-            let Some((start, end)) = route::byte_range(range, size) else {
-                return Ok(error(
-                    416,
-                    "RANGE_INVALID",
-                    format!("range {range:?} is not within the {size} bytes of {digest}"),
-                )
-                .header("Content-Range", format!("bytes */{size}")));
-            };
-            let mut r = base.header("Content-Range", format!("bytes {start}-{}/{size}", end - 1));
-            r.status = 206;
-            r.body = Body::File { file, offset: start, len: end - start };
-            return Ok(r);
-        }
-        let mut r = base;
-        r.body = Body::File { file, offset: 0, len: size };
-        Ok(r)
-    }
-
     // ---- uploads -------------------------------------------------------------
-
-    fn upload(&self, name: &Name, id: &str) -> Reply<Arc<Upload>> {
-        let found = self.uploads.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
-        match found {
-            Some(u) if u.repo == name.to_string() => Ok(u),
-            _ => Err(error(
-                404,
-                "BLOB_UPLOAD_UNKNOWN",
-                format!("upload {id} of {name} is not known (it may have expired); start again"),
-            )),
-        }
-    }
-
-    /// Bytes `owner` may still add to uploads in progress.
-    fn upload_room(&self, owner: &str) -> u64 {
-        let ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        let used: u64 = ups.values().filter(|u| u.owner == owner).map(|u| u.size.load(Ordering::SeqCst)).sum();
-        self.settings.upload_bytes_per_user.saturating_sub(used)
-    }
-
-    /// Makes room for one more upload of `owner`: at the limit, the
-    /// owner's upload untouched longest goes if it has been idle a while;
-    /// else the caller is told to finish or cancel one.
-    fn room_for_upload(&self, owner: &str) -> Reply<()> {
-        let mut ups = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-        let mine: Vec<(String, Duration)> =
-            ups.iter().filter(|(_, u)| u.owner == owner).map(|(id, u)| (id.clone(), u.idle())).collect();
-        if mine.len() < self.settings.max_uploads_per_user {
-            return Ok(());
-        }
-        match mine.into_iter().max_by_key(|(_, idle)| *idle) {
-            Some((id, idle)) if idle >= UPLOAD_IDLE => {
-                if let Some(u) = ups.remove(&id) {
-                    let _ = std::fs::remove_file(&u.path);
-                }
-                Ok(())
-            }
-            _ => Err(error(
-                429,
-                "TOOMANYREQUESTS",
-                format!(
-                    "{owner} has {} uploads in progress, as many as one may; finish or cancel one (DELETE its Location), or wait a minute",
-                    self.settings.max_uploads_per_user
-                ),
-            )
-            .header("Retry-After", "60")),
-        }
-    }
-
-    fn start_upload(&self, req: &Request, caller: &Caller, name: &Name, body: &mut dyn Read) -> Reply<Response> {
-        let repo = name.to_string();
-        let q = route::query(&req.query);
-        let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-        if let (Some(mount), Some(from)) = (get("mount"), get("from")) {
-            if let (Ok(d), Ok(src)) = (Digest::parse(&mount), route::parse_name(&from)) {
-                let readable = self.access(caller, &src)? >= Access::Pull;
-                if readable && self.with_index(|ix| ix.served_blob(&src.to_string(), &d))? {
-                    let size = std::fs::metadata(self.root.join("blobs/sha256").join(d.hex())).map(|m| m.len());
-                    if let Ok(size) = size {
-                        self.with_index(|ix| ix.link_served_uploads(&repo, &[(d.clone(), size)]))?;
-                        return Ok(Response::new(201)
-                            .header("Location", format!("/v2/{repo}/blobs/{d}"))
-                            .header("Docker-Content-Digest", d.as_str()));
-                    }
-                }
-            }
-            // Not mountable: an ordinary upload, as the spec says.
-        }
-        let owner = caller.owner(req);
-        self.room_for_upload(&owner)?;
-        let id = crate::digest::hex_encode(&auth::random_bytes(16).map_err(|e| internal("making an upload id", e))?);
-        let path = self.root.join("uploads").join(&id);
-        std::fs::OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| internal("making an upload", e))?;
-        let up = Arc::new(Upload {
-            repo: repo.clone(),
-            owner,
-            path,
-            size: AtomicU64::new(0),
-            touched: Mutex::new(Instant::now()),
-            hasher: Mutex::new(Hasher::new()),
-        });
-        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), up);
-        if get("digest").is_some() {
-            // A monolithic upload: the body is the blob.
-            return self.finish_upload(req, caller, name, &id, body);
-        }
-        Ok(upload_status(202, name, &id, 0))
-    }
-
-    fn patch_upload(
-        &self,
-        req: &Request,
-        caller: &Caller,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-    ) -> Reply<Response> {
-        let up = self.upload(name, id)?;
-        let mut h = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cr) = req.header("content-range") {
-            let start =
-                cr.trim().trim_start_matches("bytes").trim_start_matches([' ', '=']).split('-').next().unwrap_or("");
-            match start.parse::<u64>() {
-                Ok(s) if s == h.len() => {}
-                _ => {
-                    let have = h.len();
-                    return Ok(error(
-                        416,
-                        "BLOB_UPLOAD_INVALID",
-                        format!("chunk {cr:?} does not start at {have}, where the upload {id} is"),
-                    )
-                    .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
-                    .header("Range", range_header(have)));
-                }
-            }
-        }
-        let room = self.upload_room(&caller.owner(req));
-        append(&up, &mut h, body, room).map_err(|e| self.abandon(id, &up, e))?;
-        Ok(upload_status(202, name, id, h.len()))
-    }
-
-    /// Drops a broken upload and says why.
-    fn abandon(&self, id: &str, u: &Upload, e: std::io::Error) -> Response {
-        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        let _ = std::fs::remove_file(&u.path);
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            return error(507, "UNKNOWN", format!("no space left on the registry's disk while receiving upload {id}"));
-        }
-        if e.kind() == std::io::ErrorKind::QuotaExceeded {
-            return error(
-                413,
-                "SIZE_INVALID",
-                format!(
-                    "upload {id} goes over the {} bytes {} may have in uploads in progress; finish or cancel others first",
-                    self.settings.upload_bytes_per_user, u.owner
-                ),
-            );
-        }
-        error(400, "BLOB_UPLOAD_INVALID", format!("receiving upload {id}: {e}; start again"))
-    }
-
-    fn finish_upload(
-        &self,
-        req: &Request,
-        caller: &Caller,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-    ) -> Reply<Response> {
-        let repo = name.to_string();
-        let q = route::query(&req.query);
-        let Some(want) = q.iter().find(|(k, _)| k == "digest").map(|(_, v)| v.clone()) else {
-            return Ok(error(400, "DIGEST_INVALID", "closing an upload needs ?digest="));
-        };
-        let want = match Digest::parse(&want) {
-            Ok(d) => d,
-            Err(e) => return Ok(error(400, "DIGEST_INVALID", e.to_string())),
-        };
-        let up = self.upload(name, id)?;
-        let mut h = up.hasher.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.upload_room(&caller.owner(req));
-        append(&up, &mut h, body, room).map_err(|e| self.abandon(id, &up, e))?;
-        File::open(&up.path).and_then(|f| f.sync_all()).map_err(|e| self.abandon(id, &up, e))?;
-        let size = h.len();
-        let got = h.clone().finish();
-        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-        if got != want {
-            let _ = std::fs::remove_file(&up.path);
-            return Ok(error(
-                400,
-                "DIGEST_INVALID",
-                format!("the upload's {size} bytes have digest {got}, not {want}"),
-            ));
-        }
-        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
-        let mut staged = StagedBlob::adopt_download(up.path.clone(), got.clone(), size, None);
-        let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing an upload", e))?;
-        drop(staged);
-        let _ = std::fs::remove_file(&up.path);
-        store.index_mut().link_served_uploads(&repo, &blobs).map_err(|e| internal("recording an upload", e))?;
-        Ok(Response::new(201)
-            .header("Location", format!("/v2/{repo}/blobs/{got}"))
-            .header("Docker-Content-Digest", got.as_str()))
-    }
 
     /// The admin API, for admins only, always (the first admin is made on
     /// the machine with `img serve admin user add NAME --admin`); bodies
@@ -838,50 +581,6 @@ fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
         && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-}
-
-/// Appends a request body to an upload, hashing it, up to `room` bytes
-/// (more is the error `QuotaExceeded`). The file is open only for this.
-/// When the upload cannot be written (a full disk), the rest of the body
-/// is read and dropped, so that the client is there to read the answer.
-fn append(u: &Upload, hasher: &mut Hasher, body: &mut dyn Read, room: u64) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().append(true).open(&u.path)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut added = 0u64;
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        added += n as u64;
-        if added > room {
-            return Err(std::io::Error::new(std::io::ErrorKind::QuotaExceeded, "over the caller's upload quota"));
-        }
-        if let Err(e) = file.write_all(&buf[..n]) {
-            let _ = std::io::copy(&mut body.take(MAX_DISCARD), &mut std::io::sink());
-            return Err(e);
-        }
-        hasher.update(&buf[..n]);
-        u.size.store(hasher.len(), Ordering::SeqCst);
-    }
-    *u.touched.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-    Ok(())
-}
-
-/// The most of a body read and dropped after its upload failed.
-const MAX_DISCARD: u64 = 16 << 30;
-
-fn range_header(size: u64) -> String {
-    format!("0-{}", size.saturating_sub(1))
-}
-
-fn upload_status(status: u16, name: &Name, id: &str, size: u64) -> Response {
-    Response::new(status)
-        .header("Location", format!("/v2/{name}/blobs/uploads/{id}"))
-        .header("Range", range_header(size))
-        .header("Docker-Upload-UUID", id)
 }
 
 /// A page of `items` by the query's `n` and `last`, and the `n` and
