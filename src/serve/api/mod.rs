@@ -18,10 +18,15 @@
 //! with `--open` (loopback only, and only while the store has no users).
 //! The admin API needs an admin's credentials, always; the first admin is
 //! made on the machine with `img serve admin user add NAME --admin`.
+//!
+//! This file holds the `Api` type and dispatch; the endpoints are by
+//! resource: `access` (who is asking, and may they), `token`, `catalog`
+//! (catalog, tags, image center), `manifests`, `blobs`, `uploads`, `admin`
+//! (the admin API) and `gc`.
 
-use super::auth::{self, Access, Credentials, Facts, Tokens};
+use super::auth::{self, Access, Tokens};
 use super::http::{Handler, Request, Response};
-use super::route::{self, Name, Route};
+use super::route::{self, Route};
 use crate::index::Index;
 use std::collections::HashMap;
 use std::io::Read;
@@ -29,8 +34,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod access;
 mod admin;
 mod blobs;
+mod catalog;
 mod gc;
 mod manifests;
 mod token;
@@ -157,135 +164,8 @@ impl Api {
         out
     }
 
-    // ---- who is asking, and may they ---------------------------------------
-
-    /// The caller, from the request's credentials; a 401 for wrong ones.
-    fn caller(&self, req: &Request) -> Reply<Caller> {
-        match auth::credentials(req.header("authorization")) {
-            Credentials::Anonymous => Ok(Caller::Anonymous),
-            Credentials::Malformed => Err(self.challenge(req, None, "the Authorization header cannot be read")),
-            Credentials::Basic { user, password } => self.check_password(req, &user, &password),
-            Credentials::Bearer(_) if self.settings.auth == AuthMode::Basic => {
-                Err(self.challenge(req, None, "this server takes Basic credentials, not tokens"))
-            }
-            Credentials::Bearer(t) => match self.tokens.check("access", &t, now()) {
-                Some((name, _)) if name.is_empty() => Ok(Caller::Anonymous),
-                Some((name, gen)) => self.token_user(req, &name, &gen),
-                None => Err(self.challenge(req, None, "the token is not valid or has expired; log in again")),
-            },
-        }
-    }
-
-    /// The user a token names, if their password is still the one it was
-    /// issued under.
-    fn token_user(&self, req: &Request, name: &str, gen: &str) -> Reply<Caller> {
-        match self.with_index(|ix| ix.serve_user(name))? {
-            Some(u) if auth::generation(&u.password) == gen => Ok(Caller::User { name: u.name, admin: u.admin }),
-            Some(_) => Err(self.challenge(req, None, "the token's password was changed; log in again")),
-            None => Err(self.challenge(req, None, "the token's user no longer exists")),
-        }
-    }
-
-    fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
-        use super::login::Outcome;
-        let found = self.with_index(|ix| ix.serve_user(user))?;
-        // A name that is no user is checked against a dummy hash: the time
-        // does not tell which user names exist.
-        let stored = found.as_ref().map(|u| u.password.as_str()).unwrap_or_else(|| super::login::dummy_hash());
-        match (self.logins.check(req.peer.ip(), user, password, stored), found) {
-            (Outcome::Right, Some(u)) => Ok(Caller::User { name: u.name, admin: u.admin }),
-            (Outcome::Right | Outcome::Wrong, _) => Err(self.challenge(req, None, "wrong user name or password")),
-            (Outcome::Busy(secs), _) => Err(error(
-                429,
-                "TOOMANYREQUESTS",
-                format!("too many login attempts from {} or for {user}; retry in {secs} s", req.peer.ip()),
-            )
-            .header("Retry-After", secs.to_string())),
-        }
-    }
-
-    /// Whether anyone may pull and push: `--open`, and the store has had
-    /// no user since the server started.
-    fn open(&self) -> Reply<bool> {
-        use std::sync::atomic::Ordering;
-        if !self.settings.open || self.had_users.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        if self.with_index(|ix| ix.serve_user_count())? > 0 {
-            self.had_users.store(true, Ordering::SeqCst);
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// The caller's access to `name`. A repository that does not exist
-    /// gives nothing to a caller who cannot push to it, so that a missing
-    /// repository answers as a private one does.
-    fn access(&self, caller: &Caller, name: &Name) -> Reply<Access> {
-        let open = self.open()?;
-        if open || matches!(caller, Caller::User { admin: true, .. }) {
-            return Ok(Access::Push);
-        }
-        let (user, admin) = match caller {
-            Caller::Anonymous => (None, false),
-            Caller::User { name, admin } => (Some(name.clone()), *admin),
-        };
-        let full = name.to_string();
-        let (grants, ns_public, repo_public) = self.with_index(|ix| {
-            let grants: Vec<(String, String)> = match &user {
-                Some(u) => ix.serve_grants(Some(u))?.into_iter().map(|(_, s, a)| (s, a)).collect(),
-                None => vec![],
-            };
-            Ok((grants, ix.serve_namespace(&name.namespace)?, ix.serve_repository_visibility(&full)?))
-        })?;
-        let facts = Facts { open, admin, grants: &grants, namespace_public: ns_public, repository_public: repo_public };
-        let a = auth::access(&name.namespace, &name.repository, &facts);
-        if a == Access::Pull && !self.with_index(|ix| ix.served_repository_exists(&full))? {
-            return Ok(Access::None);
-        }
-        Ok(a)
-    }
-
-    /// Answers 401 (anonymous: log in) or 403 (logged in, not allowed),
-    /// the same whether the repository exists or not.
-    fn require(&self, req: &Request, caller: &Caller, name: &Name, want: Access) -> Reply<()> {
-        if self.access(caller, name)? >= want {
-            return Ok(());
-        }
-        let action = if want == Access::Push { "pull,push" } else { "pull" };
-        match caller {
-            Caller::Anonymous => {
-                Err(self.challenge(req, Some(&format!("repository:{name}:{action}")), "authentication required"))
-            }
-            Caller::User { name: user, .. } => Err(error(
-                403,
-                "DENIED",
-                format!(
-                    "{user} may not {} {name}; an admin grants it with img serve admin grant {user} {name} {}",
-                    want.name(),
-                    want.name()
-                ),
-            )),
-        }
-    }
-
-    /// A 401 with the challenge of the configured scheme.
-    fn challenge(&self, req: &Request, scope: Option<&str>, msg: &str) -> Response {
-        let value = match self.settings.auth {
-            AuthMode::Basic => "Basic realm=\"img serve\"".to_string(),
-            AuthMode::Token => {
-                let mut v = format!("Bearer realm=\"{}/token\",service=\"img-serve\"", own_origin(req));
-                if let Some(s) = scope {
-                    v.push_str(&format!(",scope=\"{s}\""));
-                }
-                v
-            }
-        };
-        error(401, "UNAUTHORIZED", msg).header("WWW-Authenticate", value)
-    }
-
-    // ---- endpoints -----------------------------------------------------------
-
+    /// Checks the request's origin, finds its endpoint and the caller, and
+    /// answers.
     fn dispatch(&self, req: &Request, body: &mut dyn Read) -> Reply<Response> {
         let admin = req.path.starts_with("/admin/");
         // A web page of another site may not change anything here, nor use
@@ -390,53 +270,6 @@ impl Api {
             (_, m) => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on {}", req.path))),
         }
     }
-
-    fn catalog(&self, req: &Request, caller: &Caller) -> Reply<Response> {
-        let all = self.with_index(|ix| ix.served_repositories())?;
-        let mut visible = Vec::new();
-        for r in all {
-            let Ok(name) = route::parse_name(&r) else { continue };
-            if self.access(caller, &name)? >= Access::Pull {
-                visible.push(r);
-            }
-        }
-        let (page, next) = paginate(&visible, &req.query)?;
-        let mut resp = Response::new(200).json(&serde_json::json!({ "repositories": page }));
-        if let Some((n, last)) = next {
-            resp = resp.header("Link", format!("</v2/_catalog?n={n}&last={last}>; rel=\"next\""));
-        }
-        Ok(resp)
-    }
-
-    fn tags(&self, req: &Request, name: &Name) -> Reply<Response> {
-        let repo = name.to_string();
-        let tags = self.with_index(|ix| ix.served_tags(&repo))?;
-        if tags.is_empty() && !self.with_index(|ix| ix.served_repositories())?.contains(&repo) {
-            return Ok(error(404, "NAME_UNKNOWN", format!("repository {repo} is not known")));
-        }
-        let (page, next) = paginate(&tags, &req.query)?;
-        let mut resp = Response::new(200).json(&serde_json::json!({ "name": repo, "tags": page }));
-        if let Some((n, last)) = next {
-            resp = resp.header("Link", format!("</v2/{repo}/tags/list?n={n}&last={last}>; rel=\"next\""));
-        }
-        Ok(resp)
-    }
-
-    // ---- uploads -------------------------------------------------------------
-
-    fn image_center(&self, req: &Request, caller: &Caller) -> Reply<Response> {
-        let listing = self.with_index(|ix| ix.served_tag_listing())?;
-        let mut visible = Vec::new();
-        for t in listing {
-            let Ok(name) = route::parse_name(&t.repository) else { continue };
-            if self.access(caller, &name)? >= Access::Pull {
-                visible.push(t);
-            }
-        }
-        let origin = own_origin(req);
-        let host = origin.split_once("://").map(|(_, h)| h).unwrap_or(&origin);
-        Ok(Response::new(200).bytes("text/html; charset=utf-8", super::page::render(host, &visible).into_bytes()))
-    }
 }
 
 /// This server's origin as the client addressed it: the scheme and the
@@ -455,35 +288,6 @@ fn valid_host(h: &str) -> bool {
         && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
-/// A page of `items` by the query's `n` and `last`, and the `n` and
-/// `last` of the next page if there is one.
-/// A page, and the `n` and `last` of the next one.
-type Page<'a> = (&'a [String], Option<(usize, String)>);
-
-fn paginate<'a>(items: &'a [String], query: &str) -> Reply<Page<'a>> {
-    let q = route::query(query);
-    let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-    let start = match get("last") {
-        Some(l) => items.partition_point(|t| *t <= l),
-        None => 0,
-    };
-    let rest = &items[start..];
-    match get("n") {
-        None => Ok((rest, None)),
-        Some(n) => {
-            let n: usize =
-                n.parse().map_err(|_| error(400, "PAGINATION_NUMBER_INVALID", format!("n={n:?} is not a number")))?;
-            if n >= rest.len() {
-                Ok((rest, None))
-            } else {
-                let page = &rest[..n];
-                let last = page.last().cloned().unwrap_or_default();
-                Ok((page, if n == 0 { None } else { Some((n, last)) }))
-            }
-        }
-    }
-}
-
 impl Handler for Api {
     fn handle(&self, req: &Request, body: &mut dyn Read) -> Response {
         let resp = self.dispatch(req, body).unwrap_or_else(|r| r);
@@ -492,26 +296,5 @@ impl Handler for Api {
             eprintln!("{} {} {} {} auth={auth}", req.peer.ip(), req.method, req.path, resp.status);
         }
         resp.header("Docker-Distribution-API-Version", "registry/2.0")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_follow_n_and_last() {
-        let items: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
-        let (p, next) = paginate(&items, "n=2").ok().unwrap();
-        assert_eq!(p, &items[..2]);
-        assert_eq!(next, Some((2, "b".to_string())));
-        let (p, next) = paginate(&items, "n=2&last=b").ok().unwrap();
-        assert_eq!(p, &items[2..]);
-        assert_eq!(next, None);
-        let (p, _) = paginate(&items, "last=bb").ok().unwrap();
-        assert_eq!(p, &items[2..]);
-        assert!(paginate(&items, "n=x").is_err());
-        let (p, next) = paginate(&items, "").ok().unwrap();
-        assert_eq!((p.len(), next), (4, None));
     }
 }
