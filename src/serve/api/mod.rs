@@ -40,6 +40,8 @@ mod blobs;
 mod catalog;
 mod gc;
 mod manifests;
+#[cfg(test)]
+mod tests;
 mod token;
 mod uploads;
 
