@@ -51,7 +51,7 @@ impl Api {
                 .map_err(|e| error(400, "UNSUPPORTED", format!("the request is not JSON: {e}")))?
         };
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let mut store = Store::open(self.paths.root()).map_err(|e| internal("opening the store", e))?;
         let bad = |e: anyhow::Error| error(400, "UNSUPPORTED", format!("{e:#}"));
         let m = req.method.as_str();
         let parts: Vec<&str> = rest.splitn(2, '/').collect();

@@ -13,7 +13,7 @@ impl Api {
         if !self.with_index(|ix| ix.served_blob(&repo, digest))? {
             return Ok(unknown());
         }
-        let p = self.root.join("blobs/sha256").join(digest.hex());
+        let p = self.paths.blob_path(digest);
         let file = match File::open(&p) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(unknown()),

@@ -22,7 +22,7 @@ impl Api {
             });
             live.extend(ups.keys().cloned());
         }
-        if let Ok(rd) = std::fs::read_dir(self.root.join("uploads")) {
+        if let Ok(rd) = std::fs::read_dir(self.paths.uploads_dir()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if live.contains(&name) {

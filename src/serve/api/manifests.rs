@@ -24,7 +24,7 @@ impl Api {
         match body {
             ManifestBody::Inline { media_type, body } => Ok((media_type, body)),
             ManifestBody::Blob { digest, media_type } => {
-                let p = self.root.join("blobs/sha256").join(digest.hex());
+                let p = self.paths.blob_path(&digest);
                 let mut buf = Vec::new();
                 File::open(&p)
                     .and_then(|f| f.take(image::MAX_MANIFEST_SIZE + 1).read_to_end(&mut buf))
@@ -107,7 +107,7 @@ impl Api {
                             format!("blob {} is not in {repo}; push it first", d.digest),
                         ));
                     }
-                    let size = std::fs::metadata(self.root.join("blobs/sha256").join(d.digest.hex()))
+                    let size = std::fs::metadata(self.paths.blob_path(&d.digest))
                         .map_err(|e| internal(&format!("reading the size of blob {}", d.digest), e))?
                         .len();
                     if size != d.size {
@@ -178,7 +178,7 @@ impl Api {
         tag: Option<&str>,
         parts: Option<&image::Manifest>,
     ) -> Reply<()> {
-        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let mut store = Store::open(self.paths.root()).map_err(|e| internal("opening the store", e))?;
         let new_image = match parts {
             Some(p) => {
                 let config = store

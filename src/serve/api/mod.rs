@@ -28,9 +28,10 @@ use super::auth::{self, Access, Tokens};
 use super::http::{Handler, Request, Response};
 use super::route::{self, Route};
 use crate::index::Index;
+use crate::store::StorePaths;
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ impl Default for Settings {
 }
 
 pub struct Api {
-    root: PathBuf,
+    paths: StorePaths,
     settings: Settings,
     tokens: Tokens,
     pool: Mutex<Vec<Index>>,
@@ -138,10 +139,11 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Response {
 
 impl Api {
     pub fn new(root: &Path, settings: Settings) -> std::io::Result<Api> {
-        let uploads = root.join("uploads");
+        let paths = StorePaths::new(root);
+        let uploads = paths.uploads_dir();
         std::fs::create_dir_all(&uploads)?;
         Ok(Api {
-            root: root.to_path_buf(),
+            paths,
             settings,
             tokens: Tokens::new(auth::random_bytes(32)?),
             pool: Mutex::new(Vec::new()),
@@ -156,7 +158,7 @@ impl Api {
         let taken = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut ix = match taken {
             Some(ix) => ix,
-            None => Index::open(&self.root.join("img.db")).map_err(|e| internal("opening the image index", e))?,
+            None => Index::open(&self.paths.db()).map_err(|e| internal("opening the image index", e))?,
         };
         let out = f(&mut ix).map_err(|e| internal("image index", e));
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());

@@ -120,7 +120,7 @@ impl Api {
             if let (Ok(d), Ok(src)) = (Digest::parse(&mount), route::parse_name(&from)) {
                 let readable = self.access(caller, &src)? >= Access::Pull;
                 if readable && self.with_index(|ix| ix.served_blob(&src.to_string(), &d))? {
-                    let size = std::fs::metadata(self.root.join("blobs/sha256").join(d.hex())).map(|m| m.len());
+                    let size = std::fs::metadata(self.paths.blob_path(&d)).map(|m| m.len());
                     if let Ok(size) = size {
                         self.with_index(|ix| ix.link_served_uploads(&repo, &[(d.clone(), size)]))?;
                         return Ok(Response::new(201)
@@ -134,7 +134,7 @@ impl Api {
         let owner = caller.owner(req);
         self.room_for_upload(&owner)?;
         let id = crate::digest::hex_encode(&auth::random_bytes(16).map_err(|e| internal("making an upload id", e))?);
-        let path = self.root.join("uploads").join(&id);
+        let path = self.paths.upload(&id);
         std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
@@ -241,7 +241,7 @@ impl Api {
                 format!("the upload's {size} bytes have digest {got}, not {want}"),
             ));
         }
-        let mut store = Store::open(&self.root).map_err(|e| internal("opening the store", e))?;
+        let mut store = Store::open(self.paths.root()).map_err(|e| internal("opening the store", e))?;
         let mut staged = StagedBlob::adopt_download(up.path.clone(), got.clone(), size, None);
         let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing an upload", e))?;
         drop(staged);
