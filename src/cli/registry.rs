@@ -3,7 +3,7 @@ use super::Ctx;
 use crate::ops::pull::{self, PullOptions};
 use crate::ops::push::{self, LayerCompression, PushOptions};
 use crate::registry::authfile::{self, Credentials};
-use crate::registry::{Client, ClientOptions};
+use crate::registry::ClientOptions;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -290,8 +290,8 @@ pub fn login(a: LoginArgs) -> Result<()> {
     let host = host_of(&a.registry_host);
     let path = a.registry.authfile.clone().unwrap_or_else(authfile::default_path);
     if a.get_login {
-        match authfile::lookup(Some(&path), &host)? {
-            Some(c) => println!("{}", c.username),
+        match crate::ops::login::saved_username(&path, &host)? {
+            Some(u) => println!("{u}"),
             None => bail!("not logged in to {host}"),
         }
         return Ok(());
@@ -317,31 +317,7 @@ pub fn login(a: LoginArgs) -> Result<()> {
         bail!("user name and password must not be empty");
     }
     let creds = Credentials { username, password };
-    let mut opts = crate::ops::options::options_for(&host, &a.registry.options()?)?;
-    opts.creds = Some(creds.clone());
-    // Verify against the registry before saving: /v2/ with the credentials.
-    let client = Client::connect(&host, &opts).with_context(|| format!("logging in to {host}"))?;
-    let url = client.url("/v2/");
-    // A refusal of these credentials says so, not "run img login" (found:
-    // the advice was the command that had just failed).
-    let refused = |status: u16| {
-        anyhow::anyhow!(
-            "logging in to {host}: the registry refused the user name or password of {} ({status}); check them and try again; the credentials were not saved",
-            creds.username
-        )
-    };
-    let resp = match client.request("GET", &url, &[], "", None) {
-        Err(crate::registry::RegistryError::Unauthorized { status, .. }) => return Err(refused(status)),
-        r => r.with_context(|| format!("logging in to {host}"))?,
-    };
-    if resp.status == 401 || resp.status == 403 {
-        return Err(refused(resp.status));
-    }
-    if resp.status != 200 {
-        return Err(client.status_error(&format!("logging in to {host}"), resp))
-            .context("the credentials were not saved");
-    }
-    authfile::store(&path, &host, &creds)?;
+    crate::ops::login::login(&host, &creds, &a.registry.options()?, &path)?;
     if !super::dialect::print_done(&mut std::io::stdout(), &Done::LoggedIn)? {
         eprintln!("Login Succeeded!");
     }
@@ -451,11 +427,9 @@ pub struct TagsArgs {
 }
 
 pub fn tags(a: TagsArgs) -> Result<()> {
-    let r = crate::reference::Reference::parse(a.repository.strip_prefix("docker://").unwrap_or(&a.repository))?;
-    let client = Client::connect(r.domain(), &crate::ops::options::options_for(r.domain(), &a.registry.options()?)?)?;
-    let repo = crate::registry::Repo::new(&client, r.path());
+    let tags = crate::ops::remote::tags(&a.repository, &a.registry.options()?)?;
     let mut out = super::stdout();
-    for t in repo.tags()? {
+    for t in tags {
         writeln!(out, "{t}")?;
     }
     out.flush()?;

@@ -322,13 +322,21 @@ impl Index {
         Ok(out)
     }
 
-    /// Whether `repo` serves something: a manifest pushed to it, or a tag.
+    /// Whether `repo` serves something: a manifest pushed to it, or a tag
+    /// (as `served_tags` finds them: a served tag whose image is still
+    /// tagged, a tag of an OCI image, a manifest list named
+    /// `DOMAIN/REPO:TAG`). One query, asked for every request that is
+    /// allowed to pull.
     pub fn served_repository_exists(&self, repo: &str) -> Result<bool> {
-        let pushed = self
-            .conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM served_manifests WHERE repository = ?1)")?
-            .query_row(params![repo], |r| r.get::<_, bool>(0))?;
-        Ok(pushed || !self.served_tags(repo)?.is_empty())
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM served_manifests WHERE repository = ?1)
+             OR EXISTS (SELECT 1 FROM served_tags s WHERE s.repository = ?1 AND (s.image_id = '' OR EXISTS (SELECT 1 FROM tags x WHERE x.name = 'localhost/' || s.repository || ':' || s.tag AND x.image_id = s.image_id)))
+             OR EXISTS (SELECT 1 FROM tags t JOIN images i ON i.id = t.image_id WHERE {PATH} = ?1 AND i.kind = 'oci')
+             OR (instr(?1, '@') = 0 AND EXISTS (SELECT 1 FROM manifest_lists l WHERE instr(l.name, '/') > 0
+                 AND substr(l.name, instr(l.name, '/') + 1, length(?1) + 1) = ?1 || ':'
+                 AND instr(substr(l.name, instr(l.name, '/') + length(?1) + 2), ':') = 0))"
+        );
+        Ok(self.conn.prepare_cached(&sql)?.query_row(params![repo], |r| r.get::<_, bool>(0))?)
     }
 
     /// Every repository that serves something (not checked as names).
@@ -568,5 +576,45 @@ mod tests {
         assert_eq!(split_name("127.0.0.1:5000/team/app:v2"), Some(("team/app", "v2")));
         assert_eq!(split_name("app:1"), None);
         assert_eq!(split_name("localhost/team/app@sha256:00"), None);
+    }
+
+    #[test]
+    fn served_repository_exists_agrees_with_served_tags() {
+        let dir = crate::testdir::TestDir::new("served-repository-exists");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        ix.put_manifest_list("localhost/team/list:1", crate::image::OCI_INDEX, b"{}").unwrap();
+        ix.put_manifest_list("127.0.0.1:5000/team/other:v:2", crate::image::OCI_INDEX, b"{}").unwrap();
+        ix.put_manifest_list("localhost/team/digested@sha256:00", crate::image::OCI_INDEX, b"{}").unwrap();
+        let m = ServedManifest {
+            digest: Digest::of_bytes(b"{}"),
+            media_type: crate::image::OCI_MANIFEST.to_string(),
+            size: 2,
+            artifact_type: String::new(),
+            subject: String::new(),
+            pushed_at: 0,
+        };
+        ix.put_served_manifest("team/pushed", &m, &[], &[(m.digest.clone(), 2)], None, None).unwrap();
+        let names = [
+            "team/list",
+            "team/lis",
+            "team/list:1",
+            "team",
+            "list",
+            "team/other",
+            "team/other:v",
+            "team/digested",
+            "team/digested@sha256",
+            "team/pushed",
+            "team/nothing",
+        ];
+        for name in names {
+            let pushed = ix.served_manifest(name, &m.digest).unwrap().is_some();
+            let slow = pushed || !ix.served_tags(name).unwrap().is_empty();
+            assert_eq!(ix.served_repository_exists(name).unwrap(), slow, "{name}");
+        }
+        assert!(ix.served_repository_exists("team/list").unwrap());
+        assert!(ix.served_repository_exists("team/other:v").unwrap());
+        assert!(ix.served_repository_exists("team/pushed").unwrap());
+        assert!(!ix.served_repository_exists("team/digested").unwrap());
     }
 }

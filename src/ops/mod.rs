@@ -14,6 +14,7 @@ pub mod import;
 pub mod inspect;
 pub mod lazy;
 pub mod load;
+pub mod login;
 pub mod manifest;
 pub mod mount;
 pub mod options;

@@ -1,5 +1,5 @@
-//! Reading a registry without pulling: `img search` (the catalog API) and
-//! `img inspect docker://REF` (manifest and config only).
+//! Reading a registry without pulling: `img search` (the catalog API),
+//! `img tags` and `img inspect docker://REF` (manifest and config only).
 
 use super::options::{options_for, parse_platform};
 use super::pull::fetch_manifest;
@@ -60,6 +60,14 @@ impl SearchFilter {
             && self.automated.is_none_or(|a| a == yes(&r.automated))
             && r.stars >= self.stars
     }
+}
+
+/// The tags of `repository` (`REGISTRY/NAME`, `docker://` or not), as the
+/// registry lists them (`img tags`).
+pub fn tags(repository: &str, opts: &ClientOptions) -> Result<Vec<String>> {
+    let r = Reference::parse(repository.strip_prefix("docker://").unwrap_or(repository))?;
+    let client = Client::connect(r.domain(), &options_for(r.domain(), opts)?)?;
+    Ok(Repo::new(&client, r.path()).tags()?)
 }
 
 /// Splits `REGISTRY/TERM` (the first part is a registry when it has a dot,

@@ -1,0 +1,304 @@
+//! The distribution API over the store: what each request does, who may
+//! do it, and the answers (the spec's JSON errors, its headers).
+//!
+//! Reads use a pool of index connections and open blob files directly
+//! (blobs are immutable and verified). Writes open the store for the
+//! moment they need it (its lock held shared, so `img prune` waits), never
+//! between requests. Uploads are written to `uploads/<id>` in the store's
+//! root, hashed as they arrive, and become blobs only when their digest is
+//! checked; no file stays open between an upload's requests, and each
+//! caller may have a bounded number and size of uploads in progress. A
+//! manifest is accepted only if every blob or manifest it names is in the
+//! repository, with the size it says.
+//!
+//! Who may do what (the README says it for users): an admin everything,
+//! a user what their grants give, an anonymous caller pull on public
+//! namespaces and repositories. Without users nobody can log in, so the
+//! server serves only what is public, read-only, unless it was started
+//! with `--open` (loopback only, and only while the store has no users).
+//! The admin API needs an admin's credentials, always; the first admin is
+//! made on the machine with `img serve admin user add NAME --admin`.
+//!
+//! This file holds the `Api` type and dispatch; the endpoints are by
+//! resource: `access` (who is asking, and may they), `token`, `catalog`
+//! (catalog, tags, image center), `manifests`, `blobs`, `uploads`, `admin`
+//! (the admin API) and `gc`.
+
+use super::auth::{self, Access, Tokens};
+use super::http::{Handler, Request, Response};
+use super::route::{self, Route};
+use crate::index::Index;
+use crate::store::StorePaths;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod access;
+mod admin;
+mod blobs;
+mod catalog;
+mod gc;
+mod manifests;
+#[cfg(test)]
+mod tests;
+mod token;
+mod uploads;
+
+use uploads::Upload;
+
+/// How `img serve` asks clients for credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `WWW-Authenticate: Bearer` with a token endpoint at `/token`
+    /// (Basic credentials are taken too).
+    Token,
+    /// `WWW-Authenticate: Basic`.
+    Basic,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub auth: AuthMode,
+    /// Anyone may pull and push while the store has no users (`--open`).
+    pub open: bool,
+    /// Uploads one caller may have in progress.
+    pub max_uploads_per_user: usize,
+    /// Bytes one caller may have in uploads in progress.
+    pub upload_bytes_per_user: u64,
+    /// How long a token is valid.
+    pub token_ttl: Duration,
+    /// Uploads untouched for this long are dropped.
+    pub upload_ttl: Duration,
+    /// Print a line per request on stderr.
+    pub access_log: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            auth: AuthMode::Token,
+            open: false,
+            max_uploads_per_user: 64,
+            upload_bytes_per_user: 16 << 30,
+            token_ttl: Duration::from_secs(300),
+            upload_ttl: Duration::from_secs(3600),
+            access_log: false,
+        }
+    }
+}
+
+pub struct Api {
+    paths: StorePaths,
+    settings: Settings,
+    tokens: Tokens,
+    pool: Mutex<Vec<Index>>,
+    uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    logins: super::login::Logins,
+    /// The store has had a user while this server ran: `--open` is over.
+    had_users: std::sync::atomic::AtomicBool,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone)]
+enum Caller {
+    Anonymous,
+    User { name: String, admin: bool },
+}
+
+impl Caller {
+    /// Who owns the uploads this caller starts.
+    fn owner(&self, req: &Request) -> String {
+        match self {
+            Caller::Anonymous => format!("@{}", req.peer.ip()),
+            Caller::User { name, .. } => name.clone(),
+        }
+    }
+}
+
+/// An answer that ends a request early.
+type Reply<T> = Result<T, Response>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The spec's error answer.
+pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "errors": [{ "code": code, "message": message.into(), "detail": null }] });
+    Response::new(status).json(&body)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Response {
+    let msg = format!("{what}: {e:#}");
+    eprintln!("img serve: {msg}");
+    let status = if msg.contains("No space left") || msg.contains("no space left") { 507 } else { 500 };
+    error(status, "UNKNOWN", msg)
+}
+
+impl Api {
+    pub fn new(root: &Path, settings: Settings) -> std::io::Result<Api> {
+        let paths = StorePaths::new(root);
+        let uploads = paths.uploads_dir();
+        std::fs::create_dir_all(&uploads)?;
+        Ok(Api {
+            paths,
+            settings,
+            tokens: Tokens::new(auth::random_bytes(32)?),
+            pool: Mutex::new(Vec::new()),
+            uploads: Mutex::new(HashMap::new()),
+            logins: super::login::Logins::new(2),
+            had_users: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` with an index connection from the pool.
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> crate::index::Result<T>) -> Reply<T> {
+        let taken = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ix = match taken {
+            Some(ix) => ix,
+            None => Index::open(&self.paths.db()).map_err(|e| internal("opening the image index", e))?,
+        };
+        let out = f(&mut ix).map_err(|e| internal("image index", e));
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 16 {
+            pool.push(ix);
+        }
+        out
+    }
+
+    /// Checks the request's origin, finds its endpoint and the caller, and
+    /// answers.
+    fn dispatch(&self, req: &Request, body: &mut dyn Read) -> Reply<Response> {
+        let admin = req.path.starts_with("/admin/");
+        // A web page of another site may not change anything here, nor use
+        // the admin API (with credentials a browser holds for this server).
+        let safe = matches!(req.method.as_str(), "GET" | "HEAD");
+        if let Some(origin) = req.header("origin") {
+            if (admin || !safe) && !origin.eq_ignore_ascii_case(&own_origin(req)) {
+                return Ok(error(
+                    403,
+                    "DENIED",
+                    format!(
+                        "requests from {origin:?} may not {} {}: cross-site requests are refused",
+                        req.method, req.path
+                    ),
+                ));
+            }
+        }
+        if req.path == "/token" {
+            if self.settings.auth == AuthMode::Basic {
+                return Ok(error(404, "UNSUPPORTED", "this server takes Basic credentials; it issues no tokens"));
+            }
+            return match req.method.as_str() {
+                "GET" => self.token(req),
+                "POST" => self.token_form(req, body),
+                m => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on /token"))),
+            };
+        }
+        if req.path == "/" || req.path == "/index.html" {
+            let caller = self.caller(req)?;
+            return self.image_center(req, &caller);
+        }
+        if let Some(rest) = req.path.strip_prefix("/admin/v1/") {
+            let caller = self.caller(req)?;
+            return self.admin_api(req, &caller, rest, body);
+        }
+        let r = match route::parse(&req.path) {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, status) = e.code();
+                let code = if code == "NOT_FOUND" { "NAME_UNKNOWN" } else { code };
+                return Ok(error(status, code, e.to_string()));
+            }
+        };
+        let caller = self.caller(req)?;
+        let m = req.method.as_str();
+        match (r, m) {
+            (Route::Base, "GET" | "HEAD") => {
+                if matches!(caller, Caller::Anonymous) && !self.open()? {
+                    return Err(self.challenge(req, None, "authentication required"));
+                }
+                Ok(Response::new(200).json(&serde_json::json!({})))
+            }
+            (Route::Catalog, "GET") => self.catalog(req, &caller),
+            (Route::Tags { name }, "GET") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.tags(req, &name)
+            }
+            (Route::Manifest { name, reference }, "GET" | "HEAD") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.get_manifest(&name, &reference)
+            }
+            (Route::Manifest { name, reference }, "PUT") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.put_manifest(req, &caller, &name, &reference, body)
+            }
+            (Route::Manifest { name, reference }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.delete_manifest(&name, &reference)
+            }
+            (Route::Blob { name, digest }, "GET" | "HEAD") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.get_blob(req, &name, &digest)
+            }
+            (Route::Blob { name, digest }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.delete_blob(&name, &digest)
+            }
+            (Route::UploadStart { name }, "POST") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.start_upload(req, &caller, &name, body)
+            }
+            (Route::Upload { name, id }, "PATCH") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.patch_upload(req, &caller, &name, &id, body)
+            }
+            (Route::Upload { name, id }, "PUT") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.finish_upload(req, &caller, &name, &id, body)
+            }
+            (Route::Upload { name, id }, "GET") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.upload_progress(&name, &id)
+            }
+            (Route::Upload { name, id }, "DELETE") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.cancel_upload(&name, &id)
+            }
+            (Route::Referrers { name, digest }, "GET") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.referrers(req, &name, &digest)
+            }
+            (_, m) => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on {}", req.path))),
+        }
+    }
+}
+
+/// This server's origin as the client addressed it: the scheme and the
+/// Host header when that is a plain `host[:port]`, else the address the
+/// connection came to (a Host header is never echoed as it came).
+fn own_origin(req: &Request) -> String {
+    let scheme = if req.tls { "https" } else { "http" };
+    let host =
+        req.header("host").filter(|h| valid_host(h)).map(str::to_string).unwrap_or_else(|| req.local.to_string());
+    format!("{scheme}://{host}")
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+impl Handler for Api {
+    fn handle(&self, req: &Request, body: &mut dyn Read) -> Response {
+        let resp = self.dispatch(req, body).unwrap_or_else(|r| r);
+        if self.settings.access_log {
+            let auth = req.header("authorization").map(|a| a.split(' ').next().unwrap_or("")).unwrap_or("-");
+            eprintln!("{} {} {} {} auth={auth}", req.peer.ip(), req.method, req.path, resp.status);
+        }
+        resp.header("Docker-Distribution-API-Version", "registry/2.0")
+    }
+}

@@ -1,0 +1,413 @@
+//! The API answered in-process: an `Api` over a store in a temporary
+//! directory, called through its request handler as `serve::http` calls it.
+
+use super::{Api, Settings};
+use crate::digest::Digest;
+use crate::image;
+use crate::serve::admin;
+use crate::serve::http::{Body, Handler, Request, Response};
+use crate::store::Store;
+use crate::testdir::TestDir;
+use base64::Engine;
+use std::io::{Read, Seek, SeekFrom};
+
+/// The server's address as the tests' requests reach it.
+const LOCAL: &str = "127.0.0.1:5000";
+const ADMIN: (&str, &str) = ("boss", "boss-password");
+const USER: (&str, &str) = ("alice", "alice-password");
+
+/// A store with an admin, a user without grants and a public namespace
+/// `pub`, and an `Api` over it.
+struct Server {
+    api: Api,
+    dir: TestDir,
+}
+
+/// An answer, its body read.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// The spec's error code of an error answer.
+    fn code(&self) -> String {
+        self.json().pointer("/errors/0/code").and_then(|c| c.as_str()).unwrap_or("").to_string()
+    }
+
+    fn message(&self) -> String {
+        self.json().pointer("/errors/0/message").and_then(|c| c.as_str()).unwrap_or("").to_string()
+    }
+}
+
+fn read_body(resp: Response) -> Answer {
+    let body = match resp.body {
+        Body::Empty => Vec::new(),
+        Body::Bytes(b) => b,
+        Body::File { mut file, offset, len } => {
+            file.seek(SeekFrom::Start(offset)).unwrap();
+            let mut b = Vec::new();
+            file.take(len).read_to_end(&mut b).unwrap();
+            b
+        }
+    };
+    Answer { status: resp.status, headers: resp.headers, body }
+}
+
+fn basic((user, password): (&str, &str)) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+impl Server {
+    fn new(name: &str, settings: Settings) -> Server {
+        let dir = TestDir::new(&format!("serve-api-{name}"));
+        {
+            let mut store = Store::open(&dir).unwrap();
+            admin::user_add(&mut store, ADMIN.0, ADMIN.1, Some(true)).unwrap();
+            admin::user_add(&mut store, USER.0, USER.1, None).unwrap();
+            admin::namespace_add(&mut store, "pub", true).unwrap();
+        }
+        let api = Api::new(&dir, settings).unwrap();
+        Server { api, dir }
+    }
+
+    /// Calls the handler with a request from `peer` (an address of the
+    /// loopback network, port 40000).
+    fn call_from(&self, peer: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let req = Request {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect(),
+            peer: format!("{peer}:40000").parse().unwrap(),
+            local: LOCAL.parse().unwrap(),
+            tls: false,
+        };
+        let mut body = body;
+        read_body(self.api.handle(&req, &mut body))
+    }
+
+    fn call(&self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        self.call_from("127.0.0.1", method, target, headers, body)
+    }
+
+    /// Uploads `bytes` to `repo` in one request as the admin.
+    fn push_blob(&self, repo: &str, bytes: &[u8]) -> (Digest, u64) {
+        let d = Digest::of_bytes(bytes);
+        let auth = basic(ADMIN);
+        let a = self.call("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[("Authorization", &auth)], bytes);
+        assert_eq!(a.status, 201, "{}", a.message());
+        (d, bytes.len() as u64)
+    }
+
+    /// Pushes an artifact (a config and one layer) to `repo:tag` as the
+    /// admin; gives the manifest's bytes and digest.
+    fn push_artifact(&self, repo: &str, tag: &str) -> (Vec<u8>, Digest) {
+        let config = self.push_blob(repo, b"{\"kind\":\"test\"}");
+        let layer = self.push_blob(repo, format!("the layer of {repo}").as_bytes());
+        let m = artifact(config, layer.clone(), layer.1);
+        let auth = basic(ADMIN);
+        let a = self.call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Authorization", &auth), ("Content-Type", image::OCI_MANIFEST)],
+            &m,
+        );
+        assert_eq!(a.status, 201, "{}", a.message());
+        let d = Digest::of_bytes(&m);
+        assert_eq!(a.header("Docker-Content-Digest"), Some(d.as_str()));
+        (m, d)
+    }
+}
+
+/// An artifact manifest whose layer descriptor says `layer_size`.
+fn artifact(config: (Digest, u64), layer: (Digest, u64), layer_size: u64) -> Vec<u8> {
+    image::build_manifest(
+        image::OCI_MANIFEST,
+        ("application/vnd.example.config.v1+json", &config.0, config.1),
+        &[("application/vnd.example.layer.v1", &layer.0, layer_size)],
+    )
+}
+
+#[test]
+fn anonymous_callers_pull_a_public_repository() {
+    let s = Server::new("anonymous-public", Settings::default());
+    let (m, d) = s.push_artifact("pub/app", "1");
+    let a = s.call("GET", "/v2/pub/app/manifests/1", &[], b"");
+    assert_eq!((a.status, &a.body), (200, &m));
+    assert_eq!(a.header("Docker-Content-Digest"), Some(d.as_str()));
+    let a = s.call("GET", "/v2/pub/app/tags/list", &[], b"");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["tags"], serde_json::json!(["1"]));
+    let layer = Digest::of_bytes(b"the layer of pub/app");
+    let a = s.call("GET", &format!("/v2/pub/app/blobs/{layer}"), &[], b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, b"the layer of pub/app".as_slice()));
+    // Pulling is all: a push is asked to log in.
+    let a = s.call("POST", "/v2/pub/app/blobs/uploads/", &[], b"");
+    assert_eq!((a.status, a.code().as_str()), (401, "UNAUTHORIZED"));
+}
+
+#[test]
+fn a_private_repository_answers_as_a_missing_one() {
+    let s = Server::new("private-as-missing", Settings::default());
+    s.push_artifact("team/app", "1");
+    // A private repository in a public namespace, beside missing ones there.
+    s.push_artifact("pub/secret", "1");
+    admin::repository_visibility(&mut Store::open(&s.dir).unwrap(), "pub/secret", Some(false)).unwrap();
+    let user = basic(USER);
+    for (private, missing) in [("team/app", "team/gone"), ("pub/secret", "pub/gone")] {
+        let layer = Digest::of_bytes(format!("the layer of {private}").as_bytes());
+        for (who, headers) in [("anonymous", vec![]), ("a user without grants", vec![("Authorization", user.as_str())])]
+        {
+            for path in ["manifests/1", &format!("blobs/{layer}"), "tags/list"] {
+                let what = format!("{who} {private} {path}");
+                let p = s.call("GET", &format!("/v2/{private}/{path}"), &headers, b"");
+                let m = s.call("GET", &format!("/v2/{missing}/{path}"), &headers, b"");
+                assert!(matches!(p.status, 401 | 403), "{what}: {}", p.status);
+                assert_eq!(p.status, m.status, "{what}");
+                assert_eq!(p.code(), m.code(), "{what}");
+                assert_eq!(p.message().replace(private, missing), m.message(), "{what}");
+                assert_eq!(
+                    p.header("WWW-Authenticate").map(|h| h.replace(private, missing)),
+                    m.header("WWW-Authenticate").map(str::to_string),
+                    "{what}"
+                );
+            }
+        }
+    }
+    // The admin sees it.
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", &basic(ADMIN))], b"");
+    assert_eq!(a.status, 200);
+}
+
+#[test]
+fn tokens_are_issued_for_right_credentials_and_refused_for_wrong_ones() {
+    let s = Server::new("tokens", Settings::default());
+    s.push_artifact("team/app", "1");
+    let a = s.call(
+        "GET",
+        "/token?service=img-serve&scope=repository:team/app:pull",
+        &[("Authorization", &basic(ADMIN))],
+        b"",
+    );
+    assert_eq!(a.status, 200);
+    let token = a.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(a.json()["access_token"].as_str(), Some(token.as_str()));
+    let bearer = format!("Bearer {token}");
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", &bearer)], b"");
+    assert_eq!(a.status, 200);
+
+    let a = s.call("GET", "/token", &[("Authorization", &basic((ADMIN.0, "wrong")))], b"");
+    assert_eq!((a.status, a.code().as_str()), (401, "UNAUTHORIZED"));
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", "Bearer not.a.token")], b"");
+    assert_eq!((a.status, a.code().as_str()), (401, "UNAUTHORIZED"));
+
+    // The OAuth2 form: a refresh token when asked, and it gives access tokens.
+    let form = |body: &str| {
+        s.call("POST", "/token", &[("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes())
+    };
+    let a = form("grant_type=password&username=boss&password=wrong&service=img-serve");
+    assert_eq!(a.status, 401);
+    let a = form("grant_type=password&username=boss&password=boss-password&access_type=offline&scope=x");
+    assert_eq!(a.status, 200);
+    let refresh = a.json()["refresh_token"].as_str().unwrap().to_string();
+    let a = form(&format!("grant_type=refresh_token&refresh_token={refresh}"));
+    assert_eq!(a.status, 200);
+    assert!(a.json()["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+    let a = form("grant_type=refresh_token&refresh_token=forged");
+    assert_eq!(a.status, 401);
+    let a = form("grant_type=client_credentials");
+    assert_eq!(a.status, 400);
+
+    // An anonymous token pulls what anyone may, and nothing private.
+    let a = s.call("GET", "/token", &[], b"");
+    assert_eq!(a.status, 200);
+    let anonymous = format!("Bearer {}", a.json()["token"].as_str().unwrap());
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", &anonymous)], b"");
+    assert_eq!(a.status, 401);
+}
+
+#[test]
+fn manifests_are_put_got_and_headed_and_a_descriptor_size_mismatch_is_refused() {
+    let s = Server::new("manifests", Settings::default());
+    let auth = basic(ADMIN);
+    let (m, d) = s.push_artifact("team/app", "1");
+    for (method, reference) in [("GET", "1"), ("GET", d.as_str()), ("HEAD", "1"), ("HEAD", d.as_str())] {
+        let a = s.call(method, &format!("/v2/team/app/manifests/{reference}"), &[("Authorization", &auth)], b"");
+        assert_eq!(a.status, 200, "{method} {reference}");
+        assert_eq!(a.header("Docker-Content-Digest"), Some(d.as_str()));
+        assert_eq!(a.header("Content-Type"), Some(image::OCI_MANIFEST));
+        assert_eq!(a.body, m);
+    }
+    let a = s.call("GET", "/v2/team/app/manifests/2", &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+
+    let config = (Digest::of_bytes(b"{\"kind\":\"test\"}"), 15);
+    let layer = (Digest::of_bytes(b"the layer of team/app"), 21);
+    let put = |reference: &str, m: &[u8]| {
+        s.call(
+            "PUT",
+            &format!("/v2/team/app/manifests/{reference}"),
+            &[("Authorization", &auth), ("Content-Type", image::OCI_MANIFEST)],
+            m,
+        )
+    };
+    let a = put("big", &artifact(config.clone(), layer.clone(), 22));
+    assert_eq!((a.status, a.code().as_str()), (400, "SIZE_INVALID"), "{}", a.message());
+    let a = put("small", &artifact(config.clone(), layer.clone(), 20));
+    assert_eq!((a.status, a.code().as_str()), (400, "SIZE_INVALID"));
+    let unknown = (Digest::of_bytes(b"never pushed"), 12);
+    let a = put("unknown", &artifact(config.clone(), unknown, 12));
+    assert_eq!((a.status, a.code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    let other = artifact(config.clone(), layer.clone(), 21);
+    let a = put(d.as_str(), &[other.as_slice(), b" "].concat());
+    assert_eq!((a.status, a.code().as_str()), (400, "DIGEST_INVALID"));
+    for tag in ["big", "small", "unknown"] {
+        let a = s.call("GET", &format!("/v2/team/app/manifests/{tag}"), &[("Authorization", &auth)], b"");
+        assert_eq!(a.status, 404, "{tag}");
+    }
+}
+
+#[test]
+fn a_monolithic_upload_becomes_a_blob_and_a_wrong_digest_is_refused() {
+    let s = Server::new("monolithic", Settings::default());
+    let auth = basic(ADMIN);
+    let (d, _) = s.push_blob("team/app", b"one request");
+    let a = s.call("GET", &format!("/v2/team/app/blobs/{d}"), &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, b"one request".as_slice()));
+
+    let claimed = Digest::of_bytes(b"something else");
+    let a = s.call(
+        "POST",
+        &format!("/v2/team/app/blobs/uploads/?digest={claimed}"),
+        &[("Authorization", &auth)],
+        b"one request, changed",
+    );
+    assert_eq!((a.status, a.code().as_str()), (400, "DIGEST_INVALID"));
+    for digest in [claimed, Digest::of_bytes(b"one request, changed")] {
+        let a = s.call("GET", &format!("/v2/team/app/blobs/{digest}"), &[("Authorization", &auth)], b"");
+        assert_eq!(a.status, 404);
+    }
+}
+
+#[test]
+fn a_chunked_upload_becomes_a_blob_and_a_wrong_digest_is_refused() {
+    let s = Server::new("chunked", Settings::default());
+    let auth = basic(ADMIN);
+    let start = || {
+        let a = s.call("POST", "/v2/team/app/blobs/uploads/", &[("Authorization", &auth)], b"");
+        assert_eq!(a.status, 202);
+        a.header("Location").unwrap().to_string()
+    };
+    let at = start();
+    let a = s.call("PATCH", &at, &[("Authorization", &auth), ("Content-Range", "0-5")], b"first ");
+    assert_eq!((a.status, a.header("Range")), (202, Some("0-5")));
+    // A chunk that does not start where the upload is.
+    let a = s.call("PATCH", &at, &[("Authorization", &auth), ("Content-Range", "3-8")], b"again ");
+    assert_eq!((a.status, a.header("Range")), (416, Some("0-5")));
+    let a = s.call("PATCH", &at, &[("Authorization", &auth), ("Content-Range", "6-11")], b"second");
+    assert_eq!(a.status, 202);
+    let a = s.call("GET", &at, &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.header("Range")), (204, Some("0-11")));
+    let d = Digest::of_bytes(b"first second, last");
+    let a = s.call("PUT", &format!("{at}?digest={d}"), &[("Authorization", &auth)], b", last");
+    assert_eq!(a.status, 201, "{}", a.message());
+    let a = s.call("GET", &format!("/v2/team/app/blobs/{d}"), &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, b"first second, last".as_slice()));
+
+    let at = start();
+    let a = s.call("PATCH", &at, &[("Authorization", &auth)], b"other bytes");
+    assert_eq!(a.status, 202);
+    let a = s.call("PUT", &format!("{at}?digest={d}"), &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.code().as_str()), (400, "DIGEST_INVALID"));
+    let a = s.call("GET", &at, &[("Authorization", &auth)], b"");
+    assert_eq!((a.status, a.code().as_str()), (404, "BLOB_UPLOAD_UNKNOWN"));
+}
+
+#[test]
+fn uploads_in_progress_are_limited_per_caller() {
+    let settings = Settings { max_uploads_per_user: 2, upload_bytes_per_user: 16, ..Settings::default() };
+    let s = Server::new("upload-limits", settings);
+    {
+        let mut store = Store::open(&s.dir).unwrap();
+        admin::namespace_add(&mut store, "team", false).unwrap();
+        admin::grant(&mut store, USER.0, "team/app", "push").unwrap();
+    }
+    let boss = basic(ADMIN);
+    let alice = basic(USER);
+    let start = |auth: &str| s.call("POST", "/v2/team/app/blobs/uploads/", &[("Authorization", auth)], b"");
+    let first = start(&boss);
+    assert_eq!(first.status, 202);
+    assert_eq!(start(&boss).status, 202);
+    let a = start(&boss);
+    assert_eq!((a.status, a.code().as_str()), (429, "TOOMANYREQUESTS"));
+    assert_eq!(a.header("Retry-After"), Some("60"));
+    // Another caller has uploads of their own.
+    assert_eq!(start(&alice).status, 202);
+    // Bytes count too: over 16 in uploads in progress is refused.
+    let at = first.header("Location").unwrap();
+    let a = s.call("PATCH", at, &[("Authorization", &boss)], b"sixteen bytes ok");
+    assert_eq!(a.status, 202);
+    let a = s.call("PATCH", at, &[("Authorization", &boss)], b"!");
+    assert_eq!((a.status, a.code().as_str()), (413, "SIZE_INVALID"));
+    // That upload is dropped, which makes room for another.
+    let a = s.call("GET", at, &[("Authorization", &boss)], b"");
+    assert_eq!(a.status, 404);
+    assert_eq!(start(&boss).status, 202);
+}
+
+#[test]
+fn the_admin_api_refuses_callers_who_are_not_admins() {
+    let s = Server::new("admin-api", Settings::default());
+    let a = s.call("GET", "/admin/v1/list", &[], b"");
+    assert_eq!((a.status, a.code().as_str()), (401, "UNAUTHORIZED"));
+    let a = s.call("GET", "/admin/v1/list", &[("Authorization", &basic(USER))], b"");
+    assert_eq!((a.status, a.code().as_str()), (403, "DENIED"));
+    let json = [("Authorization", basic(USER)), ("Content-Type", "application/json".to_string())];
+    let json: Vec<(&str, &str)> = json.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = s.call("POST", "/admin/v1/grants", &json, br#"{"user":"alice","scope":"team","access":"push"}"#);
+    assert_eq!((a.status, a.code().as_str()), (403, "DENIED"));
+    let a = s.call("GET", "/admin/v1/list", &[("Authorization", &basic(ADMIN))], b"");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["grants"], serde_json::json!([]), "{}", a.json());
+}
+
+#[test]
+fn a_write_from_a_foreign_origin_is_refused() {
+    let s = Server::new("foreign-origin", Settings::default());
+    let (m, _) = s.push_artifact("pub/app", "1");
+    let auth = basic(ADMIN);
+    let foreign = [("Authorization", auth.as_str()), ("Origin", "http://evil.example")];
+    let a = s.call("POST", "/v2/pub/app/blobs/uploads/", &foreign, b"");
+    assert_eq!((a.status, a.code().as_str()), (403, "DENIED"));
+    let a = s.call(
+        "PUT",
+        "/v2/pub/app/manifests/2",
+        &[foreign.as_slice(), &[("Content-Type", image::OCI_MANIFEST)]].concat(),
+        &m,
+    );
+    assert_eq!((a.status, a.code().as_str()), (403, "DENIED"));
+    let a = s.call("DELETE", "/v2/pub/app/manifests/1", &foreign, b"");
+    assert_eq!(a.status, 403);
+    // Nor the admin API, even to read.
+    let a = s.call("GET", "/admin/v1/list", &foreign, b"");
+    assert_eq!(a.status, 403);
+    // Reads from another origin are fine, and writes from this one.
+    let a = s.call("GET", "/v2/pub/app/manifests/1", &foreign, b"");
+    assert_eq!(a.status, 200);
+    let own = [("Authorization", auth.as_str()), ("Origin", "http://127.0.0.1:5000")];
+    let a = s.call("POST", "/v2/pub/app/blobs/uploads/", &own, b"");
+    assert_eq!(a.status, 202);
+    let a = s.call("GET", "/v2/pub/app/manifests/2", &[], b"");
+    assert_eq!(a.status, 404);
+}
