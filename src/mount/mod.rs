@@ -141,8 +141,8 @@ pub fn partial_fs(
                         let src = src.context("no source")?;
                         let at = lazy::toc_at_of_row(r).with_context(|| format!("layer {i} of {id}"))?;
                         let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
-                        let cache =
-                            lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
+                        let cache = crate::store::RangeCache::open(root, &r.digest, r.size)
+                            .context("opening the lazy cache")?;
                         let label = format!("{} (layer {i})", r.digest);
                         // The tree and chunk table the pull wrote, or the TOC
                         // read again (and the index written for next time).
@@ -189,7 +189,7 @@ pub fn partial_fs(
                 stream::StreamLayer::new(i, label, &store.ingest_dir(), grow.clone(), limit)
                     .context("making the spill file of a streamed layer")?,
             );
-            let cache = lazy::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
+            let cache = crate::store::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
             let diff_id =
                 diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
             let digest = r.digest.clone();
