@@ -16,7 +16,7 @@ mod range_cache;
 pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, Compression, StagedBlob, StoredBlobs};
 pub use lock::LockFile;
 pub use paths::StorePaths;
-pub use range_cache::{cache_paths, RangeCache};
+pub use range_cache::RangeCache;
 
 use crate::digest::Digest;
 use crate::index::{Index, IndexError};

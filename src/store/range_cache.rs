@@ -3,11 +3,11 @@
 //! second read, a second mount and the pull that completes the image
 //! fetch nothing again.
 
+use super::StorePaths;
 use crate::digest::Digest;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The compressed bytes of a blob fetched so far: `lazy/<hex>` holds them
@@ -21,16 +21,11 @@ pub struct RangeCache {
     have: Mutex<Vec<(u64, u64)>>,
 }
 
-/// `lazy/<hex>` and `lazy/<hex>.ranges` of blob `d` in store root `root`.
-pub fn cache_paths(root: &Path, d: &Digest) -> (PathBuf, PathBuf) {
-    let dir = root.join("lazy");
-    (dir.join(d.hex()), dir.join(format!("{}.ranges", d.hex())))
-}
-
 impl RangeCache {
-    pub fn open(root: &Path, d: &Digest, size: u64) -> io::Result<RangeCache> {
-        let (data_path, log_path) = cache_paths(root, d);
-        std::fs::create_dir_all(root.join("lazy"))?;
+    /// The cache of blob `d` (`size` bytes) in the store `paths` lays out.
+    pub fn open(paths: &StorePaths, d: &Digest, size: u64) -> io::Result<RangeCache> {
+        let (data_path, log_path) = paths.lazy_cache(d);
+        std::fs::create_dir_all(paths.lazy_dir())?;
         let data = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&data_path)?;
         if data.metadata()?.len() != size {
             data.set_len(size)?;

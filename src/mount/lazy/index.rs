@@ -4,16 +4,9 @@
 
 use super::toc::{ChunkRef, Codec, TocLayer};
 use crate::digest::Digest;
+use crate::store::StorePaths;
 use img_fuse::Layer;
 use std::io;
-use std::path::{Path, PathBuf};
-
-/// `lazy/<hex>.index`: layer `d`'s tree and chunk table, from its TOC
-/// (written at pull time, so that a mount maps it instead of parsing the
-/// TOC again).
-pub fn index_path(root: &Path, d: &Digest) -> PathBuf {
-    root.join("lazy").join(format!("{}.index", d.hex()))
-}
 
 const PACK_MAGIC: &[u8; 8] = b"IMGLAZY1";
 
@@ -77,15 +70,15 @@ fn unpack(words: &[[u8; 32]]) -> Option<Unpacked> {
 }
 
 /// Writes `lazy/<hex>.index` for layer `d` (aside, then renamed into place).
-pub fn write_index(root: &Path, d: &Digest, tl: &TocLayer) -> io::Result<()> {
+pub fn write_index(paths: &StorePaths, d: &Digest, tl: &TocLayer) -> io::Result<()> {
     let ix = super::super::index_file::LayerIndex {
         layer: tl.layer.clone(),
         chunks: pack(tl),
         access: crate::layerindex::SharedBytes::default(),
     };
     let bytes = super::super::index_file::encode(d, &ix);
-    let path = index_path(root, d);
-    std::fs::create_dir_all(root.join("lazy"))?;
+    let path = paths.lazy_index(d);
+    std::fs::create_dir_all(paths.lazy_dir())?;
     let tmp = path.with_extension(format!("index.tmp-{}", std::process::id()));
     std::fs::write(&tmp, &bytes)?;
     std::fs::rename(&tmp, &path)
@@ -94,8 +87,8 @@ pub fn write_index(root: &Path, d: &Digest, tl: &TocLayer) -> io::Result<()> {
 /// Layer `d`'s tree (as layer `i` of its image), chunk table, TOC file
 /// place and prefetch end, from `lazy/<hex>.index`; `None` when it is
 /// missing or damaged (the TOC is read instead).
-pub fn read_index(root: &Path, d: &Digest, i: usize) -> Option<(Layer, Unpacked)> {
-    let map = super::super::map_index(&index_path(root, d))?;
+pub fn read_index(paths: &StorePaths, d: &Digest, i: usize) -> Option<(Layer, Unpacked)> {
+    let map = super::super::map_index(&paths.lazy_index(d))?;
     let ix = super::super::index_file::decode(&map, d, i).ok()?;
     let unpacked = unpack(&ix.chunks)?;
     Some((ix.layer, unpacked))

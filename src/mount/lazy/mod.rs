@@ -31,7 +31,7 @@ mod registry;
 mod source;
 mod toc;
 
-pub use index::{index_path, read_index, write_index};
+pub use index::{read_index, write_index};
 pub use registry::{lazy_timeout, RegistryFetch, RegistrySource};
 pub use source::{RemoteLayer, TocFileAt};
 pub use toc::{
@@ -73,10 +73,10 @@ mod tests {
     use crate::layerindex::estargz::TocEntryRef;
     use crate::layerindex::estargz::{self, Toc};
     use crate::layerindex::zstd_chunked;
-    use crate::store::RangeCache;
+    use crate::store::{RangeCache, StorePaths};
     use img_fuse::Kind;
     use std::collections::HashMap;
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
     /// Serves a blob from memory, counting requests.
@@ -133,8 +133,9 @@ mod tests {
     /// A fresh directory, removed when dropped.
     struct Scratch(PathBuf);
     impl Scratch {
-        fn path(&self) -> &Path {
-            &self.0
+        /// The layout of a store rooted here.
+        fn paths(&self) -> StorePaths {
+            StorePaths::new(&self.0)
         }
     }
     impl Drop for Scratch {
@@ -188,7 +189,7 @@ mod tests {
         let d = Digest::of_bytes(&blob);
         let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
         let stats = Arc::new(Stats::default());
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
         let got = contents(&tl, &src);
         assert_eq!(got[&b"d/a".to_vec()], b"hello\n");
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(calls as u64, stats.requests.load(Ordering::Relaxed));
         assert!(calls >= tl.chunks.len());
         // A second layer over the same cache fetches nothing.
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let again = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
         assert_eq!(contents(&tl, &again)[&b"d/big".to_vec()], big);
         assert_eq!(mem.calls.lock().unwrap().len(), calls);
@@ -215,12 +216,12 @@ mod tests {
         let dir = scratch("t2");
         let d = Digest::of_bytes(b"x");
         let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem, Some(cache), Arc::new(Stats::default()));
         let mut buf = [0u8; 64];
         let e = src.read_at(offset_of(&tl, "d/a"), &mut buf).unwrap_err().to_string();
         assert!(e.contains("other bytes than the image's table of contents says"), "{e}");
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         assert!(cache.ranges().is_empty());
     }
 
@@ -231,7 +232,7 @@ mod tests {
         let dir = scratch("t3");
         let d = Digest::of_bytes(&blob);
         let c = tl.chunks.iter().find(|c| c.virt == offset_of(&tl, "d/a")).unwrap().clone();
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         cache.put(c.comp, &vec![0u8; (c.comp_end - c.comp) as usize]).unwrap();
         let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
         let src =
@@ -270,20 +271,20 @@ mod tests {
         let tl = toc_layer_with(TocKind::Estargz, &refs, Some(&file), 3, toc_at, "t").unwrap();
         let dir = scratch("index");
         let d = Digest::of_bytes(&blob);
-        write_index(dir.path(), &d, &tl).unwrap();
-        let (layer, (chunks, toc_file, prefetch)) = read_index(dir.path(), &d, 3).unwrap();
+        write_index(&dir.paths(), &d, &tl).unwrap();
+        let (layer, (chunks, toc_file, prefetch)) = read_index(&dir.paths(), &d, 3).unwrap();
         assert_eq!(layer, tl.layer);
         assert_eq!(chunks, tl.chunks);
         assert_eq!(toc_file, tl.toc_file);
         assert_eq!(prefetch, tl.prefetch_end);
         // Another layer's digest, or a damaged file, gives nothing.
-        assert!(read_index(dir.path(), &Digest::of_bytes(b"other"), 3).is_none());
-        let p = index_path(dir.path(), &d);
+        assert!(read_index(&dir.paths(), &Digest::of_bytes(b"other"), 3).is_none());
+        let p = dir.paths().lazy_index(&d);
         let mut bytes = std::fs::read(&p).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
-        assert!(read_index(dir.path(), &d, 3).is_none());
+        assert!(read_index(&dir.paths(), &d, 3).is_none());
     }
 
     #[test]
@@ -333,19 +334,19 @@ mod tests {
         let (conv, blob) = zstd_chunked::convert(|| Ok(io::Cursor::new(tar.clone())), Vec::new(), chunk).unwrap();
         let dir = scratch(&format!("z{}", files.len()));
         let d = Digest::of_bytes(&blob);
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let mem = Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() };
         let at = TocAt::ZstdChunked(conv.toc_digest.clone(), Some(conv.toc));
         let tl = read_toc_layer(&cache, &mem, &d, blob.len() as u64, &at, 0, "z").unwrap();
         assert_eq!(mem.calls.lock().unwrap().len(), 1, "the TOC is one request");
         // Without the position, the footer gives it (one more request).
-        let cache = RangeCache::open(scratch("zf").path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&scratch("zf").paths(), &d, blob.len() as u64).unwrap();
         let by_footer =
             read_toc_layer(&cache, &mem, &d, blob.len() as u64, &TocAt::ZstdChunked(conv.toc_digest, None), 0, "z")
                 .unwrap();
         assert_eq!(by_footer.chunks, tl.chunks);
         let (json, _) = read_zstd_toc(
-            &RangeCache::open(scratch("zj").path(), &d, blob.len() as u64).unwrap(),
+            &RangeCache::open(&scratch("zj").paths(), &d, blob.len() as u64).unwrap(),
             &mem,
             &d,
             blob.len() as u64,
@@ -367,7 +368,7 @@ mod tests {
         let dir = scratch("zt1");
         let d = Digest::of_bytes(&blob);
         let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
-        let cache = RangeCache::open(dir.path(), &d, blob.len() as u64).unwrap();
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("z".into(), tl.chunks.clone(), mem.clone(), Some(cache), Arc::new(Stats::default()));
         let got = contents(&tl, &src);
         assert_eq!(got[&b"d/a".to_vec()], b"hello zstd\n");
@@ -379,8 +380,8 @@ mod tests {
         let fetched: u64 = calls.iter().map(|(s, e)| e - s).sum();
         assert!(fetched < blob.len() as u64, "fetched {fetched} of {}", blob.len());
         // The index keeps the codec.
-        write_index(dir.path(), &d, &tl).unwrap();
-        let (_, (chunks, _, _)) = read_index(dir.path(), &d, 0).unwrap();
+        write_index(&dir.paths(), &d, &tl).unwrap();
+        let (_, (chunks, _, _)) = read_index(&dir.paths(), &d, 0).unwrap();
         assert_eq!(chunks, tl.chunks);
     }
 
