@@ -125,7 +125,7 @@ pub fn partial_fs(
     // TOCs on threads of their own.
     let (streamed, remote): (Vec<_>, Vec<_>) = all_remote.into_iter().partition(|r| r.toc_digest.is_empty());
     type Built = Result<(img_fuse::Layer, Arc<lazy::RemoteLayer>, Option<u64>)>;
-    let root = store.root().to_path_buf();
+    let paths = store.paths();
     let id = img.id.clone();
     let mut built: Vec<(usize, Built)> = std::thread::scope(|s| {
         let handles: Vec<_> = remote
@@ -133,7 +133,7 @@ pub fn partial_fs(
             .map(|r| {
                 let src = repos.iter().find(|(n, _)| *n == r.source).map(|(_, s)| s.clone());
                 let stats = stats.clone();
-                let (root, id) = (&root, &id);
+                let (paths, id) = (&paths, &id);
                 (
                     r.position,
                     s.spawn(move || -> Built {
@@ -141,17 +141,17 @@ pub fn partial_fs(
                         let src = src.context("no source")?;
                         let at = lazy::toc_at_of_row(r).with_context(|| format!("layer {i} of {id}"))?;
                         let fetch: Arc<dyn lazy::Fetch> = Arc::new(src.layer(r.digest.clone()));
-                        let cache =
-                            lazy::RangeCache::open(root, &r.digest, r.size).context("opening the lazy cache")?;
+                        let cache = crate::store::RangeCache::open(paths, &r.digest, r.size)
+                            .context("opening the lazy cache")?;
                         let label = format!("{} (layer {i})", r.digest);
                         // The tree and chunk table the pull wrote, or the TOC
                         // read again (and the index written for next time).
-                        let (layer, (chunks, toc_file, prefetch_end)) = match lazy::read_index(root, &r.digest, i) {
+                        let (layer, (chunks, toc_file, prefetch_end)) = match lazy::read_index(paths, &r.digest, i) {
                             Some(got) => got,
                             None => {
                                 let tl =
                                     lazy::read_toc_layer(&cache, fetch.as_ref(), &r.digest, r.size, &at, i, &label)?;
-                                let _ = lazy::write_index(root, &r.digest, &tl);
+                                let _ = lazy::write_index(paths, &r.digest, &tl);
                                 (tl.layer, (tl.chunks, tl.toc_file, tl.prefetch_end))
                             }
                         };
@@ -189,7 +189,7 @@ pub fn partial_fs(
                 stream::StreamLayer::new(i, label, &store.ingest_dir(), grow.clone(), limit)
                     .context("making the spill file of a streamed layer")?,
             );
-            let cache = lazy::RangeCache::open(&root, &r.digest, r.size).context("opening the lazy cache")?;
+            let cache = crate::store::RangeCache::open(&paths, &r.digest, r.size).context("opening the lazy cache")?;
             let diff_id =
                 diff_ids.get(i).cloned().with_context(|| format!("the config of {} has no DiffID {i}", img.id))?;
             let digest = r.digest.clone();
@@ -375,7 +375,7 @@ pub(crate) fn map_index(path: &Path) -> Option<SharedBytes> {
 
 /// Where a mount goes when no directory is given: under the store.
 pub fn default_mountpoint(store: &Store, img: &ImageRecord) -> PathBuf {
-    store.root().join("mounts").join(&img.id.hex()[..12])
+    store.paths().default_mountpoint(&img.id)
 }
 
 /// Every mountpoint now (from /proc/self/mountinfo).
@@ -446,7 +446,7 @@ pub fn mounts(store: &Store) -> Result<Vec<MountState>> {
 /// fetched (`img mounts --format json`).
 pub fn stats_path(store: &Store, mountpoint: &Path) -> PathBuf {
     let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-    store.root().join("mounts").join(format!("stats-{}.json", &key.hex()[..16]))
+    store.paths().mount_stats(&key)
 }
 
 #[derive(Debug, Clone)]
@@ -458,7 +458,7 @@ impl StateDir {
         let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
         // Absolute: the row is read by commands run from other directories.
         let root = std::path::absolute(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
-        StateDir(root.join("mounts").join(format!("rw-{}", &key.hex()[..16])))
+        StateDir(crate::store::StorePaths::new(&root).writable_state(&key))
     }
     pub fn lower(&self) -> PathBuf {
         self.0.join("lower")
@@ -499,7 +499,7 @@ pub fn refuse_uncommitted(m: &MountRecord) -> Result<()> {
 /// The log of the process serving the mount at `mountpoint`.
 pub fn log_path(store: &Store, mountpoint: &Path) -> PathBuf {
     let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-    store.root().join("mounts").join(format!("serve-{}.log", &key.hex()[..16]))
+    store.paths().mount_log(&key)
 }
 
 pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {

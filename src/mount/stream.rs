@@ -22,10 +22,10 @@
 //! works; a call that waits for bytes that do not come for the limit gets
 //! EIO, and the mount goes on.
 
-use super::lazy::{RangeCache, Stats};
+use super::lazy::Stats;
 use super::scan;
 use crate::digest::{Digest, Hasher};
-use crate::store::{ChannelReader, Compression};
+use crate::store::{ChannelReader, Compression, RangeCache};
 use img_fuse::Grow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};

@@ -9,16 +9,11 @@ use crate::store::{StagedBlob, StorePaths};
 use anyhow::{bail, Context, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Attempts per blob before giving up on a flaky connection.
 const MAX_ATTEMPTS: u32 = 6;
-
-/// Where blob `d` is downloaded to (and a lazy mount's bytes seed it).
-pub fn partial_path(store: &StorePaths, d: &Digest) -> PathBuf {
-    store.ingest_dir().join(format!("partial-{}", d.hex()))
-}
 
 /// Downloads one blob into `ingest/partial-<hex>`, resuming what is there,
 /// and returns it staged and verified.
@@ -30,7 +25,7 @@ pub fn download(
     progress: &dyn Progress,
     quiet: bool,
 ) -> Result<StagedBlob> {
-    let path = partial_path(store, d);
+    let path = store.partial_download(d);
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -168,7 +163,7 @@ fn wait_for_other(
         let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
         if len == size && checked_len != Some(len) {
             checked_len = Some(len);
-            let mine = store.ingest_dir().join(format!("tmp-{}-{}", std::process::id(), d.hex()));
+            let mine = store.download_link(d);
             let _ = std::fs::remove_file(&mine);
             if std::fs::hard_link(path, &mine).is_ok() {
                 let mut f = File::open(&mine).with_context(|| format!("opening {}", mine.display()))?;

@@ -6,12 +6,11 @@ use crate::digest::{Digest, Hasher};
 use crate::image::Descriptor;
 use crate::layerindex::estargz::TOC_DIGEST_ANNOTATION;
 use crate::layerindex::zstd_chunked;
-use crate::mount::lazy::{cache_paths, read_toc_layer, Fetch, RangeCache, TocAt};
+use crate::mount::lazy::{read_toc_layer, Fetch, TocAt};
 use crate::registry::Repo;
-use crate::store::StorePaths;
+use crate::store::{RangeCache, StorePaths};
 use anyhow::{Context, Result};
 use std::io::{self, Write};
-use std::path::Path;
 
 /// Where the TOC of a lazily readable layer is: an eStargz layer (a gzip
 /// layer whose descriptor has the TOC digest annotation) or a zstd:chunked
@@ -46,19 +45,19 @@ impl Fetch for RepoFetch<'_> {
 /// in the store's lazy cache for the mount.
 /// Its tree and chunk table are checked now and written to
 /// `lazy/<hex>.index`, so a mount maps them instead of reading the TOC.
-pub fn fetch_toc(root: &Path, repo: &Repo, l: &Descriptor, at: &TocAt) -> Result<()> {
-    let cache = RangeCache::open(root, &l.digest, l.size).context("opening the lazy cache")?;
+pub fn fetch_toc(paths: &StorePaths, repo: &Repo, l: &Descriptor, at: &TocAt) -> Result<()> {
+    let cache = RangeCache::open(paths, &l.digest, l.size).context("opening the lazy cache")?;
     let fetch = RepoFetch { repo, digest: &l.digest };
     let tl = read_toc_layer(&cache, &fetch, &l.digest, l.size, at, 0, &l.digest.to_string())?;
-    crate::mount::lazy::write_index(root, &l.digest, &tl).context("writing the layer's index")?;
+    crate::mount::lazy::write_index(paths, &l.digest, &tl).context("writing the layer's index")?;
     Ok(())
 }
 
 /// Removes what a lazy mount fetched of blob `d` (once the blob is stored,
 /// or its image gone).
-pub fn forget_cache(root: &Path, d: &Digest) {
-    let (data, ranges) = cache_paths(root, d);
-    let _ = std::fs::remove_file(crate::mount::lazy::index_path(root, d));
+pub fn forget_cache(paths: &StorePaths, d: &Digest) {
+    let (data, ranges) = paths.lazy_cache(d);
+    let _ = std::fs::remove_file(paths.lazy_index(d));
     let _ = std::fs::remove_file(ranges);
     let _ = std::fs::remove_file(data);
 }
@@ -68,16 +67,16 @@ pub fn forget_cache(root: &Path, d: &Digest) {
 /// and Range requests for the rest, checking the digest. A mismatch drops
 /// the cache and leaves the download to start afresh; a partial file that
 /// exists already (a download in progress or interrupted) is left alone.
-pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, size: u64) -> Result<()> {
-    let (data_path, _) = cache_paths(root, d);
+pub fn seed_download(paths: &StorePaths, repo: &Repo, d: &Digest, size: u64) -> Result<()> {
+    let (data_path, _) = paths.lazy_cache(d);
     if !data_path.exists() {
         return Ok(());
     }
-    let part = super::download::partial_path(paths, d);
+    let part = paths.partial_download(d);
     if std::fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
         return Ok(());
     }
-    let cache = RangeCache::open(root, d, size).context("opening the lazy cache")?;
+    let cache = RangeCache::open(paths, d, size).context("opening the lazy cache")?;
     let held = cache.ranges();
     if held.is_empty() {
         return Ok(());
@@ -131,7 +130,7 @@ pub fn seed_download(root: &Path, paths: &StorePaths, repo: &Repo, d: &Digest, s
         // Something in the cache was wrong: nothing of it is used.
         drop(file);
         let _ = std::fs::remove_file(&part);
-        forget_cache(root, d);
+        forget_cache(paths, d);
     }
     Ok(())
 }

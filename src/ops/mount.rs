@@ -474,7 +474,7 @@ fn finish_serve(
     // of the new mount, which then could not be listed or unmounted).
     // A store removed meanwhile is not made again (found: a test's store
     // came back after its test had removed it).
-    let store = if root.join("img.db").exists() { Store::open(root).ok() } else { None };
+    let store = if crate::store::StorePaths::new(root).db().exists() { Store::open(root).ok() } else { None };
     if let Some(mut store) = store {
         let dir = a.dir.to_string_lossy();
         let me = std::process::id() as i64;

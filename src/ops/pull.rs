@@ -188,19 +188,19 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         }
         if !opts.lazy {
             // Bytes a lazy mount fetched are used, not fetched again.
-            super::lazy::seed_download(store.root(), &store.paths(), &repo, &l.digest, l.size)
+            super::lazy::seed_download(&store.paths(), &repo, &l.digest, l.size)
                 .with_context(|| format!("pulling {name}: layer {i}"))?;
         }
         missing.push((i, l.digest.clone(), l.size));
     }
     // The TOCs, all at once (each is two Range requests).
-    let root = store.root().to_path_buf();
+    let paths = store.paths();
     let fetched_tocs: Vec<Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = tocs
             .iter()
             .map(|(_, l, want)| {
-                let (root, repo) = (&root, &repo);
-                s.spawn(move || super::lazy::fetch_toc(root, repo, l, want))
+                let (paths, repo) = (&paths, &repo);
+                s.spawn(move || super::lazy::fetch_toc(paths, repo, l, want))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reading a TOC failed")))).collect()
@@ -221,13 +221,12 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         // Nothing is kept of layers no partial image reads.
         for (_, l, _) in &tocs {
             if !known.contains(&l.digest) {
-                super::lazy::forget_cache(store.root(), &l.digest);
+                super::lazy::forget_cache(&store.paths(), &l.digest);
             }
         }
         return Err(e);
     }
     let jobs = opts.jobs.clamp(1, 16);
-    let paths = store.paths();
     let queue = std::sync::Mutex::new(missing.iter());
     // Each download is measured uncompressed by its worker (the image's
     // size is its layers' uncompressed size), while the others go on.
@@ -310,12 +309,12 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         layer_diff_sizes: diff_sizes,
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
-    if !opts.lazy && store.root().join("lazy").is_dir() {
+    if !opts.lazy && store.paths().lazy_dir().is_dir() {
         // What lazy mounts fetched of these layers, now stored, unless a
         // partial image still reads them from the registry.
         let still = store.index().remote_layer_digests()?;
         for l in manifest.layers.iter().filter(|l| !still.contains(&l.digest)) {
-            super::lazy::forget_cache(store.root(), &l.digest);
+            super::lazy::forget_cache(&store.paths(), &l.digest);
         }
     }
     Ok(id)

@@ -11,11 +11,13 @@
 mod blobs;
 mod lock;
 mod paths;
+mod range_cache;
 
 pub use crate::compression::Compression;
 pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, StagedBlob, StoredBlobs};
 pub use lock::LockFile;
 pub use paths::StorePaths;
+pub use range_cache::RangeCache;
 
 use crate::digest::Digest;
 use crate::index::{Index, IndexError};

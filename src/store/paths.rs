@@ -78,6 +78,12 @@ impl StorePaths {
         self.ingest_dir().join(format!("partial-{}", d.hex()))
     }
 
+    /// This process's own link to another process's finished download of
+    /// blob `d` (a temp file of `ingest/`, collected as one if left behind).
+    pub fn download_link(&self, d: &Digest) -> PathBuf {
+        self.ingest_dir().join(format!("tmp-{}-{}", std::process::id(), d.hex()))
+    }
+
     pub fn layer_indexes_dir(&self) -> PathBuf {
         self.root.join("indexes")
     }
