@@ -144,10 +144,10 @@ const DEVPTS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
 
 /// `img __build-run PLAN`: the step's namespaces, then its first process.
 pub fn helper(plan_path: &Path) -> Result<i32> {
-    img_sys::die_with_parent();
+    img_sys::process::die_with_parent();
     let plan = read_plan(plan_path)?;
     let k = img_sys::RealKernel;
-    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_sys::getppid()) {
+    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_sys::process::getppid()) {
         // The build died before this process asked to die with it.
         bail!("the build that started this step is gone");
     }
@@ -158,10 +158,10 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     // its PID namespace). The thread comes first: a process that has
     // unshared its PID namespace cannot make threads.
     std::thread::spawn(|| {
-        img_sys::wait_for_stdin_writers_gone();
+        img_sys::process::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
-    k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
+    k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network, user: false })
         .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
     if !plan.host_network {
         k.loopback_up().context("bringing up the loopback interface of a RUN step")?;
@@ -199,14 +199,14 @@ fn read_plan(p: &Path) -> Result<RunPlan> {
 
 /// `img __build-run --init PLAN`: process 1 of the step.
 pub fn init(plan_path: &Path) -> Result<i32> {
-    img_sys::die_with_parent();
-    if img_sys::stdin_writers_gone() {
+    img_sys::process::die_with_parent();
+    if img_sys::process::stdin_writers_gone() {
         bail!("the process that started this RUN step is gone");
     }
     let plan = read_plan(plan_path)?;
     // No controlling terminal; files made with docker's mask.
-    let _ = img_sys::setsid();
-    img_sys::umask(0o022);
+    let _ = img_sys::process::setsid();
+    img_sys::process::umask(0o022);
     let k = img_sys::RealKernel;
     prepare_root(&k, &plan)?;
     // pivot_root, not chroot: nothing of the host's tree stays reachable.
@@ -216,7 +216,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir(&plan.cwd).stdin(Stdio::null());
-    img_sys::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
+    img_sys::process::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
     for kv in &plan.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
@@ -235,7 +235,7 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     // kernel ends every process of the PID namespace with it), whether or
     // not the parent-death signal came.
     std::thread::spawn(|| {
-        img_sys::wait_for_stdin_writers_gone();
+        img_sys::process::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
     let status = child.wait().context("waiting for the command")?;

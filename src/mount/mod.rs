@@ -368,8 +368,7 @@ fn build_index(
 /// An index file, mapped: a mount reads the windows of its random-access
 /// index from the page cache when it needs them, and never copies them.
 pub(crate) fn map_index(path: &Path) -> Option<SharedBytes> {
-    let file = std::fs::File::open(path).ok()?;
-    let map = img_sys::map_read_only(&file).ok()?;
+    let map = img_sys::fs::map_index_file(path).ok()?;
     Some(SharedBytes::new(std::sync::Arc::new(map)))
 }
 

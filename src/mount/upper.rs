@@ -22,7 +22,7 @@ fn is_overlay_xattr(name: &str) -> bool {
 
 fn is_opaque(path: &Path) -> Result<bool> {
     for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if let Some(v) = img_sys::xattr(path, name).with_context(|| format!("reading {}", path.display()))? {
+        if let Some(v) = img_sys::fs::xattr(path, name).with_context(|| format!("reading {}", path.display()))? {
             if v == b"y" {
                 return Ok(true);
             }
@@ -81,7 +81,7 @@ struct Meta {
 }
 
 fn meta(path: &Path, md: &std::fs::Metadata, rootless: bool) -> Result<Meta> {
-    if let Some(v) = img_sys::xattr(path, img_fuse::rw::OVERRIDE_XATTR)
+    if let Some(v) = img_sys::fs::xattr(path, img_fuse::rw::OVERRIDE_XATTR)
         .with_context(|| format!("reading the attributes of {}", path.display()))?
     {
         let Some(o) = img_fuse::rw::Override::parse(&v) else {
@@ -117,7 +117,7 @@ fn make_rdev(major: u32, minor: u32) -> u64 {
 /// out, the ones a rootless mount kept under `user.img.x.` under their names.
 fn layer_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (n, v) in img_sys::xattrs(path).with_context(|| format!("reading the attributes of {}", path.display()))? {
+    for (n, v) in img_sys::fs::xattrs(path).with_context(|| format!("reading the attributes of {}", path.display()))? {
         if is_overlay_xattr(&n) {
             continue;
         }
@@ -369,8 +369,8 @@ mod tests {
         // A char device 1:3 (rdev as FUSE carries it) owned by 0:5, and a
         // security attribute kept under user.img.x.
         let ov = format!("0:5:{:o}:{}", libc::S_IFCHR | 0o640, (1 << 8) | 3);
-        img_sys::set_xattr(&d.join("dev"), img_fuse::rw::OVERRIDE_XATTR, ov.as_bytes()).unwrap();
-        img_sys::set_xattr(&d.join("dir"), "user.img.x.security.capability", b"cap").unwrap();
+        img_sys::fs::set_xattr(&d.join("dev"), img_fuse::rw::OVERRIDE_XATTR, ov.as_bytes()).unwrap();
+        img_sys::fs::set_xattr(&d.join("dir"), "user.img.x.security.capability", b"cap").unwrap();
         std::fs::write(d.join(".img-copyup-7"), b"half").unwrap();
         let (tar, stats) = write_layer(&d, Vec::new()).unwrap();
         let got = entries(&tar);
