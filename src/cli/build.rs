@@ -192,8 +192,9 @@ pub struct BuildRunArgs {
 }
 
 /// The sandbox of one RUN step (started by img build).
-pub fn build_run(a: BuildRunArgs) -> Result<()> {
-    let code = if a.init { build::run::init(&a.plan)? } else { build::run::helper(&a.plan)? };
+pub fn build_run(ctx: &Ctx, a: BuildRunArgs) -> Result<()> {
+    let k = ctx.kernel();
+    let code = if a.init { build::run::init(k, &a.plan)? } else { build::run::helper(k, &a.plan)? };
     std::process::exit(code)
 }
 
