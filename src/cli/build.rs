@@ -139,7 +139,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     build::run::capabilities(&a.cap_add)?;
     // The namespaces come first, while this process has one thread; the
     // store's place was decided before (it depends on who the user is).
-    let rootless = build::userns::enter()?;
+    let rootless = build::userns::enter(ctx.kernel())?;
     let opts = BuildOptions {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
@@ -163,7 +163,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
             eprintln!("{m}");
         }
     };
-    let id = build::build_and_store(&mut store, &opts, &tags, &log)?;
+    let id = build::build_and_store(ctx.kernel(), &mut store, &opts, &tags, &log)?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
     }

@@ -570,33 +570,6 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The former free functions, for callers not yet given the kernel from
-/// `main` (removed once every caller is).
-#[doc(hidden)]
-pub mod compat {
-    use super::*;
-    pub use crate::fs::xattr;
-    pub use crate::process::{die_with_parent, is_root, release_free_memory};
-
-    pub fn unshare_user_namespace() -> io::Result<()> {
-        RealKernel.unshare(Namespaces { user: true, ..Default::default() })
-    }
-
-    pub fn enter_mount_namespace() -> io::Result<()> {
-        RealKernel.enter_mount_namespace()
-    }
-
-    pub fn enter_user_namespace() -> io::Result<()> {
-        RealKernel.enter_user_namespace()
-    }
-
-    pub fn mount_read_only_overlay(m: &OverlayMount) -> Result<(), MountError> {
-        RealKernel.mount_overlay_read_only(m)
-    }
-}
-#[doc(hidden)]
-pub use compat::*;
-
 #[cfg(test)]
 mod tests {
     use super::*;
