@@ -19,5 +19,5 @@ fn effective_id(field: &str) -> Option<u32> {
 /// with the terminal's echo off (as podman and getpass read one); else the
 /// first line, without its line end.
 pub fn read_password(prompt: &str) -> std::io::Result<String> {
-    img_sys::read_secret_line(prompt)
+    img_sys::process::read_secret_line(prompt)
 }

@@ -256,7 +256,7 @@ impl<S: BlobSource> RwFs<S> {
         if b.upper {
             let p = self.upath(st, ino)?;
             let md = std::fs::symlink_metadata(&p).map_err(os_err)?;
-            let ov = img_sys::xattr(&p, OVERRIDE_XATTR).ok().flatten().and_then(|v| Override::parse(&v));
+            let ov = img_sys::fs::xattr(&p, OVERRIDE_XATTR).ok().flatten().and_then(|v| Override::parse(&v));
             let real_kind = if md.is_dir() {
                 FileType::Directory
             } else if md.file_type().is_symlink() {
@@ -370,7 +370,7 @@ impl<S: BlobSource> RwFs<S> {
     }
 
     fn set_override(path: &Path, o: Override) -> R<()> {
-        img_sys::set_xattr(path, OVERRIDE_XATTR, o.encode().as_bytes()).map_err(os_err)
+        img_sys::fs::set_xattr(path, OVERRIDE_XATTR, o.encode().as_bytes()).map_err(os_err)
     }
 
     fn override_of(&self, st: &State, ino: u64) -> R<Override> {
@@ -432,7 +432,7 @@ impl<S: BlobSource> RwFs<S> {
             if let Ok(names) = self.lower.listxattr(l) {
                 for n in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
                     if let (Ok(v), Ok(stored)) = (self.lower.getxattr(l, n), stored_xattr(n)) {
-                        img_sys::set_xattr(&dst, &stored, &v).map_err(os_err)?;
+                        img_sys::fs::set_xattr(&dst, &stored, &v).map_err(os_err)?;
                     }
                 }
             }
@@ -749,7 +749,7 @@ impl<S: BlobSource> RwFs<S> {
         if b.upper {
             let p = self.upath(&st, ino)?;
             let stored = stored_xattr(name).map_err(|_| libc::ENODATA)?;
-            return img_sys::xattr(&p, &stored).map_err(os_err)?.ok_or(libc::ENODATA);
+            return img_sys::fs::xattr(&p, &stored).map_err(os_err)?.ok_or(libc::ENODATA);
         }
         self.lower.getxattr(b.lower.ok_or(libc::ENOENT)?, name)
     }
@@ -760,7 +760,7 @@ impl<S: BlobSource> RwFs<S> {
         if b.upper {
             let p = self.upath(&st, ino)?;
             let mut out = Vec::new();
-            for (n, _) in img_sys::xattrs(&p).map_err(os_err)? {
+            for (n, _) in img_sys::fs::xattrs(&p).map_err(os_err)? {
                 if let Some(shown) = shown_xattr(&n) {
                     out.extend_from_slice(shown.as_bytes());
                     out.push(0);
@@ -776,7 +776,7 @@ impl<S: BlobSource> RwFs<S> {
         let stored = stored_xattr(name)?;
         self.copy_up(&mut st, ino)?;
         let p = self.upath(&st, ino)?;
-        img_sys::set_xattr(&p, &stored, value).map_err(os_err)
+        img_sys::fs::set_xattr(&p, &stored, value).map_err(os_err)
     }
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> R<()> {
@@ -784,7 +784,7 @@ impl<S: BlobSource> RwFs<S> {
         let stored = stored_xattr(name)?;
         self.copy_up(&mut st, ino)?;
         let p = self.upath(&st, ino)?;
-        img_sys::remove_xattr(&p, &stored).map_err(|e| {
+        img_sys::fs::remove_xattr(&p, &stored).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENODATA) {
                 libc::ENODATA
             } else {
@@ -976,7 +976,7 @@ mod tests {
         assert_eq!(fs.listxattr(f.ino).unwrap(), b"security.capability\0");
         assert_eq!(fs.setxattr(f.ino, b"user.img.override", b"0:0:0:0").unwrap_err(), libc::EPERM);
         assert_eq!(fs.create(ROOT, b".wh.x", 0o644, 0).unwrap_err(), libc::EPERM);
-        let ov = img_sys::xattr(&up.join("f"), OVERRIDE_XATTR).unwrap().unwrap();
+        let ov = img_sys::fs::xattr(&up.join("f"), OVERRIDE_XATTR).unwrap().unwrap();
         assert_eq!(Override::parse(&ov).unwrap().uid, 1234);
         std::fs::remove_dir_all(up).unwrap();
     }

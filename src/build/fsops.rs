@@ -136,7 +136,7 @@ pub fn copy_entry(src: &Path, root: &Path, dest: &str, attrs: Attrs) -> Result<u
 
 /// Sets the mtime of `p` (not following a symlink).
 pub fn set_mtime(p: &Path, secs: i64, nsec: i64) -> Result<()> {
-    img_sys::set_times_nofollow(p, secs.max(0), nsec.clamp(0, 999_999_999))
+    img_sys::fs::set_times_nofollow(p, secs.max(0), nsec.clamp(0, 999_999_999))
         .with_context(|| format!("setting the mtime of {}", p.display()))
 }
 
@@ -278,7 +278,7 @@ mod tests {
     }
 
     fn overlay_is_root() -> bool {
-        img_sys::is_root()
+        img_sys::process::is_root()
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::store::{Compression, StagedBlob, Store, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
 use copy::{archive_reader, chown_ids, content_digest, copy_tree, glob_walk};
 use fsops::Attrs;
+use img_sys::Kernel;
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -109,12 +110,13 @@ pub struct Built {
 
 /// Builds the image and stores it under `tags`; returns its ID.
 pub fn build_and_store(
+    kernel: &dyn Kernel,
     store: &mut Store,
     opts: &BuildOptions,
     tags: &[crate::index::TagName],
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Digest> {
-    let built = build(store, opts, log).map_err(|e| {
+    let built = build(kernel, store, opts, log).map_err(|e| {
         let full = e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>().is_some_and(|io| {
                 io.kind() == std::io::ErrorKind::StorageFull || io.kind() == std::io::ErrorKind::QuotaExceeded
@@ -275,13 +277,14 @@ impl Stage {
 
 /// An image served read-only through FUSE from this process, unmounted
 /// when dropped.
-struct FuseMount {
+struct FuseMount<'k> {
+    kernel: &'k dyn Kernel,
     dir: PathBuf,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
-impl FuseMount {
-    fn new(store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<FuseMount> {
+impl<'k> FuseMount<'k> {
+    fn new(kernel: &'k dyn Kernel, store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<Self> {
         crate::mount::ensure_layer_indexes(store, layers)?;
         let fs =
             Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
@@ -300,14 +303,13 @@ impl FuseMount {
             res.with_context(|| format!("mounting {label} for the build"))?;
             bail!("mounting {label} for the build: the server stopped");
         }
-        Ok(FuseMount { dir, thread: Some(thread) })
+        Ok(FuseMount { kernel, dir, thread: Some(thread) })
     }
 }
 
-impl Drop for FuseMount {
+impl Drop for FuseMount<'_> {
     fn drop(&mut self) {
-        use img_sys::Kernel;
-        let _ = img_sys::RealKernel.unmount(&self.dir, img_sys::Unmount::Lazy);
+        let _ = self.kernel.unmount(&self.dir, img_sys::Unmount::Lazy);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -331,7 +333,7 @@ impl Prune {
         let empty = std::fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false);
         let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
             .iter()
-            .any(|n| img_sys::xattr(&p, n).ok().flatten().is_some());
+            .any(|n| img_sys::fs::xattr(&p, n).ok().flatten().is_some());
         if md.is_dir() && empty && !opaque && md.mode() == self.mode && md.uid() == self.uid && md.gid() == self.gid {
             let _ = std::fs::remove_dir(&p);
         }
@@ -339,25 +341,26 @@ impl Prune {
 }
 
 /// An overlayfs mount, unmounted when dropped.
-struct OverlayGuard(PathBuf);
+struct OverlayGuard<'k>(&'k dyn Kernel, PathBuf);
 
-impl Drop for OverlayGuard {
+impl Drop for OverlayGuard<'_> {
     fn drop(&mut self) {
-        use img_sys::Kernel;
-        if img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Normal).is_err() {
-            let _ = img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Lazy);
+        if self.0.unmount(&self.1, img_sys::Unmount::Normal).is_err() {
+            let _ = self.0.unmount(&self.1, img_sys::Unmount::Lazy);
         }
     }
 }
 
 struct Builder<'a> {
+    /// What the stages' roots are mounted through.
+    kernel: &'a dyn Kernel,
     store: &'a mut Store,
     opts: &'a BuildOptions,
     staged: Vec<StagedBlob>,
     // Mounts first: fields drop in order, and the work directory they are
     // in must outlive them (on a panic too).
-    read_only: Vec<OverlayGuard>,
-    fuse: Vec<FuseMount>,
+    read_only: Vec<OverlayGuard<'a>>,
+    fuse: Vec<FuseMount<'a>>,
     work: TempDir,
     /// The directory of each layer list mounted so far.
     layer_dirs: HashMap<Vec<Digest>, PathBuf>,
@@ -377,7 +380,12 @@ struct Builder<'a> {
 }
 
 /// Builds the image `opts` describes; the layers are staged, not stored.
-pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)) -> Result<Built> {
+pub fn build(
+    kernel: &dyn Kernel,
+    store: &mut Store,
+    opts: &BuildOptions,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<Built> {
     let context = std::fs::canonicalize(&opts.context)
         .with_context(|| format!("the build context {} cannot be read", opts.context.display()))?;
     if !context.is_dir() {
@@ -409,6 +417,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, log: &(dyn Fn(&str) + Sync)
         crate::timefmt::format_rfc3339(crate::timefmt::now())
     };
     let mut b = Builder {
+        kernel,
         store,
         opts,
         work,
@@ -700,7 +709,7 @@ impl Builder<'_> {
             return Ok(d.clone());
         }
         let dir = self.fresh("i");
-        let m = FuseMount::new(self.store, layers, label, dir.clone())?;
+        let m = FuseMount::new(self.kernel, self.store, layers, label, dir.clone())?;
         self.fuse.push(m);
         self.layer_dirs.insert(layers.to_vec(), dir.clone());
         Ok(dir)
@@ -1106,11 +1115,8 @@ impl Builder<'_> {
             target: merged.clone(),
             userxattr: self.opts.rootless,
         };
-        {
-            use img_sys::Kernel;
-            img_sys::RealKernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
-        }
-        let guard = OverlayGuard(merged.clone());
+        self.kernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
+        let guard = OverlayGuard(self.kernel, merged.clone());
         let res = f(&merged);
         drop(guard);
         let _ = std::fs::remove_dir(&merged);
@@ -1492,8 +1498,8 @@ impl Builder<'_> {
             target: target.clone(),
             userxattr: self.opts.rootless,
         };
-        img_sys::mount_read_only_overlay(&data).context("mounting a stage's files for COPY --from")?;
-        self.read_only.push(OverlayGuard(target.clone()));
+        self.kernel.mount_overlay_read_only(&data).context("mounting a stage's files for COPY --from")?;
+        self.read_only.push(OverlayGuard(self.kernel, target.clone()));
         Ok(target)
     }
 

@@ -143,11 +143,10 @@ const SYS_MASKED_DIRS: [&str; 2] = ["firmware", "devices/virtual/powercap"];
 const DEVPTS: &str = "newinstance,ptmxmode=0666,mode=0620,gid=5";
 
 /// `img __build-run PLAN`: the step's namespaces, then its first process.
-pub fn helper(plan_path: &Path) -> Result<i32> {
-    img_sys::die_with_parent();
+pub fn helper(k: &dyn Sandbox, plan_path: &Path) -> Result<i32> {
+    img_sys::process::die_with_parent();
     let plan = read_plan(plan_path)?;
-    let k = img_sys::RealKernel;
-    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_sys::getppid()) {
+    if std::env::var("IMG_BUILD_PARENT").ok().and_then(|p| p.parse::<u32>().ok()) != Some(img_sys::process::getppid()) {
         // The build died before this process asked to die with it.
         bail!("the build that started this step is gone");
     }
@@ -158,14 +157,10 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     // its PID namespace). The thread comes first: a process that has
     // unshared its PID namespace cannot make threads.
     std::thread::spawn(|| {
-        img_sys::wait_for_stdin_writers_gone();
+        img_sys::process::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
-    k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network })
-        .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
-    if !plan.host_network {
-        k.loopback_up().context("bringing up the loopback interface of a RUN step")?;
-    }
+    enter_namespaces(k, &plan)?;
     // The running binary itself, even if its file was replaced meanwhile.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     // The first process's standard input is a pipe whose only writer is
@@ -187,6 +182,17 @@ pub fn helper(plan_path: &Path) -> Result<i32> {
     Ok(exit_code(status))
 }
 
+/// The step's new namespaces (the network's only for `--network none`,
+/// with its loopback interface up).
+fn enter_namespaces(k: &dyn Sandbox, plan: &RunPlan) -> Result<()> {
+    k.unshare(Namespaces { mount: true, pid: true, ipc: true, uts: true, net: !plan.host_network, user: false })
+        .context("making the namespaces of a RUN step (the kernel must allow user namespaces)")?;
+    if !plan.host_network {
+        k.loopback_up().context("bringing up the loopback interface of a RUN step")?;
+    }
+    Ok(())
+}
+
 /// The shell's convention: the exit code, or 128 + the signal.
 pub fn exit_code(s: std::process::ExitStatus) -> i32 {
     s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
@@ -198,25 +204,20 @@ fn read_plan(p: &Path) -> Result<RunPlan> {
 }
 
 /// `img __build-run --init PLAN`: process 1 of the step.
-pub fn init(plan_path: &Path) -> Result<i32> {
-    img_sys::die_with_parent();
-    if img_sys::stdin_writers_gone() {
+pub fn init(k: &dyn Sandbox, plan_path: &Path) -> Result<i32> {
+    img_sys::process::die_with_parent();
+    if img_sys::process::stdin_writers_gone() {
         bail!("the process that started this RUN step is gone");
     }
     let plan = read_plan(plan_path)?;
     // No controlling terminal; files made with docker's mask.
-    let _ = img_sys::setsid();
-    img_sys::umask(0o022);
-    let k = img_sys::RealKernel;
-    prepare_root(&k, &plan)?;
-    // pivot_root, not chroot: nothing of the host's tree stays reachable.
-    k.pivot_into(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
-    let (uid, gid) = resolve_user(&plan.user, Path::new("/"))?;
-    k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
+    let _ = img_sys::process::setsid();
+    img_sys::process::umask(0o022);
+    let (uid, gid) = enter_root(k, &plan, Path::new("/"))?;
     let Some((prog, args)) = plan.argv.split_first() else { bail!("RUN has no command") };
     let mut cmd = Command::new(prog);
     cmd.args(args).env_clear().current_dir(&plan.cwd).stdin(Stdio::null());
-    img_sys::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
+    img_sys::process::run_as(&mut cmd, uid, gid, supplementary_groups(uid, gid, Path::new("/")));
     for kv in &plan.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
@@ -235,11 +236,23 @@ pub fn init(plan_path: &Path) -> Result<i32> {
     // kernel ends every process of the PID namespace with it), whether or
     // not the parent-death signal came.
     std::thread::spawn(|| {
-        img_sys::wait_for_stdin_writers_gone();
+        img_sys::process::wait_for_stdin_writers_gone();
         std::process::exit(137);
     });
     let status = child.wait().context("waiting for the command")?;
     Ok(exit_code(status))
+}
+
+/// Prepares the step's root, makes it the root, finds the user the command
+/// runs as (in `new_root`: the step's root as it is seen once it is the
+/// root) and limits the capabilities; returns the user's uid and gid.
+fn enter_root(k: &dyn Sandbox, plan: &RunPlan, new_root: &Path) -> Result<(u32, u32)> {
+    prepare_root(k, plan)?;
+    // pivot_root, not chroot: nothing of the host's tree stays reachable.
+    k.pivot_into(&plan.root).with_context(|| format!("changing root to {}", plan.root.display()))?;
+    let (uid, gid) = resolve_user(&plan.user, new_root)?;
+    k.limit_capabilities(&plan.caps).context("limiting the capabilities of RUN")?;
+    Ok((uid, gid))
 }
 
 /// /proc, /dev (with /dev/pts, /dev/shm and /dev/mqueue), /sys, the host
@@ -472,6 +485,19 @@ mod tests {
         assert!(capabilities(&["CAP_FLY".into()]).unwrap_err().to_string().contains("no such capability"));
     }
 
+    fn plan_at(root: &Path) -> RunPlan {
+        RunPlan {
+            root: root.to_path_buf(),
+            argv: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            host_network: false,
+            hostname: "build".into(),
+            caps: vec![],
+        }
+    }
+
     fn prepared(name: &str, fail: &[&str]) -> Vec<String> {
         let r_dir = crate::testdir::TestDir::new(&format!("run-prep-{name}"));
         let r = r_dir.to_path_buf();
@@ -482,20 +508,63 @@ mod tests {
         for f in fail {
             k.fail.lock().unwrap().push(f.replace("ROOT", &r.display().to_string()));
         }
-        let plan = RunPlan {
-            root: r.clone(),
-            argv: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            user: String::new(),
-            host_network: false,
-            hostname: "build".into(),
-            caps: vec![],
-        };
-        prepare_root(&k, &plan).unwrap();
+        prepare_root(&k, &plan_at(&r)).unwrap();
         assert_eq!(std::fs::read_link(r.join("dev/ptmx")).unwrap(), Path::new("pts/ptmx"));
         std::fs::remove_dir_all(&r).unwrap();
         k.calls().iter().map(|c| c.replace(&r.display().to_string(), "ROOT")).collect()
+    }
+
+    #[test]
+    fn a_step_gets_new_namespaces_and_its_own_network_unless_on_the_hosts() {
+        let k = img_sys::RecordingKernel::default();
+        let mut plan = plan_at(Path::new("/r"));
+        enter_namespaces(&k, &plan).unwrap();
+        assert_eq!(
+            k.calls(),
+            [
+                "unshare Namespaces { user: false, mount: true, pid: true, ipc: true, uts: true, net: true }",
+                "loopback up"
+            ]
+        );
+        let k = img_sys::RecordingKernel::default();
+        plan.host_network = true;
+        enter_namespaces(&k, &plan).unwrap();
+        assert_eq!(
+            k.calls(),
+            ["unshare Namespaces { user: false, mount: true, pid: true, ipc: true, uts: true, net: false }"]
+        );
+    }
+
+    // The root is mounted before it becomes the root, and the capabilities
+    // are limited last, once no mount is left to make.
+    #[test]
+    fn the_step_mounts_its_root_then_pivots_into_it_then_limits_capabilities() {
+        let r_dir = crate::testdir::TestDir::new("run-enter");
+        let r = r_dir.to_path_buf();
+        for d in ["dev", "sys", "etc"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("etc/passwd"), "app:x:1000:1001::/home/app:/bin/sh\n").unwrap();
+        let k = img_sys::RecordingKernel::default();
+        let plan = RunPlan { user: "app".into(), caps: vec![0, 21], ..plan_at(&r) };
+        assert_eq!(enter_root(&k, &plan, &r).unwrap(), (1000, 1001));
+        let root = r.display().to_string();
+        let calls: Vec<String> = k.calls().iter().map(|c| c.replace(&root, "ROOT")).collect();
+        std::fs::remove_dir_all(&r).unwrap();
+        let at = |want: &str| calls.iter().position(|c| c == want).unwrap_or_else(|| panic!("{want}: {calls:?}"));
+        let pivot = at("pivot ROOT");
+        for mount in [
+            "mount proc ROOT/proc  dev=false",
+            "mount tmpfs ROOT/dev/shm mode=1777,size=65536k dev=false",
+            "mount devpts ROOT/dev/pts newinstance,ptmxmode=0666,mode=0620,gid=5 dev=true",
+            "mount mqueue ROOT/dev/mqueue  dev=false",
+            "mount-ro sysfs ROOT/sys ",
+            "bind-rw /dev/null ROOT/dev/null",
+            "sethostname build",
+        ] {
+            assert!(at(mount) < pivot, "{mount}: {calls:?}");
+        }
+        assert_eq!(calls[pivot + 1..], ["capabilities [0, 21]"]);
     }
 
     // RUN had no /dev/pts, /dev/ptmx, /dev/tty or /dev/mqueue, and /sys was

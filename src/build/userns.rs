@@ -4,15 +4,17 @@
 //! `newuidmap`/`newgidmap` when they can be.
 
 use anyhow::{bail, Context, Result};
+use img_sys::{Namespaces, Sandbox};
 use std::io::Write;
 
 /// Gives this process the namespaces of a build; returns whether the build
 /// is rootless (an ordinary user's, as root of a user namespace). Called
 /// while the process has one thread. Where the caller's subordinate ids
 /// can be mapped, the build runs again in a child that is mapped so, and
-/// this process exits with the child's status instead of returning.
-pub fn enter() -> Result<bool> {
-    let rootless = !img_sys::is_root();
+/// this process exits with the child's status instead of returning. The
+/// namespaces are entered through `k`.
+pub fn enter(k: &dyn Sandbox) -> Result<bool> {
+    let rootless = !img_sys::process::is_root();
     if rootless {
         if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
             bail!("building as an ordinary user needs /dev/fuse readable and writable by you (chmod 0666 /dev/fuse, as most distributions ship it)");
@@ -20,21 +22,21 @@ pub fn enter() -> Result<bool> {
         let ns = "entering a user namespace for the build (the kernel must allow unprivileged user namespaces)";
         if std::env::var("IMG_BUILD_USERNS").as_deref() == Ok("child") {
             // The parent maps the user's subordinate ids into this namespace.
-            img_sys::die_with_parent();
-            img_sys::unshare_user_namespace().context(ns)?;
+            img_sys::process::die_with_parent();
+            k.unshare(Namespaces { user: true, ..Default::default() }).context(ns)?;
             let mut go = String::new();
             std::io::stdin().read_line(&mut go).context("waiting for the user namespace's mapping")?;
             if go.trim() != "go" {
                 bail!("the user namespace was not mapped");
             }
-            img_sys::enter_mount_namespace().context(ns)?;
+            k.enter_mount_namespace().context(ns)?;
         } else if let Some(maps) = subordinate_ids() {
             match run_mapped(maps)? {}
         } else {
-            img_sys::enter_user_namespace().context(ns)?;
+            k.enter_user_namespace().context(ns)?;
         }
     } else {
-        img_sys::enter_mount_namespace().context("making a mount namespace for the build")?;
+        k.enter_mount_namespace().context("making a mount namespace for the build")?;
     }
     Ok(rootless)
 }

@@ -139,7 +139,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
     build::run::capabilities(&a.cap_add)?;
     // The namespaces come first, while this process has one thread; the
     // store's place was decided before (it depends on who the user is).
-    let rootless = build::userns::enter()?;
+    let rootless = build::userns::enter(ctx.kernel())?;
     let opts = BuildOptions {
         context: a.context.clone(),
         dockerfile: a.file.clone(),
@@ -163,7 +163,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
             eprintln!("{m}");
         }
     };
-    let id = build::build_and_store(&mut store, &opts, &tags, &log)?;
+    let id = build::build_and_store(ctx.kernel(), &mut store, &opts, &tags, &log)?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
@@ -192,8 +192,9 @@ pub struct BuildRunArgs {
 }
 
 /// The sandbox of one RUN step (started by img build).
-pub fn build_run(a: BuildRunArgs) -> Result<()> {
-    let code = if a.init { build::run::init(&a.plan)? } else { build::run::helper(&a.plan)? };
+pub fn build_run(ctx: &Ctx, a: BuildRunArgs) -> Result<()> {
+    let k = ctx.kernel();
+    let code = if a.init { build::run::init(k, &a.plan)? } else { build::run::helper(k, &a.plan)? };
     std::process::exit(code)
 }
 

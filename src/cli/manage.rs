@@ -42,7 +42,7 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
     let mut failed = false;
     let mut out = super::stdout();
     for n in &names {
-        match remove::rmi_one(&mut store, n, force) {
+        match remove::rmi_one(ctx.kernel(), &mut store, n, force) {
             Ok(r) => {
                 if !super::dialect::print_done(&mut out, &super::dialect::Done::Removed(n))? {
                     for t in &r.untagged {

@@ -160,9 +160,15 @@ enum ImageCommand {
 /// Shared context for command handlers.
 pub struct Ctx {
     root: PathBuf,
+    /// The kernel `main` made: every mount and namespace goes through it.
+    kernel: &'static dyn img_sys::Kernel,
 }
 
 impl Ctx {
+    /// The kernel to mount and unshare through.
+    pub fn kernel(&self) -> &'static dyn img_sys::Kernel {
+        self.kernel
+    }
     pub fn open_store(&self) -> Result<Store> {
         let s = Store::open(&self.root).map_err(anyhow::Error::from)?;
         Ok(s)
@@ -177,8 +183,9 @@ impl Ctx {
 #[error("{0} failed")]
 pub struct AlreadyReported(pub &'static str);
 
-/// Runs img with `args`; returns the process exit status.
-pub fn main() -> ExitCode {
+/// Runs img with `args`, mounting and unsharing through `kernel`; returns
+/// the process exit status.
+pub fn main(kernel: &'static dyn img_sys::Kernel) -> ExitCode {
     let argv = match dialect::translate(std::env::args_os().collect()) {
         dialect::Translation::Args(d, argv) => {
             dialect::set(d);
@@ -197,7 +204,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match run(cli) {
+    match run(cli, kernel) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if is_broken_pipe(&e) {
@@ -231,9 +238,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, kernel: &'static dyn img_sys::Kernel) -> Result<()> {
     let root = cli.root.unwrap_or_else(Store::default_root);
-    let ctx = Ctx { root };
+    let ctx = Ctx { root, kernel };
     match cli.command {
         Command::Images(a) | Command::Image { command: ImageCommand::Ls(a) } => images::run(&ctx, a),
         Command::Inspect(a) | Command::Image { command: ImageCommand::Inspect(a) } => inspect::run(&ctx, a),
@@ -257,7 +264,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert(a) => manage::convert(&ctx, a),
         Command::Build(a) | Command::Image { command: ImageCommand::Build(a) } => build::build(&ctx, a),
         Command::Manifest { command } => manifest::run(&ctx, command),
-        Command::BuildRun(a) => build::build_run(a),
+        Command::BuildRun(a) => build::build_run(&ctx, a),
         Command::Umount(a) | Command::Image { command: ImageCommand::Umount(a) } => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
         Command::ServeMount(a) => mount::serve(&ctx, a),

@@ -52,7 +52,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         platform: a.platform,
     };
     let progress = super::progress::Reporter::new(true);
-    let done = ops_mount::mount(ctx.root(), &opts, &progress)?;
+    let done = ops_mount::mount(ctx.kernel(), ctx.root(), &opts, &progress)?;
     for w in done.warnings {
         eprintln!("warning: {w}");
     }
@@ -113,7 +113,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         mount_points: a.mount_points.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
     };
     // Its stderr is the mount's log.
-    ops_mount::serve(ctx.root(), &opts, Arc::new(|m: &str| eprintln!("img mount: {m}")))
+    ops_mount::serve(ctx.kernel(), ctx.root(), &opts, Arc::new(|m: &str| eprintln!("img mount: {m}")))
 }
 
 #[derive(Args)]
@@ -183,7 +183,7 @@ pub struct UmountArgs {
 pub fn umount(ctx: &Ctx, a: UmountArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
     let mut refused = 0;
-    ops_mount::umount(&mut store, &a.targets, a.all, a.discard, &mut |s, res| match res {
+    ops_mount::umount(ctx.kernel(), &mut store, &a.targets, a.all, a.discard, &mut |s, res| match res {
         Ok(()) => println!("{}", s.record.mountpoint),
         Err(e) => {
             eprintln!("error: {}", crate::error_chain(&e));
@@ -205,7 +205,7 @@ pub struct MountsArgs {
 
 pub fn mounts(ctx: &Ctx, a: MountsArgs) -> Result<()> {
     let mut store = ctx.open_store()?;
-    let live = ops_mount::mounts(&mut store, &|w| eprintln!("warning: {w}"))?;
+    let live = ops_mount::mounts(ctx.kernel(), &mut store, &|w| eprintln!("warning: {w}"))?;
     let mut out = super::stdout();
     match a.format.as_deref() {
         Some("json") => {

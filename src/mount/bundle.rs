@@ -591,10 +591,16 @@ pub fn plan(store: &Store, img: &crate::index::ImageRecord, dir: &Path) -> Resul
 /// Writes the bundle of `plan` once its mount is up (writable if `rw`;
 /// `tty` gives the process a terminal); returns the conversion's warnings.
 /// On failure the mount goes again (a writable mount holding changes not
-/// committed stays, as img umount keeps it).
-pub fn finish(store: &mut Store, plan: &Plan, rw: bool, tty: bool) -> Result<Vec<String>> {
+/// committed stays, as img umount keeps it), through `kernel`.
+pub fn finish(
+    kernel: &dyn img_sys::Kernel,
+    store: &mut Store,
+    plan: &Plan,
+    rw: bool,
+    tty: bool,
+) -> Result<Vec<String>> {
     let written = (|| {
-        let rootless = if img_sys::is_root() {
+        let rootless = if img_sys::process::is_root() {
             None
         } else {
             Some((
@@ -608,7 +614,7 @@ pub fn finish(store: &mut Store, plan: &Plan, rw: bool, tty: bool) -> Result<Vec
     if written.is_err() {
         let here = plan.rootfs.to_string_lossy();
         if let Some(m) = super::mounts(store)?.into_iter().find(|m| m.record.mountpoint == here) {
-            let _ = super::unmount(store, &m, false);
+            let _ = super::unmount(kernel, store, &m, false);
         }
     }
     written

@@ -368,8 +368,7 @@ fn build_index(
 /// An index file, mapped: a mount reads the windows of its random-access
 /// index from the page cache when it needs them, and never copies them.
 pub(crate) fn map_index(path: &Path) -> Option<SharedBytes> {
-    let file = std::fs::File::open(path).ok()?;
-    let map = img_sys::map_read_only(&file).ok()?;
+    let map = img_sys::fs::map_index_file(path).ok()?;
     Some(SharedBytes::new(std::sync::Arc::new(map)))
 }
 
@@ -502,13 +501,13 @@ pub fn log_path(store: &Store, mountpoint: &Path) -> PathBuf {
     store.paths().mount_log(&key)
 }
 
-pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
+pub fn unmount(kernel: &dyn Kernel, store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
     let dir = &m.record.mountpoint;
     if !discard {
         refuse_uncommitted(&m.record)?;
     }
     let bundle = bundle::record_of(store.root(), Path::new(dir));
-    detach(m)?;
+    detach(kernel, m)?;
     if let Some(note) = bundle.and_then(|b| bundle::forget(store.root(), Path::new(dir), &b)) {
         eprintln!("note: {note}");
     }
@@ -528,18 +527,16 @@ pub fn unmount(store: &mut Store, m: &MountState, discard: bool) -> Result<()> {
 
 /// Takes a mount's directories out of the tree (the overlay first, then
 /// the FUSE tree under it), lazily when the server is dead.
-pub fn detach(m: &MountState) -> Result<()> {
-    let kernel = img_sys::RealKernel;
+pub fn detach(kernel: &dyn Kernel, m: &MountState) -> Result<()> {
     // An embedded image's layers are mounts under its root: detached with it.
     let how = if m.serving && m.record.pid != 0 { img_sys::Unmount::Normal } else { img_sys::Unmount::Lazy };
-    if m.mounted {
-        kernel.unmount(Path::new(&m.record.mountpoint), how).map_err(busy_hint)?;
-    }
+    let dir = Path::new(&m.record.mountpoint);
     if m.record.writable && !m.record.state_dir.is_empty() {
-        let lower = StateDir(PathBuf::from(&m.record.state_dir)).lower();
-        if is_mounted(&lower) {
-            kernel.unmount(&lower, how).map_err(busy_hint)?;
-        }
+        let state = StateDir(PathBuf::from(&m.record.state_dir));
+        return upper::unmount_writable(kernel, &state, dir, how, m.mounted, is_mounted).map_err(busy_hint);
+    }
+    if m.mounted {
+        kernel.unmount(dir, how).map_err(busy_hint)?;
     }
     Ok(())
 }

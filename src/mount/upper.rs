@@ -7,13 +7,57 @@
 //! `userxattr`). A layer says the same with `.wh.NAME` files and
 //! `.wh..wh..opq`. `write_layer` turns one into the other; `fingerprint`
 //! tells whether the upper directory changed since a commit.
+//! `mount_writable` and `unmount_writable` put a root's writable mount
+//! (that overlay over the image's FUSE tree) up and take it down, through
+//! the kernel passed down from `main`.
 
 use crate::digest::Digest;
 use anyhow::{bail, Context, Result};
+use img_sys::{Kernel, Unmount};
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+
+/// The overlay of a writable mount as root at `dir`: the image's tree
+/// (served through FUSE at the state's `lower`) under the state's `upper`
+/// directory, which takes the changes.
+pub fn writable_overlay(state: &super::StateDir, dir: &Path) -> img_sys::OverlayMount {
+    img_sys::OverlayMount {
+        lower: vec![state.lower()],
+        upper: state.upper(),
+        work: state.work(),
+        target: dir.to_path_buf(),
+        userxattr: false,
+    }
+}
+
+/// Mounts the writable overlay of `state` at `dir` (see [`writable_overlay`]).
+pub fn mount_writable(kernel: &dyn Kernel, state: &super::StateDir, dir: &Path) -> Result<(), img_sys::MountError> {
+    kernel.mount_overlay(&writable_overlay(state, dir))
+}
+
+/// Takes a writable mount down: the overlay at `dir` first (when
+/// `overlay_mounted`), then the image's tree under it (when
+/// `lower_mounted`), which ends its serving process. The first failure
+/// stops: the tree stays while the overlay over it does.
+pub fn unmount_writable(
+    kernel: &dyn Kernel,
+    state: &super::StateDir,
+    dir: &Path,
+    how: Unmount,
+    overlay_mounted: bool,
+    lower_mounted: impl FnOnce(&Path) -> bool,
+) -> Result<(), img_sys::MountError> {
+    if overlay_mounted {
+        kernel.unmount(dir, how)?;
+    }
+    let lower = state.lower();
+    if lower_mounted(&lower) {
+        kernel.unmount(&lower, how)?;
+    }
+    Ok(())
+}
 
 /// Attributes overlayfs keeps for itself: never part of a layer.
 fn is_overlay_xattr(name: &str) -> bool {
@@ -22,7 +66,7 @@ fn is_overlay_xattr(name: &str) -> bool {
 
 fn is_opaque(path: &Path) -> Result<bool> {
     for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if let Some(v) = img_sys::xattr(path, name).with_context(|| format!("reading {}", path.display()))? {
+        if let Some(v) = img_sys::fs::xattr(path, name).with_context(|| format!("reading {}", path.display()))? {
             if v == b"y" {
                 return Ok(true);
             }
@@ -81,7 +125,7 @@ struct Meta {
 }
 
 fn meta(path: &Path, md: &std::fs::Metadata, rootless: bool) -> Result<Meta> {
-    if let Some(v) = img_sys::xattr(path, img_fuse::rw::OVERRIDE_XATTR)
+    if let Some(v) = img_sys::fs::xattr(path, img_fuse::rw::OVERRIDE_XATTR)
         .with_context(|| format!("reading the attributes of {}", path.display()))?
     {
         let Some(o) = img_fuse::rw::Override::parse(&v) else {
@@ -117,7 +161,7 @@ fn make_rdev(major: u32, minor: u32) -> u64 {
 /// out, the ones a rootless mount kept under `user.img.x.` under their names.
 fn layer_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (n, v) in img_sys::xattrs(path).with_context(|| format!("reading the attributes of {}", path.display()))? {
+    for (n, v) in img_sys::fs::xattrs(path).with_context(|| format!("reading the attributes of {}", path.display()))? {
         if is_overlay_xattr(&n) {
             continue;
         }
@@ -329,6 +373,40 @@ fn fingerprint_dir(dir: &Path, prefix: &str, lines: &mut Vec<String>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount::StateDir;
+    use img_sys::RecordingKernel;
+
+    #[test]
+    fn a_writable_mount_is_an_overlay_of_the_tree_under_the_state_directory() {
+        let k = RecordingKernel::default();
+        let st = StateDir("/s/rw-1".into());
+        mount_writable(&k, &st, Path::new("/mnt/a")).unwrap();
+        assert_eq!(
+            k.calls(),
+            ["mount overlay /mnt/a lowerdir=/s/rw-1/lower,upperdir=/s/rw-1/upper,workdir=/s/rw-1/work,redirect_dir=off,index=off,metacopy=off"]
+        );
+    }
+
+    #[test]
+    fn a_writable_mount_comes_down_overlay_first_then_the_tree() {
+        let k = RecordingKernel::default();
+        let st = StateDir("/s/rw-1".into());
+        unmount_writable(&k, &st, Path::new("/mnt/a"), Unmount::Normal, true, |_| true).unwrap();
+        assert_eq!(k.calls(), ["unmount /mnt/a Normal", "unmount /s/rw-1/lower Normal"]);
+        // Only what is still mounted, asked once the overlay is gone.
+        let k = RecordingKernel::default();
+        unmount_writable(&k, &st, Path::new("/mnt/a"), Unmount::Lazy, false, |p| {
+            assert_eq!(p, Path::new("/s/rw-1/lower"));
+            true
+        })
+        .unwrap();
+        assert_eq!(k.calls(), ["unmount /s/rw-1/lower Lazy"]);
+        // A busy overlay keeps the tree under it.
+        let k = RecordingKernel::default();
+        k.fail.lock().unwrap().push("unmount /mnt/a".into());
+        assert!(unmount_writable(&k, &st, Path::new("/mnt/a"), Unmount::Normal, true, |_| true).is_err());
+        assert_eq!(k.calls(), ["unmount /mnt/a Normal"]);
+    }
 
     fn entries(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, u64)> {
         let mut a = tar::Archive::new(tar_bytes);
@@ -369,8 +447,8 @@ mod tests {
         // A char device 1:3 (rdev as FUSE carries it) owned by 0:5, and a
         // security attribute kept under user.img.x.
         let ov = format!("0:5:{:o}:{}", libc::S_IFCHR | 0o640, (1 << 8) | 3);
-        img_sys::set_xattr(&d.join("dev"), img_fuse::rw::OVERRIDE_XATTR, ov.as_bytes()).unwrap();
-        img_sys::set_xattr(&d.join("dir"), "user.img.x.security.capability", b"cap").unwrap();
+        img_sys::fs::set_xattr(&d.join("dev"), img_fuse::rw::OVERRIDE_XATTR, ov.as_bytes()).unwrap();
+        img_sys::fs::set_xattr(&d.join("dir"), "user.img.x.security.capability", b"cap").unwrap();
         std::fs::write(d.join(".img-copyup-7"), b"half").unwrap();
         let (tar, stats) = write_layer(&d, Vec::new()).unwrap();
         let got = entries(&tar);

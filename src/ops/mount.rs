@@ -58,7 +58,7 @@ fn absolute(p: &Path) -> Result<(PathBuf, bool)> {
 /// Mounts an image as `opts` says, in the store at `root`; the mount is
 /// served by a process of its own (`img __serve-mount`, see [`serve`])
 /// once this returns.
-pub fn mount(root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Result<Mounted> {
+pub fn mount(kernel: &dyn Kernel, root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Result<Mounted> {
     let mut store = Store::open(root)?;
     let img = match opts.image.strip_prefix("docker://") {
         // Pulled lazily: eStargz and zstd:chunked layers stay in the registry until read.
@@ -77,7 +77,7 @@ pub fn mount(root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Resul
     };
     let Some(bundle_dir) = &opts.bundle else {
         let (dir, created) = absolute(&opts.dir.clone().unwrap_or_else(|| mount::default_mountpoint(&store, &img)))?;
-        let res = start(root, store, opts, &img, &dir, &[]);
+        let res = start(kernel, root, store, opts, &img, &dir, &[]);
         if res.is_err() && created {
             let _ = std::fs::remove_dir(&dir);
         }
@@ -88,8 +88,8 @@ pub fn mount(root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Resul
     let res = (|| {
         let plan = bundle::plan(&store, &img, &bundle_dir)?;
         let (dir, created) = absolute(&plan.rootfs)?;
-        let res = start(root, store, opts, &img, &dir, &plan.mount_points)
-            .and_then(|()| bundle::finish(&mut Store::open(root)?, &plan, opts.rw, opts.tty));
+        let res = start(kernel, root, store, opts, &img, &dir, &plan.mount_points)
+            .and_then(|()| bundle::finish(kernel, &mut Store::open(root)?, &plan, opts.rw, opts.tty));
         if res.is_err() && created {
             let _ = std::fs::remove_dir(&dir);
         }
@@ -107,6 +107,7 @@ pub fn mount(root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Resul
 }
 
 fn start(
+    kernel: &dyn Kernel,
     root: &Path,
     store: Store,
     a: &MountOptions,
@@ -142,7 +143,7 @@ fn start(
         bail!("{} is not empty; mount on an empty directory", dir.display());
     }
     if img.kind == ImageKind::Embedded {
-        return mount_embedded(store, a, img, dir);
+        return mount_embedded(kernel, store, a, img, dir);
     }
     // Indexes missing are built here, not in the long-lived server.
     mount::ensure_indexes(&store, img).with_context(|| format!("mounting {}", a.image))?;
@@ -243,11 +244,17 @@ fn start(
 
 /// An iSulad embedded image: kernel mounts of its layers, as iSulad makes
 /// them, with no process serving them.
-fn mount_embedded(mut store: Store, a: &MountOptions, img: &ImageRecord, dir: &Path) -> Result<()> {
+fn mount_embedded(
+    kernel: &dyn Kernel,
+    mut store: Store,
+    a: &MountOptions,
+    img: &ImageRecord,
+    dir: &Path,
+) -> Result<()> {
     if a.rw {
         bail!("{} is an iSulad embedded image, which mounts read-only; drop --rw", a.image);
     }
-    if !img_sys::is_root() {
+    if !img_sys::process::is_root() {
         bail!(
             "{} is an iSulad embedded image: its layers are kernel squashfs and bind mounts, which need root",
             a.image
@@ -260,7 +267,7 @@ fn mount_embedded(mut store: Store, a: &MountOptions, img: &ImageRecord, dir: &P
         );
     }
     let layers = store.index().external_layers(&img.id)?;
-    mount::embedded::mount(&img_sys::RealKernel, &layers, dir)?;
+    mount::embedded::mount(kernel, &layers, dir)?;
     store.index_mut().add_mount(&MountRecord {
         mountpoint: dir.to_string_lossy().into_owned(),
         image_id: img.id.clone(),
@@ -343,8 +350,9 @@ fn say(line: &str) {
 
 /// Serves the mount `a` describes until it is unmounted, from the store at
 /// `root`: says "ready" (or "error: ...") on stdout once the mount is in
-/// place, for [`mount`] waiting on the other end.
-pub fn serve(root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
+/// place, for [`mount`] waiting on the other end. A root's writable mount
+/// is an overlay over the tree, mounted through `kernel`.
+pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
     let fail = |e: &anyhow::Error| say(&format!("error: {}", crate::error_chain(e)));
     let mount_points = &a.mount_points;
     let prepared = (|| -> Result<_> {
@@ -384,7 +392,7 @@ pub fn serve(root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
     };
     // The layers' entries the tree was built from are free now: this
     // process serves for long, so what it keeps should be the tree alone.
-    img_sys::release_free_memory();
+    img_sys::process::release_free_memory();
     let error_log = log.clone();
     let fs = std::sync::Arc::new(fs.with_error_log(move |m| error_log(m)));
     let cfg = img_fuse::MountConfig {
@@ -394,7 +402,7 @@ pub fn serve(root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
         threads: if img.kind == ImageKind::Partial { 8 } else { 2 },
     };
     let state = a.state.clone().map(mount::StateDir);
-    if let (Some(st), false) = (&state, img_sys::is_root()) {
+    if let (Some(st), false) = (&state, img_sys::process::is_root()) {
         // Rootless: the FUSE filesystem takes the writes itself, over the
         // whole tree (streamed layers must be in first).
         let fs = Arc::into_inner(fs).expect("the filesystem is not shared yet");
@@ -412,31 +420,24 @@ pub fn serve(root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
             say("ready");
             Ok(())
         });
-        return finish_serve(root, a, &state, res, &log);
+        return finish_serve(kernel, root, a, &state, res, &log);
     }
     let fuse_dir = state.as_ref().map(|s| s.lower()).unwrap_or_else(|| a.dir.clone());
     let res = img_fuse::serve(fs, &fuse_dir, &cfg, || {
         if let Some(st) = &state {
-            let ov = img_sys::OverlayMount {
-                lower: vec![st.lower()],
-                upper: st.upper(),
-                work: st.work(),
-                target: a.dir.clone(),
-                userxattr: false,
-            };
-            img_sys::RealKernel.mount_overlay(&ov).map_err(std::io::Error::other)?;
-            watch_overlay(a.dir.clone(), st.lower());
+            mount::upper::mount_writable(kernel, st, &a.dir).map_err(std::io::Error::other)?;
+            watch_overlay(kernel, a.dir.clone(), st.lower());
         }
         if let Err(e) = record_mount(root, a, &img, &state) {
             if state.is_some() {
-                let _ = img_sys::RealKernel.unmount(&a.dir, img_sys::Unmount::Lazy);
+                let _ = kernel.unmount(&a.dir, img_sys::Unmount::Lazy);
             }
             return Err(e);
         }
         say("ready");
         Ok(())
     });
-    finish_serve(root, a, &state, res, &log)
+    finish_serve(kernel, root, a, &state, res, &log)
 }
 
 /// Keeps `path` up to date with what a lazy mount fetched, ten times a
@@ -459,6 +460,7 @@ fn write_stats(path: PathBuf, stats: Arc<mount::lazy::Stats>) {
 
 /// After the mount went away: forget it, unless it holds changes not committed.
 fn finish_serve(
+    kernel: &dyn Kernel,
     root: &Path,
     a: &ServeOptions,
     state: &Option<mount::StateDir>,
@@ -484,7 +486,7 @@ fn finish_serve(
             if state.is_some() && mount::is_mounted(&a.dir) {
                 // The tree under the overlay went away (unmounted by hand):
                 // the overlay cannot work without it.
-                let _ = img_sys::RealKernel.unmount(&a.dir, img_sys::Unmount::Lazy);
+                let _ = kernel.unmount(&a.dir, img_sys::Unmount::Lazy);
             }
             let _ = std::fs::remove_file(mount::stats_path(&store, &a.dir));
             let bundle = bundle::record_of(store.root(), &a.dir);
@@ -505,11 +507,11 @@ fn finish_serve(
 
 /// When the overlay at `dir` is unmounted by hand (umount DIR), the tree
 /// under it is unmounted too, which ends the server.
-fn watch_overlay(dir: PathBuf, lower: PathBuf) {
+fn watch_overlay(kernel: &'static dyn Kernel, dir: PathBuf, lower: PathBuf) {
     std::thread::spawn(move || loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
         if !mount::is_mounted(&dir) {
-            let _ = img_sys::RealKernel.unmount(&lower, img_sys::Unmount::Lazy);
+            let _ = kernel.unmount(&lower, img_sys::Unmount::Lazy);
             return;
         }
     });
@@ -553,6 +555,7 @@ fn mounts_at(states: &[MountState], target: &str) -> Vec<MountState> {
 /// committed is refused (and kept) unless `discard`, without stopping the
 /// others. A target that names no mount is an error before any is tried.
 pub fn umount(
+    kernel: &dyn Kernel,
     store: &mut Store,
     targets: &[String],
     all: bool,
@@ -580,7 +583,7 @@ pub fn umount(
         chosen.extend(found);
     }
     for s in chosen {
-        let res = mount::unmount(store, &s, discard);
+        let res = mount::unmount(kernel, store, &s, discard);
         done(&s, res);
     }
     Ok(())
@@ -602,7 +605,7 @@ pub struct MountRow {
 /// died: a writable one holding changes not committed is unmounted and
 /// kept (listed as not mounted), the others are unmounted and forgotten;
 /// `warn` is told of each.
-pub fn mounts(store: &mut Store, warn: &dyn Fn(&str)) -> Result<Vec<MountRow>> {
+pub fn mounts(kernel: &dyn Kernel, store: &mut Store, warn: &dyn Fn(&str)) -> Result<Vec<MountRow>> {
     let states = mount::mounts(store)?;
     let mut live = Vec::new();
     for s in states {
@@ -613,7 +616,7 @@ pub fn mounts(store: &mut Store, warn: &dyn Fn(&str)) -> Result<Vec<MountRow>> {
                 // commit or a new mount.
                 if s.mounted {
                     warn(&format!("the process serving {dir} (pid {}) is gone; unmounting it", s.record.pid));
-                    mount::detach(&s)?;
+                    mount::detach(kernel, &s)?;
                 }
                 warn(&format!(
                     "{dir} holds changes that are not committed: img commit {dir} IMAGE, img mount --rw {} {dir}, or img umount --discard {dir}",
@@ -623,7 +626,7 @@ pub fn mounts(store: &mut Store, warn: &dyn Fn(&str)) -> Result<Vec<MountRow>> {
                 continue;
             }
             warn(&format!("the process serving {dir} (pid {}) is gone; unmounting it", s.record.pid));
-            mount::unmount(store, &s, false)?;
+            mount::unmount(kernel, store, &s, false)?;
             continue;
         }
         live.push(s);

@@ -19,7 +19,7 @@ pub fn all_image_ids(store: &Store) -> Result<Vec<Digest>> {
 }
 
 /// Removes one image or name with docker's rules.
-pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
+pub fn rmi_one(kernel: &dyn img_sys::Kernel, store: &mut Store, name: &str, force: bool) -> Result<Removed> {
     let (img, by_tag) = resolve_name(store, name)?;
     // A name that found the image but is not among its tags any more was
     // untagged by another process meanwhile: that name is gone (found by
@@ -69,7 +69,7 @@ pub fn rmi_one(store: &mut Store, name: &str, force: bool) -> Result<Removed> {
     // image's mounts go first (and records of dead ones), so none is left
     // without its blobs.
     for m in &mine {
-        crate::mount::unmount(store, m, false)?;
+        crate::mount::unmount(kernel, store, m, false)?;
     }
     let del = store.index_mut().delete_image(&img.id)?;
     out.untagged.extend(del.untagged);

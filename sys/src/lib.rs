@@ -1,16 +1,20 @@
-//! Every system call img makes outside std: overlayfs mounts for writable mounts,
-//! unmounting (directly as root, through `fusermount3` otherwise),
-//! extended attributes and read-only file mappings. Every mount system call and all of img's
-//! `unsafe` code live in this crate (in `sys.rs`), behind the [`Kernel`]
-//! trait, so the code that decides what to mount is tested with
-//! [`RecordingKernel`] and no privileges.
+//! Every system call img makes outside std. Every mount system call and all
+//! of img's `unsafe` code live in this crate (in `sys.rs`). What is mounted
+//! and unshared (overlayfs, squashfs and bind mounts, unmounting directly as
+//! root or through `fusermount3` otherwise, namespaces, a build step's
+//! sandbox) goes through the [`Kernel`] and [`Sandbox`] traits: `main` makes
+//! the one [`RealKernel`] and passes it down as `&dyn Kernel`, so the code
+//! that decides what to mount is tested with [`RecordingKernel`] and no
+//! privileges. File calls std lacks are in [`fs`], process-level calls that
+//! decide nothing about mounts in [`process`].
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod fs;
+pub mod process;
 mod sys;
 
-pub use sys::{
-    die_with_parent, getppid, map_read_only, read_secret_line, release_free_memory, run_as, set_times_nofollow, setsid,
-    stdin_writers_gone, umask, wait_for_stdin_writers_gone, Mapped,
-};
+use rustix::mount::MountFlags;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -82,9 +86,13 @@ pub enum Unmount {
     Lazy,
 }
 
-/// The mount calls img makes.
-pub trait Kernel: Send + Sync {
+/// The mount calls img makes (and, as a [`Sandbox`], the namespace and
+/// sandbox calls), passed down from `main` as `&dyn Kernel`.
+pub trait Kernel: Sandbox + Send + Sync {
     fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError>;
+    /// Mounts the lower directories of `m` (two or more) as a read-only
+    /// overlayfs at its target (its upper and work directories are not used).
+    fn mount_overlay_read_only(&self, m: &OverlayMount) -> Result<(), MountError>;
     /// Binds directory `src` at `target`, read-only (not its submounts).
     fn bind_read_only(&self, src: &Path, target: &Path) -> Result<(), MountError>;
     /// Mounts the squashfs filesystem in `image` (a block device, or a
@@ -100,7 +108,19 @@ pub struct RealKernel;
 /// Mounts made for images never honour setuid bits or device nodes: the
 /// files are as the image says, but running or opening them through the
 /// mount gains nothing.
-const MOUNT_FLAGS: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV;
+const MOUNT_FLAGS: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
+
+/// The mount data of a read-only overlay of `m`'s lower directories.
+fn read_only_overlay_data(m: &OverlayMount) -> Result<String, MountError> {
+    let full = m.data()?;
+    let lower = full.split(',').next().unwrap_or_default();
+    let redirect = if m.userxattr { "nofollow" } else { "off" };
+    let mut data = format!("{lower},redirect_dir={redirect},metacopy=off");
+    if m.userxattr {
+        data.push_str(",userxattr");
+    }
+    Ok(data)
+}
 
 impl Kernel for RealKernel {
     fn mount_overlay(&self, m: &OverlayMount) -> Result<(), MountError> {
@@ -116,6 +136,12 @@ impl Kernel for RealKernel {
         })
     }
 
+    fn mount_overlay_read_only(&self, m: &OverlayMount) -> Result<(), MountError> {
+        let data = read_only_overlay_data(m)?;
+        sys::mount("img", &m.target, "overlay", MOUNT_FLAGS | MountFlags::RDONLY, &data)
+            .map_err(|source| MountError::Overlay { target: m.target.display().to_string(), source, hint: "" })
+    }
+
     fn bind_read_only(&self, src: &Path, target: &Path) -> Result<(), MountError> {
         let err = |e: io::Error| MountError::Mount {
             what: src.display().to_string(),
@@ -128,7 +154,7 @@ impl Kernel for RealKernel {
         sys::mount_bind(src, target).map_err(err)?;
         // A bind is read-only only once remounted so.
         if let Err(e) = sys::remount_bind_read_only(target, MOUNT_FLAGS) {
-            let _ = sys::umount2(target, libc::MNT_DETACH);
+            let _ = sys::umount2(target, true);
             return Err(err(e));
         }
         Ok(())
@@ -159,8 +185,7 @@ impl Kernel for RealKernel {
     fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError> {
         let err = |msg: String| MountError::Unmount { target: target.display().to_string(), msg };
         if sys::geteuid() == 0 {
-            let flags = if how == Unmount::Lazy { libc::MNT_DETACH } else { 0 };
-            return sys::umount2(target, flags).map_err(|e| err(e.to_string()));
+            return sys::umount2(target, how == Unmount::Lazy).map_err(|e| err(e.to_string()));
         }
         // An ordinary user unmounts their FUSE mounts through the setuid helper.
         let mut cmd = std::process::Command::new("fusermount3");
@@ -227,6 +252,15 @@ impl Kernel for RecordingKernel {
         })
     }
 
+    fn mount_overlay_read_only(&self, m: &OverlayMount) -> Result<(), MountError> {
+        let data = read_only_overlay_data(m)?;
+        self.record(format!("mount overlay-ro {} {data}", m.target.display())).map_err(|source| MountError::Overlay {
+            target: m.target.display().to_string(),
+            source,
+            hint: "",
+        })
+    }
+
     fn unmount(&self, target: &Path, how: Unmount) -> Result<(), MountError> {
         self.record(format!("unmount {} {how:?}", target.display()))
             .map_err(|e| MountError::Unmount { target: target.display().to_string(), msg: e.to_string() })
@@ -236,6 +270,8 @@ impl Kernel for RecordingKernel {
 /// The namespaces a sandboxed step gets (see [`Kernel::unshare`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Namespaces {
+    /// A user namespace, with no mapping yet (the parent maps it).
+    pub user: bool,
     pub mount: bool,
     pub pid: bool,
     pub ipc: bool,
@@ -247,6 +283,7 @@ impl Namespaces {
     fn flags(self) -> libc::c_int {
         let mut f = 0;
         for (on, flag) in [
+            (self.user, libc::CLONE_NEWUSER),
             (self.mount, libc::CLONE_NEWNS),
             (self.pid, libc::CLONE_NEWPID),
             (self.ipc, libc::CLONE_NEWIPC),
@@ -267,8 +304,23 @@ impl Namespaces {
 pub trait Sandbox {
     /// Moves the calling process into new namespaces (a new PID namespace
     /// takes effect for its children); mounts in a new mount namespace are
-    /// made private, so that nothing mounted there reaches the host.
+    /// made private, so that nothing mounted there reaches the host. A new
+    /// user namespace has no mapping: the parent maps it (newuidmap and
+    /// newgidmap, for the user's subordinate ids), then the process goes
+    /// on. The process must have one thread.
     fn unshare(&self, ns: Namespaces) -> io::Result<()>;
+    /// Gives the calling process (root) a private mount namespace of its
+    /// own, so that what it mounts goes away with it. The process must have
+    /// one thread.
+    fn enter_mount_namespace(&self) -> io::Result<()> {
+        self.unshare(Namespaces { mount: true, ..Default::default() })
+    }
+    /// Makes the calling process root of a new user namespace (with a new
+    /// mount namespace, private) in which only the caller's own user and
+    /// group are mapped, to 0: an ordinary user can then mount FUSE and
+    /// overlayfs and run a build step as root of its image, as rootless
+    /// podman and buildah do. The process must have one thread.
+    fn enter_user_namespace(&self) -> io::Result<()>;
     /// Mounts a `fstype` filesystem (proc, tmpfs, devpts, mqueue) at
     /// `target`, without setuid bits, and without devices unless `dev`
     /// (proc, sysfs, devpts and mqueue without executables either).
@@ -298,29 +350,41 @@ pub trait Sandbox {
     fn loopback_up(&self) -> io::Result<()>;
 }
 
+/// nosuid, nodev and noexec.
+const NO_SUID_DEV_EXEC: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC);
+
 impl Sandbox for RealKernel {
     fn unshare(&self, ns: Namespaces) -> io::Result<()> {
         sys::unshare(ns.flags())?;
         if ns.mount {
-            sys::mount("none", Path::new("/"), "none", libc::MS_REC | libc::MS_PRIVATE, "")?;
+            let private = MountFlags::from_bits_retain(libc::MS_PRIVATE as u32);
+            sys::mount("none", Path::new("/"), "none", MountFlags::REC | private, "")?;
         }
         Ok(())
     }
 
+    fn enter_user_namespace(&self) -> io::Result<()> {
+        let (uid, gid) = (sys::geteuid(), sys::getegid());
+        self.unshare(Namespaces { user: true, ..Default::default() })?;
+        std::fs::write("/proc/self/setgroups", "deny")?;
+        std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+        std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
+        self.enter_mount_namespace()
+    }
+
     fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()> {
-        let mut flags = libc::MS_NOSUID;
+        let mut flags = MountFlags::NOSUID;
         if !dev {
-            flags |= libc::MS_NODEV;
+            flags |= MountFlags::NODEV;
         }
         if ["proc", "sysfs", "devpts", "mqueue"].contains(&fstype) {
-            flags |= libc::MS_NOEXEC;
+            flags |= MountFlags::NOEXEC;
         }
         sys::mount(fstype, target, fstype, flags, data)
     }
 
     fn mount_special_read_only(&self, fstype: &str, target: &Path, data: &str) -> io::Result<()> {
-        let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-        sys::mount(fstype, target, fstype, flags, data)
+        sys::mount(fstype, target, fstype, MountFlags::RDONLY | NO_SUID_DEV_EXEC, data)
     }
 
     fn bind_tree_read_only(&self, src: &Path, target: &Path) -> io::Result<()> {
@@ -333,7 +397,7 @@ impl Sandbox for RealKernel {
         // Recursive: inside a user namespace, a mount whose submounts are
         // locked (those it was given by the namespace's maker) can only be
         // bound with them.
-        sys::mount(src_text, target, "none", libc::MS_BIND | libc::MS_REC, "")?;
+        sys::mount(src_text, target, "none", MountFlags::BIND | MountFlags::REC, "")?;
         // Each mount of the tree is read-only once remounted so (the
         // flags a mount has are kept: inside a user namespace, those it
         // was given cannot be dropped).
@@ -346,7 +410,7 @@ impl Sandbox for RealKernel {
             )));
         }
         for (p, flags) in mounts {
-            sys::remount_bind_read_only(&p, flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?;
+            sys::remount_bind_read_only(&p, flags | NO_SUID_DEV_EXEC)?;
         }
         Ok(())
     }
@@ -360,12 +424,12 @@ impl Sandbox for RealKernel {
     }
 
     fn detach(&self, target: &Path) -> io::Result<()> {
-        sys::umount2(target, libc::MNT_DETACH)
+        sys::umount2(target, true)
     }
 
     fn bind_self_read_only(&self, path: &Path) -> io::Result<()> {
         sys::mount_bind(path, path)?;
-        sys::remount_bind_read_only(path, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)
+        sys::remount_bind_read_only(path, NO_SUID_DEV_EXEC)
     }
 
     fn pivot_into(&self, root: &Path) -> io::Result<()> {
@@ -373,7 +437,7 @@ impl Sandbox for RealKernel {
         // and is detached from there.
         std::env::set_current_dir(root)?;
         sys::pivot_root(Path::new("."), Path::new("."))?;
-        sys::umount2(Path::new("."), libc::MNT_DETACH)?;
+        sys::umount2(Path::new("."), true)?;
         std::env::set_current_dir("/")
     }
 
@@ -398,6 +462,10 @@ impl Sandbox for RealKernel {
 impl Sandbox for RecordingKernel {
     fn unshare(&self, ns: Namespaces) -> io::Result<()> {
         self.record(format!("unshare {ns:?}"))
+    }
+
+    fn enter_user_namespace(&self) -> io::Result<()> {
+        self.record("enter user namespace".into())
     }
 
     fn mount_special(&self, fstype: &str, target: &Path, data: &str, dev: bool) -> io::Result<()> {
@@ -445,7 +513,9 @@ impl Sandbox for RecordingKernel {
 /// /proc/self/mountinfo) lists, in its order (a mount before those on top
 /// of it), each with the flags of its own options (read-only, nosuid,
 /// nodev, noexec and the access time ones) for a remount that keeps them.
-pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<(PathBuf, libc::c_ulong)> {
+/// A pure parser, kept out of the traits: the kernel call is the read of
+/// /proc/self/mountinfo in [`RealKernel`]'s `bind_tree_read_only`.
+fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<(PathBuf, MountFlags)> {
     let mut out = Vec::new();
     for line in mountinfo.lines() {
         let f: Vec<&str> = line.split(' ').collect();
@@ -456,18 +526,18 @@ pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<(PathBuf, libc::c_ulong)
         if !point.starts_with(dir) {
             continue;
         }
-        let mut flags = 0;
+        let mut flags = MountFlags::empty();
         for o in f[5].split(',') {
             flags |= match o {
-                "ro" => libc::MS_RDONLY,
-                "nosuid" => libc::MS_NOSUID,
-                "nodev" => libc::MS_NODEV,
-                "noexec" => libc::MS_NOEXEC,
-                "noatime" => libc::MS_NOATIME,
-                "nodiratime" => libc::MS_NODIRATIME,
-                "relatime" => libc::MS_RELATIME,
-                "strictatime" => libc::MS_STRICTATIME,
-                _ => 0,
+                "ro" => MountFlags::RDONLY,
+                "nosuid" => MountFlags::NOSUID,
+                "nodev" => MountFlags::NODEV,
+                "noexec" => MountFlags::NOEXEC,
+                "noatime" => MountFlags::NOATIME,
+                "nodiratime" => MountFlags::NODIRATIME,
+                "relatime" => MountFlags::RELATIME,
+                "strictatime" => MountFlags::STRICTATIME,
+                _ => MountFlags::empty(),
             };
         }
         out.push((point, flags));
@@ -498,81 +568,6 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Makes the calling process root of a new user namespace (with a new
-/// mount namespace, private) in which only the caller's own user and group
-/// are mapped, to 0: an ordinary user can then mount FUSE and overlayfs and
-/// run a build step as root of its image, as rootless podman and buildah
-/// do. The process must have one thread.
-pub fn enter_user_namespace() -> io::Result<()> {
-    let (uid, gid) = (sys::geteuid(), sys::getegid());
-    sys::unshare(libc::CLONE_NEWUSER)?;
-    std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
-    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
-    enter_mount_namespace()
-}
-
-/// Moves the calling process into a new user namespace, with no mapping
-/// yet: its parent maps it (newuidmap and newgidmap, for the user's
-/// subordinate ids), then it goes on. The process must have one thread.
-pub fn unshare_user_namespace() -> io::Result<()> {
-    sys::unshare(libc::CLONE_NEWUSER)
-}
-
-/// Gives the calling process (root) a private mount namespace of its own,
-/// so that what it mounts goes away with it. The process must have one
-/// thread.
-pub fn enter_mount_namespace() -> io::Result<()> {
-    RealKernel.unshare(Namespaces { mount: true, ..Default::default() })
-}
-
-/// Mounts the lower directories of `m` (two or more) as a read-only
-/// overlayfs at its target (its upper and work directories are not used).
-pub fn mount_read_only_overlay(m: &OverlayMount) -> Result<(), MountError> {
-    let full = m.data()?;
-    let lower = full.split(',').next().unwrap_or_default();
-    let redirect = if m.userxattr { "nofollow" } else { "off" };
-    let mut data = format!("{lower},redirect_dir={redirect},metacopy=off");
-    if m.userxattr {
-        data.push_str(",userxattr");
-    }
-    sys::mount("img", &m.target, "overlay", MOUNT_FLAGS | libc::MS_RDONLY, &data)
-        .map_err(|source| MountError::Overlay { target: m.target.display().to_string(), source, hint: "" })
-}
-
-/// Is the caller root?
-pub fn is_root() -> bool {
-    sys::geteuid() == 0
-}
-
-/// The extended attributes of `path` (not following a symlink), sorted by name.
-pub fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut names = sys::list_xattrs(path)?;
-    names.sort();
-    let mut out = Vec::new();
-    for n in names {
-        if let Some(v) = sys::get_xattr(path, &n)? {
-            out.push((n, v));
-        }
-    }
-    Ok(out)
-}
-
-/// One extended attribute of `path` (not following a symlink).
-pub fn xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    sys::get_xattr(path, name)
-}
-
-/// Sets an extended attribute of `path` (not following a symlink).
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    sys::set_xattr(path, name, value)
-}
-
-/// Removes an extended attribute of `path` (not following a symlink).
-pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
-    sys::remove_xattr(path, name)
 }
 
 #[cfg(test)]
@@ -613,10 +608,15 @@ mod tests {
     #[test]
     fn namespaces_become_clone_flags() {
         assert_eq!(Namespaces::default().flags(), 0);
-        let all = Namespaces { mount: true, pid: true, ipc: true, uts: true, net: true };
+        let all = Namespaces { user: true, mount: true, pid: true, ipc: true, uts: true, net: true };
         assert_eq!(
             all.flags(),
-            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET
+            libc::CLONE_NEWUSER
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWPID
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWNET
         );
         let k = RecordingKernel::default();
         k.unshare(Namespaces { pid: true, ..Default::default() }).unwrap();
@@ -634,10 +634,10 @@ mod tests {
 72 27 0:30 / /r/system rw - tmpfs tmpfs rw
 ";
         let m = mounts_under(info, Path::new("/r/sys"));
-        let want: Vec<(PathBuf, libc::c_ulong)> = vec![
-            ("/r/sys".into(), libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME),
-            ("/r/sys/fs/cgroup".into(), libc::MS_NOSUID | libc::MS_NOATIME),
-            ("/r/sys/fs/cgroup/a b".into(), libc::MS_RELATIME),
+        let want: Vec<(PathBuf, MountFlags)> = vec![
+            ("/r/sys".into(), MountFlags::RDONLY | NO_SUID_DEV_EXEC | MountFlags::RELATIME),
+            ("/r/sys/fs/cgroup".into(), MountFlags::NOSUID | MountFlags::NOATIME),
+            ("/r/sys/fs/cgroup/a b".into(), MountFlags::RELATIME),
         ];
         assert_eq!(m, want);
         assert_eq!(unescape_mountinfo("a\\134b\\011c\\0"), "a\\b\tc\\0");
@@ -660,9 +660,9 @@ mod tests {
         let d = std::env::temp_dir().join(format!("img-sys-test-{}", std::process::id()));
         std::fs::write(&d, b"x").unwrap();
         // tmp filesystems may carry security labels; nothing else is there.
-        let xs = xattrs(&d).unwrap();
+        let xs = fs::xattrs(&d).unwrap();
         assert!(xs.iter().all(|(n, _)| n.starts_with("security.")), "{xs:?}");
-        assert_eq!(xattr(&d, "user.img.absent").unwrap(), None);
+        assert_eq!(fs::xattr(&d, "user.img.absent").unwrap(), None);
         std::fs::remove_file(&d).unwrap();
     }
 }

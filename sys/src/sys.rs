@@ -1,7 +1,10 @@
-//! The system calls: the only file of img with `unsafe`. Each block turns
-//! Rust values into C strings and buffers that outlive the call.
+//! The system calls: the only file of img with `unsafe`. Calls that rustix
+//! wraps safely go through it; the `unsafe` blocks left are the calls it
+//! has no safe form for (unshare, malloc_trim, the loopback ioctl, code run
+//! between fork and exec, and mapping a file), each with a SAFETY comment.
 
-use std::ffi::CString;
+use rustix::mount::{MountFlags, UnmountFlags};
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -15,58 +18,34 @@ fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a mount argument"))
 }
 
+const NONE: &CStr = c"none";
+
 /// mount(2).
-pub fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+pub fn mount(source: &str, target: &Path, fstype: &str, flags: MountFlags, data: &str) -> io::Result<()> {
     let (source, target, fstype, data) = (cstr(source)?, cpath(target)?, cstr(fstype)?, cstr(data)?);
-    // SAFETY: the four pointers come from CStrings that live until the end
-    // of this function, so they are valid, NUL-terminated and unaliased for
-    // the whole call; mount(2) only reads them.
-    let rc = unsafe {
-        libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr() as *const libc::c_void)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(rustix::mount::mount(source.as_c_str(), target.as_c_str(), fstype.as_c_str(), flags, data.as_c_str())?)
 }
 
 /// A bind mount of `source` at `target` (not recursive).
 pub fn mount_bind(source: &Path, target: &Path) -> io::Result<()> {
-    let (source, target, none) = (cpath(source)?, cpath(target)?, cstr("none")?);
-    // SAFETY: the pointers come from CStrings alive across the call; the
-    // data argument may be NULL for a bind mount.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), none.as_ptr(), libc::MS_BIND, std::ptr::null()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let (source, target) = (cpath(source)?, cpath(target)?);
+    Ok(rustix::mount::mount(source.as_c_str(), target.as_c_str(), NONE, MountFlags::BIND, None)?)
 }
 
 /// Remounts the bind mount at `target` read-only with `flags` added.
-pub fn remount_bind_read_only(target: &Path, flags: libc::c_ulong) -> io::Result<()> {
-    let (target, none) = (cpath(target)?, cstr("none")?);
-    let all = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | flags;
-    // SAFETY: as in mount_bind; the source is ignored for a remount.
-    let rc = unsafe { libc::mount(none.as_ptr(), target.as_ptr(), none.as_ptr(), all, std::ptr::null()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+pub fn remount_bind_read_only(target: &Path, flags: MountFlags) -> io::Result<()> {
+    let target = cpath(target)?;
+    let remount = MountFlags::from_bits_retain(libc::MS_REMOUNT as u32);
+    let all = remount | MountFlags::BIND | MountFlags::RDONLY | flags;
+    // The source is ignored for a remount.
+    Ok(rustix::mount::mount(NONE, target.as_c_str(), NONE, all, None)?)
 }
 
-/// umount2(2).
-pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
+/// umount2(2), detaching at once when `detach`.
+pub fn umount2(target: &Path, detach: bool) -> io::Result<()> {
     let target = cpath(target)?;
-    // SAFETY: `target` is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::umount2(target.as_ptr(), flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let flags = if detach { UnmountFlags::DETACH } else { UnmountFlags::empty() };
+    Ok(rustix::mount::unmount(target.as_c_str(), flags)?)
 }
 
 /// Gives the memory the allocator holds free back to the system (glibc
@@ -85,7 +64,9 @@ pub fn release_free_memory() {
 /// unshare(2) with `flags` (CLONE_NEW*).
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: unshare(2) takes a plain integer and changes only the calling
-    // process's namespaces; no memory is passed.
+    // process's namespaces; no memory is passed. img passes CLONE_NEW*
+    // flags only, never CLONE_FILES (the flag that makes rustix's wrapper
+    // unsafe: descriptors another thread holds would stop being shared).
     let rc = unsafe { libc::unshare(flags) };
     if rc == 0 {
         Ok(())
@@ -96,82 +77,51 @@ pub fn unshare(flags: libc::c_int) -> io::Result<()> {
 
 /// Asks the kernel to kill the calling process when its parent dies.
 pub fn die_with_parent() {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers and changes only
-    // the calling process's own death signal.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-    }
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
 }
 
 /// Removes capability `cap` from the calling thread's bounding set, so
 /// that no program it runs afterwards can hold it.
 pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
-    // SAFETY: prctl(PR_CAPBSET_DROP) takes plain integers and changes only
-    // the calling thread's own bounding set.
-    let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let one = 1u64.checked_shl(cap).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::thread::remove_capability_from_bounding_set(rustix::thread::CapabilitySet::from_bits_retain(one))?)
 }
 
 /// Sets the access and modification times of `path` without following it
 /// if it is a symlink (utimensat with AT_SYMLINK_NOFOLLOW).
 pub fn set_times_nofollow(path: &Path, secs: i64, nsec: i64) -> io::Result<()> {
     let p = cpath(path)?;
-    let t = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: nsec as libc::c_long };
-    let times = [t, t];
-    // SAFETY: `p` is a valid C string and `times` an array of two timespecs,
-    // both alive across the call; utimensat only reads them.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let t = rustix::fs::Timespec { tv_sec: secs, tv_nsec: nsec };
+    let times = rustix::fs::Timestamps { last_access: t, last_modification: t };
+    Ok(rustix::fs::utimensat(rustix::fs::CWD, p.as_c_str(), &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?)
 }
 
 /// pivot_root(2): `new_root` becomes the root, the old one is put at `put_old`.
 pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
     let (n, o) = (cpath(new_root)?, cpath(put_old)?);
-    // SAFETY: both pointers come from CStrings alive across the call; the
-    // system call only reads them.
-    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(rustix::process::pivot_root(n.as_c_str(), o.as_c_str())?)
 }
 
 /// setsid(2): a new session without a controlling terminal.
 pub fn setsid() -> io::Result<()> {
-    // SAFETY: setsid(2) takes no arguments.
-    let rc = unsafe { libc::setsid() };
-    if rc >= 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    rustix::process::setsid()?;
+    Ok(())
 }
 
 /// umask(2).
 pub fn umask(mask: u32) {
-    // SAFETY: umask(2) takes a plain integer and cannot fail.
-    unsafe {
-        libc::umask(mask as libc::mode_t);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_bits_retain(mask));
 }
 
 /// Whether every writer of the pipe read at standard input is gone (the
 /// read end reports a hang-up and holds no data), without waiting.
 pub fn stdin_writers_gone() -> bool {
-    let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
-    // SAFETY: `p` is one valid pollfd that lives across the call, and the
-    // zero timeout makes poll(2) return at once.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & libc::POLLHUP != 0
+    use rustix::event::{PollFd, PollFlags};
+    let stdin = io::stdin();
+    let mut p = [PollFd::new(&stdin, PollFlags::IN)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    let n = rustix::event::poll(&mut p, Some(&zero)).unwrap_or(0);
+    n == 1 && p[0].revents().contains(PollFlags::HUP)
 }
 
 /// Blocks until every writer of the pipe read at standard input is gone
@@ -179,31 +129,26 @@ pub fn stdin_writers_gone() -> bool {
 /// and dropped. On standard input that is not a pipe (a file, /dev/null)
 /// it returns at its end.
 pub fn wait_for_stdin_writers_gone() {
+    use rustix::event::{PollFd, PollFlags};
+    use rustix::io::Errno;
+    let stdin = io::stdin();
     let mut buf = [0u8; 512];
     loop {
-        let mut p = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
-        // SAFETY: `p` is one valid pollfd that lives across the call; a
-        // timeout of -1 waits until the descriptor is ready.
-        let n = unsafe { libc::poll(&mut p, 1, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
+        let mut p = [PollFd::new(&stdin, PollFlags::IN)];
+        match rustix::event::poll(&mut p, None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(_) => return,
         }
-        if p.revents & libc::POLLIN != 0 {
-            // SAFETY: `buf` is a writable buffer of `buf.len()` bytes that
-            // lives across the call.
-            let got = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if got > 0 {
-                continue;
+        let revents = p[0].revents();
+        if revents.contains(PollFlags::IN) {
+            match rustix::io::read(&stdin, &mut buf) {
+                Ok(got) if got > 0 => continue,
+                Err(Errno::INTR) => continue,
+                _ => return,
             }
-            if got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
         }
-        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        if revents.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
             return;
         }
     }
@@ -211,8 +156,7 @@ pub fn wait_for_stdin_writers_gone() {
 
 /// The parent process's id.
 pub fn getppid() -> u32 {
-    // SAFETY: getppid(2) takes no arguments and cannot fail.
-    unsafe { libc::getppid() as u32 }
+    std::os::unix::process::parent_id()
 }
 
 /// Brings the loopback interface of the current network namespace up.
@@ -275,46 +219,34 @@ pub fn run_as(cmd: &mut std::process::Command, uid: u32, gid: u32, groups: Vec<u
 
 /// sethostname(2).
 pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: the pointer and length describe `name`'s bytes, which live
-    // across the call; sethostname(2) only reads them.
-    let rc = unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(rustix::system::sethostname(name.as_bytes())?)
 }
 
-/// The real group ID.
+/// The effective group ID.
 pub fn getegid() -> u32 {
-    // SAFETY: getegid(2) takes no arguments and cannot fail.
-    unsafe { libc::getegid() }
+    rustix::process::getegid().as_raw()
 }
 
 /// The effective user ID.
 pub fn geteuid() -> u32 {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The names of the extended attributes of `path` (not following a
 /// symlink), in the order the filesystem gives them.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
+    use rustix::io::Errno;
     let p = cpath(path)?;
     let mut buf = vec![0u8; 1024];
     loop {
-        // SAFETY: `p` is a valid C string; `buf` is a writable buffer of
-        // exactly `buf.len()` bytes that lives across the call.
-        let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            break;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e),
+        match rustix::fs::llistxattr(p.as_c_str(), &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                break;
+            }
+            Err(Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(buf.split(|&b| b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
@@ -323,22 +255,19 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
 /// The value of extended attribute `name` of `path` (not following a
 /// symlink), or None when it has none.
 pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    use rustix::io::Errno;
     let p = cpath(path)?;
     let n = cstr(name)?;
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: `p` and `n` are valid C strings; `buf` is a writable
-        // buffer of exactly `buf.len()` bytes that lives across the call.
-        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 16, 0),
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => return Ok(None),
-            _ => return Err(e),
+        match rustix::fs::lgetxattr(p.as_c_str(), n.as_c_str(), &mut buf[..]) {
+            Ok(r) => {
+                buf.truncate(r);
+                return Ok(Some(buf));
+            }
+            Err(Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 16, 0),
+            Err(Errno::NODATA) | Err(Errno::NOTSUP) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -347,27 +276,14 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let p = cpath(path)?;
     let n = cstr(name)?;
-    // SAFETY: `p` and `n` are valid C strings and `value` a readable slice
-    // of `value.len()` bytes, all alive across the call.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(rustix::fs::lsetxattr(p.as_c_str(), n.as_c_str(), value, rustix::fs::XattrFlags::empty())?)
 }
 
 /// Removes extended attribute `name` of `path` (not following a symlink).
 pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
     let p = cpath(path)?;
     let n = cstr(name)?;
-    // SAFETY: `p` and `n` are valid C strings alive across the call.
-    let rc = unsafe { libc::lremovexattr(p.as_ptr(), n.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    Ok(rustix::fs::lremovexattr(p.as_c_str(), n.as_c_str())?)
 }
 
 /// A read-only, private mapping of a whole file (mmap(2)).
@@ -379,18 +295,50 @@ impl AsRef<[u8]> for Mapped {
     }
 }
 
-/// Maps `file` read-only. The caller maps only files that nobody changes in
-/// place once written (img's index files are written to a temporary name and
-/// renamed over, never truncated or rewritten), because a mapping shows later
-/// writes and a truncation makes reads beyond the new end fault.
-pub fn map_read_only(file: &std::fs::File) -> io::Result<Mapped> {
+/// Maps `file` read-only and private.
+///
+/// # Safety
+///
+/// Nobody may write to the file in place or truncate it while the mapping
+/// lives: a mapping shows later writes (so the `&[u8]` it hands out would
+/// change underneath a reader) and a truncation makes reads beyond the new
+/// end fault (SIGBUS). Replacing the file by renaming another over it, or
+/// unlinking it, is fine: the mapping keeps the old inode.
+pub unsafe fn map_read_only(file: &std::fs::File) -> io::Result<Mapped> {
     // SAFETY: the mapping is read-only and private, so nothing img does
-    // through it changes the file; the caller's contract above rules out
-    // the changes by others that would make the `&[u8]` it hands out change
-    // or fault underneath a reader. memmap2 keeps the length it mapped and
-    // unmaps on drop, after the last borrow of the bytes.
+    // through it changes the file; the caller's contract rules out the
+    // changes by others. memmap2 keeps the length it mapped and unmaps on
+    // drop, after the last borrow of the bytes.
     let m = unsafe { memmap2::MmapOptions::new().map(file)? };
     Ok(Mapped(m))
+}
+
+/// Maps an index file of the store (`indexes/<hex>`, `lazy/<hex>.index`)
+/// read-only, refusing anything but a regular file.
+///
+/// This is safe to call because of how the store treats these files, not
+/// because of anything the caller does: they are derived data, written
+/// whole to a temporary file and renamed into place, then only read, and
+/// replaced (by another rename) or deleted, never opened for writing or
+/// truncated; a mapping keeps the inode it mapped through a rename or an
+/// unlink. Only code that writes index files in place would break this, and
+/// the store has none. (Another process changing the store's files behind
+/// img's back is outside what any program can guard against, like a write
+/// to /proc/self/mem.) Pass nothing else: any other file goes through
+/// [`map_read_only`], whose contract the caller upholds.
+pub fn map_index_file(path: &Path) -> io::Result<Mapped> {
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file, so not an index file to map", path.display()),
+        ));
+    }
+    // SAFETY: `path` is an index file of the store (this function's
+    // contract, above), which nothing writes in place or truncates once
+    // renamed into place; it is a regular file (checked), not a device or
+    // a /proc file whose contents change on their own.
+    unsafe { map_read_only(&file) }
 }
 
 /// Reads one line from standard input with the terminal's echo off when
@@ -398,30 +346,22 @@ pub fn map_read_only(file: &std::fs::File) -> io::Result<Mapped> {
 /// to standard error; the terminal's settings are put back whatever
 /// happens. The line comes without its line end.
 pub fn read_secret_line(prompt: &str) -> io::Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
     use std::io::{BufRead, Write};
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios is plain data that tcgetattr fills; an all-zero value
-    // is a valid (if meaningless) termios before it is filled.
-    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: fd 0 is open for the whole process; `saved` is a valid,
-    // writable termios.
-    let is_tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
-    if is_tty {
-        let mut quiet = saved;
-        quiet.c_lflag &= !(libc::ECHO | libc::ECHOE | libc::ECHOK);
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: as above; `quiet` is a termios copied from the terminal's own.
-        if unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    let stdin = io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(LocalModes::ECHO | LocalModes::ECHOE | LocalModes::ECHOK);
+        quiet.local_modes.insert(LocalModes::ECHONL);
+        tcsetattr(&stdin, OptionalActions::Flush, &quiet)?;
         eprint!("{prompt}");
         let _ = io::stderr().flush();
     }
     let mut line = String::new();
-    let read = io::stdin().lock().read_line(&mut line);
-    if is_tty {
-        // SAFETY: as above; `saved` holds the settings the terminal had.
-        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &saved) };
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(saved) = &saved {
+        let _ = tcsetattr(&stdin, OptionalActions::Flush, saved);
     }
     read?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
