@@ -11,6 +11,7 @@
 //! nothing it mounts outlives it. The final stage's layers, config and
 //! history are stored as one image in one transaction, as any other.
 
+pub mod config;
 mod copy;
 pub mod fsops;
 pub mod run;
@@ -36,10 +37,7 @@ pub use text::parse_build_static;
 
 /// The largest Dockerfile and .dockerignore a build takes (isula-build's limit).
 const MAX_BUILD_FILE: u64 = 1 << 20;
-use text::{
-    args_text, copy_created_by, copy_summary, default_shell, heredoc_script, instruction_text, lookup_in,
-    parse_duration, split_platform, valid_signal,
-};
+use text::{args_text, copy_created_by, copy_summary, heredoc_script, instruction_text, lookup_in, split_platform};
 
 /// The time stamped on everything of a `--build-static` build, unless
 /// `build-time=` says another.
@@ -180,7 +178,6 @@ struct Stage {
     config: Map<String, Value>,
     /// ARG values in scope (None: declared, no value).
     args: Vec<(String, Option<String>)>,
-    shell: Vec<String>,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     cmd_set: bool,
     /// The cache key of the stage so far.
@@ -199,14 +196,13 @@ impl Stage {
     /// default PATH, after the base's variables, when the base sets no PATH
     /// (a scratch stage, an image made by `img import`), as docker and
     /// buildah add it; the built image keeps it.
-    fn new(config: Map<String, Value>, shell: Vec<String>, key: String) -> Stage {
+    fn new(config: Map<String, Value>, key: String) -> Stage {
         let mut s = Stage {
             name: None,
             lowers: Vec::new(),
             layers: Vec::new(),
             config,
             args: Vec::new(),
-            shell,
             cmd_set: false,
             key,
             mounted: 0,
@@ -220,56 +216,28 @@ impl Stage {
     }
 
     fn cfg(&mut self) -> &mut Map<String, Value> {
-        let c = self.config.entry("config").or_insert_with(|| json!({}));
-        if !c.is_object() {
-            *c = json!({});
-        }
-        c.as_object_mut().expect("made an object above")
+        config::inner(&mut self.config)
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        let env = self.config.get("config").and_then(|c| c.get("Env")).and_then(Value::as_array);
-        env.map(|e| {
-            e.iter()
-                .filter_map(Value::as_str)
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+        config::env(&self.config)
     }
 
     fn set_env(&mut self, k: &str, v: &str) {
-        let mut env = self.env();
-        match env.iter_mut().find(|(n, _)| n == k) {
-            Some(e) => e.1 = v.to_string(),
-            None => env.push((k.to_string(), v.to_string())),
-        }
-        let list: Vec<Value> = env.iter().map(|(k, v)| json!(format!("{k}={v}"))).collect();
-        self.cfg().insert("Env".into(), json!(list));
+        config::set_env(&mut self.config, k, v)
     }
 
     /// Looks a variable up as instructions see it: ENV first, then ARG.
     fn lookup(&self) -> impl Fn(&str) -> Option<String> {
-        let env: HashMap<String, String> = self.env().into_iter().collect();
-        let args: HashMap<String, String> =
-            self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
-        move |k: &str| env.get(k).or_else(|| args.get(k)).cloned()
+        config::lookup(&self.config, &self.args)
     }
 
     fn workdir(&self) -> String {
-        let w = self.config.get("config").and_then(|c| c.get("WorkingDir")).and_then(Value::as_str);
-        match w {
-            Some(w) if !w.is_empty() => w.to_string(),
-            _ => "/".to_string(),
-        }
+        config::workdir(&self.config)
     }
 
     fn user(&self) -> String {
-        let u = self.config.get("config").and_then(|c| c.get("User")).and_then(Value::as_str);
-        u.unwrap_or("").to_string()
+        config::user(&self.config)
     }
 }
 
@@ -599,7 +567,7 @@ impl Builder<'_> {
             config.insert("config".into(), json!({}));
             config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
             config.insert("history".into(), json!([]));
-            let mut s = Stage::new(config, default_shell(), hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
+            let mut s = Stage::new(config, hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
             s.lowers = vec![empty];
             return Ok(s);
         }
@@ -648,14 +616,7 @@ impl Builder<'_> {
                 staged: None,
             })
             .collect();
-        let shell = config
-            .get("config")
-            .and_then(|c| c.get("Shell"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(default_shell);
-        let mut s = Stage::new(config, shell, hex_sha256(format!("image {}", img.id).as_bytes()));
+        let mut s = Stage::new(config, hex_sha256(format!("image {}", img.id).as_bytes()));
         s.layers = layers;
         Ok(s)
     }
@@ -785,15 +746,8 @@ impl Builder<'_> {
         let nop = |kw: &str, t: &str| format!("/bin/sh -c #(nop) {kw} {t}");
         // The history entry of an instruction that only changes the config.
         let mut hist: Option<String> = None;
-        let known: &[&str] = match ins.keyword {
-            Keyword::Copy => &["from", "chown", "chmod", "link"],
-            Keyword::Add => &["chown", "chmod", "link"],
-            Keyword::Run => &["network"],
-            Keyword::Healthcheck => &["interval", "timeout", "start-period", "start-interval", "retries"],
-            _ => &[],
-        };
         for (f, _) in &ins.flags {
-            if !known.contains(&f.as_str()) {
+            if !config::known_flags(ins.keyword).contains(&f.as_str()) {
                 bail!("line {}: {} has no option --{f}", ins.line, ins.keyword.name());
             }
         }
@@ -809,144 +763,10 @@ impl Builder<'_> {
                 }
                 hist = Some(nop("ARG", &text));
             }
-            Keyword::Env => {
-                self.say(ins, &text);
-                for (k, v) in self.key_values(ins, true, &lookup)? {
-                    let Some(v) = v else { bail!("line {}: ENV {k} has no value; write ENV {k}=VALUE", ins.line) };
-                    st.set_env(&k, &v);
-                }
-                hist = Some(nop("ENV", &text));
-            }
-            Keyword::Label => {
-                self.say(ins, &text);
-                for (k, v) in self.key_values(ins, true, &lookup)? {
-                    let Some(v) = v else { bail!("line {}: LABEL {k} has no value; write LABEL {k}=VALUE", ins.line) };
-                    let labels = st.cfg().entry("Labels").or_insert_with(|| json!({}));
-                    if !labels.is_object() {
-                        *labels = json!({});
-                    }
-                    labels[k] = json!(v);
-                }
-                hist = Some(nop("LABEL", &text));
-            }
-            Keyword::Maintainer => {
-                self.say(ins, &text);
-                st.config.insert("author".into(), json!(text));
-                hist = Some(nop("MAINTAINER", &text));
-            }
-            Keyword::Expose => {
-                self.say(ins, &text);
-                let ports = self.list(ins, &lookup)?;
-                for p in ports {
-                    let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                    let proto = proto.to_ascii_lowercase();
-                    let ok_port = !port.is_empty()
-                        && port.split('-').all(|n| n.parse::<u16>().is_ok())
-                        && ["tcp", "udp", "sctp"].contains(&proto.as_str());
-                    if !ok_port {
-                        bail!("line {}: EXPOSE {p}: not a port (PORT or PORT/tcp|udp|sctp)", ins.line);
-                    }
-                    let e = st.cfg().entry("ExposedPorts").or_insert_with(|| json!({}));
-                    if !e.is_object() {
-                        *e = json!({});
-                    }
-                    e[format!("{port}/{proto}")] = json!({});
-                }
-                hist = Some(nop("EXPOSE", &text));
-            }
-            Keyword::Volume => {
-                self.say(ins, &text);
-                for v in self.list(ins, &lookup)? {
-                    if v.is_empty() {
-                        bail!("line {}: VOLUME with an empty path", ins.line);
-                    }
-                    let e = st.cfg().entry("Volumes").or_insert_with(|| json!({}));
-                    if !e.is_object() {
-                        *e = json!({});
-                    }
-                    e[v] = json!({});
-                }
-                hist = Some(nop("VOLUME", &text));
-            }
-            Keyword::User => {
-                self.say(ins, &text);
-                let u = self.expand(ins, text.trim(), &lookup)?;
-                if u.is_empty() {
-                    bail!("line {}: USER needs a user", ins.line);
-                }
-                st.cfg().insert("User".into(), json!(u));
-                hist = Some(nop("USER", &text));
-            }
-            Keyword::Stopsignal => {
-                self.say(ins, &text);
-                let s = self.expand(ins, text.trim(), &lookup)?;
-                if !valid_signal(&s) {
-                    bail!("line {}: STOPSIGNAL {s}: not a signal (a name like SIGTERM or a number)", ins.line);
-                }
-                st.cfg().insert("StopSignal".into(), json!(s));
-                hist = Some(nop("STOPSIGNAL", &text));
-            }
-            Keyword::Shell => {
-                self.say(ins, &text);
-                let Args::Exec(v) = &ins.args else {
-                    bail!("line {}: SHELL takes a JSON array, as SHELL [\"/bin/sh\", \"-c\"]", ins.line)
-                };
-                if v.is_empty() {
-                    bail!("line {}: SHELL needs at least one word", ins.line);
-                }
-                st.shell = v.clone();
-                st.cfg().insert("Shell".into(), json!(v));
-                hist = Some(nop("SHELL", &text));
-            }
-            Keyword::Cmd | Keyword::Entrypoint => {
-                self.say(ins, &text);
-                let v = match &ins.args {
-                    Args::Exec(v) => v.clone(),
-                    Args::Shell(s) => {
-                        let mut v = st.shell.clone();
-                        v.push(s.clone());
-                        v
-                    }
-                };
-                if ins.keyword == Keyword::Cmd {
-                    st.cfg().insert("Cmd".into(), json!(v));
-                    st.cmd_set = true;
-                    hist = Some(nop("CMD", &text));
-                } else {
-                    st.cfg().insert("Entrypoint".into(), json!(v));
-                    if !st.cmd_set {
-                        st.cfg().insert("Cmd".into(), Value::Null);
-                    }
-                    hist = Some(nop("ENTRYPOINT", &text));
-                }
-            }
-            Keyword::Healthcheck => {
-                self.say(ins, &text);
-                let hc = self.healthcheck(ins, st)?;
-                st.cfg().insert("Healthcheck".into(), hc);
-                hist = Some(nop("HEALTHCHECK", &text));
-            }
-            Keyword::Onbuild => {
-                self.say(ins, &text);
-                let inner =
-                    ins.onbuild.as_ref().ok_or_else(|| anyhow!("line {}: ONBUILD needs an instruction", ins.line))?;
-                let t = instruction_text(inner);
-                let e = st.cfg().entry("OnBuild").or_insert_with(|| json!([]));
-                match e.as_array_mut() {
-                    Some(a) => a.push(json!(t)),
-                    None => *e = json!([t]),
-                }
-                hist = Some(nop("ONBUILD", &text));
-            }
             Keyword::Workdir => {
                 self.say(ins, &text);
-                let w = self.expand(ins, text.trim(), &lookup)?;
-                if w.is_empty() {
-                    bail!("line {}: WORKDIR needs a directory", ins.line);
-                }
-                let abs = if w.starts_with('/') { w } else { format!("{}/{w}", st.workdir()) };
-                let abs = fsops::clean_abs(&abs);
-                st.cfg().insert("WorkingDir".into(), json!(abs));
+                self.apply_config(st, ins)?;
+                let abs = st.workdir();
                 let d = abs.clone();
                 let user = st.user();
                 let line = ins.line;
@@ -972,6 +792,11 @@ impl Builder<'_> {
             Keyword::Copy | Keyword::Add => {
                 self.say(ins, &text);
                 self.copy_step(st, ins)?;
+            }
+            k => {
+                self.say(ins, &text);
+                self.apply_config(st, ins)?;
+                hist = Some(nop(k.name(), &text));
             }
         }
         if let Some(h) = hist {
@@ -1005,72 +830,12 @@ impl Builder<'_> {
         self.record(st, key, c.created, layer.as_ref());
     }
 
-    /// The words of EXPOSE and VOLUME: a JSON array or blank-separated.
-    fn list(&self, ins: &Instruction, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>> {
-        match &ins.args {
-            Args::Exec(v) => v.iter().map(|w| self.expand(ins, w, lookup)).collect(),
-            Args::Shell(s) => self.words(ins, s, lookup),
-        }
-    }
-
-    fn healthcheck(&self, ins: &Instruction, st: &Stage) -> Result<Value> {
-        let test = match &ins.args {
-            Args::Shell(s) if s.trim().eq_ignore_ascii_case("none") => {
-                if !ins.flags.is_empty() {
-                    bail!("line {}: HEALTHCHECK NONE takes no options", ins.line);
-                }
-                return Ok(json!({"Test": ["NONE"]}));
-            }
-            Args::Shell(s) => {
-                let rest = s.trim_start();
-                // CMD as a word of its own (not the start of CMDX).
-                let Some(cmd) = rest
-                    .get(..3)
-                    .filter(|c| c.eq_ignore_ascii_case("cmd"))
-                    .filter(|_| rest[3..].starts_with([' ', '\t', '[']))
-                    .map(|_| rest[3..].trim_start())
-                else {
-                    bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line);
-                };
-                if cmd.starts_with('[') {
-                    let v: Vec<String> = serde_json::from_str(cmd)
-                        .map_err(|e| anyhow!("line {}: HEALTHCHECK CMD's JSON array: {e}", ins.line))?;
-                    let mut t = vec!["CMD".to_string()];
-                    t.extend(v);
-                    t
-                } else {
-                    if cmd.is_empty() {
-                        bail!("line {}: HEALTHCHECK CMD needs a command", ins.line);
-                    }
-                    vec!["CMD-SHELL".to_string(), cmd.to_string()]
-                }
-            }
-            Args::Exec(_) => bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line),
-        };
-        let _ = st;
-        let mut hc = json!({"Test": test});
-        for (flag, key) in [
-            ("interval", "Interval"),
-            ("timeout", "Timeout"),
-            ("start-period", "StartPeriod"),
-            ("start-interval", "StartInterval"),
-        ] {
-            if let Some(v) = ins.flag(flag) {
-                let v = v.unwrap_or("");
-                let ns = parse_duration(v).ok_or_else(|| {
-                    anyhow!("line {}: HEALTHCHECK --{flag}={v}: not a duration (like 30s or 1m30s)", ins.line)
-                })?;
-                hc[key] = json!(ns);
-            }
-        }
-        if let Some(v) = ins.flag("retries") {
-            let n: u64 = v
-                .unwrap_or("")
-                .parse()
-                .map_err(|_| anyhow!("line {}: HEALTHCHECK --retries takes a number", ins.line))?;
-            hc["Retries"] = json!(n);
-        }
-        Ok(hc)
+    /// Applies a config instruction to the stage's config.
+    fn apply_config(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
+        let mut scope = config::Scope { escape: self.escape, args: &st.args, cmd_set: st.cmd_set };
+        config::apply(&mut st.config, ins, &mut scope)?;
+        st.cmd_set = scope.cmd_set;
+        Ok(())
     }
 
     /// A step that changes the stage's files: `f` gets the root (mounted
@@ -1159,7 +924,7 @@ impl Builder<'_> {
         let argv = match &ins.args {
             Args::Exec(v) => v.clone(),
             Args::Shell(s) => {
-                let mut v = st.shell.clone();
+                let mut v = config::shell(&st.config);
                 v.push(heredoc_script(s, &ins.heredocs));
                 v
             }
@@ -1611,7 +1376,7 @@ mod tests {
 
     fn env_of(config: Value) -> Vec<String> {
         let Value::Object(c) = config else { panic!("an object") };
-        let s = Stage::new(c, default_shell(), String::new());
+        let s = Stage::new(c, String::new());
         s.env().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
