@@ -14,7 +14,9 @@
 pub mod config;
 mod copy;
 pub mod fsops;
+mod mounts;
 pub mod run;
+mod stage;
 mod text;
 pub mod userns;
 
@@ -27,12 +29,13 @@ use crate::store::{Compression, StagedBlob, Store, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
 use copy::{archive_reader, chown_ids, content_digest, copy_tree, glob_walk};
 use fsops::Attrs;
+use mounts::{FuseMount, OverlayGuard, Prune};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
+use stage::{from_words, is_target, split_stages, Layer, Stage};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 pub use text::parse_build_static;
 
 /// The largest Dockerfile and .dockerignore a build takes (isula-build's limit).
@@ -56,9 +59,6 @@ const PROXY_ARGS: [&str; 10] = [
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// The PATH docker and buildah give a stage whose base image sets none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -156,166 +156,6 @@ pub fn build_and_store(
     }
     store.index_mut().cache_put(&built.cache)?;
     Ok(id)
-}
-
-/// A layer of a stage's image.
-#[derive(Clone)]
-struct Layer {
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    diff_id: Digest,
-    /// Made by this build: its index in `Builder::staged`.
-    staged: Option<usize>,
-}
-
-/// A stage's state: its root (lower directories, top first), layers and config.
-#[derive(Clone)]
-struct Stage {
-    name: Option<String>,
-    lowers: Vec<PathBuf>,
-    layers: Vec<Layer>,
-    config: Map<String, Value>,
-    /// ARG values in scope (None: declared, no value).
-    args: Vec<(String, Option<String>)>,
-    /// CMD was set in this stage (ENTRYPOINT then keeps it).
-    cmd_set: bool,
-    /// The cache key of the stage so far.
-    key: String,
-    /// How many of `layers` `lowers` holds (the rest came from the cache
-    /// or the base image and are mounted when a step needs the files).
-    mounted: usize,
-    /// The time of the last history entry.
-    last_created: Option<String>,
-    /// With --squash: the one upper directory all the stage's steps change.
-    squash_upper: Option<PathBuf>,
-}
-
-impl Stage {
-    /// A stage starting from `config`, as FROM gives it: with docker's
-    /// default PATH, after the base's variables, when the base sets no PATH
-    /// (a scratch stage, an image made by `img import`), as docker and
-    /// buildah add it; the built image keeps it.
-    fn new(config: Map<String, Value>, key: String) -> Stage {
-        let mut s = Stage {
-            name: None,
-            lowers: Vec::new(),
-            layers: Vec::new(),
-            config,
-            args: Vec::new(),
-            cmd_set: false,
-            key,
-            mounted: 0,
-            last_created: None,
-            squash_upper: None,
-        };
-        if !s.env().iter().any(|(k, _)| k == "PATH") {
-            s.set_env("PATH", DEFAULT_PATH);
-        }
-        s
-    }
-
-    fn cfg(&mut self) -> &mut Map<String, Value> {
-        config::inner(&mut self.config)
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        config::env(&self.config)
-    }
-
-    fn set_env(&mut self, k: &str, v: &str) {
-        config::set_env(&mut self.config, k, v)
-    }
-
-    /// Looks a variable up as instructions see it: ENV first, then ARG.
-    fn lookup(&self) -> impl Fn(&str) -> Option<String> {
-        config::lookup(&self.config, &self.args)
-    }
-
-    fn workdir(&self) -> String {
-        config::workdir(&self.config)
-    }
-
-    fn user(&self) -> String {
-        config::user(&self.config)
-    }
-}
-
-/// An image served read-only through FUSE from this process, unmounted
-/// when dropped.
-struct FuseMount {
-    dir: PathBuf,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-impl FuseMount {
-    fn new(store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<FuseMount> {
-        crate::mount::ensure_layer_indexes(store, layers)?;
-        let fs =
-            Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
-        std::fs::create_dir_all(&dir)?;
-        let cfg = img_fuse::MountConfig { fs_name: "img-build".to_string(), allow_other: false, threads: 2 };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let d = dir.clone();
-        let thread = std::thread::spawn(move || {
-            img_fuse::serve(fs, &d, &cfg, || {
-                let _ = tx.send(());
-                Ok(())
-            })
-        });
-        if rx.recv().is_err() {
-            let res = thread.join().map_err(|_| anyhow!("the FUSE server of {label} panicked"))?;
-            res.with_context(|| format!("mounting {label} for the build"))?;
-            bail!("mounting {label} for the build: the server stopped");
-        }
-        Ok(FuseMount { dir, thread: Some(thread) })
-    }
-}
-
-impl Drop for FuseMount {
-    fn drop(&mut self) {
-        use img_sys::Kernel;
-        let _ = img_sys::RealKernel.unmount(&self.dir, img_sys::Unmount::Lazy);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A directory a step copied up only to make and remove files in it: once
-/// the step is over, it goes from the upper directory if it is empty,
-/// not opaque and has the mode and owner it had.
-struct Prune {
-    dir: String,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-}
-
-impl Prune {
-    fn apply(&self, upper: &Path) {
-        let p = upper.join(&self.dir);
-        let Ok(md) = std::fs::symlink_metadata(&p) else { return };
-        let empty = std::fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false);
-        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
-            .iter()
-            .any(|n| img_sys::xattr(&p, n).ok().flatten().is_some());
-        if md.is_dir() && empty && !opaque && md.mode() == self.mode && md.uid() == self.uid && md.gid() == self.gid {
-            let _ = std::fs::remove_dir(&p);
-        }
-    }
-}
-
-/// An overlayfs mount, unmounted when dropped.
-struct OverlayGuard(PathBuf);
-
-impl Drop for OverlayGuard {
-    fn drop(&mut self) {
-        use img_sys::Kernel;
-        if img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Normal).is_err() {
-            let _ = img_sys::RealKernel.unmount(&self.0, img_sys::Unmount::Lazy);
-        }
-    }
 }
 
 struct Builder<'a> {
@@ -419,10 +259,9 @@ impl Builder<'_> {
     fn run(&mut self, df: &dockerfile::Dockerfile) -> Result<Stage> {
         // ARGs before the first FROM: for FROM lines only.
         let mut globals: Vec<(String, Option<String>)> = Vec::new();
-        let mut i = 0;
         let ins = &df.instructions;
-        while i < ins.len() && ins[i].keyword != Keyword::From {
-            let x = &ins[i];
+        let (before, stages) = split_stages(ins);
+        for x in &ins[before] {
             if x.keyword != Keyword::Arg {
                 bail!("line {}: {} before the first FROM; only ARG may come before FROM", x.line, x.keyword.name());
             }
@@ -433,38 +272,28 @@ impl Builder<'_> {
                 globals.retain(|(n, _)| *n != k);
                 globals.push((k, v));
             }
-            i += 1;
         }
-        if i == ins.len() {
+        if stages.is_empty() {
             bail!("the Dockerfile has no FROM instruction");
         }
         let mut last = None;
-        while i < ins.len() {
-            let from = &ins[i];
-            let mut j = i + 1;
-            while j < ins.len() && ins[j].keyword != Keyword::From {
-                j += 1;
-            }
-            let stage = self.stage(from, &ins[i + 1..j], &globals)?;
+        for r in stages {
+            let stage = self.stage(&ins[r.start], &ins[r.start + 1..r.end], &globals)?;
             let name = stage.name.clone();
             let number = self.stages.len();
             self.stages.push(stage);
             last = Some(number);
-            if let Some(t) = &self.opts.target {
-                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)) || t.parse::<usize>() == Ok(number) {
-                    break;
-                }
+            if self.opts.target.as_deref().is_some_and(|t| is_target(name.as_deref(), number, t)) {
+                break;
             }
-            i = j;
         }
+        let last = last.expect("a stage was built");
         if let Some(t) = &self.opts.target {
-            let n = last.expect("a stage was built");
-            let hit = self.stages[n].name.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(t)) || t.parse() == Ok(n);
-            if !hit {
+            if !is_target(self.stages[last].name.as_deref(), last, t) {
                 bail!("--target {t}: no stage of that name in the Dockerfile");
             }
         }
-        Ok(self.stages[last.expect("a stage was built")].clone())
+        Ok(self.stages[last].clone())
     }
 
     /// The value of ARG `k`: `--build-arg`'s, else the default.
@@ -513,11 +342,7 @@ impl Builder<'_> {
             }
         }
         let w = self.words(from, s, &lookup)?;
-        let (base, name) = match w.as_slice() {
-            [b] => (b.clone(), None),
-            [b, as_, n] if as_.eq_ignore_ascii_case("as") => (b.clone(), Some(n.to_ascii_lowercase())),
-            _ => bail!("line {}: FROM takes IMAGE [AS NAME]", from.line),
-        };
+        let Some((base, name)) = from_words(&w) else { bail!("line {}: FROM takes IMAGE [AS NAME]", from.line) };
         let platform = match from.flag("platform") {
             Some(Some(p)) => Some(self.expand(from, p, &lookup)?),
             _ => self.opts.platform.clone(),
@@ -1368,27 +1193,4 @@ use std::os::fd::AsFd;
 
 fn hex_sha256(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env_of(config: Value) -> Vec<String> {
-        let Value::Object(c) = config else { panic!("an object") };
-        let s = Stage::new(c, String::new());
-        s.env().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-    }
-
-    // An image built FROM a base without Env (made by img import, or
-    // scratch) had no PATH, where docker and buildah give it theirs.
-    #[test]
-    fn a_base_without_path_gets_the_default_path() {
-        let path = format!("PATH={DEFAULT_PATH}");
-        assert_eq!(env_of(json!({})), vec![path.clone()]);
-        assert_eq!(env_of(json!({"config": {}})), vec![path.clone()]);
-        assert_eq!(env_of(json!({"config": {"Env": ["FOO=bar"]}})), vec!["FOO=bar".to_string(), path]);
-        assert_eq!(env_of(json!({"config": {"Env": ["PATH=/x", "A=1"]}})), vec!["PATH=/x", "A=1"]);
-        assert_eq!(env_of(json!({"config": {"Env": ["A=1", "PATH="]}})), vec!["A=1", "PATH="]);
-    }
 }
