@@ -10,6 +10,12 @@
 //! namespace where the caller is root, for an ordinary user), so that
 //! nothing it mounts outlives it. The final stage's layers, config and
 //! history are stored as one image in one transaction, as any other.
+//!
+//! This file runs the stages and their config and cache steps; `stage.rs`
+//! is a stage's state and the planning of stages, `config.rs` what an
+//! instruction does to the config, `steps.rs` the steps that change files,
+//! `mounts.rs` the build's mounts, `result.rs` the image made and stored,
+//! `userns.rs` the namespaces the build runs in.
 
 pub mod config;
 mod copy;
