@@ -1676,6 +1676,30 @@ fn import_with_changes_and_message() {
     assert_eq!(h[0]["Comment"], json!("first import"));
 }
 
+// Guards: --change reads EXPOSE as a Dockerfile does (it refused a range
+// and an upper-case protocol that a build took): each port of a range, the
+// protocol lower-cased; and ENTRYPOINT keeps a CMD given before it.
+#[test]
+fn import_change_accepts_expose_port_range_and_upper_case_protocol() {
+    let s = Store::new();
+    let p = s.write("rootfs.tar", &rootfs_tar());
+    s.ok(&[
+        "import",
+        arg(&p),
+        "app:1",
+        "-c",
+        "EXPOSE 8000-8002 80/TCP",
+        "-c",
+        "CMD [\"x\"]",
+        "-c",
+        "ENTRYPOINT [\"/e\"]",
+    ]);
+    let ins = s.inspect("app:1");
+    assert_eq!(ins["Config"]["ExposedPorts"], json!({"8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "80/tcp": {}}));
+    assert_eq!(ins["Config"]["Cmd"], json!(["x"]));
+    assert_eq!(ins["Config"]["Entrypoint"], json!(["/e"]));
+}
+
 /// Asserts an import failed with one clear line and stored nothing.
 fn assert_import_refused(s: &Store, args: &[&str], wants: &[&str]) {
     let o = s.run(args);
@@ -1695,7 +1719,7 @@ fn import_bad_change_is_refused() {
     let s = Store::new();
     let p = s.write("rootfs.tar", &rootfs_tar());
     assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "RUN echo hi"], &["RUN echo hi"]);
-    assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "CMD [1, 2]"], &["CMD [1, 2]"]);
+    assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "STOPSIGNAL SIGNOPE"], &["STOPSIGNAL SIGNOPE"]);
     assert_import_refused(&s, &["import", arg(&p), "app:1", "-c", "EXPOSE http"], &["EXPOSE http"]);
 }
 

@@ -10,37 +10,44 @@
 //! namespace where the caller is root, for an ordinary user), so that
 //! nothing it mounts outlives it. The final stage's layers, config and
 //! history are stored as one image in one transaction, as any other.
+//!
+//! This file runs the stages and their config and cache steps; `stage.rs`
+//! is a stage's state and the planning of stages, `config.rs` what an
+//! instruction does to the config, `steps.rs` the steps that change files,
+//! `mounts.rs` the build's mounts, `result.rs` the image made and stored,
+//! `userns.rs` the namespaces the build runs in.
 
+pub mod config;
 mod copy;
 pub mod fsops;
+mod mounts;
+mod result;
 pub mod run;
+mod stage;
+mod steps;
 mod text;
 pub mod userns;
 
 use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, Keyword};
-use crate::dockerignore::{self, Matcher};
+use crate::dockerignore::Matcher;
 use crate::image;
 use crate::index::ImageRecord;
-use crate::store::{Compression, StagedBlob, Store, TempDir};
+use crate::store::{StagedBlob, Store, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
-use copy::{archive_reader, chown_ids, content_digest, copy_tree, glob_walk};
-use fsops::Attrs;
 use img_sys::Kernel;
+use mounts::{FuseMount, OverlayGuard};
+pub use result::{build_and_store, Built};
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
+use stage::{from_words, is_target, split_stages, Layer, Stage};
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 pub use text::parse_build_static;
 
 /// The largest Dockerfile and .dockerignore a build takes (isula-build's limit).
 const MAX_BUILD_FILE: u64 = 1 << 20;
-use text::{
-    args_text, copy_created_by, copy_summary, default_shell, heredoc_script, instruction_text, lookup_in,
-    parse_duration, split_platform, valid_signal,
-};
+use text::{args_text, instruction_text, lookup_in, split_platform};
 
 /// The time stamped on everything of a `--build-static` build, unless
 /// `build-time=` says another.
@@ -59,9 +66,6 @@ const PROXY_ARGS: [&str; 10] = [
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// The PATH docker and buildah give a stage whose base image sets none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -90,265 +94,6 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Running as root of a user namespace (an ordinary user's build).
     pub rootless: bool,
-}
-
-/// What a build made, not yet stored.
-pub struct Built {
-    pub manifest_media_type: &'static str,
-    pub manifest: Vec<u8>,
-    pub config: Vec<u8>,
-    pub layers: Vec<(Digest, u64)>,
-    /// The layers made by this build, to commit with it.
-    pub staged: Vec<StagedBlob>,
-    /// Build arguments given but not used.
-    pub unused_args: Vec<String>,
-    /// Layers of earlier stages, kept for the cache (unreferenced blobs).
-    pub extra: Vec<StagedBlob>,
-    /// What each step made, for the cache.
-    pub cache: Vec<crate::index::CacheEntry>,
-}
-
-/// Builds the image and stores it under `tags`; returns its ID.
-pub fn build_and_store(
-    kernel: &dyn Kernel,
-    store: &mut Store,
-    opts: &BuildOptions,
-    tags: &[crate::index::TagName],
-    log: &(dyn Fn(&str) + Sync),
-) -> Result<Digest> {
-    let built = build(kernel, store, opts, log).map_err(|e| {
-        let full = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>().is_some_and(|io| {
-                io.kind() == std::io::ErrorKind::StorageFull || io.kind() == std::io::ErrorKind::QuotaExceeded
-            }) || matches!(c.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NoSpace { .. }))
-        });
-        if full {
-            e.context(format!(
-                "no space left on device while building {} (the store is at {}); nothing was stored; free some space (img prune removes unused blobs) or use a store on a larger disk (--root)",
-                opts.context.display(),
-                store.root().display()
-            ))
-        } else {
-            e
-        }
-    })?;
-    let parsed = image::parse_config("the built config", &built.config)?;
-    for a in &built.unused_args {
-        log(&format!("warning: the build argument {a} was not used"));
-    }
-    let mut staged = built.staged;
-    let mut refs: Vec<&mut StagedBlob> = staged.iter_mut().collect();
-    let id = crate::ops::store_made_image(
-        store,
-        &crate::ops::MadeImage {
-            manifest_media_type: built.manifest_media_type,
-            manifest: &built.manifest,
-            config: &built.config,
-            parsed: &parsed,
-            layers: &built.layers,
-        },
-        &mut refs,
-        tags,
-    )?;
-    // The earlier stages' layers stay as unreferenced blobs (img prune
-    // removes them), so that the cache can give them again.
-    let mut extra = built.extra;
-    if !extra.is_empty() {
-        let mut refs: Vec<&mut StagedBlob> = extra.iter_mut().collect();
-        let done = store.commit_blobs(&mut refs)?;
-        store.index_mut().resolve_pending(&done, &[])?;
-    }
-    store.index_mut().cache_put(&built.cache)?;
-    Ok(id)
-}
-
-/// A layer of a stage's image.
-#[derive(Clone)]
-struct Layer {
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    diff_id: Digest,
-    /// Made by this build: its index in `Builder::staged`.
-    staged: Option<usize>,
-}
-
-/// A stage's state: its root (lower directories, top first), layers and config.
-#[derive(Clone)]
-struct Stage {
-    name: Option<String>,
-    lowers: Vec<PathBuf>,
-    layers: Vec<Layer>,
-    config: Map<String, Value>,
-    /// ARG values in scope (None: declared, no value).
-    args: Vec<(String, Option<String>)>,
-    shell: Vec<String>,
-    /// CMD was set in this stage (ENTRYPOINT then keeps it).
-    cmd_set: bool,
-    /// The cache key of the stage so far.
-    key: String,
-    /// How many of `layers` `lowers` holds (the rest came from the cache
-    /// or the base image and are mounted when a step needs the files).
-    mounted: usize,
-    /// The time of the last history entry.
-    last_created: Option<String>,
-    /// With --squash: the one upper directory all the stage's steps change.
-    squash_upper: Option<PathBuf>,
-}
-
-impl Stage {
-    /// A stage starting from `config`, as FROM gives it: with docker's
-    /// default PATH, after the base's variables, when the base sets no PATH
-    /// (a scratch stage, an image made by `img import`), as docker and
-    /// buildah add it; the built image keeps it.
-    fn new(config: Map<String, Value>, shell: Vec<String>, key: String) -> Stage {
-        let mut s = Stage {
-            name: None,
-            lowers: Vec::new(),
-            layers: Vec::new(),
-            config,
-            args: Vec::new(),
-            shell,
-            cmd_set: false,
-            key,
-            mounted: 0,
-            last_created: None,
-            squash_upper: None,
-        };
-        if !s.env().iter().any(|(k, _)| k == "PATH") {
-            s.set_env("PATH", DEFAULT_PATH);
-        }
-        s
-    }
-
-    fn cfg(&mut self) -> &mut Map<String, Value> {
-        let c = self.config.entry("config").or_insert_with(|| json!({}));
-        if !c.is_object() {
-            *c = json!({});
-        }
-        c.as_object_mut().expect("made an object above")
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let env = self.config.get("config").and_then(|c| c.get("Env")).and_then(Value::as_array);
-        env.map(|e| {
-            e.iter()
-                .filter_map(Value::as_str)
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    fn set_env(&mut self, k: &str, v: &str) {
-        let mut env = self.env();
-        match env.iter_mut().find(|(n, _)| n == k) {
-            Some(e) => e.1 = v.to_string(),
-            None => env.push((k.to_string(), v.to_string())),
-        }
-        let list: Vec<Value> = env.iter().map(|(k, v)| json!(format!("{k}={v}"))).collect();
-        self.cfg().insert("Env".into(), json!(list));
-    }
-
-    /// Looks a variable up as instructions see it: ENV first, then ARG.
-    fn lookup(&self) -> impl Fn(&str) -> Option<String> {
-        let env: HashMap<String, String> = self.env().into_iter().collect();
-        let args: HashMap<String, String> =
-            self.args.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
-        move |k: &str| env.get(k).or_else(|| args.get(k)).cloned()
-    }
-
-    fn workdir(&self) -> String {
-        let w = self.config.get("config").and_then(|c| c.get("WorkingDir")).and_then(Value::as_str);
-        match w {
-            Some(w) if !w.is_empty() => w.to_string(),
-            _ => "/".to_string(),
-        }
-    }
-
-    fn user(&self) -> String {
-        let u = self.config.get("config").and_then(|c| c.get("User")).and_then(Value::as_str);
-        u.unwrap_or("").to_string()
-    }
-}
-
-/// An image served read-only through FUSE from this process, unmounted
-/// when dropped.
-struct FuseMount<'k> {
-    kernel: &'k dyn Kernel,
-    dir: PathBuf,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-}
-
-impl<'k> FuseMount<'k> {
-    fn new(kernel: &'k dyn Kernel, store: &Store, layers: &[Digest], label: &str, dir: PathBuf) -> Result<Self> {
-        crate::mount::ensure_layer_indexes(store, layers)?;
-        let fs =
-            Arc::new(crate::mount::layers_fs(store, layers, label)?.with_error_log(|m| eprintln!("img build: {m}")));
-        std::fs::create_dir_all(&dir)?;
-        let cfg = img_fuse::MountConfig { fs_name: "img-build".to_string(), allow_other: false, threads: 2 };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let d = dir.clone();
-        let thread = std::thread::spawn(move || {
-            img_fuse::serve(fs, &d, &cfg, || {
-                let _ = tx.send(());
-                Ok(())
-            })
-        });
-        if rx.recv().is_err() {
-            let res = thread.join().map_err(|_| anyhow!("the FUSE server of {label} panicked"))?;
-            res.with_context(|| format!("mounting {label} for the build"))?;
-            bail!("mounting {label} for the build: the server stopped");
-        }
-        Ok(FuseMount { kernel, dir, thread: Some(thread) })
-    }
-}
-
-impl Drop for FuseMount<'_> {
-    fn drop(&mut self) {
-        let _ = self.kernel.unmount(&self.dir, img_sys::Unmount::Lazy);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A directory a step copied up only to make and remove files in it: once
-/// the step is over, it goes from the upper directory if it is empty,
-/// not opaque and has the mode and owner it had.
-struct Prune {
-    dir: String,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-}
-
-impl Prune {
-    fn apply(&self, upper: &Path) {
-        let p = upper.join(&self.dir);
-        let Ok(md) = std::fs::symlink_metadata(&p) else { return };
-        let empty = std::fs::read_dir(&p).map(|mut d| d.next().is_none()).unwrap_or(false);
-        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
-            .iter()
-            .any(|n| img_sys::fs::xattr(&p, n).ok().flatten().is_some());
-        if md.is_dir() && empty && !opaque && md.mode() == self.mode && md.uid() == self.uid && md.gid() == self.gid {
-            let _ = std::fs::remove_dir(&p);
-        }
-    }
-}
-
-/// An overlayfs mount, unmounted when dropped.
-struct OverlayGuard<'k>(&'k dyn Kernel, PathBuf);
-
-impl Drop for OverlayGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.unmount(&self.1, img_sys::Unmount::Normal).is_err() {
-            let _ = self.0.unmount(&self.1, img_sys::Unmount::Lazy);
-        }
-    }
 }
 
 struct Builder<'a> {
@@ -460,10 +205,9 @@ impl Builder<'_> {
     fn run(&mut self, df: &dockerfile::Dockerfile) -> Result<Stage> {
         // ARGs before the first FROM: for FROM lines only.
         let mut globals: Vec<(String, Option<String>)> = Vec::new();
-        let mut i = 0;
         let ins = &df.instructions;
-        while i < ins.len() && ins[i].keyword != Keyword::From {
-            let x = &ins[i];
+        let (before, stages) = split_stages(ins);
+        for x in &ins[before] {
             if x.keyword != Keyword::Arg {
                 bail!("line {}: {} before the first FROM; only ARG may come before FROM", x.line, x.keyword.name());
             }
@@ -474,38 +218,28 @@ impl Builder<'_> {
                 globals.retain(|(n, _)| *n != k);
                 globals.push((k, v));
             }
-            i += 1;
         }
-        if i == ins.len() {
+        if stages.is_empty() {
             bail!("the Dockerfile has no FROM instruction");
         }
         let mut last = None;
-        while i < ins.len() {
-            let from = &ins[i];
-            let mut j = i + 1;
-            while j < ins.len() && ins[j].keyword != Keyword::From {
-                j += 1;
-            }
-            let stage = self.stage(from, &ins[i + 1..j], &globals)?;
+        for r in stages {
+            let stage = self.stage(&ins[r.start], &ins[r.start + 1..r.end], &globals)?;
             let name = stage.name.clone();
             let number = self.stages.len();
             self.stages.push(stage);
             last = Some(number);
-            if let Some(t) = &self.opts.target {
-                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)) || t.parse::<usize>() == Ok(number) {
-                    break;
-                }
+            if self.opts.target.as_deref().is_some_and(|t| is_target(name.as_deref(), number, t)) {
+                break;
             }
-            i = j;
         }
+        let last = last.expect("a stage was built");
         if let Some(t) = &self.opts.target {
-            let n = last.expect("a stage was built");
-            let hit = self.stages[n].name.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(t)) || t.parse() == Ok(n);
-            if !hit {
+            if !is_target(self.stages[last].name.as_deref(), last, t) {
                 bail!("--target {t}: no stage of that name in the Dockerfile");
             }
         }
-        Ok(self.stages[last.expect("a stage was built")].clone())
+        Ok(self.stages[last].clone())
     }
 
     /// The value of ARG `k`: `--build-arg`'s, else the default.
@@ -554,11 +288,7 @@ impl Builder<'_> {
             }
         }
         let w = self.words(from, s, &lookup)?;
-        let (base, name) = match w.as_slice() {
-            [b] => (b.clone(), None),
-            [b, as_, n] if as_.eq_ignore_ascii_case("as") => (b.clone(), Some(n.to_ascii_lowercase())),
-            _ => bail!("line {}: FROM takes IMAGE [AS NAME]", from.line),
-        };
+        let Some((base, name)) = from_words(&w) else { bail!("line {}: FROM takes IMAGE [AS NAME]", from.line) };
         let platform = match from.flag("platform") {
             Some(Some(p)) => Some(self.expand(from, p, &lookup)?),
             _ => self.opts.platform.clone(),
@@ -608,7 +338,7 @@ impl Builder<'_> {
             config.insert("config".into(), json!({}));
             config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
             config.insert("history".into(), json!([]));
-            let mut s = Stage::new(config, default_shell(), hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
+            let mut s = Stage::new(config, hex_sha256(format!("scratch {os}/{arch}").as_bytes()));
             s.lowers = vec![empty];
             return Ok(s);
         }
@@ -657,14 +387,7 @@ impl Builder<'_> {
                 staged: None,
             })
             .collect();
-        let shell = config
-            .get("config")
-            .and_then(|c| c.get("Shell"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(default_shell);
-        let mut s = Stage::new(config, shell, hex_sha256(format!("image {}", img.id).as_bytes()));
+        let mut s = Stage::new(config, hex_sha256(format!("image {}", img.id).as_bytes()));
         s.layers = layers;
         Ok(s)
     }
@@ -794,15 +517,8 @@ impl Builder<'_> {
         let nop = |kw: &str, t: &str| format!("/bin/sh -c #(nop) {kw} {t}");
         // The history entry of an instruction that only changes the config.
         let mut hist: Option<String> = None;
-        let known: &[&str] = match ins.keyword {
-            Keyword::Copy => &["from", "chown", "chmod", "link"],
-            Keyword::Add => &["chown", "chmod", "link"],
-            Keyword::Run => &["network"],
-            Keyword::Healthcheck => &["interval", "timeout", "start-period", "start-interval", "retries"],
-            _ => &[],
-        };
         for (f, _) in &ins.flags {
-            if !known.contains(&f.as_str()) {
+            if !config::known_flags(ins.keyword).contains(&f.as_str()) {
                 bail!("line {}: {} has no option --{f}", ins.line, ins.keyword.name());
             }
         }
@@ -818,144 +534,10 @@ impl Builder<'_> {
                 }
                 hist = Some(nop("ARG", &text));
             }
-            Keyword::Env => {
-                self.say(ins, &text);
-                for (k, v) in self.key_values(ins, true, &lookup)? {
-                    let Some(v) = v else { bail!("line {}: ENV {k} has no value; write ENV {k}=VALUE", ins.line) };
-                    st.set_env(&k, &v);
-                }
-                hist = Some(nop("ENV", &text));
-            }
-            Keyword::Label => {
-                self.say(ins, &text);
-                for (k, v) in self.key_values(ins, true, &lookup)? {
-                    let Some(v) = v else { bail!("line {}: LABEL {k} has no value; write LABEL {k}=VALUE", ins.line) };
-                    let labels = st.cfg().entry("Labels").or_insert_with(|| json!({}));
-                    if !labels.is_object() {
-                        *labels = json!({});
-                    }
-                    labels[k] = json!(v);
-                }
-                hist = Some(nop("LABEL", &text));
-            }
-            Keyword::Maintainer => {
-                self.say(ins, &text);
-                st.config.insert("author".into(), json!(text));
-                hist = Some(nop("MAINTAINER", &text));
-            }
-            Keyword::Expose => {
-                self.say(ins, &text);
-                let ports = self.list(ins, &lookup)?;
-                for p in ports {
-                    let (port, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
-                    let proto = proto.to_ascii_lowercase();
-                    let ok_port = !port.is_empty()
-                        && port.split('-').all(|n| n.parse::<u16>().is_ok())
-                        && ["tcp", "udp", "sctp"].contains(&proto.as_str());
-                    if !ok_port {
-                        bail!("line {}: EXPOSE {p}: not a port (PORT or PORT/tcp|udp|sctp)", ins.line);
-                    }
-                    let e = st.cfg().entry("ExposedPorts").or_insert_with(|| json!({}));
-                    if !e.is_object() {
-                        *e = json!({});
-                    }
-                    e[format!("{port}/{proto}")] = json!({});
-                }
-                hist = Some(nop("EXPOSE", &text));
-            }
-            Keyword::Volume => {
-                self.say(ins, &text);
-                for v in self.list(ins, &lookup)? {
-                    if v.is_empty() {
-                        bail!("line {}: VOLUME with an empty path", ins.line);
-                    }
-                    let e = st.cfg().entry("Volumes").or_insert_with(|| json!({}));
-                    if !e.is_object() {
-                        *e = json!({});
-                    }
-                    e[v] = json!({});
-                }
-                hist = Some(nop("VOLUME", &text));
-            }
-            Keyword::User => {
-                self.say(ins, &text);
-                let u = self.expand(ins, text.trim(), &lookup)?;
-                if u.is_empty() {
-                    bail!("line {}: USER needs a user", ins.line);
-                }
-                st.cfg().insert("User".into(), json!(u));
-                hist = Some(nop("USER", &text));
-            }
-            Keyword::Stopsignal => {
-                self.say(ins, &text);
-                let s = self.expand(ins, text.trim(), &lookup)?;
-                if !valid_signal(&s) {
-                    bail!("line {}: STOPSIGNAL {s}: not a signal (a name like SIGTERM or a number)", ins.line);
-                }
-                st.cfg().insert("StopSignal".into(), json!(s));
-                hist = Some(nop("STOPSIGNAL", &text));
-            }
-            Keyword::Shell => {
-                self.say(ins, &text);
-                let Args::Exec(v) = &ins.args else {
-                    bail!("line {}: SHELL takes a JSON array, as SHELL [\"/bin/sh\", \"-c\"]", ins.line)
-                };
-                if v.is_empty() {
-                    bail!("line {}: SHELL needs at least one word", ins.line);
-                }
-                st.shell = v.clone();
-                st.cfg().insert("Shell".into(), json!(v));
-                hist = Some(nop("SHELL", &text));
-            }
-            Keyword::Cmd | Keyword::Entrypoint => {
-                self.say(ins, &text);
-                let v = match &ins.args {
-                    Args::Exec(v) => v.clone(),
-                    Args::Shell(s) => {
-                        let mut v = st.shell.clone();
-                        v.push(s.clone());
-                        v
-                    }
-                };
-                if ins.keyword == Keyword::Cmd {
-                    st.cfg().insert("Cmd".into(), json!(v));
-                    st.cmd_set = true;
-                    hist = Some(nop("CMD", &text));
-                } else {
-                    st.cfg().insert("Entrypoint".into(), json!(v));
-                    if !st.cmd_set {
-                        st.cfg().insert("Cmd".into(), Value::Null);
-                    }
-                    hist = Some(nop("ENTRYPOINT", &text));
-                }
-            }
-            Keyword::Healthcheck => {
-                self.say(ins, &text);
-                let hc = self.healthcheck(ins, st)?;
-                st.cfg().insert("Healthcheck".into(), hc);
-                hist = Some(nop("HEALTHCHECK", &text));
-            }
-            Keyword::Onbuild => {
-                self.say(ins, &text);
-                let inner =
-                    ins.onbuild.as_ref().ok_or_else(|| anyhow!("line {}: ONBUILD needs an instruction", ins.line))?;
-                let t = instruction_text(inner);
-                let e = st.cfg().entry("OnBuild").or_insert_with(|| json!([]));
-                match e.as_array_mut() {
-                    Some(a) => a.push(json!(t)),
-                    None => *e = json!([t]),
-                }
-                hist = Some(nop("ONBUILD", &text));
-            }
             Keyword::Workdir => {
                 self.say(ins, &text);
-                let w = self.expand(ins, text.trim(), &lookup)?;
-                if w.is_empty() {
-                    bail!("line {}: WORKDIR needs a directory", ins.line);
-                }
-                let abs = if w.starts_with('/') { w } else { format!("{}/{w}", st.workdir()) };
-                let abs = fsops::clean_abs(&abs);
-                st.cfg().insert("WorkingDir".into(), json!(abs));
+                self.apply_config(st, ins)?;
+                let abs = st.workdir();
                 let d = abs.clone();
                 let user = st.user();
                 let line = ins.line;
@@ -981,6 +563,11 @@ impl Builder<'_> {
             Keyword::Copy | Keyword::Add => {
                 self.say(ins, &text);
                 self.copy_step(st, ins)?;
+            }
+            k => {
+                self.say(ins, &text);
+                self.apply_config(st, ins)?;
+                hist = Some(nop(k.name(), &text));
             }
         }
         if let Some(h) = hist {
@@ -1014,622 +601,15 @@ impl Builder<'_> {
         self.record(st, key, c.created, layer.as_ref());
     }
 
-    /// The words of EXPOSE and VOLUME: a JSON array or blank-separated.
-    fn list(&self, ins: &Instruction, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>> {
-        match &ins.args {
-            Args::Exec(v) => v.iter().map(|w| self.expand(ins, w, lookup)).collect(),
-            Args::Shell(s) => self.words(ins, s, lookup),
-        }
-    }
-
-    fn healthcheck(&self, ins: &Instruction, st: &Stage) -> Result<Value> {
-        let test = match &ins.args {
-            Args::Shell(s) if s.trim().eq_ignore_ascii_case("none") => {
-                if !ins.flags.is_empty() {
-                    bail!("line {}: HEALTHCHECK NONE takes no options", ins.line);
-                }
-                return Ok(json!({"Test": ["NONE"]}));
-            }
-            Args::Shell(s) => {
-                let rest = s.trim_start();
-                // CMD as a word of its own (not the start of CMDX).
-                let Some(cmd) = rest
-                    .get(..3)
-                    .filter(|c| c.eq_ignore_ascii_case("cmd"))
-                    .filter(|_| rest[3..].starts_with([' ', '\t', '[']))
-                    .map(|_| rest[3..].trim_start())
-                else {
-                    bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line);
-                };
-                if cmd.starts_with('[') {
-                    let v: Vec<String> = serde_json::from_str(cmd)
-                        .map_err(|e| anyhow!("line {}: HEALTHCHECK CMD's JSON array: {e}", ins.line))?;
-                    let mut t = vec!["CMD".to_string()];
-                    t.extend(v);
-                    t
-                } else {
-                    if cmd.is_empty() {
-                        bail!("line {}: HEALTHCHECK CMD needs a command", ins.line);
-                    }
-                    vec!["CMD-SHELL".to_string(), cmd.to_string()]
-                }
-            }
-            Args::Exec(_) => bail!("line {}: HEALTHCHECK takes CMD COMMAND or NONE", ins.line),
-        };
-        let _ = st;
-        let mut hc = json!({"Test": test});
-        for (flag, key) in [
-            ("interval", "Interval"),
-            ("timeout", "Timeout"),
-            ("start-period", "StartPeriod"),
-            ("start-interval", "StartInterval"),
-        ] {
-            if let Some(v) = ins.flag(flag) {
-                let v = v.unwrap_or("");
-                let ns = parse_duration(v).ok_or_else(|| {
-                    anyhow!("line {}: HEALTHCHECK --{flag}={v}: not a duration (like 30s or 1m30s)", ins.line)
-                })?;
-                hc[key] = json!(ns);
-            }
-        }
-        if let Some(v) = ins.flag("retries") {
-            let n: u64 = v
-                .unwrap_or("")
-                .parse()
-                .map_err(|_| anyhow!("line {}: HEALTHCHECK --retries takes a number", ins.line))?;
-            hc["Retries"] = json!(n);
-        }
-        Ok(hc)
-    }
-
-    /// A step that changes the stage's files: `f` gets the root (mounted
-    /// writable) and makes the changes; they become a layer of the stage
-    /// (always, or only when there are some when `!always`).
-    fn fs_step(
-        &mut self,
-        st: &mut Stage,
-        always: bool,
-        f: impl FnOnce(&Path) -> Result<Vec<Prune>>,
-    ) -> Result<Option<Layer>> {
-        self.materialize(st)?;
-        let upper = match (&st.squash_upper, self.opts.squash) {
-            (Some(u), _) => u.clone(),
-            (None, squash) => {
-                let u = self.fresh("u");
-                std::fs::create_dir(&u).with_context(|| format!("making {}", u.display()))?;
-                if squash {
-                    st.squash_upper = Some(u.clone());
-                }
-                u
-            }
-        };
-        let work = self.fresh("w");
-        let merged = self.fresh("m");
-        for d in [&work, &merged] {
-            std::fs::create_dir(d).with_context(|| format!("making {}", d.display()))?;
-        }
-        let ov = img_sys::OverlayMount {
-            lower: st.lowers.clone(),
-            upper: upper.clone(),
-            work: work.clone(),
-            target: merged.clone(),
-            userxattr: self.opts.rootless,
-        };
-        self.kernel.mount_overlay(&ov).context("mounting the stage's root for a build step")?;
-        let guard = OverlayGuard(self.kernel, merged.clone());
-        let res = f(&merged);
-        drop(guard);
-        let _ = std::fs::remove_dir(&merged);
-        let _ = std::fs::remove_dir_all(&work);
-        for p in res? {
-            p.apply(&upper);
-        }
-        if self.opts.squash {
-            return Ok(None);
-        }
-        let empty = std::fs::read_dir(&upper)?.next().is_none();
-        if empty && !always {
-            let _ = std::fs::remove_dir(&upper);
-            return Ok(None);
-        }
-        let layer = self.write_layer(&upper)?;
-        st.lowers.insert(0, upper);
-        st.layers.push(layer.clone());
-        st.mounted = st.layers.len();
-        Ok(Some(layer))
-    }
-
-    /// The changes in `upper` as a layer, staged. Layers are kept
-    /// uncompressed, as buildah and docker keep what they build (a build is
-    /// then bound by the files it writes, not by gzip); `img push` gzips
-    /// them on the way out.
-    fn write_layer(&mut self, upper: &Path) -> Result<Layer> {
-        let w = std::io::BufWriter::with_capacity(1 << 20, self.store.blob_writer()?);
-        let fixed = self.opts.build_static;
-        let (w, _) = crate::mount::upper::write_layer_with(upper, w, fixed).context("writing a layer")?;
-        let staged = w.into_inner().map_err(|e| e.into_error()).context("writing a layer")?.finish()?;
-        let layer = Layer {
-            media_type: image::layer_media_type(self.opts.docker_format, Compression::None)
-                .expect("uncompressed layers have a media type in both families")
-                .to_string(),
-            digest: staged.digest().clone(),
-            size: staged.size(),
-            diff_id: staged.digest().clone(),
-            staged: Some(self.staged.len()),
-        };
-        self.staged.push(staged);
-        Ok(layer)
-    }
-
-    fn run_step(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
-        let argv = match &ins.args {
-            Args::Exec(v) => v.clone(),
-            Args::Shell(s) => {
-                let mut v = st.shell.clone();
-                v.push(heredoc_script(s, &ins.heredocs));
-                v
-            }
-        };
-        if argv.is_empty() {
-            bail!("line {}: RUN needs a command", ins.line);
-        }
-        let host_network = match ins.flag("network") {
-            None => self.opts.host_network,
-            Some(Some("host")) | Some(Some("default")) => self.opts.host_network,
-            Some(Some("none")) => false,
-            Some(v) => bail!("line {}: RUN --network={}: use none, host or default", ins.line, v.unwrap_or("")),
-        };
-        // The environment: ENV, then ARG values (ENV wins), proxies.
-        let mut env = st.env();
-        let declared: HashSet<String> = env.iter().map(|(k, _)| k.clone()).collect();
-        for (k, v) in &st.args {
-            if let (Some(v), false) = (v, declared.contains(k)) {
-                env.push((k.clone(), v.clone()));
-            }
-        }
-        for p in PROXY_ARGS {
-            if env.iter().any(|(k, _)| k == p) {
-                continue;
-            }
-            if let Some((_, v)) = self.opts.build_args.iter().rev().find(|(k, _)| k == p) {
-                self.used_args.insert(p.to_string());
-                env.push((p.to_string(), v.clone()));
-            } else if self.opts.proxy {
-                if let Ok(v) = std::env::var(p) {
-                    env.push((p.to_string(), v));
-                }
-            }
-        }
-        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-            env.push(("HOSTNAME".into(), "img-build".into()));
-        }
-        let plan_path = self.fresh("plan");
-        let plan = run::RunPlan {
-            root: PathBuf::new(),
-            argv: argv.clone(),
-            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            cwd: st.workdir(),
-            user: st.user(),
-            host_network,
-            hostname: "img-build".into(),
-            caps: run::capabilities(&self.opts.cap_add)?,
-        };
-        let quiet = self.opts.quiet;
-        let line = ins.line;
-        let shown = crate::reference::shorten_to(&args_text(&ins.args), 200);
-        let created_by = match &ins.args {
-            Args::Exec(v) => v.join(" "),
-            Args::Shell(_) => argv.join(" "),
-        };
-        let key = self.step_key(
-            st,
-            ins,
-            &format!("network={host_network} caps={:?}", run::capabilities(&self.opts.cap_add)?),
-        );
-        if let Some(c) = self.cached(&key)? {
-            self.use_cached(st, key, c, created_by);
-            return Ok(());
-        }
-        let layer = self.fs_step(st, true, |root| {
-            let mut plan = plan;
-            plan.root = root.to_path_buf();
-            // The mount points RUN needs; made for it, removed after.
-            let mut made = Vec::new();
-            for d in ["proc", "dev", "sys"] {
-                let p = root.join(d);
-                if std::fs::symlink_metadata(&p).is_err() {
-                    std::fs::create_dir(&p).with_context(|| format!("making /{d} for RUN"))?;
-                    made.push(p);
-                }
-            }
-            // The resolver files the host's are bound over, made empty where
-            // the image has none (and removed after, /etc as it was).
-            let mut prune = Vec::new();
-            let mut made_files = Vec::new();
-            let etc = root.join("etc");
-            let etc_md = std::fs::symlink_metadata(&etc).ok().filter(|m| m.is_dir());
-            if let (true, Some(md)) = (plan.host_network, &etc_md) {
-                for f in ["resolv.conf", "hosts"] {
-                    let p = etc.join(f);
-                    if std::fs::symlink_metadata(&p).is_err() && Path::new("/etc").join(f).is_file() {
-                        std::fs::write(&p, b"").with_context(|| format!("making /etc/{f} for RUN"))?;
-                        made_files.push(p);
-                    }
-                }
-                if !made_files.is_empty() {
-                    prune.push(Prune { dir: "etc".into(), mode: md.mode(), uid: md.uid(), gid: md.gid() });
-                }
-            }
-            fsops::mkdir_all(root, &plan.cwd, (0, 0))?;
-            std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
-            // The running binary itself, even if its file was replaced meanwhile.
-            let exe = PathBuf::from("/proc/self/exe");
-            let mut cmd = std::process::Command::new(exe);
-            // Its standard input is a pipe whose only writer is this
-            // process: the step ends when the build goes (see run.rs).
-            let (alive_r, alive_w) = std::io::pipe().context("making a pipe for a RUN step")?;
-            cmd.arg("__build-run").arg(&plan_path).stdin(std::process::Stdio::from(alive_r));
-            cmd.env("IMG_BUILD_PARENT", std::process::id().to_string());
-            let (status, output) = if quiet {
-                let out = cmd.output().context("starting a RUN step")?;
-                let mut text = out.stdout;
-                text.extend_from_slice(&out.stderr);
-                (out.status, text)
-            } else {
-                // What the command prints goes to stderr, with progress.
-                let err = std::io::stderr().as_fd().try_clone_to_owned()?;
-                cmd.stdout(std::process::Stdio::from(err));
-                (cmd.status().context("starting a RUN step")?, Vec::new())
-            };
-            drop(alive_w);
-            for p in made.iter().rev() {
-                let _ = std::fs::remove_dir(p);
-            }
-            for p in &made_files {
-                let _ = std::fs::remove_file(p);
-            }
-            if let (false, Some(md)) = (made_files.is_empty(), &etc_md) {
-                fsops::set_mtime(&etc, md.mtime(), md.mtime_nsec())?;
-            }
-            let code = run::exit_code(status);
-            if code != 0 {
-                if !output.is_empty() {
-                    eprint!("{}", String::from_utf8_lossy(&output));
-                }
-                bail!("line {line}: RUN {shown}: the command exited with status {code}");
-            }
-            Ok(prune)
-        })?;
-        let now = self.now.clone();
-        self.history(st, created_by, layer.is_none(), &now);
-        self.record(st, key, now, layer.as_ref());
+    /// Applies a config instruction to the stage's config.
+    fn apply_config(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
+        let mut scope = config::Scope { escape: self.escape, args: &st.args, cmd_set: st.cmd_set };
+        config::apply(&mut st.config, ins, &mut scope)?;
+        st.cmd_set = scope.cmd_set;
         Ok(())
-    }
-
-    fn copy_step(&mut self, st: &mut Stage, ins: &Instruction) -> Result<()> {
-        let add = ins.keyword == Keyword::Add;
-        let lookup = st.lookup();
-        let mut words = match &ins.args {
-            Args::Exec(v) => v.iter().map(|w| self.expand(ins, w, &lookup)).collect::<Result<Vec<_>>>()?,
-            Args::Shell(s) => self.words(ins, s, &lookup)?,
-        };
-        // Here-documents are files of their own.
-        let mut inline: HashMap<String, PathBuf> = HashMap::new();
-        for h in &ins.heredocs {
-            let p = self.fresh("heredoc");
-            let content = if h.expand { self.expand(ins, &h.content, &lookup)? } else { h.content.clone() };
-            std::fs::write(&p, content)?;
-            inline.insert(h.name.clone(), p);
-        }
-        words.retain(|w| !w.is_empty());
-        for w in &mut words {
-            if let Some(n) = w.strip_prefix("<<").map(|n| n.trim_start_matches('-').trim_matches(['"', '\''])) {
-                if inline.contains_key(n) {
-                    *w = format!("<<{n}");
-                }
-            }
-        }
-        if words.len() < 2 {
-            bail!("line {}: {} takes SOURCE... DEST", ins.line, ins.keyword.name());
-        }
-        let dest_word = words.pop().expect("two words or more");
-        // A directory: a trailing /, or several sources (after the globs
-        // are expanded, below).
-        let mut dest_is_dir = dest_word.ends_with('/');
-        let dest = if dest_word.starts_with('/') { dest_word.clone() } else { format!("{}/{dest_word}", st.workdir()) };
-        let dest = fsops::clean_abs(&dest);
-        let chown = match ins.flag("chown") {
-            Some(Some(c)) => Some(self.expand(ins, c, &lookup)?),
-            Some(None) => bail!("line {}: --chown needs USER[:GROUP]", ins.line),
-            None => None,
-        };
-        let chmod = match ins.flag("chmod") {
-            Some(Some(m)) => Some(
-                u32::from_str_radix(m, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| anyhow!("line {}: --chmod={m}: give an octal mode like 0644", ins.line))?,
-            ),
-            Some(None) => bail!("line {}: --chmod needs a mode", ins.line),
-            None => None,
-        };
-        // Where the sources come from.
-        let (src_root, from_context) = match ins.flag("from") {
-            Some(Some(f)) => {
-                let f = self.expand(ins, f, &lookup)?;
-                (self.source_root(&f, ins.line)?, false)
-            }
-            Some(None) => bail!("line {}: --from needs a stage or an image", ins.line),
-            None => (self.context.clone(), true),
-        };
-        // The sources, globs expanded.
-        let mut sources: Vec<(PathBuf, String)> = Vec::new();
-        for w in &words {
-            if w.starts_with("http://") || w.starts_with("https://") || w.starts_with("git@") {
-                bail!(
-                    "line {}: {} of a URL ({w}) is not supported; download it in a RUN step or put it in the context",
-                    ins.line,
-                    ins.keyword.name()
-                );
-            }
-            if let Some(n) = w.strip_prefix("<<") {
-                if let Some(p) = inline.get(n) {
-                    sources.push((p.clone(), n.to_string()));
-                    continue;
-                }
-            }
-            let found = self.find_sources(&src_root, w, from_context)?;
-            if found.is_empty() {
-                bail!(
-                    "line {}: {} {w}: no such file in the {}{}",
-                    ins.line,
-                    ins.keyword.name(),
-                    if from_context { "build context" } else { "source" },
-                    if from_context && self.ignore_hides(w) { " (.dockerignore leaves it out)" } else { "" }
-                );
-            }
-            sources.extend(found);
-        }
-        dest_is_dir |= sources.len() > 1;
-        let ignore = if from_context { Some(self.ignore.clone()) } else { None };
-        // Each source's kind and digest, for the history and the cache.
-        let mut digests = Vec::new();
-        for s in &sources {
-            let kind = if std::fs::metadata(&s.0).is_ok_and(|m| m.is_dir()) { "dir" } else { "file" };
-            let d = content_digest(std::slice::from_ref(s), ignore.as_ref(), !from_context)?;
-            digests.push((kind, d.hex().to_string()));
-        }
-        let summary = copy_summary(&digests);
-        let line = ins.line;
-        let kw = ins.keyword.name();
-        let what = if ins.keyword == Keyword::Add { "ADD" } else { "COPY" };
-        let created_by = copy_created_by(what, chown.as_deref(), &summary, &dest_word);
-        let key = self.step_key(st, ins, &format!("{summary} {dest} {chown:?} {chmod:?} {from_context}"));
-        if let Some(c) = self.cached(&key)? {
-            self.use_cached(st, key, c, created_by);
-            return Ok(());
-        }
-        let layer = self.fs_step(st, true, |root| {
-            let owner = match &chown {
-                Some(c) => Some(chown_ids(c, root).with_context(|| format!("line {line}: --chown={c}"))?),
-                None => None,
-            };
-            let attrs = Attrs { owner, mode: chmod, keep_owner: !from_context };
-            let dir_owner = owner.unwrap_or((0, 0));
-            for (host, rel) in &sources {
-                let md = std::fs::metadata(host).with_context(|| format!("reading {}", host.display()))?;
-                if md.is_dir() {
-                    fsops::mkdir_all(root, &dest, dir_owner)?;
-                    copy_tree(host, rel, root, &dest, attrs, ignore.as_ref())
-                        .with_context(|| format!("line {line}: {kw} {rel}"))?;
-                    continue;
-                }
-                if add {
-                    if let Some(reader) = archive_reader(host)? {
-                        fsops::mkdir_all(root, &dest, dir_owner)?;
-                        fsops::extract_tar(reader, root, &dest, rel)
-                            .with_context(|| format!("line {line}: ADD {rel}"))?;
-                        continue;
-                    }
-                }
-                let base = Path::new(rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let into_dir = dest_is_dir || {
-                    let p = fsops::resolve_in_root(root, &dest, true)?;
-                    p.is_dir()
-                };
-                let target = if into_dir {
-                    fsops::mkdir_all(root, &dest, dir_owner)?;
-                    format!("{}/{base}", dest.trim_end_matches('/'))
-                } else {
-                    let parent =
-                        Path::new(&dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                    fsops::mkdir_all(root, &parent, dir_owner)?;
-                    dest.clone()
-                };
-                fsops::copy_entry(host, root, &target, attrs).with_context(|| format!("line {line}: {kw} {rel}"))?;
-            }
-            Ok(Vec::new())
-        })?;
-        let now = self.now.clone();
-        self.history(st, created_by, layer.is_none(), &now);
-        self.record(st, key, now, layer.as_ref());
-        Ok(())
-    }
-
-    /// Does .dockerignore leave `w` out of the context?
-    fn ignore_hides(&self, w: &str) -> bool {
-        self.ignore.excluded(w)
-    }
-
-    /// The root COPY --from reads: an earlier stage's files, or an image's.
-    fn source_root(&mut self, from: &str, line: usize) -> Result<PathBuf> {
-        let stage = match from.parse::<usize>() {
-            Ok(n) if n < self.stages.len() => Some(n),
-            Ok(n) => bail!("line {line}: --from={n}: there is no stage {n} before this one (stages count from 0)"),
-            Err(_) => self.stages.iter().rposition(|s| s.name.as_deref() == Some(&from.to_ascii_lowercase())),
-        };
-        let lowers = match stage {
-            Some(n) => {
-                let mut s = self.stages[n].clone();
-                self.materialize(&mut s)?;
-                self.stages[n] = s.clone();
-                let mut l = s.lowers;
-                if let Some(u) = s.squash_upper {
-                    l.insert(0, u);
-                }
-                l
-            }
-            None => {
-                let img = self.image(from, None, line)?;
-                let layers = crate::ops::save::layers_of(self.store, &img)?;
-                vec![self.mount_layers(&layers, from)?]
-            }
-        };
-        if lowers.len() == 1 {
-            return Ok(lowers[0].clone());
-        }
-        // Several layers: a read-only overlay of them (no upper directory).
-        let target = self.fresh("ro");
-        std::fs::create_dir(&target)?;
-        let data = img_sys::OverlayMount {
-            lower: lowers,
-            upper: PathBuf::new(),
-            work: PathBuf::new(),
-            target: target.clone(),
-            userxattr: self.opts.rootless,
-        };
-        self.kernel.mount_overlay_read_only(&data).context("mounting a stage's files for COPY --from")?;
-        self.read_only.push(OverlayGuard(self.kernel, target.clone()));
-        Ok(target)
-    }
-
-    /// The entries source `w` names in `root`: itself, or what its glob
-    /// matches, with their names relative to the root.
-    fn find_sources(&self, root: &Path, w: &str, from_context: bool) -> Result<Vec<(PathBuf, String)>> {
-        let rel = fsops::clean_abs(w).trim_start_matches('/').to_string();
-        let excluded = |r: &str| from_context && !r.is_empty() && self.ignore.excluded(r);
-        if !dockerignore::is_pattern(&rel) {
-            let host = if from_context { root.join(&rel) } else { fsops::resolve_in_root(root, &rel, true)? };
-            if std::fs::symlink_metadata(&host).is_err()
-                || (excluded(&rel) && !std::fs::metadata(&host).map(|m| m.is_dir()).unwrap_or(false))
-            {
-                return Ok(vec![]);
-            }
-            if from_context {
-                // A symlink named here must stay inside the context.
-                let real = std::fs::canonicalize(&host).with_context(|| format!("reading {}", host.display()))?;
-                if !real.starts_with(root) {
-                    bail!("{w} leads out of the build context (to {}); copy what is inside it", real.display());
-                }
-                return Ok(vec![(real, rel)]);
-            }
-            return Ok(vec![(host, rel)]);
-        }
-        let mut out = Vec::new();
-        let parts: Vec<&str> = rel.split('/').collect();
-        glob_walk(root, "", &parts, &mut out)?;
-        out.retain(|(_, r)| !excluded(r));
-        out.sort_by(|a, b| a.1.cmp(&b.1));
-        Ok(out)
-    }
-
-    fn finish(mut self, mut st: Stage, df_path: &Path) -> Result<Built> {
-        let _ = df_path;
-        if let Some(u) = st.squash_upper.take() {
-            let l = self.write_layer(&u)?;
-            st.layers.push(l);
-            // The last entry of the history stands for the squashed layer.
-            if let Some(last) = st.config.get_mut("history").and_then(Value::as_array_mut).and_then(|h| h.last_mut()) {
-                if let Some(o) = last.as_object_mut() {
-                    o.remove("empty_layer");
-                }
-            }
-        }
-        let docker = self.opts.docker_format;
-        let mut config = st.config;
-        let created = st.last_created.clone().unwrap_or_else(|| self.now.clone());
-        config.insert("created".into(), json!(created));
-        if docker {
-            // docker's own fields describe the container a build ran; none here.
-            config.remove("container");
-        }
-        let diff_ids: Vec<Value> = st.layers.iter().map(|l| json!(l.diff_id.as_str())).collect();
-        config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": diff_ids}));
-        let config_bytes = serde_json::to_vec(&Value::Object(config))?;
-        let config_digest = Digest::of_bytes(&config_bytes);
-        let mut layers = Vec::new();
-        for l in &st.layers {
-            layers.push((crate::ops::commit::convert_layer_type(&l.media_type, docker)?, l.digest.clone(), l.size));
-        }
-        let (manifest_mt, config_mt) = if docker {
-            (image::DOCKER_MANIFEST, image::DOCKER_CONFIG)
-        } else {
-            (image::OCI_MANIFEST, image::OCI_CONFIG)
-        };
-        let refs: Vec<(&str, &Digest, u64)> = layers.iter().map(|(m, d, s)| (m.as_str(), d, *s)).collect();
-        let manifest =
-            image::build_manifest(manifest_mt, (config_mt, &config_digest, config_bytes.len() as u64), &refs);
-        // The staged layers the final image uses; the others go.
-        let used: HashSet<usize> = st.layers.iter().filter_map(|l| l.staged).collect();
-        // Layers of other stages that steps made are kept for the cache.
-        let recorded: HashSet<usize> = self.records.iter().filter_map(|(_, i)| *i).collect();
-        let mut staged = Vec::new();
-        let mut extra = Vec::new();
-        for (i, s) in std::mem::take(&mut self.staged).into_iter().enumerate() {
-            if used.contains(&i) {
-                staged.push(s);
-            } else if recorded.contains(&i) {
-                extra.push(s);
-            }
-        }
-        let cache = if self.opts.squash { Vec::new() } else { self.records.iter().map(|(e, _)| e.clone()).collect() };
-        let mut unused_args: Vec<String> = self
-            .opts
-            .build_args
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| !self.used_args.contains(k) && !PROXY_ARGS.contains(&k.as_str()))
-            .collect();
-        unused_args.sort();
-        unused_args.dedup();
-        Ok(Built {
-            manifest_media_type: manifest_mt,
-            manifest,
-            config: config_bytes,
-            layers: layers.into_iter().map(|(_, d, s)| (d, s)).collect(),
-            staged,
-            unused_args,
-            extra,
-            cache,
-        })
     }
 }
-
-use std::os::fd::AsFd;
 
 fn hex_sha256(b: &[u8]) -> String {
     Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env_of(config: Value) -> Vec<String> {
-        let Value::Object(c) = config else { panic!("an object") };
-        let s = Stage::new(c, default_shell(), String::new());
-        s.env().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-    }
-
-    // An image built FROM a base without Env (made by img import, or
-    // scratch) had no PATH, where docker and buildah give it theirs.
-    #[test]
-    fn a_base_without_path_gets_the_default_path() {
-        let path = format!("PATH={DEFAULT_PATH}");
-        assert_eq!(env_of(json!({})), vec![path.clone()]);
-        assert_eq!(env_of(json!({"config": {}})), vec![path.clone()]);
-        assert_eq!(env_of(json!({"config": {"Env": ["FOO=bar"]}})), vec!["FOO=bar".to_string(), path]);
-        assert_eq!(env_of(json!({"config": {"Env": ["PATH=/x", "A=1"]}})), vec!["PATH=/x", "A=1"]);
-        assert_eq!(env_of(json!({"config": {"Env": ["A=1", "PATH="]}})), vec!["A=1", "PATH="]);
-    }
 }

@@ -99,9 +99,7 @@ pub fn commit(store: &mut Store, mount: &MountRecord, opts: &CommitOptions) -> R
             *c = json!({});
         }
         let c = c.as_object_mut().expect("made an object above");
-        for ch in &opts.changes {
-            changes::apply(c, ch)?;
-        }
+        changes::apply(c, &opts.changes)?;
     }
     let mut entry = json!({"created": now, "created_by": "img commit"});
     if let Some(a) = &opts.author {

@@ -24,9 +24,7 @@ pub fn import(store: &mut Store, opts: &ImportOptions) -> Result<Digest> {
     let label = opts.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "standard input".into());
     let target = opts.reference.as_deref().map(parse_target_name).transpose()?;
     let mut cfg = serde_json::Map::new();
-    for c in &opts.changes {
-        changes::apply(&mut cfg, c)?;
-    }
+    changes::apply(&mut cfg, &opts.changes)?;
     let input: Box<dyn Read + Send> = match &opts.file {
         Some(p) => {
             if p.is_dir() {
