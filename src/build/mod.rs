@@ -17,6 +17,7 @@
 //! `mounts.rs` the build's mounts, `result.rs` the image made and stored,
 //! `userns.rs` the namespaces the build runs in.
 
+pub mod changes;
 pub mod config;
 mod copy;
 pub mod fsops;

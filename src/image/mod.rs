@@ -6,8 +6,6 @@
 //! (CVE-2014-8179), manifest/index ambiguity (CVE-2021-41190), digest syntax
 //! before any path or URL is built from it (CVE-2024-3727).
 
-pub mod changes;
-
 use crate::digest::{Digest, DigestError};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};

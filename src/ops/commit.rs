@@ -3,8 +3,9 @@
 //! updated as `docker commit` does.
 
 use super::parse_target_name;
+use crate::build::changes;
 use crate::digest::{Digest, HashingWriter};
-use crate::image::{self, changes, Document};
+use crate::image::{self, Document};
 use crate::index::MountRecord;
 use crate::mount::{upper, StateDir};
 use crate::store::{Compression, Store};

@@ -3,7 +3,7 @@
 //! applied to a config's `config` object by the build's rules
 //! (`build::config`), so that both read them alike. Pure.
 
-use crate::build::config::{self, Scope};
+use super::config::{self, Scope};
 use crate::dockerfile::{self, DockerfileError, Keyword};
 use serde_json::{Map, Value};
 
