@@ -13,7 +13,6 @@ pub mod dockerignore;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod image;
-pub mod index;
 pub mod layerindex;
 pub mod mount;
 pub mod ops;

@@ -5,8 +5,8 @@
 //! messages where they help.
 
 use crate::digest::Digest;
-use crate::index::ExternalLayer;
 use crate::reference::Reference;
+use crate::store::index::ExternalLayer;
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};

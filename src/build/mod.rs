@@ -33,7 +33,7 @@ use crate::digest::Digest;
 use crate::dockerfile::{self, Args, Instruction, Keyword};
 use crate::dockerignore::Matcher;
 use crate::image;
-use crate::index::ImageRecord;
+use crate::store::index::ImageRecord;
 use crate::store::{StagedBlob, Store, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
 use img_sys::Kernel;
@@ -111,7 +111,7 @@ struct Builder<'a> {
     /// The directory of each layer list mounted so far.
     layer_dirs: HashMap<Vec<Digest>, PathBuf>,
     /// What each step made, for the cache, with the staged layer's index.
-    records: Vec<(crate::index::CacheEntry, Option<usize>)>,
+    records: Vec<(crate::store::index::CacheEntry, Option<usize>)>,
     stages: Vec<Stage>,
     next: usize,
     escape: char,
@@ -476,7 +476,7 @@ impl Builder<'_> {
     }
 
     /// The cached result of step `key`, unless --no-cache.
-    fn cached(&self, key: &str) -> Result<Option<crate::index::CacheEntry>> {
+    fn cached(&self, key: &str) -> Result<Option<crate::store::index::CacheEntry>> {
         if self.opts.no_cache || self.opts.squash {
             return Ok(None);
         }
@@ -485,7 +485,7 @@ impl Builder<'_> {
 
     /// Ends a step: the stage's key moves on, and what it made is recorded.
     fn record(&mut self, st: &mut Stage, key: String, created: String, layer: Option<&Layer>) {
-        let entry = crate::index::CacheEntry {
+        let entry = crate::store::index::CacheEntry {
             key: key.clone(),
             layer: layer.map(|l| (l.digest.clone(), l.diff_id.clone(), l.size, l.media_type.clone())),
             created: created.clone(),
@@ -586,7 +586,7 @@ impl Builder<'_> {
     }
 
     /// A step whose result is cached: its layer (if any) joins the stage.
-    fn use_cached(&mut self, st: &mut Stage, key: String, c: crate::index::CacheEntry, created_by: String) {
+    fn use_cached(&mut self, st: &mut Stage, key: String, c: crate::store::index::CacheEntry, created_by: String) {
         let layer = c.layer.map(|(digest, diff_id, size, media_type)| Layer {
             media_type,
             digest,

@@ -25,7 +25,7 @@ pub struct Built {
     /// Layers of earlier stages, kept for the cache (unreferenced blobs).
     pub extra: Vec<StagedBlob>,
     /// What each step made, for the cache.
-    pub cache: Vec<crate::index::CacheEntry>,
+    pub cache: Vec<crate::store::index::CacheEntry>,
 }
 
 /// Builds the image and stores it under `tags`; returns its ID.
@@ -33,7 +33,7 @@ pub fn build_and_store(
     kernel: &dyn img_sys::Kernel,
     store: &mut Store,
     opts: &BuildOptions,
-    tags: &[crate::index::TagName],
+    tags: &[crate::store::index::TagName],
     log: &(dyn Fn(&str) + Sync),
 ) -> Result<Digest> {
     let built = build(kernel, store, opts, log).map_err(|e| {

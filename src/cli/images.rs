@@ -52,7 +52,7 @@ fn row_value(r: &Row, no_trunc: bool, now_s: i64) -> serde_json::Value {
         "Size": human_size(img.size),
         "VirtualSize": human_size(img.size),
         "Labels": serde_json::from_str::<serde_json::Value>(&img.labels).unwrap_or(json!({})),
-        "Partial": img.kind == crate::index::ImageKind::Partial,
+        "Partial": img.kind == crate::store::index::ImageKind::Partial,
     })
 }
 
@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                 line.push(short_id(img.id.hex(), a.no_trunc));
                 line.push(human_ago(img.created, now_s));
                 // A lazily pulled image: some layers are still in the registry.
-                line.push(if img.kind == crate::index::ImageKind::Partial {
+                line.push(if img.kind == crate::store::index::ImageKind::Partial {
                     format!("{} (partial)", human_size(img.size))
                 } else {
                     human_size(img.size)

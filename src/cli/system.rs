@@ -28,7 +28,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
         "Store": {
             "Root": i.root.display().to_string(),
             "Index": i.index_path.display().to_string(),
-            "FormatVersion": crate::index::STORE_FORMAT,
+            "FormatVersion": crate::store::index::STORE_FORMAT,
             "SchemaVersion": i.schema_version,
             "Images": i.images,
             "Tags": i.tags,
@@ -57,7 +57,7 @@ pub fn info(ctx: &Ctx, a: InfoArgs) -> Result<()> {
             writeln!(out, "version: {}", env!("CARGO_PKG_VERSION"))?;
             writeln!(out, "store:")?;
             writeln!(out, "  root: {}", i.root.display())?;
-            writeln!(out, "  format version: {}", crate::index::STORE_FORMAT)?;
+            writeln!(out, "  format version: {}", crate::store::index::STORE_FORMAT)?;
             writeln!(out, "  schema version: {}", i.schema_version)?;
             writeln!(out, "  images: {}", i.images)?;
             writeln!(out, "  tags: {}", i.tags)?;
@@ -95,11 +95,11 @@ pub fn version(a: VersionArgs) -> Result<()> {
         "Os": os,
         "Arch": arch,
         "OsArch": format!("{os}/{arch}"),
-        "StoreFormat": crate::index::STORE_FORMAT,
+        "StoreFormat": crate::store::index::STORE_FORMAT,
     });
     let doc = json!({
         "Version": env!("CARGO_PKG_VERSION"),
-        "StoreFormat": crate::index::STORE_FORMAT,
+        "StoreFormat": crate::store::index::STORE_FORMAT,
         "OsArch": format!("{os}/{arch}"),
         "Client": client,
     });
@@ -111,7 +111,7 @@ pub fn version(a: VersionArgs) -> Result<()> {
         writeln!(out, "{}", super::render_template(&t, &doc)?)?;
     } else {
         writeln!(out, "Version:      {}", env!("CARGO_PKG_VERSION"))?;
-        writeln!(out, "Store format: {}", crate::index::STORE_FORMAT)?;
+        writeln!(out, "Store format: {}", crate::store::index::STORE_FORMAT)?;
         writeln!(out, "OS/Arch:      {}/{}", std::env::consts::OS, crate::archive::resolve::host_platform().1)?;
     }
     out.flush()?;

@@ -566,8 +566,8 @@ pub struct Plan {
 /// Checks that image `img` can be made a bundle at `dir` (absolute), and
 /// says what its mount needs. A config.json that img did not write for a
 /// mount there is refused (the user's own would be lost).
-pub fn plan(store: &Store, img: &crate::index::ImageRecord, dir: &Path) -> Result<Plan> {
-    if img.kind == crate::index::ImageKind::Embedded {
+pub fn plan(store: &Store, img: &crate::store::index::ImageRecord, dir: &Path) -> Result<Plan> {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         bail!("{} is an iSulad embedded image, which cannot be made a bundle; img save it, load the archive and make a bundle of that", img.id);
     }
     let cfg = config_path(dir);

@@ -3,7 +3,7 @@
 //! each squashfs layer read-only at its `pathInContainer` inside it. These
 //! are kernel mounts: no process serves them.
 
-use crate::index::ExternalLayer;
+use crate::store::index::ExternalLayer;
 use anyhow::{bail, Context, Result};
 use img_sys::{Kernel, Unmount};
 use std::path::{Component, Path, PathBuf};

@@ -14,8 +14,8 @@ pub mod stream;
 pub mod upper;
 
 use crate::digest::Digest;
-use crate::index::{ImageRecord, MountRecord};
 use crate::layerindex::SharedBytes;
+use crate::store::index::{ImageRecord, MountRecord};
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use img_fuse::{ImageFs, Tree};
@@ -250,11 +250,11 @@ pub fn partial_fs(
 /// serving its mount only maps them: the memory a build takes is then
 /// given back when this (short-lived) process ends, not kept by the server.
 pub fn ensure_indexes(store: &Store, img: &ImageRecord) -> Result<()> {
-    if img.kind == crate::index::ImageKind::Embedded {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         return Ok(());
     }
     // A partial image's stored layers are indexed as any image's.
-    let stored: Vec<(usize, Digest)> = if img.kind == crate::index::ImageKind::Partial {
+    let stored: Vec<(usize, Digest)> = if img.kind == crate::store::index::ImageKind::Partial {
         let remote = store.index().remote_layers(&img.id)?;
         let mut all: Vec<(usize, Digest)> = Vec::new();
         let mut n = 0;

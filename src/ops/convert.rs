@@ -5,8 +5,8 @@
 use super::parse_target_name;
 use crate::digest::Digest;
 use crate::image::{self, Document};
-use crate::index::ImageRecord;
 use crate::layerindex::{estargz, zstd_chunked};
+use crate::store::index::ImageRecord;
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
@@ -140,7 +140,7 @@ fn record_conversion(config: &mut Map<String, Value>, format: TocFormat) {
 
 /// Converts image `src` and names the result `target`.
 pub fn convert(store: &mut Store, src: &ImageRecord, target: &str, opts: &ConvertOptions) -> Result<Converted> {
-    if src.kind == crate::index::ImageKind::Embedded {
+    if src.kind == crate::store::index::ImageKind::Embedded {
         bail!("{} is an iSulad embedded image; img save it and load the archive to convert it", src.id);
     }
     super::require_complete(src, &src.tags.first().cloned().unwrap_or_else(|| src.id.hex()[..12].to_string()))?;

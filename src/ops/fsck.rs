@@ -78,7 +78,7 @@ pub fn fsck(store: &mut Store, repair: bool, on_wait: impl FnOnce()) -> Result<R
             r.problems.push(format!("image {} ({}) needs a damaged blob", img.id, img.tags.join(", ")));
             continue;
         }
-        if img.kind == crate::index::ImageKind::Embedded {
+        if img.kind == crate::store::index::ImageKind::Embedded {
             for l in store.index().external_layers(&img.id)?.iter().skip(1) {
                 if std::fs::metadata(&l.path_in_host).is_err() {
                     r.problems.push(format!("embedded image {}: layer file {} is missing", img.id, l.path_in_host));

@@ -1,7 +1,7 @@
 //! `img images`: listing with docker's filters, straight from the index.
 
-use crate::index::ImageRecord;
 use crate::reference::{self, Reference};
+use crate::store::index::ImageRecord;
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn repo_digests_name_each_repository_once() {
         let d = crate::digest::Digest::of_bytes(b"manifest");
-        let img = crate::index::ImageRecord {
+        let img = crate::store::index::ImageRecord {
             id: crate::digest::Digest::of_bytes(b"config"),
             manifest_digest: d.clone(),
             manifest_media_type: String::new(),
@@ -167,7 +167,7 @@ mod tests {
             author: String::new(),
             labels: "{}".into(),
             added_at: 0,
-            kind: crate::index::ImageKind::Oci,
+            kind: crate::store::index::ImageKind::Oci,
             tags: vec![
                 "docker.io/library/app:1".into(),
                 "docker.io/library/app:2".into(),

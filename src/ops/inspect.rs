@@ -1,7 +1,7 @@
 //! `img inspect` and `img history`: an image's metadata as podman shows it.
 
 use crate::image::{self, Document};
-use crate::index::ImageRecord;
+use crate::store::index::ImageRecord;
 use crate::store::Store;
 use anyhow::{Context, Result};
 use img_gotemplate::{typed_nil, without_typed_nils, Nil};
@@ -16,7 +16,7 @@ fn config_of(store: &Store, img: &ImageRecord) -> Result<(Value, Vec<LayerInfo>)
         .with_context(|| format!("reading the config of {}", img.id))?;
     let config: Value = serde_json::from_slice(&config).with_context(|| format!("parsing the config of {}", img.id))?;
     let mut layers = Vec::new();
-    if img.kind != crate::index::ImageKind::Embedded {
+    if img.kind != crate::store::index::ImageKind::Embedded {
         let m = store.read_blob(&img.manifest_digest, image::MAX_MANIFEST_SIZE)?;
         if let Document::Manifest(m) = image::parse_document(&format!("manifest {}", img.manifest_digest), &m, None)? {
             layers = m.layers.into_iter().map(|l| (l.media_type, l.digest, l.size)).collect();
@@ -217,7 +217,7 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
         "User": user,
         "History": config.get("history").cloned().unwrap_or(json!([])),
     });
-    if img.kind == crate::index::ImageKind::Partial {
+    if img.kind == crate::store::index::ImageKind::Partial {
         // Layers still read from the registry by a lazy mount.
         let remote = store.index().remote_layers(&img.id)?;
         doc["Partial"] = json!(true);
@@ -228,7 +228,7 @@ pub fn inspect(store: &Store, img: &ImageRecord) -> Result<Value> {
             )
             .collect();
     }
-    if img.kind == crate::index::ImageKind::Embedded {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         let ext = store.index().external_layers(&img.id)?;
         doc["EmbeddedLayers"] = ext
             .iter()

@@ -6,7 +6,7 @@ use crate::archive::embedded;
 use crate::archive::resolve::{self, Prepared};
 use crate::archive::source::{Input, Staged};
 use crate::digest::Digest;
-use crate::index::NewImage;
+use crate::store::index::NewImage;
 use crate::store::{StagedBlob, Store};
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -64,7 +64,7 @@ fn commit_prepared(store: &mut Store, staged: &mut Staged, p: &Prepared) -> Resu
         variant: p.config.variant(),
         author: p.config.author(),
         labels: p.config.labels_json(),
-        kind: crate::index::ImageKind::Oci,
+        kind: crate::store::index::ImageKind::Oci,
         config_digest: p.id.clone(),
         layer_digests: p.layer_digests.clone(),
         external_layers: vec![],
@@ -110,7 +110,7 @@ pub fn load_embedded(store: &mut Store, manifest: &Path, copy: bool) -> Result<L
         variant: String::new(),
         author: String::new(),
         labels: "{}".into(),
-        kind: crate::index::ImageKind::Embedded,
+        kind: crate::store::index::ImageKind::Embedded,
         config_digest: config_digest.clone(),
         layer_digests,
         external_layers: external,

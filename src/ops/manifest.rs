@@ -4,8 +4,8 @@
 use super::progress::Progress;
 use crate::digest::Digest;
 use crate::image;
-use crate::index::ImageRecord;
 use crate::registry::ClientOptions;
+use crate::store::index::ImageRecord;
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -62,7 +62,7 @@ fn entry(store: &Store, img: &ImageRecord) -> Result<Value> {
 
 fn image_of(store: &Store, name: &str) -> Result<ImageRecord> {
     let img = super::resolve_image(store, name)?;
-    if img.kind == crate::index::ImageKind::Embedded {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         bail!("{name} is an iSulad embedded image, which a manifest list cannot hold; save and load it first");
     }
     super::require_complete(&img, name)?;

@@ -26,8 +26,8 @@ pub mod remove;
 pub mod save;
 
 use crate::digest::Digest;
-use crate::index::{ImageRecord, TagName};
 use crate::reference::{self, Reference};
+use crate::store::index::{ImageRecord, TagName};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
 
@@ -86,8 +86,8 @@ pub(crate) fn stored_image(
     manifest_media_type: &str,
     size: u64,
     layer_digests: Vec<Digest>,
-) -> crate::index::NewImage {
-    crate::index::NewImage {
+) -> crate::store::index::NewImage {
+    crate::store::index::NewImage {
         id: config_digest.clone(),
         manifest_digest: manifest_digest.clone(),
         manifest_media_type: manifest_media_type.into(),
@@ -98,7 +98,7 @@ pub(crate) fn stored_image(
         variant: parsed.variant(),
         author: parsed.author(),
         labels: parsed.labels_json(),
-        kind: crate::index::ImageKind::Oci,
+        kind: crate::store::index::ImageKind::Oci,
         config_digest: config_digest.clone(),
         layer_digests,
         external_layers: vec![],
@@ -132,7 +132,7 @@ pub struct NotFound(pub String);
 /// Refuses a partial image (made by a lazy pull, some layers not stored)
 /// for an operation that needs every layer.
 pub fn require_complete(img: &ImageRecord, name: &str) -> Result<()> {
-    if img.kind == crate::index::ImageKind::Partial {
+    if img.kind == crate::store::index::ImageKind::Partial {
         bail!("{name} is only partly pulled (it was pulled lazily for a mount); run img pull {name} to complete it");
     }
     Ok(())
@@ -316,7 +316,7 @@ pub fn tag(store: &mut Store, src: &str, targets: &[String]) -> Result<Vec<Strin
         match store.index_mut().tag(n, &img.id) {
             Ok(_) => {}
             // Removed by another process since we looked it up.
-            Err(crate::index::IndexError::ImageGone(_)) => return Err(NotFound(src.to_string()).into()),
+            Err(crate::store::index::IndexError::ImageGone(_)) => return Err(NotFound(src.to_string()).into()),
             Err(e) => return Err(e).with_context(|| format!("tagging {} as {}", src, n.name)),
         }
         out.push(n.name.clone());

@@ -7,9 +7,9 @@
 
 use super::progress::Progress;
 use super::resolve_image;
-use crate::index::{ImageKind, ImageRecord, MountRecord};
 use crate::mount::{self, bundle, MountState};
 use crate::registry::ClientOptions;
+use crate::store::index::{ImageKind, ImageRecord, MountRecord};
 use crate::store::Store;
 use crate::timefmt::now;
 use anyhow::{bail, Context, Result};

@@ -9,9 +9,9 @@ use super::progress::Progress;
 use super::tag_name;
 use crate::digest::Digest;
 use crate::image::{self, Document};
-use crate::index::NewImage;
 use crate::reference::Reference;
 use crate::registry::{config, Client, ClientOptions, FetchedManifest, Repo};
+use crate::store::index::NewImage;
 use crate::store::{StagedBlob, Store};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -143,7 +143,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let id = manifest.config.digest.clone();
     let tags: Vec<_> = tag.into_iter().collect();
     let have = store.index().image(&id)?;
-    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != crate::index::ImageKind::Partial);
+    let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != crate::store::index::ImageKind::Partial);
     if complete_enough && store.index_mut().tag_existing(&tags, &id)? {
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
@@ -166,7 +166,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     // the registry: eStargz and zstd:chunked layers are read through their
     // TOC (fetched and checked now), the others are streamed by a mount.
     let mut missing: Vec<(usize, Digest, u64)> = Vec::new();
-    let mut remote: Vec<crate::index::RemoteLayer> = Vec::new();
+    let mut remote: Vec<crate::store::index::RemoteLayer> = Vec::new();
     let source = format!("{}/{path}", client.registry);
     let mut tocs: Vec<(usize, &image::Descriptor, crate::mount::lazy::TocAt)> = Vec::new();
     for (i, l) in manifest.layers.iter().enumerate() {
@@ -301,7 +301,11 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         variant: config.variant(),
         author: config.author(),
         labels: config.labels_json(),
-        kind: if remote.is_empty() { crate::index::ImageKind::Oci } else { crate::index::ImageKind::Partial },
+        kind: if remote.is_empty() {
+            crate::store::index::ImageKind::Oci
+        } else {
+            crate::store::index::ImageKind::Partial
+        },
         config_digest: id.clone(),
         layer_digests: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         external_layers: vec![],
@@ -328,9 +332,9 @@ fn remote_rows<'a>(
     l: &'a image::Descriptor,
     toc_digest: &'a str,
     source: &'a str,
-) -> impl Iterator<Item = crate::index::RemoteLayer> + 'a {
+) -> impl Iterator<Item = crate::store::index::RemoteLayer> + 'a {
     layers.iter().enumerate().filter(move |(_, m)| m.digest == l.digest).map(move |(p, same)| {
-        crate::index::RemoteLayer {
+        crate::store::index::RemoteLayer {
             position: p,
             digest: l.digest.clone(),
             size: l.size,

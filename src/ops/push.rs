@@ -9,10 +9,10 @@
 use super::progress::Progress;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, Document};
-use crate::index::ImageRecord;
 use crate::layerindex::estargz;
 use crate::reference::Reference;
 use crate::registry::{config, Client, ClientOptions, RegistryError, Repo, Upload};
+use crate::store::index::ImageRecord;
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -127,7 +127,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let dest = dest.strip_prefix("docker://").unwrap_or(&dest).to_string();
     let r = Reference::parse_with_default_tag(&dest).with_context(|| format!("invalid destination {dest:?}"))?;
     let name = r.to_string();
-    if img.kind == crate::index::ImageKind::Embedded {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         bail!("pushing {name}: {} is an iSulad embedded image, whose layers live outside the store; img save it to a docker-archive, load that, and push the loaded image", opts.source);
     }
     let ctx = || format!("pushing {name}");

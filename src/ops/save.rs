@@ -5,7 +5,7 @@
 use super::resolve_image;
 use crate::archive::{layer, write};
 use crate::digest::Digest;
-use crate::index::ImageRecord;
+use crate::store::index::ImageRecord;
 use crate::store::{StagedBlob, Store};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ pub fn items(
         super::require_complete(&img, n)?;
         // As podman: a name saves that name; an ID saves the image unnamed.
         let named: Vec<String> = tag.into_iter().collect();
-        let (id, manifest_digest) = if img.kind == crate::index::ImageKind::Embedded {
+        let (id, manifest_digest) = if img.kind == crate::store::index::ImageKind::Embedded {
             convert_embedded(store, &img, extra, staged).with_context(|| format!("saving embedded image {n}"))?
         } else {
             (img.id.clone(), img.manifest_digest.clone())
@@ -239,7 +239,7 @@ pub fn layers_of(store: &Store, img: &ImageRecord) -> Result<Vec<crate::digest::
 
 pub fn export(store: &Store, name: &str, out: &Output) -> Result<()> {
     let img = resolve_image(store, name)?;
-    if img.kind == crate::index::ImageKind::Embedded {
+    if img.kind == crate::store::index::ImageKind::Embedded {
         bail!("{name} is an iSulad embedded image; its root filesystem is a device or the host's /, which img does not export");
     }
     let layers = layers_of(store, &img)?;

@@ -3,7 +3,7 @@
 
 use super::auth::{self, Access};
 use super::route;
-use crate::index::ServeUser;
+use crate::store::index::ServeUser;
 use crate::store::Store;
 use anyhow::{bail, Result};
 

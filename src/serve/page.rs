@@ -2,7 +2,7 @@
 //! pull, by namespace and repository, each tag with its digest, size,
 //! time and the command that pulls it. No script; everything escaped.
 
-use crate::index::ServedTag;
+use crate::store::index::ServedTag;
 use crate::timefmt;
 
 /// Escapes text for HTML content and attribute values.

@@ -9,6 +9,7 @@
 //!   references, exclusive by whoever deletes blob files.
 
 mod blobs;
+pub mod index;
 mod lock;
 mod paths;
 mod range_cache;
@@ -20,7 +21,7 @@ pub use paths::StorePaths;
 pub use range_cache::RangeCache;
 
 use crate::digest::Digest;
-use crate::index::{Index, IndexError};
+use index::{Index, IndexError};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -446,7 +446,7 @@ impl TocAt {
 
 /// What a stored remote layer's row says of its TOC (the media type gives
 /// the format; a zstd:chunked TOC is found through the layer's footer).
-pub fn toc_at_of_row(r: &crate::index::RemoteLayer) -> anyhow::Result<TocAt> {
+pub fn toc_at_of_row(r: &crate::store::index::RemoteLayer) -> anyhow::Result<TocAt> {
     let d = Digest::parse(&r.toc_digest).with_context(|| format!("layer {}: its TOC digest", r.digest))?;
     Ok(if r.media_type.ends_with("zstd") { TocAt::ZstdChunked(d, None) } else { TocAt::Estargz(d) })
 }

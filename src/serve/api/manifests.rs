@@ -4,9 +4,9 @@
 use super::{error, internal, now, Api, Caller, Reply};
 use crate::digest::Digest;
 use crate::image::{self, Document};
-use crate::index::{ManifestBody, ServedManifest};
 use crate::serve::http::{Request, Response};
 use crate::serve::route::{self, Name, Reference};
+use crate::store::index::{ManifestBody, ServedManifest};
 use crate::store::{StagedBlob, Store};
 use std::fs::File;
 use std::io::{Read, Write};

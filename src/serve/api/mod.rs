@@ -27,7 +27,7 @@
 use super::auth::{self, Access, Tokens};
 use super::http::{Handler, Request, Response};
 use super::route::{self, Route};
-use crate::index::Index;
+use crate::store::index::Index;
 use crate::store::StorePaths;
 use std::collections::HashMap;
 use std::io::Read;
@@ -154,7 +154,7 @@ impl Api {
     }
 
     /// Runs `f` with an index connection from the pool.
-    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> crate::index::Result<T>) -> Reply<T> {
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> crate::store::index::Result<T>) -> Reply<T> {
         let taken = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut ix = match taken {
             Some(ix) => ix,

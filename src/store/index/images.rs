@@ -432,7 +432,7 @@ pub(super) fn insert_image_tx(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::tests::{blobs_of, d, new_image, tag, temp_dir};
+    use crate::store::index::tests::{blobs_of, d, new_image, tag, temp_dir};
 
     #[test]
     fn image_size_is_its_layers_uncompressed_size() {

@@ -78,7 +78,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::tests::{blobs_of, d, new_image, tag, temp_dir};
+    use crate::store::index::tests::{blobs_of, d, new_image, tag, temp_dir};
 
     /// The two queries give what the per-blob, per-image loops of
     /// `img system df` used to compute from `blob_use_counts` and `image_blobs`.
