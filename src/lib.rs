@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
-pub mod build;
 pub mod cli;
 pub mod compression;
 pub mod digest;

@@ -2,7 +2,7 @@
 
 use super::registry::RegistryFlags;
 use super::Ctx;
-use crate::build::{self, BuildOptions};
+use crate::ops::build::{self, BuildOptions};
 use crate::ops::build::{deliver, Output};
 use crate::ops::{parse_target_name, save};
 use anyhow::{bail, Context, Result};

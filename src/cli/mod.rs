@@ -161,12 +161,12 @@ enum ImageCommand {
 pub struct Ctx {
     root: PathBuf,
     /// The kernel `main` made: every mount and namespace goes through it.
-    kernel: &'static dyn img_sys::Kernel,
+    kernel: &'static dyn crate::ops::Kernel,
 }
 
 impl Ctx {
     /// The kernel to mount and unshare through.
-    pub fn kernel(&self) -> &'static dyn img_sys::Kernel {
+    pub fn kernel(&self) -> &'static dyn crate::ops::Kernel {
         self.kernel
     }
     pub fn open_store(&self) -> Result<Store> {
@@ -185,7 +185,7 @@ pub struct AlreadyReported(pub &'static str);
 
 /// Runs img with `args`, mounting and unsharing through `kernel`; returns
 /// the process exit status.
-pub fn main(kernel: &'static dyn img_sys::Kernel) -> ExitCode {
+pub fn main(kernel: &'static dyn crate::ops::Kernel) -> ExitCode {
     let argv = match dialect::translate(std::env::args_os().collect()) {
         dialect::Translation::Args(d, argv) => {
             dialect::set(d);
@@ -238,7 +238,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn run(cli: Cli, kernel: &'static dyn img_sys::Kernel) -> Result<()> {
+fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
     let root = cli.root.unwrap_or_else(Store::default_root);
     let ctx = Ctx { root, kernel };
     match cli.command {

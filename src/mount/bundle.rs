@@ -526,12 +526,12 @@ pub struct Record {
 /// Where the record of the bundle around the mount at `mountpoint` is.
 fn record_path(store: &Store, mountpoint: &Path) -> PathBuf {
     let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-    store.root().join("mounts").join(format!("bundle-{}.json", &key.hex()[..16]))
+    store.paths().bundle_record(&key)
 }
 
 fn read_record(store_root: &Path, mountpoint: &Path) -> Option<Record> {
     let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-    let p = store_root.join("mounts").join(format!("bundle-{}.json", &key.hex()[..16]));
+    let p = crate::store::StorePaths::new(store_root).bundle_record(&key);
     serde_json::from_slice(&std::fs::read(p).ok()?).ok()
 }
 
@@ -679,7 +679,7 @@ pub fn record_of(store_root: &Path, mountpoint: &Path) -> Option<Record> {
 /// umount may both do this at once.
 pub fn forget(store_root: &Path, mountpoint: &Path, record: &Record) -> Option<String> {
     let key = Digest::of_bytes(mountpoint.as_os_str().as_encoded_bytes());
-    let _ = std::fs::remove_file(store_root.join("mounts").join(format!("bundle-{}.json", &key.hex()[..16])));
+    let _ = std::fs::remove_file(crate::store::StorePaths::new(store_root).bundle_record(&key));
     let cfg = config_path(Path::new(&record.bundle));
     let bytes = std::fs::read(&cfg).ok()?;
     if Digest::of_bytes(&bytes).hex() == record.config {

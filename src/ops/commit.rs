@@ -3,10 +3,10 @@
 //! updated as `docker commit` does.
 
 use super::parse_target_name;
-use crate::build::changes;
 use crate::digest::{Digest, HashingWriter};
 use crate::image::{self, Document};
 use crate::mount::{upper, StateDir};
+use crate::ops::build::changes;
 use crate::store::index::MountRecord;
 use crate::store::{Compression, Store};
 use anyhow::{bail, Context, Result};

@@ -5,9 +5,9 @@
 
 use super::parse_target_name;
 use crate::archive::layer;
-use crate::build::changes;
 use crate::digest::{Digest, HashingReader};
 use crate::image;
+use crate::ops::build::changes;
 use crate::store::{Compression, StagedBlob, Store};
 use anyhow::{bail, Context, Result};
 use std::io::{self, BufRead, BufReader, Read};

@@ -2,6 +2,10 @@
 //! and return values. No clap types and no printing here (the `cli` module
 //! renders results); progress goes through the `Progress` callback.
 
+/// What operations that mount or unshare are given to make their system
+/// calls: the real kernel from `main`, a recording one in tests.
+pub use img_sys::Kernel;
+
 pub mod build;
 pub mod commit;
 pub mod convert;

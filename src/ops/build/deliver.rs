@@ -1,9 +1,9 @@
 //! Where a built image goes besides the store (`img build -o`): an
 //! archive, a registry, or docker's or iSulad's daemon.
 
-use super::progress::Progress;
-use super::{push, save};
 use crate::digest::Digest;
+use crate::ops::progress::Progress;
+use crate::ops::{push, save};
 use crate::registry::ClientOptions;
 use crate::store::Store;
 use anyhow::{bail, Context, Result};

@@ -20,6 +20,7 @@
 pub mod changes;
 pub mod config;
 mod copy;
+mod deliver;
 pub mod fsops;
 mod mounts;
 mod result;
@@ -36,6 +37,7 @@ use crate::image;
 use crate::store::index::ImageRecord;
 use crate::store::{StagedBlob, Store, TempDir};
 use anyhow::{anyhow, bail, Context, Result};
+pub use deliver::{deliver, Output};
 use img_sys::Kernel;
 use mounts::{FuseMount, OverlayGuard};
 pub use result::{build_and_store, Built};
