@@ -3,10 +3,11 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use crate::fmt::{fmt_arg, print_top, sprintf, Out, Spec};
 use crate::parse::{Branch, Cmd, Func, Node, Pipe, Span, Term, TermKind};
+use crate::value::{go_type, int_of};
 use crate::{
     go_print, line_col, typed_nil_text, without_typed_nils, TemplateError, FORMAT_COST, MAX_ITEMS, MAX_ITERATIONS,
     MAX_OUTPUT, MAX_STEPS, MAX_WORK,
@@ -89,13 +90,6 @@ fn value_cost(v: &Value) -> usize {
         Value::Object(m) => m.len() * 64 + 16,
         _ => 16,
     }
-}
-
-/// Returns the entries of an object sorted by key, as Go prints maps.
-pub(crate) fn sorted_entries(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
-    let mut v: Vec<(&String, &Value)> = m.iter().collect();
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    v
 }
 
 impl<'a> Exec<'a> {
@@ -682,26 +676,6 @@ fn truth(v: &Value) -> bool {
         Value::String(s) => !s.is_empty(),
         Value::Array(a) => !a.is_empty(),
         Value::Object(m) => !m.is_empty(),
-    }
-}
-
-/// Returns a number as an integer when JSON holds it as one.
-pub(crate) fn int_of(n: &Number) -> Option<i128> {
-    n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from))
-}
-
-/// The Go type that a JSON value would have when decoded into `any`,
-/// except that integers are `int` rather than `float64`.
-pub(crate) fn go_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "<nil>",
-        Value::Bool(_) => "bool",
-        Value::Number(n) if n.as_i64().is_some() => "int",
-        Value::Number(n) if n.as_u64().is_some() => "uint64",
-        Value::Number(_) => "float64",
-        Value::String(_) => "string",
-        Value::Array(_) => "[]interface {}",
-        Value::Object(_) => "map[string]interface {}",
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::exec::{go_type, int_of, sorted_entries};
+use crate::value::{go_type, int_of, sorted_entries};
 use crate::{typed_nil_text, MAX_FMT_NUM};
 
 /// A string buffer that stops growing, and remembers it, once it would pass

@@ -59,6 +59,7 @@ mod lex;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod value;
 
 use serde_json::{Map, Value};
 
