@@ -91,3 +91,24 @@ impl Drop for OverlayGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use img_sys::RecordingKernel;
+
+    #[test]
+    fn a_stage_overlay_is_unmounted_when_dropped() {
+        let k = RecordingKernel::default();
+        drop(OverlayGuard(&k, PathBuf::from("/w/m1")));
+        assert_eq!(k.calls(), ["unmount /w/m1 Normal"]);
+    }
+
+    #[test]
+    fn a_busy_stage_overlay_is_detached_lazily() {
+        let k = RecordingKernel::default();
+        k.fail.lock().unwrap().push("unmount /w/m1 Normal".into());
+        drop(OverlayGuard(&k, PathBuf::from("/w/m1")));
+        assert_eq!(k.calls(), ["unmount /w/m1 Normal", "unmount /w/m1 Lazy"]);
+    }
+}
