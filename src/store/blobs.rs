@@ -467,15 +467,7 @@ impl super::Store {
     /// looked up in `blobs/sha256/` (its size is the file's). A missing one
     /// is an error naming it.
     pub fn stored_blobs(&self, digests: &[Digest]) -> Result<StoredBlobs> {
-        let mut out = Vec::with_capacity(digests.len());
-        for d in digests {
-            let path = self.blob_path(d);
-            match fs::metadata(&path) {
-                Ok(m) if m.is_file() => out.push((d.clone(), m.len())),
-                _ => return Err(StoreError::MissingBlob { digest: d.clone(), path }),
-            }
-        }
-        Ok(StoredBlobs(out))
+        self.paths().stored_blobs(digests)
     }
 }
 

@@ -141,6 +141,22 @@ impl StorePaths {
         self.mounts_dir().join(format!("bundle-{}.json", &key.hex()[..16]))
     }
 
+    /// Proof that blobs already in the store are there: each file is
+    /// looked up in `blobs/sha256/` (its size is the file's). A missing one
+    /// is an error naming it. (For a process that holds no `Store`, as
+    /// `img serve` between requests.)
+    pub fn stored_blobs(&self, digests: &[Digest]) -> super::Result<super::StoredBlobs> {
+        let mut out = Vec::with_capacity(digests.len());
+        for d in digests {
+            let path = self.blob_path(d);
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => out.push((d.clone(), m.len())),
+                _ => return Err(super::StoreError::MissingBlob { digest: d.clone(), path }),
+            }
+        }
+        Ok(super::StoredBlobs::found(out))
+    }
+
     /// The directory of `img serve`'s uploads in progress.
     pub fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")

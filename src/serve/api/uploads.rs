@@ -120,9 +120,8 @@ impl Api {
             if let (Ok(d), Ok(src)) = (Digest::parse(&mount), route::parse_name(&from)) {
                 let readable = self.access(caller, &src)? >= Access::Pull;
                 if readable && self.with_index(|ix| ix.served_blob(&src.to_string(), &d))? {
-                    let size = std::fs::metadata(self.paths.blob_path(&d)).map(|m| m.len());
-                    if let Ok(size) = size {
-                        self.with_index(|ix| ix.link_served_uploads(&repo, &[(d.clone(), size)]))?;
+                    if let Ok(stored) = self.paths.stored_blobs(std::slice::from_ref(&d)) {
+                        self.with_index(|ix| ix.link_served_uploads(&repo, &stored))?;
                         return Ok(Response::new(201)
                             .header("Location", format!("/v2/{repo}/blobs/{d}"))
                             .header("Docker-Content-Digest", d.as_str()));

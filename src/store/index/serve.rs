@@ -11,6 +11,7 @@
 
 use super::{add_blob_rows_tx, digest_col, insert_image_tx, now, Index, NewImage, Result, TagName};
 use crate::digest::Digest;
+use crate::store::StoredBlobs;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 /// A user of `img serve`.
@@ -419,14 +420,14 @@ impl Index {
 
     /// Records blobs uploaded into `repo` (stored already, see
     /// `Store::commit_blobs`).
-    pub fn link_served_uploads(&mut self, repo: &str, blobs: &[(Digest, u64)]) -> Result<()> {
+    pub fn link_served_uploads(&mut self, repo: &str, blobs: &StoredBlobs) -> Result<()> {
         self.write(|tx| {
             add_blob_rows_tx(tx, blobs)?;
             let mut st = tx.prepare_cached(
                 "INSERT INTO served_uploads(repository, digest, added_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT(repository, digest) DO UPDATE SET added_at = excluded.added_at",
             )?;
-            for (d, _) in blobs {
+            for (d, _) in blobs.iter() {
                 st.execute(params![repo, d.as_str(), now()])?;
             }
             Ok(())
@@ -442,7 +443,7 @@ impl Index {
         repo: &str,
         m: &ServedManifest,
         refs: &[Digest],
-        blobs: &[(Digest, u64)],
+        blobs: &StoredBlobs,
         tag: Option<&str>,
         image: Option<&NewImage>,
     ) -> Result<()> {
@@ -593,7 +594,8 @@ mod tests {
             subject: String::new(),
             pushed_at: 0,
         };
-        ix.put_served_manifest("team/pushed", &m, &[], &[(m.digest.clone(), 2)], None, None).unwrap();
+        ix.put_served_manifest("team/pushed", &m, &[], &StoredBlobs::assumed(vec![(m.digest.clone(), 2)]), None, None)
+            .unwrap();
         let names = [
             "team/list",
             "team/lis",
