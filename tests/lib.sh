@@ -75,28 +75,47 @@ need() {
   done
 }
 
-# start_docker_registry VAR [HTPASSWD]: Debian's docker-registry on a free
-# port of 127.0.0.1 (Basic auth when an htpasswd file is given); sets VAR to
-# host:port once it answers.
+# start_docker_registry NAME VAR [OPTION...]: Debian's docker-registry in
+# $WORK/NAME on a free port of 127.0.0.1; sets VAR to host:port once it
+# answers. Options: htpasswd=FILE (Basic auth), tls (HTTPS with the server
+# certificate of $PKI, made by make_pki), clientcas (and require a client
+# certificate from its CA), token=REALM (token auth for $TOKEN_SERVICE from
+# $TOKEN_ISSUER, tokens signed by $PKI/sign.key). Not run in a subshell, so
+# that cleanup knows the server's pid.
 start_docker_registry() {
-  local var=$1 htpasswd=${2:-} port dir; port=$(free_port); dir=$(mktemp -d "$WORK/registry.XXXXXX")
+  local name=$1 var=$2 port opt auth="" tls="" scheme=http; port=$(free_port); shift 2
+  for opt in "$@"; do
+    case $opt in
+      htpasswd=*) auth="auth: {htpasswd: {realm: test, path: ${opt#*=}}}" ;;
+      tls) tls=", tls: {certificate: $PKI/server.crt, key: $PKI/server.key}"; scheme=https ;;
+      clientcas) tls="${tls%\}}, clientcas: [$PKI/ca.crt]}" ;;
+      token=*) auth="auth: {token: {realm: '${opt#*=}', service: $TOKEN_SERVICE, issuer: $TOKEN_ISSUER, rootcertbundle: $PKI/sign.crt}}" ;;
+      *) echo "start_docker_registry: unknown option $opt" >&2; return 1 ;;
+    esac
+  done
+  mkdir -p "$WORK/$name"
   {
     echo "version: 0.1"
     echo "log: {level: error}"
-    echo "storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}"
-    echo "http: {addr: 127.0.0.1:$port}"
-    [[ -n $htpasswd ]] && echo "auth: {htpasswd: {realm: test, path: $htpasswd}}"
-  } > "$dir/config.yml"
-  docker-registry serve "$dir/config.yml" > "$dir/log" 2>&1 &
+    echo "storage: {filesystem: {rootdirectory: $WORK/$name/data}, delete: {enabled: true}}"
+    echo "http: {addr: 127.0.0.1:$port$tls}"
+    [[ -n $auth ]] && echo "$auth"
+  } > "$WORK/$name/config.yml"
+  docker-registry serve "$WORK/$name/config.yml" > "$WORK/$name/log" 2>&1 &
   PIDS+=($!)
+  wait_for "$scheme://127.0.0.1:$port/v2/" "$WORK/$name/log" && printf -v "$var" '%s' "127.0.0.1:$port"
+}
+
+# wait_for URL LOG: waits until URL answers (any status; over https with the
+# client certificate of $PKI); prints LOG if it never does.
+wait_for() {
+  local tls=()
+  [[ $1 == https:* ]] && tls=(--cacert "$PKI/ca.crt" --cert "$PKI/client.cert" --key "$PKI/client.key")
   for _ in $(seq 50); do
-    if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then
-      printf -v "$var" '%s' "127.0.0.1:$port"
-      return 0
-    fi
+    curl -s -o /dev/null "${tls[@]}" "$1" && return 0
     sleep 0.1
   done
-  cat "$dir/log" >&2
+  cat "$2" >&2
   return 1
 }
 

@@ -31,45 +31,6 @@ pm() {
 
 # The test PKI (tests/lib.sh's make_pki).
 PKI=$WORK/pki
-# start_registry NAME VAR [OPTION...]: sets VAR to host:port once it
-# answers. Options: htpasswd=FILE (Basic auth), tls (HTTPS with the server
-# certificate of $PKI), clientcas (and require a client certificate from its
-# CA), token=REALM (token auth, tokens signed by $PKI/sign.key). Not run in a
-# subshell, so that cleanup knows the server's pid.
-start_registry() {
-  local name=$1 var=$2 port opt auth="" tls="" scheme=http; port=$(free_port); shift 2
-  for opt in "$@"; do
-    case $opt in
-      htpasswd=*) auth="auth: {htpasswd: {realm: test, path: ${opt#*=}}}" ;;
-      tls) tls=", tls: {certificate: $PKI/server.crt, key: $PKI/server.key}"; scheme=https ;;
-      clientcas) tls="${tls%\}}, clientcas: [$PKI/ca.crt]}" ;;
-      token=*) auth="auth: {token: {realm: '${opt#*=}', service: $TOKEN_SERVICE, issuer: $TOKEN_ISSUER, rootcertbundle: $PKI/sign.crt}}" ;;
-      *) echo "start_registry: unknown option $opt" >&2; return 1 ;;
-    esac
-  done
-  mkdir -p "$WORK/$name"
-  {
-    echo "version: 0.1"
-    echo "log: {level: error}"
-    echo "storage: {filesystem: {rootdirectory: $WORK/$name/data}, delete: {enabled: true}}"
-    echo "http: {addr: 127.0.0.1:$port$tls}"
-    [[ -n $auth ]] && echo "$auth"
-  } > "$WORK/$name/config.yml"
-  docker-registry serve "$WORK/$name/config.yml" > "$WORK/$name/log" 2>&1 &
-  PIDS+=($!)
-  wait_for "$scheme://127.0.0.1:$port/v2/" "$WORK/$name/log" && printf -v "$var" '%s' "127.0.0.1:$port"
-}
-
-# wait_for URL LOG: waits until URL answers (any status); prints LOG if not.
-wait_for() {
-  for _ in $(seq 50); do
-    curl -s -o /dev/null --cacert "$PKI/ca.crt" --cert "$PKI/client.cert" --key "$PKI/client.key" "$1" && return 0
-    sleep 0.1
-  done
-  cat "$2" >&2
-  return 1
-}
-
 # start_token_issuer VAR: starts the token issuer over HTTPS and sets VAR to
 # its realm URL. Users: alice (any action), reader (pull only).
 TOKEN_SERVICE=img-test-registry TOKEN_ISSUER=img-test-issuer
@@ -94,23 +55,23 @@ own_home() {
 }
 
 make_pki "$PKI" || { echo "not ok - make the test PKI"; cat "$WORK/pki.log"; exit 1; }
-start_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
+start_docker_registry plain REG || { echo "not ok - start plain registry"; exit 1; }
 htpasswd -Bbc "$WORK/htpasswd" alice s3cret-pass >/dev/null 2>&1
-start_registry auth AUTH htpasswd="$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
+start_docker_registry auth AUTH htpasswd="$WORK/htpasswd" || { echo "not ok - start auth registry"; exit 1; }
 skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/base-oci.tar" "docker://$REG/test/base:1" ||
   { echo "not ok - skopeo push"; exit 1; }
 skopeo copy -q --dest-tls-verify=false --dest-creds alice:s3cret-pass "oci-archive:$GEN/base-oci.tar" \
   "docker://$AUTH/test/base:1" || { echo "not ok - skopeo push with auth"; exit 1; }
-start_registry mirror MIRROR || { echo "not ok - start mirror registry"; exit 1; }
+start_docker_registry mirror MIRROR || { echo "not ok - start mirror registry"; exit 1; }
 # The mirror holds an image the origin lacks, under a path prefix.
 skopeo copy -q --dest-tls-verify=false "oci-archive:$GEN/layered-oci.tar" "docker://$MIRROR/hub/only/mirrored:1" ||
   { echo "not ok - skopeo push to the mirror"; exit 1; }
-start_registry lazy LAZYREG || { echo "not ok - start the registry lazy mounts lose"; exit 1; }
+start_docker_registry lazy LAZYREG || { echo "not ok - start the registry lazy mounts lose"; exit 1; }
 LAZYREG_PID=${PIDS[-1]}
-start_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
-start_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
+start_docker_registry tls TLS tls || { echo "not ok - start TLS registry"; exit 1; }
+start_docker_registry mtls MTLS tls clientcas || { echo "not ok - start mutual TLS registry"; exit 1; }
 start_token_issuer REALM || { echo "not ok - start token issuer"; exit 1; }
-start_registry token TOKEN tls token="$REALM" || { echo "not ok - start token registry"; exit 1; }
+start_docker_registry token TOKEN tls token="$REALM" || { echo "not ok - start token registry"; exit 1; }
 skopeo copy -q --dest-cert-dir "$PKI/ca-only" "oci-archive:$GEN/base-oci.tar" "docker://$TLS/test/base:1" ||
   { echo "not ok - skopeo push over TLS"; exit 1; }
 skopeo copy -q --dest-cert-dir "$PKI/client" "oci-archive:$GEN/base-oci.tar" "docker://$MTLS/test/base:1" ||

@@ -30,8 +30,8 @@ mkdir -p "$XDG_RUNTIME_DIR"
 HEX64='[0-9a-f]{64}'
 # The registries: R open, A with Basic auth (user cooper).
 htpasswd -Bbn cooper cooper-pass > "$WORK/htpasswd" 2>/dev/null
-start_docker_registry R || { echo "not ok - registry"; exit 1; }
-start_docker_registry A "$WORK/htpasswd" || { echo "not ok - registry with auth"; exit 1; }
+start_docker_registry plain R || { echo "not ok - registry"; exit 1; }
+start_docker_registry auth A htpasswd="$WORK/htpasswd" || { echo "not ok - registry with auth"; exit 1; }
 
 # busybox:latest (the test base) in this check's store.
 base() { img load -q -i "$GEN/base-docker.tar" >/dev/null && img tag localhost/base:1 busybox:latest; }
