@@ -14,7 +14,11 @@ use std::io::Write;
 /// this process exits with the child's status instead of returning. The
 /// namespaces are entered through `k`.
 pub fn enter(k: &dyn Sandbox) -> Result<bool> {
-    let rootless = !img_sys::process::is_root();
+    enter_as(k, !img_sys::process::is_root())
+}
+
+/// [`enter`] for a caller who is root (`rootless` false) or not.
+fn enter_as(k: &dyn Sandbox, rootless: bool) -> Result<bool> {
     if rootless {
         if std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_err() {
             bail!("building as an ordinary user needs /dev/fuse readable and writable by you (chmod 0666 /dev/fuse, as most distributions ship it)");
@@ -154,6 +158,21 @@ fn run_mapped(m: IdMaps) -> Result<std::convert::Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_as_root_enters_only_a_mount_namespace() {
+        let k = img_sys::RecordingKernel::default();
+        assert!(!enter_as(&k, false).unwrap());
+        assert_eq!(k.calls(), [format!("unshare {:?}", Namespaces { mount: true, ..Default::default() })]);
+    }
+
+    #[test]
+    fn a_build_as_root_fails_clearly_without_a_mount_namespace() {
+        let k = img_sys::RecordingKernel::default();
+        k.fail.lock().unwrap().push("unshare".into());
+        let e = enter_as(&k, false).unwrap_err();
+        assert!(format!("{e:#}").starts_with("making a mount namespace for the build"), "{e:#}");
+    }
 
     #[test]
     fn gid_is_the_effective_one_of_proc_status() {
