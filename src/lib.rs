@@ -23,6 +23,7 @@ pub mod store;
 #[cfg(test)]
 pub(crate) mod testdir;
 pub mod timefmt;
+pub mod trust;
 pub mod user;
 
 /// Aborts the process at a named point when `IMG_CRASHPOINT` names it, so
