@@ -24,6 +24,7 @@ pub mod policy;
 pub mod registries_d;
 pub mod sigstore;
 pub mod simple;
+pub mod verify;
 
 use crate::digest::Digest;
 use crate::reference::Reference;
