@@ -224,4 +224,19 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE blobs ADD COLUMN diff_size INTEGER CHECK (diff_size IS NULL OR diff_size >= 0);
     "#,
+    // 13: the signatures an image came with, or was given: each signs
+    // `signed_digest` (the manifest, or the index it was chosen from), as
+    // an OpenPGP simple signature or a sigstore payload with annotations.
+    r#"
+    CREATE TABLE signatures (
+        image_id      TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        signed_digest TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('simple', 'sigstore')),
+        body          BLOB NOT NULL,
+        annotations   TEXT NOT NULL DEFAULT '{}',
+        body_digest   TEXT NOT NULL,
+        added_at      INTEGER NOT NULL,
+        PRIMARY KEY (image_id, signed_digest, kind, body_digest)
+    ) STRICT;
+    "#,
 ];

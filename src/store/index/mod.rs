@@ -13,6 +13,7 @@ mod migrations;
 mod mounts;
 mod remote_layers;
 mod serve;
+mod signatures;
 mod tags;
 mod usage;
 
@@ -20,6 +21,7 @@ pub use build_cache::CacheEntry;
 pub use images::{Deleted, ExternalLayer, ImageKind, ImageRecord, NewImage};
 pub use mounts::MountRecord;
 pub use remote_layers::RemoteLayer;
+pub use signatures::StoredSignature;
 pub use serve::{ManifestBody, ServeUser, ServedManifest, ServedTag};
 pub use tags::TagName;
 pub use usage::BlobUsage;
