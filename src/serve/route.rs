@@ -26,6 +26,8 @@ pub enum Route {
     Upload { name: Name, id: String },
     /// `/v2/NAME/referrers/DIGEST`.
     Referrers { name: Name, digest: Digest },
+    /// `/extensions/v2/NAME/signatures/DIGEST`: simple signatures of a manifest.
+    Signatures { name: Name, digest: Digest },
 }
 
 /// A repository's full name: `NAMESPACE/REPOSITORY`.
@@ -152,6 +154,10 @@ fn digest(s: &str) -> Result<Digest, RouteError> {
 /// Parses a request path (without the query).
 pub fn parse(path: &str) -> Result<Route, RouteError> {
     let not_found = || RouteError::NotFound(path.to_string());
+    if let Some(rest) = path.strip_prefix("/extensions/v2/") {
+        let (name, d) = rest.rsplit_once("/signatures/").ok_or_else(not_found)?;
+        return Ok(Route::Signatures { name: parse_name(name)?, digest: digest(d)? });
+    }
     let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
     if rest.is_empty() || rest == "/" {
         return Ok(Route::Base);

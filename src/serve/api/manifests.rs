@@ -233,6 +233,14 @@ impl Api {
         }
     }
 
+    /// The `annotations` object of manifest `d` of `repo`, if it has one.
+    fn manifest_annotations(&self, repo: &str, d: &Digest) -> Option<serde_json::Value> {
+        let body = self.with_index(|ix| ix.served_manifest(repo, d)).ok()??;
+        let (_, bytes) = self.manifest_bytes(body).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        v.get("annotations").filter(|a| a.as_object().is_some_and(|o| !o.is_empty())).cloned()
+    }
+
     pub(super) fn referrers(&self, req: &Request, name: &Name, subject: &Digest) -> Reply<Response> {
         let repo = name.to_string();
         let q = route::query(&req.query);
@@ -246,6 +254,10 @@ impl Api {
                     serde_json::json!({ "mediaType": m.media_type, "digest": m.digest.as_str(), "size": m.size });
                 if !m.artifact_type.is_empty() {
                     d["artifactType"] = serde_json::Value::String(m.artifact_type.clone());
+                }
+                // The descriptor carries the referring manifest's annotations.
+                if let Some(a) = self.manifest_annotations(&repo, &m.digest) {
+                    d["annotations"] = a;
                 }
                 d
             })

@@ -41,6 +41,7 @@ mod blobs;
 mod catalog;
 mod gc;
 mod manifests;
+mod signatures;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -207,6 +208,13 @@ impl Api {
         }
         let r = match route::parse(&req.path) {
             Ok(r) => r,
+            // A manifest named by a reference that cannot exist is not
+            // there (the conformance suite's "nonexistent manifest").
+            Err(route::RouteError::TagInvalid(msg))
+                if matches!(req.method.as_str(), "GET" | "HEAD") && req.path.contains("/manifests/") =>
+            {
+                return Ok(error(404, "MANIFEST_UNKNOWN", msg));
+            }
             Err(e) => {
                 let (code, status) = e.code();
                 let code = if code == "NOT_FOUND" { "NAME_UNKNOWN" } else { code };
@@ -220,7 +228,7 @@ impl Api {
                 if matches!(caller, Caller::Anonymous) && !self.open()? {
                     return Err(self.challenge(req, None, "authentication required"));
                 }
-                Ok(Response::new(200).json(&serde_json::json!({})))
+                Ok(Response::new(200).json(&serde_json::json!({})).header("X-Registry-Supports-Signatures", "1"))
             }
             (Route::Catalog, "GET") => self.catalog(req, &caller),
             (Route::Tags { name }, "GET") => {
@@ -270,6 +278,14 @@ impl Api {
             (Route::Referrers { name, digest }, "GET") => {
                 self.require(req, &caller, &name, Access::Pull)?;
                 self.referrers(req, &name, &digest)
+            }
+            (Route::Signatures { name, digest }, "GET") => {
+                self.require(req, &caller, &name, Access::Pull)?;
+                self.get_signatures(&name, &digest)
+            }
+            (Route::Signatures { name, digest }, "PUT") => {
+                self.require(req, &caller, &name, Access::Push)?;
+                self.put_signature(&name, &digest, body)
             }
             (_, m) => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on {}", req.path))),
         }

@@ -411,3 +411,108 @@ fn a_write_from_a_foreign_origin_is_refused() {
     let a = s.call("GET", "/v2/pub/app/manifests/2", &[], b"");
     assert_eq!(a.status, 404);
 }
+
+#[test]
+fn signature_extension_keeps_signatures_of_known_manifests_within_limits() {
+    let s = Server::new("sigext", Settings::default());
+    let auth = basic(ADMIN);
+    let (_, d) = s.push_artifact("team/app", "1");
+    let a = s.call("GET", "/v2/", &[("Authorization", &auth)], b"");
+    assert_eq!(a.header("X-Registry-Supports-Signatures"), Some("1"));
+    let path = format!("/extensions/v2/team/app/signatures/{d}");
+    let a = s.call("GET", &path, &[("Authorization", &auth)], b"");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["signatures"], serde_json::json!([]));
+    let record = |name: &str, content: &[u8]| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "name": name, "type": "atomic",
+            "content": base64::engine::general_purpose::STANDARD.encode(content),
+        }))
+        .unwrap()
+    };
+    let a = s.call("PUT", &path, &[("Authorization", &auth)], &record(&format!("{d}@abc"), b"signature one"));
+    assert_eq!(a.status, 201, "{}", a.message());
+    // The same signature again is kept once.
+    let a = s.call("PUT", &path, &[("Authorization", &auth)], &record(&format!("{d}@def"), b"signature one"));
+    assert_eq!(a.status, 201, "{}", a.message());
+    let a = s.call("GET", &path, &[("Authorization", &auth)], b"");
+    let sigs = a.json()["signatures"].as_array().cloned().unwrap();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0]["content"], base64::engine::general_purpose::STANDARD.encode(b"signature one"));
+    // Refused: a name for another manifest, unknown fields, a manifest not
+    // pushed, a body over the limit, and anyone without push access.
+    let a = s.call("PUT", &path, &[("Authorization", &auth)], &record("sha256:00@x", b"two"));
+    assert_eq!((a.status, a.code().as_str()), (400, "SIGNATURE_INVALID"));
+    let a = s.call(
+        "PUT",
+        &path,
+        &[("Authorization", &auth)],
+        br#"{"schemaVersion":2,"name":"x","type":"atomic","content":"","more":1}"#,
+    );
+    assert_eq!(a.status, 400);
+    let other = format!("/extensions/v2/team/app/signatures/{}", Digest::of_bytes(b"nothing"));
+    let a = s.call(
+        "PUT",
+        &other,
+        &[("Authorization", &auth)],
+        &record(&format!("{}@x", Digest::of_bytes(b"nothing")), b"x"),
+    );
+    assert_eq!((a.status, a.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    let huge = vec![b'a'; (crate::trust::MAX_SIGNATURE_SIZE * 2) as usize];
+    let a = s.call("PUT", &path, &[("Authorization", &auth)], &huge);
+    assert_eq!(a.status, 413);
+    let a = s.call("PUT", &path, &[("Authorization", &basic(USER))], &record(&format!("{d}@u"), b"user's"));
+    assert!(a.status == 401 || a.status == 403, "{}", a.status);
+    // Deleting the manifest deletes its signatures.
+    let a = s.call("DELETE", &format!("/v2/team/app/manifests/{d}"), &[("Authorization", &auth)], b"");
+    assert_eq!(a.status, 202);
+    let a = s.call("GET", &path, &[("Authorization", &auth)], b"");
+    assert_eq!(a.status, 404);
+}
+
+#[test]
+fn referrers_carry_the_annotations_of_the_referring_manifest() {
+    let s = Server::new("refannot", Settings::default());
+    let auth = basic(ADMIN);
+    let (subject, d) = s.push_artifact("team/app", "1");
+    let config = s.push_blob("team/app", b"{}");
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": image::OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.0.as_str(), "size": config.1},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.0.as_str(), "size": config.1}],
+        "subject": {"mediaType": image::OCI_MANIFEST, "digest": d.as_str(), "size": subject.len()},
+        "annotations": {"org.example.signed-by": "alice"},
+    }))
+    .unwrap();
+    let rd = Digest::of_bytes(&m);
+    let a = s.call(
+        "PUT",
+        &format!("/v2/team/app/manifests/{rd}"),
+        &[("Authorization", &auth), ("Content-Type", image::OCI_MANIFEST)],
+        &m,
+    );
+    assert_eq!(a.status, 201, "{}", a.message());
+    let a = s.call("GET", &format!("/v2/team/app/referrers/{d}"), &[("Authorization", &auth)], b"");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["manifests"][0]["annotations"], serde_json::json!({"org.example.signed-by": "alice"}));
+}
+
+#[test]
+fn a_manifest_name_that_cannot_exist_is_not_found() {
+    let s = Server::new("badname", Settings::default());
+    let auth = basic(ADMIN);
+    s.push_artifact("team/app", "1");
+    for method in ["GET", "HEAD"] {
+        let a = s.call(method, "/v2/team/app/manifests/.INVALID_MANIFEST_NAME", &[("Authorization", &auth)], b"");
+        assert_eq!((a.status, a.code().as_str()), (404, "MANIFEST_UNKNOWN"), "{method}");
+    }
+    let a = s.call(
+        "PUT",
+        "/v2/team/app/manifests/.INVALID_MANIFEST_NAME",
+        &[("Authorization", &auth), ("Content-Type", image::OCI_MANIFEST)],
+        b"{}",
+    );
+    assert_eq!((a.status, a.code().as_str()), (400, "TAG_INVALID"));
+}

@@ -238,5 +238,15 @@ pub const MIGRATIONS: &[&str] = &[
         added_at      INTEGER NOT NULL,
         PRIMARY KEY (image_id, signed_digest, kind, body_digest)
     ) STRICT;
+    -- Simple signatures pushed to img serve through the signature API
+    -- extension, by repository and the manifest digest they sign.
+    CREATE TABLE served_signatures (
+        repository  TEXT NOT NULL,
+        digest      TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        body_digest TEXT NOT NULL,
+        added_at    INTEGER NOT NULL,
+        PRIMARY KEY (repository, digest, body_digest)
+    ) STRICT;
     "#,
 ];

@@ -21,8 +21,8 @@ pub use build_cache::CacheEntry;
 pub use images::{Deleted, ExternalLayer, ImageKind, ImageRecord, NewImage};
 pub use mounts::MountRecord;
 pub use remote_layers::RemoteLayer;
-pub use signatures::StoredSignature;
 pub use serve::{ManifestBody, ServeUser, ServedManifest, ServedTag};
+pub use signatures::StoredSignature;
 pub use tags::TagName;
 pub use usage::BlobUsage;
 

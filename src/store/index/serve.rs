@@ -519,6 +519,10 @@ impl Index {
     /// stay until `img rmi` or `img prune`. False if `repo` did not serve it.
     pub fn delete_served_manifest(&mut self, repo: &str, d: &Digest) -> Result<bool> {
         self.write(|tx| {
+            tx.execute(
+                "DELETE FROM served_signatures WHERE repository = ?1 AND digest = ?2",
+                params![repo, d.as_str()],
+            )?;
             let n = tx.execute(
                 "DELETE FROM served_manifests WHERE repository = ?1 AND digest = ?2",
                 params![repo, d.as_str()],

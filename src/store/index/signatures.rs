@@ -64,6 +64,39 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Adds a simple signature of manifest `d` of served repository `repo`
+    /// (kept once); refused with `false` when `max` are already there.
+    pub fn add_served_signature(&mut self, repo: &str, d: &Digest, body: &[u8], max: usize) -> Result<bool> {
+        let body_digest = Digest::of_bytes(body);
+        self.write(|tx| {
+            let n: i64 = tx.query_row(
+                "SELECT count(*) FROM served_signatures WHERE repository = ?1 AND digest = ?2",
+                params![repo, d.as_str()],
+                |r| r.get(0),
+            )?;
+            if n as usize >= max {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO served_signatures (repository, digest, body, body_digest, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![repo, d.as_str(), body, body_digest.as_str(), now()],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// The simple signatures of manifest `d` of served repository `repo`, oldest first.
+    pub fn served_signatures(&self, repo: &str, d: &Digest) -> Result<Vec<Vec<u8>>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT body FROM served_signatures WHERE repository = ?1 AND digest = ?2 ORDER BY added_at, rowid",
+        )?;
+        let rows = st.query_map(params![repo, d.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{blobs_of, new_image, temp_dir};
