@@ -75,6 +75,8 @@ pub struct LoadArgs {
     /// Print only the image IDs
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
 }
 
 pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
@@ -99,7 +101,7 @@ pub fn load(ctx: &Ctx, a: LoadArgs) -> Result<()> {
                     Input::Stdin
                 }
             };
-            load::load(&mut store, &input)?
+            load::load(&mut store, &input, &a.trust.options())?
         }
     };
     let mut out = super::stdout();

@@ -12,6 +12,10 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct BuildArgs {
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
+    #[command(flatten)]
+    sign: super::trust::SignFlags,
     /// The Dockerfile [default: CONTEXT/Dockerfile]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
@@ -155,6 +159,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         no_cache: a.no_cache,
         squash: a.squash,
         cap_add: a.cap_add.clone(),
+        trust: a.trust.options(),
     };
     let mut store = ctx.open_store()?;
     let quiet = a.quiet;
@@ -168,7 +173,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         std::fs::write(f, id.as_str()).with_context(|| format!("writing the image ID to {}", f.display()))?;
     }
     let progress = super::progress::Reporter::new(quiet);
-    deliver(&store, &id, &output, output_name.as_deref(), client, &progress)?;
+    deliver(&store, &id, &output, output_name.as_deref(), client, &a.sign.options(), &a.trust.options(), &progress)?;
     let mut out = super::stdout();
     if !super::dialect::print_done(&mut out, &super::dialect::Done::Built(id.hex().to_string()))? {
         if quiet {

@@ -14,6 +14,7 @@ mod progress;
 mod registry;
 mod serve;
 mod system;
+mod trust;
 
 use crate::store::Store;
 use anyhow::Result;
@@ -155,6 +156,17 @@ enum ImageCommand {
     /// Unmount image mounts (img umount)
     #[command(visible_alias = "unmount")]
     Umount(mount::UmountArgs),
+    /// Show or set the signature policy (containers-policy.json)
+    Trust {
+        #[command(subcommand)]
+        command: trust::TrustCommand,
+    },
+    /// Sign stored images (simple signing with GnuPG, or sigstore)
+    Sign(trust::SignArgs),
+    /// Check stored images and their signatures against the signature policy
+    Verify(trust::VerifyArgs),
+    /// Make a sigstore key pair to sign with (PREFIX.key, PREFIX.pub)
+    GenerateSigstoreKey(trust::GenerateKeyArgs),
 }
 
 /// Shared context for command handlers.
@@ -267,6 +279,10 @@ fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
         Command::BuildRun(a) => build::build_run(&ctx, a),
         Command::Umount(a) | Command::Image { command: ImageCommand::Umount(a) } => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
+        Command::Image { command: ImageCommand::Trust { command } } => trust::trust(command),
+        Command::Image { command: ImageCommand::Sign(a) } => trust::sign(&ctx, a),
+        Command::Image { command: ImageCommand::Verify(a) } => trust::verify(&ctx, a),
+        Command::Image { command: ImageCommand::GenerateSigstoreKey(a) } => trust::generate_key(a),
         Command::ServeMount(a) => mount::serve(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),

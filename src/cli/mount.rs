@@ -39,6 +39,8 @@ pub struct MountArgs {
     platform: Option<String>,
     #[command(flatten)]
     registry: super::registry::RegistryFlags,
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
 }
 
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
@@ -50,6 +52,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         tty: a.tty,
         rw: a.rw,
         platform: a.platform,
+        trust: a.trust.options(),
     };
     let progress = super::progress::Reporter::new(true);
     let done = ops_mount::mount(ctx.kernel(), ctx.root(), &opts, &progress)?;

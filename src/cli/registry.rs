@@ -50,6 +50,8 @@ impl RegistryFlags {
 pub struct PullArgs {
     #[command(flatten)]
     registry: RegistryFlags,
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
     /// Choose the image for OS/ARCH[/VARIANT] from a multi-platform index
     #[arg(long)]
     platform: Option<String>,
@@ -86,6 +88,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
         client: a.registry.options()?,
         jobs: a.jobs,
         lazy: a.lazy,
+        trust: a.trust.options(),
     };
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);
@@ -113,6 +116,10 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
 pub struct PushArgs {
     #[command(flatten)]
     registry: RegistryFlags,
+    #[command(flatten)]
+    sign: super::trust::SignFlags,
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
     /// Recompress every layer: gzip, zstd, estargz or zstd:chunked (gzip or zstd with a table of contents for lazy pulling); by default layers are sent as stored, uncompressed ones gzipped
     #[arg(long, value_name = "FORMAT")]
     compression_format: Option<String>,
@@ -165,6 +172,8 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
         jobs: a.jobs,
         by_digest: false,
+        sign: a.sign.options(),
+        trust: a.trust.options(),
     };
     let quiet = a.quiet;
     let progress = super::progress::Reporter::new(quiet);
@@ -219,6 +228,10 @@ pub struct CopyArgs {
     /// Print nothing but errors
     #[arg(short, long)]
     quiet: bool,
+    #[command(flatten)]
+    sign: super::trust::SignFlags,
+    #[command(flatten)]
+    trust: super::trust::TrustFlags,
     /// docker://REF, img:NAME, oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:REF]
     #[arg(value_name = "SOURCE")]
     source: String,
@@ -243,6 +256,8 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         platform: a.platform.clone(),
         all: a.all,
         jobs: 3,
+        trust: a.trust.options(),
+        sign: a.sign.options(),
     };
     let src = Transport::parse(&a.source)?;
     let dst = Transport::parse(&a.dest)?;

@@ -83,6 +83,10 @@ pub struct CopyOptions {
     /// Registry to registry: copy a whole index with every image in it.
     pub all: bool,
     pub jobs: usize,
+    /// The signature policy the source obeys.
+    pub trust: super::trust::TrustOptions,
+    /// Signatures to make for the destination, and whether to drop the source's.
+    pub sign: super::trust::SignOptions,
 }
 
 /// Copies `src` to `dst`; returns the destination manifest's digest when
@@ -94,6 +98,9 @@ pub fn copy(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<Option<Digest>> {
+    if opts.sign.signs() && !matches!(dst, Transport::Docker(_)) {
+        bail!("signing needs a registry destination (docker://...); sign a stored image with img image sign");
+    }
     if let (Transport::Docker(s), Transport::Docker(d)) = (src, dst) {
         return registry_to_registry(s, d, opts, progress).map(Some);
     }
@@ -128,6 +135,8 @@ pub fn copy(
                 chunk_size: None,
                 jobs: opts.jobs,
                 by_digest: false,
+                sign: opts.sign.clone(),
+                trust: opts.trust.clone(),
             };
             Ok(push::push(store, &popts, progress)?.manifest_digest)
         }
@@ -173,6 +182,7 @@ fn bring_in(
                 client: opts.src_client.clone(),
                 jobs: opts.jobs,
                 lazy: false,
+                trust: opts.trust.clone(),
             };
             let id = pull::pull(store, &popts, progress)?;
             let name = Reference::parse_with_default_tag(r).ok().filter(|r| r.tag().is_some()).map(|r| r.to_string());
@@ -181,7 +191,7 @@ fn bring_in(
         Transport::Oci { dir: path, reference }
         | Transport::OciArchive { file: path, reference }
         | Transport::DockerArchive { file: path, reference } => {
-            let loaded = load::load(store, &Input::Path(path.clone()))?;
+            let loaded = load::load(store, &Input::Path(path.clone()), &opts.trust)?;
             let what = path.display();
             match reference {
                 None => match loaded.as_slice() {
@@ -262,8 +272,15 @@ fn connect(reference: &str, base: &ClientOptions) -> Result<(Reference, Client)>
 /// Copies `src` to `dst` (registry references), both read and written
 /// with `client`; returns the destination manifest's digest.
 pub fn copy_by_digest(src: &str, dst: &str, client: &ClientOptions, progress: &dyn Progress) -> Result<Digest> {
-    let opts =
-        CopyOptions { src_client: client.clone(), dst_client: client.clone(), platform: None, all: false, jobs: 3 };
+    let opts = CopyOptions {
+        src_client: client.clone(),
+        dst_client: client.clone(),
+        platform: None,
+        all: false,
+        jobs: 3,
+        trust: Default::default(),
+        sign: Default::default(),
+    };
     registry_to_registry(src, dst, &opts, progress)
 }
 
@@ -277,6 +294,21 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
     let reference = sr.digest().or(sr.tag()).unwrap_or("latest").to_string();
     let dref = dr.digest().or(dr.tag()).unwrap_or("latest").to_string();
     let top = srepo.manifest(&reference).with_context(ctx)?;
+    // The policy decides before anything is written to the destination.
+    let trust = super::trust::Trust::load(&opts.trust)?;
+    let found = super::trust::admit_remote(&trust, &srepo, &sr, &top, progress)?;
+    // The source's signatures go along with what they sign, new ones are made as asked.
+    let signatures = |digest: &Digest| -> Result<Vec<crate::trust::Signature>> {
+        let mut sigs: Vec<crate::trust::Signature> = Vec::new();
+        if !opts.sign.remove_signatures {
+            sigs.extend(found.iter().filter(|s| &s.signed_digest == digest).filter_map(super::trust::loaded));
+        }
+        if opts.sign.signs() {
+            let identity = super::trust::sign_identity(&opts.sign, &dr)?;
+            sigs.extend(super::trust::make_signatures(&opts.sign, &identity, digest)?);
+        }
+        Ok(sigs)
+    };
     let top_doc = image::parse_document(&format!("manifest of {sr}"), &top.bytes, top.content_type.as_deref())
         .with_context(ctx)?;
     let copy_image = |m: &image::Manifest| -> Result<()> {
@@ -303,7 +335,9 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
             }
             let mt = top.content_type.clone().unwrap_or_else(|| ix.media_type.clone());
             progress.line("Writing manifest list to image destination");
-            Ok(drepo.put_manifest(&dref, &mt, &top.bytes).with_context(ctx)?)
+            let d = drepo.put_manifest(&dref, &mt, &top.bytes).with_context(ctx)?;
+            super::trust::publish(&opts.trust, &drepo, &dr, &d, &signatures(&d)?, progress)?;
+            Ok(d)
         }
         _ => {
             let (os, arch, variant) = parse_platform(opts.platform.as_deref())?;
@@ -312,7 +346,9 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
             copy_image(&m)?;
             progress.line("Writing manifest to image destination");
             let mt = chosen.content_type.clone().unwrap_or_else(|| m.media_type.clone());
-            Ok(drepo.put_manifest(&dref, &mt, &chosen.bytes).with_context(ctx)?)
+            let d = drepo.put_manifest(&dref, &mt, &chosen.bytes).with_context(ctx)?;
+            super::trust::publish(&opts.trust, &drepo, &dr, &d, &signatures(&d)?, progress)?;
+            Ok(d)
         }
     }
 }

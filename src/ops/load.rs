@@ -31,10 +31,27 @@ pub fn is_embedded_manifest(p: &std::path::Path) -> bool {
         && String::from_utf8_lossy(&head).contains("application/embedded.manifest+json")
 }
 
-/// Loads every image in `input`.
-pub fn load(store: &mut Store, input: &Input) -> Result<Vec<Loaded>> {
+/// Loads every image in `input`, each admitted by the signature policy
+/// first (an archive carries no signatures img reads, so a policy that
+/// requires them for its path refuses it, and nothing is stored).
+pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions) -> Result<Vec<Loaded>> {
     let mut staged = Staged::read(store, input)?;
     let prepared = resolve::resolve(store, &mut staged)?;
+    if let Input::Path(path) = input {
+        let t = super::trust::Trust::load(trust)?;
+        let transport = if path.is_dir() {
+            crate::trust::Transport::Oci
+        } else if staged.meta("index.json").is_some() {
+            crate::trust::Transport::OciArchive
+        } else {
+            crate::trust::Transport::DockerArchive
+        };
+        for p in &prepared {
+            let manifest = staged.get(store, &p.manifest_key)?.read_all(crate::image::MAX_MANIFEST_SIZE)?;
+            let name = p.names.first();
+            super::trust::admit_file(&t, transport, path, None, name, &manifest)?;
+        }
+    }
     let mut out = Vec::new();
     for p in &prepared {
         out.push(commit_prepared(store, &mut staged, p)?);

@@ -295,6 +295,8 @@ pub fn push(
             };
             progress.line(&format!("Pushing {d}"));
             let opts = super::push::PushOptions {
+                sign: Default::default(),
+                trust: Default::default(),
                 source: img.id.as_str().to_string(),
                 dest: Some(format!("{repo_name}:pushing")),
                 client: client.clone(),

@@ -28,6 +28,7 @@ pub mod push;
 pub mod remote;
 pub mod remove;
 pub mod save;
+pub mod trust;
 
 use crate::digest::Digest;
 use crate::reference::{self, Reference};

@@ -37,6 +37,8 @@ pub struct MountOptions {
     pub platform: Option<String>,
     /// Options for the registry of a `docker://` or partial image.
     pub client: ClientOptions,
+    /// The signature policy a `docker://` image obeys, checked before a byte is served.
+    pub trust: super::trust::TrustOptions,
 }
 
 /// A mount made.
@@ -69,6 +71,7 @@ pub fn mount(kernel: &dyn Kernel, root: &Path, opts: &MountOptions, progress: &d
                 client: opts.client.clone(),
                 jobs: 6,
                 lazy: true,
+                trust: opts.trust.clone(),
             };
             let id = super::pull::pull(&mut store, &pull_opts, progress)?;
             store.index().image(&id)?.ok_or_else(|| super::NotFound(opts.image.clone()))?

@@ -27,6 +27,8 @@ pub struct PullOptions {
     /// Leave eStargz and zstd:chunked layers in the registry, to be read on demand by a
     /// mount (the image is recorded as partial).
     pub lazy: bool,
+    /// The signature policy to obey.
+    pub trust: super::trust::TrustOptions,
 }
 
 /// Where to look for `input`: a short name (`busybox`) under each search
@@ -77,6 +79,9 @@ pub fn pull_all_tags(store: &mut Store, opts: &PullOptions, progress: &dyn Progr
 pub struct Located {
     /// The name as the user meant it (search registry applied).
     pub reference: Reference,
+    /// The top-level document as served (an index when the name gives
+    /// one): signatures sign its digest.
+    pub top: FetchedManifest,
     pub fetched: FetchedManifest,
     pub manifest: image::Manifest,
     /// The endpoint's host and repository path.
@@ -104,13 +109,14 @@ pub fn locate(opts: &PullOptions, progress: &dyn Progress) -> Result<Located> {
             copts.insecure |= ep.insecure || conf.insecure(&ep.host);
             let attempt = Client::connect(&ep.host, &copts).map_err(anyhow::Error::from).and_then(|client| {
                 let repo = Repo::new(&client, &ep.path);
-                let (_, fetched, manifest) = fetch_manifest(&repo, &where_, &reference, (&os, &arch, &variant))?;
-                Ok((fetched, manifest, client))
+                let (top, fetched, manifest) = fetch_manifest(&repo, &where_, &reference, (&os, &arch, &variant))?;
+                Ok((top, fetched, manifest, client))
             });
             match attempt {
-                Ok((fetched, manifest, client)) => {
+                Ok((top, fetched, manifest, client)) => {
                     return Ok(Located {
                         reference: r.clone(),
+                        top,
                         fetched,
                         manifest,
                         host: ep.host.clone(),
@@ -131,9 +137,12 @@ pub fn locate(opts: &PullOptions, progress: &dyn Progress) -> Result<Located> {
 
 /// Pulls an image; returns its ID.
 pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
-    let Located { reference: r, fetched, manifest, path, client, .. } = locate(opts, progress)?;
+    let trust = super::trust::Trust::load(&opts.trust)?;
+    let Located { reference: r, top, fetched, manifest, path, client, .. } = locate(opts, progress)?;
     let name = r.to_string();
     let repo = Repo::new(&client, &path);
+    // The policy decides before anything is stored.
+    let signatures = super::trust::admit_remote(&trust, &repo, &r, &top, progress)?;
     for (i, l) in manifest.layers.iter().enumerate() {
         if !image::is_tar_layer(&l.media_type) {
             bail!("pulling {name}: layer {i} has media type {:?}, which img does not store", l.media_type);
@@ -145,6 +154,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
     let have = store.index().image(&id)?;
     let complete_enough = have.as_ref().is_some_and(|i| opts.lazy || i.kind != crate::store::index::ImageKind::Partial);
     if complete_enough && store.index_mut().tag_existing(&tags, &id)? {
+        store.index_mut().add_signatures(&id, &signatures)?;
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
     }
@@ -313,6 +323,7 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         layer_diff_sizes: diff_sizes,
     };
     store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
+    store.index_mut().add_signatures(&id, &signatures).context("recording the image's signatures")?;
     if !opts.lazy && store.paths().lazy_dir().is_dir() {
         // What lazy mounts fetched of these layers, now stored, unless a
         // partial image still reads them from the registry.

@@ -61,6 +61,10 @@ pub struct PushOptions {
     pub jobs: usize,
     /// Put the manifest at its own digest (no tag; `dest`'s tag or digest ignored).
     pub by_digest: bool,
+    /// Signatures to make, and whether the image's own go along.
+    pub sign: super::trust::SignOptions,
+    /// Where registries.d says signatures are kept.
+    pub trust: super::trust::TrustOptions,
 }
 
 /// What a push did.
@@ -291,6 +295,26 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         }
     }
     let digest = repo.put_manifest(&reference, &manifest_type, &manifest_out).with_context(ctx)?;
+    // The signatures the image came with go along when they sign what was
+    // sent; new ones are made as asked.
+    let mut sigs = Vec::new();
+    if !opts.sign.remove_signatures {
+        let kept = store.index().signatures(&img.id).with_context(ctx)?;
+        let (same, other): (Vec<_>, Vec<_>) = kept.iter().partition(|s| s.signed_digest == digest);
+        if !other.is_empty() {
+            progress.line(&format!(
+                "{} signature(s) of the stored image sign another manifest (an index, or layers since recompressed) and are not copied",
+                other.len()
+            ));
+        }
+        sigs.extend(same.into_iter().filter_map(super::trust::loaded));
+    }
+    if opts.sign.signs() {
+        let identity = super::trust::sign_identity(&opts.sign, &r)?;
+        progress.line("Signing manifest");
+        sigs.extend(super::trust::make_signatures(&opts.sign, &identity, &digest).with_context(ctx)?);
+    }
+    super::trust::publish(&opts.trust, &repo, &r, &digest, &sigs, progress)?;
     pushed.manifest_digest = Some(digest);
     pushed.manifest_media_type = manifest_type;
     pushed.manifest_size = manifest_out.len() as u64;

@@ -151,6 +151,9 @@ pub struct Client {
     tokens: Mutex<HashMap<String, String>>,
     /// Set when the registry asked for Basic auth.
     basic: Mutex<bool>,
+    /// Set when its `/v2/` answer carried `X-Registry-Supports-Signatures: 1`:
+    /// simple signatures are read and written through its API extension.
+    pub signature_extension: bool,
 }
 
 fn endpoint_host(registry: &str) -> &str {
@@ -165,6 +168,12 @@ fn endpoint_host(registry: &str) -> &str {
 pub fn authority(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
     Some(rest.split(['/', '?', '#']).next().unwrap_or(rest))
+}
+
+/// An agent for servers other than registries (lookaside signature
+/// servers): the same timeouts and TLS rules.
+pub(crate) fn plain_agent(settings: &TlsSettings) -> ureq::Agent {
+    build_agent(settings)
 }
 
 fn build_agent(settings: &TlsSettings) -> ureq::Agent {
@@ -204,6 +213,7 @@ impl Client {
             creds,
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(false),
+            signature_extension: false,
         };
         match client.ping() {
             Ok(()) => Ok(client),
@@ -219,11 +229,13 @@ impl Client {
         }
     }
 
-    fn ping(&self) -> Result<()> {
+    fn ping(&mut self) -> Result<()> {
         let url = format!("{}/v2/", self.base);
         let resp = self.agent.get(&url).call().map_err(|e| self.transport_err(&url, e))?;
         let status = resp.status().as_u16();
         if status == 200 || status == 401 {
+            self.signature_extension =
+                resp.headers().get("x-registry-supports-signatures").is_some_and(|v| v.as_bytes() == b"1");
             return Ok(());
         }
         Err(RegistryError::Http {

@@ -6,6 +6,7 @@ pub mod authfile;
 pub mod challenge;
 pub mod client;
 pub mod config;
+pub mod signatures;
 pub mod tls;
 
 pub use client::{Client, ClientOptions, RegistryError, Response, Result};

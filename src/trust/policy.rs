@@ -26,8 +26,16 @@ pub struct Fulcio {
 pub enum Requirement {
     InsecureAcceptAnything,
     Reject,
-    SignedBy { keys: KeySource, identity: SignedIdentity },
-    SigstoreSigned { key: Option<KeySource>, fulcio: Option<Fulcio>, rekor_public_key: Option<KeySource>, identity: SignedIdentity },
+    SignedBy {
+        keys: KeySource,
+        identity: SignedIdentity,
+    },
+    SigstoreSigned {
+        key: Option<KeySource>,
+        fulcio: Option<Fulcio>,
+        rekor_public_key: Option<KeySource>,
+        identity: SignedIdentity,
+    },
 }
 
 impl Requirement {
@@ -61,6 +69,14 @@ pub struct PolicyError {
 }
 
 impl Policy {
+    pub fn find(_explicit: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+        unimplemented!()
+    }
+
+    pub fn load(_explicit: Option<&std::path::Path>) -> Result<Policy, PolicyError> {
+        unimplemented!()
+    }
+
     pub fn parse(_file: &str, _text: &str) -> Result<Policy, PolicyError> {
         unimplemented!()
     }

@@ -30,8 +30,13 @@ pub fn deliver(
     output: &Output,
     name: Option<&str>,
     client: ClientOptions,
+    sign: &crate::ops::trust::SignOptions,
+    trust: &crate::ops::trust::TrustOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
+    if sign.signs() && !matches!(output, Output::Registry(_)) {
+        bail!("--sign-by and --sign-by-sigstore-private-key sign an image pushed with -o docker://...; sign a stored image with img image sign");
+    }
     let rename = name.map(|n| vec![n.to_string()]);
     match output {
         Output::Store(_) => {}
@@ -54,6 +59,8 @@ pub fn deliver(
                 chunk_size: None,
                 jobs: 3,
                 by_digest: false,
+                sign: sign.clone(),
+                trust: trust.clone(),
             };
             push::push(store, &opts, progress).with_context(|| format!("pushing the image to {dest}"))?;
         }

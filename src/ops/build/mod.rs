@@ -97,6 +97,8 @@ pub struct BuildOptions {
     pub quiet: bool,
     /// Running as root of a user namespace (an ordinary user's build).
     pub rootless: bool,
+    /// The signature policy base images pulled for FROM obey.
+    pub trust: crate::ops::trust::TrustOptions,
 }
 
 struct Builder<'a> {
@@ -407,6 +409,7 @@ impl Builder<'_> {
                     client: Default::default(),
                     jobs: 3,
                     lazy: false,
+                    trust: self.opts.trust.clone(),
                 };
                 crate::ops::pull::pull(self.store, &opts, &|m: &str| eprintln!("{m}")).with_context(|| {
                     format!("line {line}: the base image {name} is not in the store and pulling it failed")
