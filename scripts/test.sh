@@ -6,13 +6,14 @@
 # kernel's FUSE (it adds and removes a user, imgtest, for a rootless mount),
 # the build suite against buildah, the img serve suite with img, skopeo and
 # podman as clients, the seeds suite (the examples of isula-build's, isula's
-# and docker's documents, typed as written) and the clients suite with
-# docker 20.10 and containerd's ctr on daemons of its own.
+# and docker's documents, typed as written), the clients suite with
+# docker 20.10 and containerd's ctr on daemons of its own, and the trust
+# suite (signature policies and signing beside skopeo, podman and gpg).
 #
 # Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
 #   --long         also the long tests (exported as IMG_TEST_LONG=1)
 #   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
-#                  hostile, build, serve, seeds or clients
+#                  hostile, build, serve, seeds, clients or trust
 #   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
@@ -29,7 +30,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-SUITES=(interop registry mount hostile build serve seeds clients)
+SUITES=(interop registry mount hostile build serve seeds clients trust)
 case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
 [[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
 # wanted NAME: whether the run includes suite NAME
@@ -60,7 +61,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 install_packages() {
   local want=(podman skopeo umoci runc busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
-              chromium-headless-shell uidmap runc docker.io containerd) missing=()
+              chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done
