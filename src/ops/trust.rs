@@ -21,6 +21,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The most bytes of signatures read for one image, from one source: the
+/// memory a hostile registry or lookaside can make img hold.
+const MAX_SIGNATURES_TOTAL: u64 = 16 << 20;
+
 /// The artifact type of sigstore signatures found as OCI referrers.
 const SIGSTORE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
@@ -224,6 +228,7 @@ pub fn stored(s: &Signature, signed: &Digest) -> StoredSignature {
 /// `signature-1`, `signature-2`... until one is missing.
 fn read_lookaside(base: &str, r: &Reference, digest: &Digest) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
+    let mut total = 0u64;
     for i in 0..MAX_SIGNATURES {
         let url = registries_d::lookaside_url(base, r, digest, i);
         let got = if let Some(path) = url.strip_prefix("file://") {
@@ -234,7 +239,13 @@ fn read_lookaside(base: &str, r: &Reference, digest: &Digest) -> Result<Vec<Vec<
             bail!("lookaside {base:?} is neither file://, http:// nor https://; fix it in registries.d");
         };
         match got {
-            Some(b) => out.push(b),
+            Some(b) => {
+                total += b.len() as u64;
+                if total > MAX_SIGNATURES_TOTAL {
+                    bail!("the signatures of {r} in {base} add up to over {MAX_SIGNATURES_TOTAL} bytes; refusing them");
+                }
+                out.push(b)
+            }
             None => break,
         }
     }
@@ -273,6 +284,7 @@ fn sigstore_attachments(repo: &Repo, digest: &Digest) -> Result<Vec<Signature>> 
         }
     }
     let mut out = Vec::new();
+    let mut total = 0u64;
     for bytes in manifests {
         let Ok(crate::image::Document::Manifest(m)) =
             crate::image::parse_document("sigstore signature manifest", &bytes, None)
@@ -285,6 +297,10 @@ fn sigstore_attachments(repo: &Repo, digest: &Digest) -> Result<Vec<Signature>> 
             }
             if l.size > MAX_SIGNATURE_SIZE {
                 bail!("sigstore signature {} is {} bytes, over the limit of {MAX_SIGNATURE_SIZE}", l.digest, l.size);
+            }
+            total += l.size;
+            if total > MAX_SIGNATURES_TOTAL {
+                bail!("the sigstore signatures of {digest} add up to over {MAX_SIGNATURES_TOTAL} bytes; refusing them");
             }
             let payload = repo.blob_bytes(&l.digest, MAX_SIGNATURE_SIZE)?;
             let annotations: BTreeMap<String, String> = l.annotations.iter().cloned().collect();
