@@ -107,7 +107,7 @@ pub fn admit_remote(
     if want_simple || anything {
         // Simple signatures: the registry's API extension, else lookaside.
         if repo.client.has_signature_extension() {
-            for s in repo.extension_signatures(&top.digest, MAX_SIGNATURES, MAX_SIGNATURE_SIZE)? {
+            for s in repo.extension_signatures(&top.digest, MAX_SIGNATURES, MAX_SIGNATURE_SIZE, MAX_SIGNATURES_TOTAL)? {
                 sigs.push(Signature::Simple(s));
             }
         } else if let Some(base) = settings.lookaside.as_deref() {

@@ -60,8 +60,8 @@ impl Repo<'_> {
     }
 
     /// Simple signatures of `digest` through the signature API extension,
-    /// at most `max` of at most `limit` bytes each.
-    pub fn extension_signatures(&self, digest: &Digest, max: usize, limit: u64) -> Result<Vec<Vec<u8>>> {
+    /// at most `max` of at most `limit` bytes each, and `total` in all.
+    pub fn extension_signatures(&self, digest: &Digest, max: usize, limit: u64, total: u64) -> Result<Vec<Vec<u8>>> {
         let what = format!("signatures of {}/{}@{digest}", self.client.registry, self.name);
         let url = self.client.url(&format!("/extensions/v2/{}/signatures/{digest}", self.name));
         let resp = self.client.request("GET", &url, &[], &self.pull_scope(), None)?;
@@ -71,7 +71,8 @@ impl Repo<'_> {
         if resp.status != 200 {
             return Err(self.client.status_error(&format!("reading {what}"), resp));
         }
-        let body = resp.read_limited(limit.saturating_mul(2).saturating_mul(max as u64), &what)?;
+        // Base64 makes 4 bytes of 3, and the records' JSON adds a little.
+        let body = resp.read_limited(total / 3 * 4 + 64 * 1024, &what)?;
         let list: ExtensionList = serde_json::from_slice(&body)
             .map_err(|e| RegistryError::Refused { what: what.clone(), msg: format!("not a signature list: {e}") })?;
         let mut out = Vec::new();
