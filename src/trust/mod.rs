@@ -20,6 +20,7 @@
 
 pub mod gpg;
 pub mod identity;
+pub mod json;
 pub mod policy;
 pub mod registries_d;
 pub mod sigstore;

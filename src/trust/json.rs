@@ -1,0 +1,455 @@
+//! A strict JSON reader that remembers where each value starts, so policy
+//! errors can name the line to fix.
+//!
+//! It refuses what `encoding/json` with containers/image's paranoid object
+//! reader refuses (duplicate keys, trailing data) and a little more: lone
+//! UTF-16 surrogates and nesting deeper than [`MAX_DEPTH`].
+
+/// The deepest nesting accepted; a policy needs five levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// A JSON value and the byte offset it starts at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub at: usize,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    /// The number as written.
+    Number(String),
+    String(String),
+    Array(Vec<Node>),
+    /// Members in the order written; keys are unique.
+    Object(Vec<(String, Node)>),
+}
+
+impl Value {
+    /// What a message calls it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+}
+
+/// A syntax error at a byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub at: usize,
+    pub message: String,
+}
+
+/// The 1-based line of byte offset `at` in `text`.
+pub fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    text.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Parses one JSON document (whitespace around it allowed, nothing else).
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let mut p = Parser { s: text.as_bytes(), text, i: 0 };
+    p.ws();
+    let v = p.value(0)?;
+    p.ws();
+    if p.i != p.s.len() {
+        return Err(p.err("unexpected data after the JSON value"));
+    }
+    Ok(v)
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn err(&self, message: impl Into<String>) -> SyntaxError {
+        SyntaxError { at: self.i, message: message.into() }
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), SyntaxError> {
+        if self.peek() == Some(b) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err(format!("expected {:?}", b as char)))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Node, SyntaxError> {
+        let at = self.i;
+        let value = match self.peek() {
+            None => return Err(self.err("unexpected end of input")),
+            Some(b'{') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+                }
+                self.i += 1;
+                let mut members: Vec<(String, Node)> = Vec::new();
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        if self.peek() != Some(b'"') {
+                            return Err(self.err("expected a string key"));
+                        }
+                        let key_at = self.i;
+                        let key = self.string()?;
+                        if members.iter().any(|(k, _)| *k == key) {
+                            return Err(SyntaxError { at: key_at, message: format!("duplicate key {key:?}") });
+                        }
+                        self.ws();
+                        self.expect(b':')?;
+                        self.ws();
+                        let v = self.value(depth + 1)?;
+                        members.push((key, v));
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return Err(self.err("expected ',' or '}'")),
+                        }
+                    }
+                }
+                Value::Object(members)
+            }
+            Some(b'[') => {
+                if depth >= MAX_DEPTH {
+                    return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+                }
+                self.i += 1;
+                let mut items = Vec::new();
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.ws();
+                        items.push(self.value(depth + 1)?);
+                        self.ws();
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return Err(self.err("expected ',' or ']'")),
+                        }
+                    }
+                }
+                Value::Array(items)
+            }
+            Some(b'"') => Value::String(self.string()?),
+            Some(b't') => self.literal("true", Value::Bool(true))?,
+            Some(b'f') => self.literal("false", Value::Bool(false))?,
+            Some(b'n') => self.literal("null", Value::Null)?,
+            Some(b'-' | b'0'..=b'9') => self.number()?,
+            Some(_) => return Err(self.err("expected a JSON value")),
+        };
+        Ok(Node { at, value })
+    }
+
+    fn literal(&mut self, word: &str, v: Value) -> Result<Value, SyntaxError> {
+        if self.s[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            Err(self.err("expected a JSON value"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Result<Value, SyntaxError> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("invalid number"));
+            }
+        }
+        Ok(Value::Number(self.text[start..self.i].to_string()))
+    }
+
+    fn hex4(&mut self) -> Result<u32, SyntaxError> {
+        let h = self.s.get(self.i..self.i + 4).ok_or_else(|| self.err("truncated \\u escape"))?;
+        let h = std::str::from_utf8(h).map_err(|_| self.err("invalid \\u escape"))?;
+        if !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.err("invalid \\u escape"));
+        }
+        let v = u32::from_str_radix(h, 16).map_err(|_| self.err("invalid \\u escape"))?;
+        self.i += 4;
+        Ok(v)
+    }
+
+    fn string(&mut self) -> Result<String, SyntaxError> {
+        self.expect(b'"')?;
+        let mut out = String::new();
+        loop {
+            let start = self.i;
+            while let Some(b) = self.peek() {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.i += 1;
+            }
+            // Whole UTF-8 characters: the loop stops only at ASCII bytes.
+            out.push_str(&self.text[start..self.i]);
+            match self.peek() {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let e = self.peek().ok_or_else(|| self.err("unterminated string"))?;
+                    self.i += 1;
+                    match e {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let hi = self.hex4()?;
+                            let c = if (0xd800..0xdc00).contains(&hi) {
+                                if !self.s[self.i..].starts_with(b"\\u") {
+                                    return Err(self.err("lone UTF-16 surrogate in \\u escape"));
+                                }
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if !(0xdc00..0xe000).contains(&lo) {
+                                    return Err(self.err("lone UTF-16 surrogate in \\u escape"));
+                                }
+                                0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00)
+                            } else {
+                                hi
+                            };
+                            out.push(char::from_u32(c).ok_or_else(|| self.err("lone UTF-16 surrogate in \\u escape"))?);
+                        }
+                        _ => return Err(self.err("invalid escape in string")),
+                    }
+                }
+                Some(_) => return Err(self.err("control character in string")),
+            }
+        }
+    }
+}
+
+/// Builds an object node from members (offsets are 0: for writing only).
+pub fn object(members: Vec<(&str, Value)>) -> Value {
+    Value::Object(members.into_iter().map(|(k, v)| (k.to_string(), Node { at: 0, value: v })).collect())
+}
+
+/// Builds an array node (offsets are 0: for writing only).
+pub fn array(items: Vec<Value>) -> Value {
+    Value::Array(items.into_iter().map(|v| Node { at: 0, value: v }).collect())
+}
+
+/// Writes `v` as Go's `json.MarshalIndent(v, "", "    ")` does (what
+/// podman writes policy.json with): members in order, 4-space indents,
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped, no final newline.
+pub fn to_pretty(v: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, v, 0);
+    out
+}
+
+fn indent(out: &mut String, level: usize) {
+    out.push('\n');
+    for _ in 0..level {
+        out.push_str("    ");
+    }
+}
+
+fn write_value(out: &mut String, v: &Value, level: usize) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(n),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                indent(out, level + 1);
+                write_value(out, &item.value, level + 1);
+            }
+            indent(out, level);
+            out.push(']');
+        }
+        Value::Object(members) if members.is_empty() => out.push_str("{}"),
+        Value::Object(members) => {
+            out.push('{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                indent(out, level + 1);
+                write_string(out, k);
+                out.push_str(": ");
+                write_value(out, &item.value, level + 1);
+            }
+            indent(out, level);
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn table() {
+        let ok = [
+            ("{}", Value::Object(vec![])),
+            (" [1, -2.5e3, true, null] ", Value::Array(vec![])),
+            (r#""a\u00e9\ud83d\ude00\n""#, Value::String("aé😀\n".into())),
+        ];
+        for (text, want) in ok {
+            let got = parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            if let Value::String(_) = want {
+                assert_eq!(got.value, want);
+            }
+        }
+        let bad = [
+            "",
+            "{",
+            r#"{"a":1,"a":2}"#,
+            "{} x",
+            "[1,]",
+            "01",
+            "1.",
+            r#""\ud800""#,
+            r#""\x""#,
+            "\"a\u{1}\"",
+            "tru",
+            "{\"a\" 1}",
+            "[\"a\"",
+        ];
+        for text in bad {
+            assert!(parse(text).is_err(), "{text:?} should be refused");
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(parse(&deep).is_err());
+        let ok_deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(parse(&ok_deep).is_ok());
+    }
+
+    #[test]
+    fn offsets_and_lines() {
+        let text = "{\n  \"a\": [\n    \"x\"\n  ]\n}";
+        let n = parse(text).unwrap();
+        let Value::Object(m) = &n.value else { panic!() };
+        let Value::Array(items) = &m[0].1.value else { panic!() };
+        assert_eq!(line_of(text, items[0].at), 3);
+        assert_eq!(line_of(text, m[0].1.at), 2);
+        let e = parse("{\n\"a\": 1,\n\"a\": 2}").unwrap_err();
+        assert_eq!(line_of("{\n\"a\": 1,\n\"a\": 2}", e.at), 3);
+    }
+
+    #[test]
+    fn writes_as_go_does() {
+        let v = object(vec![
+            ("default", array(vec![object(vec![("type", Value::String("reject".into()))])])),
+            ("e", object(vec![])),
+            ("s", Value::String("a<b>&\"\\\n\u{1}é".into())),
+        ]);
+        let want = "{\n    \"default\": [\n        {\n            \"type\": \"reject\"\n        }\n    ],\n    \"e\": {},\n    \"s\": \"a\\u003cb\\u003e\\u0026\\\"\\\\\\n\\u0001é\"\n}";
+        assert_eq!(to_pretty(&v), want);
+        assert_eq!(to_pretty(&parse(&to_pretty(&v)).unwrap().value), want);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn agrees_with_serde_json(s in "[\\[\\]{}\",:0-9a-z \\\\-]{0,40}") {
+            let theirs = serde_json::from_str::<serde_json::Value>(&s);
+            match parse(&s) {
+                Ok(_) => prop_assert!(theirs.is_ok(), "{}", s),
+                // Only a duplicate key makes us refuse what serde_json takes.
+                Err(e) => prop_assert!(theirs.is_err() || e.message.contains("duplicate"), "{}: {:?}", s, e),
+            }
+        }
+    }
+}
