@@ -26,6 +26,7 @@ for t in "${targets[@]}"; do
     dockerfile) cp tests/support/build_cases/*Dockerfile* "$corpus/" 2>/dev/null || true ;;
     reference) grep -v "^#" testdata/references.txt | cut -f1 | grep . | head -200 | split -l 1 - "$corpus/ref-" ;;
     layer_tar) [[ -f testdata/gen/base-rootfs.tar ]] && cp testdata/gen/base-rootfs.tar "$corpus/base.tar" ;;
+    policy) cp testdata/trust/*.json "$corpus/" 2>/dev/null || true ;;
   esac
   [[ -d testdata/fuzz/$t ]] && cp testdata/fuzz/$t/* "$corpus/" 2>/dev/null || true
   echo "fuzz: $t for ${secs}s" >&2

@@ -46,3 +46,12 @@ put("estargz_toc", "footer-only", b"\x1f\x8b\x08\x04" + b"\x00" * 47)
 put("zstd_chunked_toc", "truncated-frame", b"\x28\xb5\x2f\xfd\x64\x00\x10\x00\x00\x01")
 put("zstd_chunked_toc", "bad-position", "18446744073709551615:1:2:1")
 put("zstd_chunked_toc", "short-footer", b"\x00" * 63)
+# policy.json: a policy the parser must refuse with a line, not a panic or a
+# stack overflow; registries.d: YAML that once blew up recursive readers
+put("policy", "deep-signed-identity", '{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k","signedIdentity":' + "[" * 100000 + "}]}")
+put("policy", "duplicate-default", '{"default":[{"type":"reject"}],"default":[{"type":"insecureAcceptAnything"}]}')
+put("policy", "lone-surrogate", '{"default":[{"type":"reject\\ud800"}]}')
+put("policy", "remap-to-invalid", '{"default":[{"type":"signedBy","keyType":"GPGKeys","keyData":"","signedIdentity":{"type":"remapIdentity","prefix":"a.com/ns/image","signedPrefix":"b.com:5000"}}]}')
+put("registries_d", "deep-flow", "docker: " + "[" * 100000)
+put("registries_d", "billion-laughs", "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\ndocker: *c\n")
+put("registries_d", "duplicate-namespace", "docker:\n  a.com: {lookaside: x}\n  a.com: {lookaside: y}\n")

@@ -20,6 +20,8 @@ pub const TARGETS: &[&str] = &[
     "layer_tar",
     "estargz_toc",
     "zstd_chunked_toc",
+    "policy",
+    "registries_d",
 ];
 
 /// Feeds `data` to the parser named `target`. Unknown names panic (a
@@ -97,6 +99,29 @@ pub fn run(target: &str, data: &[u8]) {
                 ulen: (data.len() as u64).saturating_mul(4),
             };
             let _ = crate::layerindex::zstd_chunked::read_toc(data, pos, &crate::digest::Digest::of_bytes(data));
+        }
+        "policy" => {
+            // A policy that parses must write out and read back the same.
+            use crate::trust::{policy::Policy, Transport};
+            if let Ok(p) = Policy::parse("input", &text) {
+                let again = Policy::parse("input", &p.to_json()).expect("a written policy parses");
+                assert_eq!(again.default, p.default);
+                assert_eq!(again.transports, p.transports);
+                let _ = p.requirements_for(Transport::Docker, "a.example.com:5000/ns/app:1");
+                let _ = p.requirements_for(Transport::Oci, "/srv/images/app:1");
+                let _ = p.describe();
+            }
+        }
+        "registries_d" => {
+            use crate::trust::registries_d::{lookaside_url, RegistriesD};
+            if let Ok(r) = RegistriesD::from_files([("input", &*text)]) {
+                let reference = crate::reference::Reference::parse("a.example.com/ns/app:1").expect("a reference");
+                let s = r.for_reference(&reference);
+                if let Some(base) = s.lookaside {
+                    let _ = lookaside_url(&base, &reference, &crate::digest::Digest::of_bytes(data), 0);
+                }
+                let _ = r.lookaside_for_scope("a.example.com");
+            }
         }
         other => panic!("no fuzz target {other:?}"),
     }
