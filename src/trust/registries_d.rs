@@ -731,6 +731,130 @@ default-docker:
         assert!(missing.docker.is_empty() && missing.default_docker.is_none());
     }
 
+    /// containers/image's docker/fixtures/registries.d, merged.
+    #[test]
+    fn containers_image_fixtures() {
+        let internal = "docker:
+    example.com:
+        lookaside: https://lookaside.example.com
+    registry.test.example.com:
+        lookaside: http://registry.test.example.com/lookaside
+    registry.test.example.com:8888:
+        lookaside: http://registry.test.example.com:8889/lookaside
+        lookaside-staging: https://registry.test.example.com:8889/lookaside/specialAPIserverWhichDoesNotExist
+    localhost:
+        lookaside: file:///home/mitr/mydevelopment1
+    localhost:8080:
+        lookaside: file:///home/mitr/mydevelopment2
+    localhost/invalid/url/test:
+        lookaside: \":emptyscheme\"
+    localhost/file/path/test:
+        lookaside: \"/no/scheme/just/a/path\"
+    localhost/relative/path/test:
+        lookaside: \"no/scheme/relative/path\"
+";
+        let user = "default-docker:
+    lookaside: file:///mnt/companywide/signatures/for/other/repositories
+docker:
+    docker.io/contoso:
+        lookaside: https://lookaside.contoso.com/fordocker
+    docker.io/centos:
+        lookaside: https://lookaside.centos.org/
+    docker.io/centos/mybetaproduct:
+        lookaside: http://localhost:9999/mybetaWIP/lookaside
+        lookaside-staging: file:///srv/mybetaWIP/lookaside
+    docker.io/centos/mybetaproduct:latest:
+        lookaside: https://lookaside.centos.org/
+";
+        let r =
+            reg(&[("emptyConfig.yaml", "{}"), ("internal-example.com.yaml", internal), ("internet-user.yaml", user)]);
+        assert_eq!(r.docker.len(), 12);
+        let ns = |k: &str| r.docker.get(k).cloned().unwrap();
+        assert_eq!(
+            ns("registry.test.example.com:8888").lookaside_staging.as_deref(),
+            Some("https://registry.test.example.com:8889/lookaside/specialAPIserverWhichDoesNotExist")
+        );
+        assert_eq!(ns("localhost/invalid/url/test").lookaside.as_deref(), Some(":emptyscheme"));
+        let get = |x: &str| r.for_reference(&Reference::parse(x).unwrap());
+        assert_eq!(
+            get("docker.io/centos/mybetaproduct:latest").lookaside.as_deref(),
+            Some("https://lookaside.centos.org/")
+        );
+        let beta = get("docker.io/centos/mybetaproduct:2");
+        assert_eq!(beta.lookaside.as_deref(), Some("http://localhost:9999/mybetaWIP/lookaside"));
+        assert_eq!(beta.lookaside_staging.as_deref(), Some("file:///srv/mybetaWIP/lookaside"));
+        assert_eq!(
+            get("quay.io/x:1").lookaside.as_deref(),
+            Some("file:///mnt/companywide/signatures/for/other/repositories")
+        );
+    }
+
+    /// containers/image's TestRegistryConfigurationSignatureTopLevel.
+    #[test]
+    fn top_level_walk() {
+        let mut text =
+            String::from("default-docker:\n  lookaside: =default\n  lookaside-staging: =default+w\ndocker:\n");
+        for ns in [
+            "localhost",
+            "localhost:5000",
+            "example.com",
+            "example.com/ns1",
+            "example.com/ns1/ns2",
+            "example.com/ns1/ns2/repo",
+            "example.com/ns1/ns2/repo:notlatest",
+        ] {
+            text.push_str(&format!("  {ns}:\n    lookaside: {ns}\n    lookaside-staging: {ns}+w\n"));
+        }
+        let r = reg(&[("a.yaml", &text)]);
+        for (input, want) in [
+            ("example.com/ns1/ns2/repo:notlatest", "example.com/ns1/ns2/repo:notlatest"),
+            ("example.com/ns1/ns2/repo:unmatched", "example.com/ns1/ns2/repo"),
+            ("example.com/ns1/ns2/notrepo:notlatest", "example.com/ns1/ns2"),
+            ("example.com/ns1/notns2/repo:notlatest", "example.com/ns1"),
+            ("example.com/notns1/ns2/repo:notlatest", "example.com"),
+            ("unknown.example.com/busybox", "=default"),
+            ("localhost:5000/busybox", "localhost:5000"),
+            ("localhost/busybox", "localhost"),
+            ("localhost:9999/busybox", "=default"),
+        ] {
+            let s = r.for_reference(&Reference::parse(input).unwrap());
+            assert_eq!(s.lookaside.as_deref(), Some(want), "{input}");
+            assert_eq!(s.lookaside_staging, Some(format!("{want}+w")), "{input}");
+        }
+        let r = reg(&[("a.yaml", "docker:\n  unmatched:\n    lookaside: a\n    lookaside-staging: b\n")]);
+        let s = r.for_reference(&Reference::parse("thisisnotmatched").unwrap());
+        assert!(s.lookaside_is_default);
+        assert_eq!(s.lookaside.as_deref(), Some("file:///builtin"));
+    }
+
+    /// containers/image's TestRegistryNamespaceSignatureTopLevel.
+    #[test]
+    fn namespace_top_level() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("lookaside-staging: a\nlookaside: b", true, Some("a")),
+            ("lookaside-staging: a\nlookaside: b", false, Some("b")),
+            ("lookaside: b", true, Some("b")),
+            ("lookaside: b", false, Some("b")),
+            ("lookaside-staging: a", true, Some("a")),
+            ("lookaside-staging: a", false, None),
+            ("{}", true, None),
+            ("{}", false, None),
+            ("lookaside-staging: a\nlookaside: b\nsigstore-staging: c\nsigstore: d", true, Some("a")),
+            ("lookaside: b\nsigstore-staging: c\nsigstore: d", true, Some("c")),
+            ("lookaside: b\nsigstore: d", true, Some("b")),
+            ("sigstore: d", true, Some("d")),
+            ("lookaside-staging: a\nlookaside: b\nsigstore-staging: c\nsigstore: d", false, Some("b")),
+            ("lookaside: b\nsigstore-staging: c\nsigstore: d", false, Some("b")),
+            ("lookaside: b\nsigstore: d", false, Some("b")),
+            ("sigstore: d", false, Some("d")),
+        ];
+        for (body, write, want) in cases {
+            let root = parse_yaml(body).unwrap().unwrap();
+            let ns = namespace(&root, "test").unwrap();
+            assert_eq!(ns.top_level(*write), *want, "{body:?} write={write}");
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,300}") {
