@@ -106,6 +106,9 @@ impl Parser<'_> {
                 }
                 self.i += 1;
                 let mut members: Vec<(String, Node)> = Vec::new();
+                // A set, not a scan of `members`: a hostile object may have
+                // hundreds of thousands of keys.
+                let mut seen = std::collections::HashSet::new();
                 self.ws();
                 if self.peek() == Some(b'}') {
                     self.i += 1;
@@ -117,7 +120,7 @@ impl Parser<'_> {
                         }
                         let key_at = self.i;
                         let key = self.string()?;
-                        if members.iter().any(|(k, _)| *k == key) {
+                        if !seen.insert(key.clone()) {
                             return Err(SyntaxError { at: key_at, message: format!("duplicate key {key:?}") });
                         }
                         self.ws();
@@ -406,6 +409,12 @@ mod tests {
         for text in bad {
             assert!(parse(text).is_err(), "{text:?} should be refused");
         }
+        // Many keys: checked for duplicates in linear time.
+        let many: String = (0..200_000).map(|i| format!("\"k{i}\":0,")).collect();
+        let many = format!("{{{}\"end\":0}}", many);
+        let t = std::time::Instant::now();
+        assert!(parse(&many).is_ok());
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert!(parse(&deep).is_err());
         let ok_deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);

@@ -412,11 +412,12 @@ fn mapping<'a>(node: &'a Y, what: &str) -> Result<Vec<(&'a str, usize, &'a Y)>, 
         return Err((node.line(), format!("{what} must be a mapping, not {}", node.kind())));
     };
     let mut out: Vec<(&str, usize, &Y)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in entries {
         let Y::Scalar { value, .. } = k else {
             return Err((k.line(), format!("a key of {what} must be a string, not {}", k.kind())));
         };
-        if out.iter().any(|(seen, _, _)| seen == value) {
+        if !seen.insert(value.as_str()) {
             return Err((k.line(), format!("key {value:?} of {what} is defined twice; keep one")));
         }
         out.push((value, k.line(), v));
@@ -694,6 +695,11 @@ default-docker:
         }
         let deep = "a: ".to_string() + &"[".repeat(MAX_DEPTH + 5) + &"]".repeat(MAX_DEPTH + 5);
         assert!(parse_file("f.yaml", &deep).unwrap_err().message.contains("deeper"));
+        // Many keys: checked for duplicates in linear time.
+        let many: String = (0..50_000).map(|i| format!("  h{i}.com: {{}}\n")).collect();
+        let t = std::time::Instant::now();
+        assert_eq!(parse_file("f.yaml", &format!("docker:\n{many}")).unwrap().docker.len(), 50_000);
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
         // Deep enough to overflow a recursive reader's stack.
         let deeper = "[".repeat(200_000);
         assert!(parse_file("f.yaml", &deeper).is_err());
