@@ -22,6 +22,7 @@ pub mod gpg;
 pub mod identity;
 pub mod policy;
 pub mod registries_d;
+pub mod sigjson;
 pub mod sigstore;
 pub mod simple;
 pub mod verify;
