@@ -20,6 +20,9 @@ pub const TARGETS: &[&str] = &[
     "layer_tar",
     "estargz_toc",
     "zstd_chunked_toc",
+    "pgp_keyring",
+    "simple_signature",
+    "sigstore_signature",
 ];
 
 /// Feeds `data` to the parser named `target`. Unknown names panic (a
@@ -97,6 +100,30 @@ pub fn run(target: &str, data: &[u8]) {
                 ulen: (data.len() as u64).saturating_mul(4),
             };
             let _ = crate::layerindex::zstd_chunked::read_toc(data, pos, &crate::digest::Digest::of_bytes(data));
+        }
+        "pgp_keyring" => {
+            if let Ok(k) = crate::trust::simple::Keyring::parse(data) {
+                let _ = k.fingerprints();
+            }
+        }
+        "simple_signature" => {
+            // A signed message checked against a fixed keyring: the message
+            // parser, decompression and the payload parser all run.
+            static RING: std::sync::OnceLock<crate::trust::simple::Keyring> = std::sync::OnceLock::new();
+            let ring = RING.get_or_init(crate::trust::simple::fuzz_keyring);
+            let _ = crate::trust::simple::verify(data, ring);
+            let _ = crate::trust::simple::parse_payload(data);
+        }
+        "sigstore_signature" => {
+            use crate::trust::sigstore;
+            let _ = sigstore::PublicKey::parse_pem(data);
+            let _ = sigstore::PublicKey::from_der(data);
+            let _ = sigstore::parse_payload(data);
+            if let Ok((payload, annotations)) = sigstore::parse_sigstore_file(data) {
+                static KEY: std::sync::OnceLock<sigstore::PublicKey> = std::sync::OnceLock::new();
+                let key = KEY.get_or_init(|| sigstore::PrivateKey::generate().public_key());
+                let _ = sigstore::verify_with_key(&payload, &annotations, key);
+            }
         }
         other => panic!("no fuzz target {other:?}"),
     }

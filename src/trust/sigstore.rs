@@ -224,7 +224,7 @@ pub const COSIGN_PRIVATE_KEY_PEM: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 const SCRYPT_LOG_N: u8 = 15;
 const SCRYPT_R: u32 = 8;
 const SCRYPT_P: u32 = 1;
-const SCRYPT_MAX_LOG_N: u8 = 20;
+const SCRYPT_MAX_LOG_N: u8 = 18;
 
 fn scrypt_key(passphrase: &[u8], salt: &[u8], log_n: u8, r: u32, p: u32) -> Result<[u8; 32], SignatureError> {
     let params =
@@ -268,7 +268,7 @@ impl PrivateKey {
             _ => Err(key_err("the encrypted key's scrypt parameters are not positive integers".into())),
         };
         let (n, r, p) = (num(n)?, num(r)?, num(p)?);
-        if !n.is_power_of_two() || n < 2 || n.trailing_zeros() as u8 > SCRYPT_MAX_LOG_N || r > 32 || p > 16 {
+        if !n.is_power_of_two() || n < 2 || n.trailing_zeros() as u8 > SCRYPT_MAX_LOG_N || r > 8 || p > 4 {
             return Err(key_err(format!("the encrypted key's scrypt parameters N={n} r={r} p={p} are out of range")));
         }
         let b64 = |v: &Json, what: &str| -> Result<Vec<u8>, SignatureError> {

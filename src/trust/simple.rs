@@ -239,6 +239,22 @@ pub fn sign(payload: &[u8], secret_key: &[u8], passphrase: Option<&str>) -> Resu
     })
 }
 
+/// A keyring of one fresh key, for the fuzz target.
+#[doc(hidden)]
+pub fn fuzz_keyring() -> Keyring {
+    use pgp::composed::{KeyType, SecretKeyParamsBuilder};
+    let key = SecretKeyParamsBuilder::default()
+        .key_type(KeyType::Ed25519Legacy)
+        .can_certify(true)
+        .can_sign(true)
+        .primary_user_id("Fuzz <fuzz@example.com>".into())
+        .build()
+        .ok()
+        .and_then(|p| p.generate(rand::thread_rng()).ok())
+        .expect("generating an Ed25519 key");
+    Keyring { keys: vec![key.to_public_key()] }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +339,19 @@ mod tests {
             verify(&vec![0u8; (MAX_SIGNATURE_SIZE + 1) as usize], &keyring),
             Err(SignatureError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_compressed_message_is_read_only_up_to_the_bound() {
+        let (secret, keyring) = rpgp_key();
+        let (key, _) = SignedSecretKey::from_reader_single(&secret[..]).unwrap();
+        let mut b = MessageBuilder::from_bytes("", vec![b' '; (MAX_SIGNATURE_SIZE + 100) as usize]);
+        b.compression(pgp::types::CompressionAlgorithm::ZLIB);
+        b.sign(&key.primary_key, Password::empty(), HashAlgorithm::Sha256);
+        let bomb = b.to_vec(rand::thread_rng()).unwrap();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let err = verify(&bomb, &keyring).unwrap_err();
+        assert!(matches!(err, SignatureError::TooLarge { .. }), "{err}");
     }
 
     #[test]
