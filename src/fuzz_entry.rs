@@ -123,6 +123,8 @@ pub fn run(target: &str, data: &[u8]) {
                 static KEY: std::sync::OnceLock<sigstore::PublicKey> = std::sync::OnceLock::new();
                 let key = KEY.get_or_init(|| sigstore::PrivateKey::generate().public_key());
                 let _ = sigstore::verify_with_key(&payload, &annotations, key);
+                let _ = sigstore::verify_with_key_and_rekor(&payload, &annotations, key, key);
+                let _ = sigstore::verify_with_fulcio(&payload, &annotations, b"", "issuer", "email", key);
             }
         }
         other => panic!("no fuzz target {other:?}"),

@@ -168,6 +168,30 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// Checks a certificate's signature made with `alg` (ECDSA with
+    /// SHA-256 or SHA-384, or Ed25519) over `tbs`.
+    fn verify_cert_signature(&self, alg: &str, tbs: &[u8], sig: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        use sha2::Digest as _;
+        let hash: Vec<u8> = match alg {
+            "1.2.840.10045.4.3.2" => sha2::Sha256::digest(tbs).to_vec(),
+            "1.2.840.10045.4.3.3" => sha2::Sha384::digest(tbs).to_vec(),
+            "1.3.101.112" => return matches!(self.key, Key::Ed25519(_)) && self.verify(tbs, sig).is_ok(),
+            _ => return false,
+        };
+        match &self.key {
+            Key::P256(k) => {
+                p256::ecdsa::Signature::from_der(sig).map(|s| k.verify_prehash(&hash, &s).is_ok()).unwrap_or(false)
+            }
+            Key::P384(k) => {
+                p384::ecdsa::Signature::from_der(sig).map(|s| k.verify_prehash(&hash, &s).is_ok()).unwrap_or(false)
+            }
+            Key::Ed25519(_) => false,
+        }
+    }
+}
+
 fn signature_bytes(annotations: &BTreeMap<String, String>) -> Result<Vec<u8>, SignatureError> {
     let b64 = annotations
         .get(SIGNATURE_ANNOTATION)
@@ -191,17 +215,351 @@ pub fn verify_with_key(
     parse_payload(payload)
 }
 
-/// Checks a Fulcio-certified signature with its Rekor bundle, offline.
-/// Not built yet: it refuses every signature, saying so.
+/// Checks a key-signed signature that must also be logged in Rekor: the
+/// bundle annotation's SignedEntryTimestamp must be signed by `rekor_key`
+/// and its entry must record this signature, payload and key (as
+/// containers/image does when a policy gives both a key and a Rekor key).
+pub fn verify_with_key_and_rekor(
+    payload: &[u8],
+    annotations: &BTreeMap<String, String>,
+    key: &PublicKey,
+    rekor_key: &PublicKey,
+) -> Result<Payload, SignatureError> {
+    let bundle = annotations
+        .get(BUNDLE_ANNOTATION)
+        .ok_or_else(|| invalid(format!("missing {BUNDLE_ANNOTATION} annotation (the Rekor bundle)")))?;
+    let sig = signature_bytes(annotations)?;
+    verify_rekor_set(rekor_key, bundle.as_bytes(), &key.der, &sig, payload)?;
+    verify_with_key(payload, annotations, key)
+}
+
+/// RFC 8785 canonical JSON of `v` (integers only: a Rekor payload has no
+/// other numbers).
+fn canonical_json(v: &Json, out: &mut Vec<u8>) -> Result<(), SignatureError> {
+    match v {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Json::Number(n) => {
+            if n.fract() != 0.0 || n.abs() >= 1e21 || !n.is_finite() {
+                return Err(invalid("the Rekor bundle holds a non-integer number"));
+            }
+            out.extend_from_slice(format!("{}", *n as i128).as_bytes())
+        }
+        Json::String(s) => out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes()),
+        Json::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(x, out)?;
+            }
+            out.push(b']');
+        }
+        Json::Object(fields) => {
+            let mut sorted: Vec<&(String, Json)> = fields.iter().collect();
+            sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, x)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                out.push(b':');
+                canonical_json(x, out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+/// A field of a JSON object, if it is one and has it (lax, as Go's
+/// generated Rekor models read the entry body).
+fn field<'a>(v: &'a Json, name: &str) -> Option<&'a Json> {
+    match v {
+        Json::Object(f) => f.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn str_at<'a>(v: &'a Json, path: &[&str]) -> Result<&'a str, SignatureError> {
+    let mut cur = v;
+    for p in path {
+        cur = field(cur, p).ok_or_else(|| invalid(format!("the Rekor entry has no field {:?}", path.join("."))))?;
+    }
+    match cur {
+        Json::String(s) => Ok(s),
+        _ => Err(invalid(format!("the Rekor entry's field {:?} is not a string", path.join(".")))),
+    }
+}
+
+/// Checks a Rekor bundle (containers/image's `VerifyRekorSET`) and
+/// returns the entry's integrated time (Unix seconds). `key_or_cert_der`
+/// is the DER of the public key or certificate the entry must name.
+fn verify_rekor_set(
+    rekor_key: &PublicKey,
+    bundle: &[u8],
+    key_or_cert_der: &[u8],
+    sig: &[u8],
+    payload: &[u8],
+) -> Result<i64, SignatureError> {
+    let doc = Json::parse(bundle).map_err(|e| invalid(format!("the Rekor bundle: {e}")))?;
+    let [set, set_payload] = doc.exact_fields("the Rekor bundle", ["SignedEntryTimestamp", "Payload"])?;
+    let set = B64
+        .decode(set.string("field \"SignedEntryTimestamp\"")?)
+        .map_err(|e| invalid(format!("the Rekor bundle's SignedEntryTimestamp is not base64: {e}")))?;
+    let mut canonical = Vec::new();
+    canonical_json(set_payload, &mut canonical)?;
+    let (Key::P256(_) | Key::P384(_)) = rekor_key.key else {
+        return Err(invalid("the Rekor public key is not an ECDSA key"));
+    };
+    rekor_key
+        .verify(&canonical, &set)
+        .map_err(|_| invalid("the Rekor bundle's SignedEntryTimestamp is not signed by the trusted Rekor key"))?;
+
+    let verified = Json::parse(&canonical)?;
+    let [body, time, _index, log_id] =
+        verified.exact_fields("the Rekor bundle's Payload", ["body", "integratedTime", "logIndex", "logID"])?;
+    log_id.string("Rekor field \"logID\"")?;
+    let integrated = match time {
+        Json::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => *n as i64,
+        _ => return Err(invalid("the Rekor bundle's integratedTime is not an integer")),
+    };
+    let body = B64
+        .decode(body.string("Rekor field \"body\"")?)
+        .map_err(|e| invalid(format!("the Rekor entry body is not base64: {e}")))?;
+    let entry = Json::parse(&body).map_err(|e| invalid(format!("the Rekor entry body: {e}")))?;
+    if str_at(&entry, &["kind"])? != "hashedrekord" {
+        return Err(invalid("the Rekor entry is not a hashedrekord"));
+    }
+    let version = str_at(&entry, &["apiVersion"])?;
+    if version != "0.0.1" {
+        return Err(invalid(format!("unsupported hashedrekord version {version:?}")));
+    }
+    let pem = B64
+        .decode(str_at(&entry, &["spec", "signature", "publicKey", "content"])?)
+        .map_err(|e| invalid(format!("the Rekor entry's public key is not base64: {e}")))?;
+    let (_, logged) = pem_decode(&pem, "the Rekor entry's public key").map_err(|e| invalid(e.to_string()))?;
+    if logged != key_or_cert_der {
+        return Err(invalid("the public key or certificate in the Rekor entry does not match the signature's"));
+    }
+    let logged_sig = B64
+        .decode(str_at(&entry, &["spec", "signature", "content"])?)
+        .map_err(|e| invalid(format!("the Rekor entry's signature is not base64: {e}")))?;
+    if logged_sig != sig {
+        return Err(invalid("the signature in the Rekor entry does not match"));
+    }
+    let alg = str_at(&entry, &["spec", "data", "hash", "algorithm"])?;
+    if alg != "sha256" {
+        return Err(invalid(format!("unexpected Rekor data.hash.algorithm {alg:?}")));
+    }
+    if str_at(&entry, &["spec", "data", "hash", "value"])? != Digest::of_bytes(payload).hex() {
+        return Err(invalid("the payload in the Rekor entry does not match"));
+    }
+    Ok(integrated)
+}
+
+/// Certificates in PEM text, in order; anything but certificates is refused.
+fn pem_certificates(bytes: &[u8], what: &str) -> Result<Vec<(Vec<u8>, x509_cert::Certificate)>, SignatureError> {
+    use pkcs8::der::Decode;
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid(format!("{what} is not PEM text")))?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let end_marker =
+            rest[start..].find("-----END ").ok_or_else(|| invalid(format!("{what}: a PEM block has no END line")))?
+                + start;
+        let end = rest[end_marker..].find('\n').map(|i| end_marker + i + 1).unwrap_or(rest.len());
+        let (label, der) = pkcs8::der::pem::decode_vec(rest[start..end].trim_end().as_bytes())
+            .map_err(|e| invalid(format!("{what} is not valid PEM: {e}")))?;
+        if label != "CERTIFICATE" {
+            return Err(invalid(format!("{what} holds a {label:?} PEM block, not a certificate")));
+        }
+        let cert = x509_cert::Certificate::from_der(&der)
+            .map_err(|e| invalid(format!("{what}: not a valid certificate: {e}")))?;
+        out.push((der, cert));
+        rest = &rest[end..];
+        if out.len() > 32 {
+            return Err(invalid(format!("{what} holds more than 32 certificates")));
+        }
+    }
+    Ok(out)
+}
+
+const OID_FULCIO_ISSUER: &str = "1.3.6.1.4.1.57264.1.1";
+const OID_BASIC_CONSTRAINTS: &str = "2.5.29.19";
+const OID_KEY_USAGE: &str = "2.5.29.15";
+const OID_EXT_KEY_USAGE: &str = "2.5.29.37";
+const OID_SAN: &str = "2.5.29.17";
+const OID_CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
+const OID_ANY_EKU: &str = "2.5.29.37.0";
+
+fn extensions(c: &x509_cert::Certificate) -> &[x509_cert::ext::Extension] {
+    c.tbs_certificate.extensions.as_deref().unwrap_or(&[])
+}
+
+/// Whether `c` was valid at `t`, is not refused for its critical
+/// extensions, and allows code signing (when it limits key usages).
+fn usable(c: &x509_cert::Certificate, t: i64) -> Result<(), String> {
+    use pkcs8::der::Decode;
+    let v = &c.tbs_certificate.validity;
+    if t < v.not_before.to_unix_duration().as_secs() as i64 || t > v.not_after.to_unix_duration().as_secs() as i64 {
+        return Err("it was not valid when the signature was logged".into());
+    }
+    for e in extensions(c) {
+        let oid = e.extn_id.to_string();
+        if e.critical
+            && ![OID_BASIC_CONSTRAINTS, OID_KEY_USAGE, OID_EXT_KEY_USAGE, OID_SAN, "2.5.29.14", "2.5.29.35"]
+                .contains(&oid.as_str())
+        {
+            return Err(format!("it has an unknown critical extension {oid}"));
+        }
+        if oid == OID_EXT_KEY_USAGE {
+            let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(e.extn_value.as_bytes())
+                .map_err(|e| format!("bad extended key usage: {e}"))?;
+            if !eku.0.iter().any(|o| [OID_CODE_SIGNING, OID_ANY_EKU].contains(&o.to_string().as_str())) {
+                return Err("its extended key usage does not allow code signing".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_ca(c: &x509_cert::Certificate) -> bool {
+    use pkcs8::der::Decode;
+    extensions(c).iter().any(|e| {
+        e.extn_id.to_string() == OID_BASIC_CONSTRAINTS
+            && x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).map(|b| b.ca).unwrap_or(false)
+    })
+}
+
+/// Whether `issuer` signed `c`.
+fn signed_by(c: &x509_cert::Certificate, issuer: &x509_cert::Certificate) -> bool {
+    use pkcs8::der::Encode;
+    if c.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return false;
+    }
+    let (Ok(tbs), Ok(spki)) = (c.tbs_certificate.to_der(), issuer.tbs_certificate.subject_public_key_info.to_der())
+    else {
+        return false;
+    };
+    let Ok(key) = PublicKey::from_der(&spki) else { return false };
+    let Some(sig) = c.signature.as_bytes() else { return false };
+    key.verify_cert_signature(&c.signature_algorithm.oid.to_string(), &tbs, sig)
+}
+
+/// Finds a path from `c` to a root in `roots` through `intermediates`,
+/// every certificate usable at `t`.
+fn chains_to(
+    c: &x509_cert::Certificate,
+    intermediates: &[x509_cert::Certificate],
+    roots: &[x509_cert::Certificate],
+    t: i64,
+    depth: usize,
+) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    for r in roots {
+        if is_ca(r) && usable(r, t).is_ok() && signed_by(c, r) {
+            return true;
+        }
+    }
+    intermediates.iter().any(|i| {
+        is_ca(i) && usable(i, t).is_ok() && signed_by(c, i) && chains_to(i, intermediates, roots, t, depth + 1)
+    })
+}
+
+/// Checks a Fulcio-certified signature offline, as containers/image does:
+/// the Rekor bundle is signed by `rekor_key` and records this signature,
+/// payload and certificate; the certificate chains (through the chain
+/// annotation) to a CA of `ca_pem` at the bundle's integrated time,
+/// allows code signing, names `oidc_issuer` in Fulcio's issuer extension
+/// and `subject_email` among its email addresses; and its key signed the
+/// payload. Returns the payload and the signer (the email address).
 pub fn verify_with_fulcio(
-    _payload: &[u8],
-    _annotations: &BTreeMap<String, String>,
-    _ca_pem: &[u8],
-    _oidc_issuer: &str,
-    _subject_email: &str,
-    _rekor_key: &PublicKey,
+    payload: &[u8],
+    annotations: &BTreeMap<String, String>,
+    ca_pem: &[u8],
+    oidc_issuer: &str,
+    subject_email: &str,
+    rekor_key: &PublicKey,
 ) -> Result<(Payload, String), SignatureError> {
-    Err(SignatureError::Unsupported("checking Fulcio certificates and Rekor bundles".into()))
+    use pkcs8::der::{Decode, Encode};
+    let cert_pem = annotations
+        .get(CERTIFICATE_ANNOTATION)
+        .ok_or_else(|| invalid(format!("missing {CERTIFICATE_ANNOTATION} annotation (the Fulcio certificate)")))?;
+    let bundle = annotations
+        .get(BUNDLE_ANNOTATION)
+        .ok_or_else(|| invalid(format!("missing {BUNDLE_ANNOTATION} annotation (the Rekor bundle)")))?;
+    let sig = signature_bytes(annotations)?;
+    let mut leaf = pem_certificates(cert_pem.as_bytes(), "the certificate annotation")?;
+    if leaf.len() != 1 {
+        return Err(invalid(format!("the certificate annotation holds {} certificates, not one", leaf.len())));
+    }
+    let (leaf_der, leaf) = leaf.remove(0);
+    let time = verify_rekor_set(rekor_key, bundle.as_bytes(), &leaf_der, &sig, payload)?;
+
+    // The chain's last certificate is its root: only the CA file is trusted.
+    let mut intermediates: Vec<x509_cert::Certificate> = match annotations.get(CHAIN_ANNOTATION) {
+        Some(chain) => {
+            pem_certificates(chain.as_bytes(), "the chain annotation")?.into_iter().map(|(_, c)| c).collect()
+        }
+        None => Vec::new(),
+    };
+    intermediates.pop();
+    let roots: Vec<x509_cert::Certificate> = pem_certificates(ca_pem, "the Fulcio CA file")
+        .map_err(|e| SignatureError::Key(e.to_string()))?
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    if roots.is_empty() {
+        return Err(SignatureError::Key("the Fulcio CA file holds no certificate".into()));
+    }
+    usable(&leaf, time).map_err(|e| invalid(format!("the Fulcio certificate is refused: {e}")))?;
+    if !chains_to(&leaf, &intermediates, &roots, time, 0) {
+        return Err(invalid(
+            "the Fulcio certificate is not issued by the trusted CA (at the time Rekor logged the signature)",
+        ));
+    }
+
+    let mut issuer = None;
+    for e in extensions(&leaf) {
+        if e.extn_id.to_string() == OID_FULCIO_ISSUER {
+            if issuer.is_some() {
+                return Err(invalid("the Fulcio certificate has a duplicate OIDC issuer extension"));
+            }
+            issuer = Some(String::from_utf8_lossy(e.extn_value.as_bytes()).into_owned());
+        }
+    }
+    let issuer = issuer.ok_or_else(|| invalid("the Fulcio certificate has no OIDC issuer extension"))?;
+    if issuer != oidc_issuer {
+        return Err(invalid(format!("unexpected Fulcio OIDC issuer {issuer:?} (the policy wants {oidc_issuer:?})")));
+    }
+    let mut emails = Vec::new();
+    for e in extensions(&leaf).iter().filter(|e| e.extn_id.to_string() == OID_SAN) {
+        let san = x509_cert::ext::pkix::SubjectAltName::from_der(e.extn_value.as_bytes())
+            .map_err(|e| invalid(format!("the certificate's subject alternative name: {e}")))?;
+        for n in san.0 {
+            if let x509_cert::ext::pkix::name::GeneralName::Rfc822Name(m) = n {
+                emails.push(m.to_string());
+            }
+        }
+    }
+    if !emails.iter().any(|m| m == subject_email) {
+        return Err(invalid(format!(
+            "required email {subject_email} not found in the certificate (it has {emails:?})"
+        )));
+    }
+    let spki = leaf
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| invalid(format!("the certificate's key: {e}")))?;
+    let key = PublicKey::from_der(&spki).map_err(|e| invalid(format!("the certificate's key: {e}")))?;
+    let p = verify_with_key(payload, annotations, &key)?;
+    Ok((p, subject_email.to_owned()))
 }
 
 /// A sigstore signing key: ECDSA P-256, as cosign makes.
@@ -582,6 +940,274 @@ mod tests {
         let each = start.elapsed() / n;
         eprintln!("sigstore signature verification (P-256, key parsed each time): {each:?} each");
         assert!(each < std::time::Duration::from_millis(10), "{each:?}");
+    }
+
+    mod pki {
+        //! Certificates and Rekor bundles made in the test, as Fulcio and
+        //! Rekor would.
+        use super::super::*;
+        use pkcs8::der::asn1::{BitString, Ia5String, OctetString};
+        use pkcs8::der::{Encode, EncodePem};
+        use pkcs8::EncodePublicKey;
+        use std::str::FromStr;
+        use x509_cert::ext::pkix::name::GeneralName;
+        use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
+        use x509_cert::ext::Extension;
+        use x509_cert::name::Name;
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+        use x509_cert::time::{Time, Validity};
+
+        pub struct Issued {
+            pub key: p256::ecdsa::SigningKey,
+            pub cert: x509_cert::Certificate,
+        }
+
+        impl Issued {
+            pub fn pem(&self) -> String {
+                self.cert.to_pem(pkcs8::LineEnding::LF).unwrap()
+            }
+        }
+
+        fn ext(oid: &str, critical: bool, value: Vec<u8>) -> Extension {
+            Extension { extn_id: oid.parse().unwrap(), critical, extn_value: OctetString::new(value).unwrap() }
+        }
+
+        fn time(t: i64) -> Time {
+            Time::UtcTime(
+                pkcs8::der::asn1::UtcTime::from_unix_duration(std::time::Duration::from_secs(t as u64)).unwrap(),
+            )
+        }
+
+        pub enum Kind<'a> {
+            Ca,
+            Leaf { email: &'a str, issuer: &'a str, code_signing: bool },
+        }
+
+        /// A certificate for `subject`, valid from `from` to `to`, signed
+        /// by `by` (or by itself).
+        pub fn issue(subject: &str, kind: Kind<'_>, from: i64, to: i64, by: Option<&Issued>) -> Issued {
+            let key = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+            let spki_der = key.verifying_key().to_public_key_der().unwrap();
+            let spki = <SubjectPublicKeyInfoOwned as pkcs8::der::Decode>::from_der(spki_der.as_bytes()).unwrap();
+            let alg = AlgorithmIdentifierOwned { oid: "1.2.840.10045.4.3.2".parse().unwrap(), parameters: None };
+            let mut exts = Vec::new();
+            match kind {
+                Kind::Ca => exts.push(ext(
+                    OID_BASIC_CONSTRAINTS,
+                    true,
+                    BasicConstraints { ca: true, path_len_constraint: None }.to_der().unwrap(),
+                )),
+                Kind::Leaf { email, issuer, code_signing } => {
+                    let san = SubjectAltName(vec![GeneralName::Rfc822Name(Ia5String::new(email).unwrap())]);
+                    exts.push(ext(OID_SAN, true, san.to_der().unwrap()));
+                    let eku = if code_signing { OID_CODE_SIGNING } else { "1.3.6.1.5.5.7.3.1" };
+                    exts.push(ext(
+                        OID_EXT_KEY_USAGE,
+                        false,
+                        ExtendedKeyUsage(vec![eku.parse().unwrap()]).to_der().unwrap(),
+                    ));
+                    exts.push(ext(OID_FULCIO_ISSUER, false, issuer.as_bytes().to_vec()));
+                }
+            }
+            let subject = Name::from_str(&format!("CN={subject}")).unwrap();
+            let tbs = x509_cert::TbsCertificate {
+                version: x509_cert::Version::V3,
+                serial_number: SerialNumber::new(&[1, 2, 3]).unwrap(),
+                signature: alg.clone(),
+                issuer: by.map(|b| b.cert.tbs_certificate.subject.clone()).unwrap_or_else(|| subject.clone()),
+                validity: Validity { not_before: time(from), not_after: time(to) },
+                subject,
+                subject_public_key_info: spki,
+                issuer_unique_id: None,
+                subject_unique_id: None,
+                extensions: Some(exts),
+            };
+            let signer = by.map(|b| &b.key).unwrap_or(&key);
+            let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(signer, &tbs.to_der().unwrap());
+            let cert = x509_cert::Certificate {
+                tbs_certificate: tbs,
+                signature_algorithm: alg,
+                signature: BitString::from_bytes(sig.to_der().as_bytes()).unwrap(),
+            };
+            Issued { key, cert }
+        }
+
+        /// A Rekor bundle for a hashedrekord entry of `sig` over `payload`
+        /// by the key or certificate `pem`, logged at `t`.
+        pub fn bundle(rekor: &PrivateKey, pem: &str, sig_b64: &str, payload: &[u8], t: i64) -> String {
+            let body = serde_json::json!({
+                "apiVersion": "0.0.1", "kind": "hashedrekord",
+                "spec": {
+                    "data": {"hash": {"algorithm": "sha256", "value": Digest::of_bytes(payload).hex()}},
+                    "signature": {"content": sig_b64, "publicKey": {"content": B64.encode(pem)}},
+                },
+            });
+            let entry = serde_json::json!({"body": B64.encode(body.to_string()), "integratedTime": t, "logIndex": 7, "logID": "c0ffee"});
+            // serde_json's maps are sorted and these keys are ASCII: this is
+            // the canonical form.
+            let set = rekor.sign(entry.to_string().as_bytes());
+            serde_json::json!({"SignedEntryTimestamp": set, "Payload": entry}).to_string()
+        }
+    }
+
+    const NOW: i64 = 1_700_000_000;
+    const ISSUER: &str = "https://accounts.example.com";
+    const EMAIL: &str = "dev@example.com";
+
+    struct Fulcio {
+        root: pki::Issued,
+        rekor: PrivateKey,
+        payload: Vec<u8>,
+        annotations: BTreeMap<String, String>,
+    }
+
+    fn fulcio_signature(leaf_kind: pki::Kind<'_>, leaf_from: i64, leaf_to: i64, logged_at: i64) -> Fulcio {
+        let root = pki::issue("root", pki::Kind::Ca, NOW - 1000, NOW + 100_000, None);
+        let mid = pki::issue("intermediate", pki::Kind::Ca, NOW - 1000, NOW + 100_000, Some(&root));
+        let leaf = pki::issue("", leaf_kind, leaf_from, leaf_to, Some(&mid));
+        let rekor = PrivateKey::generate();
+        let signer = PrivateKey(leaf.key.clone());
+        let payload = payload("example.com/a:b", &digest());
+        let sig = signer.sign(&payload);
+        let annotations = BTreeMap::from([
+            (SIGNATURE_ANNOTATION.to_owned(), sig.clone()),
+            (CERTIFICATE_ANNOTATION.to_owned(), leaf.pem()),
+            (CHAIN_ANNOTATION.to_owned(), format!("{}{}", mid.pem(), root.pem())),
+            (BUNDLE_ANNOTATION.to_owned(), pki::bundle(&rekor, &leaf.pem(), &sig, &payload, logged_at)),
+        ]);
+        Fulcio { root, rekor, payload, annotations }
+    }
+
+    fn good_leaf() -> pki::Kind<'static> {
+        pki::Kind::Leaf { email: EMAIL, issuer: ISSUER, code_signing: true }
+    }
+
+    #[test]
+    fn fulcio_signatures_are_checked_offline() {
+        let f = fulcio_signature(good_leaf(), NOW - 60, NOW + 540, NOW);
+        let check = |f: &Fulcio, ann: &BTreeMap<String, String>, ca: &str, issuer: &str, email: &str| {
+            verify_with_fulcio(&f.payload, ann, ca.as_bytes(), issuer, email, &f.rekor.public_key())
+                .map_err(|e| e.to_string())
+        };
+        let ca = f.root.pem();
+        let (p, signer) = check(&f, &f.annotations, &ca, ISSUER, EMAIL).unwrap();
+        assert_eq!((p.identity.as_str(), signer.as_str()), ("example.com/a:b", EMAIL));
+        let timing = std::time::Instant::now();
+        for _ in 0..20 {
+            check(&f, &f.annotations, &ca, ISSUER, EMAIL).unwrap();
+        }
+        eprintln!("fulcio signature verification: {:?} each", timing.elapsed() / 20);
+
+        let err = check(&f, &f.annotations, &ca, "https://other", EMAIL).unwrap_err();
+        assert!(err.contains("unexpected Fulcio OIDC issuer"), "{err}");
+        let err = check(&f, &f.annotations, &ca, ISSUER, "other@example.com").unwrap_err();
+        assert!(err.contains("required email"), "{err}");
+        let other_root = pki::issue("root", pki::Kind::Ca, NOW - 1000, NOW + 100_000, None);
+        let err = check(&f, &f.annotations, &other_root.pem(), ISSUER, EMAIL).unwrap_err();
+        assert!(err.contains("not issued by the trusted CA"), "{err}");
+        let err = verify_with_fulcio(
+            &f.payload,
+            &f.annotations,
+            ca.as_bytes(),
+            ISSUER,
+            EMAIL,
+            &PrivateKey::generate().public_key(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not signed by the trusted Rekor key"), "{err}");
+        // Without the chain, the leaf does not reach the root.
+        let mut no_chain = f.annotations.clone();
+        no_chain.remove(CHAIN_ANNOTATION);
+        assert!(check(&f, &no_chain, &ca, ISSUER, EMAIL).unwrap_err().contains("not issued by the trusted CA"));
+        for gone in [CERTIFICATE_ANNOTATION, BUNDLE_ANNOTATION, SIGNATURE_ANNOTATION] {
+            let mut a = f.annotations.clone();
+            a.remove(gone);
+            assert!(check(&f, &a, &ca, ISSUER, EMAIL).unwrap_err().contains(gone));
+        }
+        // A bundle for another payload or signature does not match.
+        let mut swapped = f.annotations.clone();
+        let other_payload = payload("example.com/a:c", &digest());
+        swapped.insert(
+            BUNDLE_ANNOTATION.into(),
+            pki::bundle(
+                &f.rekor,
+                &f.annotations[CERTIFICATE_ANNOTATION],
+                &f.annotations[SIGNATURE_ANNOTATION],
+                &other_payload,
+                NOW,
+            ),
+        );
+        assert!(check(&f, &swapped, &ca, ISSUER, EMAIL)
+            .unwrap_err()
+            .contains("payload in the Rekor entry does not match"));
+        // A tampered bundle payload breaks the SignedEntryTimestamp.
+        let mut tampered = f.annotations.clone();
+        tampered.insert(
+            BUNDLE_ANNOTATION.into(),
+            f.annotations[BUNDLE_ANNOTATION].replace("\"logIndex\":7", "\"logIndex\":8"),
+        );
+        assert!(check(&f, &tampered, &ca, ISSUER, EMAIL).unwrap_err().contains("not signed by the trusted Rekor key"));
+    }
+
+    #[test]
+    fn fulcio_certificates_must_be_valid_when_logged_and_allow_code_signing() {
+        let f = fulcio_signature(good_leaf(), NOW - 60, NOW + 540, NOW + 600);
+        let err = verify_with_fulcio(
+            &f.payload,
+            &f.annotations,
+            f.root.pem().as_bytes(),
+            ISSUER,
+            EMAIL,
+            &f.rekor.public_key(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not valid when the signature was logged"), "{err}");
+        let f = fulcio_signature(
+            pki::Kind::Leaf { email: EMAIL, issuer: ISSUER, code_signing: false },
+            NOW - 60,
+            NOW + 540,
+            NOW,
+        );
+        let err = verify_with_fulcio(
+            &f.payload,
+            &f.annotations,
+            f.root.pem().as_bytes(),
+            ISSUER,
+            EMAIL,
+            &f.rekor.public_key(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("code signing"), "{err}");
+    }
+
+    #[test]
+    fn keys_with_rekor_need_a_matching_bundle() {
+        let k = PrivateKey::generate();
+        let rekor = PrivateKey::generate();
+        let p = payload("example.com/a:b", &digest());
+        let sig = k.sign(&p);
+        let mut ann = BTreeMap::from([(SIGNATURE_ANNOTATION.to_owned(), sig.clone())]);
+        let err = verify_with_key_and_rekor(&p, &ann, &k.public_key(), &rekor.public_key()).unwrap_err().to_string();
+        assert!(err.contains(BUNDLE_ANNOTATION), "{err}");
+        ann.insert(BUNDLE_ANNOTATION.into(), pki::bundle(&rekor, &k.public_pem(), &sig, &p, NOW));
+        assert!(verify_with_key_and_rekor(&p, &ann, &k.public_key(), &rekor.public_key()).is_ok());
+        let other = PrivateKey::generate();
+        ann.insert(BUNDLE_ANNOTATION.into(), pki::bundle(&rekor, &other.public_pem(), &sig, &p, NOW));
+        let err = verify_with_key_and_rekor(&p, &ann, &k.public_key(), &rekor.public_key()).unwrap_err().to_string();
+        assert!(err.contains("does not match the signature's"), "{err}");
+    }
+
+    #[test]
+    fn canonical_json_sorts_and_escapes() {
+        let v = Json::parse(br#"{"b":[1,true,null],"a":"x\u0001\"/\u00e9","A":-5}"#).unwrap();
+        let mut out = Vec::new();
+        canonical_json(&v, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"A\":-5,\"a\":\"x\\u0001\\\"/\u{e9}\",\"b\":[1,true,null]}");
+        assert!(canonical_json(&Json::parse(b"1.5").unwrap(), &mut Vec::new()).is_err());
     }
 
     /// A one-image OCI layout with no layers, for skopeo to copy.

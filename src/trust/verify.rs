@@ -79,10 +79,14 @@ pub fn check(req: &Requirement, sig: &Signature) -> Result<Verified, String> {
         ) => match (key, fulcio) {
             (Some(key), None) => {
                 let k = public_key(key, "public key file")?;
-                if rekor_public_key.is_some() {
-                    return Err("checking Rekor bundles (rekorPublicKeyPath) is not supported yet; remove it from the policy to check the key alone".into());
+                let p = match rekor_public_key {
+                    Some(r) => {
+                        let rekor = public_key(r, "Rekor public key file")?;
+                        sigstore::verify_with_key_and_rekor(payload, annotations, &k, &rekor)
+                    }
+                    None => sigstore::verify_with_key(payload, annotations, &k),
                 }
-                let p = sigstore::verify_with_key(payload, annotations, &k).map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?;
                 Ok(Verified { identity: p.identity, manifest_digest: p.manifest_digest, signer: k.id() })
             }
             (None, Some(f)) => {
