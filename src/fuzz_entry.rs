@@ -22,6 +22,9 @@ pub const TARGETS: &[&str] = &[
     "zstd_chunked_toc",
     "policy",
     "registries_d",
+    "pgp_keyring",
+    "simple_signature",
+    "sigstore_signature",
 ];
 
 /// Feeds `data` to the parser named `target`. Unknown names panic (a
@@ -121,6 +124,30 @@ pub fn run(target: &str, data: &[u8]) {
                     let _ = lookaside_url(&base, &reference, &crate::digest::Digest::of_bytes(data), 0);
                 }
                 let _ = r.lookaside_for_scope("a.example.com");
+        "pgp_keyring" => {
+            if let Ok(k) = crate::trust::simple::Keyring::parse(data) {
+                let _ = k.fingerprints();
+            }
+        }
+        "simple_signature" => {
+            // A signed message checked against a fixed keyring: the message
+            // parser, decompression and the payload parser all run.
+            static RING: std::sync::OnceLock<crate::trust::simple::Keyring> = std::sync::OnceLock::new();
+            let ring = RING.get_or_init(crate::trust::simple::fuzz_keyring);
+            let _ = crate::trust::simple::verify(data, ring);
+            let _ = crate::trust::simple::parse_payload(data);
+        }
+        "sigstore_signature" => {
+            use crate::trust::sigstore;
+            let _ = sigstore::PublicKey::parse_pem(data);
+            let _ = sigstore::PublicKey::from_der(data);
+            let _ = sigstore::parse_payload(data);
+            if let Ok((payload, annotations)) = sigstore::parse_sigstore_file(data) {
+                static KEY: std::sync::OnceLock<sigstore::PublicKey> = std::sync::OnceLock::new();
+                let key = KEY.get_or_init(|| sigstore::PrivateKey::generate().public_key());
+                let _ = sigstore::verify_with_key(&payload, &annotations, key);
+                let _ = sigstore::verify_with_key_and_rekor(&payload, &annotations, key, key);
+                let _ = sigstore::verify_with_fulcio(&payload, &annotations, b"", "issuer", "email", key);
             }
         }
         other => panic!("no fuzz target {other:?}"),

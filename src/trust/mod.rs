@@ -23,6 +23,7 @@ pub mod identity;
 pub mod json;
 pub mod policy;
 pub mod registries_d;
+pub mod sigjson;
 pub mod sigstore;
 pub mod simple;
 pub mod verify;
