@@ -124,6 +124,8 @@ pub fn run(target: &str, data: &[u8]) {
                     let _ = lookaside_url(&base, &reference, &crate::digest::Digest::of_bytes(data), 0);
                 }
                 let _ = r.lookaside_for_scope("a.example.com");
+            }
+        }
         "pgp_keyring" => {
             if let Ok(k) = crate::trust::simple::Keyring::parse(data) {
                 let _ = k.fingerprints();
