@@ -61,7 +61,7 @@ step() { # step NAME COMMAND...: run, time and record one step
 install_packages() {
   local want=(podman skopeo umoci runc busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
-              chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time) missing=()
+              chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time python3-cryptography python3-nacl) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done

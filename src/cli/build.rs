@@ -160,6 +160,7 @@ pub fn build(ctx: &Ctx, a: BuildArgs) -> Result<()> {
         squash: a.squash,
         cap_add: a.cap_add.clone(),
         trust: a.trust.options(),
+        client: a.registry.options()?,
     };
     let mut store = ctx.open_store()?;
     let quiet = a.quiet;

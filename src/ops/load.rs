@@ -47,7 +47,11 @@ pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions
             crate::trust::Transport::DockerArchive
         };
         for p in &prepared {
-            let manifest = staged.get(store, &p.manifest_key)?.read_all(crate::image::MAX_MANIFEST_SIZE)?;
+            // The manifest as staged (for a docker-archive, the one made for it).
+            let manifest = match staged.get_many(std::slice::from_ref(&p.manifest_key)).first() {
+                Some(b) => b.read_all(crate::image::MAX_MANIFEST_SIZE)?,
+                None => anyhow::bail!("{}: the manifest of image {} was not staged", path.display(), p.id),
+            };
             let name = p.names.first();
             super::trust::admit_file(&t, transport, path, None, name, &manifest)?;
         }

@@ -99,6 +99,8 @@ pub struct BuildOptions {
     pub rootless: bool,
     /// The signature policy base images pulled for FROM obey.
     pub trust: crate::ops::trust::TrustOptions,
+    /// How base images pulled for FROM are fetched (`--tls-verify`, credentials...).
+    pub client: crate::registry::ClientOptions,
 }
 
 struct Builder<'a> {
@@ -406,7 +408,7 @@ impl Builder<'_> {
                 let opts = crate::ops::pull::PullOptions {
                     reference: name.to_string(),
                     platform: platform.map(str::to_string),
-                    client: Default::default(),
+                    client: self.opts.client.clone(),
                     jobs: 3,
                     lazy: false,
                     trust: self.opts.trust.clone(),
