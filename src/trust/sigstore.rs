@@ -722,11 +722,9 @@ pub fn parse_sigstore_file(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, St
                         .map_err(|e| invalid(format!("field \"payload\" is not base64: {e}")))?,
                 )
             }
-            "annotations" => {
-                if *v != Json::Null {
-                    for (ak, av) in v.object("field \"annotations\"")? {
-                        annotations.insert(ak.clone(), av.string("an annotation")?.to_owned());
-                    }
+            "annotations" if *v != Json::Null => {
+                for (ak, av) in v.object("field \"annotations\"")? {
+                    annotations.insert(ak.clone(), av.string("an annotation")?.to_owned());
                 }
             }
             _ => {}
