@@ -1199,6 +1199,39 @@ mod tests {
         assert!(err.contains("does not match the signature's"), "{err}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Damaged copies of a valid Fulcio signature (its payload, or any
+        /// annotation): refused or accepted, never a panic.
+        #[test]
+        fn damaged_fulcio_signatures_never_panic(which in 0usize..5, edits in proptest::collection::vec((0usize..4096, 0x20u8..0x7f, 0u8..3), 1..6)) {
+            static FIXTURE: std::sync::OnceLock<Fulcio> = std::sync::OnceLock::new();
+            let f = FIXTURE.get_or_init(|| fulcio_signature(good_leaf(), NOW - 60, NOW + 540, NOW));
+            let mut payload = f.payload.clone();
+            let mut ann = f.annotations.clone();
+            let key = [SIGNATURE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, BUNDLE_ANNOTATION].get(which).copied();
+            let mut d = match key {
+                Some(k) => ann[k].clone().into_bytes(),
+                None => payload.clone(),
+            };
+            for (at, byte, op) in &edits {
+                let at = at % (d.len() + 1);
+                match op {
+                    0 if at < d.len() => d[at] = *byte,
+                    1 => d.insert(at, *byte),
+                    _ if at < d.len() => { d.remove(at); }
+                    _ => {}
+                }
+            }
+            match key {
+                Some(k) => { ann.insert(k.to_owned(), String::from_utf8_lossy(&d).into_owned()); }
+                None => payload = d,
+            }
+            let ca = f.root.pem();
+            let _ = verify_with_fulcio(&payload, &ann, ca.as_bytes(), ISSUER, EMAIL, &f.rekor.public_key());
+        }
+    }
+
     #[test]
     fn canonical_json_sorts_and_escapes() {
         let v = Json::parse(br#"{"b":[1,true,null],"a":"x\u0001\"/\u00e9","A":-5}"#).unwrap();
