@@ -35,12 +35,29 @@ impl Keyring {
                 "the key file is empty; export a key with `gpg --export --armor FINGERPRINT`".into(),
             ));
         }
-        let (iter, _) = PublicOrSecret::from_reader_many_buf(bytes).map_err(bad)?;
+        // Concatenated armored files (`cat a.asc b.asc`) are read block
+        // by block; a binary file is one packet stream.
+        let mut pieces = Vec::new();
+        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            pieces.push(bytes);
+        } else {
+            let marker = b"-----BEGIN PGP ";
+            let starts: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i..].starts_with(marker)).collect();
+            if starts.is_empty() {
+                pieces.push(bytes);
+            }
+            for (n, &at) in starts.iter().enumerate() {
+                pieces.push(&bytes[at..starts.get(n + 1).copied().unwrap_or(bytes.len())]);
+            }
+        }
         let mut keys = Vec::new();
-        for k in iter {
-            match k.map_err(bad)? {
-                PublicOrSecret::Public(k) => keys.push(k),
-                PublicOrSecret::Secret(k) => keys.push(k.to_public_key()),
+        for piece in pieces {
+            let (iter, _) = PublicOrSecret::from_reader_many_buf(piece).map_err(bad)?;
+            for k in iter {
+                match k.map_err(bad)? {
+                    PublicOrSecret::Public(k) => keys.push(k),
+                    PublicOrSecret::Secret(k) => keys.push(k.to_public_key()),
+                }
             }
         }
         if keys.is_empty() {
@@ -356,6 +373,17 @@ mod tests {
         assert!(bomb.len() < 64 << 10, "{}", bomb.len());
         let err = verify(&bomb, &keyring).unwrap_err();
         assert!(matches!(err, SignatureError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn keyrings_hold_many_keys_binary_or_armored() {
+        let keys: Vec<SignedPublicKey> = (0..2).map(|_| rpgp_key().1.keys.remove(0)).collect();
+        let binary: Vec<u8> = keys.iter().flat_map(|k| pgp::ser::Serialize::to_bytes(k).unwrap()).collect();
+        let want: Vec<String> = keys.iter().map(|k| format!("{:X}", k.primary_key.fingerprint())).collect();
+        assert_eq!(Keyring::parse(&binary).unwrap().fingerprints(), want);
+        let armored: String =
+            keys.iter().map(|k| k.to_armored_string(Default::default()).unwrap()).collect::<Vec<_>>().join("\n");
+        assert_eq!(Keyring::parse(armored.as_bytes()).unwrap().fingerprints(), want);
     }
 
     #[test]
