@@ -722,11 +722,9 @@ pub fn parse_sigstore_file(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, St
                         .map_err(|e| invalid(format!("field \"payload\" is not base64: {e}")))?,
                 )
             }
-            "annotations" => {
-                if *v != Json::Null {
-                    for (ak, av) in v.object("field \"annotations\"")? {
-                        annotations.insert(ak.clone(), av.string("an annotation")?.to_owned());
-                    }
+            "annotations" if *v != Json::Null => {
+                for (ak, av) in v.object("field \"annotations\"")? {
+                    annotations.insert(ak.clone(), av.string("an annotation")?.to_owned());
                 }
             }
             _ => {}
@@ -1199,6 +1197,39 @@ mod tests {
         ann.insert(BUNDLE_ANNOTATION.into(), pki::bundle(&rekor, &other.public_pem(), &sig, &p, NOW));
         let err = verify_with_key_and_rekor(&p, &ann, &k.public_key(), &rekor.public_key()).unwrap_err().to_string();
         assert!(err.contains("does not match the signature's"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Damaged copies of a valid Fulcio signature (its payload, or any
+        /// annotation): refused or accepted, never a panic.
+        #[test]
+        fn damaged_fulcio_signatures_never_panic(which in 0usize..5, edits in proptest::collection::vec((0usize..4096, 0x20u8..0x7f, 0u8..3), 1..6)) {
+            static FIXTURE: std::sync::OnceLock<Fulcio> = std::sync::OnceLock::new();
+            let f = FIXTURE.get_or_init(|| fulcio_signature(good_leaf(), NOW - 60, NOW + 540, NOW));
+            let mut payload = f.payload.clone();
+            let mut ann = f.annotations.clone();
+            let key = [SIGNATURE_ANNOTATION, CERTIFICATE_ANNOTATION, CHAIN_ANNOTATION, BUNDLE_ANNOTATION].get(which).copied();
+            let mut d = match key {
+                Some(k) => ann[k].clone().into_bytes(),
+                None => payload.clone(),
+            };
+            for (at, byte, op) in &edits {
+                let at = at % (d.len() + 1);
+                match op {
+                    0 if at < d.len() => d[at] = *byte,
+                    1 => d.insert(at, *byte),
+                    _ if at < d.len() => { d.remove(at); }
+                    _ => {}
+                }
+            }
+            match key {
+                Some(k) => { ann.insert(k.to_owned(), String::from_utf8_lossy(&d).into_owned()); }
+                None => payload = d,
+            }
+            let ca = f.root.pem();
+            let _ = verify_with_fulcio(&payload, &ann, ca.as_bytes(), ISSUER, EMAIL, &f.rekor.public_key());
+        }
     }
 
     #[test]

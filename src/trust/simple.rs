@@ -35,12 +35,29 @@ impl Keyring {
                 "the key file is empty; export a key with `gpg --export --armor FINGERPRINT`".into(),
             ));
         }
-        let (iter, _) = PublicOrSecret::from_reader_many_buf(bytes).map_err(bad)?;
+        // Concatenated armored files (`cat a.asc b.asc`) are read block
+        // by block; a binary file is one packet stream.
+        let mut pieces = Vec::new();
+        if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            pieces.push(bytes);
+        } else {
+            let marker = b"-----BEGIN PGP ";
+            let starts: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i..].starts_with(marker)).collect();
+            if starts.is_empty() {
+                pieces.push(bytes);
+            }
+            for (n, &at) in starts.iter().enumerate() {
+                pieces.push(&bytes[at..starts.get(n + 1).copied().unwrap_or(bytes.len())]);
+            }
+        }
         let mut keys = Vec::new();
-        for k in iter {
-            match k.map_err(bad)? {
-                PublicOrSecret::Public(k) => keys.push(k),
-                PublicOrSecret::Secret(k) => keys.push(k.to_public_key()),
+        for piece in pieces {
+            let (iter, _) = PublicOrSecret::from_reader_many_buf(piece).map_err(bad)?;
+            for k in iter {
+                match k.map_err(bad)? {
+                    PublicOrSecret::Public(k) => keys.push(k),
+                    PublicOrSecret::Secret(k) => keys.push(k.to_public_key()),
+                }
             }
         }
         if keys.is_empty() {
@@ -215,12 +232,23 @@ pub fn sign(payload: &[u8], secret_key: &[u8], passphrase: Option<&str>) -> Resu
         .iter()
         .flat_map(|u| u.signatures.iter())
         .all(|s| s.key_flags().sign() || s.key_flags() == Default::default());
-    let pw = passphrase.map(Password::from).unwrap_or_else(Password::empty);
+    let pw = || passphrase.map(Password::from).unwrap_or_else(Password::empty);
+    let locked = |e: String| SignatureError::Sign(format!("cannot unlock the secret key ({e}); check the passphrase"));
     let signer: &dyn pgp::types::SigningKey = if primary_signs {
+        key.primary_key
+            .unlock(&pw(), |_, _| Ok(()))
+            .map_err(|e| locked(e.to_string()))?
+            .map_err(|e| locked(e.to_string()))?;
         &key.primary_key
     } else {
         match key.secret_subkeys.iter().find(|s| s.signatures.iter().any(|b| b.key_flags().sign())) {
-            Some(s) => &s.key,
+            Some(s) => {
+                s.key
+                    .unlock(&pw(), |_, _| Ok(()))
+                    .map_err(|e| locked(e.to_string()))?
+                    .map_err(|e| locked(e.to_string()))?;
+                &s.key
+            }
             None => return Err(SignatureError::Key(
                 "the secret key has no key that may sign; make one with `gpg --quick-add-key FINGERPRINT default sign`"
                     .into(),
@@ -228,15 +256,8 @@ pub fn sign(payload: &[u8], secret_key: &[u8], passphrase: Option<&str>) -> Resu
         }
     };
     let mut builder = MessageBuilder::from_bytes("", payload.to_vec());
-    builder.sign(signer, pw, HashAlgorithm::Sha256);
-    builder.to_vec(rand::thread_rng()).map_err(|e| {
-        let s = e.to_string();
-        if s.to_lowercase().contains("password") || s.to_lowercase().contains("decrypt") || s.contains("checksum") {
-            SignatureError::Sign(format!("cannot unlock the secret key ({s}); check the passphrase"))
-        } else {
-            SignatureError::Sign(s)
-        }
-    })
+    builder.sign(signer, pw(), HashAlgorithm::Sha256);
+    builder.to_vec(rand::thread_rng()).map_err(|e| SignatureError::Sign(e.to_string()))
 }
 
 /// A keyring of one fresh key, for the fuzz target.
@@ -355,6 +376,17 @@ mod tests {
     }
 
     #[test]
+    fn keyrings_hold_many_keys_binary_or_armored() {
+        let keys: Vec<SignedPublicKey> = (0..2).map(|_| rpgp_key().1.keys.remove(0)).collect();
+        let binary: Vec<u8> = keys.iter().flat_map(|k| pgp::ser::Serialize::to_bytes(k).unwrap()).collect();
+        let want: Vec<String> = keys.iter().map(|k| format!("{:X}", k.primary_key.fingerprint())).collect();
+        assert_eq!(Keyring::parse(&binary).unwrap().fingerprints(), want);
+        let armored: String =
+            keys.iter().map(|k| k.to_armored_string(Default::default()).unwrap()).collect::<Vec<_>>().join("\n");
+        assert_eq!(Keyring::parse(armored.as_bytes()).unwrap().fingerprints(), want);
+    }
+
+    #[test]
     fn keyring_refuses_what_is_not_a_key() {
         for (input, want) in [
             (&b""[..], "empty"),
@@ -453,6 +485,59 @@ mod tests {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("VALIDSIG {fpr}")));
             stop_agent(&home);
+        }
+    }
+
+    #[test]
+    fn signs_with_a_passphrase_protected_gpg_key() {
+        if !have_gpg() {
+            eprintln!("gpg is not installed: skipping");
+            return;
+        }
+        let home = TestDir::new("simple-gpg-pass");
+        let fpr = make_key(&home, "pass words", "rsa2048");
+        let keyring = Keyring::parse(&crate::trust::gpg::export_public_key_in(Some(&home), &fpr).unwrap()).unwrap();
+        let secret = crate::trust::gpg::export_secret_key_in(Some(&home), &fpr, Some("pass words")).unwrap();
+        let p = payload("example.com/a:b", &digest(), "img", 1);
+        let sig = sign(&p, &secret, Some("pass words")).unwrap();
+        assert_eq!(verify(&sig, &keyring).unwrap().1, fpr);
+        let err = sign(&p, &secret, Some("wrong")).unwrap_err().to_string();
+        assert!(err.contains("check the passphrase"), "{err}");
+        let err = sign(&p, &secret, None).unwrap_err().to_string();
+        assert!(err.contains("check the passphrase"), "{err}");
+        stop_agent(&home);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Damaged copies of a real key and a real signature: the
+        /// parsers' deeper paths, never a panic.
+        #[test]
+        fn damaged_keys_and_signatures_never_panic(edits in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY, 0u8..3), 1..8)) {
+            static FIXTURE: std::sync::OnceLock<(Vec<u8>, Vec<u8>, Keyring)> = std::sync::OnceLock::new();
+            let (public, sig, ring) = FIXTURE.get_or_init(|| {
+                let (secret, ring) = rpgp_key();
+                let (key, _) = SignedSecretKey::from_reader_single(&secret[..]).unwrap();
+                let public = pgp::ser::Serialize::to_bytes(&key.to_public_key()).unwrap();
+                let mut b = MessageBuilder::from_bytes("", payload("example.com/a:b", &digest(), "img", 1));
+                b.compression(pgp::types::CompressionAlgorithm::ZLIB);
+                b.sign(&key.primary_key, Password::empty(), HashAlgorithm::Sha256);
+                (public, b.to_vec(rand::thread_rng()).unwrap(), ring)
+            });
+            for base in [public, sig] {
+                let mut d = base.clone();
+                for (at, byte, op) in &edits {
+                    let at = at % (d.len() + 1);
+                    match op {
+                        0 if at < d.len() => d[at] = *byte,
+                        1 => d.insert(at, *byte),
+                        _ if at < d.len() => { d.remove(at); }
+                        _ => {}
+                    }
+                }
+                let _ = Keyring::parse(&d);
+                let _ = verify(&d, ring);
+            }
         }
     }
 

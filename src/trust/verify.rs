@@ -4,6 +4,7 @@
 //! policy's (`policy::evaluate`).
 
 use super::policy::{KeySource, Requirement};
+use super::sigjson::SignatureError;
 use super::sigstore::{self, PublicKey};
 use super::simple::{self, Keyring};
 use super::{Signature, Verified};
@@ -53,13 +54,38 @@ fn keyring(src: &KeySource) -> Result<Keyring, String> {
     ring.ok_or_else(|| "the requirement names no keys".to_owned())
 }
 
-fn public_key(src: &KeySource, what: &str) -> Result<PublicKey, String> {
-    let mut material = key_material(src)?;
-    if material.len() != 1 {
-        return Err(format!("{what} must be one key file, not {}", material.len()));
+/// The public keys of `src`, one PEM key per file (keyPaths or
+/// rekorPublicKeyPaths may name several).
+fn public_keys(src: &KeySource, what: &str) -> Result<Vec<PublicKey>, String> {
+    key_material(src)?
+        .into_iter()
+        .map(|(name, data)| PublicKey::parse_pem(&data).map_err(|e| format!("{what} {name}: {e}")))
+        .collect()
+}
+
+/// The first success of `f` over every key of `a` paired with every key
+/// of `b` (or with none when `b` is `None`), else the first error.
+fn any_pair<T>(
+    a: &[PublicKey],
+    b: Option<&[PublicKey]>,
+    mut f: impl FnMut(&PublicKey, Option<&PublicKey>) -> Result<T, SignatureError>,
+) -> Result<(T, usize), String> {
+    let mut first_err = None;
+    for (i, x) in a.iter().enumerate() {
+        let seconds: Vec<Option<&PublicKey>> = match b {
+            Some(b) => b.iter().map(Some).collect(),
+            None => vec![None],
+        };
+        for y in seconds {
+            match f(x, y) {
+                Ok(v) => return Ok((v, i)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
     }
-    let (name, data) = material.remove(0);
-    PublicKey::parse_pem(&data).map_err(|e| format!("{what} {name}: {e}"))
+    Err(first_err.map(|e| e.to_string()).unwrap_or_else(|| "the requirement names no keys".into()))
 }
 
 /// Checks `sig` against the keys of `req` (`signedBy` for simple
@@ -76,33 +102,34 @@ pub fn check(req: &Requirement, sig: &Signature) -> Result<Verified, String> {
         (
             Requirement::SigstoreSigned { key, fulcio, rekor_public_key, .. },
             Signature::Sigstore { payload, annotations },
-        ) => match (key, fulcio) {
-            (Some(key), None) => {
-                let k = public_key(key, "public key file")?;
-                let p = match rekor_public_key {
-                    Some(r) => {
-                        let rekor = public_key(r, "Rekor public key file")?;
-                        sigstore::verify_with_key_and_rekor(payload, annotations, &k, &rekor)
-                    }
-                    None => sigstore::verify_with_key(payload, annotations, &k),
+        ) => {
+            let rekor = match rekor_public_key {
+                Some(r) => Some(public_keys(r, "Rekor public key file")?),
+                None => None,
+            };
+            match (key, fulcio) {
+                (Some(key), None) => {
+                    let keys = public_keys(key, "public key file")?;
+                    let (p, i) = any_pair(&keys, rekor.as_deref(), |k, r| match r {
+                        Some(r) => sigstore::verify_with_key_and_rekor(payload, annotations, k, r),
+                        None => sigstore::verify_with_key(payload, annotations, k),
+                    })?;
+                    Ok(Verified { identity: p.identity, manifest_digest: p.manifest_digest, signer: keys[i].id() })
                 }
-                .map_err(|e| e.to_string())?;
-                Ok(Verified { identity: p.identity, manifest_digest: p.manifest_digest, signer: k.id() })
+                (None, Some(f)) => {
+                    let Some(rekor) = rekor else {
+                        return Err("a fulcio requirement needs rekorPublicKeyPath or rekorPublicKeyData".into());
+                    };
+                    let ca = key_material(&f.ca)?.into_iter().flat_map(|(_, d)| d).collect::<Vec<u8>>();
+                    let ((p, signer), _) = any_pair(&rekor, None, |r, _| {
+                        sigstore::verify_with_fulcio(payload, annotations, &ca, &f.oidc_issuer, &f.subject_email, r)
+                    })?;
+                    Ok(Verified { identity: p.identity, manifest_digest: p.manifest_digest, signer })
+                }
+                (Some(_), Some(_)) => Err("a sigstoreSigned requirement has both a key and fulcio; give one".into()),
+                (None, None) => Err("a sigstoreSigned requirement has neither a key nor fulcio; give one".into()),
             }
-            (None, Some(f)) => {
-                let Some(rekor) = rekor_public_key else {
-                    return Err("a fulcio requirement needs rekorPublicKeyPath or rekorPublicKeyData".into());
-                };
-                let rekor = public_key(rekor, "Rekor public key file")?;
-                let ca = key_material(&f.ca)?.into_iter().flat_map(|(_, d)| d).collect::<Vec<u8>>();
-                let (p, signer) =
-                    sigstore::verify_with_fulcio(payload, annotations, &ca, &f.oidc_issuer, &f.subject_email, &rekor)
-                        .map_err(|e| e.to_string())?;
-                Ok(Verified { identity: p.identity, manifest_digest: p.manifest_digest, signer })
-            }
-            (Some(_), Some(_)) => Err("a sigstoreSigned requirement has both a key and fulcio; give one".into()),
-            (None, None) => Err("a sigstoreSigned requirement has neither a key nor fulcio; give one".into()),
-        },
+        }
         (Requirement::SignedBy { .. }, s) | (Requirement::SigstoreSigned { .. }, s) => Err(format!(
             "a {} signature does not satisfy a {} requirement",
             s.kind(),
@@ -147,6 +174,10 @@ mod tests {
         assert_eq!(check(&sigstore_req(KeySource::Data(k.public_pem().into_bytes())), &sig).unwrap(), v);
 
         let other = crate::trust::sigstore::PrivateKey::generate();
+        std::fs::write(dir.join("other.pub"), other.public_pem()).unwrap();
+        let both =
+            check(&sigstore_req(KeySource::Paths(vec![dir.join("other.pub"), dir.join("cosign.pub")])), &sig).unwrap();
+        assert_eq!(both.signer, k.public_key().id());
         let err = check(&sigstore_req(KeySource::Data(other.public_pem().into_bytes())), &sig).unwrap_err();
         assert!(err.contains("does not match"), "{err}");
         let err = check(&sigstore_req(KeySource::Path(dir.join("missing.pub"))), &sig).unwrap_err();
