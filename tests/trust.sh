@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 IMG=$(realpath "${IMG:-target/release/img}")
 GEN=$PWD/testdata/gen
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-trust.XXXXXX")
+LOG_NOTES=1
 source tests/lib.sh
 need docker-registry skopeo podman gpg gpg-agent curl python3 /usr/bin/python3
 /usr/bin/python3 -c 'import nacl.secret, cryptography' 2>/dev/null ||

@@ -173,7 +173,14 @@ pub fn verify(signature: &[u8], keys: &Keyring) -> Result<(Payload, String), Sig
 }
 
 fn verified_content(signature: &[u8], keys: &Keyring) -> Result<(Vec<u8>, String), SignatureError> {
-    let bad = |e: pgp::errors::Error| invalid(format!("not an OpenPGP signed message: {e}"));
+    // rPGP's parse errors can carry the input bytes (nom's Debug): only the
+    // words before them are shown.
+    let bad = |e: pgp::errors::Error| {
+        let text = e.to_string();
+        let cut = text.find(" Error(").or_else(|| text.find("input: [")).unwrap_or(text.len());
+        let words: String = text[..cut].chars().take(160).collect();
+        invalid(format!("not an OpenPGP signed message: {}", words.trim_end_matches([' ', ':'])))
+    };
     let armored = signature.trim_ascii_start().starts_with(b"-----BEGIN PGP");
     let mut msg = if armored {
         Message::from_armor(signature).map_err(bad)?.0
@@ -304,6 +311,15 @@ mod tests {
         let secret = pgp::ser::Serialize::to_bytes(&key).unwrap();
         let public = pgp::ser::Serialize::to_bytes(&key.to_public_key()).unwrap();
         (secret, Keyring::parse(&public).unwrap())
+    }
+
+    #[test]
+    fn invalid_armour_is_refused_without_dumping_its_bytes() {
+        let ring = fuzz_keyring();
+        let bad = b"-----BEGIN PGP MESSAGE-----\n\n!!!! not base64 !!!!\n-----END PGP MESSAGE-----\n";
+        let e = verify(bad, &ring).unwrap_err().to_string();
+        assert!(e.starts_with("invalid signature: not an OpenPGP signed message"), "{e}");
+        assert!(!e.contains("input: [") && !e.contains("33, 33"), "{e}");
     }
 
     #[test]
