@@ -573,6 +573,25 @@ default-docker:
         );
     }
 
+    /// Where skopeo 1.9.3 wrote a signature, with this registries.d, for
+    /// `skopeo --registries.d D copy --sign-by FPR
+    /// oci:testdata/gen/layered.oci:1 docker://127.0.0.1:PORT/ns/sub/app:1`:
+    /// `/tmp/pol-reg/sigs/ns/sub/app@sha256=ec86…/signature-1`.
+    #[test]
+    fn signature_path_as_skopeo_writes_it() {
+        let r = reg(&[(
+            "test.yaml",
+            "docker:\n  127.0.0.1:5000/ns:\n    lookaside-staging: file:///tmp/pol-reg/sigs\n    lookaside: file:///tmp/pol-reg/sigs\n",
+        )]);
+        let image = Reference::parse("127.0.0.1:5000/ns/sub/app:1").unwrap();
+        let digest = Digest::parse("sha256:ec86403cb259c74d393c62846ba822b0c4b6f287e9f201b520d5d7af5d17bee6").unwrap();
+        let base = r.for_reference(&image).lookaside_staging.unwrap();
+        assert_eq!(
+            lookaside_url(&base, &image, &digest, 0),
+            "file:///tmp/pol-reg/sigs/ns/sub/app@sha256=ec86403cb259c74d393c62846ba822b0c4b6f287e9f201b520d5d7af5d17bee6/signature-1"
+        );
+    }
+
     #[test]
     fn builtin_default() {
         assert_eq!(builtin_default_lookaside(Some(0), None).as_deref(), Some("file:///var/lib/containers/sigstore"));
