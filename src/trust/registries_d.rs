@@ -11,7 +11,8 @@
 //! silently sends signatures elsewhere), YAML aliases are refused, and
 //! files are bounded ([`MAX_FILE_SIZE`], [`MAX_FILES`]).
 
-use super::policy::scope_candidates;
+use super::policy::TrustRow;
+use super::scope::scope_candidates;
 use super::Transport;
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -240,6 +241,16 @@ impl RegistriesD {
             .filter_map(|c| self.docker.get(c))
             .chain(self.default_docker.iter())
             .find_map(|ns| ns.top_level(write))
+    }
+
+    /// Fills the STORE column of `img image trust show` rows: the
+    /// configured lookaside of each docker scope with a signature requirement.
+    pub fn fill_stores(&self, rows: &mut [TrustRow]) {
+        for r in rows {
+            if r.transport == "repository" && (r.kind == "signed" || r.kind == "sigstoreSigned") {
+                r.store = self.lookaside_for_scope(&r.scope).unwrap_or_default();
+            }
+        }
     }
 
     /// The configured lookaside for reading of a policy scope such as
@@ -653,6 +664,17 @@ default-docker:
         assert!(!none.use_sigstore_attachments);
         assert_eq!(r.lookaside_for_scope("example.com/ns"), Some("https://host/sigs".into()));
         assert_eq!(r.lookaside_for_scope("example.com"), Some("https://host/sigs".into()));
+        let policy = crate::trust::policy::Policy::parse(
+            "p.json",
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{
+                "example.com/ns":[{"type":"sigstoreSigned","keyPath":"/k.pub"}],
+                "quay.io":[{"type":"insecureAcceptAnything"}]}}}"#,
+        )
+        .unwrap();
+        let mut rows = policy.describe();
+        r.fill_stores(&mut rows);
+        let stores: Vec<&str> = rows.iter().map(|r| r.store.as_str()).collect();
+        assert_eq!(stores, ["", "https://host/sigs", ""]);
 
         let empty = reg(&[]);
         let b = empty.for_reference(&Reference::parse("busybox").unwrap());
