@@ -23,6 +23,7 @@ pub mod identity;
 pub mod json;
 pub mod policy;
 pub mod registries_d;
+pub mod scope;
 pub mod sigjson;
 pub mod sigstore;
 pub mod simple;
@@ -138,7 +139,7 @@ pub fn evaluate(
     image: &Candidate<'_>,
     signatures: &[Signature],
 ) -> Result<Accepted, Refused> {
-    policy::evaluate(reqs, image, signatures)
+    policy::evaluate_with(reqs, image, signatures, &verify::check)
 }
 
 /// Whether any of `reqs` reads signatures of the given kind, so callers

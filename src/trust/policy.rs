@@ -9,6 +9,7 @@
 
 use super::identity::SignedIdentity;
 use super::json::{self, Node, Value};
+pub use super::scope::scope_candidates;
 use super::{Accepted, Candidate, Refused, Signature, Transport, Verified, MAX_SIGNATURES};
 use crate::digest::Digest;
 use base64::Engine as _;
@@ -200,8 +201,8 @@ pub struct TrustRow {
     pub kind: String,
     /// The key files (see [`Requirement::ids`]).
     pub ids: String,
-    /// The lookaside (`RegistriesD::lookaside_for_scope`), filled by
-    /// [`Policy::describe_with`]; empty from [`Policy::describe`].
+    /// The lookaside, filled by `RegistriesD::fill_stores`; empty from
+    /// [`Policy::describe`].
     pub store: String,
 }
 
@@ -315,12 +316,9 @@ impl Policy {
         }
     }
 
-    /// Checks `image` against the requirements that apply to it.
-    pub fn evaluate(&self, image: &Candidate<'_>, sigs: &[Signature]) -> Result<Accepted, Refused> {
-        self.evaluate_with(image, sigs, &super::verify::check)
-    }
-
-    /// [`Policy::evaluate`] with another signature check.
+    /// Checks `image` against the requirements that apply to it, with
+    /// `check` for signatures (`trust::verify::check`), naming the policy
+    /// section in a refusal.
     pub fn evaluate_with(
         &self,
         image: &Candidate<'_>,
@@ -404,18 +402,6 @@ impl Policy {
         }
         rows
     }
-
-    /// [`Policy::describe`], with the lookaside of each docker scope from
-    /// registries.d for signature requirements.
-    pub fn describe_with(&self, reg: &super::registries_d::RegistriesD) -> Vec<TrustRow> {
-        let mut rows = self.describe();
-        for r in &mut rows {
-            if r.transport == "repository" && (r.kind == "signed" || r.kind == "sigstoreSigned") {
-                r.store = reg.lookaside_for_scope(&r.scope).unwrap_or_default();
-            }
-        }
-        rows
-    }
 }
 
 /// The first existing of `fallbacks`, unless a file is named.
@@ -424,55 +410,6 @@ fn find_in(explicit: Option<&Path>, env: Option<&Path>, fallbacks: &[PathBuf]) -
         return Some(p.to_path_buf());
     }
     fallbacks.iter().find(|p| p.is_file()).cloned()
-}
-
-/// The scopes that may hold `scope`'s requirements, most specific first
-/// (containers/image's `PolicyConfigurationIdentity` then
-/// `PolicyConfigurationNamespaces`); the transport's `""` comes after.
-///
-/// For `docker`, `host/ns/repo:tag` (or `@digest`), `host/ns/repo`,
-/// `host/ns`, `host`, then `*.domain` for each parent domain of the host
-/// (without its port). For `oci` and `oci-archive`, the path (any `:ref`
-/// is not part of the identity, as in containers/image), then each parent
-/// directory but `/`. For `docker-archive`, none: only `""` applies.
-pub fn scope_candidates(transport: Transport, scope: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    match transport {
-        Transport::Docker => {
-            out.push(scope.to_string());
-            let mut name = scope.split('@').next().unwrap_or_default();
-            let last = name.rfind('/').map(|i| i + 1).unwrap_or(0);
-            if let Some(colon) = name[last..].find(':') {
-                if name.contains('/') {
-                    name = &name[..last + colon];
-                }
-            }
-            loop {
-                if out.last().map(String::as_str) != Some(name) {
-                    out.push(name.to_string());
-                }
-                match name.rfind('/') {
-                    Some(i) => name = &name[..i],
-                    None => break,
-                }
-            }
-            let mut host = name.split(':').next().unwrap_or_default();
-            while let Some(dot) = host.find('.') {
-                host = &host[dot + 1..];
-                out.push(format!("*.{host}"));
-            }
-        }
-        Transport::Oci | Transport::OciArchive => {
-            let mut path = scope.split(':').next().unwrap_or_default();
-            while path != "/" {
-                let Some(i) = path.rfind('/') else { break };
-                out.push(path.to_string());
-                path = if i == 0 { "/" } else { &path[..i] };
-            }
-        }
-        Transport::DockerArchive => {}
-    }
-    out
 }
 
 /// Whether `scope` may be a key under `transport`, as containers/image
@@ -510,12 +447,9 @@ pub fn check_scope(transport: &str, scope: &str) -> Result<(), String> {
 pub type Check<'a> = dyn Fn(&Requirement, &Signature) -> Result<Verified, String> + 'a;
 
 /// Checks `image` against `reqs` with the signatures found for it: every
-/// requirement must accept (and an empty list accepts nothing).
-pub fn evaluate(reqs: &[Requirement], image: &Candidate<'_>, sigs: &[Signature]) -> Result<Accepted, Refused> {
-    evaluate_with(reqs, image, sigs, &super::verify::check)
-}
-
-/// [`evaluate`] with another signature check (tests pass fakes).
+/// requirement must accept (and an empty list accepts nothing). `check`
+/// is the cryptographic half (`trust::verify::check`; tests pass fakes);
+/// `trust::evaluate` joins the two, so this file need not name verify.
 pub fn evaluate_with(
     reqs: &[Requirement],
     image: &Candidate<'_>,

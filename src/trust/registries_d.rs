@@ -11,7 +11,8 @@
 //! silently sends signatures elsewhere), YAML aliases are refused, and
 //! files are bounded ([`MAX_FILE_SIZE`], [`MAX_FILES`]).
 
-use super::policy::scope_candidates;
+use super::policy::TrustRow;
+use super::scope::scope_candidates;
 use super::Transport;
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -240,6 +241,16 @@ impl RegistriesD {
             .filter_map(|c| self.docker.get(c))
             .chain(self.default_docker.iter())
             .find_map(|ns| ns.top_level(write))
+    }
+
+    /// Fills the STORE column of `img image trust show` rows: the
+    /// configured lookaside of each docker scope with a signature requirement.
+    pub fn fill_stores(&self, rows: &mut [TrustRow]) {
+        for r in rows {
+            if r.transport == "repository" && (r.kind == "signed" || r.kind == "sigstoreSigned") {
+                r.store = self.lookaside_for_scope(&r.scope).unwrap_or_default();
+            }
+        }
     }
 
     /// The configured lookaside for reading of a policy scope such as
@@ -573,6 +584,25 @@ default-docker:
         );
     }
 
+    /// Where skopeo 1.9.3 wrote a signature, with this registries.d, for
+    /// `skopeo --registries.d D copy --sign-by FPR
+    /// oci:testdata/gen/layered.oci:1 docker://127.0.0.1:PORT/ns/sub/app:1`:
+    /// `/tmp/pol-reg/sigs/ns/sub/app@sha256=ec86…/signature-1`.
+    #[test]
+    fn signature_path_as_skopeo_writes_it() {
+        let r = reg(&[(
+            "test.yaml",
+            "docker:\n  127.0.0.1:5000/ns:\n    lookaside-staging: file:///tmp/pol-reg/sigs\n    lookaside: file:///tmp/pol-reg/sigs\n",
+        )]);
+        let image = Reference::parse("127.0.0.1:5000/ns/sub/app:1").unwrap();
+        let digest = Digest::parse("sha256:ec86403cb259c74d393c62846ba822b0c4b6f287e9f201b520d5d7af5d17bee6").unwrap();
+        let base = r.for_reference(&image).lookaside_staging.unwrap();
+        assert_eq!(
+            lookaside_url(&base, &image, &digest, 0),
+            "file:///tmp/pol-reg/sigs/ns/sub/app@sha256=ec86403cb259c74d393c62846ba822b0c4b6f287e9f201b520d5d7af5d17bee6/signature-1"
+        );
+    }
+
     #[test]
     fn builtin_default() {
         assert_eq!(builtin_default_lookaside(Some(0), None).as_deref(), Some("file:///var/lib/containers/sigstore"));
@@ -634,6 +664,17 @@ default-docker:
         assert!(!none.use_sigstore_attachments);
         assert_eq!(r.lookaside_for_scope("example.com/ns"), Some("https://host/sigs".into()));
         assert_eq!(r.lookaside_for_scope("example.com"), Some("https://host/sigs".into()));
+        let policy = crate::trust::policy::Policy::parse(
+            "p.json",
+            r#"{"default":[{"type":"reject"}],"transports":{"docker":{
+                "example.com/ns":[{"type":"sigstoreSigned","keyPath":"/k.pub"}],
+                "quay.io":[{"type":"insecureAcceptAnything"}]}}}"#,
+        )
+        .unwrap();
+        let mut rows = policy.describe();
+        r.fill_stores(&mut rows);
+        let stores: Vec<&str> = rows.iter().map(|r| r.store.as_str()).collect();
+        assert_eq!(stores, ["", "https://host/sigs", ""]);
 
         let empty = reg(&[]);
         let b = empty.for_reference(&Reference::parse("busybox").unwrap());

@@ -526,3 +526,64 @@ proptest! {
         prop_assert!(c.contains(&host));
     }
 }
+
+/// Decisions skopeo 1.9.3 made for `skopeo --policy P copy
+/// oci:/tmp/pol-x/a/b/img:1 dir:...` (and a docker-archive source): the
+/// same scope is chosen here, and the same policies are refused.
+#[test]
+fn scopes_as_skopeo_decides() {
+    let a = r#"[{"type":"insecureAcceptAnything"}]"#;
+    let r = r#"[{"type":"reject"}]"#;
+    let img = "/tmp/pol-x/a/b/img:1";
+    let cases: &[(String, Transport, &str, Option<bool>)] = &[
+        (
+            format!(r#"{{"default":{r},"transports":{{"oci":{{"/tmp/pol-x/a":{a}}}}}}}"#),
+            Transport::Oci,
+            img,
+            Some(true),
+        ),
+        (
+            format!(r#"{{"default":{r},"transports":{{"oci":{{"/tmp/pol-x/a/b/img:1":{a}}}}}}}"#),
+            Transport::Oci,
+            img,
+            Some(false),
+        ),
+        (
+            format!(r#"{{"default":{r},"transports":{{"oci":{{"/tmp/pol-x/a/b/img":{a}}}}}}}"#),
+            Transport::Oci,
+            img,
+            Some(true),
+        ),
+        (
+            format!(r#"{{"default":{a},"transports":{{"oci":{{"/tmp/pol-x/a/b/img":{r},"/tmp/pol-x":{a}}}}}}}"#),
+            Transport::Oci,
+            img,
+            Some(false),
+        ),
+        (
+            format!(r#"{{"default":{a},"transports":{{"docker-archive":{{"":{r}}}}}}}"#),
+            Transport::DockerArchive,
+            "/x.tar",
+            Some(false),
+        ),
+        (
+            format!(r#"{{"default":{a},"transports":{{"docker-archive":{{"/work":{r}}}}}}}"#),
+            Transport::DockerArchive,
+            "/x.tar",
+            None,
+        ),
+        (format!(r#"{{"default":{a},"transports":{{"oci":{{"/":{r}}}}}}}"#), Transport::Oci, img, None),
+        (format!(r#"{{"default":{a},"transports":{{"oci":{{"/tmp/pol-x/a/":{r}}}}}}}"#), Transport::Oci, img, None),
+        (format!(r#"{{"default":{a},"transports":{{"bogus":{{"x":{r}}}}}}}"#), Transport::Oci, img, Some(true)),
+    ];
+    for (text, t, scope, want) in cases {
+        match (parse(text), want) {
+            (Ok(p), Some(accept)) => {
+                let reqs = p.requirements_for(*t, scope);
+                assert_eq!(reqs == [Requirement::InsecureAcceptAnything], *accept, "{text}");
+            }
+            (Err(_), None) => {}
+            (got, want) => panic!("{text}: {got:?}, want {want:?}"),
+        }
+    }
+}
