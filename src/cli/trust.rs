@@ -121,14 +121,14 @@ fn show(a: ShowArgs) -> Result<()> {
     let rows: Vec<&ops_trust::TrustRow> = shown
         .rows
         .iter()
-        .filter(|r| a.registry.as_deref().is_none_or(|want| r.name == "default" || r.name == want))
+        .filter(|r| a.registry.as_deref().is_none_or(|want| r.scope == "default" || r.scope == want))
         .collect();
     if a.json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
                 serde_json::json!({
-                    "transport": r.transport, "name": r.name, "repo_name": r.name,
+                    "transport": r.transport, "name": r.scope, "repo_name": r.scope,
                     "type": r.kind, "gpg_id": r.ids, "sigstore": r.store,
                 })
             })
@@ -137,12 +137,12 @@ fn show(a: ShowArgs) -> Result<()> {
         return Ok(());
     }
     let w_t = rows.iter().map(|r| r.transport.len()).max().unwrap_or(0).max(9);
-    let w_n = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(4);
+    let w_n = rows.iter().map(|r| r.scope.len()).max().unwrap_or(0).max(4);
     let w_k = rows.iter().map(|r| r.kind.len()).max().unwrap_or(0).max(4);
     let w_i = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0).max(2);
     writeln!(out, "{:w_t$}  {:w_n$}  {:w_k$}  {:w_i$}  STORE", "TRANSPORT", "NAME", "TYPE", "ID")?;
     for r in rows {
-        writeln!(out, "{:w_t$}  {:w_n$}  {:w_k$}  {:w_i$}  {}", r.transport, r.name, r.kind, r.ids, r.store)?;
+        writeln!(out, "{:w_t$}  {:w_n$}  {:w_k$}  {:w_i$}  {}", r.transport, r.scope, r.kind, r.ids, r.store)?;
     }
     Ok(())
 }

@@ -77,13 +77,10 @@ impl Trust {
     }
 }
 
-/// The scope string of a registry image: `host/path:tag` or `host/path@digest`.
+/// The scope string of a registry image, as containers/image names it:
+/// `host/path:tag`, else `host/path@digest`.
 pub fn docker_scope(r: &Reference) -> String {
-    match (r.tag(), r.digest()) {
-        (_, Some(d)) => format!("{}/{}@{d}", r.domain(), r.path()),
-        (Some(t), None) => format!("{}/{}:{t}", r.domain(), r.path()),
-        (None, None) => format!("{}/{}:latest", r.domain(), r.path()),
-    }
+    registries_d::docker_identity(r)
 }
 
 /// Checks an image about to be pulled from `repo` under the name `r`,
@@ -129,7 +126,8 @@ pub fn admit_remote(
         progress.line("Checking image signatures");
         let candidate =
             Candidate { transport: Transport::Docker, scope: scope.clone(), reference: Some(r), manifest: &top.bytes };
-        trust::evaluate(reqs, &candidate, &sigs).map_err(|e| anyhow::anyhow!("pulling {r}: {e}"))?;
+        trust::evaluate(reqs, &candidate, &sigs)
+            .map_err(|e| anyhow::anyhow!("pulling {r} under the policy {}: {e}", trust.policy.source))?;
     }
     Ok(sigs.iter().map(|s| stored(s, &top.digest)).collect())
 }
@@ -156,7 +154,8 @@ pub fn admit_file(
         return Ok(());
     }
     let candidate = Candidate { transport, scope, reference: name, manifest };
-    trust::evaluate(reqs, &candidate, &[]).map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+    trust::evaluate(reqs, &candidate, &[])
+        .map_err(|e| anyhow::anyhow!("loading {} under the policy {}: {e}", path.display(), trust.policy.source))?;
     Ok(())
 }
 
@@ -515,20 +514,7 @@ fn upload_small(repo: &Repo, d: &Digest, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// One row of `img image trust show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustRow {
-    /// `all` for the default, else the transport.
-    pub transport: String,
-    /// `default`, or the scope.
-    pub name: String,
-    /// accept, reject, signed, sigstoreSigned.
-    pub kind: String,
-    /// The keys trusted (their files, or `(inline)`).
-    pub ids: String,
-    /// Where signatures are looked for (lookaside), for docker scopes.
-    pub store: String,
-}
+pub use crate::trust::policy::TrustRow;
 
 /// The policy in use, as `img image trust show` prints it.
 pub struct Shown {
@@ -537,62 +523,16 @@ pub struct Shown {
     pub rows: Vec<TrustRow>,
 }
 
-fn kind_name(r: &Requirement) -> &'static str {
-    match r {
-        Requirement::InsecureAcceptAnything => "accept",
-        Requirement::Reject => "reject",
-        Requirement::SignedBy { .. } => "signed",
-        Requirement::SigstoreSigned { .. } => "sigstoreSigned",
-    }
-}
-
-fn key_names(k: &crate::trust::policy::KeySource) -> Vec<String> {
-    use crate::trust::policy::KeySource;
-    match k {
-        KeySource::Path(p) => vec![p.display().to_string()],
-        KeySource::Paths(ps) => ps.iter().map(|p| p.display().to_string()).collect(),
-        KeySource::Data(_) => vec!["(inline key)".into()],
-    }
-}
-
-fn row(transport: &str, name: &str, reqs: &[Requirement], store: String) -> TrustRow {
-    let kinds: Vec<&str> = reqs.iter().map(kind_name).collect();
-    let mut ids = Vec::new();
-    for r in reqs {
-        match r {
-            Requirement::SignedBy { keys, .. } => ids.extend(key_names(keys)),
-            Requirement::SigstoreSigned { key: Some(k), .. } => ids.extend(key_names(k)),
-            Requirement::SigstoreSigned { fulcio: Some(f), .. } => ids.push(format!("fulcio:{}", f.subject_email)),
-            _ => {}
-        }
-    }
-    TrustRow { transport: transport.into(), name: name.into(), kind: kinds.join(","), ids: ids.join(", "), store }
-}
-
-/// The policy at `path` (the one in use when `None`), row by row.
+/// The policy at `path` (the one in use when `None`), row by row, with the
+/// lookaside registries.d configures for each signed scope.
 pub fn show(path: Option<&Path>, registries_d: Option<&Path>) -> Result<Shown> {
     let policy = Policy::load(path)?;
     let raw = match Policy::find(path) {
         Some(p) => std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
         None => String::new(),
     };
-    let rd = RegistriesD::load(registries_d).ok();
-    let mut rows = vec![row("all", "default", &policy.default, String::new())];
-    for (transport, scopes) in &policy.transports {
-        for (scope, reqs) in scopes {
-            let store = if transport == "docker" {
-                Reference::parse(scope)
-                    .ok()
-                    .and_then(|r| rd.as_ref().map(|d| d.for_reference(&r)))
-                    .and_then(|s| s.lookaside)
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            let name = if scope.is_empty() { format!("{transport} (default)") } else { scope.clone() };
-            rows.push(row(if transport == "docker" { "repository" } else { transport }, &name, reqs, store));
-        }
-    }
+    let mut rows = policy.describe();
+    RegistriesD::load(registries_d)?.fill_stores(&mut rows);
     Ok(Shown { source: policy.source.clone(), raw, rows })
 }
 
@@ -615,68 +555,67 @@ fn policy_to_write(path: Option<&Path>) -> PathBuf {
 }
 
 /// Sets the requirement for `scope` (`default`, a registry or a
-/// repository) in the policy file, as `podman image trust set` does; the
-/// file is checked before and after, and replaced atomically.
+/// repository) in the policy file, as `podman image trust set` does (one
+/// `signedBy` a key file, so every key given must have signed), and writes
+/// the file as podman lays it out, atomically. A file that is there must
+/// parse first; nothing is written otherwise.
 pub fn set(path: Option<&Path>, scope: &str, kind: &str, pubkeys: &[PathBuf]) -> Result<PathBuf> {
+    use crate::trust::identity::SignedIdentity;
+    use crate::trust::policy::KeySource;
     let file = policy_to_write(path);
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => {
-            Policy::parse(&file.display().to_string(), &t)?;
-            t
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#.into()
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    let mut policy = if file.exists() {
+        Policy::load_file(&file)?
+    } else {
+        let mut p = Policy::insecure_default();
+        p.source = file.display().to_string();
+        p
     };
-    let mut v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
-    let keys: Vec<String> = pubkeys
+    let keys: Vec<PathBuf> = pubkeys
         .iter()
         .map(|p| {
             let abs = std::path::absolute(p).unwrap_or_else(|_| p.clone());
             if !abs.is_file() {
                 bail!("public key file {} does not exist; give an existing file to -f", abs.display());
             }
-            Ok(abs.display().to_string())
+            Ok(abs)
         })
         .collect::<Result<_>>()?;
-    let req = match kind {
-        "accept" | "insecureAcceptAnything" => serde_json::json!({"type": "insecureAcceptAnything"}),
-        "reject" => serde_json::json!({"type": "reject"}),
-        "signedBy" => match keys.as_slice() {
-            [] => bail!("signedBy needs the public keys to trust: give -f KEYRING"),
-            [one] => serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPath": one}),
-            more => serde_json::json!({"type": "signedBy", "keyType": "GPGKeys", "keyPaths": more}),
-        },
+    if !matches!(kind, "signedBy" | "sigstoreSigned") && !keys.is_empty() {
+        bail!("-f names keys, which only signedBy and sigstoreSigned use");
+    }
+    let reqs: Vec<Requirement> = match kind {
+        "accept" | "insecureAcceptAnything" => vec![Requirement::InsecureAcceptAnything],
+        "reject" => vec![Requirement::Reject],
+        "signedBy" if keys.is_empty() => bail!("signedBy needs the public keys to trust: give -f KEYRING"),
+        "signedBy" => keys
+            .iter()
+            .map(|k| Requirement::SignedBy {
+                keys: KeySource::Path(k.clone()),
+                identity: SignedIdentity::MatchRepoDigestOrExact,
+            })
+            .collect(),
         "sigstoreSigned" => match keys.as_slice() {
-            [one] => serde_json::json!({"type": "sigstoreSigned", "keyPath": one}),
+            [one] => vec![Requirement::SigstoreSigned {
+                key: Some(KeySource::Path(one.clone())),
+                fulcio: None,
+                rekor_public_key: None,
+                identity: SignedIdentity::MatchRepoDigestOrExact,
+            }],
             _ => bail!("sigstoreSigned takes exactly one public key: give -f KEY.pub once"),
         },
         other => bail!("unknown trust type {other:?}: use accept, reject, signedBy or sigstoreSigned"),
     };
-    if kind != "signedBy" && kind != "sigstoreSigned" && !keys.is_empty() {
-        bail!("-f names keys, which only signedBy and sigstoreSigned use");
-    }
-    let obj = v.as_object_mut().with_context(|| format!("{} is not a JSON object", file.display()))?;
     if scope == "default" {
-        obj.insert("default".into(), serde_json::json!([req]));
+        policy.set_default(reqs);
     } else {
         let scope = scope.strip_prefix("docker://").unwrap_or(scope);
-        let transports = obj.entry("transports").or_insert_with(|| serde_json::json!({}));
-        let docker = transports
-            .as_object_mut()
-            .with_context(|| format!("{}: transports is not an object", file.display()))?
-            .entry("docker")
-            .or_insert_with(|| serde_json::json!({}));
-        docker
-            .as_object_mut()
-            .with_context(|| format!("{}: transports.docker is not an object", file.display()))?
-            .insert(scope.to_string(), serde_json::json!([req]));
+        crate::trust::policy::check_scope("docker", scope)
+            .map_err(|e| anyhow::anyhow!("{scope:?} is not a registry or repository: {e}"))?;
+        policy.set_scope("docker", scope, reqs);
     }
-    let out = serde_json::to_string_pretty(&v)? + "\n";
+    let out = policy.to_json();
     Policy::parse(&file.display().to_string(), &out)
-        .map_err(|e| anyhow::anyhow!("the new policy would be invalid: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("the new policy would be invalid, so nothing was written: {e}"))?;
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
