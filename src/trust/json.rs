@@ -2,10 +2,15 @@
 //! errors can name the line to fix.
 //!
 //! It refuses what `encoding/json` with containers/image's paranoid object
-//! reader refuses (duplicate keys, trailing data) and a little more: lone
-//! UTF-16 surrogates and nesting deeper than [`MAX_DEPTH`].
+//! reader refuses (duplicate keys, trailing data, numbers too large for a
+//! float64) and a little more: lone UTF-16 surrogates and nesting deeper
+//! than [`MAX_DEPTH`] (or the depth given to [`parse_bytes`]).
+//!
+//! Both policy files and signatures (payloads, Rekor bundles, cosign's
+//! key files) are read with it; [`Node::object`], [`Node::string`] and
+//! [`Node::exact_fields`] check a value's shape and name it in the error.
 
-/// The deepest nesting accepted; a policy needs five levels.
+/// The deepest nesting [`parse`] accepts; a policy needs five levels.
 pub const MAX_DEPTH: usize = 64;
 
 /// A JSON value and the byte offset it starts at.
@@ -39,6 +44,95 @@ impl Value {
             Value::Object(_) => "an object",
         }
     }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&[(String, Node)]> {
+        match self {
+            Value::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Node]> {
+        match self {
+            Value::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// The member `key` of an object; `None` when this is no object or
+    /// has no such member (a lax read, as Go's structs read unknown JSON).
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_object()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The number as the nearest float64 (as Go reads it into a
+    /// `float64`); always finite, as [`parse`] refuses larger numbers.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The number when it is written as an integer that fits an `i64`
+    /// (as Go reads it into an `int64`: `1.0` and `1e3` are not).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Number(n) => n.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A value of another kind or shape than its reader wants, at its offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ShapeError {
+    pub at: usize,
+    pub message: String,
+}
+
+impl Node {
+    fn shape_err(&self, message: String) -> ShapeError {
+        ShapeError { at: self.at, message }
+    }
+
+    /// The members of an object; `what` names the value in the error.
+    pub fn object(&self, what: &str) -> Result<&[(String, Node)], ShapeError> {
+        self.value
+            .as_object()
+            .ok_or_else(|| self.shape_err(format!("{what} is {}, not a JSON object", self.value.kind())))
+    }
+
+    /// The text of a string; `what` names the value in the error.
+    pub fn string(&self, what: &str) -> Result<&str, ShapeError> {
+        self.value.as_str().ok_or_else(|| self.shape_err(format!("{what} is {}, not a string", self.value.kind())))
+    }
+
+    /// The members of an object whose keys must be exactly `names` (all
+    /// present, no others), in the order of `names`.
+    pub fn exact_fields<'a, const N: usize>(
+        &'a self,
+        what: &str,
+        names: [&str; N],
+    ) -> Result<[&'a Node; N], ShapeError> {
+        let members = self.object(what)?;
+        if let Some((k, v)) = members.iter().find(|(k, _)| !names.contains(&k.as_str())) {
+            return Err(v.shape_err(format!("{what} has an unknown field {k:?}")));
+        }
+        let mut out = [self; N];
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = self.value.get(name).ok_or_else(|| self.shape_err(format!("{what} has no field {name:?}")))?;
+        }
+        Ok(out)
+    }
 }
 
 /// A syntax error at a byte offset.
@@ -56,7 +150,20 @@ pub fn line_of(text: &str, at: usize) -> usize {
 
 /// Parses one JSON document (whitespace around it allowed, nothing else).
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut p = Parser { s: text.as_bytes(), text, i: 0 };
+    parse_nested(text, MAX_DEPTH)
+}
+
+/// Parses one JSON document given as bytes, as signatures come: bytes
+/// that are not UTF-8 are refused first (naming the offset of the first
+/// bad byte), and nesting may be `max_depth` levels deep.
+pub fn parse_bytes(bytes: &[u8], max_depth: usize) -> Result<Node, SyntaxError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| SyntaxError { at: e.valid_up_to(), message: "invalid UTF-8".into() })?;
+    parse_nested(text, max_depth)
+}
+
+fn parse_nested(text: &str, max_depth: usize) -> Result<Node, SyntaxError> {
+    let mut p = Parser { s: text.as_bytes(), text, i: 0, max_depth };
     p.ws();
     let v = p.value(0)?;
     p.ws();
@@ -70,6 +177,7 @@ struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
     i: usize,
+    max_depth: usize,
 }
 
 impl Parser<'_> {
@@ -101,8 +209,8 @@ impl Parser<'_> {
         let value = match self.peek() {
             None => return Err(self.err("unexpected end of input")),
             Some(b'{') => {
-                if depth >= MAX_DEPTH {
-                    return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+                if depth >= self.max_depth {
+                    return Err(self.err(format!("nested deeper than {} levels", self.max_depth)));
                 }
                 self.i += 1;
                 let mut members: Vec<(String, Node)> = Vec::new();
@@ -142,8 +250,8 @@ impl Parser<'_> {
                 Value::Object(members)
             }
             Some(b'[') => {
-                if depth >= MAX_DEPTH {
-                    return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
+                if depth >= self.max_depth {
+                    return Err(self.err(format!("nested deeper than {} levels", self.max_depth)));
                 }
                 self.i += 1;
                 let mut items = Vec::new();
@@ -221,7 +329,12 @@ impl Parser<'_> {
                 return Err(self.err("invalid number"));
             }
         }
-        Ok(Value::Number(self.text[start..self.i].to_string()))
+        let n = &self.text[start..self.i];
+        // As Go (and serde_json) refuse: a number must fit a float64.
+        if !n.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(SyntaxError { at: start, message: "number out of range".into() });
+        }
+        Ok(Value::Number(n.to_string()))
     }
 
     fn hex4(&mut self) -> Result<u32, SyntaxError> {
@@ -445,6 +558,46 @@ mod tests {
         assert_eq!(to_pretty(&parse(&to_pretty(&v)).unwrap().value), want);
     }
 
+    #[test]
+    fn bytes_numbers_and_depth() {
+        let e = parse_bytes(b"[\"a\", \"\xff\"]", MAX_DEPTH).unwrap_err();
+        assert_eq!((e.at, e.message.as_str()), (7, "invalid UTF-8"));
+        assert!(parse_bytes("[\"é\"]".as_bytes(), MAX_DEPTH).is_ok());
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(parse_bytes(deep(100).as_bytes(), 100).is_ok());
+        assert!(parse_bytes(deep(101).as_bytes(), 100).is_err());
+        for big in ["1e400", "-1e309", &"9".repeat(400)] {
+            assert_eq!(parse(big).unwrap_err().message, "number out of range", "{big}");
+        }
+        let n = |t: &str| parse(t).unwrap().value;
+        assert_eq!(n("1e-400").as_f64(), Some(0.0));
+        assert_eq!(n("9007199254740993").as_i64(), Some(9007199254740993));
+        assert_eq!(n("-9223372036854775808").as_i64(), Some(i64::MIN));
+        for not_i64 in ["9223372036854775808", "1.0", "1e3", "\"1\""] {
+            assert_eq!(n(not_i64).as_i64(), None, "{not_i64}");
+        }
+        assert_eq!(n("1e3").as_f64(), Some(1000.0));
+        assert_eq!(n("\"1\"").as_f64(), None);
+    }
+
+    #[test]
+    fn shape_checks_name_the_value() {
+        let text = r#"{"a": "x", "b": [1], "c": {"d": null}}"#;
+        let doc = parse(text).unwrap();
+        let e = doc.exact_fields("the doc", ["a", "b"]).unwrap_err();
+        assert_eq!((e.at, e.message.as_str()), (text.find("{\"d").unwrap(), "the doc has an unknown field \"c\""));
+        let [c, b, a] = doc.exact_fields("the doc", ["c", "b", "a"]).unwrap();
+        assert_eq!((a.string("a").unwrap(), b.value.as_array().map(<[Node]>::len)), ("x", Some(1)));
+        assert_eq!(c.value.get("d").map(|d| &d.value), Some(&Value::Null));
+        assert_eq!(c.object("c").unwrap().len(), 1);
+        let e = doc.exact_fields("the doc", ["a", "b", "c", "e"]).unwrap_err();
+        assert_eq!((e.at, e.to_string().as_str()), (0, "the doc has no field \"e\""));
+        assert_eq!(b.string("field b").unwrap_err().to_string(), "field b is an array, not a string");
+        assert_eq!(a.object("field a").unwrap_err().to_string(), "field a is a string, not a JSON object");
+        assert_eq!(a.value.get("x"), None);
+        assert_eq!(b.value.as_object(), None);
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,200}") {
@@ -458,6 +611,15 @@ mod tests {
                 Ok(_) => prop_assert!(theirs.is_ok(), "{}", s),
                 // Only a duplicate key makes us refuse what serde_json takes.
                 Err(e) => prop_assert!(theirs.is_err() || e.message.contains("duplicate"), "{}: {:?}", s, e),
+            }
+        }
+
+        #[test]
+        fn bytes_agree_with_serde_json(b in proptest::collection::vec(proptest::sample::select(b"[]{}\",:019e.-a \\u\xff\xc3\xa9".to_vec()), 0..40)) {
+            let theirs = serde_json::from_slice::<serde_json::Value>(&b);
+            match parse_bytes(&b, 127) {
+                Ok(_) => prop_assert!(theirs.is_ok(), "{:?}", b),
+                Err(e) => prop_assert!(theirs.is_err() || e.message.contains("duplicate"), "{:?}: {:?}", b, e),
             }
         }
     }

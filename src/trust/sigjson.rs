@@ -1,11 +1,9 @@
-//! What simple and sigstore signatures share: their error type, the strict
-//! JSON reading containers/image applies to signature payloads (exact
-//! fields, no duplicate keys), and the payload both formats sign.
+//! What simple and sigstore signatures share: their error type, how their
+//! JSON is read (strictly, with [`super::json`]), the payload both formats
+//! sign, and Go's way of writing JSON.
 
+use super::json::{self, Node, Value};
 use crate::digest::Digest;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use std::collections::BTreeSet;
-use std::fmt;
 
 /// Why a signature, or the key to check it with, was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,123 +24,22 @@ pub(crate) fn invalid(msg: impl Into<String>) -> SignatureError {
     SignatureError::Invalid(msg.into())
 }
 
-/// A JSON value read with duplicate object keys refused; objects keep their
-/// order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Json {
-    Null,
-    Bool(bool),
-    Number(f64),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Json, SignatureError> {
-        serde_json::from_slice(bytes).map_err(|e| invalid(format!("payload is not valid JSON: {e}")))
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Json::Null => "null",
-            Json::Bool(_) => "a boolean",
-            Json::Number(_) => "a number",
-            Json::String(_) => "a string",
-            Json::Array(_) => "an array",
-            Json::Object(_) => "an object",
-        }
-    }
-
-    /// The object's fields, which must be exactly `names` (all present).
-    pub(crate) fn exact_fields<'a, const N: usize>(
-        &'a self,
-        what: &str,
-        names: [&str; N],
-    ) -> Result<[&'a Json; N], SignatureError> {
-        let Json::Object(fields) = self else {
-            return Err(invalid(format!("{what} is {}, not a JSON object", self.kind())));
-        };
-        for (k, _) in fields {
-            if !names.contains(&k.as_str()) {
-                return Err(invalid(format!("{what} has an unknown field {k:?}")));
-            }
-        }
-        let mut out = [&Json::Null; N];
-        for (i, name) in names.iter().enumerate() {
-            match fields.iter().find(|(k, _)| k == name) {
-                Some((_, v)) => out[i] = v,
-                None => return Err(invalid(format!("{what} has no field {name:?}"))),
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn object(&self, what: &str) -> Result<&[(String, Json)], SignatureError> {
-        match self {
-            Json::Object(f) => Ok(f),
-            _ => Err(invalid(format!("{what} is {}, not a JSON object", self.kind()))),
-        }
-    }
-
-    pub(crate) fn string(&self, what: &str) -> Result<&str, SignatureError> {
-        match self {
-            Json::String(s) => Ok(s),
-            _ => Err(invalid(format!("{what} is {}, not a string", self.kind()))),
-        }
+impl From<json::ShapeError> for SignatureError {
+    fn from(e: json::ShapeError) -> SignatureError {
+        SignatureError::Invalid(e.message)
     }
 }
 
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Json;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Json, E> {
-                Ok(Json::Null)
-            }
-            fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
-                Ok(Json::Bool(b))
-            }
-            fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
-                Ok(Json::Number(n as f64))
-            }
-            fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
-                Ok(Json::Number(n as f64))
-            }
-            fn visit_f64<E>(self, n: f64) -> Result<Json, E> {
-                Ok(Json::Number(n))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Json, E> {
-                Ok(Json::String(s.to_owned()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Json, E> {
-                Ok(Json::String(s))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-                let mut v = Vec::new();
-                while let Some(x) = seq.next_element()? {
-                    v.push(x);
-                }
-                Ok(Json::Array(v))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-                let mut seen = BTreeSet::new();
-                let mut v = Vec::new();
-                while let Some((k, x)) = map.next_entry::<String, Json>()? {
-                    if !seen.insert(k.clone()) {
-                        return Err(de::Error::custom(format!("duplicate key {k:?}")));
-                    }
-                    v.push((k, x));
-                }
-                Ok(Json::Object(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
+/// The deepest nesting a signature's JSON may have: far more than any
+/// signature format needs (containers/image sets no limit; 127 is
+/// serde_json's).
+pub(crate) const MAX_DEPTH: usize = 127;
+
+/// Reads JSON bytes of a signature with [`json::parse_bytes`]; `what`
+/// names them in the error.
+pub(crate) fn parse_json(bytes: &[u8], what: &str) -> Result<Node, SignatureError> {
+    json::parse_bytes(bytes, MAX_DEPTH)
+        .map_err(|e| invalid(format!("{what} is not valid JSON: {} at byte {}", e.message, e.at)))
 }
 
 /// The claims of a signature payload, both formats.
@@ -163,27 +60,15 @@ pub(crate) fn parse_claims(
     want_type: &str,
     optional_may_be_null: bool,
 ) -> Result<Claims, SignatureError> {
-    let doc = Json::parse(bytes)?;
+    let doc = parse_json(bytes, "the payload")?;
     let [critical, optional] = doc.exact_fields("the payload", ["critical", "optional"])?;
     let mut creator = None;
     let mut timestamp = None;
-    if !(optional_may_be_null && *optional == Json::Null) {
+    if !(optional_may_be_null && optional.value == Value::Null) {
         for (k, v) in optional.object("payload field \"optional\"")? {
             match k.as_str() {
                 "creator" => creator = Some(v.string("payload field \"optional.creator\"")?.to_owned()),
-                "timestamp" => {
-                    let Json::Number(n) = v else {
-                        return Err(invalid(format!(
-                            "payload field \"optional.timestamp\" is {}, not a number",
-                            v.kind()
-                        )));
-                    };
-                    let i = *n as i64;
-                    if i as f64 != *n {
-                        return Err(invalid("payload field \"optional.timestamp\" is not an integer"));
-                    }
-                    timestamp = Some(i);
-                }
+                "timestamp" => timestamp = Some(integer(&v.value, "payload field \"optional.timestamp\"")?),
                 _ => {}
             }
         }
@@ -200,6 +85,27 @@ pub(crate) fn parse_claims(
     let [reference] = identity.exact_fields("payload field \"critical.identity\"", ["docker-reference"])?;
     let identity = reference.string("payload field \"critical.identity.docker-reference\"")?.to_owned();
     Ok(Claims { identity, manifest_digest, creator, timestamp })
+}
+
+/// An integral number: one written as an integer is read exactly, as Go
+/// reads an `int64`; one written with a fraction or exponent (`1e3`), which
+/// Go refuses, is taken when its float64 value is a whole `i64`.
+fn integer(v: &Value, what: &str) -> Result<i64, SignatureError> {
+    if let Some(i) = v.as_i64() {
+        return Ok(i);
+    }
+    let Some(n) = v.as_f64() else {
+        return Err(invalid(format!("{what} is {}, not a number", v.kind())));
+    };
+    // 2^63 is exact in a float64; i64::MAX is not.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if n.fract() != 0.0 {
+        return Err(invalid(format!("{what} is not an integer")));
+    }
+    if !(-LIMIT..LIMIT).contains(&n) {
+        return Err(invalid(format!("{what} is out of the 64-bit integer range")));
+    }
+    Ok(n as i64)
 }
 
 /// Writes the payload as Go's `json.Marshal` of nested maps does: keys
@@ -315,6 +221,38 @@ mod tests {
         );
         let c = parse_claims(&out, T, false).unwrap();
         assert_eq!(c.identity, "a<b");
+    }
+
+    #[test]
+    fn timestamps_are_read_exactly() {
+        let ts = |t: &str| parse_claims(&doc(&crit(""), &format!(r#"{{"timestamp":{t}}}"#)), T, false);
+        assert_eq!(ts("9007199254740993").unwrap().timestamp, Some(9007199254740993));
+        assert_eq!(ts("-9223372036854775808").unwrap().timestamp, Some(i64::MIN));
+        assert_eq!(ts("-1.0").unwrap().timestamp, Some(-1));
+        for (t, want) in [
+            ("9223372036854775808", "out of the 64-bit integer range"),
+            ("9.3e18", "out of the 64-bit integer range"),
+            ("1e400", "not valid JSON: number out of range"),
+            ("null", "is null, not a number"),
+        ] {
+            let err = ts(t).unwrap_err().to_string();
+            assert!(err.contains(want), "{t}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_bytes_as_containers_image_and_serde_json_did() {
+        let mut bad = doc(&crit(""), r#"{"creator":"é"}"#);
+        let at = bad.iter().position(|&b| b == 0xc3).unwrap();
+        bad[at] = 0xff;
+        let err = parse_claims(&bad, T, false).unwrap_err().to_string();
+        assert!(err.ends_with(&format!("the payload is not valid JSON: invalid UTF-8 at byte {at}")), "{err}");
+        // Nesting up to serde_json's limit, which img used before.
+        for n in [MAX_DEPTH - 3, MAX_DEPTH - 2, MAX_DEPTH - 1] {
+            let input = doc(&crit(""), &format!(r#"{{"x":{}{}}}"#, "[".repeat(n), "]".repeat(n)));
+            let theirs = serde_json::from_slice::<serde_json::Value>(&input).is_ok();
+            assert_eq!(parse_claims(&input, T, false).is_ok(), theirs, "{n}");
+        }
     }
 
     proptest::proptest! {

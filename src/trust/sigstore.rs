@@ -2,8 +2,9 @@
 //! the payload (`cosign container image signature`), public keys, cosign's
 //! encrypted private keys, and the `\0sigstore-json\n` file format.
 
+use super::json::{self, Node, Value};
 pub use super::sigjson::SignatureError;
-use super::sigjson::{self, invalid, Json};
+use super::sigjson::{self, invalid, parse_json};
 use crate::digest::Digest;
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -235,29 +236,30 @@ pub fn verify_with_key_and_rekor(
 
 /// RFC 8785 canonical JSON of `v` (integers only: a Rekor payload has no
 /// other numbers).
-fn canonical_json(v: &Json, out: &mut Vec<u8>) -> Result<(), SignatureError> {
+fn canonical_json(v: &Value, out: &mut Vec<u8>) -> Result<(), SignatureError> {
     match v {
-        Json::Null => out.extend_from_slice(b"null"),
-        Json::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Json::Number(n) => {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(_) => {
+            let n = v.as_f64().unwrap_or(f64::NAN);
             if n.fract() != 0.0 || n.abs() >= 1e21 || !n.is_finite() {
                 return Err(invalid("the Rekor bundle holds a non-integer number"));
             }
-            out.extend_from_slice(format!("{}", *n as i128).as_bytes())
+            out.extend_from_slice(format!("{}", n as i128).as_bytes())
         }
-        Json::String(s) => out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes()),
-        Json::Array(a) => {
+        Value::String(s) => out.extend_from_slice(serde_json::to_string(s).unwrap_or_default().as_bytes()),
+        Value::Array(a) => {
             out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical_json(x, out)?;
+                canonical_json(&x.value, out)?;
             }
             out.push(b']');
         }
-        Json::Object(fields) => {
-            let mut sorted: Vec<&(String, Json)> = fields.iter().collect();
+        Value::Object(fields) => {
+            let mut sorted: Vec<&(String, Node)> = fields.iter().collect();
             sorted.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
             out.push(b'{');
             for (i, (k, x)) in sorted.into_iter().enumerate() {
@@ -266,7 +268,7 @@ fn canonical_json(v: &Json, out: &mut Vec<u8>) -> Result<(), SignatureError> {
                 }
                 out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
                 out.push(b':');
-                canonical_json(x, out)?;
+                canonical_json(&x.value, out)?;
             }
             out.push(b'}');
         }
@@ -274,24 +276,14 @@ fn canonical_json(v: &Json, out: &mut Vec<u8>) -> Result<(), SignatureError> {
     Ok(())
 }
 
-/// A field of a JSON object, if it is one and has it (lax, as Go's
-/// generated Rekor models read the entry body).
-fn field<'a>(v: &'a Json, name: &str) -> Option<&'a Json> {
-    match v {
-        Json::Object(f) => f.iter().find(|(k, _)| k == name).map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-fn str_at<'a>(v: &'a Json, path: &[&str]) -> Result<&'a str, SignatureError> {
+/// The string at `path` in the Rekor entry, read laxly (other fields and
+/// objects ignored), as Go's generated Rekor models read the entry body.
+fn str_at<'a>(v: &'a Node, path: &[&str]) -> Result<&'a str, SignatureError> {
     let mut cur = v;
     for p in path {
-        cur = field(cur, p).ok_or_else(|| invalid(format!("the Rekor entry has no field {:?}", path.join("."))))?;
+        cur = cur.value.get(p).ok_or_else(|| invalid(format!("the Rekor entry has no field {:?}", path.join("."))))?;
     }
-    match cur {
-        Json::String(s) => Ok(s),
-        _ => Err(invalid(format!("the Rekor entry's field {:?} is not a string", path.join(".")))),
-    }
+    cur.value.as_str().ok_or_else(|| invalid(format!("the Rekor entry's field {:?} is not a string", path.join("."))))
 }
 
 /// Checks a Rekor bundle (containers/image's `VerifyRekorSET`) and
@@ -304,13 +296,13 @@ fn verify_rekor_set(
     sig: &[u8],
     payload: &[u8],
 ) -> Result<i64, SignatureError> {
-    let doc = Json::parse(bundle).map_err(|e| invalid(format!("the Rekor bundle: {e}")))?;
+    let doc = parse_json(bundle, "the Rekor bundle")?;
     let [set, set_payload] = doc.exact_fields("the Rekor bundle", ["SignedEntryTimestamp", "Payload"])?;
     let set = B64
         .decode(set.string("field \"SignedEntryTimestamp\"")?)
         .map_err(|e| invalid(format!("the Rekor bundle's SignedEntryTimestamp is not base64: {e}")))?;
     let mut canonical = Vec::new();
-    canonical_json(set_payload, &mut canonical)?;
+    canonical_json(&set_payload.value, &mut canonical)?;
     let (Key::P256(_) | Key::P384(_)) = rekor_key.key else {
         return Err(invalid("the Rekor public key is not an ECDSA key"));
     };
@@ -318,18 +310,18 @@ fn verify_rekor_set(
         .verify(&canonical, &set)
         .map_err(|_| invalid("the Rekor bundle's SignedEntryTimestamp is not signed by the trusted Rekor key"))?;
 
-    let verified = Json::parse(&canonical)?;
+    let verified = parse_json(&canonical, "the Rekor bundle's Payload")?;
     let [body, time, _index, log_id] =
         verified.exact_fields("the Rekor bundle's Payload", ["body", "integratedTime", "logIndex", "logID"])?;
     log_id.string("Rekor field \"logID\"")?;
-    let integrated = match time {
-        Json::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => *n as i64,
+    let integrated = match time.value.as_f64() {
+        Some(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => n as i64,
         _ => return Err(invalid("the Rekor bundle's integratedTime is not an integer")),
     };
     let body = B64
         .decode(body.string("Rekor field \"body\"")?)
         .map_err(|e| invalid(format!("the Rekor entry body is not base64: {e}")))?;
-    let entry = Json::parse(&body).map_err(|e| invalid(format!("the Rekor entry body: {e}")))?;
+    let entry = parse_json(&body, "the Rekor entry body")?;
     if str_at(&entry, &["kind"])? != "hashedrekord" {
         return Err(invalid("the Rekor entry is not a hashedrekord"));
     }
@@ -608,10 +600,9 @@ impl PrivateKey {
         if label != PRIVATE_KEY_PEM && label != COSIGN_PRIVATE_KEY_PEM {
             return Err(key_err(format!("PEM block {label:?} is not an encrypted sigstore private key; make one with `cosign generate-key-pair`")));
         }
-        let doc = Json::parse(&body).map_err(|e| key_err(format!("the encrypted key: {e}")))?;
-        let m = |e: SignatureError| {
-            key_err(format!("the encrypted key: {}", e.to_string().trim_start_matches("invalid signature: ")))
-        };
+        let doc = json::parse_bytes(&body, sigjson::MAX_DEPTH)
+            .map_err(|e| key_err(format!("the encrypted key is not valid JSON: {} at byte {}", e.message, e.at)))?;
+        let m = |e: json::ShapeError| key_err(format!("the encrypted key: {e}"));
         let [kdf, cipher, ciphertext] = doc.exact_fields("the key", ["kdf", "cipher", "ciphertext"]).map_err(m)?;
         let [kname, params, salt] = kdf.exact_fields("field \"kdf\"", ["name", "params", "salt"]).map_err(m)?;
         let [cname, nonce] = cipher.exact_fields("field \"cipher\"", ["name", "nonce"]).map_err(m)?;
@@ -621,15 +612,15 @@ impl PrivateKey {
         {
             return Err(key_err("the encrypted key uses a KDF or cipher other than scrypt and nacl/secretbox".into()));
         }
-        let num = |v: &Json| match v {
-            Json::Number(x) if *x >= 1.0 && *x <= (1u64 << 53) as f64 && x.fract() == 0.0 => Ok(*x as u64),
+        let num = |v: &Node| match v.value.as_f64() {
+            Some(x) if x >= 1.0 && x <= (1u64 << 53) as f64 && x.fract() == 0.0 => Ok(x as u64),
             _ => Err(key_err("the encrypted key's scrypt parameters are not positive integers".into())),
         };
         let (n, r, p) = (num(n)?, num(r)?, num(p)?);
         if !n.is_power_of_two() || n < 2 || n.trailing_zeros() as u8 > SCRYPT_MAX_LOG_N || r > 8 || p > 4 {
             return Err(key_err(format!("the encrypted key's scrypt parameters N={n} r={r} p={p} are out of range")));
         }
-        let b64 = |v: &Json, what: &str| -> Result<Vec<u8>, SignatureError> {
+        let b64 = |v: &Node, what: &str| -> Result<Vec<u8>, SignatureError> {
             B64.decode(v.string(what).map_err(m)?)
                 .map_err(|e| key_err(format!("the encrypted key's {what} is not base64: {e}")))
         };
@@ -709,7 +700,7 @@ pub fn parse_sigstore_file(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, St
     let json = bytes
         .strip_prefix(FILE_PREFIX)
         .ok_or_else(|| invalid("not a sigstore signature file (no \\0sigstore-json prefix)"))?;
-    let doc = Json::parse(json)?;
+    let doc = parse_json(json, "the signature file")?;
     let mut mime = None;
     let mut payload = None;
     let mut annotations = BTreeMap::new();
@@ -722,7 +713,7 @@ pub fn parse_sigstore_file(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<String, St
                         .map_err(|e| invalid(format!("field \"payload\" is not base64: {e}")))?,
                 )
             }
-            "annotations" if *v != Json::Null => {
+            "annotations" if v.value != Value::Null => {
                 for (ak, av) in v.object("field \"annotations\"")? {
                     annotations.insert(ak.clone(), av.string("an annotation")?.to_owned());
                 }
@@ -1234,11 +1225,11 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_and_escapes() {
-        let v = Json::parse(br#"{"b":[1,true,null],"a":"x\u0001\"/\u00e9","A":-5}"#).unwrap();
+        let v = json::parse(r#"{"b":[1,true,null],"a":"x\u0001\"/\u00e9","A":-5}"#).unwrap();
         let mut out = Vec::new();
-        canonical_json(&v, &mut out).unwrap();
+        canonical_json(&v.value, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "{\"A\":-5,\"a\":\"x\\u0001\\\"/\u{e9}\",\"b\":[1,true,null]}");
-        assert!(canonical_json(&Json::parse(b"1.5").unwrap(), &mut Vec::new()).is_err());
+        assert!(canonical_json(&json::parse("1.5").unwrap().value, &mut Vec::new()).is_err());
     }
 
     /// A one-image OCI layout with no layers, for skopeo to copy.
