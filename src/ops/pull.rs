@@ -322,8 +322,10 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         remote_layers: remote,
         layer_diff_sizes: diff_sizes,
     };
-    store.index_mut().insert_image(&new, &blobs, &tags).context("recording the image in the index")?;
-    store.index_mut().add_signatures(&id, &signatures).context("recording the image's signatures")?;
+    store
+        .index_mut()
+        .insert_signed_image(&new, &blobs, &tags, &signatures)
+        .context("recording the image in the index")?;
     if !opts.lazy && store.paths().lazy_dir().is_dir() {
         // What lazy mounts fetched of these layers, now stored, unless a
         // partial image still reads them from the registry.

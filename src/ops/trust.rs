@@ -273,7 +273,9 @@ fn sigstore_attachments(repo: &Repo, digest: &Digest) -> Result<Vec<Signature>> 
     if let Some(m) = repo.manifest_if_exists(&sigstore::attachment_tag(digest))? {
         manifests.push(m.bytes);
     }
-    if let Some(ix) = repo.referrers(digest, SIGSTORE_ARTIFACT_TYPE)? {
+    // Referrers (cosign's newer place) are asked only when there is no tag.
+    let referrers = if manifests.is_empty() { repo.referrers(digest, SIGSTORE_ARTIFACT_TYPE)? } else { None };
+    if let Some(ix) = referrers {
         if let Ok(crate::image::Document::Index(ix)) = crate::image::parse_document("referrers", &ix, None) {
             for d in ix.manifests.iter().take(MAX_SIGNATURES) {
                 if let Some(m) = repo.manifest_if_exists(d.digest.as_str())? {

@@ -132,6 +132,23 @@ impl Index {
         self.write(|tx| insert_image_tx(tx, img, blobs, tags))
     }
 
+    /// `insert_image` with the signatures the image came with, in the same
+    /// transaction (one commit: a pull under a signature policy costs no
+    /// extra fsync).
+    pub fn insert_signed_image(
+        &mut self,
+        img: &NewImage,
+        blobs: &StoredBlobs,
+        tags: &[TagName],
+        sigs: &[super::StoredSignature],
+    ) -> Result<Vec<(String, Digest)>> {
+        self.write(|tx| {
+            let moved = insert_image_tx(tx, img, blobs, tags)?;
+            super::signatures::add_signatures_tx(tx, &img.id, sigs)?;
+            Ok(moved)
+        })
+    }
+
     /// Deletes an image row (and with it its tags and blob references).
     pub fn delete_image(&mut self, id: &Digest) -> Result<Deleted> {
         self.write(|tx| {

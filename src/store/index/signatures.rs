@@ -18,6 +18,28 @@ pub struct StoredSignature {
     pub annotations: String,
 }
 
+/// Records `sigs` for image `id` in `tx` (those it has are kept once).
+pub(super) fn add_signatures_tx(tx: &rusqlite::Transaction, id: &Digest, sigs: &[StoredSignature]) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO signatures
+         (image_id, signed_digest, kind, body, annotations, body_digest, added_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for s in sigs {
+        let body_digest = Digest::of_bytes(&s.body);
+        st.execute(params![
+            id.as_str(),
+            s.signed_digest.as_str(),
+            s.kind,
+            s.body,
+            s.annotations,
+            body_digest.as_str(),
+            now()
+        ])?;
+    }
+    Ok(())
+}
+
 impl Index {
     /// Records `sigs` for image `id` (those it already has are kept once).
     pub fn add_signatures(&mut self, id: &Digest, sigs: &[StoredSignature]) -> Result<()> {
@@ -25,26 +47,7 @@ impl Index {
             return Ok(());
         }
         let id = id.clone();
-        self.write(|tx| {
-            let mut st = tx.prepare_cached(
-                "INSERT OR IGNORE INTO signatures
-                 (image_id, signed_digest, kind, body, annotations, body_digest, added_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for s in sigs {
-                let body_digest = Digest::of_bytes(&s.body);
-                st.execute(params![
-                    id.as_str(),
-                    s.signed_digest.as_str(),
-                    s.kind,
-                    s.body,
-                    s.annotations,
-                    body_digest.as_str(),
-                    now()
-                ])?;
-            }
-            Ok(())
-        })
+        self.write(|tx| add_signatures_tx(tx, &id, sigs))
     }
 
     /// The signatures of image `id`, oldest first.
