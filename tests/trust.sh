@@ -336,4 +336,22 @@ check_hostile_signatures_keys_and_policies_are_refused() {
   [[ $(state) == "$before" ]] || fail "a refused pull changed the store"
 }
 
+# Under a policy that needs no signature, a signature that cannot be read
+# (here one over the size limit) is warned about and the image comes in;
+# under signedBy the same image is refused.
+check_an_unreadable_signature_does_not_block_an_image_the_policy_accepts() {
+  export IMG_ROOT=$T/store
+  put "oci-archive:$GEN/base-oci.tar" "docker://$REG/unreadable/app:1"
+  local now; now=$(sk inspect --tls-verify=false --format '{{.Digest}}' "docker://$REG/unreadable/app:1")
+  mkdir -p "$WORK/sigstore/unreadable/app@sha256=${now#sha256:}"
+  head -c 5M /dev/zero > "$WORK/sigstore/unreadable/app@sha256=${now#sha256:}/signature-1"
+  policy "$T/p.json" "$REG/unreadable" "$SIGNED_A"
+  refused "an unreadable signature under signedBy" "$REG/unreadable/app:1" --signature-policy "$T/p.json"
+  echo '{"default": [{"type": "insecureAcceptAnything"}]}' > "$T/open.json"
+  "$IMG" pull --tls-verify=false --signature-policy "$T/open.json" --registries.d "$RD" "$REG/unreadable/app:1" \
+    >"$T/out" 2>&1 || fail "an unreadable signature blocked an image the policy accepts anyway: $(cat "$T/out")"
+  has "warning: reading the signatures" "$T/out" || fail "no warning about the signature: $(cat "$T/out")"
+  [[ -n $("$IMG" images -q "$REG/unreadable/app:1") ]] || fail "the image is not in the store"
+}
+
 run_checks "$@"

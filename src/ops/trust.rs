@@ -100,27 +100,41 @@ pub fn admit_remote(
     let want_simple = trust::wants(reqs, "simple");
     let want_sigstore = trust::wants(reqs, "sigstore") || settings.use_sigstore_attachments;
     let anything = Trust::accepts_anything(reqs);
-    let mut sigs: Vec<Signature> = Vec::new();
-    if want_simple || anything {
-        // Simple signatures: the registry's API extension, else lookaside.
-        if repo.client.has_signature_extension() {
-            for s in repo.extension_signatures(&top.digest, MAX_SIGNATURES, MAX_SIGNATURE_SIZE, MAX_SIGNATURES_TOTAL)? {
-                sigs.push(Signature::Simple(s));
-            }
-        } else if let Some(base) = settings.lookaside.as_deref() {
-            // A remote lookaside is only asked when the policy needs it.
-            if want_simple || base.starts_with("file://") {
+    let fetch = || -> Result<Vec<Signature>> {
+        let mut sigs: Vec<Signature> = Vec::new();
+        if want_simple || anything {
+            // Simple signatures: the registry's API extension, else lookaside.
+            if repo.client.has_signature_extension() {
                 for s in
-                    read_lookaside(base, r, &top.digest).with_context(|| format!("reading the signatures of {r}"))?
+                    repo.extension_signatures(&top.digest, MAX_SIGNATURES, MAX_SIGNATURE_SIZE, MAX_SIGNATURES_TOTAL)?
                 {
                     sigs.push(Signature::Simple(s));
                 }
+            } else if let Some(base) = settings.lookaside.as_deref() {
+                // A remote lookaside is only asked when the policy needs it.
+                if want_simple || base.starts_with("file://") {
+                    sigs.extend(read_lookaside(base, r, &top.digest)?.into_iter().map(Signature::Simple));
+                }
             }
         }
-    }
-    if want_sigstore {
-        sigs.extend(sigstore_attachments(repo, &top.digest).with_context(|| format!("reading the signatures of {r}"))?);
-    }
+        if want_sigstore {
+            sigs.extend(sigstore_attachments(repo, &top.digest)?);
+        }
+        Ok(sigs)
+    };
+    let mut sigs = match fetch().with_context(|| format!("reading the signatures of {r}")) {
+        Ok(s) => s,
+        // Under a policy that needs none, signatures are only kept for a
+        // later push: not finding them is no reason to refuse the image.
+        Err(e) if anything => {
+            progress.line(&format!(
+                "warning: {}; the policy needs none, so the image comes in without them",
+                crate::error_chain(&e)
+            ));
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
     sigs.truncate(MAX_SIGNATURES);
     if !anything {
         progress.line("Checking image signatures");
