@@ -198,6 +198,24 @@ impl Api {
                 m => Ok(error(405, "UNSUPPORTED", format!("{m} is not supported on /token"))),
             };
         }
+        // Probes for a supervisor or a load balancer: no credentials, no detail.
+        if req.path == "/healthz" || req.path == "/readyz" {
+            if !matches!(req.method.as_str(), "GET" | "HEAD") {
+                return Ok(error(405, "UNSUPPORTED", format!("{} is not supported on {}", req.method, req.path)));
+            }
+            if req.path == "/healthz" {
+                return Ok(Response::new(200).bytes("text/plain; charset=utf-8", b"ok\n".to_vec()));
+            }
+            // Ready: the index answers a query and the blob directory is there.
+            let index = self.with_index(|ix| ix.schema_version()).is_ok();
+            let blobs = self.paths.blobs_dir().is_dir();
+            return Ok(if index && blobs {
+                Response::new(200).bytes("text/plain; charset=utf-8", b"ready\n".to_vec())
+            } else {
+                let why = if index { "the blob directory is missing" } else { "the image index does not answer" };
+                Response::new(503).bytes("text/plain; charset=utf-8", format!("not ready: {why}\n").into_bytes())
+            });
+        }
         if req.path == "/" || req.path == "/index.html" {
             let caller = self.caller(req)?;
             return self.image_center(req, &caller);

@@ -516,3 +516,22 @@ fn a_manifest_name_that_cannot_exist_is_not_found() {
     );
     assert_eq!((a.status, a.code().as_str()), (400, "TAG_INVALID"));
 }
+
+#[test]
+fn health_and_readiness_answer_without_credentials() {
+    let s = Server::new("probes", Settings::default());
+    let a = s.call("GET", "/healthz", &[], b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"ok\n"[..]));
+    let a = s.call("GET", "/readyz", &[], b"");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"ready\n"[..]));
+    let a = s.call("POST", "/readyz", &[], b"");
+    assert_eq!(a.status, 405);
+    // Not ready when the blob directory is gone.
+    let blobs = crate::store::StorePaths::new(&s.dir).blobs_dir();
+    std::fs::rename(&blobs, blobs.with_extension("moved")).unwrap();
+    let a = s.call("GET", "/readyz", &[], b"");
+    assert_eq!(a.status, 503);
+    assert!(String::from_utf8_lossy(&a.body).contains("blob directory"));
+    std::fs::rename(blobs.with_extension("moved"), &blobs).unwrap();
+    assert_eq!(s.call("HEAD", "/readyz", &[], b"").status, 200);
+}
