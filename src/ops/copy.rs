@@ -297,18 +297,6 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
     // The policy decides before anything is written to the destination.
     let trust = super::trust::Trust::load(&opts.trust)?;
     let found = super::trust::admit_remote(&trust, &srepo, &sr, &top, progress)?;
-    // The source's signatures go along with what they sign, new ones are made as asked.
-    let signatures = |digest: &Digest| -> Result<Vec<crate::trust::Signature>> {
-        let mut sigs: Vec<crate::trust::Signature> = Vec::new();
-        if !opts.sign.remove_signatures {
-            sigs.extend(found.iter().filter(|s| &s.signed_digest == digest).filter_map(super::trust::loaded));
-        }
-        if opts.sign.signs() {
-            let identity = super::trust::sign_identity(&opts.sign, &dr)?;
-            sigs.extend(super::trust::make_signatures(&opts.sign, &identity, digest)?);
-        }
-        Ok(sigs)
-    };
     let top_doc = image::parse_document(&format!("manifest of {sr}"), &top.bytes, top.content_type.as_deref())
         .with_context(ctx)?;
     let copy_image = |m: &image::Manifest| -> Result<()> {
@@ -336,7 +324,8 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
             let mt = top.content_type.clone().unwrap_or_else(|| ix.media_type.clone());
             progress.line("Writing manifest list to image destination");
             let d = drepo.put_manifest(&dref, &mt, &top.bytes).with_context(ctx)?;
-            super::trust::publish(&opts.trust, &drepo, &dr, &d, &signatures(&d)?, progress)?;
+            let sigs = super::trust::outgoing(&found, &d, &dr, &opts.sign, progress)?;
+            super::trust::publish(&opts.trust, &drepo, &dr, &d, &sigs, progress)?;
             Ok(d)
         }
         _ => {
@@ -347,7 +336,8 @@ fn registry_to_registry(src: &str, dst: &str, opts: &CopyOptions, progress: &dyn
             progress.line("Writing manifest to image destination");
             let mt = chosen.content_type.clone().unwrap_or_else(|| m.media_type.clone());
             let d = drepo.put_manifest(&dref, &mt, &chosen.bytes).with_context(ctx)?;
-            super::trust::publish(&opts.trust, &drepo, &dr, &d, &signatures(&d)?, progress)?;
+            let sigs = super::trust::outgoing(&found, &d, &dr, &opts.sign, progress)?;
+            super::trust::publish(&opts.trust, &drepo, &dr, &d, &sigs, progress)?;
             Ok(d)
         }
     }

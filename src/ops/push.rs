@@ -297,23 +297,8 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
     let digest = repo.put_manifest(&reference, &manifest_type, &manifest_out).with_context(ctx)?;
     // The signatures the image came with go along when they sign what was
     // sent; new ones are made as asked.
-    let mut sigs = Vec::new();
-    if !opts.sign.remove_signatures {
-        let kept = store.index().signatures(&img.id).with_context(ctx)?;
-        let (same, other): (Vec<_>, Vec<_>) = kept.iter().partition(|s| s.signed_digest == digest);
-        if !other.is_empty() {
-            progress.line(&format!(
-                "{} signature(s) of the stored image sign another manifest (an index, or layers since recompressed) and are not copied",
-                other.len()
-            ));
-        }
-        sigs.extend(same.into_iter().filter_map(super::trust::loaded));
-    }
-    if opts.sign.signs() {
-        let identity = super::trust::sign_identity(&opts.sign, &r)?;
-        progress.line("Signing manifest");
-        sigs.extend(super::trust::make_signatures(&opts.sign, &identity, &digest).with_context(ctx)?);
-    }
+    let kept = store.index().signatures(&img.id).with_context(ctx)?;
+    let sigs = super::trust::outgoing(&kept, &digest, &r, &opts.sign, progress).with_context(ctx)?;
     super::trust::publish(&opts.trust, &repo, &r, &digest, &sigs, progress)?;
     pushed.manifest_digest = Some(digest);
     pushed.manifest_media_type = manifest_type;

@@ -363,6 +363,34 @@ pub fn make_signatures(opts: &SignOptions, identity: &Reference, digest: &Digest
     Ok(out)
 }
 
+/// The signatures to send with manifest `digest` pushed as `dest`: those
+/// the image came with that sign it (unless `--remove-signatures`), and
+/// new ones as `opts` asks.
+pub fn outgoing(
+    kept: &[StoredSignature],
+    digest: &Digest,
+    dest: &Reference,
+    opts: &SignOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Signature>> {
+    let mut sigs = Vec::new();
+    if !opts.remove_signatures {
+        let (same, other): (Vec<_>, Vec<_>) = kept.iter().partition(|s| &s.signed_digest == digest);
+        if !other.is_empty() {
+            progress.line(&format!(
+                "{} signature(s) of the image sign another manifest (an index, or layers since recompressed) and are not copied",
+                other.len()
+            ));
+        }
+        sigs.extend(same.into_iter().filter_map(loaded));
+    }
+    if opts.signs() {
+        progress.line("Signing manifest");
+        sigs.extend(make_signatures(opts, &sign_identity(opts, dest)?, digest)?);
+    }
+    Ok(sigs)
+}
+
 /// The identity new signatures claim: `--sign-identity`, else `dest`.
 pub fn sign_identity(opts: &SignOptions, dest: &Reference) -> Result<Reference> {
     match &opts.identity {
