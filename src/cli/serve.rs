@@ -41,8 +41,12 @@ pub struct ServeArgs {
 
 #[derive(Subcommand)]
 enum ServeCommand {
-    /// Manage the users, namespaces, visibility and grants of img serve
+    /// Manage the users, namespaces, repositories, visibility and grants of img serve
     Admin {
+        /// The PostgreSQL database of a scaled-out img serve (postgres://USER@HOST:PORT/DB; the password from
+        /// PGPASSWORD or ~/.pgpass), instead of the store
+        #[arg(long, value_name = "URL", global = true, env = "IMG_SERVE_DATABASE")]
+        database: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -60,10 +64,13 @@ enum AdminCommand {
         #[command(subcommand)]
         command: NamespaceCommand,
     },
-    /// Set a repository's own visibility
+    /// Make or remove a repository, or set its own visibility (img serve admin repository NAME --public)
+    #[command(args_conflicts_with_subcommands = true)]
     Repository {
+        #[command(subcommand)]
+        command: Option<RepositoryCommand>,
         /// NAMESPACE/REPOSITORY
-        name: String,
+        name: Option<String>,
         #[arg(long, conflicts_with_all = ["private", "inherit"])]
         public: bool,
         #[arg(long, conflicts_with = "inherit")]
@@ -88,6 +95,31 @@ enum AdminCommand {
         /// json for JSON
         #[arg(long, value_parser = super::format_parser(&["json"], false))]
         format: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RepositoryCommand {
+    /// Make a repository in a namespace, or change its summary and description
+    Add {
+        /// NAMESPACE/REPOSITORY
+        name: String,
+        /// One line saying what it holds (shown in the image center and the catalog API)
+        #[arg(long)]
+        summary: Option<String>,
+        /// A longer description
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long, conflicts_with = "private")]
+        public: bool,
+        #[arg(long)]
+        private: bool,
+    },
+    /// Remove a repository with its images (manifests, tags and signatures)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// NAMESPACE/REPOSITORY
+        name: String,
     },
 }
 
@@ -121,7 +153,7 @@ enum NamespaceCommand {
         #[arg(long)]
         private: bool,
     },
-    /// Remove a namespace's settings and grants (its images stay in the store)
+    /// Remove a namespace with its repositories, their images and grants
     #[command(visible_alias = "remove")]
     Rm { name: String },
 }
@@ -161,8 +193,8 @@ fn count<T: PartialOrd + std::fmt::Display + From<u8>>(file: &std::path::Path, k
 }
 
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
-    if let Some(ServeCommand::Admin { command }) = a.command {
-        return run_admin(ctx, command);
+    if let Some(ServeCommand::Admin { database, command }) = a.command {
+        return run_admin(ctx, database.as_deref(), command);
     }
     let file: ConfigFile = match &a.config {
         Some(p) => {
@@ -212,6 +244,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
         settings,
         limits,
+        storage: None,
+        database: None,
     };
     let server = serve::bind(ctx.root(), &opts)?;
     let scheme = if server.tls() { "https" } else { "http" };
@@ -239,8 +273,9 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String> {
     Ok(p)
 }
 
-fn run_admin(ctx: &Ctx, c: AdminCommand) -> Result<()> {
-    let mut store = ctx.open_store()?;
+fn run_admin(ctx: &Ctx, database: Option<&str>, c: AdminCommand) -> Result<()> {
+    let backend = serve::open_backend(ctx.root(), None, database)?;
+    let b = &*backend;
     match c {
         AdminCommand::User { command: UserCommand::Add { name, password_stdin, admin: is_admin, no_admin } } => {
             admin::check_user_name(&name)?;
@@ -252,8 +287,8 @@ fn run_admin(ctx: &Ctx, c: AdminCommand) -> Result<()> {
             } else {
                 None
             };
-            let change = admin::user_add(&mut store, &name, &password, want)?;
-            let is_admin_now = admin::list(&store)?.users.iter().any(|u| u.name == name && u.admin);
+            let change = admin::user_add(b, &name, &password, want)?;
+            let is_admin_now = admin::list(b)?.users.iter().any(|u| u.name == name && u.admin);
             let role = if is_admin_now { "an admin" } else { "not an admin" };
             match (change, want) {
                 (admin::UserChange::Added, _) => eprintln!("added user {name} ({role})"),
@@ -266,37 +301,54 @@ fn run_admin(ctx: &Ctx, c: AdminCommand) -> Result<()> {
             }
         }
         AdminCommand::User { command: UserCommand::Rm { name } } => {
-            admin::user_rm(&mut store, &name)?;
+            admin::user_rm(b, &name)?;
             eprintln!("removed user {name}");
         }
         AdminCommand::Namespace { command: NamespaceCommand::Add { name, public, private: _ } } => {
-            let made = admin::namespace_add(&mut store, &name, public)?;
+            let made = admin::namespace_add(b, &name, public)?;
             let vis = if public { "public" } else { "private" };
             eprintln!("{} namespace {name} ({vis})", if made { "made" } else { "changed" });
         }
         AdminCommand::Namespace { command: NamespaceCommand::Rm { name } } => {
-            admin::namespace_rm(&mut store, &name)?;
+            admin::namespace_rm(b, &name)?;
             eprintln!("removed namespace {name}");
         }
-        AdminCommand::Repository { name, public, private, inherit } => {
+        AdminCommand::Repository {
+            command: Some(RepositoryCommand::Add { name, summary, description, public, private }),
+            ..
+        } => {
+            let made = admin::repository_add(b, &name, summary.as_deref(), description.as_deref())?;
+            if public || private {
+                admin::repository_visibility(b, &name, Some(public))?;
+            }
+            eprintln!("{} repository {name}", if made { "made" } else { "changed" });
+        }
+        AdminCommand::Repository { command: Some(RepositoryCommand::Rm { name }), .. } => {
+            admin::repository_rm(b, &name)?;
+            eprintln!("removed repository {name} with its images");
+        }
+        AdminCommand::Repository { command: None, name, public, private, inherit } => {
+            let Some(name) = name else {
+                bail!("give a repository: img serve admin repository add|rm NAME, or NAME --public|--private|--inherit")
+            };
             let v = match (public, private, inherit) {
                 (true, _, _) => Some(true),
                 (_, true, _) => Some(false),
                 (_, _, true) => None,
                 _ => bail!("give --public, --private or --inherit"),
             };
-            admin::repository_visibility(&mut store, &name, v)?;
+            admin::repository_visibility(b, &name, v)?;
         }
         AdminCommand::Grant { user, scope, access } => {
-            admin::grant(&mut store, &user, &scope, &access)?;
+            admin::grant(b, &user, &scope, &access)?;
             eprintln!("granted {access} on {scope} to {user}");
         }
         AdminCommand::Revoke { user, scope } => {
-            admin::revoke(&mut store, &user, &scope)?;
+            admin::revoke(b, &user, &scope)?;
             eprintln!("revoked {user}'s grant on {scope}");
         }
         AdminCommand::List { format } => {
-            let l = admin::list(&store)?;
+            let l = admin::list(b)?;
             if format.as_deref() == Some("json") {
                 println!("{}", serde_json::to_string_pretty(&l)?);
                 return Ok(());

@@ -1,10 +1,10 @@
-//! Users, namespaces, visibility and grants of `img serve`, changed in the
-//! store's index (a running server sees a change at its next request).
+//! Users, namespaces, repositories, visibility and grants of `img serve`,
+//! changed in its backend (a running server sees a change at its next
+//! request; every instance of a scaled-out one at once).
 
 use super::auth::{self, Access};
+use super::backend::{Backend, RepositoryInfo, ServeUser};
 use super::route;
-use crate::store::index::ServeUser;
-use crate::store::Store;
 use anyhow::{bail, Result};
 
 /// What `user_add` did.
@@ -19,39 +19,39 @@ pub enum UserChange {
 /// Adds a user, or sets an existing one's password; `admin` None leaves an
 /// existing user's admin flag as it is (a new user is not an admin).
 /// Taking the last admin's rights away is refused.
-pub fn user_add(store: &mut Store, name: &str, password: &str, admin: Option<bool>) -> Result<UserChange> {
+pub fn user_add(b: &dyn Backend, name: &str, password: &str, admin: Option<bool>) -> Result<UserChange> {
     check_user_name(name)?;
     if password.is_empty() {
         bail!("user {name}: the password is empty");
     }
-    let existing = store.index().serve_user(name)?;
+    let existing = b.user(name)?;
     let admin_now = match (&existing, admin) {
         (_, Some(a)) => a,
         (Some(u), None) => u.admin,
         (None, None) => false,
     };
-    if existing.as_ref().is_some_and(|u| u.admin) && !admin_now && admin_count(store)? == 1 {
+    if existing.as_ref().is_some_and(|u| u.admin) && !admin_now && admin_count(b)? == 1 {
         bail!("{name} is the last admin; make another admin first (img serve admin user add NAME --admin)");
     }
     let hash = auth::hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password of {name}: {e}"))?;
-    let added = store.index_mut().put_serve_user(&ServeUser { name: name.into(), password: hash, admin: admin_now })?;
+    let added = b.put_user(&ServeUser { name: name.into(), password: hash, admin: admin_now })?;
     Ok(if added { UserChange::Added } else { UserChange::Changed })
 }
 
-fn admin_count(store: &Store) -> Result<usize> {
-    Ok(store.index().serve_users()?.iter().filter(|u| u.admin).count())
+fn admin_count(b: &dyn Backend) -> Result<usize> {
+    Ok(b.users()?.iter().filter(|u| u.admin).count())
 }
 
 /// Removes a user and their grants; the last admin cannot be removed.
-pub fn user_rm(store: &mut Store, name: &str) -> Result<()> {
-    match store.index().serve_user(name)? {
+pub fn user_rm(b: &dyn Backend, name: &str) -> Result<()> {
+    match b.user(name)? {
         None => bail!("no user {name:?}; img serve admin list shows them"),
-        Some(u) if u.admin && admin_count(store)? == 1 => {
+        Some(u) if u.admin && admin_count(b)? == 1 => {
             bail!("{name} is the last admin and cannot be removed; make another admin first (img serve admin user add NAME --admin)")
         }
         Some(_) => {}
     }
-    if !store.index_mut().remove_serve_user(name)? {
+    if !b.remove_user(name)? {
         bail!("no user {name:?}; img serve admin list shows them");
     }
     Ok(())
@@ -70,29 +70,69 @@ pub fn check_user_name(name: &str) -> Result<()> {
 }
 
 /// Makes a namespace (or changes its visibility); true if made.
-pub fn namespace_add(store: &mut Store, name: &str, public: bool) -> Result<bool> {
+pub fn namespace_add(b: &dyn Backend, name: &str, public: bool) -> Result<bool> {
     route::check_namespace(name).map_err(anyhow::Error::msg)?;
-    Ok(store.index_mut().put_serve_namespace(name, public)?)
+    Ok(b.put_namespace(name, public)?)
 }
 
-pub fn namespace_rm(store: &mut Store, name: &str) -> Result<()> {
-    if !store.index_mut().remove_serve_namespace(name)? {
+/// Removes a namespace with its repositories and their images.
+pub fn namespace_rm(b: &dyn Backend, name: &str) -> Result<()> {
+    if !b.remove_namespace(name)? {
         bail!("no namespace {name:?}; img serve admin list shows them");
     }
     Ok(())
 }
 
-/// Gives a repository its own visibility, or (None) its namespace's.
-pub fn repository_visibility(store: &mut Store, name: &str, public: Option<bool>) -> Result<()> {
+/// The most a summary and a description may hold.
+pub const MAX_SUMMARY: usize = 200;
+pub const MAX_DESCRIPTION: usize = 64 * 1024;
+
+/// Makes a repository in a namespace that exists, or changes its summary
+/// and description (None keeps what it says); true if made.
+pub fn repository_add(b: &dyn Backend, name: &str, summary: Option<&str>, description: Option<&str>) -> Result<bool> {
     let n = route::parse_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if store.index().serve_namespace(&n.namespace)?.is_none() {
+    if b.namespace(&n.namespace)?.is_none() {
         bail!("no namespace {:?}; make it with img serve admin namespace add {}", n.namespace, n.namespace);
     }
-    Ok(store.index_mut().set_serve_repository_visibility(name, public)?)
+    if summary.is_some_and(|s| s.len() > MAX_SUMMARY || s.contains('\n')) {
+        bail!("the summary of {name} is one line of at most {MAX_SUMMARY} bytes");
+    }
+    if description.is_some_and(|d| d.len() > MAX_DESCRIPTION) {
+        bail!("the description of {name} is over {MAX_DESCRIPTION} bytes; shorten it");
+    }
+    let old = b.repository_info(name)?;
+    let info = RepositoryInfo {
+        name: name.to_string(),
+        summary: summary.map(str::to_string).or_else(|| old.as_ref().map(|o| o.summary.clone())).unwrap_or_default(),
+        description: description
+            .map(str::to_string)
+            .or_else(|| old.as_ref().map(|o| o.description.clone()))
+            .unwrap_or_default(),
+        created_at: old.map(|o| o.created_at).unwrap_or_else(super::backend::now),
+    };
+    Ok(b.put_repository_info(&info)?)
+}
+
+/// Removes a repository with its images (manifests, tags, signatures).
+pub fn repository_rm(b: &dyn Backend, name: &str) -> Result<()> {
+    route::parse_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !b.remove_repository(name)? {
+        bail!("no repository {name:?}; img serve admin list and the catalog show them");
+    }
+    Ok(())
+}
+
+/// Gives a repository its own visibility, or (None) its namespace's.
+pub fn repository_visibility(b: &dyn Backend, name: &str, public: Option<bool>) -> Result<()> {
+    let n = route::parse_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if b.namespace(&n.namespace)?.is_none() {
+        bail!("no namespace {:?}; make it with img serve admin namespace add {}", n.namespace, n.namespace);
+    }
+    Ok(b.set_repository_visibility(name, public)?)
 }
 
 /// Checks a grant's scope: a namespace that exists, or a repository in one.
-fn check_scope(store: &Store, scope: &str) -> Result<()> {
+fn check_scope(b: &dyn Backend, scope: &str) -> Result<()> {
     let ns = match scope.split_once('/') {
         Some(_) => route::parse_name(scope).map_err(|e| anyhow::anyhow!("{e}"))?.namespace,
         None => {
@@ -100,25 +140,25 @@ fn check_scope(store: &Store, scope: &str) -> Result<()> {
             scope.to_string()
         }
     };
-    if store.index().serve_namespace(&ns)?.is_none() {
+    if b.namespace(&ns)?.is_none() {
         bail!("no namespace {ns:?}; make it with img serve admin namespace add {ns}");
     }
     Ok(())
 }
 
-pub fn grant(store: &mut Store, user: &str, scope: &str, access: &str) -> Result<()> {
+pub fn grant(b: &dyn Backend, user: &str, scope: &str, access: &str) -> Result<()> {
     let Some(a) = Access::parse(access).filter(|a| *a != Access::None) else {
         bail!("access {access:?} is not pull or push");
     };
-    check_scope(store, scope)?;
-    if !store.index_mut().put_serve_grant(user, scope, a.name())? {
+    check_scope(b, scope)?;
+    if !b.put_grant(user, scope, a.name())? {
         bail!("no user {user:?}; add one with img serve admin user add {user}");
     }
     Ok(())
 }
 
-pub fn revoke(store: &mut Store, user: &str, scope: &str) -> Result<()> {
-    if !store.index_mut().remove_serve_grant(user, scope)? {
+pub fn revoke(b: &dyn Backend, user: &str, scope: &str) -> Result<()> {
+    if !b.remove_grant(user, scope)? {
         bail!("{user} has no grant on {scope}; img serve admin list shows the grants");
     }
     Ok(())
@@ -130,6 +170,8 @@ pub struct Listing {
     pub users: Vec<UserEntry>,
     pub namespaces: Vec<NamespaceEntry>,
     pub repositories: Vec<NamespaceEntry>,
+    /// Repositories made explicitly, with their summary and description.
+    pub repository_info: Vec<RepositoryInfo>,
     pub grants: Vec<GrantEntry>,
 }
 
@@ -152,20 +194,16 @@ pub struct GrantEntry {
     pub access: String,
 }
 
-pub fn list(store: &Store) -> Result<Listing> {
-    let ix = store.index();
+pub fn list(b: &dyn Backend) -> Result<Listing> {
     Ok(Listing {
-        users: ix.serve_users()?.into_iter().map(|u| UserEntry { name: u.name, admin: u.admin }).collect(),
-        namespaces: ix.serve_namespaces()?.into_iter().map(|(name, public)| NamespaceEntry { name, public }).collect(),
-        repositories: ix
-            .serve_repository_visibilities()?
+        users: b.users()?.into_iter().map(|u| UserEntry { name: u.name, admin: u.admin }).collect(),
+        namespaces: b.namespaces()?.into_iter().map(|(name, public)| NamespaceEntry { name, public }).collect(),
+        repositories: b
+            .repository_visibilities()?
             .into_iter()
             .map(|(name, public)| NamespaceEntry { name, public })
             .collect(),
-        grants: ix
-            .serve_grants(None)?
-            .into_iter()
-            .map(|(user, scope, access)| GrantEntry { user, scope, access })
-            .collect(),
+        repository_info: b.repository_infos()?,
+        grants: b.grants(None)?.into_iter().map(|(user, scope, access)| GrantEntry { user, scope, access }).collect(),
     })
 }

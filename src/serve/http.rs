@@ -83,6 +83,11 @@ pub enum Body {
         offset: u64,
         len: u64,
     },
+    /// `len` bytes read from a stream (an object store's answer).
+    Reader {
+        reader: Mutex<Box<dyn Read + Send>>,
+        len: u64,
+    },
 }
 
 pub struct Response {
@@ -115,7 +120,7 @@ impl Response {
         match &self.body {
             Body::Empty => 0,
             Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
+            Body::File { len, .. } | Body::Reader { len, .. } => *len,
         }
     }
 }
@@ -827,6 +832,25 @@ fn write_response(w: &mut dyn Write, resp: &Response, head_only: bool, keep_aliv
                 }
                 w.write_all(&buf[..n])?;
                 pos += n as u64;
+            }
+        }
+        Body::Reader { reader, len } => {
+            w.write_all(head.as_bytes())?;
+            let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut left = *len;
+            while left > 0 {
+                let want = buf.len().min(left as usize);
+                let n = match reader.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended before its length"))
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                w.write_all(&buf[..n])?;
+                left -= n as u64;
             }
         }
     }

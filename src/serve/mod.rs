@@ -4,11 +4,13 @@
 //! the HTTP/1.1 server (TLS by rustls); `auth` decides who may do what;
 //! `api` answers the API from the store; `page` is the image center;
 //! `admin` changes users, namespaces and grants (the CLI's `img serve
-//! admin`).
+//! admin`); `backend` is where it all is kept (the store, or PostgreSQL
+//! and S3).
 
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod http;
 pub mod login;
 pub mod page;
@@ -29,6 +31,24 @@ pub struct ServeOptions {
     pub tls_client_ca: Option<PathBuf>,
     pub settings: api::Settings,
     pub limits: http::Limits,
+    /// Blobs in S3 (`s3://BUCKET/PREFIX?endpoint=...`), with `database`.
+    pub storage: Option<String>,
+    /// Users, repositories and records in PostgreSQL (`postgres://...`).
+    pub database: Option<String>,
+}
+
+/// The backend: the store at `root`, or PostgreSQL (`database`) with S3
+/// (`storage`, which admin commands may leave out).
+pub fn open_backend(root: &Path, storage: Option<&str>, database: Option<&str>) -> Result<Arc<dyn backend::Backend>> {
+    match (storage, database) {
+        (None, None) => {
+            // Created and migrated now; the lock is not held while serving.
+            drop(crate::store::Store::open(root)?);
+            Ok(Arc::new(backend::local::Local::new(root).context("preparing the upload directory")?))
+        }
+        (_s, Some(_d)) => bail!("cluster backend pending"),
+        (Some(_), None) => bail!("--storage needs --database (where users, repositories and uploads are kept)"),
+    }
 }
 
 /// Who may do what when the server starts (see `api` for the model).
@@ -54,10 +74,11 @@ pub struct Server {
 
 /// Opens the store, reads the TLS files and binds the address.
 pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
-    // Created and migrated now; the lock is not held while serving.
-    let store = crate::store::Store::open(root)?;
-    let users = store.index().serve_user_count()?;
-    drop(store);
+    if opts.storage.is_some() != opts.database.is_some() {
+        bail!("--storage and --database go together: blobs in S3, the rest in PostgreSQL");
+    }
+    let backend = open_backend(root, opts.storage.as_deref(), opts.database.as_deref())?;
+    let users = backend.user_count()?;
     if opts.settings.open && users > 0 {
         bail!(
             "--open: the store has {users} user(s), and --open would let anyone push beside them; drop --open (img serve admin list shows the users)"
@@ -86,7 +107,7 @@ pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
         (0, false) => Mode::NoUsers,
         _ => Mode::Users,
     };
-    let api = Arc::new(api::Api::new(root, opts.settings.clone()).context("preparing the upload directory")?);
+    let api = Arc::new(api::Api::new(backend, opts.settings.clone())?);
     api.collect_garbage();
     Ok(Server { listener, tls, api, address, mode, limits: opts.limits })
 }

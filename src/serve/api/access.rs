@@ -28,7 +28,7 @@ impl Api {
     /// The user a token names, if their password is still the one it was
     /// issued under.
     pub(super) fn token_user(&self, req: &Request, name: &str, gen: &str) -> Reply<Caller> {
-        match self.with_index(|ix| ix.serve_user(name))? {
+        match self.backend.user(name)? {
             Some(u) if auth::generation(&u.password) == gen => Ok(Caller::User { name: u.name, admin: u.admin }),
             Some(_) => Err(self.challenge(req, None, "the token's password was changed; log in again")),
             None => Err(self.challenge(req, None, "the token's user no longer exists")),
@@ -36,7 +36,7 @@ impl Api {
     }
 
     pub(super) fn check_password(&self, req: &Request, user: &str, password: &str) -> Reply<Caller> {
-        let found = self.with_index(|ix| ix.serve_user(user))?;
+        let found = self.backend.user(user)?;
         // A name that is no user is checked against a dummy hash: the time
         // does not tell which user names exist.
         let stored = found.as_ref().map(|u| u.password.as_str()).unwrap_or_else(|| login::dummy_hash());
@@ -59,7 +59,7 @@ impl Api {
         if !self.settings.open || self.had_users.load(Ordering::SeqCst) {
             return Ok(false);
         }
-        if self.with_index(|ix| ix.serve_user_count())? > 0 {
+        if self.backend.user_count()? > 0 {
             self.had_users.store(true, Ordering::SeqCst);
             return Ok(false);
         }
@@ -79,16 +79,15 @@ impl Api {
             Caller::User { name, admin } => (Some(name.clone()), *admin),
         };
         let full = name.to_string();
-        let (grants, ns_public, repo_public) = self.with_index(|ix| {
-            let grants: Vec<(String, String)> = match &user {
-                Some(u) => ix.serve_grants(Some(u))?.into_iter().map(|(_, s, a)| (s, a)).collect(),
-                None => vec![],
-            };
-            Ok((grants, ix.serve_namespace(&name.namespace)?, ix.serve_repository_visibility(&full)?))
-        })?;
+        let grants: Vec<(String, String)> = match &user {
+            Some(u) => self.backend.grants(Some(u))?.into_iter().map(|(_, s, a)| (s, a)).collect(),
+            None => vec![],
+        };
+        let ns_public = self.backend.namespace(&name.namespace)?;
+        let repo_public = self.backend.repository_visibility(&full)?;
         let facts = Facts { open, admin, grants: &grants, namespace_public: ns_public, repository_public: repo_public };
         let a = auth::access(&name.namespace, &name.repository, &facts);
-        if a == Access::Pull && !self.with_index(|ix| ix.served_repository_exists(&full))? {
+        if a == Access::Pull && !self.backend.repository_exists(&full)? {
             return Ok(Access::None);
         }
         Ok(a)

@@ -8,7 +8,7 @@ use crate::serve::route::{self, Name};
 
 impl Api {
     pub(super) fn catalog(&self, req: &Request, caller: &Caller) -> Reply<Response> {
-        let all = self.with_index(|ix| ix.served_repositories())?;
+        let all = self.backend.repositories()?;
         let mut visible = Vec::new();
         for r in all {
             let Ok(name) = route::parse_name(&r) else { continue };
@@ -26,8 +26,8 @@ impl Api {
 
     pub(super) fn tags(&self, req: &Request, name: &Name) -> Reply<Response> {
         let repo = name.to_string();
-        let tags = self.with_index(|ix| ix.served_tags(&repo))?;
-        if tags.is_empty() && !self.with_index(|ix| ix.served_repositories())?.contains(&repo) {
+        let tags = self.backend.tags(&repo)?;
+        if tags.is_empty() && !self.backend.repositories()?.contains(&repo) {
             return Ok(error(404, "NAME_UNKNOWN", format!("repository {repo} is not known")));
         }
         let (page, next) = paginate(&tags, &req.query)?;
@@ -39,7 +39,7 @@ impl Api {
     }
 
     pub(super) fn image_center(&self, req: &Request, caller: &Caller) -> Reply<Response> {
-        let listing = self.with_index(|ix| ix.served_tag_listing())?;
+        let listing = self.backend.tag_listing()?;
         let mut visible = Vec::new();
         for t in listing {
             let Ok(name) = route::parse_name(&t.repository) else { continue };

@@ -1,36 +1,30 @@
 //! Manifests: get, head, put (every blob or manifest named must be in the
 //! repository with the size the descriptor says), delete, and referrers.
 
-use super::{error, internal, now, Api, Caller, Reply};
+use super::{error, now, Api, Caller, Reply};
 use crate::digest::Digest;
 use crate::image::{self, Document};
+use crate::serve::backend::PutError;
+use crate::serve::backend::{ManifestBody, ServedManifest};
 use crate::serve::http::{Request, Response};
 use crate::serve::route::{self, Name, Reference};
-use crate::store::index::{ManifestBody, ServedManifest};
-use crate::store::{StagedBlob, Store};
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 
 impl Api {
     pub(super) fn find_manifest(&self, name: &Name, reference: &Reference) -> Reply<Option<ManifestBody>> {
-        let repo = name.to_string();
-        self.with_index(|ix| match reference {
-            Reference::Tag(t) => ix.served_tag(&repo, t),
-            Reference::Digest(d) => ix.served_manifest(&repo, d),
-        })
+        Ok(self.backend.find_manifest(&name.to_string(), reference)?)
     }
 
     pub(super) fn manifest_bytes(&self, body: ManifestBody) -> Reply<(String, Vec<u8>)> {
         match body {
             ManifestBody::Inline { media_type, body } => Ok((media_type, body)),
-            ManifestBody::Blob { digest, media_type } => {
-                let p = self.paths.blob_path(&digest);
-                let mut buf = Vec::new();
-                File::open(&p)
-                    .and_then(|f| f.take(image::MAX_MANIFEST_SIZE + 1).read_to_end(&mut buf))
-                    .map_err(|e| internal(&format!("reading manifest {digest}"), e))?;
-                Ok((media_type, buf))
-            }
+            ManifestBody::Blob { digest, media_type } => match self
+                .backend
+                .read_small(&digest, image::MAX_MANIFEST_SIZE)?
+            {
+                Some(buf) => Ok((media_type, buf)),
+                None => Err(error(500, "UNKNOWN", format!("manifest {digest} is recorded but its bytes are missing"))),
+            },
         }
     }
 
@@ -100,16 +94,20 @@ impl Api {
         match &doc {
             Document::Manifest(m) => {
                 for d in std::iter::once(&m.config).chain(m.layers.iter()) {
-                    if !self.with_index(|ix| ix.served_blob(&repo, &d.digest))? {
+                    if !self.backend.blob_in_repo(&repo, &d.digest)? {
                         return Err(error(
                             400,
                             "MANIFEST_BLOB_UNKNOWN",
                             format!("blob {} is not in {repo}; push it first", d.digest),
                         ));
                     }
-                    let size = std::fs::metadata(self.paths.blob_path(&d.digest))
-                        .map_err(|e| internal(&format!("reading the size of blob {}", d.digest), e))?
-                        .len();
+                    let Some(size) = self.backend.blob_size(&d.digest)? else {
+                        return Err(error(
+                            400,
+                            "MANIFEST_BLOB_UNKNOWN",
+                            format!("blob {} is not in {repo}; push it first", d.digest),
+                        ));
+                    };
                     if size != d.size {
                         return Err(error(
                             400,
@@ -134,7 +132,7 @@ impl Api {
             }
             Document::Index(i) => {
                 for d in &i.manifests {
-                    if self.with_index(|ix| ix.served_manifest(&repo, &d.digest))?.is_none() {
+                    if self.backend.find_manifest(&repo, &Reference::Digest(d.digest.clone()))?.is_none() {
                         return Err(error(
                             400,
                             "MANIFEST_BLOB_UNKNOWN",
@@ -157,7 +155,10 @@ impl Api {
             subject: subject.clone(),
             pushed_at: now(),
         };
-        self.store_manifest(&repo, &served, &bytes, &refs, tag, image_parts.as_ref())?;
+        self.backend.put_manifest(&repo, &served, &bytes, &refs, tag, image_parts.as_ref()).map_err(|e| match e {
+            PutError::Invalid(m) => error(400, "MANIFEST_INVALID", m),
+            PutError::Backend(e) => Response::from(e),
+        })?;
         let mut resp = Response::new(201)
             .header("Location", format!("/v2/{repo}/manifests/{digest}"))
             .header("Docker-Content-Digest", digest.as_str());
@@ -167,65 +168,12 @@ impl Api {
         Ok(resp)
     }
 
-    /// Stores a pushed manifest's body and records it (and the image of the
-    /// store it makes, if it is one) in one transaction.
-    pub(super) fn store_manifest(
-        &self,
-        repo: &str,
-        m: &ServedManifest,
-        bytes: &[u8],
-        refs: &[Digest],
-        tag: Option<&str>,
-        parts: Option<&image::Manifest>,
-    ) -> Reply<()> {
-        let mut store = Store::open(self.paths.root()).map_err(|e| internal("opening the store", e))?;
-        let new_image = match parts {
-            Some(p) => {
-                let config = store
-                    .read_blob(&p.config.digest, image::MAX_CONFIG_SIZE)
-                    .map_err(|e| error(400, "MANIFEST_INVALID", format!("reading config {}: {e}", p.config.digest)))?;
-                let parsed = image::parse_config(&format!("config {}", p.config.digest), &config)
-                    .map_err(|e| error(400, "MANIFEST_INVALID", e.to_string()))?;
-                let size = p.layers.iter().map(|l| l.size).sum::<u64>() + p.config.size + bytes.len() as u64;
-                let mut img = crate::ops::stored_image(
-                    &parsed,
-                    &p.config.digest,
-                    &m.digest,
-                    &m.media_type,
-                    size,
-                    p.layers.iter().map(|l| l.digest.clone()).collect(),
-                );
-                // Its size is its layers' uncompressed size, as for a pulled image.
-                img.layer_diff_sizes = crate::ops::measure_layers(&store, &img.layer_digests)
-                    .map_err(|e| internal("measuring the layers", e))?;
-                Some(img)
-            }
-            None => None,
-        };
-        let stage = || -> crate::store::Result<StagedBlob> {
-            let mut w = store.blob_writer()?;
-            w.write_all(bytes).map_err(|e| crate::store::StoreError::Io {
-                action: "writing",
-                path: store.ingest_dir(),
-                source: e,
-            })?;
-            w.finish()
-        };
-        let mut staged = stage().map_err(|e| internal("storing the manifest", e))?;
-        let blobs = store.commit_blobs(&mut [&mut staged]).map_err(|e| internal("storing the manifest", e))?;
-        store
-            .index_mut()
-            .put_served_manifest(repo, m, refs, &blobs, tag, new_image.as_ref())
-            .map_err(|e| internal("recording the manifest", e))?;
-        Ok(())
-    }
-
     pub(super) fn delete_manifest(&self, name: &Name, reference: &Reference) -> Reply<Response> {
         let repo = name.to_string();
-        let done = self.with_index(|ix| match reference {
-            Reference::Digest(d) => ix.delete_served_manifest(&repo, d),
-            Reference::Tag(t) => ix.delete_served_tag(&repo, t),
-        })?;
+        let done = match reference {
+            Reference::Digest(d) => self.backend.delete_manifest(&repo, d)?,
+            Reference::Tag(t) => self.backend.delete_tag(&repo, t)?,
+        };
         if done {
             Ok(Response::new(202))
         } else {
@@ -235,7 +183,7 @@ impl Api {
 
     /// The `annotations` object of manifest `d` of `repo`, if it has one.
     fn manifest_annotations(&self, repo: &str, d: &Digest) -> Option<serde_json::Value> {
-        let body = self.with_index(|ix| ix.served_manifest(repo, d)).ok()??;
+        let body = self.backend.find_manifest(repo, &Reference::Digest(d.clone())).ok()??;
         let (_, bytes) = self.manifest_bytes(body).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         v.get("annotations").filter(|a| a.as_object().is_some_and(|o| !o.is_empty())).cloned()
@@ -245,7 +193,7 @@ impl Api {
         let repo = name.to_string();
         let q = route::query(&req.query);
         let filter = q.iter().find(|(k, _)| k == "artifactType").map(|(_, v)| v.clone());
-        let list = self.with_index(|ix| ix.served_referrers(&repo, subject))?;
+        let list = self.backend.referrers(&repo, subject)?;
         let manifests: Vec<serde_json::Value> = list
             .iter()
             .filter(|m| filter.as_ref().is_none_or(|f| &m.artifact_type == f))

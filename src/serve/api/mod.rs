@@ -1,15 +1,12 @@
 //! The distribution API over the store: what each request does, who may
 //! do it, and the answers (the spec's JSON errors, its headers).
 //!
-//! Reads use a pool of index connections and open blob files directly
-//! (blobs are immutable and verified). Writes open the store for the
-//! moment they need it (its lock held shared, so `img prune` waits), never
-//! between requests. Uploads are written to `uploads/<id>` in the store's
-//! root, hashed as they arrive, and become blobs only when their digest is
-//! checked; no file stays open between an upload's requests, and each
-//! caller may have a bounded number and size of uploads in progress. A
-//! manifest is accepted only if every blob or manifest it names is in the
-//! repository, with the size it says.
+//! Everything kept is asked of a `Backend` (the store on this machine, or
+//! PostgreSQL and S3 for a scaled-out registry). Each caller may have a
+//! bounded number and size of uploads in progress. A manifest is accepted
+//! only if every blob or manifest it names is in the repository, with the
+//! size it says. A backend that does not answer makes requests fail with
+//! 503 until it is back.
 //!
 //! Who may do what (the README says it for users): an admin everything,
 //! a user what their grants give, an anonymous caller pull on public
@@ -24,15 +21,12 @@
 //! (catalog, tags, image center), `manifests`, `blobs`, `uploads`, `admin`
 //! (the admin API) and `gc`.
 
-use super::auth::{self, Access, Tokens};
+use super::auth::{Access, Tokens};
+use super::backend::{self, Backend};
 use super::http::{Handler, Request, Response};
 use super::route::{self, Route};
-use crate::store::index::Index;
-use crate::store::StorePaths;
-use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod access;
@@ -46,8 +40,6 @@ mod signatures;
 mod tests;
 mod token;
 mod uploads;
-
-use uploads::Upload;
 
 /// How `img serve` asks clients for credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +83,9 @@ impl Default for Settings {
 }
 
 pub struct Api {
-    paths: StorePaths,
+    backend: Arc<dyn Backend>,
     settings: Settings,
     tokens: Tokens,
-    pool: Mutex<Vec<Index>>,
-    uploads: Mutex<HashMap<String, Arc<Upload>>>,
     logins: super::login::Logins,
     /// The store has had a user while this server ran: `--open` is over.
     had_users: std::sync::atomic::AtomicBool,
@@ -131,42 +121,35 @@ pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response {
     Response::new(status).json(&body)
 }
 
-fn internal(what: &str, e: impl std::fmt::Display) -> Response {
-    let msg = format!("{what}: {e:#}");
-    eprintln!("img serve: {msg}");
-    let status = if msg.contains("No space left") || msg.contains("no space left") { 507 } else { 500 };
-    error(status, "UNKNOWN", msg)
+/// What a backend that failed answers: 503 while it does not answer (the
+/// client retries), 507 for a full disk, else 500.
+impl From<backend::Error> for Response {
+    fn from(e: backend::Error) -> Response {
+        eprintln!("img serve: {e}");
+        match e {
+            backend::Error::Unavailable(m) => {
+                error(503, "UNAVAILABLE", format!("{m}; retry shortly")).header("Retry-After", "1")
+            }
+            backend::Error::NoSpace(m) => error(507, "UNKNOWN", m),
+            backend::Error::Failed(m) => error(500, "UNKNOWN", m),
+        }
+    }
 }
 
 impl Api {
-    pub fn new(root: &Path, settings: Settings) -> std::io::Result<Api> {
-        let paths = StorePaths::new(root);
-        let uploads = paths.uploads_dir();
-        std::fs::create_dir_all(&uploads)?;
+    pub fn new(backend: Arc<dyn Backend>, settings: Settings) -> backend::Result<Api> {
+        let key = backend.token_key()?;
         Ok(Api {
-            paths,
+            backend,
             settings,
-            tokens: Tokens::new(auth::random_bytes(32)?),
-            pool: Mutex::new(Vec::new()),
-            uploads: Mutex::new(HashMap::new()),
+            tokens: Tokens::new(key),
             logins: super::login::Logins::new(2),
             had_users: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Runs `f` with an index connection from the pool.
-    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> crate::store::index::Result<T>) -> Reply<T> {
-        let taken = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut ix = match taken {
-            Some(ix) => ix,
-            None => Index::open(&self.paths.db()).map_err(|e| internal("opening the image index", e))?,
-        };
-        let out = f(&mut ix).map_err(|e| internal("image index", e));
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < 16 {
-            pool.push(ix);
-        }
-        out
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
     }
 
     /// Checks the request's origin, finds its endpoint and the caller, and
@@ -206,14 +189,12 @@ impl Api {
             if req.path == "/healthz" {
                 return Ok(Response::new(200).bytes("text/plain; charset=utf-8", b"ok\n".to_vec()));
             }
-            // Ready: the index answers a query and the blob directory is there.
-            let index = self.with_index(|ix| ix.schema_version()).is_ok();
-            let blobs = self.paths.blobs_dir().is_dir();
-            return Ok(if index && blobs {
-                Response::new(200).bytes("text/plain; charset=utf-8", b"ready\n".to_vec())
-            } else {
-                let why = if index { "the blob directory is missing" } else { "the image index does not answer" };
-                Response::new(503).bytes("text/plain; charset=utf-8", format!("not ready: {why}\n").into_bytes())
+            // Ready: what it keeps things in answers.
+            return Ok(match self.backend.ready() {
+                Ok(()) => Response::new(200).bytes("text/plain; charset=utf-8", b"ready\n".to_vec()),
+                Err(why) => {
+                    Response::new(503).bytes("text/plain; charset=utf-8", format!("not ready: {why}\n").into_bytes())
+                }
             });
         }
         if req.path == "/" || req.path == "/index.html" {

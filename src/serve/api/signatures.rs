@@ -27,7 +27,7 @@ impl Api {
             return Ok(error(404, "MANIFEST_UNKNOWN", format!("manifest {name}@{d} is not known")));
         }
         let repo = name.to_string();
-        let sigs = self.with_index(|ix| ix.served_signatures(&repo, d))?;
+        let sigs = self.backend.signatures(&repo, d)?;
         let list: Vec<serde_json::Value> = sigs
             .iter()
             .map(|b| {
@@ -70,7 +70,7 @@ impl Api {
             return Ok(error(404, "MANIFEST_UNKNOWN", format!("manifest {name}@{d} is not known; push it first")));
         }
         let repo = name.to_string();
-        if !self.with_index(|ix| ix.add_served_signature(&repo, d, &sig, MAX_SIGNATURES))? {
+        if !self.backend.add_signature(&repo, d, &sig, MAX_SIGNATURES)? {
             return Err(error(
                 400,
                 "SIGNATURE_INVALID",

@@ -59,6 +59,11 @@ fn read_body(resp: Response) -> Answer {
             file.take(len).read_to_end(&mut b).unwrap();
             b
         }
+        Body::Reader { reader, len } => {
+            let mut b = Vec::new();
+            reader.into_inner().unwrap().take(len).read_to_end(&mut b).unwrap();
+            b
+        }
     };
     Answer { status: resp.status, headers: resp.headers, body }
 }
@@ -71,12 +76,15 @@ impl Server {
     fn new(name: &str, settings: Settings) -> Server {
         let dir = TestDir::new(&format!("serve-api-{name}"));
         {
-            let mut store = Store::open(&dir).unwrap();
-            admin::user_add(&mut store, ADMIN.0, ADMIN.1, Some(true)).unwrap();
-            admin::user_add(&mut store, USER.0, USER.1, None).unwrap();
-            admin::namespace_add(&mut store, "pub", true).unwrap();
+            drop(Store::open(&dir).unwrap());
+            let store = crate::serve::backend::local::Local::new(&dir).unwrap();
+            admin::user_add(&store, ADMIN.0, ADMIN.1, Some(true)).unwrap();
+            admin::user_add(&store, USER.0, USER.1, None).unwrap();
+            admin::namespace_add(&store, "pub", true).unwrap();
         }
-        let api = Api::new(&dir, settings).unwrap();
+        let backend: std::sync::Arc<dyn crate::serve::backend::Backend> =
+            std::sync::Arc::new(crate::serve::backend::local::Local::new(&dir).unwrap());
+        let api = Api::new(backend, settings).unwrap();
         Server { api, dir }
     }
 
@@ -163,7 +171,8 @@ fn a_private_repository_answers_as_a_missing_one() {
     s.push_artifact("team/app", "1");
     // A private repository in a public namespace, beside missing ones there.
     s.push_artifact("pub/secret", "1");
-    admin::repository_visibility(&mut Store::open(&s.dir).unwrap(), "pub/secret", Some(false)).unwrap();
+    admin::repository_visibility(&crate::serve::backend::local::Local::new(&s.dir).unwrap(), "pub/secret", Some(false))
+        .unwrap();
     let user = basic(USER);
     for (private, missing) in [("team/app", "team/gone"), ("pub/secret", "pub/gone")] {
         let layer = Digest::of_bytes(format!("the layer of {private}").as_bytes());
@@ -339,9 +348,9 @@ fn uploads_in_progress_are_limited_per_caller() {
     let settings = Settings { max_uploads_per_user: 2, upload_bytes_per_user: 16, ..Settings::default() };
     let s = Server::new("upload-limits", settings);
     {
-        let mut store = Store::open(&s.dir).unwrap();
-        admin::namespace_add(&mut store, "team", false).unwrap();
-        admin::grant(&mut store, USER.0, "team/app", "push").unwrap();
+        let store = crate::serve::backend::local::Local::new(&s.dir).unwrap();
+        admin::namespace_add(&store, "team", false).unwrap();
+        admin::grant(&store, USER.0, "team/app", "push").unwrap();
     }
     let boss = basic(ADMIN);
     let alice = basic(USER);

@@ -36,7 +36,7 @@ impl Api {
     pub(super) fn identity(&self, caller: &Caller) -> Reply<(String, String)> {
         match caller {
             Caller::Anonymous => Ok((String::new(), String::new())),
-            Caller::User { name, .. } => match self.with_index(|ix| ix.serve_user(name))? {
+            Caller::User { name, .. } => match self.backend.user(name)? {
                 Some(u) => Ok((u.name, auth::generation(&u.password))),
                 None => Err(error(401, "UNAUTHORIZED", format!("user {name} no longer exists"))),
             },
@@ -70,7 +70,7 @@ impl Api {
                 let Some((name, gen)) = self.tokens.check("refresh", &get("refresh_token"), now()) else {
                     return Err(denied("the refresh token is not valid or has expired; log in again"));
                 };
-                match self.with_index(|ix| ix.serve_user(&name))? {
+                match self.backend.user(&name)? {
                     Some(u) if auth::generation(&u.password) == gen => (u.name, gen),
                     _ => return Err(denied("the refresh token's user or password changed; log in again")),
                 }

@@ -249,4 +249,20 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repository, digest, body_digest)
     ) STRICT;
     "#,
+    // 14: `img serve`: secrets shared by every server on the store (the
+    // token key, so that a token of one is valid on all), and repositories
+    // made explicitly, with a summary and a description.
+    r#"
+    CREATE TABLE serve_secrets (
+        name       TEXT PRIMARY KEY,
+        value      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE serve_repository_info (
+        name        TEXT PRIMARY KEY,
+        summary     TEXT NOT NULL DEFAULT '',
+        description TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];

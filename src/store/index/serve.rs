@@ -67,6 +67,21 @@ fn split_name(name: &str) -> Option<(&str, &str)> {
     (!path.contains('@')).then_some((path, tag))
 }
 
+/// Removes what `repo` holds (see `Index::remove_serve_repository`);
+/// returns how many rows went.
+fn remove_repository_tx(tx: &Transaction, repo: &str) -> rusqlite::Result<usize> {
+    let mut n = 0;
+    n += tx.execute("DELETE FROM served_signatures WHERE repository = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM served_tags WHERE repository = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM served_manifests WHERE repository = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM served_uploads WHERE repository = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM serve_repositories WHERE name = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM serve_repository_info WHERE name = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM serve_grants WHERE scope = ?1", params![repo])?;
+    n += tx.execute("DELETE FROM tags WHERE repository = ?1", params![format!("localhost/{repo}")])?;
+    Ok(n)
+}
+
 impl Index {
     // ---- users, namespaces, grants ---------------------------------------
 
@@ -138,19 +153,93 @@ impl Index {
         })
     }
 
-    /// Removes a namespace: its own and its repositories' visibility and
-    /// every grant on it (the images stay in the store); false if it was
-    /// not made.
+    /// Removes a namespace with its repositories (see
+    /// `remove_serve_repository`), in one transaction: a namespace made
+    /// again later starts empty. False if it was not made.
     pub fn remove_serve_namespace(&mut self, name: &str) -> Result<bool> {
         self.write(|tx| {
             let n = tx.execute("DELETE FROM serve_namespaces WHERE name = ?1", params![name])?;
             let prefix = format!("{name}/");
-            tx.execute("DELETE FROM serve_repositories WHERE substr(name, 1, length(?1)) = ?1", params![prefix])?;
+            let mut repos: Vec<String> = Vec::new();
+            for sql in [
+                "SELECT repository FROM served_manifests WHERE substr(repository, 1, length(?1)) = ?1",
+                "SELECT repository FROM served_tags WHERE substr(repository, 1, length(?1)) = ?1",
+                "SELECT repository FROM served_uploads WHERE substr(repository, 1, length(?1)) = ?1",
+                "SELECT name FROM serve_repositories WHERE substr(name, 1, length(?1)) = ?1",
+                "SELECT name FROM serve_repository_info WHERE substr(name, 1, length(?1)) = ?1",
+                "SELECT substr(repository, length('localhost/') + 1) FROM tags WHERE substr(repository, 1, length(?1)) = ?1",
+            ] {
+                let p = if sql.contains("FROM tags") { format!("localhost/{prefix}") } else { prefix.clone() };
+                let mut st = tx.prepare_cached(sql)?;
+                for r in st.query_map(params![p], |r| r.get::<_, String>(0))? {
+                    repos.push(r?);
+                }
+            }
+            repos.sort();
+            repos.dedup();
+            let mut m = 0;
+            for r in &repos {
+                m += remove_repository_tx(tx, r)?;
+            }
+            tx.execute("DELETE FROM serve_grants WHERE scope = ?1", params![name])?;
+            Ok(n + m > 0)
+        })
+    }
+
+    /// Removes a repository with its images: its record and visibility,
+    /// the grants on it, its manifests, tags and signatures, its uploaded
+    /// blobs, and the store's tags `localhost/REPO:*` (the images' layers
+    /// stay until `img prune`; images of other registries served under the
+    /// same path are the user's own and stay). False if there was nothing.
+    pub fn remove_serve_repository(&mut self, name: &str) -> Result<bool> {
+        self.write(|tx| Ok(remove_repository_tx(tx, name)? > 0))
+    }
+
+    /// A secret shared by the servers of this store, made (from `make`)
+    /// the first time it is asked for.
+    pub fn serve_secret(&mut self, name: &str, make: impl Fn() -> Vec<u8>) -> Result<Vec<u8>> {
+        self.write(|tx| {
+            let found: Option<Vec<u8>> = tx
+                .prepare_cached("SELECT value FROM serve_secrets WHERE name = ?1")?
+                .query_row(params![name], |r| r.get(0))
+                .optional()?;
+            if let Some(v) = found {
+                return Ok(v);
+            }
+            let v = make();
             tx.execute(
-                "DELETE FROM serve_grants WHERE scope = ?1 OR substr(scope, 1, length(?2)) = ?2",
-                params![name, prefix],
+                "INSERT INTO serve_secrets(name, value, created_at) VALUES (?1, ?2, ?3)",
+                params![name, v, now()],
             )?;
-            Ok(n > 0)
+            Ok(v)
+        })
+    }
+
+    /// (name, summary, description, created_at) of one repository made
+    /// explicitly, or of all.
+    pub fn serve_repository_info(&self, name: Option<&str>) -> Result<Vec<(String, String, String, i64)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT name, summary, description, created_at FROM serve_repository_info
+             WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+        )?;
+        let rows = st.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Makes a repository or changes its summary and description; true if made.
+    pub fn put_serve_repository_info(&mut self, name: &str, summary: &str, description: &str) -> Result<bool> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE serve_repository_info SET summary = ?2, description = ?3 WHERE name = ?1",
+                params![name, summary, description],
+            )?;
+            if changed == 0 {
+                tx.execute(
+                    "INSERT INTO serve_repository_info(name, summary, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![name, summary, description, now()],
+                )?;
+            }
+            Ok(changed == 0)
         })
     }
 
