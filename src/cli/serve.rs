@@ -47,6 +47,9 @@ enum ServeCommand {
         /// PGPASSWORD or ~/.pgpass), instead of the store
         #[arg(long, value_name = "URL", global = true, env = "IMG_SERVE_DATABASE")]
         database: Option<String>,
+        /// The S3 bucket of a scaled-out img serve (s3://BUCKET/PREFIX?endpoint=URL&region=R), for gc
+        #[arg(long, value_name = "URL", global = true, env = "IMG_SERVE_STORAGE")]
+        storage: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -89,6 +92,8 @@ enum AdminCommand {
     },
     /// Take a user's grant on a namespace or repository away
     Revoke { user: String, scope: String },
+    /// Collect garbage now: expired uploads, and blobs nothing refers to (after the grace period)
+    Gc,
     /// List users, namespaces, repositories with their own visibility, and grants
     #[command(visible_alias = "ls")]
     List {
@@ -193,8 +198,8 @@ fn count<T: PartialOrd + std::fmt::Display + From<u8>>(file: &std::path::Path, k
 }
 
 pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
-    if let Some(ServeCommand::Admin { database, command }) = a.command {
-        return run_admin(ctx, database.as_deref(), command);
+    if let Some(ServeCommand::Admin { database, storage, command }) = a.command {
+        return run_admin(ctx, database.as_deref(), storage.as_deref(), command);
     }
     let file: ConfigFile = match &a.config {
         Some(p) => {
@@ -273,8 +278,8 @@ fn read_password(name: &str, from_stdin: bool) -> Result<String> {
     Ok(p)
 }
 
-fn run_admin(ctx: &Ctx, database: Option<&str>, c: AdminCommand) -> Result<()> {
-    let backend = serve::open_backend(ctx.root(), None, database)?;
+fn run_admin(ctx: &Ctx, database: Option<&str>, storage: Option<&str>, c: AdminCommand) -> Result<()> {
+    let backend = serve::open_backend(ctx.root(), storage, database)?;
     let b = &*backend;
     match c {
         AdminCommand::User { command: UserCommand::Add { name, password_stdin, admin: is_admin, no_admin } } => {
@@ -346,6 +351,10 @@ fn run_admin(ctx: &Ctx, database: Option<&str>, c: AdminCommand) -> Result<()> {
         AdminCommand::Revoke { user, scope } => {
             admin::revoke(b, &user, &scope)?;
             eprintln!("revoked {user}'s grant on {scope}");
+        }
+        AdminCommand::Gc => {
+            b.collect_garbage(api::Settings::default().upload_ttl);
+            eprintln!("collected garbage");
         }
         AdminCommand::List { format } => {
             let l = admin::list(b)?;

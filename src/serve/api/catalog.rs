@@ -1,7 +1,7 @@
 //! Listings: the catalog, a repository's tags (both paginated) and the
 //! image center page, each showing only what the caller may pull.
 
-use super::{error, own_origin, Api, Caller, Reply};
+use super::{error, Api, Caller, Reply};
 use crate::serve::auth::Access;
 use crate::serve::http::{Request, Response};
 use crate::serve::route::{self, Name};
@@ -37,26 +37,8 @@ impl Api {
         }
         Ok(resp)
     }
-
-    pub(super) fn image_center(&self, req: &Request, caller: &Caller) -> Reply<Response> {
-        let listing = self.backend.tag_listing()?;
-        let mut visible = Vec::new();
-        for t in listing {
-            let Ok(name) = route::parse_name(&t.repository) else { continue };
-            if self.access(caller, &name)? >= Access::Pull {
-                visible.push(t);
-            }
-        }
-        let origin = own_origin(req);
-        let host = origin.split_once("://").map(|(_, h)| h).unwrap_or(&origin);
-        Ok(Response::new(200)
-            .bytes("text/html; charset=utf-8", crate::serve::page::render(host, &visible).into_bytes()))
-    }
 }
 
-/// A page of `items` by the query's `n` and `last`, and the `n` and
-/// `last` of the next page if there is one.
-/// A page, and the `n` and `last` of the next one.
 type Page<'a> = (&'a [String], Option<(usize, String)>);
 
 fn paginate<'a>(items: &'a [String], query: &str) -> Reply<Page<'a>> {

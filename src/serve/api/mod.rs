@@ -33,6 +33,7 @@ mod access;
 mod admin;
 mod blobs;
 mod catalog;
+mod center;
 mod gc;
 mod manifests;
 mod signatures;
@@ -200,6 +201,14 @@ impl Api {
         if req.path == "/" || req.path == "/index.html" {
             let caller = self.caller(req)?;
             return self.image_center(req, &caller);
+        }
+        if req.path == "/login" {
+            let caller = self.caller(req)?;
+            return self.login_page(req, &caller);
+        }
+        if let Some(rest) = req.path.strip_prefix("/api/v1/") {
+            let caller = self.caller(req)?;
+            return self.user_api(req, &caller, rest, body);
         }
         if let Some(rest) = req.path.strip_prefix("/admin/v1/") {
             let caller = self.caller(req)?;

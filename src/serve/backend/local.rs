@@ -278,10 +278,16 @@ impl super::Backend for Local {
         self.ix(|ix| ix.served_tags(repo))
     }
     fn repository_exists(&self, repo: &str) -> Result<bool> {
-        self.ix(|ix| ix.served_repository_exists(repo))
+        self.ix(|ix| Ok(ix.served_repository_exists(repo)? || !ix.serve_repository_info(Some(repo))?.is_empty()))
     }
     fn repositories(&self) -> Result<Vec<String>> {
-        self.ix(|ix| ix.served_repositories())
+        self.ix(|ix| {
+            let mut all = ix.served_repositories()?;
+            all.extend(ix.serve_repository_info(None)?.into_iter().map(|i| i.0));
+            all.sort();
+            all.dedup();
+            Ok(all)
+        })
     }
     fn tag_listing(&self) -> Result<Vec<ServedTag>> {
         self.ix(|ix| ix.served_tag_listing())
