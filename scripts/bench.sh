@@ -44,6 +44,14 @@
 #         medium by default): skopeo and podman pulls through each, and
 #         manifest GETs per second from 50 keep-alive clients (ab); podman's
 #         store on /dev/shm.
+#   cluster img serve on S3 and PostgreSQL vs docker-registry's S3 driver,
+#         both on the same 3-node Garage cluster (replication 3, behind
+#         haproxy) and each behind its own haproxy: skopeo push and pull of
+#         the same image (SERVE_IMAGE, medium by default) through 3
+#         instances of each, and manifest GETs per second from 50 keep-alive
+#         clients (ab) through 1 and through 3 instances. Not in the default
+#         set: it needs garage (scripts/install-garage.sh), postgresql and
+#         haproxy. About 5 minutes.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -59,7 +67,7 @@ MAX_WAIT=300
 ONLY=load,pull,mount,lazy,build,serve
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,lazy,build,serve] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,lazy,build,serve,cluster] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -76,7 +84,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|lazy|build|serve) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|lazy|build|serve|cluster) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve, cluster)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -95,6 +103,7 @@ want mount && need+=(umoci gzip dd find xargs)
 want lazy && need+=(skopeo docker-registry curl ip nsenter)
 want build && need+=(buildah)
 want serve && need+=(skopeo docker-registry curl ab)
+want cluster && need+=(skopeo docker-registry curl ab haproxy)
 if want mount && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
 fi
@@ -923,6 +932,110 @@ d, i = statistics.median(rps.get(dreg, [0])), statistics.median(rps.get(ireg, [0
 print(f"  manifest GETs, 50 clients (ab -k, {runs} runs of 20,000)   docker-registry {d:8.0f}/s   img serve {i:8.0f}/s   ratio {i/max(d,1):5.1f}x")
 print("goal: img serve at least as fast as docker-registry on every figure")
 PY
+fi
+
+if want cluster; then
+    CNAME=${SERVE_IMAGE:-medium}
+    gen_images "$CNAME"
+    CL=$WORK/cluster
+    rm -rf "$CL"; mkdir -p "$CL"
+    source "$REPO/tests/support/garage.sh"
+    source "$REPO/tests/support/postgres.sh"
+    cfree() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    CL_PIDS=()
+    cluster_cleanup() {
+        local p
+        for p in "${CL_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+        for p in "${CL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+        garage_stop >/dev/null 2>&1 || true
+        pg_stop >/dev/null 2>&1 || true
+        rm -rf "$CL" || true
+    }
+    CLEANUPS+=(cluster_cleanup)
+    garage_start "$CL/garage" 3 >"$CL/garage.log" 2>&1 || { echo "bench: garage did not start" >&2; tail -5 "$CL/garage.log" >&2; exit 1; }
+    pg_start "$CL/pg" >"$CL/pg.log" 2>&1 || { echo "bench: postgresql did not start" >&2; exit 1; }
+    # haproxy_cfg PORT SERVER...: a balancer on PORT over the servers.
+    haproxy_cfg() {
+        local port=$1 i=0 s; shift
+        printf 'global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 300s\n  timeout server 300s\n'
+        printf '  retries 3\n  option redispatch\n  retry-on conn-failure empty-response\n'
+        printf 'frontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  balance roundrobin\n' "$port"
+        for s in "$@"; do i=$((i + 1)); printf '  server s%s %s\n' "$i" "$s"; done
+    }
+    S3P=$(cfree)
+    haproxy_cfg "$S3P" $(for e in $GARAGE_S3_ENDPOINTS; do echo "${e#http://}"; done) > "$CL/s3.cfg"
+    haproxy -f "$CL/s3.cfg" -db >"$CL/s3.log" 2>&1 & CL_PIDS+=("$!")
+    S3E=http://127.0.0.1:$S3P
+    # img serve: 3 instances on one database and one bucket prefix.
+    STOR="s3://$GARAGE_BUCKET/img?endpoint=$S3E&region=$AWS_REGION"
+    DBU="postgres://img@127.0.0.1:$PG_PORT/img"
+    IMGS=() DREGS=()
+    for i in 1 2 3; do
+        p=$(cfree)
+        IMG_ROOT=$CL/root$i "$IMG" serve --open --listen "127.0.0.1:$p" --storage "$STOR" --database "$DBU" >"$CL/img$i.log" 2>&1 </dev/null &
+        CL_PIDS+=("$!"); IMGS+=("127.0.0.1:$p")
+    done
+    # docker-registry: 3 instances with its S3 driver on the same Garage
+    # (another prefix), a shared upload secret, streaming (no redirects).
+    for i in 1 2 3; do
+        p=$(cfree)
+        printf 'version: 0.1\nlog: {level: error}\nstorage:\n  s3: {region: %s, regionendpoint: "%s", bucket: %s, rootdirectory: /dreg, secure: false, v4auth: true}\n  redirect: {disable: true}\n  cache: {blobdescriptor: inmemory}\n  delete: {enabled: true}\nhttp: {addr: "127.0.0.1:%s", secret: bench-shared-secret}\n' \
+            "$AWS_REGION" "$S3E" "$GARAGE_BUCKET" "$p" > "$CL/dreg$i.yml"
+        REGISTRY_STORAGE_S3_ACCESSKEY=$AWS_ACCESS_KEY_ID REGISTRY_STORAGE_S3_SECRETKEY=$AWS_SECRET_ACCESS_KEY \
+            docker-registry serve "$CL/dreg$i.yml" >"$CL/dreg$i.log" 2>&1 </dev/null &
+        CL_PIDS+=("$!"); DREGS+=("127.0.0.1:$p")
+    done
+    I1=127.0.0.1:$(cfree); I3=127.0.0.1:$(cfree); D1=127.0.0.1:$(cfree); D3=127.0.0.1:$(cfree)
+    haproxy_cfg "${I1#*:}" "${IMGS[0]}" > "$CL/i1.cfg"; haproxy_cfg "${I3#*:}" "${IMGS[@]}" > "$CL/i3.cfg"
+    haproxy_cfg "${D1#*:}" "${DREGS[0]}" > "$CL/d1.cfg"; haproxy_cfg "${D3#*:}" "${DREGS[@]}" > "$CL/d3.cfg"
+    for c in i1 i3 d1 d3; do haproxy -f "$CL/$c.cfg" -db >"$CL/$c.log" 2>&1 & CL_PIDS+=("$!"); done
+    for r in "${IMGS[@]}" "${DREGS[@]}" "$I1" "$I3" "$D1" "$D3"; do
+        for i in $(seq 1 200); do curl -s -o /dev/null "http://$r/v2/" && break; sleep 0.1; done
+    done
+    echo "bench: img serve ${IMGS[*]} (balanced at $I1 and $I3), docker-registry ${DREGS[*]} (at $D1 and $D3), Garage behind $S3E" >&2
+    # Pushes: a new repository each run, skopeo's blob cache cleared, so
+    # every byte is sent.
+    SKCACHE="rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb $HOME/.local/share/containers/cache/blob-info-cache-v1.boltdb"
+    hf "cluster-push" "$RUNS" 0 \
+        --prepare "$SKCACHE; sync" "skopeo copy -q --dest-tls-verify=false oci:images/$CNAME:latest docker://$D3/bench/p\$(date +%s%N):1" \
+        --prepare "$SKCACHE; sync" "skopeo copy -q --dest-tls-verify=false oci:images/$CNAME:latest docker://$I3/bench/p\$(date +%s%N):1"
+    for r in "$D3" "$I3"; do
+        skopeo copy -q --dest-tls-verify=false "oci:images/$CNAME:latest" "docker://$r/bench/$CNAME:1"
+        curl -s -o /dev/null "http://$r/v2/bench/$CNAME/manifests/1"
+    done
+    hf "cluster-pull" "$RUNS" 1 \
+        --prepare "rm -rf $CL/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$D3/bench/$CNAME:1 oci:$CL/sk:x" \
+        --prepare "rm -rf $CL/sk; sync" "skopeo copy -q --src-tls-verify=false docker://$I3/bench/$CNAME:1 oci:$CL/sk:x"
+    rm -rf "$CL/sk"
+    ACCEPT='Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
+    for r in "$D1" "$D3" "$I1" "$I3"; do
+        for i in $(seq 1 "$RUNS"); do
+            wait_quiet "cluster-rps"
+            ab -k -q -n 20000 -c 50 -H "$ACCEPT" "http://$r/v2/bench/$CNAME/manifests/1" 2>&1 |
+                awk -v r="$r" '/Requests per second/ {print r, $4} /Failed requests/ && $3 != 0 {print "failed", r, $3 > "/dev/stderr"}'
+        done
+    done > "$CL/rps.txt"
+    SIZE=$(du -sb "images/$CNAME/blobs" | cut -f1)
+    python3 - "$D1" "$D3" "$I1" "$I3" "$SIZE" "$RUNS" "$CL/rps.txt" <<'PY'
+import json, statistics, sys
+d1, d3, i1, i3, size, runs, rpsf = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
+med = lambda n: [r["median"] for r in json.load(open(f"{n}.json"))["results"]]
+print(f"img serve (S3 + PostgreSQL) vs docker-registry (S3 driver), both on a 3-node Garage cluster behind haproxy, the {size/1e6:.0f} MB image; medians")
+for what in ("push", "pull"):
+    d, i = med(f"cluster-{what}")
+    print(f"  skopeo {what}, 3 instances   docker-registry {d:6.2f} s ({size/d/1e6:5.0f} MB/s)   img serve {i:6.2f} s ({size/i/1e6:5.0f} MB/s)   ratio {d/i:4.2f}x")
+rps = {}
+for line in open(rpsf):
+    r, v = line.split()
+    rps.setdefault(r, []).append(float(v))
+m = {k: statistics.median(rps.get(k, [0])) for k in (d1, d3, i1, i3)}
+for label, d, i in (("1 instance ", d1, i1), ("3 instances", d3, i3)):
+    print(f"  manifest GETs, 50 clients (ab -k, {runs} runs of 20,000), {label}   docker-registry {m[d]:8.0f}/s   img serve {m[i]:8.0f}/s   ratio {m[i]/max(m[d],1):5.1f}x")
+print(f"  img serve, 3 instances over 1: {m[i3]/max(m[i1],1):4.2f}x; docker-registry: {m[d3]/max(m[d1],1):4.2f}x")
+print("goal: img serve ahead of docker-registry on every figure; 3 instances at least 1.5x the manifest GETs of one")
+PY
+    cluster_cleanup
+    CLEANUPS=("${CLEANUPS[@]/cluster_cleanup}")
 fi
 
 if [ -s busy.txt ]; then

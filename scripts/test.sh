@@ -7,13 +7,16 @@
 # the build suite against buildah, the img serve suite with img, skopeo and
 # podman as clients, the seeds suite (the examples of isula-build's, isula's
 # and docker's documents, typed as written), the clients suite with
-# docker 20.10 and containerd's ctr on daemons of its own, and the trust
-# suite (signature policies and signing beside skopeo, podman and gpg).
+# docker 20.10 and containerd's ctr on daemons of its own, the trust
+# suite (signature policies and signing beside skopeo, podman and gpg),
+# and the cluster suite (img serve on a 3-node Garage S3 cluster and
+# PostgreSQL behind haproxy; Garage is built once with cargo and kept in
+# /var/cache/img-test, scripts/install-garage.sh).
 #
 # Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
 #   --long         also the long tests (exported as IMG_TEST_LONG=1)
 #   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
-#                  hostile, build, serve, seeds, clients or trust
+#                  hostile, build, serve, seeds, clients, trust or cluster
 #   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
@@ -25,12 +28,12 @@ while [[ $# -gt 0 ]]; do
     --long) export IMG_TEST_LONG=1 ;;
     --suite) SUITE=${2:?--suite needs a name}; shift ;;
     --only) ONLY+=("${2:?--only needs a check name}"); shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
-SUITES=(interop registry mount hostile build serve seeds clients trust)
+SUITES=(interop registry mount hostile build serve seeds clients trust cluster)
 case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
 [[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
 # wanted NAME: whether the run includes suite NAME
@@ -61,7 +64,8 @@ step() { # step NAME COMMAND...: run, time and record one step
 install_packages() {
   local want=(podman skopeo umoci runc busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
-              chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time python3-cryptography python3-nacl) missing=()
+              chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time python3-cryptography python3-nacl
+              haproxy postgresql) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done
@@ -103,6 +107,13 @@ else
   not_run cargo "cargo not found"
 fi
 [[ $SUITE == cargo ]] || step testdata scripts/make-testdata.sh
+# Garage (the cluster suite's S3 store): built once, then reused.
+if wanted cluster; then
+  if step garage scripts/install-garage.sh; then
+    GARAGE_BIN=$(tail -n 1 "$LOGS/garage.log")
+    export GARAGE_BIN
+  fi
+fi
 for suite in "${SUITES[@]}"; do
   wanted "$suite" || continue
   if [[ $built == 1 ]]; then   # never test a stale binary

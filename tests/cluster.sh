@@ -211,15 +211,16 @@ check_killed_instance_loses_no_push() {
     img import "$T/rootfs$i.tar" "localhost/k:$i" >/dev/null || fail "img import"
     img save -o "$T/k$i.tar" "localhost/k:$i" >/dev/null || fail "img save"
   done
+  local pushes=()
   for i in $(seq 10); do
     skopeo copy -q --retry-times 5 --dest-tls-verify=false --dest-creds boss:boss-pass \
       "docker-archive:$T/k$i.tar" "docker://$LB/team/k$i:1" > "$T/push$i.log" 2>&1 &
+    pushes+=("$!")
   done
   sleep 0.5
   kill -9 "${INST_PIDS[1]}"
-  local failed=0
-  for i in $(seq 10); do wait %$i || failed=$((failed + 1)); done
-  wait || true
+  local failed=0 p
+  for p in "${pushes[@]}"; do wait "$p" || failed=$((failed + 1)); done
   ((failed == 0)) || fail "$failed of 10 pushes failed with instance 2 killed: $(cat "$T"/push*.log | tail -5)"
   for i in $(seq 10); do
     rm -rf "$T/check"
@@ -237,12 +238,14 @@ check_garage_node_down_during_pulls() {
   users
   client_images
   img push -q --tls-verify=false --creds boss:boss-pass localhost/layered:1 "$LB/team/layered:1" >/dev/null 2>&1 || fail "push"
+  local pulls=() p
   for i in $(seq 6); do
     ROOT=$T/puller$i img pull -q --tls-verify=false --creds boss:boss-pass "$LB/team/layered:1" > "$T/pull$i.log" 2>&1 &
-    ((i == 2)) && garage_stop_node 3 > /dev/null 2>&1
+    pulls+=("$!")
+    if ((i == 2)); then garage_stop_node 3 > /dev/null 2>&1; fi
   done
   local failed=0
-  for i in $(seq 6); do wait %$i || failed=$((failed + 1)); done
+  for p in "${pulls[@]}"; do wait "$p" || failed=$((failed + 1)); done
   garage_start_node 3 > /dev/null 2>&1 || fail "garage node 3 did not come back"
   ((failed == 0)) || fail "$failed of 6 pulls failed with a Garage node down: $(tail -3 "$T"/pull*.log)"
   for i in $(seq 6); do
