@@ -25,6 +25,9 @@ mod url;
 mod value;
 mod wire;
 
+#[cfg(test)]
+mod live_tests;
+
 
 pub use conn::Conn;
 pub use error::PgError;
