@@ -28,7 +28,6 @@ mod wire;
 #[cfg(test)]
 mod live_tests;
 
-
 pub use conn::Conn;
 pub use error::PgError;
 pub use pool::Pool;

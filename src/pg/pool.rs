@@ -153,3 +153,28 @@ impl Drop for Lent<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_and_connections_cross_threads() {
+        fn shared<T: Send + Sync>() {}
+        fn sent<T: Send>() {}
+        shared::<Pool>();
+        sent::<Conn>();
+        shared::<PgError>();
+    }
+
+    #[test]
+    fn a_pool_needs_a_good_url_and_a_server() {
+        let e = Pool::new("postgres://img:pw@127.0.0.1/img", 2).err().unwrap();
+        assert!(e.to_string().contains("password in the url"), "{e}");
+        // Port 1 of loopback: nothing listens there.
+        let e = Pool::new("postgres://img@127.0.0.1:1/img?connect_timeout=2", 2).err().unwrap();
+        assert!(e.is_unavailable(), "{e}");
+        let e = Pool::new("postgres://img@/img?host=/nonexistent&port=5", 2).err().unwrap();
+        assert!(e.is_unavailable() && e.to_string().contains("/nonexistent/.s.PGSQL.5"), "{e}");
+    }
+}
