@@ -600,6 +600,26 @@ impl Drop for Conn {
     }
 }
 
+/// Plays `bytes` as a server to a client that starts up and runs a query,
+/// a batch and a transaction; for fuzzing. Never panics.
+pub fn replay_server(bytes: &[u8]) {
+    let cfg = Config {
+        user: "img".into(),
+        dbname: "img".into(),
+        host: Host::Tcp("replay".into()),
+        port: 5432,
+        application_name: None,
+        connect_timeout: url::DEFAULT_TIMEOUT,
+    };
+    let mut c = Conn::over(Stream::Script(io::Cursor::new(bytes.to_vec())), "replay".into());
+    if c.startup(&cfg, &Password::Given("pw".into())).is_ok() {
+        let _ = c.query("q", &[Param::Int(1), Param::Bytes(b"\0")]);
+        let _ = c.batch("b");
+        let _ = c.transaction(|c| c.execute("t", &[]));
+        let _ = c.check_idle();
+    }
+}
+
 /// The row count at the end of a command tag (`INSERT 0 3`, `UPDATE 2`).
 fn rows_affected(tag: &str) -> u64 {
     let mut words = tag.split_whitespace();

@@ -287,12 +287,6 @@ proptest! {
         }
         parts.extend(frames);
         parts.push(raw);
-        let mut c = scripted(&parts);
-        if c.startup(&cfg(), &PW()).is_ok() {
-            let _ = c.query("q", &[Param::Int(1)]);
-            let _ = c.batch("b");
-            let _ = c.transaction(|c| c.execute("t", &[]));
-            let _ = c.check_idle();
-        }
+        replay_server(&parts.concat());
     }
 }

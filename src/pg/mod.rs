@@ -28,6 +28,8 @@ mod wire;
 #[cfg(test)]
 mod live_tests;
 
+#[doc(hidden)]
+pub use conn::replay_server;
 pub use conn::Conn;
 pub use error::PgError;
 pub use pool::Pool;

@@ -24,8 +24,8 @@ pub enum ReadError {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
-    /// Bytes a test plays as the server; what the client writes is dropped.
-    #[cfg(test)]
+    /// Bytes played as the server (tests, fuzzing); what the client
+    /// writes is dropped.
     Script(io::Cursor<Vec<u8>>),
 }
 
@@ -40,7 +40,6 @@ impl Stream {
                 s.set_read_timeout(d)?;
                 s.set_write_timeout(d)
             }
-            #[cfg(test)]
             Stream::Script(_) => Ok(()),
         }
     }
@@ -51,7 +50,6 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
             Stream::Unix(s) => s.set_nonblocking(on),
-            #[cfg(test)]
             Stream::Script(_) => Ok(()),
         }
     }
@@ -62,7 +60,6 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
-            #[cfg(test)]
             Stream::Script(s) => s.read(buf),
         }
     }
@@ -73,7 +70,6 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
-            #[cfg(test)]
             Stream::Script(_) => Ok(buf.len()),
         }
     }
@@ -82,7 +78,6 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),
-            #[cfg(test)]
             Stream::Script(_) => Ok(()),
         }
     }
