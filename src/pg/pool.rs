@@ -120,7 +120,8 @@ impl Pool {
     }
 
     fn give_back(&self, mut c: Conn) {
-        if !c.is_broken() && c.status_idle() {
+        // A timeout set for one long statement does not outlive the loan.
+        if !c.is_broken() && c.status_idle() && c.set_timeout(url::DEFAULT_TIMEOUT).is_ok() {
             self.lock().idle.push(c);
             self.freed.notify_one();
         } else {

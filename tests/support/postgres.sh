@@ -43,7 +43,7 @@ _pg_password() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 # user), started on a free port; role and database `img` with a generated
 # password.
 pg_start() {
-  local dir=$1 try
+  local dir=${1:-} try
   [[ -n $dir ]] || { echo "pg_start: name a directory" >&2; return 1; }
   [[ -x $PG_BIN/initdb ]] || { echo "pg_start: $PG_BIN/initdb not found: install postgresql 15 or set PG_BIN" >&2; return 1; }
   mkdir -p "$dir" || return 1
@@ -92,7 +92,7 @@ EOF
 # scram-sha-256 would refuse them); exports PG_ROLE_URL (database img) and
 # PG_ROLE_PASSWORD.
 pg_add_role() {
-  local name=$1 method=${2:-scram-sha-256} pw
+  local name=${1:?pg_add_role: name a role} method=${2:-scram-sha-256} pw
   pw=$(_pg_password)
   pg_psql -c "SET password_encryption = '$method'" -c "CREATE ROLE $name LOGIN PASSWORD '$pw'" \
     -c "GRANT ALL ON DATABASE img TO $name" || return 1
