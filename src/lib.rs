@@ -15,6 +15,7 @@ pub mod image;
 pub mod layerindex;
 pub mod mount;
 pub mod ops;
+pub mod pg;
 pub mod reference;
 pub mod registry;
 pub mod rootpath;
