@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backend;
 pub mod http;
 pub mod login;
+pub mod metrics;
 pub mod page;
 pub mod route;
 
