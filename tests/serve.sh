@@ -1270,6 +1270,18 @@ check_trusted_proxy_names_the_client() {
     fail "X-Forwarded-For was believed without --trusted-proxy: $(tail -3 "$T/s2.serve.log")"
 }
 
+# --storage and --database go together: one without the other exits 2
+# and says so, from flags or from the configuration file.
+check_storage_and_database_go_together() {
+  local rc=0
+  IMG_ROOT=$T/s "$IMG" serve --listen 127.0.0.1:0 --storage s3://bucket > "$T/err" 2>&1 || rc=$?
+  ((rc == 2)) || fail "--storage alone exited $rc: $(cat "$T/err")"
+  has -- '--database' "$T/err" || fail "unclear: $(cat "$T/err")"
+  printf 'database = "postgres://x/y"\n' > "$T/serve.toml"
+  rc=0; IMG_ROOT=$T/s "$IMG" serve --listen 127.0.0.1:0 --config "$T/serve.toml" > "$T/err" 2>&1 || rc=$?
+  ((rc == 2)) || fail "database alone in the configuration exited $rc: $(cat "$T/err")"
+}
+
 # ---------------------------------------------------------------- runner
 
 echo "# img: $IMG ($("$IMG" --version 2>&1))"

@@ -753,6 +753,64 @@ fn accept(stream: TcpStream, peer: SocketAddr, tls: &Option<TlsConfig>, shared: 
     }
 }
 
+/// Why the metrics listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsListenError {
+    #[error("--metrics-listen {addr}: {source}; is another server there?")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(
+        "--metrics-listen {addr}: metrics are served on a loopback address only; add --metrics-public to serve them to other machines"
+    )]
+    NotLoopback { addr: String },
+}
+
+/// Binds the metrics listener at `addr`: a loopback address, or any with
+/// `public`.
+pub fn bind_metrics(addr: &str, public: bool) -> Result<TcpListener, MetricsListenError> {
+    let l = TcpListener::bind(addr).map_err(|source| MetricsListenError::Bind { addr: addr.to_string(), source })?;
+    let local = l.local_addr().map_err(|source| MetricsListenError::Bind { addr: addr.to_string(), source })?;
+    if !public && !local.ip().to_canonical().is_loopback() {
+        return Err(MetricsListenError::NotLoopback { addr: local.to_string() });
+    }
+    Ok(l)
+}
+
+/// The metrics listener's handler: `GET /metrics` (the text of
+/// `crate::serve::metrics::render`) and nothing else.
+pub struct MetricsHandler;
+
+impl Handler for MetricsHandler {
+    fn handle(&self, req: &Request, _body: &mut dyn Read) -> Response {
+        if req.path != "/metrics" {
+            return Response::new(404).bytes("text/plain", b"not found; the metrics are at /metrics\n".to_vec());
+        }
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            return Response::new(405)
+                .header("Allow", "GET, HEAD")
+                .bytes("text/plain", b"GET /metrics only\n".to_vec());
+        }
+        Response::new(200).bytes(crate::serve::metrics::CONTENT_TYPE, crate::serve::metrics::render().into_bytes())
+    }
+}
+
+/// Serves the metrics on `listener` (plain HTTP) from a thread of its own,
+/// for as long as the process runs.
+pub fn serve_metrics(listener: TcpListener) -> io::Result<()> {
+    let limits = Limits {
+        max_connections: 32,
+        max_per_address: 8,
+        idle: Duration::from_secs(30),
+        head: Duration::from_secs(10),
+    };
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let _ = img_sys::signal::block_termination_in_this_thread();
+        if let Err(e) = serve(listener, None, Arc::new(MetricsHandler), limits) {
+            eprintln!("img serve: the metrics listener stopped: {e}");
+        }
+    })?;
+    Ok(())
+}
+
 /// A connection's stream: plain TCP or TLS over it.
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
@@ -1970,5 +2028,27 @@ mod tests {
         assert!(get(&mut TcpStream::connect(addr).unwrap(), "/sleep/0").contains("200 OK"));
         stop.trigger();
         server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_listener_answers_metrics_only_and_stays_on_loopback() {
+        let l = bind_metrics("127.0.0.1:0", false).unwrap();
+        let addr = l.local_addr().unwrap();
+        serve_metrics(l).unwrap();
+        let ask = |line: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let ok = ask("GET /metrics HTTP/1.1");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("version=0.0.4") && ok.contains("# TYPE img_serve_requests_total counter"), "{ok}");
+        assert!(ask("GET /v2/ HTTP/1.1").starts_with("HTTP/1.1 404"));
+        assert!(ask("POST /metrics HTTP/1.1").starts_with("HTTP/1.1 405"));
+        assert!(matches!(bind_metrics("0.0.0.0:0", false), Err(MetricsListenError::NotLoopback { .. })));
+        assert!(bind_metrics("0.0.0.0:0", true).is_ok());
     }
 }

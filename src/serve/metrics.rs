@@ -3,7 +3,8 @@
 //! so that recording a request costs a few atomic adds and a lock.
 //!
 //! The HTTP layer records requests, their durations, body bytes and
-//! connections; the API records uploads in flight and backend errors.
+//! connections, and serves [`render`] on the metrics listener; the API
+//! records uploads in flight and backend errors.
 //! Every label takes values from a small fixed set (methods, routes,
 //! status codes, backends), so a client cannot grow the registry.
 
@@ -325,67 +326,8 @@ pub fn render() -> String {
     out
 }
 
-/// Why the metrics listener could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum ExporterError {
-    #[error("--metrics-listen {addr}: {source}; is another server there?")]
-    Bind { addr: String, source: std::io::Error },
-    #[error(
-        "--metrics-listen {addr}: metrics are served on a loopback address only; add --metrics-public to serve them to other machines"
-    )]
-    NotLoopback { addr: String },
-}
-
-/// Binds the metrics listener at `addr`: a loopback address, or any with
-/// `public`.
-pub fn bind(addr: &str, public: bool) -> Result<std::net::TcpListener, ExporterError> {
-    let l =
-        std::net::TcpListener::bind(addr).map_err(|source| ExporterError::Bind { addr: addr.to_string(), source })?;
-    let local = l.local_addr().map_err(|source| ExporterError::Bind { addr: addr.to_string(), source })?;
-    if !public && !local.ip().to_canonical().is_loopback() {
-        return Err(ExporterError::NotLoopback { addr: local.to_string() });
-    }
-    Ok(l)
-}
-
-/// The metrics listener's handler: `GET /metrics` and nothing else.
-pub struct Exporter;
-
-impl super::http::Handler for Exporter {
-    fn handle(&self, req: &super::http::Request, _body: &mut dyn std::io::Read) -> super::http::Response {
-        use super::http::Response;
-        if req.path != "/metrics" {
-            return Response::new(404).bytes("text/plain", b"not found; the metrics are at /metrics\n".to_vec());
-        }
-        if !matches!(req.method.as_str(), "GET" | "HEAD") {
-            return Response::new(405)
-                .header("Allow", "GET, HEAD")
-                .bytes("text/plain", b"GET /metrics only\n".to_vec());
-        }
-        Response::new(200).bytes(CONTENT_TYPE, render().into_bytes())
-    }
-}
-
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Serves the metrics on `listener` (plain HTTP) from a thread of its own,
-/// for as long as the process runs.
-pub fn serve_exporter(listener: std::net::TcpListener) -> std::io::Result<()> {
-    let limits = super::http::Limits {
-        max_connections: 32,
-        max_per_address: 8,
-        idle: Duration::from_secs(30),
-        head: Duration::from_secs(10),
-    };
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        let _ = img_sys::signal::block_termination_in_this_thread();
-        if let Err(e) = super::http::serve(listener, None, std::sync::Arc::new(Exporter), limits) {
-            eprintln!("img serve: the metrics listener stopped: {e}");
-        }
-    })?;
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
@@ -597,28 +539,6 @@ mod tests {
         ] {
             assert_eq!(route_of(path), route, "{path}");
         }
-    }
-
-    #[test]
-    fn the_listener_answers_metrics_only_and_stays_on_loopback() {
-        let l = bind("127.0.0.1:0", false).unwrap();
-        let addr = l.local_addr().unwrap();
-        serve_exporter(l).unwrap();
-        let ask = |line: &str| {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        };
-        let ok = ask("GET /metrics HTTP/1.1");
-        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("version=0.0.4") && ok.contains("# TYPE img_serve_requests_total counter"), "{ok}");
-        assert!(ask("GET /v2/ HTTP/1.1").starts_with("HTTP/1.1 404"));
-        assert!(ask("POST /metrics HTTP/1.1").starts_with("HTTP/1.1 405"));
-        assert!(matches!(bind("0.0.0.0:0", false), Err(ExporterError::NotLoopback { .. })));
-        assert!(bind("0.0.0.0:0", true).is_ok());
     }
 
     proptest::proptest! {

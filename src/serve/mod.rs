@@ -116,7 +116,7 @@ pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
         (0, false) => Mode::NoUsers,
         _ => Mode::Users,
     };
-    let metrics = opts.metrics_listen.as_deref().map(|a| metrics::bind(a, opts.metrics_public)).transpose()?;
+    let metrics = opts.metrics_listen.as_deref().map(|a| http::bind_metrics(a, opts.metrics_public)).transpose()?;
     let api = Arc::new(api::Api::new(backend, opts.settings.clone())?);
     api.collect_garbage();
     Ok(Server { listener, tls, api, address, mode, limits: opts.limits, http: opts.http.clone(), metrics })
@@ -137,7 +137,7 @@ impl Server {
     pub fn run(self) -> Result<()> {
         let stop = img_sys::signal::Termination::catch().context("catching SIGTERM and SIGINT")?;
         if let Some(l) = self.metrics {
-            metrics::serve_exporter(l).context("starting the metrics listener")?;
+            http::serve_metrics(l).context("starting the metrics listener")?;
         }
         let gc = self.api.clone();
         std::thread::spawn(move || loop {
