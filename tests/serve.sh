@@ -1076,6 +1076,212 @@ check_post_token_flow() {
   [[ $(status GET "http://$R/v2/team/app/tags/list" -H "Authorization: Bearer $rt") == 401 ]] || fail "a refresh token was taken as an access token"
 }
 
+# ------------------------------------------------------------- operations
+# Metrics, access logs, a graceful stop, allowed networks and trusted
+# proxies: what an operator running several instances behind haproxy needs.
+
+# metrics_value FILE NAME [LABEL=VALUE...]: the sum of a metric's samples
+# whose labels include those given, from the text format in FILE; fails
+# when a line of FILE is not the text format.
+metrics_value() {
+  python3 - "$@" <<'PY'
+import re, sys
+path, name, want = sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
+line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\[\\"n])*)",?')
+typed, total = set(), 0.0
+for line in open(path).read().splitlines():
+    if line.startswith("# HELP "):
+        continue
+    if line.startswith("# TYPE "):
+        _, _, fam, kind = line.split(" ")
+        assert kind in ("counter", "gauge", "histogram"), line
+        typed.add(fam)
+        continue
+    m = line_re.match(line)
+    assert m, "not the text format: %r" % line
+    n = m.group(1)
+    assert n in typed or re.sub(r'_(bucket|sum|count)$', '', n) in typed, "no TYPE before %r" % line
+    labels = dict(label_re.findall(m.group(3) or ""))
+    value = float(m.group(4))
+    if n == name and all(labels.get(k) == v for k, v in want.items()):
+        total += value
+print(int(total) if total == int(total) else total)
+PY
+}
+
+# Metrics after a push and a pull: requests by route and code, body bytes
+# both ways, durations; the metrics listener answers /metrics and nothing
+# else, and is refused off loopback without --metrics-public.
+check_metrics_count_a_push_and_a_pull() {
+  local SROOT=$T/server R ROOT=$T/client mp; mp=$(free_port)
+  start_serve "$SROOT" R --open --metrics-listen "127.0.0.1:$mp" || fail "img serve did not start"
+  has "metrics at http://127.0.0.1:$mp/metrics" "$SROOT.serve.log" || fail "the metrics address is not said: $(cat "$SROOT.serve.log")"
+  curl -sf "http://127.0.0.1:$mp/metrics" > "$T/m0" || fail "GET /metrics on the metrics listener"
+  client_images
+  img push -q --tls-verify=false localhost/layered:1 "$R/team/layered:1" > "$T/push.out" 2>&1 || fail "img push: $(cat "$T/push.out")"
+  ROOT=$T/client2 img pull -q --tls-verify=false "$R/team/layered:1" >/dev/null 2>&1 || fail "img pull"
+  curl -sf -D "$T/mh" "http://127.0.0.1:$mp/metrics" > "$T/m1" || fail "GET /metrics after the push"
+  has -i '^content-type: text/plain; version=0.0.4' "$T/mh" || fail "content type: $(cat "$T/mh")"
+  local v pushed
+  pushed=$(IMG_ROOT=$T/client "$IMG" inspect -f '{{.Size}}' localhost/layered:1 2>/dev/null || echo 1)
+  v=$(metrics_value "$T/m1" img_serve_requests_total method=PUT route=manifest code=201) || fail "the metrics do not parse: $v"
+  ((v >= 1)) || fail "no manifest PUT counted: $(grep requests_total "$T/m1")"
+  v=$(metrics_value "$T/m1" img_serve_requests_total method=GET route=manifest code=200)
+  ((v >= 1)) || fail "no manifest GET counted: $(grep requests_total "$T/m1")"
+  v=$(metrics_value "$T/m1" img_serve_requests_total route=blob code=200)
+  ((v >= 1)) || fail "no blob GET counted: $(grep requests_total "$T/m1")"
+  v=$(metrics_value "$T/m1" img_serve_requests_total route=upload)
+  ((v >= 2)) || fail "no uploads counted: $(grep requests_total "$T/m1")"
+  v=$(metrics_value "$T/m1" img_serve_bytes_received_total)
+  ((v >= 10000)) || fail "bytes received: $v"
+  v=$(metrics_value "$T/m1" img_serve_bytes_sent_total)
+  ((v >= 10000)) || fail "bytes sent: $v"
+  v=$(metrics_value "$T/m1" img_serve_request_duration_seconds_count route=manifest)
+  ((v >= 2)) || fail "manifest durations: $v"
+  v=$(metrics_value "$T/m1" img_serve_connections_accepted_total)
+  ((v >= 2)) || fail "connections accepted: $v"
+  [[ $(status GET "http://127.0.0.1:$mp/v2/") == 404 ]] || fail "the metrics listener answered /v2/"
+  [[ $(status POST "http://127.0.0.1:$mp/metrics") == 405 ]] || fail "the metrics listener took a POST"
+  echo "after a push and a pull: $(metrics_value "$T/m1" img_serve_requests_total) requests, $(metrics_value "$T/m1" img_serve_bytes_received_total) bytes in, $(metrics_value "$T/m1" img_serve_bytes_sent_total) out (image $pushed bytes)" > "$T/measure"
+  IMG_ROOT=$T/s2 "$IMG" serve --listen 127.0.0.1:0 --metrics-listen 0.0.0.0:0 > "$T/err" 2>&1 && fail "metrics on 0.0.0.0 without --metrics-public"
+  has -- '--metrics-public' "$T/err" || fail "unclear: $(cat "$T/err")"
+}
+
+# --log-format json: one JSON object per line with the fields, the
+# caller's request id echoed, and no credentials, token or query anywhere.
+check_json_access_log_holds_no_secrets() {
+  local SROOT=$T/server R
+  mkdir -p "$SROOT"
+  printf 'boss-pass\n' | admin user add boss --admin --password-stdin 2>/dev/null
+  start_serve "$SROOT" R --log-format json || fail "img serve did not start"
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:boss-pass "docker-archive:$GEN/base-docker.tar" \
+    "docker://$R/team/app:1" || fail "the push as boss"
+  local tok; tok=$(curl -s -u boss:boss-pass "http://$R/token?service=img-serve&scope=repository:team/app:pull" | json_get token)
+  [[ -n $tok && $tok != None ]] || fail "no token"
+  curl -s -D "$T/h" -o /dev/null -H "Authorization: Bearer $tok" -H 'X-Request-Id: trace-42' -A 'ops-check/1' \
+    "http://$R/v2/team/app/tags/list?n=10&secret=query-s3cret" || fail "the tags request"
+  has -i '^x-request-id: trace-42' "$T/h" || fail "the request id is not echoed: $(cat "$T/h")"
+  curl -s -D "$T/h2" -o /dev/null "http://$R/v2/"
+  has -i '^x-request-id: [0-9a-f]\{32\}' "$T/h2" || fail "no request id made: $(cat "$T/h2")"
+  local secrets=("boss-pass" "$tok" "$(printf boss:boss-pass | base64)" "query-s3cret" "scope=" "Bearer " "Basic ")
+  for s in "${secrets[@]}"; do
+    ! has -F -- "$s" "$SROOT.serve.log" || fail "the log holds ${s:0:12}...: $(grep -F -- "$s" "$SROOT.serve.log" | head -2)"
+  done
+  python3 - "$SROOT.serve.log" <<'PY' || fail "the JSON log lines: $(tail -5 "$SROOT.serve.log")"
+import json, re, sys
+lines = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith("{")]
+assert len(lines) >= 8, "only %d JSON lines" % len(lines)
+keys = {"time", "remote", "method", "path", "status", "bytes_in", "bytes_out", "duration_ms", "user", "user_agent", "request_id"}
+for l in lines:
+    v = json.loads(l)
+    assert keys <= set(v), "missing %s in %s" % (keys - set(v), l)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", v["time"]), v["time"]
+    assert "?" not in v["path"] and "query" not in v, l
+    assert v["remote"] == "127.0.0.1", l
+tags = [json.loads(l) for l in lines if "/tags/list" in l]
+assert tags and tags[-1]["request_id"] == "trace-42" and tags[-1]["status"] == 200, tags
+assert tags[-1]["user_agent"] == "ops-check/1", tags
+puts = [json.loads(l) for l in lines if json.loads(l)["method"] in ("PUT", "PATCH", "POST")]
+assert any(p["bytes_in"] > 1000 for p in puts), puts
+PY
+}
+
+# SIGTERM while a slow upload is in flight: the upload finishes (201, and
+# the answer says Connection: close), a new connection is refused, and the
+# server exits 0 saying none was cut.
+check_sigterm_lets_an_upload_in_flight_finish() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R --open --shutdown-timeout 30 || fail "img serve did not start"
+  head -c 600000 /dev/urandom > "$T/blob"
+  local d; d=sha256:$(sha256sum "$T/blob" | cut -d' ' -f1)
+  curl -s -o "$T/up.body" -D "$T/up.head" -w '%{http_code}' --limit-rate 150K -H 'Expect:' \
+    --data-binary "@$T/blob" "http://$R/v2/team/slow/blobs/uploads/?digest=$d" > "$T/up.status" &
+  local up=$!
+  sleep 1.5
+  kill -0 "$up" 2>/dev/null || fail "the upload ended before the signal: $(cat "$T/up.status")"
+  kill -TERM "$SERVE_PID"
+  sleep 0.5
+  local s; s=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$R/v2/") || true
+  [[ $s == 000 ]] || fail "a new connection was answered $s after SIGTERM"
+  wait "$up" || true
+  [[ $(cat "$T/up.status") == 201 ]] || fail "the upload in flight: $(cat "$T/up.status") $(cat "$T/up.body")"
+  has -i '^connection: close' "$T/up.head" || fail "no Connection: close on the answer: $(cat "$T/up.head")"
+  local rc=0; wait "$SERVE_PID" || rc=$?
+  ((rc == 0)) || fail "img serve exited $rc: $(tail -3 "$SROOT.serve.log")"
+  has 'stopping: 1 request(s) in flight' "$SROOT.serve.log" && has 'stopped; 0 request(s) cut' "$SROOT.serve.log" ||
+    fail "the stop is not told: $(tail -3 "$SROOT.serve.log")"
+  [[ -f $SROOT/blobs/sha256/${d#sha256:} ]] || fail "the uploaded blob is not stored"
+  # A request that outlives --shutdown-timeout is cut, and said to be.
+  start_serve "$T/s2" R --open --shutdown-timeout 1 || fail "the second img serve did not start"
+  curl -s -o /dev/null --limit-rate 20K -H 'Expect:' --data-binary "@$T/blob" \
+    "http://$R/v2/team/slow/blobs/uploads/?digest=$d" &
+  up=$!
+  sleep 1
+  kill -TERM "$SERVE_PID"
+  rc=0; wait "$SERVE_PID" || rc=$?
+  wait "$up" || true
+  ((rc == 0)) || fail "img serve exited $rc after cutting"
+  has 'stopped; 1 request(s) cut' "$T/s2.serve.log" || fail "the cut is not told: $(tail -3 "$T/s2.serve.log")"
+}
+
+# --allow-from: 127.0.0.1 is closed at accept when only 10.0.0.0/8 is
+# allowed (counted in the metrics), and served when 127.0.0.0/8 is; one
+# address allows only itself; a network with host bits is refused.
+check_allow_from_refuses_other_networks() {
+  local SROOT=$T/server R port mp; port=$(free_port) mp=$(free_port)
+  IMG_ROOT=$SROOT "$IMG" serve --open --listen "127.0.0.1:$port" --allow-from 10.0.0.0/8 --metrics-listen "127.0.0.1:$mp" \
+    > "$SROOT.serve.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$mp/metrics" && break; sleep 0.05; done
+  local s; s=$(curl -s -o "$T/body" -w '%{http_code}' "http://127.0.0.1:$port/v2/") || true
+  [[ $s == 403 || $s == 000 ]] || fail "127.0.0.1 was answered $s with only 10.0.0.0/8 allowed"
+  curl -s "http://127.0.0.1:$mp/metrics" > "$T/m"
+  (($(metrics_value "$T/m" img_serve_connections_refused_total reason=not_allowed) >= 1)) || fail "the refusal is not counted"
+  (($(metrics_value "$T/m" img_serve_requests_total route=base) == 0)) || fail "a request of a refused client was read"
+  start_serve "$T/s2" R --open --allow-from 10.0.0.0/8 --allow-from 127.0.0.0/8 || fail "img serve with 127.0.0.0/8 allowed did not start"
+  [[ $(status GET "http://$R/v2/") == 200 ]] || fail "127.0.0.1 was refused with 127.0.0.0/8 allowed"
+  printf 'allow_from = ["127.0.0.1"]\n' > "$T/serve.toml"
+  start_serve "$T/s3" R --open --config "$T/serve.toml" || fail "img serve with allow_from in its configuration did not start"
+  [[ $(status GET "http://$R/v2/") == 200 ]] || fail "127.0.0.1 was refused with itself allowed"
+  s=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.2 "http://$R/v2/") || true
+  [[ $s == 403 || $s == 000 ]] || fail "127.0.0.2 was answered $s with only 127.0.0.1 allowed"
+  IMG_ROOT=$T/s4 "$IMG" serve --listen 127.0.0.1:0 --allow-from 127.0.0.1/8 > "$T/err" 2>&1 && fail "127.0.0.1/8 was taken"
+  has '127.0.0.0/8' "$T/err" || fail "unclear: $(cat "$T/err")"
+}
+
+# --trusted-proxy: from that peer only, the client is X-Forwarded-For's last
+# hop, in the log and for --allow-from; without it the header is ignored.
+check_trusted_proxy_names_the_client() {
+  local SROOT=$T/server R
+  start_serve "$SROOT" R --open --access-log --trusted-proxy 127.0.0.1/32 --allow-from 10.0.0.0/8 || fail "img serve did not start"
+  [[ $(status GET "http://$R/v2/" -H 'X-Forwarded-For: 10.9.8.7') == 200 ]] || fail "a client in 10.0.0.0/8 behind the proxy: $(cat "$T/body")"
+  has '^10\.9\.8\.7 GET /v2/ 200 ' "$SROOT.serve.log" || fail "the log does not name the client: $(tail -3 "$SROOT.serve.log")"
+  [[ $(status GET "http://$R/v2/" -H 'X-Forwarded-For: 10.9.8.7, 192.0.2.1') == 403 ]] ||
+    fail "the last hop 192.0.2.1 was served"
+  [[ $(status GET "http://$R/v2/" -H 'X-Forwarded-For: 10.9.8.7' -H 'X-Forwarded-For: 192.0.2.1') == 403 ]] ||
+    fail "the last X-Forwarded-For line 192.0.2.1 was served"
+  [[ $(status GET "http://$R/v2/" -H 'X-Forwarded-For: not-an-address') == 400 ]] || fail "a bad X-Forwarded-For was taken"
+  local s; s=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.2 -H 'X-Forwarded-For: 10.9.8.7' "http://$R/v2/") || true
+  [[ $s == 403 || $s == 000 ]] || fail "a peer that is not a trusted proxy was believed ($s)"
+  start_serve "$T/s2" R --open --access-log || fail "the second img serve did not start"
+  curl -s -o /dev/null -H 'X-Forwarded-For: 10.9.8.7' "http://$R/v2/"
+  has '^127\.0\.0\.1 GET /v2/ ' "$T/s2.serve.log" && ! has '^10\.9\.8\.7' "$T/s2.serve.log" ||
+    fail "X-Forwarded-For was believed without --trusted-proxy: $(tail -3 "$T/s2.serve.log")"
+}
+
+# --storage and --database go together: one without the other exits 2
+# and says so, from flags or from the configuration file.
+check_storage_and_database_go_together() {
+  local rc=0
+  IMG_ROOT=$T/s "$IMG" serve --listen 127.0.0.1:0 --storage s3://bucket > "$T/err" 2>&1 || rc=$?
+  ((rc == 2)) || fail "--storage alone exited $rc: $(cat "$T/err")"
+  has -- '--database' "$T/err" || fail "unclear: $(cat "$T/err")"
+  printf 'database = "postgres://x/y"\n' > "$T/serve.toml"
+  rc=0; IMG_ROOT=$T/s "$IMG" serve --listen 127.0.0.1:0 --config "$T/serve.toml" > "$T/err" 2>&1 || rc=$?
+  ((rc == 2)) || fail "database alone in the configuration exited $rc: $(cat "$T/err")"
+}
+
 # ---------------------------------------------------------------- runner
 
 echo "# img: $IMG ($("$IMG" --version 2>&1))"

@@ -26,15 +26,40 @@ pub struct ServeArgs {
     /// How clients are asked to log in: token (a Bearer token from /token) or basic
     #[arg(long, value_name = "SCHEME")]
     auth: Option<String>,
-    /// Print a line per request on standard error (address, method, path, status)
+    /// Print a line per request on standard error (address, method, path, status, user, bytes, time, request id)
     #[arg(long)]
     access_log: bool,
+    /// The access log's format: text or json (one object per line); either turns the access log on
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, plain HTTP (a loopback address unless --metrics-public)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Let --metrics-listen be an address other machines reach
+    #[arg(long)]
+    metrics_public: bool,
+    /// Serve only clients in this network (repeatable; like 10.0.0.0/8 or fd00::/8); others are closed at once
+    #[arg(long, value_name = "CIDR")]
+    allow_from: Vec<String>,
+    /// A proxy in this network names the client in X-Forwarded-For (its last hop), which is then believed (repeatable)
+    #[arg(long, value_name = "CIDR")]
+    trusted_proxy: Vec<String>,
+    /// On SIGTERM or SIGINT, how long requests in flight may take to finish [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_timeout: Option<u64>,
+    /// Keep blobs at this URL (with --database)
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
+    /// Keep the registry's state in this database (with --storage)
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// Let anyone pull and push without logging in, while the store has no users (only on a loopback address)
     #[arg(long)]
     open: bool,
-    /// A TOML file with the settings above (listen, tls_cert, tls_key, tls_client_ca, auth, open) and limits:
-    /// token_ttl, upload_ttl, idle_timeout, head_timeout (seconds), max_connections,
-    /// max_connections_per_address, max_uploads_per_user, max_upload_bytes_per_user; flags win
+    /// A TOML file with the settings above (listen, tls_cert, tls_key, tls_client_ca, auth, open, access_log,
+    /// log_format, metrics_listen, metrics_public, allow_from and trusted_proxy as lists, shutdown_timeout,
+    /// storage, database) and limits: token_ttl, upload_ttl, idle_timeout, head_timeout (seconds),
+    /// max_connections, max_connections_per_address, max_uploads_per_user, max_upload_bytes_per_user; flags win
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -180,6 +205,30 @@ struct ConfigFile {
     max_connections_per_address: Option<usize>,
     max_uploads_per_user: Option<usize>,
     max_upload_bytes_per_user: Option<u64>,
+    access_log: Option<bool>,
+    log_format: Option<String>,
+    metrics_listen: Option<String>,
+    metrics_public: Option<bool>,
+    allow_from: Option<Vec<String>>,
+    trusted_proxy: Option<Vec<String>>,
+    shutdown_timeout: Option<u64>,
+    storage: Option<String>,
+    database: Option<String>,
+}
+
+/// Networks from flags, or else from the configuration's `key`.
+fn networks(
+    flag: &str,
+    given: Vec<String>,
+    file: Option<Vec<String>>,
+    path: &std::path::Path,
+) -> Result<Vec<serve::http::Cidr>> {
+    let (list, from) = if given.is_empty() {
+        (file.unwrap_or_default(), format!("{}: {}", path.display(), flag.trim_start_matches('-').replace('-', "_")))
+    } else {
+        (given, flag.to_string())
+    };
+    list.iter().map(|s| s.parse().with_context(|| from.clone())).collect()
 }
 
 /// A number of seconds from the configuration, within bounds.
@@ -213,8 +262,8 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         "basic" => api::AuthMode::Basic,
         other => bail!("--auth {other:?}: give token or basic"),
     };
-    let mut settings =
-        api::Settings { auth, access_log: a.access_log, open: a.open || file.open == Some(true), ..Default::default() };
+    // The HTTP layer writes the access log.
+    let mut settings = api::Settings { auth, open: a.open || file.open == Some(true), ..Default::default() };
     let mut limits = serve::http::Limits::default();
     let path = a.config.clone().unwrap_or_default();
     let day = 86_400;
@@ -242,6 +291,31 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     if let Some(n) = file.max_upload_bytes_per_user {
         settings.upload_bytes_per_user = count(&path, "max_upload_bytes_per_user", n)?;
     }
+    let log_format = a.log_format.or(file.log_format);
+    let access_log = match log_format.as_deref() {
+        Some("json") => serve::http::AccessLog::Json,
+        Some("text") => serve::http::AccessLog::Text,
+        Some(other) => bail!("{}: log_format = {other:?}: give text or json", path.display()),
+        None if a.access_log || file.access_log == Some(true) => serve::http::AccessLog::Text,
+        None => serve::http::AccessLog::Off,
+    };
+    let shutdown_timeout = a.shutdown_timeout.or(file.shutdown_timeout).unwrap_or(30);
+    if shutdown_timeout > 3600 {
+        bail!("shutdown timeout {shutdown_timeout}: give 0 to 3600 seconds");
+    }
+    let http = serve::http::Options {
+        access_log,
+        allow_from: networks("--allow-from", a.allow_from, file.allow_from, &path)?,
+        trusted_proxies: networks("--trusted-proxy", a.trusted_proxy, file.trusted_proxy, &path)?,
+        shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout),
+    };
+    let (storage, database) = (a.storage.or(file.storage), a.database.or(file.database));
+    if storage.is_some() != database.is_some() {
+        eprintln!(
+            "error: --storage and --database go together (blobs at the one, the registry's state in the other); give both, or neither to serve the local store"
+        );
+        std::process::exit(2);
+    }
     let opts = serve::ServeOptions {
         listen: a.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:5000".into()),
         tls_cert: a.tls_cert.or(file.tls_cert),
@@ -249,12 +323,18 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         tls_client_ca: a.tls_client_ca.or(file.tls_client_ca),
         settings,
         limits,
-        storage: None,
-        database: None,
+        http,
+        metrics_listen: a.metrics_listen.or(file.metrics_listen),
+        metrics_public: a.metrics_public || file.metrics_public == Some(true),
+        storage,
+        database,
     };
     let server = serve::bind(ctx.root(), &opts)?;
     let scheme = if server.tls() { "https" } else { "http" };
     eprintln!("img serve: serving {} at {scheme}://{}", ctx.root().display(), server.address);
+    if let Some(m) = server.metrics_address() {
+        eprintln!("img serve: metrics at http://{m}/metrics");
+    }
     match server.mode {
         serve::Mode::Open => eprintln!(
             "img serve: --open: anyone who reaches {} may pull and push, until a user is added",

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,11 +95,13 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// Who the caller was, for the access log (never sent); "-" when None.
+    pub log_user: Option<String>,
 }
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::Empty }
+        Response { status, headers: Vec::new(), body: Body::Empty, log_user: None }
     }
 
     pub fn header(mut self, k: &str, v: impl Into<String>) -> Response {
@@ -189,18 +192,415 @@ impl Drop for Slot {
 }
 
 /// Takes a place for a connection from `ip`, or says why there is none.
-fn take_slot(held: &Arc<Mutex<Held>>, ip: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
+/// `proxy`: the address is a trusted proxy's, which carries many clients
+/// and has no limit of its own.
+fn take_slot(held: &Arc<Mutex<Held>>, ip: IpAddr, limits: &Limits, proxy: bool) -> Result<Slot, &'static str> {
     let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
     if h.total >= limits.max_connections {
         return Err("the server is serving as many connections as it may");
     }
     let n = h.by_address.entry(ip).or_insert(0);
-    if *n >= limits.max_per_address {
+    if *n >= limits.max_per_address && !proxy {
         return Err("this address has as many connections open as it may");
     }
     *n += 1;
     h.total += 1;
     Ok(Slot { held: held.clone(), ip })
+}
+
+/// How requests are logged on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    /// A line of text per request.
+    Text,
+    /// A JSON object per line.
+    Json,
+}
+
+/// What the server does beside its limits: logging, the networks it
+/// serves, the proxies it believes, and how it stops.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub access_log: AccessLog,
+    /// The client addresses served; empty: every address. Others are closed
+    /// at accept (or answered 403, for a client behind a trusted proxy).
+    pub allow_from: Vec<Cidr>,
+    /// Peers whose `X-Forwarded-For` (its last hop) names the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// How long requests in flight may take to finish once the server is
+    /// told to stop.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            access_log: AccessLog::Off,
+            allow_from: Vec::new(),
+            trusted_proxies: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not an address or a network; give one like 10.0.0.0/8, 127.0.0.1 or fd00::/8")]
+    Syntax(String),
+    #[error("{text:?}: a prefix length of {prefix} is over {max}")]
+    Prefix { text: String, prefix: u32, max: u32 },
+    #[error("{text:?} has address bits set past its prefix; the network is {net}")]
+    HostBits { text: String, net: String },
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => u32::from(a) & mask4(self.prefix) == u32::from(n),
+            (IpAddr::V6(n), IpAddr::V6(a)) => u128::from(a) & mask6(self.prefix) == u128::from(n),
+            _ => false,
+        }
+    }
+}
+
+fn mask4(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
+}
+
+fn mask6(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0)
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = CidrError;
+
+    /// `ADDRESS/PREFIX`, or an address alone (a network of one). The
+    /// prefix is decimal digits without a sign or leading zeros; bits set
+    /// past it are refused (`10.0.0.1/8` is a mistake for `10.0.0.0/8`).
+    fn from_str(text: &str) -> Result<Cidr, CidrError> {
+        let syntax = || CidrError::Syntax(text.chars().take(64).collect());
+        if text.len() > 64 {
+            return Err(syntax());
+        }
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| syntax())?;
+        let max: u32 = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => {
+                if p.is_empty()
+                    || p.len() > 3
+                    || !p.bytes().all(|b| b.is_ascii_digit())
+                    || (p.len() > 1 && p.starts_with('0'))
+                {
+                    return Err(syntax());
+                }
+                let n: u32 = p.parse().map_err(|_| syntax())?;
+                if n > max {
+                    return Err(CidrError::Prefix { text: text.to_string(), prefix: n, max });
+                }
+                n
+            }
+        };
+        let prefix = prefix as u8;
+        let masked = match net {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask4(prefix)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask6(prefix)).into()),
+        };
+        if masked != net {
+            return Err(CidrError::HostBits { text: text.to_string(), net: format!("{masked}/{prefix}") });
+        }
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
+fn in_any(nets: &[Cidr], ip: IpAddr) -> bool {
+    nets.iter().any(|n| n.contains(ip))
+}
+
+/// The client an `X-Forwarded-For` names: the last hop of its last line
+/// (what the trusted proxy in front saw); None without the header.
+fn forwarded_client(req: &Request) -> Result<Option<IpAddr>, String> {
+    let Some(last) = req.headers.iter().rev().find(|(k, _)| k == "x-forwarded-for").map(|(_, v)| v) else {
+        return Ok(None);
+    };
+    let hop = last.rsplit(',').next().unwrap_or("").trim();
+    let ip: IpAddr = hop
+        .parse()
+        .map_err(|_| format!("X-Forwarded-For names {:?}, not an address", hop.chars().take(64).collect::<String>()))?;
+    Ok(Some(ip.to_canonical()))
+}
+
+/// The request's id: the client's `X-Request-Id` when it is a short token
+/// (1 to 64 letters, digits, `-`, `_` and `.`), else a new random one.
+fn request_id(req: &Request) -> String {
+    if let Some(id) = req.header("x-request-id") {
+        if (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return id.to_string();
+        }
+    }
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// What is logged of one request. Never its query (tokens travel there),
+/// its credentials or its body.
+struct LogEntry<'a> {
+    /// Seconds and milliseconds since the epoch.
+    time: (i64, u32),
+    remote: IpAddr,
+    /// The trusted proxy the request came through.
+    via: Option<IpAddr>,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    took: Duration,
+    /// The scheme of the Authorization header, never its value.
+    auth: &'a str,
+    user: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: &'a str,
+}
+
+/// Printable text for a text log line: no spaces or control characters.
+fn plain(s: &str, max: usize) -> String {
+    s.chars().take(max).map(|c| if c.is_control() || c.is_whitespace() { '?' } else { c }).collect()
+}
+
+fn log_line(format: AccessLog, e: &LogEntry) -> Option<String> {
+    let ms = e.took.as_secs_f64() * 1000.0;
+    match format {
+        AccessLog::Off => None,
+        AccessLog::Text => Some(format!(
+            "{} {} {} {} auth={} user={} in={} out={} ms={ms:.1} id={}",
+            e.remote,
+            plain(e.method, 32),
+            plain(e.path, 2048),
+            e.status,
+            plain(e.auth, 32),
+            plain(e.user.unwrap_or("-"), 128),
+            e.bytes_in,
+            e.bytes_out,
+            e.request_id
+        )),
+        AccessLog::Json => {
+            let time = crate::timefmt::format_rfc3339(e.time.0);
+            let time = format!("{}.{:03}Z", time.trim_end_matches('Z'), e.time.1);
+            let mut v = serde_json::json!({
+                "time": time,
+                "remote": e.remote.to_string(),
+                "method": e.method,
+                "path": e.path,
+                "status": e.status,
+                "bytes_in": e.bytes_in,
+                "bytes_out": e.bytes_out,
+                "duration_ms": (ms * 1000.0).round() / 1000.0,
+                "user": e.user.unwrap_or("-"),
+                "user_agent": e.user_agent.map(|u| u.chars().take(256).collect::<String>()),
+                "request_id": e.request_id,
+            });
+            if let Some(via) = e.via {
+                v["via"] = via.to_string().into();
+            }
+            Some(v.to_string())
+        }
+    }
+}
+
+fn now_parts() -> (i64, u32) {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Writes a log line on standard error in one write; a standard error
+/// that cannot be written to loses it.
+fn emit(line: &str) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_all(format!("{line}\n").as_bytes());
+}
+
+/// What tells a server to stop: a descriptor that becomes readable, and
+/// how many stop requests came since the last look.
+pub trait Stop: AsFd + Send + Sync {
+    fn take(&self) -> usize;
+}
+
+impl Stop for img_sys::signal::Termination {
+    fn take(&self) -> usize {
+        img_sys::signal::Termination::take(self)
+    }
+}
+
+/// How a server ended after it was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Requests in flight when it was told.
+    pub in_flight: usize,
+    /// Of those, the ones still unfinished at the timeout, whose
+    /// connections were closed.
+    pub cut: usize,
+}
+
+/// A connection's state, for stopping.
+struct Tracked {
+    /// A handle on its socket, to shut it down.
+    sock: TcpStream,
+    /// Between a request head and the end of its answer.
+    busy: bool,
+    /// Its reading side was shut down by a stop.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Conns {
+    map: HashMap<u64, Tracked>,
+    next: u64,
+    stopping: bool,
+}
+
+/// The connections being served, so that a stop can close the idle ones
+/// at once, let the busy ones finish, and close what is left at the end.
+#[derive(Default)]
+struct Tracker(Mutex<Conns>);
+
+/// What a connection that read a request head may do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    /// Answer it (and close afterwards if the server is stopping).
+    Go,
+    /// The server is stopping and this connection's reading side is shut:
+    /// a request without a body may be answered, one with a body not.
+    ReadShut,
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection; None when the server is stopping.
+    fn register(&self, sock: TcpStream) -> Option<u64> {
+        let mut c = self.lock();
+        if c.stopping {
+            return None;
+        }
+        c.next += 1;
+        let id = c.next;
+        c.map.insert(id, Tracked { sock, busy: false, closed: false });
+        Some(id)
+    }
+
+    fn unregister(&self, id: u64) {
+        self.lock().map.remove(&id);
+    }
+
+    /// The connection waits for its next request; false when it is to
+    /// close instead (the server is stopping).
+    fn idle(&self, id: u64) -> bool {
+        let mut c = self.lock();
+        if c.stopping {
+            return false;
+        }
+        if let Some(t) = c.map.get_mut(&id) {
+            t.busy = false;
+        }
+        true
+    }
+
+    /// A request head arrived on the connection.
+    fn busy(&self, id: u64) -> Busy {
+        let mut c = self.lock();
+        match c.map.get_mut(&id) {
+            Some(t) => {
+                t.busy = true;
+                if t.closed {
+                    Busy::ReadShut
+                } else {
+                    Busy::Go
+                }
+            }
+            None => Busy::ReadShut,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Stops: no connection is added from now on; idle ones have their
+    /// reading side shut (their wait for a request ends); says how many
+    /// are busy.
+    fn stop(&self) -> usize {
+        let mut c = self.lock();
+        c.stopping = true;
+        let mut busy = 0;
+        for t in c.map.values_mut() {
+            if t.busy {
+                busy += 1;
+            } else {
+                t.closed = true;
+                let _ = t.sock.shutdown(std::net::Shutdown::Read);
+            }
+        }
+        busy
+    }
+
+    fn busy_count(&self) -> usize {
+        self.lock().map.values().filter(|t| t.busy).count()
+    }
+
+    /// Closes every connection left; says how many were busy.
+    fn cut(&self) -> usize {
+        let c = self.lock();
+        for t in c.map.values() {
+            let _ = t.sock.shutdown(std::net::Shutdown::Both);
+        }
+        c.map.values().filter(|t| t.busy).count()
+    }
+}
+
+/// A connection's place in the tracker, given back when it ends.
+struct TrackSlot<'a> {
+    tracker: &'a Tracker,
+    id: u64,
+}
+
+impl Drop for TrackSlot<'_> {
+    fn drop(&mut self) {
+        self.tracker.unregister(self.id);
+    }
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    opts: Options,
+    tracker: Tracker,
+    held: Arc<Mutex<Held>>,
 }
 
 /// Serves `listener` until the process ends.
@@ -210,45 +610,204 @@ pub fn serve(
     handler: Arc<dyn Handler>,
     limits: Limits,
 ) -> io::Result<()> {
-    let held = Arc::new(Mutex::new(Held::default()));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
-                continue
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: wait and go on.
-                eprintln!("img serve: accepting a connection: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
+    serve_with(listener, tls, handler, limits, Options::default(), None).map(|_| ())
+}
+
+/// Serves `listener` until `stop` says to stop (or, without one, until
+/// the process ends). Then the listener is closed, idle connections are
+/// closed, requests in flight are answered with `Connection: close` for up
+/// to `opts.shutdown_timeout` (a second stop ends the wait), and the
+/// connections left are closed.
+pub fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsConfig>,
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    opts: Options,
+    stop: Option<&dyn Stop>,
+) -> io::Result<Stopped> {
+    use img_sys::signal::wait_readable;
+    listener.set_nonblocking(true)?;
+    let timeout = opts.shutdown_timeout;
+    let shared = Arc::new(Shared {
+        handler,
+        limits,
+        opts,
+        tracker: Tracker::default(),
+        held: Arc::new(Mutex::new(Held::default())),
+    });
+    loop {
+        let ready = match stop {
+            Some(s) => wait_readable(&[listener.as_fd(), s.as_fd()], None)?,
+            None => wait_readable(&[listener.as_fd()], None)?,
         };
-        let Ok(peer) = stream.peer_addr() else { continue };
-        let slot = match take_slot(&held, peer.ip(), &limits) {
-            Ok(s) => s,
-            Err(why) => {
-                // Never wait on a client that is over its limit.
-                let _ = stream.set_nonblocking(true);
-                let msg = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
-                    why.len() + 1
-                );
-                let mut s = stream;
-                let _ = s.write_all(msg.as_bytes());
-                continue;
+        if let Some(s) = stop {
+            if ready[1] && s.take() > 0 {
+                break;
             }
-        };
-        let (tls, handler) = (tls.clone(), handler.clone());
-        let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
-            let _ = connection(stream, tls, &*handler, &limits);
-            drop(slot);
-        });
-        if spawned.is_err() {
-            // The thread was not made: the connection is dropped.
-            eprintln!("img serve: could not start a thread for a connection");
+        }
+        if !ready[0] {
+            continue;
+        }
+        // Every connection waiting, then back to waiting.
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => accept(stream, peer, &tls, &shared),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // Out of file descriptors and the like: wait and go on.
+                    eprintln!("img serve: accepting a connection: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+            }
         }
     }
+    // New connections are refused from now on.
+    drop(listener);
+    let in_flight = shared.tracker.stop();
+    eprintln!(
+        "img serve: stopping: {in_flight} request(s) in flight, waiting up to {} s for them (a second signal stops at once)",
+        timeout.as_secs()
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        if shared.tracker.busy_count() == 0 {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let wait = left.min(Duration::from_millis(50));
+        match stop {
+            Some(s) => {
+                if wait_readable(&[s.as_fd()], Some(wait))?[0] && s.take() > 0 {
+                    break;
+                }
+            }
+            None => std::thread::sleep(wait),
+        }
+    }
+    let cut = shared.tracker.cut();
+    eprintln!("img serve: stopped; {cut} request(s) cut off unfinished");
+    Ok(Stopped { in_flight, cut })
+}
+
+/// Takes a connection on, or closes it at once: a client not allowed gets
+/// a plain 403, one over a limit a 503; neither has a request read.
+fn accept(stream: TcpStream, peer: SocketAddr, tls: &Option<TlsConfig>, shared: &Arc<Shared>) {
+    let ip = peer.ip().to_canonical();
+    let proxy = in_any(&shared.opts.trusted_proxies, ip);
+    let refuse = |stream: TcpStream, status: &str, extra: &str, why: &str| {
+        // Never wait on a client that is refused.
+        let _ = stream.set_nonblocking(true);
+        let msg = format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{why}\n",
+            why.len() + 1
+        );
+        let mut s = stream;
+        let _ = s.write_all(msg.as_bytes());
+        // What the client sent already is dropped unread (closing with it
+        // unread would reset the connection before the answer is read).
+        let mut sink = [0u8; 16 * 1024];
+        for _ in 0..4 {
+            if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    };
+    if !proxy && !shared.opts.allow_from.is_empty() && !in_any(&shared.opts.allow_from, ip) {
+        crate::serve::metrics::connection_refused("not_allowed");
+        refuse(stream, "403 Forbidden", "", "this server does not serve your address");
+        return;
+    }
+    // A trusted proxy carries many clients: the limit per address is not its.
+    let slot = match take_slot(&shared.held, ip, &shared.limits, proxy) {
+        Ok(s) => s,
+        Err(why) => {
+            crate::serve::metrics::connection_refused("over_limit");
+            refuse(stream, "503 Service Unavailable", "Retry-After: 1\r\n", why);
+            return;
+        }
+    };
+    let _ = stream.set_nonblocking(false);
+    let Ok(handle) = stream.try_clone() else { return };
+    let Some(id) = shared.tracker.register(handle) else { return };
+    let (tls, ours) = (tls.clone(), shared.clone());
+    let spawned = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+        // A stop signal is for the accepting thread; it must not make this
+        // one's reads fail.
+        let _ = img_sys::signal::block_termination_in_this_thread();
+        let _gauge = crate::serve::metrics::connection_opened();
+        let _tracked = TrackSlot { tracker: &ours.tracker, id };
+        let _ = connection(stream, tls, &ours, id, proxy);
+        drop(slot);
+    });
+    if spawned.is_err() {
+        // The thread was not made: the connection is dropped.
+        shared.tracker.unregister(id);
+        eprintln!("img serve: could not start a thread for a connection");
+    }
+}
+
+/// Why the metrics listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsListenError {
+    #[error("--metrics-listen {addr}: {source}; is another server there?")]
+    Bind { addr: String, source: std::io::Error },
+    #[error(
+        "--metrics-listen {addr}: metrics are served on a loopback address only; add --metrics-public to serve them to other machines"
+    )]
+    NotLoopback { addr: String },
+}
+
+/// Binds the metrics listener at `addr`: a loopback address, or any with
+/// `public`.
+pub fn bind_metrics(addr: &str, public: bool) -> Result<TcpListener, MetricsListenError> {
+    let l = TcpListener::bind(addr).map_err(|source| MetricsListenError::Bind { addr: addr.to_string(), source })?;
+    let local = l.local_addr().map_err(|source| MetricsListenError::Bind { addr: addr.to_string(), source })?;
+    if !public && !local.ip().to_canonical().is_loopback() {
+        return Err(MetricsListenError::NotLoopback { addr: local.to_string() });
+    }
+    Ok(l)
+}
+
+/// The metrics listener's handler: `GET /metrics` (the text of
+/// `crate::serve::metrics::render`) and nothing else.
+pub struct MetricsHandler;
+
+impl Handler for MetricsHandler {
+    fn handle(&self, req: &Request, _body: &mut dyn Read) -> Response {
+        if req.path != "/metrics" {
+            return Response::new(404).bytes("text/plain", b"not found; the metrics are at /metrics\n".to_vec());
+        }
+        if !matches!(req.method.as_str(), "GET" | "HEAD") {
+            return Response::new(405)
+                .header("Allow", "GET, HEAD")
+                .bytes("text/plain", b"GET /metrics only\n".to_vec());
+        }
+        Response::new(200).bytes(crate::serve::metrics::CONTENT_TYPE, crate::serve::metrics::render().into_bytes())
+    }
+}
+
+/// Serves the metrics on `listener` (plain HTTP) from a thread of its own,
+/// for as long as the process runs.
+pub fn serve_metrics(listener: TcpListener) -> io::Result<()> {
+    let limits = Limits {
+        max_connections: 32,
+        max_per_address: 8,
+        idle: Duration::from_secs(30),
+        head: Duration::from_secs(10),
+    };
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let _ = img_sys::signal::block_termination_in_this_thread();
+        if let Err(e) = serve(listener, None, Arc::new(MetricsHandler), limits) {
+            eprintln!("img serve: the metrics listener stopped: {e}");
+        }
+    })?;
     Ok(())
 }
 
@@ -256,7 +815,44 @@ pub fn serve(
 trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
-fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, limits: &Limits) -> io::Result<()> {
+/// Answers a request that could not be read (a bad or slow head) and
+/// records it; the connection closes after it.
+fn refuse_request(
+    w: &mut dyn Write,
+    ctl: &TcpStream,
+    shared: &Shared,
+    peer: SocketAddr,
+    status: u16,
+    msg: &str,
+    t0: Instant,
+) {
+    let resp = Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes());
+    let mut sent = 0;
+    let _ = write_response(&mut Paced::new(w, Some(ctl)), &resp, false, false, &mut sent);
+    crate::serve::metrics::bytes_sent(sent);
+    crate::serve::metrics::request_done("-", "other", status, t0.elapsed());
+    let entry = LogEntry {
+        time: now_parts(),
+        remote: peer.ip().to_canonical(),
+        via: None,
+        method: "-",
+        path: "-",
+        status,
+        bytes_in: 0,
+        bytes_out: sent,
+        took: t0.elapsed(),
+        auth: "-",
+        user: None,
+        user_agent: None,
+        request_id: "-",
+    };
+    if let Some(line) = log_line(shared.opts.access_log, &entry) {
+        emit(&line);
+    }
+}
+
+fn connection(tcp: TcpStream, tls: Option<TlsConfig>, shared: &Shared, id: u64, proxy: bool) -> io::Result<()> {
+    let limits = &shared.limits;
     let accepted = Instant::now();
     let peer = tcp.peer_addr()?;
     let local = tcp.local_addr()?;
@@ -294,6 +890,10 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, lim
     }
     let mut first = true;
     loop {
+        if !shared.tracker.idle(id) {
+            // Stopping: no new request on this connection.
+            return Ok(());
+        }
         // The first head is timed from the connection's start; a later one
         // may wait the idle time for its first byte, then the head time.
         let started = std::cell::Cell::new(first.then_some(accepted));
@@ -320,24 +920,50 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, lim
             true
         };
         let head = read_head(&mut r, &on_bytes, limits.head);
+        // A request's time runs from its head's first byte.
+        let t0 = started.get().unwrap_or_else(Instant::now);
         let head = match head {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
             Err(HeadError::Io(e)) => return Err(e),
             Err(HeadError::Bad(status, msg)) => {
-                let resp = Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
+                refuse_request(r.get_mut(), &ctl, shared, peer, status, &msg, t0);
                 return Ok(());
             }
         };
-        let req = match parse_head(&head, peer, local, is_tls) {
+        let busy = shared.tracker.busy(id);
+        let _in_flight = crate::serve::metrics::request_started();
+        let mut req = match parse_head(&head, peer, local, is_tls) {
             Ok(r) => r,
             Err(msg) => {
-                let resp = Response::new(400).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
+                refuse_request(r.get_mut(), &ctl, shared, peer, 400, &msg, t0);
                 return Ok(());
             }
         };
+        let request_id = request_id(&req);
+        req.headers.retain(|(k, _)| k != "x-request-id");
+        req.headers.push(("x-request-id".into(), request_id.clone()));
+        // Behind a trusted proxy, the client is the one it names.
+        let mut via = None;
+        let mut early: Option<Response> = None;
+        if proxy {
+            match forwarded_client(&req) {
+                Ok(Some(ip)) => {
+                    via = Some(peer.ip().to_canonical());
+                    req.peer = SocketAddr::new(ip, 0);
+                }
+                Ok(None) => {}
+                Err(msg) => early = Some(Response::new(400).bytes("text/plain", format!("{msg}\n").into_bytes())),
+            }
+            if early.is_none()
+                && via.is_some()
+                && !shared.opts.allow_from.is_empty()
+                && !in_any(&shared.opts.allow_from, req.peer.ip())
+            {
+                early =
+                    Some(Response::new(403).bytes("text/plain", b"this server does not serve your address\n".to_vec()));
+            }
+        }
         let http10 = find_version(&head) == Some(0);
         // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only
         // when asked to (ab -k, old proxies).
@@ -347,16 +973,26 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, lim
         let framing = match body_framing(&req) {
             Ok(f) => f,
             Err((status, msg)) => {
-                let resp = Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes());
-                let _ = write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, false, false);
-                return Ok(());
+                early = Some(Response::new(status).bytes("text/plain", format!("{msg}\n").into_bytes()));
+                keep_alive = false;
+                Framing::None
             }
         };
+        if busy == Busy::ReadShut && framing != Framing::None && early.is_none() {
+            // Its body can no longer be read.
+            early = Some(
+                Response::new(503).header("Retry-After", "1").bytes("text/plain", b"the server is stopping\n".to_vec()),
+            );
+            keep_alive = false;
+        }
         // `100 Continue` is sent when the handler first reads the body, so
         // that a request it refuses (before authentication) gets none.
         let expect = req.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
         let mut body = BodyReader::new(&mut r, framing, Some(&ctl), expect && framing != Framing::None);
-        let resp = handler.handle(&req, &mut body);
+        let mut resp = match early {
+            Some(resp) => resp,
+            None => shared.handler.handle(&req, &mut body),
+        };
         if body.continue_pending {
             // The client still holds its body back: close rather than wait.
             keep_alive = false;
@@ -364,9 +1000,43 @@ fn connection(tcp: TcpStream, tls: Option<TlsConfig>, handler: &dyn Handler, lim
             // What the handler did not read is skipped, up to a limit.
             keep_alive = false;
         }
+        let bytes_in = body.received;
+        if shared.tracker.stopping() {
+            keep_alive = false;
+        }
         let head_only = req.method == "HEAD";
-        let resp = if http10 && keep_alive { resp.header("Connection", "keep-alive") } else { resp };
-        write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, head_only, keep_alive)?;
+        resp.headers.push(("X-Request-Id".into(), request_id.clone()));
+        if http10 && keep_alive {
+            resp.headers.push(("Connection".into(), "keep-alive".into()));
+        }
+        let mut bytes_out = 0;
+        let written =
+            write_response(&mut Paced::new(r.get_mut(), Some(&ctl)), &resp, head_only, keep_alive, &mut bytes_out);
+        let took = t0.elapsed();
+        crate::serve::metrics::bytes_received(bytes_in);
+        crate::serve::metrics::bytes_sent(bytes_out);
+        crate::serve::metrics::request_done(&req.method, crate::serve::metrics::route_of(&req.path), resp.status, took);
+        if shared.opts.access_log != AccessLog::Off {
+            let entry = LogEntry {
+                time: now_parts(),
+                remote: req.peer.ip().to_canonical(),
+                via,
+                method: &req.method,
+                path: &req.path,
+                status: resp.status,
+                bytes_in,
+                bytes_out,
+                took,
+                auth: req.header("authorization").map(|a| a.split(' ').next().unwrap_or("")).unwrap_or("-"),
+                user: resp.log_user.as_deref(),
+                user_agent: req.header("user-agent"),
+                request_id: &request_id,
+            };
+            if let Some(line) = log_line(shared.opts.access_log, &entry) {
+                emit(&line);
+            }
+        }
+        written?;
         if !keep_alive {
             return Ok(());
         }
@@ -784,7 +1454,14 @@ fn drain<R: Conn>(body: &mut BodyReader<R>) -> io::Result<()> {
     Ok(())
 }
 
-fn write_response(w: &mut dyn Write, resp: &Response, head_only: bool, keep_alive: bool) -> io::Result<()> {
+/// Writes `resp`; `sent` counts the body bytes written, as they go.
+fn write_response(
+    w: &mut dyn Write,
+    resp: &Response,
+    head_only: bool,
+    keep_alive: bool,
+    sent: &mut u64,
+) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     let mut has_length = false;
     for (k, v) in &resp.headers {
@@ -817,8 +1494,13 @@ fn write_response(w: &mut dyn Write, resp: &Response, head_only: bool, keep_aliv
                 w.write_all(&all)?;
             } else {
                 w.write_all(head.as_bytes())?;
-                w.write_all(b)?;
+                for part in b.chunks(256 * 1024) {
+                    w.write_all(part)?;
+                    *sent += part.len() as u64;
+                }
+                return w.flush();
             }
+            *sent += b.len() as u64;
         }
         Body::File { file, offset, len } => {
             w.write_all(head.as_bytes())?;
@@ -831,6 +1513,7 @@ fn write_response(w: &mut dyn Write, resp: &Response, head_only: bool, keep_aliv
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than it was"));
                 }
                 w.write_all(&buf[..n])?;
+                *sent += n as u64;
                 pos += n as u64;
             }
         }
@@ -1072,15 +1755,300 @@ mod tests {
         let limits = Limits { max_connections: 5, max_per_address: 2, ..Limits::default() };
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.1".parse().unwrap();
-        let s1 = take_slot(&held, a, &limits).unwrap();
-        let _s2 = take_slot(&held, a, &limits).unwrap();
-        assert!(take_slot(&held, a, &limits).is_err(), "a third from one address");
-        let _s3 = take_slot(&held, b, &limits).unwrap();
+        let s1 = take_slot(&held, a, &limits, false).unwrap();
+        let _s2 = take_slot(&held, a, &limits, false).unwrap();
+        assert!(take_slot(&held, a, &limits, false).is_err(), "a third from one address");
+        let _s3 = take_slot(&held, b, &limits, false).unwrap();
         drop(s1);
-        let _s4 = take_slot(&held, a, &limits).unwrap();
+        let _s4 = take_slot(&held, a, &limits, false).unwrap();
         let c: IpAddr = "127.0.0.3".parse().unwrap();
-        let _s5 = take_slot(&held, c, &limits).unwrap();
-        let _s6 = take_slot(&held, c, &limits).unwrap();
-        assert!(take_slot(&held, "127.0.0.4".parse().unwrap(), &limits).is_err(), "over the total");
+        let _s5 = take_slot(&held, c, &limits, false).unwrap();
+        let _s6 = take_slot(&held, c, &limits, false).unwrap();
+        assert!(take_slot(&held, "127.0.0.4".parse().unwrap(), &limits, false).is_err(), "over the total");
+    }
+
+    #[test]
+    fn networks_parse_as_written() {
+        let ok = [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("127.0.0.1", "127.0.0.1/32"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("192.168.1.128/25", "192.168.1.128/25"),
+            ("fd00::/8", "fd00::/8"),
+            ("::1", "::1/128"),
+            ("::/0", "::/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+        ];
+        for (text, shown) in ok {
+            let c: Cidr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(c.to_string(), shown);
+        }
+        let bad = [
+            "",
+            "/8",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "10.0.0.0/08",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0.0/8/8",
+            "10.0.0.0 /8",
+            " 10.0.0.0/8",
+            "10.0.0/8",
+            "010.0.0.0/8",
+            "256.0.0.0/8",
+            "fd00::/129",
+            "fd00::1/8",
+            "fe80::1%eth0/64",
+            "[::1]/128",
+            "localhost",
+            "10.0.0.0/0008",
+        ];
+        for text in bad {
+            assert!(text.parse::<Cidr>().is_err(), "{text:?} was taken");
+        }
+        assert_eq!(
+            "10.0.0.1/8".parse::<Cidr>().unwrap_err().to_string(),
+            "\"10.0.0.1/8\" has address bits set past its prefix; the network is 10.0.0.0/8"
+        );
+    }
+
+    #[test]
+    fn networks_hold_their_addresses() {
+        let net = |s: &str| s.parse::<Cidr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/8").contains(ip("10.255.1.2")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.0")));
+        assert!(net("127.0.0.0/8").contains(ip("::ffff:127.0.0.1")), "an IPv4-mapped address is its IPv4 address");
+        assert!(!net("::/0").contains(ip("127.0.0.1")));
+        assert!(net("0.0.0.0/0").contains(ip("1.2.3.4")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")));
+        assert!(!net("fd00::/8").contains(ip("fe80::1")));
+        assert!(net("::1").contains(ip("::1")));
+        assert!(!net("192.168.1.128/25").contains(ip("192.168.1.127")));
+    }
+
+    proptest::proptest! {
+        /// A network made from any address and prefix parses back, holds
+        /// its address and nothing outside its mask.
+        #[test]
+        fn networks_round_trip(a in proptest::num::u32::ANY, b in proptest::num::u32::ANY, p in 0u8..=32,
+                               a6 in proptest::num::u128::ANY, p6 in 0u8..=128) {
+            let net = std::net::Ipv4Addr::from(a & mask4(p));
+            let c: Cidr = format!("{net}/{p}").parse().unwrap();
+            proptest::prop_assert!(c.contains(IpAddr::V4(a.into())));
+            proptest::prop_assert_eq!(c.contains(IpAddr::V4(b.into())), (a ^ b) & mask4(p) == 0);
+            let net6 = std::net::Ipv6Addr::from(a6 & mask6(p6));
+            let c6: Cidr = format!("{net6}/{p6}").parse().unwrap();
+            proptest::prop_assert!(c6.contains(IpAddr::V6(a6.into())));
+            proptest::prop_assert_eq!(c6.to_string().parse::<Cidr>().unwrap(), c6);
+        }
+
+        /// Any text: a network or an error, never a panic.
+        #[test]
+        fn any_text_as_a_network_never_panics(s in "\\PC{0,70}", t in "[0-9a-f:./%]{0,45}") {
+            let _ = s.parse::<Cidr>();
+            let _ = t.parse::<Cidr>();
+        }
+    }
+
+    #[test]
+    fn the_client_behind_a_proxy_is_the_last_hop() {
+        let with = |hs: &str| parse(format!("GET / HTTP/1.1\r\n{hs}\r\n").as_bytes()).unwrap();
+        assert_eq!(forwarded_client(&with("")), Ok(None));
+        assert_eq!(forwarded_client(&with("X-Forwarded-For: 10.1.2.3\r\n")), Ok(Some("10.1.2.3".parse().unwrap())));
+        assert_eq!(
+            forwarded_client(&with("X-Forwarded-For: 6.6.6.6, 10.1.2.3\r\n")),
+            Ok(Some("10.1.2.3".parse().unwrap())),
+            "a client's own X-Forwarded-For comes first and is not believed"
+        );
+        assert_eq!(
+            forwarded_client(&with("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 2001:db8::7\r\n")),
+            Ok(Some("2001:db8::7".parse().unwrap()))
+        );
+        assert!(forwarded_client(&with("X-Forwarded-For: 10.1.2.3, evil\r\n")).is_err());
+        assert!(forwarded_client(&with("X-Forwarded-For: \r\n")).is_err());
+    }
+
+    #[test]
+    fn request_ids_are_short_tokens_or_new() {
+        let with = |hs: &str| parse(format!("GET / HTTP/1.1\r\n{hs}\r\n").as_bytes()).unwrap();
+        assert_eq!(request_id(&with("X-Request-Id: abc-123_x.y\r\n")), "abc-123_x.y");
+        for bad in
+            ["X-Request-Id: a b\r\n", "X-Request-Id: a\"b\r\n", &format!("X-Request-Id: {}\r\n", "a".repeat(65)), ""]
+        {
+            let id = request_id(&with(bad));
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(request_id(&with("")), request_id(&with("")));
+    }
+
+    #[test]
+    fn log_lines_hold_no_credentials() {
+        let e = LogEntry {
+            time: (1_700_000_000, 7),
+            remote: "10.0.0.9".parse().unwrap(),
+            via: Some("127.0.0.1".parse().unwrap()),
+            method: "GET",
+            path: "/v2/team/app/manifests/1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 512,
+            took: Duration::from_micros(1500),
+            auth: "Bearer",
+            user: Some("alice"),
+            user_agent: Some("curl/8 \"quoted\"\n"),
+            request_id: "r1",
+        };
+        let j: serde_json::Value = serde_json::from_str(&log_line(AccessLog::Json, &e).unwrap()).unwrap();
+        assert_eq!(j["time"], "2023-11-14T22:13:20.007Z");
+        assert_eq!(j["remote"], "10.0.0.9");
+        assert_eq!(j["via"], "127.0.0.1");
+        assert_eq!(j["status"], 200);
+        assert_eq!(j["bytes_out"], 512);
+        assert_eq!(j["duration_ms"], 1.5);
+        assert_eq!(j["user"], "alice");
+        assert_eq!(j["user_agent"], "curl/8 \"quoted\"\n");
+        assert_eq!(j["request_id"], "r1");
+        assert!(j.get("query").is_none() && j.get("authorization").is_none());
+        let t = log_line(AccessLog::Text, &LogEntry { user: None, ..e }).unwrap();
+        assert_eq!(t, "10.0.0.9 GET /v2/team/app/manifests/1 200 auth=Bearer user=- in=0 out=512 ms=1.5 id=r1");
+        assert!(log_line(AccessLog::Off, &LogEntry { user: None, ..e }).is_none());
+    }
+
+    /// A stop for tests: a socket pair; a byte written to one end stops.
+    struct TestStop(std::os::unix::net::UnixStream, std::os::unix::net::UnixStream);
+
+    impl TestStop {
+        fn new() -> TestStop {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            b.set_nonblocking(true).unwrap();
+            TestStop(a, b)
+        }
+        fn trigger(&self) {
+            (&self.0).write_all(b"x").unwrap();
+        }
+    }
+
+    impl AsFd for TestStop {
+        fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.1.as_fd()
+        }
+    }
+
+    impl Stop for TestStop {
+        fn take(&self) -> usize {
+            let mut b = [0u8; 16];
+            (&self.1).read(&mut b).unwrap_or(0)
+        }
+    }
+
+    /// Answers after `ms` milliseconds from the path `/sleep/MS`.
+    struct Sleeper;
+
+    impl Handler for Sleeper {
+        fn handle(&self, req: &Request, _body: &mut dyn Read) -> Response {
+            let ms: u64 = req.path.strip_prefix("/sleep/").and_then(|m| m.parse().ok()).unwrap_or(0);
+            std::thread::sleep(Duration::from_millis(ms));
+            Response::new(200).bytes("text/plain", b"done\n".to_vec())
+        }
+    }
+
+    fn start(opts: Options) -> (SocketAddr, Arc<TestStop>, std::thread::JoinHandle<io::Result<Stopped>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(TestStop::new());
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || serve_with(l, None, Arc::new(Sleeper), Limits::default(), opts, Some(&*s2)));
+        (addr, stop, t)
+    }
+
+    fn get(s: &mut TcpStream, path: &str) -> String {
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let mut b = [0u8; 4096];
+        while !String::from_utf8_lossy(&out).contains("done\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&b[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn a_stop_lets_requests_in_flight_finish_and_closes_the_rest() {
+        let (addr, stop, server) = start(Options::default());
+        let mut idle = TcpStream::connect(addr).unwrap();
+        assert!(get(&mut idle, "/sleep/0").contains("200 OK"));
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let waiter = std::thread::spawn(move || get(&mut slow, "/sleep/700"));
+        std::thread::sleep(Duration::from_millis(200));
+        stop.trigger();
+        let answer = waiter.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("Connection: close\r\n"), "{answer}");
+        assert!(answer.contains("X-Request-Id: "), "{answer}");
+        let stopped = server.join().unwrap().unwrap();
+        assert_eq!(stopped, Stopped { in_flight: 1, cut: 0 });
+        assert!(TcpStream::connect(addr).is_err(), "a new connection was taken after the stop");
+        // The idle connection was closed, not left waiting.
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(matches!(idle.read(&mut [0u8; 16]), Ok(0) | Err(_)));
+    }
+
+    #[test]
+    fn a_stop_cuts_what_is_unfinished_at_the_timeout() {
+        let (addr, stop, server) =
+            start(Options { shutdown_timeout: Duration::from_millis(100), ..Options::default() });
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let waiter = std::thread::spawn(move || get(&mut slow, "/sleep/3000"));
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        stop.trigger();
+        let stopped = server.join().unwrap().unwrap();
+        assert_eq!(stopped, Stopped { in_flight: 1, cut: 1 });
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        assert!(!waiter.join().unwrap().contains("200 OK"));
+    }
+
+    #[test]
+    fn addresses_not_allowed_are_closed_at_accept() {
+        let opts = Options { allow_from: vec!["10.0.0.0/8".parse().unwrap()], ..Options::default() };
+        let (addr, stop, server) = start(opts);
+        let mut s = TcpStream::connect(addr).unwrap();
+        let answer = get(&mut s, "/sleep/0");
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 403"), "{answer}");
+        stop.trigger();
+        server.join().unwrap().unwrap();
+        let opts = Options { allow_from: vec!["127.0.0.0/8".parse().unwrap()], ..Options::default() };
+        let (addr, stop, server) = start(opts);
+        assert!(get(&mut TcpStream::connect(addr).unwrap(), "/sleep/0").contains("200 OK"));
+        stop.trigger();
+        server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_listener_answers_metrics_only_and_stays_on_loopback() {
+        let l = bind_metrics("127.0.0.1:0", false).unwrap();
+        let addr = l.local_addr().unwrap();
+        serve_metrics(l).unwrap();
+        let ask = |line: &str| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(format!("{line}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let ok = ask("GET /metrics HTTP/1.1");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("version=0.0.4") && ok.contains("# TYPE img_serve_requests_total counter"), "{ok}");
+        assert!(ask("GET /v2/ HTTP/1.1").starts_with("HTTP/1.1 404"));
+        assert!(ask("POST /metrics HTTP/1.1").starts_with("HTTP/1.1 405"));
+        assert!(matches!(bind_metrics("0.0.0.0:0", false), Err(MetricsListenError::NotLoopback { .. })));
+        assert!(bind_metrics("0.0.0.0:0", true).is_ok());
     }
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backend;
 pub mod http;
 pub mod login;
+pub mod metrics;
 pub mod page;
 pub mod route;
 
@@ -31,6 +32,12 @@ pub struct ServeOptions {
     pub tls_client_ca: Option<PathBuf>,
     pub settings: api::Settings,
     pub limits: http::Limits,
+    /// Access logs, allowed networks, trusted proxies, the stop's timeout.
+    pub http: http::Options,
+    /// A second, plain-HTTP listener for `GET /metrics` only.
+    pub metrics_listen: Option<String>,
+    /// The metrics listener may be on an address other than loopback.
+    pub metrics_public: bool,
     /// Blobs in S3 (`s3://BUCKET/PREFIX?endpoint=...`), with `database`.
     pub storage: Option<String>,
     /// Users, repositories and records in PostgreSQL (`postgres://...`).
@@ -70,6 +77,8 @@ pub struct Server {
     pub address: std::net::SocketAddr,
     pub mode: Mode,
     limits: http::Limits,
+    http: http::Options,
+    metrics: Option<TcpListener>,
 }
 
 /// Opens the store, reads the TLS files and binds the address.
@@ -107,9 +116,10 @@ pub fn bind(root: &Path, opts: &ServeOptions) -> Result<Server> {
         (0, false) => Mode::NoUsers,
         _ => Mode::Users,
     };
+    let metrics = opts.metrics_listen.as_deref().map(|a| http::bind_metrics(a, opts.metrics_public)).transpose()?;
     let api = Arc::new(api::Api::new(backend, opts.settings.clone())?);
     api.collect_garbage();
-    Ok(Server { listener, tls, api, address, mode, limits: opts.limits })
+    Ok(Server { listener, tls, api, address, mode, limits: opts.limits, http: opts.http.clone(), metrics })
 }
 
 impl Server {
@@ -117,14 +127,24 @@ impl Server {
         self.tls.is_some()
     }
 
-    /// Serves until the process ends; garbage is collected every minute.
+    /// The metrics listener's address, if there is one.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops gracefully (see
+    /// `http::serve_with`); garbage is collected every minute.
     pub fn run(self) -> Result<()> {
+        let stop = img_sys::signal::Termination::catch().context("catching SIGTERM and SIGINT")?;
+        if let Some(l) = self.metrics {
+            http::serve_metrics(l).context("starting the metrics listener")?;
+        }
         let gc = self.api.clone();
         std::thread::spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_secs(60));
             gc.collect_garbage();
         });
-        http::serve(self.listener, self.tls, self.api, self.limits)?;
+        http::serve_with(self.listener, self.tls, self.api, self.limits, self.http, Some(&stop))?;
         Ok(())
     }
 }

@@ -6,12 +6,14 @@
 //! the one [`RealKernel`] and passes it down as `&dyn Kernel`, so the code
 //! that decides what to mount is tested with [`RecordingKernel`] and no
 //! privileges. File calls std lacks are in [`fs`], process-level calls that
-//! decide nothing about mounts in [`process`].
+//! decide nothing about mounts in [`process`], termination signals as a
+//! descriptor to wait on in [`signal`].
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod fs;
 pub mod process;
+pub mod signal;
 mod sys;
 
 use rustix::mount::MountFlags;

@@ -1,7 +1,8 @@
 //! The system calls: the only file of img with `unsafe`. Calls that rustix
 //! wraps safely go through it; the `unsafe` blocks left are the calls it
 //! has no safe form for (unshare, malloc_trim, the loopback ioctl, code run
-//! between fork and exec, and mapping a file), each with a SAFETY comment.
+//! between fork and exec, mapping a file, and the termination signals'
+//! handler and mask), each with a SAFETY comment.
 
 use rustix::mount::{MountFlags, UnmountFlags};
 use std::ffi::{CStr, CString};
@@ -365,4 +366,76 @@ pub fn read_secret_line(prompt: &str) -> io::Result<String> {
     }
     read?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// The write end of the pipe SIGTERM and SIGINT are reported to; -1 while
+/// there is none. Once stored, a descriptor is never closed (a handler
+/// running in another thread may be writing to it).
+static TERMINATION_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The handler of SIGTERM and SIGINT: a byte to the pipe, nothing else.
+extern "C" fn on_termination(_signal: libc::c_int) {
+    let fd = TERMINATION_PIPE.load(std::sync::atomic::Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    let byte = 1u8;
+    // SAFETY: write(2) is async-signal-safe; the buffer is a local byte that
+    // outlives the call; `fd` is a pipe's write end that is never closed once
+    // stored (non-blocking: a full pipe loses the byte, and a byte is already
+    // waiting then). errno is read and put back through the calling thread's
+    // own errno location, so that the interrupted code sees its own value.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        libc::write(fd, (&raw const byte).cast(), 1);
+        *errno = saved;
+    }
+}
+
+/// From now on SIGTERM and SIGINT write a byte to `write_end` (a
+/// non-blocking pipe) instead of ending the process.
+pub fn report_termination(write_end: std::os::fd::OwnedFd) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    // A descriptor stored before is left open on purpose (see above).
+    TERMINATION_PIPE.store(write_end.into_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: sigaction(2) is given a fully initialised struct (zeroed,
+        // then an empty mask, flags and the handler set) and a null pointer
+        // for the old action. The handler only does async-signal-safe work
+        // (an atomic load and write(2)). SA_RESTART keeps the system calls
+        // it interrupts from failing with EINTR where the kernel allows.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            action.sa_sigaction = on_termination as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Blocks SIGTERM and SIGINT in the calling thread (and the threads it
+/// starts afterwards), so that they are handled by another thread and
+/// never interrupt this one's system calls.
+pub fn block_termination() -> io::Result<()> {
+    // SAFETY: the signal set is initialised by sigemptyset before use and
+    // lives on the stack for the call; pthread_sigmask(3) changes only the
+    // calling thread's mask and is given a null pointer for the old one.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
 }
