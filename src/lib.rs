@@ -18,6 +18,7 @@ pub mod ops;
 pub mod reference;
 pub mod registry;
 pub mod rootpath;
+pub mod s3;
 pub mod serve;
 pub mod store;
 #[cfg(test)]

@@ -1,0 +1,3 @@
+//! A synchronous S3 client for blob storage.
+
+pub mod sigv4;
