@@ -282,8 +282,12 @@ impl Client {
         for (k, v) in r.headers.iter().chain(&signed) {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req.body(r.body)?;
-        self.agent.run(req)
+        // GET, HEAD and DELETE send no body (and no Content-Length)
+        if r.body.is_empty() && !matches!(r.method, "PUT" | "POST") {
+            self.agent.run(req.body(())?)
+        } else {
+            self.agent.run(req.body(r.body)?)
+        }
     }
 
     /// Sends `r`, retrying as its kind allows; any status comes back.
@@ -707,6 +711,157 @@ mod tests {
         assert_eq!(e.to_string(), "s3 img/a: the store answered 404 NoSuchKey");
         assert!(S3Error::Transport("x".into()).is_transient());
         assert!(!S3Error::Config("x".into()).is_transient());
+    }
+
+    /// A server on 127.0.0.1 that answers each connection with the next
+    /// of `answers` (then closes it) and records the requests' heads.
+    fn canned(answers: Vec<Vec<u8>>) -> (Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let Ok((mut conn, _)) = listener.accept() else { return };
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                    if conn.read(&mut b).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let len = text
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let _ = std::io::copy(&mut (&mut conn).take(len), &mut std::io::sink());
+                seen2.lock().unwrap().push(text);
+                let _ = conn.write_all(&answer);
+            }
+        });
+        let mut c = client("p");
+        c.cfg.endpoint = format!("http://127.0.0.1:{port}");
+        c.host = format!("127.0.0.1:{port}");
+        (c, seen)
+    }
+
+    fn answer(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut a =
+            format!("HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: {}\r\n{headers}\r\n", body.len())
+                .into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    #[test]
+    fn requests_are_signed_path_style() {
+        let (c, seen) = canned(vec![answer("200 OK", "", b"")]);
+        c.put("a b", b"x").unwrap();
+        let head = seen.lock().unwrap()[0].clone();
+        assert!(head.starts_with("PUT /img/p/a%20b HTTP/1.1\r\n"), "{head}");
+        let lower = head.to_ascii_lowercase();
+        assert_eq!(lower.matches("\r\nhost: 127.0.0.1:").count(), 1, "{head}");
+        assert!(lower.contains("signedheaders=host;x-amz-content-sha256;x-amz-date, signature="), "{head}");
+        assert!(lower.contains(&format!("x-amz-content-sha256: {}", sigv4::sha256_hex(b"x"))), "{head}");
+    }
+
+    #[test]
+    fn idempotent_requests_are_retried_after_a_5xx_and_others_are_not() {
+        let slow =
+            answer("503 Service Unavailable", "", b"<Error><Code>SlowDown</Code><Message>Slow down.</Message></Error>");
+        let (c, seen) = canned(vec![slow.clone(), slow.clone(), answer("200 OK", "", b"hello")]);
+        let o = c.get("k", None).unwrap().unwrap();
+        assert_eq!(read_all(o), b"hello");
+        assert_eq!(seen.lock().unwrap().len(), 3);
+
+        let (c, seen) = canned(vec![slow.clone(), answer("200 OK", "", b"")]);
+        let e = c.create_multipart("k").unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "s3 img/p/k: the store answered 503 SlowDown (Slow down); the store is failing, try again later"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1, "a POST that creates is not sent twice");
+
+        let (c, seen) = canned(vec![slow; MAX_ATTEMPTS as usize]);
+        assert!(c.head("k").unwrap_err().is_transient());
+        assert_eq!(seen.lock().unwrap().len(), MAX_ATTEMPTS as usize);
+    }
+
+    fn read_all(o: Object) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut r = o.reader;
+        r.read_to_end(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn hostile_answers_are_refused() {
+        // a body shorter than promised
+        let mut short = answer("200 OK", "", b"0123456789");
+        short.truncate(short.len() - 5);
+        let (c, _) = canned(vec![short]);
+        let mut o = c.get("k", None).unwrap().unwrap();
+        assert!(o.reader.read_to_end(&mut Vec::new()).is_err());
+        // a range that is not the one asked for
+        let (c, _) = canned(vec![answer("206 Partial Content", "content-range: bytes 0-4/100\r\n", b"01234")]);
+        let e = c.get("k", Some((5, 10))).unwrap_err();
+        assert!(e.to_string().contains("bytes 0-4 for the range 5..10"), "{e}");
+        let (c, _) = canned(vec![answer("206 Partial Content", "", b"01234")]);
+        assert!(c.get("k", Some((0, 5))).is_err());
+        // a whole object for a range: the range is cut out
+        let (c, _) = canned(vec![answer("200 OK", "", b"0123456789")]);
+        let o = c.get("k", Some((2, 5))).unwrap().unwrap();
+        assert_eq!((o.size, o.start, o.len), (10, 2, 3));
+        assert_eq!(read_all(o), b"234");
+        // a huge error body is read only so far
+        let (c, _) = canned(vec![answer("403 Forbidden", "", &vec![b'x'; 1 << 20])]);
+        let e = c.put("k", b"").unwrap_err();
+        assert!(matches!(&e, S3Error::Http { status: 403, code, .. } if code == "AccessDenied"), "{e}");
+        // an error inside a 200 to a copy
+        let (c, _) =
+            canned(vec![answer("200 OK", "", b"<Error><Code>InternalError</Code><Message>m</Message></Error>")]);
+        let e = c.copy("a", "b").unwrap_err();
+        assert!(matches!(&e, S3Error::Http { code, .. } if code == "InternalError"), "{e}");
+        // a list that never ends
+        let page = b"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>t</NextContinuationToken></ListBucketResult>";
+        let (c, _) = canned(vec![answer("200 OK", "", page), answer("200 OK", "", page)]);
+        assert!(c.list("").unwrap_err().to_string().contains("same continuation token"));
+        // keys outside the prefix
+        let page = b"<ListBucketResult><Contents><Key>other/k</Key><Size>1</Size></Contents></ListBucketResult>";
+        let (c, _) = canned(vec![answer("200 OK", "", page)]);
+        assert!(c.list("").unwrap_err().to_string().contains("outside the prefix"));
+        // an XML answer too large
+        let big = [b"<ListBucketResult>".as_slice(), &vec![b' '; MAX_XML as usize], b"</ListBucketResult>"].concat();
+        let (c, _) = canned(vec![answer("200 OK", "", &big)]);
+        assert!(c.list("").unwrap_err().to_string().contains("larger than"));
+    }
+
+    #[test]
+    fn listing_strips_the_prefix_and_follows_pages() {
+        let p1 = b"<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><NextContinuationToken>a+b/c</NextContinuationToken>\
+            <Contents><Key>p/x%2Fy</Key><Size>3</Size><LastModified>2024-01-02T03:04:05Z</LastModified></Contents></ListBucketResult>";
+        let p2 = b"<ListBucketResult><Contents><Key>p/z</Key><Size>1</Size></Contents></ListBucketResult>";
+        let (c, seen) = canned(vec![answer("200 OK", "", p1), answer("200 OK", "", p2)]);
+        let l = c.list("").unwrap();
+        assert_eq!(
+            l,
+            vec![
+                Listed { key: "x/y".into(), size: 3, last_modified: 1704164645 },
+                Listed { key: "z".into(), size: 1, last_modified: 0 }
+            ]
+        );
+        let seen = seen.lock().unwrap();
+        assert!(seen[0].starts_with("GET /img?encoding-type=url&list-type=2&prefix=p%2F HTTP/1.1"), "{}", seen[0]);
+        assert!(
+            seen[1].starts_with("GET /img?continuation-token=a%2Bb%2Fc&encoding-type=url&list-type=2&prefix=p%2F "),
+            "{}",
+            seen[1]
+        );
     }
 
     #[test]
