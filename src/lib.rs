@@ -19,6 +19,7 @@ pub mod pg;
 pub mod reference;
 pub mod registry;
 pub mod rootpath;
+pub mod s3;
 pub mod serve;
 pub mod store;
 #[cfg(test)]
