@@ -42,7 +42,7 @@ impl PgError {
         PgError::new(Kind::Config, message)
     }
 
-    pub(super) fn value(message: impl Into<String>) -> PgError {
+    pub fn value(message: impl Into<String>) -> PgError {
         PgError::new(Kind::Value, message)
     }
 

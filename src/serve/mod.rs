@@ -53,7 +53,7 @@ pub fn open_backend(root: &Path, storage: Option<&str>, database: Option<&str>) 
             drop(crate::store::Store::open(root)?);
             Ok(Arc::new(backend::local::Local::new(root).context("preparing the upload directory")?))
         }
-        (_s, Some(_d)) => bail!("cluster backend pending"),
+        (s, Some(d)) => Ok(Arc::new(backend::cluster::Cluster::open(d, s)?)),
         (Some(_), None) => bail!("--storage needs --database (where users, repositories and uploads are kept)"),
     }
 }

@@ -161,7 +161,7 @@ mod tests {
         let anon = Viewer { user: None, admin: false };
         let html = render("h<1>:5000", &anon, &shown);
         assert!(html.contains("Images at h&lt;1&gt;:5000"));
-        assert_eq!(html.matches("<h2").count(), 1);
+        assert_eq!(html.matches("<h2 id=\"ns-").count(), 1);
         assert_eq!(html.matches("<h3>").count(), 2);
         assert!(html.contains("img pull h&lt;1&gt;:5000/team/app:2"));
         assert!(!html.contains("<1>"));

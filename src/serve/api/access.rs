@@ -10,6 +10,14 @@ use crate::serve::route::Name;
 impl Api {
     /// The caller, from the request's credentials; a 401 for wrong ones.
     pub(super) fn caller(&self, req: &Request) -> Reply<Caller> {
+        let c = self.caller_unlogged(req)?;
+        if let Caller::User { name, .. } = &c {
+            super::LOG_USER.with(|u| *u.borrow_mut() = Some(name.clone()));
+        }
+        Ok(c)
+    }
+
+    fn caller_unlogged(&self, req: &Request) -> Reply<Caller> {
         match auth::credentials(req.header("authorization")) {
             Credentials::Anonymous => Ok(Caller::Anonymous),
             Credentials::Malformed => Err(self.challenge(req, None, "the Authorization header cannot be read")),

@@ -65,8 +65,6 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// Uploads untouched for this long are dropped.
     pub upload_ttl: Duration,
-    /// Print a line per request on stderr.
-    pub access_log: bool,
 }
 
 impl Default for Settings {
@@ -78,7 +76,6 @@ impl Default for Settings {
             upload_bytes_per_user: 16 << 30,
             token_ttl: Duration::from_secs(300),
             upload_ttl: Duration::from_secs(3600),
-            access_log: false,
         }
     }
 }
@@ -107,6 +104,12 @@ impl Caller {
             Caller::User { name, .. } => name.clone(),
         }
     }
+}
+
+thread_local! {
+    /// The user whose credentials this thread's request carried, for the
+    /// access log (a request is answered on one thread).
+    static LOG_USER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 /// An answer that ends a request early.
@@ -209,6 +212,16 @@ impl Api {
         if let Some(rest) = req.path.strip_prefix("/api/v1/") {
             let caller = self.caller(req)?;
             return self.user_api(req, &caller, rest, body);
+        }
+        if req.path == "/metrics" {
+            // Also on --metrics-listen, without credentials; here for admins.
+            return match self.caller(req)? {
+                Caller::User { admin: true, .. } => {
+                    Ok(Response::new(200).bytes(super::metrics::CONTENT_TYPE, super::metrics::render().into_bytes()))
+                }
+                Caller::Anonymous => Err(self.challenge(req, None, "the metrics need an admin's credentials")),
+                Caller::User { name, .. } => Ok(error(403, "DENIED", format!("{name} is not an admin"))),
+            };
         }
         if let Some(rest) = req.path.strip_prefix("/admin/v1/") {
             let caller = self.caller(req)?;
@@ -318,11 +331,10 @@ fn valid_host(h: &str) -> bool {
 
 impl Handler for Api {
     fn handle(&self, req: &Request, body: &mut dyn Read) -> Response {
-        let resp = self.dispatch(req, body).unwrap_or_else(|r| r);
-        if self.settings.access_log {
-            let auth = req.header("authorization").map(|a| a.split(' ').next().unwrap_or("")).unwrap_or("-");
-            eprintln!("{} {} {} {} auth={auth}", req.peer.ip(), req.method, req.path, resp.status);
-        }
+        LOG_USER.with(|u| u.borrow_mut().take());
+        let mut resp = self.dispatch(req, body).unwrap_or_else(|r| r);
+        // Who the access log names: the caller whose credentials were checked.
+        resp.log_user = LOG_USER.with(|u| u.borrow_mut().take());
         resp.header("Docker-Distribution-API-Version", "registry/2.0")
     }
 }

@@ -21,11 +21,11 @@
 //! object deleted. A push that links a blob touches its row in the same
 //! transaction, so a sweep never takes a blob a push is using.
 
-use super::{
-    BlobBody, BlobRead, Error, ManifestBody, PutError, RepositoryInfo, Result, ServeUser, ServedManifest,
-    ServedTag, UploadError, UploadInfo, MAX_DISCARD,
-};
 use super::sha256;
+use super::{
+    BlobBody, BlobRead, Error, ManifestBody, PutError, RepositoryInfo, Result, ServeUser, ServedManifest, ServedTag,
+    UploadError, UploadInfo, MAX_DISCARD,
+};
 use crate::digest::Digest;
 use crate::image;
 use crate::pg::{Param, PgError, Pool, Row};
@@ -185,14 +185,12 @@ fn s3_err(what: &str, e: S3Error) -> Error {
 
 fn digest_of(row: &Row, i: usize) -> std::result::Result<Digest, PgError> {
     let s = row.str(i)?;
-    Digest::parse(s).map_err(|e| PgError::protocol(format!("a stored digest {s:?} is not valid: {e}")))
+    Digest::parse(s).map_err(|e| PgError::value(format!("a stored digest {s:?} is not valid: {e}")))
 }
 
 /// A random id: 16 bytes in hex.
 fn random_id() -> Result<String> {
-    Ok(crate::digest::hex_encode(
-        &crate::serve::auth::random_bytes(16).map_err(|e| Error::failed("making an id", e))?,
-    ))
+    Ok(crate::digest::hex_encode(&crate::serve::auth::random_bytes(16).map_err(|e| Error::failed("making an id", e))?))
 }
 
 fn now() -> i64 {
@@ -266,7 +264,7 @@ impl Cluster {
                     hash: r.bytes(4)?,
                     multipart: r.str(5)?.to_string(),
                     parts: serde_json::from_str(r.str(6)?)
-                        .map_err(|e| PgError::protocol(format!("an upload's parts are not JSON: {e}")))?,
+                        .map_err(|e| PgError::value(format!("an upload's parts are not JSON: {e}")))?,
                     tail_size: r.i64(7)? as u64,
                     touched_at: r.i64(8)?,
                 })
@@ -357,7 +355,7 @@ impl Cluster {
             read?;
             row.parts.extend(sent);
             row.size += added;
-            Ok(())
+            Ok::<(), UploadError>(())
         })?;
         Ok(buf)
     }
@@ -466,7 +464,7 @@ fn migrate(c: &mut crate::pg::Conn) -> std::result::Result<(), PgError> {
             }
         };
         if v > MIGRATIONS.len() as i64 {
-            return Err(PgError::protocol(format!(
+            return Err(PgError::value(format!(
                 "the database's schema is version {v}, newer than this img's {}; upgrade img",
                 MIGRATIONS.len()
             )));
@@ -556,7 +554,7 @@ impl super::Backend for Cluster {
             )?;
             let r = c
                 .query_opt("SELECT value FROM secrets WHERE name = 'token-key'", &[])?
-                .ok_or_else(|| PgError::protocol("the token key was not kept".into()))?;
+                .ok_or_else(|| PgError::value("the token key was not kept"))?;
             r.bytes(0)
         })
     }
@@ -589,7 +587,9 @@ impl super::Backend for Cluster {
         self.q(|c| Ok(c.execute("DELETE FROM users WHERE name = $1", &[name.into()])? > 0))
     }
     fn namespace(&self, name: &str) -> Result<Option<bool>> {
-        self.q(|c| c.query_opt("SELECT public FROM namespaces WHERE name = $1", &[name.into()])?.map(|r| r.bool(0)).transpose())
+        self.q(|c| {
+            c.query_opt("SELECT public FROM namespaces WHERE name = $1", &[name.into()])?.map(|r| r.bool(0)).transpose()
+        })
     }
     fn namespaces(&self) -> Result<Vec<(String, bool)>> {
         self.q(|c| {
@@ -713,7 +713,12 @@ impl super::Backend for Cluster {
                 "INSERT INTO repository_info(name, summary, description, created_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET summary = excluded.summary, description = excluded.description
                  RETURNING (xmax = 0)",
-                &[i.name.as_str().into(), i.summary.as_str().into(), i.description.as_str().into(), i.created_at.into()],
+                &[
+                    i.name.as_str().into(),
+                    i.summary.as_str().into(),
+                    i.description.as_str().into(),
+                    i.created_at.into(),
+                ],
             )?;
             r.map(|r| r.bool(0)).transpose().map(|b| b.unwrap_or(false))
         })
@@ -805,8 +810,15 @@ impl super::Backend for Cluster {
         };
         let o = self.s3()?.get(&object, range).map_err(|e| s3_err(&format!("reading blob {d}"), e))?;
         match o {
-            Some(o) => Ok(Some(BlobRead { size: o.size.max(size), start: o.start, len: o.len, body: BlobBody::Stream(o.reader) })),
-            None => Err(Error::Failed(format!("blob {d} is recorded but its object {object} is missing from the bucket"))),
+            Some(o) => Ok(Some(BlobRead {
+                size: o.size.max(size),
+                start: o.start,
+                len: o.len,
+                body: BlobBody::Stream(o.reader),
+            })),
+            None => {
+                Err(Error::Failed(format!("blob {d} is recorded but its object {object} is missing from the bucket")))
+            }
         }
     }
 
@@ -827,7 +839,10 @@ impl super::Backend for Cluster {
         self.q(|c| {
             c.transaction(|c| {
                 // Touching the row keeps a sweep from taking it.
-                let n = c.execute("UPDATE blobs SET touched_at = $2 WHERE digest = $1", &[d.as_str().into(), now().into()])?;
+                let n = c.execute(
+                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1",
+                    &[d.as_str().into(), now().into()],
+                )?;
                 if n == 0 {
                     return Ok(false);
                 }
@@ -872,13 +887,10 @@ impl super::Backend for Cluster {
 
     fn repositories(&self) -> Result<Vec<String>> {
         self.q(|c| {
-            c.query(
-                "SELECT repository FROM manifests UNION SELECT name FROM repository_info ORDER BY 1",
-                &[],
-            )?
-            .iter()
-            .map(|r| r.str(0).map(str::to_string))
-            .collect()
+            c.query("SELECT repository FROM manifests UNION SELECT name FROM repository_info ORDER BY 1", &[])?
+                .iter()
+                .map(|r| r.str(0).map(str::to_string))
+                .collect()
         })
     }
 
@@ -947,7 +959,10 @@ impl super::Backend for Cluster {
         self.q(|c| {
             c.transaction(|c| {
                 // One writer per manifest at a time, so the count holds.
-                c.execute("SELECT 1 FROM manifests WHERE repository = $1 AND digest = $2 FOR UPDATE", &[repo.into(), d.as_str().into()])?;
+                c.execute(
+                    "SELECT 1 FROM manifests WHERE repository = $1 AND digest = $2 FOR UPDATE",
+                    &[repo.into(), d.as_str().into()],
+                )?;
                 let n = c.query(
                     "SELECT count(*) FROM signatures WHERE repository = $1 AND digest = $2 AND body_digest <> $3",
                     &[repo.into(), d.as_str().into(), body_digest.as_str().into()],
@@ -1019,14 +1034,22 @@ impl super::Backend for Cluster {
     fn delete_manifest(&self, repo: &str, d: &Digest) -> Result<bool> {
         self.q(|c| {
             c.transaction(|c| {
-                c.execute("DELETE FROM signatures WHERE repository = $1 AND digest = $2", &[repo.into(), d.as_str().into()])?;
-                Ok(c.execute("DELETE FROM manifests WHERE repository = $1 AND digest = $2", &[repo.into(), d.as_str().into()])? > 0)
+                c.execute(
+                    "DELETE FROM signatures WHERE repository = $1 AND digest = $2",
+                    &[repo.into(), d.as_str().into()],
+                )?;
+                Ok(c.execute(
+                    "DELETE FROM manifests WHERE repository = $1 AND digest = $2",
+                    &[repo.into(), d.as_str().into()],
+                )? > 0)
             })
         })
     }
 
     fn delete_tag(&self, repo: &str, tag: &str) -> Result<bool> {
-        self.q(|c| Ok(c.execute("DELETE FROM tags WHERE repository = $1 AND tag = $2", &[repo.into(), tag.into()])? > 0))
+        self.q(
+            |c| Ok(c.execute("DELETE FROM tags WHERE repository = $1 AND tag = $2", &[repo.into(), tag.into()])? > 0),
+        )
     }
 
     fn upload_start(&self, repo: &str, owner: &str) -> Result<String> {
@@ -1037,7 +1060,14 @@ impl super::Backend for Cluster {
         self.q(|c| {
             c.execute(
                 "INSERT INTO uploads(id, repository, owner, object, hash, touched_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                &[id.as_str().into(), repo.into(), owner.into(), object.as_str().into(), Param::Bytes(&hash), now().into()],
+                &[
+                    id.as_str().into(),
+                    repo.into(),
+                    owner.into(),
+                    object.as_str().into(),
+                    Param::Bytes(&hash),
+                    now().into(),
+                ],
             )
         })?;
         crate::serve::metrics::upload_started();
@@ -1091,7 +1121,8 @@ impl super::Backend for Cluster {
                 };
                 row.multipart = mp.clone();
                 let n = row.parts.len() as u32 + 1;
-                let etag = s3.upload_part(&row.object, &mp, n, &rest).map_err(|e| s3_err("sending an upload's part", e))?;
+                let etag =
+                    s3.upload_part(&row.object, &mp, n, &rest).map_err(|e| s3_err("sending an upload's part", e))?;
                 row.parts.push((n, etag));
                 row.tail_size = 0;
                 if old_tail > 0 {
@@ -1125,7 +1156,9 @@ impl super::Backend for Cluster {
         let mut state = sha256::State::from_bytes(&row.hash)
             .ok_or_else(|| UploadError::Broken("the upload's saved hash state is damaged".into()))?;
         // Claimed: no other request may finish or extend it now.
-        let claimed = self.q(|c| c.execute("DELETE FROM uploads WHERE id = $1 AND size = $2", &[id.into(), (row.size as i64).into()]))?;
+        let claimed = self.q(|c| {
+            c.execute("DELETE FROM uploads WHERE id = $1 AND size = $2", &[id.into(), (row.size as i64).into()])
+        })?;
         if claimed != 1 {
             return Err(UploadError::Unknown);
         }

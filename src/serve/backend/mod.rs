@@ -11,7 +11,7 @@
 //! The API (`serve::api`) asks the backend only through `Backend`; it
 //! never names a path, a table or a bucket.
 
-// pub mod cluster;
+pub mod cluster;
 pub mod local;
 pub mod sha256;
 
