@@ -55,3 +55,17 @@ put("policy", "remap-to-invalid", '{"default":[{"type":"signedBy","keyType":"GPG
 put("registries_d", "deep-flow", "docker: " + "[" * 100000)
 put("registries_d", "billion-laughs", "a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\ndocker: *c\n")
 put("registries_d", "duplicate-namespace", "docker:\n  a.com: {lookaside: x}\n  a.com: {lookaside: y}\n")
+# PostgreSQL: what a hostile or broken server sends the client (an
+# authentication request it never finishes, a row longer than its message,
+# a message length of 2 GiB, an error with no fields)
+import struct
+def msg(tag, body):
+    return tag + struct.pack(">i", len(body) + 4) + body
+put("pg_server", "sasl-never-ends", msg(b"R", struct.pack(">i", 10) + b"SCRAM-SHA-256\x00\x00") + msg(b"R", struct.pack(">i", 11) + b"r=x,s=,i=0"))
+put("pg_server", "row-past-message", msg(b"R", struct.pack(">i", 0)) + msg(b"Z", b"I") + msg(b"D", struct.pack(">hi", 1, 1 << 30)))
+put("pg_server", "huge-length", b"R" + struct.pack(">i", 0x7FFFFFFF))
+put("pg_server", "empty-error", msg(b"E", b"\x00"))
+# an upload's saved SHA-256 state: short, long, a length that disagrees
+put("upload_state", "short", b"\x00" * 39)
+put("upload_state", "length-disagrees", b"\x00" * 32 + struct.pack(">Q", 70) + b"\x01\x02")
+put("upload_state", "max-length", b"\xff" * 40)

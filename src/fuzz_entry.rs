@@ -25,6 +25,8 @@ pub const TARGETS: &[&str] = &[
     "pgp_keyring",
     "simple_signature",
     "sigstore_signature",
+    "pg_server",
+    "upload_state",
 ];
 
 /// Feeds `data` to the parser named `target`. Unknown names panic (a
@@ -138,6 +140,12 @@ pub fn run(target: &str, data: &[u8]) {
             let ring = RING.get_or_init(crate::trust::simple::fuzz_keyring);
             let _ = crate::trust::simple::verify(data, ring);
             let _ = crate::trust::simple::parse_payload(data);
+        }
+        "pg_server" => crate::pg::replay_server(data),
+        "upload_state" => {
+            if let Some(st) = crate::serve::backend::sha256::State::from_bytes(data) {
+                let _ = st.finish();
+            }
         }
         "sigstore_signature" => {
             use crate::trust::sigstore;

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Serve only clients in this network (repeatable; like 10.0.0.0/8 or fd00::/8); others are closed at once
     #[arg(long, value_name = "CIDR")]
     allow_from: Vec<String>,
+    /// An internal network (repeatable): clients outside every one reach only namespaces made with --external
+    #[arg(long, value_name = "CIDR")]
+    internal_network: Vec<String>,
     /// A proxy in this network names the client in X-Forwarded-For (its last hop), which is then believed (repeatable)
     #[arg(long, value_name = "CIDR")]
     trusted_proxy: Vec<String>,
@@ -57,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long)]
     open: bool,
     /// A TOML file with the settings above (listen, tls_cert, tls_key, tls_client_ca, auth, open, access_log,
-    /// log_format, metrics_listen, metrics_public, allow_from and trusted_proxy as lists, shutdown_timeout,
+    /// log_format, metrics_listen, metrics_public, allow_from, trusted_proxy and internal_network as lists, shutdown_timeout,
     /// storage, database) and limits: token_ttl, upload_ttl, idle_timeout, head_timeout (seconds),
     /// max_connections, max_connections_per_address, max_uploads_per_user, max_upload_bytes_per_user; flags win
     #[arg(long, value_name = "FILE")]
@@ -182,6 +185,12 @@ enum NamespaceCommand {
         public: bool,
         #[arg(long)]
         private: bool,
+        /// Clients outside the internal networks (img serve --internal-network) may reach it too
+        #[arg(long, conflicts_with = "no_external")]
+        external: bool,
+        /// Only clients inside the internal networks may reach it (the default)
+        #[arg(long)]
+        no_external: bool,
     },
     /// Remove a namespace with its repositories, their images and grants
     #[command(visible_alias = "remove")]
@@ -211,6 +220,7 @@ struct ConfigFile {
     metrics_public: Option<bool>,
     allow_from: Option<Vec<String>>,
     trusted_proxy: Option<Vec<String>>,
+    internal_network: Option<Vec<String>>,
     shutdown_timeout: Option<u64>,
     storage: Option<String>,
     database: Option<String>,
@@ -303,6 +313,7 @@ pub fn run(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     if shutdown_timeout > 3600 {
         bail!("shutdown timeout {shutdown_timeout}: give 0 to 3600 seconds");
     }
+    settings.internal_networks = networks("--internal-network", a.internal_network, file.internal_network, &path)?;
     let http = serve::http::Options {
         access_log,
         allow_from: networks("--allow-from", a.allow_from, file.allow_from, &path)?,
@@ -389,8 +400,13 @@ fn run_admin(ctx: &Ctx, database: Option<&str>, storage: Option<&str>, c: AdminC
             admin::user_rm(b, &name)?;
             eprintln!("removed user {name}");
         }
-        AdminCommand::Namespace { command: NamespaceCommand::Add { name, public, private: _ } } => {
+        AdminCommand::Namespace {
+            command: NamespaceCommand::Add { name, public, private: _, external, no_external },
+        } => {
             let made = admin::namespace_add(b, &name, public)?;
+            if external || no_external {
+                admin::namespace_external(b, &name, external)?;
+            }
             let vis = if public { "public" } else { "private" };
             eprintln!("{} namespace {name} ({vis})", if made { "made" } else { "changed" });
         }

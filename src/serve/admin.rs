@@ -75,6 +75,15 @@ pub fn namespace_add(b: &dyn Backend, name: &str, public: bool) -> Result<bool> 
     Ok(b.put_namespace(name, public)?)
 }
 
+/// Lets clients outside the internal networks (`--internal-network`)
+/// reach a namespace, or not (the default).
+pub fn namespace_external(b: &dyn Backend, name: &str, external: bool) -> Result<()> {
+    if !b.set_namespace_external(name, external)? {
+        bail!("no namespace {name:?}; make it with img serve admin namespace add {name}");
+    }
+    Ok(())
+}
+
 /// Removes a namespace with its repositories and their images.
 pub fn namespace_rm(b: &dyn Backend, name: &str) -> Result<()> {
     if !b.remove_namespace(name)? {
@@ -185,6 +194,9 @@ pub struct UserEntry {
 pub struct NamespaceEntry {
     pub name: String,
     pub public: bool,
+    /// For namespaces: reachable from outside the internal networks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<bool>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -197,11 +209,18 @@ pub struct GrantEntry {
 pub fn list(b: &dyn Backend) -> Result<Listing> {
     Ok(Listing {
         users: b.users()?.into_iter().map(|u| UserEntry { name: u.name, admin: u.admin }).collect(),
-        namespaces: b.namespaces()?.into_iter().map(|(name, public)| NamespaceEntry { name, public }).collect(),
+        namespaces: b
+            .namespaces()?
+            .into_iter()
+            .map(|(name, public)| {
+                let external = b.namespace_external(&name).ok();
+                NamespaceEntry { name, public, external }
+            })
+            .collect(),
         repositories: b
             .repository_visibilities()?
             .into_iter()
-            .map(|(name, public)| NamespaceEntry { name, public })
+            .map(|(name, public)| NamespaceEntry { name, public, external: None })
             .collect(),
         repository_info: b.repository_infos()?,
         grants: b.grants(None)?.into_iter().map(|(user, scope, access)| GrantEntry { user, scope, access }).collect(),

@@ -103,7 +103,30 @@ impl Api {
 
     /// Answers 401 (anonymous: log in) or 403 (logged in, not allowed),
     /// the same whether the repository exists or not.
+    /// Whether the client may reach `name`'s namespace from where it is:
+    /// from inside the internal networks (or when none are set), or into
+    /// a namespace made reachable from outside.
+    pub(super) fn reachable(&self, req: &Request, name: &Name) -> Reply<bool> {
+        let nets = &self.settings.internal_networks;
+        if nets.is_empty() || nets.iter().any(|n| n.contains(req.peer.ip())) {
+            return Ok(true);
+        }
+        Ok(self.backend.namespace_external(&name.namespace)?)
+    }
+
     pub(super) fn require(&self, req: &Request, caller: &Caller, name: &Name, want: Access) -> Reply<()> {
+        if !self.reachable(req, name)? {
+            return Err(error(
+                403,
+                "DENIED",
+                format!(
+                    "namespace {} is not reachable from {}, outside the internal networks; an admin allows it with img serve admin namespace add {} --external",
+                    name.namespace,
+                    req.peer.ip(),
+                    name.namespace
+                ),
+            ));
+        }
         if self.access(caller, name)? >= want {
             return Ok(());
         }

@@ -11,7 +11,7 @@ impl Api {
     /// the machine with `img serve admin user add NAME --admin`); bodies
     /// are `application/json`:
     /// `GET list`; `POST users` {name, password, admin}; `DELETE users/NAME`;
-    /// `POST namespaces` {name, public}; `DELETE namespaces/NAME`;
+    /// `POST namespaces` {name, public, external}; `DELETE namespaces/NAME`;
     /// `POST repositories` {name, summary, description, public};
     /// `PUT repositories/NS/REPO` {public: true|false|null, summary, description};
     /// `DELETE repositories/NS/REPO` (with its images);
@@ -78,6 +78,9 @@ impl Api {
             ("POST", ["namespaces"]) => {
                 let public = v.get("public").and_then(|a| a.as_bool()).unwrap_or(false);
                 let made = admin::namespace_add(b, &s("name"), public).map_err(bad)?;
+                if let Some(e) = v.get("external").and_then(|a| a.as_bool()) {
+                    admin::namespace_external(b, &s("name"), e).map_err(bad)?;
+                }
                 Ok(Response::new(if made { 201 } else { 200 }))
             }
             ("DELETE", ["namespaces", name]) => {

@@ -56,15 +56,14 @@ impl Api {
         Ok(Response::new(200).bytes("text/html; charset=utf-8", html.into_bytes()))
     }
 
-    /// `/login`: asks a browser for Basic credentials, then goes to the page.
+    /// `/login`: asks a browser for Basic credentials, then shows the page
+    /// as the user sees it (a browser sends the credentials again only
+    /// where it was asked for them).
     pub(super) fn login_page(&self, req: &Request, caller: &Caller) -> Reply<Response> {
         match caller {
             Caller::Anonymous => Ok(error(401, "UNAUTHORIZED", "log in to see the images shared with you")
                 .header("WWW-Authenticate", "Basic realm=\"img serve\"")),
-            Caller::User { .. } => {
-                let _ = req;
-                Ok(Response::new(303).header("Location", "/"))
-            }
+            Caller::User { .. } => self.image_center(req, caller),
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// Uploads untouched for this long are dropped.
     pub upload_ttl: Duration,
+    /// The internal networks: when given, clients outside them reach only
+    /// namespaces made reachable from outside (`--external`).
+    pub internal_networks: Vec<super::http::Cidr>,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             upload_bytes_per_user: 16 << 30,
             token_ttl: Duration::from_secs(300),
             upload_ttl: Duration::from_secs(3600),
+            internal_networks: Vec::new(),
         }
     }
 }

@@ -42,8 +42,6 @@ const PART: usize = 8 << 20;
 const MIN_PART: usize = 5 << 20;
 /// Unreferenced blobs untouched this long are collected.
 const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
-/// Uploaded blobs that no manifest came for are unlinked after a day.
-const UNLINKED_TTL: i64 = 86_400;
 /// Manifest bodies kept in memory (they never change under a digest).
 const CACHE_BYTES: usize = 32 << 20;
 
@@ -59,6 +57,7 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE TABLE namespaces (
         name       TEXT PRIMARY KEY,
         public     BOOLEAN NOT NULL,
+        external   BOOLEAN NOT NULL DEFAULT false,
         created_at BIGINT NOT NULL
     );
     CREATE TABLE repository_visibility (
@@ -607,6 +606,19 @@ impl super::Backend for Cluster {
                 &[name.into(), public.into(), now().into()],
             )?;
             r.map(|r| r.bool(0)).transpose().map(|b| b.unwrap_or(false))
+        })
+    }
+    fn namespace_external(&self, name: &str) -> Result<bool> {
+        self.q(|c| {
+            Ok(c.query_opt("SELECT external FROM namespaces WHERE name = $1", &[name.into()])?
+                .map(|r| r.bool(0))
+                .transpose()?
+                .unwrap_or(false))
+        })
+    }
+    fn set_namespace_external(&self, name: &str, external: bool) -> Result<bool> {
+        self.q(|c| {
+            Ok(c.execute("UPDATE namespaces SET external = $2 WHERE name = $1", &[name.into(), external.into()])? > 0)
         })
     }
     fn remove_namespace(&self, name: &str) -> Result<bool> {
@@ -1234,7 +1246,8 @@ impl Cluster {
     }
 
     /// One collection, by at most one instance at a time: expired uploads,
-    /// uploaded blobs no manifest came for within a day, then blobs and
+    /// links of uploaded blobs no manifest of their repository names after
+    /// the grace period, then blobs and
     /// manifest bodies nothing refers to and nobody touched for the grace
     /// period, then objects no row names (left by a crash between the
     /// bucket and the database) once they are older than the grace period.
@@ -1258,7 +1271,7 @@ impl Cluster {
                 c.execute(
                     "DELETE FROM repository_blobs rb WHERE added_at < $1 AND NOT EXISTS
                      (SELECT 1 FROM manifest_refs r WHERE r.repository = rb.repository AND r.digest = rb.digest)",
-                    &[(now() - UNLINKED_TTL).into()],
+                    &[grace_cutoff.into()],
                 )?;
                 let gone: Vec<String> = c
                     .query(

@@ -184,6 +184,12 @@ impl super::Backend for Local {
     fn put_namespace(&self, name: &str, public: bool) -> Result<bool> {
         self.ix(|ix| ix.put_serve_namespace(name, public))
     }
+    fn namespace_external(&self, name: &str) -> Result<bool> {
+        self.ix(|ix| ix.serve_namespace_external(name))
+    }
+    fn set_namespace_external(&self, name: &str, external: bool) -> Result<bool> {
+        self.ix(|ix| ix.set_serve_namespace_external(name, external))
+    }
     fn remove_namespace(&self, name: &str) -> Result<bool> {
         self.ix(|ix| ix.remove_serve_namespace(name))
     }

@@ -143,6 +143,10 @@ pub trait Backend: Send + Sync {
     fn namespaces(&self) -> Result<Vec<(String, bool)>>;
     /// Makes a namespace or changes its visibility; true if made.
     fn put_namespace(&self, name: &str, public: bool) -> Result<bool>;
+    /// Whether clients outside the internal networks may reach it.
+    fn namespace_external(&self, name: &str) -> Result<bool>;
+    /// False if the namespace was not made.
+    fn set_namespace_external(&self, name: &str, external: bool) -> Result<bool>;
     /// Removes a namespace with its repositories (their settings, grants,
     /// manifests, tags and signatures); false if it was not made.
     fn remove_namespace(&self, name: &str) -> Result<bool>;

@@ -250,9 +250,11 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     "#,
     // 14: `img serve`: secrets shared by every server on the store (the
-    // token key, so that a token of one is valid on all), and repositories
-    // made explicitly, with a summary and a description.
+    // token key, so that a token of one is valid on all), repositories
+    // made explicitly, with a summary and a description, and whether a
+    // namespace may be reached from outside the internal networks.
     r#"
+    ALTER TABLE serve_namespaces ADD COLUMN external INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE serve_secrets (
         name       TEXT PRIMARY KEY,
         value      BLOB NOT NULL,

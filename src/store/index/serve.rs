@@ -131,6 +131,21 @@ impl Index {
         Ok(st.query_row(params![name], |r| r.get(0)).optional()?)
     }
 
+    /// Whether a namespace may be reached from outside the internal
+    /// networks (false when it was not made).
+    pub fn serve_namespace_external(&self, name: &str) -> Result<bool> {
+        let mut st = self.conn.prepare_cached("SELECT external FROM serve_namespaces WHERE name = ?1")?;
+        Ok(st.query_row(params![name], |r| r.get(0)).optional()?.unwrap_or(false))
+    }
+
+    /// Lets a namespace be reached from outside the internal networks, or
+    /// not; false if it was not made.
+    pub fn set_serve_namespace_external(&mut self, name: &str, external: bool) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute("UPDATE serve_namespaces SET external = ?2 WHERE name = ?1", params![name, external])? > 0)
+        })
+    }
+
     /// Every namespace made, with its visibility.
     pub fn serve_namespaces(&self) -> Result<Vec<(String, bool)>> {
         let mut st = self.conn.prepare_cached("SELECT name, public FROM serve_namespaces ORDER BY name")?;
