@@ -162,7 +162,7 @@ mod tests {
         let html = render("h<1>:5000", &anon, &shown);
         assert!(html.contains("Images at h&lt;1&gt;:5000"));
         assert_eq!(html.matches("<h2 id=\"ns-").count(), 1);
-        assert_eq!(html.matches("<h3>").count(), 2);
+        assert_eq!(html.matches("<h3 ").count(), 2);
         assert!(html.contains("img pull h&lt;1&gt;:5000/team/app:2"));
         assert!(!html.contains("<1>"));
         assert!(!html.contains("<b>s"));

@@ -5,6 +5,7 @@ use super::{Api, Settings};
 use crate::digest::Digest;
 use crate::image;
 use crate::serve::admin;
+use crate::serve::backend::Backend;
 use crate::serve::http::{Body, Handler, Request, Response};
 use crate::store::Store;
 use crate::testdir::TestDir;
@@ -543,4 +544,100 @@ fn health_and_readiness_answer_without_credentials() {
     assert!(String::from_utf8_lossy(&a.body).contains("blob directory"));
     std::fs::rename(blobs.with_extension("moved"), &blobs).unwrap();
     assert_eq!(s.call("HEAD", "/readyz", &[], b"").status, 200);
+}
+
+/// Found by review: a namespace removed and made again public served its
+/// old private images to everyone. Now its repositories go with it.
+#[test]
+fn a_removed_namespace_takes_its_images_with_it() {
+    let s = Server::new("namespace-removal", Settings::default());
+    let b = crate::serve::backend::local::Local::new(&s.dir).unwrap();
+    admin::namespace_add(&b, "team", false).unwrap();
+    s.push_artifact("team/app", "1");
+    admin::namespace_rm(&b, "team").unwrap();
+    admin::namespace_add(&b, "team", true).unwrap();
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[], b"");
+    assert_eq!(a.status, 401, "anonymous: {}", a.message());
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", &basic(ADMIN))], b"");
+    assert_eq!((a.status, a.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+    let a = s.call("GET", "/v2/_catalog", &[("Authorization", &basic(ADMIN))], b"");
+    assert_eq!(a.json()["repositories"], serde_json::json!([]));
+}
+
+/// A repository made explicitly shows its summary and description in the
+/// user API and on the page; a user with push may change them, one with
+/// pull may not; a removed repository goes with its images.
+#[test]
+fn repositories_made_explicitly_describe_themselves() {
+    let s = Server::new("repository-info", Settings::default());
+    let b = crate::serve::backend::local::Local::new(&s.dir).unwrap();
+    admin::namespace_add(&b, "team", false).unwrap();
+    assert!(admin::repository_add(&b, "team/app", Some("The <app>"), Some("Nightly.")).unwrap());
+    assert!(admin::repository_add(&b, "team/app", Some("two\nlines"), None).is_err());
+    assert!(admin::repository_add(&b, "nons/app", None, None).is_err());
+    admin::grant(&b, USER.0, "team/app", "pull").unwrap();
+    let alice = basic(USER);
+    // Made, with no image yet: it exists for those who may pull it.
+    let a = s.call("GET", "/api/v1/repositories/team/app", &[("Authorization", &alice)], b"");
+    assert_eq!(a.status, 200, "{}", a.message());
+    assert_eq!(a.json()["summary"], "The <app>");
+    assert_eq!(a.json()["description"], "Nightly.");
+    assert_eq!(a.json()["public"], false);
+    let a = s.call("GET", "/v2/_catalog", &[("Authorization", &alice)], b"");
+    assert_eq!(a.json()["repositories"], serde_json::json!(["team/app"]));
+    let a = s.call(
+        "PUT",
+        "/api/v1/repositories/team/app",
+        &[("Authorization", &alice), ("Content-Type", "application/json")],
+        br#"{"summary":"mine"}"#,
+    );
+    assert_eq!(a.status, 403, "pull may not change the summary");
+    admin::grant(&b, USER.0, "team/app", "push").unwrap();
+    let a = s.call(
+        "PUT",
+        "/api/v1/repositories/team/app",
+        &[("Authorization", &alice), ("Content-Type", "application/json")],
+        br#"{"summary":"mine"}"#,
+    );
+    assert_eq!(a.status, 204, "{}", a.message());
+    assert_eq!(b.repository_info("team/app").unwrap().unwrap().summary, "mine");
+    assert_eq!(b.repository_info("team/app").unwrap().unwrap().description, "Nightly.");
+    s.push_artifact("team/app", "1");
+    let page = s.call("GET", "/login", &[("Authorization", &alice)], b"");
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(html.contains("id=\"account\">alice"), "{html}");
+    assert!(html.contains("team/app <span class=\"kind\">shared with you</span>"));
+    assert!(html.contains("<p class=\"summary\">mine</p>"));
+    let a = s.call("GET", "/api/v1/credentials", &[("Authorization", &alice)], b"");
+    assert_eq!(a.json()["user"], "alice");
+    assert_eq!(a.json()["login"], format!("img login {LOCAL} -u alice"));
+    let a = s.call("GET", "/login", &[], b"");
+    assert_eq!(a.status, 401);
+    assert!(a.header("WWW-Authenticate").unwrap().starts_with("Basic"));
+    admin::repository_rm(&b, "team/app").unwrap();
+    let a = s.call("GET", "/v2/team/app/manifests/1", &[("Authorization", &basic(ADMIN))], b"");
+    assert_eq!(a.status, 404);
+    assert!(admin::repository_rm(&b, "team/app").is_err());
+}
+
+/// With internal networks set, a client outside them reaches only the
+/// namespaces made reachable from outside, whoever it is.
+#[test]
+fn namespaces_are_closed_to_outside_networks_unless_opened() {
+    let settings = Settings { internal_networks: vec!["10.0.0.0/8".parse().unwrap()], ..Settings::default() };
+    let s = Server::new("internal-networks", settings);
+    let b = crate::serve::backend::local::Local::new(&s.dir).unwrap();
+    // Pushed from outside while the namespace was reachable, then closed.
+    admin::namespace_external(&b, "pub", true).unwrap();
+    s.push_artifact("pub/app", "1");
+    admin::namespace_external(&b, "pub", false).unwrap();
+    let boss = basic(ADMIN);
+    let a = s.call_from("127.0.0.1", "GET", "/v2/pub/app/manifests/1", &[("Authorization", &boss)], b"");
+    assert_eq!((a.status, a.code().as_str()), (403, "DENIED"), "an admin outside: {}", a.message());
+    let a = s.call_from("10.1.2.3", "GET", "/v2/pub/app/manifests/1", &[], b"");
+    assert_eq!(a.status, 200, "anonymous inside, public namespace");
+    admin::namespace_external(&b, "pub", true).unwrap();
+    let a = s.call_from("127.0.0.1", "GET", "/v2/pub/app/manifests/1", &[], b"");
+    assert_eq!(a.status, 200, "anonymous outside, once the namespace is reachable: {}", a.message());
+    assert!(admin::namespace_external(&b, "nope", true).is_err());
 }
