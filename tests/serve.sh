@@ -439,7 +439,7 @@ check_admin_http_api() {
 import json, sys
 l = json.load(open(sys.argv[1]))
 assert [u["name"] for u in l["users"]] == ["boss", "dev"], l
-assert l["namespaces"] == [{"name": "team", "public": False}], l
+assert l["namespaces"] == [{"name": "team", "public": False, "external": False}], l
 assert l["grants"] == [{"user": "dev", "scope": "team", "access": "push"}], l
 assert "pass" not in json.dumps(l)
 PY2

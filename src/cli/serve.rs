@@ -466,10 +466,17 @@ fn run_admin(ctx: &Ctx, database: Option<&str>, storage: Option<&str>, c: AdminC
                 rows.push(vec!["user".into(), u.name.clone(), if u.admin { "admin".into() } else { String::new() }]);
             }
             for n in &l.namespaces {
-                rows.push(vec!["namespace".into(), n.name.clone(), vis(n.public)]);
+                let mut detail = vis(n.public);
+                if n.external == Some(true) {
+                    detail.push_str(", reachable from outside");
+                }
+                rows.push(vec!["namespace".into(), n.name.clone(), detail]);
             }
             for r in &l.repositories {
                 rows.push(vec!["repository".into(), r.name.clone(), vis(r.public)]);
+            }
+            for r in &l.repository_info {
+                rows.push(vec!["repository".into(), r.name.clone(), format!("made; {}", r.summary)]);
             }
             for g in &l.grants {
                 rows.push(vec!["grant".into(), g.user.clone(), format!("{} on {}", g.access, g.scope)]);
