@@ -981,7 +981,7 @@ if want cluster; then
         p=$(cfree)
         printf 'version: 0.1\nlog: {level: error}\nstorage:\n  s3: {region: %s, regionendpoint: "%s", bucket: %s, rootdirectory: /dreg, secure: false, v4auth: true}\n  redirect: {disable: true}\n  cache: {blobdescriptor: inmemory}\n  delete: {enabled: true}\nhttp: {addr: "127.0.0.1:%s", secret: bench-shared-secret}\n' \
             "$AWS_REGION" "$S3E" "$GARAGE_BUCKET" "$p" > "$CL/dreg$i.yml"
-        REGISTRY_STORAGE_S3_ACCESSKEY=$AWS_ACCESS_KEY_ID REGISTRY_STORAGE_S3_SECRETKEY=$AWS_SECRET_ACCESS_KEY \
+        env -u AWS_CA_BUNDLE REGISTRY_STORAGE_S3_ACCESSKEY=$AWS_ACCESS_KEY_ID REGISTRY_STORAGE_S3_SECRETKEY=$AWS_SECRET_ACCESS_KEY \
             docker-registry serve "$CL/dreg$i.yml" >"$CL/dreg$i.log" 2>&1 </dev/null &
         CL_PIDS+=("$!"); DREGS+=("127.0.0.1:$p")
     done

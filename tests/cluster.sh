@@ -8,7 +8,9 @@
 # restarted; the hosted registry's features (repositories made and
 # removed with their images, summaries and descriptions, namespace
 # removal, access credentials, the image center) through the CLI, the API
-# and a browser; garbage collection while others push.
+# and a browser; garbage collection while others push; blobs by redirect
+# to pre-signed URLs; docker-registry's own S3 driver on the same Garage
+# as a peer.
 #
 # Usage: IMG=target/release/img tests/cluster.sh [CHECK-NAME-SUBSTRING...]
 # Needs garage (scripts/install-garage.sh), postgresql, haproxy, skopeo,
@@ -28,7 +30,7 @@ suite_cleanup() {
   pg_stop > /dev/null 2>&1
   rm -rf "$RUNS"
 }
-need skopeo podman curl python3 haproxy sha256sum
+need skopeo podman curl python3 haproxy sha256sum docker-registry
 [[ -f $GEN/base-docker.tar && -f $GEN/layered-oci.tar ]] || { echo "not ok - testdata: run scripts/make-testdata.sh"; exit 1; }
 
 pm() { # pm DIR ARGS...: podman with a private store
@@ -62,7 +64,7 @@ cluster_up() {
   pg_psql -q -c "CREATE DATABASE $db OWNER img" > /dev/null || fail "creating database $db"
   DB="postgres://img@127.0.0.1:$PG_PORT/$db"
   PREFIX=$db
-  STORAGE="s3://$GARAGE_BUCKET/$db?endpoint=$S3_ENDPOINT&region=$AWS_REGION${GC_GRACE:+&gc_grace=$GC_GRACE}"
+  STORAGE="s3://$GARAGE_BUCKET/$db?endpoint=$S3_ENDPOINT&region=$AWS_REGION${GC_GRACE:+&gc_grace=$GC_GRACE}${STORAGE_EXTRA:-}"
   INST=() INST_PIDS=() INST_PORTS=()
   local i
   for i in 1 2 3; do start_instance "$i" "$@"; done
@@ -305,6 +307,55 @@ check_database_outage_is_503_then_recovers() {
     fail "no pull after postgresql came back"
   local i
   for i in 0 1 2; do kill -0 "${INST_PIDS[$i]}" || fail "instance $((i + 1)) exited during the outage"; done
+  # The outage is counted where an operator looks.
+  curl -s -u boss:boss-pass "http://${INST[0]}/metrics" > "$T/metrics"
+  awk '/^img_serve_backend_errors_total\{backend="database"\}/ {n = $2} END {exit !(n > 0)}' "$T/metrics" ||
+    fail "the metrics do not count the database errors: $(grep backend_errors "$T/metrics")"
+}
+
+# Blobs by redirect (storage URL redirect=true): a blob GET answers 307 to
+# a pre-signed URL of the bucket, which clients follow; skopeo and img
+# pull through it.
+check_blobs_by_redirect() {
+  local ROOT=$T/client
+  STORAGE_EXTRA='&redirect=true' cluster_up
+  users
+  client_images
+  img push -q --tls-verify=false --creds boss:boss-pass localhost/layered:1 "$LB/team/layered:1" >/dev/null 2>&1 || fail "push"
+  local cfg; cfg=$(skopeo inspect --raw --tls-verify=false --creds boss:boss-pass "docker://$LB/team/layered:1" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["config"]["digest"])')
+  curl -s -D "$T/h" -o /dev/null -u boss:boss-pass "http://$LB/v2/team/layered/blobs/$cfg"
+  head -1 "$T/h" | has ' 307' || fail "a blob GET did not redirect: $(head -1 "$T/h")"
+  local to; to=$(tr -d '\r' < "$T/h" | awk -F': ' 'tolower($1) == "location" {print $2}')
+  [[ $to == "$S3_ENDPOINT"/* && $to == *X-Amz-Signature=* ]] || fail "the redirect is not a pre-signed URL of the bucket: $to"
+  [[ sha256:$(curl -sf "$to" | sha256sum | cut -d' ' -f1) == "$cfg" ]] || fail "the pre-signed URL does not give the blob"
+  skopeo copy -q --src-tls-verify=false --src-creds boss:boss-pass "docker://$LB/team/layered:1" "oci:$T/oci:x" || fail "skopeo pull by redirect"
+  ROOT=$T/client2 img pull -q --tls-verify=false --creds boss:boss-pass "$LB/team/layered:1" >/dev/null || fail "img pull by redirect"
+}
+
+# docker-registry's own S3 driver on the same Garage is a peer: an image
+# goes from img's cluster to it and back, whole.
+check_docker_registry_on_the_same_garage_is_a_peer() {
+  cluster_up
+  users
+  local port; port=$(free_port)
+  printf 'version: 0.1\nlog: {level: error}\nstorage:\n  s3: {region: %s, regionendpoint: "%s", bucket: %s, rootdirectory: /dreg-%s, secure: false, v4auth: true}\n  redirect: {disable: true}\nhttp: {addr: "127.0.0.1:%s"}\n' \
+    "$AWS_REGION" "$S3_ENDPOINT" "$GARAGE_BUCKET" "$PREFIX" "$port" > "$T/dreg.yml"
+  # (REGISTRY_* variables configure docker-registry: not this suite's auth file; its
+  # S3 SDK cannot take a CA bundle with a plain-HTTP endpoint)
+  env -u REGISTRY_AUTH_FILE -u AWS_CA_BUNDLE REGISTRY_STORAGE_S3_ACCESSKEY=$AWS_ACCESS_KEY_ID REGISTRY_STORAGE_S3_SECRETKEY=$AWS_SECRET_ACCESS_KEY \
+    docker-registry serve "$T/dreg.yml" > "$T/dreg.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break; sleep 0.1; done
+  skopeo copy -q --dest-tls-verify=false --dest-creds boss:boss-pass "docker-archive:$GEN/base-docker.tar" "docker://$LB/team/app:1" || fail "push to img"
+  skopeo copy -q --src-tls-verify=false --src-creds boss:boss-pass --dest-tls-verify=false \
+    "docker://$LB/team/app:1" "docker://127.0.0.1:$port/team/app:1" || fail "img cluster to docker-registry (S3): $(tail -3 "$T/dreg.log")"
+  skopeo copy -q --src-tls-verify=false --dest-tls-verify=false --dest-creds boss:boss-pass \
+    "docker://127.0.0.1:$port/team/app:1" "docker://$LB/team/back:1" || fail "docker-registry (S3) to img cluster"
+  local a b
+  a=$(skopeo inspect --raw --tls-verify=false --creds boss:boss-pass "docker://$LB/team/app:1" | sha256sum)
+  b=$(skopeo inspect --raw --tls-verify=false --creds boss:boss-pass "docker://$LB/team/back:1" | sha256sum)
+  [[ $a == "$b" ]] || fail "the manifest changed on its way through docker-registry"
 }
 
 # The hosted registry's features: a repository made with a summary and a
