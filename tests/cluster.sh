@@ -91,7 +91,8 @@ start_instance() {
   local i=$1 port; shift
   port=${INST_PORTS[$((i - 1))]:-$(free_port)}
   mkdir -p "$T/inst$i"
-  IMG_ROOT=$T/inst$i/root "$IMG" serve --listen "127.0.0.1:$port" --storage "$STORAGE" --database "$DB" "$@" \
+  IMG_ROOT=$T/inst$i/root "$IMG" serve --listen "127.0.0.1:$port" --trusted-proxy 127.0.0.1/32 \
+    --storage "$STORAGE" --database "$DB" "$@" \
     >> "$T/inst$i.log" 2>&1 &
   INST_PIDS[$((i - 1))]=$!
   INST_PORTS[$((i - 1))]=$port

@@ -641,3 +641,20 @@ fn namespaces_are_closed_to_outside_networks_unless_opened() {
     assert_eq!(a.status, 200, "anonymous outside, once the namespace is reachable: {}", a.message());
     assert!(admin::namespace_external(&b, "nope", true).is_err());
 }
+
+/// Found by review: the token key was made per process, so a token from one
+/// server got 401 from another on the same store. It is kept in the store.
+#[test]
+fn a_token_from_one_server_is_valid_on_another_on_the_same_store() {
+    let s = Server::new("token-shared", Settings::default());
+    let a = s.call("GET", "/token?service=img-serve", &[("Authorization", &basic(USER))], b"");
+    assert_eq!(a.status, 200, "{}", a.message());
+    let token = a.json()["token"].as_str().unwrap().to_string();
+    let other: std::sync::Arc<dyn Backend> =
+        std::sync::Arc::new(crate::serve::backend::local::Local::new(&s.dir).unwrap());
+    let second =
+        Server { api: Api::new(other, Settings::default()).unwrap(), dir: TestDir::new("token-shared-unused") };
+    let bearer = format!("Bearer {token}");
+    let a = second.call("GET", "/v2/", &[("Authorization", &bearer)], b"");
+    assert_eq!(a.status, 200, "the second server refused the first one's token: {}", a.message());
+}
