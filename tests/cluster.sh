@@ -435,4 +435,21 @@ check_garbage_collection_keeps_what_is_in_use() {
   echo "garbage collection: $before objects, $after after the image's manifest was deleted" > "$T/measure"
 }
 
+# The S3 and PostgreSQL clients' own live tests (marked ignored in
+# `cargo test`): S3 against this suite's Garage (one node stopped and
+# started again among them), PostgreSQL against a server of their own
+# (SCRAM and md5 roles, a restart, an outage).
+check_client_live_tests() {
+  command -v cargo >/dev/null || fail "cargo is needed for the clients' live tests"
+  cargo test -q --release --lib s3::live -- --ignored --test-threads=1 > "$T/s3.log" 2>&1 ||
+    fail "the S3 client's live tests: $(tail -n 15 "$T/s3.log")"
+  tests/support/postgres.sh run cargo test -q --release --lib pg:: -- --ignored > "$T/pg.log" 2>&1 ||
+    fail "the PostgreSQL client's live tests: $(tail -n 15 "$T/pg.log")"
+  local s p
+  s=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$T/s3.log" | awk '{n += $1} END {print n + 0}')
+  p=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$T/pg.log" | awk '{n += $1} END {print n + 0}')
+  ((s > 0 && p > 0)) || fail "no live test ran: s3 $s, pg $p"
+  echo "the clients' live tests: S3 $s passed against Garage, PostgreSQL $p passed" > "$T/measure"
+}
+
 run_checks "$@"
