@@ -7,9 +7,13 @@
 //!
 //! Uploads stream to S3 as a multipart upload of `PART` bytes a part,
 //! sent by a second thread while the next part is read; bytes short of a
-//! part at the end of a request are kept as a small `tail` object that the
-//! next request (on any instance) takes up. The SHA-256 state is saved in
-//! the upload's row after each request. Nothing is spilled to local disk.
+//! part at the end of a request are kept as a small tail object (of that
+//! request's own) that the next request, on any instance, takes up. The
+//! SHA-256 state is saved in the upload's row after each request. One
+//! request at a time writes to an upload: it takes a lease in the row
+//! first, renews it before each part, and saves only while it holds it,
+//! so that two requests sent at once (a hostile client's) can never mix
+//! their bytes under one digest. Nothing is spilled to local disk.
 //!
 //! Blobs are objects with a key of their own (`blobs/<random>`), found by
 //! digest through the `blobs` table; an upload of a blob that is stored
@@ -141,7 +145,7 @@ const MIGRATIONS: &[&str] = &[r#"
     );
     -- Uploads in progress: the bytes so far are the parts of multipart
     -- upload `multipart` of object `object`, then the `tail_size` bytes of
-    -- object `object || '.tail'`; `hash` is the saved SHA-256 state.
+    -- object `tail`; `hash` is the saved SHA-256 state.
     CREATE TABLE uploads (
         id         TEXT PRIMARY KEY,
         repository TEXT NOT NULL,
@@ -152,7 +156,12 @@ const MIGRATIONS: &[&str] = &[r#"
         multipart  TEXT NOT NULL DEFAULT '',
         parts      TEXT NOT NULL DEFAULT '[]',
         tail_size  BIGINT NOT NULL DEFAULT 0,
-        touched_at BIGINT NOT NULL
+        -- The object holding the tail (each request writes its own).
+        tail       TEXT NOT NULL DEFAULT '',
+        touched_at BIGINT NOT NULL,
+        -- The request writing to the upload, and until when it may.
+        lease_owner TEXT NOT NULL DEFAULT '',
+        lease_until BIGINT NOT NULL DEFAULT 0
     );
     CREATE INDEX uploads_owner ON uploads(owner);
 "#];
@@ -249,27 +258,48 @@ impl Cluster {
     /// Reads what an upload's row says.
     fn upload_row(&self, id: &str) -> Result<Option<UploadRow>> {
         self.q(|c| {
-            c.query_opt(
-                "SELECT repository, owner, object, size, hash, multipart, parts, tail_size, touched_at FROM uploads WHERE id = $1",
-                &[id.into()],
-            )?
-            .map(|r| {
-                Ok(UploadRow {
-                    id: id.to_string(),
-                    repo: r.str(0)?.to_string(),
-                    owner: r.str(1)?.to_string(),
-                    object: r.str(2)?.to_string(),
-                    size: r.i64(3)? as u64,
-                    hash: r.bytes(4)?,
-                    multipart: r.str(5)?.to_string(),
-                    parts: serde_json::from_str(r.str(6)?)
-                        .map_err(|e| PgError::value(format!("an upload's parts are not JSON: {e}")))?,
-                    tail_size: r.i64(7)? as u64,
-                    touched_at: r.i64(8)?,
-                })
-            })
-            .transpose()
+            c.query_opt(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = $1"), &[id.into()])?
+                .map(|r| upload_of(id, &r))
+                .transpose()
         })
+    }
+
+    /// Takes the lease of upload `id` for this request (`lease`), if no
+    /// other request holds it; gives the upload's row.
+    fn claim(&self, id: &str, lease: &str) -> std::result::Result<UploadRow, UploadError> {
+        let row = self.q(|c| {
+            c.query_opt(
+                &format!(
+                    "UPDATE uploads SET lease_owner = $2, lease_until = $3, touched_at = $4
+                     WHERE id = $1 AND (lease_owner = '' OR lease_until < $4) RETURNING {UPLOAD_COLUMNS}"
+                ),
+                &[id.into(), lease.into(), (now() + LEASE).into(), now().into()],
+            )?
+            .map(|r| upload_of(id, &r))
+            .transpose()
+        })?;
+        match row {
+            Some(r) => Ok(r),
+            None if self.upload_row(id)?.is_some() => {
+                Err(UploadError::Broken("another request is writing to this upload; send one at a time".into()))
+            }
+            None => Err(UploadError::Unknown),
+        }
+    }
+
+    /// Renews the lease before a part is sent; an error if it was lost.
+    fn renew(&self, id: &str, lease: &str) -> std::result::Result<(), UploadError> {
+        let n = self.q(|c| {
+            c.execute(
+                "UPDATE uploads SET lease_until = $3 WHERE id = $1 AND lease_owner = $2",
+                &[id.into(), lease.into(), (now() + LEASE).into()],
+            )
+        })?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(UploadError::Broken("the upload was cancelled or taken over while this request wrote to it".into()))
+        }
     }
 
     /// Takes a request body into an upload: the kept tail first, then the
@@ -279,6 +309,7 @@ impl Cluster {
     fn stream_parts(
         &self,
         row: &mut UploadRow,
+        lease: Option<&str>,
         state: &mut sha256::State,
         body: &mut dyn Read,
         room: u64,
@@ -287,7 +318,7 @@ impl Cluster {
         let mut buf = Vec::with_capacity(PART);
         if row.tail_size > 0 {
             let tail = s3
-                .get(&tail_key(&row.object), None)
+                .get(&row.tail, None)
                 .map_err(|e| s3_err("reading an upload's tail", e))?
                 .ok_or_else(|| UploadError::Broken("the upload's kept bytes are gone".into()))?;
             let mut r = tail.reader.take(PART as u64);
@@ -303,9 +334,13 @@ impl Cluster {
             let object = row.object.clone();
             let multipart = std::sync::Arc::new(Mutex::new(row.multipart.clone()));
             let mp = multipart.clone();
-            let sender = scope.spawn(move || -> std::result::Result<Vec<(u32, String)>, Error> {
+            let upload_id = row.id.clone();
+            let sender = scope.spawn(move || -> std::result::Result<Vec<(u32, String)>, UploadError> {
                 let mut done = Vec::new();
                 for (n, part) in rx {
+                    if let Some(l) = lease {
+                        self.renew(&upload_id, l)?;
+                    }
                     let id = {
                         let mut m = mp.lock().unwrap_or_else(|e| e.into_inner());
                         if m.is_empty() {
@@ -348,7 +383,9 @@ impl Cluster {
                 }
             })();
             drop(tx);
-            let sent = sender.join().unwrap_or_else(|_| Err(Error::Failed("the part sender panicked".into())));
+            let sent = sender
+                .join()
+                .unwrap_or_else(|_| Err(UploadError::Backend(Error::Failed("the part sender panicked".into()))));
             row.multipart = multipart.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let sent = sent?;
             read?;
@@ -359,15 +396,16 @@ impl Cluster {
         Ok(buf)
     }
 
-    /// Saves an upload's state after a request, if no other request
-    /// changed it meanwhile.
-    fn save_upload(&self, row: &UploadRow, old_size: u64, state: &sha256::State) -> Result<bool> {
+    /// Saves an upload's state after a request and gives its lease back,
+    /// if the request still holds it.
+    fn save_upload(&self, row: &UploadRow, lease: &str, state: &sha256::State) -> Result<bool> {
         let parts = serde_json::to_string(&row.parts).unwrap_or_else(|_| "[]".into());
         let hash = state.to_bytes();
         self.q(|c| {
             c.execute(
-                "UPDATE uploads SET size = $2, hash = $3, multipart = $4, parts = $5, tail_size = $6, touched_at = $7
-                 WHERE id = $1 AND size = $8",
+                "UPDATE uploads SET size = $2, hash = $3, multipart = $4, parts = $5, tail_size = $6, tail = $7,
+                        touched_at = $8, lease_owner = '', lease_until = 0
+                 WHERE id = $1 AND lease_owner = $9",
                 &[
                     row.id.as_str().into(),
                     (row.size as i64).into(),
@@ -375,23 +413,35 @@ impl Cluster {
                     row.multipart.as_str().into(),
                     parts.as_str().into(),
                     (row.tail_size as i64).into(),
+                    row.tail.as_str().into(),
                     now().into(),
-                    (old_size as i64).into(),
+                    lease.into(),
                 ],
             )
         })
         .map(|n| n == 1)
     }
 
-    /// Drops an upload: its row, its multipart upload and its tail.
-    fn drop_upload(&self, row: &UploadRow) {
-        let _ = self.q(|c| c.execute("DELETE FROM uploads WHERE id = $1", &[row.id.as_str().into()]));
+    /// Drops an upload whose lease this request holds: its row, its
+    /// multipart upload and its tail.
+    fn drop_upload(&self, row: &UploadRow, lease: &str) {
+        let held = self.q(|c| {
+            c.execute("DELETE FROM uploads WHERE id = $1 AND lease_owner = $2", &[row.id.as_str().into(), lease.into()])
+        });
+        // Only if it was still this request's: else another owns its parts.
+        if matches!(held, Ok(1)) {
+            self.drop_objects(&row.object, &row.multipart, &row.tail);
+        }
+    }
+
+    /// Aborts a multipart upload and deletes a tail, as far as they exist.
+    fn drop_objects(&self, object: &str, multipart: &str, tail: &str) {
         if let Some(s3) = &self.s3 {
-            if !row.multipart.is_empty() {
-                let _ = s3.abort_multipart(&row.object, &row.multipart);
+            if !multipart.is_empty() {
+                let _ = s3.abort_multipart(object, multipart);
             }
-            if row.tail_size > 0 {
-                let _ = s3.delete(&tail_key(&row.object));
+            if !tail.is_empty() {
+                let _ = s3.delete(tail);
             }
         }
     }
@@ -446,8 +496,32 @@ fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     }
 }
 
-fn tail_key(object: &str) -> String {
-    format!("{object}.tail")
+/// A new tail object's key for an upload's object.
+fn new_tail_key(object: &str) -> Result<String> {
+    Ok(format!("{object}.tail.{}", random_id()?))
+}
+
+/// How long a request may write to an upload without renewing its lease
+/// (it renews before each part; S3 requests time out well before).
+const LEASE: i64 = 300;
+
+const UPLOAD_COLUMNS: &str = "repository, owner, object, size, hash, multipart, parts, tail_size, touched_at, tail";
+
+fn upload_of(id: &str, r: &Row) -> std::result::Result<UploadRow, PgError> {
+    Ok(UploadRow {
+        id: id.to_string(),
+        repo: r.str(0)?.to_string(),
+        owner: r.str(1)?.to_string(),
+        object: r.str(2)?.to_string(),
+        size: r.i64(3)? as u64,
+        hash: r.bytes(4)?,
+        multipart: r.str(5)?.to_string(),
+        parts: serde_json::from_str(r.str(6)?)
+            .map_err(|e| PgError::value(format!("an upload's parts are not JSON: {e}")))?,
+        tail_size: r.i64(7)? as u64,
+        touched_at: r.i64(8)?,
+        tail: r.str(9)?.to_string(),
+    })
 }
 
 fn migrate(c: &mut crate::pg::Conn) -> std::result::Result<(), PgError> {
@@ -476,6 +550,7 @@ fn migrate(c: &mut crate::pg::Conn) -> std::result::Result<(), PgError> {
     })
 }
 
+#[derive(Clone)]
 struct UploadRow {
     id: String,
     repo: String,
@@ -487,6 +562,7 @@ struct UploadRow {
     parts: Vec<(u32, String)>,
     tail_size: u64,
     touched_at: i64,
+    tail: String,
 }
 
 impl UploadRow {
@@ -1114,45 +1190,74 @@ impl super::Backend for Cluster {
         body: &mut dyn Read,
         room: u64,
     ) -> std::result::Result<u64, UploadError> {
-        let mut row = self.upload_row(id)?.ok_or(UploadError::Unknown)?;
+        let lease = random_id()?;
+        let mut row = self.claim(id, &lease)?;
+        let give_back = |row: &UploadRow| {
+            let _ = self.q(|c| {
+                c.execute(
+                    "UPDATE uploads SET lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2",
+                    &[row.id.as_str().into(), lease.as_str().into()],
+                )
+            });
+        };
         if at.is_some_and(|a| a != row.size) {
+            give_back(&row);
             return Err(UploadError::Offset { have: row.size });
         }
-        let mut state = sha256::State::from_bytes(&row.hash)
-            .ok_or_else(|| UploadError::Broken("the upload's saved hash state is damaged".into()))?;
-        let old_size = row.size;
-        let old_tail = row.tail_size;
+        let Some(mut state) = sha256::State::from_bytes(&row.hash) else {
+            give_back(&row);
+            return Err(UploadError::Broken("the upload's saved hash state is damaged".into()));
+        };
+        let old_tail = row.tail.clone();
+        let mut new_tail = String::new();
         let result = (|| {
-            let rest = self.stream_parts(&mut row, &mut state, body, room)?;
+            let rest = self.stream_parts(&mut row, Some(&lease), &mut state, body, room)?;
             let s3 = self.s3()?;
             if rest.len() >= MIN_PART {
-                let mp = if row.multipart.is_empty() {
-                    s3.create_multipart(&row.object).map_err(|e| s3_err("starting a multipart upload", e))?
-                } else {
-                    row.multipart.clone()
-                };
-                row.multipart = mp.clone();
+                self.renew(id, &lease)?;
+                if row.multipart.is_empty() {
+                    row.multipart =
+                        s3.create_multipart(&row.object).map_err(|e| s3_err("starting a multipart upload", e))?;
+                }
                 let n = row.parts.len() as u32 + 1;
-                let etag =
-                    s3.upload_part(&row.object, &mp, n, &rest).map_err(|e| s3_err("sending an upload's part", e))?;
+                let etag = s3
+                    .upload_part(&row.object, &row.multipart, n, &rest)
+                    .map_err(|e| s3_err("sending an upload's part", e))?;
                 row.parts.push((n, etag));
                 row.tail_size = 0;
-                if old_tail > 0 {
-                    let _ = s3.delete(&tail_key(&row.object));
-                }
-            } else if !rest.is_empty() || old_tail > 0 {
-                s3.put(&tail_key(&row.object), &rest).map_err(|e| s3_err("keeping an upload's last bytes", e))?;
+                row.tail.clear();
+            } else if !rest.is_empty() {
+                new_tail = new_tail_key(&row.object)?;
+                s3.put(&new_tail, &rest).map_err(|e| s3_err("keeping an upload's last bytes", e))?;
                 row.tail_size = rest.len() as u64;
+                row.tail = new_tail.clone();
+            } else if row.tail_size > 0 {
+                // Nothing new short of a part: the kept tail was sent in one.
+                row.tail_size = 0;
+                row.tail.clear();
             }
             Ok::<_, UploadError>(())
         })();
         if let Err(e) = result {
-            self.drop_upload(&row);
+            if !new_tail.is_empty() {
+                let _ = self.s3().map(|s3| s3.delete(&new_tail));
+            }
+            let mut gone = row.clone();
+            gone.tail = old_tail;
+            self.drop_upload(&gone, &lease);
             crate::serve::metrics::upload_ended();
             return Err(e);
         }
-        if !self.save_upload(&row, old_size, &state)? {
-            return Err(UploadError::Broken("another request changed the upload at the same time".into()));
+        if !self.save_upload(&row, &lease, &state)? {
+            if !new_tail.is_empty() {
+                let _ = self.s3().map(|s3| s3.delete(&new_tail));
+            }
+            return Err(UploadError::Broken(
+                "the upload was cancelled or taken over while this request wrote to it".into(),
+            ));
+        }
+        if !old_tail.is_empty() && old_tail != row.tail {
+            let _ = self.s3().map(|s3| s3.delete(&old_tail));
         }
         Ok(row.size)
     }
@@ -1164,20 +1269,31 @@ impl super::Backend for Cluster {
         room: u64,
         want: &Digest,
     ) -> std::result::Result<u64, UploadError> {
-        let mut row = self.upload_row(id)?.ok_or(UploadError::Unknown)?;
-        let mut state = sha256::State::from_bytes(&row.hash)
-            .ok_or_else(|| UploadError::Broken("the upload's saved hash state is damaged".into()))?;
-        // Claimed: no other request may finish or extend it now.
-        let claimed = self.q(|c| {
-            c.execute("DELETE FROM uploads WHERE id = $1 AND size = $2", &[id.into(), (row.size as i64).into()])
+        // Claimed by deleting its row, which only a request that holds no
+        // lease (none is writing) may: nothing else may touch it after.
+        let row = self.q(|c| {
+            c.query_opt(
+                &format!(
+                    "DELETE FROM uploads WHERE id = $1 AND (lease_owner = '' OR lease_until < $2) RETURNING {UPLOAD_COLUMNS}"
+                ),
+                &[id.into(), now().into()],
+            )?
+            .map(|r| upload_of(id, &r))
+            .transpose()
         })?;
-        if claimed != 1 {
-            return Err(UploadError::Unknown);
-        }
+        let mut row = match row {
+            Some(r) => r,
+            None if self.upload_row(id)?.is_some() => {
+                return Err(UploadError::Broken("another request is writing to this upload; send one at a time".into()))
+            }
+            None => return Err(UploadError::Unknown),
+        };
         crate::serve::metrics::upload_ended();
-        let old_tail = row.tail_size;
+        let old_tail = row.tail.clone();
         let result = (|| {
-            let rest = self.stream_parts(&mut row, &mut state, body, room)?;
+            let mut state = sha256::State::from_bytes(&row.hash)
+                .ok_or_else(|| UploadError::Broken("the upload's saved hash state is damaged".into()))?;
+            let rest = self.stream_parts(&mut row, None, &mut state, body, room)?;
             let got = Digest::parse(&format!("sha256:{}", crate::digest::hex_encode(&state.finish())))
                 .map_err(|e| UploadError::Broken(e.to_string()))?;
             if got != *want {
@@ -1198,30 +1314,24 @@ impl super::Backend for Cluster {
                     .map_err(|e| s3_err("completing a multipart upload", e))?;
                 row.multipart.clear();
             }
-            if old_tail > 0 {
-                let _ = s3.delete(&tail_key(&row.object));
-                row.tail_size = 0;
-            }
             self.record_blob(Some(&row.repo), &got, &row.object, row.size)?;
             Ok(row.size)
         })();
-        if result.is_err() {
-            // The row is gone already; what it held in the bucket goes too.
-            if let Some(s3) = &self.s3 {
-                if !row.multipart.is_empty() {
-                    let _ = s3.abort_multipart(&row.object, &row.multipart);
-                }
-                if old_tail > 0 {
-                    let _ = s3.delete(&tail_key(&row.object));
-                }
-            }
-        }
+        // The row is gone: the tail goes, and on failure the parts too.
+        self.drop_objects(&row.object, if result.is_err() { &row.multipart } else { "" }, &old_tail);
         result
     }
 
     fn upload_cancel(&self, id: &str) -> Result<bool> {
-        let Some(row) = self.upload_row(id)? else { return Ok(false) };
-        self.drop_upload(&row);
+        // Whoever writes to it: a request still sending finds its lease
+        // gone before its next part, and saves nothing.
+        let gone = self.q(|c| {
+            c.query_opt("DELETE FROM uploads WHERE id = $1 RETURNING object, multipart, tail", &[id.into()])?
+                .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string(), r.str(2)?.to_string())))
+                .transpose()
+        })?;
+        let Some((object, multipart, tail)) = gone else { return Ok(false) };
+        self.drop_objects(&object, &multipart, &tail);
         crate::serve::metrics::upload_ended();
         Ok(true)
     }
@@ -1260,13 +1370,13 @@ impl Cluster {
                 if !locked {
                     return Ok((Vec::new(), Vec::new()));
                 }
-                let expired: Vec<(String, String, i64)> = c
+                let expired: Vec<(String, String, String)> = c
                     .query(
-                        "DELETE FROM uploads WHERE touched_at < $1 RETURNING object, multipart, tail_size",
-                        &[cutoff.into()],
+                        "DELETE FROM uploads WHERE touched_at < $1 AND lease_until < $2 RETURNING object, multipart, tail",
+                        &[cutoff.into(), now().into()],
                     )?
                     .iter()
-                    .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string(), r.i64(2)?)))
+                    .map(|r| Ok((r.str(0)?.to_string(), r.str(1)?.to_string(), r.str(2)?.to_string())))
                     .collect::<std::result::Result<_, PgError>>()?;
                 c.execute(
                     "DELETE FROM repository_blobs rb WHERE added_at < $1 AND NOT EXISTS
@@ -1294,12 +1404,7 @@ impl Cluster {
         let Some(s3) = &self.s3 else { return Ok(()) };
         for (object, multipart, tail) in expired {
             crate::serve::metrics::upload_ended();
-            if !multipart.is_empty() {
-                let _ = s3.abort_multipart(&object, &multipart);
-            }
-            if tail > 0 {
-                let _ = s3.delete(&tail_key(&object));
-            }
+            self.drop_objects(&object, &multipart, &tail);
         }
         for object in gone {
             s3.delete(&object).map_err(|e| s3_err("deleting a collected blob", e))?;
@@ -1312,10 +1417,11 @@ impl Cluster {
         }
         let named: std::collections::HashSet<String> = self.q(|c| {
             let mut s = std::collections::HashSet::new();
-            for r in c.query("SELECT object FROM blobs UNION ALL SELECT object FROM uploads", &[])? {
-                let o = r.str(0)?.to_string();
-                s.insert(tail_key(&o));
-                s.insert(o);
+            for r in c.query(
+                "SELECT object FROM blobs UNION ALL SELECT object FROM uploads UNION ALL SELECT tail FROM uploads",
+                &[],
+            )? {
+                s.insert(r.str(0)?.to_string());
             }
             Ok(s)
         })?;
