@@ -61,6 +61,7 @@ pub struct Local {
 }
 
 fn ix_err(e: crate::store::index::IndexError) -> Error {
+    crate::serve::metrics::backend_error("store");
     Error::failed("image index", e)
 }
 
@@ -89,7 +90,10 @@ impl Local {
     }
 
     fn store(&self) -> Result<Store> {
-        Store::open(self.paths.root()).map_err(|e| Error::failed("opening the store", e))
+        Store::open(self.paths.root()).map_err(|e| {
+            crate::serve::metrics::backend_error("store");
+            Error::failed("opening the store", e)
+        })
     }
 
     fn upload(&self, id: &str) -> Option<Arc<Upload>> {
