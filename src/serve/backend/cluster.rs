@@ -448,7 +448,7 @@ impl Cluster {
 
     /// Records blob `d` stored as `object`, in `repo`; if it was stored
     /// already, the older object stays and `object` is deleted.
-    fn record_blob(&self, repo: Option<&str>, d: &Digest, object: &str, size: u64) -> Result<()> {
+    fn record_blob(&self, repo: &str, d: &Digest, object: &str, size: u64) -> Result<()> {
         let kept: String = self.q(|c| {
             c.transaction(|c| {
                 let row = c.query_opt(
@@ -458,13 +458,7 @@ impl Cluster {
                     &[d.as_str().into(), object.into(), (size as i64).into(), now().into()],
                 )?;
                 let kept = row.map(|r| r.str(0).map(str::to_string)).transpose()?.unwrap_or_default();
-                if let Some(repo) = repo {
-                    c.execute(
-                        "INSERT INTO repository_blobs(repository, digest, added_at) VALUES ($1, $2, $3)
-                         ON CONFLICT (repository, digest) DO UPDATE SET added_at = excluded.added_at",
-                        &[repo.into(), d.as_str().into(), now().into()],
-                    )?;
-                }
+                link_in_repository(c, repo, d)?;
                 Ok(kept)
             })
         })?;
@@ -473,6 +467,22 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Marks a blob as used now, so that a sweep running at the same time
+/// keeps it; false if there is no such blob.
+fn touch_blob(c: &mut crate::pg::Conn, d: &Digest) -> std::result::Result<bool, PgError> {
+    Ok(c.execute("UPDATE blobs SET touched_at = $2 WHERE digest = $1", &[d.as_str().into(), now().into()])? > 0)
+}
+
+/// Links a stored blob into a repository (uploaded or mounted there).
+fn link_in_repository(c: &mut crate::pg::Conn, repo: &str, d: &Digest) -> std::result::Result<(), PgError> {
+    c.execute(
+        "INSERT INTO repository_blobs(repository, digest, added_at) VALUES ($1, $2, $3)
+         ON CONFLICT (repository, digest) DO UPDATE SET added_at = excluded.added_at",
+        &[repo.into(), d.as_str().into(), now().into()],
+    )?;
+    Ok(())
 }
 
 /// Takes `name=value` out of a URL's query.
@@ -835,16 +845,8 @@ impl super::Backend for Cluster {
     }
 
     fn read_small(&self, d: &Digest, max: u64) -> Result<Option<Vec<u8>>> {
-        if let Some(b) = self.cached(d) {
-            return Ok(Some(b.to_vec()));
-        }
-        let body = self.q(|c| {
-            c.query_opt("SELECT body FROM manifest_bodies WHERE digest = $1", &[d.as_str().into()])?
-                .map(|r| r.bytes(0))
-                .transpose()
-        })?;
-        if let Some(b) = body {
-            return Ok(Some(self.remember(d, b).to_vec()));
+        if let Some(b) = self.read_manifest_body(d)? {
+            return Ok(Some(b));
         }
         let Some(blob) = self.open_blob(d, None)? else { return Ok(None) };
         let BlobBody::Stream(r) = blob.body else { return Ok(None) };
@@ -927,18 +929,10 @@ impl super::Backend for Cluster {
         self.q(|c| {
             c.transaction(|c| {
                 // Touching the row keeps a sweep from taking it.
-                let n = c.execute(
-                    "UPDATE blobs SET touched_at = $2 WHERE digest = $1",
-                    &[d.as_str().into(), now().into()],
-                )?;
-                if n == 0 {
+                if !touch_blob(c, d)? {
                     return Ok(false);
                 }
-                c.execute(
-                    "INSERT INTO repository_blobs(repository, digest, added_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (repository, digest) DO UPDATE SET added_at = excluded.added_at",
-                    &[repo.into(), d.as_str().into(), now().into()],
-                )?;
+                link_in_repository(c, repo, d)?;
                 Ok(true)
             })
         })
@@ -1100,7 +1094,7 @@ impl super::Backend for Cluster {
                 )?;
                 for d in refs {
                     // Touched, so that a sweep running now keeps it.
-                    c.execute("UPDATE blobs SET touched_at = $2 WHERE digest = $1", &[d.as_str().into(), now().into()])?;
+                    touch_blob(c, d)?;
                     c.execute(
                         "INSERT INTO manifest_refs(repository, manifest, digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                         &[repo.into(), m.digest.as_str().into(), d.as_str().into()],
@@ -1314,7 +1308,7 @@ impl super::Backend for Cluster {
                     .map_err(|e| s3_err("completing a multipart upload", e))?;
                 row.multipart.clear();
             }
-            self.record_blob(Some(&row.repo), &got, &row.object, row.size)?;
+            self.record_blob(&row.repo, &got, &row.object, row.size)?;
             Ok(row.size)
         })();
         // The row is gone: the tail goes, and on failure the parts too.
@@ -1344,15 +1338,18 @@ impl super::Backend for Cluster {
 }
 
 impl Cluster {
+    /// A manifest's body, from the cache or the database (then kept in
+    /// the cache: it never changes under its digest).
     fn read_manifest_body(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
         if let Some(b) = self.cached(d) {
             return Ok(Some(b.to_vec()));
         }
-        self.q(|c| {
+        let body = self.q(|c| {
             c.query_opt("SELECT body FROM manifest_bodies WHERE digest = $1", &[d.as_str().into()])?
                 .map(|r| r.bytes(0))
                 .transpose()
-        })
+        })?;
+        Ok(body.map(|b| self.remember(d, b).to_vec()))
     }
 
     /// One collection, by at most one instance at a time: expired uploads,
