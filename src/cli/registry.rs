@@ -147,18 +147,7 @@ pub struct PushArgs {
 }
 
 fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (&t[..], 1),
-    };
-    let n: u64 = num.parse().with_context(|| format!("invalid size {s:?}: use a number of bytes, like 5m"))?;
-    if n == 0 {
-        bail!("invalid size {s:?}: must be more than 0");
-    }
-    Ok(n * mult)
+    Ok(crate::store::config::parse_size(s)?)
 }
 
 pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {

@@ -9,6 +9,7 @@
 //!   references, exclusive by whoever deletes blob files.
 
 mod blobs;
+pub mod config;
 pub mod index;
 mod lock;
 mod paths;
@@ -16,6 +17,7 @@ mod range_cache;
 
 pub use crate::compression::Compression;
 pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, StagedBlob, StoredBlobs};
+pub use config::StoreConfig;
 pub use lock::LockFile;
 pub use paths::StorePaths;
 pub use range_cache::RangeCache;
@@ -172,6 +174,11 @@ impl Store {
 
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    /// The store's settings (`ROOT/config.toml`); the default when absent.
+    pub fn config(&self) -> std::result::Result<StoreConfig, config::ConfigError> {
+        StoreConfig::load(&self.paths().config())
     }
 
     /// The store's layout: where each of its files is.

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! ROOT/img.db                      the SQLite index
+//! ROOT/config.toml                 the store's settings (store::config)
 //! ROOT/gc.lock                     shared by every command, exclusive for GC and recovery
 //! ROOT/blobs/sha256/HEX            content-addressed blobs, complete and verified
 //! ROOT/ingest/                     blobs being written (temp files), partial-HEX downloads
@@ -41,6 +42,11 @@ impl StorePaths {
     /// The SQLite index.
     pub fn db(&self) -> PathBuf {
         self.root.join("img.db")
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
     }
 
     /// The lock file every command holds shared.
