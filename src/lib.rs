@@ -16,6 +16,7 @@ pub mod layerindex;
 pub mod mount;
 pub mod ops;
 pub mod pg;
+pub mod ratelimit;
 pub mod reference;
 pub mod registry;
 pub mod rootpath;

@@ -40,12 +40,14 @@ pub struct MountArgs {
     #[command(flatten)]
     registry: super::registry::RegistryFlags,
     #[command(flatten)]
+    rate: super::registry::RateFlags,
+    #[command(flatten)]
     trust: super::trust::TrustFlags,
 }
 
 pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
     let opts = MountOptions {
-        client: a.registry.options()?,
+        client: crate::registry::ClientOptions { rate: a.rate.rate(), ..a.registry.options()? },
         image: a.image,
         dir: a.dir,
         bundle: a.bundle,
@@ -87,6 +89,9 @@ pub struct ServeArgs {
     /// USER:PASS on the first line of stdin
     #[arg(long)]
     creds_stdin: bool,
+    /// Bytes per second from the registry, 0 for no cap; the store's setting when not given
+    #[arg(long)]
+    limit_rate: Option<u64>,
     /// The fingerprint of the changes last committed (a writable mount taken up again)
     #[arg(long, default_value = "")]
     committed: String,
@@ -109,6 +114,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
             creds: None,
             authfile: a.authfile,
             cert_dir: a.cert_dir,
+            rate: a.limit_rate.map(crate::ratelimit::Rate::bytes_per_second).unwrap_or_default(),
         },
         creds_stdin: a.creds_stdin,
         committed: a.committed,

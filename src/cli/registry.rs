@@ -42,14 +42,44 @@ impl RegistryFlags {
             creds,
             authfile: self.authfile.clone(),
             cert_dir: self.cert_dir.clone(),
+            rate: Default::default(),
         })
     }
+}
+
+/// `--limit-rate`, on the commands that move image bytes.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Registry options")]
+pub(crate) struct RateFlags {
+    /// Cap the transfer at RATE bytes per second each way, all layers together
+    /// (suffixes k, m, g as curl's; 0 for no cap); the store's limit-rate setting by default
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
+}
+
+impl RateFlags {
+    pub(crate) fn rate(&self) -> crate::ratelimit::Rate {
+        self.limit_rate.map(crate::ratelimit::Rate::bytes_per_second).unwrap_or_default()
+    }
+}
+
+/// A rate as curl's `--limit-rate` takes it (`500k`, `1M`, `0` for no
+/// cap), a trailing `/s` allowed.
+fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    if !t.is_empty() && t.bytes().all(|b| b == b'0') {
+        return Ok(0);
+    }
+    crate::store::config::parse_size(t).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
 pub struct PullArgs {
     #[command(flatten)]
     registry: RegistryFlags,
+    #[command(flatten)]
+    rate: RateFlags,
     #[command(flatten)]
     trust: super::trust::TrustFlags,
     /// Choose the image for OS/ARCH[/VARIANT] from a multi-platform index
@@ -85,7 +115,7 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
     let opts = PullOptions {
         reference: a.reference.strip_prefix("docker://").unwrap_or(&a.reference).to_string(),
         platform: a.platform.clone(),
-        client: a.registry.options()?,
+        client: ClientOptions { rate: a.rate.rate(), ..a.registry.options()? },
         jobs: a.jobs,
         lazy: a.lazy,
         trust: a.trust.options(),
@@ -116,6 +146,8 @@ pub fn pull(ctx: &Ctx, a: PullArgs) -> Result<()> {
 pub struct PushArgs {
     #[command(flatten)]
     registry: RegistryFlags,
+    #[command(flatten)]
+    rate: RateFlags,
     #[command(flatten)]
     sign: super::trust::SignFlags,
     #[command(flatten)]
@@ -156,7 +188,7 @@ pub fn push(ctx: &Ctx, a: PushArgs) -> Result<()> {
     let opts = PushOptions {
         source: a.source.clone(),
         dest: a.dest.clone(),
-        client: a.registry.options()?,
+        client: ClientOptions { rate: a.rate.rate(), ..a.registry.options()? },
         compression: a.compression_format.as_deref().map(LayerCompression::parse).transpose()?,
         chunk_size: a.chunk_size.as_deref().map(parse_size).transpose()?,
         jobs: a.jobs,
@@ -214,6 +246,8 @@ pub struct CopyArgs {
     /// Write the destination manifest's digest to FILE
     #[arg(long, value_name = "FILE")]
     digestfile: Option<PathBuf>,
+    #[command(flatten)]
+    rate: RateFlags,
     /// Print nothing but errors
     #[arg(short, long)]
     quiet: bool,
@@ -239,9 +273,11 @@ pub fn copy(ctx: &Ctx, a: CopyArgs) -> Result<()> {
         }
         .options()
     };
+    // One cap for the copy, both sides.
+    let rate = a.rate.rate();
     let opts = CopyOptions {
-        src_client: side(a.src_tls_verify, &a.src_creds, &a.src_cert_dir)?,
-        dst_client: side(a.dest_tls_verify, &a.dest_creds, &a.dest_cert_dir)?,
+        src_client: ClientOptions { rate: rate.clone(), ..side(a.src_tls_verify, &a.src_creds, &a.src_cert_dir)? },
+        dst_client: ClientOptions { rate, ..side(a.dest_tls_verify, &a.dest_creds, &a.dest_cert_dir)? },
         platform: a.platform.clone(),
         all: a.all,
         jobs: 3,
@@ -438,4 +474,28 @@ pub fn tags(a: TagsArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_parse_as_curl_takes_them() {
+        for (s, v) in
+            [("0", 0), ("00", 0), ("0/s", 0), ("500k", 500 << 10), ("1M", 1 << 20), ("2m/s", 2 << 20), ("1000", 1000)]
+        {
+            assert_eq!(parse_rate(s), Ok(v), "{s}");
+        }
+        for s in ["", "/s", "-1", "1.5m", "fast", "0k/", "5x"] {
+            assert!(parse_rate(s).is_err(), "{s:?} should be refused");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_rate_never_panics(s in ".{0,24}") {
+            let _ = parse_rate(&s);
+        }
+    }
 }

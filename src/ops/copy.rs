@@ -75,7 +75,9 @@ impl Transport {
     }
 }
 
+#[derive(Clone)]
 pub struct CopyOptions {
+    /// The source's registry options; its `rate` caps the whole copy.
     pub src_client: ClientOptions,
     pub dst_client: ClientOptions,
     /// `os/arch[/variant]` to copy from an index; the host's by default.
@@ -98,6 +100,11 @@ pub fn copy(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<Option<Digest>> {
+    // One cap for the whole copy, each way: what it downloads and what it uploads.
+    let mut opts = opts.clone();
+    opts.src_client.rate = super::options::rate_for(store_root, &opts.src_client.rate)?;
+    opts.dst_client.rate = opts.src_client.rate.clone();
+    let opts = &opts;
     if opts.sign.signs() && !matches!(dst, Transport::Docker(_)) {
         bail!("signing needs a registry destination (docker://...); sign a stored image with img image sign");
     }

@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 /// What `img mount` is asked for.
+#[derive(Clone)]
 pub struct MountOptions {
     /// The image (name or ID; `docker://REF` is pulled lazily first).
     pub image: String,
@@ -62,6 +63,8 @@ fn absolute(p: &Path) -> Result<(PathBuf, bool)> {
 /// once this returns.
 pub fn mount(kernel: &dyn Kernel, root: &Path, opts: &MountOptions, progress: &dyn Progress) -> Result<Mounted> {
     let mut store = Store::open(root)?;
+    // One cap for the lazy pull and, in its own process, the lazy reads.
+    let opts = &MountOptions { client: super::options::rate_limited(root, &opts.client)?, ..opts.clone() };
     let img = match opts.image.strip_prefix("docker://") {
         // Pulled lazily: eStargz and zstd:chunked layers stay in the registry until read.
         Some(reference) => {
@@ -201,6 +204,7 @@ fn start(
         if let Some(d) = &o.cert_dir {
             cmd.arg("--cert-dir").arg(d);
         }
+        cmd.arg(format!("--limit-rate={}", o.rate.limit().map_or(0, |l| l.rate())));
         if let Some(c) = &o.creds {
             cmd.arg("--creds-stdin");
             secret = Some(format!("{}:{}\n", c.username, c.password));
@@ -362,7 +366,7 @@ pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Lo
         let store = Store::open(root)?;
         let img = resolve_image(&store, &a.id)?;
         let fs = if img.kind == ImageKind::Partial {
-            let mut opts = a.client.clone();
+            let mut opts = super::options::rate_limited(root, &a.client)?;
             if a.creds_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).context("reading the credentials")?;

@@ -1,8 +1,12 @@
 //! Options every registry operation shares: the client options for a
-//! registry host (registries.conf applied) and the platform asked for.
+//! registry host (registries.conf applied), the bandwidth cap (the store's
+//! `limit-rate` unless the command gave one) and the platform asked for.
 
+use crate::ratelimit::Rate;
 use crate::registry::{config, ClientOptions};
+use crate::store::{StoreConfig, StorePaths};
 use anyhow::{bail, Result};
+use std::path::Path;
 
 /// `base` with the registries configuration applied for `host`: insecure
 /// when configured so; an error when the registry is blocked.
@@ -14,6 +18,23 @@ pub fn options_for(host: &str, base: &ClientOptions) -> Result<ClientOptions> {
     let mut o = base.clone();
     o.insecure |= conf.insecure(host);
     Ok(o)
+}
+
+/// The cap a command moves bytes under: the one it asked for
+/// (`--limit-rate`, 0 for none), else the `limit-rate` of the store at
+/// `root`, else none. A rate already decided is kept, so that every part of
+/// one command shares one cap.
+pub fn rate_for(root: &Path, asked: &Rate) -> Result<Rate> {
+    if !asked.is_unset() {
+        return Ok(asked.clone());
+    }
+    let config = StoreConfig::load(&StorePaths::new(root).config())?;
+    Ok(config.limit_rate.map(Rate::bytes_per_second).unwrap_or(Rate::Unlimited))
+}
+
+/// `base` with its cap decided by [`rate_for`].
+pub fn rate_limited(root: &Path, base: &ClientOptions) -> Result<ClientOptions> {
+    Ok(ClientOptions { rate: rate_for(root, &base.rate)?, ..base.clone() })
 }
 
 /// `--platform OS/ARCH[/VARIANT]` as (os, arch, variant); the host's when

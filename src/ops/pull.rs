@@ -60,6 +60,7 @@ pub fn pull_all_tags(store: &mut Store, opts: &PullOptions, progress: &dyn Progr
     if r.tag().is_some() || r.digest().is_some() {
         bail!("--all-tags takes a repository without a tag or digest, not {}", opts.reference);
     }
+    let opts = &PullOptions { client: super::options::rate_limited(store.root(), &opts.client)?, ..opts.clone() };
     let copts = options_for(r.domain(), &opts.client)?;
     let client = Client::connect(r.domain(), &copts).with_context(|| format!("listing tags of {r}"))?;
     let tags = Repo::new(&client, r.path()).tags().with_context(|| format!("listing tags of {r}"))?;
@@ -137,6 +138,7 @@ pub fn locate(opts: &PullOptions, progress: &dyn Progress) -> Result<Located> {
 
 /// Pulls an image; returns its ID.
 pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> Result<Digest> {
+    let opts = &PullOptions { client: super::options::rate_limited(store.root(), &opts.client)?, ..opts.clone() };
     let trust = super::trust::Trust::load(&opts.trust)?;
     let Located { reference: r, top, fetched, manifest, path, client, .. } = locate(opts, progress)?;
     let name = r.to_string();

@@ -148,7 +148,7 @@ pub fn push(store: &Store, opts: &PushOptions, progress: &dyn Progress) -> Resul
         .map_err(|e| anyhow::anyhow!("pushing {name}: {e}"))?
         .pop()
         .context("no endpoint")?;
-    let mut copts = opts.client.clone();
+    let mut copts = super::options::rate_limited(store.root(), &opts.client)?;
     copts.insecure |= ep.insecure || conf.insecure(&ep.host);
     let client = Client::connect(&ep.host, &copts).with_context(ctx)?;
     let repo = Repo::new(&client, &ep.path);

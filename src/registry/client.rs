@@ -10,9 +10,10 @@
 use super::authfile::{self, Credentials};
 use super::challenge::{self, Challenge};
 use super::tls::{self, TlsSettings};
+use crate::ratelimit::{Direction, Paced, Rate, RateLimit};
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Largest token or error body read into memory.
@@ -75,6 +76,9 @@ pub struct ClientOptions {
     /// A registry on a loopback address may answer in plain HTTP (docker's
     /// default; off when `--tls-verify` is given).
     pub loopback_plain_http: bool,
+    /// The command's bandwidth cap, shared by every client it connects
+    /// (`--limit-rate`; `ops::options::rate_limited` applies the store's).
+    pub rate: Rate,
 }
 
 /// Whether a failed https ping reached a TLS server (whose certificate, say,
@@ -154,6 +158,8 @@ pub struct Client {
     /// Set when its `/v2/` answer carried `X-Registry-Supports-Signatures: 1`:
     /// simple signatures are read and written through its API extension.
     pub signature_extension: bool,
+    /// Paces response bodies (down) and request bodies (up).
+    rate: Option<Arc<RateLimit>>,
 }
 
 fn endpoint_host(registry: &str) -> &str {
@@ -214,6 +220,7 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
             basic: Mutex::new(false),
             signature_extension: false,
+            rate: opts.rate.limit().cloned(),
         };
         match client.ping() {
             Ok(()) => Ok(client),
@@ -335,7 +342,10 @@ impl Client {
                 registry: self.registry.clone(),
                 msg: format!("bad request {url}: {e}"),
             })?;
-            let resp = Response::from(self.agent.run(req).map_err(|e| self.transport_err(&url, e))?);
+            if let (Some(rate), Some(b)) = (&self.rate, body) {
+                rate.take(Direction::Up, b.len() as u64);
+            }
+            let resp = self.paced(Response::from(self.agent.run(req).map_err(|e| self.transport_err(&url, e))?));
             let status = resp.status;
             if (300..400).contains(&status) && status != 304 {
                 let Some(loc) = resp.header("location").map(str::to_string) else {
@@ -401,12 +411,20 @@ impl Client {
         if let Some(auth) = self.auth_header(scope) {
             req = req.header("Authorization", auth);
         }
-        let mut limited = body.take(len);
+        let mut limited = Paced::new(body.take(len), self.rate.as_ref(), Direction::Up);
         let req = req.body(ureq::SendBody::from_reader(&mut limited)).map_err(|e| RegistryError::Http {
             registry: self.registry.clone(),
             msg: format!("bad request {url}: {e}"),
         })?;
-        Ok(Response::from(self.agent.run(req).map_err(|e| self.transport_err(url, e))?))
+        Ok(self.paced(Response::from(self.agent.run(req).map_err(|e| self.transport_err(url, e))?)))
+    }
+
+    /// `resp` with its body paced by the command's cap, if there is one.
+    fn paced(&self, mut resp: Response) -> Response {
+        if let Some(rate) = &self.rate {
+            resp.body = Box::new(Paced::new(resp.body, Some(rate), Direction::Down));
+        }
+        resp
     }
 
     fn auth_header(&self, scope: &str) -> Option<String> {
