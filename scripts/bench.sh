@@ -52,6 +52,13 @@
 #         clients (ab) through 1 and through 3 instances. Not in the default
 #         set: it needs garage (scripts/install-garage.sh), postgresql and
 #         haproxy. About 5 minutes.
+#   rate  --limit-rate 1m on a 12 MiB layer of random bytes from a local
+#         docker-registry: img pull, img push, img copy between two
+#         registries and a read of the file through a lazy mount (eStargz),
+#         each over 12 s; the achieved rate (bytes moved over the command's
+#         wall time; for the mount, bytes fetched over the read's) against
+#         the cap, median of --runs (at most 3). Not in the default set.
+#         About 3 minutes.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -67,7 +74,7 @@ MAX_WAIT=300
 ONLY=load,pull,mount,lazy,build,serve
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,lazy,build,serve,cluster] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,lazy,build,serve,cluster,rate] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -84,7 +91,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|lazy|build|serve|cluster) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve, cluster)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|lazy|build|serve|cluster|rate) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve, cluster, rate)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -104,6 +111,7 @@ want lazy && need+=(skopeo docker-registry curl ip nsenter)
 want build && need+=(buildah)
 want serve && need+=(skopeo docker-registry curl ab)
 want cluster && need+=(skopeo docker-registry curl ab haproxy)
+want rate && need+=(docker-registry curl)
 if want mount && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
 fi
@@ -1038,6 +1046,92 @@ print("goal: img serve ahead of docker-registry on every figure; 3 instances at 
 PY
     cluster_cleanup
     CLEANUPS=("${CLEANUPS[@]/cluster_cleanup/true}")
+fi
+
+if want rate; then
+    RT=$WORK/rate
+    rate_cleanup() {
+        [ -d "$RT/s-lazy" ] && { "$IMG" --root "$RT/s-lazy" umount -a >/dev/null 2>&1 || true; }
+        if [ -n "${RA_PID:-}" ]; then
+            kill "$RA_PID" "$RB_PID" 2>/dev/null || true
+            wait "$RA_PID" "$RB_PID" 2>/dev/null || true
+            RA_PID=
+        fi
+        rm -rf "$RT" || true
+    }
+    CLEANUPS+=(rate_cleanup)
+    rm -rf "$RT"; mkdir -p "$RT"
+    rport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    RA=127.0.0.1:$(rport); RB=127.0.0.1:$(rport)
+    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$RT/ra" "$RA" > "$RT/ra.yml"
+    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$RT/rb" "$RB" > "$RT/rb.yml"
+    docker-registry serve "$RT/ra.yml" >"$RT/ra.log" 2>&1 </dev/null &
+    RA_PID=$!
+    docker-registry serve "$RT/rb.yml" >"$RT/rb.log" 2>&1 </dev/null &
+    RB_PID=$!
+    for r in "$RA" "$RB"; do
+        for i in $(seq 1 100); do curl -fs -o /dev/null "http://$r/v2/" && break; sleep 0.1; done
+    done
+    python3 - "$RT/root.tar" <<'PY'
+import io, random, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    data = random.Random(20261207).randbytes(12 << 20)
+    i = tarfile.TarInfo("payload")
+    i.size, i.mode, i.mtime = len(data), 0o644, 1700000000
+    t.addfile(i, io.BytesIO(data))
+PY
+    SRC="$IMG --root $RT/s-src"
+    $SRC import "$RT/root.tar" localhost/rate:src >/dev/null
+    $SRC push -q --tls-verify=false localhost/rate:src "$RA/rate/img:1"
+    $SRC convert -q --format estargz localhost/rate:src localhost/rate:esgz >/dev/null
+    $SRC push -q --tls-verify=false localhost/rate:esgz "$RA/rate/img:esgz"
+    CAP=$((1 << 20))
+    ms() { echo $(( $(date +%s%N) / 1000000 )); }
+    image_bytes() { # registry repo tag: manifest, config and layers
+        curl -fs -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json' \
+            "http://$1/v2/$2/manifests/$3" |
+            python3 -c 'import json,sys; b=sys.stdin.buffer.read(); m=json.loads(b); print(len(b) + m["config"]["size"] + sum(l["size"] for l in m["layers"]))'
+    }
+    fetched() { "$IMG" --root "$RT/s-lazy" mounts --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Lazy"]["BytesFetched"])'; }
+    BYTES=$(image_bytes "$RA" rate/img 1)
+    : > "$RT/rate.txt"
+    for i in $(seq 1 $(( RUNS < 3 ? RUNS : 3 ))); do
+        echo "bench: timing rate, run $i" >&2
+        rm -rf "$RT/s-pull"; sync; t0=$(ms)
+        "$IMG" --root "$RT/s-pull" pull -q --tls-verify=false --limit-rate 1m "$RA/rate/img:1" >/dev/null
+        echo "pull $BYTES $(( $(ms) - t0 ))" >> "$RT/rate.txt"
+        t0=$(ms)
+        $SRC push -q --tls-verify=false --limit-rate 1m localhost/rate:src "$RB/rate/push-$i:1"
+        echo "push $(image_bytes "$RB" rate/push-$i 1) $(( $(ms) - t0 ))" >> "$RT/rate.txt"
+        t0=$(ms)
+        "$IMG" copy -q --src-tls-verify=false --dest-tls-verify=false --limit-rate 1m \
+            "docker://$RA/rate/img:1" "docker://$RB/rate/copy-$i:1"
+        echo "copy $BYTES $(( $(ms) - t0 ))" >> "$RT/rate.txt"
+        rm -rf "$RT/s-lazy" "$RT/mnt"; mkdir -p "$RT/mnt"
+        "$IMG" --root "$RT/s-lazy" mount --tls-verify=false --limit-rate 1m "docker://$RA/rate/img:esgz" "$RT/mnt" >/dev/null
+        sleep 0.3; f0=$(fetched); t0=$(ms)
+        cat "$RT/mnt/payload" >/dev/null
+        t1=$(ms); sleep 0.3; f1=$(fetched)
+        echo "lazy $(( f1 - f0 )) $(( t1 - t0 ))" >> "$RT/rate.txt"
+        "$IMG" --root "$RT/s-lazy" umount "$RT/mnt" >/dev/null
+    done
+    python3 - "$CAP" "$RT/rate.txt" <<'PY'
+import statistics, sys
+cap, rows = int(sys.argv[1]), [l.split() for l in open(sys.argv[2])]
+print(f"--limit-rate 1m ({cap} B/s) on a 12 MiB layer of random bytes from a local docker-registry; medians of {len(rows) // 4} runs")
+worst = 0.0
+for op in ("pull", "push", "copy", "lazy"):
+    runs = [(int(b), int(t)) for o, b, t in rows if o == op]
+    rates = [b * 1000 / t for b, t in runs]
+    r = statistics.median(rates)
+    worst = max(worst, max(abs(x / cap - 1) for x in rates))
+    what = "lazy read" if op == "lazy" else f"img {op}"
+    b, t = runs[len(runs) // 2]
+    print(f"  {what:10} {b / 1e6:6.2f} MB in {statistics.median(t for _, t in runs) / 1000:5.2f} s   {r / 1024:7.1f} KiB/s   {r / cap * 100:5.1f}% of the cap")
+print(f"  furthest from the cap in any run: {worst * 100:.1f}%")
+print("goal: within 5% of the cap over 10 s and more")
+PY
+    rate_cleanup
 fi
 
 if [ -s busy.txt ]; then
