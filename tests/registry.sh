@@ -1143,6 +1143,123 @@ PY
   grep -q "no such manifest list" <<<"$err" || fail "unclear error for a missing list: $err"
 }
 
+# --limit-rate: a ~6 MiB image of one incompressible layer, imported into
+# $WORK/store-rate-src (never pulled, so that a push of it uploads every
+# byte) and pushed once to $REG as rate/img:1.
+make_rate_image() {
+  [[ -f $WORK/rate-pushed ]] && return 0
+  local s=$WORK/store-rate-src
+  python3 - "$WORK/rate-root.tar" <<'PY' || return 1
+import io, random, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    data = random.Random(11).randbytes(6 << 20)
+    i = tarfile.TarInfo("payload")
+    i.size, i.mode, i.mtime = len(data), 0o644, 1700000000
+    t.addfile(i, io.BytesIO(data))
+PY
+  IMG_ROOT=$s "$IMG" import "$WORK/rate-root.tar" localhost/rate:src >/dev/null &&
+    IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/rate:src "$REG/rate/img:1" &&
+    touch "$WORK/rate-pushed"
+}
+
+# image_bytes REF: the bytes of the manifest, config and layers of REF.
+image_bytes() {
+  skopeo inspect --raw --tls-verify=false "docker://$1" |
+    python3 -c 'import json,sys; b=sys.stdin.buffer.read(); m=json.loads(b); print(len(b) + m["config"]["size"] + sum(l["size"] for l in m["layers"]))'
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# paced WHAT MS BYTES RATE: moving BYTES took MS ms: at least 95% of what
+# RATE bytes a second allows (less the bucket's burst of a tenth of a
+# second), and, loosely (a loaded machine is slow), not over 3 times that
+# and 5 s.
+paced() {
+  local what=$1 ms=$2 bytes=$3 rate=$4
+  local want=$(( (bytes - rate / 10) * 1000 / rate ))
+  echo "# $what: $bytes bytes in $ms ms at a cap of $rate B/s: $(( bytes * 1000 / (ms > 0 ? ms : 1) )) B/s" >&2
+  (( ms * 100 >= want * 95 )) || fail "$what took $ms ms, under 95% of the $want ms a cap of $rate B/s allows"
+  (( ms <= want * 3 + 5000 )) || fail "$what took $ms ms, far over the $want ms a cap of $rate B/s asks"
+}
+
+# A pull and a push of the image with --limit-rate 500k (12 s each) take as
+# long as the cap says; the pulled image is whole.
+limit_rate_paces_pull_and_push() {
+  make_rate_image || fail "making the image"
+  local bytes t0 ms dest=$REG/rate/pushed-$RANDOM:1
+  bytes=$(image_bytes "$REG/rate/img:1") || fail "skopeo inspect"
+  (( bytes > 6000000 )) || fail "the image is only $bytes bytes"
+  t0=$(now_ms)
+  "$IMG" pull -q --tls-verify=false --limit-rate 500k "$REG/rate/img:1" >/dev/null || fail "pull --limit-rate"
+  paced "pull --limit-rate 500k" $(( $(now_ms) - t0 )) "$bytes" $((500 << 10))
+  "$IMG" fsck >/dev/null || fail "fsck after the paced pull"
+  t0=$(now_ms)
+  IMG_ROOT=$WORK/store-rate-src "$IMG" push -q --tls-verify=false --limit-rate 500k localhost/rate:src "$dest" ||
+    fail "push --limit-rate"
+  ms=$(( $(now_ms) - t0 ))
+  bytes=$(image_bytes "$dest") || fail "skopeo inspect of the pushed image"
+  paced "push --limit-rate 500k" "$ms" "$bytes" $((500 << 10))
+  [[ $("$IMG" inspect -f '{{.Digest}}' "$REG/rate/img:1") == \
+     "$(skopeo inspect --tls-verify=false "docker://$dest" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Digest"])')" ]] ||
+    fail "the paced push changed the manifest"
+}
+
+# The store's limit-rate setting caps a pull that gives none; --limit-rate
+# 0 (curl's "no cap") overrides it; a bad setting or flag is refused.
+store_limit_rate_applies_and_the_flag_overrides_it() {
+  make_rate_image || fail "making the image"
+  local bytes t0 ms zero=$WORK/store-rate-zero err
+  bytes=$(image_bytes "$REG/rate/img:1") || fail "skopeo inspect"
+  "$IMG" images >/dev/null && IMG_ROOT=$zero "$IMG" images >/dev/null || fail "making the stores"
+  echo 'limit-rate = "2m"' > "$IMG_ROOT/config.toml"
+  cp "$IMG_ROOT/config.toml" "$zero/config.toml"
+  t0=$(now_ms)
+  "$IMG" pull -q --tls-verify=false "$REG/rate/img:1" >/dev/null || fail "pull under the store's limit-rate"
+  paced "pull under limit-rate = 2m" $(( $(now_ms) - t0 )) "$bytes" $((2 << 20))
+  t0=$(now_ms)
+  IMG_ROOT=$zero "$IMG" pull -q --tls-verify=false --limit-rate 0 "$REG/rate/img:1" >/dev/null || fail "pull --limit-rate 0"
+  ms=$(( $(now_ms) - t0 ))
+  (( ms * 2 < bytes * 1000 / (2 << 20) )) || fail "pull --limit-rate 0 took $ms ms: the store's 2m cap still held"
+  err=$("$IMG" pull -q --tls-verify=false --limit-rate fast "$REG/rate/img:1" 2>&1) && fail "--limit-rate fast was accepted"
+  grep -q "invalid size" <<<"$err" || fail "unclear error for --limit-rate fast: $err"
+  echo 'limit-rate = "lots"' > "$zero/config.toml"
+  err=$(IMG_ROOT=$zero "$IMG" pull -q --tls-verify=false "$REG/rate/img:1" 2>&1) && fail "a bad limit-rate setting was accepted"
+  grep -q "config.toml" <<<"$err" || fail "the error does not name the config file: $err"
+  rm -rf "$zero"
+}
+
+# img copy between registries (streamed) with --limit-rate 2m: each way
+# under the cap, so the copy takes as long as the cap says.
+limit_rate_paces_copy() {
+  make_rate_image || fail "making the image"
+  local bytes t0 dest=$MIRROR/rate/copied-$RANDOM:1
+  bytes=$(image_bytes "$REG/rate/img:1") || fail "skopeo inspect"
+  t0=$(now_ms)
+  "$IMG" copy -q --src-tls-verify=false --dest-tls-verify=false --limit-rate 2m "docker://$REG/rate/img:1" "docker://$dest" ||
+    fail "copy --limit-rate"
+  paced "copy --limit-rate 2m" $(( $(now_ms) - t0 )) "$bytes" $((2 << 20))
+  [[ $(image_bytes "$dest") == "$bytes" ]] || fail "the copy differs"
+}
+
+# A lazy mount with --limit-rate 256k: reading a 1 MiB file of random
+# bytes fetches at least that from the registry, paced by the serving
+# process; the bytes are right.
+limit_rate_paces_lazy_mount_reads() {
+  make_lazy_image || fail "making the eStargz image"
+  local m=$WORK/rate-lazy t0 ms f0 f1
+  mkdir -p "$m"
+  trap "\"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  "$IMG" mount --tls-verify=false --limit-rate 256k "docker://$REG/lazy/big:1" "$m" >/dev/null || fail "lazy mount --limit-rate"
+  f0=$(lazy_stat BytesFetched)
+  t0=$(now_ms)
+  cmp -s "$m/usr/lib/blob05" <(lazy_blob 5) || fail "usr/lib/blob05 read wrong"
+  ms=$(( $(now_ms) - t0 ))
+  f1=$(lazy_stat BytesFetched)
+  (( f1 - f0 >= 1 << 20 )) || fail "reading 1 MiB fetched only $(( f1 - f0 )) bytes"
+  paced "lazy read --limit-rate 256k" "$ms" $(( 1 << 20 )) $((256 << 10))
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+}
+
 CHECKS=(pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   localhost_registry_needs_no_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
@@ -1160,7 +1277,9 @@ CHECKS=(pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled
   mirror_serves_then_origin_is_the_fallback digest_only_mirror_is_skipped_for_tags blocked_registry_is_refused \
   short_names_use_the_search_registries isulad_daemon_json_mirrors_and_insecure \
   copy_between_registries_streams_without_a_store copy_all_copies_a_multi_platform_index copy_through_archives_and_the_store \
-  pull_all_tags_pulls_every_tag secrets_never_leak manifest_list_of_built_images_is_pulled_per_platform)
+  pull_all_tags_pulls_every_tag secrets_never_leak manifest_list_of_built_images_is_pulled_per_platform \
+  limit_rate_paces_pull_and_push store_limit_rate_applies_and_the_flag_overrides_it limit_rate_paces_copy \
+  limit_rate_paces_lazy_mount_reads)
 # Each check has its own store and runs without set -e: it fails where it
 # says so.
 before_check() { export IMG_ROOT=$WORK/store-$name; }
