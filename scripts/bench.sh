@@ -1101,7 +1101,8 @@ PY
         "$IMG" --root "$RT/s-pull" pull -q --tls-verify=false --limit-rate 1m "$RA/rate/img:1" >/dev/null
         echo "pull $BYTES $(( $(ms) - t0 ))" >> "$RT/rate.txt"
         t0=$(ms)
-        $SRC push -q --tls-verify=false --limit-rate 1m localhost/rate:src "$RB/rate/push-$i:1"
+        # The pulled image, its layer sent as stored, to the other registry.
+        "$IMG" --root "$RT/s-pull" push -q --tls-verify=false --limit-rate 1m "$RA/rate/img:1" "$RB/rate/push-$i:1"
         echo "push $(image_bytes "$RB" rate/push-$i 1) $(( $(ms) - t0 ))" >> "$RT/rate.txt"
         t0=$(ms)
         "$IMG" copy -q --src-tls-verify=false --dest-tls-verify=false --limit-rate 1m \

@@ -1183,10 +1183,12 @@ paced() {
 }
 
 # A pull and a push of the image with --limit-rate 500k (12 s each) take as
-# long as the cap says; the pulled image is whole.
+# long as the cap says; the pulled image is whole. The push is of the
+# pulled image (its layer sent as stored, nothing compressed on the way)
+# to another registry (which cannot mount the blobs from elsewhere).
 limit_rate_paces_pull_and_push() {
   make_rate_image || fail "making the image"
-  local bytes t0 ms dest=$REG/rate/pushed-$RANDOM:1
+  local bytes t0 ms dest=$MIRROR/rate/pushed-$RANDOM:1
   bytes=$(image_bytes "$REG/rate/img:1") || fail "skopeo inspect"
   (( bytes > 6000000 )) || fail "the image is only $bytes bytes"
   t0=$(now_ms)
@@ -1194,7 +1196,7 @@ limit_rate_paces_pull_and_push() {
   paced "pull --limit-rate 500k" $(( $(now_ms) - t0 )) "$bytes" $((500 << 10))
   "$IMG" fsck >/dev/null || fail "fsck after the paced pull"
   t0=$(now_ms)
-  IMG_ROOT=$WORK/store-rate-src "$IMG" push -q --tls-verify=false --limit-rate 500k localhost/rate:src "$dest" ||
+  "$IMG" push -q --tls-verify=false --limit-rate 500k "$REG/rate/img:1" "$dest" ||
     fail "push --limit-rate"
   ms=$(( $(now_ms) - t0 ))
   bytes=$(image_bytes "$dest") || fail "skopeo inspect of the pushed image"
