@@ -23,6 +23,9 @@
 #         Everything is on the filesystem of --dir: give a tmpfs one (e.g.
 #         /dev/shm/img-bench) to leave out the disk's file creation cost,
 #         which the unpacking peers pay and img does not.
+#         Its last step, copy-up (also alone: --only copyup): a 1-byte
+#         append to a 512 MiB file (random, text and zero content; gzip
+#         and zstd layers) through img mount --rw vs a podman container.
 #   lazy  img mount docker:// of the large image converted to eStargz and to zstd:chunked, and
 #         of the gzip image as generated (streamed) (root
 #         only): time to the first byte of /etc/os-release from an empty
@@ -74,7 +77,7 @@ MAX_WAIT=300
 ONLY=load,pull,mount,lazy,build,serve
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,lazy,build,serve,cluster,rate] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,copyup,lazy,build,serve,cluster,rate] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -91,7 +94,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|lazy|build|serve|cluster|rate) ;; *) echo "bench: unknown section $s (load, pull, mount, lazy, build, serve, cluster, rate)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|copyup|lazy|build|serve|cluster|rate) ;; *) echo "bench: unknown section $s (load, pull, mount, copyup, lazy, build, serve, cluster, rate)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -112,7 +115,7 @@ want build && need+=(buildah)
 want serve && need+=(skopeo docker-registry curl ab)
 want cluster && need+=(skopeo docker-registry curl ab haproxy)
 want rate && need+=(docker-registry curl)
-if want mount && [ "$(id -u)" != 0 ]; then
+if { want mount || want copyup; } && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
 fi
 if want build && [ "$(id -u)" != 0 ]; then
@@ -679,6 +682,74 @@ if os.path.getsize("mount-serve.log"):
     print(f"the serving processes logged (see {work}/mount-serve.log):")
     print("".join("  " + l for l in open("mount-serve.log").readlines()[:10]), end="")
 PY
+fi
+
+# The mount section's copy-up step (also alone: --only copyup): images with
+# one 512 MiB file /big (tests/support/big_image.py: random, text and zero
+# content, each as a gzip and a zstd layer), and a 1-byte append to /big,
+# which copies it up: through img mount --rw (overlayfs over the FUSE tree,
+# as root) vs a podman container of the same image (created, never run;
+# podman mount gives its overlay root). Medians of --runs runs, a new mount
+# or container before each; ratio img/podman per image.
+bench_copyup() {
+    local L=$WORK/images/copyup CS=$WORK/s-copyup CM=$WORK/mnt-copyup
+    local PMC="podman --root $WORK/pm-copyup --runroot $WORK/pm-copyup-run --storage-driver overlay"
+    local sum t tags=() ids=()
+    copyup_cleanup() {
+        $IMG --root "$WORK/s-copyup" umount -a --discard >/dev/null 2>&1
+        podman --root "$WORK/pm-copyup" --runroot "$WORK/pm-copyup-run" --storage-driver overlay rm -af >/dev/null 2>&1
+        local m
+        for m in $(awk -v w="$WORK/" 'index($5, w) == 1 && ($5 ~ /copyup/) {print $5}' /proc/self/mountinfo | sort -r); do
+            umount "$m" 2>/dev/null || umount -l "$m"
+        done
+        rm -rf "$WORK/s-copyup" "$WORK/mnt-copyup" "$WORK/pm-copyup" "$WORK/pm-copyup-run" "$WORK/pm-copyup-path"
+        true
+    }
+    CLEANUPS+=(copyup_cleanup)
+    copyup_cleanup
+    sum=$(sha256sum "$REPO/tests/support/big_image.py" | cut -c1-12)
+    if [ ! -f "$L/.done-$sum" ]; then
+        echo "bench: generating the copy-up images" >&2
+        rm -rf "$L"
+        python3 "$REPO/tests/support/big_image.py" "$L" 512 random text zero gzip zstd
+        touch "$L/.done-$sum"
+    fi
+    cat "$L"/blobs/sha256/* >/dev/null  # warm in the page cache
+    $IMG --root "$CS" load -q -i "$L" >/dev/null
+    for t in random-gzip random-zstd text-gzip text-zstd zero-gzip zero-zstd; do
+        tags+=("$t")
+        ids+=("$($PMC pull -q "oci:$L:$t")")
+    done
+    mkdir -p "$CM"
+    local i
+    for i in "${!tags[@]}"; do
+        t=${tags[$i]}
+        hf "copyup-$t" "$RUNS" 0 \
+            --prepare "$IMG --root $CS umount --discard $CM >/dev/null 2>&1; $IMG --root $CS mount --rw localhost/$t $CM >/dev/null; sync" \
+                "printf x >> $CM/big" \
+            --prepare "$PMC rm -f cu >/dev/null 2>&1; $PMC create -q --name cu ${ids[$i]} >/dev/null && $PMC mount cu > $WORK/pm-copyup-path; sync" \
+                "printf x >> \$(cat $WORK/pm-copyup-path)/big"
+    done
+    grep -h . "$CS"/mounts/*.log > copyup-serve.log 2>/dev/null || true
+    copyup_cleanup
+    python3 - "$RUNS" "$FSTYPE" "$WORK" "${tags[@]}" <<'PY'
+import json, os, sys
+runs, fs, work, tags = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+print(f"copy-up of a 512 MiB file (1 byte appended) through img mount --rw vs a podman container; "
+      f"medians of {runs} runs; bench dir {work} on {fs}")
+worst = 0
+for t in tags:
+    img, pm = [r["median"] for r in json.load(open(f"copyup-{t}.json"))["results"]]
+    worst = max(worst, img / pm)
+    print(f"# copy-up {t:12} img --rw {img:.3f} s, peer podman container {pm:.3f} s, ratio {img / pm:.2f}x  (goal <= 2)")
+print(f"  {'copy-up, worst image':24} ratio {worst:.2f}x{'  goal met' if worst <= 2 else '  GOAL MISSED'}")
+if os.path.getsize("copyup-serve.log"):
+    print(f"the serving processes logged (see {work}/copyup-serve.log):")
+    print("".join("  " + l for l in open("copyup-serve.log").readlines()[:10]), end="")
+PY
+}
+if want mount || want copyup; then
+    bench_copyup
 fi
 
 if want lazy; then

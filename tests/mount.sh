@@ -1281,6 +1281,71 @@ measure() {
   img umount "$m" >/dev/null
 }
 
+# ---------------------------------------------------------------- copy-up of large files
+
+# big_layout: $GEN/big, images with one 72 MiB file /big (more than the
+# source's caches hold, many gzip checkpoints): random and text content,
+# gzip and zstd layers (tests/support/big_image.py), made once a run.
+big_layout() {
+  [[ -f $GEN/big/big.json ]] && return 0
+  python3 "$SUPPORT/big_image.py" "$GEN/big" 72 random text gzip zstd || fail "making the big-file images failed"
+  chmod -R a+rX "$GEN/big"
+}
+# big_sum KEY: the sha256 of /big in big.json (KIND, or KIND+x for /big with "x" appended)
+big_sum() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$GEN/big/big.json" "$1"; }
+
+# Appending one byte to a 72 MiB file of the image through img mount --rw
+# (overlayfs copies it up from the FUSE tree) gives the file's bytes and
+# the byte, in the mount and in the upper directory, for each content and
+# compression; the image mounted again read-only is unchanged.
+check_rw_copyup_of_a_large_file_keeps_the_right_bytes() {
+  big_layout
+  img load -q -i "$GEN/big" >/dev/null || fail "img load of the big-file images failed"
+  local kind comp m want orig up
+  for kind in random text; do
+    orig=$(big_sum "$kind") want=$(big_sum "$kind+x")
+    for comp in gzip zstd; do
+      m=$(img mount --rw "localhost/$kind-$comp" "$T/m") || fail "img mount --rw $kind-$comp failed"
+      printf x >> "$m/big" || fail "appending to /big of $kind-$comp failed"
+      [[ $(sha "$m/big") == "$want" ]] || fail "$kind-$comp: /big after the append is not the image's bytes and x"
+      up=$(ls -d "$IMG_ROOT"/mounts/rw-*/upper) || fail "no upper directory"
+      [[ $(sha "$up/big") == "$want" ]] || fail "$kind-$comp: the upper directory's /big is not the image's bytes and x"
+      img umount --discard "$m" >/dev/null || fail "img umount --discard $kind-$comp failed"
+      m=$(img mount "localhost/$kind-$comp" "$T/r") || fail "img mount $kind-$comp failed"
+      [[ $(sha "$m/big") == "$orig" ]] || fail "$kind-$comp: the image's /big changed"
+      img umount "$m" >/dev/null || fail "img umount $kind-$comp failed"
+    done
+  done
+  img fsck >/dev/null || fail "img fsck: $(img fsck 2>&1)"
+}
+
+# The same through a rootless writable mount, where the FUSE filesystem
+# copies the file up itself.
+check_rootless_rw_copyup_of_a_large_file_keeps_the_right_bytes() {
+  ensure_test_user
+  big_layout
+  local h m kind comp want orig; h=$(user_home)
+  as_user "$WORK/bin/img" load -q -i "$GEN/big" >/dev/null || fail "img load as $TEST_USER failed"
+  for kind in random text; do
+    orig=$(big_sum "$kind") want=$(big_sum "$kind+x")
+    for comp in gzip zstd; do
+      m=$(as_user "$WORK/bin/img" mount --rw "localhost/$kind-$comp" "$h/img-mount-test-rw") ||
+        fail "img mount --rw $kind-$comp as $TEST_USER failed"
+      as_user sh -c "printf x >> '$m/big'" || fail "appending to /big of $kind-$comp as $TEST_USER failed"
+      [[ $(as_user sha256sum "$m/big" | cut -d' ' -f1) == "$want" ]] ||
+        fail "$kind-$comp: /big after the append is not the image's bytes and x"
+      [[ $(sha "$h/img-mount-test/mounts/"rw-*/upper/big) == "$want" ]] ||
+        fail "$kind-$comp: the upper directory's /big is not the image's bytes and x"
+      as_user "$WORK/bin/img" umount --discard "$m" >/dev/null || fail "img umount --discard as $TEST_USER failed"
+      m=$(as_user "$WORK/bin/img" mount "localhost/$kind-$comp") || fail "img mount $kind-$comp as $TEST_USER failed"
+      [[ $(as_user sha256sum "$m/big" | cut -d' ' -f1) == "$orig" ]] || fail "$kind-$comp: the image's /big changed"
+      as_user "$WORK/bin/img" umount "$m" >/dev/null || fail "img umount as $TEST_USER failed"
+    done
+  done
+  as_user rm -rf "$h/img-mount-test" "$h/img-mount-test-rw"
+  chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
+}
+
 # ---------------------------------------------------------------- runner
 
 # Each check has its own store; its mounts go when it ends, whatever it
