@@ -398,6 +398,12 @@ impl GzipIndex {
         self.checkpoints.len()
     }
 
+    /// The uncompressed offsets of the checkpoints, in order: where a
+    /// reader can start without decoding anything it throws away.
+    pub fn checkpoint_offsets(&self) -> impl Iterator<Item = u64> + '_ {
+        self.checkpoints.iter().map(|c| c.u_off)
+    }
+
     /// Reads up to `buf.len()` bytes of the decompressed stream starting at
     /// `u_off` from `blob`, the compressed stream the index was built from.
     /// Returns fewer bytes only at the end of the stream, and 0 at or after it.

@@ -28,21 +28,24 @@ pub struct VerifiedBlob {
     file: File,
     path: PathBuf,
     chunks: Vec<[u8; 32]>,
-    /// The last chunk read and checked.
-    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The chunks last read and checked, the newest last: enough for the
+    /// readers that decode ahead at once (each reads its own stretch) to
+    /// check every chunk once.
+    cache: Mutex<std::collections::VecDeque<(u64, Arc<Vec<u8>>)>>,
 }
+
+/// How many checked chunks a blob keeps (1 MiB).
+const CACHED_CHUNKS: usize = 16;
 
 impl VerifiedBlob {
     pub fn open(path: PathBuf, chunks: Vec<[u8; 32]>) -> io::Result<VerifiedBlob> {
-        Ok(VerifiedBlob { file: File::open(&path)?, path, chunks, cache: Mutex::new(None) })
+        Ok(VerifiedBlob { file: File::open(&path)?, path, chunks, cache: Mutex::new(Default::default()) })
     }
 
     fn chunk(&self, i: u64) -> io::Result<Arc<Vec<u8>>> {
         if let Ok(c) = self.cache.lock() {
-            if let Some((n, data)) = c.as_ref() {
-                if *n == i {
-                    return Ok(data.clone());
-                }
+            if let Some((_, data)) = c.iter().rev().find(|(n, _)| *n == i) {
+                return Ok(data.clone());
             }
         }
         let want = self.chunks.get(i as usize).ok_or_else(|| {
@@ -68,7 +71,12 @@ impl VerifiedBlob {
         }
         let data = Arc::new(buf);
         if let Ok(mut c) = self.cache.lock() {
-            *c = Some((i, data.clone()));
+            if !c.iter().any(|(n, _)| *n == i) {
+                if c.len() >= CACHED_CHUNKS {
+                    c.pop_front();
+                }
+                c.push_back((i, data.clone()));
+            }
         }
         Ok(data)
     }
@@ -143,7 +151,157 @@ enum LayerData {
         blob: &'static VerifiedBlob,
         index: &'static GzipIndex,
         reader: Mutex<Option<GzReader>>,
+        ahead: Arc<Ahead>,
     },
+}
+
+/// A read that goes on this many bytes in a row is a long sequential
+/// read (a whole file read or copied up): from then on it is served from
+/// segments decoded ahead.
+const AHEAD_AFTER: u64 = 4 << 20;
+/// Reads this close to where the last one ended count as going on from
+/// it (the kernel's read-ahead requests may come in any order).
+const AHEAD_SLACK: u64 = 4 << 20;
+
+/// At most this many bytes are decoded ahead, and a segment larger than
+/// this (a huge deflate block) is read the usual way.
+const AHEAD_BYTES: u64 = 16 << 20;
+const MAX_SEGMENT: u64 = 8 << 20;
+
+/// Parallel read-ahead of a gzip layer: once reads go on in a row long
+/// enough, the segments between the next checkpoints are decoded by
+/// threads of their own at once (each from its checkpoint, so nothing is
+/// decoded twice), a few segments ahead of the reads, and reads are
+/// copied out of them. What it holds is bounded: the segments in its
+/// window (each about the index's span, ~1 MiB).
+struct Ahead {
+    /// The checkpoints' uncompressed offsets, then the layer's size:
+    /// segment `k` is `bounds[k]..bounds[k + 1]`.
+    bounds: Vec<u64>,
+    /// Segments decoded at once, and how many are kept ahead.
+    window: usize,
+    state: Mutex<AheadState>,
+    decoded: std::sync::Condvar,
+}
+
+type Segment = Option<Result<Arc<Vec<u8>>, String>>;
+
+#[derive(Default)]
+struct AheadState {
+    /// The furthest offset read so far in this run of reads, and how many
+    /// bytes the run has read.
+    end: u64,
+    run: u64,
+    /// Segment number -> its bytes once decoded (None while a thread
+    /// decodes it, the error if that failed).
+    segments: std::collections::BTreeMap<usize, Segment>,
+}
+
+impl Ahead {
+    fn new(index: &GzipIndex) -> Ahead {
+        let mut bounds: Vec<u64> = index.checkpoint_offsets().collect();
+        bounds.push(index.uncompressed_size());
+        bounds.dedup();
+        let window = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 4) * 2;
+        Ahead { bounds, window, state: Mutex::new(AheadState::default()), decoded: std::sync::Condvar::new() }
+    }
+
+    /// Serves a read from decoded segments if it is part of a long
+    /// sequential read (None: read it the usual way).
+    fn read(
+        self: &Arc<Self>,
+        blob: &'static VerifiedBlob,
+        index: &'static GzipIndex,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
+        let nseg = self.bounds.len().saturating_sub(1);
+        let mut st = self.state.lock().map_err(|_| io::Error::other("layer read-ahead poisoned"))?;
+        if offset.abs_diff(st.end) <= AHEAD_SLACK {
+            st.run += buf.len() as u64;
+        } else {
+            st.run = buf.len() as u64;
+            // A read elsewhere: what was decoded ahead is of no use now.
+            st.segments.retain(|_, s| s.is_none());
+        }
+        st.end = st.end.max(offset + buf.len() as u64);
+        if st.end > offset + buf.len() as u64 + AHEAD_SLACK {
+            st.end = offset + buf.len() as u64;
+        }
+        let k = self.bounds.partition_point(|&b| b <= offset);
+        if st.run < AHEAD_AFTER || k == 0 || k > nseg || buf.is_empty() {
+            return Ok(None);
+        }
+        let k = k - 1;
+        let size = |s: usize| self.bounds[s + 1] - self.bounds[s];
+        if size(k) > MAX_SEGMENT {
+            return Ok(None);
+        }
+        // Keep one segment behind (requests come a little out of order)
+        // and the window ahead, within AHEAD_BYTES; start the ones missing.
+        let mut last = k + 1;
+        let mut bytes = size(k);
+        while last < (k + self.window).min(nseg) && bytes + size(last) <= AHEAD_BYTES {
+            bytes += size(last);
+            last += 1;
+        }
+        st.segments.retain(|&s, seg| seg.is_none() || (s + 1 >= k && s < last));
+        for s in k..last {
+            if st.segments.contains_key(&s) {
+                continue;
+            }
+            st.segments.insert(s, None);
+            let (me, from, to) = (self.clone(), self.bounds[s], self.bounds[s + 1]);
+            let spawned = std::thread::Builder::new().name("img-ahead".into()).spawn(move || {
+                let got = decode_segment(blob, index, from, to).map(Arc::new).map_err(|e| e.to_string());
+                if let Ok(mut st) = me.state.lock() {
+                    if let Some(slot) = st.segments.get_mut(&s) {
+                        *slot = Some(got);
+                    }
+                }
+                me.decoded.notify_all();
+            });
+            if spawned.is_err() {
+                st.segments.remove(&s);
+                if s == k {
+                    return Ok(None);
+                }
+                break;
+            }
+        }
+        loop {
+            match st.segments.get(&k) {
+                Some(Some(Ok(data))) => {
+                    let start = (offset - self.bounds[k]) as usize;
+                    let n = buf.len().min(data.len().saturating_sub(start));
+                    buf[..n].copy_from_slice(&data[start..start + n]);
+                    return Ok(Some(n));
+                }
+                Some(Some(Err(e))) => {
+                    let e = io::Error::other(e.clone());
+                    st.segments.remove(&k);
+                    return Err(e);
+                }
+                Some(None) => {
+                    st = self.decoded.wait(st).map_err(|_| io::Error::other("layer read-ahead poisoned"))?;
+                }
+                // Dropped by a read elsewhere meanwhile: read it the usual way.
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The uncompressed bytes `from..to` of a gzip layer, `from` a checkpoint.
+fn decode_segment(blob: &'static VerifiedBlob, index: &'static GzipIndex, from: u64, to: u64) -> io::Result<Vec<u8>> {
+    let len = to - from;
+    let mut r = index.reader_at(blob, from).map_err(io::Error::from)?;
+    let mut out = Vec::with_capacity(len as usize);
+    (&mut r).take(len).read_to_end(&mut out)?;
+    if (out.len() as u64) < len {
+        return Err(io::Error::other(format!("the layer ended at {} of {to} bytes", from + out.len() as u64)));
+    }
+    Ok(out)
 }
 
 /// Decoded blocks of an unindexed layer.
@@ -298,6 +456,7 @@ impl StoreSource {
             out.push(match (l.compression, gzip) {
                 (Compression::None, _) => LayerData::Plain(Arc::new(blob)),
                 (Compression::Gzip, Some(index)) => LayerData::Gzip {
+                    ahead: Arc::new(Ahead::new(&index)),
                     blob: Box::leak(Box::new(blob)),
                     index: Box::leak(Box::new(index)),
                     reader: Mutex::new(None),
@@ -321,7 +480,10 @@ impl BlobSource for StoreSource {
             Some(LayerData::Plain(b)) => b.read_at(offset, buf),
             Some(LayerData::Remote(r)) => r.read_at(offset, buf),
             Some(LayerData::Stream(r)) => r.read_at(offset, buf),
-            Some(LayerData::Gzip { blob, index, reader }) => {
+            Some(LayerData::Gzip { blob, index, reader, ahead }) => {
+                if let Some(n) = ahead.read(blob, index, offset, buf)? {
+                    return Ok(n);
+                }
                 let mut guard = reader.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 let reuse = guard.as_ref().is_some_and(|r| r.position() <= offset && offset - r.position() < REUSE);
                 if !reuse {
@@ -495,6 +657,117 @@ mod tests {
             assert_eq!(&buf[..got], &whole[off as usize..end], "at {off}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A gzip layer of `len` bytes of varied data (compressible and not),
+    /// with its index of 256 KiB spans, as a source.
+    fn gzip_layer(dir: &std::path::Path, len: usize) -> (LayerSpec, Vec<u8>) {
+        use std::io::Write as _;
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let whole: Vec<u8> = (0..len as u64)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i >> 14) % 3 == 0 {
+                    x as u8
+                } else {
+                    b'a' + (x % 26) as u8
+                }
+            })
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&whole).unwrap();
+        let blob = gz.finish().unwrap();
+        let p = dir.join("blob");
+        std::fs::write(&p, &blob).unwrap();
+        let mut h = ChunkHasher::new(&blob[..]);
+        let ix = GzipIndex::build(&mut h, 256 << 10, &mut |_| {}).unwrap();
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        assert!(ix.checkpoint_count() > 20, "{} checkpoints", ix.checkpoint_count());
+        let spec = LayerSpec {
+            path: p,
+            compression: Compression::Gzip,
+            chunks: h.finish(),
+            access: SharedBytes::from_vec(ix.to_bytes()),
+        };
+        (spec, whole)
+    }
+
+    /// A whole gzip layer read in 128 KiB requests, pairs of them swapped
+    /// (as the kernel's read-ahead may send them), is served from segments
+    /// decoded ahead and reads right; so do reads elsewhere meanwhile and
+    /// after, and what is held ahead stays within its bound.
+    #[test]
+    fn long_sequential_gzip_reads_are_decoded_ahead_and_right() {
+        let dir_dir = crate::testdir::TestDir::new("ahead");
+        let dir = dir_dir.to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = (13 << 20) + 4321;
+        let (spec, whole) = gzip_layer(&dir, len);
+        let src = StoreSource::open(vec![spec]).unwrap();
+        let LayerData::Gzip { ahead, .. } = &src.layers[0] else { panic!("not a gzip layer with its index") };
+        let req = 128 << 10;
+        let mut offs: Vec<usize> = (0..len.div_ceil(req)).map(|i| i * req).collect();
+        for pair in offs.chunks_mut(2) {
+            pair.reverse();
+        }
+        let mut served_ahead = false;
+        for (i, &off) in offs.iter().enumerate() {
+            let mut buf = vec![0u8; req];
+            let mut got = 0;
+            while got < buf.len() && off + got < len {
+                let n = src.read_at(0, (off + got) as u64, &mut buf[got..]).unwrap();
+                assert!(n > 0, "nothing read at {}", off + got);
+                got += n;
+            }
+            let end = (off + req).min(len);
+            assert_eq!(&buf[..got], &whole[off..end], "at {off}");
+            let st = ahead.state.lock().unwrap();
+            served_ahead |= !st.segments.is_empty();
+            let held: usize = st.segments.values().flatten().flatten().map(|d| d.len()).sum();
+            assert!(held as u64 <= AHEAD_BYTES + (1 << 20), "{held} bytes held ahead");
+            drop(st);
+            if i == offs.len() / 2 {
+                // A read elsewhere in the middle of it all.
+                let mut b = vec![0u8; 1000];
+                let n = src.read_at(0, 12345, &mut b).unwrap();
+                assert_eq!(&b[..n], &whole[12345..12345 + n]);
+            }
+        }
+        assert!(served_ahead, "the sequential read was never decoded ahead");
+        let mut b = vec![0u8; 5000];
+        let n = src.read_at(0, (len - 3000) as u64, &mut b).unwrap();
+        assert_eq!(&b[..n], &whole[len - 3000..]);
+        assert_eq!(src.read_at(0, len as u64, &mut b).unwrap(), 0);
+    }
+
+    /// A damaged chunk of a gzip layer read ahead is an error for the reads
+    /// that need it, never other bytes.
+    #[test]
+    fn damaged_gzip_layer_read_ahead_fails_never_lies() {
+        let dir_dir = crate::testdir::TestDir::new("ahead-bad");
+        let dir = dir_dir.to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = 10 << 20;
+        let (spec, whole) = gzip_layer(&dir, len);
+        let mut blob = std::fs::read(&spec.path).unwrap();
+        let at = blob.len() * 3 / 4;
+        blob[at] ^= 0x55;
+        std::fs::write(&spec.path, &blob).unwrap();
+        let src = StoreSource::open(vec![spec]).unwrap();
+        let mut failed = false;
+        for off in (0..len).step_by(128 << 10) {
+            let mut buf = vec![0u8; 128 << 10];
+            match src.read_at(0, off as u64, &mut buf) {
+                Ok(n) => assert_eq!(&buf[..n], &whole[off..off + n], "wrong bytes at {off}"),
+                Err(e) => {
+                    assert!(e.to_string().contains("damaged"), "{e}");
+                    failed = true;
+                }
+            }
+        }
+        assert!(failed, "the damaged chunk was never noticed");
     }
 
     /// A single-frame zstd layer is read in cached blocks: any order,
