@@ -135,11 +135,7 @@ enum LayerData {
     /// decoded in whole blocks from the start, the blocks passed kept in a
     /// bounded cache, so reads that go back are served from memory while
     /// they are recent.
-    Blocks {
-        blob: Arc<VerifiedBlob>,
-        compression: Compression,
-        state: Mutex<BlockState>,
-    },
+    Blocks(Arc<BlockLayer>),
     /// A layer not stored, read from its registry chunk by chunk.
     Remote(Arc<super::lazy::RemoteLayer>),
     /// A layer without a TOC, read as it streams from its registry.
@@ -309,46 +305,74 @@ const BLOCK: u64 = 1 << 20;
 /// How many decoded blocks an unindexed layer keeps (16 MiB).
 const CACHED_BLOCKS: usize = 16;
 
-#[derive(Default)]
-struct BlockState {
+/// An unindexed layer: its decoder, and the blocks decoded, under locks
+/// of their own, so that a thread decoding the next block while the reads
+/// of this one are served holds up none of them.
+struct BlockLayer {
+    blob: Arc<VerifiedBlob>,
+    compression: Compression,
     /// Always at a block boundary.
-    cursor: Option<Cursor>,
+    cursor: Mutex<Option<Cursor>>,
     /// Block number -> its bytes, least recently used first.
-    cache: std::collections::VecDeque<(u64, Arc<Vec<u8>>)>,
+    cache: Mutex<std::collections::VecDeque<(u64, Arc<Vec<u8>>)>>,
+    /// A thread is decoding the block after the one last read.
+    ahead: std::sync::atomic::AtomicBool,
 }
 
-impl BlockState {
-    fn get(&mut self, b: u64) -> Option<Arc<Vec<u8>>> {
-        let i = self.cache.iter().position(|(k, _)| *k == b)?;
-        let e = self.cache.remove(i)?;
+impl BlockLayer {
+    fn new(blob: Arc<VerifiedBlob>, compression: Compression) -> BlockLayer {
+        BlockLayer {
+            blob,
+            compression,
+            cursor: Mutex::new(None),
+            cache: Mutex::new(Default::default()),
+            ahead: Default::default(),
+        }
+    }
+
+    fn cached(&self, b: u64) -> Option<Arc<Vec<u8>>> {
+        let mut cache = self.cache.lock().ok()?;
+        let i = cache.iter().position(|(k, _)| *k == b)?;
+        let e = cache.remove(i)?;
         let data = e.1.clone();
-        self.cache.push_back(e);
+        cache.push_back(e);
         Some(data)
     }
 
-    fn put(&mut self, b: u64, data: Arc<Vec<u8>>) {
-        if self.cache.len() >= CACHED_BLOCKS {
-            self.cache.pop_front();
+    fn put(&self, b: u64, data: Arc<Vec<u8>>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.iter().any(|(k, _)| *k == b) {
+                return;
+            }
+            if cache.len() >= CACHED_BLOCKS {
+                cache.pop_front();
+            }
+            cache.push_back((b, data));
         }
-        self.cache.push_back((b, data));
     }
 
     /// Block `b`, decoded from where the cursor is (or from the start).
-    fn block(&mut self, blob: &Arc<VerifiedBlob>, c: Compression, b: u64) -> io::Result<Arc<Vec<u8>>> {
-        if let Some(d) = self.get(b) {
+    fn block(&self, b: u64) -> io::Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.cached(b) {
             return Ok(d);
         }
-        if self.cursor.as_ref().is_none_or(|cur| cur.pos > b * BLOCK) {
-            let seq = Sequential { blob: blob.clone(), pos: 0 };
-            self.cursor = Some(Cursor { pos: 0, reader: c.decoder(BufReader::with_capacity(256 * 1024, seq))? });
+        let mut cursor = self.cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
+        // Decoded while this read waited for the decoder.
+        if let Some(d) = self.cached(b) {
+            return Ok(d);
+        }
+        if cursor.as_ref().is_none_or(|cur| cur.pos > b * BLOCK) {
+            let seq = Sequential { blob: self.blob.clone(), pos: 0 };
+            *cursor =
+                Some(Cursor { pos: 0, reader: self.compression.decoder(BufReader::with_capacity(256 * 1024, seq))? });
         }
         loop {
-            let Some(cur) = self.cursor.as_mut() else { return Err(io::Error::other("no layer reader")) };
+            let Some(cur) = cursor.as_mut() else { return Err(io::Error::other("no layer reader")) };
             let at = cur.pos / BLOCK;
             let mut data = Vec::with_capacity(BLOCK as usize);
             if let Err(e) = (&mut cur.reader).take(BLOCK).read_to_end(&mut data) {
                 // The decoder's position is unknown now: start afresh next time.
-                self.cursor = None;
+                *cursor = None;
                 return Err(e);
             }
             cur.pos += data.len() as u64;
@@ -359,6 +383,37 @@ impl BlockState {
                 return Ok(if at == b { data } else { Arc::new(Vec::new()) });
             }
         }
+    }
+
+    /// Reads at `offset`; a read that goes on from the block before has
+    /// the next block decoded meanwhile by a thread of its own.
+    fn read_at(self: &Arc<Self>, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        use std::sync::atomic::Ordering;
+        let b = offset / BLOCK;
+        let data = self.block(b)?;
+        let sequential = b == 0 || self.cache.lock().is_ok_and(|c| c.iter().any(|(k, _)| *k == b - 1));
+        if sequential
+            && data.len() as u64 == BLOCK
+            && self.cache.lock().is_ok_and(|c| !c.iter().any(|(k, _)| *k == b + 1))
+            && !self.ahead.swap(true, Ordering::AcqRel)
+        {
+            let me = self.clone();
+            let spawned = std::thread::Builder::new().name("img-ahead".into()).spawn(move || {
+                // An error is the next read's to report, when it decodes again.
+                let _ = me.block(b + 1);
+                me.ahead.store(false, Ordering::Release);
+            });
+            if spawned.is_err() {
+                self.ahead.store(false, Ordering::Release);
+            }
+        }
+        let start = (offset - b * BLOCK) as usize;
+        if start >= data.len() {
+            return Ok(0);
+        }
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
     }
 }
 
@@ -464,9 +519,7 @@ impl StoreSource {
                 (c, _) if frames.is_some() => {
                     LayerData::Compressed { blob: Arc::new(blob), compression: c, cursor: Mutex::new(None), frames }
                 }
-                (c, _) => {
-                    LayerData::Blocks { blob: Arc::new(blob), compression: c, state: Mutex::new(BlockState::default()) }
-                }
+                (c, _) => LayerData::Blocks(Arc::new(BlockLayer::new(Arc::new(blob), c))),
             });
         }
         Ok(StoreSource { layers: out })
@@ -503,18 +556,7 @@ impl BlobSource for StoreSource {
                 }
                 res
             }
-            Some(LayerData::Blocks { blob, compression, state }) => {
-                let mut st = state.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
-                let b = offset / BLOCK;
-                let data = st.block(blob, *compression, b)?;
-                let start = (offset - b * BLOCK) as usize;
-                if start >= data.len() {
-                    return Ok(0);
-                }
-                let n = buf.len().min(data.len() - start);
-                buf[..n].copy_from_slice(&data[start..start + n]);
-                Ok(n)
-            }
+            Some(LayerData::Blocks(l)) => l.read_at(offset, buf),
             Some(LayerData::Compressed { blob, compression, cursor, frames }) => {
                 let mut guard = cursor.lock().map_err(|_| io::Error::other("layer reader poisoned"))?;
                 // Where a fresh decoder would start: the frame holding the
@@ -694,6 +736,37 @@ mod tests {
         (spec, whole)
     }
 
+    /// A single-frame zstd layer read from start to end in 128 KiB
+    /// requests (the next block decoded meanwhile) reads right, and a read
+    /// back at the start after it too.
+    #[test]
+    fn unindexed_layer_read_in_order_reads_right_with_the_next_block_ahead() {
+        let dir_dir = crate::testdir::TestDir::new("blk-seq");
+        let dir = dir_dir.to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("blob");
+        let whole: Vec<u8> = (0..(9u32 << 20) + 777).map(|i| ((i / 5) % 241) as u8 ^ (i >> 16) as u8).collect();
+        std::fs::write(&p, zstd::encode_all(whole.as_slice(), 1).unwrap()).unwrap();
+        let blob = std::fs::read(&p).unwrap();
+        let mut h = ChunkHasher::new(&blob[..]);
+        io::copy(&mut h, &mut io::sink()).unwrap();
+        let spec =
+            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: SharedBytes::default() };
+        let src = StoreSource::open(vec![spec]).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 128 << 10];
+        loop {
+            let n = src.read_at(0, got.len() as u64, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == whole, "the layer read in order differs");
+        let n = src.read_at(0, 10, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &whole[10..10 + n]);
+    }
+
     /// A whole gzip layer read in 128 KiB requests, pairs of them swapped
     /// (as the kernel's read-ahead may send them), is served from segments
     /// decoded ahead and reads right; so do reads elsewhere meanwhile and
@@ -794,8 +867,8 @@ mod tests {
             assert_eq!(&buf[..n], &whole[(off.min(len) as usize)..end], "at {off}");
             assert!(n > 0 || off >= len, "nothing read at {off}");
         }
-        let LayerData::Blocks { state, .. } = &src.layers[0] else { panic!("not read in blocks") };
-        assert!(state.lock().unwrap().cache.len() <= CACHED_BLOCKS);
+        let LayerData::Blocks(l) = &src.layers[0] else { panic!("not read in blocks") };
+        assert!(l.cache.lock().unwrap().len() <= CACHED_BLOCKS);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
