@@ -1,5 +1,8 @@
 //! Writing blobs: a temp file in `ingest/`, hashed while written, fsynced,
-//! then linked into `blobs/sha256/` under its digest.
+//! then linked into `blobs/sha256/` under its digest. A file may be synced
+//! later than it is written (a pull syncs one blob while it downloads the
+//! next), but never later than its commit: `commit_to` syncs any that is
+//! not yet.
 //!
 //! For layers the writer can also hash the *uncompressed* stream (the
 //! DiffID that image configs list) on a second thread, so that a layer is
@@ -228,10 +231,18 @@ impl BlobWriter {
     }
 
     /// fsyncs and closes the temp file; returns it with its digests.
-    pub fn finish(mut self) -> Result<StagedBlob> {
+    pub fn finish(self) -> Result<StagedBlob> {
+        let mut s = self.finish_unsynced()?;
+        s.sync()?;
+        Ok(s)
+    }
+
+    /// Closes the temp file without waiting for its bytes to reach the
+    /// disk; returns it with its digests. It is synced by `StagedBlob::sync`
+    /// or, at the latest, when it is committed.
+    pub fn finish_unsynced(mut self) -> Result<StagedBlob> {
         self.start_tap_if_ready(true);
         let file = self.file.take().expect("finish is called once");
-        file.sync_all().map_err(io_err("syncing", &self.path))?;
         drop(file);
         let hasher = std::mem::take(&mut self.hasher);
         let size = hasher.len();
@@ -246,7 +257,17 @@ impl BlobWriter {
             None => (None, 0),
         };
         let path = std::mem::take(&mut self.path);
-        Ok(StagedBlob { path, digest, size, compression, diff_id, uncompressed_size, committed: false, download: None })
+        Ok(StagedBlob {
+            path,
+            digest,
+            size,
+            compression,
+            diff_id,
+            uncompressed_size,
+            committed: false,
+            synced: false,
+            download: None,
+        })
     }
 }
 
@@ -292,6 +313,8 @@ pub struct StagedBlob {
     diff_id: Option<std::result::Result<Digest, String>>,
     uncompressed_size: u64,
     committed: bool,
+    /// Its bytes are known to be on the disk (fsynced by this process).
+    synced: bool,
     /// A finished download: the open, locked partial file, held until the
     /// blob is committed so that no other process adopts the same file, and
     /// kept on disk if the command fails before committing it.
@@ -333,8 +356,25 @@ impl StagedBlob {
             diff_id: None,
             uncompressed_size: 0,
             committed: false,
+            synced: false,
             download: locked,
         }
+    }
+
+    /// Waits until the staged file's bytes are on the disk (fsync). A blob
+    /// is committed only after this; `commit_to` calls it for one that was
+    /// not synced yet.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.synced || self.committed {
+            return Ok(());
+        }
+        let f = match &self.download {
+            Some(f) => f.sync_all(),
+            None => File::open(&self.path).and_then(|f| f.sync_all()),
+        };
+        f.map_err(io_err("syncing", &self.path))?;
+        self.synced = true;
+        Ok(())
     }
 
     /// Marks a blob that is already in `blobs/` (the path is the stored
@@ -378,6 +418,17 @@ impl StagedBlob {
         if self.committed {
             return Ok(());
         }
+        if !self.synced {
+            match self.sync() {
+                Ok(()) => {}
+                // Committed and removed by another process meanwhile.
+                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound && target.exists() => {
+                    self.committed = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if let Err(e) = make_read_only(&self.path) {
             // Another process may have committed the same partial download
             // and removed it; the blob is then in place already.
@@ -397,6 +448,64 @@ impl StagedBlob {
         // Waiters on the download's lock find the blob stored now.
         self.download = None;
         Ok(())
+    }
+}
+
+/// A layer's index file, built while its blob was downloaded and written
+/// in `ingest/`; put in place under `indexes/` once the blob is stored, so
+/// no index file names a blob that is not there. Dropping it removes the
+/// temp file. It is derived data and not synced: a mount checks it and
+/// rebuilds one that a crash damaged.
+#[derive(Debug)]
+pub struct StagedIndex {
+    path: PathBuf,
+    digest: Digest,
+}
+
+impl super::StorePaths {
+    /// Writes the index file of layer `d` into `ingest/`.
+    pub fn stage_layer_index(&self, d: &Digest, bytes: &[u8]) -> Result<StagedIndex> {
+        let path = temp_name(&self.ingest_dir());
+        let staged = StagedIndex { path, digest: d.clone() };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&staged.path)
+            .map_err(io_err("creating temporary index", &staged.path))?;
+        f.write_all(bytes).map_err(io_err("writing", &staged.path))?;
+        Ok(staged)
+    }
+}
+
+impl StagedIndex {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Moves the index file into place; its blob must be stored already
+    /// (the proof is asked for).
+    pub fn install(mut self, paths: &super::StorePaths, stored: &StoredBlobs) -> Result<()> {
+        let target = paths.layer_index(&self.digest);
+        if !stored.contains(&self.digest) {
+            return Ok(());
+        }
+        let dir = paths.layer_indexes_dir();
+        if !dir.is_dir() {
+            super::create_dir_private(&dir)?;
+        }
+        fs::rename(&self.path, &target).map_err(io_err("renaming into", &target))?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for StagedIndex {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

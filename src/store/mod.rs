@@ -16,7 +16,7 @@ mod paths;
 mod range_cache;
 
 pub use crate::compression::Compression;
-pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, StagedBlob, StoredBlobs};
+pub use blobs::{uncompressed_size, BlobWriter, ChannelReader, StagedBlob, StagedIndex, StoredBlobs};
 pub use config::StoreConfig;
 pub use lock::LockFile;
 pub use paths::StorePaths;
