@@ -16,7 +16,11 @@ use std::time::Duration;
 const MAX_ATTEMPTS: u32 = 6;
 
 /// Downloads one blob into `ingest/partial-<hex>`, resuming what is there,
-/// and returns it staged and verified.
+/// and returns it staged and verified, not yet synced (its commit syncs it,
+/// so the caller may sync it while the next one downloads). `tap` is handed
+/// every byte of the blob in order as it arrives, but only for a download
+/// that starts at the blob's first byte: one that resumes a partial file
+/// or waits for another process passes it nothing.
 pub fn download(
     store: &StorePaths,
     repo: &Repo,
@@ -24,6 +28,7 @@ pub fn download(
     size: u64,
     progress: &dyn Progress,
     quiet: bool,
+    mut tap: Option<&mut dyn FnMut(&[u8])>,
 ) -> Result<StagedBlob> {
     let path = store.partial_download(d);
     let mut file = OpenOptions::new()
@@ -53,6 +58,9 @@ pub fn download(
     if hasher.len() > size {
         file.set_len(0)?;
         hasher = Hasher::new();
+    }
+    if hasher.len() > 0 {
+        tap = None;
     }
     if !quiet {
         progress.line(&format!("Copying blob {}", d.short()));
@@ -97,6 +105,9 @@ pub fn download(
                 return Err(e.into());
             }
             hasher.update(&buf[..n]);
+            if let Some(t) = tap.as_mut() {
+                t(&buf[..n]);
+            }
             if !quiet {
                 progress.blob_bytes(d, hasher.len());
             }
@@ -126,7 +137,6 @@ pub fn download(
         let _ = std::fs::remove_file(&path);
         bail!("blob {d}: digest mismatch: expected {d}, got {got}; the download was discarded");
     }
-    file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     if !quiet {
         progress.blob_end(d, true);
         progress.line(&format!("Copying blob {} done", d.short()));

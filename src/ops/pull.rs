@@ -12,7 +12,7 @@ use crate::image::{self, Document};
 use crate::reference::Reference;
 use crate::registry::{config, Client, ClientOptions, FetchedManifest, Repo};
 use crate::store::index::NewImage;
-use crate::store::{StagedBlob, Store};
+use crate::store::{Compression, StagedBlob, StagedIndex, Store};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 
@@ -161,8 +161,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         return Ok(id);
     }
     // Config: small, read whole, verified, parsed.
-    let mut config_blob =
-        download(&store.paths(), &repo, &manifest.config.digest, manifest.config.size, progress, true)
+    let config_blob =
+        download(&store.paths(), &repo, &manifest.config.digest, manifest.config.size, progress, true, None)
             .with_context(|| format!("pulling {name}"))?;
     let config_bytes = config_blob.read_all(image::MAX_CONFIG_SIZE)?;
     let config =
@@ -238,12 +238,23 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         }
         return Err(e);
     }
+    // The manifest as served (its digest is what the registry and skopeo report).
+    let mut w = store.blob_writer()?;
+    w.write_all(&fetched.bytes)?;
+    let manifest_blob = w.finish_unsynced()?;
     let jobs = opts.jobs.clamp(1, 16);
     let queue = std::sync::Mutex::new(missing.iter());
-    // Each download is measured uncompressed by its worker (the image's
-    // size is its layers' uncompressed size), while the others go on.
-    let results: Vec<Result<(StagedBlob, Option<u64>)>> = std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::channel();
+    // Each layer is measured uncompressed and indexed for mounts as it
+    // streams; a finished one is synced by the syncer while the workers
+    // download the next, and the index is committed only after all are.
+    let (results, small): (Vec<Result<Pulled>>, Result<(StagedBlob, StagedBlob)>) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Pulled>>();
+        let small = s.spawn(move || -> Result<(StagedBlob, StagedBlob)> {
+            let (mut m, mut c) = (manifest_blob, config_blob);
+            m.sync()?;
+            c.sync()?;
+            Ok((m, c))
+        });
         for _ in 0..jobs.min(missing.len().max(1)) {
             let tx = tx.clone();
             let queue = &queue;
@@ -251,11 +262,8 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             let paths = &paths;
             s.spawn(move || loop {
                 let next = queue.lock().ok().and_then(|mut q| q.next().cloned());
-                let Some((_, d, size)) = next else { break };
-                let r = download(paths, repo, &d, size, progress, false).map(|b| {
-                    let n = crate::store::uncompressed_size(b.path()).ok();
-                    (b, n)
-                });
+                let Some((i, d, size)) = next else { break };
+                let r = download_layer(paths, repo, i, &d, size, progress);
                 let failed = r.is_err();
                 let _ = tx.send(r);
                 if failed {
@@ -264,27 +272,44 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
             });
         }
         drop(tx);
-        rx.iter().collect()
+        let syncer = s.spawn(move || {
+            rx.iter()
+                .map(|r| {
+                    let mut p = r?;
+                    p.blob.sync()?;
+                    Ok(p)
+                })
+                .collect::<Vec<_>>()
+        });
+        let small = small.join().unwrap_or_else(|_| Err(anyhow::anyhow!("syncing the manifest failed")));
+        (syncer.join().unwrap_or_else(|_| vec![Err(anyhow::anyhow!("syncing the layers failed"))]), small)
     });
+    let (mut manifest_blob, mut config_blob) = small.with_context(|| format!("pulling {name}"))?;
     let mut staged = Vec::new();
     let mut diff_sizes = Vec::new();
+    let mut indexes = Vec::new();
     for r in results {
-        let (b, n) = r.with_context(|| format!("pulling {name}"))?;
-        if let Some(n) = n {
-            diff_sizes.push((b.digest().clone(), n));
+        let p = r.with_context(|| format!("pulling {name}"))?;
+        if let Some(n) = p.diff_size {
+            diff_sizes.push((p.blob.digest().clone(), n));
         }
-        staged.push(b);
+        indexes.extend(p.index);
+        staged.push(p.blob);
     }
     if staged.len() != missing.len() {
         bail!("pulling {name}: not every layer was downloaded");
     }
-    // The manifest as served (its digest is what the registry and skopeo report).
-    let mut w = store.blob_writer()?;
-    w.write_all(&fetched.bytes)?;
-    let mut manifest_blob = w.finish()?;
     let mut parts: Vec<&mut StagedBlob> = vec![&mut manifest_blob, &mut config_blob];
     parts.extend(staged.iter_mut());
     let mut blobs = store.commit_blobs(&mut parts)?;
+    // Their blobs in place, the layers' index files follow (a failure only
+    // leaves the scan to the first mount).
+    for ix in indexes {
+        let d = ix.digest().clone();
+        if let Err(e) = ix.install(&store.paths(), &blobs) {
+            progress.line(&format!("warning: keeping the index of layer {d}: {e}"));
+        }
+    }
     // Layers already in the store are referenced as they are.
     let kept: Vec<Digest> = manifest
         .layers
@@ -337,6 +362,100 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         }
     }
     Ok(id)
+}
+
+/// A layer downloaded: its blob (staged, not yet synced), its size
+/// uncompressed, and its index file for mounts when one was built as it
+/// streamed.
+struct Pulled {
+    blob: StagedBlob,
+    diff_size: Option<u64>,
+    index: Option<StagedIndex>,
+}
+
+/// Chunks handed to the indexer, and how many may wait for it.
+const TAP_CHUNK: usize = 256 * 1024;
+const TAP_QUEUE: usize = 16;
+
+/// The bytes of a download, in chunks, on their way to the indexer.
+struct Tap {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+    seen: u64,
+}
+
+/// What the indexer makes of a layer: its index file and its size
+/// uncompressed; nothing for a layer that is neither gzip nor zstd, or
+/// that does not decompress.
+type Indexer = std::thread::JoinHandle<Option<(Vec<u8>, u64)>>;
+
+impl Tap {
+    /// Starts the indexer of layer `d` (number `i` in its image) on its own
+    /// thread; the tap hands it the layer's bytes.
+    fn start(d: &Digest, i: usize) -> (Tap, Indexer) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TAP_QUEUE);
+        let label = d.clone();
+        let indexer = std::thread::spawn(move || -> Option<(Vec<u8>, u64)> {
+            let mut r = std::io::BufReader::with_capacity(64 * 1024, crate::store::ChannelReader::new(rx));
+            let c = Compression::sniff(std::io::BufRead::fill_buf(&mut r).ok()?);
+            if !matches!(c, Compression::Gzip | Compression::Zstd) {
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+                return None;
+            }
+            let (ix, n) = crate::mount::index_layer(&label, i, r, c).ok()?;
+            Some((crate::mount::index_file::encode(&label, &ix), n))
+        });
+        (Tap { tx: Some(tx), buf: Vec::with_capacity(TAP_CHUNK), seen: 0 }, indexer)
+    }
+
+    /// Ends the stream; returns the bytes the indexer was handed, if it
+    /// took them all.
+    fn finish(mut self) -> Option<u64> {
+        if !self.buf.is_empty() {
+            self.send();
+        }
+        self.tx.take().map(|_| self.seen)
+    }
+
+    fn feed(&mut self, b: &[u8]) {
+        self.seen += b.len() as u64;
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= TAP_CHUNK {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TAP_CHUNK));
+        // The indexer stops listening when it fails; the download goes on.
+        if self.tx.as_ref().is_some_and(|tx| tx.send(chunk).is_err()) {
+            self.tx = None;
+        }
+    }
+}
+
+/// Downloads layer `d` (number `i` in its image) and, from the same bytes
+/// on other threads, its size uncompressed and its index file (gzip and
+/// zstd layers; a mount then needs no scan). A layer that resumed a partial
+/// file is measured from the file afterwards and indexed by its first mount.
+fn download_layer(
+    paths: &crate::store::StorePaths,
+    repo: &Repo,
+    i: usize,
+    d: &Digest,
+    size: u64,
+    progress: &dyn Progress,
+) -> Result<Pulled> {
+    let (mut tap, indexer) = Tap::start(d, i);
+    let got = download(paths, repo, d, size, progress, false, Some(&mut |b: &[u8]| tap.feed(b)));
+    let whole = tap.finish() == Some(size);
+    let built = indexer.join().ok().flatten();
+    let blob = got?;
+    let (diff_size, index) = match built {
+        Some((bytes, n)) if whole => (Some(n), paths.stage_layer_index(d, &bytes).ok()),
+        _ => (crate::store::uncompressed_size(blob.path()).ok(), None),
+    };
+    Ok(Pulled { blob, diff_size, index })
 }
 
 /// The `remote_layers` rows of layer `l`: one for every place it has in
@@ -442,4 +561,106 @@ pub fn fetch_manifest(
         }
     };
     Ok((top, fetched, manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// A layer of a few hundred files of mixed sizes, as a tar.
+    fn tar_layer(seed: u64) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = seed | 1;
+        for n in 0..300u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40_000) as usize;
+            let data: Vec<u8> =
+                (0..len).map(|k| if k % 7 == 0 { (x >> (k % 56)) as u8 } else { b'a' + (k % 13) as u8 }).collect();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(len as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("dir{}/file{n}", n % 9), &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(raw: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(raw).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// The index file a mount's scan of the stored blob writes.
+    fn scanned(d: &Digest, blob: &[u8]) -> (Vec<u8>, u64) {
+        let c = Compression::sniff(blob);
+        let (ix, n) = crate::mount::index_layer(d, 2, std::io::Cursor::new(blob.to_vec()), c).unwrap();
+        (crate::mount::index_file::encode(d, &ix), n)
+    }
+
+    /// What the pull's tap makes of the same bytes handed over in pieces.
+    fn streamed(d: &Digest, blob: &[u8], pieces: &[usize]) -> (Option<u64>, Option<(Vec<u8>, u64)>) {
+        let (mut tap, indexer) = Tap::start(d, 2);
+        let (mut at, mut k) = (0, 0);
+        while at < blob.len() {
+            let n = pieces.get(k % pieces.len().max(1)).copied().unwrap_or(4096).clamp(1, blob.len() - at);
+            tap.feed(&blob[at..at + n]);
+            at += n;
+            k += 1;
+        }
+        let seen = tap.finish();
+        (seen, indexer.join().unwrap())
+    }
+
+    #[test]
+    fn index_built_while_streaming_equals_the_scanned_one() {
+        let raw = tar_layer(7);
+        let cases = [("gzip", gzip(&raw)), ("zstd", zstd::encode_all(&raw[..], 3).unwrap())];
+        for (name, blob) in cases {
+            let d = Digest::of_bytes(&blob);
+            let want = scanned(&d, &blob);
+            for pieces in [vec![1 << 20], vec![3, 70_000, 1], vec![256 * 1024], vec![65_536, 7]] {
+                let (seen, got) = streamed(&d, &blob, &pieces);
+                assert_eq!(seen, Some(blob.len() as u64), "{name}: every byte reached the indexer");
+                let got = got.unwrap_or_else(|| panic!("{name}: no index built"));
+                assert!(got.0 == want.0, "{name} {pieces:?}: the streamed index differs from the scanned one");
+                assert_eq!(got.1, raw.len() as u64, "{name}: uncompressed size");
+            }
+            // The file decodes as a mount reads it.
+            let bytes = crate::layerindex::SharedBytes::from_vec(want.0.clone());
+            crate::mount::index_file::decode(&bytes, &d, 2).unwrap();
+        }
+    }
+
+    #[test]
+    fn plain_and_broken_layers_get_no_streamed_index() {
+        let raw = tar_layer(3);
+        let d = Digest::of_bytes(&raw);
+        assert_eq!(streamed(&d, &raw, &[10_000]).1, None, "a plain tar is measured from its file");
+        let gz = gzip(&raw);
+        let cut = &gz[..gz.len() / 2];
+        assert_eq!(streamed(&d, cut, &[10_000]).1, None, "half a gzip stream is no index");
+        let mut bad = gz.clone();
+        bad[gz.len() / 3] ^= 0xff;
+        bad[gz.len() / 3 + 1] ^= 0x55;
+        let (seen, got) = streamed(&d, &bad, &[10_000]);
+        assert!(got.is_none() || seen != Some(bad.len() as u64), "a corrupt stream is never taken as indexed");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn any_chunking_gives_the_same_index(pieces in proptest::collection::vec(1usize..300_000, 1..6), seed in 1u64..1000) {
+            let raw = tar_layer(seed);
+            let blob = gzip(&raw);
+            let d = Digest::of_bytes(&blob);
+            let want = scanned(&d, &blob);
+            let (_, got) = streamed(&d, &blob, &pieces);
+            prop_assert!(got.map(|g| g.0) == Some(want.0));
+        }
+    }
 }
