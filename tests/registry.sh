@@ -91,6 +91,35 @@ pull_by_tag_matches_skopeo() {
   "$IMG" fsck >/dev/null || fail "fsck after pull"
 }
 
+pull_writes_the_layer_indexes_a_mount_uses() {
+  local layers d mnt; declare -A before
+  "$IMG" pull -q --tls-verify=false "$REG/test/base:1" >/dev/null || fail "pull failed"
+  layers=$(skopeo inspect --raw --tls-verify=false "docker://$REG/test/base:1" |
+    python3 -c 'import json,sys; [print(l["digest"][7:]) for l in json.load(sys.stdin)["layers"]]')
+  [[ -n $layers ]] || fail "no layers listed"
+  for d in $layers; do
+    [[ -s $IMG_ROOT/indexes/$d ]] || fail "no index file for layer $d after the pull"
+    before[$d]=$(stat -c %i "$IMG_ROOT/indexes/$d")
+    cp "$IMG_ROOT/indexes/$d" "$WORK/pulled-index-$d"
+  done
+  mnt=$WORK/mnt-pulled-index; mkdir -p "$mnt"
+  "$IMG" mount "$REG/test/base:1" "$mnt" >/dev/null || fail "mount after pull"
+  ls "$mnt" | grep -q . || { "$IMG" umount "$mnt"; fail "empty mount"; }
+  cat "$mnt/etc/os-release" >/dev/null 2>&1 || ls -R "$mnt" >/dev/null || { "$IMG" umount "$mnt"; fail "reading the mount"; }
+  "$IMG" umount "$mnt" >/dev/null || fail "umount"
+  for d in $layers; do
+    [[ $(stat -c %i "$IMG_ROOT/indexes/$d") == "${before[$d]}" ]] || fail "the mount rebuilt the index of $d"
+  done
+  # The index a mount's scan builds is the same file, byte for byte.
+  rm -f "$IMG_ROOT"/indexes/*
+  "$IMG" mount "$REG/test/base:1" "$mnt" >/dev/null || fail "mount after removing the indexes"
+  "$IMG" umount "$mnt" >/dev/null || fail "umount"
+  for d in $layers; do
+    cmp -s "$IMG_ROOT/indexes/$d" "$WORK/pulled-index-$d" || fail "the pull's index of $d differs from the scan's"
+  done
+  "$IMG" fsck >/dev/null || fail "fsck after pull and mount"
+}
+
 pull_by_digest_and_again_is_up_to_date() {
   local digest
   digest=$(skopeo inspect --tls-verify=false "docker://$REG/test/base:1" |
@@ -1262,7 +1291,7 @@ limit_rate_paces_lazy_mount_reads() {
   "$IMG" umount "$m" >/dev/null || fail "umount"
 }
 
-CHECKS=(pull_by_tag_matches_skopeo pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
+CHECKS=(pull_by_tag_matches_skopeo pull_writes_the_layer_indexes_a_mount_uses pull_by_digest_and_again_is_up_to_date pulled_image_saves_and_loads_back \
   localhost_registry_needs_no_tls_verify_false missing_tag_is_a_clear_error auth_pull_needs_login tags_lists_the_repository \
   push_then_skopeo_and_podman_read_it push_again_skips_and_other_repo_mounts chunked_zstd_push_pulls_back_identical \
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
