@@ -73,10 +73,12 @@ pub fn run(target: &str, data: &[u8]) {
                 let _ = m.excluded("a/b/c.txt");
             }
         }
+        #[cfg(feature = "serve")]
         "http_head" => {
             let a: std::net::SocketAddr = "127.0.0.1:1".parse().expect("an address");
             let _ = crate::serve::http::parse_head(data, a, a, false);
         }
+        #[cfg(feature = "serve")]
         "route" => {
             let (path, query) = text.split_once('?').unwrap_or((&text, ""));
             let _ = crate::serve::route::parse(path);
@@ -141,7 +143,9 @@ pub fn run(target: &str, data: &[u8]) {
             let _ = crate::trust::simple::verify(data, ring);
             let _ = crate::trust::simple::parse_payload(data);
         }
+        #[cfg(feature = "serve")]
         "pg_server" => crate::pg::replay_server(data),
+        #[cfg(feature = "serve")]
         "upload_state" => {
             if let Some(st) = crate::serve::backend::sha256::State::from_bytes(data) {
                 let _ = st.finish();

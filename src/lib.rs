@@ -15,12 +15,15 @@ pub mod image;
 pub mod layerindex;
 pub mod mount;
 pub mod ops;
+#[cfg(feature = "serve")]
 pub mod pg;
 pub mod ratelimit;
 pub mod reference;
 pub mod registry;
 pub mod rootpath;
+#[cfg(feature = "serve")]
 pub mod s3;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod store;
 #[cfg(test)]

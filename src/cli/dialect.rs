@@ -466,6 +466,7 @@ pub fn print_images(out: &mut impl std::io::Write, rows: &[crate::ops::images::R
 }
 
 /// The line a dialect prints when a command succeeded, if it has one.
+#[cfg_attr(not(feature = "build"), allow(dead_code))] // Built
 pub enum Done<'a> {
     Loaded { input: Option<&'a std::path::Path>, ids: Vec<String> },
     Imported(String),

@@ -3,6 +3,7 @@
 //! Data goes to stdout; progress and diagnostics to stderr.
 
 mod archive;
+#[cfg(feature = "build")]
 mod build;
 pub(crate) mod dialect;
 mod images;
@@ -12,6 +13,7 @@ mod manifest;
 mod mount;
 mod progress;
 mod registry;
+#[cfg(feature = "serve")]
 mod serve;
 mod system;
 mod trust;
@@ -76,7 +78,9 @@ enum Command {
         command: manifest::ManifestCommand,
     },
     /// Build an image from a Dockerfile
+    #[cfg(feature = "build")]
     Build(build::BuildArgs),
+    #[cfg(feature = "build")]
     #[command(name = "__build-run", hide = true)]
     BuildRun(build::BuildRunArgs),
     /// Rewrite an image's layers in another format (eStargz or zstd:chunked, for lazy pulls)
@@ -91,6 +95,7 @@ enum Command {
     /// List image mounts
     Mounts(mount::MountsArgs),
     /// Serve the store as an OCI registry, with users, namespaces and grants
+    #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     #[command(name = "__serve-mount", hide = true)]
     ServeMount(mount::ServeArgs),
@@ -115,6 +120,7 @@ enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    #[cfg(feature = "man")]
     #[command(name = "__man", hide = true)]
     Man {
         /// Where to write the man pages (img.1, img-COMMAND.1, ...)
@@ -146,6 +152,7 @@ enum ImageCommand {
     /// Write an image's root filesystem as a tarball (img export)
     Export(archive::ExportArgs),
     /// Build an image from a Dockerfile (img build)
+    #[cfg(feature = "build")]
     Build(build::BuildArgs),
     /// Pull an image from a registry (img pull)
     Pull(registry::PullArgs),
@@ -208,6 +215,12 @@ pub fn main(kernel: &'static dyn crate::ops::Kernel) -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    if let Some((command, feature)) = left_out(&argv) {
+        eprintln!(
+            "error: img {command}: this img was built without the `{feature}` feature: use a full build of img (cargo build --features full)"
+        );
+        return ExitCode::from(125);
+    }
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
@@ -229,6 +242,32 @@ pub fn main(kernel: &'static dyn crate::ops::Kernel) -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The command `argv` names and the Cargo feature it needs, when that
+/// feature was left out of this build (`--features edge`).
+fn left_out(argv: &[std::ffi::OsString]) -> Option<(&'static str, &'static str)> {
+    let mut words = argv.iter().skip(1).filter_map(|a| a.to_str());
+    let mut first = None;
+    while let Some(w) = words.next() {
+        if w == "--root" {
+            words.next();
+        } else if !w.starts_with('-') {
+            first = Some(w);
+            break;
+        }
+    }
+    let mut command = first?;
+    if command == "image" {
+        command = words.find(|w| !w.starts_with('-'))?;
+    }
+    let known: &[(&'static str, &'static str, bool)] = &[
+        ("build", "build", cfg!(feature = "build")),
+        ("__build-run", "build", cfg!(feature = "build")),
+        ("serve", "serve", cfg!(feature = "serve")),
+        ("__man", "man", cfg!(feature = "man")),
+    ];
+    known.iter().find(|(c, _, built)| !built && *c == command).map(|(c, f, _)| (*c, *f))
 }
 
 fn chain(e: &anyhow::Error) -> String {
@@ -274,8 +313,10 @@ fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
         Command::Mount(a) | Command::Image { command: ImageCommand::Mount(a) } => mount::mount(&ctx, a),
         Command::Commit(a) => mount::commit(&ctx, a),
         Command::Convert(a) => manage::convert(&ctx, a),
+        #[cfg(feature = "build")]
         Command::Build(a) | Command::Image { command: ImageCommand::Build(a) } => build::build(&ctx, a),
         Command::Manifest { command } => manifest::run(&ctx, command),
+        #[cfg(feature = "build")]
         Command::BuildRun(a) => build::build_run(&ctx, a),
         Command::Umount(a) | Command::Image { command: ImageCommand::Umount(a) } => mount::umount(&ctx, a),
         Command::Mounts(a) => mount::mounts(&ctx, a),
@@ -284,6 +325,7 @@ fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
         Command::Image { command: ImageCommand::Verify(a) } => trust::verify(&ctx, a),
         Command::Image { command: ImageCommand::GenerateSigstoreKey(a) } => trust::generate_key(a),
         Command::ServeMount(a) => mount::serve(&ctx, a),
+        #[cfg(feature = "serve")]
         Command::Serve(a) => serve::run(&ctx, a),
         Command::Info(a) => system::info(&ctx, a),
         Command::Version(a) => system::version(a),
@@ -300,11 +342,13 @@ fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        #[cfg(feature = "man")]
         Command::Man { dir } => write_man_pages(&dir),
     }
 }
 
 /// Writes a man page for img and for each of its commands (hidden ones left out).
+#[cfg(feature = "man")]
 fn write_man_pages(dir: &std::path::Path) -> Result<()> {
     use anyhow::Context;
     use clap::CommandFactory;
@@ -388,5 +432,32 @@ pub(crate) fn format_parser(
             None => String::new(),
         };
         Err(format!("unknown format {s:?}: use {takes}"))
+    }
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use super::left_out;
+
+    fn argv(words: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("img").chain(words.iter().copied()).map(Into::into).collect()
+    }
+
+    #[test]
+    fn commands_of_left_out_features_are_named() {
+        let cases: &[(&[&str], Option<(&str, &str)>, bool)] = &[
+            (&["build", "."], Some(("build", "build")), cfg!(feature = "build")),
+            (&["--root", "/r", "image", "build", "."], Some(("build", "build")), cfg!(feature = "build")),
+            (&["--root=/r", "serve"], Some(("serve", "serve")), cfg!(feature = "serve")),
+            (&["__man", "d"], Some(("__man", "man")), cfg!(feature = "man")),
+            (&["--root", "build", "images"], None, false),
+            (&["images"], None, false),
+            (&["image", "ls"], None, false),
+            (&[], None, false),
+        ];
+        for (words, want, built) in cases {
+            let want = if *built { None } else { *want };
+            assert_eq!(left_out(&argv(words)), want, "{words:?}");
+        }
     }
 }
