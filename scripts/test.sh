@@ -11,12 +11,13 @@
 # suite (signature policies and signing beside skopeo, podman and gpg),
 # and the cluster suite (img serve on a 3-node Garage S3 cluster and
 # PostgreSQL behind haproxy; Garage is built once with cargo and kept in
-# /var/cache/img-test, scripts/install-garage.sh).
+# /var/cache/img-test, scripts/install-garage.sh), and the edge suite (the
+# static arm64 and armv7 edge builds under qemu-user, scripts/release.sh).
 #
 # Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
 #   --long         also the long tests (exported as IMG_TEST_LONG=1)
 #   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
-#                  hostile, build, serve, seeds, clients, trust or cluster
+#                  hostile, build, serve, seeds, clients, trust, cluster or edge
 #   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
@@ -33,7 +34,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-SUITES=(interop registry mount hostile build serve seeds clients trust cluster)
+SUITES=(interop registry mount hostile build serve seeds clients trust cluster edge)
 case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
 [[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
 # wanted NAME: whether the run includes suite NAME
@@ -65,7 +66,7 @@ install_packages() {
   local want=(podman skopeo umoci runc busybox-static fuse3 squashfs-tools squashfs-tools-ng xz-utils zstd
               python3 hyperfine docker-registry apache2-utils curl openssl procps attr buildah
               chromium-headless-shell uidmap runc docker.io containerd gpg gpg-agent time python3-cryptography python3-nacl
-              haproxy postgresql) missing=()
+              haproxy postgresql qemu-user-static binutils python3-pip) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep '^ii' > /dev/null || missing+=("$p")
   done
@@ -114,9 +115,17 @@ if wanted cluster; then
     export GARAGE_BIN
   fi
 fi
+# The ARM binaries the edge suite runs (a quicker profile than a release's).
+cross=0
+if wanted edge && [[ $built == 1 ]]; then
+  step cross-build scripts/release.sh --profile cross-test --variant edge --no-size-check \
+    aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf && cross=1
+fi
 for suite in "${SUITES[@]}"; do
   wanted "$suite" || continue
-  if [[ $built == 1 ]]; then   # never test a stale binary
+  if [[ $suite == edge && $cross != 1 ]]; then
+    not_run edge "no ARM build"
+  elif [[ $built == 1 ]]; then   # never test a stale binary
     step "$suite" env IMG="${CARGO_TARGET_DIR:-$PWD/target}/release/img" "tests/$suite.sh" "${ONLY[@]}"
   else
     not_run "$suite" "no release build"
