@@ -62,6 +62,16 @@
 #         wall time; for the mount, bytes fetched over the read's) against
 #         the cap, median of --runs (at most 3). Not in the default set.
 #         About 3 minutes.
+#   edge  the static release binaries (scripts/release.sh: full and edge
+#         builds for x86-64, arm64 and armv7): their sizes, and the peak RSS
+#         (GNU time) of the full binary's img load (of the EDGE_IMAGE OCI
+#         layout, medium by default), img pull (from a local docker-registry)
+#         and a mount server (`img __serve-mount`, what `img mount` starts)
+#         while every file of the mount is read; x86-64 natively, arm64 and
+#         armv7 under qemu-user, beside qemu running the same binary for
+#         --version (qemu's own share). Root only (the mount). Not in the
+#         default set: the first run builds six binaries (about 25 minutes
+#         on 2 idle cores), later ones reuse them.
 #
 # Needs: hyperfine, podman, skopeo, docker-registry, curl, python3, GNU time,
 # umoci and nsenter, and tc for netem (installed by scripts/test.sh).
@@ -77,7 +87,7 @@ MAX_WAIT=300
 ONLY=load,pull,mount,lazy,build,serve
 WORK=${BENCH_DIR:-/var/tmp/img-bench}
 usage() {
-    echo "usage: $0 [--only load,pull,mount,copyup,lazy,build,serve,cluster,rate] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
+    echo "usage: $0 [--only load,pull,mount,copyup,lazy,build,serve,cluster,rate,edge] [--runs N] [--images N] [--dir DIR] [--pull-images small,medium,large] [--podman-runs N] [--pull-jobs N] [--max-wait SECONDS]" >&2
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -94,7 +104,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for s in ${ONLY//,/ }; do
-    case "$s" in load|pull|mount|copyup|lazy|build|serve|cluster|rate) ;; *) echo "bench: unknown section $s (load, pull, mount, copyup, lazy, build, serve, cluster, rate)" >&2; exit 2 ;; esac
+    case "$s" in load|pull|mount|copyup|lazy|build|serve|cluster|rate|edge) ;; *) echo "bench: unknown section $s (load, pull, mount, copyup, lazy, build, serve, cluster, rate, edge)" >&2; exit 2 ;; esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -115,6 +125,10 @@ want build && need+=(buildah)
 want serve && need+=(skopeo docker-registry curl ab)
 want cluster && need+=(skopeo docker-registry curl ab haproxy)
 want rate && need+=(docker-registry curl)
+want edge && need+=(skopeo docker-registry curl qemu-aarch64-static qemu-arm-static)
+if want edge && [ "$(id -u)" != 0 ]; then
+    echo "bench: the edge section needs root (it mounts)" >&2; exit 1
+fi
 if { want mount || want copyup; } && [ "$(id -u)" != 0 ]; then
     echo "bench: the mount section needs root (it drops the page cache and mounts overlayfs)" >&2; exit 1
 fi
@@ -1224,6 +1238,81 @@ print(f"  furthest from the cap in any run: {worst * 100:.1f}%")
 print("goal: within 5% of the cap over 10 s and more")
 PY
     rate_cleanup
+fi
+
+if want edge; then
+    # The binaries, built (or found built) by scripts/release.sh.
+    (cd "$REPO" && scripts/release.sh --no-size-check) > edge-sizes.txt
+    DIST=$(dirname "$(dirname "$IMG")")/dist/release
+    EDGE_IMAGE=${EDGE_IMAGE:-medium}
+    gen_images "$EDGE_IMAGE"
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    EREG=127.0.0.1:$PORT
+    printf 'version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
+        "$WORK/edge-registry" "$EREG" > edge-registry.yml
+    docker-registry serve edge-registry.yml >edge-registry.log 2>&1 </dev/null &
+    EREG_PID=$!
+    edge_cleanup() {
+        umount -l "$WORK/edge-mnt" 2>/dev/null || true
+        kill "$EREG_PID" 2>/dev/null || true
+        wait "$EREG_PID" 2>/dev/null || true
+        rm -rf "$WORK/edge-registry" "$WORK/edge-store" "$WORK/edge-mnt" || true
+    }
+    CLEANUPS+=(edge_cleanup)
+    for i in $(seq 1 100); do curl -fs -o /dev/null "http://$EREG/v2/" && break; sleep 0.1; done
+    skopeo copy -q --dest-tls-verify=false "oci:images/$EDGE_IMAGE:latest" "docker://$EREG/bench/$EDGE_IMAGE:latest"
+    : > edge-rss.txt
+    for arch in x86_64 aarch64 armv7; do
+        case $arch in
+            x86_64) run=(); bin=$DIST/img-x86_64-unknown-linux-musl ;;
+            aarch64) run=(qemu-aarch64-static); bin=$DIST/img-aarch64-unknown-linux-musl ;;
+            armv7) run=(qemu-arm-static); bin=$DIST/img-armv7-unknown-linux-musleabihf ;;
+        esac
+        E=(env IMG_ROOT="$WORK/edge-store" "${run[@]}" "$bin")
+        rm -rf "$WORK/edge-store"
+        /usr/bin/time -f %M -o edge-t.txt "${E[@]}" --version >/dev/null
+        echo "$arch baseline $(cat edge-t.txt)" >> edge-rss.txt
+        wait_quiet "edge-$arch"
+        /usr/bin/time -f %M -o edge-t.txt "${E[@]}" pull -q "$EREG/bench/$EDGE_IMAGE:latest" >/dev/null
+        echo "$arch pull $(cat edge-t.txt)" >> edge-rss.txt
+        rm -rf "$WORK/edge-store"
+        /usr/bin/time -f %M -o edge-t.txt "${E[@]}" load -q -i "$WORK/images/$EDGE_IMAGE" >/dev/null
+        echo "$arch load $(cat edge-t.txt)" >> edge-rss.txt
+        # The mount server, as img mount starts it (run here so that GNU
+        # time measures it, and under qemu, which cannot start an ARM
+        # program itself), while every file is read; img umount ends it.
+        ID=$("${E[@]}" images -q --no-trunc | head -1)
+        mkdir -p "$WORK/edge-mnt"
+        /usr/bin/time -f %M -o edge-t.txt "${E[@]}" __serve-mount "${ID#sha256:}" "$WORK/edge-mnt" > edge-serve.out 2>edge-serve.err &
+        SERVE=$!
+        for i in $(seq 1 300); do [ -s edge-serve.out ] && break; sleep 0.1; done
+        [ "$(head -1 edge-serve.out)" = ready ] || { echo "bench: the $arch mount server failed:" >&2; cat edge-serve.out edge-serve.err >&2; exit 1; }
+        find "$WORK/edge-mnt" -type f -print0 | xargs -0 cat > /dev/null
+        "${E[@]}" umount "$WORK/edge-mnt" >/dev/null
+        wait "$SERVE" || true
+        echo "$arch mount-serve $(cat edge-t.txt)" >> edge-rss.txt
+        rm -rf "$WORK/edge-store"
+    done
+    edge_cleanup
+    CLEANUPS=("${CLEANUPS[@]/edge_cleanup/true}")
+    python3 - edge-sizes.txt edge-rss.txt "$EDGE_IMAGE" <<'PY'
+import sys
+sizes, rss, image = sys.argv[1], sys.argv[2], sys.argv[3]
+print("static release binaries (stripped; goals: full <= 10 MB, edge <= 5 MB)")
+for line in open(sizes):
+    name, size, sha = line.split()
+    print(f"  {name:44} {int(size)/1e6:6.2f} MB  sha256 {sha[:16]}")
+r = {}
+for line in open(rss):
+    arch, what, kb = line.split()
+    r.setdefault(arch, {})[what] = int(kb) / 1024
+print(f"peak RSS (GNU time, MB) of the full binary, the {image} image; arm64 and armv7 under qemu-user, whose own share is in 'qemu+--version'")
+print(f"  {'target':8} {'qemu+--version':>14} {'pull':>7} {'load':>7} {'mount-serve':>11}")
+for arch, v in r.items():
+    base = v.get("baseline", 0)
+    print(f"  {arch:8} {base:14.1f} {v['pull']:7.1f} {v['load']:7.1f} {v['mount-serve']:11.1f}")
+print("goal: pull, load and the mount server under 30 MB on every target (under qemu: less its --version figure)")
+PY
 fi
 
 if [ -s busy.txt ]; then
