@@ -49,10 +49,16 @@ pub fn umount2(target: &Path, detach: bool) -> io::Result<()> {
     Ok(rustix::mount::unmount(target.as_c_str(), flags)?)
 }
 
+/// Nothing to do: musl's allocator gives freed memory back by itself (and
+/// has no malloc_trim).
+#[cfg(not(target_env = "gnu"))]
+pub fn release_free_memory() {}
+
 /// Gives the memory the allocator holds free back to the system (glibc
 /// keeps freed blocks for reuse; after a mount's tree is built from its
 /// layers' entries, most of what was used is free and would stay counted
 /// in the serving process's resident memory).
+#[cfg(target_env = "gnu")]
 pub fn release_free_memory() {
     // SAFETY: malloc_trim(3) takes a plain integer, only rearranges the
     // allocator's own free lists and cannot fail in a way that matters (it
@@ -173,10 +179,10 @@ pub fn loopback_up() -> io::Result<()> {
         let mut req: libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as libc::c_char;
         req.ifr_name[1] = b'o' as libc::c_char;
-        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req);
         if rc == 0 {
             req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req);
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &mut req);
         }
         let err = io::Error::last_os_error();
         libc::close(fd);
