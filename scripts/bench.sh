@@ -1243,7 +1243,7 @@ fi
 if want edge; then
     # The binaries, built (or found built) by scripts/release.sh.
     (cd "$REPO" && scripts/release.sh --no-size-check) > edge-sizes.txt
-    DIST=$(dirname "$(dirname "$IMG")")/dist/release
+    DIST=$(dirname "$(dirname "$IMG")")/dist/dist
     EDGE_IMAGE=${EDGE_IMAGE:-medium}
     gen_images "$EDGE_IMAGE"
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

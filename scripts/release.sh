@@ -8,7 +8,7 @@
 #
 # Usage: scripts/release.sh [--profile NAME] [--variant full|edge|both]
 #                           [--out DIR] [--no-size-check] [TARGET...]
-#   --profile NAME   cargo profile (default release; tests/edge.sh's binaries
+#   --profile NAME   cargo profile (default dist; tests/edge.sh's binaries
 #                    use cross-test, quicker to build)
 #   --variant V      which binaries (default both)
 #   --out DIR        where the binaries and their .sha256 go
@@ -26,7 +26,7 @@ ZIGLANG_VERSION=0.17.1
 ZIGBUILD_VERSION=0.24.1
 FULL_LIMIT=10000000 EDGE_LIMIT=5000000
 
-PROFILE=release VARIANT=both OUT="" SIZE_CHECK=1 TARGETS=()
+PROFILE=dist VARIANT=both OUT="" SIZE_CHECK=1 TARGETS=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --profile) PROFILE=${2:?--profile needs a name}; shift ;;
