@@ -168,6 +168,8 @@ mod tests {
             labels: "{}".into(),
             added_at: 0,
             kind: crate::store::index::ImageKind::Oci,
+            last_used: 0,
+            pinned: false,
             tags: vec![
                 "docker.io/library/app:1".into(),
                 "docker.io/library/app:2".into(),

@@ -293,6 +293,19 @@ impl Store {
         Ok(())
     }
 
+    /// Goes back from the exclusive lock to the shared one (after an
+    /// eviction, before the command adds data of its own).
+    pub fn lock_shared_again(&mut self) -> Result<()> {
+        if !self.exclusive {
+            return Ok(());
+        }
+        let path = self.paths().lock_file();
+        self.lock.unlock().map_err(io_err("unlocking", &path))?;
+        self.exclusive = false;
+        self.lock.lock_shared().map_err(io_err("locking", &path))?;
+        Ok(())
+    }
+
     /// Takes the lock exclusively if no other process holds it.
     pub fn try_lock_exclusive(&mut self) -> Result<bool> {
         if self.exclusive {

@@ -73,6 +73,11 @@ pub struct ImageRecord {
     pub kind: ImageKind,
     /// Fully qualified `repository:tag` names, sorted.
     pub tags: Vec<String>,
+    /// Seconds since the epoch when the image was last pulled, loaded,
+    /// built, tagged, mounted or named on a command line.
+    pub last_used: i64,
+    /// Pinned images are never evicted to keep the store within its size.
+    pub pinned: bool,
 }
 
 /// What `insert_image` records.
@@ -195,7 +200,8 @@ impl Index {
         // Two flat queries joined here: a correlated, ordered subquery per
         // image costs a temp b-tree each and dominated `img images`.
         let sql = format!(
-            "SELECT id, manifest_digest, {}, created, size, {}, labels, added_at
+            "SELECT id, manifest_digest, {}, created, size, {}, labels, added_at,
+                    coalesce(last_used, added_at), pinned
              FROM images {} ORDER BY created DESC, added_at DESC, id",
             if full { "manifest_media_type" } else { "''" },
             if full { "architecture, os, variant, author, kind" } else { "'', '', '', '', kind" },
@@ -253,6 +259,8 @@ impl Index {
                 labels: r.get(10)?,
                 added_at: r.get(11)?,
                 tags,
+                last_used: r.get(12)?,
+                pinned: r.get::<_, i64>(13)? != 0,
             })
         };
         let mut out = Vec::with_capacity(1024);
@@ -437,6 +445,8 @@ pub(super) fn insert_image_tx(
             )?;
         }
     }
+    // Pulled, loaded, built or committed again: used now.
+    tx.prepare_cached("UPDATE images SET last_used = ?2 WHERE id = ?1")?.execute(params![img.id.as_str(), now()])?;
     let mut moved = Vec::new();
     for t in tags {
         if let Some(prev) = tag_in_tx(tx, t, &img.id)? {

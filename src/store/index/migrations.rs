@@ -267,4 +267,20 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // 15: the store's size limit: when each image was last used (pulled,
+    // loaded, built, tagged, mounted or named on a command line; NULL:
+    // not since this migration, its added_at counts), whether it is pinned
+    // (never evicted), and which live commands use it (a process id with
+    // its start time in clock ticks, so that a reused id is not taken for
+    // the command; rows of dead processes are ignored and swept).
+    r#"
+    ALTER TABLE images ADD COLUMN last_used INTEGER;
+    ALTER TABLE images ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1));
+    CREATE TABLE image_leases (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        pid      INTEGER NOT NULL,
+        started  INTEGER NOT NULL,
+        PRIMARY KEY (image_id, pid, started)
+    ) STRICT;
+    "#,
 ];

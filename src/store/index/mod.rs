@@ -7,6 +7,7 @@
 
 mod blobs;
 mod build_cache;
+mod eviction;
 mod images;
 mod manifest_lists;
 mod migrations;
@@ -18,6 +19,7 @@ mod tags;
 mod usage;
 
 pub use build_cache::CacheEntry;
+pub use eviction::{EvictionRow, Lease};
 pub use images::{Deleted, ExternalLayer, ImageKind, ImageRecord, NewImage};
 pub use mounts::MountRecord;
 pub use remote_layers::RemoteLayer;

@@ -62,6 +62,8 @@ pub(super) fn tag_in_tx(tx: &Transaction, name: &TagName, image_id: &Digest) -> 
          ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, tagged_at = excluded.tagged_at",
         params![name.name, name.repository, name.tag, image_id.as_str(), now()],
     )?;
+    // Tagging is a use (what eviction goes by, least recent first).
+    tx.prepare_cached("UPDATE images SET last_used = ?2 WHERE id = ?1")?.execute(params![image_id.as_str(), now()])?;
     match prev {
         Some(p) if p != image_id.as_str() => Ok(Some(digest_col(p)?)),
         _ => Ok(None),
