@@ -53,6 +53,8 @@ fn row_value(r: &Row, no_trunc: bool, now_s: i64) -> serde_json::Value {
         "VirtualSize": human_size(img.size),
         "Labels": serde_json::from_str::<serde_json::Value>(&img.labels).unwrap_or(json!({})),
         "Partial": img.kind == crate::store::index::ImageKind::Partial,
+        "LastUsed": format_rfc3339(img.last_used),
+        "Pinned": img.pinned,
     })
 }
 
@@ -97,6 +99,8 @@ pub fn run(ctx: &Ctx, a: ImagesArgs) -> Result<()> {
                     "Labels": serde_json::from_str::<serde_json::Value>(&img.labels).unwrap_or(json!({})),
                     "Dangling": img.tags.is_empty(),
                     "Containers": 0,
+                    "LastUsed": format_rfc3339(img.last_used),
+                    "Pinned": img.pinned,
                 }));
             }
             serde_json::to_writer_pretty(&mut out, &list)?;

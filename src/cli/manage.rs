@@ -22,6 +22,35 @@ pub fn tag(ctx: &Ctx, a: TagArgs) -> Result<()> {
 }
 
 #[derive(Args)]
+pub struct PinArgs {
+    /// Images to pin or unpin: names or IDs
+    #[arg(value_name = "IMAGE", required = true)]
+    names: Vec<String>,
+}
+
+/// `img pin` / `img unpin`: prints each image's ID; a name not found is
+/// reported and the others are still done.
+pub fn pin(ctx: &Ctx, a: PinArgs, pinned: bool) -> Result<()> {
+    let mut store = ctx.open_store()?;
+    let mut out = super::stdout();
+    let mut failed = false;
+    for n in &a.names {
+        match crate::ops::evict::pin(&mut store, n, pinned) {
+            Ok(id) => writeln!(out, "{id}")?,
+            Err(e) => {
+                eprintln!("error: {}", super::chain(&e));
+                failed = true;
+            }
+        }
+    }
+    out.flush()?;
+    if failed {
+        return Err(AlreadyReported(if pinned { "pin" } else { "unpin" }).into());
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct RmiArgs {
     /// Remove images even when they have several tags or are mounted (never changes not committed)
     #[arg(short, long)]
@@ -71,10 +100,10 @@ pub fn rmi(ctx: &Ctx, a: RmiArgs) -> Result<()> {
 pub struct PruneArgs {
     /// Remove every image that is not mounted, not just dangling ones
     #[arg(short, long)]
-    all: bool,
+    pub(super) all: bool,
     /// Do not ask for confirmation
     #[arg(short, long)]
-    force: bool,
+    pub(super) force: bool,
 }
 
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {

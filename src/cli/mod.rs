@@ -50,6 +50,10 @@ enum Command {
     Rmi(manage::RmiArgs),
     /// Remove dangling images and unreferenced blobs
     Prune(manage::PruneArgs),
+    /// Keep images from eviction when the store is over its max-size
+    Pin(manage::PinArgs),
+    /// Let pinned images be evicted again
+    Unpin(manage::PinArgs),
     /// Write images to an archive
     Save(archive::SaveArgs),
     /// Load images from an archive
@@ -299,6 +303,8 @@ fn run(cli: Cli, kernel: &'static dyn crate::ops::Kernel) -> Result<()> {
         Command::Tag(a) | Command::Image { command: ImageCommand::Tag(a) } => manage::tag(&ctx, a),
         Command::Rmi(a) | Command::Image { command: ImageCommand::Rm(a) } => manage::rmi(&ctx, a),
         Command::Prune(a) | Command::Image { command: ImageCommand::Prune(a) } => manage::prune(&ctx, a),
+        Command::Pin(a) => manage::pin(&ctx, a, true),
+        Command::Unpin(a) => manage::pin(&ctx, a, false),
         Command::Save(a) | Command::Image { command: ImageCommand::Save(a) } => archive::save(&ctx, a),
         Command::Load(a) | Command::Image { command: ImageCommand::Load(a) } => archive::load(&ctx, a),
         Command::Import(a) | Command::Image { command: ImageCommand::Import(a) } => archive::import(&ctx, a),

@@ -176,6 +176,17 @@ pub fn fsck(ctx: &Ctx, a: FsckArgs) -> Result<()> {
 pub enum SystemCommand {
     /// Show disk usage
     Df(DfArgs),
+    /// Remove dangling images and unreferenced blobs, or with --max-size evict least recently used images
+    Prune(SystemPruneArgs),
+}
+
+#[derive(Args)]
+pub struct SystemPruneArgs {
+    #[command(flatten)]
+    prune: super::manage::PruneArgs,
+    /// Evict least recently used images (never pinned, mounted or in use) until the store takes at most SIZE (like 500m or 2g)
+    #[arg(long, value_name = "SIZE", conflicts_with = "all")]
+    max_size: Option<String>,
 }
 
 #[derive(Args)]
@@ -191,7 +202,51 @@ pub struct DfArgs {
 pub fn system(ctx: &Ctx, c: SystemCommand) -> Result<()> {
     match c {
         SystemCommand::Df(a) => df(ctx, a),
+        SystemCommand::Prune(a) => prune(ctx, a),
     }
+}
+
+fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
+    let Some(max) = a.max_size else { return super::manage::prune(ctx, a.prune) };
+    let size = crate::store::config::parse_size(&max)?;
+    if !a.prune.force {
+        eprint!(
+            "WARNING! This will remove the least recently used images (not pinned, mounted or in use) until the store takes at most {}, and unreferenced blobs.\nAre you sure you want to continue? [y/N] ",
+            human_size(size)
+        );
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            eprintln!("not pruning");
+            return Ok(());
+        }
+    }
+    let mut store = ctx.open_store()?;
+    let (ev, within) =
+        crate::ops::evict::prune_to(&mut store, size, || eprintln!("waiting for other img processes to finish..."))?;
+    let mut out = super::stdout();
+    if !ev.removed.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for r in &ev.removed {
+            for t in &r.untagged {
+                writeln!(out, "untagged: {t}")?;
+            }
+            for d in &r.deleted {
+                writeln!(out, "deleted: {d}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(ev.bytes))?;
+    out.flush()?;
+    if !within {
+        eprintln!(
+            "the store still takes {}, over {}: the images left are pinned, mounted or in use (img unpin, img umount)",
+            human_size(crate::ops::evict::usage(&store)),
+            human_size(size)
+        );
+    }
+    Ok(())
 }
 
 fn df(ctx: &Ctx, a: DfArgs) -> Result<()> {

@@ -35,6 +35,13 @@ pub fn is_embedded_manifest(p: &std::path::Path) -> bool {
 /// first (an archive carries no signatures img reads, so a policy that
 /// requires them for its path refuses it, and nothing is stored).
 pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions) -> Result<Vec<Loaded>> {
+    // A store with a max-size makes room for the archive (or refuses)
+    // before staging it.
+    if let Input::Path(path) = input {
+        let size = super::evict::usage_of_path(path);
+        let what = format!("loading {}", path.display());
+        super::evict::make_room(store, super::evict::incoming_bytes(&[size]), &what, &[], &|_: &str| {})?;
+    }
     let mut staged = Staged::read(store, input)?;
     let prepared = resolve::resolve(store, &mut staged)?;
     if let Input::Path(path) = input {

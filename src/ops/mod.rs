@@ -12,6 +12,7 @@ pub mod convert;
 pub mod copy;
 pub mod df;
 pub mod download;
+pub mod evict;
 pub mod fsck;
 pub mod images;
 pub mod import;
@@ -152,6 +153,7 @@ pub fn resolve_image(store: &Store, name: &str) -> Result<ImageRecord> {
 /// matched one (not an ID or digest).
 pub fn resolve_name(store: &Store, name: &str) -> Result<(ImageRecord, Option<String>)> {
     let img = resolve_any(store, name)?;
+    evict::note_use(store, &img.id);
     let tag = matching_tag(name, &img)?;
     Ok((img, tag))
 }

@@ -160,6 +160,24 @@ pub fn pull(store: &mut Store, opts: &PullOptions, progress: &dyn Progress) -> R
         progress.line(&format!("{name}: image is up to date"));
         return Ok(id);
     }
+    // A store with a max-size makes room (or refuses) before a byte is written.
+    if !opts.lazy {
+        let mut sizes = vec![manifest.config.size];
+        let mut seen = std::collections::HashSet::new();
+        for l in &manifest.layers {
+            if seen.insert(&l.digest) && !store.index().has_blob(&l.digest)? {
+                sizes.push(l.size);
+            }
+        }
+        let keep: Vec<Digest> = have.iter().map(|i| i.id.clone()).collect();
+        super::evict::make_room(
+            store,
+            super::evict::incoming_bytes(&sizes),
+            &format!("pulling {name}"),
+            &keep,
+            progress,
+        )?;
+    }
     // Config: small, read whole, verified, parsed.
     let config_blob =
         download(&store.paths(), &repo, &manifest.config.digest, manifest.config.size, progress, true, None)
