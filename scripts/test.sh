@@ -34,7 +34,7 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-SUITES=(interop registry mount hostile build serve seeds clients trust cluster edge)
+SUITES=(interop registry mount hostile build serve seeds clients trust disk cluster edge)
 case " cargo ${SUITES[*]} " in *" ${SUITE:-cargo} "*) ;; *) echo "test.sh: unknown suite $SUITE (cargo ${SUITES[*]})" >&2; exit 2 ;; esac
 [[ ${#ONLY[@]} == 0 || -n $SUITE ]] || { echo "test.sh: --only goes with --suite" >&2; exit 2; }
 # wanted NAME: whether the run includes suite NAME

@@ -7,6 +7,9 @@ use crate::digest::Digest;
 use rusqlite::params;
 use std::collections::HashMap;
 
+/// The most leases kept per image (the newest).
+const LEASES_PER_IMAGE: i64 = 8;
+
 /// An image as eviction sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EvictionRow {
@@ -40,6 +43,13 @@ impl Index {
                      SELECT id, ?2, ?3 FROM images WHERE id = ?1",
                 )?
                 .execute(params![id.as_str(), l.pid, l.started])?;
+                // Rows of ended commands are swept by eviction; a store
+                // that never evicts keeps the newest few per image.
+                tx.prepare_cached(
+                    "DELETE FROM image_leases WHERE image_id = ?1 AND rowid NOT IN
+                     (SELECT rowid FROM image_leases WHERE image_id = ?1 ORDER BY rowid DESC LIMIT ?2)",
+                )?
+                .execute(params![id.as_str(), LEASES_PER_IMAGE])?;
             }
             tx.commit()
         })
@@ -138,6 +148,14 @@ mod tests {
         assert_eq!(ix.leases().unwrap().len(), 1);
         ix.drop_leases(&[Lease { pid: 7, started: 9 }]).unwrap();
         assert!(ix.leases().unwrap().is_empty());
+        // Never more than a few per image, the newest kept.
+        for pid in 0..20 {
+            ix.note_use(&a.id, Some(Lease { pid, started: 1 })).unwrap();
+        }
+        let pids: Vec<i64> = ix.leases().unwrap().iter().map(|(_, l)| l.pid).collect();
+        assert_eq!(pids.len(), LEASES_PER_IMAGE as usize);
+        assert!(pids.contains(&19) && !pids.contains(&0), "{pids:?}");
+        ix.drop_leases(&(0..20).map(|pid| Lease { pid, started: 1 }).collect::<Vec<_>>()).unwrap();
 
         assert!(ix.set_pinned(&b.id, true).unwrap());
         assert!(ix.image(&b.id).unwrap().unwrap().pinned);

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The store's size limit (max-size in ROOT/config.toml, docs/disk.md) on a
+# store of its own on a small tmpfs: pulls from Debian's docker-registry
+# (started here on 127.0.0.1) evict least recently used images and never
+# take the store over max-size, never evict a mounted or pinned image, and
+# a pull that cannot fit fails before it writes; img system prune
+# --max-size. Images are generated here: each a layer of random bytes
+# (distinct, incompressible), imported and pushed with img.
+#
+# Usage: IMG=target/release/img tests/disk.sh [CHECK-NAME-SUBSTRING...]
+# Needs root (tmpfs mounts, FUSE). Prints "ok - NAME" or "not ok - NAME"
+# per check and "N passed, M failed" (tests/lib.sh runs the checks).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+IMG=$(realpath "${IMG:-target/release/img}")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/img-disk.XXXXXX")
+source tests/lib.sh
+need docker-registry curl python3 du
+if [[ $(id -u) != 0 ]]; then
+  if [[ -n ${IMG_TEST_SKIP_ROOT:-} ]]; then echo "# not root: skipped"; echo "0 passed, 0 failed"; exit 0; fi
+  echo "not ok - tests/disk.sh needs root (tmpfs mounts); IMG_TEST_SKIP_ROOT=1 skips it"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# Every mount and server this run made goes, whatever happened.
+suite_cleanup() {
+  local m s
+  for s in "$WORK"/*/fs/store; do
+    [[ -d $s ]] && IMG_ROOT=$s timeout 20 "$IMG" umount -a --discard >/dev/null 2>&1
+  done
+  for m in $(awk -v w="$WORK/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+  done
+}
+
+MiB=$((1024 * 1024))
+# gen NAME MIB: pushes $REG/gen/NAME:1, one layer of MIB MiB of random bytes
+# (and a small file saying its name), made in a store of its own.
+gen() {
+  local d=$WORK/gen/$1
+  mkdir -p "$d/root"
+  head -c $(($2 * MiB)) /dev/urandom > "$d/root/data"
+  echo "$1" > "$d/root/name"
+  tar -C "$d/root" -cf "$d/rootfs.tar" . &&
+    IMG_ROOT=$WORK/gen/store "$IMG" import "$d/rootfs.tar" "localhost/gen/$1:1" >/dev/null &&
+    IMG_ROOT=$WORK/gen/store "$IMG" push -q --tls-verify=false "localhost/gen/$1:1" "$REG/gen/$1:1" >/dev/null
+}
+
+start_docker_registry plain REG || { echo "not ok - start docker-registry"; exit 1; }
+for i in $(seq 1 10); do gen "r$i" 3 || { echo "not ok - generate image r$i"; exit 1; }; done
+gen big 6 || { echo "not ok - generate image big"; exit 1; }
+
+# small_store SIZE MAX: a store on a new tmpfs of SIZE with max-size MAX;
+# sets ROOT. Its mountpoint is unmounted when the suite ends.
+small_store() {
+  mkdir -p "$T/fs"
+  mount -t tmpfs -o "size=$1" tmpfs "$T/fs"
+  ROOT=$T/fs/store
+  mkdir -p "$ROOT"
+  printf 'max-size = "%s"\n' "$2" > "$ROOT/config.toml"
+}
+img() { IMG_ROOT=${ROOT:?} "$IMG" "$@"; }
+pull() { img pull -q --tls-verify=false "$REG/gen/$1:1"; }
+# used: what the store takes on disk as du counts it (mountpoints aside)
+used() { du -s -B1 --exclude=mounts "$ROOT" | cut -f1; }
+present() { img images --format '{{.Repository}}' | has -x "$REG/gen/$1"; }
+# state: what must not change when a command fails: the images and the blob files
+state() { img images --format json | python3 -c 'import json,sys; print(sorted((i["Id"], i["RepoTags"], i["Pinned"]) for i in json.load(sys.stdin)))'; ls -l "$ROOT/blobs/sha256"; ls "$ROOT/ingest"; }
+
+# 20 pulls of 10 rotating 3 MiB images into a store of max-size 16 MiB (five
+# fit): every pull succeeds, du never shows the store over max-size, the
+# mounted image and the pinned one stay, and the mount still reads right.
+check_twenty_rotating_pulls_stay_within_max_size() {
+  small_store 40m 16m
+  local max=$((16 * MiB)) i n u evicted=0 order=()
+  pull r1 >/dev/null || fail "pull r1"
+  local m=$T/m want
+  mkdir -p "$m"
+  img mount "$REG/gen/r1:1" "$m" >/dev/null || fail "img mount r1"
+  MOUNTS+=("$m")
+  want=$(sha256sum < "$WORK/gen/r1/root/data")
+  pull r2 >/dev/null || fail "pull r2"
+  img pin "$REG/gen/r2:1" >/dev/null || fail "img pin r2"
+  for i in $(seq 0 19); do
+    n=r$((3 + i % 8)); order+=("$n")
+    sleep 1 # last use is kept to the second
+    img pull --tls-verify=false "$REG/gen/$n:1" > "$T/pull.out" 2> "$T/pull.err" || fail "pull $i ($n) failed: $(cat "$T/pull.err")"
+    has evicted "$T/pull.err" && evicted=$((evicted + 1))
+    u=$(used)
+    echo "# pull $i: $n, store $u bytes"
+    ((u <= max)) || fail "after pull $i ($n) the store takes $u bytes, over max-size $max"
+    present r1 || fail "pull $i evicted the mounted image r1"
+    present r2 || fail "pull $i evicted the pinned image r2"
+    present "$n" || fail "pull $i: $n is not in the store"
+    [[ $(sha256sum < "$m/data") == "$want" ]] || fail "after pull $i the mount of r1 does not read its data"
+  done
+  ((evicted >= 10)) || fail "only $evicted pulls evicted images: the store did not fill up as it should"
+  # The images kept besides r1 and r2 are those pulled last.
+  PULLED="${order[*]}" img images --format json | python3 -c '
+import json, os, re, sys
+imgs = {i["RepoTags"][0].split("/gen/")[1].split(":")[0]: i for i in json.load(sys.stdin)}
+assert imgs["r2"]["Pinned"] is True and imgs["r1"]["Pinned"] is False, imgs
+for i in imgs.values():
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", i["LastUsed"]), i["LastUsed"]
+kept = set(imgs) - {"r1", "r2"}
+last = []
+for n in reversed(os.environ["PULLED"].split()):
+    if n not in last:
+        last.append(n)
+assert kept == set(last[:len(kept)]) and len(kept) >= 2, (sorted(kept), last)
+' || fail "images after the pulls: $(img images --format json)"
+  img umount "$m" >/dev/null || fail "img umount"
+  img fsck >/dev/null || fail "img fsck after the evictions: $(img fsck 2>&1)"
+}
+
+# A pull that cannot fit (the only other image is mounted, then pinned)
+# fails before it writes, says what it needs and what could be freed, and
+# leaves the store exactly as it was; unmounted and unpinned, the image
+# goes and the pull succeeds.
+check_a_pull_that_cannot_fit_fails_and_changes_nothing() {
+  small_store 40m 9m
+  pull r1 >/dev/null || fail "pull r1"
+  local m=$T/m before err
+  mkdir -p "$m"
+  img mount "$REG/gen/r1:1" "$m" >/dev/null || fail "img mount r1"
+  MOUNTS+=("$m")
+  before=$(state)
+  pull big > /dev/null 2> "$T/err" && fail "a 6 MiB pull beside a mounted 3 MiB image fit in max-size 9 MiB"
+  err=$(cat "$T/err")
+  echo "# $err"
+  [[ $err == *"pulling $REG/gen/big:1 needs 6."*"MB but the store (max-size 9.44MB, "*" used) can free only 0B: unpin or remove images, or raise max-size in $ROOT/config.toml" ]] ||
+    fail "the refusal does not say what it needs: $err"
+  [[ $(state) == "$before" ]] || fail "the failed pull changed the store: $(diff <(echo "$before") <(state))"
+  img umount "$m" >/dev/null || fail "img umount"
+  img pin "$REG/gen/r1:1" >/dev/null || fail "img pin"
+  before=$(state)
+  pull big > /dev/null 2> "$T/err" && fail "the pull evicted a pinned image"
+  [[ $(state) == "$before" ]] || fail "the failed pull changed the store"
+  img unpin "$REG/gen/r1:1" >/dev/null || fail "img unpin"
+  pull big > /dev/null 2> "$T/err" || fail "the pull failed with nothing protected: $(cat "$T/err")"
+  has evicted "$T/err" || fail "the pull did not say it evicted: $(cat "$T/err")"
+  present r1 && fail "r1 was not evicted"
+  present big || fail "big is not in the store"
+  (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
+  img pin no-such-image 2> "$T/err" && fail "img pin of an unknown image succeeded"
+  has "no-such-image" "$T/err" || fail "img pin's error does not name the image: $(cat "$T/err")"
+}
+
+# img system prune --max-size: least recently used first (a name on the
+# command line is a use), pinned images kept, shared nothing else removed.
+check_prune_max_size_evicts_least_recently_used_first() {
+  mkdir -p "$T/store"
+  ROOT=$T/store
+  local i
+  for i in r1 r2 r3 r4; do pull "$i" >/dev/null || fail "pull $i"; sleep 1; done
+  img inspect "$REG/gen/r1:1" >/dev/null || fail "inspect r1"
+  img pin "$REG/gen/r2:1" >/dev/null || fail "pin r2"
+  # (listing is not a use; naming is)
+  local id3; id3=$(img images --no-trunc --format '{{.ID}} {{.Repository}}' | awk -v r="$REG/gen/r3" '$2 == r {print $1}')
+  [[ $id3 == sha256:* ]] || fail "no ID for r3: $id3"
+  # Four images of about 3 MiB: down to 10 MiB means one goes: r3 (r2 is
+  # pinned, r1 was used since).
+  img system prune --max-size 10m < /dev/null > "$T/out" 2>&1
+  has "not pruning" "$T/out" || fail "prune without -f did not ask: $(cat "$T/out")"
+  present r3 || fail "prune without -f and without a yes removed r3"
+  img system prune -f --max-size 10m > "$T/out" 2> "$T/err" || fail "prune --max-size failed: $(cat "$T/err")"
+  cat "$T/out"
+  has "deleted: $id3" "$T/out" || fail "r3 was not the one deleted: $(cat "$T/out")"
+  has "Total reclaimed space: 3" "$T/out" || fail "the reclaimed space is not shown: $(cat "$T/out")"
+  for i in r1 r2 r4; do present "$i" || fail "$i was removed"; done
+  present r3 && fail "r3 is still there"
+  # Down to 1 MiB: everything but the pinned image, and it says what is left.
+  img system prune -f --max-size 1m > "$T/out" 2> "$T/err" || fail "prune --max-size 1m failed: $(cat "$T/err")"
+  has "pinned, mounted or in use" "$T/err" || fail "prune does not say why the store is still over: $(cat "$T/err")"
+  [[ $(img images -q | wc -l) == 1 ]] && present r2 || fail "not only the pinned image is left: $(img images)"
+  img system prune -f --max-size lots 2> "$T/err" && fail "a bad size was taken"
+  has "invalid size" "$T/err" || fail "the bad size is not named: $(cat "$T/err")"
+  img fsck >/dev/null || fail "img fsck after prune --max-size"
+}
+
+run_checks "$@"
