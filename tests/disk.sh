@@ -95,7 +95,7 @@ check_twenty_rotating_pulls_stay_within_max_size() {
   done
   ((evicted >= 10)) || fail "only $evicted pulls evicted images: the store did not fill up as it should"
   # The images kept besides r1 and r2 are those pulled last.
-  PULLED="${order[*]}" img images --format json | python3 -c '
+  img images --format json | PULLED="${order[*]}" python3 -c '
 import json, os, re, sys
 imgs = {i["RepoTags"][0].split("/gen/")[1].split(":")[0]: i for i in json.load(sys.stdin)}
 assert imgs["r2"]["Pinned"] is True and imgs["r1"]["Pinned"] is False, imgs
@@ -136,13 +136,61 @@ check_a_pull_that_cannot_fit_fails_and_changes_nothing() {
   pull big > /dev/null 2> "$T/err" && fail "the pull evicted a pinned image"
   [[ $(state) == "$before" ]] || fail "the failed pull changed the store"
   img unpin "$REG/gen/r1:1" >/dev/null || fail "img unpin"
-  pull big > /dev/null 2> "$T/err" || fail "the pull failed with nothing protected: $(cat "$T/err")"
+  img pull --tls-verify=false "$REG/gen/big:1" > /dev/null 2> "$T/err" || fail "the pull failed with nothing protected: $(cat "$T/err")"
   has evicted "$T/err" || fail "the pull did not say it evicted: $(cat "$T/err")"
   present r1 && fail "r1 was not evicted"
   present big || fail "big is not in the store"
   (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
   img pin no-such-image 2> "$T/err" && fail "img pin of an unknown image succeeded"
   has "no-such-image" "$T/err" || fail "img pin's error does not name the image: $(cat "$T/err")"
+}
+
+# img load knows its archive's size: one that cannot fit is refused before
+# it is staged, the store unchanged; one that fits evicts what it must.
+check_a_load_that_cannot_fit_fails_and_changes_nothing() {
+  small_store 40m 9m
+  IMG_ROOT=$WORK/gen/store "$IMG" save -o "$T/big.tar" localhost/gen/big:1 || fail "save big"
+  IMG_ROOT=$WORK/gen/store "$IMG" save -o "$T/r1.tar" localhost/gen/r1:1 || fail "save r1"
+  img load -q -i "$T/r1.tar" >/dev/null || fail "load r1"
+  img pin localhost/gen/r1:1 >/dev/null || fail "pin r1"
+  local before; before=$(state)
+  img load -q -i "$T/big.tar" > /dev/null 2> "$T/err" && fail "a 6 MiB archive beside a pinned 3 MiB image fit in 9 MiB"
+  has "loading $T/big.tar needs .* but the store (max-size 9.44MB, .* can free only 0B" "$T/err" ||
+    fail "the refusal does not say what it needs: $(cat "$T/err")"
+  [[ $(state) == "$before" ]] || fail "the failed load changed the store"
+  img unpin localhost/gen/r1:1 >/dev/null || fail "unpin r1"
+  img load -q -i "$T/big.tar" > /dev/null 2> "$T/err" || fail "load with r1 unpinned: $(cat "$T/err")"
+  img images --format '{{.Repository}}' | has -x localhost/gen/r1 && fail "r1 was not evicted"
+  (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
+}
+
+# An image another command is using right now (an img save blocked on a
+# pipe no one reads yet) is not evicted under it: the pull that must evict
+# waits for the command to end, says so, and then evicts.
+check_an_image_a_running_command_uses_is_not_evicted() {
+  small_store 40m 9m
+  pull r1 >/dev/null || fail "pull r1"
+  mkfifo "$T/fifo"
+  img save "$REG/gen/r1:1" > "$T/fifo" 2> "$T/save.err" &
+  local save=$!
+  PIDS+=($save)
+  exec 3< "$T/fifo"
+  sleep 1 # save has named the image and fills the pipe
+  kill -0 "$save" || fail "img save ended early: $(cat "$T/save.err")"
+  timeout 60 "$IMG" --root "$ROOT" pull --tls-verify=false "$REG/gen/big:1" > /dev/null 2> "$T/err" &
+  local pull=$!
+  PIDS+=($pull)
+  sleep 2
+  kill -0 "$pull" || fail "the pull did not wait for img save: $(cat "$T/err")"
+  has "waiting for other img processes" "$T/err" || fail "the pull does not say what it waits for: $(cat "$T/err")"
+  present r1 || fail "r1 was evicted while img save read it"
+  cat <&3 | tar -t > "$T/saved" || fail "the save was damaged"
+  exec 3<&-
+  wait "$save" || fail "img save failed: $(cat "$T/save.err")"
+  has manifest.json "$T/saved" || fail "the saved archive has no manifest.json"
+  wait "$pull" || fail "the pull failed once img save had ended: $(cat "$T/err")"
+  present r1 && fail "r1 was not evicted once img save had ended"
+  present big || fail "big is not in the store"
 }
 
 # img system prune --max-size: least recently used first (a name on the
