@@ -193,7 +193,17 @@ fn candidates(store: &mut Store, keep: &[Digest]) -> Result<Vec<Candidate>> {
         }
     }
     let mut ended = Vec::new();
-    for (id, lease) in store.index().leases()? {
+    let leases = store.index().leases()?;
+    // A command that just let go of the store's lock may still be exiting
+    // (its files closed, the process not yet gone): give such ones a
+    // moment before taking their leases for commands at work.
+    for _ in 0..10 {
+        if !leases.iter().any(|(_, l)| lease_alive(l)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for (id, lease) in leases {
         if lease_alive(&lease) {
             protected.insert(id);
         } else if !ended.contains(&lease) {
