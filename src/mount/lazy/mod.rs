@@ -27,6 +27,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod index;
+mod plan;
 mod registry;
 mod source;
 mod toc;
@@ -67,6 +68,7 @@ impl Stats {
 
 #[cfg(test)]
 mod tests {
+    use super::source::AHEAD_MIN;
     use super::*;
     use crate::digest::Digest;
     use crate::layerindex::estargz::tests::random;
@@ -192,18 +194,83 @@ mod tests {
         let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
         let got = contents(&tl, &src);
+        src.settle();
         assert_eq!(got[&b"d/a".to_vec()], b"hello\n");
         assert_eq!(got[&b"d/big".to_vec()], big);
         assert_eq!(got[&b"d/empty".to_vec()], b"");
         let calls = mem.calls.lock().unwrap().len();
         assert_eq!(calls as u64, stats.requests.load(Ordering::Relaxed));
-        assert!(calls >= tl.chunks.len());
+        // Chunks read in order go several to a request.
+        assert!(calls < tl.chunks.len(), "{calls} requests for {} chunks", tl.chunks.len());
+        assert!(stats.fetched_bytes.load(Ordering::Relaxed) <= blob.len() as u64);
         // A second layer over the same cache fetches nothing.
         let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let again = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
         assert_eq!(contents(&tl, &again)[&b"d/big".to_vec()], big);
         assert_eq!(mem.calls.lock().unwrap().len(), calls);
         assert!(stats.cache_bytes.load(Ordering::Relaxed) > 0);
+    }
+
+    #[test]
+    fn small_files_read_in_order_share_requests_and_half_read_fetches_the_rest() {
+        let data: Vec<Vec<u8>> = (0..300).map(|i| random(3000, i)).collect();
+        let names: Vec<String> = (0..300).map(|i| format!("d/f{i:03}")).collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(data.iter().map(|d| &d[..])).collect();
+        let (blob, tl, _) = layer(&files, 1 << 20);
+        let dir = scratch("order");
+        let d = Digest::of_bytes(&blob);
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let stats = Arc::new(Stats::default());
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        // A first read fetches its chunk and a little after it, no more.
+        let mut buf = vec![0u8; 3000];
+        assert_eq!(src.read_at(offset_of(&tl, "d/f000"), &mut buf).unwrap(), 3000);
+        assert_eq!(buf, data[0]);
+        assert_eq!(mem.calls.lock().unwrap().len(), 1);
+        let first = stats.fetched_bytes.load(Ordering::Relaxed);
+        assert!(first <= 4000 + AHEAD_MIN + plan::GAP, "a first read fetched {first} bytes");
+        assert!(first * 5 < blob.len() as u64, "a first read fetched {first} of {}", blob.len());
+        // Reading on in order: requests grow; past half the layer the rest
+        // comes in the background.
+        for i in 1..160 {
+            assert_eq!(src.read_at(offset_of(&tl, &names[i]), &mut buf).unwrap(), 3000);
+            assert_eq!(buf, data[i], "{}", names[i]);
+        }
+        src.settle();
+        let calls = mem.calls.lock().unwrap().len();
+        assert!(calls <= 10, "{calls} requests for 160 files read in order");
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
+        for c in &tl.chunks {
+            assert!(cache.get(c.comp, c.comp_end).unwrap().is_some(), "chunk at {} not fetched", c.comp);
+        }
+        // The rest reads without a fetch.
+        assert_eq!(contents(&tl, &src)[&b"d/f299".to_vec()], data[299]);
+        assert_eq!(mem.calls.lock().unwrap().len(), calls);
+        // Bytes fetched once each (coalescing fetches few bytes twice).
+        assert!(stats.fetched_bytes.load(Ordering::Relaxed) <= blob.len() as u64 * 11 / 10);
+    }
+
+    #[test]
+    fn reads_far_apart_stay_small() {
+        let data: Vec<Vec<u8>> = (0..300).map(|i| random(3000, i)).collect();
+        let names: Vec<String> = (0..300).map(|i| format!("d/f{i:03}")).collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(data.iter().map(|d| &d[..])).collect();
+        let (blob, tl, _) = layer(&files, 1 << 20);
+        let dir = scratch("apart");
+        let d = Digest::of_bytes(&blob);
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let stats = Arc::new(Stats::default());
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        let mut buf = vec![0u8; 3000];
+        for i in [290, 10, 200, 100, 50] {
+            assert_eq!(src.read_at(offset_of(&tl, &names[i]), &mut buf).unwrap(), 3000);
+            assert_eq!(buf, data[i]);
+        }
+        src.settle();
+        let fetched = stats.fetched_bytes.load(Ordering::Relaxed);
+        assert!(fetched * 2 < blob.len() as u64, "5 reads far apart fetched {fetched} of {}", blob.len());
     }
 
     #[test]
@@ -371,12 +438,14 @@ mod tests {
         let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("z".into(), tl.chunks.clone(), mem.clone(), Some(cache), Arc::new(Stats::default()));
         let got = contents(&tl, &src);
+        src.settle();
         assert_eq!(got[&b"d/a".to_vec()], b"hello zstd\n");
         assert_eq!(got[&b"d/big".to_vec()], big);
         assert_eq!(got[&b"d/empty".to_vec()], b"");
-        // Each chunk is one request for its own frames, no more.
+        // Chunks read in order share requests; the TOC and the tar-split
+        // after the frames are not fetched.
         let calls = mem.calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), tl.chunks.len());
+        assert!(calls.len() < tl.chunks.len(), "{} requests for {} chunks", calls.len(), tl.chunks.len());
         let fetched: u64 = calls.iter().map(|(s, e)| e - s).sum();
         assert!(fetched < blob.len() as u64, "fetched {fetched} of {}", blob.len());
         // The index keeps the codec.
