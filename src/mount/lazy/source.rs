@@ -8,7 +8,7 @@ use crate::digest::Digest;
 use crate::store::RangeCache;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Decoded chunks kept in memory, most recent first.
@@ -57,6 +57,8 @@ struct Fetcher {
     ahead: Mutex<Readahead>,
     /// The rest of the layer is being fetched, or is held.
     completing: AtomicBool,
+    /// Reads that fetched.
+    misses: AtomicU64,
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -74,10 +76,16 @@ struct Readahead {
 pub(super) const AHEAD_MIN: u64 = 64 << 10;
 const AHEAD_MAX: u64 = plan::MAX_REQUEST;
 
-/// Once this share (in percent) of a layer's chunk bytes is held, the rest
-/// is fetched in the background: a layer read mostly is read whole, and a
-/// few large requests cost less than the misses to come.
+/// Once this share (in percent) of a layer's chunk bytes is held, or reads
+/// of it have missed this many times, the rest is fetched in the
+/// background: a layer read mostly, or by many reads all over it, is
+/// likely read whole, and a few large requests in order cost less than the
+/// round trips of the misses to come.
 const COMPLETE_AT: u64 = 50;
+const COMPLETE_AFTER_MISSES: u64 = 32;
+
+/// The most bytes a request of a background fetch asks for.
+const BACKGROUND_REQUEST: u64 = 4 << 20;
 
 impl RemoteLayer {
     pub fn new(
@@ -97,6 +105,7 @@ impl RemoteLayer {
             landed: Condvar::new(),
             ahead: Mutex::new(Readahead { start: 0, reach: 0, window: AHEAD_MIN }),
             completing: AtomicBool::new(false),
+            misses: AtomicU64::new(0),
             background: Mutex::new(None),
         });
         RemoteLayer { label, chunks, toc_file: None, decoded: Mutex::new(Vec::new()), fetcher }
@@ -224,6 +233,7 @@ impl RemoteLayer {
         }
         let reqs = plan::coalesce(&want, plan::GAP, plan::MAX_REQUEST);
         let Some(claim) = f.claim(&reqs) else { return Ok(None) };
+        f.misses.fetch_add(1, Ordering::Relaxed);
         let mut got = Vec::with_capacity(reqs.len());
         for &(s, e) in &reqs {
             got.push((s, f.fetch_counted(s, e)?));
@@ -341,13 +351,14 @@ impl Fetcher {
         Some(Claim { f: self, reqs: reqs.to_vec() })
     }
 
-    /// Fetches what the cache lacks of `ranges` (sorted), in order,
-    /// skipping bytes another fetch is getting.
+    /// Fetches what the cache lacks of `ranges` (sorted), in order, in
+    /// requests of at most `BACKGROUND_REQUEST` (a read that needs bytes of
+    /// one waits for it), skipping bytes another fetch is getting.
     fn fetch_missing(&self, ranges: &[(u64, u64)]) -> io::Result<()> {
         let Some(cache) = &self.cache else { return Ok(()) };
         let held = cache.ranges();
         let want: Vec<(u64, u64)> = ranges.iter().flat_map(|&(s, e)| plan::missing(s, e, &held)).collect();
-        for (s, e) in plan::coalesce(&want, plan::GAP, plan::MAX_REQUEST) {
+        for (s, e) in plan::coalesce(&want, plan::GAP, BACKGROUND_REQUEST) {
             self.wait_inflight(s, e);
             for (s, e) in plan::missing(s, e, &cache.ranges()) {
                 let Some(_claim) = self.claim(&[(s, e)]) else { continue };
@@ -366,7 +377,8 @@ impl Fetcher {
             return;
         }
         let held = plan::held_within(0, self.data_end, &cache.ranges());
-        if held.saturating_mul(100) < self.data_end.saturating_mul(COMPLETE_AT) {
+        let most = held.saturating_mul(100) >= self.data_end.saturating_mul(COMPLETE_AT);
+        if !most && self.misses.load(Ordering::Relaxed) < COMPLETE_AFTER_MISSES {
             return;
         }
         if self.completing.swap(true, Ordering::Relaxed) {
