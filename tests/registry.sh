@@ -689,6 +689,89 @@ lazy_mount_prefetches_the_landmarked_files() {
   (( fetched < 1000000 )) || fail "the prefetch fetched $fetched bytes: more than the files before the landmark"
 }
 
+# A whole read (tar of every file) of a lazy mount of an eStargz image of
+# 2,000 small files and the 24 big ones of make_lazy_image: chunks read
+# near each other share Range requests and a layer read mostly is fetched
+# whole in the background, so the requests are far fewer than the files
+# (one request a file before); every byte equals a full pull's, and the
+# bytes fetched are the layer's about once.
+lazy_whole_read_coalesces_requests() {
+  make_lazy_image || fail "making the images"
+  local s=$WORK/store-lazy-src m=$WORK/lazy-whole full=$WORK/lazy-whole-full f=$WORK/store-lazy-whole-full
+  mkdir -p "$m" "$full"
+  trap "\"$IMG\" umount $m >/dev/null 2>&1; IMG_ROOT=$f \"$IMG\" umount $full >/dev/null 2>&1" EXIT
+  python3 - "$WORK/lazy-small.tar" <<'PY' || fail "making the tree"
+import io, random, sys, tarfile
+r = random.Random(11)
+with tarfile.open(sys.argv[1], "w") as t:
+    def add(name, data=None, kind=tarfile.REGTYPE, mode=0o644):
+        i = tarfile.TarInfo(name)
+        i.type, i.mode, i.mtime = kind, mode, 1700000000
+        i.size = len(data) if data is not None else 0
+        t.addfile(i, io.BytesIO(data) if data is not None else None)
+    add("etc", kind=tarfile.DIRTYPE, mode=0o755)
+    add("etc/os-release", b'ID=imgtest\n')
+    for d in range(20):
+        add(f"lib/m{d:02}", kind=tarfile.DIRTYPE, mode=0o755)
+        for n in range(100):
+            add(f"lib/m{d:02}/f{n:03}.py", r.randbytes(r.randrange(200, 4000)))
+PY
+  IMG_ROOT=$s "$IMG" import "$WORK/lazy-small.tar" localhost/lazy:small >/dev/null &&
+    IMG_ROOT=$s "$IMG" convert -q --format estargz localhost/lazy:small localhost/lazy:small-esgz >/dev/null &&
+    IMG_ROOT=$s "$IMG" push -q --tls-verify=false localhost/lazy:small-esgz "$REG/lazy/small:1" || fail "pushing it"
+  "$IMG" mount --tls-verify=false "docker://$REG/lazy/small:1" "$m" >/dev/null || fail "lazy mount"
+  tar -cf - -C "$m" . | wc -c >/dev/null || fail "tar of the lazy mount"
+  local req fetched size; req=$(lazy_stat Requests); fetched=$(lazy_stat BytesFetched)
+  size=$("$IMG" inspect -f '{{.Size}}' "$REG/lazy/small:1")
+  echo "a whole read of 2,001 files: $req requests, $fetched bytes fetched of a $size-byte image" >&2
+  (( req > 0 && req < 100 )) || fail "a whole read of 2,001 files made $req Range requests"
+  (( fetched < size * 12 / 10 )) || fail "a whole read fetched $fetched bytes of a $size-byte image"
+  IMG_ROOT=$f "$IMG" pull -q --tls-verify=false "$REG/lazy/small:1" >/dev/null || fail "full pull"
+  IMG_ROOT=$f "$IMG" mount "$REG/lazy/small:1" "$full" >/dev/null || fail "mount of the full pull"
+  python3 tests/support/mount_tree.py cmp "$m" "$full" >&2 || fail "the lazy tree differs from the full pull's"
+  "$IMG" umount "$m" >/dev/null || fail "umount"
+  # The big files of make_lazy_image, read in order: few requests too.
+  "$IMG" mount --tls-verify=false "docker://$REG/lazy/big:1" "$m" >/dev/null || fail "lazy mount of lazy/big"
+  tar -cf - -C "$m" . | wc -c >/dev/null || fail "tar of lazy/big"
+  req=$(lazy_stat Requests)
+  (( req < 16 )) || fail "a whole read of 24 files of 1 MiB made $req Range requests"
+}
+
+# img mount --complete, through a slow link: the image is partial when the
+# mount is up and ends complete without another command (every layer
+# stored, checked by fsck, saved), while the mount went on serving the
+# right bytes; the layers were fetched once (the pull took what the mount
+# fetched). The same for an image of plain gzip layers, which stream.
+lazy_mount_complete_ends_with_the_image_pulled() {
+  make_lazy_image || fail "making the images"
+  local m=$WORK/lazy-complete t
+  mkdir -p "$m"
+  start_slowlink "$REG"
+  trap "kill $SLOW_PID 2>/dev/null; \"$IMG\" umount $m >/dev/null 2>&1" EXIT
+  for t in 1 gzip; do
+    "$IMG" mount --complete --tls-verify=false "docker://$SLOW/lazy/big:$t" "$m" >/dev/null ||
+      fail "lazy mount --complete of lazy/big:$t"
+    "$IMG" images | grep "lazy/big" | has "(partial)" || fail "lazy/big:$t is not partial at first: $("$IMG" images)"
+    [[ $(cat "$m/etc/os-release") == *ID=imgtest* ]] || fail "os-release of lazy/big:$t"
+    local i
+    for i in $(seq 120); do
+      "$IMG" images | grep "lazy/big" | has "(partial)" || break
+      sleep 0.5
+    done
+    "$IMG" images | grep "lazy/big" | has "(partial)" &&
+      fail "lazy/big:$t is still partial after 60 s: $(tail -3 "$IMG_ROOT"/mounts/*.log 2>/dev/null)"
+    echo "lazy/big:$t after --complete: $("$IMG" images | grep lazy/big)" >&2
+    cmp -s "$m/usr/lib/blob20" <(lazy_blob 20) || fail "blob20 of lazy/big:$t does not read right after completing"
+    local size fetched; size=$("$IMG" inspect -f '{{.Size}}' "$SLOW/lazy/big:$t"); fetched=$(lazy_stat BytesFetched)
+    (( fetched <= size * 11 / 10 )) || fail "the mount fetched $fetched bytes of the $size-byte lazy/big:$t"
+    "$IMG" fsck >/dev/null || fail "fsck after --complete of lazy/big:$t"
+    "$IMG" save -o "$WORK/lazy-complete.tar" "$SLOW/lazy/big:$t" || fail "save of the completed lazy/big:$t"
+    "$IMG" umount "$m" >/dev/null || fail "umount"
+    [[ -z $(ls -A "$IMG_ROOT/lazy" 2>/dev/null) ]] || fail "lazy/ kept $(ls "$IMG_ROOT/lazy") after completing"
+    "$IMG" rmi -f "$SLOW/lazy/big:$t" >/dev/null || fail "rmi"
+  done
+}
+
 # A lazy mount whose registry stops answering: a read of bytes not fetched
 # fails with EIO within the timeout, what was fetched still reads, and reads
 # succeed again once the registry is back.
@@ -1297,7 +1380,8 @@ CHECKS=(pull_by_tag_matches_skopeo pull_writes_the_layer_indexes_a_mount_uses pu
   podman_push_then_img_pull push_refusals_leave_nothing estargz_convert_push_is_read_by_podman_and_stargz_rules \
   push_compression_format_estargz lazy_mount_of_estargz_reads_only_what_is_read \
   lazy_mount_survives_a_registry_that_goes_away lazy_mount_refuses_a_toc_that_does_not_match \
-  lazy_mount_prefetches_the_landmarked_files zstd_chunked_convert_push_is_pulled_partially_by_podman \
+  lazy_mount_prefetches_the_landmarked_files lazy_whole_read_coalesces_requests \
+  lazy_mount_complete_ends_with_the_image_pulled zstd_chunked_convert_push_is_pulled_partially_by_podman \
   lazy_mount_of_zstd_chunked_reads_only_what_is_read lazy_mount_streams_plain_layers \
   lazy_stream_survives_a_registry_that_goes_away \
   tls_unknown_ca_is_a_clear_error tls_pull_with_cert_dir tls_pull_with_ca_in_home_certs_d \

@@ -37,6 +37,11 @@ pub struct MountArgs {
     /// Choose the image for OS/ARCH[/VARIANT] (docker:// images)
     #[arg(long)]
     platform: Option<String>,
+    /// With a docker:// or partial image: fetch the rest of every layer in
+    /// the background while mounted, then store it as img pull would, so
+    /// that the image ends complete
+    #[arg(long)]
+    complete: bool,
     #[command(flatten)]
     registry: super::registry::RegistryFlags,
     #[command(flatten)]
@@ -55,6 +60,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<()> {
         rw: a.rw,
         platform: a.platform,
         trust: a.trust.options(),
+        complete: a.complete,
     };
     let progress = super::progress::Reporter::new(true);
     let done = ops_mount::mount(ctx.kernel(), ctx.root(), &opts, &progress)?;
@@ -101,6 +107,9 @@ pub struct ServeArgs {
     /// An empty directory there if the image has none (a bundle's mount points)
     #[arg(long = "mount-point", value_name = "PATH")]
     mount_points: Vec<PathBuf>,
+    /// Complete the partial image in the background
+    #[arg(long)]
+    complete: bool,
 }
 
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
@@ -120,6 +129,7 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         committed: a.committed,
         name: a.name,
         mount_points: a.mount_points.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        complete: a.complete,
     };
     // Its stderr is the mount's log.
     ops_mount::serve(ctx.kernel(), ctx.root(), &opts, Arc::new(|m: &str| eprintln!("img mount: {m}")))

@@ -88,12 +88,15 @@ fn stored_layer(store: &Store, d: &Digest, i: usize) -> Result<(img_fuse::Layer,
 /// landmark start fetching the files before it in the background.
 /// `mount_points` are added as [`image_fs`] adds them, but to a tree that
 /// grows while layers stream (which cannot know what is missing).
+/// With `whole`, every layer read through its TOC is fetched whole in the
+/// background, on threads added there.
 pub fn partial_fs(
     store: &Store,
     img: &ImageRecord,
     options_for: &dyn Fn(&str) -> Result<crate::registry::ClientOptions>,
     stats: std::sync::Arc<lazy::Stats>,
     mount_points: &[Vec<u8>],
+    mut whole: Option<&mut Vec<std::thread::JoinHandle<()>>>,
 ) -> Result<ImageFs<StoreSource>> {
     use std::sync::Arc;
     let manifest = store.read_blob(&img.manifest_digest, crate::image::MAX_MANIFEST_SIZE)?;
@@ -213,19 +216,24 @@ pub fn partial_fs(
             continue;
         };
         let (layer, remote_layer, prefetch_end) = built.swap_remove(pos).1?;
-        if let Some(end) = prefetch_end {
-            prefetch.push((remote_layer.clone(), end));
-        }
+        prefetch.push((remote_layer.clone(), prefetch_end));
         scanned.push(Some(layer));
         sources.push(source::LayerOpen::Remote(remote_layer));
     }
     let source = StoreSource::open_mixed(sources).context("opening the layer blobs")?;
-    for (layer, end) in prefetch {
-        std::thread::spawn(move || {
-            if let Err(e) = layer.prefetch(end) {
+    let fetch_whole = whole.is_some();
+    for (layer, end) in prefetch.into_iter().filter(|(_, end)| end.is_some() || fetch_whole) {
+        let h = std::thread::spawn(move || {
+            if let Some(Err(e)) = end.map(|end| layer.prefetch(end)) {
                 eprintln!("prefetching: {e}");
             }
+            if let Some(Err(e)) = fetch_whole.then(|| layer.fetch_all()) {
+                eprintln!("img mount: fetching a layer whole: {e}");
+            }
         });
+        if let Some(w) = whole.as_mut() {
+            w.push(h);
+        }
     }
     if jobs.is_empty() {
         let scanned: Vec<img_fuse::Layer> = scanned.into_iter().flatten().collect();

@@ -40,6 +40,9 @@ pub struct MountOptions {
     pub client: ClientOptions,
     /// The signature policy a `docker://` image obeys, checked before a byte is served.
     pub trust: super::trust::TrustOptions,
+    /// A partial image is completed in the background while it is mounted
+    /// (every layer fetched, checked and stored, as `img pull` does).
+    pub complete: bool,
 }
 
 /// A mount made.
@@ -209,6 +212,9 @@ fn start(
             cmd.arg("--creds-stdin");
             secret = Some(format!("{}:{}\n", c.username, c.password));
         }
+        if a.complete {
+            cmd.arg("--complete");
+        }
         if std::env::var_os("IMG_REGISTRY_TIMEOUT").is_none() {
             cmd.env("IMG_REGISTRY_TIMEOUT", mount::lazy::lazy_timeout().as_secs().to_string());
         }
@@ -318,6 +324,8 @@ pub struct ServeOptions {
     pub name: String,
     /// An empty directory there if the image has none (a bundle's mount points).
     pub mount_points: Vec<Vec<u8>>,
+    /// Complete a partial image in the background (see [`MountOptions`]).
+    pub complete: bool,
 }
 
 /// Where the serving process writes what happens to the mount (its stderr,
@@ -362,11 +370,14 @@ fn say(line: &str) {
 pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Log) -> Result<()> {
     let fail = |e: &anyhow::Error| say(&format!("error: {}", crate::error_chain(e)));
     let mount_points = &a.mount_points;
+    let mut whole = Vec::new();
+    let mut client = a.client.clone();
     let prepared = (|| -> Result<_> {
         let store = Store::open(root)?;
         let img = resolve_image(&store, &a.id)?;
         let fs = if img.kind == ImageKind::Partial {
-            let mut opts = super::options::rate_limited(root, &a.client)?;
+            client = super::options::rate_limited(root, &a.client)?;
+            let opts = &mut client;
             if a.creds_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line).context("reading the credentials")?;
@@ -374,8 +385,9 @@ pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Lo
                 opts.creds = Some(crate::registry::authfile::Credentials { username: u.into(), password: p.into() });
             }
             let stats = Arc::new(mount::lazy::Stats::default());
-            let options_for = |host: &str| super::options::options_for(host, &opts);
-            let fs = mount::partial_fs(&store, &img, &options_for, stats.clone(), mount_points)?;
+            let options_for = |host: &str| super::options::options_for(host, opts);
+            let whole = a.complete.then_some(&mut whole);
+            let fs = mount::partial_fs(&store, &img, &options_for, stats.clone(), mount_points, whole)?;
             write_stats(mount::stats_path(&store, &a.dir), stats);
             fs
         } else {
@@ -421,6 +433,9 @@ pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Lo
                 return Err(e);
             }
         }
+        if a.complete && img.kind == ImageKind::Partial {
+            complete_in_background(root, &img.id, &client, whole, None, log.clone());
+        }
         let rw = std::sync::Arc::new(img_fuse::RwFs::new(fs, st.upper()));
         let res = img_fuse::serve_rw(rw, &a.dir, &cfg, || {
             record_mount(root, a, &img, &state)?;
@@ -428,6 +443,9 @@ pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Lo
             Ok(())
         });
         return finish_serve(kernel, root, a, &state, res, &log);
+    }
+    if a.complete && img.kind == ImageKind::Partial {
+        complete_in_background(root, &img.id, &client, whole, Some(fs.clone()), log.clone());
     }
     let fuse_dir = state.as_ref().map(|s| s.lower()).unwrap_or_else(|| a.dir.clone());
     let res = img_fuse::serve(fs, &fuse_dir, &cfg, || {
@@ -445,6 +463,34 @@ pub fn serve(kernel: &'static dyn Kernel, root: &Path, a: &ServeOptions, log: Lo
         Ok(())
     });
     finish_serve(kernel, root, a, &state, res, &log)
+}
+
+/// Completes partial image `id` once the layers fetched whole (`whole`) and
+/// streamed (`fs` settled) are in, so that `img pull` takes them from
+/// `lazy/` without fetching them again; the mount goes on serving (its
+/// layers' bytes stay where it reads them until it ends).
+fn complete_in_background(
+    root: &Path,
+    id: &crate::digest::Digest,
+    client: &ClientOptions,
+    whole: Vec<std::thread::JoinHandle<()>>,
+    fs: Option<Arc<img_fuse::ImageFs<mount::source::StoreSource>>>,
+    log: Log,
+) {
+    let (root, id, client) = (root.to_path_buf(), id.clone(), client.clone());
+    std::thread::spawn(move || {
+        for h in whole {
+            let _ = h.join();
+        }
+        if let Some(Err(e)) = fs.map(|fs| fs.settle()) {
+            log(&format!("not completing {id}: {e}"));
+            return;
+        }
+        match super::lazy::complete(&root, &id, &client) {
+            Ok(()) => log(&format!("image {id} is complete: every layer is stored")),
+            Err(e) => log(&format!("{}; img pull completes it", crate::error_chain(&e))),
+        }
+    });
 }
 
 /// Keeps `path` up to date with what a lazy mount fetched, ten times a
