@@ -252,6 +252,24 @@ mod tests {
     }
 
     #[test]
+    fn a_small_file_read_does_not_fetch_the_big_file_after_it() {
+        let big = random(1 << 20, 9);
+        let files: Vec<(&str, &[u8])> = vec![("d/a", b"small\n"), ("d/big", &big)];
+        let (blob, tl, _) = layer(&files, 4 << 20);
+        let dir = scratch("small-big");
+        let d = Digest::of_bytes(&blob);
+        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
+        let stats = Arc::new(Stats::default());
+        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
+        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        let mut buf = [0u8; 6];
+        assert_eq!(src.read_at(offset_of(&tl, "d/a"), &mut buf).unwrap(), 6);
+        assert_eq!(&buf, b"small\n");
+        let fetched = stats.fetched_bytes.load(Ordering::Relaxed);
+        assert!(fetched < 64 << 10, "reading 6 bytes fetched {fetched}");
+    }
+
+    #[test]
     fn reads_far_apart_stay_small() {
         let data: Vec<Vec<u8>> = (0..300).map(|i| random(3000, i)).collect();
         let names: Vec<String> = (0..300).map(|i| format!("d/f{i:03}")).collect();

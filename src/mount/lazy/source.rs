@@ -227,7 +227,9 @@ impl RemoteLayer {
         // cache lacks of the chunks the window reaches.
         let mut want = vec![(c.comp, c.comp_end)];
         for n in self.chunks[i + 1..].iter().take_while(|n| n.comp < reach) {
-            if n.codec != Codec::Zeros && n.comp >= c.comp {
+            // Chunks the window holds whole: a big file's after a small
+            // one's is not fetched for the small one.
+            if n.codec != Codec::Zeros && n.comp >= c.comp && n.comp_end <= reach {
                 want.extend(plan::missing(n.comp, n.comp_end, &held));
             }
         }
