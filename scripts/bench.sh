@@ -37,7 +37,10 @@
 #         the registry through scripts/slowlink.py instead, a TCP proxy in
 #         the namespace adding the same one-way delay and shared rate (the
 #         connection setup is not delayed); the report says which was used.
-#         About 10 minutes, most of it the full pulls over the slow link.
+#         Then a whole read (tar of every file) of a lazy mount of an
+#         eStargz image of the host's Python library vs img pull + mount +
+#         the same read, on both links, with the Range requests it made.
+#         About 12 minutes, most of it the full pulls over the slow link.
 #   build img build vs buildah bud (--layers, vfs, chroot isolation) of the
 #         same Dockerfiles on the busybox base of scripts/make-testdata.sh:
 #         a small one (RUN, COPY, ENV), ten RUN steps, a multi-stage build
@@ -841,7 +844,13 @@ YML
     /usr/bin/time -f "%e" -o "$LZ/convert-time-zc.txt" env IMG_ROOT="$LZ/s-src" \
         "$IMG" convert -q --format zstd:chunked "$LREG/bench/large:gzip" localhost/large:zc >/dev/null
     IMG_ROOT=$LZ/s-src $IN "$IMG" push -q --tls-verify=false localhost/large:zc "$LREG/bench/large:zc"
-    rm -rf "$LZ/s-src"
+    # An image of many small files for the whole read: the host's Python
+    # library (about 5,000 files, 100 MB) in one layer, as eStargz.
+    tar -cf "$LZ/py.tar" -C / usr/lib/python3.11 usr/lib/python3 usr/bin/python3.11 2>/dev/null || true
+    IMG_ROOT=$LZ/s-src "$IMG" import "$LZ/py.tar" localhost/py:src >/dev/null
+    IMG_ROOT=$LZ/s-src "$IMG" convert -q --format estargz localhost/py:src localhost/py:esgz >/dev/null
+    IMG_ROOT=$LZ/s-src $IN "$IMG" push -q --tls-verify=false localhost/py:esgz "$LREG/bench/py:esgz"
+    rm -rf "$LZ/s-src" "$LZ/py.tar"
     PMZ="podman --root $LZ/pm --runroot $LZ/pm-run --storage-driver overlay"
     PMZ_RESET="umount $LZ/pm/overlay 2>/dev/null; rm -rf $LZ/pm $LZ/pm-run; sync"
     # (The serving process may still be writing its log as it ends: the
@@ -872,6 +881,19 @@ YML
         done
         hf "lazy-podman-$tag" 1 0 --prepare "$PMZ_RESET" "$IN $PMZ pull -q --tls-verify=false $reg/bench/large:gzip"
         bash -c "$PMZ_RESET"
+        # A whole read (tar of every file) of the Python image: lazy, and
+        # img pull + mount of the same image; the Range requests it made.
+        hf "lazy-whole-$tag" "$RUNS" 0 --prepare "$LAZY_RESET" \
+            "$IN $IMG --root $LZ/s-lazy mount --tls-verify=false docker://$reg/bench/py:esgz $LZ/mnt-lazy >/dev/null && tar -cf - -C $LZ/mnt-lazy . | wc -c >/dev/null"
+        $IN "$IMG" --root "$LZ/s-lazy" mount --tls-verify=false "docker://$reg/bench/py:esgz" "$LZ/mnt-lazy" >/dev/null
+        tar -cf - -C "$LZ/mnt-lazy" . | wc -c >/dev/null
+        sleep 0.3
+        "$IMG" --root "$LZ/s-lazy" mounts --format json |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Lazy"]["Requests"])' > "lazy-whole-requests-$tag.txt"
+        bash -c "$LAZY_RESET"
+        hf "lazy-whole-full-$tag" "$RUNS" 0 --prepare "$FULL_RESET" \
+            "$IN $IMG --root $LZ/s-full pull -q --tls-verify=false $reg/bench/py:esgz >/dev/null && $IMG --root $LZ/s-full mount $reg/bench/py:esgz $LZ/mnt-full >/dev/null && tar -cf - -C $LZ/mnt-full . | wc -c >/dev/null"
+        bash -c "$FULL_RESET"
     }
     lazy_round loopback "$RUNS" "$LREG"
     # The slow link: tc netem on the namespace's loopback, or, where the
@@ -918,6 +940,13 @@ for tag, link in (("loopback", "loopback"), ("netem", "20 ms, 100 Mbit/s")):
         print(f"{link:18} {name:13} {lz:>8.3f}s {got/1e6:>7.2f} MB {100*got/size:>5.2f}% {gz:>11.2f}s {gz/lz:>5.0f}x {same:>11.2f}s {same/lz:>5.0f}x {pm:>11.2f}s {pm/lz:>5.0f}x")
 print(f"20 ms, 100 Mbit/s: {slow}")
 print("goals: img lazy < 0.3 s and >= 20x faster than the full pull; fetched < 1% of the image (eStargz, zstd:chunked)")
+print(f"whole read (tar of every file) of the host's Python library as eStargz, medians of {runs} runs")
+print(f"{'link':18} {'img lazy':>9} {'requests':>9} {'pull + mount':>13} {'ratio':>6}")
+for tag, link in (("loopback", "loopback"), ("netem", "20 ms, 100 Mbit/s")):
+    lz, full = med(f"lazy-whole-{tag}"), med(f"lazy-whole-full-{tag}")
+    req = open(f"lazy-whole-requests-{tag}.txt").read().strip()
+    print(f"{link:18} {lz:>8.2f}s {req:>9} {full:>12.2f}s {lz/full:>5.2f}x")
+print("goal: a whole read of a lazy mount within 2x of img pull + a read of the local mount")
 print("a gzip layer has no TOC: its files are known as it streams, and a name in a lower layer waits for every layer above it")
 PY
 fi

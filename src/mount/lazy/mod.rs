@@ -20,6 +20,7 @@
 //!
 //! `toc` reads and checks the TOC and makes the tree and chunk table,
 //! `index` keeps them in `lazy/<hex>.index`, `source` serves the chunks,
+//! `plan` joins the fetches of neighbouring chunks into Range requests,
 //! `registry` fetches them; the range cache is the store's
 //! (`store::RangeCache`).
 
