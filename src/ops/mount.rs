@@ -486,11 +486,41 @@ fn complete_in_background(
             log(&format!("not completing {id}: {e}"));
             return;
         }
-        match super::lazy::complete(&root, &id, &client) {
+        match complete(&root, &id, &client) {
             Ok(()) => log(&format!("image {id} is complete: every layer is stored")),
             Err(e) => log(&format!("{}; img pull completes it", crate::error_chain(&e))),
         }
     });
+}
+
+/// Makes partial image `id` (in the store at `root`) a pulled one, as `img
+/// pull` would leave it: each layer not stored is taken from what lazy
+/// mounts hold and Range requests for the rest, checked against its digest
+/// and stored, and the image recorded complete. The manifest is pulled by
+/// its digest from the repository the layers are read from, so the image
+/// completed is the one mounted whatever its tag names now. `client` is
+/// the registry options of the mount; the signature policy is the default
+/// one, as for `img pull`.
+fn complete(root: &Path, id: &crate::digest::Digest, client: &ClientOptions) -> Result<()> {
+    let mut store = crate::store::Store::open(root)?;
+    let Some(img) = store.index().image(id)? else {
+        anyhow::bail!("completing image {id}: it is no longer in the store")
+    };
+    if img.kind != crate::store::index::ImageKind::Partial {
+        return Ok(());
+    }
+    let remote = store.index().remote_layers(id)?;
+    let source = remote.first().map(|r| r.source.clone()).with_context(|| format!("image {id} reads no layer"))?;
+    let opts = super::pull::PullOptions {
+        reference: format!("{source}@{}", img.manifest_digest),
+        platform: None,
+        client: client.clone(),
+        jobs: 6,
+        lazy: false,
+        trust: super::trust::TrustOptions::default(),
+    };
+    super::pull::pull(&mut store, &opts, &|_: &str| {}).with_context(|| format!("completing image {id}"))?;
+    Ok(())
 }
 
 /// Keeps `path` up to date with what a lazy mount fetched, ten times a
