@@ -219,7 +219,10 @@ pub fn serve<S: BlobSource + 'static>(
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(cfg.threads.max(1));
-    config.clone_fd = cfg.threads > 1;
+    // The threads share the one /dev/fuse descriptor, as libfuse's default
+    // does: cloning it (FUSE_DEV_IOC_CLONE) fails with ENOSYS under
+    // qemu-user, where the ARM builds are tested, after the mount is up.
+    config.clone_fd = false;
     let session = fuser::Session::new(Adapter(fs), mountpoint, &config)?;
     // `mounted` may use the mount (an overlay over it), so the session
     // already answers. On failure, dropping the session unmounts it.
@@ -500,7 +503,7 @@ pub fn serve_rw<S: BlobSource + 'static>(
         MountOption::NoAtime,
     ];
     config.n_threads = Some(cfg.threads.max(1));
-    config.clone_fd = cfg.threads > 1;
+    config.clone_fd = false; // see serve
     let session = fuser::Session::new(RwAdapter(fs), mountpoint, &config)?;
     let bg = session.spawn()?;
     mounted()?;
