@@ -9,7 +9,8 @@
 # and docker's documents, typed as written), the clients suite with
 # docker 20.10 and containerd's ctr on daemons of its own, the trust
 # suite (signature policies and signing beside skopeo, podman and gpg),
-# and the cluster suite (img serve on a 3-node Garage S3 cluster and
+# the disk suite (a store kept within its max-size on a small tmpfs),
+# the cluster suite (img serve on a 3-node Garage S3 cluster and
 # PostgreSQL behind haproxy; Garage is built once with cargo and kept in
 # /var/cache/img-test, scripts/install-garage.sh), and the edge suite (the
 # static arm64 and armv7 edge builds under qemu-user, scripts/release.sh).
@@ -17,7 +18,7 @@
 # Usage: scripts/test.sh [--long] [--suite NAME] [--only CHECK]
 #   --long         also the long tests (exported as IMG_TEST_LONG=1)
 #   --suite NAME   one suite: cargo (the Rust tests), interop, registry, mount,
-#                  hostile, build, serve, seeds, clients, trust, cluster or edge
+#                  hostile, build, serve, seeds, clients, trust, disk, cluster or edge
 #   --only CHECK   with --suite, the checks (or Rust tests) whose name holds CHECK
 # Exits non-zero if any step failed; every step runs even after a failure.
 set -uo pipefail
@@ -29,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --long) export IMG_TEST_LONG=1 ;;
     --suite) SUITE=${2:?--suite needs a name}; shift ;;
     --only) ONLY+=("${2:?--only needs a check name}"); shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
