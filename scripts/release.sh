@@ -94,7 +94,13 @@ for target in "${TARGETS[@]}"; do
     fi
     echo "=== $name: cargo zigbuild --profile $PROFILE --target $target ${features[*]}" >&2
     std=()
-    [[ $BUILD_STD == *" $target "* ]] && std=(-Zbuild-std=std,panic_abort)
+    flags_var=CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<< "$target")_RUSTFLAGS
+    if [[ $BUILD_STD == *" $target "* ]]; then
+      std=(-Zbuild-std=std,panic_abort)
+      # Without rustup's component there are no self-contained musl start
+      # files (crt1.o and the rest): zig supplies them, and musl's libc.
+      export "$flags_var=-Clink-self-contained=no"
+    fi
     env ${std:+RUSTC_BOOTSTRAP=1} cargo zigbuild --locked --quiet --profile "$PROFILE" --target "$target" \
       "${std[@]}" "${features[@]}" --bin img >&2
     cp "$TARGET_DIR/$target/$PROFILE/img" "$OUT/$name"
