@@ -117,10 +117,7 @@ if wanted cluster; then
   fi
 fi
 # The ARM binaries the edge suite runs (a quicker profile than a release's).
-# arm64 only: armv7's standard library is not in this rustup's mirror and
-# its build from rust-src (scripts/release.sh) is not yet tested here.
-EDGE_TARGETS=(aarch64-unknown-linux-musl)
-export EDGE_ARCHES=${EDGE_ARCHES:-arm64}
+EDGE_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf)
 cross=0
 if wanted edge && [[ $built == 1 ]]; then
   step cross-build scripts/release.sh --profile cross-test --variant edge --no-size-check \
