@@ -212,18 +212,36 @@ mod tests {
         assert!(stats.cache_bytes.load(Ordering::Relaxed) > 0);
     }
 
-    #[test]
-    fn small_files_read_in_order_share_requests_and_half_read_fetches_the_rest() {
+    /// 300 files of 3,000 random bytes in one layer, served remotely.
+    struct Small {
+        data: Vec<Vec<u8>>,
+        names: Vec<String>,
+        blob: Vec<u8>,
+        tl: TocLayer,
+        dir: Scratch,
+        d: Digest,
+        mem: Arc<Mem>,
+        stats: Arc<Stats>,
+        src: RemoteLayer,
+    }
+
+    fn small_files(label: &str) -> Small {
         let data: Vec<Vec<u8>> = (0..300).map(|i| random(3000, i)).collect();
         let names: Vec<String> = (0..300).map(|i| format!("d/f{i:03}")).collect();
         let files: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(data.iter().map(|d| &d[..])).collect();
         let (blob, tl, _) = layer(&files, 1 << 20);
-        let dir = scratch("order");
+        let dir = scratch(label);
         let d = Digest::of_bytes(&blob);
         let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
         let stats = Arc::new(Stats::default());
         let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
         let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        Small { data, names, blob, tl, dir, d, mem, stats, src }
+    }
+
+    #[test]
+    fn small_files_read_in_order_share_requests_and_half_read_fetches_the_rest() {
+        let Small { data, names, blob, tl, dir, d, mem, stats, src } = small_files("order");
         // A first read fetches its chunk and a little after it, no more.
         let mut buf = vec![0u8; 3000];
         assert_eq!(src.read_at(offset_of(&tl, "d/f000"), &mut buf).unwrap(), 3000);
@@ -272,16 +290,7 @@ mod tests {
 
     #[test]
     fn reads_far_apart_stay_small() {
-        let data: Vec<Vec<u8>> = (0..300).map(|i| random(3000, i)).collect();
-        let names: Vec<String> = (0..300).map(|i| format!("d/f{i:03}")).collect();
-        let files: Vec<(&str, &[u8])> = names.iter().map(|n| n.as_str()).zip(data.iter().map(|d| &d[..])).collect();
-        let (blob, tl, _) = layer(&files, 1 << 20);
-        let dir = scratch("apart");
-        let d = Digest::of_bytes(&blob);
-        let mem = Arc::new(Mem { blob: blob.clone(), calls: Mutex::new(Vec::new()), fail: false.into() });
-        let stats = Arc::new(Stats::default());
-        let cache = RangeCache::open(&dir.paths(), &d, blob.len() as u64).unwrap();
-        let src = RemoteLayer::new("test".into(), tl.chunks.clone(), mem.clone(), Some(cache), stats.clone());
+        let Small { data, names, blob, tl, dir: _dir, stats, src, .. } = small_files("apart");
         let mut buf = vec![0u8; 3000];
         for i in [290, 10, 200, 100, 50] {
             assert_eq!(src.read_at(offset_of(&tl, &names[i]), &mut buf).unwrap(), 3000);
