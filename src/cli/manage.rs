@@ -108,17 +108,12 @@ pub struct PruneArgs {
 
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
     if !a.force {
-        if a.all {
-            eprint!("WARNING! This will remove all images that are not mounted, and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
+        let what = if a.all {
+            "all images that are not mounted, and unreferenced blobs"
         } else {
-            eprint!("WARNING! This will remove all dangling images and unreferenced blobs.\nAre you sure you want to continue? [y/N] ");
-        }
-        let mut line = String::new();
-        // As docker: the answer is read from standard input, and end of
-        // input means no.
-        std::io::stdin().lock().read_line(&mut line)?;
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            eprintln!("not pruning");
+            "all dangling images and unreferenced blobs"
+        };
+        if !confirm_prune(what)? {
             return Ok(());
         }
     }
@@ -133,9 +128,27 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         out.flush()?;
         return Ok(());
     }
-    if !report.removed.is_empty() {
+    print_pruned(&mut out, &report.removed, report.bytes)
+}
+
+/// Asks, as docker does, whether to remove `what`; the answer is read from
+/// standard input, and end of input means no.
+pub(super) fn confirm_prune(what: &str) -> Result<bool> {
+    eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let yes = matches!(line.trim(), "y" | "Y" | "yes");
+    if !yes {
+        eprintln!("not pruning");
+    }
+    Ok(yes)
+}
+
+/// Prints what a prune removed and the space it gave back, as docker does.
+pub(super) fn print_pruned(out: &mut impl Write, removed: &[remove::Removed], bytes: u64) -> Result<()> {
+    if !removed.is_empty() {
         writeln!(out, "Deleted Images:")?;
-        for r in &report.removed {
+        for r in removed {
             for t in &r.untagged {
                 writeln!(out, "untagged: {t}")?;
             }
@@ -145,7 +158,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> Result<()> {
         }
         writeln!(out)?;
     }
-    writeln!(out, "Total reclaimed space: {}", human_size(report.bytes))?;
+    writeln!(out, "Total reclaimed space: {}", human_size(bytes))?;
     out.flush()?;
     Ok(())
 }

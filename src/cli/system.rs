@@ -209,36 +209,18 @@ pub fn system(ctx: &Ctx, c: SystemCommand) -> Result<()> {
 fn prune(ctx: &Ctx, a: SystemPruneArgs) -> Result<()> {
     let Some(max) = a.max_size else { return super::manage::prune(ctx, a.prune) };
     let size = crate::store::config::parse_size(&max)?;
-    if !a.prune.force {
-        eprint!(
-            "WARNING! This will remove the least recently used images (not pinned, mounted or in use) until the store takes at most {}, and unreferenced blobs.\nAre you sure you want to continue? [y/N] ",
+    if !a.prune.force
+        && !super::manage::confirm_prune(&format!(
+            "the least recently used images (not pinned, mounted or in use) until the store takes at most {}, and unreferenced blobs",
             human_size(size)
-        );
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)?;
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            eprintln!("not pruning");
-            return Ok(());
-        }
+        ))?
+    {
+        return Ok(());
     }
     let mut store = ctx.open_store()?;
     let (ev, within) =
         crate::ops::evict::prune_to(&mut store, size, || eprintln!("waiting for other img processes to finish..."))?;
-    let mut out = super::stdout();
-    if !ev.removed.is_empty() {
-        writeln!(out, "Deleted Images:")?;
-        for r in &ev.removed {
-            for t in &r.untagged {
-                writeln!(out, "untagged: {t}")?;
-            }
-            for d in &r.deleted {
-                writeln!(out, "deleted: {d}")?;
-            }
-        }
-        writeln!(out)?;
-    }
-    writeln!(out, "Total reclaimed space: {}", human_size(ev.bytes))?;
-    out.flush()?;
+    super::manage::print_pruned(&mut super::stdout(), &ev.removed, ev.bytes)?;
     if !within {
         eprintln!(
             "the store still takes {}, over {}: the images left are pinned, mounted or in use (img unpin, img umount)",
