@@ -137,13 +137,17 @@ pub fn usage_of_path(p: &Path) -> u64 {
 /// Process `pid`'s start time in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), if it is alive.
 fn process_start(pid: i64) -> Option<i64> {
-    if !crate::mount::pid_alive(pid) {
+    if pid <= 0 {
         return None;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: count after it.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    // Field 3, the state: a zombie has ended (as mount::pid_alive reads it).
+    if fields.next()?.starts_with('Z') {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// This command's lease: its process and start time.
