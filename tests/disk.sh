@@ -3,8 +3,9 @@
 # store of its own on a small tmpfs: pulls from Debian's docker-registry
 # (started here on 127.0.0.1) evict least recently used images and never
 # take the store over max-size, never evict a mounted or pinned image, and
-# a pull that cannot fit fails before it writes; img system prune
-# --max-size. Images are generated here: each a layer of random bytes
+# a pull, load (from a file or a pipe) or build that cannot fit fails with
+# the store unchanged; two pulls at once do not together pass the high
+# watermark; img system prune --max-size. Images are generated here: each a layer of random bytes
 # (distinct, incompressible), imported and pushed with img.
 #
 # Usage: IMG=target/release/img tests/disk.sh [CHECK-NAME-SUBSTRING...]
@@ -48,6 +49,7 @@ gen() {
 start_docker_registry plain REG || { echo "not ok - start docker-registry"; exit 1; }
 for i in $(seq 1 10); do gen "r$i" 3 || { echo "not ok - generate image r$i"; exit 1; }; done
 gen big 6 || { echo "not ok - generate image big"; exit 1; }
+for i in c1 c2; do gen "$i" 4 || { echo "not ok - generate image $i"; exit 1; }; done
 
 # small_store SIZE MAX: a store on a new tmpfs of SIZE with max-size MAX;
 # sets ROOT. Its mountpoint is unmounted when the suite ends.
@@ -162,6 +164,73 @@ check_a_load_that_cannot_fit_fails_and_changes_nothing() {
   img load -q -i "$T/big.tar" > /dev/null 2> "$T/err" || fail "load with r1 unpinned: $(cat "$T/err")"
   img images --format '{{.Repository}}' | has -x localhost/gen/r1 && fail "r1 was not evicted"
   (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
+}
+
+# From a pipe img load cannot know the size first: it stages no more than
+# the store can make room for, and one that cannot fit is refused with the
+# store (and ingest/) as it was; one that fits evicts what it must.
+check_a_load_from_standard_input_that_cannot_fit_fails_and_changes_nothing() {
+  small_store 40m 9m
+  IMG_ROOT=$WORK/gen/store "$IMG" save -o "$T/big.tar" localhost/gen/big:1 || fail "save big"
+  IMG_ROOT=$WORK/gen/store "$IMG" save -o "$T/r1.tar" localhost/gen/r1:1 || fail "save r1"
+  img load -q < "$T/r1.tar" >/dev/null || fail "load r1 from standard input"
+  img pin localhost/gen/r1:1 >/dev/null || fail "pin r1"
+  local before; before=$(state)
+  img load -q < "$T/big.tar" > /dev/null 2> "$T/err" && fail "a 6 MiB archive on standard input beside a pinned 3 MiB image fit in 9 MiB"
+  echo "# $(cat "$T/err")"
+  has "loading standard input needs more than .* but the store (max-size 9.44MB, .* can free only 0B: unpin or remove images, or raise max-size in $ROOT/config.toml" "$T/err" ||
+    fail "the refusal does not say what it needs: $(cat "$T/err")"
+  [[ $(state) == "$before" ]] || fail "the failed load changed the store: $(diff <(echo "$before") <(state))"
+  img unpin localhost/gen/r1:1 >/dev/null || fail "unpin r1"
+  gzip -1 < "$T/big.tar" | img load -q > /dev/null 2> "$T/err" || fail "load of a compressed archive from standard input with r1 unpinned: $(cat "$T/err")"
+  img images --format '{{.Repository}}' | has -x localhost/gen/r1 && fail "r1 was not evicted"
+  img images --format '{{.Repository}}' | has -x localhost/gen/big || fail "big was not loaded"
+  (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
+}
+
+# img build makes its layers before it knows their size: once built, room
+# is made for them before they are stored, or the build is refused with
+# nothing stored.
+check_a_build_that_cannot_fit_fails_and_changes_nothing() {
+  small_store 40m 9m
+  pull r1 >/dev/null || fail "pull r1"
+  img pin "$REG/gen/r1:1" >/dev/null || fail "pin r1"
+  mkdir -p "$T/ctx"
+  head -c $((6 * MiB)) /dev/urandom > "$T/ctx/data"
+  printf 'FROM scratch\nCOPY data /data\n' > "$T/ctx/Dockerfile"
+  local before; before=$(state)
+  img build -q -t localhost/built:1 "$T/ctx" > /dev/null 2> "$T/err" && fail "a 6 MiB build beside a pinned 3 MiB image fit in 9 MiB"
+  echo "# $(tail -1 "$T/err")"
+  has "building $T/ctx needs 6.* but the store (max-size 9.44MB, .* can free only 0B" "$T/err" ||
+    fail "the refusal does not say what it needs: $(cat "$T/err")"
+  [[ $(state) == "$before" ]] || fail "the failed build changed the store: $(diff <(echo "$before") <(state))"
+  img unpin "$REG/gen/r1:1" >/dev/null || fail "unpin r1"
+  img build -q -t localhost/built:1 "$T/ctx" > /dev/null 2> "$T/err" || fail "the build failed with r1 unpinned: $(cat "$T/err")"
+  present r1 && fail "r1 was not evicted"
+  img images --format '{{.Repository}}' | has -x localhost/built || fail "the built image is not in the store"
+  (($(used) <= 9 * MiB)) || fail "the store takes $(used) bytes, over max-size"
+}
+
+# Two pulls at once that each fit alone but not together: the room each
+# claims is counted by the other, so the store ends below the high
+# watermark with the least recently used image evicted, not above it.
+check_two_pulls_at_once_do_not_together_pass_the_limit() {
+  small_store 40m 12m
+  pull r1 >/dev/null || fail "pull r1"
+  local high=$((12 * MiB * 85 / 100)) p1 p2 u
+  # Paced so that both are in flight together.
+  img pull --limit-rate 1m --tls-verify=false "$REG/gen/c1:1" > /dev/null 2> "$T/c1.err" & p1=$!
+  img pull --limit-rate 1m --tls-verify=false "$REG/gen/c2:1" > /dev/null 2> "$T/c2.err" & p2=$!
+  PIDS+=("$p1" "$p2")
+  wait "$p1" || fail "pull c1: $(cat "$T/c1.err")"
+  wait "$p2" || fail "pull c2: $(cat "$T/c2.err")"
+  u=$(used)
+  echo "# store $u bytes, high watermark $high"
+  ((u <= high)) || fail "two pulls at once took the store to $u bytes, over the high watermark $high"
+  present c1 && present c2 || fail "a pull's image is missing: $(img images)"
+  present r1 && fail "r1 was not evicted"
+  cat "$T/c1.err" "$T/c2.err" | has evicted || fail "neither pull said it evicted"
+  img fsck >/dev/null || fail "img fsck after the pulls: $(img fsck 2>&1)"
 }
 
 # An image another command is using right now (an img save blocked on a

@@ -30,6 +30,10 @@ pub enum SourceError {
     Bad { file: String, msg: String },
     #[error("{file}: {source}")]
     Store { file: String, source: StoreError },
+    /// The archive's files would take more than the `cap` bytes the
+    /// reader was allowed to stage.
+    #[error("{file}: more than {cap} bytes to stage, more than the store can take")]
+    OverCap { file: String, cap: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, SourceError>;
@@ -78,16 +82,23 @@ pub enum Input {
 
 impl Staged {
     /// Reads `input` (a tar, compressed or not, or an OCI layout directory).
-    pub fn read(store: &Store, input: &Input) -> Result<Staged> {
+    /// With a `cap`, stops with `OverCap` before staging a file that would
+    /// take the staged bytes over it (a directory is not staged).
+    pub fn read(store: &Store, input: &Input, cap: Option<u64>) -> Result<Staged> {
         match input {
             Input::Path(p) if p.is_dir() => Staged::from_dir(p),
             Input::Path(p) => {
                 let label = p.display().to_string();
                 let f = File::open(p).map_err(|e| bad(&label, format!("cannot open: {e}")))?;
-                Staged::from_stream(store, label, Box::new(f))
+                Staged::from_stream(store, label, Box::new(f), cap)
             }
-            Input::Stdin => Staged::from_stream(store, "standard input".into(), Box::new(io::stdin())),
+            Input::Stdin => Staged::from_stream(store, "standard input".into(), Box::new(io::stdin()), cap),
         }
+    }
+
+    /// The bytes of the files staged.
+    pub fn staged_sizes(&self) -> Vec<u64> {
+        self.files.values().map(|b| b.size()).collect()
     }
 
     fn from_dir(dir: &Path) -> Result<Staged> {
@@ -116,7 +127,8 @@ impl Staged {
         Ok(Staged { label, meta, files: HashMap::new(), links: HashMap::new(), dir: Some(dir.to_path_buf()) })
     }
 
-    fn from_stream(store: &Store, label: String, input: Box<dyn Read + Send + '_>) -> Result<Staged> {
+    fn from_stream(store: &Store, label: String, input: Box<dyn Read + Send + '_>, cap: Option<u64>) -> Result<Staged> {
+        let mut staged_bytes = 0u64;
         let mut buffered = BufReader::with_capacity(256 * 1024, input);
         let head = buffered.fill_buf().map_err(|e| bad(&label, format!("cannot read: {e}")))?.to_vec();
         if head.is_empty() {
@@ -194,6 +206,10 @@ impl Staged {
             }
             if staged.files.len() >= MAX_FILES {
                 return Err(bad(&label, format!("more than {MAX_FILES} files; this is not an image archive")));
+            }
+            staged_bytes = staged_bytes.saturating_add(entry.size());
+            if let Some(cap) = cap.filter(|&c| staged_bytes > c) {
+                return Err(SourceError::OverCap { file: label.clone(), cap });
             }
             let mut w = store
                 .blob_writer()

@@ -85,7 +85,13 @@ pub fn on_disk(len: u64) -> u64 {
 /// What `n` bytes in `blobs` blobs will take once stored: each blob to the
 /// block, a layer index of up to 1/32 of it, and room for the index rows.
 pub fn incoming_bytes(sizes: &[u64]) -> u64 {
-    sizes.iter().map(|&s| on_disk(s).saturating_add(s / 32)).fold(64 << 10, u64::saturating_add)
+    sizes.iter().map(|&s| on_disk(s)).fold(index_bytes(sizes), u64::saturating_add)
+}
+
+/// What storing blobs of `sizes` (already written) adds besides them: a
+/// layer index of up to 1/32 of each, and room for the index rows.
+pub fn index_bytes(sizes: &[u64]) -> u64 {
+    sizes.iter().map(|&s| s / 32).fold(64 << 10, u64::saturating_add)
 }
 
 /// What the store takes on disk, as `du` counts it: blobs, layer indexes,
@@ -190,6 +196,13 @@ pub struct Evicted {
 /// command, or in `keep`. Forgets the leases of commands that ended.
 /// Call with the exclusive lock held.
 fn candidates(store: &mut Store, keep: &[Digest]) -> Result<Vec<Candidate>> {
+    candidates_with(store, keep, true)
+}
+
+/// `candidates`, or (`sweep` false) a quick look that neither waits for
+/// exiting commands nor forgets ended leases, for an estimate without
+/// the exclusive lock.
+fn candidates_with(store: &mut Store, keep: &[Digest], sweep: bool) -> Result<Vec<Candidate>> {
     let mut protected: HashSet<Digest> = keep.iter().cloned().collect();
     for m in crate::mount::mounts(store)? {
         if m.serving || m.mounted || crate::mount::has_uncommitted_changes(&m.record)? {
@@ -201,7 +214,7 @@ fn candidates(store: &mut Store, keep: &[Digest]) -> Result<Vec<Candidate>> {
     // A command that just let go of the store's lock may still be exiting
     // (its files closed, the process not yet gone): give such ones a
     // moment before taking their leases for commands at work.
-    for _ in 0..10 {
+    for _ in 0..if sweep { 10 } else { 0 } {
         if !leases.iter().any(|(_, l)| lease_alive(l)) {
             break;
         }
@@ -214,7 +227,9 @@ fn candidates(store: &mut Store, keep: &[Digest]) -> Result<Vec<Candidate>> {
             ended.push(lease);
         }
     }
-    store.index_mut().drop_leases(&ended)?;
+    if sweep {
+        store.index_mut().drop_leases(&ended)?;
+    }
     Ok(store
         .index()
         .eviction_rows()?
@@ -253,14 +268,30 @@ fn evict(store: &mut Store, candidates: &[Candidate], plan: &Plan) -> Result<Evi
 /// Why a command cannot add its data: the limit, what it needs and what
 /// could be freed.
 #[derive(Debug, thiserror::Error)]
-#[error("{what} needs {} but the store (max-size {}, {} used) can free only {}: unpin or remove images, or raise max-size in {config}", human_size(*.needs), human_size(*.max), human_size(*.used), human_size(*.freeable))]
+#[error("{what} needs {}{} but the store (max-size {}, {} used) can free only {}: unpin or remove images, or raise max-size in {config}", if *.more_than { "more than " } else { "" }, human_size(*.needs), human_size(*.max), human_size(*.used), human_size(*.freeable))]
 pub struct NoRoom {
     pub what: String,
     pub needs: u64,
+    /// The data came from a stream that was stopped once it passed
+    /// `needs`: it needs more.
+    pub more_than: bool,
     pub max: u64,
     pub used: u64,
     pub freeable: u64,
     pub config: String,
+}
+
+/// The bytes of `ingest/`: data being written (or left by a command
+/// that stopped).
+fn ingest_usage(store: &Store) -> u64 {
+    tree_size(&store.paths().ingest_dir(), 0)
+}
+
+/// What the store will take once the commands adding data now are done:
+/// what it takes, plus the room they claimed less what they have
+/// written so far (it is in `ingest/`, already counted).
+fn projected(used: u64, ingest: u64, claimed: u64) -> u64 {
+    used.saturating_add(claimed.saturating_sub(ingest))
 }
 
 /// Makes room for `incoming` bytes that `what` (a pull, load or build
@@ -269,8 +300,25 @@ pub struct NoRoom {
 /// low one (or at least to `max-size`). Fails with `NoRoom`, changing
 /// nothing, when even evicting every image it may would not make room.
 /// Images in `keep` (those the command works on) are never chosen.
+///
+/// The room is claimed for this command (until it ends) in the same
+/// transaction that counts what other running commands claimed, so two
+/// commands adding data at once do not together pass the limit.
 pub fn make_room(
     store: &mut Store,
+    incoming: u64,
+    what: &str,
+    keep: &[Digest],
+    progress: &dyn Progress,
+) -> Result<Evicted> {
+    make_room_for(store, 0, incoming, what, keep, progress)
+}
+
+/// `make_room` for a command that has already staged `staged` bytes in
+/// `ingest/` (counted in the store's use) and will write `incoming` more.
+pub fn make_room_for(
+    store: &mut Store,
+    staged: u64,
     incoming: u64,
     what: &str,
     keep: &[Digest],
@@ -280,7 +328,15 @@ pub fn make_room(
     let (Some(max), Some(high), Some(low)) = (config.max_size, config.high_bytes(), config.low_bytes()) else {
         return Ok(Evicted::default());
     };
-    if usage(store).saturating_add(incoming) <= high {
+    let own = own_lease();
+    let used = usage(store);
+    let ingest = ingest_usage(store);
+    let fits = |claimed: u64| projected(used, ingest, claimed).saturating_add(incoming) <= high;
+    let claimed = match &own {
+        Some(own) => store.index_mut().reserve_space(own, staged.saturating_add(incoming), &lease_alive, &fits)?.1,
+        None => fits(0),
+    };
+    if claimed {
         return Ok(Evicted::default());
     }
     let was_exclusive = store.try_lock_exclusive()?;
@@ -288,10 +344,19 @@ pub fn make_room(
         progress.line("waiting for other img processes to finish to make room in the store");
         store.lock_exclusive(|| {})?;
     }
+    // Under the exclusive lock no other command is adding data: what they
+    // claimed has been written or has ended with them.
     let res = (|| {
         let used = usage(store);
         let after = used.saturating_add(incoming);
+        let claim = |store: &mut Store| -> Result<()> {
+            if let Some(own) = &own {
+                store.index_mut().reserve_space(own, staged.saturating_add(incoming), &lease_alive, &|_| true)?;
+            }
+            Ok(())
+        };
         if after <= high {
+            claim(store)?;
             return Ok(Evicted::default());
         }
         let candidates = candidates(store, keep)?;
@@ -302,9 +367,10 @@ pub fn make_room(
             if p.freed < need {
                 return Err(NoRoom {
                     what: what.to_string(),
-                    needs: incoming,
+                    needs: staged.saturating_add(incoming),
+                    more_than: false,
                     max,
-                    used,
+                    used: used.saturating_sub(staged),
                     freeable: p.freed,
                     config: store.paths().config().display().to_string(),
                 }
@@ -320,10 +386,57 @@ pub fn make_room(
                 human_size(max)
             ));
         }
+        claim(store)?;
         Ok(out)
     })();
     store.lock_shared_again()?;
     res
+}
+
+/// Gives back the room this command claimed, once what it added is
+/// stored (a command that ends gives it back anyway).
+pub fn release_room(store: &mut Store) {
+    if let Some(own) = own_lease() {
+        let _ = store.index_mut().release_space(&own);
+    }
+}
+
+/// The most a command reading data of unknown size (an archive on
+/// standard input) may stage before it must stop: `max-size` less what
+/// the store would take with every image it may evict gone and the room
+/// other running commands claimed. None without a `max-size`. An
+/// estimate (nothing is locked); `make_room_for` decides once the size
+/// is known.
+pub fn room_for_stream(store: &mut Store, keep: &[Digest]) -> Result<Option<u64>> {
+    let config = store.config()?;
+    let Some(max) = config.max_size else { return Ok(None) };
+    let used = usage(store);
+    let ingest = ingest_usage(store);
+    let claimed = match own_lease() {
+        Some(own) => store.index_mut().reserve_space(&own, 0, &lease_alive, &|_| false)?.0,
+        None => 0,
+    };
+    let candidates = candidates_with(store, keep, false)?;
+    let freeable = plan(&candidates, u64::MAX).freed;
+    let floor = projected(used, ingest, claimed).saturating_sub(freeable);
+    Ok(Some(max.saturating_sub(floor)))
+}
+
+/// The error for a stream stopped at `cap` bytes by `room_for_stream`.
+pub fn no_room_for_stream(store: &mut Store, what: &str, cap: u64) -> Result<NoRoom> {
+    let config = store.config()?;
+    let max = config.max_size.unwrap_or(0);
+    let used = usage(store);
+    let candidates = candidates_with(store, &[], false)?;
+    Ok(NoRoom {
+        what: what.to_string(),
+        needs: cap,
+        more_than: true,
+        max,
+        used,
+        freeable: plan(&candidates, u64::MAX).freed,
+        config: store.paths().config().display().to_string(),
+    })
 }
 
 /// `img system prune --max-size SIZE`: evicts least recently used images

@@ -42,7 +42,30 @@ pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions
         let what = format!("loading {}", path.display());
         super::evict::make_room(store, super::evict::incoming_bytes(&[size]), &what, &[], &|_: &str| {})?;
     }
-    let mut staged = Staged::read(store, input)?;
+    // From a pipe the size is not known before reading: staging stops
+    // before it would take more than the store can make room for, and
+    // room is made for what was staged before anything is committed.
+    let cap = match input {
+        Input::Stdin => super::evict::room_for_stream(store, &[])?,
+        Input::Path(_) => None,
+    };
+    let mut staged = match Staged::read(store, input, cap) {
+        Err(crate::archive::source::SourceError::OverCap { cap, .. }) => {
+            return Err(super::evict::no_room_for_stream(store, "loading standard input", cap)?.into());
+        }
+        other => other?,
+    };
+    if matches!(input, Input::Stdin) {
+        let sizes = staged.staged_sizes();
+        super::evict::make_room_for(
+            store,
+            sizes.iter().map(|&s| super::evict::on_disk(s)).fold(0, u64::saturating_add),
+            super::evict::index_bytes(&sizes),
+            "loading standard input",
+            &[],
+            &|_: &str| {},
+        )?;
+    }
     let prepared = resolve::resolve(store, &mut staged)?;
     if let Input::Path(path) = input {
         let t = super::trust::Trust::load(trust)?;
@@ -67,6 +90,7 @@ pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions
     for p in &prepared {
         out.push(commit_prepared(store, &mut staged, p)?);
     }
+    super::evict::release_room(store);
     Ok(out)
 }
 

@@ -52,6 +52,14 @@ pub(super) fn temp_name(dir: &Path) -> PathBuf {
     dir.join(format!("tmp-{}-{n}-{nanos:08x}", std::process::id()))
 }
 
+/// Whether `name` (in `ingest/`) is a temporary file of this process: one
+/// it is still writing or has staged, never a leftover.
+pub(super) fn is_own_temp(name: &str) -> bool {
+    name.strip_prefix("tmp-")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, _)| pid == std::process::id().to_string())
+}
+
 /// Size of the chunks handed to the DiffID thread.
 const TAP_CHUNK: usize = 256 * 1024;
 
@@ -591,6 +599,15 @@ impl Drop for StagedBlob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_temp_files_are_told_from_others() {
+        let own = temp_name(Path::new("/x"));
+        assert!(is_own_temp(&own.file_name().unwrap().to_string_lossy()));
+        assert!(!is_own_temp("tmp-1-0-00000000"), "pid 1 is not this test");
+        assert!(!is_own_temp(&format!("partial-{}", std::process::id())));
+        assert!(!is_own_temp(&format!("tmp-{}0-1-2", std::process::id())), "a longer pid with the same start");
+    }
 
     fn dir(name: &str) -> crate::testdir::TestDir {
         crate::testdir::TestDir::new(&format!("blobs-{name}"))

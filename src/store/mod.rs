@@ -343,8 +343,8 @@ impl Store {
         Ok(())
     }
 
-    /// With the lock held exclusively no ingest is in progress: every temp
-    /// file is a leftover, and every pending blob either made it into
+    /// With the lock held exclusively no other ingest is in progress: every
+    /// temp file not this process's is a leftover, and every pending blob either made it into
     /// `blobs/` (complete and verified, since only verified files are
     /// renamed there) or did not.
     /// Whether `lazy/` holds files of layers no partial image reads (left
@@ -369,6 +369,12 @@ impl Store {
                 // them (a week at most), unless their blob is stored (the
                 // pull that finished it took it through a link of its own).
                 let name = e.file_name().to_string_lossy().into_owned();
+                // This command's own staged files (an archive read from a
+                // pipe, a build's layers) wait for it to make room and
+                // commit them.
+                if blobs::is_own_temp(&name) {
+                    continue;
+                }
                 if let Some(hex) = name.strip_prefix("partial-") {
                     let stored = self.paths().blob_path_hex(hex).is_file();
                     let fresh = !stored

@@ -52,6 +52,18 @@ pub fn build_and_store(
             e
         }
     })?;
+    // A store with a max-size makes room for the layers made (already
+    // staged in ingest/) before they are committed, or refuses, storing
+    // nothing.
+    let sizes: Vec<u64> = built.staged.iter().chain(&built.extra).map(StagedBlob::size).collect();
+    crate::ops::evict::make_room_for(
+        store,
+        sizes.iter().map(|&s| crate::ops::evict::on_disk(s)).fold(0, u64::saturating_add),
+        crate::ops::evict::index_bytes(&sizes),
+        &format!("building {}", opts.context.display()),
+        &[],
+        &|l: &str| log(l),
+    )?;
     let parsed = image::parse_config("the built config", &built.config)?;
     for a in &built.unused_args {
         log(&format!("warning: the build argument {a} was not used"));
@@ -79,6 +91,7 @@ pub fn build_and_store(
         store.index_mut().resolve_pending(&done, &[])?;
     }
     store.index_mut().cache_put(&built.cache)?;
+    crate::ops::evict::release_room(store);
     Ok(id)
 }
 

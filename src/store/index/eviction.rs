@@ -100,6 +100,60 @@ impl Index {
         Ok(out)
     }
 
+    /// Claims `bytes` of room for command `own` if `fits` accepts the
+    /// room other live commands have claimed (dead ones' claims, as
+    /// `alive` tells, are forgotten); one write transaction, so two
+    /// commands never both count without the other. Returns the others'
+    /// total, and whether the claim was made.
+    pub fn reserve_space(
+        &mut self,
+        own: &Lease,
+        bytes: u64,
+        alive: &dyn Fn(&Lease) -> bool,
+        fits: &dyn Fn(u64) -> bool,
+    ) -> Result<(u64, bool)> {
+        self.write(|tx| {
+            let rows: Vec<(Lease, i64)> = {
+                let mut st = tx.prepare_cached("SELECT pid, started, bytes FROM space_reservations")?;
+                let rows = st.query_map([], |r| Ok((Lease { pid: r.get(0)?, started: r.get(1)? }, r.get(2)?)))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            let mut others = 0u64;
+            for (l, b) in &rows {
+                if l == own {
+                    continue;
+                }
+                if alive(l) {
+                    others = others.saturating_add(u64::try_from(*b).unwrap_or(0));
+                } else {
+                    tx.execute(
+                        "DELETE FROM space_reservations WHERE pid = ?1 AND started = ?2",
+                        params![l.pid, l.started],
+                    )?;
+                }
+            }
+            let ok = fits(others);
+            if ok {
+                tx.execute(
+                    "INSERT OR REPLACE INTO space_reservations(pid, started, bytes) VALUES (?1, ?2, ?3)",
+                    params![own.pid, own.started, i64::try_from(bytes).unwrap_or(i64::MAX)],
+                )?;
+            }
+            Ok((others, ok))
+        })
+    }
+
+    /// Gives back the room command `own` claimed.
+    pub fn release_space(&mut self, own: &Lease) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM space_reservations WHERE pid = ?1 AND started = ?2",
+                params![own.pid, own.started],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Forgets the leases of commands that have ended.
     pub fn drop_leases(&mut self, ended: &[Lease]) -> Result<()> {
         if ended.is_empty() {
@@ -177,5 +231,22 @@ mod tests {
         ix.conn.execute("UPDATE images SET last_used = 1 WHERE id = ?1", [a.id.as_str()]).unwrap();
         ix.insert_image(&a, &blobs_of(&a), &[]).unwrap();
         assert!(ix.image(&a.id).unwrap().unwrap().last_used > 1);
+    }
+    #[test]
+    fn claims_count_only_live_other_commands_and_are_made_only_when_they_fit() {
+        let dir = temp_dir("eviction-claims");
+        let mut ix = Index::open(&dir.join("img.db")).unwrap();
+        let (a, b, dead) = (Lease { pid: 1, started: 1 }, Lease { pid: 2, started: 2 }, Lease { pid: 3, started: 3 });
+        let alive = |l: &Lease| l.pid != 3;
+        assert_eq!(ix.reserve_space(&a, 100, &alive, &|others| others == 0).unwrap(), (0, true));
+        assert_eq!(ix.reserve_space(&dead, 1000, &|_| true, &|_| true).unwrap(), (100, true));
+        // b sees a's claim, not the dead command's (which is swept), nor its own.
+        assert_eq!(ix.reserve_space(&b, 50, &alive, &|others| others <= 100).unwrap(), (100, true));
+        assert_eq!(ix.reserve_space(&b, 70, &alive, &|_| true).unwrap(), (100, true), "a new claim replaces the old");
+        assert_eq!(ix.reserve_space(&a, 10, &alive, &|_| false).unwrap(), (70, false));
+        // A refused claim leaves the old one.
+        assert_eq!(ix.reserve_space(&b, 0, &alive, &|_| false).unwrap(), (100, false));
+        ix.release_space(&a).unwrap();
+        assert_eq!(ix.reserve_space(&b, 0, &|_| true, &|_| false).unwrap(), (0, false), "the dead one was swept");
     }
 }

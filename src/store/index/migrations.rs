@@ -283,4 +283,16 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, pid, started)
     ) STRICT;
     "#,
+    // 16: room a live command has claimed in a store with a max-size,
+    // before writing it (a process id with its start time, as in
+    // image_leases), so that two commands adding data at once do not
+    // together pass the limit; rows of dead processes are swept.
+    r#"
+    CREATE TABLE space_reservations (
+        pid     INTEGER NOT NULL,
+        started INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL CHECK (bytes >= 0),
+        PRIMARY KEY (pid, started)
+    ) STRICT;
+    "#,
 ];
