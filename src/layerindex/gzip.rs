@@ -21,7 +21,12 @@
 //!
 //! Memory: `build` holds one 128 KiB output ring, one 128 KiB input buffer and
 //! the index itself, whose windows are kept zstd-compressed in memory as well
-//! as on disk; a read holds one ring, one input buffer and one window. A
+//! as on disk. [`GzipIndex::build_streaming`] writes each window out as soon
+//! as the next checkpoint is made, so it holds the ring, the input buffer,
+//! one window and the checkpoint table (about 20 bytes a checkpoint), whatever
+//! the stream's size, and hands each checkpoint out as a [`Point`] that
+//! [`read_from_point`] reads from while the stream is still coming. A read
+//! holds one ring, one input buffer and one window. A
 //! loaded index refers to its windows where they lie in the bytes it was
 //! loaded from (a mapped file), and checks each one's CRC32 when a read
 //! first needs it, so loading costs the checkpoint table alone.
@@ -123,7 +128,7 @@ pub struct GzipIndex {
 
 /// A point between two deflate blocks (or at the start of a member's deflate
 /// data) where decompression can start.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Checkpoint {
     /// Offset in the uncompressed stream.
     u_off: u64,
@@ -157,14 +162,14 @@ fn crc32(b: &[u8]) -> u32 {
 }
 
 impl Window {
-    /// The `len` bytes before `end` in the output ring, appended to `store`.
+    /// The `len` bytes before `end` in the output ring, and their stored
+    /// form (placed by the caller: `at` is 0 here).
     fn capture(
         ring: &[u8],
         end: usize,
         len: usize,
         zc: &mut zstd::bulk::Compressor<'_>,
-        store: &mut Vec<u8>,
-    ) -> io::Result<Window> {
+    ) -> io::Result<(Window, Vec<u8>)> {
         let mut raw = Vec::with_capacity(len);
         if end >= len {
             raw.extend_from_slice(&ring[end - len..end]);
@@ -174,9 +179,8 @@ impl Window {
         }
         let z = zc.compress(&raw)?;
         let (zstd, data) = if z.len() < raw.len() { (true, z) } else { (false, raw) };
-        let w = Window { len: len as u32, zstd, at: store.len(), stored: data.len() as u32, crc: crc32(&data) };
-        store.extend_from_slice(&data);
-        Ok(w)
+        let w = Window { len: len as u32, zstd, at: 0, stored: data.len() as u32, crc: crc32(&data) };
+        Ok((w, data))
     }
 
     /// The stored bytes, checked against their CRC32.
@@ -266,115 +270,48 @@ impl GzipIndex {
     /// returned for a later part of the stream, so the caller must discard
     /// what it computed from them then.
     pub fn build<R: Read>(reader: R, span: u64, sink: &mut dyn FnMut(&[u8])) -> Result<GzipIndex, IndexError> {
-        let span = span.max(1);
-        let mut inp = Input::new(Sequential(reader), 0, IN_BUF);
-        let mut out = vec![0u8; OUT_BUF];
-        let mut out_pos = 0usize;
-        let mut d = Box::<DecompressorOxide>::default();
-        let mut zc = zstd::bulk::Compressor::new(WINDOW_ZSTD_LEVEL)?;
-        let mut checkpoints: Vec<Checkpoint> = Vec::new();
         let mut store: Vec<u8> = Vec::new();
-        let mut total: u64 = 0;
-
-        if !inp.need(2)? || inp.avail()[..2] != GZIP_MAGIC {
-            if inp.avail() == &GZIP_MAGIC[..1] {
-                return Err(IndexError::Truncated { offset: 1 });
-            }
-            return Err(IndexError::NotGzip { offset: 0 });
-        }
-        loop {
-            let member_at = inp.offset();
-            read_header(&mut inp)?;
-            let member_start = total;
-            push_checkpoint(
-                &mut checkpoints,
-                Checkpoint { u_off: total, c_off: inp.offset(), bits: 0, bit_buf: 0, window: Window::default() },
-            );
-            d.init();
-            let mut crc = Crc::new();
-            let mut next_cp = total.saturating_add(span);
-            loop {
-                let mut flags = 0;
-                if !inp.eof {
-                    flags |= TINFL_FLAG_HAS_MORE_INPUT;
-                }
-                // Stop at block boundaries only once a checkpoint is due, and
-                // stop decoding exactly where it becomes due.
-                let limit = if total >= next_cp {
-                    flags |= TINFL_FLAG_STOP_ON_BLOCK_BOUNDARY;
-                    usize::MAX
-                } else {
-                    (next_cp - total).min(OUT_BUF as u64) as usize
-                };
-                let (status, nin, nout) = decompress_with_limit(&mut d, inp.avail(), &mut out, out_pos, limit, flags);
-                inp.consume(nin);
-                if nout > 0 {
-                    let chunk = &out[out_pos..out_pos + nout];
-                    crc.update(chunk);
-                    sink(chunk);
-                    total += nout as u64;
-                    out_pos = (out_pos + nout) & OUT_MASK;
-                }
-                match status {
-                    TINFLStatus::Done => break,
-                    TINFLStatus::BlockBoundary => {
-                        if total >= next_cp {
-                            let st = d.block_boundary_state().ok_or(IndexError::Corrupt {
-                                offset: inp.offset(),
-                                what: "no decoder state at a block boundary",
-                            })?;
-                            let len = (total - member_start).min(WINDOW as u64) as usize;
-                            let window = Window::capture(&out, out_pos, len, &mut zc, &mut store)?;
-                            push_checkpoint(
-                                &mut checkpoints,
-                                Checkpoint {
-                                    u_off: total,
-                                    c_off: inp.offset(),
-                                    bits: st.num_bits,
-                                    bit_buf: st.bit_buf,
-                                    window,
-                                },
-                            );
-                            next_cp = total.saturating_add(span);
-                        }
-                    }
-                    // At the end of the input the next call goes without
-                    // TINFL_FLAG_HAS_MORE_INPUT and fails if it needs more.
-                    TINFLStatus::NeedsMoreInput => {
-                        inp.fill()?;
-                    }
-                    TINFLStatus::HasMoreOutput => {
-                        if nin == 0 && nout == 0 {
-                            return Err(IndexError::Corrupt {
-                                offset: inp.offset(),
-                                what: "the decoder made no progress",
-                            });
-                        }
-                    }
-                    TINFLStatus::FailedCannotMakeProgress => {
-                        return Err(IndexError::Truncated { offset: inp.offset() })
-                    }
-                    _ => return Err(IndexError::Corrupt { offset: inp.offset(), what: "invalid deflate data" }),
-                }
-            }
-            let (want_crc, want_size) = read_trailer(&mut inp)?;
-            if crc.sum() != want_crc {
-                return Err(IndexError::CrcMismatch { offset: member_at, expected: want_crc, actual: crc.sum() });
-            }
-            let size = (total - member_start) as u32;
-            if size != want_size {
-                return Err(IndexError::SizeMismatch { offset: member_at, expected: want_size, actual: size });
-            }
-            if !next_member(&mut inp)? {
-                break;
-            }
-        }
+        let mut ignore = |_| {};
+        let mut table = Table::new(&mut store, &mut ignore);
+        let (uncompressed_size, compressed_size) = build_into(reader, span, sink, &mut table)?;
+        let checkpoints = table.finish()?;
         Ok(GzipIndex {
             checkpoints,
             windows: SharedBytes::from_vec(store),
-            uncompressed_size: total,
-            compressed_size: inp.offset(),
-            span,
+            uncompressed_size,
+            compressed_size,
+            span: span.max(1),
+        })
+    }
+
+    /// `build` with bounded memory, whatever the stream's size: each
+    /// checkpoint's window goes to `windows` as soon as the next checkpoint
+    /// shows it is kept (so at most one window is held back), and the
+    /// checkpoint is then handed to `on_point`, with its window's place in
+    /// what `windows` was given. Only the checkpoint table stays in memory
+    /// (about 20 bytes a checkpoint). The index is [`StreamedIndex::head`]
+    /// followed by the bytes written to `windows`: the same bytes `to_bytes`
+    /// gives for the index `build` makes of the same stream.
+    pub fn build_streaming<R: Read>(
+        reader: R,
+        span: u64,
+        sink: &mut dyn FnMut(&[u8]),
+        windows: &mut dyn io::Write,
+        on_point: &mut dyn FnMut(Point),
+    ) -> Result<StreamedIndex, IndexError> {
+        let mut table = Table::new(windows, on_point);
+        let (uncompressed_size, compressed_size) = build_into(reader, span, sink, &mut table)?;
+        let (written, held_peak) = (table.written, table.held_peak);
+        let checkpoints = table.finish()?;
+        let head = head_bytes(&checkpoints, span.max(1), uncompressed_size, compressed_size, |c| {
+            (c.window.at, c.window.stored)
+        });
+        Ok(StreamedIndex {
+            head,
+            windows_len: written + checkpoints.last().map_or(0, |c| u64::from(c.window.stored)),
+            checkpoints: checkpoints.len(),
+            uncompressed_size,
+            held_peak,
         })
     }
 
@@ -432,58 +369,19 @@ impl GzipIndex {
         let Some(cp) = i.checked_sub(1).and_then(|i| self.checkpoints.get(i)) else {
             return Err(IndexError::BadIndex("no checkpoint at offset 0"));
         };
-        let mut out = vec![0u8; OUT_BUF];
-        let wlen = cp.window.restore(&self.windows, &mut out[..WINDOW])?;
-        let st = BlockBoundaryState { num_bits: cp.bits, bit_buf: cp.bit_buf, ..BlockBoundaryState::default() };
-        let mut r = GzipReader {
-            size: self.uncompressed_size,
-            inp: Input::new(Positioned(blob), cp.c_off, IN_BUF),
-            d: Box::new(DecompressorOxide::from_block_boundary_state(&st)),
-            out,
-            out_pos: wlen & OUT_MASK,
-            ready_at: 0,
-            ready_len: 0,
-            pos: cp.u_off,
-            finished: false,
-        };
+        let mut r = reader_from(cp, &self.windows, blob, self.uncompressed_size)?;
         r.skip_to(u_off)?;
         Ok(r)
     }
 
     /// The index in the format described in the module documentation.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut table = Vec::with_capacity(16 * self.checkpoints.len());
-        put_varint(&mut table, self.checkpoints.len() as u64);
-        let (mut pu, mut pc) = (0u64, 0u64);
-        let mut windows = Vec::new();
-        for c in &self.checkpoints {
-            put_varint(&mut table, c.u_off - pu);
-            put_varint(&mut table, c.c_off - pc);
-            (pu, pc) = (c.u_off, c.c_off);
-            let kind = c.window.kind();
-            table.push(c.bits | kind << 3);
-            table.push(c.bit_buf);
-            if kind != 0 {
-                // A window is always within the store it was built in.
-                let data = &self.windows[c.window.at..c.window.at + c.window.stored as usize];
-                put_varint(&mut table, u64::from(c.window.len));
-                put_varint(&mut table, data.len() as u64);
-                table.extend_from_slice(&crc32(data).to_le_bytes());
-                windows.push(data);
-            }
-        }
-        let total: usize = windows.iter().map(|w| w.len()).sum();
-        let mut v = Vec::with_capacity(INDEX_HEADER + table.len() + total);
-        v.extend_from_slice(INDEX_MAGIC);
-        v.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        v.extend_from_slice(&self.span.to_le_bytes());
-        v.extend_from_slice(&self.uncompressed_size.to_le_bytes());
-        v.extend_from_slice(&self.compressed_size.to_le_bytes());
-        v.extend_from_slice(&(table.len() as u32).to_le_bytes());
-        v.extend_from_slice(&crc32(&table).to_le_bytes());
-        v.extend_from_slice(&table);
-        for w in windows {
-            v.extend_from_slice(w);
+        let mut v = head_bytes(&self.checkpoints, self.span, self.uncompressed_size, self.compressed_size, |c| {
+            (c.window.at, c.window.stored)
+        });
+        for c in self.checkpoints.iter().filter(|c| c.window.kind() != 0) {
+            // A window is always within the store it was built in.
+            v.extend_from_slice(&self.windows[c.window.at..c.window.at + c.window.stored as usize]);
         }
         v
     }
@@ -587,17 +485,325 @@ impl GzipIndex {
     }
 }
 
-/// Adds a checkpoint; one at the same uncompressed offset as the last (a
-/// member start after an empty member or after a block boundary checkpoint)
-/// replaces it, being later in the compressed stream and needing no window.
-fn push_checkpoint(cps: &mut Vec<Checkpoint>, cp: Checkpoint) {
-    if let Some(last) = cps.last_mut() {
-        if last.u_off == cp.u_off {
-            *last = cp;
-            return;
+/// Decompresses `reader` (see `GzipIndex::build`), handing its output to
+/// `sink` and its checkpoints to `table`; returns the uncompressed and
+/// compressed sizes.
+fn build_into<R: Read>(
+    reader: R,
+    span: u64,
+    sink: &mut dyn FnMut(&[u8]),
+    table: &mut Table<'_>,
+) -> Result<(u64, u64), IndexError> {
+    let span = span.max(1);
+    let mut inp = Input::new(Sequential(reader), 0, IN_BUF);
+    let mut out = vec![0u8; OUT_BUF];
+    let mut out_pos = 0usize;
+    let mut d = Box::<DecompressorOxide>::default();
+    let mut zc = zstd::bulk::Compressor::new(WINDOW_ZSTD_LEVEL)?;
+    let mut total: u64 = 0;
+
+    if !inp.need(2)? || inp.avail()[..2] != GZIP_MAGIC {
+        if inp.avail() == &GZIP_MAGIC[..1] {
+            return Err(IndexError::Truncated { offset: 1 });
+        }
+        return Err(IndexError::NotGzip { offset: 0 });
+    }
+    loop {
+        let member_at = inp.offset();
+        read_header(&mut inp)?;
+        let member_start = total;
+        table.push(
+            Checkpoint { u_off: total, c_off: inp.offset(), bits: 0, bit_buf: 0, window: Window::default() },
+            Vec::new(),
+        )?;
+        d.init();
+        let mut crc = Crc::new();
+        let mut next_cp = total.saturating_add(span);
+        loop {
+            let mut flags = 0;
+            if !inp.eof {
+                flags |= TINFL_FLAG_HAS_MORE_INPUT;
+            }
+            // Stop at block boundaries only once a checkpoint is due, and
+            // stop decoding exactly where it becomes due.
+            let limit = if total >= next_cp {
+                flags |= TINFL_FLAG_STOP_ON_BLOCK_BOUNDARY;
+                usize::MAX
+            } else {
+                (next_cp - total).min(OUT_BUF as u64) as usize
+            };
+            let (status, nin, nout) = decompress_with_limit(&mut d, inp.avail(), &mut out, out_pos, limit, flags);
+            inp.consume(nin);
+            if nout > 0 {
+                let chunk = &out[out_pos..out_pos + nout];
+                crc.update(chunk);
+                sink(chunk);
+                total += nout as u64;
+                out_pos = (out_pos + nout) & OUT_MASK;
+            }
+            match status {
+                TINFLStatus::Done => break,
+                TINFLStatus::BlockBoundary => {
+                    if total >= next_cp {
+                        let st = d.block_boundary_state().ok_or(IndexError::Corrupt {
+                            offset: inp.offset(),
+                            what: "no decoder state at a block boundary",
+                        })?;
+                        let len = (total - member_start).min(WINDOW as u64) as usize;
+                        let (window, stored) = Window::capture(&out, out_pos, len, &mut zc)?;
+                        table.push(
+                            Checkpoint {
+                                u_off: total,
+                                c_off: inp.offset(),
+                                bits: st.num_bits,
+                                bit_buf: st.bit_buf,
+                                window,
+                            },
+                            stored,
+                        )?;
+                        next_cp = total.saturating_add(span);
+                    }
+                }
+                // At the end of the input the next call goes without
+                // TINFL_FLAG_HAS_MORE_INPUT and fails if it needs more.
+                TINFLStatus::NeedsMoreInput => {
+                    inp.fill()?;
+                }
+                TINFLStatus::HasMoreOutput => {
+                    if nin == 0 && nout == 0 {
+                        return Err(IndexError::Corrupt { offset: inp.offset(), what: "the decoder made no progress" });
+                    }
+                }
+                TINFLStatus::FailedCannotMakeProgress => return Err(IndexError::Truncated { offset: inp.offset() }),
+                _ => return Err(IndexError::Corrupt { offset: inp.offset(), what: "invalid deflate data" }),
+            }
+        }
+        let (want_crc, want_size) = read_trailer(&mut inp)?;
+        if crc.sum() != want_crc {
+            return Err(IndexError::CrcMismatch { offset: member_at, expected: want_crc, actual: crc.sum() });
+        }
+        let size = (total - member_start) as u32;
+        if size != want_size {
+            return Err(IndexError::SizeMismatch { offset: member_at, expected: want_size, actual: size });
+        }
+        if !next_member(&mut inp)? {
+            break;
         }
     }
-    cps.push(cp);
+    Ok((total, inp.offset()))
+}
+
+/// The checkpoints of an index being built, and where their windows go.
+/// A checkpoint at the same uncompressed offset as the last (a member start
+/// after an empty member or after a block boundary checkpoint) replaces it,
+/// being later in the compressed stream and needing no window; so the last
+/// checkpoint's window is held back until the next checkpoint is known.
+struct Table<'a> {
+    checkpoints: Vec<Checkpoint>,
+    /// The stored window of the last checkpoint, not written yet.
+    held: Vec<u8>,
+    out: &'a mut dyn io::Write,
+    on_point: &'a mut dyn FnMut(Point),
+    /// Window bytes written to `out`.
+    written: u64,
+    /// The most window bytes held back at once.
+    held_peak: usize,
+}
+
+impl<'a> Table<'a> {
+    fn new(out: &'a mut dyn io::Write, on_point: &'a mut dyn FnMut(Point)) -> Table<'a> {
+        Table { checkpoints: Vec::new(), held: Vec::new(), out, on_point, written: 0, held_peak: 0 }
+    }
+
+    fn push(&mut self, mut cp: Checkpoint, stored: Vec<u8>) -> io::Result<()> {
+        match self.checkpoints.last() {
+            Some(last) if last.u_off == cp.u_off => {
+                self.checkpoints.pop();
+            }
+            Some(_) => self.flush()?,
+            None => {}
+        }
+        cp.window.at = usize::try_from(self.written).map_err(|_| io::Error::other("gzip index too large"))?;
+        self.held = stored;
+        self.held_peak = self.held_peak.max(self.held.len());
+        self.checkpoints.push(cp);
+        Ok(())
+    }
+
+    /// Writes the last checkpoint's window and hands the checkpoint on.
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.held)?;
+        self.written += self.held.len() as u64;
+        self.held.clear();
+        if let Some(last) = self.checkpoints.last() {
+            (self.on_point)(Point(*last));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Vec<Checkpoint>> {
+        self.flush()?;
+        self.out.flush()?;
+        Ok(self.checkpoints)
+    }
+}
+
+/// A checkpoint of an index being streamed: where decoding can start
+/// (see [`read_from_point`]) and where its window lies in the windows
+/// written so far.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Point(Checkpoint);
+
+impl Point {
+    /// Its offset in the uncompressed stream.
+    pub fn u_off(&self) -> u64 {
+        self.0.u_off
+    }
+
+    /// Its offset in the compressed stream.
+    pub fn c_off(&self) -> u64 {
+        self.0.c_off
+    }
+
+    /// Where its stored window is in the windows written (empty for a
+    /// member start).
+    pub fn window(&self) -> std::ops::Range<u64> {
+        let at = self.0.window.at as u64;
+        at..at + u64::from(self.0.window.stored)
+    }
+}
+
+impl fmt::Debug for Point {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Point(u {}, c {}, window {:?})", self.0.u_off, self.0.c_off, self.window())
+    }
+}
+
+/// What `build_streaming` made besides the windows it wrote.
+#[derive(Debug, Clone)]
+pub struct StreamedIndex {
+    head: Vec<u8>,
+    windows_len: u64,
+    checkpoints: usize,
+    uncompressed_size: u64,
+    held_peak: usize,
+}
+
+impl StreamedIndex {
+    /// The start of the index: header and checkpoint table; the windows
+    /// written follow it.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// How many window bytes were written.
+    pub fn windows_len(&self) -> u64 {
+        self.windows_len
+    }
+
+    pub fn checkpoint_count(&self) -> usize {
+        self.checkpoints
+    }
+
+    pub fn uncompressed_size(&self) -> u64 {
+        self.uncompressed_size
+    }
+
+    /// The most window bytes held back in memory at once (at most one
+    /// window).
+    pub fn held_peak(&self) -> usize {
+        self.held_peak
+    }
+}
+
+/// Reads up to `buf.len()` bytes of the decompressed stream from `u_off`
+/// (at or after `point`), decoding from `point` with its stored window
+/// `window` (the bytes at [`Point::window`] of what was written) over the
+/// compressed `blob`, and never past uncompressed offset `limit` (how far
+/// the stream is known to go). For reading a stream whose index is still
+/// being built.
+pub fn read_from_point<R: RandomRead + ?Sized>(
+    point: &Point,
+    window: &[u8],
+    blob: &R,
+    limit: u64,
+    u_off: u64,
+    buf: &mut [u8],
+) -> Result<usize, IndexError> {
+    if u_off < point.0.u_off {
+        return Err(IndexError::BadIndex("a read before its checkpoint"));
+    }
+    if u_off >= limit || buf.is_empty() {
+        return Ok(0);
+    }
+    let mut cp = point.0;
+    cp.window.at = 0;
+    let mut r = reader_from(&cp, window, blob, limit)?;
+    r.skip_to(u_off)?;
+    let want = (limit - u_off).min(buf.len() as u64) as usize;
+    r.read_inner(&mut buf[..want], true)
+}
+
+/// A reader of the stream from checkpoint `cp` (its window in `store`),
+/// handing out no more than `size` bytes of output in all.
+fn reader_from<'a, R: RandomRead + ?Sized>(
+    cp: &Checkpoint,
+    store: &[u8],
+    blob: &'a R,
+    size: u64,
+) -> Result<GzipReader<'a, R>, IndexError> {
+    let mut out = vec![0u8; OUT_BUF];
+    let wlen = cp.window.restore(store, &mut out[..WINDOW])?;
+    let st = BlockBoundaryState { num_bits: cp.bits, bit_buf: cp.bit_buf, ..BlockBoundaryState::default() };
+    Ok(GzipReader {
+        size,
+        inp: Input::new(Positioned(blob), cp.c_off, IN_BUF),
+        d: Box::new(DecompressorOxide::from_block_boundary_state(&st)),
+        out,
+        out_pos: wlen & OUT_MASK,
+        ready_at: 0,
+        ready_len: 0,
+        pos: cp.u_off,
+        finished: false,
+    })
+}
+
+/// The index's header and checkpoint table (the format in the module
+/// documentation); `stored` gives each checkpoint's window place.
+fn head_bytes(
+    checkpoints: &[Checkpoint],
+    span: u64,
+    uncompressed_size: u64,
+    compressed_size: u64,
+    stored: impl Fn(&Checkpoint) -> (usize, u32),
+) -> Vec<u8> {
+    let mut table = Vec::with_capacity(16 * checkpoints.len());
+    put_varint(&mut table, checkpoints.len() as u64);
+    let (mut pu, mut pc) = (0u64, 0u64);
+    for c in checkpoints {
+        put_varint(&mut table, c.u_off - pu);
+        put_varint(&mut table, c.c_off - pc);
+        (pu, pc) = (c.u_off, c.c_off);
+        let kind = c.window.kind();
+        table.push(c.bits | kind << 3);
+        table.push(c.bit_buf);
+        if kind != 0 {
+            let (_, n) = stored(c);
+            put_varint(&mut table, u64::from(c.window.len));
+            put_varint(&mut table, u64::from(n));
+            table.extend_from_slice(&c.window.crc.to_le_bytes());
+        }
+    }
+    let mut v = Vec::with_capacity(INDEX_HEADER + table.len());
+    v.extend_from_slice(INDEX_MAGIC);
+    v.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    v.extend_from_slice(&span.to_le_bytes());
+    v.extend_from_slice(&uncompressed_size.to_le_bytes());
+    v.extend_from_slice(&compressed_size.to_le_bytes());
+    v.extend_from_slice(&(table.len() as u32).to_le_bytes());
+    v.extend_from_slice(&crc32(&table).to_le_bytes());
+    v.extend_from_slice(&table);
+    v
 }
 
 /// Sequential reader of the decompressed stream from a checkpoint on, made by
@@ -1111,6 +1317,126 @@ mod tests {
         e.finish().unwrap()
     }
 
+    /// Layers of each kind the index must handle: (name, blob, span).
+    fn golden_cases() -> Vec<(&'static str, Vec<u8>, u64)> {
+        let mut mixed = text(1 << 20, 201);
+        mixed.extend_from_slice(&random(400_000, 202));
+        mixed.extend_from_slice(&vec![0u8; 3 << 20]);
+        mixed.extend_from_slice(&text(300_000, 203));
+        let mut multi = gz(&text(900_000, 204), 6);
+        multi.extend_from_slice(&gz(b"", 6));
+        multi.extend_from_slice(&gz(&random(300_000, 205), 1));
+        multi.extend_from_slice(&gz(&text(700_000, 206), 9));
+        let mut padded = gz(&text(500_000, 207), 6);
+        padded.extend_from_slice(&[0; 1000]);
+        vec![
+            ("text level 6", gz(&text(3 << 20, 200), 6), 256 << 10),
+            ("text level 9 default span", gz(&text(3 << 20, 200), 9), DEFAULT_SPAN),
+            ("random level 6", gz(&random(2 << 20, 208), 6), 256 << 10),
+            ("stored", gz(&random(1 << 20, 209), 0), 100_000),
+            ("mixed with zeros", gz(&mixed, 6), 512 << 10),
+            ("multi-member", multi, 200_000),
+            ("padded", padded, 64 << 10),
+            ("empty", gz(b"", 6), DEFAULT_SPAN),
+        ]
+    }
+
+    /// The sha256 of `to_bytes` of each of `golden_cases`, as the builder
+    /// that held every window in memory until the end made them: the
+    /// streamed index, and the one built in memory, must still be these
+    /// files byte for byte.
+    const GOLDEN: &[(&str, &str)] = &[
+        ("text level 6", "805e3b0e63100043a5101f2b9f5a8b256847d164c2d239523a9f8b8bbb3cb843"),
+        ("text level 9 default span", "327ccbf400d86428e978c764eb5c24cfec224ece21e8ed17d27393f82b7f0a91"),
+        ("random level 6", "5bd9dceaea1482510d70c867b6d308aef66bbf16f14e29c239b94ef0698c048c"),
+        ("stored", "ac1a2e52e7e9c45da801b78e5be5e2fcda19e3f7f0bde85ee438e43cd94b9207"),
+        ("mixed with zeros", "6552e7c1ccaee2271eac3f983f2d29f8b78082f48b151f75bc1ddb6ab92d1796"),
+        ("multi-member", "59ef30945f603d45eb849604828c9542f6e940690f34380c157636f21e86985f"),
+        ("padded", "399d0da8cf6dcdfb1d068ce2250cee0f0535aa1a42d698dcc3fa8738d4f9987a"),
+        ("empty", "539b435b18e13418a9742dfe4764b347d92ecd85b691a4dce264403e22a4ef04"),
+    ];
+
+    /// What `build_streaming` writes for `blob`: the index file, the
+    /// decompressed bytes, and the points handed out, each checked when it
+    /// came (its window already written, whole).
+    fn streamed(blob: &[u8], span: u64) -> Result<(Vec<u8>, Vec<u8>, Vec<Point>, StreamedIndex), IndexError> {
+        let mut out = Vec::new();
+        let windows = std::cell::RefCell::new(Vec::new());
+        let mut points = Vec::new();
+        struct W<'a>(&'a std::cell::RefCell<Vec<u8>>);
+        impl io::Write for W<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.borrow_mut().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let s =
+            GzipIndex::build_streaming(blob, span, &mut |c| out.extend_from_slice(c), &mut W(&windows), &mut |p| {
+                assert!(p.window().end <= windows.borrow().len() as u64, "{p:?} handed out before its window");
+                points.push(p);
+            })?;
+        let mut file = s.head().to_vec();
+        file.extend_from_slice(&windows.borrow());
+        assert_eq!(s.windows_len(), windows.borrow().len() as u64);
+        Ok((file, out, points, s))
+    }
+
+    #[test]
+    fn streamed_and_in_memory_indexes_are_the_files_the_old_builder_wrote() {
+        use sha2::{Digest as _, Sha256};
+        let cases = golden_cases();
+        assert_eq!(cases.len(), GOLDEN.len());
+        for ((name, blob, span), (gname, want)) in cases.iter().zip(GOLDEN) {
+            assert_eq!(name, gname);
+            let (idx, data) = build(blob, *span).unwrap();
+            assert_eq!(format!("{:x}", Sha256::digest(idx.to_bytes())), *want, "{name}: built in memory");
+            let (file, out, points, s) = streamed(blob, *span).unwrap();
+            assert_eq!(format!("{:x}", Sha256::digest(&file)), *want, "{name}: streamed");
+            assert!(out == data, "{name}: the sink saw other bytes");
+            assert_eq!(points.len(), idx.checkpoint_count(), "{name}");
+            assert_eq!(s.checkpoint_count(), idx.checkpoint_count(), "{name}");
+            assert!(s.held_peak() <= WINDOW, "{name}: {} window bytes held", s.held_peak());
+        }
+    }
+
+    #[test]
+    fn reads_from_points_match_while_the_index_grows() {
+        let mut data = text(2 << 20, 300);
+        data.extend_from_slice(&random(500_000, 301));
+        let mut blob = gz(&data[..1_500_000], 6);
+        blob.extend_from_slice(&gz(&data[1_500_000..], 9));
+        let (file, _, points, _) = streamed(&blob, 200_000).unwrap();
+        let windows =
+            &file[file.len() - points.iter().map(|p| p.window().end - p.window().start).sum::<u64>() as usize..];
+        assert!(points.len() > 5);
+        let mut r = Rng::new(302);
+        for _ in 0..60 {
+            let p = &points[r.below(points.len() as u64) as usize];
+            // As far as the stream has come: past the point, not to the end.
+            let limit = p.u_off() + r.below(data.len() as u64 - p.u_off() + 1);
+            let off = p.u_off() + r.below(limit - p.u_off() + 1);
+            let mut buf = vec![0u8; r.below(400_000) as usize];
+            let w = &windows[p.window().start as usize..p.window().end as usize];
+            let n = read_from_point(p, w, &blob[..], limit, off, &mut buf).unwrap();
+            let hi = (off + buf.len() as u64).min(limit) as usize;
+            assert_eq!(n, hi - off as usize, "{p:?} from {off} to {limit}");
+            assert!(buf[..n] == data[off as usize..hi], "{p:?} from {off}");
+        }
+        // A read before the point is refused, not decoded wrong.
+        let p = points.last().unwrap();
+        let w = &windows[p.window().start as usize..p.window().end as usize];
+        assert!(read_from_point(p, w, &blob[..], data.len() as u64, p.u_off() - 1, &mut [0; 4]).is_err());
+        // A damaged window fails the read.
+        if p.window().end > p.window().start {
+            let mut bad = w.to_vec();
+            bad[0] ^= 1;
+            assert!(read_from_point(p, &bad, &blob[..], data.len() as u64, p.u_off(), &mut [0; 4]).is_err());
+        }
+    }
+
     fn gunzip(gz: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         MultiGzDecoder::new(gz).read_to_end(&mut out).unwrap();
@@ -1569,6 +1895,39 @@ mod tests {
             let hi = (off as usize + len).min(f.data.len());
             prop_assert_eq!(n, hi - lo);
             prop_assert!(buf[..n] == f.data[lo..hi]);
+        }
+
+        #[test]
+        fn streamed_index_equals_the_built_one(
+            parts in proptest::collection::vec((0u8..3, 0usize..300_000), 1..6),
+            level in 0u32..10,
+            span in prop::sample::select(vec![1u64, 4096, 64 << 10, 256 << 10, DEFAULT_SPAN]),
+            members in 1usize..4,
+        ) {
+            // Text, random bytes and zeros in runs of any size, in one
+            // member or several.
+            let mut data = Vec::new();
+            for (i, (kind, n)) in parts.iter().enumerate() {
+                match kind {
+                    0 => data.extend_from_slice(&text(*n, i as u64)),
+                    1 => data.extend_from_slice(&random(*n, i as u64)),
+                    _ => data.resize(data.len() + n, 0),
+                }
+            }
+            let mut blob = Vec::new();
+            let step = data.len() / members + 1;
+            for piece in data.chunks(step) {
+                blob.extend_from_slice(&gz(piece, level));
+            }
+            if data.is_empty() {
+                blob = gz(b"", level);
+            }
+            let (idx, _) = build(&blob, span).unwrap();
+            let (file, out, points, s) = streamed(&blob, span).unwrap();
+            prop_assert!(file == idx.to_bytes());
+            prop_assert!(out == data);
+            prop_assert_eq!(points.len(), idx.checkpoint_count());
+            prop_assert!(s.held_peak() <= WINDOW);
         }
 
         #[test]
