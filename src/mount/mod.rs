@@ -298,7 +298,10 @@ pub fn layer_entries(store: &Store, d: &Digest, i: usize) -> Result<(index_file:
     let built = build_index(store, d, i, f, c)?;
     // Served from the file just written, as a warm mount is: the windows
     // stay in the page cache instead of this process's memory.
-    Ok((mapped_index(store, d, i).unwrap_or(built), c))
+    if let Some(ix) = mapped_index(store, d, i) {
+        return Ok((ix, c));
+    }
+    Ok((built.into_memory().with_context(|| format!("reading the index of layer {d}"))?, c))
 }
 
 /// Layer `d`'s blob, buffered, and its compression.
@@ -321,89 +324,12 @@ fn build_index(
     i: usize,
     f: BufReader<std::fs::File>,
     c: Compression,
-) -> Result<index_file::LayerIndex> {
-    let (ix, _) = index_layer(d, i, f, c)?;
-    if let Err(e) = store.write_layer_index(d, &index_file::encode(d, &ix)) {
+) -> Result<scan::BuiltIndex> {
+    let built = scan::index_layer(d, i, f, c, store.paths().scratch_file().ok())?;
+    if let Err(e) = store.write_layer_index(d, &mut |w| built.write_to(d, w)) {
         eprintln!("warning: keeping the index of layer {d}: {e}");
     }
-    Ok(ix)
-}
-
-/// The index of layer `d` (number `i` in its image) from its compressed
-/// bytes `f` (compressed with `c`), read once from start to end: a stored
-/// blob, or a download as it streams. Also returns the layer's size
-/// decompressed.
-pub fn index_layer<R: std::io::Read + Send + 'static>(
-    d: &Digest,
-    i: usize,
-    f: R,
-    c: Compression,
-) -> Result<(index_file::LayerIndex, u64)> {
-    let (layer, chunks, access, size) = if matches!(c, Compression::Gzip | Compression::Zstd) {
-        // One pass: the random-access index is built on another thread
-        // while the decompressed stream it hands on is scanned here.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-        let builder = std::thread::spawn(move || {
-            let mut hasher = source::ChunkHasher::new(f);
-            let mut size = 0u64;
-            let ix = {
-                let mut sink = |b: &[u8]| {
-                    size += b.len() as u64;
-                    // A scan that ended (the tar's end) stops listening; the
-                    // index is finished all the same.
-                    let _ = tx.send(b.to_vec());
-                };
-                if c == Compression::Gzip {
-                    crate::layerindex::gzip::GzipIndex::build(
-                        &mut hasher,
-                        crate::layerindex::gzip::DEFAULT_SPAN,
-                        &mut sink,
-                    )
-                    .map(|ix| ix.to_bytes())
-                    .map_err(anyhow::Error::from)
-                } else {
-                    crate::layerindex::zstd::ZstdIndex::build(&mut hasher, &mut sink)
-                        .map(|ix| ix.to_bytes())
-                        .map_err(anyhow::Error::from)
-                }
-            };
-            drop(tx);
-            std::io::copy(&mut hasher, &mut std::io::sink()).map(|_| ()).ok();
-            (ix, hasher.finish(), size)
-        });
-        let scanned = scan::scan(source::ChannelReader::new(rx), i, d.as_str());
-        let (ix, chunks, size) =
-            builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
-        let ix = ix.with_context(|| format!("reading layer {d}"))?;
-        (scanned?, chunks, ix, size)
-    } else {
-        let mut hasher = source::ChunkHasher::new(f);
-        let mut counted =
-            Counted { inner: c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?, n: 0 };
-        let layer = scan::scan(&mut counted, i, d.as_str())?;
-        // What follows the tar's end is counted where it decompresses.
-        let _ = std::io::copy(&mut counted, &mut std::io::sink());
-        let size = counted.n;
-        drop(counted);
-        // The rest of the blob (padding after the tar's end) is hashed too.
-        std::io::copy(&mut hasher, &mut std::io::sink()).with_context(|| format!("reading layer {d}"))?;
-        (layer, hasher.finish(), Vec::new(), size)
-    };
-    Ok((index_file::LayerIndex { layer, chunks, access: SharedBytes::from_vec(access) }, size))
-}
-
-/// A reader that counts the bytes it hands on.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
+    Ok(built)
 }
 
 /// An index file, mapped: a mount reads the windows of its random-access

@@ -4,11 +4,19 @@
 //! sparse formats, see `archive::sparse`) keeps its map: where its runs of
 //! data are in the file and in the stream.
 
+use super::index_file::{self, LayerIndex};
+use super::source::ChunkHasher;
 use crate::archive::layer::{classify, clean_entry_path, name_bytes, name_string, EntryKind};
 use crate::archive::sparse;
+use crate::digest::Digest;
+use crate::layerindex::gzip::{GzipIndex, DEFAULT_SPAN};
+use crate::layerindex::SharedBytes;
+use crate::store::{ChannelReader, Compression};
 use img_fuse::{DataRef, Entry, Kind, Layer};
 use std::cell::RefCell;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +25,129 @@ pub enum ScanError {
     Entry { layer: String, name: String, msg: String },
     #[error("layer {layer}: {source}")]
     Read { layer: String, source: std::io::Error },
+}
+
+/// A layer's index file as built from its compressed bytes, read once:
+/// the entries and chunk hashes in memory, and the random-access index
+/// (gzip: header and checkpoint table here, the windows in a scratch file
+/// as they were made; zstd: all of it here).
+pub struct BuiltIndex {
+    /// Entries and chunk hashes; its `access` is empty.
+    pub index: LayerIndex,
+    access_head: Vec<u8>,
+    windows: Option<(File, u64)>,
+    /// The layer's size decompressed.
+    pub size: u64,
+}
+
+impl BuiltIndex {
+    /// Writes the index file of layer `d` (`index_file`'s format).
+    pub fn write_to(&self, d: &Digest, w: &mut dyn Write) -> io::Result<()> {
+        w.write_all(&index_file::encode(d, &self.index))?;
+        w.write_all(&self.access_head)?;
+        if let Some((f, len)) = &self.windows {
+            let mut buf = vec![0u8; 64 << 10];
+            let mut at = 0u64;
+            while at < *len {
+                let n = buf.len().min((len - at) as usize);
+                f.read_exact_at(&mut buf[..n], at)?;
+                w.write_all(&buf[..n])?;
+                at += n as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole index in memory (when no file could be written).
+    pub fn into_memory(self) -> io::Result<LayerIndex> {
+        let mut access = self.access_head;
+        if let Some((f, len)) = &self.windows {
+            let start = access.len();
+            access.resize(start + *len as usize, 0);
+            f.read_exact_at(&mut access[start..], 0)?;
+        }
+        Ok(LayerIndex { access: SharedBytes::from_vec(access), ..self.index })
+    }
+}
+
+/// The index of layer `d` (number `i` in its image) from its compressed
+/// bytes `f` (compressed with `c`), read once from start to end: a stored
+/// blob, or a download as it streams. A gzip layer's checkpoint windows go
+/// to `windows` as they are made (memory then stays bounded whatever the
+/// layer's size); without it they are held in memory.
+pub fn index_layer<R: Read + Send + 'static>(
+    d: &Digest,
+    i: usize,
+    f: R,
+    c: Compression,
+    windows: Option<File>,
+) -> anyhow::Result<BuiltIndex> {
+    use anyhow::Context as _;
+    if !matches!(c, Compression::Gzip | Compression::Zstd) {
+        let mut hasher = ChunkHasher::new(f);
+        let mut counted =
+            Counted { inner: c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?, n: 0 };
+        let layer = scan(&mut counted, i, d.as_str())?;
+        // What follows the tar's end is counted where it decompresses.
+        let _ = io::copy(&mut counted, &mut io::sink());
+        let size = counted.n;
+        drop(counted);
+        // The rest of the blob (padding after the tar's end) is hashed too.
+        io::copy(&mut hasher, &mut io::sink()).with_context(|| format!("reading layer {d}"))?;
+        let index = LayerIndex { layer, chunks: hasher.finish(), access: SharedBytes::default() };
+        return Ok(BuiltIndex { index, access_head: Vec::new(), windows: None, size });
+    }
+    // One pass: the random-access index is built on another thread while
+    // the decompressed stream it hands on is scanned here.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let builder = std::thread::spawn(move || {
+        let mut hasher = ChunkHasher::new(f);
+        let mut size = 0u64;
+        let ix = {
+            let mut sink = |b: &[u8]| {
+                size += b.len() as u64;
+                // A scan that ended (the tar's end) stops listening; the
+                // index is finished all the same.
+                let _ = tx.send(b.to_vec());
+            };
+            match (c, windows) {
+                (Compression::Gzip, Some(mut file)) => {
+                    let mut w = io::BufWriter::with_capacity(64 << 10, &mut file);
+                    let built = GzipIndex::build_streaming(&mut hasher, DEFAULT_SPAN, &mut sink, &mut w, &mut |_| {});
+                    drop(w);
+                    built.map(|s| (s.head().to_vec(), Some((file, s.windows_len())))).map_err(anyhow::Error::from)
+                }
+                (Compression::Gzip, None) => GzipIndex::build(&mut hasher, DEFAULT_SPAN, &mut sink)
+                    .map(|ix| (ix.to_bytes(), None))
+                    .map_err(anyhow::Error::from),
+                _ => crate::layerindex::zstd::ZstdIndex::build(&mut hasher, &mut sink)
+                    .map(|ix| (ix.to_bytes(), None))
+                    .map_err(anyhow::Error::from),
+            }
+        };
+        drop(tx);
+        io::copy(&mut hasher, &mut io::sink()).map(|_| ()).ok();
+        (ix, hasher.finish(), size)
+    });
+    let scanned = scan(ChannelReader::new(rx), i, d.as_str());
+    let (ix, chunks, size) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
+    let (access_head, windows) = ix.with_context(|| format!("reading layer {d}"))?;
+    let index = LayerIndex { layer: scanned?, chunks, access: SharedBytes::default() };
+    Ok(BuiltIndex { index, access_head, windows, size })
+}
+
+/// A reader that counts the bytes it hands on.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
 }
 
 /// Largest xattr value kept (the kernel's own limit is 64 KiB).

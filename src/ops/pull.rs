@@ -402,26 +402,27 @@ struct Tap {
     seen: u64,
 }
 
-/// What the indexer makes of a layer: its index file and its size
+/// What the indexer makes of a layer: its index (a gzip layer's windows
+/// in a scratch file, written as they were made) and its size
 /// uncompressed; nothing for a layer that is neither gzip nor zstd, or
 /// that does not decompress.
-type Indexer = std::thread::JoinHandle<Option<(Vec<u8>, u64)>>;
+type Indexer = std::thread::JoinHandle<Option<crate::mount::scan::BuiltIndex>>;
 
 impl Tap {
     /// Starts the indexer of layer `d` (number `i` in its image) on its own
-    /// thread; the tap hands it the layer's bytes.
-    fn start(d: &Digest, i: usize) -> (Tap, Indexer) {
+    /// thread, its checkpoint windows going to `windows` as they are made;
+    /// the tap hands it the layer's bytes.
+    fn start(d: &Digest, i: usize, windows: Option<std::fs::File>) -> (Tap, Indexer) {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(TAP_QUEUE);
         let label = d.clone();
-        let indexer = std::thread::spawn(move || -> Option<(Vec<u8>, u64)> {
+        let indexer = std::thread::spawn(move || -> Option<crate::mount::scan::BuiltIndex> {
             let mut r = std::io::BufReader::with_capacity(64 * 1024, crate::store::ChannelReader::new(rx));
             let c = Compression::sniff(std::io::BufRead::fill_buf(&mut r).ok()?);
             if !matches!(c, Compression::Gzip | Compression::Zstd) {
                 let _ = std::io::copy(&mut r, &mut std::io::sink());
                 return None;
             }
-            let (ix, n) = crate::mount::index_layer(&label, i, r, c).ok()?;
-            Some((crate::mount::index_file::encode(&label, &ix), n))
+            crate::mount::scan::index_layer(&label, i, r, c, windows).ok()
         });
         (Tap { tx: Some(tx), buf: Vec::with_capacity(TAP_CHUNK), seen: 0 }, indexer)
     }
@@ -464,13 +465,13 @@ fn download_layer(
     size: u64,
     progress: &dyn Progress,
 ) -> Result<Pulled> {
-    let (mut tap, indexer) = Tap::start(d, i);
+    let (mut tap, indexer) = Tap::start(d, i, paths.scratch_file().ok());
     let got = download(paths, repo, d, size, progress, false, Some(&mut |b: &[u8]| tap.feed(b)));
     let whole = tap.finish() == Some(size);
     let built = indexer.join().ok().flatten();
     let blob = got?;
     let (diff_size, index) = match built {
-        Some((bytes, n)) if whole => (Some(n), paths.stage_layer_index(d, &bytes).ok()),
+        Some(b) if whole => (Some(b.size), paths.stage_layer_index(d, &mut |w| b.write_to(d, w)).ok()),
         _ => (crate::store::uncompressed_size(blob.path()).ok(), None),
     };
     Ok(Pulled { blob, diff_size, index })
@@ -613,16 +614,32 @@ mod tests {
         gz.finish().unwrap()
     }
 
-    /// The index file a mount's scan of the stored blob writes.
+    /// The index file `b` writes.
+    fn file_of(d: &Digest, b: &crate::mount::scan::BuiltIndex) -> Vec<u8> {
+        let mut v = Vec::new();
+        b.write_to(d, &mut v).unwrap();
+        v
+    }
+
+    /// The index file a mount's scan of the stored blob writes, its
+    /// windows held in memory as the scan did before it streamed them.
     fn scanned(d: &Digest, blob: &[u8]) -> (Vec<u8>, u64) {
         let c = Compression::sniff(blob);
-        let (ix, n) = crate::mount::index_layer(d, 2, std::io::Cursor::new(blob.to_vec()), c).unwrap();
-        (crate::mount::index_file::encode(d, &ix), n)
+        let b = crate::mount::scan::index_layer(d, 2, std::io::Cursor::new(blob.to_vec()), c, None).unwrap();
+        (file_of(d, &b), b.size)
     }
 
     /// What the pull's tap makes of the same bytes handed over in pieces.
     fn streamed(d: &Digest, blob: &[u8], pieces: &[usize]) -> (Option<u64>, Option<(Vec<u8>, u64)>) {
-        let (mut tap, indexer) = Tap::start(d, 2);
+        let scratch = crate::testdir::TestDir::new("pull-tap");
+        let windows = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(scratch.join("windows"))
+            .unwrap();
+        let (mut tap, indexer) = Tap::start(d, 2, Some(windows));
         let (mut at, mut k) = (0, 0);
         while at < blob.len() {
             let n = pieces.get(k % pieces.len().max(1)).copied().unwrap_or(4096).clamp(1, blob.len() - at);
@@ -631,7 +648,7 @@ mod tests {
             k += 1;
         }
         let seen = tap.finish();
-        (seen, indexer.join().unwrap())
+        (seen, indexer.join().unwrap().map(|b| (file_of(d, &b), b.size)))
     }
 
     #[test]

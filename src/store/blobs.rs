@@ -471,18 +471,40 @@ pub struct StagedIndex {
 }
 
 impl super::StorePaths {
-    /// Writes the index file of layer `d` into `ingest/`.
-    pub fn stage_layer_index(&self, d: &Digest, bytes: &[u8]) -> Result<StagedIndex> {
+    /// A scratch file in `ingest/`, unlinked at once: it goes with the
+    /// process (an index's windows while it is built).
+    pub fn scratch_file(&self) -> Result<File> {
+        let path = temp_name(&self.ingest_dir());
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(io_err("creating scratch file", &path))?;
+        fs::remove_file(&path).map_err(io_err("unlinking", &path))?;
+        Ok(f)
+    }
+
+    /// Writes the index file of layer `d` into `ingest/`: the bytes
+    /// `write` writes.
+    pub fn stage_layer_index(
+        &self,
+        d: &Digest,
+        write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<StagedIndex> {
         let path = temp_name(&self.ingest_dir());
         let staged = StagedIndex { path, digest: d.clone() };
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&staged.path)
             .map_err(io_err("creating temporary index", &staged.path))?;
-        f.write_all(bytes).map_err(io_err("writing", &staged.path))?;
+        let mut w = io::BufWriter::with_capacity(64 << 10, f);
+        write(&mut w).and_then(|()| w.flush()).map_err(io_err("writing", &staged.path))?;
         Ok(staged)
     }
 }

@@ -228,14 +228,18 @@ impl Store {
 
     /// Writes derived data for blob `d` (a layer index) atomically: a temp
     /// file in `ingest/`, then a rename.
-    pub fn write_layer_index(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
-        use std::io::Write;
+    /// The bytes are those `write` writes.
+    pub fn write_layer_index(
+        &self,
+        d: &Digest,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
         let dir = self.paths().layer_indexes_dir();
         if !dir.is_dir() {
             create_dir_private(&dir)?;
         }
         let mut w = self.blob_writer()?;
-        w.write_all(bytes).map_err(io_err("writing", &dir))?;
+        write(&mut w).map_err(io_err("writing", &dir))?;
         let staged = w.finish()?;
         let target = self.layer_index_path(d);
         fs::rename(staged.path(), &target).map_err(io_err("renaming into", &target))?;
