@@ -10,8 +10,9 @@ pub mod index_file;
 pub mod lazy;
 pub mod scan;
 pub mod source;
-pub mod stream;
 pub mod upper;
+
+pub use lazy::stream;
 
 use crate::digest::Digest;
 use crate::layerindex::SharedBytes;

@@ -31,6 +31,7 @@ mod index;
 mod plan;
 mod registry;
 mod source;
+pub mod stream;
 mod toc;
 
 pub use index::{read_index, write_index};
