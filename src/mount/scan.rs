@@ -99,7 +99,7 @@ pub fn index_layer<R: Read + Send + 'static>(
     }
     // One pass: the random-access index is built on another thread while
     // the decompressed stream it hands on is scanned here.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
     let builder = std::thread::spawn(move || {
         let mut hasher = ChunkHasher::new(f);
         let mut size = 0u64;

@@ -391,9 +391,11 @@ struct Pulled {
     index: Option<StagedIndex>,
 }
 
-/// Chunks handed to the indexer, and how many may wait for it.
+/// Chunks handed to the indexer, and how many may wait for it: 1 MiB
+/// ahead is enough to keep the download and the indexer both busy, and
+/// every layer downloading at once holds that much.
 const TAP_CHUNK: usize = 256 * 1024;
-const TAP_QUEUE: usize = 16;
+const TAP_QUEUE: usize = 4;
 
 /// The bytes of a download, in chunks, on their way to the indexer.
 struct Tap {
