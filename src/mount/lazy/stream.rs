@@ -50,14 +50,15 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The end of a gzip layer's stream held in memory while it streams.
-pub const TAIL: usize = 2 << 20;
+/// The end of a gzip layer's stream held in memory while it streams
+/// (every layer of a mount streams at once).
+pub const TAIL: usize = 1 << 20;
 /// Bytes decoded at a time for a read behind the tail.
 pub const BLOCK: u64 = 1 << 20;
 /// Blocks kept, over every streamed layer of the process: with `TAIL`,
-/// the uncompressed bytes a mount holds are 8 MiB and 2 MiB a layer
+/// the uncompressed bytes a mount holds are 4 MiB and 1 MiB a layer
 /// streaming.
-pub const BLOCKS: usize = 8;
+pub const BLOCKS: usize = 4;
 
 /// The most bytes passed on at a time.
 const PIECE: usize = 64 << 10;
