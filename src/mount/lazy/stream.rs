@@ -299,14 +299,23 @@ impl GzipBody {
         let w = point.window();
         let mut window = vec![0u8; (w.end - w.start) as usize];
         self.windows.read_exact_at(&mut window, w.start)?;
-        let mut v = vec![0u8; (end - start) as usize];
+        // The least recently used block's buffer is reused (unless a read
+        // still holds it): the blocks' memory is allocated once, not again
+        // for every decode, which left allocators holding far more.
+        let mut v = {
+            let mut kept = blocks().lock().unwrap_or_else(|p| p.into_inner());
+            let spare = if kept.len() >= BLOCKS { Some(kept.remove(0).2) } else { None };
+            spare.and_then(|a| Arc::try_unwrap(a).ok()).unwrap_or_else(|| Vec::with_capacity(BLOCK as usize))
+        };
+        v.clear();
+        v.resize((end - start) as usize, 0);
         let n = gzip::read_from_point(&point, &window, &self.blob, end, start, &mut v)?;
         v.truncate(n);
         let v = Arc::new(v);
         let mut kept = blocks().lock().unwrap_or_else(|p| p.into_inner());
         kept.retain(|(l, n, _)| !(*l == id && *n == b));
         kept.push((id, b, v.clone()));
-        if kept.len() > BLOCKS {
+        while kept.len() > BLOCKS {
             kept.remove(0);
         }
         Ok(v)
