@@ -52,11 +52,11 @@ use std::time::{Duration, Instant};
 
 /// The end of a gzip layer's stream held in memory while it streams
 /// (every layer of a mount streams at once).
-pub const TAIL: usize = 1 << 20;
+pub const TAIL: usize = 256 << 10;
 /// Bytes decoded at a time for a read behind the tail.
 pub const BLOCK: u64 = 1 << 20;
 /// Blocks kept, over every streamed layer of the process: with `TAIL`,
-/// the uncompressed bytes a mount holds are 4 MiB and 1 MiB a layer
+/// the uncompressed bytes a mount holds are 4 MiB and 256 KiB a layer
 /// streaming.
 pub const BLOCKS: usize = 4;
 
@@ -544,7 +544,7 @@ impl Job {
             LazyBlob { cache: self.cache.clone(), open: self.open.clone(), size: self.size, stats: self.stats.clone() };
         let _ = layer.body.set(Body::Gzip(GzipBody { points: Mutex::new(Vec::new()), windows, blob }));
         let Some(Body::Gzip(body)) = layer.body.get() else { return Err("its stream began twice".into()) };
-        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = sync_channel::<Vec<u8>>(2);
         let (diff, built) = std::thread::scope(|s| {
             let builder = s.spawn(move || {
                 let mut diff = Hasher::new();
