@@ -82,6 +82,15 @@ install_tools() {
 }
 install_tools
 
+# SQLite as img uses it: the index needs no full-text search, R-trees,
+# JSON functions, statistics tables, extensions or deprecated calls, so the
+# bundled SQLite is compiled without them (SQLite's own recommended
+# options among them): about a third of its code.
+export LIBSQLITE3_FLAGS="-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5
+  -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX
+  -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_JSON
+  -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0"
+
 mkdir -p "$OUT"
 status=0
 for target in "${TARGETS[@]}"; do
