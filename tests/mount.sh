@@ -1346,6 +1346,90 @@ check_rootless_rw_copyup_of_a_large_file_keeps_the_right_bytes() {
   chmod "$(cat "$WORK/fuse-mode")" /dev/fuse && rm "$WORK/fuse-mode"
 }
 
+# big_layer: the layer of localhost/random-gzip (mounted once so that its
+# index file is written): its hex, the only index file in the store.
+big_layer() {
+  big_layout
+  img load -q -i "$GEN/big" >/dev/null || fail "img load of the big-file images failed"
+  local m; m=$(img mount localhost/random-gzip "$T/r") || fail "img mount random-gzip failed"
+  img umount "$m" >/dev/null || fail "img umount random-gzip failed"
+  local ix; ix=$(ls "$IMG_ROOT/indexes")
+  [[ $ix =~ ^[0-9a-f]{64}$ ]] || fail "not one index file after one mount: $ix"
+  echo "$ix"
+}
+# flip_byte FILE OFFSET: inverts one byte of FILE in place (a blob damaged on disk)
+flip_byte() {
+  python3 -c 'import sys; f = open(sys.argv[1], "r+b"); o = int(sys.argv[2]); f.seek(o); b = f.read(1); f.seek(o); f.write(bytes([b[0] ^ 0xff]))' "$1" "$2"
+}
+
+# An index file of format 6 (sha256 per chunk, as img wrote before chunks
+# were checked with a CRC-32) is read as it is, not rebuilt, and a copy-up
+# through it gives the right bytes.
+check_copyup_reads_index_files_of_the_older_format() {
+  local ix m before; ix=$(big_layer) || exit 1
+  python3 "$SUPPORT/index_v6.py" "$IMG_ROOT/indexes/$ix" "$IMG_ROOT/blobs/sha256/$ix" ||
+    fail "rewriting the index file as format 6 failed"
+  before=$(sha "$IMG_ROOT/indexes/$ix")
+  m=$(img mount --rw localhost/random-gzip "$T/m") || fail "img mount --rw over an index file of format 6 failed"
+  printf x >> "$m/big" || fail "appending to /big failed"
+  [[ $(sha "$m/big") == "$(big_sum random+x)" ]] || fail "/big after the append is not the image's bytes and x"
+  img umount --discard "$m" >/dev/null || fail "img umount --discard failed"
+  [[ $(sha "$IMG_ROOT/indexes/$ix") == "$before" ]] || fail "the index file of format 6 was rebuilt rather than read"
+}
+
+# A blob damaged on disk after its index was written (one byte flipped in
+# the middle of /big's data): the copy-up fails (EIO) rather than copy
+# wrong bytes, with the current index file (CRC-32 per chunk) and with
+# one of format 6 (sha256 per chunk); the upper directory holds no /big,
+# and the serving process's log names the blob, the damage and img fsck.
+check_copyup_of_a_damaged_blob_fails_and_keeps_no_wrong_file() {
+  local ix blob m up format
+  ix=$(big_layer) || exit 1
+  blob=$IMG_ROOT/blobs/sha256/$ix
+  chmod u+w "$blob"
+  flip_byte "$blob" $((36 << 20))
+  for format in 7 6; do
+    if [[ $format == 6 ]]; then
+      # The sha256s of format 6 are of the blob as it was.
+      flip_byte "$blob" $((36 << 20))
+      python3 "$SUPPORT/index_v6.py" "$IMG_ROOT/indexes/$ix" "$blob" || fail "rewriting the index file as format 6 failed"
+      flip_byte "$blob" $((36 << 20))
+    fi
+    m=$(img mount --rw localhost/random-gzip "$T/m") || fail "format $format: img mount --rw failed"
+    if printf x 2>/dev/null >> "$m/big"; then
+      fail "format $format: appending to /big of a damaged blob succeeded"
+    fi
+    up=$(ls -d "$IMG_ROOT"/mounts/rw-*/upper) || fail "no upper directory"
+    [[ ! -e $up/big ]] || fail "format $format: the upper directory has a /big after a failed copy-up"
+    grep -q "$ix is damaged at bytes .*run img fsck" "$IMG_ROOT"/mounts/*.log ||
+      fail "format $format: the serving log does not say what is damaged: $(cat "$IMG_ROOT"/mounts/*.log)"
+    img umount --discard "$m" >/dev/null || fail "format $format: img umount --discard failed"
+    rm -f "$IMG_ROOT"/mounts/*.log
+  done
+}
+
+# An index is never made from a damaged blob: with the index file gone, a
+# mount of a blob damaged on disk fails, saying so and what to run,
+# instead of recording checks of the wrong bytes; repaired, it mounts.
+check_copyup_index_is_never_made_from_a_damaged_blob() {
+  local ix blob out m
+  ix=$(big_layer) || exit 1
+  blob=$IMG_ROOT/blobs/sha256/$ix
+  rm "$IMG_ROOT/indexes/$ix"
+  chmod u+w "$blob"
+  flip_byte "$blob" $((20 << 20))
+  if out=$(img mount localhost/random-gzip "$T/r" 2>&1); then
+    img umount "$T/r" >/dev/null 2>&1
+    fail "a mount of a damaged blob without its index succeeded"
+  fi
+  [[ $out == *"layer sha256:$ix is damaged"*"run img fsck"* ]] || fail "the error does not say what is damaged: $out"
+  [[ ! -e $IMG_ROOT/indexes/$ix ]] || fail "an index file was written from the damaged blob"
+  flip_byte "$blob" $((20 << 20))
+  m=$(img mount localhost/random-gzip "$T/r") || fail "img mount of the repaired blob failed"
+  [[ $(sha "$m/big") == "$(big_sum random)" ]] || fail "/big of the repaired blob is not the image's"
+  img umount "$m" >/dev/null || fail "img umount failed"
+}
+
 # ---------------------------------------------------------------- runner
 
 # Each check has its own store; its mounts go when it ends, whatever it

@@ -6,7 +6,7 @@
 //! rebuilt when anything is wrong with it. Parsing is pure and bounded.
 //!
 //! Layout: magic, version, the sha256 of the head and the head's length,
-//! then the head (entries, whiteouts, opaque directories, chunk hashes) and
+//! then the head (entries, whiteouts, opaque directories, chunk checks) and
 //! last the random-access index, which is not hashed here: it checks itself
 //! (a checksum over its table, one per window when a read uses it), so an
 //! index file can be mapped and its windows left unread until needed.
@@ -17,7 +17,10 @@ use img_fuse::{DataRef, Entry, Kind, Layer, SparseMap, MAX_SEGMENTS};
 use sha2::{Digest as _, Sha256};
 
 const MAGIC: &[u8; 8] = b"IMGLIDX\0";
-pub const VERSION: u32 = 6;
+/// Format 7 says how its chunks are checked (a CRC-32 each, or sha256);
+/// format 6, whose chunks are all sha256, is still read.
+pub const VERSION: u32 = 7;
+const VERSION_SHA256_CHUNKS: u32 = 6;
 /// Magic, version, sha256 of the head, length of the head.
 const HEADER: usize = 8 + 4 + 32 + 8;
 /// Upper bounds a file is checked against before anything is allocated.
@@ -110,16 +113,81 @@ impl<'a> R<'a> {
     }
 }
 
-/// The sha256 of each `CHUNK` bytes (64 KiB) of a layer blob, so that a read of
+/// A check of each `CHUNK` bytes (64 KiB) of a layer blob, so that a read of
 /// part of the blob can be checked without hashing all of it.
 pub const CHUNK: u64 = 64 << 10;
+
+/// The checks of a blob's chunks, in order.
+///
+/// A CRC-32 per chunk is what an index written now holds: the chunks'
+/// checks are made from bytes whose sha256 is checked against the layer's
+/// digest at the same time (see `mount::index_layer`), so they only have
+/// to catch the blob changing on disk afterwards (a flipped bit, a torn or
+/// truncated write), which a CRC-32 does as well as a sha256 of the chunk:
+/// every error burst of up to 32 bits and any odd number of flipped bits
+/// are caught, and other damage passes with a chance of 2^-32 per chunk.
+/// Against someone who can write the store a sha256 per chunk would not
+/// help either: the index file beside the blob is theirs to rewrite too.
+/// The CRC is computed with carry-less multiplication (PCLMULQDQ, ARM's CRC
+/// instructions) where the CPU has it, at several GB/s, which makes the
+/// check a small part of reading a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkSums {
+    /// sha256 of each chunk (index files of format 6; lazy layers keep
+    /// their chunk table as 32-byte words here).
+    Sha256(Vec<[u8; 32]>),
+    /// CRC-32 (the gzip polynomial) of each chunk.
+    Crc32(Vec<u32>),
+}
+
+impl Default for ChunkSums {
+    fn default() -> Self {
+        ChunkSums::Crc32(Vec::new())
+    }
+}
+
+impl ChunkSums {
+    pub fn len(&self) -> usize {
+        match self {
+            ChunkSums::Sha256(v) => v.len(),
+            ChunkSums::Crc32(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The 32-byte words of an index that holds them.
+    pub fn words(&self) -> Option<&[[u8; 32]]> {
+        match self {
+            ChunkSums::Sha256(v) => Some(v),
+            ChunkSums::Crc32(_) => None,
+        }
+    }
+
+    /// Whether chunk `i` holds `data`; None when there is no check for it.
+    pub fn check(&self, i: usize, data: &[u8]) -> Option<bool> {
+        match self {
+            ChunkSums::Sha256(v) => v.get(i).map(|want| Sha256::digest(data).as_slice() == want),
+            ChunkSums::Crc32(v) => v.get(i).map(|&want| crc32(data) == want),
+        }
+    }
+}
+
+/// The CRC-32 of `data` (zlib-rs's, hardware-assisted where it can be).
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
 
 /// What an index file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerIndex {
     pub layer: Layer,
-    /// sha256 of each `CHUNK` of the (compressed) blob, in order.
-    pub chunks: Vec<[u8; 32]>,
+    /// A check of each `CHUNK` of the (compressed) blob, in order.
+    pub chunks: ChunkSums,
     /// The random-access index of a gzip layer (`layerindex::gzip`) or a
     /// zstd layer (`layerindex::zstd`), serialised; empty for others.
     pub access: SharedBytes,
@@ -191,9 +259,21 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
             w.bytes(p);
         }
     }
-    w.u64(index.chunks.len() as u64);
-    for c in &index.chunks {
-        w.0.extend_from_slice(c);
+    match &index.chunks {
+        ChunkSums::Sha256(v) => {
+            w.u8(CHUNKS_SHA256);
+            w.u64(v.len() as u64);
+            for c in v {
+                w.0.extend_from_slice(c);
+            }
+        }
+        ChunkSums::Crc32(v) => {
+            w.u8(CHUNKS_CRC32);
+            w.u64(v.len() as u64);
+            for c in v {
+                w.u32(*c);
+            }
+        }
     }
     let head = w.0;
     let mut out = Vec::with_capacity(HEADER + head.len() + index.access.len());
@@ -206,10 +286,16 @@ pub fn encode(digest: &Digest, index: &LayerIndex) -> Vec<u8> {
     out
 }
 
-/// Whether `head` (the first bytes of a file) starts an index file of this
-/// format; the rest is checked when it is decoded.
+/// How a format 7 file says its chunks are checked.
+const CHUNKS_SHA256: u8 = 0;
+const CHUNKS_CRC32: u8 = 1;
+
+/// Whether `head` (the first bytes of a file) starts an index file of a
+/// format this img reads; the rest is checked when it is decoded.
 pub fn has_current_header(head: &[u8]) -> bool {
-    head.len() >= 12 && &head[..8] == MAGIC && head[8..12] == VERSION.to_le_bytes()
+    head.len() >= 12
+        && &head[..8] == MAGIC
+        && [VERSION, VERSION_SHA256_CHUNKS].iter().any(|v| head[8..12] == v.to_le_bytes())
 }
 
 /// Reads an index file for layer `digest` (number `index` in its image).
@@ -221,7 +307,7 @@ pub fn decode(file: &SharedBytes, digest: &Digest, index: usize) -> Res<LayerInd
         return Err(IndexFileError::Magic);
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_SHA256_CHUNKS {
         return Err(IndexFileError::Version(version));
     }
     if bytes.len() < HEADER {
@@ -276,14 +362,27 @@ pub fn decode(file: &SharedBytes, digest: &Digest, index: usize) -> Res<LayerInd
             }
         }
     }
+    let kind = if version == VERSION_SHA256_CHUNKS { CHUNKS_SHA256 } else { r.u8()? };
     let n = r.count()?;
-    let mut chunks = Vec::with_capacity(n.min(1 << 20));
-    for _ in 0..n {
-        let c = r.take(32)?;
-        let mut a = [0u8; 32];
-        a.copy_from_slice(c);
-        chunks.push(a);
-    }
+    let chunks = match kind {
+        CHUNKS_SHA256 => {
+            let mut v = Vec::with_capacity(n.min(1 << 20));
+            for _ in 0..n {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(r.take(32)?);
+                v.push(a);
+            }
+            ChunkSums::Sha256(v)
+        }
+        CHUNKS_CRC32 => {
+            let mut v = Vec::with_capacity(n.min(1 << 20));
+            for _ in 0..n {
+                v.push(r.u32()?);
+            }
+            ChunkSums::Crc32(v)
+        }
+        _ => return Err(IndexFileError::Damaged("unknown chunk checks")),
+    };
     let access = file.slice(head_end..bytes.len()).ok_or(IndexFileError::Damaged("truncated"))?;
     if r.at != body.len() {
         return Err(IndexFileError::Damaged("trailing bytes"));
@@ -329,18 +428,76 @@ mod tests {
     #[test]
     fn round_trip() {
         let d = Digest::of_bytes(b"layer");
+        for chunks in [ChunkSums::Sha256(vec![[7u8; 32], [9u8; 32]]), ChunkSums::Crc32(vec![7, u32::MAX, 0])] {
+            let l = LayerIndex { layer: sample(), chunks, access: SharedBytes::from_vec(b"gz".to_vec()) };
+            assert_eq!(dec(&encode(&d, &l), &d, 2).unwrap(), l);
+        }
+    }
+
+    /// A format 6 file (sha256 chunks, no word saying so) as the img
+    /// before format 7 wrote it.
+    fn format6(d: &Digest, l: &LayerIndex) -> Vec<u8> {
+        let ChunkSums::Sha256(sums) = &l.chunks else { panic!("format 6 has sha256 chunks only") };
+        let v7 = encode(d, l);
+        let head_len = u64::from_le_bytes(v7[44..52].try_into().unwrap()) as usize;
+        let head = &v7[HEADER..HEADER + head_len];
+        // The chunk list is the head's end: its kind byte goes.
+        let list = 8 + 32 * sums.len();
+        let kind_at = head.len() - list - 1;
+        assert_eq!(head[kind_at], CHUNKS_SHA256);
+        let mut body = head[..kind_at].to_vec();
+        body.extend_from_slice(&head[kind_at + 1..]);
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&6u32.to_le_bytes());
+        v.extend_from_slice(&Sha256::digest(&body));
+        v.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        v.extend_from_slice(&body);
+        v.extend_from_slice(&v7[HEADER + head_len..]);
+        v
+    }
+
+    #[test]
+    fn format_6_index_files_are_still_read() {
+        let d = Digest::of_bytes(b"layer");
         let l = LayerIndex {
             layer: sample(),
-            chunks: vec![[7u8; 32], [9u8; 32]],
+            chunks: ChunkSums::Sha256(vec![[7u8; 32], [9u8; 32], [1u8; 32]]),
             access: SharedBytes::from_vec(b"gz".to_vec()),
         };
-        assert_eq!(dec(&encode(&d, &l), &d, 2).unwrap(), l);
+        let old = format6(&d, &l);
+        assert!(has_current_header(&old[..12]));
+        assert_eq!(dec(&old, &d, 2).unwrap(), l);
+        // Its chunks are checked with sha256, a format 7 file's with CRC-32.
+        let data = b"some blob bytes";
+        let mut sums = vec![[0u8; 32]; 2];
+        sums[1].copy_from_slice(&Sha256::digest(data));
+        let l6 = LayerIndex { chunks: ChunkSums::Sha256(sums), ..l.clone() };
+        let got = dec(&format6(&d, &l6), &d, 2).unwrap().chunks;
+        assert_eq!((got.check(1, data), got.check(0, data), got.check(2, data)), (Some(true), Some(false), None));
+        let l7 = LayerIndex { chunks: ChunkSums::Crc32(vec![crc32(data), crc32(b"other")]), ..l };
+        let got = dec(&encode(&d, &l7), &d, 2).unwrap().chunks;
+        assert_eq!((got.check(0, data), got.check(1, data), got.check(2, data)), (Some(true), Some(false), None));
+    }
+
+    /// CRC-32 as gzip has it: the check value of the standard test string,
+    /// and the empty input.
+    #[test]
+    fn crc32_is_the_gzip_one() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+        let long: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut c = flate2::Crc::new();
+        for part in long.chunks(999) {
+            c.update(part);
+        }
+        assert_eq!(crc32(&long), c.sum());
     }
 
     #[test]
     fn damage_is_detected() {
         let d = Digest::of_bytes(b"layer");
-        let bytes = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: SharedBytes::default() });
+        let bytes =
+            encode(&d, &LayerIndex { layer: sample(), chunks: ChunkSums::default(), access: SharedBytes::default() });
         assert_eq!(dec(&bytes, &Digest::of_bytes(b"other"), 2), Err(IndexFileError::Layer));
         let mut v = bytes.clone();
         v[8] = 9;
@@ -392,6 +549,7 @@ mod tests {
         w.u64(0); // xattrs
         w.u64(0); // whiteouts
         w.u64(0); // opaque
+        w.u8(CHUNKS_CRC32);
         w.u64(0); // chunks
         w.0
     }
@@ -431,7 +589,8 @@ mod tests {
     #[test]
     fn older_formats_are_rebuilt() {
         let d = Digest::of_bytes(b"layer");
-        let mut v = encode(&d, &LayerIndex { layer: sample(), chunks: vec![], access: SharedBytes::default() });
+        let mut v =
+            encode(&d, &LayerIndex { layer: sample(), chunks: ChunkSums::default(), access: SharedBytes::default() });
         v[8..12].copy_from_slice(&5u32.to_le_bytes());
         assert_eq!(dec(&v, &d, 0), Err(IndexFileError::Version(5)));
     }

@@ -87,14 +87,16 @@ pub fn index_layer<R: Read + Send + 'static>(
         let mut hasher = ChunkHasher::new(f);
         let mut counted =
             Counted { inner: c.decoder(&mut hasher).with_context(|| format!("reading layer {d}"))?, n: 0 };
-        let layer = scan(&mut counted, i, d.as_str())?;
+        let layer = scan(&mut counted, i, d.as_str());
         // What follows the tar's end is counted where it decompresses.
         let _ = io::copy(&mut counted, &mut io::sink());
         let size = counted.n;
         drop(counted);
-        // The rest of the blob (padding after the tar's end) is hashed too.
+        // The rest of the blob (padding after the tar's end, or all that a
+        // failed scan left) is hashed too.
         io::copy(&mut hasher, &mut io::sink()).with_context(|| format!("reading layer {d}"))?;
-        let index = LayerIndex { layer, chunks: hasher.finish(), access: SharedBytes::default() };
+        let chunks = checked_sums(d, hasher.finish())?;
+        let index = LayerIndex { layer: layer?, chunks, access: SharedBytes::default() };
         return Ok(BuiltIndex { index, access_head: Vec::new(), windows: None, size });
     }
     // One pass: the random-access index is built on another thread while
@@ -130,10 +132,26 @@ pub fn index_layer<R: Read + Send + 'static>(
         (ix, hasher.finish(), size)
     });
     let scanned = scan(ChannelReader::new(rx), i, d.as_str());
-    let (ix, chunks, size) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
+    let (ix, sums, size) = builder.join().map_err(|_| anyhow::anyhow!("indexing layer {d}: the indexer failed"))?;
+    // A damaged blob fails to decompress too; saying it is damaged tells
+    // more.
+    let chunks = checked_sums(d, sums)?;
     let (access_head, windows) = ix.with_context(|| format!("reading layer {d}"))?;
     let index = LayerIndex { layer: scanned?, chunks, access: SharedBytes::default() };
     Ok(BuiltIndex { index, access_head, windows, size })
+}
+
+/// The chunks' checks of layer `d`, if the bytes they were made from are
+/// the layer's (their digest is `d`): an index is only ever made from the
+/// right bytes, so a read it checks gets nothing else.
+fn checked_sums(
+    d: &Digest,
+    (sums, got): (super::index_file::ChunkSums, Digest),
+) -> anyhow::Result<super::index_file::ChunkSums> {
+    if &got != d {
+        anyhow::bail!("layer {d} is damaged: its content no longer matches its digest (it is {got}); run img fsck");
+    }
+    Ok(sums)
 }
 
 /// A reader that counts the bytes it hands on.

@@ -1,8 +1,9 @@
 //! Layer bytes for the image filesystem, from the blobs in the store.
 //!
 //! Every byte read from a blob is checked first: the blob is read in
-//! chunks of `index_file::CHUNK` bytes, each checked against the sha256
-//! recorded when the layer was scanned, so a blob damaged after it was
+//! chunks of `index_file::CHUNK` bytes, each checked against the CRC-32
+//! (sha256 in index files of format 6) recorded when the layer was scanned
+//! from bytes that matched its digest, so a blob damaged after it was
 //! stored gives an error (EIO for the file) rather than wrong data.
 //!
 //! An uncompressed layer is read in place. A compressed one is read through
@@ -10,13 +11,12 @@
 //! to end decompresses the layer once up to that file; a read behind the
 //! decoder starts it again from the beginning of the layer.
 
-use super::index_file::CHUNK;
+use super::index_file::{ChunkSums, CHUNK};
 use crate::layerindex::gzip::{GzipIndex, GzipReader};
 use crate::layerindex::RandomRead;
 use crate::layerindex::SharedBytes;
 use crate::store::Compression;
 use img_fuse::BlobSource;
-use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub struct VerifiedBlob {
     file: File,
     path: PathBuf,
-    chunks: Vec<[u8; 32]>,
+    chunks: ChunkSums,
     /// The chunks last read and checked, the newest last: enough for the
     /// readers that decode ahead at once (each reads its own stretch) to
     /// check every chunk once.
@@ -38,7 +38,7 @@ pub struct VerifiedBlob {
 const CACHED_CHUNKS: usize = 16;
 
 impl VerifiedBlob {
-    pub fn open(path: PathBuf, chunks: Vec<[u8; 32]>) -> io::Result<VerifiedBlob> {
+    pub fn open(path: PathBuf, chunks: ChunkSums) -> io::Result<VerifiedBlob> {
         Ok(VerifiedBlob { file: File::open(&path)?, path, chunks, cache: Mutex::new(Default::default()) })
     }
 
@@ -48,9 +48,12 @@ impl VerifiedBlob {
                 return Ok(data.clone());
             }
         }
-        let want = self.chunks.get(i as usize).ok_or_else(|| {
-            io::Error::other(format!("{}: no checksum for chunk {i}; the layer index is stale", self.path.display()))
-        })?;
+        if i as usize >= self.chunks.len() {
+            return Err(io::Error::other(format!(
+                "{}: no checksum for chunk {i}; the layer index is stale",
+                self.path.display()
+            )));
+        }
         let mut buf = vec![0u8; CHUNK as usize];
         let mut got = 0;
         while got < buf.len() {
@@ -61,7 +64,7 @@ impl VerifiedBlob {
             got += n;
         }
         buf.truncate(got);
-        if Sha256::digest(&buf).as_slice() != want {
+        if self.chunks.check(i as usize, &buf) != Some(true) {
             return Err(io::Error::other(format!(
                 "{} is damaged at bytes {}..{}: its content no longer matches its digest; run img fsck",
                 self.path.display(),
@@ -429,7 +432,7 @@ pub enum LayerOpen {
 pub struct LayerSpec {
     pub path: PathBuf,
     pub compression: Compression,
-    pub chunks: Vec<[u8; 32]>,
+    pub chunks: ChunkSums,
     /// A serialised gzip or zstd index, or empty.
     pub access: SharedBytes,
 }
@@ -591,25 +594,35 @@ impl BlobSource for StoreSource {
     }
 }
 
-/// Hashes what passes through it in `CHUNK`s (the scan of a layer blob).
+/// Checks what passes through it (the scan of a layer blob): a CRC-32 of
+/// each `CHUNK`, and the sha256 of the whole, which says whether the
+/// chunks' checks were made from the layer's bytes.
 pub struct ChunkHasher<R> {
     inner: R,
-    hasher: Sha256,
+    crc: flate2::Crc,
+    whole: crate::digest::Hasher,
     in_chunk: u64,
-    pub chunks: Vec<[u8; 32]>,
+    chunks: Vec<u32>,
 }
 
 impl<R: Read> ChunkHasher<R> {
     pub fn new(inner: R) -> Self {
-        ChunkHasher { inner, hasher: Sha256::new(), in_chunk: 0, chunks: Vec::new() }
+        ChunkHasher {
+            inner,
+            crc: flate2::Crc::new(),
+            whole: crate::digest::Hasher::new(),
+            in_chunk: 0,
+            chunks: Vec::new(),
+        }
     }
 
-    /// The checksums, the last (partial) chunk included.
-    pub fn finish(mut self) -> Vec<[u8; 32]> {
+    /// The chunks' checks, the last (partial) chunk included, and the
+    /// digest of all the bytes read.
+    pub fn finish(mut self) -> (ChunkSums, crate::digest::Digest) {
         if self.in_chunk > 0 {
-            self.chunks.push(self.hasher.finalize().into());
+            self.chunks.push(self.crc.sum());
         }
-        self.chunks
+        (ChunkSums::Crc32(self.chunks), self.whole.finish())
     }
 }
 
@@ -618,11 +631,12 @@ impl<R: Read> Read for ChunkHasher<R> {
         let room = (CHUNK - self.in_chunk) as usize;
         let len = buf.len().min(room);
         let n = self.inner.read(&mut buf[..len])?;
-        self.hasher.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
+        self.whole.update(&buf[..n]);
         self.in_chunk += n as u64;
         if self.in_chunk == CHUNK {
-            let h = std::mem::replace(&mut self.hasher, Sha256::new());
-            self.chunks.push(h.finalize().into());
+            self.chunks.push(self.crc.sum());
+            self.crc.reset();
             self.in_chunk = 0;
         }
         Ok(n)
@@ -643,7 +657,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let mut h = ChunkHasher::new(&data[..]);
         io::copy(&mut h, &mut io::sink()).unwrap();
-        let chunks = h.finish();
+        let chunks = h.finish().0;
         assert_eq!(chunks.len(), 3);
         let vb = VerifiedBlob::open(p.clone(), chunks.clone()).unwrap();
         let mut buf = vec![0u8; 50];
@@ -680,7 +694,7 @@ mod tests {
         let spec = LayerSpec {
             path: p,
             compression: Compression::Zstd,
-            chunks: h.finish(),
+            chunks: h.finish().0,
             access: SharedBytes::from_vec(ix.to_bytes()),
         };
         let src = StoreSource::open(vec![spec]).unwrap();
@@ -699,6 +713,43 @@ mod tests {
             assert_eq!(&buf[..got], &whole[off as usize..end], "at {off}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// An index is made only from the layer's own bytes: a blob whose
+    /// bytes are not those of its digest (damaged on disk before its index
+    /// was made) is refused, whatever its compression, with an error that
+    /// says so; the layer's own bytes get a CRC-32 per chunk.
+    #[test]
+    fn an_index_is_only_made_from_the_layers_bytes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &data[..]).unwrap();
+        let raw = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let cases = [
+            (Compression::Gzip, gz.finish().unwrap()),
+            (Compression::Zstd, zstd::encode_all(&raw[..], 1).unwrap()),
+            (Compression::None, raw.clone()),
+        ];
+        for (c, blob) in cases {
+            let d = crate::digest::Digest::of_bytes(&blob);
+            let (ix, size) = super::super::index_layer(&d, 0, io::Cursor::new(blob.clone()), c).unwrap();
+            assert_eq!(size, raw.len() as u64, "{c:?}");
+            let ChunkSums::Crc32(sums) = &ix.chunks else { panic!("{c:?}: not CRC-32 chunks") };
+            assert_eq!(sums.len() as u64, (blob.len() as u64).div_ceil(CHUNK), "{c:?}");
+            for at in [blob.len() / 2, blob.len() - 1] {
+                let mut bad = blob.clone();
+                bad[at] ^= 0x10;
+                let e = super::super::index_layer(&d, 0, io::Cursor::new(bad), c).unwrap_err();
+                let e = format!("{e:#}");
+                assert!(e.contains(&format!("layer {d} is damaged")) && e.contains("img fsck"), "{c:?} at {at}: {e}");
+            }
+        }
     }
 
     /// A gzip layer of `len` bytes of varied data (compressible and not),
@@ -730,7 +781,7 @@ mod tests {
         let spec = LayerSpec {
             path: p,
             compression: Compression::Gzip,
-            chunks: h.finish(),
+            chunks: h.finish().0,
             access: SharedBytes::from_vec(ix.to_bytes()),
         };
         (spec, whole)
@@ -751,7 +802,7 @@ mod tests {
         let mut h = ChunkHasher::new(&blob[..]);
         io::copy(&mut h, &mut io::sink()).unwrap();
         let spec =
-            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: SharedBytes::default() };
+            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish().0, access: SharedBytes::default() };
         let src = StoreSource::open(vec![spec]).unwrap();
         let mut got = Vec::new();
         let mut buf = vec![0u8; 128 << 10];
@@ -857,7 +908,7 @@ mod tests {
         let mut h = ChunkHasher::new(&blob[..]);
         io::copy(&mut h, &mut io::sink()).unwrap();
         let spec =
-            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish(), access: SharedBytes::default() };
+            LayerSpec { path: p, compression: Compression::Zstd, chunks: h.finish().0, access: SharedBytes::default() };
         let src = StoreSource::open(vec![spec]).unwrap();
         let len = whole.len() as u64;
         for off in [30u64 << 20, 5, (30 << 20) + 999_999, 12 << 20, len - 10, len, len + 5, 3 << 20] {

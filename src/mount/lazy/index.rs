@@ -73,7 +73,7 @@ fn unpack(words: &[[u8; 32]]) -> Option<Unpacked> {
 pub fn write_index(paths: &StorePaths, d: &Digest, tl: &TocLayer) -> io::Result<()> {
     let ix = super::super::index_file::LayerIndex {
         layer: tl.layer.clone(),
-        chunks: pack(tl),
+        chunks: super::super::index_file::ChunkSums::Sha256(pack(tl)),
         access: crate::layerindex::SharedBytes::default(),
     };
     let bytes = super::super::index_file::encode(d, &ix);
@@ -90,6 +90,6 @@ pub fn write_index(paths: &StorePaths, d: &Digest, tl: &TocLayer) -> io::Result<
 pub fn read_index(paths: &StorePaths, d: &Digest, i: usize) -> Option<(Layer, Unpacked)> {
     let map = super::super::map_index(&paths.lazy_index(d))?;
     let ix = super::super::index_file::decode(&map, d, i).ok()?;
-    let unpacked = unpack(&ix.chunks)?;
+    let unpacked = unpack(ix.chunks.words()?)?;
     Some((ix.layer, unpacked))
 }
