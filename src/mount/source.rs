@@ -159,12 +159,18 @@ enum LayerData {
 /// segments decoded ahead.
 const AHEAD_AFTER: u64 = 4 << 20;
 /// Reads this close to where the last one ended count as going on from
-/// it (the kernel's read-ahead requests may come in any order).
-const AHEAD_SLACK: u64 = 4 << 20;
+/// it: the kernel's read-ahead requests (8 MiB of them at once, see
+/// `READ_AHEAD` in fuse/src/adapter.rs) are served by several threads, so
+/// they may come some MiB out of order. A read further away is a read
+/// elsewhere, which drops what was decoded ahead.
+const AHEAD_SLACK: u64 = 16 << 20;
 
 /// At most this many bytes are decoded ahead, and a segment larger than
 /// this (a huge deflate block) is read the usual way.
 const AHEAD_BYTES: u64 = 16 << 20;
+/// Segments that end this close behind the read being served are kept for
+/// the requests that come late.
+const AHEAD_BEHIND: u64 = 4 << 20;
 const MAX_SEGMENT: u64 = 8 << 20;
 
 /// Parallel read-ahead of a gzip layer: once reads go on in a row long
@@ -181,6 +187,9 @@ struct Ahead {
     window: usize,
     state: Mutex<AheadState>,
     decoded: std::sync::Condvar,
+    /// How many segments were decoded (each should be once in a read
+    /// from start to end).
+    decodes: std::sync::atomic::AtomicU64,
 }
 
 type Segment = Option<Result<Arc<Vec<u8>>, String>>;
@@ -202,7 +211,13 @@ impl Ahead {
         bounds.push(index.uncompressed_size());
         bounds.dedup();
         let window = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 4) * 2;
-        Ahead { bounds, window, state: Mutex::new(AheadState::default()), decoded: std::sync::Condvar::new() }
+        Ahead {
+            bounds,
+            window,
+            state: Mutex::new(AheadState::default()),
+            decoded: std::sync::Condvar::new(),
+            decodes: Default::default(),
+        }
     }
 
     /// Serves a read from decoded segments if it is part of a long
@@ -236,15 +251,21 @@ impl Ahead {
         if size(k) > MAX_SEGMENT {
             return Ok(None);
         }
-        // Keep one segment behind (requests come a little out of order)
-        // and the window ahead, within AHEAD_BYTES; start the ones missing.
+        // Decode the window ahead, within AHEAD_BYTES. Keep what is
+        // decoded from AHEAD_BEHIND bytes behind to as far past the
+        // window: a thread may still wait for a segment behind while
+        // another serves a request further on, and a request that comes
+        // late must not drop what those further on decoded (dropped, a
+        // segment would be decoded again). Start the ones missing.
         let mut last = k + 1;
         let mut bytes = size(k);
         while last < (k + self.window).min(nseg) && bytes + size(last) <= AHEAD_BYTES {
             bytes += size(last);
             last += 1;
         }
-        st.segments.retain(|&s, seg| seg.is_none() || (s + 1 >= k && s < last));
+        let (behind, ahead) =
+            (self.bounds[k].saturating_sub(AHEAD_BEHIND), self.bounds[k] + AHEAD_BYTES + AHEAD_BEHIND);
+        st.segments.retain(|&s, seg| seg.is_none() || (self.bounds[s + 1] > behind && self.bounds[s] < ahead));
         for s in k..last {
             if st.segments.contains_key(&s) {
                 continue;
@@ -252,6 +273,7 @@ impl Ahead {
             st.segments.insert(s, None);
             let (me, from, to) = (self.clone(), self.bounds[s], self.bounds[s + 1]);
             let spawned = std::thread::Builder::new().name("img-ahead".into()).spawn(move || {
+                me.decodes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let got = decode_segment(blob, index, from, to).map(Arc::new).map_err(|e| e.to_string());
                 if let Ok(mut st) = me.state.lock() {
                     if let Some(slot) = st.segments.get_mut(&s) {
@@ -850,7 +872,7 @@ mod tests {
             let st = ahead.state.lock().unwrap();
             served_ahead |= !st.segments.is_empty();
             let held: usize = st.segments.values().flatten().flatten().map(|d| d.len()).sum();
-            assert!(held as u64 <= AHEAD_BYTES + (1 << 20), "{held} bytes held ahead");
+            assert!(held as u64 <= AHEAD_BYTES + 2 * AHEAD_BEHIND, "{held} bytes held ahead");
             drop(st);
             if i == offs.len() / 2 {
                 // A read elsewhere in the middle of it all.
@@ -864,6 +886,46 @@ mod tests {
         let n = src.read_at(0, (len - 3000) as u64, &mut b).unwrap();
         assert_eq!(&b[..n], &whole[len - 3000..]);
         assert_eq!(src.read_at(0, len as u64, &mut b).unwrap(), 0);
+    }
+
+    /// A whole gzip layer read in 1 MiB requests that come up to 3 MiB out
+    /// of order (the kernel's 8 MiB read-ahead served by two threads, one
+    /// of them slow) decodes each segment once and reads right: segments a
+    /// late request still needs are kept, and the late request does not
+    /// count as a read elsewhere (regression: with one segment kept behind
+    /// and 4 MiB of slack, late requests had their segments decoded again,
+    /// 50% more CPU for a copy-up of text).
+    #[test]
+    fn late_requests_of_a_long_read_decode_no_segment_twice() {
+        let dir_dir = crate::testdir::TestDir::new("ahead-late");
+        let dir = dir_dir.to_path_buf();
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = (24 << 20) + 777;
+        let (spec, whole) = gzip_layer(&dir, len);
+        let src = StoreSource::open(vec![spec]).unwrap();
+        let LayerData::Gzip { ahead, .. } = &src.layers[0] else { panic!("not a gzip layer with its index") };
+        let req = 1 << 20;
+        let n = len.div_ceil(req);
+        // In order, except that every fourth request comes after the three
+        // that follow it.
+        let mut offs = Vec::new();
+        for base in (0..n).step_by(4) {
+            offs.extend((base + 1..(base + 4).min(n)).chain([base]).map(|i| i * req));
+        }
+        for &off in &offs {
+            let mut buf = vec![0u8; req];
+            let mut got = 0;
+            while got < buf.len() && off + got < len {
+                let n = src.read_at(0, (off + got) as u64, &mut buf[got..]).unwrap();
+                assert!(n > 0, "nothing read at {}", off + got);
+                got += n;
+            }
+            assert!(buf[..got] == whole[off..(off + req).min(len)], "wrong bytes at {off}");
+        }
+        let segments = ahead.bounds.len() as u64 - 1;
+        let decodes = ahead.decodes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(decodes > segments / 2, "the read was hardly decoded ahead: {decodes} of {segments} segments");
+        assert!(decodes <= segments, "{decodes} segments decoded for {segments}");
     }
 
     /// A damaged chunk of a gzip layer read ahead is an error for the reads
