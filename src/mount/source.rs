@@ -760,14 +760,14 @@ mod tests {
         ];
         for (c, blob) in cases {
             let d = crate::digest::Digest::of_bytes(&blob);
-            let (ix, size) = super::super::index_layer(&d, 0, io::Cursor::new(blob.clone()), c).unwrap();
-            assert_eq!(size, raw.len() as u64, "{c:?}");
-            let ChunkSums::Crc32(sums) = &ix.chunks else { panic!("{c:?}: not CRC-32 chunks") };
+            let built = super::super::scan::index_layer(&d, 0, io::Cursor::new(blob.clone()), c, None).unwrap();
+            assert_eq!(built.size, raw.len() as u64, "{c:?}");
+            let ChunkSums::Crc32(sums) = &built.index.chunks else { panic!("{c:?}: not CRC-32 chunks") };
             assert_eq!(sums.len() as u64, (blob.len() as u64).div_ceil(CHUNK), "{c:?}");
             for at in [blob.len() / 2, blob.len() - 1] {
                 let mut bad = blob.clone();
                 bad[at] ^= 0x10;
-                let e = super::super::index_layer(&d, 0, io::Cursor::new(bad), c).unwrap_err();
+                let e = super::super::scan::index_layer(&d, 0, io::Cursor::new(bad), c, None).err().unwrap();
                 let e = format!("{e:#}");
                 assert!(e.contains(&format!("layer {d} is damaged")) && e.contains("img fsck"), "{c:?} at {at}: {e}");
             }
