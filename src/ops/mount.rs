@@ -162,13 +162,10 @@ fn start(
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
     }
-    drop(store);
     // One process serves the mount; it says "ready" (or the error) on its
     // stdout once the mount is in place, then keeps serving.
-    let log_path = {
-        let store = Store::open(root)?;
-        mount::log_path(&store, dir)
-    };
+    let log_path = mount::log_path(&store, dir);
+    drop(store);
     if let Some(logs) = log_path.parent() {
         std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
     }

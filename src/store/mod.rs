@@ -142,15 +142,23 @@ impl Store {
     /// after interrupted commands when no other img process is ingesting.
     /// The returned store holds the lock file shared.
     pub fn open(root: &Path) -> Result<Store> {
-        create_dir_private(root)?;
         let paths = StorePaths::new(root);
-        for p in [paths.blobs_parent(), paths.blobs_dir(), paths.ingest_dir()] {
+        // Directories made here are fsynced once all are made, with the
+        // index, deepest first: three fsyncs for a new store, none for one
+        // that exists.
+        let mut unsynced = Vec::new();
+        for p in [root.to_path_buf(), paths.blobs_parent(), paths.blobs_dir(), paths.ingest_dir()] {
             if !p.is_dir() {
-                create_dir_private(&p)?;
+                make_dirs(&p, &mut unsynced)?;
             }
         }
         let lock = LockFile::open(&paths.lock_file()).map_err(io_err("opening lock file", &paths.lock_file()))?;
-        let index = Index::open(&paths.db())?;
+        let db = paths.db();
+        if !db.exists() {
+            unsynced.push(root.to_path_buf());
+        }
+        let index = Index::open(&db)?;
+        sync_dirs(unsynced)?;
         let mut store =
             Store { root: root.to_path_buf(), index, lock, exclusive: false, recovery: Recovery::default() };
         store.recover_if_idle()?;
@@ -538,15 +546,42 @@ impl Store {
 /// must not be reachable by other users; CVE-2021-41103 class), and fsyncs
 /// its parent so the new entry survives a crash.
 fn create_dir_private(p: &Path) -> Result<()> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(p) {
-        Ok(()) => {
-            if let Some(parent) = p.parent() {
-                let _ = sync_dir(parent);
-            }
-            Ok(())
-        }
-        Err(e) => Err(StoreError::Io { action: "creating store directory", path: p.to_path_buf(), source: e }),
+    let mut unsynced = Vec::new();
+    make_dirs(p, &mut unsynced)?;
+    sync_dirs(unsynced)
+}
+
+/// Creates directory `p` and its missing parents, readable only by their
+/// owner (see [`create_dir_private`]); adds the parents of those created
+/// to `unsynced`, for [`sync_dirs`].
+fn make_dirs(p: &Path, unsynced: &mut Vec<PathBuf>) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(p);
+    while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        missing.push(d.to_path_buf());
+        at = d.parent();
     }
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| StoreError::Io {
+        action: "creating store directory",
+        path: p.to_path_buf(),
+        source: e,
+    })?;
+    unsynced
+        .extend(missing.iter().filter_map(|d| d.parent()).filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf));
+    Ok(())
+}
+
+/// fsyncs each directory of `dirs` once, deepest first, so that the
+/// entries made in them survive a crash.
+/// (A directory that cannot be opened for it, such as a parent the user
+/// may not read, is left as it was.)
+fn sync_dirs(mut dirs: Vec<PathBuf>) -> Result<()> {
+    dirs.sort_by(|a, b| b.components().count().cmp(&a.components().count()).then_with(|| a.cmp(b)));
+    dirs.dedup();
+    for d in &dirs {
+        let _ = sync_dir(d);
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so that renames and unlinks in it are durable.

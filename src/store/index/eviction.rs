@@ -2,7 +2,7 @@
 //! image was last used, which are pinned, and which live commands use them
 //! (`image_leases`).
 
-use super::{digest_col, now, with_busy_retry, Index, Result};
+use super::{digest_col, now, Index, Result};
 use crate::digest::Digest;
 use rusqlite::params;
 use std::collections::HashMap;
@@ -33,8 +33,9 @@ impl Index {
     /// eviction leaves it to while that process lives). One small
     /// transaction; callers may ignore its failure (a read-only store).
     pub fn note_use(&self, id: &Digest, lease: Option<Lease>) -> Result<()> {
-        with_busy_retry(|| {
-            let tx = self.conn.unchecked_transaction()?;
+        // Not fsynced: a last use or a lease lost to a power cut only
+        // makes an image look older to eviction, and the command is gone.
+        self.write_soft(|tx| {
             tx.prepare_cached("UPDATE images SET last_used = ?2 WHERE id = ?1")?
                 .execute(params![id.as_str(), now()])?;
             if let Some(l) = lease {
@@ -51,7 +52,7 @@ impl Index {
                 )?
                 .execute(params![id.as_str(), LEASES_PER_IMAGE])?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 

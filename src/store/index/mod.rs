@@ -34,6 +34,7 @@ use blobs::add_blob_rows_tx;
 use images::insert_image_tx;
 
 use crate::digest::Digest;
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,11 +50,18 @@ const APPLICATION_ID: i32 = 0x696d_6731; // "img1"
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of a write transaction before giving up with a clear message.
 const BUSY_ATTEMPTS: u32 = 30;
+/// Pages the write-ahead log may hold before a commit copies them into the
+/// main file. The log is kept between commands (no checkpoint on close), and
+/// every process that opens the index first reads it whole: 1 MiB keeps
+/// that read short while checkpoints (two fsyncs each) stay rare.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("opening image index {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
+    #[error("creating image index {path}: {source}; check that its directory is writable and has space")]
+    Create { path: PathBuf, source: std::io::Error },
     #[error("image index {path} has schema version {found}, newer than this img understands ({known}); upgrade img")]
     TooNew { path: PathBuf, found: u32, known: u32 },
     #[error("image index {path} has store format {found}, which this img does not understand (it knows {known}); upgrade img")]
@@ -91,16 +99,27 @@ impl Index {
     /// Opens (creating and migrating if needed) the index at `path`.
     pub fn open(path: &Path) -> Result<Index> {
         let open_err = |source| IndexError::Open { path: path.to_path_buf(), source };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if !path.exists() {
+            create(path)?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // journal_mode is persistent; asking again is cheap and covers a
-        // first open racing with another process.
+        // journal_mode is persistent (a new index is made in WAL mode);
+        // asking again is cheap and converts an index made otherwise.
         // On a filesystem without shared memory (some network or FUSE
         // filesystems) SQLite keeps the rollback journal, which still works.
         let _mode: String = with_busy_retry(|| conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)))?;
-        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456;")
-            .map_err(open_err)?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
+        ))
+        .map_err(open_err)?;
+        // The last connection to close would otherwise copy the log into
+        // the main file and fsync it, and the next writer would make the
+        // log again (an fsync of the directory and one of the log's
+        // header): tens of milliseconds on every command that writes. What
+        // is committed is as durable in the log as in the main file.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(open_err)?;
         let mut index = Index { conn, path: path.to_path_buf() };
         index.migrate()?;
         Ok(index)
@@ -165,13 +184,29 @@ impl Index {
     }
 
     /// Runs `f` in an immediate (write) transaction, retrying while the
-    /// database is busy.
-    pub fn write<T>(&mut self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+    /// database is busy. The transaction is durable once this returns.
+    pub fn write<T>(&mut self, f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        self.write_tx(f)
+    }
+
+    /// Like [`Index::write`], for what only matters while the machine runs
+    /// (when an image was last used, the leases of live commands, read-only
+    /// mounts): the commit is not fsynced. A power loss may take it back,
+    /// never leaves the index inconsistent, and the next durable commit
+    /// makes it durable too (it fsyncs the whole log).
+    pub fn write_soft<T>(&self, f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        let res = self.write_tx(f);
+        self.conn.execute_batch("PRAGMA synchronous=FULL")?;
+        res
+    }
+
+    fn write_tx<T>(&self, mut f: impl FnMut(&Transaction) -> Result<T>) -> Result<T> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let res = (|| {
-                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
                 let value = f(&tx)?;
                 tx.commit()?;
                 Ok(value)
@@ -210,6 +245,49 @@ impl Index {
     pub fn checkpoint(&self) {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
+}
+
+/// Makes a new index at `path`, whole: built under a name of its own beside
+/// it (no journal and no fsync while the schema is made, since nobody else
+/// sees it), switched to WAL, fsynced once, then linked into place. Another
+/// process making the same index at the same time wins or loses the link;
+/// either way `path` is a complete index afterwards. The directory entry is
+/// the caller's to make durable (`Store::open` fsyncs the root).
+fn create(path: &Path) -> Result<()> {
+    let open_err = |source| IndexError::Open { path: path.to_path_buf(), source };
+    let io_err = |source| IndexError::Create { path: path.to_path_buf(), source };
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = new_index_path(path, std::process::id(), n);
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&tmp, flags).map_err(open_err)?;
+        let _off: String = conn.query_row("PRAGMA journal_mode=OFF", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous=OFF")?;
+        let mut index = Index { conn, path: path.to_path_buf() };
+        index.migrate()?;
+        let mode: String = index.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // No shared memory here: the rollback journal it is.
+            let _: String = index.conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
+        }
+        index.conn.close().map_err(|(_, e)| open_err(e))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err)?;
+        match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io_err(e)),
+            _ => Ok(()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    res
+}
+
+/// Where process `pid` builds its `n`th new index for `path` (see [`create`]).
+fn new_index_path(path: &Path, pid: u32, n: u32) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{pid}-{n}"));
+    path.with_file_name(name)
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -288,6 +366,77 @@ pub(crate) mod tests {
         drop(ix);
         let ix = Index::open(&p).unwrap();
         assert_eq!(ix.schema_version().unwrap(), migrations::MIGRATIONS.len() as u32);
+    }
+
+    fn schema(p: &Path) -> Vec<(String, String, Option<String>)> {
+        let c = Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").unwrap();
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn a_new_index_equals_one_migrated_step_by_step() {
+        let dir = temp_dir("new-vs-migrated");
+        let new = dir.join("new.db");
+        drop(Index::open(&new).unwrap());
+        for start in [1, 7, migrations::MIGRATIONS.len() - 1] {
+            // An index left at schema `start` by an older img (made in
+            // place, in WAL mode), then opened by this one.
+            let old = dir.join(format!("old-{start}.db"));
+            let c = Connection::open(&old).unwrap();
+            let _: String = c.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+            c.execute_batch(&format!("PRAGMA application_id={APPLICATION_ID}")).unwrap();
+            for (i, sql) in migrations::MIGRATIONS.iter().take(start).enumerate() {
+                c.execute_batch(sql).unwrap();
+                c.execute_batch(&format!("PRAGMA user_version={}", i + 1)).unwrap();
+            }
+            c.execute("INSERT INTO meta(key, value) VALUES ('format', ?1)", params![STORE_FORMAT.to_string()]).unwrap();
+            drop(c);
+            let ix = Index::open(&old).unwrap();
+            assert_eq!(ix.schema_version().unwrap(), migrations::MIGRATIONS.len() as u32);
+            drop(ix);
+            assert_eq!(schema(&old), schema(&new), "migrated from {start}");
+        }
+        let c = Connection::open(&new).unwrap();
+        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        let app: i32 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+        assert_eq!(app, APPLICATION_ID);
+    }
+
+    #[test]
+    fn a_new_index_is_made_whole_by_one_of_many_openers() {
+        let dir = temp_dir("racing-create");
+        let p = dir.join("img.db");
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || Index::open(&p).map(|ix| ix.schema_version().unwrap()))
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), migrations::MIGRATIONS.len() as u32);
+        }
+        let names: Vec<String> =
+            std::fs::read_dir(&*dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!names.iter().any(|n| n.contains(".new-")), "a build left behind: {names:?}");
+    }
+
+    #[test]
+    fn soft_writes_are_kept_and_a_reopened_index_sees_them() {
+        let dir = temp_dir("soft");
+        let p = dir.join("img.db");
+        let ix = Index::open(&p).unwrap();
+        ix.write_soft(|tx| Ok(tx.execute("INSERT INTO meta(key, value) VALUES ('soft', 'x')", [])?)).unwrap();
+        drop(ix);
+        // The log is kept between commands: the row is read from it.
+        assert!(dir.join("img.db-wal").exists());
+        let ix = Index::open(&p).unwrap();
+        let v: String = ix.conn.query_row("SELECT value FROM meta WHERE key = 'soft'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "x");
+        let sync: i64 = ix.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "durable writes are fsynced again after a soft one");
     }
 
     #[test]

@@ -21,15 +21,23 @@ pub struct MountRecord {
 }
 
 impl Index {
-    /// Records a mount (replacing a stale row for the same mountpoint).
+    /// Records a mount (replacing a stale row for the same mountpoint). A
+    /// read-only mount's row is not fsynced: a power cut ends the mount too.
+    /// A writable one's is, since it leads to the changes kept.
     pub fn add_mount(&mut self, m: &MountRecord) -> Result<()> {
-        self.write(|tx| {
+        let durable = m.writable;
+        let write = |tx: &rusqlite::Transaction| {
             tx.execute(
                 "INSERT OR REPLACE INTO mounts(mountpoint, image_id, pid, writable, created_at, state_dir, committed, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![m.mountpoint, m.image_id.as_str(), m.pid, m.writable as i64, m.created_at, m.state_dir, m.committed, m.name],
             )?;
             Ok(())
-        })
+        };
+        if durable {
+            self.write(write)
+        } else {
+            self.write_soft(write)
+        }
     }
 
     /// Forgets the mount at `mountpoint` if process `pid` serves it.
