@@ -216,6 +216,15 @@ fn start(
             cmd.env("IMG_REGISTRY_TIMEOUT", mount::lazy::lazy_timeout().as_secs().to_string());
         }
     }
+    // glibc gives each thread that allocates an arena of its own (up to
+    // eight per core), and a long-lived server's read-ahead threads come
+    // and go: their freed buffers stayed resident in arenas nobody used
+    // again (80 MB of the server's memory after a walk of the bench image
+    // instead of 44 MB). One arena is enough for a FUSE server; musl
+    // ignores the variable. One the user set is kept.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        cmd.env("MALLOC_ARENA_MAX", "1");
+    }
     let mut child = cmd
         .stdin(if secret.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
