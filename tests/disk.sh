@@ -95,7 +95,11 @@ check_twenty_rotating_pulls_stay_within_max_size() {
     present "$n" || fail "pull $i: $n is not in the store"
     [[ $(sha256sum < "$m/data") == "$want" ]] || fail "after pull $i the mount of r1 does not read its data"
   done
-  ((evicted >= 10)) || fail "only $evicted pulls evicted images: the store did not fill up as it should"
+  # Five images fit below the low watermark with the index and its log
+  # (up to 1 MiB, kept between commands): once full, at least every other
+  # pull must evict.
+  echo "# $evicted pulls evicted; the index's log takes $(du -B1 "$ROOT/img.db-wal" 2>/dev/null | cut -f1) bytes"
+  ((evicted >= 9)) || fail "only $evicted pulls evicted images: the store did not fill up as it should"
   # The images kept besides r1 and r2 are those pulled last.
   img images --format json | PULLED="${order[*]}" python3 -c '
 import json, os, re, sys
