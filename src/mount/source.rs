@@ -776,6 +776,15 @@ mod tests {
 
     /// A gzip layer of `len` bytes of varied data (compressible and not),
     /// with its index of 256 KiB spans, as a source.
+    /// A source over one gzip layer of `len` bytes (`gzip_layer`) in a test
+    /// directory named `name`, with the layer's bytes.
+    fn gzip_source(name: &str, len: usize) -> (crate::testdir::TestDir, StoreSource, Vec<u8>) {
+        let dir = crate::testdir::TestDir::new(name);
+        std::fs::create_dir_all(dir.to_path_buf()).unwrap();
+        let (spec, whole) = gzip_layer(&dir.to_path_buf(), len);
+        (dir, StoreSource::open(vec![spec]).unwrap(), whole)
+    }
+
     fn gzip_layer(dir: &std::path::Path, len: usize) -> (LayerSpec, Vec<u8>) {
         use std::io::Write as _;
         let mut x = 0x9e3779b97f4a7c15u64;
@@ -846,12 +855,8 @@ mod tests {
     /// after, and what is held ahead stays within its bound.
     #[test]
     fn long_sequential_gzip_reads_are_decoded_ahead_and_right() {
-        let dir_dir = crate::testdir::TestDir::new("ahead");
-        let dir = dir_dir.to_path_buf();
-        std::fs::create_dir_all(&dir).unwrap();
         let len = (13 << 20) + 4321;
-        let (spec, whole) = gzip_layer(&dir, len);
-        let src = StoreSource::open(vec![spec]).unwrap();
+        let (_dir, src, whole) = gzip_source("ahead", len);
         let LayerData::Gzip { ahead, .. } = &src.layers[0] else { panic!("not a gzip layer with its index") };
         let req = 128 << 10;
         let mut offs: Vec<usize> = (0..len.div_ceil(req)).map(|i| i * req).collect();
@@ -897,12 +902,8 @@ mod tests {
     /// 50% more CPU for a copy-up of text).
     #[test]
     fn late_requests_of_a_long_read_decode_no_segment_twice() {
-        let dir_dir = crate::testdir::TestDir::new("ahead-late");
-        let dir = dir_dir.to_path_buf();
-        std::fs::create_dir_all(&dir).unwrap();
         let len = (24 << 20) + 777;
-        let (spec, whole) = gzip_layer(&dir, len);
-        let src = StoreSource::open(vec![spec]).unwrap();
+        let (_dir, src, whole) = gzip_source("ahead-late", len);
         let LayerData::Gzip { ahead, .. } = &src.layers[0] else { panic!("not a gzip layer with its index") };
         let req = 1 << 20;
         let n = len.div_ceil(req);
