@@ -776,6 +776,20 @@ mod tests {
 
     /// A gzip layer of `len` bytes of varied data (compressible and not),
     /// with its index of 256 KiB spans, as a source.
+    /// Layer 0's `req` bytes at `off` (fewer at its end, `len`), read as a
+    /// FUSE request is answered: until full, each read giving something.
+    fn read_fully(src: &StoreSource, off: usize, req: usize, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; req];
+        let mut got = 0;
+        while got < buf.len() && off + got < len {
+            let n = src.read_at(0, (off + got) as u64, &mut buf[got..]).unwrap();
+            assert!(n > 0, "nothing read at {}", off + got);
+            got += n;
+        }
+        buf.truncate(got);
+        buf
+    }
+
     /// A source over one gzip layer of `len` bytes (`gzip_layer`) in a test
     /// directory named `name`, with the layer's bytes.
     fn gzip_source(name: &str, len: usize) -> (crate::testdir::TestDir, StoreSource, Vec<u8>) {
@@ -865,15 +879,8 @@ mod tests {
         }
         let mut served_ahead = false;
         for (i, &off) in offs.iter().enumerate() {
-            let mut buf = vec![0u8; req];
-            let mut got = 0;
-            while got < buf.len() && off + got < len {
-                let n = src.read_at(0, (off + got) as u64, &mut buf[got..]).unwrap();
-                assert!(n > 0, "nothing read at {}", off + got);
-                got += n;
-            }
             let end = (off + req).min(len);
-            assert_eq!(&buf[..got], &whole[off..end], "at {off}");
+            assert_eq!(read_fully(&src, off, req, len), &whole[off..end], "at {off}");
             let st = ahead.state.lock().unwrap();
             served_ahead |= !st.segments.is_empty();
             let held: usize = st.segments.values().flatten().flatten().map(|d| d.len()).sum();
@@ -914,14 +921,7 @@ mod tests {
             offs.extend((base + 1..(base + 4).min(n)).chain([base]).map(|i| i * req));
         }
         for &off in &offs {
-            let mut buf = vec![0u8; req];
-            let mut got = 0;
-            while got < buf.len() && off + got < len {
-                let n = src.read_at(0, (off + got) as u64, &mut buf[got..]).unwrap();
-                assert!(n > 0, "nothing read at {}", off + got);
-                got += n;
-            }
-            assert!(buf[..got] == whole[off..(off + req).min(len)], "wrong bytes at {off}");
+            assert!(read_fully(&src, off, req, len) == whole[off..(off + req).min(len)], "wrong bytes at {off}");
         }
         let segments = ahead.bounds.len() as u64 - 1;
         let decodes = ahead.decodes.load(std::sync::atomic::Ordering::Relaxed);
