@@ -314,9 +314,23 @@ pub fn make_room(
     make_room_for(store, 0, incoming, what, keep, progress)
 }
 
+/// `make_room` for a command that has already staged blobs of `sizes` in
+/// `ingest/` (counted in the store's use) and is about to store them,
+/// with their layer indexes.
+pub fn make_room_for_staged(
+    store: &mut Store,
+    sizes: &[u64],
+    what: &str,
+    keep: &[Digest],
+    progress: &dyn Progress,
+) -> Result<Evicted> {
+    let staged = sizes.iter().map(|&s| on_disk(s)).fold(0, u64::saturating_add);
+    make_room_for(store, staged, index_bytes(sizes), what, keep, progress)
+}
+
 /// `make_room` for a command that has already staged `staged` bytes in
 /// `ingest/` (counted in the store's use) and will write `incoming` more.
-pub fn make_room_for(
+fn make_room_for(
     store: &mut Store,
     staged: u64,
     incoming: u64,
@@ -405,7 +419,7 @@ pub fn release_room(store: &mut Store) {
 /// standard input) may stage before it must stop: `max-size` less what
 /// the store would take with every image it may evict gone and the room
 /// other running commands claimed. None without a `max-size`. An
-/// estimate (nothing is locked); `make_room_for` decides once the size
+/// estimate (nothing is locked); `make_room_for_staged` decides once the size
 /// is known.
 pub fn room_for_stream(store: &mut Store, keep: &[Digest]) -> Result<Option<u64>> {
     let config = store.config()?;

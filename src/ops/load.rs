@@ -57,14 +57,7 @@ pub fn load(store: &mut Store, input: &Input, trust: &super::trust::TrustOptions
     };
     if matches!(input, Input::Stdin) {
         let sizes = staged.staged_sizes();
-        super::evict::make_room_for(
-            store,
-            sizes.iter().map(|&s| super::evict::on_disk(s)).fold(0, u64::saturating_add),
-            super::evict::index_bytes(&sizes),
-            "loading standard input",
-            &[],
-            &|_: &str| {},
-        )?;
+        super::evict::make_room_for_staged(store, &sizes, "loading standard input", &[], &|_: &str| {})?;
     }
     let prepared = resolve::resolve(store, &mut staged)?;
     if let Input::Path(path) = input {

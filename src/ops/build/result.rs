@@ -56,10 +56,9 @@ pub fn build_and_store(
     // staged in ingest/) before they are committed, or refuses, storing
     // nothing.
     let sizes: Vec<u64> = built.staged.iter().chain(&built.extra).map(StagedBlob::size).collect();
-    crate::ops::evict::make_room_for(
+    crate::ops::evict::make_room_for_staged(
         store,
-        sizes.iter().map(|&s| crate::ops::evict::on_disk(s)).fold(0, u64::saturating_add),
-        crate::ops::evict::index_bytes(&sizes),
+        &sizes,
         &format!("building {}", opts.context.display()),
         &[],
         &|l: &str| log(l),
